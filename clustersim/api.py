@@ -1,0 +1,93 @@
+"""The public Python API: thin calls into the layers, returning plain data (dicts, frozen objects).
+
+Nothing here prints or writes files (the CLI does); each function names the layer that answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def hardware_list() -> dict:
+    """Names of catalog devices and a one-line summary of each cluster."""
+    from hardware import catalog
+
+    clusters = []
+    for name in catalog.list_clusters():
+        c = catalog.get_cluster(name)
+        clusters.append(
+            {"name": c.name, "device": c.device.name, "devices": c.num_devices, "nodes": c.num_nodes,
+             "description": c.description}
+        )
+    return {"devices": catalog.list_devices(), "clusters": clusters}
+
+
+def hardware_report(name: str) -> dict:
+    """A cluster's report (topology counts, cost, tiers) or a device's specification."""
+    from hardware import catalog
+
+    if name.lower() in {n.lower() for n in catalog.list_clusters()}:
+        report = catalog.cluster_report(catalog.get_cluster(name))
+        try:
+            from hardware.collectives import cluster_comm_report
+
+            report.update(cluster_comm_report(catalog.get_cluster(name)))
+        except ImportError:  # pragma: no cover - collectives model not installed
+            pass
+        return report
+    if name.lower() in {n.lower() for n in catalog.list_devices()}:
+        return catalog.device_report(catalog.get_device(name))
+    known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
+    raise LookupError(f"unknown hardware {name!r} (known: {', '.join(known)})")
+
+
+def model_list() -> list[str]:
+    from workloads import models
+
+    return models.list_models()
+
+
+def model_report(name: str) -> dict:
+    """Architecture and exact accounting of a catalog model."""
+    from workloads import accounting, models
+
+    return accounting.accounting_table(models.get_model(name))
+
+
+def validate(path: str | Path, overrides: Iterable[str] = ()) -> Any:
+    """Load and fully check a deployment file; returns the frozen Deployment."""
+    from workloads.deployment import load_deployment
+
+    return load_deployment(path, overrides)
+
+
+def deployment_report(deployment: Any) -> dict:
+    """Per-pool accounting of a validated deployment (devices, memory per device, KV capacity)."""
+    from workloads.deployment_rules import deployment_report as report
+
+    return report(deployment)
+
+
+def estimate_collective(op: str, hardware: str, gpus: int, bytes_per_rank: float) -> dict:
+    """Time of one collective on a catalog cluster (see hardware.collectives)."""
+    from hardware import catalog, collectives
+
+    cost = collectives.collective_time(op, bytes_per_rank, gpus, catalog.get_cluster(hardware))
+    return cost.as_dict() if hasattr(cost, "as_dict") else dict(cost.__dict__)
+
+
+def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
+              device: str = "cuda") -> Path:
+    """Run the calibration microbenchmarks (needs torch: ``pip install 'clustersim[calibrate]'``)."""
+    try:
+        from calibration import run
+    except ImportError as exc:  # torch missing
+        raise ValueError(f"calibrate needs the calibrate extra (torch): {exc}") from None
+    args = ["--out", str(out), "--suite", suite, "--device", device]
+    if quick:
+        args.append("--quick")
+    if max_seconds:
+        args += ["--max-seconds", str(max_seconds)]
+    run.main(args)
+    return Path(out)
