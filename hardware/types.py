@@ -79,6 +79,8 @@ class Topology:
     links: int  # switch-to-switch links
     cost_usd: float
     notes: str = ""
+    endpoint_links: int = 0  # endpoint-to-switch links (NIC or NVLink/UB ports); not in Table 3
+    levels: int = 0  # switch layers on the longest endpoint-to-endpoint path's way up (0: unknown)
 
     @property
     def cost_per_endpoint_usd(self) -> float:
@@ -97,6 +99,10 @@ class Cluster:
     topology: Topology
     description: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
+    # Parallel fabrics that are not part of the nested tier hierarchy, e.g. CloudMatrix384's RDMA
+    # plane (scale-out between supernodes, KV transfer) and VPC plane. Groups never resolve to
+    # them through ``tier_for_group``; flows that use them say so explicitly.
+    side_tiers: tuple[Tier, ...] = ()
 
     @property
     def num_devices(self) -> int:

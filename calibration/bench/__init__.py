@@ -1,0 +1,15 @@
+"""Torch microbenchmark suites. Every module here imports torch lazily (inside functions).
+
+Each suite is a function ``run(ctx)`` taking a :class:`calibration.bench.common.BenchContext`
+and appending rows to its CSV tables; see ``calibration.run`` for the driver.
+"""
+
+SUITES = (
+    "gemm",
+    "grouped_gemm",
+    "attn_prefill",
+    "attn_decode",
+    "mla_decode",
+    "elementwise",
+    "collectives",
+)

@@ -1,0 +1,273 @@
+"""Attention suites: causal prefill, GQA decode against a KV cache, and MLA absorbed decode.
+
+Implementations measured (all bf16, ``torch.nn.functional.scaled_dot_product_attention``):
+
+* **prefill** - ``q[B,Hq,S,Dqk]``, ``k[B,Hkv,S,Dqk]``, ``v[B,Hkv,S,Dv]``, ``is_causal=True``.
+  Backends are tried in the order flash, cuDNN, memory-efficient; the first that runs is used
+  and recorded in ``backend``. GQA uses ``enable_gqa=True`` (no KV copy); where a backend
+  rejects it, K/V are expanded once with ``repeat_interleave`` outside the timed call
+  (``gqa_impl=repeat_kv``). MLA prefill (Dqk=192, Dv=128) is the non-absorbed form.
+* **decode** - one new token per sequence against a pre-allocated cache ``[B,Hkv,C,D]``.
+  GQA is packed MQA-style: the Hq/Hkv query heads of a group become query rows,
+  ``q[B,Hkv,Hq/Hkv,D]`` with ``is_causal=False`` (exact for one decode token), so the cache is
+  read once per KV head (``gqa_impl=pack_q``).
+* **MLA decode (absorbed)** - ``q[B,H,576]`` against the latent cache ``c[B,C,576]``; values are
+  the first 512 columns of the same cache (a strided view, no copy), output ``[B,H,512]``.
+  SDPA is tried with one "head" and H query rows (Dqk=576, Dv=512); when no fused backend
+  takes head dim 576 it runs as two ``torch.bmm`` plus a float32 softmax (``impl=bmm``).
+
+FLOPs: prefill ``2*B*Hq*S^2*(Dqk+Dv)/2`` (causal half), decode ``2*B*Hq*C*(Dqk+Dv)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+
+PREFILL_CONFIGS = (  # (hq, hkv, dqk, dv, label)
+    (32, 8, 128, 128, "llama-3.1-8b tp1 / 70b tp2"),
+    (64, 8, 128, 128, "llama-3.1-70b tp1"),
+    (8, 1, 128, 128, "llama-3.1-70b tp8"),
+    (128, 128, 192, 128, "deepseek-v3 mla prefill"),
+)
+PREFILL_SEQ = tuple(2**i for i in range(7, 18))  # 128 .. 131072
+PREFILL_BATCH = (1, 4, 16)
+PREFILL_MAX_TOKENS = 65536  # batch*seq cap for batch > 1
+PREFILL_MAX_FLOPS = 3e14
+
+DECODE_CONFIGS = ((32, 8, 128, "llama-3.1-8b"), (64, 8, 128, "llama-3.1-70b"), (8, 1, 128, "70b tp8"))
+DECODE_BATCH = (1, 4, 16, 64, 128, 256, 512)
+DECODE_CONTEXT = (128, 512, 2048, 8192, 32768, 131072)
+MAX_KV_BYTES = 40e9
+
+MLA_HEADS = (16, 128)
+MLA_BATCH = (1, 4, 16, 32, 64, 128, 256)
+MLA_CONTEXT = (128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+MLA_DQK, MLA_DV = 576, 512
+
+PREFILL_COLUMNS = ["batch", "seq", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal",
+                   "seconds", "tflops", "backend", "gqa_impl", "method"]
+PREFILL_KEY = ["batch", "seq", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
+DECODE_COLUMNS = ["batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v",
+                  "seconds", "kv_bytes", "gbps", "tflops", "backend", "gqa_impl", "method"]
+DECODE_KEY = ["batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
+MLA_COLUMNS = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v", "seconds",
+               "kv_bytes", "gbps", "tflops", "impl", "method"]
+MLA_KEY = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v"]
+
+
+def _backends(ctx: BenchContext):
+    """SDPA backends in order of preference; [None] means 'let torch choose' (CPU)."""
+    if not ctx.is_cuda:
+        return [None]
+    from torch.nn.attention import SDPBackend
+
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+
+
+def _sdpa_call(backend, q, k, v, causal: bool, gqa: bool):
+    import torch.nn.functional as F
+
+    if backend is None:
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    from torch.nn.attention import sdpa_kernel
+
+    def call():
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+    return call
+
+
+def pick_sdpa(ctx: BenchContext, q, k, v, causal: bool):
+    """First (backend, gqa_impl) that runs; returns (callable, backend_name, gqa_impl)."""
+    import torch
+
+    hq, hkv = q.shape[1], k.shape[1]
+    errors = []
+    for backend in _backends(ctx):
+        name = "auto" if backend is None else backend.name.lower()
+        variants = [("none", k, v, False)] if hq == hkv else [("enable_gqa", k, v, True)]
+        if hq != hkv:
+            rep = hq // hkv
+            variants.append(("repeat_kv", None, None, False))
+        for gqa_impl, kk, vv, gqa in variants:
+            if gqa_impl == "repeat_kv":
+                kk = k.repeat_interleave(rep, dim=1)
+                vv = v.repeat_interleave(rep, dim=1)
+            call = _sdpa_call(backend, q, kk, vv, causal, gqa)
+            try:
+                call()
+                if ctx.is_cuda:
+                    torch.cuda.synchronize()
+                return call, name, gqa_impl
+            except Exception as exc:  # backend refuses this shape; try the next
+                errors.append(f"{name}/{gqa_impl}: {str(exc).splitlines()[0][:120]}")
+    raise RuntimeError("no SDPA backend ran: " + "; ".join(errors))
+
+
+def run_prefill(ctx: BenchContext) -> None:
+    import torch
+
+    table = CsvTable(ctx.out_dir / "attn_prefill_bf16.csv", PREFILL_COLUMNS, PREFILL_KEY)
+    dev = torch.device(ctx.device)
+    configs = ((4, 2, 32, 32, "tiny"), (4, 4, 48, 32, "tiny mla")) if ctx.quick else PREFILL_CONFIGS
+    seqs = (16, 64) if ctx.quick else PREFILL_SEQ
+    batches = (1, 2) if ctx.quick else PREFILL_BATCH
+    done = 0
+    for hq, hkv, dqk, dv, _ in configs:
+        for b in batches:
+            for s in seqs:
+                flops = 2.0 * b * hq * s * s * (dqk + dv) / 2
+                if (b > 1 and b * s > PREFILL_MAX_TOKENS) or flops > PREFILL_MAX_FLOPS:
+                    continue
+                if table.has(batch=b, seq=s, heads_q=hq, heads_kv=hkv, head_dim_qk=dqk, head_dim_v=dv):
+                    continue
+                if ctx.out_of_time():
+                    ctx.log("attn_prefill: time budget reached")
+                    return
+                try:
+                    nrot = rotation_count(2 * b * s * (hq * (dqk + dv) + hkv * (dqk + dv)), ctx)
+                    fns, backend, gqa_impl = [], "", ""
+                    for _ in range(nrot):
+                        q = torch.randn(b, hq, s, dqk, device=dev, dtype=torch.bfloat16)
+                        k = torch.randn(b, hkv, s, dqk, device=dev, dtype=torch.bfloat16)
+                        v = torch.randn(b, hkv, s, dv, device=dev, dtype=torch.bfloat16)
+                        call, backend, gqa_impl = pick_sdpa(ctx, q, k, v, causal=True)
+                        fns.append(call)
+                    seconds, method = time_calls(fns, ctx)
+                except Exception as exc:
+                    ctx.log(f"attn_prefill b={b} s={s} hq={hq}: {type(exc).__name__}: {exc}")
+                    continue
+                finally:
+                    fns = None
+                    free_cuda()
+                table.append(dict(batch=b, seq=s, heads_q=hq, heads_kv=hkv, head_dim_qk=dqk,
+                                  head_dim_v=dv, causal=True, seconds=seconds,
+                                  tflops=flops / seconds / 1e12, backend=backend,
+                                  gqa_impl=gqa_impl, method=method))
+                done += 1
+    ctx.log(f"attn_prefill: {done} points measured, {len(table)} in table")
+
+
+def run_decode(ctx: BenchContext) -> None:
+    import torch
+
+    table = CsvTable(ctx.out_dir / "attn_decode_bf16.csv", DECODE_COLUMNS, DECODE_KEY)
+    dev = torch.device(ctx.device)
+    configs = ((4, 2, 32, "tiny"),) if ctx.quick else DECODE_CONFIGS
+    batches = (1, 3) if ctx.quick else DECODE_BATCH
+    contexts = (16, 128) if ctx.quick else DECODE_CONTEXT
+    done = 0
+    for hq, hkv, d, _ in configs:
+        g = hq // hkv
+        for b in batches:
+            for c in contexts:
+                kv_bytes = 2.0 * b * hkv * c * d * 2
+                if kv_bytes > MAX_KV_BYTES:
+                    continue
+                if table.has(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d, head_dim_v=d):
+                    continue
+                if ctx.out_of_time():
+                    ctx.log("attn_decode: time budget reached")
+                    return
+                try:
+                    fns, backend = [], ""
+                    for _ in range(rotation_count(kv_bytes, ctx)):
+                        q = torch.randn(b, hkv, g, d, device=dev, dtype=torch.bfloat16)
+                        k = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
+                        v = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
+                        call, backend, _ = pick_sdpa(ctx, q, k, v, causal=False)
+                        fns.append(call)
+                    seconds, method = time_calls(fns, ctx)
+                except Exception as exc:
+                    ctx.log(f"attn_decode b={b} c={c} hq={hq}: {type(exc).__name__}: {exc}")
+                    continue
+                finally:
+                    fns = None
+                    free_cuda()
+                flops = 2.0 * b * hq * c * 2 * d
+                table.append(dict(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
+                                  head_dim_v=d, seconds=seconds, kv_bytes=kv_bytes,
+                                  gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12,
+                                  backend=backend, gqa_impl="pack_q", method=method))
+                done += 1
+    ctx.log(f"attn_decode: {done} points measured, {len(table)} in table")
+
+
+def _mla_bmm_call(q, cache, dv: int, out):
+    import torch
+
+    scale = 1.0 / math.sqrt(q.shape[-1])
+
+    def call():
+        s = torch.bmm(q, cache.transpose(1, 2))
+        p = torch.softmax(s.float() * scale, dim=-1).to(q.dtype)
+        return torch.bmm(p, cache[:, :, :dv], out=out)
+
+    return call
+
+
+def _mla_callable(ctx: BenchContext, q, cache, dv: int):
+    """SDPA with one head and H query rows if a backend takes Dqk=576, else two bmm."""
+    import torch
+
+    b, h, dqk = q.shape
+    q4 = q.view(b, 1, h, dqk)
+    k4 = cache.view(b, 1, cache.shape[1], dqk)
+    v4 = k4[..., :dv]
+    if ctx.is_cuda:
+        for backend in _backends(ctx):
+            call = _sdpa_call(backend, q4, k4, v4, False, False)
+            try:
+                call()
+                torch.cuda.synchronize()
+                return call, f"sdpa_{backend.name.lower()}"
+            except Exception:
+                continue
+    out = torch.empty(b, h, dv, device=q.device, dtype=q.dtype)
+    return _mla_bmm_call(q, cache, dv, out), "bmm"
+
+
+def run_mla_decode(ctx: BenchContext) -> None:
+    import torch
+
+    table = CsvTable(ctx.out_dir / "mla_decode_bf16.csv", MLA_COLUMNS, MLA_KEY)
+    dev = torch.device(ctx.device)
+    heads = (4,) if ctx.quick else MLA_HEADS
+    batches = (1, 2) if ctx.quick else MLA_BATCH
+    contexts = (16, 64) if ctx.quick else MLA_CONTEXT
+    dqk, dv = MLA_DQK, MLA_DV
+    done = 0
+    for h in heads:
+        for b in batches:
+            for c in contexts:
+                kv_bytes = 2.0 * b * c * dqk
+                if kv_bytes > MAX_KV_BYTES:
+                    continue
+                if table.has(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv):
+                    continue
+                if ctx.out_of_time():
+                    ctx.log("mla_decode: time budget reached")
+                    return
+                try:
+                    fns, impl = [], ""
+                    for _ in range(rotation_count(kv_bytes, ctx)):
+                        q = torch.randn(b, h, dqk, device=dev, dtype=torch.bfloat16)
+                        cache = torch.randn(b, c, dqk, device=dev, dtype=torch.bfloat16)
+                        call, impl = _mla_callable(ctx, q, cache, dv)
+                        fns.append(call)
+                    seconds, method = time_calls(fns, ctx)
+                except Exception as exc:
+                    ctx.log(f"mla_decode b={b} c={c} h={h}: {type(exc).__name__}: {exc}")
+                    continue
+                finally:
+                    fns = None
+                    free_cuda()
+                flops = 2.0 * b * h * c * (dqk + dv)
+                table.append(dict(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv,
+                                  seconds=seconds, kv_bytes=kv_bytes, gbps=kv_bytes / seconds / 1e9,
+                                  tflops=flops / seconds / 1e12, impl=impl, method=method))
+                done += 1
+    ctx.log(f"mla_decode: {done} points measured, {len(table)} in table")

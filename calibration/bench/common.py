@@ -1,0 +1,246 @@
+"""Shared machinery for the microbenchmarks: the run context, resumable CSV tables and timing.
+
+Timing follows the workplace method: warm up first; on CUDA time with CUDA events and take
+the median of several repeats; when one call is short enough that launch overhead would
+dominate (under ``GRAPH_THRESHOLD_S``), capture many calls in a CUDA graph and time its
+replays; rotate among several input sets whose total exceeds the L2 cache so repeated calls
+do not measure the cache. On CPU (tests) the host clock ``time.perf_counter`` is used.
+torch is imported lazily, inside functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+GRAPH_THRESHOLD_S = 2e-4  # calls shorter than this are timed inside a CUDA graph
+L2_ROTATION_BYTES = 192e6  # rotate input sets until this many bytes are touched (H200 L2 = 60 MB)
+MAX_ROTATION = 16
+
+
+@dataclass
+class BenchContext:
+    """Where and how a suite runs. ``deadline_s`` is a ``time.monotonic()`` value (or None)."""
+
+    out_dir: Path
+    device: str = "cuda"
+    quick: bool = False
+    deadline_s: float | None = None
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def time_left_s(self) -> float:
+        return math.inf if self.deadline_s is None else self.deadline_s - time.monotonic()
+
+    def out_of_time(self) -> bool:
+        return self.time_left_s() <= 0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+class CsvTable:
+    """An append-only CSV table that skips rows already present (resume).
+
+    ``key`` names the columns that identify a point; a row whose key is already in the
+    file is not measured again. Every appended row is flushed at once, so an interrupted
+    run keeps what it measured.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str], key: Sequence[str]):
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.key = list(key)
+        self._done: set[tuple[str, ...]] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames != self.columns:
+                    raise ValueError(
+                        f"{self.path}: existing columns {reader.fieldnames} differ from {self.columns}"
+                    )
+                for row in reader:
+                    self._done.add(self._key_of(row))
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(self.columns)
+
+    def _key_of(self, row: dict) -> tuple[str, ...]:
+        return tuple(_fmt(row[c]) for c in self.key)
+
+    def has(self, **point) -> bool:
+        return self._key_of(point) in self._done
+
+    def append(self, row: dict) -> None:
+        missing = [c for c in self.columns if c not in row]
+        if missing:
+            raise KeyError(f"{self.path.name}: row lacks {missing}")
+        with self.path.open("a", newline="") as fh:
+            csv.writer(fh).writerow([_fmt(row[c]) for c in self.columns])
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._done.add(self._key_of(row))
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.6g}"
+    return str(value)
+
+
+def rotation_count(bytes_per_set: float, ctx: BenchContext) -> int:
+    """How many input sets to rotate so repeated calls touch more than the L2 cache."""
+    if not ctx.is_cuda or bytes_per_set <= 0:
+        return 1
+    return int(max(1, min(MAX_ROTATION, math.ceil(L2_ROTATION_BYTES / bytes_per_set))))
+
+
+def time_calls(fns: Sequence[Callable[[], object]], ctx: BenchContext, *, use_graph: bool = True,
+               target_s: float = 0.15) -> tuple[float, str]:
+    """Median seconds of one call, rotating over ``fns`` (same work, different buffers).
+
+    Returns (seconds, method) where method is "cuda_graph", "cuda_events" or "perf_counter".
+    """
+    fns = list(fns)
+    if not ctx.is_cuda:
+        return _time_cpu(fns, ctx), "perf_counter"
+    import torch
+
+    for f in fns:  # warm-up: module load, cuBLAS handles, autotuning
+        f()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for f in fns:
+        f()
+    end.record()
+    end.synchronize()
+    est_s = start.elapsed_time(end) * 1e-3 / len(fns)
+
+    if use_graph and est_s < GRAPH_THRESHOLD_S:
+        try:
+            return _time_graph(fns, est_s, ctx), "cuda_graph"
+        except Exception as exc:  # capture can fail for some ops; fall back to a timed loop
+            ctx.log(f"  graph capture failed ({type(exc).__name__}: {exc}); timing eager loop")
+            torch.cuda.synchronize()
+            return _time_loop(fns, est_s, ctx), "cuda_events_loop"
+
+    repeats = int(min(25 if not ctx.quick else 5, max(3, target_s / max(est_s, 1e-9))))
+    times = []
+    for r in range(repeats):
+        f = fns[r % len(fns)]
+        start.record()
+        f()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(times), "cuda_events"
+
+
+def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
+    import torch
+
+    inner = max(len(fns), int(math.ceil(2e-3 / max(est_s, 1e-7))))
+    inner = min(inner, 400)
+    inner = int(math.ceil(inner / len(fns)) * len(fns))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(inner):
+            fns[i % len(fns)]()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5 if ctx.quick else 11):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3 / inner)
+    del graph
+    return statistics.median(times)
+
+
+def _time_loop(fns, est_s: float, ctx: BenchContext) -> float:
+    import torch
+
+    inner = min(400, max(len(fns), int(math.ceil(2e-3 / max(est_s, 1e-7)))))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5 if ctx.quick else 11):
+        start.record()
+        for i in range(inner):
+            fns[i % len(fns)]()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3 / inner)
+    return statistics.median(times)
+
+
+def _time_cpu(fns, ctx: BenchContext) -> float:
+    fns[0]()
+    times = []
+    for r in range(3 if ctx.quick else 7):
+        f = fns[r % len(fns)]
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def log_grid(lo: int, hi: int, per_octave: int = 1) -> list[int]:
+    """Integers from lo to hi spaced evenly in log2 (powers of two when per_octave=1)."""
+    out = []
+    steps = int(round(math.log2(hi / lo) * per_octave))
+    for i in range(steps + 1):
+        v = int(round(lo * 2 ** (i / per_octave)))
+        if not out or v != out[-1]:
+            out.append(v)
+    return out
+
+
+def free_cuda() -> None:
+    """Release cached blocks between points with very different footprints."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+            "fp8": torch.float8_e4m3fn}[name]
+
+
+def iter_points(points: Iterable[dict], table: CsvTable, key_fields: Sequence[str]):
+    """Yield the points not yet in ``table`` (resume)."""
+    for p in points:
+        if not table.has(**{k: p[k] for k in key_fields}):
+            yield p

@@ -1,0 +1,96 @@
+"""Memory-bound suite: rmsnorm, silu*mul, rotary embedding and copy over sizes (bf16).
+
+``bytes`` counts the fewest bytes each op must move (inputs read once, output written once),
+so ``gbps`` is achieved bandwidth by that count. ``hbm.csv`` holds the large device-to-device
+copies (bytes read + written), the achieved HBM bandwidth. Ops as measured:
+
+* rmsnorm: ``torch.nn.functional.rms_norm`` over rows of width 4096 (read x and weight, write y);
+* silu_mul: ``silu(a) * b`` on two halves of a ``[T, 2F]`` tensor (read 2E, write E);
+* rotary: ``x*cos + rotate_half(x)*sin`` on ``[T, 32, 128]`` (eager torch, several kernels: a
+  fused kernel would be faster - counted bytes are read x, cos, sin, write y);
+* copy: ``dst.copy_(src)``.
+"""
+
+from __future__ import annotations
+
+from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+
+ELEMENTS = tuple(2**i for i in range(12, 29, 2))  # 4K .. 256M elements
+HBM_BYTES = tuple(int(2**i) for i in range(24, 34))  # 16 MiB .. 8 GiB per buffer
+WIDTH = 4096
+COLUMNS = ["op", "elements", "bytes", "seconds", "gbps", "method"]
+KEY = ["op", "elements"]
+HBM_COLUMNS = ["bytes", "seconds", "gbps", "method"]
+HBM_KEY = ["bytes"]
+OPS = ("copy", "rmsnorm", "silu_mul", "rotary")
+
+
+def _make(op: str, elements: int, dev):
+    """Return (callable, bytes moved). ``elements`` = elements of the op's output."""
+    import torch
+    import torch.nn.functional as F
+
+    bf = torch.bfloat16
+    if op == "copy":
+        src = torch.randn(elements, device=dev, dtype=bf)
+        dst = torch.empty_like(src)
+        return (lambda: dst.copy_(src)), 4 * elements
+    if op == "rmsnorm":
+        rows = max(1, elements // WIDTH)
+        width = elements // rows
+        x = torch.randn(rows, width, device=dev, dtype=bf)
+        w = torch.randn(width, device=dev, dtype=bf)
+        return (lambda: F.rms_norm(x, (width,), w, 1e-6)), 4 * rows * width + 2 * width
+    if op == "silu_mul":
+        rows = max(1, elements // WIDTH)
+        width = elements // rows
+        ab = torch.randn(rows, 2 * width, device=dev, dtype=bf)
+        a, b = ab[:, :width], ab[:, width:]
+        return (lambda: F.silu(a) * b), 6 * rows * width
+    if op == "rotary":
+        tokens = max(1, elements // (32 * 128))
+        x = torch.randn(tokens, 32, 128, device=dev, dtype=bf)
+        cos = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
+        sin = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
+
+        def rot():
+            x1, x2 = x[..., :64], x[..., 64:]
+            return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+        return rot, 4 * x.numel() + 4 * cos.numel()
+    raise ValueError(f"elementwise op {op!r} unknown (valid: {', '.join(OPS)})")
+
+
+def run(ctx: BenchContext) -> None:
+    import torch
+
+    dev = torch.device(ctx.device)
+    table = CsvTable(ctx.out_dir / "elementwise_bf16.csv", COLUMNS, KEY)
+    sizes = (2**10, 2**14) if ctx.quick else ELEMENTS
+    done = 0
+    for op in OPS:
+        for e in sizes:
+            if table.has(op=op, elements=e):
+                continue
+            if ctx.out_of_time():
+                ctx.log("elementwise: time budget reached")
+                return
+            fn0, nbytes = _make(op, e, dev)
+            fns = [fn0] + [_make(op, e, dev)[0] for _ in range(rotation_count(nbytes, ctx) - 1)]
+            seconds, method = time_calls(fns, ctx)
+            table.append(dict(op=op, elements=e, bytes=nbytes, seconds=seconds,
+                              gbps=nbytes / seconds / 1e9, method=method))
+            done += 1
+            fns = fn0 = None
+            free_cuda()
+    hbm = CsvTable(ctx.out_dir / "hbm.csv", HBM_COLUMNS, HBM_KEY)
+    for nb in (2**20, 2**22) if ctx.quick else HBM_BYTES:
+        if hbm.has(bytes=2 * nb) or ctx.out_of_time():
+            continue
+        src = torch.randn(nb // 2, device=dev, dtype=torch.bfloat16)
+        dst = torch.empty_like(src)
+        seconds, method = time_calls([lambda: dst.copy_(src)], ctx, use_graph=False)
+        hbm.append(dict(bytes=2 * nb, seconds=seconds, gbps=2 * nb / seconds / 1e9, method=method))
+        src = dst = None
+        free_cuda()
+    ctx.log(f"elementwise: {done} points measured; hbm table {len(hbm)} rows")

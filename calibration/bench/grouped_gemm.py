@@ -1,0 +1,69 @@
+"""Grouped GEMM suite for MoE experts (bf16).
+
+Implementation measured: ``torch.bmm`` over ``x[G, m, K] @ W[G, K, N]`` - every group (expert)
+gets the same ``m`` tokens, i.e. the balanced case; an unbalanced step is timed by its busiest
+group (``m_per_group``) as the cost model does. This is a padded batched GEMM, not a
+ragged grouped-GEMM kernel (DeepGEMM / CUTLASS grouped); README.md discusses the gap.
+Shapes: deepseek-v3 experts (gate_up N=4096 K=7168, down N=7168 K=2048) and
+deepseek-v2-lite experts (hidden 2048, moe_inter 1408: gate_up N=2816 K=2048, down N=2048 K=1408).
+"""
+
+from __future__ import annotations
+
+from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+
+SHAPES = (
+    (4096, 7168, "deepseek-v3 expert gate_up"),
+    (7168, 2048, "deepseek-v3 expert down"),
+    (2816, 2048, "deepseek-v2-lite expert gate_up"),
+    (2048, 1408, "deepseek-v2-lite expert down"),
+)
+GROUPS = (8, 16, 32, 64)
+M_GRID = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+QUICK_SHAPES = ((256, 128, "tiny"),)
+QUICK_GROUPS = (2, 4)
+QUICK_M = (1, 8, 32)
+MAX_FLOPS = 2.5e13
+COLUMNS = ["groups", "m_per_group", "n", "k", "seconds", "tflops", "method"]
+KEY = ["groups", "m_per_group", "n", "k"]
+
+
+def run(ctx: BenchContext) -> None:
+    import torch
+
+    table = CsvTable(ctx.out_dir / "grouped_gemm_bf16.csv", COLUMNS, KEY)
+    dev = torch.device(ctx.device)
+    shapes = QUICK_SHAPES if ctx.quick else SHAPES
+    groups_grid = QUICK_GROUPS if ctx.quick else GROUPS
+    ms = QUICK_M if ctx.quick else M_GRID
+    done = 0
+    for n, k, _ in shapes:
+        for g in groups_grid:
+            weights = None
+            for m in ms:
+                flops = 2.0 * g * m * n * k
+                if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
+                    continue
+                if ctx.out_of_time():
+                    ctx.log("grouped_gemm: time budget reached")
+                    return
+                nrot = rotation_count(2 * g * (m * k + k * n + m * n), ctx)
+                if weights is None or len(weights) < nrot:
+                    weights = [torch.randn(g, k, n, device=dev, dtype=torch.bfloat16)
+                               for _ in range(nrot)]
+                fns = []
+                for i in range(nrot):
+                    x = torch.randn(g, m, k, device=dev, dtype=torch.bfloat16)
+                    out = torch.empty(g, m, n, device=dev, dtype=torch.bfloat16)
+                    fns.append(lambda x=x, w=weights[i], out=out: torch.bmm(x, w, out=out))
+                try:
+                    seconds, method = time_calls(fns, ctx)
+                except Exception as exc:
+                    ctx.log(f"grouped_gemm g={g} m={m} n={n} k={k}: {type(exc).__name__}: {exc}")
+                    continue
+                table.append(dict(groups=g, m_per_group=m, n=n, k=k, seconds=seconds,
+                                  tflops=flops / seconds / 1e12, method=method))
+                done += 1
+            weights = None
+            free_cuda()
+    ctx.log(f"grouped_gemm: {done} points measured, {len(table)} in table")

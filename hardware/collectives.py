@@ -1,0 +1,416 @@
+"""Collective communication time models over a cluster's fabric tiers.
+
+``collective_time(op, bytes_per_rank, group_size, cluster, algorithm="auto", placement=None)``
+returns a frozen :class:`CollectiveCost` (seconds, algorithm, tiers used, bus bytes, breakdown,
+source). Message-size convention is that of nccl-tests' "size": ``all_reduce`` the buffer on each
+rank; ``all_gather`` the gathered output; ``reduce_scatter`` the input; ``all_to_all`` each
+rank's whole send buffer (its share to itself included); ``send_recv`` the bytes sent.
+
+Algorithms (alpha-beta models; p ranks, B bytes, bw the per-rank bandwidth, alpha the latency):
+
+* ring all-reduce ``2(p-1)/p * B/bw + 2(p-1) alpha``; ring all-gather/reduce-scatter
+  ``(p-1)/p * B/bw + (p-1) alpha``. A ring crossing several tiers runs at the slowest tier it
+  crosses (NCCL opens one ring per NIC, so each rank's NIC carries one ring) and each step waits
+  for the slowest hop (the outermost tier's latency).
+* double binary tree all-reduce (NCCL): ``2 B/bw + 2 (ceil(log2 m) alpha_out + (g-1) alpha_in)``
+  with m scale-up domains of g ranks (chain inside the domain, trees across domains).
+* hierarchical (two-level): reduce-scatter inside the scale-up domain, all-reduce (or all-gather /
+  reduce-scatter) of 1/g of the data across domains, each rank on its own NIC in parallel, then
+  all-gather inside the domain.
+* all-to-all: flat -- each rank sends (p-1)/p of its buffer; the bytes a tier carries per rank
+  follow from where the peers sit (placement), with the multi-plane rule that cross-plane traffic
+  is forwarded over the scale-up fabric first; the time is set by the most loaded tier.
+  Hierarchical -- an intra-domain exchange, then an inter-domain exchange of aggregated data.
+* send_recv: ``B / min(bw on the path) + latencies on the path``.
+
+Bandwidths are per-rank achievable figures: ``Tier.effective_bytes_per_s`` when the catalog
+states an efficiency, otherwise nominal times ``link_achievable_fraction.<technology>`` from
+``hardware/data/comm_calibration.yaml``, times a per-algorithm fraction from the same file. A
+measured profile (duck-typed: ``profile.collective_seconds(op, group_size, bytes)`` returning
+seconds, or ``None``/raising ``LookupError`` when it does not cover the case) overrides the model.
+
+The group's placement is a sequence of global device ids (default: contiguous ranks 0..p-1, which
+fills a node first). Device d sits in block ``d // tier.span_devices`` of each tier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from hardware.types import Cluster, Tier
+
+__all__ = [
+    "OPS",
+    "ALGORITHMS",
+    "CollectiveCost",
+    "CommCalibration",
+    "GroupGeometry",
+    "load_comm_calibration",
+    "achievable_bytes_per_s",
+    "group_geometry",
+    "collective_time",
+]
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+ALGORITHMS = {
+    "all_reduce": ("ring", "tree", "hierarchical"),
+    "all_gather": ("ring", "hierarchical"),
+    "reduce_scatter": ("ring", "hierarchical"),
+    "all_to_all": ("flat", "hierarchical"),
+    "send_recv": ("direct",),
+}
+_CALIBRATION_PATH = Path(__file__).parent / "data" / "comm_calibration.yaml"
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True, slots=True)
+class CommCalibration:
+    """Named, sourced communication parameters (``comm_calibration.yaml``), read-only."""
+
+    values: Mapping[str, float]
+    sources: Mapping[str, str]
+    path: str = ""
+
+    def get(self, name: str) -> float:
+        try:
+            return self.values[name]
+        except KeyError:
+            prefix = name.rsplit(".", 1)[0]
+            near = sorted(k for k in self.values if k.startswith(prefix)) or sorted(self.values)
+            raise KeyError(f"no communication parameter {name!r} (known: {', '.join(near)})") from None
+
+    def get_or(self, name: str, default: float) -> float:
+        return self.values.get(name, default)
+
+    def releases(self, family: str) -> list[str]:
+        """Releases available for a kernel family, e.g. ``deepep_normal`` -> ['2025-02', '2025-04']."""
+        return sorted({k.split(".")[1] for k in self.values if k.startswith(family + ".")})
+
+    def with_values(self, overrides: Mapping[str, float]) -> "CommCalibration":
+        """A copy with some parameters overridden (e.g. a fit of one's own); unknown names raise."""
+        for name in overrides:
+            self.get(name)
+        values = {**self.values, **{k: float(v) for k, v in overrides.items()}}
+        return CommCalibration(MappingProxyType(values), self.sources, self.path)
+
+
+@lru_cache(maxsize=4)
+def load_comm_calibration(path: str | None = None) -> CommCalibration:
+    """Parse ``comm_calibration.yaml`` (or ``path``); memoised, the result is immutable."""
+    file = Path(path) if path else _CALIBRATION_PATH
+    with open(file, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for name, entry in (doc.get("parameters") or {}).items():
+        if not isinstance(entry, dict) or "value" not in entry or "source" not in entry:
+            raise ValueError(f"{file}: parameter {name} needs 'value' and 'source'")
+        values[name] = float(entry["value"])
+        sources[name] = str(entry["source"])
+    return CommCalibration(MappingProxyType(values), MappingProxyType(sources), str(file))
+
+
+def achievable_bytes_per_s(tier: Tier, calibration: CommCalibration | None = None) -> float:
+    """Per-device achievable bandwidth of ``tier``.
+
+    A tier whose catalog entry states an efficiency (anything but the default 1.0) is taken at
+    ``effective_bytes_per_s``; otherwise the technology's ``link_achievable_fraction`` applies.
+    """
+    if tier.efficiency != 1.0:
+        return tier.effective_bytes_per_s
+    calib = calibration or load_comm_calibration()
+    fraction = calib.get_or(f"link_achievable_fraction.{tier.technology}", 1.0)
+    return tier.bandwidth_bytes_per_s * fraction / tier.oversubscription
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True, slots=True)
+class GroupGeometry:
+    """Where a group's ranks sit relative to the cluster's tiers.
+
+    ``outer_tier``: index of the innermost tier holding the whole group. ``domains``: number of
+    distinct tier-0 (scale-up) blocks; ``ranks_per_domain``: the largest number of ranks in one.
+    ``peer_share[t]``: mean fraction of a rank's p-1 peers whose innermost common tier is t.
+    ``carried_share[t]``: fraction of a rank's uniform all-to-all bytes (to its peers) that
+    load tier t's per-rank bandwidth (outer peers of the same technology load it too; cross-plane
+    traffic of multi-plane tiers is forwarded over tier 0 first).
+    """
+
+    size: int
+    outer_tier: int
+    domains: int
+    ranks_per_domain: int
+    peer_share: tuple[float, ...]
+    carried_share: tuple[float, ...]
+
+
+def _placement_array(group_size: int, cluster: Cluster, placement: Sequence[int] | None) -> np.ndarray:
+    if group_size < 1:
+        raise ValueError(f"group size must be >= 1, got {group_size}")
+    if placement is None:
+        if group_size > cluster.num_devices:
+            raise ValueError(
+                f"cluster {cluster.name}: a group of {group_size} devices exceeds its {cluster.num_devices} devices"
+            )
+        return np.arange(group_size, dtype=np.int64)
+    arr = np.asarray(placement, dtype=np.int64)
+    if arr.shape != (group_size,):
+        raise ValueError(f"placement has {arr.size} devices, group size is {group_size}")
+    if arr.min() < 0 or arr.max() >= cluster.num_devices or np.unique(arr).size != arr.size:
+        raise ValueError(f"placement must name {group_size} distinct devices in 0..{cluster.num_devices - 1}")
+    return arr
+
+
+def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] | None = None) -> GroupGeometry:
+    """Tier geometry of a group (contiguous ranks unless ``placement`` gives device ids)."""
+    devices = _placement_array(group_size, cluster, placement)
+    tiers = cluster.tiers
+    p = group_size
+    outer = None
+    peers_within = []  # mean number of peers in the same block of tier t
+    domains = ranks_per_domain = 1
+    for t, tier in enumerate(tiers):
+        _, inverse, counts = np.unique(devices // tier.span_devices, return_inverse=True, return_counts=True)
+        peers_within.append(float(counts[inverse].mean()) - 1.0)
+        if t == 0:
+            domains, ranks_per_domain = int(counts.size), int(counts.max())
+        if outer is None and counts.size == 1:
+            outer = t
+    if outer is None:
+        raise ValueError(f"cluster {cluster.name}: tiers do not span the group's devices")
+    denom = max(p - 1, 1)
+    peer_share = []
+    prev = 0.0
+    for t in range(len(tiers)):
+        peer_share.append((peers_within[t] - prev) / denom)
+        prev = peers_within[t]
+    carried = []
+    for t, tier in enumerate(tiers):
+        share = peer_share[t]
+        for u in range(t + 1, len(tiers)):
+            if tiers[u].technology == tier.technology:
+                share += peer_share[u]
+            elif t == 0 and tiers[u].planes > 1:
+                share += peer_share[u] * (tiers[u].planes - 1) / tiers[u].planes
+        carried.append(share)
+    return GroupGeometry(p, outer, domains, ranks_per_domain, tuple(peer_share), tuple(carried))
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveCost:
+    """Time of one collective on one group, with how it was obtained."""
+
+    op: str
+    seconds: float
+    algorithm: str
+    tiers: tuple[str, ...]  # names of the tiers the traffic crosses, innermost first
+    bus_bytes: float  # nccl-tests bus bytes per rank (bus bandwidth = bus_bytes / seconds)
+    breakdown: tuple[tuple[str, float], ...]  # (phase, seconds)
+    source: str  # "model:<algorithm>" or "profile"
+
+    @property
+    def bus_bytes_per_s(self) -> float:
+        return self.bus_bytes / self.seconds if self.seconds > 0 else math.inf
+
+
+def _bus_bytes(op: str, nbytes: float, p: int) -> float:
+    if p <= 1:
+        return 0.0
+    if op == "all_reduce":
+        return 2.0 * (p - 1) / p * nbytes
+    if op == "send_recv":
+        return float(nbytes)
+    return (p - 1) / p * nbytes
+
+
+# ----------------------------------------------------------------------------- algorithms
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    op: str
+    nbytes: float
+    geo: GroupGeometry
+    tiers: tuple[Tier, ...]
+    bw: tuple[float, ...]  # achievable per-rank bandwidth per tier
+    calib: CommCalibration
+
+    @property
+    def p(self) -> int:
+        return self.geo.size
+
+    def crossed(self) -> range:
+        return range(self.geo.outer_tier + 1)
+
+    def ring_bw(self, first: int = 0, last: int | None = None) -> float:
+        last = self.geo.outer_tier if last is None else last
+        return min(self.bw[first : last + 1]) * self.calib.get("nccl.ring_bus_bw_fraction")
+
+    def alpha(self, tier: int | None = None) -> float:
+        return self.tiers[self.geo.outer_tier if tier is None else tier].latency_s
+
+
+def _ring(ctx: _Ctx, passes: float, nbytes: float, p: int, first: int = 0, last: int | None = None):
+    """``passes`` = 2 for all-reduce, 1 for all-gather/reduce-scatter."""
+    if p <= 1:
+        return 0.0, 0.0
+    lat_tier = ctx.geo.outer_tier if last is None else last
+    return passes * (p - 1) / p * nbytes / ctx.ring_bw(first, last), passes * (p - 1) * ctx.alpha(lat_tier)
+
+
+def _flat_ring(ctx: _Ctx) -> tuple[float, tuple]:
+    passes = 2.0 if ctx.op == "all_reduce" else 1.0
+    beta, alpha = _ring(ctx, passes, ctx.nbytes, ctx.p)
+    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+
+
+def _tree(ctx: _Ctx) -> tuple[float, tuple]:
+    geo = ctx.geo
+    bw = min(ctx.bw[t] for t in ctx.crossed()) * ctx.calib.get("nccl.tree_bus_bw_fraction")
+    beta = 2.0 * ctx.nbytes / bw
+    depth = math.ceil(math.log2(geo.domains)) if geo.domains > 1 else 0
+    alpha = 2.0 * (depth * ctx.alpha() + (geo.ranks_per_domain - 1) * ctx.alpha(0))
+    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+
+
+def _hierarchical(ctx: _Ctx) -> tuple[float, tuple]:
+    geo = ctx.geo
+    g, m = geo.ranks_per_domain, geo.domains
+    if m <= 1 or g <= 1:
+        return _flat_ring(ctx)
+    outer = geo.outer_tier
+    b = ctx.nbytes
+    phases = []
+    if ctx.op == "all_reduce":
+        rs = sum(_ring(ctx, 1.0, b, g, 0, 0))
+        inter = sum(_ring(ctx, 2.0, b / g, m, 1, outer))
+        ag = rs
+        phases = [("intra_reduce_scatter", rs), ("inter_all_reduce", inter), ("intra_all_gather", ag)]
+    elif ctx.op == "all_gather":  # across domains first (1/g of the output per rail), then inside
+        inter = sum(_ring(ctx, 1.0, b / g, m, 1, outer))
+        intra = sum(_ring(ctx, 1.0, b, g, 0, 0))
+        phases = [("inter_all_gather", inter), ("intra_all_gather", intra)]
+    else:  # reduce_scatter: inside first, then across domains
+        intra = sum(_ring(ctx, 1.0, b, g, 0, 0))
+        inter = sum(_ring(ctx, 1.0, b / g, m, 1, outer))
+        phases = [("intra_reduce_scatter", intra), ("inter_reduce_scatter", inter)]
+    return sum(s for _, s in phases), tuple(phases)
+
+
+def _all_to_all_flat(ctx: _Ctx) -> tuple[float, tuple]:
+    geo = ctx.geo
+    sent = ctx.nbytes * (ctx.p - 1) / ctx.p
+    frac = ctx.calib.get("nccl.all_to_all_bw_fraction")
+    per_tier = [(ctx.tiers[t].name, sent * geo.carried_share[t] / (ctx.bw[t] * frac)) for t in ctx.crossed()]
+    beta = max(s for _, s in per_tier)
+    alpha = ctx.alpha()
+    return beta + alpha, tuple(per_tier) + (("latency", alpha),)
+
+
+def _all_to_all_hierarchical(ctx: _Ctx) -> tuple[float, tuple]:
+    geo = ctx.geo
+    g, m = geo.ranks_per_domain, geo.domains
+    if m <= 1 or g <= 1:
+        return _all_to_all_flat(ctx)
+    frac = ctx.calib.get("nccl.all_to_all_bw_fraction")
+    intra = ctx.nbytes * (g - 1) / g / (ctx.bw[0] * frac) + ctx.alpha(0)
+    net_bw = min(ctx.bw[1 : geo.outer_tier + 1]) * frac
+    inter = ctx.nbytes * (m - 1) / m / net_bw + ctx.alpha()
+    return intra + inter, (("intra_exchange", intra), ("inter_exchange", inter))
+
+
+def _send_recv(ctx: _Ctx) -> tuple[float, tuple]:
+    geo = ctx.geo
+    if ctx.p <= 1:
+        return 0.0, ()
+    path = list(ctx.crossed()) if geo.outer_tier > 0 else [0]
+    if geo.outer_tier > 0:
+        # in a multi-plane fabric a peer on another plane is reached over tier 0 first
+        multi_plane = any(ctx.tiers[t].planes > 1 for t in path[1:])
+        path = ([0] if multi_plane else []) + path[1:]
+    beta = ctx.nbytes / min(ctx.bw[t] for t in path)
+    alpha = sum(ctx.tiers[t].latency_s for t in path)
+    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+
+
+_MODELS = {
+    ("all_reduce", "ring"): _flat_ring,
+    ("all_reduce", "tree"): _tree,
+    ("all_reduce", "hierarchical"): _hierarchical,
+    ("all_gather", "ring"): _flat_ring,
+    ("all_gather", "hierarchical"): _hierarchical,
+    ("reduce_scatter", "ring"): _flat_ring,
+    ("reduce_scatter", "hierarchical"): _hierarchical,
+    ("all_to_all", "flat"): _all_to_all_flat,
+    ("all_to_all", "hierarchical"): _all_to_all_hierarchical,
+    ("send_recv", "direct"): _send_recv,
+}
+
+
+def _from_profile(profile: Any, op: str, group_size: int, nbytes: float) -> float | None:
+    if profile is None:
+        return None
+    try:
+        seconds = profile.collective_seconds(op, group_size, nbytes)
+    except (LookupError, ValueError):
+        return None
+    return None if seconds is None else float(seconds)
+
+
+def collective_time(
+    op: str,
+    bytes_per_rank: float,
+    group_size: int,
+    cluster: Cluster,
+    algorithm: str = "auto",
+    placement: Sequence[int] | None = None,
+    *,
+    profile: Any = None,
+    calibration: CommCalibration | None = None,
+) -> CollectiveCost:
+    """Time of collective ``op`` on a group of ``group_size`` ranks of ``cluster``.
+
+    ``algorithm="auto"`` takes the fastest modelled algorithm for ``op`` (what a tuned NCCL
+    would pick); otherwise one of ``ALGORITHMS[op]``. ``profile`` (duck-typed) wins when it
+    covers ``(op, group_size, bytes)``. Raises ``ValueError`` with the valid choices.
+    """
+    if op not in ALGORITHMS:
+        raise ValueError(f"unknown collective {op!r} (valid: {', '.join(OPS)})")
+    if algorithm != "auto" and algorithm not in ALGORITHMS[op]:
+        raise ValueError(f"{op}: unknown algorithm {algorithm!r} (valid: auto, {', '.join(ALGORITHMS[op])})")
+    if bytes_per_rank < 0:
+        raise ValueError(f"bytes_per_rank must be >= 0, got {bytes_per_rank}")
+    geo = group_geometry(group_size, cluster, placement)
+    tier_names = tuple(t.name for t in cluster.tiers[: geo.outer_tier + 1])
+    bus = _bus_bytes(op, bytes_per_rank, group_size)
+    measured = _from_profile(profile, op, group_size, bytes_per_rank)
+    if measured is not None:
+        return CollectiveCost(op, measured, algorithm, tier_names, bus, (("measured", measured),), "profile")
+    if group_size == 1:
+        return CollectiveCost(op, 0.0, "none", (), 0.0, (), "model:trivial")
+    calib = calibration or load_comm_calibration()
+    ctx = _Ctx(op, float(bytes_per_rank), geo, cluster.tiers,
+               tuple(achievable_bytes_per_s(t, calib) for t in cluster.tiers), calib)
+    candidates = ALGORITHMS[op] if algorithm == "auto" else (algorithm,)
+    best = None
+    for name in candidates:
+        seconds, breakdown = _MODELS[(op, name)](ctx)
+        if best is None or seconds < best[0]:
+            best = (seconds, name, breakdown)
+    seconds, name, breakdown = best
+    return CollectiveCost(op, seconds, name, tier_names, bus, tuple(breakdown), f"model:{name}")

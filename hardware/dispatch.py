@@ -1,0 +1,310 @@
+"""MoE expert-parallel dispatch/combine time (DeepEP-style kernels, unified-bus fused ops).
+
+Mechanisms, in the order ``dispatch_combine_time`` applies them:
+
+* **Bytes per token copy** (``token_bytes``): ``hidden * dtype_bytes`` plus quantisation scales.
+  FP8 and INT8 carry one fp32 scale per ``scale_group_elements`` (128, DeepSeek-V3's 1x128 tiles)
+  elements, i.e. ``ceil(hidden/128) * 4`` bytes; BF16 none.
+* **Distinct destinations per token** (``expected_distinct_units``): under uniform random routing
+  of top-k among E experts, optionally group-limited (M of G expert groups per token), the expected
+  number of distinct ranks or nodes a token goes to is computed exactly by combinatorics.
+* **DeepEP normal kernels**: a token crosses the network once per destination *node* (to the GPU
+  with the same local index, i.e. on its own NIC/plane), then is forwarded over NVLink to the
+  destination GPUs of that node. Time is the slower of the RDMA and NVLink legs. The reported
+  "bottleneck bandwidth" follows DeepEP's own test (``tests/test_internode.py``): RDMA bytes count
+  every distinct destination node *including the sender's own* (whose copy never touches the NIC),
+  intranode bytes count every received copy including the one a rank sends itself.
+* **DeepEP low-latency kernels**: pure RDMA (IBGDA), one copy per (token, expert) -- T*topk copies
+  -- through the GPU's own NIC. ``t = latency + f(ep) * (copies * per_copy_s + bytes / wire_bw)``
+  with ``f(ep) = 1 + slowdown * log2(ep / ref)`` the measured loss of goodput as traffic spreads
+  over more peers (more queue pairs, more switch hops).
+* **Unified bus** (CloudMatrix384): non-blocking; every NPU reaches every other at UB bandwidth,
+  so the fused AIV kernels follow the same latency form with their own named parameters.
+
+Parameters live in ``hardware/data/comm_calibration.yaml`` (value, source, fitted on / validated
+on). ``ep_decode_speed_limit`` is ISCA'25's back-of-envelope decode bound, as a function of its
+inputs (no outputs are stored here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from math import comb
+from typing import Sequence
+
+from hardware.collectives import CommCalibration, achievable_bytes_per_s, load_comm_calibration
+from hardware.types import Cluster, Tier
+
+__all__ = [
+    "DTYPE_BYTES",
+    "DispatchCost",
+    "DecodeSpeedLimit",
+    "token_bytes",
+    "expected_distinct_units",
+    "ep_decode_speed_limit",
+    "dispatch_combine_time",
+]
+
+#: bytes per element of the payload
+DTYPE_BYTES = {"fp8": 1, "int8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
+#: dtypes that carry one fp32 scale per group of elements (fine-grained quantisation)
+_SCALED_DTYPES = ("fp8", "int8")
+_SCALE_BYTES = 4  # fp32 scale
+_SCALE_UP_TECHNOLOGIES = ("nvlink", "ub")
+KERNELS = ("normal", "low_latency")
+_DEFAULT_RELEASE = {"deepep_normal": "2025-04", "deepep_low_latency": "2025-02", "ub_fused": "2025-06"}
+
+
+def token_bytes(hidden: int, dtype: str, scale_group_elements: int = 128) -> float:
+    """Bytes one token copy occupies on the wire: payload plus fp32 scales for FP8/INT8."""
+    try:
+        payload = hidden * DTYPE_BYTES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r} (valid: {', '.join(DTYPE_BYTES)})") from None
+    scales = math.ceil(hidden / scale_group_elements) * _SCALE_BYTES if dtype in _SCALED_DTYPES else 0
+    return float(payload + scales)
+
+
+def expected_distinct_units(
+    units: int,
+    num_experts: int,
+    topk: int,
+    groups: int | None = None,
+    max_groups_per_token: int | None = None,
+) -> float:
+    """Expected number of distinct units (ranks or nodes) one token's top-k experts fall on.
+
+    Experts are split evenly and contiguously over ``units`` and over ``groups``. The token picks
+    ``max_groups_per_token`` (M) of the ``groups`` (G) uniformly, then ``topk`` distinct experts
+    uniformly among the experts of its M groups (group-limited / node-limited routing). Exact:
+    ``E[distinct] = units * (1 - P(a given unit gets none))``; P is a hypergeometric mixture
+    when a unit holds whole groups, and ``(1 - M/G) + M/G * C(pool - E_u, k)/C(pool, k)`` when a
+    group spans several units. Requires one of units/groups to divide the other.
+    """
+    if units < 1 or topk < 1 or num_experts < topk:
+        raise ValueError(f"need units >= 1 and 1 <= topk <= num_experts (got {units}, {topk}, {num_experts})")
+    if num_experts % units:
+        raise ValueError(f"{units} units do not divide {num_experts} experts")
+    if groups is None or max_groups_per_token is None or max_groups_per_token >= groups:
+        groups, max_groups_per_token = 1, 1
+    if num_experts % groups:
+        raise ValueError(f"{groups} expert groups do not divide {num_experts} experts")
+    experts_per_group = num_experts // groups
+    pool = max_groups_per_token * experts_per_group
+    if pool < topk:
+        raise ValueError(f"{max_groups_per_token} groups of {experts_per_group} experts hold fewer than top-{topk}")
+    total = comb(pool, topk)
+    if groups % units == 0:  # each unit holds whole groups
+        g_u = groups // units
+        p_none = 0.0
+        for j in range(0, min(g_u, max_groups_per_token) + 1):
+            p_j = comb(g_u, j) * comb(groups - g_u, max_groups_per_token - j) / comb(groups, max_groups_per_token)
+            p_none += p_j * comb(pool - j * experts_per_group, topk) / total
+    elif units % groups == 0:  # each group spans several units
+        chosen = max_groups_per_token / groups
+        p_none = (1.0 - chosen) + chosen * comb(pool - num_experts // units, topk) / total
+    else:
+        raise ValueError(f"routing groups ({groups}) and units ({units}) must nest (one divides the other)")
+    return units * (1.0 - p_none)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSpeedLimit:
+    """ISCA'25-style decode bound when EP all-to-all is the only cost (compute fully hidden)."""
+
+    comm_per_ep_step_s: float
+    per_layer_s: float
+    tpot_s: float
+    tokens_per_s: float
+
+
+def ep_decode_speed_limit(
+    model_hidden: int,
+    layers: int,
+    tokens_per_device: int,
+    experts_per_token: int,
+    bandwidth: float,
+    dispatch_bytes: float = 1.0,
+    combine_bytes: float = 2.0,
+    micro_batches: int = 2,
+) -> DecodeSpeedLimit:
+    """Decode speed limit from communication alone.
+
+    ``experts_per_token`` counts every expert a token visits (8 routed + 1 shared for
+    DeepSeek-V3, one expert per device); ``bandwidth`` is bytes/s per device;
+    ``dispatch_bytes``/``combine_bytes`` are bytes per element. One EP step moves
+    ``(dispatch + combine) * tokens * experts * hidden`` bytes; a layer runs ``micro_batches``
+    such steps back to back (the other micro-batch's compute hides under them).
+    """
+    if bandwidth <= 0:
+        raise ValueError("bandwidth must be > 0 bytes/s")
+    step_s = (dispatch_bytes + combine_bytes) * tokens_per_device * experts_per_token * model_hidden / bandwidth
+    layer_s = step_s * micro_batches
+    tpot_s = layer_s * layers
+    return DecodeSpeedLimit(step_s, layer_s, tpot_s, 1.0 / tpot_s)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchCost:
+    """Time of one MoE dispatch and one combine on one EP rank, with the bytes behind it.
+
+    ``*_bytes_by_tier``: (tier name, bytes this rank pushes through its port into that tier).
+    ``*_reported_bytes_per_s``: bandwidth as DeepEP's benchmarks count it (normal: RDMA bytes
+    incl. the local node, or NVLink received bytes intranode; low-latency: copies * bytes / t).
+    """
+
+    dispatch_s: float
+    combine_s: float
+    kernel: str
+    release: str
+    dispatch_bytes_by_tier: tuple[tuple[str, float], ...]
+    combine_bytes_by_tier: tuple[tuple[str, float], ...]
+    bottleneck_tier: str
+    dispatch_reported_bytes_per_s: float
+    combine_reported_bytes_per_s: float
+    nodes_per_token: float
+    ranks_per_token: float
+    source: str
+
+    @property
+    def total_s(self) -> float:
+        return self.dispatch_s + self.combine_s
+
+
+def _ep_tiers(cluster: Cluster, ep: int, placement: Sequence[int] | None) -> tuple[int, int]:
+    """(outer tier index, scale-up domain ranks) for a contiguous EP group."""
+    if placement is not None:
+        raise NotImplementedError("dispatch models assume contiguous EP ranks (placement=None)")
+    if ep > cluster.num_devices:
+        raise ValueError(f"cluster {cluster.name}: EP {ep} exceeds its {cluster.num_devices} devices")
+    outer = next(t for t, tier in enumerate(cluster.tiers) if ep <= tier.span_devices)
+    return outer, min(cluster.tiers[0].span_devices, ep)
+
+
+def _min_nominal(tiers: Sequence[Tier]) -> float:
+    return min(t.bandwidth_bytes_per_s / t.oversubscription for t in tiers)
+
+
+def _normal_deepep(T, b, ep, outer, g, d_node, d_rank, tiers, calib, release):
+    """(seconds, bytes by tier, reported bytes/s, bottleneck tier name) for one direction."""
+    pre = f"deepep_normal.{release}."
+    nvl_bw = tiers[0].bandwidth_bytes_per_s * calib.get(pre + "nvlink_fraction_of_nominal")
+    if outer == 0:  # the whole group in one scale-up domain
+        nvl_bytes = T * d_rank * b * (ep - 1) / ep
+        seconds = nvl_bytes / nvl_bw + tiers[0].latency_s
+        return seconds, ((tiers[0].name, nvl_bytes),), T * d_rank * b / seconds, tiers[0].name
+    nodes = ep // g
+    rdma_bytes = T * d_node * (nodes - 1) / nodes * b
+    nvl_bytes = T * d_rank * b * (g - 1) / g  # forwarded from the rail GPU to the destination GPU
+    rdma_bw = _min_nominal(tiers[1 : outer + 1]) * calib.get(pre + "rdma_fraction_of_nominal")
+    rdma_s, nvl_s = rdma_bytes / rdma_bw, nvl_bytes / nvl_bw
+    seconds = max(rdma_s, nvl_s) + tiers[outer].latency_s
+    bottleneck = tiers[1].name if rdma_s >= nvl_s else tiers[0].name
+    by_tier = ((tiers[0].name, nvl_bytes), (tiers[1].name, rdma_bytes))
+    return seconds, by_tier, T * d_node * b / seconds, bottleneck
+
+
+def _latency_form(copies, nbytes, ep, tier_latency_s, wire_bw, calib, family, release):
+    pre = f"{family}.{release}."
+    ref = calib.get(pre + "peer_reference_ranks")
+    spread = 1.0 + calib.get(pre + "peer_doubling_slowdown") * math.log2(max(ep, ref) / ref)
+    work = copies * calib.get(pre + "per_copy_s") + nbytes / (wire_bw * calib.get(pre + "wire_fraction_of_nominal"))
+    return tier_latency_s + spread * work
+
+
+def dispatch_combine_time(
+    tokens_per_rank: int,
+    hidden: int,
+    topk: int,
+    ep: int,
+    cluster: Cluster,
+    *,
+    num_experts: int,
+    groups: int | None = None,
+    max_groups_per_token: int | None = None,
+    dispatch_dtype: str = "fp8",
+    combine_dtype: str = "bf16",
+    kernel: str = "normal",
+    release: str | None = None,
+    ll_over_nvlink: bool = False,
+    placement: Sequence[int] | None = None,
+    calibration: CommCalibration | None = None,
+) -> DispatchCost:
+    """Dispatch and combine time of one EP rank sending ``tokens_per_rank`` tokens.
+
+    ``groups``/``max_groups_per_token`` describe group-limited routing (DeepSeek-V3: 8 groups,
+    4 per token; DeepEP's benchmark: one group per node, min(nodes, 4) per token).
+    ``kernel``: ``"normal"`` (throughput: NVLink forwarding of one RDMA copy per node) or
+    ``"low_latency"`` (one RDMA copy per expert). On a unified-bus group the unified-bus models
+    apply instead. ``release`` picks a calibration set (default: the newest). ``ll_over_nvlink``
+    lets low-latency kernels use the scale-up fabric for peers inside it (DeepEP >= 2025-06;
+    uncalibrated: the RDMA parameters are reused at NVLink bandwidth).
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown dispatch kernel {kernel!r} (valid: {', '.join(KERNELS)})")
+    if tokens_per_rank < 0 or ep < 1:
+        raise ValueError("tokens_per_rank must be >= 0 and ep >= 1")
+    calib = calibration or load_comm_calibration()
+    tiers = cluster.tiers
+    outer, g = _ep_tiers(cluster, ep, placement)
+    crossed = tiers[: outer + 1]
+    b_dispatch = token_bytes(hidden, dispatch_dtype)
+    b_combine = token_bytes(hidden, combine_dtype)
+    T = tokens_per_rank
+    nodes = max(1, ep // g)
+    if outer > 0 and ep % g:
+        raise ValueError(f"EP {ep} spanning domains must be a multiple of the domain size {g}")
+    d_rank = expected_distinct_units(ep, num_experts, topk, groups, max_groups_per_token)
+    d_node = expected_distinct_units(nodes, num_experts, topk, groups, max_groups_per_token)
+    unified_bus = all(t.technology == "ub" for t in crossed)
+
+    if unified_bus:
+        ub_bw = _min_nominal(crossed)
+        if kernel == "low_latency":
+            family = "ub_fused"
+            release = release or _DEFAULT_RELEASE[family]
+            copies = T * topk
+            lat = crossed[-1].latency_s
+            d_s = _latency_form(copies, copies * b_dispatch, ep, lat, ub_bw, calib, family, release)
+            c_s = _latency_form(copies, copies * b_combine, ep, lat, ub_bw, calib, family, release)
+            d_bytes, c_bytes = copies * b_dispatch, copies * b_combine
+            reported = (d_bytes / d_s, c_bytes / c_s)
+            source = f"model:{family}[{release}]"
+        else:  # bandwidth-bound all-to-all over the non-blocking UB
+            release = release or "link"
+            bw = min(achievable_bytes_per_s(t, calib) for t in crossed)
+            d_bytes = T * d_rank * b_dispatch * (ep - 1) / ep
+            c_bytes = T * d_rank * b_combine * (ep - 1) / ep
+            d_s = d_bytes / bw + crossed[-1].latency_s
+            c_s = c_bytes / bw + crossed[-1].latency_s
+            reported = (T * d_rank * b_dispatch / d_s, T * d_rank * b_combine / c_s)
+            source = "model:ub_all_to_all"
+        name = crossed[-1].name
+        return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
+                            reported[0], reported[1], d_node, d_rank, source)
+
+    if kernel == "normal":
+        family = "deepep_normal"
+        release = release or _DEFAULT_RELEASE[family]
+        args = (ep, outer, g, d_node, d_rank, tiers, calib, release)
+        d_s, d_by, d_rep, bottleneck = _normal_deepep(T, b_dispatch, *args)
+        c_s, c_by, c_rep, _ = _normal_deepep(T, b_combine, *args)
+        return DispatchCost(d_s, c_s, kernel, release, d_by, c_by, bottleneck, d_rep, c_rep,
+                            d_node, d_rank, f"model:{family}[{release}]")
+
+    family = "deepep_low_latency"
+    release = release or _DEFAULT_RELEASE[family]
+    if (ll_over_nvlink and outer == 0) or len(tiers) == 1:
+        path = tiers[:1]
+    else:  # pure RDMA: every copy leaves through the GPU's own NIC, even to a peer in the node
+        path = tiers[1 : max(outer, 1) + 1]
+    wire_bw = _min_nominal(path)
+    copies = T * topk
+    d_bytes, c_bytes = copies * b_dispatch, copies * b_combine
+    lat = path[-1].latency_s
+    d_s = _latency_form(copies, d_bytes, ep, lat, wire_bw, calib, family, release)
+    c_s = _latency_form(copies, c_bytes, ep, lat, wire_bw, calib, family, release)
+    name = path[0].name
+    return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
+                        d_bytes / d_s, c_bytes / c_s, d_node, d_rank, f"model:{family}[{release}]")

@@ -1,0 +1,246 @@
+"""Cross-field rules of a deployment, checked against the model and hardware catalogs.
+
+Each rule is a small function that raises ``ConfigError`` with ``file:line:col: field:
+problem (valid: ...)``; ``check_deployment`` runs them in order. ``pool_memory`` is the
+per-device memory account (weights, KV per token, KV capacity) shared by the memory rule,
+the deployment report and later the planner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hardware.catalog import get_cluster
+from hardware.types import Cluster, DeviceSpec
+from workloads import accounting
+from workloads.deployment import Deployment, LognormalLength, Pool, UniformLength
+from workloads.models import ModelConfig, get_model
+from workloads.yamlloc import ConfigError, dotted, locate
+
+
+def _divisors(n: int, limit: int | None = None) -> str:
+    divs = [d for d in range(1, n + 1) if n % d == 0 and (limit is None or d <= limit)]
+    return ", ".join(map(str, divs))
+
+
+class _Ctx:
+    """Formats errors for one file."""
+
+    def __init__(self, filename: str, locs: dict):
+        self.filename, self.locs = filename, locs
+
+    def fail(self, path: tuple, problem: str) -> None:
+        where = locate(self.locs, path)
+        prefix = f"{self.filename}:{where[0]}:{where[1]}" if where else self.filename
+        raise ConfigError(f"{prefix}: {dotted(path)}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMemory:
+    """Per-device memory account of one pool (bytes)."""
+
+    weight_bytes: float
+    kv_bytes_per_token: float  # on one device, for one token of one sequence
+    usable_bytes: float  # HBM x kv_memory_fraction
+    kv_capacity_tokens: float  # tokens of KV one device can hold after weights
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_capacity_tokens > 0
+
+
+def max_tokens_of(length) -> int:
+    """Largest value a length distribution can take."""
+    if isinstance(length, (UniformLength, LognormalLength)):
+        return length.max_tokens
+    return length.tokens
+
+
+def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype: str, kv_dtype: str) -> PoolMemory:
+    """Weights and KV per device for a pool's parallelism.
+
+    Attention, dense FFNs, embeddings, norms and the LM head are split over attention TP
+    (and PP); routed experts (plus redundant copies) over EP x MoE-TP; shared experts over
+    MoE-TP; the router is replicated. KV: MLA's latent is shared by all heads, so attention TP
+    replicates it; GQA splits KV heads over TP down to one head per rank.
+    """
+    wb = accounting.weight_bytes_breakdown(model, weight_dtype, include_mtp=pool.mtp_depth > 0)
+    attn_tp, pp = pool.attention.tp, pool.pp
+    routed = wb.get("moe_routed_experts", 0.0)
+    shared = wb.get("moe_shared_experts", 0.0)
+    router = wb.get("moe_router", 0.0)
+    rest = sum(wb.values()) - routed - shared - router
+    per_device = rest / attn_tp / pp + router / pp + shared / pool.moe.tp / pp
+    if model.moe is not None and routed:
+        slots = model.moe.num_routed_experts + pool.moe.redundant_experts
+        per_device += routed * slots / model.moe.num_routed_experts / (pool.moe.ep * pool.moe.tp) / pp
+    kv_token = accounting.kv_cache_bytes_per_token(model, kv_dtype)
+    if not model.is_mla:
+        kv_heads = model.attention.num_kv_heads
+        kv_token /= min(attn_tp, kv_heads)
+    kv_token /= pp
+    usable = device.hbm_bytes * pool.kv_memory_fraction
+    capacity = (usable - per_device) / kv_token if kv_token else float("inf")
+    return PoolMemory(per_device, kv_token, usable, capacity)
+
+
+# ------------------------------------------------------------------ rules
+
+
+def rule_model_known(dep: Deployment, ctx: _Ctx) -> ModelConfig:
+    try:
+        return get_model(dep.model)
+    except LookupError as exc:
+        ctx.fail(("model",), str(exc.args[0] if exc.args else exc))
+    raise AssertionError  # unreachable
+
+
+def rule_cluster_known(dep: Deployment, ctx: _Ctx) -> Cluster:
+    try:
+        return get_cluster(dep.cluster)
+    except LookupError as exc:
+        ctx.fail(("cluster",), str(exc.args[0] if exc.args else exc))
+    raise AssertionError  # unreachable
+
+
+def rule_dtype_supported(dep: Deployment, cluster: Cluster, ctx: _Ctx) -> None:
+    peaks = cluster.device.peak_flops_per_s
+    for field in ("weight_dtype", "activation_dtype"):
+        dtype = getattr(dep, field)
+        if dtype not in peaks:
+            ctx.fail((field,), f"{cluster.device.name} has no {dtype} compute (valid: {', '.join(sorted(peaks))})")
+
+
+def rule_tp_divides_heads(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:
+    heads = model.num_heads
+    for deg, name in ((pool.attention.tp, "tp"), (pool.attention.sp, "sp")):
+        if heads % deg:
+            ctx.fail(path + ("attention", name), f"{deg} does not divide {heads} attention heads (valid: {_divisors(heads)})")
+    tp_sp = pool.attention.tp * pool.attention.sp
+    if heads % tp_sp:
+        ctx.fail(path + ("attention", "sp"),
+                 f"tp x sp = {tp_sp} does not divide {heads} attention heads (valid products: {_divisors(heads)})")
+    if not model.is_mla:
+        kv = model.attention.num_kv_heads
+        tp = pool.attention.tp
+        if kv % tp and tp % kv:
+            ctx.fail(path + ("attention", "tp"),
+                     f"{tp} neither divides nor is a multiple of {kv} KV heads (valid: {_divisors(heads)} with kv-head split or replication)")
+
+
+def rule_ep_divides_experts(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:
+    if model.moe is None:
+        if pool.moe.ep != 1 or pool.moe.redundant_experts:
+            ctx.fail(path + ("moe", "ep"), f"{model.name} is dense: moe.ep must be 1 and redundant_experts 0")
+        return
+    slots = model.moe.num_routed_experts + pool.moe.redundant_experts
+    if slots % pool.moe.ep:
+        ctx.fail(path + ("moe", "ep"),
+                 f"{pool.moe.ep} does not divide {model.moe.num_routed_experts} routed + {pool.moe.redundant_experts} "
+                 f"redundant experts (valid: {_divisors(slots, pool.devices_per_instance)})")
+    inter = model.moe.intermediate_size
+    if inter % pool.moe.tp:
+        ctx.fail(path + ("moe", "tp"), f"{pool.moe.tp} does not divide expert width {inter} (valid: {_divisors(inter, 64)})")
+
+
+def rule_parallelism_covers_instance(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:
+    a = pool.attention
+    attn = a.tp * a.dp * a.sp * pool.pp
+    if attn != pool.devices_per_instance:
+        ctx.fail(path + ("devices_per_instance",),
+                 f"{pool.devices_per_instance} devices but attention tp x dp x sp x pp = {a.tp}x{a.dp}x{a.sp}x{pool.pp} = {attn}")
+    if model.moe is not None:
+        moe = pool.moe.ep * pool.moe.tp * pool.pp
+        if moe != pool.devices_per_instance:
+            ctx.fail(path + ("moe", "ep"),
+                     f"moe ep x tp x pp = {pool.moe.ep}x{pool.moe.tp}x{pool.pp} = {moe} must equal devices_per_instance "
+                     f"{pool.devices_per_instance}")
+    if model.num_layers % pool.pp:
+        ctx.fail(path + ("pp",), f"{pool.pp} does not divide {model.num_layers} layers (valid: {_divisors(model.num_layers)})")
+
+
+def rule_tp_within_node(pool: Pool, cluster: Cluster, path: tuple, ctx: _Ctx) -> None:
+    scale_up = cluster.tiers[0].span_devices
+    if pool.attention.tp > scale_up:
+        ctx.fail(path + ("attention", "tp"),
+                 f"tp {pool.attention.tp} spans beyond one {cluster.tiers[0].name} domain of {scale_up} devices "
+                 f"(valid: up to {scale_up})")
+
+
+def rule_mtp_needs_module(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:
+    if pool.mtp_depth and not model.num_mtp_modules:
+        ctx.fail(path + ("mtp_depth",), f"{model.name} has no MTP module (valid: 0)")
+    if pool.mtp_depth and pool.mtp_acceptance == 0:
+        ctx.fail(path + ("mtp_acceptance",), "mtp_depth > 0 needs an acceptance rate in (0, 1]")
+
+
+def rule_instances_fit_cluster(dep: Deployment, cluster: Cluster, ctx: _Ctx) -> None:
+    total = sum(p.devices for p in dep.pools().values())
+    if total > cluster.num_devices:
+        parts = " + ".join(f"{role} {p.instances}x{p.devices_per_instance}" for role, p in dep.pools().items())
+        ctx.fail(("serving",), f"{parts} = {total} devices exceed cluster {cluster.name}'s {cluster.num_devices}")
+
+
+def rule_memory_fits(dep: Deployment, model: ModelConfig, cluster: Cluster, ctx: _Ctx) -> None:
+    min_seq = max_tokens_of(dep.workload.prompt_tokens) + max_tokens_of(dep.workload.output_tokens)
+    for role, pool in dep.pools().items():
+        mem = pool_memory(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
+        gib = 2**30
+        if mem.weight_bytes > mem.usable_bytes:
+            ctx.fail(dep.pool_path(role) + ("devices_per_instance",),
+                     f"weights need {mem.weight_bytes / gib:.1f} GiB per device but {cluster.device.name} offers "
+                     f"{mem.usable_bytes / gib:.1f} GiB (hbm x kv_memory_fraction); add devices or shard further")
+        if mem.kv_capacity_tokens < min_seq:
+            ctx.fail(dep.pool_path(role) + ("devices_per_instance",),
+                     f"after {mem.weight_bytes / gib:.1f} GiB of weights a device holds KV for "
+                     f"{int(mem.kv_capacity_tokens)} tokens, less than one longest request ({min_seq} tokens)")
+
+
+def check_deployment(dep: Deployment, filename: str = "<deployment>", locs: dict | None = None) -> None:
+    """Run every rule; the first violation raises ConfigError."""
+    ctx = _Ctx(filename, locs or {})
+    model = rule_model_known(dep, ctx)
+    cluster = rule_cluster_known(dep, ctx)
+    rule_dtype_supported(dep, cluster, ctx)
+    for role, pool in dep.pools().items():
+        path = dep.pool_path(role)
+        rule_tp_divides_heads(model, pool, path, ctx)
+        rule_ep_divides_experts(model, pool, path, ctx)
+        rule_parallelism_covers_instance(model, pool, path, ctx)
+        rule_tp_within_node(pool, cluster, path, ctx)
+        rule_mtp_needs_module(model, pool, path, ctx)
+    rule_instances_fit_cluster(dep, cluster, ctx)
+    rule_memory_fits(dep, model, cluster, ctx)
+
+
+def deployment_report(dep: Deployment) -> dict:
+    """Per-pool accounting for a validated deployment (used by ``clustersim validate``)."""
+    model = get_model(dep.model)
+    cluster = get_cluster(dep.cluster)
+    out: dict = {
+        "name": dep.name,
+        "cluster": cluster.name,
+        "device": cluster.device.name,
+        "model": model.name,
+        "weight_dtype": dep.weight_dtype,
+        "kv_dtype": dep.kv_dtype,
+        "devices_used": sum(p.devices for p in dep.pools().values()),
+        "cluster_devices": cluster.num_devices,
+        "total_params": accounting.total_params(model),
+        "activated_params": accounting.activated_params(model),
+        "kv_cache_bytes_per_token": accounting.kv_cache_bytes_per_token(model, dep.kv_dtype),
+        "pools": {},
+    }
+    for role, pool in dep.pools().items():
+        mem = pool_memory(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
+        out["pools"][role] = {
+            "instances": pool.instances,
+            "devices_per_instance": pool.devices_per_instance,
+            "attention": f"tp{pool.attention.tp} dp{pool.attention.dp} sp{pool.attention.sp} pp{pool.pp}",
+            "moe": f"ep{pool.moe.ep} tp{pool.moe.tp} +{pool.moe.redundant_experts} redundant" if model.moe else "-",
+            "weight_gib_per_device": mem.weight_bytes / 2**30,
+            "kv_bytes_per_token_per_device": mem.kv_bytes_per_token,
+            "kv_capacity_tokens_per_device": int(mem.kv_capacity_tokens),
+            "hbm_gib_per_device": cluster.device.hbm_bytes / 2**30,
+        }
+    return out

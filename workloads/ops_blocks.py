@@ -1,0 +1,379 @@
+"""Operator builders for one transformer block on one device (used by ``workloads.ops``).
+
+Each builder returns ``Op`` records with FLOPs and bytes for the rank it describes. The
+step-level decisions (which rank, how many tokens, which layers) are made in ``workloads.ops``;
+this module only turns a resolved :class:`BlockCtx` into operators. Shapes and weight sizes
+follow ``workloads.accounting`` so the two can be checked against each other.
+
+Byte conventions: GEMM ``bytes_read`` = weights (those actually touched) + input activations;
+``bytes_written`` = output activations (BF16). GEMM inputs are in the GEMM dtype (FP8 GEMMs
+quantize their input), every other activation is BF16. ``meta['weight_bytes']`` is the
+resident weight the op owns on this rank (used for memory and consistency checks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from workloads.accounting import (
+    attention_flops_per_pair,
+    attention_pairs,
+    dtype_bytes,
+    kv_cache_bytes_per_token_per_layer,
+    param_dtype,
+)
+from workloads.models import MLAConfig, ModelConfig
+from workloads.op import (
+    ATTN_DECODE,
+    ATTN_PREFILL,
+    COLLECTIVE,
+    ELEMENTWISE,
+    GEMM,
+    GROUPED_GEMM,
+    MLA_DECODE,
+    Op,
+)
+
+ACT_BYTES = 2.0  # BF16 activations
+# FLOPs per element charged to memory-bound ops (they are timed by bytes; kept for totals).
+RMSNORM_FLOPS_PER_ELEM = 4.0
+SWIGLU_FLOPS_PER_ELEM = 5.0
+ROPE_FLOPS_PER_ELEM = 3.0
+
+
+@dataclass(frozen=True)
+class BlockCtx:
+    """Everything a block builder needs, already resolved for one rank.
+
+    ``new``/``ctx`` are the per-sequence new and cached token counts of the sequences this
+    rank's attention serves; ``tokens`` is the number of token rows its GEMMs process (after
+    sequence parallelism). ``moe_tokens_all`` is the number of tokens entering the MoE layer
+    over the whole expert-parallel group.
+    """
+
+    model: ModelConfig
+    phase: str
+    dtype: str
+    kv_dtype: str
+    new: tuple[int, ...]
+    ctx: tuple[int, ...]
+    tokens: int
+    attn_tp: int
+    tp: int
+    ep: int
+    moe_tp: int
+    sp: int
+    absorb: bool
+    moe_tokens_all: int
+    moe_imbalance: float
+    dispatch_dtype: str
+    combine_dtype: str
+
+
+def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
+    """A (batched) GEMM ``[batch, m, k] x [batch, k, n]``; ``bias`` extra weight elements."""
+    w_dtype = w_dtype or dtype
+    w_bytes = batch * n * k * dtype_bytes(w_dtype) + bias * dtype_bytes(param_dtype("bias", dtype))
+    a_bytes = dtype_bytes(dtype) if dtype_bytes(dtype) < ACT_BYTES else ACT_BYTES
+    return Op(
+        name=name,
+        kind=GEMM,
+        shape={"m": int(m), "n": int(n), "k": int(k), "batch": int(batch)},
+        flops=2.0 * batch * m * n * k,
+        bytes_read=w_bytes + batch * m * k * a_bytes,
+        bytes_written=batch * m * n * ACT_BYTES,
+        dtype=w_dtype,
+        count=count,
+        layer=layer,
+        meta={"weight_bytes": w_bytes, **(meta or {})},
+    )
+
+
+def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_per_elem=1.0, extra_read=0.0,
+                extra_written=0.0, meta=None) -> Op:
+    """A memory-bound op over ``elements`` BF16 values (``reads``/``writes`` tensors of that size,
+    plus ``extra_read``/``extra_written`` bytes in other layouts, e.g. the KV cache)."""
+    return Op(
+        name=name,
+        kind=ELEMENTWISE,
+        shape={"elements": int(elements)},
+        flops=flops_per_elem * elements,
+        bytes_read=reads * elements * ACT_BYTES + extra_read,
+        bytes_written=writes * elements * ACT_BYTES + extra_written,
+        dtype="bf16",
+        count=count,
+        layer=layer,
+        meta=dict(meta or {}),
+    )
+
+
+def collective(name, kind, group, nbytes, *, layer, count, meta=None) -> Op:
+    """A collective on the comm stream; ``nbytes`` is what each rank contributes."""
+    return Op(
+        name=name,
+        kind=COLLECTIVE,
+        shape={},
+        flops=0.0,
+        bytes_read=float(nbytes),
+        bytes_written=float(nbytes),
+        dtype="bf16",
+        count=count,
+        layer=layer,
+        stream="comm",
+        collective=kind,
+        group_size=int(group),
+        bytes_per_rank=float(nbytes),
+        meta=dict(meta or {}),
+    )
+
+
+def _mean(xs) -> int:
+    return int(math.ceil(sum(xs) / len(xs))) if xs else 0
+
+
+def kv_heads_local(model: ModelConfig, attn_tp: int) -> int:
+    """KV heads held per rank: ``kv/attn_tp``, or 1 (replicated) when attn_tp > kv heads."""
+    a = model.attention
+    if isinstance(a, MLAConfig):
+        return 1  # one shared latent, replicated on every attention-TP rank
+    return max(1, a.num_kv_heads // attn_tp)
+
+
+def kv_bytes_local(c: BlockCtx) -> float:
+    """KV-cache bytes per token per layer held on this rank."""
+    full = kv_cache_bytes_per_token_per_layer(c.model, c.kv_dtype)
+    a = c.model.attention
+    if isinstance(a, MLAConfig):
+        return full
+    return full * kv_heads_local(c.model, c.attn_tp) / a.num_kv_heads
+
+
+def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    """Norm, projections, RoPE, KV write, attention, output projection, TP all-reduce."""
+    m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
+    H = a.num_heads // c.attn_tp
+    ops = [elementwise(f"{p}attn_norm", T * h, layer=layer, count=count, reads=2, writes=2,
+                       flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"fused": "residual_add+rmsnorm"})]
+    kv_local = kv_bytes_local(c)
+    keys = [n + x for n, x in zip(c.new, c.ctx)]
+    pairs = sum(attention_pairs(n, x, True) for n, x in zip(c.new, c.ctx)) / c.sp
+    kw = dict(dtype=c.dtype, layer=layer, count=count)
+    if isinstance(a, MLAConfig):
+        r, lat = a.qk_rope_head_dim, a.kv_lora_rank
+        if a.q_lora_rank:
+            ops.append(gemm(f"{p}qkv_a_proj", T, a.q_lora_rank + lat + r, h, **kw,
+                            meta={"fuses": "wq_a+wkv_a"}))
+            ops.append(elementwise(f"{p}q_a_norm", T * a.q_lora_rank, layer=layer, count=count,
+                                   flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
+            ops.append(gemm(f"{p}q_b_proj", T, H * a.qk_head_dim, a.q_lora_rank, **kw))
+        else:
+            ops.append(gemm(f"{p}q_proj", T, H * a.qk_head_dim, h, **kw))
+            ops.append(gemm(f"{p}kv_a_proj", T, lat + r, h, **kw))
+        ops.append(elementwise(f"{p}kv_a_norm", T * lat, layer=layer, count=count,
+                               flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
+        ops.append(elementwise(f"{p}rope", T * (H + 1) * r, layer=layer, count=count,
+                               flops_per_elem=ROPE_FLOPS_PER_ELEM))
+        ops.append(elementwise(f"{p}kv_cache_write", T * (lat + r), layer=layer, count=count, writes=0,
+                               flops_per_elem=0.0, extra_written=T * kv_local, meta={"kv_write_bytes": T * kv_local}))
+        if c.absorb:
+            ops += _mla_absorbed(c, layer, count, p, H, keys, pairs, kv_local)
+        else:
+            ops += _mla_prefill(c, layer, count, p, H, pairs, kv_local)
+        v_width = H * a.v_head_dim
+    else:
+        Hkv = kv_heads_local(m, c.attn_tp)
+        d = a.head_dim
+        ops.append(gemm(f"{p}qkv_proj", T, (H + 2 * Hkv) * d, h, **kw,
+                        bias=(H + 2 * Hkv) * d if a.qkv_bias else 0))
+        ops.append(elementwise(f"{p}rope", T * (H + Hkv) * d, layer=layer, count=count,
+                               flops_per_elem=ROPE_FLOPS_PER_ELEM))
+        ops.append(elementwise(f"{p}kv_cache_write", T * 2 * Hkv * d, layer=layer, count=count, writes=0,
+                               flops_per_elem=0.0, extra_written=T * kv_local, meta={"kv_write_bytes": T * kv_local}))
+        flops = attention_flops_per_pair(m) / c.attn_tp * pairs
+        q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
+        if c.phase == "decode":
+            kv_read = sum(keys) * kv_local / c.sp
+            ops.append(Op(f"{p}attn", ATTN_DECODE,
+                          {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "heads_kv": Hkv,
+                           "head_dim_qk": d, "head_dim_v": d},
+                          flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
+                          meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new)}))
+        else:
+            kv_read = sum(c.ctx) * kv_local / c.sp
+            fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
+            ops.append(Op(f"{p}attn", ATTN_PREFILL,
+                          {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
+                           "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
+                          flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
+                          meta={"kv_read_bytes": kv_read, **_varlen(c)}))
+        ops += _sp_kv_gather(c, layer, count, p, kv_local)
+        v_width = H * d
+    ops.append(gemm(f"{p}o_proj", T, h, v_width, **kw))
+    if c.attn_tp > 1:
+        ops.append(collective(f"{p}attn_all_reduce", "all_reduce", c.attn_tp, T * h * ACT_BYTES,
+                              layer=layer, count=count))
+    return ops
+
+
+def _attn_dtype(c: BlockCtx) -> str:
+    return "fp8" if c.kv_dtype.lower() == "fp8" else "bf16"
+
+
+def _varlen(c: BlockCtx) -> dict:
+    if len(set(c.new)) <= 1 and len(set(c.ctx)) <= 1:
+        return {}
+    return {"seq_lens": tuple(c.new), "context_lens": tuple(c.ctx)}
+
+
+def _sp_kv_gather(c: BlockCtx, layer, count, p, kv_local) -> list[Op]:
+    if c.sp <= 1:
+        return []
+    if c.phase == "decode":  # context split across sp ranks: combine partial outputs
+        a = c.model.attention
+        dv = a.kv_lora_rank if (c.absorb and isinstance(a, MLAConfig)) else a.v_head_dim
+        H = a.num_heads // c.attn_tp
+        return [collective(f"{p}sp_out_gather", "all_gather", c.sp, c.tokens * H * dv * ACT_BYTES,
+                           layer=layer, count=count)]
+    return [collective(f"{p}sp_kv_gather", "all_gather", c.sp, c.tokens * kv_local, layer=layer, count=count)]
+
+
+def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
+    """Non-absorbed MLA: decompress latent of all keys to per-head K_nope/V, then MHA."""
+    a, T = c.model.attention, c.tokens
+    keys_rows = T + sum(c.ctx) // c.sp if c.sp > 1 else T + sum(c.ctx)
+    ops = []
+    if sum(c.ctx):
+        cached = sum(c.ctx)
+        ops.append(elementwise(f"{p}kv_cache_gather", cached * (a.kv_lora_rank + a.qk_rope_head_dim),
+                               layer=layer, count=count, reads=0, flops_per_elem=0.0,
+                               extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
+    ops.append(gemm(f"{p}kv_b_proj", keys_rows, H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank,
+                    dtype=c.dtype, layer=layer, count=count, meta={"rows": "new + cached keys"}))
+    dqk, dv = a.qk_head_dim, a.v_head_dim
+    flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
+    read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
+    ops.append(Op(f"{p}attn", ATTN_PREFILL,
+                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": H,
+                   "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean(c.ctx)},
+                  flops, read, T * H * dv * ACT_BYTES, dtype="bf16", count=count, layer=layer,
+                  meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **_varlen(c)}))
+    ops += _sp_kv_gather(c, layer, count, p, kv_local)
+    return ops
+
+
+def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> list[Op]:
+    """Absorbed MLA: q_nope x W_UK -> latent query; MQA over latent+rope; out x W_UV."""
+    a, T = c.model.attention, c.tokens
+    lat, dqk, dv = a.kv_lora_rank, a.absorbed_qk_head_dim, a.absorbed_v_head_dim
+    kw = dict(dtype=c.dtype, layer=layer, count=count)
+    ops = [gemm(f"{p}q_absorb_bmm", T, lat, a.qk_nope_head_dim, batch=H, **kw, meta={"weight": "W_UK"})]
+    kv_read = sum(keys) * kv_local / c.sp
+    flops = attention_flops_per_pair(c.model, absorbed=True) / c.attn_tp * pairs
+    ops.append(Op(f"{p}attn", MLA_DECODE,
+                  {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "head_dim_qk": dqk,
+                   "head_dim_v": dv},
+                  flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
+                  count=count, layer=layer,
+                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean(c.new)}))
+    ops += _sp_kv_gather(c, layer, count, p, kv_local)
+    ops.append(gemm(f"{p}out_absorb_bmm", T, a.v_head_dim, lat, batch=H, **kw, meta={"weight": "W_UV"}))
+    return ops
+
+
+def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, name: str = "ffn") -> list[Op]:
+    """SwiGLU FFN of total width ``width`` split over ``c.tp``; all-reduce when tp > 1."""
+    h, T = c.model.hidden_size, c.tokens
+    w = width // c.tp
+    ops = [
+        gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count),
+        elementwise(f"{p}{name}_act", T * w, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM),
+        gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count),
+    ]
+    return ops
+
+
+def ffn_norm(c: BlockCtx, layer: str, count: int, p: str) -> Op:
+    return elementwise(f"{p}ffn_norm", c.tokens * c.model.hidden_size, layer=layer, count=count, reads=2,
+                       writes=2, flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"fused": "residual_add+rmsnorm"})
+
+
+def tp_all_reduce(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    if c.tp <= 1:
+        return []
+    return [collective(f"{p}ffn_all_reduce", "all_reduce", c.tp, c.tokens * c.model.hidden_size * ACT_BYTES,
+                       layer=layer, count=count)]
+
+
+@lru_cache(maxsize=4096)
+def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_considered: int) -> float:
+    """Expected load of the busiest of ``experts_considered`` experts under uniform routing.
+
+    Each of ``tokens`` tokens picks ``top_k`` distinct experts of ``num_experts`` uniformly, so
+    one expert's load is Binomial(tokens, top_k/num_experts); loads are treated as independent
+    (exact marginals, slight overestimate of the max). E[max] = sum_x>=1 P(max >= x).
+    """
+    if tokens <= 0:
+        return 0.0
+    from scipy.stats import binom  # scipy is a core dependency; imported lazily
+
+    q = top_k / num_experts
+    mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
+    hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
+    xs = range(0, hi + 1)
+    cdf = binom.cdf(list(xs), tokens, q)
+    return float(sum(1.0 - cdf[x - 1] ** experts_considered for x in range(1, hi + 1)))
+
+
+def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    """Router, EP dispatch, routed-expert grouped GEMMs, combine, shared experts."""
+    m, e, h, T = c.model, c.model.moe, c.model.hidden_size, c.tokens
+    assert e is not None
+    E, k = e.num_routed_experts, e.top_k
+    E_l, I_l = E // c.ep, e.intermediate_size // c.moe_tp
+    ops = [gemm(f"{p}router", T, E, h, dtype="bf16", w_dtype=param_dtype("router", c.dtype),
+                bias=0, layer=layer, count=count)]
+    if e.router_bias:  # correction bias read with the router GEMM
+        rb = E * dtype_bytes(param_dtype("router", c.dtype))
+        r = ops[0]
+        ops[0] = replace(r, bytes_read=r.bytes_read + rb, meta={**r.meta, "weight_bytes": r.meta["weight_bytes"] + rb})
+    ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0))
+    # each attention-TP rank (and, in decode, each sp rank) dispatches its slice of the tokens
+    send = math.ceil(T / (c.attn_tp * (c.sp if c.phase == "decode" else 1))) if c.ep > 1 else 0
+    routing = {"top_k": k, "hidden": h, "expert_groups": e.n_group, "max_groups_per_token": e.topk_group}
+    if c.ep > 1:
+        db = dtype_bytes(c.dispatch_dtype)
+        scales = send * k * math.ceil(h / 128) * 4 if db < 2 else 0
+        ops.append(collective(f"{p}dispatch", "dispatch", c.ep, send * k * h * db, layer=layer, count=count,
+                              meta={**routing, "tokens": send, "dtype": c.dispatch_dtype,
+                                    "scale_bytes_per_rank": scales}))
+    mean_assign = c.moe_tokens_all * k / c.ep
+    tokens_total = int(math.ceil(mean_assign * c.moe_imbalance - 1e-9))
+    busiest = expected_max_expert_load(c.moe_tokens_all, E, k, E_l) * c.moe_imbalance
+    m_per_group = int(min(tokens_total, max(math.ceil(tokens_total / E_l - 1e-9), math.ceil(busiest - 1e-9))))
+    active = E_l * (1.0 - (1.0 - k / E) ** c.moe_tokens_all)
+    wb = dtype_bytes(c.dtype)
+    ab = min(wb, ACT_BYTES)
+    for name, n_, k_ in (("experts_gate_up", 2 * I_l, h), ("experts_down", h, I_l)):
+        resident = E_l * n_ * k_ * wb
+        ops.append(Op(
+            f"{p}{name}", GROUPED_GEMM,
+            {"groups": E_l, "m_per_group": m_per_group, "n": n_, "k": k_, "tokens_total": tokens_total},
+            2.0 * tokens_total * n_ * k_, active * n_ * k_ * wb + tokens_total * k_ * ab,
+            tokens_total * n_ * ACT_BYTES, dtype=c.dtype, count=count, layer=layer,
+            meta={"weight_bytes": resident, "weight_bytes_read": active * n_ * k_ * wb,
+                  "active_groups": active, "mean_per_group": mean_assign / E_l,
+                  "moe_imbalance": c.moe_imbalance}))
+        if name == "experts_gate_up":
+            ops.append(elementwise(f"{p}experts_act", tokens_total * I_l, layer=layer, count=count, reads=2,
+                                   flops_per_elem=SWIGLU_FLOPS_PER_ELEM))
+    if c.ep > 1 and c.moe_tp > 1:
+        ops.append(collective(f"{p}experts_all_reduce", "all_reduce", c.moe_tp, tokens_total * h * ACT_BYTES,
+                              layer=layer, count=count))
+    if c.ep > 1:
+        ops.append(collective(f"{p}combine", "combine", c.ep, send * k * h * dtype_bytes(c.combine_dtype),
+                              layer=layer, count=count, meta={**routing, "tokens": send, "dtype": c.combine_dtype}))
+    if e.num_shared_experts:
+        ops += dense_ffn_block(c, layer, count, p, e.num_shared_experts * e.intermediate_size, name="shared")
+    return ops
