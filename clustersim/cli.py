@@ -33,8 +33,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except (ValueError, LookupError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        _fail(str(msg).splitlines()[0] if str(msg) else type(exc).__name__)
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        _fail(msg.splitlines()[0] if msg else type(exc).__name__)
     except FileNotFoundError as exc:
         _fail(f"{exc.filename}: no such file")
 

@@ -9,9 +9,10 @@ rank's whole send buffer (its share to itself included); ``send_recv`` the bytes
 Algorithms (alpha-beta models; p ranks, B bytes, bw the per-rank bandwidth, alpha the latency):
 
 * ring all-reduce ``2(p-1)/p * B/bw + 2(p-1) alpha``; ring all-gather/reduce-scatter
-  ``(p-1)/p * B/bw + (p-1) alpha``. A ring crossing several tiers runs at the slowest tier it
-  crosses (NCCL opens one ring per NIC, so each rank's NIC carries one ring) and each step waits
-  for the slowest hop (the outermost tier's latency).
+  ``(p-1)/p * B/bw + (p-1) alpha``. A ring leaves each block of tier t-1 once; NCCL runs one
+  ring (channel) per NIC, so the r ranks of a block drive its exits in parallel and the ring gets
+  ``min(bw_0, r_{t-1} * bw_t, ...)`` per rank. Each step waits for the slowest hop (the
+  outermost tier's latency).
 * double binary tree all-reduce (NCCL): ``2 B/bw + 2 (ceil(log2 m) alpha_out + (g-1) alpha_in)``
   with m scale-up domains of g ranks (chain inside the domain, trees across domains).
 * hierarchical (two-level): reduce-scatter inside the scale-up domain, all-reduce (or all-gather /
@@ -142,6 +143,7 @@ class GroupGeometry:
 
     ``outer_tier``: index of the innermost tier holding the whole group. ``domains``: number of
     distinct tier-0 (scale-up) blocks; ``ranks_per_domain``: the largest number of ranks in one.
+    ``ranks_per_block[t]``: mean number of the group's ranks sharing a rank's tier-t block.
     ``peer_share[t]``: mean fraction of a rank's p-1 peers whose innermost common tier is t.
     ``carried_share[t]``: fraction of a rank's uniform all-to-all bytes (to its peers) that
     load tier t's per-rank bandwidth (outer peers of the same technology load it too; cross-plane
@@ -152,6 +154,7 @@ class GroupGeometry:
     outer_tier: int
     domains: int
     ranks_per_domain: int
+    ranks_per_block: tuple[float, ...]
     peer_share: tuple[float, ...]
     carried_share: tuple[float, ...]
 
@@ -205,7 +208,8 @@ def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] |
             elif t == 0 and tiers[u].planes > 1:
                 share += peer_share[u] * (tiers[u].planes - 1) / tiers[u].planes
         carried.append(share)
-    return GroupGeometry(p, outer, domains, ranks_per_domain, tuple(peer_share), tuple(carried))
+    ranks_per_block = tuple(w + 1.0 for w in peers_within)
+    return GroupGeometry(p, outer, domains, ranks_per_domain, ranks_per_block, tuple(peer_share), tuple(carried))
 
 
 # ----------------------------------------------------------------------------- result
@@ -249,6 +253,7 @@ class _Ctx:
     tiers: tuple[Tier, ...]
     bw: tuple[float, ...]  # achievable per-rank bandwidth per tier
     calib: CommCalibration
+    cross_plane: bool = False  # send_recv only
 
     @property
     def p(self) -> int:
@@ -257,9 +262,20 @@ class _Ctx:
     def crossed(self) -> range:
         return range(self.geo.outer_tier + 1)
 
-    def ring_bw(self, first: int = 0, last: int | None = None) -> float:
+    def path_bw(self, first: int = 0, last: int | None = None, parallel_rings: bool = True) -> float:
+        """Per-rank bandwidth of a ring over tiers ``first..last``.
+
+        A ring leaves each tier-(t-1) block once, and NCCL runs one ring (channel) per NIC, so
+        the ranks of a block share its exits: the ring gets ``ranks_per_block[t-1] * bw[t]``
+        on tier t (``parallel_rings=False`` for the one-rank-per-block inter-domain rings of
+        the hierarchical algorithms, which run side by side, one per rail, instead).
+        """
         last = self.geo.outer_tier if last is None else last
-        return min(self.bw[first : last + 1]) * self.calib.get("nccl.ring_bus_bw_fraction")
+        bws = [self.bw[first]]
+        for t in range(first + 1, last + 1):
+            share = self.geo.ranks_per_block[t - 1] if parallel_rings else 1.0
+            bws.append(self.bw[t] * share)
+        return min(bws)
 
     def alpha(self, tier: int | None = None) -> float:
         return self.tiers[self.geo.outer_tier if tier is None else tier].latency_s
@@ -270,7 +286,8 @@ def _ring(ctx: _Ctx, passes: float, nbytes: float, p: int, first: int = 0, last:
     if p <= 1:
         return 0.0, 0.0
     lat_tier = ctx.geo.outer_tier if last is None else last
-    return passes * (p - 1) / p * nbytes / ctx.ring_bw(first, last), passes * (p - 1) * ctx.alpha(lat_tier)
+    bw = ctx.path_bw(first, last, parallel_rings=first == 0) * ctx.calib.get("nccl.ring_bus_bw_fraction")
+    return passes * (p - 1) / p * nbytes / bw, passes * (p - 1) * ctx.alpha(lat_tier)
 
 
 def _flat_ring(ctx: _Ctx) -> tuple[float, tuple]:
@@ -281,7 +298,8 @@ def _flat_ring(ctx: _Ctx) -> tuple[float, tuple]:
 
 def _tree(ctx: _Ctx) -> tuple[float, tuple]:
     geo = ctx.geo
-    bw = min(ctx.bw[t] for t in ctx.crossed()) * ctx.calib.get("nccl.tree_bus_bw_fraction")
+    # chain inside the domain, trees across domains; a domain's ranks drive its NICs in parallel
+    bw = ctx.path_bw() * ctx.calib.get("nccl.tree_bus_bw_fraction")
     beta = 2.0 * ctx.nbytes / bw
     depth = math.ceil(math.log2(geo.domains)) if geo.domains > 1 else 0
     alpha = 2.0 * (depth * ctx.alpha() + (geo.ranks_per_domain - 1) * ctx.alpha(0))
@@ -335,17 +353,22 @@ def _all_to_all_hierarchical(ctx: _Ctx) -> tuple[float, tuple]:
 
 
 def _send_recv(ctx: _Ctx) -> tuple[float, tuple]:
-    geo = ctx.geo
-    if ctx.p <= 1:
-        return 0.0, ()
-    path = list(ctx.crossed()) if geo.outer_tier > 0 else [0]
-    if geo.outer_tier > 0:
-        # in a multi-plane fabric a peer on another plane is reached over tier 0 first
-        multi_plane = any(ctx.tiers[t].planes > 1 for t in path[1:])
-        path = ([0] if multi_plane else []) + path[1:]
+    outer = ctx.geo.outer_tier
+    # a peer on another plane of a multi-plane tier is reached over tier 0 first (NVLink forwarding)
+    path = [0] if (outer == 0 or ctx.cross_plane) else []
+    path += list(range(1, outer + 1))
     beta = ctx.nbytes / min(ctx.bw[t] for t in path)
     alpha = sum(ctx.tiers[t].latency_s for t in path)
     return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+
+
+def _cross_plane(devices: np.ndarray, cluster: Cluster, outer: int) -> bool:
+    """Whether two devices sit on different planes of a multi-plane tier they communicate over."""
+    planes = max((t.planes for t in cluster.tiers[1 : outer + 1]), default=1)
+    if planes <= 1:
+        return False
+    local = devices % cluster.tiers[0].span_devices
+    return bool(local[0] % planes != local[1] % planes)
 
 
 _MODELS = {
@@ -395,6 +418,8 @@ def collective_time(
         raise ValueError(f"{op}: unknown algorithm {algorithm!r} (valid: auto, {', '.join(ALGORITHMS[op])})")
     if bytes_per_rank < 0:
         raise ValueError(f"bytes_per_rank must be >= 0, got {bytes_per_rank}")
+    if op == "send_recv" and group_size != 2:
+        raise ValueError(f"send_recv is between 2 ranks (placement gives their devices), got group size {group_size}")
     geo = group_geometry(group_size, cluster, placement)
     tier_names = tuple(t.name for t in cluster.tiers[: geo.outer_tier + 1])
     bus = _bus_bytes(op, bytes_per_rank, group_size)
@@ -404,8 +429,9 @@ def collective_time(
     if group_size == 1:
         return CollectiveCost(op, 0.0, "none", (), 0.0, (), "model:trivial")
     calib = calibration or load_comm_calibration()
+    cross_plane = op == "send_recv" and _cross_plane(_placement_array(2, cluster, placement), cluster, geo.outer_tier)
     ctx = _Ctx(op, float(bytes_per_rank), geo, cluster.tiers,
-               tuple(achievable_bytes_per_s(t, calib) for t in cluster.tiers), calib)
+               tuple(achievable_bytes_per_s(t, calib) for t in cluster.tiers), calib, cross_plane)
     candidates = ALGORITHMS[op] if algorithm == "auto" else (algorithm,)
     best = None
     for name in candidates:

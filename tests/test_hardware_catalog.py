@@ -287,3 +287,11 @@ def test_bad_cluster_data_names_file_and_field():
 def test_invalid_yaml_names_file():
     with pytest.raises(ValueError, match=r"^devices\.yaml: invalid YAML"):
         parse_devices("devices: [unclosed", "devices.yaml")
+
+
+def test_unknown_name_error_pickles():
+    import pickle
+
+    err = UnknownNameError("cluster", "nope", ["a", "b"])
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == str(err) and back.known == ["a", "b"]

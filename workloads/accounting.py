@@ -283,21 +283,23 @@ def weight_bytes_breakdown(
     }
     out = {k: v * dtype_bytes(param_dtype(group.get(k, "gemm"), dtype)) for k, v in b.items()}
     if include_mtp and m.num_mtp_modules:
-        mtp = mtp_params(m)
-        h = m.hidden_size
+        # MTP modules' own weights (the shared embedding/head are not stored twice in memory),
+        # split like the main model's so callers can shard routed experts over EP.
+        n, mtp = m.num_mtp_modules, mtp_params(m)
         block = layer_params(m, "moe" if m.is_moe else "dense")
-        block_norms = block["norms"] + block.get("attn.q_a_norm", 0) + block.get("attn.kv_a_norm", 0)
-        block_router = block.get("moe.router", 0) + block.get("moe.router_bias", 0)
-        block_bias = block.get("attn.qkv_bias", 0)
-        block_gemm = sum(block.values()) - block_norms - block_router - block_bias
-        n = m.num_mtp_modules
-        out["mtp_gemm"] = (mtp["eh_proj"] + n * block_gemm) * dtype_bytes(dtype)
-        out["mtp_high_precision"] = (
-            (mtp["norms"] + n * block_norms) * dtype_bytes(param_dtype("norm", dtype))
-            + n * block_router * dtype_bytes(param_dtype("router", dtype))
-            + n * block_bias * dtype_bytes(param_dtype("bias", dtype))
-        )
-        del h
+        norm_b, gemm_b = dtype_bytes(param_dtype("norm", dtype)), dtype_bytes(dtype)
+        norms = block["norms"] + block.get("attn.q_a_norm", 0) + block.get("attn.kv_a_norm", 0)
+        router = block.get("moe.router", 0) + block.get("moe.router_bias", 0)
+        bias = block.get("attn.qkv_bias", 0)
+        routed, shared = block.get("moe.routed_experts", 0), block.get("moe.shared_experts", 0)
+        other_gemm = sum(block.values()) - norms - router - bias - routed - shared
+        out["mtp_norms"] = (mtp["norms"] + n * norms) * norm_b
+        out["mtp_other"] = (mtp["eh_proj"] + n * other_gemm) * gemm_b + n * bias * dtype_bytes(
+            param_dtype("bias", dtype))
+        if m.moe is not None:
+            out["mtp_moe_router"] = n * router * dtype_bytes(param_dtype("router", dtype))
+            out["mtp_moe_shared_experts"] = n * shared * gemm_b
+            out["mtp_moe_routed_experts"] = n * routed * gemm_b
     return out
 
 

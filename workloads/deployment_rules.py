@@ -18,6 +18,13 @@ from workloads.models import ModelConfig, get_model
 from workloads.yamlloc import ConfigError, dotted, locate
 
 
+def _message(exc: Exception) -> str:
+    """One-line text of a lookup error (KeyError's str() would add quotes)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc).splitlines()[0]
+
+
 def _divisors(n: int, limit: int | None = None) -> str:
     divs = [d for d in range(1, n + 1) if n % d == 0 and (limit is None or d <= limit)]
     return ", ".join(map(str, divs))
@@ -91,7 +98,7 @@ def rule_model_known(dep: Deployment, ctx: _Ctx) -> ModelConfig:
     try:
         return get_model(dep.model)
     except LookupError as exc:
-        ctx.fail(("model",), str(exc.args[0] if exc.args else exc))
+        ctx.fail(("model",), _message(exc))
     raise AssertionError  # unreachable
 
 
@@ -99,7 +106,7 @@ def rule_cluster_known(dep: Deployment, ctx: _Ctx) -> Cluster:
     try:
         return get_cluster(dep.cluster)
     except LookupError as exc:
-        ctx.fail(("cluster",), str(exc.args[0] if exc.args else exc))
+        ctx.fail(("cluster",), _message(exc))
     raise AssertionError  # unreachable
 
 

@@ -37,12 +37,12 @@ PREFILL_MAX_TOKENS = 65536  # batch*seq cap for batch > 1
 PREFILL_MAX_FLOPS = 3e14
 
 DECODE_CONFIGS = ((32, 8, 128, "llama-3.1-8b"), (64, 8, 128, "llama-3.1-70b"), (8, 1, 128, "70b tp8"))
-DECODE_BATCH = (1, 4, 16, 64, 128, 256, 512)
-DECODE_CONTEXT = (128, 512, 2048, 8192, 32768, 131072)
+DECODE_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+DECODE_CONTEXT = tuple(2**i for i in range(7, 18))  # 128 .. 131072
 MAX_KV_BYTES = 40e9
 
 MLA_HEADS = (16, 128)
-MLA_BATCH = (1, 4, 16, 32, 64, 128, 256)
+MLA_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MLA_CONTEXT = (128, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 MLA_DQK, MLA_DV = 576, 512
 
@@ -52,9 +52,10 @@ PREFILL_KEY = ["batch", "seq", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v
 DECODE_COLUMNS = ["batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v",
                   "seconds", "kv_bytes", "gbps", "tflops", "backend", "gqa_impl", "method"]
 DECODE_KEY = ["batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
-MLA_COLUMNS = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v", "seconds",
-               "kv_bytes", "gbps", "tflops", "impl", "method"]
-MLA_KEY = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v"]
+MLA_COLUMNS = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v", "impl", "seconds",
+               "kv_bytes", "gbps", "tflops", "impl_detail", "method"]
+MLA_KEY = ["batch", "context", "heads_q", "head_dim_qk", "head_dim_v", "impl"]
+MLA_IMPLS = ("bmm", "sdpa")
 
 
 def _backends(ctx: BenchContext):
@@ -209,25 +210,28 @@ def _mla_bmm_call(q, cache, dv: int, out):
     return call
 
 
-def _mla_callable(ctx: BenchContext, q, cache, dv: int):
-    """SDPA with one head and H query rows if a backend takes Dqk=576, else two bmm."""
+def _mla_callable(ctx: BenchContext, q, cache, dv: int, impl: str):
+    """``impl="sdpa"``: SDPA with one head and H query rows (first backend that takes
+    Dqk=576); ``impl="bmm"``: two bmm and a float32 softmax. Returns (callable, impl name)."""
     import torch
 
     b, h, dqk = q.shape
+    if impl == "bmm":
+        out = torch.empty(b, h, dv, device=q.device, dtype=q.dtype)
+        return _mla_bmm_call(q, cache, dv, out), "bmm"
     q4 = q.view(b, 1, h, dqk)
     k4 = cache.view(b, 1, cache.shape[1], dqk)
     v4 = k4[..., :dv]
-    if ctx.is_cuda:
-        for backend in _backends(ctx):
-            call = _sdpa_call(backend, q4, k4, v4, False, False)
-            try:
-                call()
+    for backend in _backends(ctx):
+        call = _sdpa_call(backend, q4, k4, v4, False, False)
+        try:
+            call()
+            if ctx.is_cuda:
                 torch.cuda.synchronize()
-                return call, f"sdpa_{backend.name.lower()}"
-            except Exception:
-                continue
-    out = torch.empty(b, h, dv, device=q.device, dtype=q.dtype)
-    return _mla_bmm_call(q, cache, dv, out), "bmm"
+            return call, "sdpa_" + ("auto" if backend is None else backend.name.lower())
+        except Exception:
+            continue
+    raise RuntimeError("no SDPA backend takes MLA head dims 576/512 here")
 
 
 def run_mla_decode(ctx: BenchContext) -> None:
@@ -240,34 +244,33 @@ def run_mla_decode(ctx: BenchContext) -> None:
     contexts = (16, 64) if ctx.quick else MLA_CONTEXT
     dqk, dv = MLA_DQK, MLA_DV
     done = 0
-    for h in heads:
-        for b in batches:
-            for c in contexts:
-                kv_bytes = 2.0 * b * c * dqk
-                if kv_bytes > MAX_KV_BYTES:
-                    continue
-                if table.has(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv):
-                    continue
-                if ctx.out_of_time():
-                    ctx.log("mla_decode: time budget reached")
-                    return
-                try:
-                    fns, impl = [], ""
-                    for _ in range(rotation_count(kv_bytes, ctx)):
-                        q = torch.randn(b, h, dqk, device=dev, dtype=torch.bfloat16)
-                        cache = torch.randn(b, c, dqk, device=dev, dtype=torch.bfloat16)
-                        call, impl = _mla_callable(ctx, q, cache, dv)
-                        fns.append(call)
-                    seconds, method = time_calls(fns, ctx)
-                except Exception as exc:
-                    ctx.log(f"mla_decode b={b} c={c} h={h}: {type(exc).__name__}: {exc}")
-                    continue
-                finally:
-                    fns = None
-                    free_cuda()
-                flops = 2.0 * b * h * c * (dqk + dv)
-                table.append(dict(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv,
-                                  seconds=seconds, kv_bytes=kv_bytes, gbps=kv_bytes / seconds / 1e9,
-                                  tflops=flops / seconds / 1e12, impl=impl, method=method))
-                done += 1
+    for h, b, c, impl in ((h, b, c, i) for i in MLA_IMPLS for h in heads for b in batches for c in contexts):
+        kv_bytes = 2.0 * b * c * dqk
+        if kv_bytes > MAX_KV_BYTES:
+            continue
+        if table.has(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv, impl=impl):
+            continue
+        if ctx.out_of_time():
+            ctx.log("mla_decode: time budget reached")
+            return
+        try:
+            fns, detail = [], ""
+            for _ in range(rotation_count(kv_bytes, ctx)):
+                q = torch.randn(b, h, dqk, device=dev, dtype=torch.bfloat16)
+                cache = torch.randn(b, c, dqk, device=dev, dtype=torch.bfloat16)
+                call, detail = _mla_callable(ctx, q, cache, dv, impl)
+                fns.append(call)
+            seconds, method = time_calls(fns, ctx)
+        except Exception as exc:
+            ctx.log(f"mla_decode b={b} c={c} h={h}: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            fns = None
+            free_cuda()
+        flops = 2.0 * b * h * c * (dqk + dv)
+        table.append(dict(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv,
+                          seconds=seconds, kv_bytes=kv_bytes, gbps=kv_bytes / seconds / 1e9,
+                          tflops=flops / seconds / 1e12, impl=impl, impl_detail=detail,
+                          method=method))
+        done += 1
     ctx.log(f"mla_decode: {done} points measured, {len(table)} in table")

@@ -1,0 +1,243 @@
+"""Operator and step cost model: how long one step of a batch takes on one instance.
+
+Pure functions over ``workloads`` operator lists, ``hardware`` devices/fabrics and an
+optional ``calibration`` profile; nothing here touches the event engine, so the planner's
+analytic fast path and ``clustersim estimate`` call the same code as the simulator.
+
+Where each number comes from (recorded in every ``OpCost.source``):
+
+1. ``profile``: the op's shape is inside the measured grid of a profile taken on this very
+   device -> the interpolated measurement.
+2. ``transfer``: the profile was measured on another device (e.g. H200 -> H800, H20, B200,
+   Ascend 910C) -> measured time x roofline(target) / roofline(measured device), i.e. the
+   measured efficiency at that shape is kept and the catalog peaks (FLOP/s per dtype, HBM
+   bytes/s) of both devices are swapped. See simulator/README.md for the validation of this
+   transfer against the published H800 kernel figures (DeepGEMM, FlashMLA).
+3. ``roofline``: outside every grid -> max(FLOPs / (peak x compute efficiency), bytes /
+   (HBM x memory efficiency)) + launch overhead, with efficiencies fitted from the profile
+   (or the named defaults in ``RooflineEfficiency`` when no profile exists).
+
+Collectives are timed by ``hardware.collectives`` and MoE dispatch/combine by
+``hardware.dispatch``, with the NCCL profile when it covers the case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from hardware.types import Cluster, DeviceSpec
+from workloads.op import (
+    ATTN_DECODE,
+    ATTN_PREFILL,
+    COLLECTIVE,
+    ELEMENTWISE,
+    EMBEDDING,
+    GEMM,
+    GROUPED_GEMM,
+    MLA_DECODE,
+    Op,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RooflineEfficiency:
+    """Achievable fractions of the catalog peaks, used only outside measured grids.
+
+    Defaults are conservative placeholders replaced by ``Profile.efficiency_fit()`` whenever
+    a profile is loaded; ``source`` says which applied.
+    """
+
+    compute_fraction: float = 0.7
+    memory_fraction: float = 0.8
+    launch_s: float = 4e-6
+    source: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class OpCost:
+    """Time of one occurrence of ``op`` (``total_s`` multiplies by its count)."""
+
+    name: str
+    kind: str
+    stream: str
+    layer: str
+    count: int
+    seconds: float
+    source: str
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.seconds * self.count
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """Time of one step on one device, with its composition."""
+
+    seconds: float
+    compute_s: float
+    comm_s: float
+    exposed_comm_s: float
+    micro_batches: int
+    ops: tuple[OpCost, ...] = field(default=())
+
+    def breakdown(self) -> list[dict]:
+        return [
+            {"name": o.name, "kind": o.kind, "stream": o.stream, "layer": o.layer, "count": o.count,
+             "seconds_each": o.seconds, "seconds_total": o.total_s, "source": o.source}
+            for o in self.ops
+        ]
+
+    def sources(self) -> dict[str, float]:
+        """Seconds by source family (profile / transfer / roofline / model:...)."""
+        out: dict[str, float] = {}
+        for o in self.ops:
+            key = o.source.split(":")[0] if not o.source.startswith("model") else o.source.split(":")[0]
+            out[key] = out.get(key, 0.0) + o.total_s
+        return out
+
+
+def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
+    peak = device.peak_flops_per_s.get(dtype) or device.peak_flops_per_s.get("bf16", 0.0)
+    return max(flops / peak if peak else 0.0, nbytes / device.hbm_bytes_per_s)
+
+
+def _compute_dtype(op: Op, device: DeviceSpec) -> str:
+    """Dtype whose peak bounds the op: its own if the device has it, else bf16."""
+    return op.dtype if op.dtype in device.peak_flops_per_s else "bf16"
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Times ops and composes steps for one cluster (its device) and an optional profile.
+
+    ``comm_sm_fraction``: share of the SMs that communication kernels hold while they overlap
+    compute (DeepSeek reserve 20 of 132 H800 SMs for communication in training: ISCA'25 §4);
+    compute that overlaps communication runs on the rest.
+    ``dispatch_kernel``: DeepEP-style "normal" (prefill) or "low_latency" (decode) kernels.
+    """
+
+    cluster: Cluster
+    profile: Any = None
+    roofline: RooflineEfficiency = RooflineEfficiency()
+    comm_sm_fraction: float = 20 / 132
+    dispatch_kernel: str = "normal"
+
+    @property
+    def device(self) -> DeviceSpec:
+        return self.cluster.device
+
+    # ------------------------------------------------------------------ compute ops
+    def _profile_device(self) -> DeviceSpec | None:
+        return getattr(self.profile, "device", None) if self.profile is not None else None
+
+    def _measured(self, op: Op) -> tuple[float, str] | None:
+        """Profile lookup for ``op`` (on the profile's own device), or None."""
+        p = self.profile
+        if p is None:
+            return None
+        s = op.shape
+        try:
+            if op.kind == GEMM and int(s.get("batch", 1)) == 1:
+                return p.gemm_seconds(int(s["m"]), int(s["n"]), int(s["k"]), op.dtype)
+            if op.kind == GROUPED_GEMM:
+                return p.grouped_gemm_seconds(int(s["groups"]), int(s["m_per_group"]), int(s["n"]), int(s["k"]),
+                                              op.dtype, tokens_total=int(s["tokens_total"]))
+            if op.kind == ATTN_PREFILL:
+                return p.attn_prefill_seconds(int(s["batch"]), int(s["seq"]), int(s["heads_q"]), int(s["heads_kv"]),
+                                              int(s["head_dim_qk"]), int(s["head_dim_v"]),
+                                              context=int(s.get("context", 0)))
+            if op.kind == ATTN_DECODE:
+                return p.attn_decode_seconds(int(s["batch"]), int(s["context"]), int(s["heads_q"]),
+                                             int(s["heads_kv"]), int(s["head_dim_qk"]), int(s["head_dim_v"]))
+            if op.kind == MLA_DECODE:
+                return p.mla_decode_seconds(int(s["batch"]), int(s["context"]), int(s["heads_q"]),
+                                            int(s["head_dim_qk"]), int(s["head_dim_v"]))
+            if op.kind in (ELEMENTWISE, EMBEDDING):
+                return p.elementwise_seconds(op.bytes_moved)
+        except (LookupError, ValueError, AttributeError):
+            return None
+        return None
+
+    def _fallback_efficiency(self) -> RooflineEfficiency:
+        fit = getattr(self.profile, "roofline_efficiency", None) if self.profile is not None else None
+        return fit() if callable(fit) else self.roofline
+
+    def compute_seconds(self, op: Op) -> tuple[float, str]:
+        """(seconds, source) of one occurrence of a compute op on this cluster's device."""
+        dtype = _compute_dtype(op, self.device)
+        measured = self._measured(op)
+        ref = self._profile_device()
+        if measured is not None and ref is not None:
+            seconds, src = measured
+            if ref.name == self.device.name:
+                return seconds, f"profile:{src}"
+            ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
+                _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
+            return seconds * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
+        eff = self._fallback_efficiency()
+        peak = self.device.peak_flops_per_s.get(dtype, 0.0)
+        t = max(op.flops / (peak * eff.compute_fraction) if peak else 0.0,
+                op.bytes_moved / (self.device.hbm_bytes_per_s * eff.memory_fraction))
+        return t + eff.launch_s, f"roofline:{eff.source}"
+
+    # ------------------------------------------------------------------ collectives
+    def comm_seconds(self, op: Op) -> tuple[float, str]:
+        from hardware import collectives, dispatch
+
+        if op.collective in ("dispatch", "combine"):
+            meta = op.meta
+            cost = dispatch.dispatch_combine_time(
+                int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster,
+                num_experts=int(meta.get("num_experts", meta.get("expert_groups", 1) * 32)),
+                groups=meta.get("expert_groups"), max_groups_per_token=meta.get("max_groups_per_token"),
+                dispatch_dtype=str(meta.get("dtype", "bf16")) if op.collective == "dispatch" else "fp8",
+                combine_dtype=str(meta.get("dtype", "bf16")) if op.collective == "combine" else "bf16",
+                kernel=self.dispatch_kernel,
+            )
+            seconds = cost.dispatch_s if op.collective == "dispatch" else cost.combine_s
+            return seconds, f"{cost.source}:{op.collective}"
+        cost = collectives.collective_time(op.collective, op.bytes_per_rank, op.group_size, self.cluster,
+                                           profile=self.profile)
+        return cost.seconds, cost.source
+
+    def op_cost(self, op: Op) -> OpCost:
+        if op.kind == COLLECTIVE:
+            seconds, src = self.comm_seconds(op)
+        else:
+            seconds, src = self.compute_seconds(op)
+        return OpCost(op.name, op.kind, op.stream, op.layer, op.count, seconds, src, op.flops, op.bytes_moved)
+
+    # ------------------------------------------------------------------ steps
+    def step_cost(self, micro_batch_ops: Sequence[Sequence[Op]], overlap: bool | None = None) -> StepCost:
+        """Compose the ops of one step, given as one op list per micro-batch.
+
+        One micro-batch (or ``overlap=False``): compute and communication serialise.
+        Two micro-batches (DeepSeek's dual micro-batch overlap): one micro-batch's
+        communication runs under the other's compute, so the step takes the longer stream
+        plus the part that cannot hide (the first micro-batch's leading compute and the last
+        one's trailing communication: the shorter stream of one layer); compute that
+        overlaps communication is slowed by the SMs communication holds.
+        """
+        costs = [[self.op_cost(op) for op in ops] for ops in micro_batch_ops]
+        flat = tuple(c for mb in costs for c in mb)
+        compute = sum(c.total_s for c in flat if c.stream != "comm")
+        comm = sum(c.total_s for c in flat if c.stream == "comm")
+        n_mb = len(costs)
+        if overlap is None:
+            overlap = n_mb > 1
+        if not overlap or comm == 0.0:
+            return StepCost(compute + comm, compute, comm, comm, n_mb, flat)
+        slowed = compute / (1.0 - self.comm_sm_fraction)
+        layers = max((c.count for c in flat if c.stream == "comm"), default=1)
+        fill = min(slowed, comm) / max(layers, 1) / n_mb
+        total = max(slowed, comm) + fill
+        return StepCost(total, compute, comm, max(total - compute, 0.0), n_mb, flat)
+
+
+def step_cost_of(ops_per_micro_batch: Iterable[Sequence[Op]], model: CostModel, overlap: bool | None = None) -> StepCost:
+    """Functional alias of ``CostModel.step_cost``."""
+    return model.step_cost(list(ops_per_micro_batch), overlap)
