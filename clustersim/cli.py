@@ -177,6 +177,137 @@ def calibrate_cmd(
     _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device))
 
 
+# ---------------------------------------------------------------- estimates
+def _estimate_out(data: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        _print_json(data)
+        return
+    head = {k: v for k, v in data.items() if k not in ("ops",)}
+    _show(title, head, False)
+    ops = data.get("ops")
+    if ops:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="per-operator breakdown")
+        for col in ("name", "count", "each (us)", "total (us)", "source"):
+            table.add_column(col)
+        for o in ops:
+            each = o.get("seconds_each", 0.0)
+            table.add_row(o["name"], str(o.get("count", 1)), f"{each * 1e6:,.1f}",
+                          f"{o.get('seconds_total', each * o.get('count', 1)) * 1e6:,.1f}", o.get("source", ""))
+        Console().print(table)
+
+
+@estimate_app.command("step")
+def estimate_step_cmd(
+    model: str = typer.Option(..., "--model"),
+    hardware: str = typer.Option(..., "--hardware", help="Device (h200) or cluster (h200-node)."),
+    phase: str = typer.Option(..., "--phase", help="prefill or decode."),
+    batch: int = typer.Option(1, "--batch", min=1),
+    seq: Optional[int] = typer.Option(None, "--seq", min=1, help="Prefill tokens per sequence."),
+    context: Optional[int] = typer.Option(None, "--context", min=0, help="Decode: tokens already cached."),
+    tp: int = typer.Option(1, "--tp", min=1),
+    dtype: str = typer.Option("bf16", "--dtype"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One forward step of a whole model (prefill or decode)."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_step(model, hardware, phase, batch, seq, context, tp, dtype))
+    _estimate_out(data, as_json, "step estimate")
+
+
+@estimate_app.command("collective")
+def estimate_collective_cmd(
+    hardware: str = typer.Option(..., "--hardware"),
+    op: str = typer.Option(..., "--op", help="all_reduce, all_gather, reduce_scatter, all_to_all, send_recv."),
+    gpus: int = typer.Option(..., "--gpus", min=1),
+    bytes_per_rank: float = typer.Option(..., "--bytes-per-rank", min=0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One collective on a group of devices of a catalog cluster."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_collective(hardware, op, gpus, bytes_per_rank))
+    _estimate_out(data, as_json, "collective estimate")
+
+
+@estimate_app.command("dispatch")
+def estimate_dispatch_cmd(
+    hardware: str = typer.Option(..., "--hardware"),
+    ep: int = typer.Option(..., "--ep", min=1),
+    tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=0),
+    model: str = typer.Option("deepseek-v3", "--model"),
+    kernel: str = typer.Option("low_latency", "--kernel", help="normal or low_latency."),
+    dispatch_dtype: Optional[str] = typer.Option(None, "--dispatch-dtype", help="fp8, bf16 or int8."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """MoE dispatch and combine on one EP rank."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_dispatch(hardware, ep, tokens_per_rank, model, kernel, dispatch_dtype))
+    _estimate_out(data, as_json, "dispatch/combine estimate")
+
+
+@estimate_app.command("moe-layer")
+def estimate_moe_layer_cmd(
+    model: str = typer.Option(..., "--model"),
+    hardware: str = typer.Option(..., "--hardware"),
+    ep: int = typer.Option(..., "--ep", min=1),
+    tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=1),
+    dtype: str = typer.Option("bf16", "--dtype"),
+    kernel: str = typer.Option("normal", "--kernel"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One expert-parallel MoE layer: router, dispatch, experts (incl. shared), combine."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_moe_layer(model, hardware, ep, tokens_per_rank, dtype, kernel))
+    _estimate_out(data, as_json, "MoE layer estimate")
+
+
+@estimate_app.command("attention")
+def estimate_attention_cmd(
+    hardware: str = typer.Option(..., "--hardware"),
+    sp: int = typer.Option(..., "--sp", min=1),
+    sp_kind: str = typer.Option("ulysses", "--sp-kind", help="ulysses or ring."),
+    seq: int = typer.Option(..., "--seq", min=1),
+    heads: int = typer.Option(..., "--heads", min=1),
+    head_dim: int = typer.Option(..., "--head-dim", min=1),
+    batch: int = typer.Option(1, "--batch", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Sequence-parallel causal attention of one layer (all-to-alls or ring passes plus attention)."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_attention(hardware, sp, sp_kind, seq, heads, head_dim, batch))
+    _estimate_out(data, as_json, "sequence-parallel attention estimate")
+
+
+@estimate_app.command("serving")
+def estimate_serving_cmd(
+    model: str = typer.Option(..., "--model"),
+    hardware: str = typer.Option(..., "--hardware"),
+    phase: str = typer.Option(..., "--phase"),
+    ep: int = typer.Option(1, "--ep", min=1),
+    tp: int = typer.Option(1, "--tp", min=1),
+    batch_per_device: int = typer.Option(..., "--batch-per-device", min=1),
+    seq: Optional[int] = typer.Option(None, "--seq", min=1),
+    context: Optional[int] = typer.Option(None, "--context", min=0),
+    micro_batches: int = typer.Option(1, "--micro-batches", min=1, max=2),
+    mtp_acceptance: Optional[float] = typer.Option(None, "--mtp-acceptance", min=0.0, max=1.0),
+    dtype: str = typer.Option("bf16", "--dtype"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Steady state of one serving instance: step time, TPOT or batch time, tokens/s per device."""
+    from clustersim import estimate
+
+    data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
+                                                    micro_batches, mtp_acceptance, dtype))
+    _estimate_out(data, as_json, "serving estimate")
+
+
 def main() -> None:
     """Console entry point."""
     try:

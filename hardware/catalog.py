@@ -54,17 +54,20 @@ class UnknownNameError(LookupError):
     """A device/cluster/price-set name that is not in the catalog; the message lists the known names."""
 
     def __init__(self, kind: str, name: str, known: list[str], aliases: list[str] | tuple[str, ...] = ()):
-        # args hold the constructor arguments so the error pickles (planner worker processes)
-        super().__init__(kind, name, list(known), list(aliases))
         self.kind = kind
         self.name = name
         self.known = list(known)
-        guess = difflib.get_close_matches(str(name).strip().lower(), [*known, *aliases], n=1, cutoff=0.5)
+        self.aliases = list(aliases)
+        guess = difflib.get_close_matches(str(name).strip().lower(), [*self.known, *self.aliases], n=1, cutoff=0.5)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        self.message = f"unknown {kind} '{name}' (known: {', '.join(self.known)}){hint}"
+        # args[0] is the one-line message (callers print it); __reduce__ keeps the error picklable
+        super().__init__(f"unknown {kind} '{name}' (known: {', '.join(self.known)}){hint}")
 
-    def __str__(self) -> str:
-        return self.message
+    def __str__(self) -> str:  # LookupError subclasses such as KeyError would repr() the message
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (type(self), (self.kind, self.name, self.known, self.aliases))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -132,6 +132,7 @@ def build_fabric_graph(cluster: Cluster, calibration: CommCalibration | None = N
         for dev in range(n_dev):
             capacities[("tx", dev, t)] = bw[t]
             capacities[("rx", dev, t)] = bw[t]
+
     def add(u, v, cap):
         graph.add_edge(u, v, capacity_bytes_per_s=cap)
         capacities[(u, v)] = cap

@@ -73,9 +73,9 @@ def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype
     """
     wb = accounting.weight_bytes_breakdown(model, weight_dtype, include_mtp=pool.mtp_depth > 0)
     attn_tp, pp = pool.attention.tp, pool.pp
-    routed = wb.get("moe_routed_experts", 0.0)
-    shared = wb.get("moe_shared_experts", 0.0)
-    router = wb.get("moe_router", 0.0)
+    routed = wb.get("moe_routed_experts", 0.0) + wb.get("mtp_moe_routed_experts", 0.0)
+    shared = wb.get("moe_shared_experts", 0.0) + wb.get("mtp_moe_shared_experts", 0.0)
+    router = wb.get("moe_router", 0.0) + wb.get("mtp_moe_router", 0.0)
     rest = sum(wb.values()) - routed - shared - router
     per_device = rest / attn_tp / pp + router / pp + shared / pool.moe.tp / pp
     if model.moe is not None and routed:

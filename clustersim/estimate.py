@@ -1,0 +1,212 @@
+"""``clustersim estimate``: cost-model answers without a simulation.
+
+Each function resolves catalog names, builds the operator list in ``workloads`` and times it
+with ``simulator.costmodel`` (compute) and ``hardware.collectives`` / ``hardware.dispatch``
+(communication). Every answer is a plain dict with ``seconds`` and a breakdown that names the
+source of each number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hardware import catalog
+from hardware.types import Cluster
+from simulator.costmodel import CostModel, StepCost
+from simulator.instance import InstanceCost, InstanceSpec
+from workloads.models import get_model
+from workloads.ops import BatchShape, Parallelism, step_ops
+
+
+def resolve_cluster(hardware: str, devices_needed: int = 1) -> Cluster:
+    """A catalog cluster by name, or the smallest catalog cluster of a device that fits the group."""
+    names = {n.lower() for n in catalog.list_clusters()}
+    if hardware.lower() in names:
+        return catalog.get_cluster(hardware)
+    try:
+        device = catalog.get_device(hardware)
+    except LookupError:
+        known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
+        raise LookupError(f"unknown hardware {hardware!r} (known: {', '.join(known)})") from None
+    fits = [catalog.get_cluster(n) for n in catalog.list_clusters()]
+    fits = [c for c in fits if c.device.name == device.name and c.num_devices >= devices_needed]
+    if not fits:
+        raise LookupError(f"no catalog cluster of {device.name} has {devices_needed} devices")
+    return min(fits, key=lambda c: c.num_devices)
+
+
+def default_profile(cluster: Cluster) -> Any:
+    """The shipped profile for the cluster's device, else the H200 one (used by transfer), else None."""
+    try:
+        from calibration.profile import default_profile_for, load_profile
+    except ImportError:
+        return None
+    prof = default_profile_for(cluster.device.name)
+    if prof is None:
+        try:
+            prof = load_profile("h200")
+        except (LookupError, ValueError, OSError):
+            prof = None
+    return prof
+
+
+def _step_dict(cost: StepCost, **extra: Any) -> dict:
+    return {**extra, "seconds": cost.seconds, "compute_s": cost.compute_s, "comm_s": cost.comm_s,
+            "exposed_comm_s": cost.exposed_comm_s, "micro_batches": cost.micro_batches,
+            "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
+
+
+def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
+                  context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default") -> dict:
+    """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node."""
+    m = get_model(model)
+    cluster = resolve_cluster(hardware, tp)
+    if tp > cluster.tiers[0].span_devices:
+        raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
+    if phase == "prefill":
+        if not seq:
+            raise ValueError("prefill needs --seq S")
+        shape = BatchShape.prefill(batch, seq)
+    elif phase == "decode":
+        if context is None:
+            raise ValueError("decode needs --context C")
+        shape = BatchShape.decode(batch, context)
+    else:
+        raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
+    prof = default_profile(cluster) if profile == "default" else profile
+    par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
+    cm = CostModel(cluster=cluster, profile=prof)
+    cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype)])
+    return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
+                      batch=batch, seq=seq, context=context, tp=tp,
+                      profile=getattr(prof, "name", None))
+
+
+def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
+    """One collective on ``gpus`` devices of a catalog cluster."""
+    from hardware.collectives import collective_time
+
+    cluster = resolve_cluster(hardware, gpus)
+    if gpus > cluster.num_devices:
+        raise ValueError(f"--gpus {gpus} exceeds {cluster.name}'s {cluster.num_devices} devices")
+    prof = default_profile(cluster) if profile == "default" else profile
+    if prof is not None and getattr(prof, "device", None) is not None and prof.device.name != cluster.device.name:
+        prof = None  # an NCCL profile only speaks for the fabric it was measured on
+    cost = collective_time(op, bytes_per_rank, gpus, cluster, profile=prof)
+    return {"hardware": cluster.name, "op": op, "gpus": gpus, "bytes_per_rank": bytes_per_rank,
+            "seconds": cost.seconds, "algorithm": cost.algorithm, "tiers": list(cost.tiers),
+            "bus_bytes_per_s": cost.bus_bytes_per_s, "breakdown": dict(cost.breakdown), "source": cost.source}
+
+
+def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str = "deepseek-v3",
+                      kernel: str = "low_latency", dispatch_dtype: str | None = None,
+                      combine_dtype: str = "bf16") -> dict:
+    """MoE dispatch + combine on one EP rank (uniform routing; node-limited as the model says)."""
+    from hardware.dispatch import dispatch_combine_time
+
+    m = get_model(model)
+    if m.moe is None:
+        raise ValueError(f"{m.name} has no experts (choose an MoE model)")
+    cluster = resolve_cluster(hardware, ep)
+    if dispatch_dtype is None:
+        dispatch_dtype = "int8" if "int8" in cluster.device.peak_flops_per_s and "fp8" not in cluster.device.peak_flops_per_s else "fp8"
+    e = m.moe
+    cost = dispatch_combine_time(tokens_per_rank, m.hidden_size, e.top_k, ep, cluster, num_experts=e.num_routed_experts,
+                                 groups=e.n_group, max_groups_per_token=e.topk_group, dispatch_dtype=dispatch_dtype,
+                                 combine_dtype=combine_dtype, kernel=kernel)
+    return {"hardware": cluster.name, "ep": ep, "tokens_per_rank": tokens_per_rank, "kernel": cost.kernel,
+            "seconds": cost.total_s, "dispatch_s": cost.dispatch_s, "combine_s": cost.combine_s,
+            "dispatch_dtype": dispatch_dtype, "combine_dtype": combine_dtype,
+            "bottleneck_tier": cost.bottleneck_tier, "nodes_per_token": cost.nodes_per_token,
+            "dispatch_bytes_by_tier": dict(cost.dispatch_bytes_by_tier),
+            "combine_bytes_by_tier": dict(cost.combine_bytes_by_tier), "source": cost.source}
+
+
+_MOE_OPS = ("router", "topk", "dispatch", "experts_gate_up", "experts_act", "experts_down", "experts_all_reduce",
+            "combine", "shared_gate_up", "shared_act", "shared_down")
+
+
+def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int, dtype: str = "bf16",
+                       kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default") -> dict:
+    """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
+    m = get_model(model)
+    if m.moe is None:
+        raise ValueError(f"{m.name} is dense (choose an MoE model)")
+    cluster = resolve_cluster(hardware, ep)
+    prof = default_profile(cluster) if profile == "default" else profile
+    par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
+    shape = BatchShape.prefill(ep, tokens_per_rank)
+    ops = [o for o in step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance)
+           if o.layer == "moe" and o.name.split(".", 1)[1] in _MOE_OPS]
+    ops = [type(o)(**{**{f: getattr(o, f) for f in o.__dataclass_fields__}, "count": 1}) for o in ops]
+    cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
+    return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank)
+
+
+def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
+                       batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
+    """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
+    from workloads.sequence_parallel import SpAttention, ring_volume, ulysses_volume_per_link
+
+    cluster = resolve_cluster(hardware, sp)
+    prof = default_profile(cluster) if profile == "default" else profile
+    layer = SpAttention(sp_kind, batch, seq, heads, head_dim, sp, kv_heads)
+    cm = CostModel(cluster=cluster, profile=prof)
+    costs = [cm.op_cost(o) for o in layer.ops()]
+    compute = sum(c.total_s for c in costs if c.stream != "comm")
+    comm = sum(c.total_s for c in costs if c.stream == "comm")
+    if sp_kind == "ring" and sp > 1:
+        # each ring step overlaps a block's attention with the next K,V pass
+        block = next(c for c in costs if c.stream != "comm")
+        send = next(c for c in costs if c.stream == "comm")
+        seconds = block.seconds + (sp - 1) * max(block.seconds, send.seconds)
+        volume = ring_volume(batch, seq, heads, head_dim, sp, backward=False)
+    else:
+        seconds = compute + comm
+        volume = ulysses_volume_per_link(seq, heads * head_dim, sp) * batch
+    return {"hardware": cluster.name, "sp": sp, "sp_kind": sp_kind, "seq": seq, "heads": heads, "head_dim": head_dim,
+            "seconds": seconds, "compute_s": compute, "comm_s": comm,
+            "comm_elements_per_device_forward": volume,
+            "ops": [{"name": c.name, "count": c.count, "seconds_each": c.seconds, "source": c.source} for c in costs]}
+
+
+def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
+                     seq: int | None = None, context: int | None = None, micro_batches: int = 1,
+                     mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
+                     imbalance: float = 1.0, profile: Any = "default") -> dict:
+    """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
+
+    Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
+    tokens emitted per step (1 + MTP acceptance). Prefill: ``batch_per_device`` prompts of
+    ``seq`` tokens per device.
+    """
+    m = get_model(model)
+    devices = ep if m.is_moe else tp
+    if devices % tp:
+        raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
+    cluster = resolve_cluster(hardware, devices)
+    prof = default_profile(cluster) if profile == "default" else profile
+    mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
+    spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
+                        micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
+                        mtp_depth=mtp_depth)
+    inst = InstanceCost(spec, prof)
+    seqs = batch_per_device * devices // tp
+    if phase == "decode":
+        if context is None:
+            raise ValueError("decode needs --context C")
+        new = 1 + mtp_depth  # verifying MTP drafts processes the draft token too
+        cost = inst.step(BatchShape.decode(seqs, context, new_tokens=new))
+        per_step = 1.0 + (mtp_acceptance or 0.0) * mtp_depth
+        tpot = cost.seconds / per_step
+        out = {"tpot_s": tpot, "output_tokens_per_s_per_device": seqs * per_step / cost.seconds / devices,
+               "tokens_per_s_per_user": 1.0 / tpot}
+    elif phase == "prefill":
+        if not seq:
+            raise ValueError("prefill needs --seq S")
+        cost = inst.step(BatchShape.prefill(seqs, seq))
+        out = {"batch_time_s": cost.seconds, "input_tokens_per_s_per_device": seqs * seq / cost.seconds / devices}
+    else:
+        raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
+    return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
+                      batch_per_device=batch_per_device, step_s=cost.seconds, **out)

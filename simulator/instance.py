@@ -1,0 +1,103 @@
+"""One serving instance's step time: a deployment pool mapped onto ops and the cost model.
+
+``InstanceCost`` turns a pool of a ``Deployment`` (attention TP/DP/SP, MoE EP/TP, PP,
+micro-batches, MTP) into ``workloads.ops.Parallelism`` and answers ``step(batch) ->
+StepCost`` through ``simulator.costmodel.CostModel``. The engine, ``clustersim estimate``
+and the planner's analytic ranking all call this one function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from hardware.types import Cluster
+from simulator.costmodel import CostModel, StepCost
+from workloads.models import ModelConfig
+from workloads.ops import BatchShape, Parallelism, step_ops
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything that fixes an instance's per-step cost (hashable: used as a cache key)."""
+
+    model: ModelConfig
+    cluster: Cluster
+    attn_tp: int = 1
+    attn_dp: int = 1
+    sp: int = 1
+    ep: int = 1
+    moe_tp: int = 1
+    pp: int = 1
+    micro_batches: int = 1
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    moe_imbalance: float = 1.0
+    mtp_depth: int = 0
+
+    @property
+    def devices(self) -> int:
+        return self.attn_tp * self.attn_dp * self.sp * self.pp
+
+    def parallelism(self) -> Parallelism:
+        stage = self.attn_tp * self.attn_dp * self.sp
+        ep = self.ep if self.model.is_moe else 1
+        moe_tp = (stage // ep) if self.model.is_moe else None
+        return Parallelism(tp=self.attn_tp, ep=ep, pp=self.pp, sp=self.sp, attn_tp=self.attn_tp,
+                           attn_dp=self.attn_dp, moe_tp=moe_tp)
+
+
+def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype: str, kv_dtype: str) -> InstanceSpec:
+    """InstanceSpec of a ``workloads.deployment.Pool``."""
+    return InstanceSpec(
+        model=model, cluster=cluster, attn_tp=pool.attention.tp, attn_dp=pool.attention.dp, sp=pool.attention.sp,
+        ep=pool.moe.ep, moe_tp=pool.moe.tp, pp=pool.pp, micro_batches=pool.micro_batches,
+        weight_dtype=weight_dtype, kv_dtype=kv_dtype, moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
+    )
+
+
+def _halves(batch: BatchShape, parts: int) -> list[BatchShape]:
+    """Split a batch into ``parts`` micro-batches: by sequences, or a lone sequence's tokens."""
+    if parts == 1:
+        return [batch]
+    if batch.num_seqs >= parts:
+        return [b for b in batch.split(parts) if b.num_seqs]
+    # one long prefill: split its new tokens (the second part sees the first as context)
+    n, c = batch.new_list[0], batch.context_list[0]
+    first = max(1, n // 2)
+    return [BatchShape(phase=batch.phase, num_seqs=1, new_tokens=first, context_tokens=c, logits_for=batch.logits_for),
+            BatchShape(phase=batch.phase, num_seqs=1, new_tokens=n - first, context_tokens=c + first,
+                       logits_for=batch.logits_for)][: 2 if n > 1 else 1]
+
+
+class InstanceCost:
+    """Step-time oracle of one instance (cached per batch shape)."""
+
+    def __init__(self, spec: InstanceSpec, profile: Any = None):
+        self.spec = spec
+        self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
+        self._par = spec.parallelism()
+        self._par.validate_for(spec.model)
+        self._cached = lru_cache(maxsize=65536)(self._step_uncached)
+
+    def ops(self, batch: BatchShape) -> list[list]:
+        """Op lists, one per micro-batch, for ``batch`` on the busiest device."""
+        s = self.spec
+        mtp = s.mtp_depth > 0 and batch.phase == "decode"
+        return [
+            step_ops(s.model, mb, self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
+                     kv_dtype=s.kv_dtype, include_mtp=mtp,
+                     dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
+            for mb in _halves(batch, s.micro_batches)
+        ]
+
+    def _step_uncached(self, batch: BatchShape) -> StepCost:
+        kernel = "low_latency" if batch.phase == "decode" else "normal"
+        cm = self.cost_model if self.cost_model.dispatch_kernel == kernel else CostModel(
+            cluster=self.spec.cluster, profile=self.cost_model.profile, dispatch_kernel=kernel)
+        return cm.step_cost(self.ops(batch))
+
+    def step(self, batch: BatchShape) -> StepCost:
+        """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""
+        return self._cached(batch)

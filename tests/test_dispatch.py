@@ -1,0 +1,270 @@
+"""MoE dispatch/combine models (hardware.dispatch) against closed forms and published tables.
+
+Reference rows live in tests/data/reference/comm_*.yaml with their source and role: rows marked
+``fit`` were used to fit the parameters in hardware/data/comm_calibration.yaml, rows marked
+``validate`` were held out. Both are checked at the stated tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hardware.catalog import get_cluster, list_clusters
+from hardware.collectives import collective_time
+from hardware.dispatch import dispatch_combine_time, ep_decode_speed_limit, expected_distinct_units, token_bytes
+
+REF = Path(__file__).parent / "data" / "reference"
+
+
+def _ref(name):
+    return yaml.safe_load((REF / name).read_text())
+
+
+# ------------------------------------------------------------------ mechanisms
+
+
+def test_token_bytes_with_scales():
+    assert token_bytes(7168, "fp8") == 7168 + 7168 / 128 * 4
+    assert token_bytes(7168, "int8") == 7168 + 224
+    assert token_bytes(7168, "bf16") == 2 * 7168
+    with pytest.raises(ValueError, match="valid: fp8"):
+        token_bytes(7168, "fp4")
+
+
+@pytest.mark.parametrize(
+    "units,groups,m",
+    [(8, None, None), (32, None, None), (4, 4, 4), (8, 8, 4), (64, 8, 4), (2, 8, 4), (16, 2, 1)],
+)
+def test_expected_distinct_units_matches_monte_carlo(units, groups, m):
+    rng = np.random.default_rng(np.random.SeedSequence(1234))
+    E, k, n = 256, 8, 20000
+    exact = expected_distinct_units(units, E, k, groups, m)
+    g = groups or 1
+    m_ = m or 1
+    per_group = E // g
+    hits = 0
+    for _ in range(n):
+        chosen = rng.choice(g, size=m_, replace=False)
+        pool = (chosen[:, None] * per_group + np.arange(per_group)).ravel()
+        experts = rng.choice(pool, size=k, replace=False)
+        hits += np.unique(experts // (E // units)).size
+    assert exact == pytest.approx(hits / n, rel=0.01)
+
+
+def test_expected_distinct_units_edges():
+    assert expected_distinct_units(1, 256, 8) == pytest.approx(1.0)
+    assert expected_distinct_units(256, 256, 8) == pytest.approx(8.0)
+    # node-limited routing caps the nodes per token at M
+    assert expected_distinct_units(32, 256, 8, groups=32, max_groups_per_token=4) <= 4.0
+    with pytest.raises(ValueError, match="nest"):
+        expected_distinct_units(3, 258, 8, groups=2, max_groups_per_token=1)
+
+
+# ------------------------------------------------------------------ ISCA'25 decode limit
+
+
+def test_isca_decode_speed_limit():
+    ref = _ref("comm_isca_decode_limit.yaml")
+    inp = ref["inputs"]
+    want = {t["id"]: t for t in ref["targets"]}
+    common = dict(layers=inp["layers"], tokens_per_device=inp["tokens_per_device"],
+                  experts_per_token=inp["experts_per_token"], dispatch_bytes=inp["dispatch_bytes"],
+                  combine_bytes=inp["combine_bytes"], micro_batches=inp["micro_batches"])
+    ib = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
+    nvl = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["nvl72_bandwidth_bytes_per_s"], **common)
+    true = ep_decode_speed_limit(inp["hidden_true"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
+    got = {
+        "isca.decode_limit.ib.comm_per_ep_step": ib.comm_per_ep_step_s * 1e6,
+        "isca.decode_limit.ib.per_layer": ib.per_layer_s * 1e6,
+        "isca.decode_limit.ib.tpot": ib.tpot_s * 1e3,
+        "isca.decode_limit.ib.tps": ib.tokens_per_s,
+        "isca.decode_limit.nvl72.comm_per_ep_step": nvl.comm_per_ep_step_s * 1e6,
+        "isca.decode_limit.nvl72.tpot": nvl.tpot_s * 1e3,
+        "isca.decode_limit.nvl72.tps": nvl.tokens_per_s,
+        "isca.decode_limit.ib.comm_per_ep_step_hidden7168": true.comm_per_ep_step_s * 1e6,
+    }
+    assert set(got) == set(want)
+    for key, value in got.items():
+        assert value == pytest.approx(want[key]["value"], rel=want[key]["rel"]), key
+
+
+def test_decode_speed_limit_fed_from_catalog_bandwidths():
+    # the same bound from catalog numbers: the H800 NIC and the NVL72 NVLink nominal bandwidths
+    nic = get_cluster("h800-mpft").tiers[1].bandwidth_bytes_per_s
+    nvl = get_cluster("gb200-nvl72").tiers[0].bandwidth_bytes_per_s
+    ib = ep_decode_speed_limit(7168, 61, 32, 9, nic)
+    fast = ep_decode_speed_limit(7168, 61, 32, 9, nvl)
+    assert fast.tokens_per_s / ib.tokens_per_s == pytest.approx(nvl / nic)
+
+
+# ------------------------------------------------------------------ DeepEP
+
+
+def deepep_normal_rows():
+    ref = _ref("comm_deepep.yaml")["normal"]
+    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"{row[0]}-ep{row[1]}-{row[2]}-{row[4]}") for row in ref["rows"]]
+
+
+def predict_deepep_normal(release, ep, op):
+    s = _ref("comm_deepep.yaml")["normal"]["setting"]
+    nodes = max(1, ep // 8)
+    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
+                                 num_experts=s["num_experts"], groups=nodes, max_groups_per_token=min(nodes, 4),
+                                 kernel="normal", release=release)
+    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
+
+
+@pytest.mark.parametrize("release,ep,op,value,role,rel", deepep_normal_rows())
+def test_deepep_normal_bottleneck_bandwidth(release, ep, op, value, role, rel):
+    assert predict_deepep_normal(release, ep, op) == pytest.approx(value, rel=rel)
+
+
+def deepep_ll_rows():
+    ref = _ref("comm_deepep.yaml")["low_latency"]
+    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}-{row[3]}") for row in ref["rows"]]
+
+
+def predict_deepep_ll(ep, op):
+    s = _ref("comm_deepep.yaml")["low_latency"]["setting"]
+    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
+                                 num_experts=s["num_experts"], kernel="low_latency", release=s["release"])
+    return (cost.dispatch_s if op == "dispatch" else cost.combine_s) * 1e6
+
+
+@pytest.mark.parametrize("ep,op,value,role,rel", deepep_ll_rows())
+def test_deepep_low_latency_latency(ep, op, value, role, rel):
+    assert predict_deepep_ll(ep, op) == pytest.approx(value, rel=rel)
+
+
+def deepep_ll_bw_rows():
+    ref = _ref("comm_deepep.yaml")["low_latency_bandwidth"]
+    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}") for row in ref["rows"]]
+
+
+def predict_deepep_ll_bw(ep, op):
+    s = _ref("comm_deepep.yaml")["low_latency"]["setting"]
+    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
+                                 num_experts=s["num_experts"], kernel="low_latency", release=s["release"])
+    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
+
+
+@pytest.mark.parametrize("ep,op,value,role,rel", deepep_ll_bw_rows())
+def test_deepep_low_latency_bandwidth(ep, op, value, role, rel):
+    assert predict_deepep_ll_bw(ep, op) == pytest.approx(value, rel=rel)
+
+
+def test_deepep_low_latency_reported_bandwidth_definition():
+    cost = dispatch_combine_time(128, 7168, 8, 8, get_cluster("h800-mpft"), num_experts=256, kernel="low_latency")
+    assert cost.dispatch_reported_bytes_per_s == pytest.approx(128 * 8 * (7168 + 224) / cost.dispatch_s)
+    assert cost.combine_reported_bytes_per_s == pytest.approx(128 * 8 * 7168 * 2 / cost.combine_s)
+
+
+# ------------------------------------------------------------------ CloudMatrix384
+
+
+def cm_rows():
+    ref = _ref("comm_cm384.yaml")
+    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}-{row[3]}") for row in ref["rows"]]
+
+
+def predict_cm384(ep, op):
+    s = _ref("comm_cm384.yaml")["setting"]
+    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("cloudmatrix384"),
+                                 num_experts=s["num_experts"], dispatch_dtype=s["dispatch"],
+                                 combine_dtype=s["combine"], kernel="low_latency")
+    assert cost.source.startswith("model:ub_fused")
+    return (cost.dispatch_s if op == "dispatch" else cost.combine_s) * 1e6
+
+
+@pytest.mark.parametrize("ep,op,value,role,rel", cm_rows())
+def test_cloudmatrix384_fused_dispatch_combine(ep, op, value, role, rel):
+    assert predict_cm384(ep, op) == pytest.approx(value, rel=rel)
+
+
+def cm_bw_rows():
+    ref = _ref("comm_cm384.yaml")["bandwidth"]
+    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}") for row in ref["rows"]]
+
+
+def predict_cm384_bw(ep, op):
+    s = _ref("comm_cm384.yaml")["setting"]
+    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("cloudmatrix384"),
+                                 num_experts=s["num_experts"], dispatch_dtype=s["dispatch"],
+                                 combine_dtype=s["combine"], kernel="low_latency")
+    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
+
+
+@pytest.mark.parametrize("ep,op,value,role,rel", cm_bw_rows())
+def test_cloudmatrix384_reported_bandwidth(ep, op, value, role, rel):
+    assert predict_cm384_bw(ep, op) == pytest.approx(value, rel=rel)
+
+
+# ------------------------------------------------------------------ mechanisms across clusters
+
+
+def test_multi_plane_all_to_all_is_bounded_by_one_nic():
+    cluster = get_cluster("h800-mpft")
+    nic = cluster.tiers[1].effective_bytes_per_s
+    cost = collective_time("all_to_all", 1e9, 256, cluster, algorithm="flat")
+    per_rank_rate = 1e9 * 255 / 256 / (cost.seconds - dict(cost.breakdown)["latency"])
+    # the NIC carries only the off-node share, so the send rate is nic / off-node share, never more
+    assert per_rank_rate == pytest.approx(nic / (248 / 255))
+
+
+def test_node_limited_routing_reduces_rdma_bytes():
+    cluster = get_cluster("h800-mpft")
+    free = dispatch_combine_time(4096, 7168, 8, 256, cluster, num_experts=256)
+    limited = dispatch_combine_time(4096, 7168, 8, 256, cluster, num_experts=256, groups=32, max_groups_per_token=4)
+    assert dict(limited.dispatch_bytes_by_tier)["ib-leaf"] < dict(free.dispatch_bytes_by_tier)["ib-leaf"]
+    assert limited.nodes_per_token <= 4.0
+    assert limited.dispatch_s < free.dispatch_s
+
+
+def test_unified_bus_is_faster_than_rdma_and_int8_is_smaller_than_bf16():
+    h800 = dispatch_combine_time(128, 7168, 8, 256, get_cluster("h800-mpft"), num_experts=256, kernel="low_latency")
+    cm = dispatch_combine_time(128, 7168, 8, 256, get_cluster("cloudmatrix384"), num_experts=256,
+                               kernel="low_latency", dispatch_dtype="int8")
+    assert cm.total_s < h800.total_s
+    normal_ub = dispatch_combine_time(4096, 7168, 8, 256, get_cluster("cloudmatrix384"), num_experts=256)
+    assert normal_ub.source == "model:ub_all_to_all"
+
+
+@pytest.mark.parametrize("name", list_clusters())
+@pytest.mark.parametrize("kernel", ["normal", "low_latency"])
+def test_every_catalog_cluster_dispatch(name, kernel):
+    cluster = get_cluster(name)
+    ep = min(cluster.num_devices, 64)
+    cost = dispatch_combine_time(128, 7168, 8, ep, cluster, num_experts=256, kernel=kernel)
+    assert 0 < cost.dispatch_s < cost.combine_s * 1.5
+    bigger = dispatch_combine_time(1024, 7168, 8, ep, cluster, num_experts=256, kernel=kernel)
+    assert bigger.dispatch_s > cost.dispatch_s
+
+
+def test_errors():
+    cluster = get_cluster("h800-mpft")
+    with pytest.raises(ValueError, match="valid: normal"):
+        dispatch_combine_time(128, 7168, 8, 16, cluster, num_experts=256, kernel="fast")
+    with pytest.raises(ValueError, match="multiple of the domain"):
+        dispatch_combine_time(128, 7168, 8, 12, cluster, num_experts=240)
+    with pytest.raises(KeyError, match="known"):
+        dispatch_combine_time(128, 7168, 8, 16, cluster, num_experts=256, release="1999-01")
+
+
+# ------------------------------------------------------------------ speed
+
+
+@pytest.mark.parametrize("name", ["h800-mpft", "cloudmatrix384"])
+def test_build_and_all_to_all_estimate_under_one_second(name):
+    from hardware.fabric_graph import build_fabric_graph
+
+    start = time.perf_counter()
+    cluster = get_cluster(name)
+    build_fabric_graph(cluster)
+    collective_time("all_to_all", 1e9, cluster.num_devices, cluster)
+    dispatch_combine_time(4096, 7168, 8, min(cluster.num_devices, 256), cluster, num_experts=256)
+    assert time.perf_counter() - start < 1.0
