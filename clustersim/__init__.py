@@ -7,17 +7,25 @@ it back. Functions here return data; only the CLI writes files or prints.
 
 from __future__ import annotations
 
-from clustersim.api import (
-    deployment_report,
+from clustersim.api import calibrate, deployment_report, hardware_report, model_report, validate
+from clustersim.estimate import (
+    estimate_attention,
     estimate_collective,
-    hardware_report,
-    model_report,
-    validate,
+    estimate_dispatch,
+    estimate_moe_layer,
+    estimate_serving,
+    estimate_step,
 )
 
 __all__ = [
+    "calibrate",
     "deployment_report",
+    "estimate_attention",
     "estimate_collective",
+    "estimate_dispatch",
+    "estimate_moe_layer",
+    "estimate_serving",
+    "estimate_step",
     "hardware_report",
     "model_report",
     "validate",

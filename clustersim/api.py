@@ -24,22 +24,21 @@ def hardware_list() -> dict:
 
 
 def hardware_report(name: str) -> dict:
-    """A cluster's report (topology counts, cost, tiers) or a device's specification."""
+    """A cluster's report (topology counts, cost, tiers, bandwidths) or a device's specification."""
     from hardware import catalog
 
-    if name.lower() in {n.lower() for n in catalog.list_clusters()}:
-        report = catalog.cluster_report(catalog.get_cluster(name))
-        try:
-            from hardware.collectives import cluster_comm_report
-
-            report.update(cluster_comm_report(catalog.get_cluster(name)))
-        except ImportError:  # pragma: no cover - collectives model not installed
-            pass
-        return report
-    if name.lower() in {n.lower() for n in catalog.list_devices()}:
-        return catalog.device_report(catalog.get_device(name))
-    known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
-    raise LookupError(f"unknown hardware {name!r} (known: {', '.join(known)})")
+    try:
+        cluster = catalog.get_cluster(name)
+    except LookupError:
+        cluster = None
+    if cluster is not None:
+        return catalog.cluster_report(cluster)
+    try:
+        device = catalog.get_device(name)
+    except LookupError:
+        known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
+        raise LookupError(f"unknown hardware {name!r} (known: {', '.join(known)})") from None
+    return catalog.device_report(device)
 
 
 def model_list() -> list[str]:
@@ -67,14 +66,6 @@ def deployment_report(deployment: Any) -> dict:
     from workloads.deployment_rules import deployment_report as report
 
     return report(deployment)
-
-
-def estimate_collective(op: str, hardware: str, gpus: int, bytes_per_rank: float) -> dict:
-    """Time of one collective on a catalog cluster (see hardware.collectives)."""
-    from hardware import catalog, collectives
-
-    cost = collectives.collective_time(op, bytes_per_rank, gpus, catalog.get_cluster(hardware))
-    return cost.as_dict() if hasattr(cost, "as_dict") else dict(cost.__dict__)
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,

@@ -699,3 +699,22 @@ def cluster_report(cluster: Cluster | str) -> dict[str, Any]:
         "all_to_all_bytes_per_s_per_device": a2a if math.isfinite(a2a) else 0.0,
         "all_to_all_bottleneck_tier": bottleneck,
     }
+
+
+def device_report(device: DeviceSpec | str) -> dict[str, Any]:
+    """A device's catalog figures in report units (TFLOP/s, GB, GB/s) with their sources."""
+    d = get_device(device) if isinstance(device, str) else device
+    return {
+        "name": d.name,
+        "vendor": d.vendor,
+        "dies": d.dies,
+        "compute_units": d.compute_units,
+        "peak_tflops": {k: v / 1e12 for k, v in d.peak_flops_per_s.items()},
+        "hbm_gb": d.hbm_bytes / 1e9,
+        "hbm_gb_per_s": d.hbm_bytes_per_s / 1e9,
+        "l2_mb": d.l2_bytes / 1e6,
+        "scale_up_gb_per_s_unidir": d.scale_up_bytes_per_s / 1e9,
+        "scale_out_gb_per_s_unidir": d.scale_out_bytes_per_s / 1e9,
+        "price_usd": d.price_usd,
+        "sources": dict(d.sources),
+    }

@@ -93,10 +93,6 @@ class CommCalibration:
     def get_or(self, name: str, default: float) -> float:
         return self.values.get(name, default)
 
-    def releases(self, family: str) -> list[str]:
-        """Releases available for a kernel family, e.g. ``deepep_normal`` -> ['2025-02', '2025-04']."""
-        return sorted({k.split(".")[1] for k in self.values if k.startswith(family + ".")})
-
     def with_values(self, overrides: Mapping[str, float]) -> "CommCalibration":
         """A copy with some parameters overridden (e.g. a fit of one's own); unknown names raise."""
         for name in overrides:
