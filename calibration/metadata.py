@@ -21,6 +21,13 @@ REQUIRED_FIELDS = ("gpu_name", "driver", "cuda", "torch", "nccl", "date_utc", "g
                    "hostname", "command")
 
 
+def git_sha() -> str:
+    """``CLUSTERSIM_GIT_SHA`` if it holds a commit id (7-40 hex digits), else "unknown"."""
+    raw = os.environ.get("CLUSTERSIM_GIT_SHA", "").strip().splitlines()
+    sha = raw[0].strip() if raw else ""
+    return sha if 7 <= len(sha) <= 40 and all(c in "0123456789abcdef" for c in sha.lower()) else "unknown"
+
+
 def _driver_version() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -35,9 +42,9 @@ def collect(device: str = "cuda", argv: list[str] | None = None, extra: dict | N
     meta: dict = {
         "gpu_name": "n/a", "driver": "n/a", "cuda": "n/a", "torch": "n/a", "nccl": "n/a",
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git_sha": os.environ.get("CLUSTERSIM_GIT_SHA", "unknown") or "unknown",
+        "git_sha": git_sha(),
         "hostname": socket.gethostname(),
-        "command": shlex.join([sys.executable, *(sys.argv if argv is None else argv)]),
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]) if argv is None else argv),
         "python": platform.python_version(),
         "device": device,
     }

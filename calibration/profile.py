@@ -1,0 +1,506 @@
+"""Calibration profiles: measured per-op tables and their lookups (no torch).
+
+A profile is a directory of CSV tables written by ``calibration.run`` plus ``metadata.json``.
+Shipped profiles live in ``calibration/profiles/<name>/`` and load by name
+(``load_profile("h200")``); any directory loads by path.
+
+Every lookup returns ``(seconds, source)`` or ``None`` when the point is outside what the
+tables can answer; ``source`` names the table and how the value was obtained. Rules:
+
+* **gemm** - log-log linear interpolation in M over the measured (N, K) pair. For an
+  unmeasured (N, K) the nearest measured pair (in log N + log K, within 8x in N*K) is
+  interpolated at the same M and scaled by the FLOPs ratio ``N*K / (N'*K')``; at fixed M
+  this ratio is also the weight-bytes ratio, so it holds both in the memory-bound (small M)
+  and compute-bound (large M) regimes, to first order.
+* **grouped_gemm** - as gemm in ``m_per_group``; between measured group counts log-log
+  interpolation in groups, beyond them linear scaling in groups.
+* **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
+  context) inside the measured points' hull, else linear batch scaling from the nearest
+  measured batch at the same seq/context. Head configs not measured are scaled from the
+  measured config with the same head dims and the nearest GQA ratio: prefill by ``Hq``
+  (FLOPs), decode by ``Hkv`` (KV bytes).
+* **mla_decode** - the faster implementation measured at each point; heads interpolated in
+  log space between measured head counts, clamped outside them.
+* **elementwise** - log-log in bytes; above the largest size, linear at its bandwidth;
+  below the smallest, the smallest time (a latency floor).
+* **collective** - log-log in bytes per rank for a measured group size; None otherwise.
+
+``Profile.efficiency_fit()`` condenses the tables into achieved-fraction-of-roofline curves
+per op kind; see :class:`EfficiencyFit` and README.md for the transfer to other hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+_REL_TOL = 1e-9
+
+
+class UnknownProfileError(LookupError):
+    """No profile of that name or path; the message lists the shipped names."""
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped inside the package."""
+    root = resources.files("calibration") / "profiles"
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
+
+
+def load_profile(name_or_path: str | Path) -> "Profile":
+    """Load a shipped profile by name (``"h200"``) or any profile directory by path."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return Profile(path, name=path.name)
+    names = shipped_profiles()
+    key = str(name_or_path).lower()
+    if key in names:
+        res = resources.files("calibration") / "profiles" / key
+        with resources.as_file(res) as p:
+            return Profile(Path(p), name=key)
+    raise UnknownProfileError(f"unknown profile {name_or_path!r} (shipped: {', '.join(names) or 'none'}; "
+                              "or give a directory)")
+
+
+def default_profile_for(device_name: str) -> "Profile | None":
+    """The shipped profile measured on ``device_name`` (e.g. "h200", "NVIDIA H200"), if any."""
+    norm = device_name.lower().replace("nvidia", "").replace("-", "").replace(" ", "").replace("_", "")
+    for name in shipped_profiles():
+        if norm == name or norm.startswith(name) and not norm[len(name):].isdigit():
+            return load_profile(name)
+    return None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
+    """Linear interpolation of log y over log x; None outside [xs[0], xs[-1]]."""
+    if len(xs) == 0 or x <= 0 or x < xs[0] * (1 - _REL_TOL) or x > xs[-1] * (1 + _REL_TOL):
+        return None
+    if len(xs) == 1:
+        return float(ys[0])
+    return float(np.exp(np.interp(math.log(x), np.log(xs), np.log(ys))))
+
+
+@dataclass(frozen=True)
+class _Curve:
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, x: str, y: str = "seconds") -> "_Curve":
+        d = df.groupby(x, as_index=False)[y].min().sort_values(x)
+        return cls(d[x].to_numpy(float), d[y].to_numpy(float))
+
+    def __call__(self, x: float) -> float | None:
+        return _interp_loglog(self.xs, self.ys, x)
+
+
+class _Surface:
+    """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
+
+    def __init__(self, df: pd.DataFrame, a: str, b: str):
+        from scipy.interpolate import LinearNDInterpolator
+
+        d = df.groupby([a, b], as_index=False)["seconds"].min()
+        self.by_a = {int(av): _Curve.of(g, b) for av, g in d.groupby(a)}
+        self.a_values = np.array(sorted(self.by_a), dtype=float)
+        pts = np.log(d[[a, b]].to_numpy(float))
+        self._lin = None
+        if len(d) >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
+            self._lin = LinearNDInterpolator(pts, np.log(d["seconds"].to_numpy(float)))
+
+    def __call__(self, av: float, bv: float) -> tuple[float, str] | None:
+        if self._lin is not None:
+            v = float(self._lin(math.log(av), math.log(bv)))
+            if math.isfinite(v):
+                return math.exp(v), "interpolated"
+        # outside the hull: nearest measured a (prefer the largest <= av) with bv in range
+        below = [x for x in self.a_values if x <= av]
+        order = sorted(below, reverse=True) + [x for x in self.a_values if x > av]
+        for ref in order:
+            t = self.by_a[int(ref)](bv)
+            if t is not None:
+                return float(t * av / ref), f"scaled linearly from batch {int(ref)}"
+        return None
+
+
+# ----------------------------------------------------------------------------- efficiency
+
+
+@dataclass(frozen=True)
+class KindEfficiency:
+    """Achieved fraction of the roofline for one op kind, as a function of normalized intensity.
+
+    ``log10_x`` are knots of ``x = (FLOPs / bytes) / (peak FLOP/s / peak bytes/s)`` (x < 1:
+    memory-bound, x > 1: compute-bound); ``fraction`` the median of roofline time over measured
+    time in each bin; ``latency_floor_s`` the shortest time measured for the kind.
+    """
+
+    log10_x: tuple[float, ...]
+    fraction: tuple[float, ...]
+    latency_floor_s: float
+    points: int
+    source: str = "fit"
+
+    def at(self, x: float) -> float:
+        if not self.log10_x:
+            return 1.0
+        return float(np.interp(math.log10(max(x, 1e-12)), self.log10_x, self.fraction))
+
+
+@dataclass(frozen=True)
+class EfficiencyFit:
+    """Roofline efficiencies fitted to a profile, for out-of-grid points and other hardware.
+
+    ``seconds(kind, flops, bytes, peak_flops_per_s, hbm_bytes_per_s)`` =
+    ``max(roofline / fraction(x), latency floor)``, with the *target* device's peaks: the
+    measured efficiency curve is carried over, the peaks come from the catalog.
+    """
+
+    reference_peak_flops_per_s: Mapping[str, float]
+    reference_hbm_bytes_per_s: float
+    hbm_fraction: float
+    compute_fraction: Mapping[str, float]
+    kinds: Mapping[str, KindEfficiency] = field(default_factory=dict)
+    peaks_source: str = ""
+
+    def seconds(self, kind: str, flops: float, bytes_moved: float, peak_flops_per_s: float,
+                hbm_bytes_per_s: float) -> tuple[float, str]:
+        ridge = peak_flops_per_s / hbm_bytes_per_s
+        t_roof = max(flops / peak_flops_per_s, bytes_moved / hbm_bytes_per_s)
+        x = (flops / bytes_moved) / ridge if bytes_moved > 0 else 1e6
+        k = self.kinds.get(kind)
+        if k is None:
+            frac = self.hbm_fraction if x < 1 else min(self.compute_fraction.values(), default=1.0)
+            return t_roof / frac, f"roofline x generic fraction {frac:.2f}"
+        t = max(t_roof / k.at(x), k.latency_floor_s)
+        return t, f"roofline x {kind} efficiency {k.at(x):.2f} ({k.source})"
+
+    def with_override(self, kind: str, hbm_fraction: float, compute_fraction: float,
+                      source: str) -> "EfficiencyFit":
+        """Replace a kind's curve by a two-level one from published kernel figures."""
+        k = KindEfficiency((-0.5, 0.5), (hbm_fraction, compute_fraction), 0.0, 0, source)
+        return EfficiencyFit(self.reference_peak_flops_per_s, self.reference_hbm_bytes_per_s,
+                             self.hbm_fraction, self.compute_fraction, {**self.kinds, kind: k},
+                             self.peaks_source)
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+class Profile:
+    """Measured per-op tables of one device with interpolating lookups (read-only)."""
+
+    def __init__(self, path: Path, name: str = ""):
+        self.path = Path(path)
+        self.name = name or self.path.name
+        meta_path = self.path / "metadata.json"
+        self.metadata: Mapping = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.tables: dict[str, pd.DataFrame] = {
+            f.stem: pd.read_csv(f) for f in sorted(self.path.glob("*.csv"))}
+        self._gemm = {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m")
+                      for dt in ("bf16", "fp8")}
+        gg = self.tables.get("grouped_gemm_bf16")
+        self._grouped = {} if gg is None else {
+            (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
+            for (n, k), d in gg.groupby(["n", "k"])}
+        self._prefill = self._surfaces("attn_prefill_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
+                                       "batch", "seq")
+        self._decode = self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
+                                      "batch", "context")
+        self._mla = self._surfaces("mla_decode_bf16", ["heads_q", "head_dim_qk", "head_dim_v"], "batch", "context")
+        ew = self.tables.get("elementwise_bf16")
+        self._elementwise = {} if ew is None else {op: _Curve.of(d, "bytes") for op, d in ew.groupby("op")}
+        self._coll = {}
+        for stem, df in self.tables.items():
+            if stem.startswith("collective_"):
+                self._coll[stem[len("collective_"):]] = {
+                    int(g): _Curve.of(d, "bytes_per_rank") for g, d in df.groupby("group")}
+
+    def __repr__(self) -> str:
+        return f"Profile({self.name!r}, gpu={self.metadata.get('gpu_name', '?')!r}, tables={sorted(self.tables)})"
+
+    @staticmethod
+    def _pairs(df, keys, x):
+        if df is None or df.empty:
+            return {}
+        return {tuple(int(v) for v in kv): _Curve.of(d, x) for kv, d in df.groupby(keys)}
+
+    def _surfaces(self, stem, keys, a, b):
+        df = self.tables.get(stem)
+        if df is None or df.empty:
+            return {}
+        return {tuple(int(v) for v in kv): _Surface(d, a, b) for kv, d in df.groupby(keys)}
+
+    def _src(self, table: str, how: str) -> str:
+        return f"profile:{self.name}:{table} ({how})"
+
+    # -- GEMMs
+
+    @staticmethod
+    def _nearest_pair(pairs, n: int, k: int):
+        best, best_d = None, math.inf
+        for (pn, pk) in pairs:
+            if not (1 / 8 <= (n * k) / (pn * pk) <= 8):
+                continue
+            d = abs(math.log(n / pn)) + abs(math.log(k / pk))
+            if d < best_d:
+                best, best_d = (pn, pk), d
+        return best
+
+    def gemm_seconds(self, m: float, n: int, k: int, dtype: str = "bf16") -> tuple[float, str] | None:
+        """Time of ``[m,k] x [k,n]`` in ``dtype``; None outside the measured M range or shapes."""
+        pairs = self._gemm.get(dtype) or {}
+        table = f"gemm_{dtype}"
+        if m <= 0:
+            return 0.0, self._src(table, "empty")
+        if (n, k) in pairs:
+            t = pairs[(n, k)](m)
+            return None if t is None else (t, self._src(table, "interpolated in log M"))
+        ref = self._nearest_pair(pairs, n, k)
+        if ref is None:
+            return None
+        t = pairs[ref](m)
+        if t is None:
+            return None
+        return t * (n * k) / (ref[0] * ref[1]), self._src(table, f"scaled by FLOPs from n={ref[0]} k={ref[1]}")
+
+    def grouped_gemm_seconds(self, groups: int, m_per_group: float, n: int, k: int,
+                             dtype: str = "bf16") -> tuple[float, str] | None:
+        """Time of ``groups`` GEMMs of ``[m_per_group,k] x [k,n]`` (the busiest group's m)."""
+        table = f"grouped_gemm_{dtype}"
+        if dtype != "bf16" or not self._grouped:
+            return None
+        if m_per_group <= 0 or groups <= 0:
+            return 0.0, self._src(table, "empty")
+        scale, ref = 1.0, (n, k)
+        if ref not in self._grouped:
+            ref = self._nearest_pair(self._grouped, n, k)
+            if ref is None:
+                return None
+            scale = (n * k) / (ref[0] * ref[1])
+        by_g = self._grouped[ref]
+        gs = sorted(by_g)
+        how = "interpolated"
+        if groups in by_g:
+            t = by_g[groups](m_per_group)
+        elif gs[0] < groups < gs[-1]:
+            lo = max(g for g in gs if g < groups)
+            hi = min(g for g in gs if g > groups)
+            tl, th = by_g[lo](m_per_group), by_g[hi](m_per_group)
+            t = None if tl is None or th is None else float(
+                np.exp(np.interp(math.log(groups), [math.log(lo), math.log(hi)], [math.log(tl), math.log(th)])))
+        else:
+            g_ref = gs[0] if groups < gs[0] else gs[-1]
+            t0 = by_g[g_ref](m_per_group)
+            t = None if t0 is None else t0 * groups / g_ref
+            how = f"scaled linearly from {g_ref} groups"
+        if t is None:
+            return None
+        if scale != 1.0:
+            how += f", scaled by FLOPs from n={ref[0]} k={ref[1]}"
+        return t * scale, self._src(table, how)
+
+    # -- attention
+
+    def attn_prefill_seconds(self, batch: int, seq: int, heads_q: int, heads_kv: int,
+                             head_dim_qk: int = 128, head_dim_v: int | None = None,
+                             causal: bool = True) -> tuple[float, str] | None:
+        """Causal prefill attention of ``batch`` sequences of ``seq`` tokens (one layer)."""
+        if not causal:
+            return None
+        dv = head_dim_qk if head_dim_v is None else head_dim_v
+        cfg = self._pick_attn(self._prefill, heads_q, heads_kv, head_dim_qk, dv)
+        if cfg is None:
+            return None
+        r = self._prefill[cfg](batch, seq)
+        if r is None:
+            return None
+        scale = heads_q / cfg[0]
+        how = r[1] + ("" if scale == 1 else f", scaled by heads_q from {cfg[0]}q/{cfg[1]}kv")
+        return r[0] * scale, self._src("attn_prefill_bf16", how)
+
+    def attn_decode_seconds(self, batch: int, context: int, heads_q: int, heads_kv: int,
+                            head_dim_qk: int = 128, head_dim_v: int | None = None) -> tuple[float, str] | None:
+        """One decode token per sequence against ``context`` cached tokens (one layer)."""
+        dv = head_dim_qk if head_dim_v is None else head_dim_v
+        cfg = self._pick_attn(self._decode, heads_q, heads_kv, head_dim_qk, dv)
+        if cfg is None:
+            return None
+        r = self._decode[cfg](batch, context)
+        if r is None:
+            return None
+        scale = heads_kv / cfg[1]
+        how = r[1] + ("" if scale == 1 else f", scaled by heads_kv from {cfg[0]}q/{cfg[1]}kv")
+        return r[0] * scale, self._src("attn_decode_bf16", how)
+
+    @staticmethod
+    def _pick_attn(surfaces, hq, hkv, dqk, dv):
+        if (hq, hkv, dqk, dv) in surfaces:
+            return (hq, hkv, dqk, dv)
+        same = [c for c in surfaces if c[2] == dqk and c[3] == dv]
+        if not same:
+            return None
+        ratio = hq / max(hkv, 1)
+        return min(same, key=lambda c: (abs(math.log((c[0] / c[1]) / ratio)), abs(math.log(c[0] / hq))))
+
+    def mla_decode_seconds(self, batch: int, context: int, heads_q: int = 128, head_dim_qk: int = 576,
+                           head_dim_v: int = 512) -> tuple[float, str] | None:
+        """MLA absorbed decode (latent cache ``[B, C, 576]``, output 512) for one layer."""
+        cands = sorted(h for (h, dq, dv) in self._mla if dq == head_dim_qk and dv == head_dim_v)
+        if not cands:
+            return None
+        hs = [max(min(heads_q, cands[-1]), cands[0])]
+        how = "" if hs[0] == heads_q else f", heads clamped to {hs[0]}"
+        if hs[0] not in cands:
+            hs = [max(h for h in cands if h < hs[0]), min(h for h in cands if h > hs[0])]
+        vals = []
+        for h in hs:
+            r = self._mla[(h, head_dim_qk, head_dim_v)](batch, context)
+            if r is None:
+                return None
+            vals.append(r)
+        if len(vals) == 1:
+            return vals[0][0], self._src("mla_decode_bf16", vals[0][1] + how)
+        w = (math.log(heads_q) - math.log(hs[0])) / (math.log(hs[1]) - math.log(hs[0]))
+        t = math.exp((1 - w) * math.log(vals[0][0]) + w * math.log(vals[1][0]))
+        return t, self._src("mla_decode_bf16", f"{vals[0][1]}, interpolated in heads {hs[0]}..{hs[1]}")
+
+    # -- memory-bound and collectives
+
+    def elementwise_seconds(self, bytes_moved: float, op: str = "copy") -> tuple[float, str] | None:
+        """A memory-bound op moving ``bytes_moved`` (read + written) bytes."""
+        curve = self._elementwise.get(op)
+        if curve is None:
+            return None
+        if bytes_moved <= 0:
+            return 0.0, self._src("elementwise_bf16", "empty")
+        if bytes_moved > curve.xs[-1]:
+            return (curve.ys[-1] * bytes_moved / curve.xs[-1],
+                    self._src("elementwise_bf16", f"{op}: linear beyond {curve.xs[-1]:.3g} B"))
+        if bytes_moved < curve.xs[0]:
+            return float(curve.ys[0]), self._src("elementwise_bf16", f"{op}: latency floor")
+        return curve(bytes_moved), self._src("elementwise_bf16", f"{op}: interpolated")
+
+    def collective_seconds(self, op: str, group: int, bytes_per_rank: float) -> tuple[float, str] | None:
+        """A measured collective (``all_reduce``, ``all_gather``, ...) on ``group`` ranks."""
+        curve = self._coll.get(op, {}).get(group)
+        if curve is None:
+            return None
+        t = curve(bytes_per_rank)
+        return None if t is None else (t, self._src(f"collective_{op}", "interpolated"))
+
+    # -- ceilings and efficiency
+
+    def hbm_bytes_per_s(self) -> float | None:
+        """Largest achieved device-to-device copy bandwidth (bytes read + written per s)."""
+        df = self.tables.get("hbm")
+        return None if df is None or df.empty else float(df["gbps"].max() * 1e9)
+
+    def peak_flops_achieved(self, dtype: str = "bf16") -> float | None:
+        df = self.tables.get(f"gemm_{dtype}")
+        return None if df is None or df.empty else float(df["tflops"].max() * 1e12)
+
+    def efficiency_fit(self, peak_flops_per_s: Mapping[str, float] | None = None,
+                       hbm_bytes_per_s: float | None = None) -> EfficiencyFit:
+        """Fit achieved-fraction-of-roofline curves per op kind.
+
+        Peaks default to ``metadata["reference_peaks"]`` (datasheet figures with a source),
+        else to the measured ceilings (largest GEMM rate, largest copy bandwidth).
+        """
+        ref = self.metadata.get("reference_peaks", {})
+        if peak_flops_per_s is None:
+            peak_flops_per_s = {k[:-len("_flops_per_s")]: float(v) for k, v in ref.items()
+                                if k.endswith("_flops_per_s")}
+            src = ref.get("source", "")
+            if not peak_flops_per_s:
+                peak_flops_per_s = {dt: v for dt in ("bf16", "fp8")
+                                    if (v := self.peak_flops_achieved(dt))}
+                src = "measured ceilings"
+        else:
+            src = "given"
+        bw = hbm_bytes_per_s or float(ref.get("hbm_bytes_per_s", 0)) or self.hbm_bytes_per_s() or 1.0
+        hbm_frac = (self.hbm_bytes_per_s() or bw) / bw
+        comp = {dt: (self.peak_flops_achieved(dt) or 0.0) / p for dt, p in peak_flops_per_s.items()}
+        kinds = {}
+        for kind, (flops, nbytes, secs, dt) in self._points().items():
+            peak = np.array([peak_flops_per_s.get(d, peak_flops_per_s.get("bf16", 1.0)) for d in dt])
+            t_roof = np.maximum(flops / peak, nbytes / bw)
+            frac = t_roof / secs
+            logx = np.log10((flops / nbytes) / (peak / bw))
+            keep = t_roof >= 20e-6  # bins describe kernels past launch/latency scale
+            knots, vals = [], []
+            for lo in np.arange(-3.0, 3.0, 0.25):
+                sel = keep & (logx >= lo) & (logx < lo + 0.25)
+                if sel.sum() >= 3:
+                    knots.append(round(float(lo) + 0.125, 4))
+                    vals.append(float(np.median(frac[sel])))
+            kinds[kind] = KindEfficiency(tuple(knots), tuple(vals), float(np.min(secs)), int(len(secs)),
+                                         f"fit to profile {self.name}")
+        return EfficiencyFit(dict(peak_flops_per_s), bw, hbm_frac, comp, kinds, src)
+
+    def _points(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """(flops, min bytes, seconds, dtypes) per op kind over all measured points."""
+        out = {}
+        rows = []
+        for dt, elt in (("bf16", 2), ("fp8", 1)):
+            df = self.tables.get(f"gemm_{dt}")
+            if df is not None and not df.empty:
+                f = 2.0 * df.m * df.n * df.k
+                b = (df.m * df.k + df.n * df.k) * elt + df.m * df.n * 2
+                rows.append((f, b, df.seconds, [dt] * len(df)))
+        if rows:
+            out["gemm"] = tuple(np.concatenate([r[i] for r in rows]) for i in range(3)) + (
+                sum((r[3] for r in rows), []),)
+        df = self.tables.get("grouped_gemm_bf16")
+        if df is not None and not df.empty:
+            g, m = df.groups, df.m_per_group
+            out["grouped_gemm"] = (2.0 * g * m * df.n * df.k,
+                                   (2.0 * g * (m * df.k + df.k * df.n + m * df.n)), df.seconds.to_numpy(),
+                                   ["bf16"] * len(df))
+        df = self.tables.get("attn_prefill_bf16")
+        if df is not None and not df.empty:
+            b = 2.0 * df.batch * df.seq * (df.heads_q * (df.head_dim_qk + df.head_dim_v)
+                                           + df.heads_kv * (df.head_dim_qk + df.head_dim_v))
+            out["attn_prefill"] = (df.tflops * 1e12 * df.seconds, b, df.seconds.to_numpy(), ["bf16"] * len(df))
+        for stem, kind in (("attn_decode_bf16", "attn_decode"), ("mla_decode_bf16", "mla_decode")):
+            df = self.tables.get(stem)
+            if df is not None and not df.empty:
+                out[kind] = (df.tflops * 1e12 * df.seconds, df.kv_bytes.astype(float), df.seconds.to_numpy(),
+                             ["bf16"] * len(df))
+        return {k: tuple(np.asarray(v, dtype=float) if i < 3 else v for i, v in enumerate(t))
+                for k, t in out.items()}
+
+    # -- convenience for the cost model
+
+    def op_seconds(self, op) -> tuple[float, str] | None:
+        """Time of one ``workloads.op.Op`` (one repetition) from this profile, or None."""
+        s = op.shape
+        kind = op.kind
+        if kind == "gemm":
+            return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
+        if kind == "grouped_gemm":
+            return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype)
+        if kind == "attn_prefill":
+            return self.attn_prefill_seconds(s["batch"], s["seq"], s["heads_q"], s["heads_kv"],
+                                             s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True))
+        if kind == "attn_decode":
+            return self.attn_decode_seconds(s["batch"], s["context"], s["heads_q"], s["heads_kv"],
+                                            s.get("head_dim_qk", 128), s.get("head_dim_v"))
+        if kind == "mla_decode":
+            return self.mla_decode_seconds(s["batch"], s["context"], s.get("heads_q", 128),
+                                           s.get("head_dim_qk", 576), s.get("head_dim_v", 512))
+        if kind in ("elementwise", "embedding"):
+            return self.elementwise_seconds(op.bytes_read + op.bytes_written, str(op.meta.get("op", "copy")))
+        if kind == "collective":
+            return self.collective_seconds(op.collective, op.group_size, op.bytes_per_rank)
+        return None

@@ -1,0 +1,1 @@
+"""NVIDIA H200 SXM profile measured on one GPU (see metadata.json)."""

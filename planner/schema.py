@@ -1,0 +1,247 @@
+"""PLAN.yaml: what ``clustersim plan`` reads (model, hardware budget, workload, SLOs, search space).
+
+Frozen pydantic models with ``extra="forbid"``; ``load_plan(path, overrides)`` parses with
+line/column tracking (``workloads.yamlloc``) and reports every problem as one line
+``plan.yaml:12:5: search.attention_tp: ... (valid: ...)``. The workload, SLO and scheduler
+sections are the deployment schema's own classes, so a plan's workload is exactly what the
+best deployment will carry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workloads.deployment import Scheduler, Slo, Workload
+from workloads.yamlloc import ConfigError, dotted, load_yaml_with_locations, locate, parse_yaml_with_locations, set_path
+
+__all__ = ["HardwareSpec", "SearchSpace", "VerifySpec", "PlanConfig", "load_plan", "load_plan_text", "parse_plan",
+           "ConfigError"]
+
+#: requests simulated per verification run when the workload names neither a count nor a duration
+DEFAULT_VERIFY_REQUESTS = 400
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HardwareSpec(_Frozen):
+    """A catalog cluster, or a device type; ``devices`` caps the devices a layout may use."""
+
+    cluster: str | None = None
+    device: str | None = None
+    devices: int | None = Field(None, ge=1, description="device budget (default: the whole cluster)")
+
+    @model_validator(mode="after")
+    def _named(self) -> "HardwareSpec":
+        if self.cluster is None and self.device is None:
+            raise ValueError("give hardware.cluster (a catalog cluster) or hardware.device with hardware.devices")
+        if self.cluster is None and self.devices is None:
+            raise ValueError("hardware.device needs a device budget hardware.devices")
+        return self
+
+
+def _positive(name: str, values: list[int]) -> None:
+    if not values:
+        raise ValueError(f"{name}: give at least one value")
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise ValueError(f"{name}: values must be >= 1 (got {bad})")
+
+
+class SearchSpace(_Frozen):
+    """Choices enumerated per pool; a layout picks one value of each (see planner/README.md)."""
+
+    modes: list[Literal["colocated", "disaggregated"]] = ["colocated", "disaggregated"]
+    devices_per_instance: list[int] | None = Field(
+        None, description="instance sizes; default: powers of two times the node size up to the budget")
+    attention_tp: list[int] = [1, 2, 4, 8]
+    attention_sp: list[int] = [1]
+    pp: list[int] = [1]
+    moe_tp: list[int] = [1]
+    redundant_experts: list[int] = [0]
+    micro_batches: list[Literal[1, 2]] = [1, 2]
+    mtp: list[bool] = [False, True]
+    mtp_acceptance: float = Field(0.85, ge=0.0, le=1.0)
+    decode_batch_per_rank: list[int] = [8, 16, 32, 64, 128, 256]
+    prefill_tokens_per_rank: list[int] = [4096, 16384]
+    max_instances: int = Field(64, ge=1, description="most instances of one pool in a layout")
+    moe_imbalance: float = Field(1.0, ge=1.0)
+    kv_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
+    method: Literal["auto", "grid", "optuna"] = "auto"
+    max_grid_layouts: int = Field(300_000, ge=1, description="auto: optuna above this many layouts")
+    optuna_trials: int = Field(3000, ge=1)
+
+    @model_validator(mode="after")
+    def _lists(self) -> "SearchSpace":
+        if not self.modes:
+            raise ValueError("modes: give at least one of colocated, disaggregated")
+        for name in ("attention_tp", "attention_sp", "pp", "moe_tp", "decode_batch_per_rank",
+                     "prefill_tokens_per_rank", "micro_batches"):
+            _positive(name, list(getattr(self, name)))
+        if self.devices_per_instance is not None:
+            _positive("devices_per_instance", self.devices_per_instance)
+        if any(r < 0 for r in self.redundant_experts) or not self.redundant_experts:
+            raise ValueError("redundant_experts: give values >= 0")
+        if not self.mtp:
+            raise ValueError("mtp: give [false], [true] or both")
+        return self
+
+
+class VerifySpec(_Frozen):
+    """Simulator verification of the top analytic candidates."""
+
+    top: int = Field(3, ge=0)
+    num_requests: int = Field(DEFAULT_VERIFY_REQUESTS, ge=1)
+    load: Literal["target", "capacity"] = "target"
+
+
+class PlanConfig(_Frozen):
+    """A whole PLAN.yaml, validated."""
+
+    name: str = "plan"
+    model: str
+    hardware: HardwareSpec
+    weight_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
+    kv_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
+    activation_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
+    workload: Workload
+    slo: Slo = Slo()
+    scheduler: Scheduler = Scheduler()
+    search: SearchSpace = SearchSpace()
+    verify: VerifySpec = VerifySpec()
+    objective: Literal["tokens_per_device", "tokens_per_dollar"] = "tokens_per_device"
+    profile: str | None = Field("default", description="calibration profile: 'default', a name or path, or null")
+    seed: int = 0
+
+
+_UNION_TAGS = {"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"}
+
+
+def _format(exc: ValidationError, filename: str, locs: dict) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
+    where = locate(locs, loc)
+    prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        owner = _owner(loc[:-1])
+        msg = "unknown field" + (f" (valid: {', '.join(owner.model_fields)})" if owner else "")
+    elif err["type"] in ("literal_error", "union_tag_invalid"):
+        ctx = err.get("ctx", {})
+        msg = f"{err.get('input')!r} is not allowed (valid: {ctx.get('expected') or ctx.get('expected_tags')})"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{prefix}: {dotted(loc)}: {msg}{more}"
+
+
+def _owner(path: tuple) -> type[BaseModel] | None:
+    """The model class whose fields live at ``path`` (for the 'valid:' list of unknown fields)."""
+    model: Any = PlanConfig
+    for key in path:
+        if isinstance(key, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return None
+        ann = field.annotation
+        options = [ann, *getattr(ann, "__args__", ())]
+        nxt = [c for c in options if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nxt:
+            return None
+        model = nxt[0]
+    return model
+
+
+def _semantic_checks(plan: PlanConfig, filename: str, locs: dict) -> None:
+    """Catalog lookups with located errors: model, cluster/device, budget."""
+    from hardware.catalog import get_cluster, get_device
+    from workloads.models import get_model
+
+    def fail(path: tuple, problem: str) -> None:
+        where = locate(locs, path)
+        prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
+        raise ConfigError(f"{prefix}: {dotted(path)}: {problem}")
+
+    try:
+        model = get_model(plan.model)
+    except LookupError as exc:
+        fail(("model",), str(exc.args[0]) if exc.args else str(exc))
+    hw = plan.hardware
+    if hw.cluster is not None:
+        try:
+            cluster = get_cluster(hw.cluster)
+        except LookupError as exc:
+            fail(("hardware", "cluster"), str(exc.args[0]) if exc.args else str(exc))
+        if hw.device is not None:
+            try:
+                dev = get_device(hw.device)
+            except LookupError as exc:
+                fail(("hardware", "device"), str(exc.args[0]) if exc.args else str(exc))
+            if dev.name != cluster.device.name:
+                fail(("hardware", "device"), f"{dev.name} is not the device of cluster {cluster.name} "
+                                             f"(valid: {cluster.device.name})")
+        if hw.devices is not None and hw.devices > cluster.num_devices:
+            fail(("hardware", "devices"), f"budget {hw.devices} exceeds cluster {cluster.name}'s "
+                                          f"{cluster.num_devices} devices (valid: 1..{cluster.num_devices})")
+    else:
+        try:
+            get_device(hw.device)
+        except LookupError as exc:
+            fail(("hardware", "device"), str(exc.args[0]) if exc.args else str(exc))
+    for i, tp in enumerate(plan.search.attention_tp):
+        if model.num_heads % tp:
+            fail(("search", "attention_tp", i), f"{tp} does not divide {model.num_heads} attention heads")
+    if True in plan.search.mtp and not model.num_mtp_modules and plan.search.mtp == [True]:
+        fail(("search", "mtp"), f"{model.name} has no MTP module (valid: [false])")
+    if plan.workload.arrival.kind == "trace":
+        from simulator.workload import read_trace
+
+        try:
+            read_trace(plan.workload.arrival.path)
+        except ValueError as exc:
+            fail(("workload", "arrival", "path"), str(exc))
+
+
+def parse_plan(data: Any, filename: str = "<plan>", locs: dict | None = None, check: bool = True) -> PlanConfig:
+    """Validate parsed YAML into a PlanConfig (plus catalog checks when ``check``)."""
+    locs = locs or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{filename}:1:1: <root>: expected a mapping of plan fields")
+    wl = data.get("workload")
+    if isinstance(wl, dict) and "num_requests" not in wl and "duration_s" not in wl:
+        verify = data.get("verify") if isinstance(data.get("verify"), dict) else {}
+        data = {**data, "workload": {**wl, "num_requests": verify.get("num_requests", DEFAULT_VERIFY_REQUESTS)}}
+    try:
+        plan = PlanConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, filename, locs)) from None
+    if check:
+        _semantic_checks(plan, filename, locs)
+    return plan
+
+
+def load_plan(path: str | Path, overrides: Iterable[str] = ()) -> PlanConfig:
+    """Load, override (``a.b.c=value``) and validate a PLAN.yaml; ConfigError names file:line:col."""
+    data, locs = load_yaml_with_locations(path)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. slo.tpot_ms=30")
+        key, value = item.split("=", 1)
+        if not isinstance(data, dict):
+            data = {}
+        set_path(data, key.strip(), value.strip())
+    return parse_plan(data, str(path), locs)
+
+
+def load_plan_text(text: str, filename: str = "<string>", check: bool = True) -> PlanConfig:
+    """Like load_plan, from a string (tests, API users)."""
+    data, locs = parse_yaml_with_locations(text, filename)
+    return parse_plan(data, filename, locs, check)
+

@@ -1,0 +1,72 @@
+"""KV-cache memory of one instance, in fixed-size blocks.
+
+Capacity (``instance_kv_capacity_tokens``): ``workloads.deployment_rules.pool_memory`` gives
+the tokens of KV one *device* holds after its weights (its ``kv_bytes_per_token`` already
+accounts for attention TP: MLA's latent is replicated over TP, GQA heads are split, and
+for PP each stage holds its layers' share). Sequences are spread over the attention-DP
+ranks and each rank (tp x sp devices) keeps its own sequences' KV; SP splits a sequence's
+tokens over sp devices. So one instance holds
+
+    capacity_tokens = per-device capacity x attention dp x sp.
+
+The engine treats this as one pool per instance (it does not model DP-rank imbalance of
+KV); the step cost model does charge the busiest DP rank for compute.
+
+Blocks are ``BLOCK_TOKENS`` tokens (vLLM/SGLang page sizes are 16-64; 64 matches the
+FlashMLA page). A request holds its prompt's blocks once; each decode stream (sample) of
+it holds private blocks for its generated tokens (copy-on-write of the last shared prompt
+block is ignored).
+"""
+
+from __future__ import annotations
+
+from workloads.deployment_rules import pool_memory
+
+#: tokens per KV block
+BLOCK_TOKENS = 64
+
+
+def blocks_for(tokens: int) -> int:
+    """Blocks needed for ``tokens`` tokens (ceil)."""
+    return -(-int(tokens) // BLOCK_TOKENS)
+
+
+def instance_kv_capacity_tokens(model, pool, device, weight_dtype: str, kv_dtype: str) -> float:
+    """Tokens of KV one instance of ``pool`` holds (see module docstring)."""
+    mem = pool_memory(model, pool, device, weight_dtype, kv_dtype)
+    return max(mem.kv_capacity_tokens, 0.0) * pool.attention.dp * pool.attention.sp
+
+
+class KVBlocks:
+    """Block accounting of one instance: reserve before use, never above capacity."""
+
+    __slots__ = ("capacity_blocks", "used_blocks", "peak_blocks")
+
+    def __init__(self, capacity_tokens: float):
+        self.capacity_blocks = int(capacity_tokens // BLOCK_TOKENS)
+        self.used_blocks = 0
+        self.peak_blocks = 0
+
+    @property
+    def free_blocks(self) -> int:
+        return self.capacity_blocks - self.used_blocks
+
+    def fits(self, blocks: int) -> bool:
+        return self.used_blocks + blocks <= self.capacity_blocks
+
+    def alloc(self, blocks: int) -> None:
+        used = self.used_blocks + int(blocks)
+        if used > self.capacity_blocks:
+            raise RuntimeError(f"KV over-allocation: {used} > {self.capacity_blocks} blocks")
+        self.used_blocks = used
+        if used > self.peak_blocks:
+            self.peak_blocks = used
+
+    def free(self, blocks: int) -> None:
+        self.used_blocks -= int(blocks)
+        if self.used_blocks < 0:
+            raise RuntimeError("KV freed more blocks than were allocated")
+
+    @property
+    def used_fraction(self) -> float:
+        return self.used_blocks / self.capacity_blocks if self.capacity_blocks else 0.0

@@ -1,0 +1,164 @@
+"""Metrics of one run: the inter-token-latency histogram and the run summary.
+
+Definitions (all per request unless noted; times in the DataFrames are seconds, in the
+summary milliseconds):
+
+* TTFT = first token - arrival; the first token is emitted when the (last chunk of the)
+  prefill finishes, on the prefill instance in disaggregated serving (as in DistServe).
+* TPOT = (finish - first token) / (longest sample's output tokens - 1); undefined (NaN)
+  for one-token outputs, which then count as meeting the TPOT SLO.
+* ITL: the gap between two consecutive token emissions of a stream, one sample per
+  emission (an MTP step that emits several tokens is one emission). Kept in a histogram of
+  1% geometric bins from 1 us, so percentiles carry at most 1% quantisation error and the
+  memory does not grow with tokens.
+* E2E = finish - arrival; queueing delay = first admission to a prefill batch - arrival.
+* Goodput = requests meeting both TTFT <= slo.ttft_ms and TPOT <= slo.tpot_ms per second of
+  makespan (first arrival to last finish); SLO attainment = their share of all requests.
+  ``slo_met_at_percentile`` says whether the stated percentile of TTFT and of TPOT both meet
+  their SLOs.
+* Throughput per device divides by all devices of the deployment (prefill and decode).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+_ITL_MIN_S = 1e-6
+_ITL_RATIO = 1.01
+_ITL_BINS = int(math.ceil(math.log(1e5 / _ITL_MIN_S) / math.log(_ITL_RATIO))) + 1
+_LOG_ITL_RATIO = math.log(_ITL_RATIO)
+
+
+class ItlHistogram:
+    """Streaming histogram of inter-token gaps (seconds)."""
+
+    __slots__ = ("counts", "total_s", "n")
+
+    def __init__(self):
+        self.counts = np.zeros(_ITL_BINS, dtype=np.int64)
+        self.total_s = 0.0
+        self.n = 0
+
+    def add(self, gaps_s: np.ndarray) -> None:
+        if gaps_s.size == 0:
+            return
+        g = gaps_s[0]
+        if gaps_s.size > 1 and (gaps_s == g).all():  # the common case: one step for all
+            self._add_one(float(g), gaps_s.size)
+            return
+        idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
+        self.counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
+        self.total_s += float(gaps_s.sum())
+        self.n += int(gaps_s.size)
+
+    def _add_one(self, gap_s: float, count: int) -> None:
+        i = min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
+        self.counts[i] += count
+        self.total_s += gap_s * count
+        self.n += count
+
+    def percentile_s(self, q: float) -> float:
+        if self.n == 0:
+            return float("nan")
+        cum = np.cumsum(self.counts)
+        i = int(np.searchsorted(cum, q / 100.0 * self.n, side="left"))
+        return _ITL_MIN_S * _ITL_RATIO ** (min(i, _ITL_BINS - 1) + 0.5)
+
+    def stats_ms(self) -> dict:
+        if self.n == 0:
+            return {"mean": None, "p50": None, "p90": None, "p99": None, "samples": 0}
+        out = {"mean": self.total_s / self.n * 1e3}
+        for q in (50, 90, 99):
+            out[f"p{q}"] = self.percentile_s(q) * 1e3
+        out["samples"] = self.n
+        return out
+
+
+def _stats_ms(values_s: np.ndarray) -> dict:
+    v = values_s[np.isfinite(values_s)]
+    if v.size == 0:
+        return {"mean": None, "p50": None, "p90": None, "p99": None}
+    p = np.percentile(v, [50, 90, 99])
+    return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
+
+
+def _pool_internals(steps: pd.DataFrame) -> dict:
+    out = {}
+    for pool, g in steps.groupby("pool", sort=True):
+        busy = float(g["step_s"].sum())
+        comp, comm = float(g["compute_s"].sum()), float(g["comm_s"].sum())
+        w = g["step_s"].to_numpy()
+        out[str(pool)] = {
+            "iterations": int(len(g)),
+            "busy_s": busy,
+            "mean_batch_size": float(np.average(g["batch_size"], weights=w)) if busy > 0 else 0.0,
+            "max_batch_size": int(g["batch_size"].max()),
+            "mean_kv_used_fraction": float(np.average(g["kv_used_fraction"], weights=w)) if busy > 0 else 0.0,
+            "max_kv_used_fraction": float(g["kv_used_fraction"].max()),
+            "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
+            "comm_share": comm / (comp + comm) if comp + comm > 0 else None,
+        }
+    return out
+
+
+def summarize(requests: pd.DataFrame, steps: pd.DataFrame, itl: ItlHistogram, dep, devices: int,
+              devices_per_node: int, extra: dict) -> dict:
+    """The run's summary dict (JSON-ready: plain floats, ints, None)."""
+    fin = requests[np.isfinite(requests["finish_s"])]
+    n_all, n_fin = len(requests), len(fin)
+    span_s = float(fin["finish_s"].max() - requests["arrival_s"].min()) if n_fin else 0.0
+    slo = dep.slo
+    ttft, tpot = fin["ttft_s"].to_numpy(), fin["tpot_s"].to_numpy()
+    ok_ttft = ttft * 1e3 <= slo.ttft_ms
+    ok_tpot = ~(tpot * 1e3 > slo.tpot_ms)  # NaN TPOT (one-token outputs) meets it
+    good = int((ok_ttft & ok_tpot).sum())
+    in_tok, out_tok = float(fin["prompt_tokens"].sum()), float(fin["output_tokens"].sum())
+    per_s = (lambda x: x / span_s) if span_s > 0 else (lambda x: 0.0)
+    q = slo.percentile
+    ttft_q = float(np.percentile(ttft, q) * 1e3) if n_fin else None
+    tpot_f = tpot[np.isfinite(tpot)]
+    tpot_q = float(np.percentile(tpot_f, q) * 1e3) if tpot_f.size else None
+    return {
+        "name": dep.name,
+        "seed": dep.seed,
+        "counts": {
+            "requests": n_all, "finished": n_fin, "unfinished": n_all - n_fin,
+            "samples_per_request": int(dep.workload.samples_per_request),
+            "cancelled_samples": int(requests["cancelled_samples"].sum()),
+            "preemptions": int(requests["preemptions"].sum()),
+            "input_tokens": int(in_tok), "output_tokens": int(out_tok),
+        },
+        "makespan_s": span_s,
+        "ttft_ms": _stats_ms(ttft),
+        "tpot_ms": _stats_ms(tpot),
+        "itl_ms": itl.stats_ms(),
+        "e2e_ms": _stats_ms(fin["e2e_s"].to_numpy()),
+        "queue_ms": _stats_ms(fin["queue_s"].to_numpy()),
+        "throughput": {
+            "requests_per_s": per_s(n_fin),
+            "input_tokens_per_s": per_s(in_tok),
+            "output_tokens_per_s": per_s(out_tok),
+            "input_tokens_per_s_per_device": per_s(in_tok) / devices,
+            "output_tokens_per_s_per_device": per_s(out_tok) / devices,
+            "input_tokens_per_s_per_node": per_s(in_tok) / devices * devices_per_node,
+            "output_tokens_per_s_per_node": per_s(out_tok) / devices * devices_per_node,
+        },
+        "slo": {
+            "ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "percentile": q,
+            "goodput_requests_per_s": per_s(good),
+            "attainment": good / n_all if n_all else 0.0,
+            "ttft_attainment": float(ok_ttft.sum()) / n_all if n_all else 0.0,
+            "tpot_attainment": float(ok_tpot.sum()) / n_all if n_all else 0.0,
+            f"ttft_p{q:g}_ms": ttft_q,
+            f"tpot_p{q:g}_ms": tpot_q,
+            "slo_met_at_percentile": bool(ttft_q is not None and ttft_q <= slo.ttft_ms
+                                          and (tpot_q is None or tpot_q <= slo.tpot_ms)),
+        },
+        "pools": _pool_internals(steps) if len(steps) else {},
+        "devices": devices,
+        "devices_per_node": devices_per_node,
+        "engine": extra,
+    }

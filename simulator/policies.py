@@ -1,0 +1,141 @@
+"""Who decides: request routers and the step-cost quantisation policy.
+
+Routers pick an instance of a pool for a request (at arrival for the colocated/prefill
+pool, at prefill completion for the decode pool):
+
+* ``round_robin``: instances in turn.
+* ``least_outstanding``: fewest requests assigned and not yet finished (or handed off);
+  ties go to the lowest index.
+* ``kv_aware``: most free KV blocks after the blocks of requests already queued there
+  (a proxy for both memory headroom and load). The synthetic workloads carry no prefix
+  identity, so prefix affinity reduces to this; cached tokens are modelled by the hit rate.
+
+``StepCostCache`` quantises a batch before asking the cost model, so one run calls the
+(expensive) operator-level cost model a few hundred times instead of once per iteration.
+The approximation (documented in simulator/README.md):
+
+* decode part: (sequences, mean context) with both bucketed on a 5% geometric grid
+  (exact below 32); every sequence is costed at the bucket's representative context;
+* prefill part: (chunks, total chunk tokens, mean cached context) with tokens and context on
+  the same grid, tokens split evenly over the chunks (attention's quadratic term is then
+  that of equal-length chunks);
+* a mixed (Sarathi) batch is one ``prefill``-phase BatchShape holding decode sequences
+  (new tokens = 1 + MTP depth) and prefill chunks, so linear layers see one GEMM over all
+  tokens and weights are read once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from workloads.ops import BatchShape
+
+#: geometric bucket ratio of the quantised batch shapes (5%)
+BUCKET_RATIO = 1.05
+#: values up to this are kept exact
+EXACT_BELOW = 32
+_LOG_RATIO = math.log(BUCKET_RATIO)
+
+
+def bucket(x: float) -> int:
+    """Representative of ``x`` on the geometric grid (exact below EXACT_BELOW, >= 1)."""
+    if x <= EXACT_BELOW:
+        return max(int(round(x)), 1) if x > 0 else 0
+    return int(round(BUCKET_RATIO ** round(math.log(x) / _LOG_RATIO)))
+
+
+def _even(total: int, parts: int) -> tuple[int, ...]:
+    base, extra = divmod(total, parts)
+    return tuple(base + (1 if i < extra else 0) for i in range(parts))
+
+
+def shape_of(key: tuple, decode_new_tokens: int) -> BatchShape:
+    """BatchShape of a quantised key (see StepCostCache)."""
+    kind = key[0]
+    if kind == "d":
+        _, n, ctx = key
+        return BatchShape.decode(n, ctx, new_tokens=decode_new_tokens)
+    if kind == "p":
+        _, k, tokens, ctx = key
+        return BatchShape.prefill(k, _even(max(tokens, k), k), ctx)
+    _, n, dctx, k, tokens, pctx = key
+    new = (decode_new_tokens,) * n + _even(max(tokens, k), k)
+    ctx = (dctx,) * n + (pctx,) * k
+    return BatchShape(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
+
+
+class StepCostCache:
+    """(seconds, compute_s, comm_s) of a quantised batch of one pool, memoised.
+
+    ``cost_fn(shape) -> (seconds, compute_s, comm_s)``.
+    """
+
+    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses")
+
+    def __init__(self, cost_fn: Callable[[BatchShape], tuple[float, float, float]], decode_new_tokens: int = 1):
+        self._cost_fn = cost_fn
+        self._cache: dict[tuple, tuple[float, float, float]] = {}
+        self.decode_new_tokens = decode_new_tokens
+        self.misses = 0
+
+    def cost(self, n_dec: int, dec_ctx: float, n_chunks: int, chunk_tokens: int, chunk_ctx: float) -> tuple[float, float, float]:
+        if n_chunks == 0:
+            key: tuple = ("d", bucket(n_dec), bucket(dec_ctx))
+        elif n_dec == 0:
+            key = ("p", bucket(n_chunks), bucket(chunk_tokens), bucket(chunk_ctx))
+        else:
+            key = ("m", bucket(n_dec), bucket(dec_ctx), bucket(n_chunks), bucket(chunk_tokens), bucket(chunk_ctx))
+        hit = self._cache.get(key)
+        if hit is None:
+            self.misses += 1
+            hit = self._cache[key] = self._cost_fn(shape_of(key, self.decode_new_tokens))
+        return hit
+
+
+# ------------------------------------------------------------------ routers
+
+
+class RoundRobin:
+    __slots__ = ("_next",)
+
+    def __init__(self):
+        self._next = 0
+
+    def choose(self, servers) -> int:
+        i = self._next % len(servers)
+        self._next += 1
+        return i
+
+
+class LeastOutstanding:
+    __slots__ = ()
+
+    def choose(self, servers) -> int:
+        best, best_load = 0, None
+        for i, s in enumerate(servers):
+            if best_load is None or s.outstanding < best_load:
+                best, best_load = i, s.outstanding
+        return best
+
+
+class KvAware:
+    __slots__ = ()
+
+    def choose(self, servers) -> int:
+        best, best_free = 0, None
+        for i, s in enumerate(servers):
+            free = s.kv.free_blocks - s.queued_blocks
+            if best_free is None or free > best_free:
+                best, best_free = i, free
+        return best
+
+
+ROUTERS = {"round_robin": RoundRobin, "least_outstanding": LeastOutstanding, "kv_aware": KvAware}
+
+
+def make_router(name: str):
+    try:
+        return ROUTERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown router {name!r} (valid: {', '.join(ROUTERS)})") from None

@@ -1,0 +1,65 @@
+"""The result of one run (``SimResult``) and its Chrome/Perfetto trace.
+
+``SimResult`` holds data only; the facade (``clustersim``) decides what to write.
+``to_chrome_trace(result)`` returns the Trace Event Format dict (load it in
+chrome://tracing or ui.perfetto.dev): one process per pool, one thread per instance, a
+complete event per batch iteration, and instant events per request when the run was
+traced (``simulate(..., trace=True)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+REQUEST_COLUMNS = (
+    "id", "arrival_s", "prompt_tokens", "cached_tokens", "output_tokens", "target_output_tokens", "samples",
+    "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "queue_s", "transfer_s",
+    "prefill_instance", "decode_instance", "preemptions", "cancelled_samples",
+)
+STEP_COLUMNS = (
+    "time_s", "instance", "pool", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens", "step_s",
+    "kv_used_fraction", "compute_s", "comm_s",
+)
+#: kinds of the event log, in the order they can happen to one request
+EVENT_KINDS = ("arrival", "schedule", "first_token", "kv_transfer_start", "kv_transfer_end", "preempt",
+               "cancel", "finish")
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Per-request and per-iteration tables, the summary, and (if traced) the event log.
+
+    ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
+    """
+
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    summary: dict
+    events: list = field(default_factory=list)
+
+
+def to_chrome_trace(result: SimResult) -> dict:
+    """Trace Event Format dict of ``result`` (times in microseconds)."""
+    steps = result.steps
+    pools = sorted(steps["pool"].unique()) if len(steps) else []
+    pid = {p: i + 1 for i, p in enumerate(pools)}
+    inst_pool = dict(zip(steps["instance"], steps["pool"])) if len(steps) else {}
+    ev: list[dict] = [
+        {"name": "process_name", "ph": "M", "pid": pid[p], "args": {"name": str(p)}} for p in pools
+    ]
+    for inst, pool in sorted(inst_pool.items()):
+        ev.append({"name": "thread_name", "ph": "M", "pid": pid[pool], "tid": int(inst),
+                   "args": {"name": f"{pool}/{inst}"}})
+    for row in steps.itertuples(index=False):
+        ev.append({"name": "decode" if row.prefill_tokens == 0 else ("prefill" if row.decode_seqs == 0 else "mixed"),
+                   "ph": "X", "pid": pid[row.pool], "tid": int(row.instance), "ts": row.time_s * 1e6,
+                   "dur": row.step_s * 1e6,
+                   "args": {"batch_size": int(row.batch_size), "new_tokens": int(row.new_tokens),
+                            "kv_used_fraction": float(row.kv_used_fraction)}})
+    for time_s, kind, rid, inst in result.events:
+        pool = inst_pool.get(inst)
+        ev.append({"name": kind, "ph": "i", "s": "t", "pid": pid.get(pool, 0), "tid": int(inst),
+                   "ts": time_s * 1e6, "args": {"request": int(rid)}})
+    return {"traceEvents": ev, "displayTimeUnit": "ms"}

@@ -1,0 +1,93 @@
+"""KV-cache transfers between prefill and decode instances as max-min fair flows.
+
+Every transfer is a flow over three links: the source instance's port, a shared fabric
+link, and the destination instance's port (``kv_links``). ``hardware.flows.MaxMinAllocator``
+divides the bandwidth; when a flow starts or ends, the flows whose rate changed get their
+remaining bytes brought up to date and a new completion wake-up. SimPy cannot cancel a
+scheduled timeout, so each flow carries a generation counter and a wake-up whose
+generation is stale is ignored. One simpy event per rate change, none per byte.
+
+Link capacities (``kv_links``):
+
+* instance port = device scale-out bandwidth (NIC / RDMA plane) x devices of the instance;
+* fabric = the bisection between the pools: min(prefill devices, decode devices) x
+  scale-out bandwidth / the top tier's oversubscription.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Any, Callable
+
+from hardware.flows import MaxMinAllocator
+
+FABRIC = "fabric"
+
+
+def kv_links(cluster, prefill_pool, decode_pool, prefill_ids, decode_ids) -> dict:
+    """Capacities (bytes/s) of the ports of every instance and of the shared fabric link."""
+    bw = cluster.device.scale_out_bytes_per_s
+    caps: dict[Any, float] = {}
+    for i in prefill_ids:
+        caps[("port", i)] = bw * prefill_pool.devices_per_instance
+    for i in decode_ids:
+        caps[("port", i)] = bw * decode_pool.devices_per_instance
+    oversub = cluster.tiers[-1].oversubscription if cluster.tiers else 1.0
+    caps[FABRIC] = bw * min(prefill_pool.devices, decode_pool.devices) / oversub
+    return caps
+
+
+class _Flow:
+    __slots__ = ("remaining_bytes", "rate_bytes_per_s", "t_last_s", "gen", "payload", "start_s", "nbytes")
+
+    def __init__(self, nbytes: float, now: float, payload: Any):
+        self.remaining_bytes = float(nbytes)
+        self.nbytes = float(nbytes)
+        self.rate_bytes_per_s = 0.0
+        self.t_last_s = now
+        self.start_s = now
+        self.gen = 0
+        self.payload = payload
+
+
+class TransferManager:
+    """Active KV transfers of one run; ``on_done(payload, start_s)`` fires at completion."""
+
+    def __init__(self, env, capacities: dict, on_done: Callable[[Any, float], None]):
+        self.env = env
+        self.alloc = MaxMinAllocator(capacities)
+        self.flows: dict[int, _Flow] = {}
+        self._ids = itertools.count()
+        self._on_done = on_done
+        self.rate_changes = 0
+        self.completed = 0
+        self.bytes_moved = 0.0
+
+    def start(self, src, dst, nbytes: float, payload: Any) -> int:
+        """Start a transfer of ``nbytes`` from instance ``src`` to ``dst``; returns its id."""
+        fid = next(self._ids)
+        self.flows[fid] = _Flow(nbytes, self.env.now, payload)
+        self._rerate(self.alloc.add(fid, (("port", src), FABRIC, ("port", dst))))
+        return fid
+
+    def _rerate(self, changed: dict) -> None:
+        now = self.env.now
+        for fid, rate in changed.items():
+            f = self.flows[fid]
+            f.remaining_bytes = max(f.remaining_bytes - f.rate_bytes_per_s * (now - f.t_last_s), 0.0)
+            f.t_last_s, f.rate_bytes_per_s = now, rate
+            f.gen += 1
+            self.rate_changes += 1
+            ev = self.env.timeout(f.remaining_bytes / rate if rate > 0 else float("inf"))
+            ev.callbacks.append(partial(self._wake, fid, f.gen))
+
+    def _wake(self, fid: int, gen: int, _event) -> None:
+        f = self.flows.get(fid)
+        if f is None or f.gen != gen:
+            return  # stale wake-up: the rate changed after this timeout was scheduled
+        del self.flows[fid]
+        self.completed += 1
+        self.bytes_moved += f.nbytes
+        self._rerate(self.alloc.remove(fid))
+        self._on_done(f.payload, f.start_s)
