@@ -24,6 +24,7 @@ Collectives are timed by ``hardware.collectives`` and MoE dispatch/combine by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 from hardware.types import Cluster, DeviceSpec
@@ -100,6 +101,30 @@ class StepCost:
         return out
 
 
+@lru_cache(maxsize=8)
+def _cached_fit(profile: Any) -> Any:
+    """A profile's fitted efficiency curves (fitting reads every table once per profile)."""
+    return profile.efficiency_fit()
+
+
+def profile_device(profile: Any) -> DeviceSpec | None:
+    """The catalog device a profile was measured on (``profile.device`` or its GPU name)."""
+    if profile is None:
+        return None
+    dev = getattr(profile, "device", None)
+    if isinstance(dev, DeviceSpec):
+        return dev
+    gpu = str(getattr(profile, "metadata", {}).get("gpu_name", "")).lower().replace("nvidia", "").strip()
+    if not gpu:
+        return None
+    from hardware.catalog import get_device
+
+    try:
+        return get_device(gpu.split()[0])
+    except LookupError:
+        return None
+
+
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
     peak = device.peak_flops_per_s.get(dtype) or device.peak_flops_per_s.get("bf16", 0.0)
     return max(flops / peak if peak else 0.0, nbytes / device.hbm_bytes_per_s)
@@ -132,39 +157,18 @@ class CostModel:
 
     # ------------------------------------------------------------------ compute ops
     def _profile_device(self) -> DeviceSpec | None:
-        return getattr(self.profile, "device", None) if self.profile is not None else None
+        return profile_device(self.profile)
 
     def _measured(self, op: Op) -> tuple[float, str] | None:
-        """Profile lookup for ``op`` (on the profile's own device), or None."""
-        p = self.profile
-        if p is None:
+        """Profile lookup for one occurrence of ``op`` on the profile's own device, or None."""
+        if self.profile is None:
             return None
-        s = op.shape
+        if op.kind == GEMM and int(op.shape.get("batch", 1)) != 1:
+            return None  # batched GEMMs (MLA absorb) are not in the GEMM tables: roofline fit
         try:
-            if op.kind == GEMM and int(s.get("batch", 1)) == 1:
-                return p.gemm_seconds(int(s["m"]), int(s["n"]), int(s["k"]), op.dtype)
-            if op.kind == GROUPED_GEMM:
-                return p.grouped_gemm_seconds(int(s["groups"]), int(s["m_per_group"]), int(s["n"]), int(s["k"]),
-                                              op.dtype, tokens_total=int(s["tokens_total"]))
-            if op.kind == ATTN_PREFILL:
-                return p.attn_prefill_seconds(int(s["batch"]), int(s["seq"]), int(s["heads_q"]), int(s["heads_kv"]),
-                                              int(s["head_dim_qk"]), int(s["head_dim_v"]),
-                                              context=int(s.get("context", 0)))
-            if op.kind == ATTN_DECODE:
-                return p.attn_decode_seconds(int(s["batch"]), int(s["context"]), int(s["heads_q"]),
-                                             int(s["heads_kv"]), int(s["head_dim_qk"]), int(s["head_dim_v"]))
-            if op.kind == MLA_DECODE:
-                return p.mla_decode_seconds(int(s["batch"]), int(s["context"]), int(s["heads_q"]),
-                                            int(s["head_dim_qk"]), int(s["head_dim_v"]))
-            if op.kind in (ELEMENTWISE, EMBEDDING):
-                return p.elementwise_seconds(op.bytes_moved)
-        except (LookupError, ValueError, AttributeError):
+            return self.profile.op_seconds(op)
+        except (LookupError, ValueError, TypeError):
             return None
-        return None
-
-    def _fallback_efficiency(self) -> RooflineEfficiency:
-        fit = getattr(self.profile, "roofline_efficiency", None) if self.profile is not None else None
-        return fit() if callable(fit) else self.roofline
 
     def compute_seconds(self, op: Op) -> tuple[float, str]:
         """(seconds, source) of one occurrence of a compute op on this cluster's device."""
@@ -178,11 +182,19 @@ class CostModel:
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
             return seconds * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
-        eff = self._fallback_efficiency()
+        fit = self._efficiency_fit()
         peak = self.device.peak_flops_per_s.get(dtype, 0.0)
+        if fit is not None and peak:
+            seconds, how = fit.seconds(op.kind, op.flops, max(op.bytes_moved, 1.0), peak, self.device.hbm_bytes_per_s)
+            return seconds, f"roofline:{how}"
+        eff = self.roofline
         t = max(op.flops / (peak * eff.compute_fraction) if peak else 0.0,
                 op.bytes_moved / (self.device.hbm_bytes_per_s * eff.memory_fraction))
         return t + eff.launch_s, f"roofline:{eff.source}"
+
+    def _efficiency_fit(self) -> Any:
+        fit = getattr(self.profile, "efficiency_fit", None) if self.profile is not None else None
+        return _cached_fit(self.profile) if callable(fit) else None
 
     # ------------------------------------------------------------------ collectives
     def comm_seconds(self, op: Op) -> tuple[float, str]:

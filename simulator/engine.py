@@ -213,7 +213,7 @@ class Server:
                 budget -= c
         if not n_dec and not chunks and not swapins:
             return None
-        dec_ctx = float((st.s_base[run] + st.s_gen[run]).mean()) if n_dec else 0.0
+        dec_ctx = float(st.s_base[run].sum() + st.s_gen[run].sum()) / n_dec if n_dec else 0.0
         if n_dec or chunks:
             secs, comp, comm = self.costs.cost(n_dec, dec_ctx, len(chunks), ctoks,
                                                cctx / len(chunks) if chunks else 0.0)
@@ -414,6 +414,9 @@ class Simulation:
             self.pools[name] = [Server(self, next(ids), name, role, pool, kv_tokens, costs, mem.kv_bytes_per_token)
                                 for _ in range(pool.instances)]
             self._check_fits(name, kv_tokens)
+            if role != "prefill" and pool.max_batch_size < self.st.samples:
+                raise ValueError(f"serving.{name}.max_batch_size: {pool.max_batch_size} is below "
+                                 f"workload.samples_per_request {self.st.samples} (a request's samples decode together)")
         self.front = self.pools["prefill" if disagg else "pool"]
         self.router = make_router(dep.scheduler.router)
         self.servers = [s for ss in self.pools.values() for s in ss]

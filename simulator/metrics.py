@@ -46,7 +46,7 @@ class ItlHistogram:
         if gaps_s.size == 0:
             return
         g = gaps_s[0]
-        if gaps_s.size > 1 and (gaps_s == g).all():  # the common case: one step for all
+        if gaps_s.size == 1 or (gaps_s == g).all():  # the common case: one step for all
             self._add_one(float(g), gaps_s.size)
             return
         idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO

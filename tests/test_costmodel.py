@@ -7,16 +7,21 @@ from dataclasses import dataclass
 import pytest
 
 from hardware.catalog import get_cluster, get_device
-from simulator.costmodel import CostModel, RooflineEfficiency
+from simulator.costmodel import CostModel
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
 from workloads.op import COLLECTIVE, GEMM, Op
 from workloads.ops import BatchShape, Parallelism, step_ops
 
 
-@dataclass
+class FakeFit:
+    def seconds(self, kind, flops, nbytes, peak, hbm):
+        return max(flops / (peak * 0.6), nbytes / (hbm * 0.9)) + 1e-6, "fake_fit"
+
+
+@dataclass(eq=False)
 class FakeProfile:
-    """A profile that 'measured' every GEMM at a fixed efficiency on ``device``."""
+    """A profile that 'measured' every plain GEMM at a fixed efficiency on ``device``."""
 
     device: object
     efficiency: float = 0.5
@@ -25,8 +30,14 @@ class FakeProfile:
     def gemm_seconds(self, m, n, k, dtype):
         return 2.0 * m * n * k / (self.device.peak_flops(dtype) * self.efficiency), "fake_gemm"
 
-    def roofline_efficiency(self):
-        return RooflineEfficiency(0.6, 0.9, 1e-6, "fake_fit")
+    def op_seconds(self, op):
+        if op.kind == GEMM:
+            s = op.shape
+            return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
+        return None
+
+    def efficiency_fit(self):
+        return FakeFit()
 
 
 def _gemm(m=4096, n=4096, k=4096, dtype="bf16") -> Op:

@@ -1,5 +1,12 @@
 """Grouped GEMM suite for MoE experts (bf16).
 
+Two implementations, two tables:
+
+* ``grouped_gemm_bf16.csv``: padded ``torch.bmm`` (described below);
+* ``grouped_mm_bf16.csv``: the ragged grouped GEMM ``torch._grouped_mm`` (CUTLASS, sm90) over
+  ``x[G*m, K]`` with per-group offsets, measured with ``m`` tokens in every group; its time
+  follows the total tokens, so the cost model looks it up at the mean tokens per group.
+
 Implementation measured: ``torch.bmm`` over ``x[G, m, K] @ W[G, K, N]`` - every group (expert)
 gets the same ``m`` tokens, i.e. the balanced case; an unbalanced step is timed by its busiest
 group (``m_per_group``) as the cost model does. This is a padded batched GEMM, not a
@@ -68,3 +75,49 @@ def run(ctx: BenchContext) -> None:
             weights = None
             free_cuda()
     ctx.log(f"grouped_gemm: {done} points measured, {len(table)} in table")
+    run_grouped_mm(ctx)
+
+
+def grouped_mm_call(x, w, offs, out_dtype):
+    """``torch._grouped_mm`` of tokens ``x[T, K]`` (sorted by group) with ``w[G, K, N]``."""
+    import torch
+
+    return lambda: torch._grouped_mm(x, w, offs=offs, out_dtype=out_dtype)
+
+
+def run_grouped_mm(ctx: BenchContext) -> None:
+    """Ragged grouped GEMM (``torch._grouped_mm``); skipped where torch lacks it."""
+    import torch
+
+    if not hasattr(torch, "_grouped_mm") or not ctx.is_cuda:
+        ctx.log("grouped_mm: torch._grouped_mm unavailable here; skipped")
+        return
+    table = CsvTable(ctx.out_dir / "grouped_mm_bf16.csv", COLUMNS, KEY)
+    dev = torch.device(ctx.device)
+    shapes = QUICK_SHAPES if ctx.quick else SHAPES
+    groups_grid = QUICK_GROUPS if ctx.quick else GROUPS
+    ms = QUICK_M if ctx.quick else M_GRID
+    done = 0
+    for n, k, _ in shapes:
+        for g in groups_grid:
+            # weights as [G, N, K] viewed [G, K, N]: the column-major B operand the kernel takes
+            w = torch.randn(g, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+            for m in ms:
+                flops = 2.0 * g * m * n * k
+                if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
+                    continue
+                if ctx.out_of_time():
+                    ctx.log("grouped_mm: time budget reached")
+                    return
+                x = torch.randn(g * m, k, device=dev, dtype=torch.bfloat16)
+                offs = torch.arange(1, g + 1, device=dev, dtype=torch.int32) * m
+                try:
+                    seconds, method = time_calls([grouped_mm_call(x, w, offs, torch.bfloat16)], ctx)
+                except Exception as exc:
+                    ctx.log(f"grouped_mm g={g} m={m} n={n} k={k}: {type(exc).__name__}: {exc}")
+                    return
+                table.append(dict(groups=g, m_per_group=m, n=n, k=k, seconds=seconds,
+                                  tflops=flops / seconds / 1e12, method=method + "_grouped_mm"))
+                done += 1
+            free_cuda()
+    ctx.log(f"grouped_mm: {done} points measured, {len(table)} in table")

@@ -147,12 +147,14 @@ def schedule_1f1b(pp: int, m: int) -> list[list[Action]]:
 
 
 def schedule_zb1p(pp: int, m: int) -> list[list[Action]]:
-    """ZB-H1: 1F1B's order with B split into Bi and W; stage i defers ``pp-1-i`` W's (the
-    first ones it could run), so the cool-down's waits are filled with weight gradients."""
+    """ZB-H1: 1F1B's order (and activation limit) with B split into Bi and W, each W run
+    right after the forward that follows its Bi, except that stage i keeps ``i`` W's back: the
+    later stages then pass input gradients up the pipeline without waiting for weight
+    gradients, and the held W's fill the cool-down."""
     out = []
     for i in range(pp):
         w = min(pp - 1 - i, m)
-        hold = min(pp - 1 - i, m)
+        hold = min(i, m)
         acts: list[Action] = [_one("F", 0, j, i) for j in range(w)]
         pending: list[int] = []
 
@@ -477,30 +479,8 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
                 yield simpy.AllOf(env, waits)
             yield from run(r, action)
 
-    def zb_rank_proc(r: int):
-        """ZB-H1 as a policy: input-gradient B first, then a forward while fewer than
-        ``pp - r`` micro-batches are in flight (1F1B's activation limit), else a deferred W."""
-        nf = nb = 0
-        pending: list[int] = []
-        limit = pp - r
-        while nb < micro_batches or pending:
-            bi = Part("Bi", 0, nb, r) if nb < nf else None
-            f = Part("F", 0, nf, r) if nf < micro_batches and nf - nb < limit else None
-            if bi is not None and not needs(bi):
-                nb += 1
-                pending.append(bi.mb)
-                yield from run(r, Action((bi,)))
-            elif f is not None and not needs(f):
-                nf += 1
-                yield from run(r, Action((f,)))
-            elif pending:
-                yield from run(r, Action((Part("W", 0, pending.pop(0), r),)))
-            else:
-                waits = [e for p in (bi, f) if p is not None for e in needs(p)]
-                yield simpy.AnyOf(env, waits)
-
     for r in range(ranks):
-        env.process(zb_rank_proc(r) if schedule == "zb1p" else rank_proc(r))
+        env.process(rank_proc(r))
     env.run()
     makespan = max(end)
     timeline.sort(key=lambda t: (t[2], t[0]))

@@ -1,0 +1,63 @@
+"""Prediction error against our own GPU ground truth (``tests/data/measured``).
+
+Each measured row (a whole-model step, or one EP rank's MoE layer, on one H200) is predicted
+with the same operator lists and cost model that ``clustersim estimate`` uses, compute only:
+the ground truth ran on one GPU, so the TP all-reduces and EP all-to-alls it left out are
+left out here too. The profile used must not contain these composed measurements (it holds
+per-operator microbenchmarks only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hardware.catalog import get_cluster
+from simulator.costmodel import CostModel
+from workloads.models import get_model
+from workloads.ops import BatchShape, Parallelism, step_ops
+
+MOE_OPS = ("router", "topk", "experts_gate_up", "experts_act", "experts_down", "shared_gate_up", "shared_act",
+           "shared_down")
+
+
+def _compute_seconds(cm: CostModel, ops: list) -> float:
+    return sum(c.total_s for c in (cm.op_cost(o) for o in ops) if c.stream != "comm")
+
+
+def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h200-node") -> pd.DataFrame:
+    """One row per ground-truth point: measured and predicted seconds and the relative error."""
+    d = Path(measured_dir)
+    cm = CostModel(cluster=get_cluster(cluster), profile=profile)
+    rows = []
+    for phase in ("prefill", "decode"):
+        path = d / f"gt_dense_{phase}.csv"
+        if not path.exists():
+            continue
+        for r in pd.read_csv(path).itertuples():
+            m = get_model(r.model)
+            if phase == "prefill":
+                shape = BatchShape.prefill(int(r.batch), int(r.seq))
+                point = f"B={r.batch} S={r.seq}"
+            else:
+                shape = BatchShape.decode(int(r.batch), int(r.context))
+                point = f"B={r.batch} C={r.context}"
+            ops = step_ops(m, shape, Parallelism(tp=int(r.tp)))
+            rows.append({"case": f"{r.model} tp{r.tp} {phase}", "point": point, "measured_s": float(r.seconds),
+                         "predicted_s": _compute_seconds(cm, ops)})
+    path = d / "gt_moe_layer.csv"
+    if path.exists():
+        for r in pd.read_csv(path).itertuples():
+            m = get_model(r.model)
+            ep = int(r.ep)
+            ops = step_ops(m, BatchShape.prefill(ep, int(r.tokens_per_rank)), Parallelism(ep=ep, attn_dp=ep, moe_tp=1))
+            ops = [o for o in ops if o.layer == "moe" and o.name.split(".", 1)[1] in MOE_OPS]
+            ops = [type(o)(**{**{f: getattr(o, f) for f in o.__dataclass_fields__}, "count": 1}) for o in ops]
+            rows.append({"case": f"{r.model} ep{ep} moe layer", "point": f"T={r.tokens_per_rank}",
+                         "measured_s": float(r.seconds), "predicted_s": _compute_seconds(cm, ops)})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["error"] = df.predicted_s / df.measured_s - 1.0
+    return df

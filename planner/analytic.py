@@ -1,0 +1,467 @@
+"""Steady-state analytic ranking of layouts, built on the simulator's own step cost model.
+
+Every step time comes from ``simulator.instance.InstanceCost.step`` (the function the engine
+calls). What this module adds is the steady state around it:
+
+* **Decode** (per attention-DP rank batch ``b``): TPOT(b) = pp x step(b) / (1 + MTP
+  acceptance x depth). The largest ``b`` whose TPOT meets the SLO, capped by the batch limit
+  and the KV capacity, sets the pool's tokens/s.
+* **Prefill**: an iteration carries up to ``tokens_per_rank`` new tokens per rank (whole
+  prompts when they fit, else chunks). The instance is a single server with deterministic
+  service time ``s`` per request; TTFT at arrival rate lambda is a Kingman / M/D/1 wait (mean
+  ``rho s ca^2 / 2(1 - rho)``, percentile from the exponential tail ``P(W > t) ~ rho
+  exp(-rho t / W)``) + the iteration that holds the request + the KV transfer to decode + one
+  decode step. The largest rate whose TTFT percentile meets the SLO is the pool's capacity.
+* **Disaggregated**: capacity = min(prefill instances x prefill capacity, decode instances x
+  decode capacity); the enumeration of instance counts balances input vs output token rates.
+  At the operating rate the decode batch is the one that carries exactly that rate.
+* **Colocated** (chunked prefill): per iteration each rank runs ``b`` decode sequences plus
+  ``x(b) = b P (1 + a) / O`` prefill tokens (steady state: as many requests enter as leave);
+  the iteration costs step_decode(b) + step_prefill(x) - step_decode(1) (weights are read once).
+
+Speed: step costs are memoised per pool cost key on a grid (decode batch per rank at powers of
+two; prefill tokens per rank at powers of two times the prompt) and interpolated linearly; the
+SLO crossing is a binary search over the grid (a handful of cost-model calls per key) and then
+bisection on the interpolant. Layouts that share a pool choice reuse its capacity, so most
+layout evaluations are a few float operations.
+
+Redundant experts: the op lists need ``ep | routed experts``. An instance with EP ``e`` over
+``routed + redundant`` slots (s slots per rank) is costed as the instance with EP ``routed /
+s`` and the same per-rank batch: per-rank attention, expert and dispatch work are the same;
+only the dispatch group is smaller (a small optimistic bias, see README).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.instance import InstanceCost, InstanceSpec
+from workloads.ops import BatchShape, ParallelismError
+
+__all__ = ["UniformBatch", "instance_spec", "load_profile_for", "PoolModel", "Evaluator", "kingman_wait_p"]
+
+_DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
+_PRE_EXP = range(-6, 7)  # prefill grid: tokens per rank = prompt x 2**j
+
+
+class UniformBatch(BatchShape):
+    """A BatchShape whose ``split`` is O(parts) when every sequence is alike.
+
+    ``BatchShape.split`` places sequences one at a time (O(seqs x parts)), which dominates a
+    step of a 320-rank instance. For uniform sequences its greedy result is known: the first
+    ``seqs mod parts`` ranks get one more sequence. Returns the same shapes (ints instead of
+    equal tuples); ``tests/test_planner.py`` checks the step costs are identical.
+    """
+
+    def split(self, parts: int):
+        if isinstance(self.new_tokens, tuple) or isinstance(self.context_tokens, tuple):
+            return super().split(parts)
+        q, r = divmod(self.num_seqs, parts)
+        mk = lambda n: UniformBatch(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,  # noqa: E731
+                                    context_tokens=self.context_tokens, logits_for=self.logits_for)
+        big, small = mk(q + 1), mk(q)
+        return tuple([big] * r + [small] * (parts - r))
+
+
+def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
+    """InstanceSpec of a pool choice (redundant experts folded into an equivalent EP, see above)."""
+    ep, moe_tp, dp = choice.moe_ep, choice.moe_tp, choice.attn_dp
+    if model.is_moe and model.moe.num_routed_experts % ep:
+        routed = model.moe.num_routed_experts
+        slots = (routed + choice.redundant_experts) // ep
+        if slots == 0 or routed % slots:
+            raise ParallelismError(f"ep={ep} with {choice.redundant_experts} redundant experts gives {slots} slots "
+                                   f"per rank, which does not divide {routed} routed experts")
+        ep_eq = routed // slots
+        stage = ep_eq * moe_tp
+        if stage % (choice.attn_tp * choice.attn_sp):
+            raise ParallelismError(f"equivalent EP {ep_eq} x moe tp {moe_tp} is not a multiple of attention tp x sp")
+        ep, dp = ep_eq, stage // (choice.attn_tp * choice.attn_sp)
+    return InstanceSpec(model=model, cluster=cluster, attn_tp=choice.attn_tp, attn_dp=dp, sp=choice.attn_sp,
+                        ep=ep if model.is_moe else 1, moe_tp=moe_tp, pp=choice.pp, micro_batches=choice.micro_batches,
+                        weight_dtype=ctx.weight_dtype, kv_dtype=ctx.kv_dtype, moe_imbalance=ctx.moe_imbalance,
+                        mtp_depth=choice.mtp_depth)
+
+
+@functools.lru_cache(maxsize=16)
+def load_profile_for(profile: str | None, device_name: str) -> Any:
+    """The calibration profile a plan names: None, 'default' (the device's shipped profile, else
+    the H200 one, transferred by the cost model), or a profile name / path."""
+    if profile is None or str(profile).lower() in ("none", "null", "roofline"):
+        return None
+    from calibration.profile import default_profile_for, load_profile
+
+    if profile == "default":
+        prof = default_profile_for(device_name)
+        if prof is None:
+            try:
+                prof = load_profile("h200")
+            except (LookupError, ValueError, OSError):
+                prof = None
+        return prof
+    return load_profile(profile)
+
+
+def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: float) -> float:
+    """Percentile of the queueing wait of a single deterministic server (M/D/1 when cv = 1).
+
+    Mean ``W = rho s ca^2 / (2 (1 - rho))`` (Kingman); tail ``P(W > t) = rho exp(-rho t / W)``.
+    """
+    if rho <= 0.0:
+        return 0.0
+    if rho >= 1.0:
+        return math.inf
+    mean = rho * service_s * cv_arrival**2 / (2.0 * (1.0 - rho))
+    tail = 1.0 - percentile / 100.0
+    if rho <= tail or mean <= 0.0:
+        return 0.0
+    return mean / rho * math.log(rho / tail)
+
+
+def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
+    """Largest x in [lo, hi] with pred(x), given pred(lo) and not pred(hi) (monotone)."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class PoolModel:
+    """Memoised step costs of one instance configuration (one pool cost key)."""
+
+    def __init__(self, ctx, choice, model, cluster, profile):
+        self.spec = instance_spec(ctx, choice, model, cluster)
+        self.inst = InstanceCost(self.spec, profile)
+        self.dp = self.spec.attn_dp
+        self.pp = choice.pp
+        self.new = 1 + choice.mtp_depth
+        self.ctx_tokens = int(round(ctx.prompt_tokens + ctx.output_tokens / 2.0))
+        self.prompt = max(1, int(round(ctx.prefill_tokens)))
+        self.cached = int(round(ctx.cached_tokens))
+        self._dec: dict[int, float] = {}
+        self._pre: dict[int, float] = {}
+        self.calls = 0
+
+    # decode -----------------------------------------------------------------------------
+    def _dec_at(self, e: int) -> float:
+        t = self._dec.get(e)
+        if t is None:
+            b = 2**e
+            self.calls += 1
+            t = self.inst.step(UniformBatch(phase="decode", num_seqs=b * self.dp, new_tokens=self.new,
+                                            context_tokens=self.ctx_tokens)).seconds
+            self._dec[e] = t
+        return t
+
+    def decode_step_s(self, b: float) -> float:
+        """Step time at ``b`` sequences per attention-DP rank (linear between powers of two)."""
+        if b <= 1.0:
+            return self._dec_at(0)
+        e = min(int(math.log2(b)), _DEC_EXP_MAX - 1)
+        lo, hi = 2**e, 2 ** (e + 1)
+        t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+        return t0 + (t1 - t0) * (b - lo) / (hi - lo)
+
+    def max_decode_batch(self, pred, b_cap: float) -> float | None:
+        """Largest b in [1, b_cap] with pred(b) (monotone); None when pred(1) fails."""
+        b_cap = min(b_cap, float(2**_DEC_EXP_MAX))
+        if b_cap < 1.0 or not pred(1.0):
+            return None
+        if pred(b_cap):
+            return b_cap
+        lo_e, hi_e = 0, max(1, math.ceil(math.log2(b_cap)))
+        while hi_e - lo_e > 1:
+            mid = (lo_e + hi_e) // 2
+            if pred(float(2**mid)):
+                lo_e = mid
+            else:
+                hi_e = mid
+        return _bisect_max(pred, float(2**lo_e), min(float(2**hi_e), b_cap))
+
+    # prefill ----------------------------------------------------------------------------
+    def _pre_at(self, j: int) -> float:
+        t = self._pre.get(j)
+        if t is None:
+            self.calls += 1
+            P = self.prompt
+            if j >= 0:
+                shape = UniformBatch(phase="prefill", num_seqs=(2**j) * self.dp, new_tokens=P,
+                                     context_tokens=self.cached)
+            else:
+                n = max(1, int(round(P * 2.0**j)))
+                shape = UniformBatch(phase="prefill", num_seqs=self.dp, new_tokens=n,
+                                     context_tokens=self.cached + (P - n) // 2)
+            t = self.inst.step(shape).seconds
+            self._pre[j] = t
+        return t
+
+    def prefill_step_s(self, n: float) -> float:
+        """Iteration time for ``n`` new tokens per attention-DP rank (whole prompts when n >= prompt)."""
+        P = float(self.prompt)
+        jmin, jmax = _PRE_EXP.start, _PRE_EXP.stop - 1
+        r = max(n / P, 2.0**jmin)
+        j = min(max(int(math.floor(math.log2(r))), jmin), jmax - 1)
+        lo, hi = P * 2.0**j, P * 2.0 ** (j + 1)
+        t0, t1 = self._pre_at(j), self._pre_at(j + 1)
+        return max(t0 + (t1 - t0) * (max(n, P * 2.0**jmin) - lo) / (hi - lo), 1e-9)
+
+
+@dataclass(frozen=True)
+class PoolPerf:
+    """Capacity of one instance of a pool choice under the SLOs."""
+
+    reason: str | None
+    cap_rps: float = 0.0  # requests/s one instance sustains within its SLOs
+    b_star: float = 0.0  # decode sequences per rank at capacity
+    tpot_s: float = 0.0  # at capacity
+    service_s: float = 0.0  # prefill: seconds of server time per request
+    kv_capacity_tokens: float = 0.0
+
+
+class Evaluator:
+    """Evaluates layouts of one PlanContext with memoised pool models (one per process/task)."""
+
+    def __init__(self, ctx):
+        from workloads.accounting import kv_cache_bytes_per_token
+        from workloads.models import get_model
+
+        self.ctx = ctx
+        self.model = get_model(ctx.model)
+        self.cluster = ctx.cluster.resolve()
+        self.profile = load_profile_for(ctx.profile, self.cluster.device.name)
+        self._models: dict[tuple, PoolModel] = {}
+        self._rules: dict[tuple, str | None] = {}
+        self._perf: dict[Any, PoolPerf] = {}
+        self._cols: dict[Any, dict] = {}
+        self.a = ctx.mtp_acceptance
+        top = self.cluster.tier_for_group(self.cluster.num_devices)
+        kv_req = kv_cache_bytes_per_token(self.model, ctx.kv_dtype) * (ctx.prompt_tokens + 1)
+        self.kv_transfer_s = kv_req / top.effective_bytes_per_s + top.latency_s
+        self.price_usd = self.cluster.device.price_usd
+
+    # pool level -------------------------------------------------------------------------
+    def pool_model(self, choice) -> PoolModel:
+        key = choice.cost_key
+        m = self._models.get(key)
+        if m is None:
+            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile)
+            self._models[key] = m
+        return m
+
+    def step_calls(self) -> int:
+        return sum(m.calls for m in self._models.values())
+
+    def rules_reason(self, choice) -> str | None:
+        from planner.feasibility import check_rules
+
+        key = (choice.role, choice.cost_key)
+        if key not in self._rules:
+            self._rules[key] = check_rules(self.ctx, choice, self.model, self.cluster)
+        return self._rules[key]
+
+    def tokens_per_step(self, choice) -> float:
+        return 1.0 + self.a * choice.mtp_depth
+
+    def perf(self, choice) -> PoolPerf:
+        p = self._perf.get(choice)
+        if p is None:
+            p = self._perf_uncached(choice)
+            self._perf[choice] = p
+        return p
+
+    def _perf_uncached(self, choice) -> PoolPerf:
+        from planner.feasibility import pool_fit
+
+        reason = self.rules_reason(choice)
+        if reason:
+            return PoolPerf(reason)
+        fit = pool_fit(self.ctx, choice, self.model, self.cluster)
+        if fit.reason:
+            return PoolPerf(fit.reason)
+        try:
+            if choice.role == "prefill":
+                return self._prefill_perf(choice, fit)
+            if choice.role == "decode":
+                return self._decode_perf(choice, fit)
+            return self._colocated_perf(choice, fit)
+        except (ValueError, LookupError) as exc:  # a cost-model refusal is a reason too
+            return PoolPerf(f"{choice.role}: {str(exc).splitlines()[0]}")
+
+    def _b_kv(self, choice, fit) -> float:
+        m = self.pool_model(choice)
+        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * m.ctx_tokens)
+
+    def _decode_perf(self, choice, fit) -> PoolPerf:
+        ctx, m = self.ctx, self.pool_model(choice)
+        k = self.tokens_per_step(choice)
+        b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
+        pred = lambda b: choice.pp * m.decode_step_s(b) / k <= ctx.tpot_slo_s  # noqa: E731
+        b = m.max_decode_batch(pred, b_cap)
+        if b is None:
+            t1 = choice.pp * m.decode_step_s(1.0) / k
+            why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
+                   f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms")
+            return PoolPerf(f"decode: {why}")
+        t = m.decode_step_s(b)
+        cap = b * m.dp * k / t / ctx.output_tokens
+        return PoolPerf(None, cap_rps=cap, b_star=b, tpot_s=choice.pp * t / k, kv_capacity_tokens=fit.kv_capacity_tokens)
+
+    def _prefill_timing(self, choice, rho: float) -> tuple[float, float]:
+        """(service seconds per request, latency of the iteration(s) holding one request) at load rho."""
+        m = self.pool_model(choice)
+        P, c = float(m.prompt), float(choice.tokens_per_rank)
+        if c >= P:
+            k = math.floor(c / P)
+            s = m.prefill_step_s(k * P) / (k * m.dp)
+            t_proc = choice.pp * m.prefill_step_s(max(1.0, min(k, rho * k)) * P)
+        else:
+            t = m.prefill_step_s(c)
+            s = t * (P / c) / m.dp
+            t_proc = choice.pp * math.ceil(P / c) * t
+        return s, t_proc
+
+    def prefill_ttft_s(self, choice, rate_per_instance: float, tpot_s: float) -> float:
+        s, _ = self._prefill_timing(choice, 1.0)
+        rho = rate_per_instance * s
+        _, t_proc = self._prefill_timing(choice, rho)
+        return (kingman_wait_p(rho, s, self.ctx.arrival_cv, self.ctx.percentile) + t_proc + self.kv_transfer_s
+                + tpot_s)
+
+    def _prefill_perf(self, choice, fit) -> PoolPerf:
+        ctx = self.ctx
+        s, _ = self._prefill_timing(choice, 1.0)
+        ttft = lambda rho: self.prefill_ttft_s(choice, rho / s, ctx.tpot_slo_s)  # noqa: E731
+        if ttft(1e-9) > ctx.ttft_slo_s:
+            return PoolPerf(f"prefill: TTFT of a lone request is {ttft(1e-9) * 1e3:.0f} ms > SLO "
+                            f"{ctx.ttft_slo_s * 1e3:g} ms")
+        rho = _bisect_max(lambda r: ttft(r) <= ctx.ttft_slo_s, 1e-9, 1.0 - 1e-9, 40)
+        return PoolPerf(None, cap_rps=rho / s, service_s=s, kv_capacity_tokens=fit.kv_capacity_tokens)
+
+    # colocated --------------------------------------------------------------------------
+    def _mixed(self, choice, b: float) -> tuple[float, float]:
+        """(iteration seconds, prefill tokens per rank) of a colocated iteration at decode batch b."""
+        m = self.pool_model(choice)
+        k = self.tokens_per_step(choice)
+        x = b * m.prompt * k / self.ctx.output_tokens
+        base = m.decode_step_s(1.0)
+        return m.decode_step_s(b) + max(0.0, m.prefill_step_s(x) - base), x
+
+    def colocated_state(self, choice, b: float) -> dict:
+        """TPOT, TTFT percentile and request rate of one colocated instance at decode batch b."""
+        ctx, m = self.ctx, self.pool_model(choice)
+        k = self.tokens_per_step(choice)
+        t_mix, x = self._mixed(choice, b)
+        c = float(choice.tokens_per_rank)
+        c_eff = min(c, math.floor(c / m.prompt) * m.prompt) if c >= m.prompt else c
+        t_full = m.decode_step_s(b) + max(0.0, m.prefill_step_s(c_eff) - m.decode_step_s(1.0))
+        rate = b * m.dp * k / t_mix / ctx.output_tokens
+        s = m.prompt * t_full / (c_eff * m.dp)
+        rho = rate * s
+        iters = math.ceil(m.prompt / c_eff) if c_eff < m.prompt else 1
+        ttft = kingman_wait_p(rho, s, ctx.arrival_cv, ctx.percentile) + choice.pp * iters * t_full
+        return {"tpot_s": choice.pp * t_mix / k, "ttft_s": ttft, "rate": rate, "x": x, "c": c}
+
+    def _colocated_perf(self, choice, fit) -> PoolPerf:
+        ctx = self.ctx
+        b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
+
+        def ok(b: float) -> bool:
+            st = self.colocated_state(choice, b)
+            return st["tpot_s"] <= ctx.tpot_slo_s and st["ttft_s"] <= ctx.ttft_slo_s and st["x"] <= st["c"]
+
+        b = self.pool_model(choice).max_decode_batch(ok, b_cap)
+        if b is None:
+            st = self.colocated_state(choice, 1.0)
+            why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
+                   f"at batch 1 per rank TPOT {st['tpot_s'] * 1e3:.1f} ms, TTFT {st['ttft_s'] * 1e3:.0f} ms "
+                   f"(SLO {ctx.tpot_slo_s * 1e3:g} / {ctx.ttft_slo_s * 1e3:g} ms)")
+            return PoolPerf(f"pool: {why}")
+        st = self.colocated_state(choice, b)
+        return PoolPerf(None, cap_rps=st["rate"], b_star=b, tpot_s=st["tpot_s"], kv_capacity_tokens=fit.kv_capacity_tokens)
+
+    # layout level -----------------------------------------------------------------------
+    def _decode_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> tuple[float, float]:
+        """(batch per rank, TPOT) of a decode instance carrying ``rate_per_instance`` requests/s."""
+        m, k = self.pool_model(choice), self.tokens_per_step(choice)
+        if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
+            return perf.b_star, perf.tpot_s
+        need = rate_per_instance * self.ctx.output_tokens
+        b = _bisect_max(lambda x: x * m.dp * k / m.decode_step_s(x) <= need, 1e-6, perf.b_star, 30)
+        return b, choice.pp * m.decode_step_s(b) / k
+
+    def _colocated_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> dict:
+        if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
+            return self.colocated_state(choice, perf.b_star)
+        b = _bisect_max(lambda x: self.colocated_state(choice, x)["rate"] <= rate_per_instance, 1e-6, perf.b_star, 30)
+        return self.colocated_state(choice, b)
+
+    def _columns(self, choice, n: int) -> dict:
+        key = (choice, n)
+        cols = self._cols.get(key)
+        if cols is None:
+            r = choice.role
+            cols = {f"{r}_instances": n, f"{r}_devices_per_instance": choice.devices_per_instance,
+                    f"{r}_attn_tp": choice.attn_tp, f"{r}_attn_dp": choice.attn_dp, f"{r}_attn_sp": choice.attn_sp,
+                    f"{r}_pp": choice.pp, f"{r}_moe_ep": choice.moe_ep, f"{r}_moe_tp": choice.moe_tp,
+                    f"{r}_redundant_experts": choice.redundant_experts, f"{r}_micro_batches": choice.micro_batches,
+                    f"{r}_mtp_depth": choice.mtp_depth}
+            if r != "prefill":
+                cols[f"{r}_max_batch_size"] = choice.max_batch_size
+            if r != "decode":
+                cols[f"{r}_max_tokens_per_iteration"] = choice.max_tokens_per_iteration
+            self._cols[key] = cols
+        return cols
+
+    def evaluate_layout(self, layout) -> dict:
+        """Analytic metrics of one layout (see module docstring); never raises for a bad layout."""
+        ctx = self.ctx
+        out: dict = {"mode": layout.mode, "devices": layout.devices}
+        for choice, n in layout.pools:
+            out.update(self._columns(choice, n))
+        perfs = [self.perf(c) for c, _ in layout.pools]
+        bad = next((p.reason for p in perfs if p.reason), None)
+        if layout.devices > ctx.budget_devices:
+            bad = f"uses {layout.devices} devices > budget {ctx.budget_devices}"
+        if bad:
+            out.update(feasible=False, meets_load=False, reason=bad)
+            return out
+        O = ctx.output_tokens
+        if layout.mode == "colocated":
+            (choice, n), perf = layout.pools[0], perfs[0]
+            cap = n * perf.cap_rps
+            at_cap = self.colocated_state(choice, perf.b_star)
+            ttft, tpot, b_op = at_cap["ttft_s"], at_cap["tpot_s"], perf.b_star
+            target = None
+            if cap >= ctx.arrival_rate_per_s:
+                target = self._colocated_at(choice, perf, ctx.arrival_rate_per_s / n)
+                target = (target["ttft_s"], target["tpot_s"])
+        else:
+            (pc, n_p), (dc, n_d) = layout.pools
+            pp_, dp_ = perfs
+            cap = min(n_p * pp_.cap_rps, n_d * dp_.cap_rps)
+            b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
+            ttft = self.prefill_ttft_s(pc, cap / n_p, tpot)
+            target = None
+            if cap >= ctx.arrival_rate_per_s:
+                _, tpot_t = self._decode_at(dc, dp_, ctx.arrival_rate_per_s / n_d)
+                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p, tpot_t), tpot_t)
+        tps = cap * O
+        usd = layout.devices * self.price_usd
+        meets = cap >= ctx.arrival_rate_per_s * (1 - 1e-9)
+        out.update(
+            feasible=True, meets_load=meets,
+            reason="" if meets else f"serves {cap:.3g} req/s < target {ctx.arrival_rate_per_s:g} req/s",
+            capacity_rps=cap, output_tokens_per_s=tps, tokens_per_s_per_device=tps / layout.devices,
+            tokens_per_s_per_user=1.0 / tpot if tpot > 0 else math.inf, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3,
+            decode_batch_per_rank=b_op,
+            ttft_ms_at_target=target[0] * 1e3 if target else math.nan,
+            tpot_ms_at_target=target[1] * 1e3 if target else math.nan,
+            hardware_usd=usd, tokens_per_s_per_kusd=tps / usd * 1e3 if usd else math.nan,
+        )
+        return out
