@@ -44,6 +44,28 @@ import pandas as pd
 _REL_TOL = 1e-9
 
 
+#: M tile of the sm90 CUTLASS grouped GEMM behind torch._grouped_mm (its 128-row steps show in
+#: grouped_mm_bf16.csv: time jumps between 128 and 192 and between 256 and 384 tokens per group).
+GROUPED_M_TILE = 128
+
+
+def ragged_equivalent_m(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:
+    """Balanced tokens per group with the same expected tile count as uniform random routing.
+
+    Under uniform routing an expert's tokens are ~Poisson(mean); a ragged grouped GEMM runs
+    ceil(m / tile) row tiles per expert, so its work follows E[ceil(X / tile)], not the mean.
+    """
+    mu = float(mean_tokens_per_group)
+    if mu <= 0:
+        return 0.0
+    from scipy.stats import poisson
+
+    hi = int(mu + 10 * math.sqrt(mu) + tile)
+    x = np.arange(0, hi + 1)
+    tiles = float(np.sum(poisson.pmf(x, mu) * np.ceil(x / tile)))
+    return max(tile * tiles, min(mu, float(tile)))
+
+
 class UnknownProfileError(LookupError):
     """No profile of that name or path; the message lists the shipped names."""
 
@@ -209,10 +231,8 @@ class Profile:
             f.stem: pd.read_csv(f) for f in sorted(self.path.glob("*.csv"))}
         self._gemm = {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m")
                       for dt in ("bf16", "fp8")}
-        gg = self.tables.get("grouped_gemm_bf16")
-        self._grouped = {} if gg is None else {
-            (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
-            for (n, k), d in gg.groupby(["n", "k"])}
+        self._grouped = self._grouped_table("grouped_gemm_bf16")
+        self._ragged = self._grouped_table("grouped_mm_bf16")
         self._prefill = self._surfaces("attn_prefill_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
                                        "batch", "seq")
         self._decode = self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
@@ -225,6 +245,12 @@ class Profile:
             if stem.startswith("collective_"):
                 self._coll[stem[len("collective_"):]] = {
                     int(g): _Curve.of(d, "bytes_per_rank") for g, d in df.groupby("group")}
+
+    def _grouped_table(self, stem: str) -> dict:
+        gg = self.tables.get(stem)
+        return {} if gg is None else {
+            (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
+            for (n, k), d in gg.groupby(["n", "k"])}
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, gpu={self.metadata.get('gpu_name', '?')!r}, tables={sorted(self.tables)})"
@@ -275,20 +301,35 @@ class Profile:
         return t * (n * k) / (ref[0] * ref[1]), self._src(table, f"scaled by FLOPs from n={ref[0]} k={ref[1]}")
 
     def grouped_gemm_seconds(self, groups: int, m_per_group: float, n: int, k: int,
-                             dtype: str = "bf16") -> tuple[float, str] | None:
-        """Time of ``groups`` GEMMs of ``[m_per_group,k] x [k,n]`` (the busiest group's m)."""
-        table = f"grouped_gemm_{dtype}"
-        if dtype != "bf16" or not self._grouped:
+                             dtype: str = "bf16", tokens_total: float | None = None) -> tuple[float, str] | None:
+        """Time of a grouped GEMM over ``groups`` experts of ``[m, k] x [k, n]``.
+
+        With a ragged kernel measured (``grouped_mm_bf16``) and ``tokens_total`` given, the time is
+        looked up at the mean tokens per group (a ragged kernel's tiles follow the total work);
+        otherwise the padded ``bmm`` table is read at the busiest group's ``m_per_group``.
+        """
+        if dtype != "bf16":
             return None
+        if self._ragged and tokens_total is not None:
+            m_eff = ragged_equivalent_m(tokens_total / max(groups, 1))
+            r = self._grouped_lookup(self._ragged, "grouped_mm_bf16", groups, m_eff, n, k)
+            if r is not None:
+                return r[0], r[1] + f" at {m_eff:.0f} tile-equivalent tokens per group"
+        if not self._grouped:
+            return None
+        return self._grouped_lookup(self._grouped, "grouped_gemm_bf16", groups, m_per_group, n, k)
+
+    def _grouped_lookup(self, tables: dict, table: str, groups: int, m_per_group: float, n: int,
+                        k: int) -> tuple[float, str] | None:
         if m_per_group <= 0 or groups <= 0:
             return 0.0, self._src(table, "empty")
         scale, ref = 1.0, (n, k)
-        if ref not in self._grouped:
-            ref = self._nearest_pair(self._grouped, n, k)
+        if ref not in tables:
+            ref = self._nearest_pair(tables, n, k)
             if ref is None:
                 return None
             scale = (n * k) / (ref[0] * ref[1])
-        by_g = self._grouped[ref]
+        by_g = tables[ref]
         gs = sorted(by_g)
         how = "interpolated"
         if groups in by_g:
@@ -489,7 +530,8 @@ class Profile:
         if kind == "gemm":
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         if kind == "grouped_gemm":
-            return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype)
+            return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype,
+                                             tokens_total=s.get("tokens_total"))
         if kind == "attn_prefill":
             return self.attn_prefill_seconds(s["batch"], s["seq"], s["heads_q"], s["heads_kv"],
                                              s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True))

@@ -122,7 +122,7 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
             "combine_bytes_by_tier": dict(cost.combine_bytes_by_tier), "source": cost.source}
 
 
-_MOE_OPS = ("router", "topk", "dispatch", "experts_gate_up", "experts_act", "experts_down", "experts_all_reduce",
+_MOE_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_unpermute", "experts_gate_up", "experts_act", "experts_down", "experts_all_reduce",
             "combine", "shared_gate_up", "shared_act", "shared_down")
 
 

@@ -19,7 +19,7 @@ from simulator.costmodel import CostModel
 from workloads.models import get_model
 from workloads.ops import BatchShape, Parallelism, step_ops
 
-MOE_OPS = ("router", "topk", "experts_gate_up", "experts_act", "experts_down", "shared_gate_up", "shared_act",
+MOE_OPS = ("router", "topk", "experts_permute", "experts_unpermute", "experts_gate_up", "experts_act", "experts_down", "shared_gate_up", "shared_act",
            "shared_down")
 
 

@@ -7,17 +7,20 @@ calls). What this module adds is the steady state around it:
   acceptance x depth). The largest ``b`` whose TPOT meets the SLO, capped by the batch limit
   and the KV capacity, sets the pool's tokens/s.
 * **Prefill**: an iteration carries up to ``tokens_per_rank`` new tokens per rank (whole
-  prompts when they fit, else chunks). The instance is a single server with deterministic
-  service time ``s`` per request; TTFT at arrival rate lambda is a Kingman / M/D/1 wait (mean
-  ``rho s ca^2 / 2(1 - rho)``, percentile from the exponential tail ``P(W > t) ~ rho
-  exp(-rho t / W)``) + the iteration that holds the request + the KV transfer to decode + one
-  decode step. The largest rate whose TTFT percentile meets the SLO is the pool's capacity.
+  prompts when they fit, else chunks). The instance is a batching server (M/D/1-style: Poisson
+  arrivals, deterministic step costs): everything that arrives during an iteration runs in the
+  next one, so the mean iteration solves ``T = step(lambda T P / dp)``; TTFT's percentile is
+  the wait for the running iteration + its own (percentile-sized) iteration + the KV transfer
+  to decode + one decode step (``Evaluator._prefill_core_s``). The largest rate whose TTFT
+  percentile meets the SLO is the pool's capacity.
 * **Disaggregated**: capacity = min(prefill instances x prefill capacity, decode instances x
   decode capacity); the enumeration of instance counts balances input vs output token rates.
   At the operating rate the decode batch is the one that carries exactly that rate.
-* **Colocated** (chunked prefill): per iteration each rank runs ``b`` decode sequences plus
-  ``x(b) = b P (1 + a) / O`` prefill tokens (steady state: as many requests enter as leave);
-  the iteration costs step_decode(b) + step_prefill(x) - step_decode(1) (weights are read once).
+* **Colocated** (chunked prefill): per iteration each rank runs ``b`` decode sequences, and
+  prompts enter at the rate requests leave (Little's law); an iteration that carries prefill
+  costs step_prefill(busiest rank's tokens) instead of step_decode(1) on top of
+  step_decode(b) (weights are read once); TPOT's percentile counts how many such stalls a
+  request sees (``Evaluator.colocated_state``).
 
 Speed: step costs are memoised per pool cost key on a grid (decode batch per rank at powers of
 two; prefill tokens per rank at powers of two times the prompt) and interpolated linearly; the
@@ -33,9 +36,11 @@ only the dispatch group is smaller (a small optimistic bias, see README).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from simulator.instance import InstanceCost, InstanceSpec
@@ -119,6 +124,19 @@ def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: 
     if rho <= tail or mean <= 0.0:
         return 0.0
     return mean / rho * math.log(rho / tail)
+
+
+def _interp(x: float, xs: tuple, ys: tuple) -> float:
+    """Linear interpolation on an increasing grid (inf beyond the last finite point)."""
+    if x <= xs[0]:
+        return ys[0]
+    i = bisect.bisect_left(xs, x)
+    if i >= len(xs):
+        return math.inf
+    y0, y1 = ys[i - 1], ys[i]
+    if not math.isfinite(y1):
+        return math.inf
+    return y0 + (y1 - y0) * (x - xs[i - 1]) / (xs[i] - xs[i - 1])
 
 
 def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
@@ -220,8 +238,8 @@ class PoolPerf:
     cap_rps: float = 0.0  # requests/s one instance sustains within its SLOs
     b_star: float = 0.0  # decode sequences per rank at capacity
     tpot_s: float = 0.0  # at capacity
-    service_s: float = 0.0  # prefill: seconds of server time per request
     kv_capacity_tokens: float = 0.0
+    table: tuple = ((), ())  # prefill: (rates per instance, queue + prefill latency percentile)
 
 
 class Evaluator:
@@ -239,11 +257,13 @@ class Evaluator:
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
         self._cols: dict[Any, dict] = {}
+        self._dtab: dict[Any, tuple] = {}
         self.a = ctx.mtp_acceptance
         top = self.cluster.tier_for_group(self.cluster.num_devices)
         kv_req = kv_cache_bytes_per_token(self.model, ctx.kv_dtype) * (ctx.prompt_tokens + 1)
         self.kv_transfer_s = kv_req / top.effective_bytes_per_s + top.latency_s
         self.price_usd = self.cluster.device.price_usd
+        self._z = NormalDist().inv_cdf(min(max(ctx.percentile, 50.0), 99.999) / 100.0)
 
     # pool level -------------------------------------------------------------------------
     def pool_model(self, choice) -> PoolModel:
@@ -312,60 +332,106 @@ class Evaluator:
         cap = b * m.dp * k / t / ctx.output_tokens
         return PoolPerf(None, cap_rps=cap, b_star=b, tpot_s=choice.pp * t / k, kv_capacity_tokens=fit.kv_capacity_tokens)
 
-    def _prefill_timing(self, choice, rho: float) -> tuple[float, float]:
-        """(service seconds per request, latency of the iteration(s) holding one request) at load rho."""
+    def _prefill_core_s(self, choice, lam: float) -> float:
+        """Queue + prefill latency percentile of one prefill instance at ``lam`` requests/s.
+
+        A batching server: everything that arrived during one iteration runs in the next, so
+        the mean iteration ``T`` solves ``T = step(n(T))`` with ``n = lam T P / dp`` tokens per
+        rank (at least one work item: a prompt, or a chunk of ``tokens_per_rank``). A request
+        waits out the iteration in progress (its percentile, ``p T``), then runs in an
+        iteration sized by the percentile of Poisson arrivals (normal approximation), once
+        per chunk of its prompt. Unstable (inf) when the token budget cannot keep up.
+        """
         m = self.pool_model(choice)
         P, c = float(m.prompt), float(choice.tokens_per_rank)
-        if c >= P:
-            k = math.floor(c / P)
-            s = m.prefill_step_s(k * P) / (k * m.dp)
-            t_proc = choice.pp * m.prefill_step_s(max(1.0, min(k, rho * k)) * P)
+        unit = min(P, c)
+        c_eff = math.floor(c / P) * P if c >= P else c
+        items = 1 if c >= P else math.ceil(P / c)
+        T = m.prefill_step_s(unit)
+        for _ in range(60):
+            n = lam * T * P / m.dp
+            if n > c_eff * (1 + 1e-9):
+                return math.inf
+            t_new = m.prefill_step_s(max(unit, n))
+            if abs(t_new - T) <= 1e-7 * T:
+                T = t_new
+                break
+            T = t_new
         else:
-            t = m.prefill_step_s(c)
-            s = t * (P / c) / m.dp
-            t_proc = choice.pp * math.ceil(P / c) * t
-        return s, t_proc
+            if lam * T * P / m.dp > 0.999 * c_eff:
+                return math.inf
+        N = lam * T
+        n_p = min(c_eff, max(unit, (N + self._z * math.sqrt(N)) * P / m.dp))
+        return choice.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
+
+    def _prefill_table(self, choice) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(rates, core latencies) on a grid from 0 to the token-budget limit (denser near it)."""
+        m = self.pool_model(choice)
+        P, c = float(m.prompt), float(choice.tokens_per_rank)
+        c_eff = math.floor(c / P) * P if c >= P else c
+        lam_max = c_eff * m.dp / (P * m.prefill_step_s(c_eff))
+        lams = [lam_max * (1.0 - (1.0 - i / 48) ** 2) for i in range(49)]
+        cores = [self._prefill_core_s(choice, x) for x in lams]
+        return tuple(lams), tuple(cores)
 
     def prefill_ttft_s(self, choice, rate_per_instance: float, tpot_s: float) -> float:
-        s, _ = self._prefill_timing(choice, 1.0)
-        rho = rate_per_instance * s
-        _, t_proc = self._prefill_timing(choice, rho)
-        return (kingman_wait_p(rho, s, self.ctx.arrival_cv, self.ctx.percentile) + t_proc + self.kv_transfer_s
-                + tpot_s)
+        """TTFT percentile at a prefill instance's arrival rate: core latency + KV transfer + a decode step."""
+        perf = self.perf(choice)
+        lams, cores = perf.table
+        core = _interp(rate_per_instance, lams, cores)
+        return core + self.kv_transfer_s + tpot_s
 
     def _prefill_perf(self, choice, fit) -> PoolPerf:
         ctx = self.ctx
-        s, _ = self._prefill_timing(choice, 1.0)
-        ttft = lambda rho: self.prefill_ttft_s(choice, rho / s, ctx.tpot_slo_s)  # noqa: E731
-        if ttft(1e-9) > ctx.ttft_slo_s:
-            return PoolPerf(f"prefill: TTFT of a lone request is {ttft(1e-9) * 1e3:.0f} ms > SLO "
-                            f"{ctx.ttft_slo_s * 1e3:g} ms")
-        rho = _bisect_max(lambda r: ttft(r) <= ctx.ttft_slo_s, 1e-9, 1.0 - 1e-9, 40)
-        return PoolPerf(None, cap_rps=rho / s, service_s=s, kv_capacity_tokens=fit.kv_capacity_tokens)
+        lams, cores = self._prefill_table(choice)
+        budget = ctx.ttft_slo_s - self.kv_transfer_s - ctx.tpot_slo_s
+        if not cores[0] <= budget:
+            return PoolPerf(f"prefill: TTFT of a lone request is {(cores[0] + ctx.ttft_slo_s - budget) * 1e3:.0f} ms "
+                            f"> SLO {ctx.ttft_slo_s * 1e3:g} ms")
+        i = max(j for j, v in enumerate(cores) if v <= budget)
+        if i + 1 < len(cores) and math.isfinite(cores[i + 1]):
+            f = (budget - cores[i]) / (cores[i + 1] - cores[i]) if cores[i + 1] > cores[i] else 0.0
+            cap = lams[i] + f * (lams[i + 1] - lams[i])
+        else:
+            cap = lams[i]
+        return PoolPerf(None, cap_rps=cap, kv_capacity_tokens=fit.kv_capacity_tokens, table=(lams, cores))
 
-    # colocated --------------------------------------------------------------------------
-    def _mixed(self, choice, b: float) -> tuple[float, float]:
-        """(iteration seconds, prefill tokens per rank) of a colocated iteration at decode batch b."""
-        m = self.pool_model(choice)
-        k = self.tokens_per_step(choice)
-        x = b * m.prompt * k / self.ctx.output_tokens
-        base = m.decode_step_s(1.0)
-        return m.decode_step_s(b) + max(0.0, m.prefill_step_s(x) - base), x
-
+    # colocated ----------------------------------------------------------------------------
     def colocated_state(self, choice, b: float) -> dict:
-        """TPOT, TTFT percentile and request rate of one colocated instance at decode batch b."""
+        """TPOT/TTFT percentiles and request rate of one colocated instance at decode batch b per rank.
+
+        Prefill work comes in items of ``unit = min(prompt, chunk)`` tokens; by Little's law an
+        iteration admits ``m = b dp k / O`` prompts, i.e. ``u`` items, so a given iteration
+        carries prefill with probability ``q = 1 - exp(-u)`` (Poisson) and then stalls every
+        decode sequence by ``sigma = step_prefill(busiest rank's tokens) - step_decode(1)``.
+        Mean iteration ``T = step_decode(b) + q sigma``; a request sees ``n = O / k``
+        iterations, so its TPOT percentile adds ``z sqrt(q (1 - q) / n) sigma`` (normal
+        approximation of the binomial count of stalls). TTFT: Kingman wait on the prefill
+        budget (utilisation = prefill tokens per rank / chunk) + half an iteration + the
+        iterations that carry the prompt.
+        """
         ctx, m = self.ctx, self.pool_model(choice)
         k = self.tokens_per_step(choice)
-        t_mix, x = self._mixed(choice, b)
-        c = float(choice.tokens_per_rank)
-        c_eff = min(c, math.floor(c / m.prompt) * m.prompt) if c >= m.prompt else c
-        t_full = m.decode_step_s(b) + max(0.0, m.prefill_step_s(c_eff) - m.decode_step_s(1.0))
-        rate = b * m.dp * k / t_mix / ctx.output_tokens
-        s = m.prompt * t_full / (c_eff * m.dp)
-        rho = rate * s
-        iters = math.ceil(m.prompt / c_eff) if c_eff < m.prompt else 1
-        ttft = kingman_wait_p(rho, s, ctx.arrival_cv, ctx.percentile) + choice.pp * iters * t_full
-        return {"tpot_s": choice.pp * t_mix / k, "ttft_s": ttft, "rate": rate, "x": x, "c": c}
+        P, c = float(m.prompt), float(choice.tokens_per_rank)
+        unit = min(P, c)
+        items = math.ceil(P / unit)
+        prompts = b * m.dp * k / ctx.output_tokens
+        u = prompts * items
+        per_rank = unit * max(1.0, u / m.dp)
+        q = 1.0 - math.exp(-u)
+        d1, db = m.decode_step_s(1.0), m.decode_step_s(b)
+        sigma = max(0.0, m.prefill_step_s(per_rank) - d1)
+        T = db + q * sigma
+        n_it = max(1.0, ctx.output_tokens / k)
+        z = self._z
+        tpot_p = choice.pp * (db + min(1.0, q + z * math.sqrt(q * (1.0 - q) / n_it)) * sigma) / k
+        rate = b * m.dp * k / T / ctx.output_tokens
+        rho = (u * unit / m.dp) / c
+        t_full = db + sigma
+        s = t_full * P / (c * m.dp)
+        ttft = (kingman_wait_p(rho, s, ctx.arrival_cv, ctx.percentile) + 0.5 * T
+                + choice.pp * items * t_full)
+        return {"tpot_s": tpot_p, "tpot_mean_s": choice.pp * T / k, "ttft_s": ttft, "rate": rate, "rho": rho}
 
     def _colocated_perf(self, choice, fit) -> PoolPerf:
         ctx = self.ctx
@@ -373,7 +439,7 @@ class Evaluator:
 
         def ok(b: float) -> bool:
             st = self.colocated_state(choice, b)
-            return st["tpot_s"] <= ctx.tpot_slo_s and st["ttft_s"] <= ctx.ttft_slo_s and st["x"] <= st["c"]
+            return st["tpot_s"] <= ctx.tpot_slo_s and st["ttft_s"] <= ctx.ttft_slo_s and st["rho"] < 1.0
 
         b = self.pool_model(choice).max_decode_batch(ok, b_cap)
         if b is None:
@@ -392,8 +458,22 @@ class Evaluator:
         if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
             return perf.b_star, perf.tpot_s
         need = rate_per_instance * self.ctx.output_tokens
-        b = _bisect_max(lambda x: x * m.dp * k / m.decode_step_s(x) <= need, 1e-6, perf.b_star, 30)
+        thr, bs = self._decode_table(choice, perf)
+        b = _interp(need, thr, bs)
         return b, choice.pp * m.decode_step_s(b) / k
+
+    def _decode_table(self, choice, perf: PoolPerf) -> tuple[tuple, tuple]:
+        """(decode tokens/s, batch per rank) of one instance at the grid batches up to b*,
+        for inverting the throughput curve by interpolation (cached per choice)."""
+        t = self._dtab.get(choice)
+        if t is None:
+            m, k = self.pool_model(choice), self.tokens_per_step(choice)
+            grid = [2.0**e for e in range(0, _DEC_EXP_MAX + 1)]
+            bs = sorted({0.0, perf.b_star, *(b for b in grid + [0.75 * g for g in grid[1:]] if b < perf.b_star)})
+            thr = [b * m.dp * k / m.decode_step_s(b) for b in bs]
+            t = (tuple(thr), tuple(bs))
+            self._dtab[choice] = t
+        return t
 
     def _colocated_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> dict:
         if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
@@ -445,6 +525,9 @@ class Evaluator:
             (pc, n_p), (dc, n_d) = layout.pools
             pp_, dp_ = perfs
             cap = min(n_p * pp_.cap_rps, n_d * dp_.cap_rps)
+            out["decode_tokens_per_s_per_decode_device"] = dp_.cap_rps * O / dc.devices_per_instance
+            out["decode_tpot_ms_at_decode_capacity"] = dp_.tpot_s * 1e3
+            out["decode_batch_per_rank_at_decode_capacity"] = dp_.b_star
             b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
             ttft = self.prefill_ttft_s(pc, cap / n_p, tpot)
             target = None

@@ -216,10 +216,16 @@ class PoolChoice:
 
     @property
     def max_batch_size(self) -> int:
+        """Decode/colocated: the batch limit; prefill: no limit beyond the token budget."""
+        if self.role == "prefill":
+            return self.max_tokens_per_iteration
         return self.batch_per_rank * self.attn_dp * self.pp
 
     @property
     def max_tokens_per_iteration(self) -> int:
+        """Prefill/colocated: the chunk budget; decode: room for every decode token of a full batch."""
+        if self.role == "decode":
+            return max(8192, self.max_batch_size * (1 + self.mtp_depth))
         return self.tokens_per_rank * self.attn_dp
 
     def to_pool(self, instances: int, ctx: PlanContext):
@@ -279,17 +285,19 @@ class Layout:
     mode: str
     pools: tuple[tuple[PoolChoice, int], ...]
 
-    @property
+    @functools.cached_property
     def devices(self) -> int:
         return sum(c.devices_per_instance * n for c, n in self.pools)
 
 
 @dataclass(frozen=True)
 class Point:
-    """One point of the sweep: an id (its position in the enumeration) and a layout."""
+    """One point of the sweep: an id (its position in the enumeration), a layout, and (for
+    ``planner.evaluate(point, seed)`` on its own) the context it is evaluated in."""
 
     id: int
     layout: Layout
+    ctx: PlanContext | None = None
 
 
 def _count_pairs(dp: int, dd: int, budget: int, max_n: int) -> Iterator[tuple[int, int]]:

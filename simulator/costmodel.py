@@ -178,7 +178,7 @@ class CostModel:
         if measured is not None and ref is not None:
             seconds, src = measured
             if ref.name == self.device.name:
-                return seconds, f"profile:{src}"
+                return seconds, src if src.startswith("profile:") else f"profile:{src}"
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
             return seconds * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
@@ -202,16 +202,24 @@ class CostModel:
 
         if op.collective in ("dispatch", "combine"):
             meta = op.meta
-            cost = dispatch.dispatch_combine_time(
-                int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster,
-                num_experts=int(meta.get("num_experts", meta.get("expert_groups", 1) * 32)),
-                groups=meta.get("expert_groups"), max_groups_per_token=meta.get("max_groups_per_token"),
+            kwargs = dict(
+                num_experts=int(meta["num_experts"]),
                 dispatch_dtype=str(meta.get("dtype", "bf16")) if op.collective == "dispatch" else "fp8",
                 combine_dtype=str(meta.get("dtype", "bf16")) if op.collective == "combine" else "bf16",
                 kernel=self.dispatch_kernel,
             )
+            args = (int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster)
+            note = ""
+            try:
+                cost = dispatch.dispatch_combine_time(*args, groups=meta.get("expert_groups"),
+                                                      max_groups_per_token=meta.get("max_groups_per_token"), **kwargs)
+            except ValueError:
+                # expert groups that do not nest with the nodes (e.g. 8 groups over 20 nodes):
+                # group-limited routing cannot bound the nodes per token, so route unrestricted
+                cost = dispatch.dispatch_combine_time(*args, **kwargs)
+                note = ":unrestricted-routing"
             seconds = cost.dispatch_s if op.collective == "dispatch" else cost.combine_s
-            return seconds, f"{cost.source}:{op.collective}"
+            return seconds, f"{cost.source}:{op.collective}{note}"
         cost = collectives.collective_time(op.collective, op.bytes_per_rank, op.group_size, self.cluster,
                                            profile=self.profile)
         return cost.seconds, cost.source

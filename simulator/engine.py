@@ -87,7 +87,6 @@ class Server:
             self._wake.succeed()
 
     def enqueue(self, r: int) -> None:
-        st = self.sim.st
         self.waiting.append(r)
         self.outstanding += 1
         self.queued_blocks += self.request_blocks(r)
@@ -128,7 +127,7 @@ class Server:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self):
-        env, sim = self.sim.env, self.sim
+        env = self.sim.env
         while True:
             plan = self._form()
             if plan is None:
@@ -250,7 +249,9 @@ class Server:
         if run.size:
             gen = st.s_gen[run]
             owed = st.s_target[run] - gen
-            if self.mtp_depth:
+            if self.mtp_depth == 1:
+                emitted = np.minimum(1 + (sim.rng_accept.random(run.size) < self.mtp_acceptance), owed)
+            elif self.mtp_depth:
                 ok = sim.rng_accept.random((run.size, self.mtp_depth)) < self.mtp_acceptance
                 emitted = np.minimum(1 + np.cumprod(ok, axis=1).sum(axis=1), owed)
             else:

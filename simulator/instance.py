@@ -35,6 +35,7 @@ class InstanceSpec:
     kv_dtype: str = "bf16"
     moe_imbalance: float = 1.0
     mtp_depth: int = 0
+    redundant_experts: int = 0
 
     @property
     def devices(self) -> int:
@@ -45,7 +46,8 @@ class InstanceSpec:
         ep = self.ep if self.model.is_moe else 1
         moe_tp = (stage // ep) if self.model.is_moe else None
         return Parallelism(tp=self.attn_tp, ep=ep, pp=self.pp, sp=self.sp, attn_tp=self.attn_tp,
-                           attn_dp=self.attn_dp, moe_tp=moe_tp)
+                           attn_dp=self.attn_dp, moe_tp=moe_tp,
+                           redundant_experts=self.redundant_experts if self.model.is_moe else 0)
 
 
 def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype: str, kv_dtype: str) -> InstanceSpec:
@@ -54,6 +56,7 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
         model=model, cluster=cluster, attn_tp=pool.attention.tp, attn_dp=pool.attention.dp, sp=pool.attention.sp,
         ep=pool.moe.ep, moe_tp=pool.moe.tp, pp=pool.pp, micro_batches=pool.micro_batches,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
+        redundant_experts=pool.moe.redundant_experts,
     )
 
 

@@ -16,9 +16,11 @@ The approximation (documented in simulator/README.md):
 
 * decode part: (sequences, mean context) with both bucketed on a 5% geometric grid
   (exact below 32); every sequence is costed at the bucket's representative context;
-* prefill part: (chunks, total chunk tokens, mean cached context) with tokens and context on
-  the same grid, tokens split evenly over the chunks (attention's quadratic term is then
-  that of equal-length chunks);
+* prefill part: (chunks, total chunk tokens, mean cached context): tokens on the 5% grid,
+  chunks exact up to 4 and then on a 25% grid, context on a 10% grid; tokens are split
+  evenly over the chunks (attention's quadratic term is then that of equal-length chunks,
+  and for a batch of k chunks of T tokens it is ~T^2/(2k): a 25% step in k moves a prefill
+  step by a few percent at most, since attention is a minor share of prefill FLOPs);
 * a mixed (Sarathi) batch is one ``prefill``-phase BatchShape holding decode sequences
   (new tokens = 1 + MTP depth) and prefill chunks, so linear layers see one GEMM over all
   tokens and weights are read once.
@@ -38,11 +40,15 @@ EXACT_BELOW = 32
 _LOG_RATIO = math.log(BUCKET_RATIO)
 
 
-def bucket(x: float) -> int:
-    """Representative of ``x`` on the geometric grid (exact below EXACT_BELOW, >= 1)."""
-    if x <= EXACT_BELOW:
+def bucket(x: float, exact_below: int = EXACT_BELOW, log_ratio: float = _LOG_RATIO) -> int:
+    """Representative of ``x`` on a geometric grid (exact up to ``exact_below``; 0 stays 0)."""
+    if x <= exact_below:
         return max(int(round(x)), 1) if x > 0 else 0
-    return int(round(BUCKET_RATIO ** round(math.log(x) / _LOG_RATIO)))
+    return int(round(math.exp(round(math.log(x) / log_ratio) * log_ratio)))
+
+
+_LOG_COARSE = math.log(1.25)
+_LOG_CTX = math.log(1.10)
 
 
 def _even(total: int, parts: int) -> tuple[int, ...]:
@@ -83,9 +89,10 @@ class StepCostCache:
         if n_chunks == 0:
             key: tuple = ("d", bucket(n_dec), bucket(dec_ctx))
         elif n_dec == 0:
-            key = ("p", bucket(n_chunks), bucket(chunk_tokens), bucket(chunk_ctx))
+            key = ("p", bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens), bucket(chunk_ctx, 32, _LOG_CTX))
         else:
-            key = ("m", bucket(n_dec), bucket(dec_ctx), bucket(n_chunks), bucket(chunk_tokens), bucket(chunk_ctx))
+            key = ("m", bucket(n_dec), bucket(dec_ctx), bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens),
+                   bucket(chunk_ctx, 32, _LOG_CTX))
         hit = self._cache.get(key)
         if hit is None:
             self.misses += 1

@@ -39,9 +39,10 @@ def kv_links(cluster, prefill_pool, decode_pool, prefill_ids, decode_ids) -> dic
 
 
 class _Flow:
-    __slots__ = ("remaining_bytes", "rate_bytes_per_s", "t_last_s", "gen", "payload", "start_s", "nbytes")
+    __slots__ = ("remaining_bytes", "rate_bytes_per_s", "t_last_s", "gen", "payload", "start_s", "nbytes", "path")
 
-    def __init__(self, nbytes: float, now: float, payload: Any):
+    def __init__(self, nbytes: float, now: float, payload: Any, path: tuple):
+        self.path = path
         self.remaining_bytes = float(nbytes)
         self.nbytes = float(nbytes)
         self.rate_bytes_per_s = 0.0
@@ -56,7 +57,9 @@ class TransferManager:
 
     def __init__(self, env, capacities: dict, on_done: Callable[[Any, float], None]):
         self.env = env
+        self.capacities = dict(capacities)
         self.alloc = MaxMinAllocator(capacities)
+        self._solo: int | None = None  # a lone flow kept outside the allocator (fast path)
         self.flows: dict[int, _Flow] = {}
         self._ids = itertools.count()
         self._on_done = on_done
@@ -67,8 +70,18 @@ class TransferManager:
     def start(self, src, dst, nbytes: float, payload: Any) -> int:
         """Start a transfer of ``nbytes`` from instance ``src`` to ``dst``; returns its id."""
         fid = next(self._ids)
-        self.flows[fid] = _Flow(nbytes, self.env.now, payload)
-        self._rerate(self.alloc.add(fid, (("port", src), FABRIC, ("port", dst))))
+        path = (("port", src), FABRIC, ("port", dst))
+        if not self.flows:
+            # idle network: max-min gives a lone flow its path's bottleneck, no water-filling needed
+            self.flows[fid] = _Flow(nbytes, self.env.now, payload, path)
+            self._solo = fid
+            self._rerate({fid: min(self.capacities[link] for link in path)})
+            return fid
+        if self._solo is not None:  # hand the lone flow to the allocator (its rate is unchanged so far)
+            self.alloc.add(self._solo, self.flows[self._solo].path)
+            self._solo = None
+        self.flows[fid] = _Flow(nbytes, self.env.now, payload, path)
+        self._rerate(self.alloc.add(fid, path))
         return fid
 
     def _rerate(self, changed: dict) -> None:
@@ -89,5 +102,8 @@ class TransferManager:
         del self.flows[fid]
         self.completed += 1
         self.bytes_moved += f.nbytes
-        self._rerate(self.alloc.remove(fid))
+        if fid == self._solo:
+            self._solo = None
+        else:
+            self._rerate(self.alloc.remove(fid))
         self._on_done(f.payload, f.start_s)

@@ -127,4 +127,4 @@ def test_measured_ground_truth_present():
     dec = pd.read_csv(root / "gt_dense_decode.csv")
     assert set(dec.model) == {"llama-3.1-8b", "llama-3.1-70b"} and (dec.cuda_graph == 1).all()
     moe = pd.read_csv(root / "gt_moe_layer.csv")
-    assert sorted(moe.tokens_per_rank) == [128, 512, 2048, 8192]
+    assert sorted(moe.tokens_per_rank) == [128, 256, 512, 1024, 2048, 4096, 8192]

@@ -92,6 +92,7 @@ class Parallelism:
     attn_tp: int | None = None
     attn_dp: int = 1
     moe_tp: int | None = None
+    redundant_experts: int = 0  # extra expert replicas (EPLB): ep divides routed + redundant
 
     def __post_init__(self) -> None:
         for f in ("tp", "ep", "dp", "pp", "sp", "attn_tp", "attn_dp", "moe_tp"):
@@ -162,10 +163,12 @@ class Parallelism:
                 raise ParallelismError(f"ep={self.ep}: {m.name} is dense and has no experts (valid: 1)")
             return
         e = m.moe
-        if e.num_routed_experts % self.ep:
+        slots = e.num_routed_experts + self.redundant_experts
+        if slots % self.ep:
             raise ParallelismError(
-                f"ep={self.ep} does not divide {e.num_routed_experts} routed experts of {m.name} "
-                f"(valid: {_valid(e.num_routed_experts)})"
+                f"ep={self.ep} does not divide {e.num_routed_experts} routed "
+                + (f"+ {self.redundant_experts} redundant " if self.redundant_experts else "")
+                + f"experts of {m.name} (valid: {_valid(slots)})"
             )
         if e.intermediate_size % self.moe_tp_eff:
             raise ParallelismError(
@@ -319,6 +322,7 @@ def step_ops(
         absorb=(batch.phase == "decode") if mla_absorb is None else bool(mla_absorb and m.is_mla),
         moe_tokens_all=batch.total_new_tokens, moe_imbalance=float(moe_imbalance),
         dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),
+        expert_slots=(m.moe.num_routed_experts + par.redundant_experts) if m.moe else 0,
     )
     h = m.hidden_size
     ops: list[Op] = []

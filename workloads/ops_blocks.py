@@ -70,6 +70,7 @@ class BlockCtx:
     moe_imbalance: float
     dispatch_dtype: str
     combine_dtype: str
+    expert_slots: int = 0  # routed + redundant expert replicas over the EP group
 
 
 def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
@@ -91,10 +92,22 @@ def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, m
     )
 
 
+def _memory_op_kind(name: str) -> str:
+    """Which measured memory-bound implementation an op is (profile tables key on it)."""
+    if name.endswith("norm"):
+        return "rmsnorm"
+    if name.endswith("rope"):
+        return "rotary"
+    if name.endswith("_act"):
+        return "silu_mul"
+    return "copy"
+
+
 def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_per_elem=1.0, extra_read=0.0,
                 extra_written=0.0, meta=None) -> Op:
     """A memory-bound op over ``elements`` BF16 values (``reads``/``writes`` tensors of that size,
     plus ``extra_read``/``extra_written`` bytes in other layouts, e.g. the KV cache)."""
+    meta = {"op": _memory_op_kind(name), **(meta or {})}
     return Op(
         name=name,
         kind=ELEMENTWISE,
@@ -331,7 +344,8 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     m, e, h, T = c.model, c.model.moe, c.model.hidden_size, c.tokens
     assert e is not None
     E, k = e.num_routed_experts, e.top_k
-    E_l, I_l = E // c.ep, e.intermediate_size // c.moe_tp
+    slots = c.expert_slots or E
+    E_l, I_l = slots // c.ep, e.intermediate_size // c.moe_tp
     ops = [gemm(f"{p}router", T, E, h, dtype="bf16", w_dtype=param_dtype("router", c.dtype),
                 bias=0, layer=layer, count=count)]
     if e.router_bias:  # correction bias read with the router GEMM
@@ -341,7 +355,9 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0))
     # each attention-TP rank (and, in decode, each sp rank) dispatches its slice of the tokens
     send = math.ceil(T / (c.attn_tp * (c.sp if c.phase == "decode" else 1))) if c.ep > 1 else 0
-    routing = {"top_k": k, "hidden": h, "expert_groups": e.n_group, "max_groups_per_token": e.topk_group}
+    # destinations are expert slots: redundant replicas spread a token's choices like extra experts
+    routing = {"top_k": k, "hidden": h, "num_experts": slots, "expert_groups": e.n_group,
+               "max_groups_per_token": e.topk_group}
     if c.ep > 1:
         db = dtype_bytes(c.dispatch_dtype)
         scales = send * k * math.ceil(h / 128) * 4 if db < 2 else 0
@@ -350,11 +366,17 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                                     "scale_bytes_per_rank": scales}))
     mean_assign = c.moe_tokens_all * k / c.ep
     tokens_total = int(math.ceil(mean_assign * c.moe_imbalance - 1e-9))
-    busiest = expected_max_expert_load(c.moe_tokens_all, E, k, E_l) * c.moe_imbalance
+    # with redundant replicas a hot expert's load is split over its copies (EPLB): the
+    # routed pairs spread over ``slots`` experts' worth of replicas
+    busiest = expected_max_expert_load(c.moe_tokens_all, slots, k, E_l) * c.moe_imbalance
     m_per_group = int(min(tokens_total, max(math.ceil(tokens_total / E_l - 1e-9), math.ceil(busiest - 1e-9))))
-    active = E_l * (1.0 - (1.0 - k / E) ** c.moe_tokens_all)
+    active = E_l * (1.0 - (1.0 - k / slots) ** c.moe_tokens_all)
     wb = dtype_bytes(c.dtype)
     ab = min(wb, ACT_BYTES)
+    # tokens are permuted into expert order before the grouped GEMM and the weighted outputs
+    # summed back per token after it (gather / scatter-add of tokens_total rows)
+    ops.append(elementwise(f"{p}experts_permute", tokens_total * h, layer=layer, count=count, flops_per_elem=0.0,
+                           meta={"op": "copy"}))
     for name, n_, k_ in (("experts_gate_up", 2 * I_l, h), ("experts_down", h, I_l)):
         resident = E_l * n_ * k_ * wb
         ops.append(Op(
@@ -368,6 +390,8 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         if name == "experts_gate_up":
             ops.append(elementwise(f"{p}experts_act", tokens_total * I_l, layer=layer, count=count, reads=2,
                                    flops_per_elem=SWIGLU_FLOPS_PER_ELEM))
+    ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
+                           writes=0.0, extra_written=T * h * ACT_BYTES, flops_per_elem=2.0, meta={"op": "copy"}))
     if c.ep > 1 and c.moe_tp > 1:
         ops.append(collective(f"{p}experts_all_reduce", "all_reduce", c.moe_tp, tokens_total * h * ACT_BYTES,
                               layer=layer, count=count))

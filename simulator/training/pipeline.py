@@ -371,7 +371,9 @@ class PipelineRun:
     ``busy_s[r]`` and ``idle_s[r]`` are per simulated rank over ``[0, makespan_s]``;
     ``phases_s[r]`` splits the busy time; ``peak_inflight[r]`` counts micro-batch-stages whose
     activations rank r held at once; ``peak_act_bytes[r]`` the same in bytes;
-    ``end_s[r]`` when rank r ran its last action."""
+    ``end_s[r]`` when rank r ran its last action, ``finish_s[r]`` when its tail ended;
+    ``makespan_s`` the step (pipeline and tails); ``idle_s`` is measured against the pipeline's
+    end (the last action of any rank)."""
 
     schedule: str
     pp: int
@@ -380,6 +382,7 @@ class PipelineRun:
     busy_s: tuple[float, ...]
     idle_s: tuple[float, ...]
     end_s: tuple[float, ...]
+    finish_s: tuple[float, ...]
     phases_s: tuple[Mapping[str, float], ...]
     peak_inflight: tuple[int, ...]
     peak_act_bytes: tuple[float, ...]
@@ -392,12 +395,15 @@ class PipelineRun:
 
 
 def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTimes,
-                      trace: bool = False) -> PipelineRun:
+                      trace: bool = False,
+                      tail: Callable[[int], Sequence[tuple[str, float]]] | None = None) -> PipelineRun:
     """Run one flush of ``schedule`` with ``micro_batches`` per step through the DES.
 
     Cross-rank dependencies: the F of micro-batch ``mb`` at stage s waits for its F at stage
     s-1 plus ``p2p_s``; its B/Bi at stage s waits for B/Bi at stage s+1 plus ``p2p_s``. Within
     a rank actions run in order (the schedule is the rank's program, as in DualPipe.step).
+    ``tail(device)``: (phase, seconds) run after a device's last action (gradient sync,
+    optimizer); ``makespan_s`` includes it, ``idle_s`` counts only the pipeline part.
     """
     plan = build_schedule(schedule, pp, micro_batches)
     ranks = len(plan)
@@ -472,21 +478,31 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
                 inflight[r] -= 1
                 act[r] -= act_bytes[p.stage]
 
+    finish = [0.0] * ranks
+    real = pp if schedule == "dualpipev" else ranks  # DualPipeV's mirrored ranks are not devices
+
     def rank_proc(r: int):
         for action in plan[r]:
             waits = [e for p in action.parts for e in needs(p)]
             if waits:
                 yield simpy.AllOf(env, waits)
             yield from run(r, action)
+        if tail is not None and r < real:
+            for name, seconds in tail(r):
+                if seconds > 0:
+                    yield env.timeout(seconds)
+                phases[r][name] = phases[r].get(name, 0.0) + seconds
+        finish[r] = env.now
 
     for r in range(ranks):
         env.process(rank_proc(r))
     env.run()
-    makespan = max(end)
+    pipe_end = max(end)
     timeline.sort(key=lambda t: (t[2], t[0]))
     return PipelineRun(
-        schedule=schedule, pp=pp, micro_batches=micro_batches, makespan_s=makespan,
-        busy_s=tuple(busy), idle_s=tuple(makespan - b for b in busy), end_s=tuple(end),
+        schedule=schedule, pp=pp, micro_batches=micro_batches, makespan_s=max(finish),
+        busy_s=tuple(busy), idle_s=tuple(pipe_end - b for b in busy), end_s=tuple(end),
+        finish_s=tuple(finish),
         phases_s=tuple(phases), peak_inflight=tuple(peak), peak_act_bytes=tuple(peak_act),
         timeline=tuple(timeline),
     )

@@ -1,0 +1,82 @@
+"""PNG plots of planner results (matplotlib, imported lazily; the ``plot`` extra).
+
+Each function draws one figure and writes it to ``path`` (the facade decides when and where);
+it returns the path. Nothing here is imported by ``planner.plan``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["plot_pareto", "plot_sweep", "plot_compare"]
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("plots need the plot extra: pip install 'clustersim[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
+    """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
+    plt = _plt()
+    t = result.table
+    feas = t[t["feasible"]].head(max_points)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for mode, g in feas.groupby("mode"):
+        ax.scatter(g["tokens_per_s_per_user"], g["tokens_per_s_per_device"], s=6, alpha=0.35, label=mode)
+    p = result.pareto
+    if len(p):
+        p = p.sort_values("tokens_per_s_per_user")
+        ax.plot(p["tokens_per_s_per_user"], p["tokens_per_s_per_device"], "k.-", label="Pareto front")
+    ax.set_xlabel("output tokens/s per user")
+    ax.set_ylabel("output tokens/s per device")
+    ax.set_title(f"{result.plan.name}: {result.plan.model}, TTFT<={result.plan.slo.ttft_ms:g} ms, "
+                 f"TPOT<={result.plan.slo.tpot_ms:g} ms", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
+               y: str = "tokens_per_s_per_device") -> Path:
+    """One what-if sweep: the best layout's ``y`` against the swept parameter (first column)."""
+    plt = _plt()
+    x = x or df.columns[0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = df[x].astype(str) if df[x].dtype == object else df[x]
+    ax.plot(xs, df[y], "o-")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y.replace("_", " "))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(df: pd.DataFrame, path: str | Path, y: str = "tokens_per_s_per_device") -> Path:
+    """Side-by-side hardware comparison as bars (``compare_hardware`` output)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = df["hardware"].astype(str) if "hardware" in df else df.index.astype(str)
+    ax.bar(labels, df[y].fillna(0.0))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

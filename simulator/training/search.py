@@ -1,0 +1,120 @@
+"""Training layout search: maximise tokens/day on a device budget under a memory limit.
+
+``training_search`` enumerates (tp, pp, schedule, ep, sp, zero stage, micro-batch size,
+recompute) for a fixed device count, derives dp = devices / (tp x pp x sp x cp), drops
+layouts the schema rejects (with the rule's message as ``reason``), simulates the rest with
+``simulate_training`` and marks out-of-memory ones infeasible (with the memory reason). The
+result is one row per layout, feasible rows first by tokens/day.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Iterable, Sequence
+
+import pandas as pd
+from pydantic import ValidationError
+
+from workloads.models import get_model
+from workloads.training import TrainingJob
+
+__all__ = ["training_search", "SEARCH_COLUMNS"]
+
+SEARCH_COLUMNS = ("feasible", "reason", "dp", "tp", "pp", "pp_schedule", "ep", "sp", "sp_kind", "cp", "zero_stage",
+                  "micro_batch_size", "recompute", "micro_batches", "step_time_s", "tokens_per_day", "mfu_causal",
+                  "mfu_causal_bf16_peak", "bubble_s", "exposed_comm_s", "memory_peak_gb")
+
+
+def _pow2_upto(n: int) -> list[int]:
+    out, v = [], 1
+    while v <= n:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def training_search(
+    model: str,
+    cluster: str,
+    devices: int,
+    seq_len: int,
+    global_batch: int,
+    memory_limit_gb: float | None = None,
+    *,
+    precision: str = "bf16",
+    schedules: Sequence[str] = ("1f1b", "zb1p", "dualpipe"),
+    tp_options: Iterable[int] | None = None,
+    pp_options: Iterable[int] | None = None,
+    ep_options: Iterable[int] | None = None,
+    sp_options: Iterable[int] = (1,),
+    sp_kind: str = "ulysses",
+    zero_stages: Iterable[int] = (1,),
+    micro_batch_sizes: Iterable[int] = (1,),
+    recompute: Iterable[str] = ("selective",),
+    comm_sms: int | None = None,
+    max_layouts: int = 400,
+    profile=None,
+    **job_fields,
+) -> pd.DataFrame:
+    """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
+
+    Defaults: tp in powers of two up to the scale-up domain (8), pp in powers of two up to
+    min(layers, 64), ep in powers of two dividing the routed experts (1 for dense models).
+    ``memory_limit_gb`` caps usable memory per device (default: HBM minus the job's reserve).
+    ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
+    At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
+    infeasible with reason 'not evaluated: max_layouts').
+    """
+    from simulator.training import simulate_training
+
+    m = get_model(model)
+    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
+    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
+    if ep_options is not None:
+        eps = list(ep_options)
+    elif m.moe is not None:
+        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
+    else:
+        eps = [1]
+    rows = []
+    evaluated = 0
+    for tp, pp, sched, ep, sp, zero, mbs, rc in product(tps, pps, schedules, eps, list(sp_options), list(zero_stages),
+                                                        list(micro_batch_sizes), list(recompute)):
+        row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
+               "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
+        per_replica = tp * pp * sp
+        if devices % per_replica:
+            rows.append({**row, "feasible": False, "reason": f"tp x pp x sp = {per_replica} does not divide {devices}"})
+            continue
+        dp = devices // per_replica
+        row["dp"] = dp
+        try:
+            job = TrainingJob(model=model, cluster=cluster, global_batch=global_batch, seq_len=seq_len,
+                              precision=precision, micro_batch_size=mbs, comm_sms=comm_sms, recompute=rc,
+                              memory_limit_gb=memory_limit_gb,
+                              parallelism={"dp": dp, "zero_stage": zero, "tp": tp, "pp": pp, "pp_schedule": sched,
+                                           "ep": ep, "sp": sp, "sp_kind": sp_kind},
+                              **job_fields)
+        except (ValidationError, ValueError) as exc:
+            msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            rows.append({**row, "feasible": False, "reason": msg.removeprefix("Value error, ")})
+            continue
+        if evaluated >= max_layouts:
+            rows.append({**row, "feasible": False, "reason": "not evaluated: max_layouts"})
+            continue
+        evaluated += 1
+        try:
+            res = simulate_training(job, profile=profile, check_memory=False)
+        except ValueError as exc:
+            rows.append({**row, "feasible": False, "reason": str(exc)})
+            continue
+        s = res.summary()
+        rows.append({**row, "feasible": res.fits_memory, "reason": res.memory_reason,
+                     "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
+                     "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
+                     "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
+                     "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb})
+    df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
+    df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
+                        kind="stable").reset_index(drop=True)
+    return df

@@ -1,0 +1,360 @@
+"""Per-micro-batch costs of each pipeline stage: forward, backward-input, backward-weight.
+
+Forward work is ``workloads.ops.step_ops`` of one micro-batch on one device (the training
+forward is a prefill with logits for every token), timed by ``CostModel.op_cost``. Backward
+is derived from the same ops:
+
+* GEMMs and grouped GEMMs: backward-input (dgrad) and backward-weight (wgrad) each repeat the
+  forward FLOPs on transposed shapes; each is timed as the forward op.
+* Attention (FlashAttention-style, scores recomputed): backward = ``ATTN_BWD_FACTOR`` = 2.5 x
+  forward, all of it backward-input. Source: FlashAttention-2 (Dao, arXiv 2307.08691 §3.1):
+  the forward runs 2 matmuls per tile (QK^T, PV), the backward 5 (QK^T again, dV, dP, dQ, dK).
+* Elementwise ops (norms, activations, RoPE): backward = 2 x forward bytes (read input and
+  output gradient, write input gradient), backward-input.
+* Embedding: the backward is a scatter-add into the table, timed as the forward, backward-weight.
+* Recomputation (``job.recompute``): ``selective`` reruns the elementwise ops and MLA's
+  up-projections (q_b_proj, kv_b_proj) in the backward (DeepSeek-V3 §3.2.3); ``full`` reruns
+  the whole forward compute.
+* Communication: every forward collective (TP all-reduce, EP dispatch/combine, CP KV
+  all-gather, Ulysses all-to-alls) has a backward twin of the same size (the combine's
+  backward is a dispatch-sized exchange and vice versa); ring attention's backward passes
+  3 x the forward volume (2105.13120: 6(N-1) vs 2(N-1) B Z (L/N) A).
+
+Overlap: a lone chunk (every chunk of 1F1B/ZB1P, DualPipe's warm-up and cool-down chunks)
+runs its communication exposed. DualPipe's F&B pairs run one micro-batch's communication
+under the other's compute: ``max(compute x SMs/(SMs - comm_sms), comm) + fill``, where fill is
+one layer's worth of the shorter stream that cannot hide (the first layer's compute before
+any communication exists, the last layer's communication after compute ends).
+Ring attention's K/V passes overlap the block attention of the same layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from hardware.catalog import get_cluster
+from hardware.collectives import collective_time
+from hardware.types import Cluster
+from simulator.costmodel import CostModel
+from workloads.models import ModelConfig, get_model
+from workloads.op import ATTN_PREFILL, COLLECTIVE, ELEMENTWISE, EMBEDDING, GEMM, GROUPED_GEMM, Op
+from workloads.ops import BatchShape, Parallelism, stage_layers, step_ops
+from workloads.sequence_parallel import SpAttention
+from workloads.training import TrainingJob
+
+from simulator.training.memory import data_parallel_groups, stage_params
+from simulator.training.pipeline import StageTimes, pipeline_stages
+
+__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
+           "plan_job", "dp_tail_phases", "held_stages"]
+
+#: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
+OPTIMIZER_HBM_FRACTION = 0.8
+
+#: attention backward / forward time (FlashAttention-2: 5 matmuls backward vs 2 forward)
+ATTN_BWD_FACTOR = 2.5
+#: elementwise backward / forward (reads input + grad, writes grad: 2x the traffic)
+ELEMENTWISE_BWD_FACTOR = 2.0
+# ops that exist only for inference (KV-cache writes/gathers)
+_INFERENCE_ONLY = ("kv_cache_write", "kv_cache_gather")
+_SELECTIVE_RECOMPUTE_GEMMS = ("q_b_proj", "kv_b_proj")
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One micro-batch on one pipeline stage (one device), in seconds / bytes.
+
+    ``fwd``, ``bwd_input``, ``bwd_weight``, ``recompute``: compute seconds.
+    ``fwd_comm_s``, ``bwd_comm_s``: communication that lies inside the chunk (TP, EP, SP/CP).
+    ``act_bytes``: activations kept from the F to the B. ``layers``: layers on the stage.
+    """
+
+    stage: int
+    layers: int
+    fwd: float
+    bwd_input: float
+    bwd_weight: float
+    recompute: float
+    fwd_comm_s: float
+    bwd_comm_s: float
+    act_bytes: float
+    flops_fwd: float
+    ops: tuple[Op, ...] = field(default=(), repr=False)
+
+    @property
+    def f_s(self) -> float:
+        """A lone forward chunk: compute then exposed communication."""
+        return self.fwd + self.fwd_comm_s
+
+    @property
+    def bi_s(self) -> float:
+        return self.bwd_input + self.recompute + self.bwd_comm_s
+
+    @property
+    def w_s(self) -> float:
+        return self.bwd_weight
+
+
+def ops_parallelism(job: TrainingJob, model: ModelConfig) -> tuple[Parallelism, int]:
+    """The ``workloads.ops`` Parallelism of one EP group of one stage, and how many data-parallel
+    ranks (each with its own micro-batch) that group spans."""
+    p = job.parallelism
+    inner = p.tp * p.sp * p.cp
+    stages = p.pipeline_stages
+    if model.is_moe:
+        if p.ep >= inner:
+            attn_dp, moe_tp = p.ep // inner, 1
+        else:
+            attn_dp, moe_tp = 1, inner // p.ep
+        return Parallelism(tp=p.tp, ep=p.ep, pp=stages, sp=p.sp * p.cp, attn_dp=attn_dp, moe_tp=moe_tp), attn_dp
+    return Parallelism(tp=p.tp, pp=stages, sp=p.sp * p.cp), 1
+
+
+def _split(ops: list[Op], cm: CostModel, recompute: str) -> dict[str, float]:
+    out = dict(fwd=0.0, bwd_input=0.0, bwd_weight=0.0, recompute=0.0, comm=0.0, flops=0.0, attn=0.0)
+    for op in ops:
+        if any(op.name.endswith(s) for s in _INFERENCE_ONLY) or op.name == "pp.send":
+            continue
+        if op.kind == COLLECTIVE:
+            out["comm"] += cm.op_cost(op).total_s
+            continue
+        t = cm.op_cost(op).total_s
+        out["fwd"] += t
+        out["flops"] += op.total_flops
+        if op.kind in (GEMM, GROUPED_GEMM):
+            out["bwd_input"] += t
+            out["bwd_weight"] += t
+            if recompute == "selective" and op.name.endswith(_SELECTIVE_RECOMPUTE_GEMMS):
+                out["recompute"] += t
+        elif op.kind == ATTN_PREFILL:
+            out["bwd_input"] += ATTN_BWD_FACTOR * t
+            out["attn"] += t
+        elif op.kind == EMBEDDING:
+            out["bwd_weight"] += t
+        else:  # elementwise
+            out["bwd_input"] += ELEMENTWISE_BWD_FACTOR * t
+            if recompute == "selective" and op.kind == ELEMENTWISE:
+                out["recompute"] += t
+    if recompute == "full":
+        out["recompute"] = out["fwd"]
+    return out
+
+
+def activation_bytes(ops: list[Op], recompute: str, hidden: int, tokens: int, layers: int) -> float:
+    """Bytes one micro-batch leaves on a stage between its forward and its backward.
+
+    ``none``: every GEMM input (BF16, or FP8 when the GEMM is FP8), attention Q/K/V/O and every
+    elementwise input. ``selective`` (DeepSeek-V3 §3.2.3/§3.3): GEMM inputs in the GEMM's dtype,
+    SwiGLU inputs in the GEMM dtype, attention output; norms, SwiGLU outputs (the down
+    projections' inputs) and MLA up-projected Q/K/V are recomputed. ``full``: layer inputs only.
+    Logits of the LM head (BF16) are kept in every mode.
+    """
+    if recompute == "full":
+        extra = sum(op.bytes_written * op.count for op in ops if op.name.endswith("lm_head"))
+        return layers * tokens * hidden * 2.0 + extra
+    total = 0.0
+    for op in ops:
+        if any(op.name.endswith(s) for s in _INFERENCE_ONLY) or op.kind == COLLECTIVE:
+            continue
+        s, c = op.shape, op.count
+        in_b = 1.0 if op.dtype == "fp8" else 2.0
+        if op.kind == GEMM:
+            rows = s["m"] * s.get("batch", 1) * s["k"]
+            if recompute == "selective" and op.name.endswith("_down"):
+                continue
+            total += rows * in_b * c
+            if op.name.endswith("lm_head"):
+                total += op.bytes_written * c
+        elif op.kind == GROUPED_GEMM:
+            if recompute == "selective" and op.name.endswith("_down"):
+                continue
+            total += s["tokens_total"] * s["k"] * in_b * c
+        elif op.kind == ATTN_PREFILL:
+            total += (op.bytes_written if recompute == "selective" else op.bytes_read + op.bytes_written) * c
+        elif op.kind == ELEMENTWISE:
+            if recompute == "selective":
+                if op.name.endswith("_act"):
+                    gemm_b = 1.0 if any(o.dtype == "fp8" for o in ops if o.kind in (GEMM, GROUPED_GEMM)) else 2.0
+                    total += op.bytes_read / 2.0 * gemm_b * c
+                continue
+            total += op.bytes_read * c
+    return total
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything the schedule needs for one job: per-stage costs, p2p and overlap rules."""
+
+    job: TrainingJob
+    model: ModelConfig
+    cluster: Cluster
+    cost_model: CostModel
+    stages: tuple[StageCost, ...]
+    p2p_s: float
+    sm_fraction: float
+    ranks_per_group: int
+
+    @cached_property
+    def schedule(self) -> str:
+        return self.job.parallelism.pp_schedule
+
+    def fb_phases(self, sf: int, sb: int) -> dict[str, float]:
+        """An F of stage ``sf`` overlapped with a full B of stage ``sb`` (DualPipe's F&B)."""
+        f, b = self.stages[sf], self.stages[sb]
+        comp = {"forward": f.fwd, "backward_input": b.bwd_input, "backward_weight": b.bwd_weight,
+                "recompute": b.recompute}
+        compute = sum(comp.values())
+        comm = f.fwd_comm_s + b.bwd_comm_s
+        if comm <= 0:
+            return comp
+        slowed = compute / (1.0 - self.sm_fraction)
+        layers = max(1, max(f.layers, b.layers))
+        total = max(slowed, comm) + min(slowed, comm) / (2 * layers)
+        return {**comp, "comm_sm_slowdown": slowed - compute, "exposed_comm": total - slowed}
+
+    def stage_times(self) -> StageTimes:
+        st = self.stages
+        fph = [{"forward": s.fwd, "exposed_comm": s.fwd_comm_s} for s in st]
+        biph = [{"backward_input": s.bwd_input, "recompute": s.recompute, "exposed_comm": s.bwd_comm_s} for s in st]
+        wph = [{"backward_weight": s.bwd_weight} for s in st]
+        bph = [{**bi, "backward_weight": s.bwd_weight} for bi, s in zip(biph, st)]
+        pp = self.job.parallelism.pp
+        fold = self.schedule == "dualpipev"
+
+        def p2p(d: int, s: int) -> float:
+            return 0.0 if fold and s == pp - 1 else self.p2p_s
+
+        return StageTimes(fph, bph, biph, wph, self.fb_phases, p2p, [s.act_bytes for s in st])
+
+
+def _sp_ops(job: TrainingJob, model: ModelConfig, layers: int) -> tuple[list[Op], float]:
+    """Sequence-parallel attention collectives of one micro-batch on one stage (forward), and
+    the backward multiple of their volume (1 for Ulysses, 3 for ring)."""
+    p = job.parallelism
+    if p.sp <= 1 or layers == 0:
+        return [], 1.0
+    a = model.attention
+    heads = a.num_heads // p.tp
+    kvh = heads if model.is_mla else max(1, a.num_kv_heads // p.tp)
+    sp = SpAttention(p.sp_kind, job.micro_batch_size, job.seq_len // p.cp, heads, a.qk_head_dim, p.sp, kv_heads=kvh)
+    ops = [op for op in sp.ops() if op.kind == COLLECTIVE]
+    ops = [replace(op, count=op.count * layers) for op in ops]
+    return ops, (3.0 if p.sp_kind == "ring" else 1.0)
+
+
+def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
+    """Cost every pipeline stage of ``job`` for one micro-batch."""
+    model = get_model(job.model)
+    cluster = get_cluster(job.cluster)
+    p = job.parallelism
+    dev = cluster.device
+    sms = job.comm_sms
+    kw = {} if sms is None else {"comm_sm_fraction": sms / dev.compute_units}
+    cm = CostModel(cluster, profile=profile, **kw)
+    par, group_ranks = ops_parallelism(job, model)
+    batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
+    stages = pipeline_stages(p.pp_schedule, p.pp)
+    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
+    out = []
+    for s in range(stages):
+        ops = step_ops(model, batch, par, job.precision, job.moe_imbalance, stage=s,
+                       include_mtp=job.include_mtp, dispatch_dtype=job.precision)
+        dense_n, moe_n = stage_layers(model, stages, s)
+        layers = dense_n + moe_n
+        keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
+        sp_ops, ring_bwd = _sp_ops(job, model, layers)
+        if p.cp > 1:  # context parallel: K/V all-gathered per layer over the cp ranks
+            kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
+            keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
+                             bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
+        parts = _split(keep, cm, job.recompute)
+        sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
+        sp_bwd = sp_fwd * ring_bwd
+        if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
+            sp_fwd = max(0.0, sp_fwd - parts["attn"])
+            sp_bwd = max(0.0, sp_bwd - ATTN_BWD_FACTOR * parts["attn"])
+        zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile)
+        act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
+        out.append(StageCost(
+            stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
+            recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
+            bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep)))
+    # point-to-point activations between adjacent stages (TP ranks each send their 1/tp slice)
+    nbytes = tokens_local * model.hidden_size * 2.0 / p.tp
+    sd = p.stage_devices
+    if 2 * sd <= cluster.num_devices and stages > 1:
+        p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
+    else:
+        p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
+    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.comm_sm_fraction, group_ranks)
+
+
+def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:
+    """Stages each pipeline device holds (two for DualPipe / DualPipeV)."""
+    p = job.parallelism
+    if p.pp_schedule == "dualpipe":
+        return [(r, p.pp - 1 - r) for r in range(p.pp)]
+    if p.pp_schedule == "dualpipev":
+        return [(r, 2 * p.pp - 1 - r) for r in range(p.pp)]
+    return [(r,) for r in range(p.pp)]
+
+
+def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int, mirror: bool) -> list[int] | None:
+    """Device ids of a data-parallel group (stage-major layout; DualPipe's copy in the mirror
+    stage block). None falls back to contiguous ranks when the layout does not fit the cluster."""
+    sd = job.parallelism.stage_devices
+    half = size // 2 if mirror else size
+    ids = [k * stride for k in range(half)]
+    if mirror:
+        off = (job.parallelism.pp - 1) * sd if job.parallelism.pp > 1 else sd
+        ids += [off + i for i in ids]
+    if len(set(ids)) != len(ids) or max(ids) >= cluster.num_devices:
+        return None
+    return ids
+
+
+def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int, profile) -> float:
+    """ZeRO-3: all-gather of one stage's BF16 parameters before its forward (and backward)."""
+    if job.parallelism.zero_stage < 3:
+        return 0.0
+    g_dense, g_expert = data_parallel_groups(job)
+    sp = stage_params(job, model, stage, stages)
+    t = 0.0
+    for n, g in ((sp.dense, g_dense), (sp.expert, g_expert)):
+        if g > 1 and n > 0:
+            t += collective_time("all_gather", 2.0 * n, g, cluster, profile=profile).seconds
+    return t
+
+
+def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[str, float]]:
+    """What device ``device`` does after its last backward: gradient reduction over data
+    parallelism, the optimizer update of its shard, the parameter all-gather (ZeRO 1/2)."""
+    job, cluster, model = plan.job, plan.cluster, plan.model
+    p = job.parallelism
+    stages = p.pipeline_stages
+    held = held_stages(job)[device]
+    sp = [stage_params(job, model, s, stages) for s in held]
+    dense, expert = sum(x.dense for x in sp), sum(x.expert for x in sp)
+    g_dense, g_expert = data_parallel_groups(job)
+    mirror = p.pp_schedule == "dualpipe"
+    inner = p.tp * p.sp * p.cp
+    grad_b = 4.0 if job.grad_dtype == "fp32" else 2.0
+    comm, gather = 0.0, 0.0
+    for n, g, stride in ((dense, g_dense, p.tp), (expert, g_expert, max(p.ep, inner))):
+        if g <= 1 or n <= 0:
+            continue
+        place = _groups_placement(job, cluster, g, stride, mirror)
+        if p.zero_stage == 0:
+            comm += collective_time("all_reduce", grad_b * n, g, cluster, placement=place, profile=profile).seconds
+        else:
+            comm += collective_time("reduce_scatter", grad_b * n, g, cluster, placement=place,
+                                    profile=profile).seconds
+            if p.zero_stage < 3:
+                gather += collective_time("all_gather", 2.0 * n, g, cluster, placement=place,
+                                          profile=profile).seconds
+    shard = (dense / g_dense + expert / g_expert) if p.zero_stage >= 1 else dense + expert
+    mom_b = 4.0 if job.optimizer_moment_dtype == "fp32" else 2.0
+    nbytes = shard * (grad_b + 2 * 4.0 + 2 * 2 * mom_b + 2.0)
+    opt = nbytes / (cluster.device.hbm_bytes_per_s * OPTIMIZER_HBM_FRACTION)
+    return [("dp_grad_sync", comm), ("optimizer", opt), ("dp_param_gather", gather)]

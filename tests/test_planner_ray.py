@@ -1,0 +1,44 @@
+"""The same sweep as Ray tasks on a local Ray instance gives the process-pool results."""
+
+from __future__ import annotations
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from planner.executors import RayExecutor, SerialExecutor  # noqa: E402
+from planner.schema import load_plan_text  # noqa: E402
+from planner.search import evaluate, plan  # noqa: E402
+from planner.space import Layout, Point, PoolChoice, context_from_plan  # noqa: E402
+
+PLAN = """
+model: llama-3.1-8b
+hardware: {cluster: h200-node, devices: 4}
+workload: {arrival: {kind: poisson, rate_per_s: 2}, prompt_tokens: {kind: fixed, tokens: 512},
+           output_tokens: {kind: fixed, tokens: 64}}
+slo: {ttft_ms: 1000, tpot_ms: 30}
+search: {devices_per_instance: [1, 2], attention_tp: [1, 2], micro_batches: [1], mtp: [false],
+         decode_batch_per_rank: [16, 64], prefill_tokens_per_rank: [2048], max_instances: 2}
+profile: null
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_sweep_matches_serial(local_ray):
+    cfg = load_plan_text(PLAN)
+    ctx = context_from_plan(cfg)
+    pts = [Point(i, Layout("colocated", ((PoolChoice("pool", d, tp, d // tp, 1, 1, 1, 1, 0, 1, 0, b, 2048), 1),)), ctx)
+           for i, (d, tp, b) in enumerate([(1, 1, 16), (2, 2, 64), (2, 1, 16), (1, 1, 64)])]
+    ex = RayExecutor()
+    got = ex.map(evaluate, [(p, 3) for p in reversed(pts)], desc="ray sweep")
+    want = SerialExecutor().map(evaluate, [(p, 3) for p in reversed(pts)])
+    assert sorted(got, key=lambda r: r["id"]) == sorted(want, key=lambda r: r["id"])
+    a = plan(cfg, executor=ex, verify_top=0).table
+    b = plan(cfg, executor=SerialExecutor(), verify_top=0).table
+    assert a.equals(b)
