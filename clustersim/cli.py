@@ -177,6 +177,124 @@ def calibrate_cmd(
     _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device))
 
 
+@app.command("simulate")
+def simulate_cmd(
+    config: Path = typer.Argument(..., help="Deployment YAML (serving) or training-job YAML."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json, requests.csv, timeseries.csv here."),
+    trace: bool = typer.Option(False, "--trace", help="Also write a Chrome/Perfetto trace (with --out)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
+    from clustersim import run
+
+    kind, cfg, result = _guard(lambda: run.simulate_file(config, set_ or (), trace=trace))
+    from clustersim.estimate import default_profile
+    from hardware.catalog import get_cluster
+
+    prof = default_profile(get_cluster(cfg.cluster))
+    summary = run.run_summary(kind, cfg, result, getattr(prof, "name", None))
+    if out is not None:
+        run.write_simulation(out, kind, cfg, result, summary, trace)
+    if as_json:
+        _print_json(summary)
+        return
+    _show(f"{config} ({kind})", summary["summary"], False)
+    if out is not None:
+        typer.echo(f"wrote {out}/")
+
+
+@app.command("plan")
+def plan_cmd(
+    plan_yaml: Path = typer.Argument(..., help="PLAN.yaml: model, hardware budget, workload, SLOs, search space."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.csv, pareto.csv/png, best_deployment.yaml."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Search serving layouts under SLOs; rank analytically, verify the best in the simulator."""
+    from clustersim import run
+
+    result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
+    if out is not None:
+        run.write_plan(out, result)
+    if as_json:
+        _print_json(result.to_dict(rows=20))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    top = result.top(10)
+    table = Table(title=f"plan {result.plan.name}: top layouts")
+    cols = [c for c in ("rank", "mode", "devices", "prefill", "decode", "tokens_per_s_per_device",
+                        "tokens_per_s_per_user", "ttft_s", "tpot_s") if c in top.columns]
+    for c in cols:
+        table.add_column(c)
+    for _, row in top.iterrows():
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    Console().print(table)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if result.best is not None and out is None:
+        typer.echo(result.best_yaml())
+
+
+@app.command("what-if")
+def whatif_cmd(
+    plan_yaml: Path = typer.Argument(..., help="PLAN.yaml (model, workload, SLOs, search space)."),
+    capacity: bool = typer.Option(False, "--capacity", help="Fewest devices that serve the load within SLOs."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="load, bandwidth, hbm, device, tpot_ms or ttft_ms."),
+    values: Optional[str] = typer.Option(None, "--values", help="Comma-separated sweep values."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated hardware to compare."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
+    import planner
+    from planner import whatif
+
+    def go():
+        cfg = planner.load_plan(plan_yaml, list(set_ or ()))
+        if capacity:
+            return "capacity", whatif.capacity(cfg)
+        if sweep:
+            if not values:
+                raise ValueError("--sweep needs --values a,b,c")
+            vals = [v.strip() for v in values.split(",")]
+            if sweep not in ("device",):
+                vals = [float(v) for v in vals]
+            return "sweep", whatif.sweep(cfg, sweep, vals)
+        if compare is not None:
+            hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
+            return "compare", whatif.compare_hardware(cfg, hw)
+        return "compare", whatif.compare_hardware(cfg)
+
+    kind, df = _guard(go)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / f"whatif_{kind}.csv", index=False)
+        try:
+            from planner import plot
+
+            if kind == "sweep":
+                plot.plot_sweep(df, out / "whatif_sweep.png")
+            elif kind == "compare":
+                plot.plot_compare(df, out / "whatif_compare.png")
+        except ImportError:
+            pass
+    if as_json:
+        _print_json({"kind": kind, "attrs": {k: v for k, v in df.attrs.items()},
+                     "rows": json.loads(df.to_json(orient="records"))})
+        return
+    from rich.console import Console
+
+    Console().print(df.to_string(index=False))
+    for k, v in df.attrs.items():
+        typer.echo(f"{k}: {v}")
+
+
 # ---------------------------------------------------------------- estimates
 def _estimate_out(data: dict, as_json: bool, title: str) -> None:
     if as_json:
@@ -298,13 +416,15 @@ def estimate_serving_cmd(
     micro_batches: int = typer.Option(1, "--micro-batches", min=1, max=2),
     mtp_acceptance: Optional[float] = typer.Option(None, "--mtp-acceptance", min=0.0, max=1.0),
     dtype: str = typer.Option("bf16", "--dtype"),
+    redundant_experts: int = typer.Option(0, "--redundant-experts", min=0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Steady state of one serving instance: step time, TPOT or batch time, tokens/s per device."""
     from clustersim import estimate
 
     data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
-                                                    micro_batches, mtp_acceptance, dtype))
+                                                    micro_batches, mtp_acceptance, dtype,
+                                                    redundant_experts=redundant_experts))
     _estimate_out(data, as_json, "serving estimate")
 
 

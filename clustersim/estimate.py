@@ -173,7 +173,7 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
 def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
                      seq: int | None = None, context: int | None = None, micro_batches: int = 1,
                      mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
-                     imbalance: float = 1.0, profile: Any = "default") -> dict:
+                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default") -> dict:
     """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
 
     Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
@@ -189,7 +189,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
     spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
                         micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
-                        mtp_depth=mtp_depth)
+                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":

@@ -247,6 +247,14 @@ class BatchShape(BaseModel):
     def split(self, parts: int) -> tuple["BatchShape", ...]:
         """Spread sequences over ``parts`` ranks: most new tokens (then context) first, each to
         the rank with the fewest (new, context) tokens so far. Rank 0 is the busiest."""
+        if isinstance(self.new_tokens, int) and isinstance(self.context_tokens, int):
+            # uniform sequences: the greedy spread is an even split, busiest ranks first
+            base, extra = divmod(self.num_seqs, parts)
+            return tuple(
+                BatchShape(phase=self.phase, num_seqs=base + (1 if j < extra else 0), new_tokens=self.new_tokens,
+                           context_tokens=self.context_tokens, logits_for=self.logits_for)
+                for j in range(parts)
+            )
         seqs = sorted(zip(self.new_list, self.context_list), reverse=True)
         bins: list[list[tuple[int, int]]] = [[] for _ in range(parts)]
         load = [(0, 0)] * parts
