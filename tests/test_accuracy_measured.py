@@ -1,0 +1,48 @@
+"""Composed predictions against our own H200 ground truth (tests/data/measured).
+
+The issue's target is a median error <= 5% and worst <= 15%; we are not there yet (see the
+closing note). These bounds pin today's measured accuracy so that a regression fails: median
+<= 13%, worst <= 30%, and every case family within its own bound. The per-point errors print
+with ``pytest -s``. The profile holds per-operator microbenchmarks only, never these steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calibration.profile import load_profile
+from clustersim.validation import predict_measured
+
+MEASURED = Path(__file__).parent / "data" / "measured"
+
+
+@pytest.fixture(scope="module")
+def errors():
+    df = predict_measured(MEASURED, load_profile("h200"))
+    for r in df.itertuples():
+        print(f"{r.case:32s} {r.point:14s} measured {r.measured_s * 1e3:8.3f} ms  predicted "
+              f"{r.predicted_s * 1e3:8.3f} ms  {r.error:+.1%}")
+    return df
+
+
+def test_profile_excludes_the_composed_measurements():
+    prof = load_profile("h200")
+    assert not any(name.startswith("gt_") for name in prof.tables)
+
+
+def test_every_ground_truth_point_is_predicted(errors):
+    assert len(errors) == 25 and errors.predicted_s.gt(0).all()
+
+
+def test_median_and_worst_error(errors):
+    e = errors.error.abs()
+    assert e.median() <= 0.13
+    assert e.max() <= 0.30
+
+
+@pytest.mark.parametrize("family,bound", [("prefill", 0.12), ("decode", 0.30), ("moe layer", 0.30)])
+def test_error_by_family(errors, family, bound):
+    sub = errors[errors.case.str.endswith(family)]
+    assert len(sub) and sub.error.abs().max() <= bound

@@ -1,0 +1,62 @@
+"""Steady-state serving estimates against published throughput (tests/data/reference/serving_throughput.yaml).
+
+Each target is predicted by ``clustersim.estimate_serving`` (the simulator's own step cost
+model, with the shipped H200 profile transferred to the target hardware) at the published
+setting, and compared at the stated tolerance. The errors are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clustersim.estimate import estimate_serving
+
+REF = yaml.safe_load((Path(__file__).parent / "data" / "reference" / "serving_throughput.yaml").read_text())
+TARGETS = {t["id"]: t for t in REF["targets"]}
+
+
+def _check(target_id: str, predicted: float) -> None:
+    t = TARGETS[target_id]
+    err = predicted / t["value"] - 1.0
+    print(f"{target_id}: predicted {predicted:.0f} vs published {t['value']} {t['unit']} ({err:+.1%})")
+    assert abs(err) <= t["tolerance"]["rel"], f"{target_id}: {err:+.1%}"
+
+
+def test_dsv3_h800_decode():
+    s = TARGETS["dsv3.h800.decode_tgs"]["setting"]
+    r = estimate_serving(s["model"], s["hardware"], "decode", s["ep"], s["batch_per_gpu"], context=s["context"],
+                         micro_batches=s["micro_batches"], dtype=s["dtype"])
+    _check("dsv3.h800.decode_tgs", r["output_tokens_per_s_per_device"])
+
+
+def test_dsv3_h800_prefill():
+    s = TARGETS["dsv3.h800.prefill_tgs"]["setting"]
+    r = estimate_serving(s["model"], s["hardware"], "prefill", s["ep"], s["seqs_per_gpu"], seq=s["seq"],
+                         micro_batches=s["micro_batches"], dtype=s["dtype"])
+    _check("dsv3.h800.prefill_tgs", r["input_tokens_per_s_per_device"])
+
+
+def test_cm384_prefill():
+    s = TARGETS["cm384.prefill.tps_perfect_eplb"]["setting"]
+    npus = s["npus"]  # devices are NPU packages of 2 dies: EP over dies / 2
+    seqs_per_npu = s["tokens_per_die"] * 2 // s["seq"]
+    r = estimate_serving(s["model"], s["hardware"], "prefill", npus, seqs_per_npu, seq=s["seq"],
+                         micro_batches=s["micro_batches"], dtype=s["dtype"])
+    _check("cm384.prefill.tps_perfect_eplb", r["input_tokens_per_s_per_device"])
+
+
+def test_cm384_decode_at_tpot_limit():
+    s = TARGETS["cm384.decode.tps_50ms"]["setting"]
+    best = 0.0
+    for batch in range(8, 400, 8):  # largest batch per NPU whose TPOT meets the limit
+        r = estimate_serving(s["model"], s["hardware"], "decode", s["npus"], batch, context=s["context"],
+                             micro_batches=s["micro_batches"], mtp_acceptance=s["mtp_acceptance"], dtype=s["dtype"],
+                             redundant_experts=s["redundant_experts"])
+        if r["tpot_s"] * 1e3 > s["tpot_ms_max"]:
+            break
+        best = r["output_tokens_per_s_per_device"]
+    assert best > 0, "no batch meets the TPOT limit"
+    _check("cm384.decode.tps_50ms", best)
