@@ -20,6 +20,7 @@ _EXPORTS = {
     "model_report": "clustersim.api",
     "validate": "clustersim.api",
     "simulate": "clustersim.api",
+    "plan": "clustersim.api",
     "estimate_attention": "clustersim.estimate",
     "estimate_collective": "clustersim.estimate",
     "estimate_dispatch": "clustersim.estimate",

@@ -82,3 +82,34 @@ def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seco
         args += ["--max-seconds", str(max_seconds)]
     run.main(args)
     return Path(out)
+
+
+def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) -> Any:
+    """Simulate a deployment or training job (a path, or an already-loaded config object).
+
+    Returns the simulator's result (serving: ``SimResult`` with DataFrames and a summary;
+    training: ``TrainingResult``). The shipped calibration profile is used when one applies.
+    """
+    from clustersim.run import _profile_for, simulate_file
+
+    if isinstance(config, (str, Path)):
+        return simulate_file(config, overrides, trace=trace)[2]
+    if hasattr(config, "parallelism") and hasattr(config, "global_batch"):
+        from simulator.training import simulate_training
+
+        return simulate_training(config, profile=_profile_for(config.cluster), trace=trace)
+    from simulator import simulate as run
+
+    return run(config, profile=_profile_for(config.cluster), trace=trace)
+
+
+def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = None) -> Any:
+    """Run the planner on a PLAN.yaml path or a loaded ``planner.PlanConfig``; returns PlanResult."""
+    if isinstance(config, (str, Path)):
+        from clustersim.run import plan_file
+
+        return plan_file(config, overrides, ray_address=ray_address, progress=False)
+    import planner
+    from planner.executors import default_executor
+
+    return planner.plan(config, executor=default_executor(ray_address=ray_address, progress=False))
