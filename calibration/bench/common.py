@@ -169,7 +169,8 @@ def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
-    for _ in range(5 if ctx.quick else 11):
+    reps = 3 if ctx.quick else int(min(11, max(3, 0.2 / max(est_s * inner, 1e-9))))
+    for _ in range(reps):
         start.record()
         graph.replay()
         end.record()
