@@ -31,6 +31,7 @@ per op kind; see :class:`EfficiencyFit` and README.md for the transfer to other 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -96,8 +97,28 @@ def default_profile_for(device_name: str) -> "Profile | None":
     norm = device_name.lower().replace("nvidia", "").replace("-", "").replace(" ", "").replace("_", "")
     for name in shipped_profiles():
         if norm == name or norm.startswith(name) and not norm[len(name):].isdigit():
-            return load_profile(name)
+            return _load_cached(name)  # profiles are read-only: one object per process
     return None
+
+
+#: The shipped profile that other devices' estimates transfer from (calibration/README.md).
+REFERENCE_PROFILE = "h200"
+
+
+def reference_profile_for(device_name: str) -> "Profile | None":
+    """The device's own shipped profile, else the reference profile the cost model transfers."""
+    prof = default_profile_for(device_name)
+    if prof is not None:
+        return prof
+    try:
+        return _load_cached(REFERENCE_PROFILE)
+    except (LookupError, ValueError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str) -> "Profile":
+    return load_profile(name)
 
 
 # ----------------------------------------------------------------------------- helpers

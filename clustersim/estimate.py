@@ -38,16 +38,10 @@ def resolve_cluster(hardware: str, devices_needed: int = 1) -> Cluster:
 def default_profile(cluster: Cluster) -> Any:
     """The shipped profile for the cluster's device, else the H200 one (used by transfer), else None."""
     try:
-        from calibration.profile import default_profile_for, load_profile
+        from calibration.profile import reference_profile_for
     except ImportError:
         return None
-    prof = default_profile_for(cluster.device.name)
-    if prof is None:
-        try:
-            prof = load_profile("h200")
-        except (LookupError, ValueError, OSError):
-            prof = None
-    return prof
+    return reference_profile_for(cluster.device.name)
 
 
 def _step_dict(cost: StepCost, **extra: Any) -> dict:

@@ -97,16 +97,10 @@ def load_profile_for(profile: str | None, device_name: str) -> Any:
     the H200 one, transferred by the cost model), or a profile name / path."""
     if profile is None or str(profile).lower() in ("none", "null", "roofline"):
         return None
-    from calibration.profile import default_profile_for, load_profile
+    from calibration.profile import load_profile, reference_profile_for
 
     if profile == "default":
-        prof = default_profile_for(device_name)
-        if prof is None:
-            try:
-                prof = load_profile("h200")
-            except (LookupError, ValueError, OSError):
-                prof = None
-        return prof
+        return reference_profile_for(device_name)
     return load_profile(profile)
 
 

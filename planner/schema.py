@@ -15,7 +15,15 @@ from typing import Any, Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workloads.deployment import Scheduler, Slo, Workload
-from workloads.yamlloc import ConfigError, dotted, load_yaml_with_locations, locate, parse_yaml_with_locations, set_path
+from workloads.yamlloc import (
+    ConfigError,
+    dotted,
+    format_validation_error,
+    load_yaml_with_locations,
+    locate,
+    parse_yaml_with_locations,
+    set_path,
+)
 
 __all__ = ["HardwareSpec", "SearchSpace", "VerifySpec", "PlanConfig", "load_plan", "load_plan_text", "parse_plan",
            "ConfigError"]
@@ -118,47 +126,6 @@ class PlanConfig(_Frozen):
     seed: int = 0
 
 
-_UNION_TAGS = {"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"}
-
-
-def _format(exc: ValidationError, filename: str, locs: dict) -> str:
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
-    where = locate(locs, loc)
-    prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        owner = _owner(loc[:-1])
-        msg = "unknown field" + (f" (valid: {', '.join(owner.model_fields)})" if owner else "")
-    elif err["type"] in ("literal_error", "union_tag_invalid"):
-        ctx = err.get("ctx", {})
-        msg = f"{err.get('input')!r} is not allowed (valid: {ctx.get('expected') or ctx.get('expected_tags')})"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}: {dotted(loc)}: {msg}{more}"
-
-
-def _owner(path: tuple) -> type[BaseModel] | None:
-    """The model class whose fields live at ``path`` (for the 'valid:' list of unknown fields)."""
-    model: Any = PlanConfig
-    for key in path:
-        if isinstance(key, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(key)
-        if field is None:
-            return None
-        ann = field.annotation
-        options = [ann, *getattr(ann, "__args__", ())]
-        nxt = [c for c in options if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nxt:
-            return None
-        model = nxt[0]
-    return model
-
-
 def _semantic_checks(plan: PlanConfig, filename: str, locs: dict) -> None:
     """Catalog lookups with located errors: model, cluster/device, budget."""
     from hardware.catalog import get_cluster, get_device
@@ -221,7 +188,7 @@ def parse_plan(data: Any, filename: str = "<plan>", locs: dict | None = None, ch
     try:
         plan = PlanConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, filename, locs)) from None
+        raise ConfigError(format_validation_error(exc, filename, locs, PlanConfig)) from None
     if check:
         _semantic_checks(plan, filename, locs)
     return plan

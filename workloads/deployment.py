@@ -17,7 +17,13 @@ from typing import Annotated, Any, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workloads.yamlloc import ConfigError, dotted, load_yaml_with_locations, locate, parse_yaml_with_locations, set_path
+from workloads.yamlloc import (
+    ConfigError,
+    format_validation_error,
+    load_yaml_with_locations,
+    parse_yaml_with_locations,
+    set_path,
+)
 
 DTYPES = ("bf16", "fp8", "int8")
 
@@ -177,55 +183,6 @@ class Deployment(_Frozen):
         return ("serving", role)
 
 
-def _format_pydantic(exc: ValidationError, filename: str, locs: dict) -> str:
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in _UNION_TAGS))
-    where = locate(locs, loc)
-    prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        fields = ", ".join(parent.model_fields) if parent else ""
-        msg = f"unknown field{f' (valid: {fields})' if fields else ''}"
-    elif err["type"] in ("literal_error", "union_tag_invalid"):
-        expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags")
-        msg = f"{err.get('input')!r} is not allowed (valid: {expected})"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}: {dotted(loc)}: {msg}{extra}"
-
-
-_UNION_TAGS = {"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"}
-
-
-def _model_at(path: tuple) -> type[BaseModel] | None:
-    """The pydantic model class that owns the fields at ``path`` (for 'valid:' lists)."""
-    model: Any = Deployment
-    for key in path:
-        if isinstance(key, int):
-            continue
-        field = model.model_fields.get(key)
-        if field is None:
-            return None
-        ann = field.annotation
-        candidates = [ann] + list(getattr(ann, "__args__", ()))
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            args = getattr(ann, "__metadata__", None)
-            inner = getattr(ann, "__origin__", None)
-            nxt = None
-            for c in getattr(inner, "__args__", ()) if inner else ():
-                if isinstance(c, type) and issubclass(c, BaseModel):
-                    nxt = c
-            if nxt is None:
-                return None
-        model = nxt
-    return model
-
-
 def parse_deployment(data: Any, filename: str, locs: dict) -> Deployment:
     """Validate already-parsed YAML data into a Deployment (structure only)."""
     if not isinstance(data, dict):
@@ -233,7 +190,7 @@ def parse_deployment(data: Any, filename: str, locs: dict) -> Deployment:
     try:
         return Deployment.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_pydantic(exc, filename, locs)) from None
+        raise ConfigError(format_validation_error(exc, filename, locs, Deployment)) from None
 
 
 def load_deployment(path: str | Path, overrides: Iterable[str] = (), check: bool = True) -> Deployment:

@@ -125,3 +125,50 @@ def set_path(data: dict[str, Any], dotted_key: str, raw_value: str) -> None:
             raise ConfigError(f"--set {dotted_key}: {keys[-1]} is not a valid list index") from None
     else:
         node[keys[-1]] = value
+
+
+#: Discriminator tags pydantic adds to error locations of tagged unions (not YAML keys).
+UNION_TAGS = frozenset({"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"})
+
+
+def model_at(root: Any, path: PathKey) -> Any:
+    """The pydantic model class whose fields live at ``path`` below ``root`` (or None)."""
+    from pydantic import BaseModel
+
+    model: Any = root
+    for key in path:
+        if isinstance(key, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return None
+        ann = field.annotation
+        options = [ann, *getattr(ann, "__args__", ())]
+        for inner in list(options):  # Annotated[Union[...], ...] nests one level deeper
+            options += list(getattr(getattr(inner, "__origin__", None), "__args__", ()) or ())
+        nxt = [c for c in options if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nxt:
+            return None
+        model = nxt[0]
+    return model
+
+
+def format_validation_error(exc: Any, filename: str, locs: dict[PathKey, Location], root: Any) -> str:
+    """One line ``file:line:col: dotted.field: problem (valid: ...)`` for a pydantic ValidationError."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in UNION_TAGS))
+    where = locate(locs, loc)
+    prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        owner = model_at(root, loc[:-1])
+        msg = "unknown field" + (f" (valid: {', '.join(owner.model_fields)})" if owner else "")
+    elif err["type"] in ("literal_error", "union_tag_invalid"):
+        ctx = err.get("ctx", {})
+        msg = f"{err.get('input')!r} is not allowed (valid: {ctx.get('expected') or ctx.get('expected_tags')})"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{prefix}: {dotted(loc)}: {msg}{more}"
