@@ -28,17 +28,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 from hardware.types import Cluster, DeviceSpec
-from workloads.op import (
-    ATTN_DECODE,
-    ATTN_PREFILL,
-    COLLECTIVE,
-    ELEMENTWISE,
-    EMBEDDING,
-    GEMM,
-    GROUPED_GEMM,
-    MLA_DECODE,
-    Op,
-)
+from workloads.op import COLLECTIVE, GEMM, Op
 
 
 @dataclass(frozen=True, slots=True)

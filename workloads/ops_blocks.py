@@ -341,7 +341,7 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
 
 def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """Router, EP dispatch, routed-expert grouped GEMMs, combine, shared experts."""
-    m, e, h, T = c.model, c.model.moe, c.model.hidden_size, c.tokens
+    e, h, T = c.model.moe, c.model.hidden_size, c.tokens
     assert e is not None
     E, k = e.num_routed_experts, e.top_k
     slots = c.expert_slots or E
