@@ -54,6 +54,23 @@ def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
 
 
+def chain_acceptance(expected_accepted: float, depth: int) -> float:
+    """Per-token acceptance a with a + a^2 + ... + a^depth = ``expected_accepted`` (a draft's
+    proposals are accepted as a prefix: the chain stops at the first rejection)."""
+    if depth <= 0 or expected_accepted <= 0:
+        return 0.0
+    if expected_accepted >= depth:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # bisection: the sum is increasing in a
+        mid = (lo + hi) / 2
+        if sum(mid**i for i in range(1, depth + 1)) < expected_accepted:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 class Server:
     """One serving instance: queues, running decode streams, KV blocks, the step loop."""
 
@@ -63,8 +80,11 @@ class Server:
         self.max_batch = pool.max_batch_size
         self.budget = pool.max_tokens_per_iteration
         self.chunked = pool.chunked_prefill
-        self.mtp_depth = pool.mtp_depth if role != "prefill" else 0
-        self.mtp_acceptance = pool.mtp_acceptance
+        # speculative decoding: MTP modules or a draft model propose ``mtp_depth`` tokens per
+        # step, accepted as a chain with per-token probability ``mtp_acceptance``
+        self.mtp_depth = pool.speculative_depth if role != "prefill" else 0
+        self.mtp_acceptance = (pool.mtp_acceptance if pool.mtp_depth
+                               else chain_acceptance(pool.draft_accepted_tokens, pool.draft_tokens))
         self.k = 1 + self.mtp_depth
         self.kv = KVBlocks(kv_tokens)
         self.costs = costs
@@ -406,7 +426,7 @@ class Simulation:
                 def fn(shape, _ic=ic):
                     c = _ic.step(shape)
                     return float(c.seconds), float(c.compute_s), float(c.comm_s)
-            costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.mtp_depth if role != "prefill" else 0))
+            costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role != "prefill" else 0))
             if kv_override is None:
                 kv_tokens = instance_kv_capacity_tokens(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
             else:

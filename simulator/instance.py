@@ -8,13 +8,13 @@ and the planner's analytic ranking all call this one function.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
-from workloads.models import ModelConfig
+from workloads.models import ModelConfig, get_model
 from workloads.ops import BatchShape, Parallelism, step_ops
 
 
@@ -36,6 +36,8 @@ class InstanceSpec:
     moe_imbalance: float = 1.0
     mtp_depth: int = 0
     redundant_experts: int = 0
+    draft_model: ModelConfig | None = None  # speculative decoding with a separate draft model
+    draft_tokens: int = 0
 
     @property
     def devices(self) -> int:
@@ -57,6 +59,8 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
         ep=pool.moe.ep, moe_tp=pool.moe.tp, pp=pool.pp, micro_batches=pool.micro_batches,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
         redundant_experts=pool.moe.redundant_experts,
+        draft_model=get_model(pool.draft_model) if getattr(pool, "draft_model", None) else None,
+        draft_tokens=getattr(pool, "draft_tokens", 0),
     )
 
 
@@ -83,6 +87,12 @@ class InstanceCost:
         self._par = spec.parallelism()
         self._par.validate_for(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
+        self._draft = None
+        if spec.draft_model is not None and spec.draft_tokens:
+            # the draft runs on the same devices with the same attention layout, dense (no EP)
+            self._draft = InstanceCost(replace(spec, model=spec.draft_model, ep=1, moe_tp=1, micro_batches=1,
+                                               mtp_depth=0, redundant_experts=0, draft_model=None,
+                                               draft_tokens=0), profile)
 
     def ops(self, batch: BatchShape) -> list[list]:
         """Op lists, one per micro-batch, for ``batch`` on the busiest device."""
@@ -99,7 +109,18 @@ class InstanceCost:
         kernel = "low_latency" if batch.phase == "decode" else "normal"
         cm = self.cost_model if self.cost_model.dispatch_kernel == kernel else CostModel(
             cluster=self.spec.cluster, profile=self.cost_model.profile, dispatch_kernel=kernel)
-        return cm.step_cost(self.ops(batch))
+        target = cm.step_cost(self.ops(batch))
+        if self._draft is None or batch.phase != "decode":
+            return target
+        # speculative decoding: the draft proposes k tokens one decode step at a time, then the
+        # target verifies them in one step of 1 + k tokens per sequence (``batch.new_tokens``)
+        k = self.spec.draft_tokens
+        draft = self._draft.step(BatchShape(phase="decode", num_seqs=batch.num_seqs, new_tokens=1,
+                                            context_tokens=batch.context_tokens))
+        ops = target.ops + tuple(replace(o, name=f"draft.{o.name}", count=o.count * k) for o in draft.ops)
+        return StepCost(target.seconds + k * draft.seconds, target.compute_s + k * draft.compute_s,
+                        target.comm_s + k * draft.comm_s, target.exposed_comm_s + k * draft.exposed_comm_s,
+                        target.micro_batches, ops)
 
     def step(self, batch: BatchShape) -> StepCost:
         """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""

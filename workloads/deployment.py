@@ -64,6 +64,14 @@ class Pool(_Frozen):
     chunked_prefill: bool = True
     mtp_depth: int = Field(0, ge=0)
     mtp_acceptance: float = Field(0.0, ge=0.0, le=1.0)
+    draft_model: str | None = None  # speculative decoding with a separate draft model
+    draft_tokens: int = Field(0, ge=0, description="tokens the draft proposes per step")
+    draft_accepted_tokens: float = Field(0.0, ge=0.0, description="expected accepted draft tokens per step")
+
+    @property
+    def speculative_depth(self) -> int:
+        """Draft tokens verified per decode step (MTP depth or draft length)."""
+        return self.mtp_depth or self.draft_tokens
     kv_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
 
     @property

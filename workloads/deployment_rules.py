@@ -63,6 +63,13 @@ def max_tokens_of(length) -> int:
     return length.tokens
 
 
+def _kv_per_device(model: ModelConfig, kv_dtype: str, attn_tp: int) -> float:
+    """KV bytes per token on one device: MLA's latent is replicated over attention TP, GQA's
+    KV heads are split over it down to one head per rank."""
+    kv = accounting.kv_cache_bytes_per_token(model, kv_dtype)
+    return kv if model.is_mla else kv / min(attn_tp, model.attention.num_kv_heads)
+
+
 def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype: str, kv_dtype: str) -> PoolMemory:
     """Weights and KV per device for a pool's parallelism.
 
@@ -81,11 +88,11 @@ def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype
     if model.moe is not None and routed:
         slots = model.moe.num_routed_experts + pool.moe.redundant_experts
         per_device += routed * slots / model.moe.num_routed_experts / (pool.moe.ep * pool.moe.tp) / pp
-    kv_token = accounting.kv_cache_bytes_per_token(model, kv_dtype)
-    if not model.is_mla:
-        kv_heads = model.attention.num_kv_heads
-        kv_token /= min(attn_tp, kv_heads)
-    kv_token /= pp
+    kv_token = _kv_per_device(model, kv_dtype, attn_tp) / pp
+    if pool.draft_model:  # the draft model runs on the same devices: its weights and KV too
+        draft = get_model(pool.draft_model)
+        per_device += accounting.weight_bytes(draft, weight_dtype) / attn_tp
+        kv_token += _kv_per_device(draft, kv_dtype, attn_tp)
     usable = device.hbm_bytes * pool.kv_memory_fraction
     capacity = (usable - per_device) / kv_token if kv_token else float("inf")
     return PoolMemory(per_device, kv_token, usable, capacity)
@@ -181,6 +188,31 @@ def rule_mtp_needs_module(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx
         ctx.fail(path + ("mtp_acceptance",), "mtp_depth > 0 needs an acceptance rate in (0, 1]")
 
 
+def rule_draft_model(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:
+    """A draft model needs a known model, a length, an accepted length within it, and no MTP."""
+    if pool.draft_model is None:
+        if pool.draft_tokens or pool.draft_accepted_tokens:
+            ctx.fail(path + ("draft_model",), "draft_tokens / draft_accepted_tokens need a draft_model")
+        return
+    try:
+        draft = get_model(pool.draft_model)
+    except LookupError as exc:
+        ctx.fail(path + ("draft_model",), _message(exc))
+    if pool.mtp_depth:
+        ctx.fail(path + ("draft_model",), "use either MTP (mtp_depth) or a draft model, not both")
+    if pool.draft_tokens < 1:
+        ctx.fail(path + ("draft_tokens",), "a draft model needs draft_tokens >= 1")
+    if not 0 < pool.draft_accepted_tokens <= pool.draft_tokens:
+        ctx.fail(path + ("draft_accepted_tokens",),
+                 f"{pool.draft_accepted_tokens} must be in (0, draft_tokens={pool.draft_tokens}]")
+    if draft.attention.num_heads % pool.attention.tp:
+        ctx.fail(path + ("draft_model",), f"attention tp {pool.attention.tp} does not divide the draft's "
+                 f"{draft.attention.num_heads} heads")
+    if draft.vocab_size != model.vocab_size:
+        ctx.fail(path + ("draft_model",), f"draft vocabulary {draft.vocab_size} differs from the target's "
+                 f"{model.vocab_size} (valid: a model of the same family)")
+
+
 def rule_instances_fit_cluster(dep: Deployment, cluster: Cluster, ctx: _Ctx) -> None:
     total = sum(p.devices for p in dep.pools().values())
     if total > cluster.num_devices:
@@ -216,6 +248,7 @@ def check_deployment(dep: Deployment, filename: str = "<deployment>", locs: dict
         rule_parallelism_covers_instance(model, pool, path, ctx)
         rule_tp_within_node(pool, cluster, path, ctx)
         rule_mtp_needs_module(model, pool, path, ctx)
+        rule_draft_model(model, pool, path, ctx)
     rule_instances_fit_cluster(dep, cluster, ctx)
     rule_memory_fits(dep, model, cluster, ctx)
 
