@@ -208,11 +208,15 @@ class Server:
                 extra_s += self.swap_s_per_token * int(st.prompt[r] + st.s_gen[st.live_streams(r)].sum())
                 swapins.append(r)
             slot = 1 if self.role == "prefill" else st.samples
+            # watermark: keep one block per running stream free for its next step's growth, or
+            # a newly admitted prefill can force the preemption of a stream that has just joined,
+            # and two requests can evict each other forever without decoding (recompute livelock)
+            headroom = int(run.size)
             while self.waiting and budget > 0 and not self.swapped:
                 r = self.waiting[0]
                 live = slot if self.role == "prefill" else st.live_count(r)
                 need_b = self.request_blocks(r)
-                if self.committed + live > self.max_batch or not self.kv.fits(need_b):
+                if self.committed + live > self.max_batch or not self.kv.fits(need_b + headroom):
                     break
                 rem = int(st.prefill_target[r] - st.prefilled[r])
                 c = rem if rem <= budget else (budget if self.chunked else (rem if not chunks and n_dec == 0 else 0))
