@@ -213,9 +213,24 @@ def plan_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Search serving layouts under SLOs; rank analytically, verify the best in the simulator."""
+    """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
+    or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
     from clustersim import run
 
+    if run._is_training(plan_yaml):
+        table = _guard(lambda: run.plan_training(plan_yaml, set_ or ()))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / "ranked.csv", index=False)
+        if as_json:
+            _print_json({"kind": "training", "ranked": json.loads(table.head(20).to_json(orient="records"))})
+            return
+        from rich.console import Console
+
+        cols = [c for c in ("feasible", "pp_schedule", "tp", "pp", "ep", "dp", "step_time_s", "tokens_per_day",
+                            "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
+        Console().print(table[cols].head(15).to_string(index=False))
+        return
     result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
     if out is not None:
         run.write_plan(out, result)

@@ -94,6 +94,21 @@ def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, s
     return written
 
 
+def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
+    """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
+    (its parallelism's product), sequence length, global batch, precision and memory limit;
+    TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
+    from simulator.training import training_search
+    from workloads.training import load_training_job
+
+    job = load_training_job(path, list(overrides))
+    p = job.parallelism
+    devices = p.dp * p.tp * p.pp * p.sp * p.cp
+    return training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
+                           precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts,
+                           profile=_profile_for(job.cluster))
+
+
 def plan_file(path: str | Path, overrides: Iterable[str] = (), ray_address: str | None = None,
               workers: int | None = None, progress: bool = True) -> Any:
     """Load a PLAN.yaml and run the planner (local pool, or Ray with an address)."""

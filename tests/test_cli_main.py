@@ -56,3 +56,13 @@ def test_plan_writes_best_deployment_that_simulates(tmp_path):
     assert best.exists() and (tmp_path / "ranked.csv").exists() and (tmp_path / "pareto.csv").exists()
     r = runner.invoke(app, ["simulate", str(best), "--set", "workload.num_requests=50", "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_plan_training_job_ranks_by_tokens_per_day():
+    from clustersim import run
+
+    table = run.plan_training(ROOT / "examples" / "train_deepseek-v3_h800_2048.yaml", max_layouts=12)
+    feasible = table[table.feasible]
+    assert len(feasible) >= 1
+    assert feasible.tokens_per_day.is_monotonic_decreasing
+    assert (table[~table.feasible].reason.str.len() > 0).all()
