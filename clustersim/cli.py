@@ -304,8 +304,18 @@ def whatif_cmd(
                      "rows": json.loads(df.to_json(orient="records"))})
         return
     from rich.console import Console
+    from rich.table import Table
 
-    Console().print(df.to_string(index=False))
+    table = Table(title=f"what-if: {kind}")
+    cols = [c for c in df.columns if c not in ("layout", "plan_wall_s", "hardware_usd")][:14]
+    for c in cols:
+        table.add_column(c)
+    for _, row in df.iterrows():
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    Console().print(table)
+    if "layout" in df.columns:
+        for _, row in df.iterrows():
+            typer.echo(f"{row.iloc[0]}: {row['layout']}")
     for k, v in df.attrs.items():
         typer.echo(f"{k}: {v}")
 

@@ -66,3 +66,12 @@ def test_plan_training_job_ranks_by_tokens_per_day():
     assert len(feasible) >= 1
     assert feasible.tokens_per_day.is_monotonic_decreasing
     assert (table[~table.feasible].reason.str.len() > 0).all()
+
+
+def test_whatif_sweep_writes_table_and_plot(tmp_path):
+    r = runner.invoke(app, ["what-if", str(ROOT / "examples" / "plan_deepseek-v3_h200x32.yaml"), "--sweep", "load",
+                            "--values", "2,4", "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["rows"]
+    assert [row["load"] for row in rows] == [2.0, 4.0]
+    assert (tmp_path / "whatif_sweep.csv").exists() and (tmp_path / "whatif_sweep.png").exists()
