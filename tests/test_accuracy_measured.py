@@ -2,7 +2,7 @@
 
 The issue's target is a median error <= 5% and worst <= 15%; we are not there yet (see the
 closing note). These bounds pin today's measured accuracy so that a regression fails: median
-<= 13%, worst <= 36%, and every case family within its own bound. The per-point errors print
+<= 11%, worst <= 25%, and every case family within its own bound. The per-point errors print
 with ``pytest -s``. The profile holds per-operator microbenchmarks only, never these steps.
 """
 
@@ -38,11 +38,11 @@ def test_every_ground_truth_point_is_predicted(errors):
 
 def test_median_and_worst_error(errors):
     e = errors.error.abs()
-    assert e.median() <= 0.13
-    assert e.max() <= 0.36
+    assert e.median() <= 0.11
+    assert e.max() <= 0.25
 
 
-@pytest.mark.parametrize("family,bound", [("prefill", 0.12), ("decode", 0.36), ("moe layer", 0.30)])
+@pytest.mark.parametrize("family,bound", [("prefill", 0.11), ("decode", 0.16), ("moe layer", 0.25)])
 def test_error_by_family(errors, family, bound):
     sub = errors[errors.case.str.endswith(family)]
     assert len(sub) and sub.error.abs().max() <= bound
