@@ -26,19 +26,12 @@ def hardware_list() -> dict:
 def hardware_report(name: str) -> dict:
     """A cluster's report (topology counts, cost, tiers, bandwidths) or a device's specification."""
     from hardware import catalog
+    from hardware.types import Cluster
 
-    try:
-        cluster = catalog.get_cluster(name)
-    except LookupError:
-        cluster = None
-    if cluster is not None:
-        return catalog.cluster_report(cluster)
-    try:
-        device = catalog.get_device(name)
-    except LookupError:
-        known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
-        raise LookupError(f"unknown hardware {name!r} (known: {', '.join(known)})") from None
-    return catalog.device_report(device)
+    hw = catalog.lookup_hardware(name)
+    if isinstance(hw, Cluster):
+        return catalog.cluster_report(hw)
+    return catalog.device_report(hw)
 
 
 def model_list() -> list[str]:

@@ -21,13 +21,10 @@ from workloads.ops import BatchShape, Parallelism, step_ops
 def resolve_cluster(hardware: str, devices_needed: int = 1) -> Cluster:
     """A catalog cluster by name, or the smallest catalog cluster of a device that fits the group."""
     names = {n.lower() for n in catalog.list_clusters()}
-    if hardware.lower() in names:
+    if hardware.lower() in names:  # exact cluster names; aliases such as 'h200' mean the device
         return catalog.get_cluster(hardware)
-    try:
-        device = catalog.get_device(hardware)
-    except LookupError:
-        known = sorted(catalog.list_clusters()) + sorted(catalog.list_devices())
-        raise LookupError(f"unknown hardware {hardware!r} (known: {', '.join(known)})") from None
+    hw = catalog.lookup_hardware(hardware)
+    device = hw.device if isinstance(hw, Cluster) else hw
     fits = [catalog.get_cluster(n) for n in catalog.list_clusters()]
     fits = [c for c in fits if c.device.name == device.name and c.num_devices >= devices_needed]
     if not fits:

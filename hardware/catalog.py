@@ -718,3 +718,15 @@ def device_report(device: DeviceSpec | str) -> dict[str, Any]:
         "price_usd": d.price_usd,
         "sources": dict(d.sources),
     }
+
+
+def lookup_hardware(name: str) -> Cluster | DeviceSpec:
+    """A cluster by name or alias, else a device; unknown names list both catalogs."""
+    try:
+        return get_cluster(name)
+    except LookupError:
+        pass
+    try:
+        return get_device(name)
+    except LookupError:
+        raise UnknownNameError("hardware", name, sorted(list_clusters()) + sorted(list_devices())) from None
