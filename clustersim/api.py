@@ -86,7 +86,7 @@ def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) ->
     from clustersim.run import _profile_for, simulate_file
 
     if isinstance(config, (str, Path)):
-        return simulate_file(config, overrides, trace=trace)[2]
+        return simulate_file(config, overrides, trace=trace)[2]  # (kind, config, result, profile)
     if hasattr(config, "parallelism") and hasattr(config, "global_batch"):
         from simulator.training import simulate_training
 

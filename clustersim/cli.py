@@ -188,11 +188,7 @@ def simulate_cmd(
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import run
 
-    kind, cfg, result = _guard(lambda: run.simulate_file(config, set_ or (), trace=trace))
-    from clustersim.estimate import default_profile
-    from hardware.catalog import get_cluster
-
-    prof = default_profile(get_cluster(cfg.cluster))
+    kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, set_ or (), trace=trace))
     summary = run.run_summary(kind, cfg, result, getattr(prof, "name", None))
     if out is not None:
         run.write_simulation(out, kind, cfg, result, summary, trace)

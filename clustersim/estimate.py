@@ -15,7 +15,7 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 
 def resolve_cluster(hardware: str, devices_needed: int = 1) -> Cluster:
@@ -113,10 +113,6 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
             "combine_bytes_by_tier": dict(cost.combine_bytes_by_tier), "source": cost.source}
 
 
-_MOE_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_unpermute", "experts_gate_up", "experts_act", "experts_down", "experts_all_reduce",
-            "combine", "shared_gate_up", "shared_act", "shared_down")
-
-
 def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int, dtype: str = "bf16",
                        kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default") -> dict:
     """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
@@ -127,9 +123,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     prof = default_profile(cluster) if profile == "default" else profile
     par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
-    ops = [o for o in step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance)
-           if o.layer == "moe" and o.name.split(".", 1)[1] in _MOE_OPS]
-    ops = [type(o)(**{**{f: getattr(o, f) for f in o.__dataclass_fields__}, "count": 1}) for o in ops]
+    ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank)
 

@@ -32,8 +32,8 @@ def _profile_for(cluster_name: str) -> Any:
 
 
 def simulate_file(path: str | Path, overrides: Iterable[str] = (), trace: bool = False,
-                  profile: Any = "default") -> tuple[str, Any, Any]:
-    """Load and run a deployment or training YAML: returns (kind, config, result)."""
+                  profile: Any = "default") -> tuple[str, Any, Any, Any]:
+    """Load and run a deployment or training YAML: returns (kind, config, result, profile used)."""
     overrides = list(overrides)
     if _is_training(path):
         from simulator.training import simulate_training
@@ -41,13 +41,13 @@ def simulate_file(path: str | Path, overrides: Iterable[str] = (), trace: bool =
 
         job = load_training_job(path, overrides)
         prof = _profile_for(job.cluster) if profile == "default" else profile
-        return "training", job, simulate_training(job, profile=prof, trace=trace)
+        return "training", job, simulate_training(job, profile=prof, trace=trace), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
     dep = load_deployment(path, overrides)
     prof = _profile_for(dep.cluster) if profile == "default" else profile
-    return "serving", dep, simulate(dep, profile=prof, trace=trace)
+    return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
 
 
 def versions() -> dict:

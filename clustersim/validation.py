@@ -17,11 +17,7 @@ import pandas as pd
 from hardware.catalog import get_cluster
 from simulator.costmodel import CostModel
 from workloads.models import get_model
-from workloads.ops import BatchShape, Parallelism, step_ops
-
-MOE_OPS = ("router", "topk", "experts_permute", "experts_unpermute", "experts_gate_up", "experts_act", "experts_down", "shared_gate_up", "shared_act",
-           "shared_down")
-
+from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 def _compute_seconds(cm: CostModel, ops: list) -> float:
     return sum(c.total_s for c in (cm.op_cost(o) for o in ops) if c.stream != "comm")
@@ -52,9 +48,8 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h20
         for r in pd.read_csv(path).itertuples():
             m = get_model(r.model)
             ep = int(r.ep)
-            ops = step_ops(m, BatchShape.prefill(ep, int(r.tokens_per_rank)), Parallelism(ep=ep, attn_dp=ep, moe_tp=1))
-            ops = [o for o in ops if o.layer == "moe" and o.name.split(".", 1)[1] in MOE_OPS]
-            ops = [type(o)(**{**{f: getattr(o, f) for f in o.__dataclass_fields__}, "count": 1}) for o in ops]
+            ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, int(r.tokens_per_rank)),
+                                         Parallelism(ep=ep, attn_dp=ep, moe_tp=1)))
             rows.append({"case": f"{r.model} ep{ep} moe layer", "point": f"T={r.tokens_per_rank}",
                          "measured_s": float(r.seconds), "predicted_s": _compute_seconds(cm, ops)})
     df = pd.DataFrame(rows)

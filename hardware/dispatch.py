@@ -66,6 +66,11 @@ def token_bytes(hidden: int, dtype: str, scale_group_elements: int = 128) -> flo
     return float(payload + scales)
 
 
+def _nests(groups: int, units: int) -> bool:
+    """Whether expert groups and units (ranks or nodes) nest: one count divides the other."""
+    return groups % units == 0 or units % groups == 0
+
+
 def expected_distinct_units(
     units: int,
     num_experts: int,
@@ -255,6 +260,11 @@ def dispatch_combine_time(
     nodes = max(1, ep // g)
     if outer > 0 and ep % g:
         raise ValueError(f"EP {ep} spanning domains must be a multiple of the domain size {g}")
+    suffix = ""
+    if groups and not (_nests(groups, ep) and _nests(groups, nodes)):
+        # expert groups that do not line up with ranks or nodes (e.g. 8 groups over 20 nodes):
+        # group-limited routing cannot bound the destinations, so count them as unrestricted
+        groups, max_groups_per_token, suffix = None, None, ":unrestricted-routing"
     d_rank = expected_distinct_units(ep, num_experts, topk, groups, max_groups_per_token)
     d_node = expected_distinct_units(nodes, num_experts, topk, groups, max_groups_per_token)
     unified_bus = all(t.technology == "ub" for t in crossed)
@@ -270,7 +280,7 @@ def dispatch_combine_time(
             c_s = _latency_form(copies, copies * b_combine, ep, lat, ub_bw, calib, family, release)
             d_bytes, c_bytes = copies * b_dispatch, copies * b_combine
             reported = (d_bytes / d_s, c_bytes / c_s)
-            source = f"model:{family}[{release}]"
+            source = f"model:{family}[{release}]{suffix}"
         else:  # bandwidth-bound all-to-all over the non-blocking UB
             release = release or "link"
             bw = min(achievable_bytes_per_s(t, calib) for t in crossed)
@@ -279,7 +289,7 @@ def dispatch_combine_time(
             d_s = d_bytes / bw + crossed[-1].latency_s
             c_s = c_bytes / bw + crossed[-1].latency_s
             reported = (T * d_rank * b_dispatch / d_s, T * d_rank * b_combine / c_s)
-            source = "model:ub_all_to_all"
+            source = f"model:ub_all_to_all{suffix}"
         name = crossed[-1].name
         return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
                             reported[0], reported[1], d_node, d_rank, source)
@@ -291,7 +301,7 @@ def dispatch_combine_time(
         d_s, d_by, d_rep, bottleneck = _normal_deepep(T, b_dispatch, *args)
         c_s, c_by, c_rep, _ = _normal_deepep(T, b_combine, *args)
         return DispatchCost(d_s, c_s, kernel, release, d_by, c_by, bottleneck, d_rep, c_rep,
-                            d_node, d_rank, f"model:{family}[{release}]")
+                            d_node, d_rank, f"model:{family}[{release}]{suffix}")
 
     family = "deepep_low_latency"
     release = release or _DEFAULT_RELEASE[family]
@@ -307,4 +317,4 @@ def dispatch_combine_time(
     c_s = _latency_form(copies, c_bytes, ep, lat, wire_bw, calib, family, release)
     name = path[0].name
     return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
-                        d_bytes / d_s, c_bytes / c_s, d_node, d_rank, f"model:{family}[{release}]")
+                        d_bytes / d_s, c_bytes / c_s, d_node, d_rank, f"model:{family}[{release}]{suffix}")

@@ -210,24 +210,17 @@ class CostModel:
 
         if op.collective in ("dispatch", "combine"):
             meta = op.meta
-            kwargs = dict(
-                num_experts=int(meta["num_experts"]),
-                dispatch_dtype=str(meta.get("dtype", "bf16")) if op.collective == "dispatch" else "fp8",
-                combine_dtype=str(meta.get("dtype", "bf16")) if op.collective == "combine" else "bf16",
+            dtype = str(meta.get("dtype", "bf16"))  # the op's own direction; the other is not read
+            cost = dispatch.dispatch_combine_time(
+                int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster,
+                num_experts=int(meta["num_experts"]), groups=meta.get("expert_groups"),
+                max_groups_per_token=meta.get("max_groups_per_token"),
+                dispatch_dtype=dtype if op.collective == "dispatch" else "fp8",
+                combine_dtype=dtype if op.collective == "combine" else "bf16",
                 kernel=self.dispatch_kernel,
             )
-            args = (int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster)
-            note = ""
-            try:
-                cost = dispatch.dispatch_combine_time(*args, groups=meta.get("expert_groups"),
-                                                      max_groups_per_token=meta.get("max_groups_per_token"), **kwargs)
-            except ValueError:
-                # expert groups that do not nest with the nodes (e.g. 8 groups over 20 nodes):
-                # group-limited routing cannot bound the nodes per token, so route unrestricted
-                cost = dispatch.dispatch_combine_time(*args, **kwargs)
-                note = ":unrestricted-routing"
             seconds = cost.dispatch_s if op.collective == "dispatch" else cost.combine_s
-            return seconds, f"{cost.source}:{op.collective}{note}"
+            return seconds, f"{cost.source}:{op.collective}"
         cost = collectives.collective_time(op.collective, op.bytes_per_rank, op.group_size, self.cluster,
                                            profile=self.profile)
         return cost.seconds, cost.source

@@ -45,7 +45,8 @@ from simulator.result import REQUEST_COLUMNS, STEP_COLUMNS, SimResult
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
 
-#: host link (PCIe 5.0 x16 class) per device for KV swap, bytes/s
+#: host link per device for KV swap, bytes/s: PCIe 5.0 x16 is 64 GB/s per direction nominal;
+#: 50e9 assumes ~80% achievable (assumed, not measured here)
 HOST_LINK_BYTES_PER_S = 50e9
 _EMPTY = np.empty(0, dtype=np.int64)
 

@@ -83,7 +83,9 @@ class InstanceCost:
 
     def __init__(self, spec: InstanceSpec, profile: Any = None):
         self.spec = spec
+        # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones
         self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
+        self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
         self._par = spec.parallelism()
         self._par.validate_for(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
@@ -106,9 +108,7 @@ class InstanceCost:
         ]
 
     def _step_uncached(self, batch: BatchShape) -> StepCost:
-        kernel = "low_latency" if batch.phase == "decode" else "normal"
-        cm = self.cost_model if self.cost_model.dispatch_kernel == kernel else CostModel(
-            cluster=self.spec.cluster, profile=self.cost_model.profile, dispatch_kernel=kernel)
+        cm = self._decode_cost_model if batch.phase == "decode" else self.cost_model
         target = cm.step_cost(self.ops(batch))
         if self._draft is None or batch.phase != "decode":
             return target

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from workloads.deployment_rules import pool_memory
 
-#: tokens per KV block
+#: tokens per KV block: the paged-KV block of FlashMLA (block 64, its README) and SGLang/DeepSeek serving
 BLOCK_TOKENS = 64
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,7 +53,20 @@ __all__ = [
     "summarize_ops",
     "stage_layers",
     "expected_max_expert_load",
+    "MOE_LAYER_OPS",
+    "moe_layer_ops",
 ]
+
+
+#: Op-name suffixes (after the "moe." prefix) of one MoE layer's block: router, EP dispatch,
+#: routed experts with their permutation, combine, shared experts (see ops_blocks.moe_block).
+MOE_LAYER_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_gate_up", "experts_act", "experts_down",
+                 "experts_unpermute", "experts_all_reduce", "combine", "shared_gate_up", "shared_act", "shared_down")
+
+
+def moe_layer_ops(ops: Iterable[Op]) -> list[Op]:
+    """The ops of ONE MoE layer out of a step's op list (each with ``count`` 1)."""
+    return [replace(o, count=1) for o in ops if o.layer == "moe" and o.name.split(".", 1)[1] in MOE_LAYER_OPS]
 
 
 class ParallelismError(ValueError):
