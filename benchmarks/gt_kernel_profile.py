@@ -1,0 +1,88 @@
+"""Device probe: the kernels inside the ground-truth steps, one by one.
+
+Runs the ``calibration.groundtruth`` reference models (Llama-8B, Llama-70B TP4 rank, DeepSeek-V3
+EP4 MoE rank) at a few of their measured points with a reduced layer count, under
+``torch.profiler`` (CUPTI kernel records), and writes for each point the kernel sequence of one
+step (name, device microseconds; median over profiled steps) plus the CUDA-graph replay time
+of the same reduced step. The difference between the graph time and the sum of kernel times
+is the per-kernel gap of graph replay. Used to find which kernels the operator lists miss.
+
+    python benchmarks/gt_kernel_profile.py --out $OUT/kprof
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from calibration import groundtruth as gt
+
+
+def kernel_rows(fn, steps: int = 3) -> list[tuple[str, float]]:
+    """[(kernel name, median device us)] for one call of ``fn``, in launch order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        ev.sort(key=lambda e: e.time_range.start)
+        runs.append([(e.name, e.time_range.elapsed_us()) for e in ev if "Memcpy" not in e.name])
+    n = min(len(r) for r in runs)
+    out = []
+    for i in range(n):
+        out.append((runs[0][i][0], statistics.median(r[i][1] for r in runs)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--layers", type=int, default=2)
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    summary = []
+
+    def record(tag, fn):
+        g, e, ok = gt.time_step(fn, "cuda", repeats=9)
+        rows = kernel_rows(fn)
+        with open(a.out / f"{tag}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["idx", "kernel", "us"])
+            for i, (k, us) in enumerate(rows):
+                w.writerow([i, k[:200], f"{us:.3f}"])
+        ksum = sum(us for _, us in rows) * 1e-6
+        summary.append(dict(tag=tag, graph_s=g, eager_s=e, kernels=len(rows), kernel_sum_s=ksum))
+        print(f"{tag:34s} graph {g*1e3:9.3f} ms  kernels {len(rows):5d} sum {ksum*1e3:9.3f} ms  "
+              f"gap/kernel {(g-ksum)/max(1,len(rows))*1e6:6.2f} us", flush=True)
+
+    for cfg, pre, dec in ((gt.LLAMA_8B, ((1, 512), (8, 2048)), ((1, 1024), (16, 1024), (256, 1024), (128, 4096))),
+                          (gt.LLAMA_70B_TP4, ((4, 2048),), ((32, 2048), (256, 2048)))):
+        m = gt.DenseModel(replace(cfg, layers=a.layers), "cuda")
+        for b, s in pre:
+            record(f"{cfg.name}-tp{cfg.tp}-prefill-b{b}-s{s}", m.prefill(b, s))
+            torch.cuda.empty_cache()
+        for b, c in dec:
+            record(f"{cfg.name}-tp{cfg.tp}-decode-b{b}-c{c}", m.decode(b, c))
+            torch.cuda.empty_cache()
+        del m
+        torch.cuda.empty_cache()
+    layer = gt.MoELayer(gt.DSV3_MOE_EP4, "cuda")
+    for t in (128, 512, 1024, 4096, 8192):
+        step, info = layer.step(t, 20250101 + t)
+        record(f"moe-ep4-t{t}", step)
+    (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
