@@ -123,6 +123,35 @@ def _load_cached(name: str) -> "Profile":
 
 # ----------------------------------------------------------------------------- helpers
 
+KV_TILE_CANDIDATES = (1, 16, 32, 64, 128, 256)
+
+
+def fit_kv_tile(df: pd.DataFrame | None) -> int:
+    """Key-tile size of the decode attention kernel, fitted from ``attn_decode_tiles.csv``.
+
+    The table times decode attention at contexts just above and below round lengths. For each
+    candidate tile, every (batch, round length) group is fitted by least squares with
+    ``t = a + b * ceil(C / tile) * tile``; the tile with the smallest summed squared relative
+    residual wins (1 = no tiling). Without the table the answer is 1.
+    """
+    if df is None or df.empty:
+        return 1
+    d = df.assign(base=(df.context // 1024).astype(int))
+    best, best_err = 1, math.inf
+    for tile in KV_TILE_CANDIDATES:
+        err = 0.0
+        for _, g in d.groupby(["batch", "heads_q", "heads_kv", "head_dim_qk", "base"]):
+            if len(g) < 3:
+                continue
+            x = np.ceil(g.context.to_numpy(float) / tile) * tile
+            y = g.seconds.to_numpy(float)
+            a = np.vstack([np.ones_like(x), x]).T
+            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+            err += float(np.sum(((a @ coef - y) / y) ** 2))
+        if err < best_err * (1 - 1e-6):
+            best, best_err = tile, err
+    return best
+
 
 def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
     """Linear interpolation of log y over log x; None outside [xs[0], xs[-1]]."""
@@ -261,6 +290,16 @@ class Profile:
         self._mla = self._surfaces("mla_decode_bf16", ["heads_q", "head_dim_qk", "head_dim_v"], "batch", "context")
         ew = self.tables.get("elementwise_bf16")
         self._elementwise = {} if ew is None else {op: _Curve.of(d, "bytes") for op, d in ew.groupby("op")}
+        self._ew_table = {op: "elementwise_bf16" for op in self._elementwise}
+        tk = self.tables.get("moe_topk")
+        if tk is not None and not tk.empty:  # keyed by the bf16 router logits read, T*E*2 bytes
+            self._elementwise["moe_topk"] = _Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
+            self._ew_table["moe_topk"] = "moe_topk"
+        sc = self.tables.get("moe_scatter")
+        if sc is not None and not sc.empty:
+            self._elementwise["moe_scatter"] = _Curve.of(sc, "bytes")
+            self._ew_table["moe_scatter"] = "moe_scatter"
+        self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
         self._coll = {}
         for stem, df in self.tables.items():
             if stem.startswith("collective_"):
@@ -398,11 +437,15 @@ class Profile:
         cfg = self._pick_attn(self._decode, heads_q, heads_kv, head_dim_qk, dv)
         if cfg is None:
             return None
-        r = self._decode[cfg](batch, context)
+        tile = self.decode_kv_tile
+        keys = int(math.ceil(context / tile - 1e-9) * tile) if tile > 1 else context
+        r = self._decode[cfg](batch, keys)
         if r is None:
             return None
         scale = heads_kv / cfg[1]
         how = r[1] + ("" if scale == 1 else f", scaled by heads_kv from {cfg[0]}q/{cfg[1]}kv")
+        if keys != context:
+            how += f", keys {context} rounded up to the {tile}-key tile"
         return r[0] * scale, self._src("attn_decode_bf16", how)
 
     @staticmethod
@@ -444,14 +487,15 @@ class Profile:
         curve = self._elementwise.get(op)
         if curve is None:
             return None
+        table = self._ew_table[op]
         if bytes_moved <= 0:
-            return 0.0, self._src("elementwise_bf16", "empty")
+            return 0.0, self._src(table, "empty")
         if bytes_moved > curve.xs[-1]:
             return (curve.ys[-1] * bytes_moved / curve.xs[-1],
-                    self._src("elementwise_bf16", f"{op}: linear beyond {curve.xs[-1]:.3g} B"))
+                    self._src(table, f"{op}: linear beyond {curve.xs[-1]:.3g} B"))
         if bytes_moved < curve.xs[0]:
-            return float(curve.ys[0]), self._src("elementwise_bf16", f"{op}: latency floor")
-        return curve(bytes_moved), self._src("elementwise_bf16", f"{op}: interpolated")
+            return float(curve.ys[0]), self._src(table, f"{op}: latency floor")
+        return curve(bytes_moved), self._src(table, f"{op}: interpolated")
 
     def collective_seconds(self, op: str, group: int, bytes_per_rank: float) -> tuple[float, str] | None:
         """A measured collective (``all_reduce``, ``all_gather``, ...) on ``group`` ranks."""

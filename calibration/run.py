@@ -2,7 +2,8 @@
 
 Writes one CSV per (op, dtype) into DIR (``gemm_bf16.csv``, ``gemm_fp8.csv``,
 ``grouped_gemm_bf16.csv``, ``attn_prefill_bf16.csv``, ``attn_decode_bf16.csv``,
-``mla_decode_bf16.csv``, ``elementwise_bf16.csv``, ``hbm.csv``, ``collective_<op>.csv``) plus
+``mla_decode_bf16.csv``, ``elementwise_bf16.csv``, ``hbm.csv``, ``collective_<op>.csv``,
+``moe_topk.csv``, ``moe_scatter.csv``, ``attn_decode_tiles.csv``) plus
 ``metadata.json``. Rows already in a CSV are skipped, so a rerun resumes an interrupted run.
 ``--max-seconds`` ends the suites cleanly when the budget is spent. ``clustersim calibrate``
 calls :func:`main`.
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from calibration import metadata
-    from calibration.bench import attention, collectives, elementwise, gemm, grouped_gemm
+    from calibration.bench import attention, collectives, elementwise, gemm, grouped_gemm, routing
     from calibration.bench.common import BenchContext
 
     out: Path = args.out
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "mla_decode": lambda: attention.run_mla_decode(ctx),
         "elementwise": lambda: elementwise.run(ctx),
         "collectives": lambda: collectives.run(ctx),
+        "moe_routing": lambda: routing.run(ctx),
+        "attn_decode_tiles": lambda: attention.run_decode_tiles(ctx),
     }
     timings = {}
     for name in suites:

@@ -12,4 +12,6 @@ SUITES = (
     "mla_decode",
     "elementwise",
     "collectives",
+    "moe_routing",
+    "attn_decode_tiles",
 )

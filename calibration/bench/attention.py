@@ -207,6 +207,53 @@ def run_decode(ctx: BenchContext) -> None:
     ctx.log(f"attn_decode: {done} points measured, {len(table)} in table")
 
 
+DECODE_TILE_BASES = (1024, 4096)
+DECODE_TILE_OFFSETS = (0, 1, 16, 32, 63, 64, 65, 96, 127, 128, 129, 192, 256)
+DECODE_TILE_BATCH = (1, 64, 256)
+
+
+def run_decode_tiles(ctx: BenchContext) -> None:
+    """Decode attention just above and below round context lengths (32q/8kv heads, d=128).
+
+    A decode step attends to C cached keys plus the new one, and attention kernels walk the keys
+    in fixed tiles, so the time steps up at tile boundaries; ``calibration.profile`` fits the
+    tile size from this table (``attn_decode_tiles.csv``, the decode table's columns).
+    """
+    import torch
+
+    table = CsvTable(ctx.out_dir / "attn_decode_tiles.csv", DECODE_COLUMNS, DECODE_KEY)
+    dev = torch.device(ctx.device)
+    hq, hkv, d = (4, 2, 32) if ctx.quick else (32, 8, 128)
+    g = hq // hkv
+    bases = (16,) if ctx.quick else DECODE_TILE_BASES
+    offsets = (0, 1) if ctx.quick else DECODE_TILE_OFFSETS
+    for b in (1, 2) if ctx.quick else DECODE_TILE_BATCH:
+        for base in bases:
+            for off in offsets:
+                c = base + off
+                if table.has(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d, head_dim_v=d):
+                    continue
+                if ctx.out_of_time():
+                    return
+                kv_bytes = 2.0 * b * hkv * c * d * 2
+                fns, backend = [], ""
+                for _ in range(rotation_count(kv_bytes, ctx)):
+                    q = torch.randn(b, hkv, g, d, device=dev, dtype=torch.bfloat16)
+                    k = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
+                    v = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
+                    call, backend, _ = pick_sdpa(ctx, q, k, v, causal=False)
+                    fns.append(call)
+                seconds, method = time_calls(fns, ctx)
+                fns = None
+                free_cuda()
+                flops = 2.0 * b * hq * c * 2 * d
+                table.append(dict(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
+                                  head_dim_v=d, seconds=seconds, kv_bytes=kv_bytes,
+                                  gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12,
+                                  backend=backend, gqa_impl="pack_q", method=method))
+    ctx.log(f"attn_decode_tiles: {len(table)} rows")
+
+
 def _mla_bmm_call(q, cache, dv: int, out):
     import torch
 

@@ -8,7 +8,10 @@ copies (bytes read + written), the achieved HBM bandwidth. Ops as measured:
 * silu_mul: ``silu(a) * b`` on two halves of a ``[T, 2F]`` tensor (read 2E, write E);
 * rotary: ``x*cos + rotate_half(x)*sin`` on ``[T, 32, 128]`` (eager torch, several kernels: a
   fused kernel would be faster - counted bytes are read x, cos, sin, write y);
-* copy: ``dst.copy_(src)``.
+* copy: ``dst.copy_(src)``;
+* add: ``a + b`` (a residual add: read 2E, write E);
+* rotary_qkv: the rotary above on the query heads as a strided view of a fused ``[T, 48*128]``
+  QKV projection output, as a model applies it (read x, cos, sin, write y).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ COLUMNS = ["op", "elements", "bytes", "seconds", "gbps", "method"]
 KEY = ["op", "elements"]
 HBM_COLUMNS = ["bytes", "seconds", "gbps", "method"]
 HBM_KEY = ["bytes"]
-OPS = ("copy", "rmsnorm", "silu_mul", "rotary")
+OPS = ("copy", "rmsnorm", "silu_mul", "rotary", "add", "rotary_qkv")
 
 
 def _make(op: str, elements: int, dev):
@@ -58,6 +61,22 @@ def _make(op: str, elements: int, dev):
             return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
         return rot, 4 * x.numel() + 4 * cos.numel()
+    if op == "add":
+        a = torch.randn(elements, device=dev, dtype=bf)
+        b = torch.randn(elements, device=dev, dtype=bf)
+        return (lambda: a + b), 6 * elements
+    if op == "rotary_qkv":
+        tokens = max(1, elements // (32 * 128))
+        qkv = torch.randn(tokens, 48 * 128, device=dev, dtype=bf)
+        x = qkv[:, : 32 * 128].view(tokens, 32, 128)
+        cos = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
+        sin = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
+
+        def rot_view():
+            x1, x2 = x[..., :64], x[..., 64:]
+            return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+        return rot_view, 4 * x.numel() + 4 * cos.numel()
     raise ValueError(f"elementwise op {op!r} unknown (valid: {', '.join(OPS)})")
 
 
