@@ -16,9 +16,14 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   interpolation in groups, beyond them linear scaling in groups.
 * **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
   context) inside the measured points' hull, else linear batch scaling from the nearest
-  measured batch at the same seq/context. Head configs not measured are scaled from the
-  measured config with the same head dims and the nearest GQA ratio: prefill by ``Hq``
-  (FLOPs), decode by ``Hkv`` (KV bytes).
+  measured batch at the same seq/context. Head configs not measured are looked up in the
+  measured config with the same head dims and the nearest GQA ratio as an equivalent batch:
+  prefill ``B * Hq / Hq'``, decode ``B * Hkv / Hkv'`` (the kernels' work items are
+  (sequence, head) pairs, so a small batch of many heads fills the GPU like a larger batch).
+  Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``.
+* **moe_topk / moe_scatter** - curves in bytes, like elementwise.
+* **rmsnorm** (a plain norm whose op carries its row ``width``) - ``rmsnorm_bf16.csv`` in rows
+  and width: at few rows the time follows the width, not the bytes.
 * **mla_decode** - the faster implementation measured at each point; heads interpolated in
   log space between measured head counts, clamped outside them.
 * **elementwise** - log-log in bytes; above the largest size, linear at its bandwidth;
@@ -300,6 +305,8 @@ class Profile:
             self._elementwise["moe_scatter"] = _Curve.of(sc, "bytes")
             self._ew_table["moe_scatter"] = "moe_scatter"
         self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
+        nt = self.tables.get("rmsnorm_bf16")
+        self._norm = {} if nt is None else {int(w): _Curve.of(d, "rows") for w, d in nt.groupby("width")}
         self._coll = {}
         for stem, df in self.tables.items():
             if stem.startswith("collective_"):
@@ -423,12 +430,15 @@ class Profile:
         cfg = self._pick_attn(self._prefill, heads_q, heads_kv, head_dim_qk, dv)
         if cfg is None:
             return None
-        r = self._prefill[cfg](batch, seq)
+        # other head counts run as more (or fewer) sequences of the measured config: the kernel's
+        # work items are (sequence, head) pairs, so occupancy follows batch x heads, not time x heads
+        eq_batch = batch * heads_q / cfg[0]
+        r = self._prefill[cfg](eq_batch, seq)
         if r is None:
             return None
-        scale = heads_q / cfg[0]
-        how = r[1] + ("" if scale == 1 else f", scaled by heads_q from {cfg[0]}q/{cfg[1]}kv")
-        return r[0] * scale, self._src("attn_prefill_bf16", how)
+        how = r[1] + ("" if eq_batch == batch else
+                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+        return r[0], self._src("attn_prefill_bf16", how)
 
     def attn_decode_seconds(self, batch: int, context: int, heads_q: int, heads_kv: int,
                             head_dim_qk: int = 128, head_dim_v: int | None = None) -> tuple[float, str] | None:
@@ -439,14 +449,15 @@ class Profile:
             return None
         tile = self.decode_kv_tile
         keys = int(math.ceil(context / tile - 1e-9) * tile) if tile > 1 else context
-        r = self._decode[cfg](batch, keys)
+        eq_batch = batch * heads_kv / cfg[1]  # (sequence, KV head) work items, as in prefill
+        r = self._decode[cfg](eq_batch, keys)
         if r is None:
             return None
-        scale = heads_kv / cfg[1]
-        how = r[1] + ("" if scale == 1 else f", scaled by heads_kv from {cfg[0]}q/{cfg[1]}kv")
+        how = r[1] + ("" if eq_batch == batch else
+                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
         if keys != context:
             how += f", keys {context} rounded up to the {tile}-key tile"
-        return r[0] * scale, self._src("attn_decode_bf16", how)
+        return r[0], self._src("attn_decode_bf16", how)
 
     @staticmethod
     def _pick_attn(surfaces, hq, hkv, dqk, dv):
@@ -496,6 +507,31 @@ class Profile:
         if bytes_moved < curve.xs[0]:
             return float(curve.ys[0]), self._src(table, f"{op}: latency floor")
         return curve(bytes_moved), self._src(table, f"{op}: interpolated")
+
+    def rmsnorm_seconds(self, rows: float, width: int) -> tuple[float, str] | None:
+        """``F.rms_norm`` over ``rows x width`` from ``rmsnorm_bf16.csv``: log-log in rows at each
+        measured width (linear beyond the largest row count, floor below one row), then log-log
+        between the two measured widths around ``width`` (scaled by width outside them)."""
+        if not self._norm or rows <= 0:
+            return None
+        widths = sorted(self._norm)
+
+        def at(w: int) -> float:
+            c = self._norm[w]
+            r = min(max(rows, c.xs[0]), c.xs[-1])
+            t = c(r)
+            return t * rows / c.xs[-1] if rows > c.xs[-1] else t
+
+        if width in self._norm:
+            return at(width), self._src("rmsnorm_bf16", f"{rows:g} rows, interpolated")
+        if width < widths[0] or width > widths[-1]:
+            w = widths[0] if width < widths[0] else widths[-1]
+            return at(w) * width / w, self._src("rmsnorm_bf16", f"scaled by width from {w}")
+        lo = max(w for w in widths if w < width)
+        hi = min(w for w in widths if w > width)
+        f = (math.log(width) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        t = math.exp((1 - f) * math.log(at(lo)) + f * math.log(at(hi)))
+        return t, self._src("rmsnorm_bf16", f"{rows:g} rows, interpolated in width {lo}..{hi}")
 
     def collective_seconds(self, op: str, group: int, bytes_per_rank: float) -> tuple[float, str] | None:
         """A measured collective (``all_reduce``, ``all_gather``, ...) on ``group`` ranks."""
@@ -607,6 +643,9 @@ class Profile:
             return self.mla_decode_seconds(s["batch"], s["context"], s.get("heads_q", 128),
                                            s.get("head_dim_qk", 576), s.get("head_dim_v", 512))
         if kind in ("elementwise", "embedding"):
+            width = op.meta.get("width")
+            if op.meta.get("op") == "rmsnorm" and width and self._norm:
+                return self.rmsnorm_seconds(s["elements"] / width, int(width))
             return self.elementwise_seconds(op.bytes_read + op.bytes_written, str(op.meta.get("op", "copy")))
         if kind == "collective":
             return self.collective_seconds(op.collective, op.group_size, op.bytes_per_rank)

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "collectives": lambda: collectives.run(ctx),
         "moe_routing": lambda: routing.run(ctx),
         "attn_decode_tiles": lambda: attention.run_decode_tiles(ctx),
+        "attn_prefill_qview": lambda: attention.run_prefill(ctx, q_view=True),
     }
     timings = {}
     for name in suites:

@@ -348,12 +348,14 @@ def estimate_step_cmd(
     context: Optional[int] = typer.Option(None, "--context", min=0, help="Decode: tokens already cached."),
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
+    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One forward step of a whole model (prefill or decode)."""
     from clustersim import estimate
 
-    data = _guard(lambda: estimate.estimate_step(model, hardware, phase, batch, seq, context, tp, dtype))
+    data = _guard(lambda: estimate.estimate_step(model, hardware, phase, batch, seq, context, tp, dtype,
+                                                 kernels=kernels))
     _estimate_out(data, as_json, "step estimate")
 
 
@@ -397,12 +399,14 @@ def estimate_moe_layer_cmd(
     tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernel: str = typer.Option("normal", "--kernel"),
+    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One expert-parallel MoE layer: router, dispatch, experts (incl. shared), combine."""
     from clustersim import estimate
 
-    data = _guard(lambda: estimate.estimate_moe_layer(model, hardware, ep, tokens_per_rank, dtype, kernel))
+    data = _guard(lambda: estimate.estimate_moe_layer(model, hardware, ep, tokens_per_rank, dtype, kernel,
+                                                      kernels=kernels))
     _estimate_out(data, as_json, "MoE layer estimate")
 
 

@@ -48,8 +48,13 @@ def _step_dict(cost: StepCost, **extra: Any) -> dict:
 
 
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
-                  context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default") -> dict:
-    """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node."""
+                  context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default",
+                  kernels: str = "eager") -> dict:
+    """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node.
+
+    ``kernels="eager"`` costs the step as a plain PyTorch implementation runs it (separate norm,
+    residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
+    ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     m = get_model(model)
     cluster = resolve_cluster(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
@@ -67,9 +72,9 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     prof = default_profile(cluster) if profile == "default" else profile
     par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
     cm = CostModel(cluster=cluster, profile=prof)
-    cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype)])
+    cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp,
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
                       profile=getattr(prof, "name", None))
 
 
@@ -114,7 +119,8 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
 
 
 def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int, dtype: str = "bf16",
-                       kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default") -> dict:
+                       kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default",
+                       kernels: str = "eager") -> dict:
     """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
     m = get_model(model)
     if m.moe is None:
@@ -123,9 +129,10 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     prof = default_profile(cluster) if profile == "default" else profile
     par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
-    ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance))
+    ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
-    return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank)
+    return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
+                      kernels=kernels)
 
 
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,

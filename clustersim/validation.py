@@ -23,8 +23,12 @@ def _compute_seconds(cm: CostModel, ops: list) -> float:
     return sum(c.total_s for c in (cm.op_cost(o) for o in ops) if c.stream != "comm")
 
 
-def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h200-node") -> pd.DataFrame:
-    """One row per ground-truth point: measured and predicted seconds and the relative error."""
+def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h200-node",
+                     kernels: str = "eager") -> pd.DataFrame:
+    """One row per ground-truth point: measured and predicted seconds and the relative error.
+
+    ``kernels="eager"``: the ground truth is written in plain torch ops (``calibration.groundtruth``),
+    so its glue kernels are the eager set."""
     d = Path(measured_dir)
     cm = CostModel(cluster=get_cluster(cluster), profile=profile)
     rows = []
@@ -40,7 +44,7 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h20
             else:
                 shape = BatchShape.decode(int(r.batch), int(r.context))
                 point = f"B={r.batch} C={r.context}"
-            ops = step_ops(m, shape, Parallelism(tp=int(r.tp)))
+            ops = step_ops(m, shape, Parallelism(tp=int(r.tp)), kernels=kernels)
             rows.append({"case": f"{r.model} tp{r.tp} {phase}", "point": point, "measured_s": float(r.seconds),
                          "predicted_s": _compute_seconds(cm, ops)})
     path = d / "gt_moe_layer.csv"
@@ -49,7 +53,7 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h20
             m = get_model(r.model)
             ep = int(r.ep)
             ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, int(r.tokens_per_rank)),
-                                         Parallelism(ep=ep, attn_dp=ep, moe_tp=1)))
+                                         Parallelism(ep=ep, attn_dp=ep, moe_tp=1), kernels=kernels))
             rows.append({"case": f"{r.model} ep{ep} moe layer", "point": f"T={r.tokens_per_rank}",
                          "measured_s": float(r.seconds), "predicted_s": _compute_seconds(cm, ops)})
     df = pd.DataFrame(rows)

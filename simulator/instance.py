@@ -38,6 +38,7 @@ class InstanceSpec:
     redundant_experts: int = 0
     draft_model: ModelConfig | None = None  # speculative decoding with a separate draft model
     draft_tokens: int = 0
+    kernels: str = "fused"  # workloads.ops_blocks.KERNEL_SETS
 
     @property
     def devices(self) -> int:
@@ -61,6 +62,7 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
         redundant_experts=pool.moe.redundant_experts,
         draft_model=get_model(pool.draft_model) if getattr(pool, "draft_model", None) else None,
         draft_tokens=getattr(pool, "draft_tokens", 0),
+        kernels=getattr(pool, "kernels", "fused"),
     )
 
 
@@ -102,7 +104,7 @@ class InstanceCost:
         mtp = s.mtp_depth > 0 and batch.phase == "decode"
         return [
             step_ops(s.model, mb, self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
-                     kv_dtype=s.kv_dtype, include_mtp=mtp,
+                     kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
                      dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
             for mb in _halves(batch, s.micro_batches)
         ]

@@ -1,9 +1,10 @@
 """Composed predictions against our own H200 ground truth (tests/data/measured).
 
-The issue's target is a median error <= 5% and worst <= 15%; we are not there yet (see the
-closing note). These bounds pin today's measured accuracy so that a regression fails: median
-<= 11%, worst <= 25%, and every case family within its own bound. The per-point errors print
-with ``pytest -s``. The profile holds per-operator microbenchmarks only, never these steps.
+The issue's target is a median error <= 5% and worst <= 15%. Today: median 5.1%, worst 10.5%
+(the ground truth is plain torch, so the eager kernel set predicts it). These bounds pin that
+with a little room, so a regression fails: median <= 5.5%, worst <= 12%, and every case family
+within its own bound. The per-point errors print with ``pytest -s``. The profile holds
+per-operator microbenchmarks only, never these steps.
 """
 
 from __future__ import annotations
@@ -38,11 +39,20 @@ def test_every_ground_truth_point_is_predicted(errors):
 
 def test_median_and_worst_error(errors):
     e = errors.error.abs()
-    assert e.median() <= 0.11
-    assert e.max() <= 0.25
+    assert e.median() <= 0.055
+    assert e.max() <= 0.12
 
 
-@pytest.mark.parametrize("family,bound", [("prefill", 0.11), ("decode", 0.16), ("moe layer", 0.25)])
+def test_fused_kernel_set_misses_the_eager_glue():
+    """The same steps costed with serving-engine kernels are faster: the eager glue (separate
+    residual adds, unfused norms, top-k, bf16 index_add_) is what the ground truth runs."""
+    fused = predict_measured(MEASURED, load_profile("h200"), kernels="fused")
+    eager = predict_measured(MEASURED, load_profile("h200"), kernels="eager")
+    assert (fused.predicted_s < eager.predicted_s).all()
+    assert fused.error.abs().median() > 2 * eager.error.abs().median()
+
+
+@pytest.mark.parametrize("family,bound", [("prefill", 0.10), ("decode", 0.10), ("moe layer", 0.12)])
 def test_error_by_family(errors, family, bound):
     sub = errors[errors.case.str.endswith(family)]
     assert len(sub) and sub.error.abs().max() <= bound

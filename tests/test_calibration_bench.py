@@ -18,6 +18,14 @@ SCHEMAS = {
                             "kv_bytes", "gbps", "tflops", "impl_detail", "method"],
     "elementwise_bf16.csv": ["op", "elements", "bytes", "seconds", "gbps", "method"],
     "hbm.csv": ["bytes", "seconds", "gbps", "method"],
+    "rmsnorm_bf16.csv": ["rows", "width", "bytes", "seconds", "method"],
+    "moe_topk.csv": ["tokens", "experts", "top_k", "seconds", "method"],
+    "moe_scatter.csv": ["tokens_per_rank", "experts", "top_k", "ep", "hidden", "pairs", "rows", "bytes",
+                        "seconds", "gbps", "method"],
+    "attn_decode_tiles.csv": ["batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v",
+                              "seconds", "kv_bytes", "gbps", "tflops", "backend", "gqa_impl", "method"],
+    "attn_prefill_qview_bf16.csv": ["batch", "seq", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal",
+                                    "seconds", "tflops", "backend", "gqa_impl", "method"],
 }
 
 
@@ -42,7 +50,8 @@ def test_runner_quick_cpu_schema_metadata_and_resume(tmp_path, monkeypatch):
     from calibration import run
 
     monkeypatch.setenv("CLUSTERSIM_GIT_SHA", "0123456789abcdef0123456789abcdef01234567")
-    suites = "gemm,grouped_gemm,attn_prefill,attn_decode,mla_decode,elementwise"
+    suites = ("gemm,grouped_gemm,attn_prefill,attn_decode,mla_decode,elementwise,moe_routing,"
+              "attn_decode_tiles,attn_prefill_qview")
     assert run.main(["--out", str(tmp_path), "--quick", "--device", "cpu", "--suite", suites]) == 0
     for name, cols in SCHEMAS.items():
         df = pd.read_csv(tmp_path / name)

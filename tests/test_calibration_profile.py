@@ -91,14 +91,42 @@ def test_attention_surfaces(synth):
     assert t == pytest.approx(512**2 * 1e-9)
     t, src = synth.attn_prefill_seconds(16, 512, 32, 8)  # outside hull: linear in batch from 4
     assert t == pytest.approx(16 * 512**2 * 1e-9) and "batch 4" in src
-    t, src = synth.attn_prefill_seconds(1, 512, 64, 16)  # scaled by heads_q
-    assert t == pytest.approx(2 * 512**2 * 1e-9) and "heads_q" in src
+    t, src = synth.attn_prefill_seconds(1, 512, 64, 16)  # as batch 2 of the 32q/8kv config
+    assert t == pytest.approx(2 * 512**2 * 1e-9) and "as batch 2 of 32q/8kv" in src
     assert synth.attn_prefill_seconds(1, 8192, 32, 8) is None
     assert synth.attn_prefill_seconds(1, 512, 32, 8, 192, 128) is None  # no such head dims
     t, _ = synth.attn_decode_seconds(8, 2048, 32, 8)
     assert t == pytest.approx(8 * 2048 * 1e-8, rel=1e-6)
     t, src = synth.attn_decode_seconds(8, 1024, 64, 16)
-    assert t == pytest.approx(2 * 8 * 1024 * 1e-8) and "heads_kv" in src
+    assert t == pytest.approx(2 * 8 * 1024 * 1e-8) and "as batch 16 of 32q/8kv" in src
+
+
+def test_kv_tile_fit_and_rounding(tmp_path):
+    """A kernel walking keys in 128-key tiles: the fit finds 128 and decode lookups round up."""
+    import math
+
+    from calibration.profile import Profile, fit_kv_tile
+
+    rows = []
+    for b in (1, 64):
+        for base in (1024, 4096):
+            for off in (0, 1, 32, 64, 127, 128, 129, 192, 256):
+                c = base + off
+                rows.append(dict(batch=b, context=c, heads_q=32, heads_kv=8, head_dim_qk=128, head_dim_v=128,
+                                 seconds=1e-6 * b * (5 + math.ceil(c / 128))))
+    tiles = pd.DataFrame(rows)
+    assert fit_kv_tile(tiles) == 128
+    linear = tiles.assign(seconds=1e-6 * tiles.batch * (5 + tiles.context / 128))
+    assert fit_kv_tile(linear) == 1
+    assert fit_kv_tile(None) == 1
+    dec = pd.DataFrame([dict(batch=b, context=c, heads_q=32, heads_kv=8, head_dim_qk=128, head_dim_v=128,
+                             seconds=1e-8 * b * c) for b in (1, 8) for c in (1024, 2048, 4096)])
+    dec.to_csv(tmp_path / "attn_decode_bf16.csv", index=False)
+    tiles.to_csv(tmp_path / "attn_decode_tiles.csv", index=False)
+    p = Profile(tmp_path)
+    t, src = p.attn_decode_seconds(8, 1025, 32, 8)
+    assert "rounded up to the 128-key tile" in src
+    assert t == pytest.approx(p.attn_decode_seconds(8, 1152, 32, 8)[0])
 
 
 def test_mla_takes_best_impl_and_interpolates_heads(synth):

@@ -59,6 +59,8 @@ class Pool(_Frozen):
     attention: AttentionParallel = AttentionParallel()
     moe: MoeParallel = MoeParallel()
     micro_batches: Literal[1, 2] = 1
+    kernels: Literal["fused", "eager"] = Field(
+        "fused", description="glue kernels: a serving engine's fused ones, or plain torch ops (workloads.ops_blocks)")
     max_batch_size: int = Field(256, ge=1)
     max_tokens_per_iteration: int = Field(8192, ge=1)
     chunked_prefill: bool = True

@@ -32,6 +32,7 @@ from workloads.models import GQAConfig, ModelConfig, get_model
 from workloads.op import COLLECTIVE, EMBEDDING, GEMM, GROUPED_GEMM, Op
 from workloads.ops_blocks import (
     ACT_BYTES,
+    KERNEL_SETS,
     RMSNORM_FLOPS_PER_ELEM,
     BlockCtx,
     attention_block,
@@ -42,6 +43,7 @@ from workloads.ops_blocks import (
     ffn_norm,
     gemm,
     moe_block,
+    residual_add,
     tp_all_reduce,
 )
 
@@ -313,19 +315,24 @@ def step_ops(
     stage: int = 0,
     dispatch_dtype: str | None = None,
     combine_dtype: str = "bf16",
+    kernels: str = "fused",
 ) -> list[Op]:
     """Operators one device runs for one step of ``batch`` (see module docstring).
 
     ``dtype``: GEMM weight/input dtype (router, embedding, LM head stay BF16 below 16 bits).
     ``kv_dtype``: KV-cache dtype ('fp8' = FlashMLA layout for MLA). ``include_mtp`` appends the
     MTP modules on the last stage. ``stage`` picks the pipeline stage when pp > 1.
-    ``dispatch_dtype`` defaults to ``dtype``; combine is BF16.
+    ``dispatch_dtype`` defaults to ``dtype``; combine is BF16. ``kernels``: "fused" (a serving
+    engine's fused glue kernels) or "eager" (the layer in plain torch ops); see
+    ``workloads.ops_blocks.KERNEL_SETS``.
     """
     m = get_model(model)
     par = parallelism or Parallelism()
     par.validate_for(m)
     for d in (dtype, kv_dtype, combine_dtype, dispatch_dtype or dtype):
         dtype_bytes(d)
+    if kernels not in KERNEL_SETS:
+        raise ValueError(f"kernels {kernels!r} unknown (valid: {', '.join(KERNEL_SETS)})")
     if moe_imbalance < 1.0:
         raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
     dense_n, moe_n = stage_layers(m, par.pp, stage)
@@ -344,6 +351,7 @@ def step_ops(
         moe_tokens_all=batch.total_new_tokens, moe_imbalance=float(moe_imbalance),
         dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),
         expert_slots=(m.moe.num_routed_experts + par.redundant_experts) if m.moe else 0,
+        kernels=kernels,
     )
     h = m.hidden_size
     ops: list[Op] = []
@@ -388,6 +396,8 @@ def _layer(c: BlockCtx, kind: str, count: int, p: str, layer: str | None = None)
     else:
         ops += moe_block(c, layer, count, p)
     ops += tp_all_reduce(c, layer, count, p)
+    if c.eager:
+        ops.append(residual_add(c, f"{p}ffn_residual", layer, count))
     return ops
 
 
@@ -395,7 +405,8 @@ def _head(c: BlockCtx, n_logits: int, layer: str, p: str, count: int = 1) -> lis
     m, h = c.model, c.model.hidden_size
     v_local = math.ceil(m.vocab_size / c.tp)  # vocab padded to a multiple of tp
     ops = [
-        elementwise(f"{p}final_norm", n_logits * h, layer=layer, count=count, flops_per_elem=RMSNORM_FLOPS_PER_ELEM),
+        elementwise(f"{p}final_norm", n_logits * h, layer=layer, count=count, flops_per_elem=RMSNORM_FLOPS_PER_ELEM,
+                    meta={"width": h}),
         gemm(f"{p}lm_head", n_logits, v_local, h, dtype="bf16", w_dtype=param_dtype("lm_head", c.dtype),
              layer=layer, count=count),
     ]

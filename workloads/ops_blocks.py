@@ -37,6 +37,18 @@ from workloads.op import (
 )
 
 ACT_BYTES = 2.0  # BF16 activations
+#: Which kernels run the memory-bound glue around the GEMMs and attention:
+#: * "fused" - a serving engine's kernels: residual add fused into the RMSNorm, one rotary op
+#:   over q and k, one KV-cache write, a fused top-k, and the routed outputs gathered back per
+#:   token (the weighted sum happens in the combine). No fused rotary or SiLU-and-mul kernel is
+#:   measured here, so those two keep the measured torch ``rotary`` and ``silu_mul`` times
+#:   (an upper bound for a fused kernel); the others are timed at copy bandwidth.
+#: * "eager" - the same layer written in plain torch ops, as reference implementations do:
+#:   RMSNorm and residual add as separate kernels, rotate-half RoPE (several kernels, measured
+#:   as ``rotary``), ``silu(a) * b`` (measured ``silu_mul``), K and V written by two copies,
+#:   ``topk(sigmoid(logits.float()))`` (``moe_topk``) and ``zero_ + index_add_(ys * w)``
+#:   (``moe_scatter``, bf16 atomics) for the routed outputs.
+KERNEL_SETS = ("fused", "eager")
 # FLOPs per element charged to memory-bound ops (they are timed by bytes; kept for totals).
 RMSNORM_FLOPS_PER_ELEM = 4.0
 SWIGLU_FLOPS_PER_ELEM = 5.0
@@ -71,6 +83,11 @@ class BlockCtx:
     dispatch_dtype: str
     combine_dtype: str
     expert_slots: int = 0  # routed + redundant expert replicas over the EP group
+    kernels: str = "fused"  # "fused" (serving-engine kernels) or "eager" (plain torch; see KERNEL_SETS)
+
+    @property
+    def eager(self) -> bool:
+        return self.kernels == "eager"
 
 
 def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
@@ -167,8 +184,7 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """Norm, projections, RoPE, KV write, attention, output projection, TP all-reduce."""
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
-    ops = [elementwise(f"{p}attn_norm", T * h, layer=layer, count=count, reads=2, writes=2,
-                       flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"fused": "residual_add+rmsnorm"})]
+    ops = [_norm(c, f"{p}attn_norm", layer, count)]
     kv_local = kv_bytes_local(c)
     keys = [n + x for n, x in zip(c.new, c.ctx)]
     pairs = sum(attention_pairs(n, x, True) for n, x in zip(c.new, c.ctx)) / c.sp
@@ -186,8 +202,7 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
             ops.append(gemm(f"{p}kv_a_proj", T, lat + r, h, **kw))
         ops.append(elementwise(f"{p}kv_a_norm", T * lat, layer=layer, count=count,
                                flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
-        ops.append(elementwise(f"{p}rope", T * (H + 1) * r, layer=layer, count=count,
-                               flops_per_elem=ROPE_FLOPS_PER_ELEM))
+        ops.append(_rope(c, f"{p}rope", T * (H + 1) * r, layer, count))
         ops.append(elementwise(f"{p}kv_cache_write", T * (lat + r), layer=layer, count=count, writes=0,
                                flops_per_elem=0.0, extra_written=T * kv_local, meta={"kv_write_bytes": T * kv_local}))
         if c.absorb:
@@ -200,10 +215,18 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         d = a.head_dim
         ops.append(gemm(f"{p}qkv_proj", T, (H + 2 * Hkv) * d, h, **kw,
                         bias=(H + 2 * Hkv) * d if a.qkv_bias else 0))
-        ops.append(elementwise(f"{p}rope", T * (H + Hkv) * d, layer=layer, count=count,
-                               flops_per_elem=ROPE_FLOPS_PER_ELEM))
-        ops.append(elementwise(f"{p}kv_cache_write", T * 2 * Hkv * d, layer=layer, count=count, writes=0,
-                               flops_per_elem=0.0, extra_written=T * kv_local, meta={"kv_write_bytes": T * kv_local}))
+        if c.eager:  # q and k rotated by separate chains of kernels; K and V written by two copies
+            ops.append(_rope(c, f"{p}rope", T * H * d, layer, count))
+            ops.append(_rope(c, f"{p}rope_k", T * Hkv * d, layer, count))
+            for part in ("k", "v"):
+                ops.append(elementwise(f"{p}kv_cache_write_{part}", T * Hkv * d, layer=layer, count=count,
+                                       writes=0, flops_per_elem=0.0, extra_written=T * kv_local / 2,
+                                       meta={"kv_write_bytes": T * kv_local / 2, "op": "copy"}))
+        else:
+            ops.append(_rope(c, f"{p}rope", T * (H + Hkv) * d, layer, count))
+            ops.append(elementwise(f"{p}kv_cache_write", T * 2 * Hkv * d, layer=layer, count=count, writes=0,
+                                   flops_per_elem=0.0, extra_written=T * kv_local,
+                                   meta={"kv_write_bytes": T * kv_local}))
         flops = attention_flops_per_pair(m) / c.attn_tp * pairs
         q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
         if c.phase == "decode":
@@ -227,7 +250,39 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     if c.attn_tp > 1:
         ops.append(collective(f"{p}attn_all_reduce", "all_reduce", c.attn_tp, T * h * ACT_BYTES,
                               layer=layer, count=count))
+    if c.eager:
+        ops.append(residual_add(c, f"{p}attn_residual", layer, count))
     return ops
+
+
+def _norm(c: BlockCtx, name: str, layer: str, count: int) -> Op:
+    """Pre-norm of the hidden state: fused with the residual add, or a plain RMSNorm."""
+    if c.eager:
+        return elementwise(name, c.tokens * c.model.hidden_size, layer=layer, count=count,
+                           flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"width": c.model.hidden_size})
+    return elementwise(name, c.tokens * c.model.hidden_size, layer=layer, count=count, reads=2, writes=2,
+                       flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"fused": "residual_add+rmsnorm"})
+
+
+def residual_add(c: BlockCtx, name: str, layer: str, count: int) -> Op:
+    """``x = x + f(x)`` as its own kernel (eager kernels only; fused into the next norm otherwise)."""
+    return elementwise(name, c.tokens * c.model.hidden_size, layer=layer, count=count, reads=2,
+                       meta={"op": "add"})
+
+
+def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
+    """Rotary embedding over ``elements`` values: rotate-half in torch ops, or one fused kernel.
+
+    Eager prefill applies it to ``[B, S, H, D]`` views with cos/sin broadcast over the batch
+    (measured as ``rotary_bshd``); eager decode to ``[B, H, D]`` rows (``rotary``)."""
+    kind = "rotary_bshd" if c.eager and c.phase == "prefill" else "rotary"
+    return elementwise(name, elements, layer=layer, count=count, flops_per_elem=ROPE_FLOPS_PER_ELEM,
+                       meta={"op": kind})
+
+
+def _act(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
+    """SwiGLU activation ``silu(gate) * up``, timed as the measured torch ``silu_mul`` in both sets."""
+    return elementwise(name, elements, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM)
 
 
 def _attn_dtype(c: BlockCtx) -> str:
@@ -301,15 +356,14 @@ def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, nam
     w = width // c.tp
     ops = [
         gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count),
-        elementwise(f"{p}{name}_act", T * w, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM),
+        _act(c, f"{p}{name}_act", T * w, layer, count),
         gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count),
     ]
     return ops
 
 
 def ffn_norm(c: BlockCtx, layer: str, count: int, p: str) -> Op:
-    return elementwise(f"{p}ffn_norm", c.tokens * c.model.hidden_size, layer=layer, count=count, reads=2,
-                       writes=2, flops_per_elem=RMSNORM_FLOPS_PER_ELEM, meta={"fused": "residual_add+rmsnorm"})
+    return _norm(c, f"{p}ffn_norm", layer, count)
 
 
 def tp_all_reduce(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
@@ -352,7 +406,8 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         rb = E * dtype_bytes(param_dtype("router", c.dtype))
         r = ops[0]
         ops[0] = replace(r, bytes_read=r.bytes_read + rb, meta={**r.meta, "weight_bytes": r.meta["weight_bytes"] + rb})
-    ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0))
+    ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0,
+                           meta={"op": "moe_topk" if c.eager else "copy"}))
     # each attention-TP rank (and, in decode, each sp rank) dispatches its slice of the tokens
     send = math.ceil(T / (c.attn_tp * (c.sp if c.phase == "decode" else 1))) if c.ep > 1 else 0
     # destinations are expert slots: redundant replicas spread a token's choices like extra experts
@@ -388,10 +443,16 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   "active_groups": active, "mean_per_group": mean_assign / E_l,
                   "moe_imbalance": c.moe_imbalance}))
         if name == "experts_gate_up":
-            ops.append(elementwise(f"{p}experts_act", tokens_total * I_l, layer=layer, count=count, reads=2,
-                                   flops_per_elem=SWIGLU_FLOPS_PER_ELEM))
-    ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
-                           writes=0.0, extra_written=T * h * ACT_BYTES, flops_per_elem=2.0, meta={"op": "copy"}))
+            ops.append(_act(c, f"{p}experts_act", tokens_total * I_l, layer, count))
+    if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows
+        rows = min(tokens_total, math.ceil(c.moe_tokens_all * (1.0 - (1.0 - E_l / slots) ** k)))
+        ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
+                               writes=1.0, extra_read=tokens_total * ACT_BYTES + rows * h * ACT_BYTES,
+                               extra_written=rows * h * ACT_BYTES, flops_per_elem=2.0,
+                               meta={"op": "moe_scatter", "rows": rows}))
+    else:
+        ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
+                               writes=0.0, extra_written=T * h * ACT_BYTES, flops_per_elem=2.0, meta={"op": "copy"}))
     if c.ep > 1 and c.moe_tp > 1:
         ops.append(collective(f"{p}experts_all_reduce", "all_reduce", c.moe_tp, tokens_total * h * ACT_BYTES,
                               layer=layer, count=count))

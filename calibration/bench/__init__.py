@@ -14,4 +14,5 @@ SUITES = (
     "collectives",
     "moe_routing",
     "attn_decode_tiles",
+    "attn_prefill_qview",
 )

@@ -118,10 +118,14 @@ def pick_sdpa(ctx: BenchContext, q, k, v, causal: bool):
     raise RuntimeError("no SDPA backend ran: " + "; ".join(errors))
 
 
-def run_prefill(ctx: BenchContext) -> None:
+def run_prefill(ctx: BenchContext, q_view: bool = False) -> None:
+    """Causal prefill grid. ``q_view``: q is the ``[B,S,Hq,D] -> [B,Hq,S,D]`` transposed view a
+    model gets from its projection output (K/V contiguous, as a cache), written to
+    ``attn_prefill_qview_bf16.csv``; otherwise q is contiguous ``[B,Hq,S,D]``."""
     import torch
 
-    table = CsvTable(ctx.out_dir / "attn_prefill_bf16.csv", PREFILL_COLUMNS, PREFILL_KEY)
+    stem = "attn_prefill_qview_bf16" if q_view else "attn_prefill_bf16"
+    table = CsvTable(ctx.out_dir / f"{stem}.csv", PREFILL_COLUMNS, PREFILL_KEY)
     dev = torch.device(ctx.device)
     configs = ((4, 2, 32, 32, "tiny"), (4, 4, 48, 32, "tiny mla")) if ctx.quick else PREFILL_CONFIGS
     seqs = (16, 64) if ctx.quick else PREFILL_SEQ
@@ -142,7 +146,10 @@ def run_prefill(ctx: BenchContext) -> None:
                     nrot = rotation_count(2 * b * s * (hq * (dqk + dv) + hkv * (dqk + dv)), ctx)
                     fns, backend, gqa_impl = [], "", ""
                     for _ in range(nrot):
-                        q = torch.randn(b, hq, s, dqk, device=dev, dtype=torch.bfloat16)
+                        if q_view:
+                            q = torch.randn(b, s, hq, dqk, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+                        else:
+                            q = torch.randn(b, hq, s, dqk, device=dev, dtype=torch.bfloat16)
                         k = torch.randn(b, hkv, s, dqk, device=dev, dtype=torch.bfloat16)
                         v = torch.randn(b, hkv, s, dv, device=dev, dtype=torch.bfloat16)
                         call, backend, gqa_impl = pick_sdpa(ctx, q, k, v, causal=True)
@@ -159,7 +166,7 @@ def run_prefill(ctx: BenchContext) -> None:
                                   tflops=flops / seconds / 1e12, backend=backend,
                                   gqa_impl=gqa_impl, method=method))
                 done += 1
-    ctx.log(f"attn_prefill: {done} points measured, {len(table)} in table")
+    ctx.log(f"{stem}: {done} points measured, {len(table)} in table")
 
 
 def run_decode(ctx: BenchContext) -> None:

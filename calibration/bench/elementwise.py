@@ -11,7 +11,13 @@ copies (bytes read + written), the achieved HBM bandwidth. Ops as measured:
 * copy: ``dst.copy_(src)``;
 * add: ``a + b`` (a residual add: read 2E, write E);
 * rotary_qkv: the rotary above on the query heads as a strided view of a fused ``[T, 48*128]``
-  QKV projection output, as a model applies it (read x, cos, sin, write y).
+  QKV projection output, as a model applies it (read x, cos, sin, write y);
+* rotary_bshd: the same on a ``[B, S, 32, 128]`` view of a ``[B, S, 48*128]`` projection output
+  with ``cos``/``sin`` of shape ``[1, S, 1, 128]`` broadcast over the batch (S <= 2048), the
+  layout of a prefill step.
+
+``rmsnorm_bf16.csv`` times ``F.rms_norm`` over ``rows x width`` for several widths: at small
+row counts the time follows the row width (one block walks a row), not the bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ COLUMNS = ["op", "elements", "bytes", "seconds", "gbps", "method"]
 KEY = ["op", "elements"]
 HBM_COLUMNS = ["bytes", "seconds", "gbps", "method"]
 HBM_KEY = ["bytes"]
-OPS = ("copy", "rmsnorm", "silu_mul", "rotary", "add", "rotary_qkv")
+OPS = ("copy", "rmsnorm", "silu_mul", "rotary", "add", "rotary_qkv", "rotary_bshd")
+NORM_WIDTHS = (1024, 2048, 4096, 7168, 8192, 16384)
+NORM_ROWS = tuple(4**i for i in range(0, 9))  # 1 .. 65536
+NORM_COLUMNS = ["rows", "width", "bytes", "seconds", "method"]
+NORM_KEY = ["rows", "width"]
 
 
 def _make(op: str, elements: int, dev):
@@ -77,6 +87,20 @@ def _make(op: str, elements: int, dev):
             return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
         return rot_view, 4 * x.numel() + 4 * cos.numel()
+    if op == "rotary_bshd":
+        tokens = max(1, elements // (32 * 128))
+        s = min(tokens, 2048)
+        b = max(1, tokens // s)
+        qkv = torch.randn(b, s, 48 * 128, device=dev, dtype=bf)
+        x = qkv[..., : 32 * 128].view(b, s, 32, 128)
+        cos = torch.randn(1, s, 1, 128, device=dev, dtype=bf)
+        sin = torch.randn(1, s, 1, 128, device=dev, dtype=bf)
+
+        def rot_bshd():
+            x1, x2 = x[..., :64], x[..., 64:]
+            return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+        return rot_bshd, 4 * x.numel() + 4 * cos.numel()
     raise ValueError(f"elementwise op {op!r} unknown (valid: {', '.join(OPS)})")
 
 
@@ -101,6 +125,23 @@ def run(ctx: BenchContext) -> None:
                               gbps=nbytes / seconds / 1e9, method=method))
             done += 1
             fns = fn0 = None
+            free_cuda()
+    norms = CsvTable(ctx.out_dir / "rmsnorm_bf16.csv", NORM_COLUMNS, NORM_KEY)
+    import torch.nn.functional as F
+
+    for width in (64, 256) if ctx.quick else NORM_WIDTHS:
+        for rows in (1, 8) if ctx.quick else NORM_ROWS:
+            if norms.has(rows=rows, width=width) or rows * width > 2**28 or ctx.out_of_time():
+                continue
+            nbytes = 4 * rows * width + 2 * width
+            fns = []
+            for _ in range(rotation_count(nbytes, ctx)):
+                x = torch.randn(rows, width, device=dev, dtype=torch.bfloat16)
+                w = torch.randn(width, device=dev, dtype=torch.bfloat16)
+                fns.append(lambda x=x, w=w, width=width: F.rms_norm(x, (width,), w, 1e-6))
+            seconds, method = time_calls(fns, ctx)
+            norms.append(dict(rows=rows, width=width, bytes=nbytes, seconds=seconds, method=method))
+            fns = None
             free_cuda()
     hbm = CsvTable(ctx.out_dir / "hbm.csv", HBM_COLUMNS, HBM_KEY)
     for nb in (2**20, 2**22) if ctx.quick else HBM_BYTES:

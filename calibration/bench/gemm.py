@@ -40,6 +40,10 @@ SHAPES: tuple[tuple[int, int, str], ...] = (
     (4096, 7168, "deepseek-v3 expert/shared gate_up"),
     (7168, 2048, "deepseek-v3 expert/shared down"),
     (129280, 7168, "deepseek-v3 lm head"),
+    (128256, 4096, "llama-3.1-8b lm head"),
+    (128256, 8192, "llama-3.1-70b lm head tp1"),
+    (32064, 8192, "llama-3.1-70b lm head tp4"),
+    (16032, 16384, "llama-3.1-405b lm head tp8"),
 )
 M_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
           3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
