@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "moe_routing": lambda: routing.run(ctx),
         "attn_decode_tiles": lambda: attention.run_decode_tiles(ctx),
         "attn_prefill_qview": lambda: attention.run_prefill(ctx, q_view=True),
+        "grouped_mm_routed": lambda: grouped_gemm.run_grouped_mm_routed(ctx),
     }
     timings = {}
     for name in suites:

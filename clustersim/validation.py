@@ -60,3 +60,38 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h20
     if not df.empty:
         df["error"] = df.predicted_s / df.measured_s - 1.0
     return df
+
+
+def ground_truth_runs(measured_dir: str | Path) -> list[Path]:
+    """The main ground-truth run and every repeat run (subdirectories holding ``gt_*.csv``)."""
+    d = Path(measured_dir)
+    return [d] + sorted(p for p in d.iterdir() if p.is_dir() and any(p.glob("gt_*.csv")))
+
+
+def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str = "h200-node",
+                          kernels: str = "eager") -> pd.DataFrame:
+    """Predictions against every ground-truth run and against the per-point median of the runs.
+
+    Columns: case, point, predicted_s, one ``measured_s@<run>`` per run, ``measured_median_s``
+    (median over the runs that measured that point with the same implementation as the main
+    run) and ``error`` (prediction vs that median). A repeat whose MoE layer ran another
+    implementation (no ``impl`` column: the per-expert loop) does not count for MoE points.
+    """
+    runs = ground_truth_runs(measured_dir)
+    main = predict_measured(runs[0], profile, cluster, kernels)
+    out = main[["case", "point", "predicted_s"]].copy()
+    cols = []
+    for r in runs:
+        df = predict_measured(r, profile, cluster, kernels)
+        moe = r / "gt_moe_layer.csv"
+        if moe.exists() and "impl" not in pd.read_csv(moe, nrows=1).columns:
+            df = df[~df.case.str.endswith("moe layer")]
+        name = "main" if r == runs[0] else r.name
+        cols.append(f"measured_s@{name}")
+        out = out.merge(df[["case", "point", "measured_s"]].rename(columns={"measured_s": cols[-1]}),
+                        on=["case", "point"], how="left")
+    out["measured_median_s"] = out[cols].median(axis=1, skipna=True)
+    out["runs"] = out[cols].notna().sum(axis=1)
+    out["error"] = out.predicted_s / out.measured_median_s - 1.0
+    return out
+

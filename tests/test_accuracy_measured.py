@@ -1,10 +1,12 @@
 """Composed predictions against our own H200 ground truth (tests/data/measured).
 
-The issue's target is a median error <= 5% and worst <= 15%. Today: median 5.1%, worst 10.5%
-(the ground truth is plain torch, so the eager kernel set predicts it). These bounds pin that
-with a little room, so a regression fails: median <= 5.5%, worst <= 12%, and every case family
-within its own bound. The per-point errors print with ``pytest -s``. The profile holds
-per-operator microbenchmarks only, never these steps.
+The issue's target is a median error <= 5% and worst <= 15%. The ground truth was measured on
+three machines (``measured/``, ``repeat/``, ``repeat2/``; dense points differ by up to 5.6%
+between them). Against the per-point median of the runs: median 3.9%, worst 10.4%; against the
+slowest run alone: median 5.1%, worst 10.5% (the ground truth is plain torch, so the eager kernel
+set predicts it). These bounds pin that with a little room, so a regression fails. The
+per-point errors print with ``pytest -s``. The profile holds per-operator microbenchmarks only,
+never these steps.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from calibration.profile import load_profile
-from clustersim.validation import predict_measured
+from clustersim.validation import predict_measured, predict_measured_runs
 
 MEASURED = Path(__file__).parent / "data" / "measured"
 
@@ -40,6 +42,17 @@ def test_every_ground_truth_point_is_predicted(errors):
 def test_median_and_worst_error(errors):
     e = errors.error.abs()
     assert e.median() <= 0.055
+    assert e.max() <= 0.12
+
+
+def test_median_of_runs_meets_the_target():
+    df = predict_measured_runs(MEASURED, load_profile("h200"))
+    for r in df.itertuples():
+        print(f"{r.case:32s} {r.point:14s} runs {r.runs}  median measured {r.measured_median_s * 1e3:8.3f} ms  "
+              f"predicted {r.predicted_s * 1e3:8.3f} ms  {r.error:+.1%}")
+    e = df.error.abs()
+    assert (df.runs >= 2).all()
+    assert e.median() <= 0.05
     assert e.max() <= 0.12
 
 

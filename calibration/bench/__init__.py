@@ -15,4 +15,5 @@ SUITES = (
     "moe_routing",
     "attn_decode_tiles",
     "attn_prefill_qview",
+    "grouped_mm_routed",
 )

@@ -5,7 +5,12 @@ Two implementations, two tables:
 * ``grouped_gemm_bf16.csv``: padded ``torch.bmm`` (described below);
 * ``grouped_mm_bf16.csv``: the ragged grouped GEMM ``torch._grouped_mm`` (CUTLASS, sm90) over
   ``x[G*m, K]`` with per-group offsets, measured with ``m`` tokens in every group; its time
-  follows the total tokens, so the cost model looks it up at the mean tokens per group.
+  follows the total tokens, so the cost model looks it up at the mean tokens per group;
+* ``grouped_mm_routed_bf16.csv``: the same kernel with ragged groups as uniform routing makes
+  them: ``m_per_group`` is the MEAN, the per-group counts are a seeded multinomial draw of
+  ``G*m`` tokens over the G groups (``max_per_group`` records the busiest). The kernel picks its
+  tile from the mean (torch: a 128-token config up to a mean of 128, a larger one above), and
+  a group that spills over a tile boundary pays a whole tile, so this is what MoE layers run.
 
 Implementation measured: ``torch.bmm`` over ``x[G, m, K] @ W[G, K, N]`` - every group (expert)
 gets the same ``m`` tokens, i.e. the balanced case; an unbalanced step is timed by its busiest
@@ -83,6 +88,41 @@ def grouped_mm_call(x, w, offs, out_dtype):
     import torch
 
     return lambda: torch._grouped_mm(x, w, offs=offs, out_dtype=out_dtype)
+
+
+ROUTED_COLUMNS = ["groups", "m_per_group", "n", "k", "max_per_group", "seconds", "tflops", "method"]
+
+
+def run_grouped_mm_routed(ctx: BenchContext, seed: int = 7) -> None:
+    """``torch._grouped_mm`` over routed (multinomial) group sizes at each mean tokens per group."""
+    import numpy as np
+    import torch
+
+    if not hasattr(torch, "_grouped_mm") or not ctx.is_cuda:
+        ctx.log("grouped_mm_routed: torch._grouped_mm unavailable here; skipped")
+        return
+    table = CsvTable(ctx.out_dir / "grouped_mm_routed_bf16.csv", ROUTED_COLUMNS, KEY)
+    dev = torch.device(ctx.device)
+    rng = np.random.default_rng(seed)
+    done = 0
+    for n, k, _ in QUICK_SHAPES if ctx.quick else SHAPES:
+        for g in QUICK_GROUPS if ctx.quick else GROUPS:
+            w = torch.randn(g, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+            for m in QUICK_M if ctx.quick else M_GRID:
+                flops = 2.0 * g * m * n * k
+                if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
+                    continue
+                if ctx.out_of_time():
+                    return
+                counts = rng.multinomial(g * m, np.full(g, 1.0 / g))
+                x = torch.randn(g * m, k, device=dev, dtype=torch.bfloat16)
+                offs = torch.as_tensor(np.cumsum(counts), device=dev, dtype=torch.int32)
+                seconds, method = time_calls([grouped_mm_call(x, w, offs, torch.bfloat16)], ctx)
+                table.append(dict(groups=g, m_per_group=m, n=n, k=k, max_per_group=int(counts.max()),
+                                  seconds=seconds, tflops=flops / seconds / 1e12, method=method + "_grouped_mm"))
+                done += 1
+            free_cuda()
+    ctx.log(f"grouped_mm_routed: {done} points measured, {len(table)} in table")
 
 
 def run_grouped_mm(ctx: BenchContext) -> None:
