@@ -624,6 +624,21 @@ class Profile:
 
     # -- convenience for the cost model
 
+    def floor_seconds(self, op) -> float:
+        """The smallest time this profile measured for ``op``'s implementation: its launch and
+        latency floor (several kernels for a composite op such as eager rotary), which does not
+        scale with a device's FLOP/s or bandwidth. 0 when nothing comparable was measured."""
+        kind = op.kind
+        if kind in ("elementwise", "embedding"):
+            if op.meta.get("op") == "rmsnorm" and op.meta.get("width") and self._norm:
+                return float(min(c.ys.min() for c in self._norm.values()))
+            curve = self._elementwise.get(str(op.meta.get("op", "copy")))
+            return float(curve.ys.min()) if curve is not None else 0.0
+        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16", "attn_prefill": "attn_prefill_bf16",
+                "attn_decode": "attn_decode_bf16", "mla_decode": "mla_decode_bf16"}.get(kind)
+        df = self.tables.get(stem) if stem else None
+        return float(df.seconds.min()) if df is not None and not df.empty else 0.0
+
     def op_seconds(self, op) -> tuple[float, str] | None:
         """Time of one ``workloads.op.Op`` (one repetition) from this profile, or None."""
         s = op.shape

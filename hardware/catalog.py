@@ -33,6 +33,7 @@ __all__ = [
     "UnknownNameError",
     "list_devices",
     "get_device",
+    "die_device",
     "list_clusters",
     "get_cluster",
     "cluster_report",
@@ -107,6 +108,7 @@ class _RawDevice(_Strict):
     hbm_tb_per_s: PosFloat
     compute_units: PosInt
     compute_unit_kind: str = ""
+    comm_compute_units: NonNegFloat | None = None
     l2_mib: NonNegFloat | None = None
     scale_up_gb_per_s_unidir: PosFloat | None = None
     scale_up_gb_per_s_bidir: PosFloat | None = None
@@ -325,6 +327,7 @@ def _device_from_raw(name: str, raw: _RawDevice, refs: Mapping[str, str], filena
         scale_up_bytes_per_s=scale_up,
         scale_out_bytes_per_s=raw.scale_out_gbit_per_s_unidir * _GIGA / 8,
         dies=raw.dies,
+        comm_compute_units=raw.comm_compute_units,
         l2_bytes=(raw.l2_mib or 0.0) * 2**20,
         price_usd=raw.price_usd,
         sources=MappingProxyType(sources),
@@ -346,6 +349,7 @@ def _per_die(name: str, pkg: DeviceSpec, notes: str) -> DeviceSpec:
         scale_up_bytes_per_s=pkg.scale_up_bytes_per_s / d,
         scale_out_bytes_per_s=pkg.scale_out_bytes_per_s / d,
         dies=1,
+        comm_compute_units=None if pkg.comm_compute_units is None else pkg.comm_compute_units / d,
         l2_bytes=pkg.l2_bytes / d,
         price_usd=pkg.price_usd / d,
         sources=MappingProxyType(sources),
@@ -610,6 +614,19 @@ def get_device(name: str) -> DeviceSpec:
     """Device by name or alias (case-insensitive); raises UnknownNameError listing the known names."""
     cat = _catalog()
     return _lookup("device", name, cat.devices, cat.device_aliases)
+
+
+def die_device(device: DeviceSpec) -> DeviceSpec:
+    """One die of a multi-die package: the catalog's per-die entry when there is one (it derives
+    from this package), else the package with every additive quantity divided by its dies."""
+    if device.dies <= 1:
+        return device
+    cat = _catalog()
+    for d in cat.devices.values():
+        if d.dies == 1 and d.name != device.name and d.name.startswith(device.name) and \
+                d.hbm_bytes * device.dies == device.hbm_bytes:
+            return d
+    return _per_die(f"{device.name}-die", device, "")
 
 
 def list_clusters() -> list[str]:

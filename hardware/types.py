@@ -29,6 +29,9 @@ class DeviceSpec:
     scale_up_bytes_per_s: float  # unidirectional, per device (NVLink / UB)
     scale_out_bytes_per_s: float  # unidirectional, per device (IB/RoCE NIC(s))
     dies: int = 1
+    # compute units (of ``compute_units``' kind) that EP dispatch/combine kernels occupy while
+    # they overlap compute; None = not known for this device (DeepEP's 20 SMs of 132 assumed)
+    comm_compute_units: float | None = None
     l2_bytes: float = 0.0
     price_usd: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)

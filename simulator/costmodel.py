@@ -140,22 +140,33 @@ def _compute_dtype(op: Op, device: DeviceSpec) -> str:
 class CostModel:
     """Times ops and composes steps for one cluster (its device) and an optional profile.
 
-    ``comm_sm_fraction``: share of the SMs that communication kernels hold while they overlap
-    compute (DeepSeek reserve 20 of 132 H800 SMs for communication in training: ISCA'25 §4);
-    compute that overlaps communication runs on the rest.
+    ``comm_sm_fraction``: share of the compute units that communication kernels hold while
+    they overlap compute; compute that overlaps communication runs on the rest. None: the
+    device's catalog ``comm_compute_units / compute_units`` (Ascend 910C: 0, its fused dispatch
+    runs on the vector cores), else DeepSeek's 20 of 132 H800 SMs (ISCA'25 §4).
     ``dispatch_kernel``: DeepEP-style "normal" (prefill) or "low_latency" (decode) kernels.
     """
 
     cluster: Cluster
     profile: Any = None
     roofline: RooflineEfficiency = RooflineEfficiency()
-    comm_sm_fraction: float = 20 / 132
+    comm_sm_fraction: float | None = None
     dispatch_kernel: str = "normal"
     use_published_kernels: bool = True
 
     @property
     def device(self) -> DeviceSpec:
         return self.cluster.device
+
+    @property
+    def sm_fraction(self) -> float:
+        """Share of the compute units communication holds while it overlaps compute."""
+        if self.comm_sm_fraction is not None:
+            return self.comm_sm_fraction
+        d = self.device
+        if d.comm_compute_units is not None:
+            return d.comm_compute_units / d.compute_units
+        return 20 / 132
 
     # ------------------------------------------------------------------ compute ops
     def _profile_device(self) -> DeviceSpec | None:
@@ -189,7 +200,9 @@ class CostModel:
                 return seconds, src if src.startswith("profile:") else f"profile:{src}"
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
-            return seconds * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
+            # the launch/latency floor stays; only the time above it scales with the roofline
+            floor = min(seconds, self._floor(op))
+            return floor + (seconds - floor) * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
         fit = self._efficiency_fit()
         peak = self.device.peak_flops_per_s.get(dtype, 0.0)
         if fit is not None and peak:
@@ -199,6 +212,13 @@ class CostModel:
         t = max(op.flops / (peak * eff.compute_fraction) if peak else 0.0,
                 op.bytes_moved / (self.device.hbm_bytes_per_s * eff.memory_fraction))
         return t + eff.launch_s, f"roofline:{eff.source}"
+
+    def _floor(self, op: Op) -> float:
+        fn = getattr(self.profile, "floor_seconds", None)
+        try:
+            return float(fn(op)) if callable(fn) else 0.0
+        except (LookupError, ValueError, TypeError):
+            return 0.0
 
     def _efficiency_fit(self) -> Any:
         fit = getattr(self.profile, "efficiency_fit", None) if self.profile is not None else None
@@ -243,7 +263,10 @@ class CostModel:
         one's trailing communication: the shorter stream of one layer); compute that
         overlaps communication is slowed by the SMs communication holds.
         """
-        costs = [[self.op_cost(op) for op in ops] for ops in micro_batch_ops]
+        return self.compose([[self.op_cost(op) for op in ops] for ops in micro_batch_ops], overlap)
+
+    def compose(self, costs: Sequence[Sequence[OpCost]], overlap: bool | None = None) -> StepCost:
+        """``step_cost`` of op costs already computed (one list per micro-batch)."""
         flat = tuple(c for mb in costs for c in mb)
         compute = sum(c.total_s for c in flat if c.stream != "comm")
         comm = sum(c.total_s for c in flat if c.stream == "comm")
@@ -252,7 +275,7 @@ class CostModel:
             overlap = n_mb > 1
         if not overlap or comm == 0.0:
             return StepCost(compute + comm, compute, comm, comm, n_mb, flat)
-        slowed = compute / (1.0 - self.comm_sm_fraction)
+        slowed = compute / (1.0 - self.sm_fraction)
         layers = max((c.count for c in flat if c.stream == "comm"), default=1)
         fill = min(slowed, comm) / max(layers, 1) / n_mb
         total = max(slowed, comm) + fill

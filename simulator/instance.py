@@ -12,10 +12,16 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from hardware.catalog import die_device
 from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
+from workloads.deployment_rules import die_replicas
 from workloads.models import ModelConfig, get_model
 from workloads.ops import BatchShape, Parallelism, step_ops
+
+#: Ops partitioned over expert parallelism (costed per package; every other compute op is
+#: replicated per attention-DP rank, i.e. per die on a multi-die package).
+_EXPERT_OPS = ("experts_permute", "experts_gate_up", "experts_act", "experts_down", "experts_unpermute")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,16 @@ class InstanceCost:
         self._par = spec.parallelism()
         self._par.validate_for(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
+        # a multi-die package with one attention-DP rank per die (Ascend 910C, CloudMatrix-Infer):
+        # the replicated (non-expert) ops run per die on its share of the sequences, each die
+        # reading its own weight replica; expert ops and communication stay per package
+        self.dies = die_replicas(spec.cluster.device, spec.attn_tp, spec.sp)
+        if self.dies > 1:
+            die_cm = CostModel(cluster=replace(spec.cluster, device=die_device(spec.cluster.device)), profile=profile)
+            self._die_cms = {"prefill": die_cm, "decode": replace(die_cm, dispatch_kernel="low_latency")}
+            p = self._par
+            self._die_par = Parallelism(tp=1, ep=p.ep, pp=p.pp, sp=1, attn_tp=1, attn_dp=p.attn_dp * self.dies,
+                                        moe_tp=p.moe_tp_eff * self.dies, redundant_experts=p.redundant_experts)
         self._draft = None
         if spec.draft_model is not None and spec.draft_tokens:
             # the draft runs on the same devices with the same attention layout, dense (no EP)
@@ -98,20 +114,36 @@ class InstanceCost:
                                                mtp_depth=0, redundant_experts=0, draft_model=None,
                                                draft_tokens=0), profile)
 
-    def ops(self, batch: BatchShape) -> list[list]:
-        """Op lists, one per micro-batch, for ``batch`` on the busiest device."""
+    def ops(self, batch: BatchShape, par: Parallelism | None = None) -> list[list]:
+        """Op lists, one per micro-batch, for ``batch`` on the busiest device (or die, with the
+        die-level ``par``)."""
         s = self.spec
         mtp = s.mtp_depth > 0 and batch.phase == "decode"
         return [
-            step_ops(s.model, mb, self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
+            step_ops(s.model, mb, par or self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
                      kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
                      dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
             for mb in _halves(batch, s.micro_batches)
         ]
 
+    def _per_die_costs(self, batch: BatchShape, cm: CostModel) -> list[list]:
+        """Op costs per micro-batch: replicated compute ops per die, expert ops and comm per package."""
+        die_cm = self._die_cms[batch.phase]
+        out = []
+        for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_par)):
+            costs = [die_cm.op_cost(o) for o in die_ops
+                     if o.stream != "comm" and o.name.split(".", 1)[-1] not in _EXPERT_OPS]
+            costs += [cm.op_cost(o) for o in pkg_ops
+                      if o.stream == "comm" or o.name.split(".", 1)[-1] in _EXPERT_OPS]
+            out.append(costs)
+        return out
+
     def _step_uncached(self, batch: BatchShape) -> StepCost:
         cm = self._decode_cost_model if batch.phase == "decode" else self.cost_model
-        target = cm.step_cost(self.ops(batch))
+        if self.dies > 1:
+            target = cm.compose(self._per_die_costs(batch, cm))
+        else:
+            target = cm.step_cost(self.ops(batch))
         if self._draft is None or batch.phase != "decode":
             return target
         # speculative decoding: the draft proposes k tokens one decode step at a time, then the

@@ -106,7 +106,7 @@ def test_serial_step_is_sum_and_overlap_hides_comm():
     half = step_ops(m, BatchShape.prefill(16, 2048), Parallelism(ep=32, attn_dp=32, moe_tp=1), dtype="fp8")
     both = cm.step_cost([half, half])
     # overlapped: at least the longer (slowed) stream, less than serial
-    assert both.seconds >= max(both.compute_s / (1 - cm.comm_sm_fraction), both.comm_s) - 1e-12
+    assert both.seconds >= max(both.compute_s / (1 - cm.sm_fraction), both.comm_s) - 1e-12
     assert both.seconds < both.compute_s + both.comm_s
 
 

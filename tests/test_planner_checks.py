@@ -57,13 +57,14 @@ def test_cm384_decode_trend(profile):
         errors[p["tpot_limit_ms"]] = err
         lines.append(f"{p['tpot_limit_ms']} ms: {v if v is None or v != v else round(v)} vs {p['value']} "
                      f"({'infeasible' if err is None else f'{err:+.1%}'})")
-    print(f"\n[check cm384 profile={profile}] " + "; ".join(lines) + f"; 30 ms: {got.get(30)}")
+    print(f"\n[check cm384 profile={profile}] " + "; ".join(lines))
     # the trend: a looser TPOT never lowers throughput
     vals = [got.get(t) for t in (50, 30, 15)]
     finite = [v for v in vals if v is not None and v == v]
     assert finite == sorted(finite, reverse=True)
-    if profile == "null":
-        assert errors[50] is not None and abs(errors[50]) <= tol
-    if errors[15] is None or abs(errors[15]) > tol or errors[50] is None or abs(errors[50]) > tol:
-        pytest.xfail(f"outside {tol:.0%}: " + "; ".join(lines) + " (cost model: the decode step at batch 1 per NPU "
-                     "is above the published 15 ms TPOT point; see planner/README.md)")
+    assert errors[50] is not None and abs(errors[50]) <= tol
+    if profile == "default":  # the calibrated path: every published point within 25%
+        assert all(e is not None and abs(e) <= tol for e in errors.values()), lines
+    elif errors[15] is None or abs(errors[15]) > tol:
+        pytest.xfail(f"profile=null (uncalibrated roofline: 0.7/0.8 of peaks, 4 us per op) outside {tol:.0%} at "
+                     "small batch: " + "; ".join(lines))

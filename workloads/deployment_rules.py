@@ -70,12 +70,20 @@ def _kv_per_device(model: ModelConfig, kv_dtype: str, attn_tp: int) -> float:
     return kv if model.is_mla else kv / min(attn_tp, model.attention.num_kv_heads)
 
 
+def die_replicas(device: DeviceSpec, attn_tp: int, sp: int = 1) -> int:
+    """Attention-DP ranks per device: a multi-die package (Ascend 910C) runs one rank per die
+    when attention is neither tensor- nor sequence-parallel (CloudMatrix-Infer: DP320 on 160
+    NPUs), so every die holds and reads its own replica of the non-expert weights."""
+    return device.dies if device.dies > 1 and attn_tp == 1 and sp == 1 else 1
+
+
 def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype: str, kv_dtype: str) -> PoolMemory:
     """Weights and KV per device for a pool's parallelism.
 
     Attention, dense FFNs, embeddings, norms and the LM head are split over attention TP
     (and PP); routed experts (plus redundant copies) over EP x MoE-TP; shared experts over
-    MoE-TP; the router is replicated. KV: MLA's latent is shared by all heads, so attention TP
+    MoE-TP; the router is replicated. On a multi-die package with one attention-DP rank per die
+    (``die_replicas``) every non-expert weight is held once per die. KV: MLA's latent is shared by all heads, so attention TP
     replicates it; GQA splits KV heads over TP down to one head per rank.
     """
     wb = accounting.weight_bytes_breakdown(model, weight_dtype, include_mtp=pool.mtp_depth > 0)
@@ -84,7 +92,8 @@ def pool_memory(model: ModelConfig, pool: Pool, device: DeviceSpec, weight_dtype
     shared = wb.get("moe_shared_experts", 0.0) + wb.get("mtp_moe_shared_experts", 0.0)
     router = wb.get("moe_router", 0.0) + wb.get("mtp_moe_router", 0.0)
     rest = sum(wb.values()) - routed - shared - router
-    per_device = rest / attn_tp / pp + router / pp + shared / pool.moe.tp / pp
+    replicas = die_replicas(device, attn_tp, pool.attention.sp)  # per-die copies of the replicated weights
+    per_device = replicas * (rest / attn_tp / pp + router / pp + shared / pool.moe.tp / pp)
     if model.moe is not None and routed:
         slots = model.moe.num_routed_experts + pool.moe.redundant_experts
         per_device += routed * slots / model.moe.num_routed_experts / (pool.moe.ep * pool.moe.tp) / pp

@@ -287,7 +287,7 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
         p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
     else:
         p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
-    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.comm_sm_fraction, group_ranks)
+    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, group_ranks)
 
 
 def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:
