@@ -39,7 +39,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Mapping
@@ -47,29 +46,16 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-_REL_TOL = 1e-9
-
-
-#: M tile of the sm90 CUTLASS grouped GEMM behind torch._grouped_mm (its 128-row steps show in
-#: grouped_mm_bf16.csv: time jumps between 128 and 192 and between 256 and 384 tokens per group).
-GROUPED_M_TILE = 128
-
-
-def ragged_equivalent_m(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:
-    """Balanced tokens per group with the same expected tile count as uniform random routing.
-
-    Under uniform routing an expert's tokens are ~Poisson(mean); a ragged grouped GEMM runs
-    ceil(m / tile) row tiles per expert, so its work follows E[ceil(X / tile)], not the mean.
-    """
-    mu = float(mean_tokens_per_group)
-    if mu <= 0:
-        return 0.0
-    from scipy.stats import poisson
-
-    hi = int(mu + 10 * math.sqrt(mu) + tile)
-    x = np.arange(0, hi + 1)
-    tiles = float(np.sum(poisson.pmf(x, mu) * np.ceil(x / tile)))
-    return max(tile * tiles, min(mu, float(tile)))
+from calibration.interp import (  # noqa: F401  (re-exported: the profile's public helpers)
+    GROUPED_M_TILE,
+    KV_TILE_CANDIDATES,
+    EfficiencyFit,
+    KindEfficiency,
+    _Curve,
+    _Surface,
+    fit_kv_tile,
+    ragged_equivalent_m,
+)
 
 
 class UnknownProfileError(LookupError):
@@ -124,151 +110,6 @@ def reference_profile_for(device_name: str) -> "Profile | None":
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str) -> "Profile":
     return load_profile(name)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-KV_TILE_CANDIDATES = (1, 16, 32, 64, 128, 256)
-
-
-def fit_kv_tile(df: pd.DataFrame | None) -> int:
-    """Key-tile size of the decode attention kernel, fitted from ``attn_decode_tiles.csv``.
-
-    The table times decode attention at contexts just above and below round lengths. For each
-    candidate tile, every (batch, round length) group is fitted by least squares with
-    ``t = a + b * ceil(C / tile) * tile``; the tile with the smallest summed squared relative
-    residual wins (1 = no tiling). Without the table the answer is 1.
-    """
-    if df is None or df.empty:
-        return 1
-    d = df.assign(base=(df.context // 1024).astype(int))
-    best, best_err = 1, math.inf
-    for tile in KV_TILE_CANDIDATES:
-        err = 0.0
-        for _, g in d.groupby(["batch", "heads_q", "heads_kv", "head_dim_qk", "base"]):
-            if len(g) < 3:
-                continue
-            x = np.ceil(g.context.to_numpy(float) / tile) * tile
-            y = g.seconds.to_numpy(float)
-            a = np.vstack([np.ones_like(x), x]).T
-            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-            err += float(np.sum(((a @ coef - y) / y) ** 2))
-        if err < best_err * (1 - 1e-6):
-            best, best_err = tile, err
-    return best
-
-
-def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
-    """Linear interpolation of log y over log x; None outside [xs[0], xs[-1]]."""
-    if len(xs) == 0 or x <= 0 or x < xs[0] * (1 - _REL_TOL) or x > xs[-1] * (1 + _REL_TOL):
-        return None
-    if len(xs) == 1:
-        return float(ys[0])
-    return float(np.exp(np.interp(math.log(x), np.log(xs), np.log(ys))))
-
-
-@dataclass(frozen=True)
-class _Curve:
-    xs: np.ndarray
-    ys: np.ndarray
-
-    @classmethod
-    def of(cls, df: pd.DataFrame, x: str, y: str = "seconds") -> "_Curve":
-        d = df.groupby(x, as_index=False)[y].min().sort_values(x)
-        return cls(d[x].to_numpy(float), d[y].to_numpy(float))
-
-    def __call__(self, x: float) -> float | None:
-        return _interp_loglog(self.xs, self.ys, x)
-
-
-class _Surface:
-    """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
-
-    def __init__(self, df: pd.DataFrame, a: str, b: str):
-        from scipy.interpolate import LinearNDInterpolator
-
-        d = df.groupby([a, b], as_index=False)["seconds"].min()
-        self.by_a = {int(av): _Curve.of(g, b) for av, g in d.groupby(a)}
-        self.a_values = np.array(sorted(self.by_a), dtype=float)
-        pts = np.log(d[[a, b]].to_numpy(float))
-        self._lin = None
-        if len(d) >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
-            self._lin = LinearNDInterpolator(pts, np.log(d["seconds"].to_numpy(float)))
-
-    def __call__(self, av: float, bv: float) -> tuple[float, str] | None:
-        if self._lin is not None:
-            v = float(self._lin(math.log(av), math.log(bv)))
-            if math.isfinite(v):
-                return math.exp(v), "interpolated"
-        # outside the hull: nearest measured a (prefer the largest <= av) with bv in range
-        below = [x for x in self.a_values if x <= av]
-        order = sorted(below, reverse=True) + [x for x in self.a_values if x > av]
-        for ref in order:
-            t = self.by_a[int(ref)](bv)
-            if t is not None:
-                return float(t * av / ref), f"scaled linearly from batch {int(ref)}"
-        return None
-
-
-# ----------------------------------------------------------------------------- efficiency
-
-
-@dataclass(frozen=True)
-class KindEfficiency:
-    """Achieved fraction of the roofline for one op kind, as a function of normalized intensity.
-
-    ``log10_x`` are knots of ``x = (FLOPs / bytes) / (peak FLOP/s / peak bytes/s)`` (x < 1:
-    memory-bound, x > 1: compute-bound); ``fraction`` the median of roofline time over measured
-    time in each bin; ``latency_floor_s`` the shortest time measured for the kind.
-    """
-
-    log10_x: tuple[float, ...]
-    fraction: tuple[float, ...]
-    latency_floor_s: float
-    points: int
-    source: str = "fit"
-
-    def at(self, x: float) -> float:
-        if not self.log10_x:
-            return 1.0
-        return float(np.interp(math.log10(max(x, 1e-12)), self.log10_x, self.fraction))
-
-
-@dataclass(frozen=True)
-class EfficiencyFit:
-    """Roofline efficiencies fitted to a profile, for out-of-grid points and other hardware.
-
-    ``seconds(kind, flops, bytes, peak_flops_per_s, hbm_bytes_per_s)`` =
-    ``max(roofline / fraction(x), latency floor)``, with the *target* device's peaks: the
-    measured efficiency curve is carried over, the peaks come from the catalog.
-    """
-
-    reference_peak_flops_per_s: Mapping[str, float]
-    reference_hbm_bytes_per_s: float
-    hbm_fraction: float
-    compute_fraction: Mapping[str, float]
-    kinds: Mapping[str, KindEfficiency] = field(default_factory=dict)
-    peaks_source: str = ""
-
-    def seconds(self, kind: str, flops: float, bytes_moved: float, peak_flops_per_s: float,
-                hbm_bytes_per_s: float) -> tuple[float, str]:
-        ridge = peak_flops_per_s / hbm_bytes_per_s
-        t_roof = max(flops / peak_flops_per_s, bytes_moved / hbm_bytes_per_s)
-        x = (flops / bytes_moved) / ridge if bytes_moved > 0 else 1e6
-        k = self.kinds.get(kind)
-        if k is None:
-            frac = self.hbm_fraction if x < 1 else min(self.compute_fraction.values(), default=1.0)
-            return t_roof / frac, f"roofline x generic fraction {frac:.2f}"
-        t = max(t_roof / k.at(x), k.latency_floor_s)
-        return t, f"roofline x {kind} efficiency {k.at(x):.2f} ({k.source})"
-
-    def with_override(self, kind: str, hbm_fraction: float, compute_fraction: float,
-                      source: str) -> "EfficiencyFit":
-        """Replace a kind's curve by a two-level one from published kernel figures."""
-        k = KindEfficiency((-0.5, 0.5), (hbm_fraction, compute_fraction), 0.0, 0, source)
-        return EfficiencyFit(self.reference_peak_flops_per_s, self.reference_hbm_bytes_per_s,
-                             self.hbm_fraction, self.compute_fraction, {**self.kinds, kind: k},
-                             self.peaks_source)
 
 
 # ----------------------------------------------------------------------------- profile
