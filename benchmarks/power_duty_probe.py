@@ -2,9 +2,9 @@
 
 An H200 at its power limit lowers its clock under sustained matrix work. Calibration times a
 GEMM back-to-back (a CUDA graph of many calls); inside a model, GEMMs alternate with
-memory-bound kernels. This times the same GEMM (events around each GEMM only, inside a graph
-of the whole sequence) when each call is followed by copies taking a chosen fraction of the
-GEMM's time, for several fractions, and prints GEMM time relative to back-to-back.
+memory-bound kernels. For each GEMM shape and filler size this captures three graphs of N
+steps: GEMM only, filler copy only, and [filler, GEMM]; the GEMM's time inside the mix is
+(mix - filler) / N. Prints that against back-to-back, with the filler's share of the mix.
 """
 
 import statistics
@@ -12,50 +12,50 @@ import statistics
 import torch
 
 
+def graph_time(seq, n=12, reps=5):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in seq:
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            for f in seq:
+                f()
+    g.replay()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(reps):
+        a.record(); g.replay(); b.record(); b.synchronize()
+        ts.append(a.elapsed_time(b) * 1e-3 / n)
+    del g
+    return statistics.median(ts)
+
+
 def main():
     bf = torch.bfloat16
     dev = "cuda"
-    results = []
-    for m, n, k in ((16384, 28672, 4096), (8192, 14336, 8192), (4096, 4096, 7168), (256, 28672, 4096)):
+    src = torch.randn(512 * 2**20, device=dev, dtype=bf)  # 1 GiB
+    dst = torch.empty_like(src)
+    for m, n, k in ((16384, 28672, 4096), (16384, 4096, 14336), (8192, 14336, 8192), (4096, 4096, 7168)):
         x = torch.randn(m, k, device=dev, dtype=bf)
         w = torch.randn(n, k, device=dev, dtype=bf)
         out = torch.empty(m, n, device=dev, dtype=bf)
-        src = torch.randn(256 * 2**20, device=dev, dtype=bf)  # 512 MB
-        dst = torch.empty_like(src)
-        # durations of one gemm and one copy (back-to-back, events)
-        def t_of(fn, reps=20):
-            fn(); torch.cuda.synchronize()
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(reps):
-                fn()
-            b.record(); b.synchronize()
-            return a.elapsed_time(b) / reps * 1e-3
-        tg = t_of(lambda: torch.matmul(x, w.t(), out=out))
-        tc = t_of(lambda: dst.copy_(src))
-        row = {"shape": (m, n, k), "gemm_s": tg}
-        for frac in (0.0, 0.25, 0.5, 1.0, 2.0):
-            ncopy = int(round(frac * tg / tc))
-            chunk = max(1, int(src.numel() * min(1.0, frac * tg / tc))) if ncopy == 0 and frac > 0 else src.numel()
-            evs = []
-            calls = 30
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-            for i in range(calls):
-                starts[i].record()
-                torch.matmul(x, w.t(), out=out)
-                ends[i].record()
-                if frac > 0:
-                    if ncopy == 0:
-                        dst[:chunk].copy_(src[:chunk])
-                    for _ in range(ncopy):
-                        dst.copy_(src)
-            torch.cuda.synchronize()
-            ts = [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)][10:]
-            row[f"frac{frac}"] = statistics.median(ts) / tg
-        results.append(row)
-        print(row, flush=True)
-        del x, w, out, src, dst
+        gemm = lambda: torch.matmul(x, w.t(), out=out)  # noqa: E731
+        t_alone = graph_time([gemm])
+        row = [f"m={m} n={n} k={k}: back-to-back {t_alone*1e6:.0f} us"]
+        for frac in (0.1, 0.3, 1.0):
+            elems = max(2**20, min(src.numel(), int(frac * t_alone * 4.0e12 / 4)))  # copy ~frac of the gemm time
+            fill = lambda e=elems: dst[:e].copy_(src[:e])  # noqa: E731
+            t_fill = graph_time([fill])
+            t_mix = graph_time([fill, gemm])
+            g_in = t_mix - t_fill
+            row.append(f"filler {t_fill/t_mix:.0%} of mix: gemm {g_in*1e6:.0f} us ({g_in/t_alone-1:+.1%})")
+        print("; ".join(row), flush=True)
+        del x, w, out
         torch.cuda.empty_cache()
 
 
