@@ -6,28 +6,17 @@ truth's slices of a stacked [2,B,Hkv,C+1,D] cache, (c) like (a) with C+1 keys, (
 rotating layer caches. Prints seconds and GB/s for each.
 """
 
+from pathlib import Path
+
+from calibration.bench.common import BenchContext, time_calls
+
 import torch
 import torch.nn.functional as F
 
 
-def graph_time(fn, reps=20):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        a.record(); g.replay(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e-3)
-    ts.sort()
-    return ts[len(ts) // 2]
+def graph_time(fn):
+    """Seconds of one call: the calibration's timing (CUDA-graph replay of repeated calls)."""
+    return time_calls([fn], BenchContext(out_dir=Path(".")))[0]
 
 
 def main():

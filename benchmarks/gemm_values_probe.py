@@ -8,29 +8,16 @@ with different bit activity.
 
 import statistics
 
+from pathlib import Path
+
+from calibration.bench.common import BenchContext, time_calls
+
 import torch
 
 
-def graph_time(fns, reps=7):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(5):
-            for f in fns:
-                f()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        a.record(); g.replay(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e-3 / (5 * len(fns)))
-    return statistics.median(ts)
+def graph_time(fns):
+    """Seconds of one call rotating over ``fns``: the calibration's own timing."""
+    return time_calls(fns, BenchContext(out_dir=Path(".")))[0]
 
 
 def main():

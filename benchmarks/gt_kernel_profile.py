@@ -19,9 +19,11 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from calibration import groundtruth as gt
+from calibration.bench.common import BenchContext, time_calls
 
 
 def kernel_rows(fn, steps: int = 3) -> list[tuple[str, float]]:
@@ -86,9 +88,6 @@ def main() -> None:
         record(f"moe-ep4-t{t}", step)
         # the routed gate_up grouped GEMM alone, with this step's own group sizes: one graph
         # replay of a single call (as in the step) vs the calibration's graph of repeated calls
-        import numpy as np
-
-        from calibration.bench.common import BenchContext, time_calls
         exp, _tok = gt.uniform_routing(layer.cfg, t, 20250101 + t)
         counts = np.bincount(exp, minlength=layer.cfg.local_experts)
         offs = torch.as_tensor(np.cumsum(counts), device="cuda", dtype=torch.int32)

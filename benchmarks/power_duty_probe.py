@@ -7,32 +7,20 @@ steps: GEMM only, filler copy only, and [filler, GEMM]; the GEMM's time inside t
 (mix - filler) / N. Prints that against back-to-back, with the filler's share of the mix.
 """
 
-import statistics
+from pathlib import Path
+
+from calibration.bench.common import BenchContext, time_calls
 
 import torch
 
 
-def graph_time(seq, n=12, reps=5):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for f in seq:
-            f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            for f in seq:
-                f()
-    g.replay()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        a.record(); g.replay(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b) * 1e-3 / n)
-    del g
-    return statistics.median(ts)
+COPY_BYTES_PER_S = 4.0e12  # H200 device-to-device copy, read + write (calibration hbm.csv: 4.1-4.3 TB/s)
+
+
+def graph_time(seq):
+    """Seconds of one pass over ``seq`` (kernels in order), with the calibration's own timing:
+    ``time_calls`` replays the sequence in a CUDA graph and returns the mean per call."""
+    return time_calls(list(seq), BenchContext(out_dir=Path(".")))[0] * len(seq)
 
 
 def main():
@@ -48,7 +36,8 @@ def main():
         t_alone = graph_time([gemm])
         row = [f"m={m} n={n} k={k}: back-to-back {t_alone*1e6:.0f} us"]
         for frac in (0.1, 0.3, 1.0):
-            elems = max(2**20, min(src.numel(), int(frac * t_alone * 4.0e12 / 4)))  # copy ~frac of the gemm time
+            # a copy taking ~frac of the GEMM's time (4 bytes moved per bf16 element)
+            elems = max(2**20, min(src.numel(), int(frac * t_alone * COPY_BYTES_PER_S / 4)))
             fill = lambda e=elems: dst[:e].copy_(src[:e])  # noqa: E731
             t_fill = graph_time([fill])
             t_mix = graph_time([fill, gemm])

@@ -408,31 +408,26 @@ def run_dense(out_dir: Path, cfg: DenseConfig, prefill_pts, decode_pts, device: 
 
     pre = CsvTable(out_dir / "gt_dense_prefill.csv", PREFILL_COLUMNS, ["model", "tp", "layers", "batch", "seq"])
     dec = CsvTable(out_dir / "gt_dense_decode.csv", DECODE_COLUMNS, ["model", "tp", "layers", "batch", "context"])
-    todo_p = [p for p in prefill_pts if not pre.has(model=cfg.name, tp=cfg.tp, layers=cfg.layers, batch=p[0], seq=p[1])]
-    todo_d = [p for p in decode_pts if not dec.has(model=cfg.name, tp=cfg.tp, layers=cfg.layers, batch=p[0], context=p[1])]
-    if not (todo_p or todo_d) or time.monotonic() > deadline:
+    # (table, phase, length column, points not yet measured, timing repeats)
+    phases = [(pre, "prefill", "seq", prefill_pts, 5), (dec, "decode", "context", decode_pts, 9)]
+    ident = dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers)
+    phases = [(t, ph, col, [p for p in pts if not t.has(**ident, batch=p[0], **{col: p[1]})], reps)
+              for t, ph, col, pts, reps in phases]
+    if not any(todo for _, _, _, todo, _ in phases) or time.monotonic() > deadline:
         return
     t0 = time.monotonic()
     model = DenseModel(cfg, device)
     _log(f"{cfg.name} tp{cfg.tp}: built in {time.monotonic() - t0:.1f}s (gqa {model.gqa_mode})")
-    for b, s in todo_p:
-        if time.monotonic() > deadline:
-            _log("ground truth: time budget reached")
-            return
-        t, te, gr = time_step(model.prefill(b, s), device, repeats=5)
-        pre.append(dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers, batch=b, seq=s,
-                        seconds=t, seconds_eager=te, cuda_graph=gr))
-        _log(f"  prefill b={b} s={s}: {t * 1e3:.2f} ms (eager {te * 1e3:.2f})")
-        _free(torch)
-    for b, ctx_len in todo_d:
-        if time.monotonic() > deadline:
-            _log("ground truth: time budget reached")
-            return
-        t, te, gr = time_step(model.decode(b, ctx_len), device, repeats=9)
-        dec.append(dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers, batch=b, context=ctx_len,
-                        seconds=t, seconds_eager=te, cuda_graph=gr))
-        _log(f"  decode b={b} c={ctx_len}: {t * 1e3:.2f} ms (eager {te * 1e3:.2f})")
-        _free(torch)
+    for table, phase, col, todo, reps in phases:
+        build = model.prefill if phase == "prefill" else model.decode
+        for b, length in todo:
+            if time.monotonic() > deadline:
+                _log("ground truth: time budget reached")
+                return
+            t, te, gr = time_step(build(b, length), device, repeats=reps)
+            table.append(dict(**ident, batch=b, **{col: length}, seconds=t, seconds_eager=te, cuda_graph=gr))
+            _log(f"  {phase} b={b} {col[0]}={length}: {t * 1e3:.2f} ms (eager {te * 1e3:.2f})")
+            _free(torch)
     del model
     _free(torch)
 

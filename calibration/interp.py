@@ -57,6 +57,7 @@ def fit_kv_tile(df: pd.DataFrame | None) -> int:
     """
     if df is None or df.empty:
         return 1
+    # the probe's contexts sit at most 256 keys above multiples of 1024: group them by that base
     d = df.assign(base=(df.context // 1024).astype(int))
     best, best_err = 1, math.inf
     for tile in KV_TILE_CANDIDATES:

@@ -148,6 +148,9 @@ class Profile:
         self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
         nt = self.tables.get("rmsnorm_bf16")
         self._norm = {} if nt is None else {int(w): _Curve.of(d, "rows") for w, d in nt.groupby("width")}
+        # launch/latency floors (shortest measured time) per table, read by floor_seconds
+        self._floors = {stem: float(df.seconds.min()) for stem, df in self.tables.items()
+                        if "seconds" in df and not df.empty}
         self._coll = {}
         for stem, df in self.tables.items():
             if stem.startswith("collective_"):
@@ -472,13 +475,12 @@ class Profile:
         kind = op.kind
         if kind in ("elementwise", "embedding"):
             if op.meta.get("op") == "rmsnorm" and op.meta.get("width") and self._norm:
-                return float(min(c.ys.min() for c in self._norm.values()))
+                return self._floors["rmsnorm_bf16"]
             curve = self._elementwise.get(str(op.meta.get("op", "copy")))
             return float(curve.ys.min()) if curve is not None else 0.0
         stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16", "attn_prefill": "attn_prefill_bf16",
                 "attn_decode": "attn_decode_bf16", "mla_decode": "mla_decode_bf16"}.get(kind)
-        df = self.tables.get(stem) if stem else None
-        return float(df.seconds.min()) if df is not None and not df.empty else 0.0
+        return self._floors.get(stem, 0.0) if stem else 0.0
 
     def op_seconds(self, op) -> tuple[float, str] | None:
         """Time of one ``workloads.op.Op`` (one repetition) from this profile, or None."""

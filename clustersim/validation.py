@@ -78,11 +78,11 @@ def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str =
     implementation (no ``impl`` column: the per-expert loop) does not count for MoE points.
     """
     runs = ground_truth_runs(measured_dir)
-    main = predict_measured(runs[0], profile, cluster, kernels)
-    out = main[["case", "point", "predicted_s"]].copy()
-    cols = []
+    out, cols = None, []
     for r in runs:
         df = predict_measured(r, profile, cluster, kernels)
+        if out is None:  # the main run: its points and predictions are the rows
+            out = df[["case", "point", "predicted_s"]].copy()
         moe = r / "gt_moe_layer.csv"
         if moe.exists() and "impl" not in pd.read_csv(moe, nrows=1).columns:
             df = df[~df.case.str.endswith("moe layer")]

@@ -350,6 +350,7 @@ def _per_die(name: str, pkg: DeviceSpec, notes: str) -> DeviceSpec:
         scale_out_bytes_per_s=pkg.scale_out_bytes_per_s / d,
         dies=1,
         comm_compute_units=None if pkg.comm_compute_units is None else pkg.comm_compute_units / d,
+        package=pkg.name,
         l2_bytes=pkg.l2_bytes / d,
         price_usd=pkg.price_usd / d,
         sources=MappingProxyType(sources),
@@ -621,12 +622,8 @@ def die_device(device: DeviceSpec) -> DeviceSpec:
     from this package), else the package with every additive quantity divided by its dies."""
     if device.dies <= 1:
         return device
-    cat = _catalog()
-    for d in cat.devices.values():
-        if d.dies == 1 and d.name != device.name and d.name.startswith(device.name) and \
-                d.hbm_bytes * device.dies == device.hbm_bytes:
-            return d
-    return _per_die(f"{device.name}-die", device, "")
+    named = [d for d in _catalog().devices.values() if d.package == device.name]
+    return named[0] if named else _per_die(f"{device.name}-die", device, "")
 
 
 def list_clusters() -> list[str]:

@@ -32,6 +32,7 @@ class DeviceSpec:
     # compute units (of ``compute_units``' kind) that EP dispatch/combine kernels occupy while
     # they overlap compute; None = not known for this device (DeepEP's 20 SMs of 132 assumed)
     comm_compute_units: float | None = None
+    package: str = ""  # for one die of a multi-die package: the package's name
     l2_bytes: float = 0.0
     price_usd: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)

@@ -9,9 +9,10 @@ Where each number comes from (recorded in every ``OpCost.source``):
 1. ``profile``: the op's shape is inside the measured grid of a profile taken on this very
    device -> the interpolated measurement.
 2. ``transfer``: the profile was measured on another device (e.g. H200 -> H800, H20, B200,
-   Ascend 910C) -> measured time x roofline(target) / roofline(measured device), i.e. the
-   measured efficiency at that shape is kept and the catalog peaks (FLOP/s per dtype, HBM
-   bytes/s) of both devices are swapped. See simulator/README.md for the validation of this
+   Ascend 910C) -> floor + (measured time - floor) x roofline(target) / roofline(measured
+   device), i.e. the measured efficiency at that shape is kept and the catalog peaks (FLOP/s
+   per dtype, HBM bytes/s) of both devices are swapped; the launch floor
+   (``Profile.floor_seconds``) does not scale. See simulator/README.md for the validation of this
    transfer against the published H800 kernel figures (DeepGEMM, FlashMLA).
 3. ``roofline``: outside every grid -> max(FLOPs / (peak x compute efficiency), bytes /
    (HBM x memory efficiency)) + launch overhead, with efficiencies fitted from the profile

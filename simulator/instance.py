@@ -17,11 +17,11 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
 from workloads.deployment_rules import die_replicas
 from workloads.models import ModelConfig, get_model
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.ops import EXPERT_OPS, BatchShape, Parallelism, step_ops
 
-#: Ops partitioned over expert parallelism (costed per package; every other compute op is
-#: replicated per attention-DP rank, i.e. per die on a multi-die package).
-_EXPERT_OPS = ("experts_permute", "experts_gate_up", "experts_act", "experts_down", "experts_unpermute")
+
+def _is_expert_op(op) -> bool:
+    return op.name.split(".", 1)[-1] in EXPERT_OPS
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,12 @@ class InstanceCost:
         ]
 
     def _per_die_costs(self, batch: BatchShape, cm: CostModel) -> list[list]:
-        """Op costs per micro-batch: replicated compute ops per die, expert ops and comm per package."""
+        """Op costs per micro-batch: replicated compute ops per die (expert ops stay per package,
+        partitioned over EP; communication stays per package, as its fabric model counts)."""
         die_cm = self._die_cms[batch.phase]
-        out = []
-        for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_par)):
-            costs = [die_cm.op_cost(o) for o in die_ops
-                     if o.stream != "comm" and o.name.split(".", 1)[-1] not in _EXPERT_OPS]
-            costs += [cm.op_cost(o) for o in pkg_ops
-                      if o.stream == "comm" or o.name.split(".", 1)[-1] in _EXPERT_OPS]
-            out.append(costs)
-        return out
+        return [[die_cm.op_cost(o) for o in die_ops if o.stream != "comm" and not _is_expert_op(o)]
+                + [cm.op_cost(o) for o in pkg_ops if o.stream == "comm" or _is_expert_op(o)]
+                for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_par))]
 
     def _step_uncached(self, batch: BatchShape) -> StepCost:
         cm = self._decode_cost_model if batch.phase == "decode" else self.cost_model

@@ -280,7 +280,7 @@ def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
                        meta={"op": kind})
 
 
-def _act(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
+def _act(name: str, elements: int, layer: str, count: int) -> Op:
     """SwiGLU activation ``silu(gate) * up``, timed as the measured torch ``silu_mul`` in both sets."""
     return elementwise(name, elements, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM)
 
@@ -356,7 +356,7 @@ def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, nam
     w = width // c.tp
     ops = [
         gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count),
-        _act(c, f"{p}{name}_act", T * w, layer, count),
+        _act(f"{p}{name}_act", T * w, layer, count),
         gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count),
     ]
     return ops
@@ -443,7 +443,7 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   "active_groups": active, "mean_per_group": mean_assign / E_l,
                   "moe_imbalance": c.moe_imbalance}))
         if name == "experts_gate_up":
-            ops.append(_act(c, f"{p}experts_act", tokens_total * I_l, layer, count))
+            ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count))
     if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows
         rows = min(tokens_total, math.ceil(c.moe_tokens_all * (1.0 - (1.0 - E_l / slots) ** k)))
         ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,

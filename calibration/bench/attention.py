@@ -118,6 +118,25 @@ def pick_sdpa(ctx: BenchContext, q, k, v, causal: bool):
     raise RuntimeError("no SDPA backend ran: " + "; ".join(errors))
 
 
+def _time_sdpa(ctx: BenchContext, make_qkv, bytes_per_set: float, causal: bool, label: str):
+    """(seconds, method, backend, gqa_impl) of SDPA on input sets from ``make_qkv()``, rotated
+    past the L2; None (logged) when no backend runs the shape."""
+    fns = []
+    try:
+        backend, gqa_impl = "", ""
+        for _ in range(rotation_count(bytes_per_set, ctx)):
+            call, backend, gqa_impl = pick_sdpa(ctx, *make_qkv(), causal=causal)
+            fns.append(call)
+        seconds, method = time_calls(fns, ctx)
+        return seconds, method, backend, gqa_impl
+    except Exception as exc:
+        ctx.log(f"{label}: {type(exc).__name__}: {exc}")
+        return None
+    finally:
+        fns = None
+        free_cuda()
+
+
 def run_prefill(ctx: BenchContext, q_view: bool = False) -> None:
     """Causal prefill grid. ``q_view``: q is the ``[B,S,Hq,D] -> [B,Hq,S,D]`` transposed view a
     model gets from its projection output (K/V contiguous, as a cache), written to
@@ -142,25 +161,19 @@ def run_prefill(ctx: BenchContext, q_view: bool = False) -> None:
                 if ctx.out_of_time():
                     ctx.log("attn_prefill: time budget reached")
                     return
-                try:
-                    nrot = rotation_count(2 * b * s * (hq * (dqk + dv) + hkv * (dqk + dv)), ctx)
-                    fns, backend, gqa_impl = [], "", ""
-                    for _ in range(nrot):
-                        if q_view:
-                            q = torch.randn(b, s, hq, dqk, device=dev, dtype=torch.bfloat16).transpose(1, 2)
-                        else:
-                            q = torch.randn(b, hq, s, dqk, device=dev, dtype=torch.bfloat16)
-                        k = torch.randn(b, hkv, s, dqk, device=dev, dtype=torch.bfloat16)
-                        v = torch.randn(b, hkv, s, dv, device=dev, dtype=torch.bfloat16)
-                        call, backend, gqa_impl = pick_sdpa(ctx, q, k, v, causal=True)
-                        fns.append(call)
-                    seconds, method = time_calls(fns, ctx)
-                except Exception as exc:
-                    ctx.log(f"attn_prefill b={b} s={s} hq={hq}: {type(exc).__name__}: {exc}")
+                def qkv(b=b, s=s, hq=hq, hkv=hkv, dqk=dqk, dv=dv):
+                    if q_view:
+                        q = torch.randn(b, s, hq, dqk, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+                    else:
+                        q = torch.randn(b, hq, s, dqk, device=dev, dtype=torch.bfloat16)
+                    return (q, torch.randn(b, hkv, s, dqk, device=dev, dtype=torch.bfloat16),
+                            torch.randn(b, hkv, s, dv, device=dev, dtype=torch.bfloat16))
+
+                timed = _time_sdpa(ctx, qkv, 2 * b * s * (hq * (dqk + dv) + hkv * (dqk + dv)), True,
+                                   f"attn_prefill b={b} s={s} hq={hq}")
+                if timed is None:
                     continue
-                finally:
-                    fns = None
-                    free_cuda()
+                seconds, method, backend, gqa_impl = timed
                 table.append(dict(batch=b, seq=s, heads_q=hq, heads_kv=hkv, head_dim_qk=dqk,
                                   head_dim_v=dv, causal=True, seconds=seconds,
                                   tflops=flops / seconds / 1e12, backend=backend,
@@ -169,48 +182,46 @@ def run_prefill(ctx: BenchContext, q_view: bool = False) -> None:
     ctx.log(f"{stem}: {done} points measured, {len(table)} in table")
 
 
-def run_decode(ctx: BenchContext) -> None:
+def _measure_decode(ctx: BenchContext, table: CsvTable, points, label: str) -> int:
+    """Time GQA decode (pack_q) at each ``(batch, context, hq, hkv, d)`` not yet in ``table``."""
     import torch
 
-    table = CsvTable(ctx.out_dir / "attn_decode_bf16.csv", DECODE_COLUMNS, DECODE_KEY)
     dev = torch.device(ctx.device)
+    done = 0
+    for b, c, hq, hkv, d in points:
+        g = hq // hkv
+        kv_bytes = 2.0 * b * hkv * c * d * 2
+        if kv_bytes > MAX_KV_BYTES:
+            continue
+        if table.has(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d, head_dim_v=d):
+            continue
+        if ctx.out_of_time():
+            ctx.log(f"{label}: time budget reached")
+            return done
+        def qkv(b=b, c=c, hkv=hkv, g=g, d=d):
+            return tuple(torch.randn(*shape, device=dev, dtype=torch.bfloat16)
+                         for shape in ((b, hkv, g, d), (b, hkv, c, d), (b, hkv, c, d)))
+
+        timed = _time_sdpa(ctx, qkv, kv_bytes, False, f"{label} b={b} c={c} hq={hq}")
+        if timed is None:
+            continue
+        seconds, method, backend, _ = timed
+        flops = 2.0 * b * hq * c * 2 * d
+        table.append(dict(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
+                          head_dim_v=d, seconds=seconds, kv_bytes=kv_bytes,
+                          gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12,
+                          backend=backend, gqa_impl="pack_q", method=method))
+        done += 1
+    return done
+
+
+def run_decode(ctx: BenchContext) -> None:
+    table = CsvTable(ctx.out_dir / "attn_decode_bf16.csv", DECODE_COLUMNS, DECODE_KEY)
     configs = ((4, 2, 32, "tiny"),) if ctx.quick else DECODE_CONFIGS
     batches = (1, 3) if ctx.quick else DECODE_BATCH
     contexts = (16, 128) if ctx.quick else DECODE_CONTEXT
-    done = 0
-    for hq, hkv, d, _ in configs:
-        g = hq // hkv
-        for b in batches:
-            for c in contexts:
-                kv_bytes = 2.0 * b * hkv * c * d * 2
-                if kv_bytes > MAX_KV_BYTES:
-                    continue
-                if table.has(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d, head_dim_v=d):
-                    continue
-                if ctx.out_of_time():
-                    ctx.log("attn_decode: time budget reached")
-                    return
-                try:
-                    fns, backend = [], ""
-                    for _ in range(rotation_count(kv_bytes, ctx)):
-                        q = torch.randn(b, hkv, g, d, device=dev, dtype=torch.bfloat16)
-                        k = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
-                        v = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
-                        call, backend, _ = pick_sdpa(ctx, q, k, v, causal=False)
-                        fns.append(call)
-                    seconds, method = time_calls(fns, ctx)
-                except Exception as exc:
-                    ctx.log(f"attn_decode b={b} c={c} hq={hq}: {type(exc).__name__}: {exc}")
-                    continue
-                finally:
-                    fns = None
-                    free_cuda()
-                flops = 2.0 * b * hq * c * 2 * d
-                table.append(dict(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
-                                  head_dim_v=d, seconds=seconds, kv_bytes=kv_bytes,
-                                  gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12,
-                                  backend=backend, gqa_impl="pack_q", method=method))
-                done += 1
+    points = [(b, c, hq, hkv, d) for hq, hkv, d, _ in configs for b in batches for c in contexts]
+    done = _measure_decode(ctx, table, points, "attn_decode")
     ctx.log(f"attn_decode: {done} points measured, {len(table)} in table")
 
 
@@ -226,38 +237,13 @@ def run_decode_tiles(ctx: BenchContext) -> None:
     in fixed tiles, so the time steps up at tile boundaries; ``calibration.profile`` fits the
     tile size from this table (``attn_decode_tiles.csv``, the decode table's columns).
     """
-    import torch
-
     table = CsvTable(ctx.out_dir / "attn_decode_tiles.csv", DECODE_COLUMNS, DECODE_KEY)
-    dev = torch.device(ctx.device)
     hq, hkv, d = (4, 2, 32) if ctx.quick else (32, 8, 128)
-    g = hq // hkv
     bases = (16,) if ctx.quick else DECODE_TILE_BASES
     offsets = (0, 1) if ctx.quick else DECODE_TILE_OFFSETS
-    for b in (1, 2) if ctx.quick else DECODE_TILE_BATCH:
-        for base in bases:
-            for off in offsets:
-                c = base + off
-                if table.has(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d, head_dim_v=d):
-                    continue
-                if ctx.out_of_time():
-                    return
-                kv_bytes = 2.0 * b * hkv * c * d * 2
-                fns, backend = [], ""
-                for _ in range(rotation_count(kv_bytes, ctx)):
-                    q = torch.randn(b, hkv, g, d, device=dev, dtype=torch.bfloat16)
-                    k = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
-                    v = torch.randn(b, hkv, c, d, device=dev, dtype=torch.bfloat16)
-                    call, backend, _ = pick_sdpa(ctx, q, k, v, causal=False)
-                    fns.append(call)
-                seconds, method = time_calls(fns, ctx)
-                fns = None
-                free_cuda()
-                flops = 2.0 * b * hq * c * 2 * d
-                table.append(dict(batch=b, context=c, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
-                                  head_dim_v=d, seconds=seconds, kv_bytes=kv_bytes,
-                                  gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12,
-                                  backend=backend, gqa_impl="pack_q", method=method))
+    points = [(b, base + off, hq, hkv, d) for b in ((1, 2) if ctx.quick else DECODE_TILE_BATCH)
+              for base in bases for off in offsets]
+    _measure_decode(ctx, table, points, "attn_decode_tiles")
     ctx.log(f"attn_decode_tiles: {len(table)} rows")
 
 

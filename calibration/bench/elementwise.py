@@ -60,47 +60,31 @@ def _make(op: str, elements: int, dev):
         ab = torch.randn(rows, 2 * width, device=dev, dtype=bf)
         a, b = ab[:, :width], ab[:, width:]
         return (lambda: F.silu(a) * b), 6 * rows * width
-    if op == "rotary":
+    if op == "add":
+        a = torch.randn(elements, device=dev, dtype=bf)
+        b = torch.randn(elements, device=dev, dtype=bf)
+        return (lambda: a + b), 6 * elements
+    if op in ("rotary", "rotary_qkv", "rotary_bshd"):
         tokens = max(1, elements // (32 * 128))
-        x = torch.randn(tokens, 32, 128, device=dev, dtype=bf)
-        cos = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
-        sin = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
+        if op == "rotary":  # contiguous [T, 32, 128], cos/sin per token
+            x = torch.randn(tokens, 32, 128, device=dev, dtype=bf)
+            trig = (tokens, 1, 128)
+        elif op == "rotary_qkv":  # q heads viewed out of a fused [T, 48*128] projection output
+            x = torch.randn(tokens, 48 * 128, device=dev, dtype=bf)[:, : 32 * 128].view(tokens, 32, 128)
+            trig = (tokens, 1, 128)
+        else:  # prefill layout [B, S, 32, 128] with cos/sin broadcast over the batch
+            s = min(tokens, 2048)
+            b = max(1, tokens // s)
+            x = torch.randn(b, s, 48 * 128, device=dev, dtype=bf)[..., : 32 * 128].view(b, s, 32, 128)
+            trig = (1, s, 1, 128)
+        cos = torch.randn(*trig, device=dev, dtype=bf)
+        sin = torch.randn(*trig, device=dev, dtype=bf)
 
         def rot():
             x1, x2 = x[..., :64], x[..., 64:]
             return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
         return rot, 4 * x.numel() + 4 * cos.numel()
-    if op == "add":
-        a = torch.randn(elements, device=dev, dtype=bf)
-        b = torch.randn(elements, device=dev, dtype=bf)
-        return (lambda: a + b), 6 * elements
-    if op == "rotary_qkv":
-        tokens = max(1, elements // (32 * 128))
-        qkv = torch.randn(tokens, 48 * 128, device=dev, dtype=bf)
-        x = qkv[:, : 32 * 128].view(tokens, 32, 128)
-        cos = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
-        sin = torch.randn(tokens, 1, 128, device=dev, dtype=bf)
-
-        def rot_view():
-            x1, x2 = x[..., :64], x[..., 64:]
-            return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-        return rot_view, 4 * x.numel() + 4 * cos.numel()
-    if op == "rotary_bshd":
-        tokens = max(1, elements // (32 * 128))
-        s = min(tokens, 2048)
-        b = max(1, tokens // s)
-        qkv = torch.randn(b, s, 48 * 128, device=dev, dtype=bf)
-        x = qkv[..., : 32 * 128].view(b, s, 32, 128)
-        cos = torch.randn(1, s, 1, 128, device=dev, dtype=bf)
-        sin = torch.randn(1, s, 1, 128, device=dev, dtype=bf)
-
-        def rot_bshd():
-            x1, x2 = x[..., :64], x[..., 64:]
-            return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-        return rot_bshd, 4 * x.numel() + 4 * cos.numel()
     raise ValueError(f"elementwise op {op!r} unknown (valid: {', '.join(OPS)})")
 
 

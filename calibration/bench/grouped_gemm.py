@@ -95,69 +95,49 @@ ROUTED_COLUMNS = ["groups", "m_per_group", "n", "k", "max_per_group", "seconds",
 
 def run_grouped_mm_routed(ctx: BenchContext, seed: int = 7) -> None:
     """``torch._grouped_mm`` over routed (multinomial) group sizes at each mean tokens per group."""
+    run_grouped_mm(ctx, routed_seed=seed)
+
+
+def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None) -> None:
+    """Ragged grouped GEMM (``torch._grouped_mm``); skipped where torch lacks it.
+
+    ``routed_seed`` None: ``m`` tokens in every group (``grouped_mm_bf16.csv``); else the group
+    sizes are a seeded multinomial draw of ``G*m`` tokens (``grouped_mm_routed_bf16.csv``).
+    """
     import numpy as np
     import torch
 
+    routed = routed_seed is not None
+    label = "grouped_mm_routed" if routed else "grouped_mm"
     if not hasattr(torch, "_grouped_mm") or not ctx.is_cuda:
-        ctx.log("grouped_mm_routed: torch._grouped_mm unavailable here; skipped")
+        ctx.log(f"{label}: torch._grouped_mm unavailable here; skipped")
         return
-    table = CsvTable(ctx.out_dir / "grouped_mm_routed_bf16.csv", ROUTED_COLUMNS, KEY)
+    table = CsvTable(ctx.out_dir / f"{label}_bf16.csv", ROUTED_COLUMNS if routed else COLUMNS, KEY)
     dev = torch.device(ctx.device)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(routed_seed)
     done = 0
     for n, k, _ in QUICK_SHAPES if ctx.quick else SHAPES:
         for g in QUICK_GROUPS if ctx.quick else GROUPS:
+            # weights as [G, N, K] viewed [G, K, N]: the column-major B operand the kernel takes
             w = torch.randn(g, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
             for m in QUICK_M if ctx.quick else M_GRID:
                 flops = 2.0 * g * m * n * k
                 if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
                     continue
                 if ctx.out_of_time():
+                    ctx.log(f"{label}: time budget reached")
                     return
-                counts = rng.multinomial(g * m, np.full(g, 1.0 / g))
+                counts = rng.multinomial(g * m, np.full(g, 1.0 / g)) if routed else np.full(g, m)
                 x = torch.randn(g * m, k, device=dev, dtype=torch.bfloat16)
                 offs = torch.as_tensor(np.cumsum(counts), device=dev, dtype=torch.int32)
-                seconds, method = time_calls([grouped_mm_call(x, w, offs, torch.bfloat16)], ctx)
-                table.append(dict(groups=g, m_per_group=m, n=n, k=k, max_per_group=int(counts.max()),
-                                  seconds=seconds, tflops=flops / seconds / 1e12, method=method + "_grouped_mm"))
-                done += 1
-            free_cuda()
-    ctx.log(f"grouped_mm_routed: {done} points measured, {len(table)} in table")
-
-
-def run_grouped_mm(ctx: BenchContext) -> None:
-    """Ragged grouped GEMM (``torch._grouped_mm``); skipped where torch lacks it."""
-    import torch
-
-    if not hasattr(torch, "_grouped_mm") or not ctx.is_cuda:
-        ctx.log("grouped_mm: torch._grouped_mm unavailable here; skipped")
-        return
-    table = CsvTable(ctx.out_dir / "grouped_mm_bf16.csv", COLUMNS, KEY)
-    dev = torch.device(ctx.device)
-    shapes = QUICK_SHAPES if ctx.quick else SHAPES
-    groups_grid = QUICK_GROUPS if ctx.quick else GROUPS
-    ms = QUICK_M if ctx.quick else M_GRID
-    done = 0
-    for n, k, _ in shapes:
-        for g in groups_grid:
-            # weights as [G, N, K] viewed [G, K, N]: the column-major B operand the kernel takes
-            w = torch.randn(g, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
-            for m in ms:
-                flops = 2.0 * g * m * n * k
-                if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
-                    continue
-                if ctx.out_of_time():
-                    ctx.log("grouped_mm: time budget reached")
-                    return
-                x = torch.randn(g * m, k, device=dev, dtype=torch.bfloat16)
-                offs = torch.arange(1, g + 1, device=dev, dtype=torch.int32) * m
                 try:
                     seconds, method = time_calls([grouped_mm_call(x, w, offs, torch.bfloat16)], ctx)
                 except Exception as exc:
-                    ctx.log(f"grouped_mm g={g} m={m} n={n} k={k}: {type(exc).__name__}: {exc}")
+                    ctx.log(f"{label} g={g} m={m} n={n} k={k}: {type(exc).__name__}: {exc}")
                     return
-                table.append(dict(groups=g, m_per_group=m, n=n, k=k, seconds=seconds,
-                                  tflops=flops / seconds / 1e12, method=method + "_grouped_mm"))
+                row = dict(groups=g, m_per_group=m, n=n, k=k, seconds=seconds,
+                           tflops=flops / seconds / 1e12, method=method + "_grouped_mm")
+                table.append({**row, "max_per_group": int(counts.max())} if routed else row)
                 done += 1
             free_cuda()
-    ctx.log(f"grouped_mm: {done} points measured, {len(table)} in table")
+    ctx.log(f"{label}: {done} points measured, {len(table)} in table")
