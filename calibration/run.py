@@ -203,6 +203,7 @@ def _run_one(ctx, suite: Suite, args, display: Display, launch, rank0: bool) -> 
             kwargs["dtypes"] = tuple(d for d in args.gemm_dtypes.split(",") if d)
         if suite.distributed:
             _torchrun_suite(ctx, suite, launch)
+            note = f"{launch.world} ranks (torchrun)"
         else:
             suite.load()(ctx, **kwargs)
     except SuiteSkipped as exc:

@@ -62,19 +62,20 @@ def deployment_report(deployment: Any) -> dict:
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
-              device: str = "cuda") -> Path:
-    """Run the calibration microbenchmarks (needs torch: ``pip install 'clustersim[calibrate]'``)."""
-    try:
-        from calibration import run
-    except ImportError as exc:  # torch missing
-        raise ValueError(f"calibrate needs the calibrate extra (torch): {exc}") from None
+              device: str = "cuda", quiet: bool = False) -> int:
+    """Run the calibration microbenchmarks into the profile directory ``out``; returns the exit
+    status of ``calibration.run.main`` (0 ok, 1 a suite failed, 2 a usage error: unknown suite,
+    no CUDA, no torch; each reported as one line on stderr). Needs torch (the calibrate extra)."""
+    from calibration import run
+
     args = ["--out", str(out), "--suite", suite, "--device", device]
     if quick:
         args.append("--quick")
     if max_seconds:
         args += ["--max-seconds", str(max_seconds)]
-    run.main(args)
-    return Path(out)
+    if quiet:
+        args.append("--quiet")
+    return run.main(args)
 
 
 def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) -> Any:

@@ -354,6 +354,9 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         notes.append(f"cluster {ref.name!r} is used with {' and '.join(what)}; the YAML names {ref.name}, so "
                      f"`clustersim simulate` would run it on the catalog's {ref.name} as it is")
     ev = Evaluator(ctx)
+    from calibration.resolve import profile_info, profile_line
+
+    notes.append(profile_line(profile_info(ev.profile, ev.cluster.device.name)))
     sizes = instance_sizes(ctx, space)
     roles = (["pool"] if "colocated" in space.modes else []) + (
         ["prefill", "decode"] if "disaggregated" in space.modes else [])
