@@ -204,7 +204,7 @@ def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float |
     return Deployment(name=name or f"{cfg.name}-best", cluster=ctx.cluster.name, model=cfg.model,
                       weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, activation_dtype=cfg.activation_dtype,
                       serving=serving, scheduler=cfg.scheduler, workload=wl, slo=cfg.slo,
-                      seed=cfg.seed if seed is None else seed)
+                      seed=cfg.seed if seed is None else seed, profile=ctx.profile)
 
 
 def _subsample(shape, keep: float):
