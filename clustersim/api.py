@@ -78,23 +78,25 @@ def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seco
     return run.main(args)
 
 
-def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) -> Any:
+def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False, profile: Any = None) -> Any:
     """Simulate a deployment or training job (a path, or an already-loaded config object).
 
     Returns the simulator's result (serving: ``SimResult`` with DataFrames and a summary;
-    training: ``TrainingResult``). The shipped calibration profile is used when one applies.
+    training: ``TrainingResult``). ``profile`` (a name, a directory, "none" or a profile object)
+    replaces the config's ``profile:`` field; by default the field decides (``calibration.resolve``).
     """
-    from clustersim.run import _profile_for, simulate_file
+    from clustersim.run import resolve_profile, simulate_file
 
     if isinstance(config, (str, Path)):
-        return simulate_file(config, overrides, trace=trace)[2]  # (kind, config, result, profile)
+        return simulate_file(config, overrides, trace=trace, profile=profile)[2]  # (kind, config, result, profile)
+    prof = resolve_profile(config.profile if profile is None else profile, config.cluster)
     if hasattr(config, "parallelism") and hasattr(config, "global_batch"):
         from simulator.training import simulate_training
 
-        return simulate_training(config, profile=_profile_for(config.cluster), trace=trace)
+        return simulate_training(config, profile=prof, trace=trace)
     from simulator import simulate as run
 
-    return run(config, profile=_profile_for(config.cluster), trace=trace)
+    return run(config, profile=prof, trace=trace)
 
 
 def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = None) -> Any:
