@@ -85,7 +85,8 @@ def _skip_reason(suite: Suite, device: str, explicit: bool, launch, local_rank0:
 
             n = torch.cuda.device_count()
             return None if n >= 2 else f"{n} GPU here; {LAUNCH_HINT}"
-        return None if explicit else "CPU: gloo between processes of one host measures no fabric (name the suite to run its code path)"
+        return None if explicit else ("CPU: gloo between processes of one host measures no fabric "
+                                      "(name the suite to run its code path)")
     return None if local_rank0 else "not rank 0"
 
 
@@ -108,10 +109,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(launch.local_rank)
     live = rank0 and not args.quiet and sys.stderr.isatty()
     with Display(live, quiet=args.quiet or not rank0) as display:
-        return _run(args, names, explicit, device, launch, rank0, display)
+        results, lines = _run(args, names, explicit, device, launch, rank0, display)
+    for line in lines:  # after the bars are gone
+        print(line)
+    failed = [r for r in results if r.status == "failed"]
+    if failed and rank0:
+        print(f"error: {len(failed)} suite(s) failed: " + "; ".join(f"{r.name}: {r.note}" for r in failed),
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
-def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: bool, display: Display) -> int:
+def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: bool,
+         display: Display) -> tuple[list[SuiteResult], list[str]]:
+    """Run the suites; (results, summary lines: empty on ranks other than 0)."""
     from calibration import metadata
     from calibration.bench.common import BenchContext
 
@@ -130,7 +140,7 @@ def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: boo
     before = table_rows(out)
     results = _run_suites(ctx, suites, args, explicit, launch, rank0, display)
     if not rank0:
-        return 1 if any(r.status == "failed" for r in results) else 0
+        return results, []
     # (a post-suite step such as a self-check against calibration.groundtruth plugs in here)
     after = table_rows(out)
     timings = {r.name: round(r.seconds, 1) for r in results if r.status in ("ok", "stopped")}
@@ -138,14 +148,7 @@ def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: boo
         **meta_extra, "complete": all(r.status == "ok" for r in results), "suite_seconds": timings,
         "skipped": {r.name: r.note for r in results if r.status != "ok"}})
     metadata.finish(out / "metadata.json", meta)
-    for line in summary_lines(out, results, before, after, time.monotonic() - t0, device, args.quick):
-        print(line)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        print(f"error: {len(failed)} suite(s) failed: " + "; ".join(f"{r.name}: {r.note}" for r in failed),
-              file=sys.stderr)
-        return 1
-    return 0
+    return results, summary_lines(out, results, before, after, time.monotonic() - t0, device, args.quick)
 
 
 def _run_suites(ctx, suites: list[Suite], args, explicit: bool, launch, rank0: bool,
@@ -209,12 +212,19 @@ def _run_one(ctx, suite: Suite, args, display: Display, launch, rank0: bool) -> 
     except SuiteSkipped as exc:
         status, note = "skipped", str(exc)
     except Exception as exc:  # a suite's failure must not lose the others' rows
-        status, note = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
+        status, note = "failed", _one_line(exc)
     if status == "ok" and ctx.out_of_time():
         status, note = "stopped", "time budget (--max-seconds) reached"
     finish(status)
     rows = sum(table_rows(ctx.out_dir, suite.tables).values())
     return SuiteResult(suite.name, status, time.monotonic() - s0, rows - rows0, rows, note, notes)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and its message's last line (a spawned rank's traceback
+    ends with the error)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1][:200] if lines else ''}".rstrip(": ")
 
 
 def _torchrun_suite(ctx, suite: Suite, launch) -> None:
@@ -255,8 +265,7 @@ def _spawn_group(ctx, suites: list[Suite], args, display: Display) -> list[Suite
         try:
             bdist.spawn(ctx, [suite.name], world)
         except Exception as exc:
-            last = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            status, note = "failed", f"{type(exc).__name__}: {last[-1][:200] if last else ''}"
+            status, note = "failed", _one_line(exc)
         if status == "ok" and ctx.out_of_time():
             status, note = "stopped", "time budget (--max-seconds) reached"
         finish(status)

@@ -309,8 +309,8 @@ def whatif_cmd(
         return "compare", whatif.compare_hardware(cfg)
 
     kind, df = _guard(go)
-    df.attrs.setdefault("profile", _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()),
-                                                                                  *run.profile_override(profile)])))
+    line = _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
+    df.attrs.setdefault("profile", line.removeprefix("profile: "))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / f"whatif_{kind}.csv", index=False)
