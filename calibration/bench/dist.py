@@ -16,6 +16,8 @@ labels (e.g. ``roce``).
 :func:`time_collective` times one collective on every rank of its group: eager (host clock
 around back-to-back calls, median of repeats) and, on CUDA, as the replay of a CUDA graph that
 captured the calls (how serving steps launch them); the slowest rank sets each time.
+``CLUSTERSIM_COLLECTIVE_GRAPHS=0`` skips the capture (eager only), should a driver or NCCL
+version fail at it in a way the fallback does not catch.
 """
 
 from __future__ import annotations
@@ -207,8 +209,10 @@ def time_collective(fn: Callable[[], object], comm: Comm, group: Any, ctx: Bench
     sync()
     eager = _eager_s(fn, group, ctx, sync, payload_bytes)
     graph, method = None, "perf_counter"
-    if comm.cuda:
+    if comm.cuda and os.environ.get("CLUSTERSIM_COLLECTIVE_GRAPHS", "1") != "0":
         graph, method = _graph_s(fn, group, ctx, eager)
+    elif comm.cuda:
+        method = "eager"
     t = torch.tensor([eager, graph if graph is not None else eager], device=comm.device, dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return float(t[1].item()), float(t[0].item()), method
@@ -245,7 +249,8 @@ def _graph_s(fn, group, ctx, eager_s: float) -> tuple[float | None, str]:
             fn()
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
-        with torch.cuda.graph(graph):
+        # thread_local: the NCCL watchdog thread may query events while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             for _ in range(inner):
                 fn()
     except Exception as exc:  # capture unsupported for this op / backend: eager only
