@@ -73,17 +73,25 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
 
 
 def _halves(batch: BatchShape, parts: int) -> list[BatchShape]:
-    """Split a batch into ``parts`` micro-batches: by sequences, or a lone sequence's tokens."""
+    """Split a batch into ``parts`` micro-batches: by sequences, or a lone prefill's tokens.
+
+    A batch that cannot be split runs as one micro-batch (no overlap), as serving engines do
+    (SGLang's two-batch overlap falls back to one batch): a decode batch with fewer sequences
+    than micro-batches (a decode sequence's draft tokens are one verification, never split),
+    and a lone prefill sequence of one token.
+    """
     if parts == 1:
         return [batch]
     if batch.num_seqs >= parts:
         return [b for b in batch.split(parts) if b.num_seqs]
-    # one long prefill: split its new tokens (the second part sees the first as context)
     n, c = batch.new_list[0], batch.context_list[0]
-    first = max(1, n // 2)
+    if batch.phase == "decode" or batch.num_seqs != 1 or n < parts:
+        return [batch]
+    # one long prefill: split its new tokens (the second part sees the first as context)
+    first = n // 2
     return [BatchShape(phase=batch.phase, num_seqs=1, new_tokens=first, context_tokens=c, logits_for=batch.logits_for),
             BatchShape(phase=batch.phase, num_seqs=1, new_tokens=n - first, context_tokens=c + first,
-                       logits_for=batch.logits_for)][: 2 if n > 1 else 1]
+                       logits_for=batch.logits_for)]
 
 
 class InstanceCost:
