@@ -138,7 +138,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
                        batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
     """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
-    from workloads.sequence_parallel import SpAttention, ring_volume, ulysses_volume_per_link
+    from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
 
     cluster = resolve_cluster(hardware, sp)
     prof = default_profile(cluster) if profile == "default" else profile
@@ -151,7 +151,7 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
         # each ring step overlaps a block's attention with the next K,V pass
         block = next(c for c in costs if c.stream != "comm")
         send = next(c for c in costs if c.stream == "comm")
-        seconds = block.seconds + (sp - 1) * max(block.seconds, send.seconds)
+        seconds = compute + ring_exposed_s(block.seconds, send.seconds, sp)
         volume = ring_volume(batch, seq, heads, head_dim, sp, backward=False)
     else:
         seconds = compute + comm
