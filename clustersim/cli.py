@@ -182,12 +182,15 @@ def simulate_cmd(
     config: Path = typer.Argument(..., help="Deployment YAML (serving) or training-job YAML."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json, requests.csv, timeseries.csv here."),
-    trace: bool = typer.Option(False, "--trace", help="Also write a Chrome/Perfetto trace (with --out)."),
+    trace: bool = typer.Option(False, "--trace", help="Also write trace.json, a Chrome/Perfetto trace "
+                               "(serving iterations and requests, or the training pipeline); needs --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import run
 
+    if trace and out is None:
+        _fail("--trace needs --out DIR: the trace is written there as trace.json")
     kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, set_ or (), trace=trace))
     summary = run.run_summary(kind, cfg, result, getattr(prof, "name", None))
     if out is not None:
