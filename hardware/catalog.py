@@ -564,15 +564,22 @@ def parse_clusters(
             sources=MappingProxyType(sources),
             side_tiers=tuple(side),
         )
-        for i, alias in enumerate(raw.aliases):
-            _check_name(filename, f"{path}.aliases.{i}", alias)
-            if alias in aliases or alias in doc.clusters:
-                raise _fail(filename, f"{path}.aliases.{i}", f"alias '{alias}' is already taken")
-            if alias in device_names:
-                raise _fail(filename, f"{path}.aliases.{i}",
-                            f"alias '{alias}' is a device name (one meaning per name: it names the device)")
-            aliases[alias] = name
+        _add_cluster_aliases(filename, path, name, raw.aliases, aliases, set(doc.clusters), device_names)
     return clusters, aliases
+
+
+def _add_cluster_aliases(filename: str, path: str, name: str, new: list[str], aliases: dict[str, str],
+                         cluster_names: set[str], device_names: set[str]) -> None:
+    """Register a cluster's aliases into ``aliases``; one meaning per name: an alias may be
+    neither a cluster name, another alias, nor a device name or alias."""
+    for i, alias in enumerate(new):
+        _check_name(filename, f"{path}.aliases.{i}", alias)
+        if alias in aliases or alias in cluster_names:
+            raise _fail(filename, f"{path}.aliases.{i}", f"alias '{alias}' is already taken")
+        if alias in device_names:
+            raise _fail(filename, f"{path}.aliases.{i}",
+                        f"alias '{alias}' is a device name (one meaning per name: it names the device)")
+        aliases[alias] = name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ class Server:
             self._apply(plan)
 
     def _form(self):
-        sim, st = self.sim, self.sim.st
+        st = self.sim.st
         if self.joining:
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
