@@ -97,9 +97,9 @@ def _halves(batch: BatchShape, parts: int) -> list[BatchShape]:
         return [batch]
     if batch.num_seqs >= parts:
         return [b for b in batch.split(parts) if b.num_seqs]
-    n, c = batch.new_list[0], batch.context_list[0]
-    if batch.phase == "decode" or batch.num_seqs != 1 or n < parts:
+    if batch.phase == "decode" or batch.num_seqs != 1 or batch.new_list[0] < parts:
         return [batch]
+    n, c = batch.new_list[0], batch.context_list[0]
     # one long prefill: split its new tokens (the second part sees the first as context)
     first = n // 2
     return [BatchShape(phase=batch.phase, num_seqs=1, new_tokens=first, context_tokens=c, logits_for=batch.logits_for),
