@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workloads.deployment import Scheduler, Slo, Workload
+from workloads.deployment import Scheduler, Slo, Workload, resolve_trace_path
 from workloads.yamlloc import (
     ConfigError,
     dotted,
@@ -197,6 +197,7 @@ def parse_plan(data: Any, filename: str = "<plan>", locs: dict | None = None, ch
 def load_plan(path: str | Path, overrides: Iterable[str] = ()) -> PlanConfig:
     """Load, override (``a.b.c=value``) and validate a PLAN.yaml; ConfigError names file:line:col."""
     data, locs = load_yaml_with_locations(path)
+    resolve_trace_path(data, path)  # a trace path in the file is relative to the file
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. slo.tpot_ms=30")
