@@ -63,20 +63,30 @@ def write_cache(cache_lat, cache_pe, c, k_pe) -> None:
     cache_pe.copy_(k_pe)
 
 
+def latent_query(q_lat, q_pe):
+    """``cat(q_lat, q_pe)`` -> ``[B, H, lat + rope]`` from the head-major ``q_lat [H, B, lat]``."""
+    import torch
+
+    return torch.cat((q_lat.transpose(0, 1), q_pe), dim=-1)
+
+
 def absorbed_query(q_nope, q_pe, w_uk):
     """``[B, H, lat + rope]``: q_nope through W_UK (bmm over heads) concatenated with q_pe."""
     import torch
 
-    q_lat = torch.bmm(q_nope.transpose(0, 1), w_uk)  # [H, B, nope] x [H, nope, lat]
-    return torch.cat((q_lat.transpose(0, 1), q_pe), dim=-1)
+    return latent_query(torch.bmm(q_nope.transpose(0, 1), w_uk), q_pe)  # [H, B, nope] x [H, nope, lat]
+
+
+def merge_heads(o):
+    """``[H, B, v]`` -> ``[B, H*v]`` (a transposing copy)."""
+    return o.transpose(0, 1).reshape(o.shape[1], -1)
 
 
 def absorbed_output(o_lat, w_uv_t):
     """``[B, H*v]`` from the latent attention output ``[B, H, lat]`` through W_UV (bmm)."""
     import torch
 
-    o = torch.bmm(o_lat.transpose(0, 1), w_uv_t)  # [H, B, lat] x [H, lat, v]
-    return o.transpose(0, 1).reshape(o_lat.shape[0], -1)
+    return merge_heads(torch.bmm(o_lat.transpose(0, 1), w_uv_t))  # [H, B, lat] x [H, lat, v]
 
 
 class MLAModel:

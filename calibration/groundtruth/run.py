@@ -132,27 +132,21 @@ def select(args: argparse.Namespace) -> list[K.Case]:
     return cases
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cases = select(args)
-    log(f"ground truth set {args.set_name}{' (quick)' if args.quick else ''}: plan\n" + format_plan(plan_cases(cases)))
-    if args.plan_only:
-        return 0
-    import torch
-
+def measure_set(out_dir: Path, cases: list[K.Case], set_name: str, device: str, deadline: float = math.inf,
+                extra: dict | None = None) -> int:
+    """Measure ``cases`` into ``out_dir`` (resuming) and write ``groundtruth_metadata.json``;
+    returns the number of rows written."""
     from calibration import metadata
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    deadline = math.inf if args.max_seconds is None else time.monotonic() + args.max_seconds
-    args.out.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    written = run_cases(args.out, cases, device, deadline)
-    log(f"ground truth: {written} rows in {time.monotonic() - t0:.0f}s")
+    written = run_cases(out_dir, cases, device, deadline)
+    log(f"ground truth {set_name}: {written} rows in {time.monotonic() - t0:.0f}s")
     meta = metadata.collect(device, extra={
-        "kind": "ground truth (whole-model steps, one GPU)", "set": args.set_name,
-        "quick": args.quick, "layers_override": args.layers, "parts": sorted({c.part for c in cases}),
+        "kind": "ground truth (whole-model steps, one GPU)", "set": set_name,
+        "parts": sorted({c.part for c in cases}), "complete": time.monotonic() <= deadline,
         "weights": "random bf16 (seeded); activations bf16",
-        "excluded": EXCLUDED[args.set_name],
+        "excluded": EXCLUDED[set_name],
         "split": "wide tables: 'split' is fit or holdout, a checkerboard over each grid (alternation along "
                  "lists), fixed before measuring (calibration/groundtruth/cases.py)",
         "timing": "CUDA events; median of the repeats after 2 warm-ups; 'seconds' is a CUDA-graph replay "
@@ -163,6 +157,29 @@ def main(argv: list[str] | None = None) -> int:
         "kv_cache": "pre-allocated per layer (bf16), random history: dense [B, Hkv, C+1, D], MLA [B, C+1, 576]",
         "moe_experts": "torch._grouped_mm (ragged, CUTLASS) over pairs sorted by expert when available (impl "
                        "column), else a loop of per-expert matmuls; then index_add_",
+        **(extra or {}),
     })
-    metadata.write(args.out / "groundtruth_metadata.json", meta)
+    metadata.write(out_dir / "groundtruth_metadata.json", meta)
+    return written
+
+
+def run_check(out_dir: Path, device: str, quick: bool, deadline: float = math.inf) -> int:
+    """The ``check`` set (``calibration.run --check``): a few whole-model steps into ``out_dir``."""
+    cases = K.check_cases(quick)
+    log("calibrate --check: ground-truth steps\n" + format_plan(plan_cases(cases)))
+    return measure_set(out_dir, cases, "check", device, deadline, extra={"quick": quick})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cases = select(args)
+    log(f"ground truth set {args.set_name}{' (quick)' if args.quick else ''}: plan\n" + format_plan(plan_cases(cases)))
+    if args.plan_only:
+        return 0
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    deadline = math.inf if args.max_seconds is None else time.monotonic() + args.max_seconds
+    measure_set(args.out, cases, args.set_name, device, deadline,
+                extra={"quick": args.quick, "layers_override": args.layers})
     return 0
