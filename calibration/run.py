@@ -3,10 +3,13 @@
 Writes one CSV per (op, dtype) into DIR (``gemm_bf16.csv``, ``gemm_fp8.csv``,
 ``grouped_gemm_bf16.csv``, ``attn_prefill_bf16.csv``, ``attn_decode_bf16.csv``,
 ``mla_decode_bf16.csv``, ``elementwise_bf16.csv``, ``hbm.csv``, ``collective_<op>.csv``,
-``moe_topk.csv``, ``moe_scatter.csv``, ``attn_decode_tiles.csv``) plus
-``metadata.json``. Rows already in a CSV are skipped, so a rerun resumes an interrupted run.
-``--max-seconds`` ends the suites cleanly when the budget is spent. ``clustersim calibrate``
-calls :func:`main`.
+``moe_topk.csv``, ``moe_scatter.csv``, ``attn_decode_tiles.csv``, and as evidence for the
+cost model's mechanisms ``grouped_mm_sparse_bf16.csv``, ``mla_decode_impls_bf16.csv``,
+``attn_decode_long_bf16.csv``, ``mla_glue_bf16.csv``) plus ``metadata.json``. Rows already in a
+CSV are skipped, so a rerun resumes an interrupted run. ``--max-seconds`` ends the suites
+cleanly when the budget is spent. ``--check`` then measures a few whole-model steps into
+``DIR/check/`` (``calibration.groundtruth`` set ``check``), which ``clustersim calibrate --check``
+predicts with the new profile. ``clustersim calibrate`` calls :func:`main`.
 """
 
 from __future__ import annotations

@@ -171,3 +171,32 @@ def test_accuracy_report_script(wide_quick, tmp_path, capsys):
     assert accuracy_report.main(["--measured", str(tmp_path), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| mla decode | holdout |" in out and "| dense decode | fit | 9 |" in out and "| all | holdout |" in out
+
+
+def test_every_planned_point_can_be_predicted():
+    """Before device time is spent: every wide and check point maps to operators that the cost
+    model prices (EP-32 ranks included, their collectives left out)."""
+    from calibration.groundtruth.workload import row_ops
+    from calibration.profile import load_profile
+    from clustersim.validation import _compute_seconds
+    from hardware.catalog import get_cluster
+    from simulator.costmodel import CostModel
+
+    cm = CostModel(cluster=get_cluster("h200-node"), profile=load_profile("h200"))
+    for c in K.wide_cases(False) + K.check_cases(False):
+        for p in c.points:
+            assert _compute_seconds(cm, row_ops(c.table.file, p).ops) > 0, (c.part, p)
+
+
+def test_every_planned_moe_point_receives_pairs():
+    """A rank that receives no pair would hand the grouped GEMM an empty input: the seeded
+    routings of every planned MoE point (numpy only) give each rank at least one pair."""
+    from calibration.groundtruth import configs as C
+    from calibration.groundtruth.moe import uniform_routing
+
+    for c in K.wide_cases(False) + K.check_cases(False):
+        if c.table in (K.MOE_SMALL, K.MOE_LAYER):
+            cfg = C.moe_config(c.model[1], c.model[2])
+            for p in c.points:
+                exp, _ = uniform_routing(cfg, p["tokens_per_rank"], p["seed"])
+                assert len(exp) > 0, (c.model, p)

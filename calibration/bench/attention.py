@@ -15,6 +15,12 @@ Implementations measured (all bf16, ``torch.nn.functional.scaled_dot_product_att
   the first 512 columns of the same cache (a strided view, no copy), output ``[B,H,512]``.
   SDPA is tried with one "head" and H query rows (Dqk=576, Dv=512); when no fused backend
   takes head dim 576 it runs as two ``torch.bmm`` plus a float32 softmax (``impl=bmm``).
+* **MLA decode per implementation** (``mla_decode_impls_bf16.csv``, suite ``mla_decode_impls``) -
+  the same two implementations at the whole-model ground truth's shapes (C cached + 1 new keys,
+  in-between batches), with the kernel torch picked for SDPA in ``backend``.
+* **small-batch long-context decode** (``attn_decode_long_bf16.csv``, suite ``attn_decode_long``) -
+  GQA decode at batch 1..8 and 2K..32K keys, Llama-8B and 70B TP-4 rank heads, where only a
+  split over the keys can fill the GPU; ``backend`` names the kernel torch picked.
 
 FLOPs: prefill ``2*B*Hq*S^2*(Dqk+Dv)/2`` (causal half), decode ``2*B*Hq*C*(Dqk+Dv)``.
 """
