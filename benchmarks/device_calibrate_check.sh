@@ -2,7 +2,7 @@
 # Device call (one H200, bare image, repo root; carry .whl): a fresh install, then
 #   clustersim calibrate --check --out /tmp/prof   (default suite list; collectives skip on one GPU)
 # i.e. every microbenchmark suite, then the self-check (calibration.groundtruth set 'check':
-# Llama-8B prefill/decode, a DeepSeek-V3 EP-4 MoE layer at 512 and 8 tokens, V2-Lite MLA decode)
+# Llama-8B prefill/decode, a DeepSeek-V3 EP-4 MoE layer at 4096/512/8 tokens, V2-Lite MLA decode)
 # predicted from the profile just written. Whole call <= TOTAL_S (540 s) including the install.
 # Files in $OUT (3): run_log.txt, profile.tgz (the profile dir with check/, check.csv, check.json),
 # summary.txt. The summary (row counts, the self-check table, times) prints last.

@@ -17,7 +17,7 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from calibration.groundtruth import configs as C
 
@@ -66,7 +66,6 @@ class Case:
     points: tuple[dict, ...]
     repeats: int = 7
     eager_repeats: int | None = None
-    note: str = field(default="", compare=False)
 
 
 def checkerboard(xs, ys, keep=lambda x, y: True, offset: int = 0) -> list[tuple[int, int, str]]:
@@ -98,9 +97,12 @@ def _dense_cases(part, cfg: C.DenseConfig, prefill, decode, reps=(5, 9)) -> list
 
 
 def _moe_case(part, cfg: C.MoEConfig, tokens, table=MOE_LAYER, splits=None, reps=7, eager=None) -> Case:
-    pts = tuple(dict(model=cfg.name, ep=cfg.ep, local_experts=cfg.local_experts, tokens_per_rank=t, seed=SEED + t,
-                     **({} if splits is None else {"split": s})) for t, s in zip(tokens, splits or tokens))
-    return Case(part, ("moe", cfg.name, cfg.ep), table, pts, reps, eager)
+    """``splits`` (one per token count) only for tables with a ``split`` column."""
+    pts = []
+    for i, t in enumerate(tokens):
+        p = dict(model=cfg.name, ep=cfg.ep, local_experts=cfg.local_experts, tokens_per_rank=t, seed=SEED + t)
+        pts.append(p if splits is None else dict(p, split=splits[i]))
+    return Case(part, ("moe", cfg.name, cfg.ep), table, tuple(pts), reps, eager)
 
 
 def main_cases(quick: bool, layers: int | None = None, max_points: int | None = None) -> list[Case]:
@@ -189,8 +191,8 @@ def check_cases(quick: bool) -> list[Case]:
         pre, dec, big, small, mla_pts = ((1, 16),), ((2, 16),), (8,), (2,), ((2, 16, "check"),)
     else:
         dense, moe, mla, mla_layers = C.LLAMA_8B, C.DSV3_MOE_EP4, MLA_MODEL, None
-        pre, dec, big, small = ((1, 2048),), ((1, 1024), (32, 2048)), (512,), (8,)
-        mla_pts = ((1, 4096, "check"), (32, 4096, "check"))
+        pre, dec, big, small = ((1, 2048), (4, 1024)), ((1, 1024), (32, 2048), (128, 4096)), (512, 4096), (8,)
+        mla_pts = ((1, 4096, "check"), (32, 4096, "check"), (128, 8192, "check"))
     layers = C.model_config(mla).num_layers if mla_layers is None else mla_layers
     return [*_dense_cases("check_dense", dense, pre, dec, reps=(5, 7)),
             _moe_case("check_moe", moe, big, reps=7, eager=3),

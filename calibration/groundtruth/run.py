@@ -126,8 +126,9 @@ def select(args: argparse.Namespace) -> list[K.Case]:
         parts = set(args.parts.split(","))
         unknown = parts - {c.part for c in cases}
         if unknown:
-            raise SystemExit(f"unknown part(s) {sorted(unknown)} of set {args.set_name} "
-                             f"(valid: {', '.join(sorted({c.part for c in cases}))})")
+            print(f"unknown part(s) {sorted(unknown)} of set {args.set_name} "
+                  f"(valid: {', '.join(sorted({c.part for c in cases}))})", file=sys.stderr)
+            raise SystemExit(2)
         cases = [c for c in cases if c.part in parts]
     return cases
 
