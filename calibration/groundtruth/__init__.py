@@ -22,10 +22,13 @@ the simulator and are kept apart from the profile that predicts them. torch is i
 """
 
 from calibration.groundtruth.cases import (  # noqa: F401  (public names of the first version)
+    DENSE_DECODE,
+    DENSE_PREFILL,
     LLAMA_8B_DECODE,
     LLAMA_8B_PREFILL,
     LLAMA_70B_DECODE,
     LLAMA_70B_PREFILL,
+    MOE_LAYER,
     MOE_TOKENS,
 )
 from calibration.groundtruth.common import time_step  # noqa: F401
@@ -41,7 +44,6 @@ from calibration.groundtruth.configs import (  # noqa: F401
 from calibration.groundtruth.dense import DenseModel  # noqa: F401
 from calibration.groundtruth.moe import MoELayer, uniform_routing  # noqa: F401
 from calibration.groundtruth.run import main  # noqa: F401
-from calibration.groundtruth.cases import DENSE_DECODE, DENSE_PREFILL, MOE_LAYER
 
 PREFILL_COLUMNS = list(DENSE_PREFILL.columns)
 DECODE_COLUMNS = list(DENSE_DECODE.columns)

@@ -49,7 +49,8 @@ MOE_SMALL = Table("gt_moe_small.csv",
 _MLA = ("split", "attn_backend", "moe_impl", "experts_touched_mean") + _TIMES
 MLA_DECODE = Table("gt_mla_decode.csv", ("model", "layers", "batch", "context") + _MLA,
                    ("model", "layers", "batch", "context"))
-MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA, ("model", "layers", "batch", "seq"))
+MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA,
+                    ("model", "layers", "batch", "seq"))
 
 
 @dataclass(frozen=True)
