@@ -89,3 +89,10 @@ def test_calibrate_check_needs_a_calibration(tmp_path):
     res = CliRunner().invoke(app, ["calibrate", "--out", str(tmp_path / "p"), "--device", "cpu", "--check",
                                    "--suite", "nope"])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_check_is_costed_on_the_profiles_own_gpu():
+    from calibration.profile import load_profile
+    from clustersim.validation import cluster_for_profile
+
+    assert cluster_for_profile(load_profile("h200")) == "h200-node"
