@@ -200,3 +200,27 @@ def test_every_planned_moe_point_receives_pairs():
             for p in c.points:
                 exp, _ = uniform_routing(cfg, p["tokens_per_rank"], p["seed"])
                 assert len(exp) > 0, (c.model, p)
+
+
+def test_grouped_mm_path_equals_the_per_expert_loop():
+    """The MoE block's ``torch._grouped_mm`` path (what the GPU runs) computes what the per-expert
+    loop computes, empty experts included (checked on CPU where torch has the kernel)."""
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "_grouped_mm"):
+        pytest.skip("torch._grouped_mm unavailable")
+    from calibration.groundtruth import configs as C
+    from calibration.groundtruth.moe import MoEBlock, make_route
+
+    cfg = C.moe_config("tiny-mla", 1)  # 16 experts, top-4: 2 tokens leave most experts empty
+    gen = torch.Generator().manual_seed(0)
+    loop = MoEBlock(cfg, "cpu", gen, impl="loop")
+    grouped = MoEBlock(cfg, "cpu", torch.Generator().manual_seed(0), impl="grouped_mm")
+    route = make_route(cfg, 2, seed=3, device="cpu")
+    assert route.info["experts_touched"] < cfg.local_experts
+    x = torch.randn(route.rows, cfg.hidden, dtype=torch.bfloat16)
+    out = [torch.empty(route.rows, cfg.hidden, dtype=torch.bfloat16) for _ in range(2)]
+    try:
+        got = grouped.routed(x, route, out[0]).float()
+    except (RuntimeError, NotImplementedError) as exc:  # a torch without the CPU kernel
+        pytest.skip(f"grouped_mm on CPU: {exc}")
+    torch.testing.assert_close(got, loop.routed(x, route, out[1]).float(), rtol=2e-2, atol=2e-2)
