@@ -62,8 +62,9 @@ def deployment_report(deployment: Any) -> dict:
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
-              device: str = "cuda") -> Path:
-    """Run the calibration microbenchmarks (needs torch: ``pip install 'clustersim[calibrate]'``)."""
+              device: str = "cuda", check: bool = False) -> Path:
+    """Run the calibration microbenchmarks (needs torch: ``pip install 'clustersim[calibrate]'``);
+    ``check``: then measure the self-check steps into ``out/check`` (see :func:`calibrate_check`)."""
     try:
         from calibration import run
     except ImportError as exc:  # torch missing
@@ -73,8 +74,20 @@ def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seco
         args.append("--quick")
     if max_seconds:
         args += ["--max-seconds", str(max_seconds)]
-    run.main(args)
+    if check:
+        args.append("--check")
+    rc = run.main(args)
+    if rc:
+        raise ValueError(f"calibration failed (exit {rc}); see the message above")
     return Path(out)
+
+
+def calibrate_check(profile_dir: str | Path) -> tuple[Any, dict]:
+    """Predicted vs measured for the steps ``calibrate(check=True)`` measured, with the profile
+    just written: (DataFrame of family, case, point, measured_s, predicted_s, error; summary)."""
+    from clustersim.validation import predict_check
+
+    return predict_check(profile_dir)
 
 
 def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) -> Any:

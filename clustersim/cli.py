@@ -178,11 +178,20 @@ def calibrate_cmd(
     quick: bool = typer.Option(False, "--quick", help="Small grids (smoke test)."),
     max_seconds: float = typer.Option(0.0, "--max-seconds", help="Stop cleanly after this long (0: no limit)."),
     device: str = typer.Option("cuda", "--device", help="cuda or cpu."),
+    check: bool = typer.Option(False, "--check", help="Then measure a few whole-model steps and print "
+                               "predicted vs measured (written to OUT/check.csv, check.json)."),
 ) -> None:
     """Run the microbenchmarks on this machine's GPU(s) and write a profile (needs the calibrate extra)."""
     from clustersim import api
 
-    _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device))
+    _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
+                                 check=check))
+    if check:
+        from clustersim.validation import format_check, write_check
+
+        table, summary = _guard(lambda: api.calibrate_check(out))
+        write_check(out, table, summary)
+        typer.echo(format_check(table, summary))
 
 
 @app.command("simulate")

@@ -16,4 +16,8 @@ SUITES = (
     "attn_decode_tiles",
     "attn_prefill_qview",
     "grouped_mm_routed",
+    "grouped_mm_sparse",
+    "mla_decode_impls",
+    "attn_decode_long",
+    "mla_glue",
 )
