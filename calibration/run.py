@@ -12,6 +12,10 @@ rank 0 writes; without torchrun they spawn one process per visible GPU, and are 
 the launch command in the summary) on one GPU. On ``--device cpu`` they run with gloo in two
 processes only when named (a code-path test: gloo measures no fabric).
 
+``--check`` then measures a few whole-model steps into ``DIR/check/`` (``calibration.groundtruth``
+set ``check``), which ``clustersim calibrate --check`` predicts with the new profile; with
+``--max-seconds`` the last ``CHECK_RESERVE_S`` are kept for it.
+
 Exit status: 0 when every suite ran, was skipped for a stated reason or stopped by the time
 budget; 2 for a usage error (unknown suite, bad device, no CUDA with ``--device cuda``, no
 torch), each as one line on stderr; 1 when a suite failed (the summary names it).
@@ -32,6 +36,9 @@ LAUNCH_HINT = ("run under torchrun --nproc-per-node N -m clustersim.cli calibrat
                "--suite collectives,moe_dispatch (N = GPUs of the node)")
 
 
+CHECK_RESERVE_S, CHECK_RESERVE_QUICK_S = 90.0, 10.0  # of --max-seconds, kept for --check
+
+
 class UsageError(Exception):
     """A one-line user error (exit 2)."""
 
@@ -46,6 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gemm-dtypes", default="bf16,fp8", help="dtypes for the gemm suite")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no suite messages")
     p.add_argument("--cpu-ranks", type=int, default=2, help="gloo processes for distributed suites on CPU")
+    p.add_argument("--check", action="store_true",
+                   help="then measure a few whole-model steps into OUT/check (calibration.groundtruth set "
+                        "'check'; clustersim calibrate --check predicts them); with --max-seconds the last "
+                        f"{CHECK_RESERVE_S:.0f} s (quick: {CHECK_RESERVE_QUICK_S:.0f} s) are kept for them")
     return p.parse_args(argv)
 
 
@@ -128,7 +139,8 @@ def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: boo
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    deadline = None if args.max_seconds is None else t0 + args.max_seconds
+    reserve = (CHECK_RESERVE_QUICK_S if args.quick else CHECK_RESERVE_S) if args.check else 0.0
+    deadline = None if args.max_seconds is None else t0 + max(0.0, args.max_seconds - reserve)
     ctx = BenchContext(out_dir=out, device=device, quick=args.quick, deadline_s=deadline, log=display.log)
     suites = [REGISTRY[n] for n in names]
     # torchrun: the distributed suites first, all ranks together; then rank 0 alone
@@ -141,7 +153,8 @@ def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: boo
     results = _run_suites(ctx, suites, args, explicit, launch, rank0, display)
     if not rank0:
         return results, []
-    # (a post-suite step such as a self-check against calibration.groundtruth plugs in here)
+    if args.check:  # whole-model steps into out/check, kept apart from the profile's tables
+        results.append(_run_check(out, ctx.device, args, t0))
     after = table_rows(out)
     timings = {r.name: round(r.seconds, 1) for r in results if r.status in ("ok", "stopped")}
     meta = metadata.collect(device, extra={
@@ -191,9 +204,22 @@ def _watch(ctx, suite: Suite, display: Display, rank0: bool):
 
     ctx.log = log
     rows0 = sum(table_rows(ctx.out_dir, suite.tables).values())
-    finish = display.track(suite.name, suite.eta(ctx.quick, ctx.device.startswith("cuda")) if rank0 else None,
+    finish = display.track(suite.name, suite_eta(suite, ctx.quick, ctx.device.startswith("cuda")) if rank0 else None,
                            lambda: sum(table_rows(ctx.out_dir, suite.tables).values()))
     return notes, finish, rows0
+
+
+def suite_eta(suite: Suite, quick: bool, cuda: bool) -> float | None:
+    """Expected seconds of a suite: on a GPU the device plan's estimate (``calibration.bench.plan``:
+    sized from its grid, or the shipped H200 run's record), the registry's for the distributed
+    suites; ``eta_quick_s`` for quick grids on CPU; None for full grids on CPU (no estimate)."""
+    if not cuda:
+        return suite.eta_quick_s if quick else None
+    if suite.distributed:
+        return suite.eta_quick_s if quick else suite.eta_s
+    from calibration.bench.plan import plan_suites
+
+    return plan_suites([suite.name], quick)[0]["seconds"]
 
 
 def _run_one(ctx, suite: Suite, args, display: Display, launch, rank0: bool) -> SuiteResult:
@@ -218,6 +244,19 @@ def _run_one(ctx, suite: Suite, args, display: Display, launch, rank0: bool) -> 
     finish(status)
     rows = sum(table_rows(ctx.out_dir, suite.tables).values())
     return SuiteResult(suite.name, status, time.monotonic() - s0, rows - rows0, rows, note, notes)
+
+
+def _run_check(out: Path, device: str, args, t0: float) -> SuiteResult:
+    from calibration.groundtruth.run import run_check
+
+    s0, rows0 = time.monotonic(), sum(table_rows(out / "check").values())
+    try:
+        run_check(out / "check", device, args.quick,
+                  float("inf") if args.max_seconds is None else t0 + args.max_seconds)
+    except Exception as exc:
+        return SuiteResult("check", "failed", time.monotonic() - s0, note=_one_line(exc))
+    rows = sum(table_rows(out / "check").values())
+    return SuiteResult("check", "ok", time.monotonic() - s0, rows - rows0, rows, "whole-model steps in check/")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -62,10 +62,11 @@ def deployment_report(deployment: Any) -> dict:
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
-              device: str = "cuda", quiet: bool = False) -> int:
+              device: str = "cuda", quiet: bool = False, check: bool = False) -> int:
     """Run the calibration microbenchmarks into the profile directory ``out``; returns the exit
     status of ``calibration.run.main`` (0 ok, 1 a suite failed, 2 a usage error: unknown suite,
-    no CUDA, no torch; each reported as one line on stderr). Needs torch (the calibrate extra)."""
+    no CUDA, no torch; each reported as one line on stderr). Needs torch (the calibrate extra).
+    ``check``: then measure the self-check steps into ``out/check`` (see :func:`calibrate_check`)."""
     from calibration import run
 
     args = ["--out", str(out), "--suite", suite, "--device", device]
@@ -75,7 +76,17 @@ def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seco
         args += ["--max-seconds", str(max_seconds)]
     if quiet:
         args.append("--quiet")
+    if check:
+        args.append("--check")
     return run.main(args)
+
+
+def calibrate_check(profile_dir: str | Path) -> tuple[Any, dict]:
+    """Predicted vs measured for the steps ``calibrate(check=True)`` measured, with the profile
+    just written: (DataFrame of family, case, point, measured_s, predicted_s, error; summary)."""
+    from clustersim.validation import predict_check
+
+    return predict_check(profile_dir)
 
 
 def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False, profile: Any = None) -> Any:

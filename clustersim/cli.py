@@ -31,6 +31,11 @@ def _profile_opt() -> Any:
     return typer.Option(None, "--profile", help=PROFILE_HELP)
 
 
+#: the catalog's one name rule (hardware.catalog.lookup_hardware / cluster_for; hardware/README.md)
+HARDWARE_HELP = ("A cluster (h200-node, h800-mpft, or an alias: mpft, nvl72, cm384) is that cluster; a device "
+                 "(h200, h800, b200, h20, 910c) is the smallest catalog cluster of that device holding the group.")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
@@ -131,7 +136,10 @@ def hardware_list(as_json: bool = typer.Option(False, "--json", help="Machine-re
 
 @hardware_app.command("show")
 def hardware_show(name: str, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show a device or a cluster (topology counts, cost, tiers, bandwidths)."""
+    """Show a device or a cluster (topology counts, cost, tiers, bandwidths).
+
+    A cluster name or alias (h200-node, mpft) shows the cluster, a device name or alias (h200, h800) the device.
+    """
     from clustersim import api
 
     _show(name, _guard(lambda: api.hardware_report(name)), as_json)
@@ -181,6 +189,8 @@ def calibrate_cmd(
     max_seconds: float = typer.Option(0.0, "--max-seconds", help="Stop cleanly after this long (0: no limit)."),
     device: str = typer.Option("cuda", "--device", help="cuda or cpu."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or suite messages (the summary stays)."),
+    check: bool = typer.Option(False, "--check", help="Then measure a few whole-model steps and print "
+                               "predicted vs measured (written to OUT/check.csv, check.json)."),
 ) -> None:
     """Run the microbenchmarks on this machine's GPU and write a profile (needs torch: the calibrate extra).
 
@@ -190,9 +200,16 @@ def calibrate_cmd(
     """
     from clustersim import api
 
-    code = api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device, quiet=quiet)
+    code = api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device, quiet=quiet,
+                         check=check)
     if code:
         raise typer.Exit(code=code)
+    if check:
+        from clustersim.validation import format_check, write_check
+
+        table, summary = _guard(lambda: api.calibrate_check(out))
+        write_check(out, table, summary)
+        typer.echo(format_check(table, summary))
 
 
 @app.command("simulate")
@@ -200,13 +217,16 @@ def simulate_cmd(
     config: Path = typer.Argument(..., help="Deployment YAML (serving) or training-job YAML."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json, requests.csv, timeseries.csv here."),
-    trace: bool = typer.Option(False, "--trace", help="Also write a Chrome/Perfetto trace (with --out)."),
+    trace: bool = typer.Option(False, "--trace", help="Also write trace.json, a Chrome/Perfetto trace "
+                               "(serving iterations and requests, or the training pipeline); needs --out."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import run
 
+    if trace and out is None:
+        _fail("--trace needs --out DIR: the trace is written there as trace.json")
     overrides = [*(set_ or ()), *run.profile_override(profile)]
     kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
     summary = run.run_summary(kind, cfg, result, prof)
@@ -281,7 +301,9 @@ def whatif_cmd(
     capacity: bool = typer.Option(False, "--capacity", help="Fewest devices that serve the load within SLOs."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="load, bandwidth, hbm, device, tpot_ms or ttft_ms."),
     values: Optional[str] = typer.Option(None, "--values", help="Comma-separated sweep values."),
-    compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated hardware to compare."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated hardware to compare: a cluster "
+                                          "name is that cluster, a device name the smallest catalog cluster of "
+                                          "that device holding the plan's budget."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
     profile: Optional[str] = _profile_opt(),
@@ -369,7 +391,7 @@ def _estimate_out(data: dict, as_json: bool, title: str) -> None:
 @estimate_app.command("step")
 def estimate_step_cmd(
     model: str = typer.Option(..., "--model"),
-    hardware: str = typer.Option(..., "--hardware", help="Device (h200) or cluster (h200-node)."),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     phase: str = typer.Option(..., "--phase", help="prefill or decode."),
     batch: int = typer.Option(1, "--batch", min=1),
     seq: Optional[int] = typer.Option(None, "--seq", min=1, help="Prefill tokens per sequence."),
@@ -390,7 +412,7 @@ def estimate_step_cmd(
 
 @estimate_app.command("collective")
 def estimate_collective_cmd(
-    hardware: str = typer.Option(..., "--hardware"),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     op: str = typer.Option(..., "--op", help="all_reduce, all_gather, reduce_scatter, all_to_all, send_recv."),
     gpus: int = typer.Option(..., "--gpus", min=1),
     bytes_per_rank: float = typer.Option(..., "--bytes-per-rank", min=0),
@@ -407,7 +429,7 @@ def estimate_collective_cmd(
 
 @estimate_app.command("dispatch")
 def estimate_dispatch_cmd(
-    hardware: str = typer.Option(..., "--hardware"),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     ep: int = typer.Option(..., "--ep", min=1),
     tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=0),
     model: str = typer.Option("deepseek-v3", "--model"),
@@ -427,7 +449,7 @@ def estimate_dispatch_cmd(
 @estimate_app.command("moe-layer")
 def estimate_moe_layer_cmd(
     model: str = typer.Option(..., "--model"),
-    hardware: str = typer.Option(..., "--hardware"),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     ep: int = typer.Option(..., "--ep", min=1),
     tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
@@ -446,7 +468,7 @@ def estimate_moe_layer_cmd(
 
 @estimate_app.command("attention")
 def estimate_attention_cmd(
-    hardware: str = typer.Option(..., "--hardware"),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     sp: int = typer.Option(..., "--sp", min=1),
     sp_kind: str = typer.Option("ulysses", "--sp-kind", help="ulysses or ring."),
     seq: int = typer.Option(..., "--seq", min=1),
@@ -467,7 +489,7 @@ def estimate_attention_cmd(
 @estimate_app.command("serving")
 def estimate_serving_cmd(
     model: str = typer.Option(..., "--model"),
-    hardware: str = typer.Option(..., "--hardware"),
+    hardware: str = typer.Option(..., "--hardware", help=HARDWARE_HELP),
     phase: str = typer.Option(..., "--phase"),
     ep: int = typer.Option(1, "--ep", min=1),
     tp: int = typer.Option(1, "--tp", min=1),

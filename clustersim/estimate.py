@@ -1,6 +1,8 @@
 """``clustersim estimate``: cost-model answers without a simulation.
 
-Each function resolves catalog names, builds the operator list in ``workloads`` and times it
+Each function resolves hardware names by the catalog's one rule (``hardware.catalog.cluster_for``:
+a cluster name is that cluster, a device name the smallest catalog cluster of that device
+holding the group), builds the operator list in ``workloads`` and times it
 with ``simulator.costmodel`` (compute) and ``hardware.collectives`` / ``hardware.dispatch``
 (communication). Every answer is a plain dict with ``seconds`` and a breakdown that names the
 source of each number.
@@ -16,20 +18,6 @@ from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
 from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
-
-
-def resolve_cluster(hardware: str, devices_needed: int = 1) -> Cluster:
-    """A catalog cluster by name, or the smallest catalog cluster of a device that fits the group."""
-    names = {n.lower() for n in catalog.list_clusters()}
-    if hardware.lower() in names:  # exact cluster names; aliases such as 'h200' mean the device
-        return catalog.get_cluster(hardware)
-    hw = catalog.lookup_hardware(hardware)
-    device = hw.device if isinstance(hw, Cluster) else hw
-    fits = [catalog.get_cluster(n) for n in catalog.list_clusters()]
-    fits = [c for c in fits if c.device.name == device.name and c.num_devices >= devices_needed]
-    if not fits:
-        raise LookupError(f"no catalog cluster of {device.name} has {devices_needed} devices")
-    return min(fits, key=lambda c: c.num_devices)
 
 
 def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
@@ -57,7 +45,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     m = get_model(model)
-    cluster = resolve_cluster(hardware, tp)
+    cluster = catalog.cluster_for(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
         raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
     if phase == "prefill":
@@ -82,7 +70,7 @@ def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float
     """One collective on ``gpus`` devices of a catalog cluster."""
     from hardware.collectives import collective_time
 
-    cluster = resolve_cluster(hardware, gpus)
+    cluster = catalog.cluster_for(hardware, gpus)
     if gpus > cluster.num_devices:
         raise ValueError(f"--gpus {gpus} exceeds {cluster.name}'s {cluster.num_devices} devices")
     prof, info = _profile(profile, cluster)  # its tables count only for this device's fabric
@@ -105,7 +93,7 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
     m = get_model(model)
     if m.moe is None:
         raise ValueError(f"{m.name} has no experts (choose an MoE model)")
-    cluster = resolve_cluster(hardware, ep)
+    cluster = catalog.cluster_for(hardware, ep)
     if dispatch_dtype is None:
         dispatch_dtype = "int8" if "int8" in cluster.device.peak_flops_per_s and "fp8" not in cluster.device.peak_flops_per_s else "fp8"
     e = m.moe
@@ -137,7 +125,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     m = get_model(model)
     if m.moe is None:
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
-    cluster = resolve_cluster(hardware, ep)
+    cluster = catalog.cluster_for(hardware, ep)
     prof, info = _profile(profile, cluster)
     par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
@@ -150,9 +138,9 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
                        batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
     """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
-    from workloads.sequence_parallel import SpAttention, ring_volume, ulysses_volume_per_link
+    from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
 
-    cluster = resolve_cluster(hardware, sp)
+    cluster = catalog.cluster_for(hardware, sp)
     prof, info = _profile(profile, cluster)
     layer = SpAttention(sp_kind, batch, seq, heads, head_dim, sp, kv_heads)
     cm = CostModel(cluster=cluster, profile=prof)
@@ -163,7 +151,7 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
         # each ring step overlaps a block's attention with the next K,V pass
         block = next(c for c in costs if c.stream != "comm")
         send = next(c for c in costs if c.stream == "comm")
-        seconds = block.seconds + (sp - 1) * max(block.seconds, send.seconds)
+        seconds = compute + ring_exposed_s(block.seconds, send.seconds, sp)
         volume = ring_volume(batch, seq, heads, head_dim, sp, backward=False)
     else:
         seconds = compute + comm
@@ -189,7 +177,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     devices = ep if m.is_moe else tp
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
-    cluster = resolve_cluster(hardware, devices)
+    cluster = catalog.cluster_for(hardware, devices)
     prof, info = _profile(profile, cluster)
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
     spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,

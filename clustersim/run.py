@@ -96,7 +96,8 @@ def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
 
 def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, summary: dict,
                      trace: bool = False) -> list[Path]:
-    """Write summary.json, per-request CSV, time series CSV and (asked) a Chrome trace."""
+    """Write summary.json, per-request CSV, time series CSV and (asked) a Chrome trace
+    (serving: iterations and request events; training: the pipeline timeline)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.json"]
@@ -116,6 +117,11 @@ def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, s
             if df is not None and hasattr(df, "to_csv"):
                 df.to_csv(out / f"{name}.csv", index=False)
                 written.append(out / f"{name}.csv")
+        if trace:
+            from simulator.training.result import to_chrome_trace as training_trace
+
+            (out / "trace.json").write_text(json.dumps(training_trace(result)))
+            written.append(out / "trace.json")
     return written
 
 

@@ -1,61 +1,57 @@
-"""Prediction error against our own GPU ground truth (``tests/data/measured``).
+"""Prediction error against our own GPU ground truth (``tests/data/measured``, ``calibrate --check``).
 
-Each measured row (a whole-model step, or one EP rank's MoE layer, on one H200) is predicted
-with the same operator lists and cost model that ``clustersim estimate`` uses, compute only:
-the ground truth ran on one GPU, so the TP all-reduces and EP all-to-alls it left out are
-left out here too. The profile used must not contain these composed measurements (it holds
-per-operator microbenchmarks only).
+Each measured row (a whole-model step, or one EP rank's MoE layer, on one GPU) is predicted with
+the same operator lists and cost model that ``clustersim estimate`` uses, compute only: the
+ground truth ran on one GPU, so the TP all-reduces and EP all-to-alls it left out are left out
+here too (``calibration.groundtruth.workload`` maps a row to its operators). The profile used
+must not contain these composed measurements (it holds per-operator microbenchmarks only).
+
+Every prediction row carries the row's ``family`` (dense prefill, dense decode, moe layer,
+dense decode long, moe small, mla decode, mla prefill) and ``split``: the wide tables say
+``fit`` or ``holdout`` per row; rows of the first run's tables, which the cost model was tuned
+against, count as ``fit``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hardware.catalog import get_cluster
-from simulator.costmodel import CostModel
-from workloads.models import get_model
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from calibration.groundtruth.workload import FAMILIES, MAIN_TABLES, row_ops
+from hardware.catalog import get_cluster, list_clusters
+from simulator.costmodel import CostModel, profile_device
 
-def _compute_seconds(cm: CostModel, ops: list) -> float:
-    return sum(c.total_s for c in (cm.op_cost(o) for o in ops) if c.stream != "comm")
+DEFAULT_CLUSTER = "h200-node"
 
 
-def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h200-node",
+def _compute_seconds(cm: CostModel, ops) -> float:
+    """Compute time of ``ops``; collectives (left out of one-GPU ground truth) are not costed,
+    so an EP group larger than the cluster (an EP-32 rank measured on one GPU) still predicts."""
+    return sum(cm.op_cost(o).total_s for o in ops if o.stream != "comm")
+
+
+def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFAULT_CLUSTER,
                      kernels: str = "eager") -> pd.DataFrame:
-    """One row per ground-truth point: measured and predicted seconds and the relative error.
+    """One row per ground-truth point of every table in ``measured_dir``: family, split, case,
+    point, measured and predicted seconds and the relative error.
 
     ``kernels="eager"``: the ground truth is written in plain torch ops (``calibration.groundtruth``),
     so its glue kernels are the eager set."""
     d = Path(measured_dir)
     cm = CostModel(cluster=get_cluster(cluster), profile=profile)
     rows = []
-    for phase in ("prefill", "decode"):
-        path = d / f"gt_dense_{phase}.csv"
+    for table in FAMILIES:
+        path = d / table
         if not path.exists():
             continue
-        for r in pd.read_csv(path).itertuples():
-            m = get_model(r.model)
-            if phase == "prefill":
-                shape = BatchShape.prefill(int(r.batch), int(r.seq))
-                point = f"B={r.batch} S={r.seq}"
-            else:
-                shape = BatchShape.decode(int(r.batch), int(r.context))
-                point = f"B={r.batch} C={r.context}"
-            ops = step_ops(m, shape, Parallelism(tp=int(r.tp)), kernels=kernels)
-            rows.append({"case": f"{r.model} tp{r.tp} {phase}", "point": point, "measured_s": float(r.seconds),
-                         "predicted_s": _compute_seconds(cm, ops)})
-    path = d / "gt_moe_layer.csv"
-    if path.exists():
-        for r in pd.read_csv(path).itertuples():
-            m = get_model(r.model)
-            ep = int(r.ep)
-            ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, int(r.tokens_per_rank)),
-                                         Parallelism(ep=ep, attn_dp=ep, moe_tp=1), kernels=kernels))
-            rows.append({"case": f"{r.model} ep{ep} moe layer", "point": f"T={r.tokens_per_rank}",
-                         "measured_s": float(r.seconds), "predicted_s": _compute_seconds(cm, ops)})
+        for r in pd.read_csv(path).to_dict("records"):
+            work = row_ops(table, r, kernels)
+            rows.append({"case": work.case, "point": work.point, "measured_s": float(r["seconds"]),
+                         "predicted_s": _compute_seconds(cm, work.ops), "family": work.family,
+                         "split": str(r.get("split", "fit"))})
     df = pd.DataFrame(rows)
     if not df.empty:
         df["error"] = df.predicted_s / df.measured_s - 1.0
@@ -63,12 +59,13 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = "h20
 
 
 def ground_truth_runs(measured_dir: str | Path) -> list[Path]:
-    """The main ground-truth run and every repeat run (subdirectories holding ``gt_*.csv``)."""
+    """The main ground-truth run and every repeat run (subdirectories holding the first run's
+    tables; the widened ground truth in ``wide/`` is a different point set, not a repeat)."""
     d = Path(measured_dir)
-    return [d] + sorted(p for p in d.iterdir() if p.is_dir() and any(p.glob("gt_*.csv")))
+    return [d] + sorted(p for p in d.iterdir() if p.is_dir() and any((p / t).exists() for t in MAIN_TABLES))
 
 
-def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str = "h200-node",
+def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str = DEFAULT_CLUSTER,
                           kernels: str = "eager") -> pd.DataFrame:
     """Predictions against every ground-truth run and against the per-point median of the runs.
 
@@ -95,3 +92,70 @@ def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str =
     out["error"] = out.predicted_s / out.measured_median_s - 1.0
     return out
 
+
+def error_summary(df: pd.DataFrame, by=("family", "split")) -> pd.DataFrame:
+    """Points, median, p90 and worst absolute relative error per group of ``by``."""
+    rows = []
+    for key, g in df.groupby(list(by), sort=True):
+        e = g.error.abs()
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "points": len(g),
+                     "median": float(e.median()), "p90": float(e.quantile(0.9)), "worst": float(e.max())})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- calibrate --check
+
+
+def cluster_for_profile(profile: Any) -> str:
+    """The smallest catalog cluster built of the device a profile was measured on (its own
+    device, so no transfer applies); ``h200-node`` when the device is not in the catalog."""
+    dev = profile_device(profile)
+    if dev is not None:
+        same = [get_cluster(n) for n in list_clusters() if get_cluster(n).device.name == dev.name]
+        if same:
+            return min(same, key=lambda c: c.num_devices).name
+    return DEFAULT_CLUSTER
+
+
+def predict_check(profile_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Predict the steps ``calibration.run --check`` measured into ``<profile_dir>/check`` with
+    the profile in ``profile_dir`` itself; returns (table, summary)."""
+    from calibration.profile import load_profile
+
+    d = Path(profile_dir)
+    prof = load_profile(d)
+    cluster = cluster_for_profile(prof)
+    df = predict_measured(d / "check", prof, cluster=cluster)
+    if df.empty:
+        raise ValueError(f"{d / 'check'}: no measured check steps (was the check cut short by --max-seconds?)")
+    e = df.error.abs()
+    summary = {"profile": str(d), "gpu_name": prof.metadata.get("gpu_name", "?"), "cluster": cluster,
+               "kernels": "eager", "points": int(len(df)), "median_abs_error": float(e.median()),
+               "worst_abs_error": float(e.max()),
+               "note": "predicted from this profile's microbenchmarks; measured with calibration.groundtruth "
+                       "(set 'check') on the same device right after them"}
+    if cluster == DEFAULT_CLUSTER and profile_device(prof) is None:
+        summary["note"] += f"; the profile's device is not in the hardware catalog, costed as {cluster}"
+    return df, summary
+
+
+def write_check(profile_dir: str | Path, df: pd.DataFrame, summary: dict) -> tuple[Path, Path]:
+    """``check.csv`` (one row per step) and ``check.json`` (summary + rows) in the profile dir."""
+    d = Path(profile_dir)
+    cols = ["family", "case", "point", "measured_s", "predicted_s", "error"]
+    df[cols].to_csv(d / "check.csv", index=False, float_format="%.6g")
+    doc = {**summary, "rows": json.loads(df[cols].to_json(orient="records"))}
+    (d / "check.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return d / "check.csv", d / "check.json"
+
+
+def format_check(df: pd.DataFrame, summary: dict) -> str:
+    lines = [f"self-check: predicted ({summary['cluster']}, profile {summary['profile']}) vs measured "
+             f"on {summary['gpu_name']}",
+             f"{'case':36s} {'point':14s} {'measured ms':>12s} {'predicted ms':>13s} {'error':>8s}"]
+    for r in df.itertuples():
+        lines.append(f"{r.case:36s} {r.point:14s} {r.measured_s * 1e3:12.3f} {r.predicted_s * 1e3:13.3f} "
+                     f"{r.error:+8.1%}")
+    lines.append(f"median |error| {summary['median_abs_error']:.1%}, worst {summary['worst_abs_error']:.1%} "
+                 f"over {summary['points']} steps")
+    return "\n".join(lines)

@@ -8,7 +8,9 @@ by ``functools.lru_cache`` on a pure loader; building a cluster allocates nothin
 the 16,384-GPU ``h800-mpft`` costs the same as a single node.
 
 Public API: ``list_devices``, ``get_device``, ``list_clusters``, ``get_cluster``,
-``cluster_report``, ``get_network_prices``, ``UnknownNameError``; for tests and tools,
+``cluster_report``, ``get_network_prices``, ``UnknownNameError``; hardware names given by users
+go through one rule (``lookup_hardware`` for what a name is, ``cluster_for`` where a cluster is
+needed; hardware/README.md "Names"); for tests and tools,
 ``parse_devices``, ``parse_prices``, ``parse_clusters`` parse YAML text given a file name, and
 raise ``ValueError("<file>: <dotted.field>: <problem>")`` on bad data.
 """
@@ -38,6 +40,9 @@ __all__ = [
     "get_cluster",
     "cluster_report",
     "get_network_prices",
+    "lookup_hardware",
+    "clusters_of",
+    "cluster_for",
     "parse_devices",
     "parse_prices",
     "parse_clusters",
@@ -54,13 +59,15 @@ _SOURCE_KEYWORDS = ("assumed", "derived")
 class UnknownNameError(LookupError):
     """A device/cluster/price-set name that is not in the catalog; the message lists the known names."""
 
-    def __init__(self, kind: str, name: str, known: list[str], aliases: list[str] | tuple[str, ...] = ()):
+    def __init__(self, kind: str, name: str, known: list[str], aliases: list[str] | tuple[str, ...] = (),
+                 note: str = ""):
         self.kind = kind
         self.name = name
         self.known = list(known)
         self.aliases = list(aliases)
+        self.note = note
         guess = difflib.get_close_matches(str(name).strip().lower(), [*self.known, *self.aliases], n=1, cutoff=0.5)
-        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        hint = note or (f"; did you mean '{guess[0]}'?" if guess else "")
         # args[0] is the one-line message (callers print it); __reduce__ keeps the error picklable
         super().__init__(f"unknown {kind} '{name}' (known: {', '.join(self.known)}){hint}")
 
@@ -68,7 +75,7 @@ class UnknownNameError(LookupError):
         return str(self.args[0])
 
     def __reduce__(self):
-        return (type(self), (self.kind, self.name, self.known, self.aliases))
+        return (type(self), (self.kind, self.name, self.known, self.aliases, self.note))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,9 +493,12 @@ def parse_clusters(
     dev_aliases = dict(device_aliases or {})
     clusters: dict[str, Cluster] = {}
     aliases: dict[str, str] = {}
+    device_names = set(devices) | set(dev_aliases)
     for name, entry in doc.clusters.items():
         path = f"clusters.{name}"
         _check_name(filename, path, name)
+        if name in device_names:
+            raise _fail(filename, path, f"cluster name '{name}' is a device name (one meaning per name)")
         raw = _validate(_RawCluster, entry, filename, path)
         dev_name = dev_aliases.get(raw.device.strip().lower(), raw.device.strip().lower())
         device = devices.get(dev_name)
@@ -554,12 +564,22 @@ def parse_clusters(
             sources=MappingProxyType(sources),
             side_tiers=tuple(side),
         )
-        for i, alias in enumerate(raw.aliases):
-            _check_name(filename, f"{path}.aliases.{i}", alias)
-            if alias in aliases or alias in doc.clusters:
-                raise _fail(filename, f"{path}.aliases.{i}", f"alias '{alias}' is already taken")
-            aliases[alias] = name
+        _add_cluster_aliases(filename, path, name, raw.aliases, aliases, set(doc.clusters), device_names)
     return clusters, aliases
+
+
+def _add_cluster_aliases(filename: str, path: str, name: str, new: list[str], aliases: dict[str, str],
+                         cluster_names: set[str], device_names: set[str]) -> None:
+    """Register a cluster's aliases into ``aliases``; one meaning per name: an alias may be
+    neither a cluster name, another alias, nor a device name or alias."""
+    for i, alias in enumerate(new):
+        _check_name(filename, f"{path}.aliases.{i}", alias)
+        if alias in aliases or alias in cluster_names:
+            raise _fail(filename, f"{path}.aliases.{i}", f"alias '{alias}' is already taken")
+        if alias in device_names:
+            raise _fail(filename, f"{path}.aliases.{i}",
+                        f"alias '{alias}' is a device name (one meaning per name: it names the device)")
+        aliases[alias] = name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,9 +652,19 @@ def list_clusters() -> list[str]:
 
 
 def get_cluster(name: str) -> Cluster:
-    """Cluster by name or alias (case-insensitive); raises UnknownNameError listing the known names."""
+    """Cluster by name or alias (case-insensitive); raises UnknownNameError listing the known names
+    (and, for a device name, that device's clusters: a device is not a cluster)."""
     cat = _catalog()
-    return _lookup("cluster", name, cat.clusters, cat.cluster_aliases)
+    try:
+        return _lookup("cluster", name, cat.clusters, cat.cluster_aliases)
+    except UnknownNameError as exc:
+        key = str(name).strip().lower()
+        if key not in cat.devices and key not in cat.device_aliases:
+            raise
+        dev = get_device(key)
+        own = ", ".join(c.name for c in clusters_of(dev)) or "none"
+        raise UnknownNameError("cluster", name, exc.known, exc.aliases,
+                               note=f"; '{name}' is a device ({dev.name}), its clusters: {own}") from None
 
 
 def get_network_prices(name: str) -> topo.NetworkPrices:
@@ -734,13 +764,44 @@ def device_report(device: DeviceSpec | str) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# Hardware names: the one rule (hardware/README.md "Names")
+# ---------------------------------------------------------------------------------------------
+
+
 def lookup_hardware(name: str) -> Cluster | DeviceSpec:
-    """A cluster by name or alias, else a device; unknown names list both catalogs."""
-    try:
-        return get_cluster(name)
-    except LookupError:
-        pass
-    try:
-        return get_device(name)
-    except LookupError:
-        raise UnknownNameError("hardware", name, sorted(list_clusters()) + sorted(list_devices())) from None
+    """What a hardware name means: a cluster name or alias names that cluster, a device name or
+    alias that device (the catalogs share no name; the loader enforces it). Case-insensitive;
+    an unknown name raises ``UnknownNameError`` listing both catalogs. ``hardware show`` uses it."""
+    cat = _catalog()
+    key = str(name).strip().lower()
+    if key in cat.clusters or key in cat.cluster_aliases:
+        return get_cluster(key)
+    if key in cat.devices or key in cat.device_aliases:
+        return get_device(key)
+    raise UnknownNameError("hardware", name, sorted(cat.clusters) + sorted(cat.devices),
+                           sorted(cat.cluster_aliases) + sorted(cat.device_aliases))
+
+
+def clusters_of(device: DeviceSpec | str) -> list[Cluster]:
+    """Catalog clusters built of ``device``, smallest first (then by name)."""
+    dev = get_device(device) if isinstance(device, str) else device
+    own = [c for c in _catalog().clusters.values() if c.device.name == dev.name]
+    return sorted(own, key=lambda c: (c.num_devices, c.name))
+
+
+def cluster_for(name: str, devices: int = 1) -> Cluster:
+    """The cluster a hardware name stands for where a cluster is needed (``estimate``, what-if
+    ``--compare``, a plan's ``hardware.device``): a cluster name or alias is that cluster; a
+    device name or alias is the smallest catalog cluster of that device with at least
+    ``devices`` devices (ties: by name). Raises ``LookupError`` naming the device's clusters
+    when none is big enough."""
+    hw = lookup_hardware(name)
+    if isinstance(hw, Cluster):
+        return hw
+    own = clusters_of(hw)
+    for c in own:
+        if c.num_devices >= devices:
+            return c
+    have = ", ".join(f"{c.name} ({c.num_devices:,})" for c in own) or "none"
+    raise LookupError(f"no catalog cluster of {hw.name} has {devices:,} devices (its clusters: {have})")

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workloads.deployment import Scheduler, Slo, Workload
+from workloads.deployment import Scheduler, Slo, Workload, resolve_trace_path
 from workloads.yamlloc import (
     ConfigError,
     anchor_directory,
@@ -206,6 +206,7 @@ def parse_plan(data: Any, filename: str = "<plan>", locs: dict | None = None, ch
 def load_plan(path: str | Path, overrides: Iterable[str] = ()) -> PlanConfig:
     """Load, override (``a.b.c=value``) and validate a PLAN.yaml; ConfigError names file:line:col."""
     data, locs = load_yaml_with_locations(path)
+    resolve_trace_path(data, path)  # a trace path in the file is relative to the file
     anchor_directory(data, "profile", Path(path).parent)
     for item in overrides:
         if "=" not in item:

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
-from hardware.catalog import get_cluster, get_device, list_clusters
+from hardware.catalog import cluster_for, clusters_of, get_cluster, get_device, list_clusters
 from hardware.types import Cluster
 
 __all__ = ["ClusterRef", "PlanContext", "PoolChoice", "Layout", "Point", "context_from_plan", "pool_choices",
@@ -80,12 +80,13 @@ def cluster_for_device(device: str, devices: int) -> ClusterRef:
     names it cannot be run by ``clustersim simulate`` until the catalog has one.
     """
     dev = get_device(device)
+    try:  # the catalog's one name rule: the smallest cluster of the device that holds the budget
+        return ClusterRef(cluster_for(dev.name, devices).name)
+    except LookupError:
+        pass
     clusters = [get_cluster(n) for n in list_clusters()]
-    own = [c for c in clusters if c.device.name == dev.name]
-    fits = [c for c in own if c.num_devices >= devices]
-    if fits:
-        return ClusterRef(min(fits, key=lambda c: c.num_devices).name)
-    node = min(own, key=lambda c: c.num_devices).devices_per_node if own else None
+    own = clusters_of(dev)
+    node = own[0].devices_per_node if own else None
     same = [c for c in clusters if c.num_devices >= devices
             and c.device.scale_up_bytes_per_s == dev.scale_up_bytes_per_s
             and c.device.scale_out_bytes_per_s == dev.scale_out_bytes_per_s

@@ -88,7 +88,8 @@ def _device_dtype(cfg: PlanConfig, device) -> str:
 def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, executor: Executor | None = None,
           verify_top: int = 0) -> pd.DataFrame:
     """Best layout per value of one parameter (see module docstring); one row per value."""
-    from hardware.catalog import get_cluster, get_device, list_clusters
+    from hardware.catalog import lookup_hardware
+    from hardware.types import Cluster
 
     if parameter not in SWEEP_PARAMETERS:
         raise ValueError(f"unknown what-if parameter {parameter!r} (valid: {', '.join(SWEEP_PARAMETERS)})")
@@ -106,15 +107,14 @@ def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, exe
             field = "bandwidth_scale" if parameter == "bandwidth" else "hbm_scale"
             ctx = base.with_(cluster=dataclasses.replace(base.cluster, **{field: float(v)}))
         elif parameter == "device":
-            name = str(v)
-            known = {n.lower() for n in list_clusters()}
-            if name.lower() in known:
-                c = get_cluster(name)
+            hw = lookup_hardware(str(v))  # the catalog's one name rule: a cluster, or a device
+            if isinstance(hw, Cluster):
+                c = hw
                 budget = min(plan_config.hardware.devices or c.num_devices, c.num_devices)
                 cfg = _update(plan_config, hardware={"cluster": c.name, "device": None, "devices": budget},
                               weight_dtype=_device_dtype(plan_config, c.device))
             else:
-                dev = get_device(name)
+                dev = hw
                 budget = plan_config.hardware.devices or context_from_plan(plan_config).budget_devices
                 cfg = _update(plan_config, hardware={"cluster": None, "device": dev.name, "devices": budget},
                               weight_dtype=_device_dtype(plan_config, dev))

@@ -15,7 +15,10 @@ Batch formation (``Server._form``), Sarathi-Serve / Dynamic SplitFuse style:
 2. prefill chunks of admitted requests continue, then new requests are admitted FCFS
    while the token budget (``max_tokens_per_iteration``), the batch-size cap
    (``max_batch_size`` streams) and KV (the whole prompt must fit: admission control) allow;
-   without ``chunked_prefill`` a prompt only enters whole.
+   without ``chunked_prefill`` a prompt only enters whole, and a prompt at the head of the
+   queue that does not fit in the budget left beside the decode streams runs as a batch by
+   itself (the decode streams skip that step), as vLLM schedules it; otherwise it would
+   starve until the decode batch drained.
 
 Roles: ``colocated`` instances do both; ``prefill`` instances prefill and hand the request
 to a decode instance (router), whose KV is reserved before the transfer starts (requests
@@ -161,12 +164,16 @@ class Server:
             self._apply(plan)
 
     def _form(self):
-        sim, st = self.sim, self.sim.st
+        st = self.sim.st
         if self.joining:
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
             j = j[~st.s_done[j]]
             self.run = np.concatenate((self.run, j)) if self.run.size else j
+        alone = self._over_budget_head()
+        if alone is not None:
+            self._admit(alone)
+            return self._plan(_EMPTY, [(alone, int(st.prefill_target[alone] - st.prefilled[alone]))], [], 0.0)
         extra_s = 0.0
         run = self.run
         k = self.k
@@ -185,17 +192,12 @@ class Server:
         budget = self.budget - n_dec * k
         chunks: list[tuple[int, int]] = []
         swapins: list[int] = []
-        ctoks = 0
-        cctx = 0
         if self.prefilling or self.waiting or self.swapped:
             for r in self.prefilling:
-                rem = int(st.prefill_target[r] - st.prefilled[r])
-                c = rem if rem <= budget else (budget if self.chunked else (rem if not chunks and n_dec == 0 else 0))
+                c = self._chunk(r, budget, not chunks and n_dec == 0)
                 if c <= 0:
                     break
                 chunks.append((r, c))
-                ctoks += c
-                cctx += int(st.cached[r] + st.prefilled[r])
                 budget -= c
             while self.swapped:
                 r = self.swapped[0]
@@ -208,35 +210,69 @@ class Server:
                 self.committed += live
                 extra_s += self.swap_s_per_token * int(st.prompt[r] + st.s_gen[st.live_streams(r)].sum())
                 swapins.append(r)
-            slot = 1 if self.role == "prefill" else st.samples
-            # watermark: keep one block per running stream free for its next step's growth, or
-            # a newly admitted prefill can force the preemption of a stream that has just joined,
-            # and two requests can evict each other forever without decoding (recompute livelock)
-            headroom = int(run.size)
             while self.waiting and budget > 0 and not self.swapped:
                 r = self.waiting[0]
-                live = slot if self.role == "prefill" else st.live_count(r)
-                need_b = self.request_blocks(r)
-                if self.committed + live > self.max_batch or not self.kv.fits(need_b + headroom):
+                if not self._admissible(r):
                     break
-                rem = int(st.prefill_target[r] - st.prefilled[r])
-                c = rem if rem <= budget else (budget if self.chunked else (rem if not chunks and n_dec == 0 else 0))
+                c = self._chunk(r, budget, not chunks and n_dec == 0)
                 if c <= 0:
                     break
-                self.waiting.popleft()
-                self.queued_blocks -= need_b
-                self._reserve(r)
-                self.committed += live
-                self.prefilling.append(r)
-                if math.isnan(st.schedule_s[r]):
-                    st.schedule_s[r] = sim.env.now
-                    sim.event("schedule", r, self.index)
+                self._admit(r)
                 chunks.append((r, c))
-                ctoks += c
-                cctx += int(st.cached[r] + st.prefilled[r])
                 budget -= c
         if not n_dec and not chunks and not swapins:
             return None
+        return self._plan(run, chunks, swapins, extra_s)
+
+    def _chunk(self, r: int, budget: int, first: bool) -> int:
+        """Tokens of r's prompt to prefill this step: the rest if it fits in ``budget``, else a
+        chunk of the budget (chunked prefill), else the whole prompt if it is the step's only
+        work, else nothing."""
+        rem = int(self.sim.st.prefill_target[r] - self.sim.st.prefilled[r])
+        if rem <= budget:
+            return rem
+        return budget if self.chunked else (rem if first else 0)
+
+    def _admissible(self, r: int) -> bool:
+        """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block
+        per running stream stays free for its next step's growth, or a newly admitted prefill
+        can force the preemption of a stream that has just joined, and two requests can evict
+        each other forever without decoding (recompute livelock)."""
+        live = 1 if self.role == "prefill" else self.sim.st.live_count(r)
+        return self.committed + live <= self.max_batch and self.kv.fits(self.request_blocks(r) + int(self.run.size))
+
+    def _admit(self, r: int) -> None:
+        """Move the head of the queue, r, into prefill: reserve its KV and batch slots."""
+        sim, st = self.sim, self.sim.st
+        self.waiting.popleft()
+        self.queued_blocks -= self.request_blocks(r)
+        self._reserve(r)
+        self.committed += 1 if self.role == "prefill" else st.live_count(r)
+        self.prefilling.append(r)
+        if math.isnan(st.schedule_s[r]):
+            st.schedule_s[r] = sim.env.now
+            sim.event("schedule", r, self.index)
+
+    def _over_budget_head(self) -> int | None:
+        """Without chunked prefill: the head of the queue when its prompt does not fit in the
+        token budget left beside the running decode streams, and it fits KV and the batch cap.
+        It runs as a batch by itself (the decode streams skip that one step), as vLLM schedules
+        a prompt on its own; mixing it in would exceed the budget, and waiting for room would
+        starve it until the decode batch drained."""
+        if self.chunked or self.prefilling or self.swapped or not self.waiting:
+            return None
+        r = self.waiting[0]
+        rem = int(self.sim.st.prefill_target[r] - self.sim.st.prefilled[r])
+        if rem <= self.budget - int(self.run.size) * self.k or not self._admissible(r):
+            return None
+        return r
+
+    def _plan(self, run, chunks: list[tuple[int, int]], swapins: list[int], extra_s: float):
+        """Cost the step (decode streams ``run``, prefill ``chunks``) and record it."""
+        sim, st = self.sim, self.sim.st
+        n_dec, k = int(run.size), self.k
+        ctoks = sum(c for _, c in chunks)
+        cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
         dec_ctx = float(st.s_base[run].sum() + st.s_gen[run].sum()) / n_dec if n_dec else 0.0
         if n_dec or chunks:
             secs, comp, comm = self.costs.cost(n_dec, dec_ctx, len(chunks), ctoks,

@@ -4,20 +4,31 @@
 micro-batches, MTP) into ``workloads.ops.Parallelism`` and answers ``step(batch) ->
 StepCost`` through ``simulator.costmodel.CostModel``. The engine, ``clustersim estimate``
 and the planner's analytic ranking all call this one function.
+
+Sequence parallelism follows ``attention.sp_kind`` through ``workloads.sequence_parallel``
+(the model training uses too): a prefill step's per-layer K/V exchange is Ulysses' QKV and
+output all-to-alls or ring attention's K/V passes (exposed only beyond each block's attention);
+a decode step gathers every head's partial outputs (ring: tokens sharded) or each device's
+``1 / sp`` of the heads (Ulysses: heads sharded).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from hardware.catalog import die_device
 from hardware.types import Cluster
-from simulator.costmodel import CostModel, StepCost
+from simulator.costmodel import CostModel, OpCost, StepCost
 from workloads.deployment_rules import die_replicas
 from workloads.models import ModelConfig, get_model
+from workloads.op import COLLECTIVE
 from workloads.ops import EXPERT_OPS, BatchShape, Parallelism, step_ops
+from workloads.sequence_parallel import decode_combine_bytes, model_sp_attention, ring_exposed_s
+
+_KV_GATHER, _OUT_GATHER, _RING_PASS = "sp_kv_gather", "sp_out_gather", "sp.kv_ring_pass"
 
 
 def _is_expert_op(op) -> bool:
@@ -33,6 +44,7 @@ class InstanceSpec:
     attn_tp: int = 1
     attn_dp: int = 1
     sp: int = 1
+    sp_kind: str = "ulysses"  # workloads.sequence_parallel.SP_KINDS
     ep: int = 1
     moe_tp: int = 1
     pp: int = 1
@@ -63,6 +75,7 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
     """InstanceSpec of a ``workloads.deployment.Pool``."""
     return InstanceSpec(
         model=model, cluster=cluster, attn_tp=pool.attention.tp, attn_dp=pool.attention.dp, sp=pool.attention.sp,
+        sp_kind=pool.attention.sp_kind,
         ep=pool.moe.ep, moe_tp=pool.moe.tp, pp=pool.pp, micro_batches=pool.micro_batches,
         weight_dtype=weight_dtype, kv_dtype=kv_dtype, moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
         redundant_experts=pool.moe.redundant_experts,
@@ -73,17 +86,40 @@ def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype
 
 
 def _halves(batch: BatchShape, parts: int) -> list[BatchShape]:
-    """Split a batch into ``parts`` micro-batches: by sequences, or a lone sequence's tokens."""
+    """Split a batch into ``parts`` micro-batches: by sequences, or a lone prefill's tokens.
+
+    A batch that cannot be split runs as one micro-batch (no overlap), as serving engines do
+    (SGLang's two-batch overlap falls back to one batch): a decode batch with fewer sequences
+    than micro-batches (a decode sequence's draft tokens are one verification, never split),
+    and a lone prefill sequence of one token.
+    """
     if parts == 1:
         return [batch]
     if batch.num_seqs >= parts:
         return [b for b in batch.split(parts) if b.num_seqs]
-    # one long prefill: split its new tokens (the second part sees the first as context)
+    if batch.phase == "decode" or batch.num_seqs != 1 or batch.new_list[0] < parts:
+        return [batch]
     n, c = batch.new_list[0], batch.context_list[0]
-    first = max(1, n // 2)
+    # one long prefill: split its new tokens (the second part sees the first as context)
+    first = n // 2
     return [BatchShape(phase=batch.phase, num_seqs=1, new_tokens=first, context_tokens=c, logits_for=batch.logits_for),
             BatchShape(phase=batch.phase, num_seqs=1, new_tokens=n - first, context_tokens=c + first,
-                       logits_for=batch.logits_for)][: 2 if n > 1 else 1]
+                       logits_for=batch.logits_for)]
+
+
+def _ring_hidden(costs: list[OpCost], degree: int) -> list[OpCost]:
+    """Ring K/V passes charged only beyond the block attention they run under
+    (``workloads.sequence_parallel.ring_exposed_s``): a layer's attention on this device is
+    ``degree`` blocks, one per pass."""
+    attn = {c.name[: -len("attn")]: c.seconds for c in costs if c.stream != "comm" and c.name.endswith("attn")}
+    out = []
+    for c in costs:
+        if c.name.endswith(_RING_PASS):
+            block = attn.get(c.name[: -len(_RING_PASS)], 0.0) / degree
+            c = replace(c, seconds=ring_exposed_s(block, c.seconds, degree) / (degree - 1),
+                        source=f"{c.source} (exposed beyond block attention)")
+        out.append(c)
+    return out
 
 
 class InstanceCost:
@@ -119,12 +155,37 @@ class InstanceCost:
         die-level ``par``)."""
         s = self.spec
         mtp = s.mtp_depth > 0 and batch.phase == "decode"
-        return [
-            step_ops(s.model, mb, par or self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
-                     kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
-                     dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
-            for mb in _halves(batch, s.micro_batches)
-        ]
+        out = []
+        for mb in _halves(batch, s.micro_batches):
+            ops = step_ops(s.model, mb, par or self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
+                           kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
+                           dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
+            out.append(self._sp_kind_ops(ops, mb) if s.sp > 1 else ops)
+        return out
+
+    def _sp_kind_ops(self, ops: list, mb: BatchShape) -> list:
+        """``ops`` with the sequence-parallel exchange of ``spec.sp_kind`` in place of the
+        generic one: prefill's per-layer K/V all-gather becomes Ulysses' all-to-alls or ring
+        attention's K/V passes, both over this step's new tokens (``SpAttention``: a prefill
+        without cache; attention to cached tokens stays where they are kept, and the ring's
+        combine of those partial outputs is not charged); decode's output gather shrinks to a
+        device's heads under Ulysses."""
+        s = self.spec
+        local = mb.split(s.attn_dp)[0] if s.attn_dp > 1 else mb
+        out = []
+        for op in ops:
+            if op.kind != COLLECTIVE or not op.name.endswith((_KV_GATHER, _OUT_GATHER)):
+                out.append(op)
+            elif op.name.endswith(_OUT_GATHER):
+                nbytes = decode_combine_bytes(s.sp_kind, op.bytes_per_rank, s.sp)
+                out.append(replace(op, bytes_read=nbytes, bytes_written=nbytes, bytes_per_rank=nbytes))
+            else:
+                prefix = op.name[: -len(_KV_GATHER)]
+                seq = s.sp * math.ceil(local.total_new_tokens / s.sp)  # the last device's share padded
+                layer = model_sp_attention(s.sp_kind, s.model, 1, seq, s.sp, s.attn_tp)
+                out += [replace(x, name=prefix + x.name, layer=op.layer, count=x.count * op.count)
+                        for x in layer.ops() if x.kind == COLLECTIVE]
+        return out
 
     def _per_die_costs(self, batch: BatchShape, cm: CostModel) -> list[list]:
         """Op costs per micro-batch: replicated compute ops per die (expert ops stay per package,
@@ -137,9 +198,12 @@ class InstanceCost:
     def _step_uncached(self, batch: BatchShape) -> StepCost:
         cm = self._decode_cost_model if batch.phase == "decode" else self.cost_model
         if self.dies > 1:
-            target = cm.compose(self._per_die_costs(batch, cm))
+            costs = self._per_die_costs(batch, cm)
         else:
-            target = cm.step_cost(self.ops(batch))
+            costs = [[cm.op_cost(o) for o in mb] for mb in self.ops(batch)]
+        if self.spec.sp > 1 and self.spec.sp_kind == "ring":
+            costs = [_ring_hidden(mb, self.spec.sp) for mb in costs]
+        target = cm.compose(costs)
         if self._draft is None or batch.phase != "decode":
             return target
         # speculative decoding: the draft proposes k tokens one decode step at a time, then the

@@ -75,6 +75,14 @@ def test_every_request_finishes_once_tokens_conserved_kv_within_capacity(scenari
     for s in sim.servers:
         assert s.kv.peak_blocks <= s.kv.capacity_blocks
         assert s.kv.used_blocks == 0 and s.committed == 0 and s.outstanding == 0
+    # the token budget holds beside the decode streams, except a whole prompt over it, which
+    # runs as a batch by itself (no chunked prefill)
+    for name, pool in dep.pools().items():
+        k = 1 + (pool.speculative_depth if name != "prefill" else 0)
+        s = res.steps[res.steps.pool == name]
+        over = s[s.prefill_tokens > (pool.max_tokens_per_iteration - s.decode_seqs * k).clip(lower=0)]
+        assert over.empty or not pool.chunked_prefill
+        assert ((over.decode_seqs == 0) & (over.batch_size == 1)).all()
     # events are in time order
     times = [t for t, *_ in res.events]
     assert times == sorted(times)

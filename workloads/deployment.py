@@ -12,6 +12,7 @@ in ``workloads.deployment_rules``. Every error is reported as ``file:line:col: f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
@@ -143,6 +144,10 @@ class GammaArrival(_Frozen):
 
 
 class TraceArrival(_Frozen):
+    """Arrivals and lengths replayed from a CSV / JSON-lines file. A relative ``path`` in a YAML
+    file is relative to that file's folder (``resolve_trace_path``); one given with ``--set``
+    or in a YAML string, to the working directory."""
+
     kind: Literal["trace"]
     path: str
 
@@ -208,6 +213,19 @@ def parse_deployment(data: Any, filename: str, locs: dict) -> Deployment:
         raise ConfigError(format_validation_error(exc, filename, locs, Deployment)) from None
 
 
+def resolve_trace_path(data: Any, yaml_path: str | Path) -> None:
+    """Make a relative ``workload.arrival.path`` in parsed YAML ``data`` absolute against the
+    folder of ``yaml_path``, in place (absolute paths stay). Call before applying ``--set``
+    overrides, whose values are relative to the working directory."""
+    workload = data.get("workload") if isinstance(data, dict) else None
+    arrival = workload.get("arrival") if isinstance(workload, dict) else None
+    if not isinstance(arrival, dict) or arrival.get("kind") != "trace" or not isinstance(arrival.get("path"), str):
+        return
+    trace = Path(arrival["path"]).expanduser()
+    if not trace.is_absolute():
+        arrival["path"] = os.path.normpath(os.path.abspath(Path(yaml_path).parent / trace))
+
+
 def load_deployment(path: str | Path, overrides: Iterable[str] = (), check: bool = True) -> Deployment:
     """Load, override (``a.b.c=value``), validate and rule-check a deployment file.
 
@@ -215,6 +233,7 @@ def load_deployment(path: str | Path, overrides: Iterable[str] = (), check: bool
     """
     data, locs = load_yaml_with_locations(path)
     filename = str(path)
+    resolve_trace_path(data, path)
     anchor_directory(data, "profile", Path(path).parent)
     for item in overrides:
         if "=" not in item:

@@ -12,17 +12,27 @@ any other step. Formulas (elements unless the name says bytes):
   V blocks round the ring, ``P - 1`` passes; forward ``2 (P-1) B Z (L/P) A`` elements, backward
   three times that, ``8 (P-1) B Z (L/P) A`` in all (B batch, Z heads, L sequence, A head size).
   Block attention overlaps the next pass; causal masking skips the upper-triangle blocks,
-  balanced across devices by zig-zag placement.
+  balanced across devices by zig-zag placement. Exposed: ``(P - 1) max(0, pass - block)`` per
+  layer (``ring_exposed_s``).
+
+The KV layout each leaves differs, which matters in decode (``decode_combine_bytes``): after
+Ulysses' all-to-all a device holds ``heads / P`` heads of every token (the layout of tensor
+parallelism), after ring attention ``1 / P`` of the tokens with every head.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from workloads.accounting import attention_pairs
 from workloads.op import ATTN_PREFILL, COLLECTIVE, Op
 
+if TYPE_CHECKING:
+    from workloads.models import ModelConfig
+
 ACT_BYTES = 2.0  # bf16 activations
+SP_KINDS = ("ulysses", "ring")
 
 
 def ulysses_volume_per_link(seq: int, hidden: int, degree: int) -> float:
@@ -60,7 +70,7 @@ class SpAttention:
     kv_heads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ulysses", "ring"):
+        if self.kind not in SP_KINDS:
             raise ValueError(f"sp kind {self.kind!r} (valid: ulysses, ring)")
         if self.degree < 1 or self.seq < 1 or self.heads < 1 or self.head_dim < 1 or self.batch < 1:
             raise ValueError("batch, seq, heads, head_dim and sp degree must be positive")
@@ -108,3 +118,32 @@ class SpAttention:
                   stream="comm", collective="send_recv", group_size=2, bytes_per_rank=kv_block_bytes,
                   count=P - 1, meta={"ring_degree": P})
         return [attn, send] if P > 1 else [attn]
+
+
+def model_sp_attention(kind: str, model: "ModelConfig", batch: int, seq: int, degree: int,
+                       tp: int = 1) -> SpAttention:
+    """``SpAttention`` of one layer of ``model`` on one tensor-parallel rank (``num_heads / tp``
+    heads). MLA runs non-absorbed here: K and V per head, ``qk_head_dim`` wide."""
+    a = model.attention
+    heads = a.num_heads // tp
+    kvh = heads if model.is_mla else max(1, a.num_kv_heads // tp)
+    return SpAttention(kind, batch, seq, heads, a.qk_head_dim, degree, kv_heads=kvh)
+
+
+def ring_exposed_s(block_s: float, pass_s: float, degree: int) -> float:
+    """Exposed seconds of one ring-attention layer's K/V passes: each of the ``degree - 1``
+    passes runs under one block's attention, so only ``max(0, pass - block)`` of each shows."""
+    return (degree - 1) * max(0.0, pass_s - block_s)
+
+
+def decode_combine_bytes(kind: str, output_bytes: float, degree: int) -> float:
+    """Bytes each device contributes to the all-gather after one decode attention layer, given
+    ``output_bytes`` of the layer's attention output (all heads of this TP rank, all tokens).
+
+    Ring (tokens sharded): every device holds a partial output of all heads over its share of
+    the context, and the partials are combined (log-sum-exp rescaling): ``output_bytes``.
+    Ulysses (heads sharded): a device's ``1 / degree`` of the heads are final; only they are
+    gathered: ``output_bytes / degree``."""
+    if kind not in SP_KINDS:
+        raise ValueError(f"sp kind {kind!r} (valid: {', '.join(SP_KINDS)})")
+    return output_bytes / degree if kind == "ulysses" else output_bytes

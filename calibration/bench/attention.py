@@ -15,6 +15,12 @@ Implementations measured (all bf16, ``torch.nn.functional.scaled_dot_product_att
   the first 512 columns of the same cache (a strided view, no copy), output ``[B,H,512]``.
   SDPA is tried with one "head" and H query rows (Dqk=576, Dv=512); when no fused backend
   takes head dim 576 it runs as two ``torch.bmm`` plus a float32 softmax (``impl=bmm``).
+* **MLA decode per implementation** (``mla_decode_impls_bf16.csv``, suite ``mla_decode_impls``) -
+  the same two implementations at the whole-model ground truth's shapes (C cached + 1 new keys,
+  in-between batches), with the kernel torch picked for SDPA in ``backend``.
+* **small-batch long-context decode** (``attn_decode_long_bf16.csv``, suite ``attn_decode_long``) -
+  GQA decode at batch 1..8 and 2K..32K keys, Llama-8B and 70B TP-4 rank heads, where only a
+  split over the keys can fill the GPU; ``backend`` names the kernel torch picked.
 
 FLOPs: prefill ``2*B*Hq*S^2*(Dqk+Dv)/2`` (causal half), decode ``2*B*Hq*C*(Dqk+Dv)``.
 """
@@ -118,15 +124,25 @@ def pick_sdpa(ctx: BenchContext, q, k, v, causal: bool):
     raise RuntimeError("no SDPA backend ran: " + "; ".join(errors))
 
 
-def _time_sdpa(ctx: BenchContext, make_qkv, bytes_per_set: float, causal: bool, label: str):
+def _time_sdpa(ctx: BenchContext, make_qkv, bytes_per_set: float, causal: bool, label: str,
+               name_backend: bool = False):
     """(seconds, method, backend, gqa_impl) of SDPA on input sets from ``make_qkv()``, rotated
-    past the L2; None (logged) when no backend runs the shape."""
+    past the L2; None (logged) when no backend runs the shape. ``name_backend``: ``backend``
+    also names the kernel torch picked (``torch_choice:efficient_attention``)."""
+    from calibration.groundtruth.common import sdpa_backend
+
     fns = []
     try:
         backend, gqa_impl = "", ""
-        for _ in range(rotation_count(bytes_per_set, ctx)):
-            call, backend, gqa_impl = pick_sdpa(ctx, *make_qkv(), causal=causal)
+        for i in range(rotation_count(bytes_per_set, ctx)):
+            qkv = make_qkv()
+            call, backend, gqa_impl = pick_sdpa(ctx, *qkv, causal=causal)
+            if name_backend and i == 0:
+                chosen = sdpa_backend(*qkv, causal)
             fns.append(call)
+        qkv = None
+        if name_backend:
+            backend = f"{backend}:{chosen}"
         seconds, method = time_calls(fns, ctx)
         return seconds, method, backend, gqa_impl
     except Exception as exc:
@@ -182,8 +198,9 @@ def run_prefill(ctx: BenchContext, q_view: bool = False) -> None:
     ctx.log(f"{stem}: {done} points measured, {len(table)} in table")
 
 
-def _measure_decode(ctx: BenchContext, table: CsvTable, points, label: str) -> int:
-    """Time GQA decode (pack_q) at each ``(batch, context, hq, hkv, d)`` not yet in ``table``."""
+def _measure_decode(ctx: BenchContext, table: CsvTable, points, label: str, name_backend: bool = False) -> int:
+    """Time GQA decode (pack_q) at each ``(batch, context, hq, hkv, d)`` not yet in ``table``
+    (``name_backend``: see :func:`_time_sdpa`)."""
     import torch
 
     dev = torch.device(ctx.device)
@@ -202,7 +219,7 @@ def _measure_decode(ctx: BenchContext, table: CsvTable, points, label: str) -> i
             return tuple(torch.randn(*shape, device=dev, dtype=torch.bfloat16)
                          for shape in ((b, hkv, g, d), (b, hkv, c, d), (b, hkv, c, d)))
 
-        timed = _time_sdpa(ctx, qkv, kv_bytes, False, f"{label} b={b} c={c} hq={hq}")
+        timed = _time_sdpa(ctx, qkv, kv_bytes, False, f"{label} b={b} c={c} hq={hq}", name_backend)
         if timed is None:
             continue
         seconds, method, backend, _ = timed
@@ -223,6 +240,37 @@ def run_decode(ctx: BenchContext) -> None:
     points = [(b, c, hq, hkv, d) for hq, hkv, d, _ in configs for b in batches for c in contexts]
     done = _measure_decode(ctx, table, points, "attn_decode")
     ctx.log(f"attn_decode: {done} points measured, {len(table)} in table")
+
+
+LONG_CONFIGS = ((32, 8, 128, "llama-3.1-8b"), (16, 2, 128, "llama-3.1-70b tp4 rank"))
+LONG_BATCH = (1, 2, 3, 4, 6, 8)
+LONG_CONTEXT = (2049, 4097, 8193, 12289, 16385, 24577, 32769)  # C cached + the new token
+
+
+def _long_points(ctx: BenchContext):
+    configs = ((4, 2, 32, "tiny"),) if ctx.quick else LONG_CONFIGS
+    batches = (1, 2) if ctx.quick else LONG_BATCH
+    contexts = (33, 129) if ctx.quick else LONG_CONTEXT
+    return [(b, c, hq, hkv, d) for hq, hkv, d, _ in configs for b in batches for c in contexts]
+
+
+def plan_decode_long(ctx: BenchContext) -> list[tuple[float, float, float]]:
+    """(FLOPs, bytes, setup bytes) per point, for ``calibration.bench.plan``."""
+    out = []
+    for b, c, hq, hkv, d in _long_points(ctx):
+        kv = 2.0 * b * hkv * c * d * 2
+        out.append((4.0 * b * hq * c * d, kv, kv * rotation_count(kv, ctx)))
+    return out
+
+
+def run_decode_long(ctx: BenchContext) -> None:
+    """Small-batch long-context GQA decode (``attn_decode_long_bf16.csv``, the decode columns):
+    batch 1..8 x C+1 keys for C = 2K..32K, Llama-8B (32q/8kv) and 70B TP-4 rank (16q/2kv) heads,
+    where few (sequence, KV head) work items leave most SMs idle unless the kernel splits the
+    keys (split-KV); ``backend`` names the kernel torch picked."""
+    table = CsvTable(ctx.out_dir / "attn_decode_long_bf16.csv", DECODE_COLUMNS, DECODE_KEY)
+    done = _measure_decode(ctx, table, _long_points(ctx), "attn_decode_long", name_backend=True)
+    ctx.log(f"attn_decode_long: {done} points measured, {len(table)} in table")
 
 
 DECODE_TILE_BASES = (1024, 4096)
@@ -285,43 +333,89 @@ def _mla_callable(ctx: BenchContext, q, cache, dv: int, impl: str):
     raise RuntimeError("no SDPA backend takes MLA head dims 576/512 here")
 
 
-def run_mla_decode(ctx: BenchContext) -> None:
+def _measure_mla(ctx: BenchContext, table: CsvTable, points, label: str, name_backend: bool = False) -> int:
+    """Time MLA absorbed decode at each ``(impl, heads, batch, context)`` not yet in ``table``;
+    ``name_backend`` adds the kernel torch picked (``backend`` column)."""
     import torch
 
-    table = CsvTable(ctx.out_dir / "mla_decode_bf16.csv", MLA_COLUMNS, MLA_KEY)
+    from calibration.groundtruth.common import sdpa_backend
+
     dev = torch.device(ctx.device)
-    heads = (4,) if ctx.quick else MLA_HEADS
-    batches = (1, 2) if ctx.quick else MLA_BATCH
-    contexts = (16, 64) if ctx.quick else MLA_CONTEXT
     dqk, dv = MLA_DQK, MLA_DV
     done = 0
-    for h, b, c, impl in ((h, b, c, i) for i in MLA_IMPLS for h in heads for b in batches for c in contexts):
+    for impl, h, b, c in points:
         kv_bytes = 2.0 * b * c * dqk
         if kv_bytes > MAX_KV_BYTES:
             continue
         if table.has(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv, impl=impl):
             continue
         if ctx.out_of_time():
-            ctx.log("mla_decode: time budget reached")
-            return
+            ctx.log(f"{label}: time budget reached")
+            return done
         try:
-            fns, detail = [], ""
+            fns, detail, backend = [], "", "bmm_fp32_softmax"
             for _ in range(rotation_count(kv_bytes, ctx)):
                 q = torch.randn(b, h, dqk, device=dev, dtype=torch.bfloat16)
                 cache = torch.randn(b, c, dqk, device=dev, dtype=torch.bfloat16)
                 call, detail = _mla_callable(ctx, q, cache, dv, impl)
                 fns.append(call)
+            if name_backend and impl == "sdpa":
+                k4 = cache.view(b, 1, c, dqk)
+                backend = sdpa_backend(q.view(b, 1, h, dqk), k4, k4[..., :dv], False)
             seconds, method = time_calls(fns, ctx)
         except Exception as exc:
-            ctx.log(f"mla_decode b={b} c={c} h={h}: {type(exc).__name__}: {exc}")
+            ctx.log(f"{label} b={b} c={c} h={h}: {type(exc).__name__}: {exc}")
             continue
         finally:
-            fns = None
+            fns = q = cache = None
             free_cuda()
         flops = 2.0 * b * h * c * (dqk + dv)
-        table.append(dict(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv,
-                          seconds=seconds, kv_bytes=kv_bytes, gbps=kv_bytes / seconds / 1e9,
-                          tflops=flops / seconds / 1e12, impl=impl, impl_detail=detail,
-                          method=method))
+        row = dict(batch=b, context=c, heads_q=h, head_dim_qk=dqk, head_dim_v=dv, seconds=seconds,
+                   kv_bytes=kv_bytes, gbps=kv_bytes / seconds / 1e9, tflops=flops / seconds / 1e12, impl=impl,
+                   impl_detail=detail, method=method)
+        table.append({**row, "backend": backend} if name_backend else row)
         done += 1
+    return done
+
+
+def run_mla_decode(ctx: BenchContext) -> None:
+    table = CsvTable(ctx.out_dir / "mla_decode_bf16.csv", MLA_COLUMNS, MLA_KEY)
+    heads = (4,) if ctx.quick else MLA_HEADS
+    batches = (1, 2) if ctx.quick else MLA_BATCH
+    contexts = (16, 64) if ctx.quick else MLA_CONTEXT
+    points = [(i, h, b, c) for i in MLA_IMPLS for h in heads for b in batches for c in contexts]
+    done = _measure_mla(ctx, table, points, "mla_decode")
     ctx.log(f"mla_decode: {done} points measured, {len(table)} in table")
+
+
+MLA_IMPLS_BATCH = (1, 2, 3, 4, 6, 8, 16, 32, 64, 128, 256)
+MLA_IMPLS_CONTEXT = tuple(2**i + 1 for i in range(10, 16))  # 1025 .. 32769: C cached + the new token
+MLA_IMPLS_COLUMNS = MLA_COLUMNS + ["backend"]
+
+
+def _mla_impls_points(ctx: BenchContext):
+    heads = (4,) if ctx.quick else MLA_HEADS
+    batches = (1, 3) if ctx.quick else MLA_IMPLS_BATCH
+    contexts = (17, 65) if ctx.quick else MLA_IMPLS_CONTEXT
+    return [(i, h, b, c) for i in MLA_IMPLS for h in heads for b in batches for c in contexts]
+
+
+def plan_mla_decode_impls(ctx: BenchContext) -> list[tuple[float, float, float]]:
+    """(FLOPs, bytes, setup bytes) per point, for ``calibration.bench.plan``; the bmm form
+    also writes and reads its fp32 scores (about 16 bytes per score)."""
+    out = []
+    for impl, h, b, c in _mla_impls_points(ctx):
+        kv = 2.0 * b * c * MLA_DQK
+        scores = 16.0 * b * h * c if impl == "bmm" else 0.0
+        out.append((2.0 * b * h * c * (MLA_DQK + MLA_DV), kv + scores, kv * rotation_count(kv, ctx)))
+    return out
+
+
+def run_mla_decode_impls(ctx: BenchContext) -> None:
+    """MLA absorbed decode per implementation at the ground truth's shapes
+    (``mla_decode_impls_bf16.csv``): SDPA with torch's backend choice (the kernel it picked in
+    ``backend``) and the two-bmm form, heads 16 and 128, batch 1..256 (with the in-between
+    batches of small-batch decode), C cached + 1 new keys for C = 1K..32K."""
+    table = CsvTable(ctx.out_dir / "mla_decode_impls_bf16.csv", MLA_IMPLS_COLUMNS, MLA_KEY)
+    done = _measure_mla(ctx, table, _mla_impls_points(ctx), "mla_decode_impls", name_backend=True)
+    ctx.log(f"mla_decode_impls: {done} points measured, {len(table)} in table")

@@ -367,7 +367,8 @@ def _seconds(ph: Phases) -> float:
 
 @dataclass(frozen=True)
 class PipelineRun:
-    """What one pipeline flush did. ``timeline``: (rank, label, start_s, end_s) in start order.
+    """What one pipeline flush did. ``timeline``: (rank, label, start_s, end_s) in start order,
+    actions labelled ``Action.label`` and tail phases by name (``dp_grad_sync``, ``optimizer``...).
     ``busy_s[r]`` and ``idle_s[r]`` are per simulated rank over ``[0, makespan_s]``;
     ``phases_s[r]`` splits the busy time; ``peak_inflight[r]`` counts micro-batch-stages whose
     activations rank r held at once; ``peak_act_bytes[r]`` the same in bytes;
@@ -489,8 +490,11 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
             yield from run(r, action)
         if tail is not None and r < real:
             for name, seconds in tail(r):
+                start = env.now
                 if seconds > 0:
                     yield env.timeout(seconds)
+                    if trace:
+                        timeline.append((r, name, start, env.now))
                 phases[r][name] = phases[r].get(name, 0.0) + seconds
         finish[r] = env.now
 

@@ -11,6 +11,10 @@ recompute, comm_sm_slowdown (compute stretched by the SMs communication holds wh
 overlap), exposed_comm (communication inside chunks that nothing hides), bubble (pipeline
 idle), dp_grad_sync / dp_param_gather (data-parallel collectives after the pipeline),
 optimizer, and tail_wait (waiting for the slowest device's tail); the parts sum to the step.
+
+``to_chrome_trace(result)`` turns a traced result's pipeline timeline into a Chrome/Perfetto
+Trace Event Format dict (one thread per pipeline rank, one complete event per action or tail
+phase).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-__all__ = ["BREAKDOWN_PHASES", "TrainingResult"]
+__all__ = ["BREAKDOWN_PHASES", "TrainingResult", "to_chrome_trace"]
 
 BREAKDOWN_PHASES = ("forward", "backward_input", "backward_weight", "recompute", "comm_sm_slowdown",
                     "exposed_comm", "bubble", "dp_grad_sync", "optimizer", "dp_param_gather", "tail_wait")
@@ -109,3 +113,23 @@ class TrainingResult:
             "memory_reason": self.memory_reason,
             "breakdown_s": dict(self.breakdown_s),
         }
+
+
+def to_chrome_trace(result: TrainingResult) -> dict:
+    """Trace Event Format dict of a training step's pipeline (times in microseconds).
+
+    Needs a result simulated with ``trace=True``. Actions are named by their kind (``F``, ``B``,
+    ``Bi``, ``W``, ``F&B`` for DualPipe's overlapped pair) with the full label (kind, direction,
+    micro-batch, stage) in ``args``; the tail phases (gradient sync, optimizer) by name.
+    """
+    if not result.timeline:
+        raise ValueError("the training result has no timeline: simulate with trace=True")
+    ranks = sorted({r for r, *_ in result.timeline})
+    ev: list[dict] = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "pipeline"}}]
+    ev += [{"name": "thread_name", "ph": "M", "pid": 1, "tid": r, "args": {"name": f"rank {r}"}} for r in ranks]
+    for rank, label, start_s, end_s in result.timeline:
+        kind = "&".join(part.split(".", 1)[0].rstrip("0123456789") for part in label.split("&")) if "@" in label \
+            else label
+        ev.append({"name": kind, "cat": "tail" if "@" not in label else "pipeline", "ph": "X", "pid": 1,
+                   "tid": rank, "ts": start_s * 1e6, "dur": (end_s - start_s) * 1e6, "args": {"label": label}})
+    return {"traceEvents": ev, "displayTimeUnit": "ms"}

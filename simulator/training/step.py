@@ -40,7 +40,7 @@ from simulator.costmodel import CostModel
 from workloads.models import ModelConfig, get_model
 from workloads.op import ATTN_PREFILL, COLLECTIVE, ELEMENTWISE, EMBEDDING, GEMM, GROUPED_GEMM, Op
 from workloads.ops import BatchShape, Parallelism, stage_layers, step_ops
-from workloads.sequence_parallel import SpAttention
+from workloads.sequence_parallel import model_sp_attention, ring_exposed_s
 from workloads.training import TrainingJob
 
 from simulator.training.memory import data_parallel_groups, stage_params
@@ -234,10 +234,7 @@ def _sp_ops(job: TrainingJob, model: ModelConfig, layers: int) -> tuple[list[Op]
     p = job.parallelism
     if p.sp <= 1 or layers == 0:
         return [], 1.0
-    a = model.attention
-    heads = a.num_heads // p.tp
-    kvh = heads if model.is_mla else max(1, a.num_kv_heads // p.tp)
-    sp = SpAttention(p.sp_kind, job.micro_batch_size, job.seq_len // p.cp, heads, a.qk_head_dim, p.sp, kv_heads=kvh)
+    sp = model_sp_attention(p.sp_kind, model, job.micro_batch_size, job.seq_len // p.cp, p.sp, p.tp)
     ops = [op for op in sp.ops() if op.kind == COLLECTIVE]
     ops = [replace(op, count=op.count * layers) for op in ops]
     return ops, (3.0 if p.sp_kind == "ring" else 1.0)
@@ -272,8 +269,9 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
         sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
         sp_bwd = sp_fwd * ring_bwd
         if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
-            sp_fwd = max(0.0, sp_fwd - parts["attn"])
-            sp_bwd = max(0.0, sp_bwd - ATTN_BWD_FACTOR * parts["attn"])
+            passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
+            sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
+            sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
         zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile)
         act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
         out.append(StageCost(

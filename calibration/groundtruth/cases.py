@@ -1,0 +1,204 @@
+"""The ground-truth tables and the point sets measured into them (no torch).
+
+Three sets, each a list of :class:`Case` (one model build, one table, its points):
+
+* ``main``  - the first run's tables (``gt_dense_prefill/decode.csv``, ``gt_moe_layer.csv``;
+  formats unchanged, no ``split`` column);
+* ``wide``  - the widened ground truth of issue 14: MoE layers at 1..64 tokens per rank
+  (``gt_moe_small.csv``), whole V2-Lite-shaped MLA models in absorbed decode over batch x
+  context (``gt_mla_decode.csv``) and non-absorbed prefill (``gt_mla_prefill.csv``), and
+  small-batch long-context dense decode (``gt_dense_decode_long.csv``). Every row carries
+  ``split``: ``fit`` or ``holdout``, a checkerboard over each grid's axes (or an alternation
+  along a list), so both halves span the regime and no point is in both;
+* ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
+
+``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calibration.groundtruth import configs as C
+
+SEED = 20250101  # MoE routing seed base: a point's seed is SEED + tokens_per_rank (as the first run)
+
+
+@dataclass(frozen=True)
+class Table:
+    file: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+
+_TIMES = ("seconds", "seconds_eager", "cuda_graph")
+DENSE_PREFILL = Table("gt_dense_prefill.csv", ("model", "tp", "layers", "batch", "seq") + _TIMES,
+                      ("model", "tp", "layers", "batch", "seq"))
+DENSE_DECODE = Table("gt_dense_decode.csv", ("model", "tp", "layers", "batch", "context") + _TIMES,
+                     ("model", "tp", "layers", "batch", "context"))
+MOE_LAYER = Table("gt_moe_layer.csv", ("model", "ep", "local_experts", "tokens_per_rank", "impl", "received_pairs",
+                                       "max_tokens_per_expert", "mean_tokens_per_expert", "seed") + _TIMES,
+                  ("model", "ep", "tokens_per_rank", "seed"))
+DENSE_DECODE_LONG = Table("gt_dense_decode_long.csv",
+                          ("model", "tp", "layers", "batch", "context", "split", "attn_backend") + _TIMES,
+                          ("model", "tp", "layers", "batch", "context"))
+MOE_SMALL = Table("gt_moe_small.csv",
+                  ("model", "ep", "local_experts", "tokens_per_rank", "split", "impl", "received_pairs",
+                   "experts_touched", "max_tokens_per_expert", "mean_tokens_per_expert", "seed") + _TIMES,
+                  ("model", "ep", "tokens_per_rank", "seed"))
+_MLA = ("split", "attn_backend", "moe_impl", "experts_touched_mean") + _TIMES
+MLA_DECODE = Table("gt_mla_decode.csv", ("model", "layers", "batch", "context") + _MLA,
+                   ("model", "layers", "batch", "context"))
+MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA,
+                    ("model", "layers", "batch", "seq"))
+
+
+@dataclass(frozen=True)
+class Case:
+    """Points of one table measured on one model build.
+
+    ``model`` is ``(kind, name, arg)``: ``("dense", name, tp)``, ``("moe", name, ep)`` or
+    ``("mla", name, layers)``; consecutive cases with the same ``model`` share one build.
+    ``points`` are the columns known before measuring (key columns, ``split``)."""
+
+    part: str
+    model: tuple
+    table: Table
+    points: tuple[dict, ...]
+    repeats: int = 7
+    eager_repeats: int | None = None
+
+
+def checkerboard(xs, ys, keep=lambda x, y: True, offset: int = 0) -> list[tuple[int, int, str]]:
+    """``(x, y, split)`` over the grid ``xs`` x ``ys`` (points failing ``keep`` dropped):
+    ``fit`` where ``i + j + offset`` is even, else ``holdout``."""
+    return [(x, y, "fit" if (i + j + offset) % 2 == 0 else "holdout")
+            for i, x in enumerate(xs) for j, y in enumerate(ys) if keep(x, y)]
+
+
+def alternate(items, offset: int = 0) -> list[tuple[object, str]]:
+    """``(item, split)`` alternating ``fit``/``holdout`` along ``items``."""
+    return [(it, "fit" if (i + offset) % 2 == 0 else "holdout") for i, it in enumerate(items)]
+
+
+# ----------------------------------------------------------------------------- main (first run)
+
+LLAMA_8B_PREFILL = ((1, 512), (1, 2048), (4, 1024), (1, 8192), (8, 2048))
+LLAMA_8B_DECODE = ((1, 1024), (16, 1024), (64, 2048), (128, 4096), (256, 1024))
+LLAMA_70B_PREFILL = ((1, 512), (1, 2048), (4, 2048), (1, 8192))
+LLAMA_70B_DECODE = ((1, 2048), (32, 2048), (128, 4096), (256, 2048))
+MOE_TOKENS = (128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def _dense_cases(part, cfg: C.DenseConfig, prefill, decode, reps=(5, 9)) -> list[Case]:
+    ident = dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers)
+    model = ("dense", cfg.name, cfg.tp, cfg.layers)
+    return [Case(part, model, DENSE_PREFILL, tuple(dict(ident, batch=b, seq=s) for b, s in prefill), reps[0]),
+            Case(part, model, DENSE_DECODE, tuple(dict(ident, batch=b, context=c) for b, c in decode), reps[1])]
+
+
+def _moe_case(part, cfg: C.MoEConfig, tokens, table=MOE_LAYER, splits=None, reps=7, eager=None) -> Case:
+    """``splits`` (one per token count) only for tables with a ``split`` column."""
+    pts = []
+    for i, t in enumerate(tokens):
+        p = dict(model=cfg.name, ep=cfg.ep, local_experts=cfg.local_experts, tokens_per_rank=t, seed=SEED + t)
+        pts.append(p if splits is None else dict(p, split=splits[i]))
+    return Case(part, ("moe", cfg.name, cfg.ep), table, tuple(pts), reps, eager)
+
+
+def main_cases(quick: bool, layers: int | None = None, max_points: int | None = None) -> list[Case]:
+    from dataclasses import replace
+
+    def cut(pts):
+        return pts[:max_points] if max_points else pts
+
+    def lay(cfg):
+        return replace(cfg, layers=layers) if layers else cfg
+
+    if quick:
+        return [*_dense_cases("llama8b", lay(C.TINY_DENSE), ((1, 8), (2, 16)), ((1, 8), (3, 16))),
+                _moe_case("moe_ep4", C.TINY_MOE, (4, 16))]
+    return [*_dense_cases("llama8b", lay(C.LLAMA_8B), cut(LLAMA_8B_PREFILL), cut(LLAMA_8B_DECODE)),
+            *_dense_cases("llama70b_tp4", lay(C.LLAMA_70B_TP4), cut(LLAMA_70B_PREFILL), cut(LLAMA_70B_DECODE)),
+            _moe_case("moe_ep4", C.DSV3_MOE_EP4, cut(MOE_TOKENS))]
+
+
+# ----------------------------------------------------------------------------- wide (issue 14)
+
+SMALL_TOKENS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+SMALL_MOE = (("deepseek-v3", 1), ("deepseek-v3", 4), ("deepseek-v3", 32), ("deepseek-v2-lite", 1),
+             ("deepseek-v2-lite", 4))
+MLA_MODEL = "deepseek-v2-lite"
+MLA_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MLA_CONTEXT = (1024, 2048, 4096, 8192, 16384, 32768)
+MLA_BATCH_MID = (3, 6, 12, 24, 48, 96, 192)
+MLA_CONTEXT_MID = (1536, 3072, 6144, 12288, 24576)
+#: batch x context cap of the MLA decode grid: 2^21 cached tokens = 65 GB of latent cache
+#: (27 layers x 576 x 2 bytes per token) beside the 31 GB of weights on a 141 GB H200
+MLA_MAX_CACHED_TOKENS = 2**21
+MLA_PREFILL_POINTS = ((1, 512), (4, 512), (1, 1024), (2, 1024), (8, 1024), (1, 2048), (4, 2048), (16, 1024),
+               (1, 4096), (2, 4096), (1, 8192), (2, 8192), (1, 16384))
+LONG_8B = ((1, 2, 3, 4, 6, 8), (8192, 12288, 16384, 24576, 32768))
+LONG_70B = ((1, 2, 4, 8), (8192, 16384, 32768))
+
+
+def _mla_case(part, table, name, layers, pts, reps=7, eager=3) -> Case:
+    col = "context" if table is MLA_DECODE else "seq"
+    return Case(part, ("mla", name, layers), table,
+                tuple(dict(model=name, layers=layers, batch=b, **{col: n}, split=s) for b, n, s in pts), reps, eager)
+
+
+def _long_cases(cfg: C.DenseConfig, grid, offset: int) -> Case:
+    pts = checkerboard(*grid, offset=offset)
+    return Case("dense_long", ("dense", cfg.name, cfg.tp, cfg.layers), DENSE_DECODE_LONG,
+                tuple(dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers, batch=b, context=c, split=s)
+                      for b, c, s in pts), 7, 3)
+
+
+def wide_cases(quick: bool) -> list[Case]:
+    """The widened ground truth, cheapest families first (see the module docstring)."""
+    if quick:
+        mla = C.model_config("tiny-mla").num_layers
+        return [
+            _moe_case("moe_small", C.TINY_MOE, (1, 2, 4), MOE_SMALL, [s for _, s in alternate((1, 2, 4))]),
+            _moe_case("moe_small", C.moe_config("tiny-mla", 1), (1, 3), MOE_SMALL, ["holdout", "fit"]),
+            _mla_case("mla_decode", MLA_DECODE, "tiny-mla", mla, checkerboard((1, 2), (8, 16))),
+            _mla_case("mla_prefill", MLA_PREFILL, "tiny-mla", mla, [(1, 16, "fit"), (2, 8, "holdout")]),
+            _long_cases(C.TINY_DENSE, ((1, 2), (16, 32)), 0),
+        ]
+    cases = []
+    for i, (name, ep) in enumerate(SMALL_MOE):
+        splits = [s for _, s in alternate(SMALL_TOKENS, offset=i)]
+        cases.append(_moe_case("moe_small", C.moe_config(name, ep), SMALL_TOKENS, MOE_SMALL, splits, 7, 3))
+    layers = C.model_config(MLA_MODEL).num_layers
+    cap = lambda b, c: b * c <= MLA_MAX_CACHED_TOKENS  # noqa: E731
+    decode = checkerboard(MLA_BATCH, MLA_CONTEXT, cap) + checkerboard(MLA_BATCH_MID, MLA_CONTEXT_MID, cap, 1)
+    cases.append(_mla_case("mla_decode", MLA_DECODE, MLA_MODEL, layers, sorted(decode)))
+    cases.append(_mla_case("mla_prefill", MLA_PREFILL, MLA_MODEL, layers,
+                           [(b, s, sp) for (b, s), sp in alternate(MLA_PREFILL_POINTS)], 5, 3))
+    cases.append(_long_cases(C.LLAMA_8B, LONG_8B, 0))
+    cases.append(_long_cases(C.LLAMA_70B_TP4, LONG_70B, 1))
+    return cases
+
+
+# ----------------------------------------------------------------------------- check (calibrate --check)
+
+
+def check_cases(quick: bool) -> list[Case]:
+    """A handful of whole-model steps for ``calibrate --check``: dense prefill and decode, an MoE
+    layer (one large, one small token count), an MLA decode step (about a minute on an H200)."""
+    if quick:
+        dense, moe, mla, mla_layers = C.TINY_DENSE, C.TINY_MOE, "tiny-mla", None
+        pre, dec, big, small, mla_pts = ((1, 16),), ((2, 16),), (8,), (2,), ((2, 16, "check"),)
+    else:
+        dense, moe, mla, mla_layers = C.LLAMA_8B, C.DSV3_MOE_EP4, MLA_MODEL, None
+        pre, dec, big, small = ((1, 2048), (4, 1024)), ((1, 1024), (32, 2048), (128, 4096)), (512, 4096), (8,)
+        mla_pts = ((1, 4096, "check"), (32, 4096, "check"), (128, 8192, "check"))
+    layers = C.model_config(mla).num_layers if mla_layers is None else mla_layers
+    return [*_dense_cases("check_dense", dense, pre, dec, reps=(5, 7)),
+            _moe_case("check_moe", moe, big, reps=7, eager=3),
+            _moe_case("check_moe", moe, small, MOE_SMALL, ["check"], 7, 3),
+            _mla_case("check_mla", MLA_DECODE, mla, layers, mla_pts)]
+
+
+SETS = {"main": main_cases, "wide": wide_cases, "check": check_cases}
