@@ -37,8 +37,15 @@ def _shipped(name: str) -> Profile:
     return load_profile(name)  # read-only: one object per process
 
 
-@functools.lru_cache(maxsize=16)
 def _directory(path: str) -> Profile:
+    """A directory's profile, loaded once per content (a rerun of calibrate into it reloads)."""
+    files = sorted(Path(path).glob("*.csv")) + [Path(path) / "metadata.json"]
+    stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+    return _load_directory(path, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_directory(path: str, stamp: tuple) -> Profile:
     return load_profile(path)
 
 
