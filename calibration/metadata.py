@@ -1,6 +1,7 @@
 """Provenance sidecar (``metadata.json``) for calibration and ground-truth runs.
 
-Records the GPU, driver, CUDA, torch and NCCL versions, the date (UTC), the git sha (from the
+Records the GPU, driver, CUDA, torch and NCCL versions (and ``nvidia-smi topo -m`` on a
+multi-GPU node), the date (UTC), the git sha (from the
 environment variable ``CLUSTERSIM_GIT_SHA``; "unknown" otherwise), the host and the exact
 command. torch is imported lazily and is optional (fields read "n/a" without it).
 """
@@ -37,6 +38,15 @@ def _driver_version() -> str:
         return "n/a"
 
 
+def _gpu_topology() -> str:
+    """``nvidia-smi topo -m`` (which GPU pairs talk over NVLink), "n/a" without nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "n/a"
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+
+
 def collect(device: str = "cuda", argv: list[str] | None = None, extra: dict | None = None) -> dict:
     """Provenance for a run on ``device``; ``extra`` is merged in last."""
     meta: dict = {
@@ -64,6 +74,8 @@ def collect(device: str = "cuda", argv: list[str] | None = None, extra: dict | N
             except Exception:  # NCCL absent from this build
                 pass
             meta["driver"] = _driver_version()
+            if meta["gpu_count"] > 1:  # the fabric the collective tables were measured on
+                meta["gpu_topology"] = _gpu_topology()
         else:
             meta["gpu_name"] = f"cpu ({platform.processor() or platform.machine()})"
     except ImportError:

@@ -28,7 +28,10 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   log space between measured head counts, clamped outside them.
 * **elementwise** - log-log in bytes; above the largest size, linear at its bandwidth;
   below the smallest, the smallest time (a latency floor).
-* **collective** - log-log in bytes per rank for a measured group size; None otherwise.
+* **collective** (``collective_<op>.csv``) and **MoE dispatch/combine** (``moe_dispatch.csv``) -
+  keyed by fabric (a tier technology, e.g. ``nvlink``) and group size, and only for the device
+  the profile was measured on: log-log in bytes per rank (tokens per rank), the smallest size's
+  time below the grid, linear in bytes above it; None for an unmeasured fabric, group or shape.
 
 ``Profile.efficiency_fit()`` condenses the tables into achieved-fraction-of-roofline curves
 per op kind; see :class:`EfficiencyFit` and README.md for the transfer to other hardware.
@@ -78,38 +81,23 @@ def load_profile(name_or_path: str | Path) -> "Profile":
     if key in names:
         res = resources.files("calibration") / "profiles" / key
         with resources.as_file(res) as p:
-            return Profile(Path(p), name=key)
+            return Profile(Path(p), name=key, shipped=True)
     raise UnknownProfileError(f"unknown profile {name_or_path!r} (shipped: {', '.join(names) or 'none'}; "
                               "or give a directory)")
 
 
-def default_profile_for(device_name: str) -> "Profile | None":
-    """The shipped profile measured on ``device_name`` (e.g. "h200", "NVIDIA H200"), if any."""
-    norm = device_name.lower().replace("nvidia", "").replace("-", "").replace(" ", "").replace("_", "")
-    for name in shipped_profiles():
-        if norm == name or norm.startswith(name) and not norm[len(name):].isdigit():
-            return _load_cached(name)  # profiles are read-only: one object per process
-    return None
-
-
-#: The shipped profile that other devices' estimates transfer from (calibration/README.md).
-REFERENCE_PROFILE = "h200"
-
-
-def reference_profile_for(device_name: str) -> "Profile | None":
-    """The device's own shipped profile, else the reference profile the cost model transfers."""
-    prof = default_profile_for(device_name)
-    if prof is not None:
-        return prof
-    try:
-        return _load_cached(REFERENCE_PROFILE)
-    except (LookupError, ValueError, OSError):
+def device_of_gpu(gpu_name: str):
+    """The catalog ``DeviceSpec`` a GPU name (``metadata.json``'s ``gpu_name``, e.g. "NVIDIA H200")
+    denotes, or None (a CPU, a GPU the catalog lacks)."""
+    gpu = str(gpu_name).lower().replace("nvidia", "").strip()
+    if not gpu or gpu.startswith("cpu"):
         return None
+    from hardware.catalog import get_device
 
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(name: str) -> "Profile":
-    return load_profile(name)
+    try:
+        return get_device(gpu.split()[0])
+    except LookupError:
+        return None
 
 
 # ----------------------------------------------------------------------------- profile
@@ -118,9 +106,10 @@ def _load_cached(name: str) -> "Profile":
 class Profile:
     """Measured per-op tables of one device with interpolating lookups (read-only)."""
 
-    def __init__(self, path: Path, name: str = ""):
+    def __init__(self, path: Path, name: str = "", shipped: bool = False):
         self.path = Path(path)
         self.name = name or self.path.name
+        self.shipped = shipped  # inside the package (load by name), not a user's directory
         meta_path = self.path / "metadata.json"
         self.metadata: Mapping = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.tables: dict[str, pd.DataFrame] = {
@@ -151,17 +140,35 @@ class Profile:
         # launch/latency floors (shortest measured time) per table, read by floor_seconds
         self._floors = {stem: float(df.seconds.min()) for stem, df in self.tables.items()
                         if "seconds" in df and not df.empty}
-        self._coll = {}
-        for stem, df in self.tables.items():
-            if stem.startswith("collective_"):
-                self._coll[stem[len("collective_"):]] = {
-                    int(g): _Curve.of(d, "bytes_per_rank") for g, d in df.groupby("group")}
+        # communication, keyed by fabric and group size (tables without a fabric column never match)
+        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): _Curve.of(d, "bytes_per_rank")
+                                                 for (f, g), d in df.groupby(["fabric", "group"])}
+                      for stem, df in self.tables.items()
+                      if stem.startswith("collective_") and "fabric" in df and not df.empty}
+        dd = self.tables.get("moe_dispatch")
+        keys = ["fabric", "ep", "hidden", "top_k", "experts", "direction", "dtype"]
+        self._dispatch = {} if dd is None or dd.empty else {
+            tuple(str(v) if isinstance(v, str) else int(v) for v in kv): _Curve.of(d, "tokens_per_rank")
+            for kv, d in dd.groupby(keys)}
 
     def _grouped_table(self, stem: str) -> dict:
         gg = self.tables.get(stem)
         return {} if gg is None else {
             (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
             for (n, k), d in gg.groupby(["n", "k"])}
+
+    @functools.cached_property
+    def device(self):
+        """The catalog device this profile was measured on (from ``gpu_name``), or None."""
+        return device_of_gpu(self.metadata.get("gpu_name", ""))
+
+    @property
+    def gpu(self) -> str:
+        return str(self.metadata.get("gpu_name", "unknown"))
+
+    @property
+    def date_utc(self) -> str:
+        return str(self.metadata.get("date_utc", "unknown"))
 
     def __repr__(self) -> str:
         return f"Profile({self.name!r}, gpu={self.metadata.get('gpu_name', '?')!r}, tables={sorted(self.tables)})"
@@ -377,13 +384,44 @@ class Profile:
         t = math.exp((1 - f) * math.log(at(lo)) + f * math.log(at(hi)))
         return t, self._src("rmsnorm_bf16", f"{rows:g} rows, interpolated in width {lo}..{hi}")
 
-    def collective_seconds(self, op: str, group: int, bytes_per_rank: float) -> tuple[float, str] | None:
-        """A measured collective (``all_reduce``, ``all_gather``, ...) on ``group`` ranks."""
-        curve = self._coll.get(op, {}).get(group)
+    def collective_seconds(self, op: str, group: int, bytes_per_rank: float, fabric: str | None = None,
+                           device: str | None = None) -> tuple[float, str] | None:
+        """A measured collective (``all_reduce``, ``all_gather``, ...) on ``group`` ranks of ``fabric``
+        (a tier technology: ``nvlink``, ``ib``, ...) between ``device`` GPUs (catalog name).
+
+        None unless the table holds that fabric and group size and the profile was measured on
+        ``device``. Log-log in bytes inside the measured sizes; below them the smallest size's
+        time (latency-bound); above them linear in bytes from the largest (bandwidth-bound).
+        """
+        if fabric is None or (device is not None and (self.device is None or self.device.name != device)):
+            return None
+        curve = self._coll.get(op, {}).get((fabric, int(group)))
         if curve is None:
             return None
-        t = curve(bytes_per_rank)
-        return None if t is None else (t, self._src(f"collective_{op}", "interpolated"))
+        return self._curve_lookup(curve, bytes_per_rank, f"collective_{op}", f"{fabric}, group {group}")
+
+    def dispatch_seconds(self, direction: str, ep: int, tokens_per_rank: float, hidden: int, top_k: int,
+                         experts: int, dtype: str, fabric: str | None = None,
+                         device: str | None = None) -> tuple[float, str] | None:
+        """Measured MoE ``dispatch`` or ``combine`` (``all_to_all_single`` of uniformly routed top-k
+        copies, ``moe_dispatch.csv``) of ``tokens_per_rank`` tokens on ``ep`` ranks of ``fabric``;
+        None unless that exact shape, payload dtype, fabric and group size were measured on
+        ``device``. Interpolated in tokens as ``collective_seconds`` is in bytes."""
+        if fabric is None or (device is not None and (self.device is None or self.device.name != device)):
+            return None
+        curve = self._dispatch.get((fabric, int(ep), int(hidden), int(top_k), int(experts), direction, dtype))
+        if curve is None:
+            return None
+        return self._curve_lookup(curve, tokens_per_rank, "moe_dispatch",
+                                  f"{direction} {dtype}, {fabric}, ep {ep}, all_to_all_single")
+
+    def _curve_lookup(self, curve, x: float, table: str, what: str) -> tuple[float, str] | None:
+        if x <= curve.xs[0]:
+            return float(curve.ys[0]), self._src(table, f"{what}, at the smallest measured size")
+        if x > curve.xs[-1]:
+            return float(curve.ys[-1] * x / curve.xs[-1]), self._src(table, f"{what}, linear beyond {curve.xs[-1]:.3g}")
+        t = curve(x)
+        return None if t is None else (t, self._src(table, f"{what}, interpolated"))
 
     # -- ceilings and efficiency
 
@@ -505,6 +543,20 @@ class Profile:
             if op.meta.get("op") == "rmsnorm" and width and self._norm:
                 return self.rmsnorm_seconds(s["elements"] / width, int(width))
             return self.elementwise_seconds(op.bytes_read + op.bytes_written, str(op.meta.get("op", "copy")))
-        if kind == "collective":
-            return self.collective_seconds(op.collective, op.group_size, op.bytes_per_rank)
-        return None
+        return None  # collectives: ``collective_seconds`` / ``dispatch_seconds`` with the group's fabric
+
+    def table_for(self, op) -> str | None:
+        """The table of this profile that answers compute op ``op`` (whatever the point), or None
+        when this profile has no table for it (a partial profile: ``calibration.resolve`` then
+        takes that table from the shipped profile)."""
+        kind = op.kind
+        if kind in ("elementwise", "embedding"):
+            name = str(op.meta.get("op", "copy"))
+            if name == "rmsnorm" and op.meta.get("width") and self._norm:
+                return "rmsnorm_bf16"
+            return self._ew_table.get(name)
+        if kind == "grouped_gemm":
+            return next((t for t in ("grouped_mm_bf16", "grouped_gemm_bf16") if t in self.tables), None)
+        stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
+                "mla_decode": "mla_decode_bf16"}.get(kind)
+        return stem if stem in self.tables else None

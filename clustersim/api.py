@@ -62,24 +62,23 @@ def deployment_report(deployment: Any) -> dict:
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
-              device: str = "cuda", check: bool = False) -> Path:
-    """Run the calibration microbenchmarks (needs torch: ``pip install 'clustersim[calibrate]'``);
+              device: str = "cuda", quiet: bool = False, check: bool = False) -> int:
+    """Run the calibration microbenchmarks into the profile directory ``out``; returns the exit
+    status of ``calibration.run.main`` (0 ok, 1 a suite failed, 2 a usage error: unknown suite,
+    no CUDA, no torch; each reported as one line on stderr). Needs torch (the calibrate extra).
     ``check``: then measure the self-check steps into ``out/check`` (see :func:`calibrate_check`)."""
-    try:
-        from calibration import run
-    except ImportError as exc:  # torch missing
-        raise ValueError(f"calibrate needs the calibrate extra (torch): {exc}") from None
+    from calibration import run
+
     args = ["--out", str(out), "--suite", suite, "--device", device]
     if quick:
         args.append("--quick")
     if max_seconds:
         args += ["--max-seconds", str(max_seconds)]
+    if quiet:
+        args.append("--quiet")
     if check:
         args.append("--check")
-    rc = run.main(args)
-    if rc:
-        raise ValueError(f"calibration failed (exit {rc}); see the message above")
-    return Path(out)
+    return run.main(args)
 
 
 def calibrate_check(profile_dir: str | Path) -> tuple[Any, dict]:
@@ -90,23 +89,25 @@ def calibrate_check(profile_dir: str | Path) -> tuple[Any, dict]:
     return predict_check(profile_dir)
 
 
-def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False) -> Any:
+def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False, profile: Any = None) -> Any:
     """Simulate a deployment or training job (a path, or an already-loaded config object).
 
     Returns the simulator's result (serving: ``SimResult`` with DataFrames and a summary;
-    training: ``TrainingResult``). The shipped calibration profile is used when one applies.
+    training: ``TrainingResult``). ``profile`` (a name, a directory, "none" or a profile object)
+    replaces the config's ``profile:`` field; by default the field decides (``calibration.resolve``).
     """
-    from clustersim.run import _profile_for, simulate_file
+    from clustersim.run import resolve_profile, simulate_file
 
     if isinstance(config, (str, Path)):
-        return simulate_file(config, overrides, trace=trace)[2]  # (kind, config, result, profile)
+        return simulate_file(config, overrides, trace=trace, profile=profile)[2]  # (kind, config, result, profile)
+    prof = resolve_profile(config.profile if profile is None else profile, config.cluster)
     if hasattr(config, "parallelism") and hasattr(config, "global_batch"):
         from simulator.training import simulate_training
 
-        return simulate_training(config, profile=_profile_for(config.cluster), trace=trace)
+        return simulate_training(config, profile=prof, trace=trace)
     from simulator import simulate as run
 
-    return run(config, profile=_profile_for(config.cluster), trace=trace)
+    return run(config, profile=prof, trace=trace)
 
 
 def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = None) -> Any:

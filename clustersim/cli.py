@@ -23,6 +23,14 @@ app.add_typer(model_app, name="model")
 app.add_typer(estimate_app, name="estimate")
 
 
+PROFILE_HELP = ("Calibration profile: default, a shipped name (h200), a directory written by clustersim "
+                "calibrate, or none (roofline). Overrides the YAML's profile: field.")
+
+
+def _profile_opt() -> Any:
+    return typer.Option(None, "--profile", help=PROFILE_HELP)
+
+
 #: the catalog's one name rule (hardware.catalog.lookup_hardware / cluster_for; hardware/README.md)
 HARDWARE_HELP = ("A cluster (h200-node, h800-mpft, or an alias: mpft, nvl72, cm384) is that cluster; a device "
                  "(h200, h800, b200, h20, 910c) is the smallest catalog cluster of that device holding the group.")
@@ -79,6 +87,8 @@ def _fmt(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
     return str(value)
 
 
@@ -174,18 +184,26 @@ def validate_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     out: Path = typer.Option(..., "--out", help="Profile directory to write (resumes if it exists)."),
-    suite: str = typer.Option("all", "--suite", help="Comma-separated suites, or 'all'."),
+    suite: str = typer.Option("all", "--suite", help="'all' or comma-separated suites (python -m calibration.run -h)."),
     quick: bool = typer.Option(False, "--quick", help="Small grids (smoke test)."),
     max_seconds: float = typer.Option(0.0, "--max-seconds", help="Stop cleanly after this long (0: no limit)."),
     device: str = typer.Option("cuda", "--device", help="cuda or cpu."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars or suite messages (the summary stays)."),
     check: bool = typer.Option(False, "--check", help="Then measure a few whole-model steps and print "
                                "predicted vs measured (written to OUT/check.csv, check.json)."),
 ) -> None:
-    """Run the microbenchmarks on this machine's GPU(s) and write a profile (needs the calibrate extra)."""
+    """Run the microbenchmarks on this machine's GPU and write a profile (needs torch: the calibrate extra).
+
+    Use it with --profile DIR on simulate, estimate, plan and what-if (or profile: DIR in a YAML).
+    The collectives and moe_dispatch suites need every GPU of the node:
+    torchrun --nproc-per-node N -m clustersim.cli calibrate --out DIR --suite collectives,moe_dispatch
+    """
     from clustersim import api
 
-    _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
-                                 check=check))
+    code = api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device, quiet=quiet,
+                         check=check)
+    if code:
+        raise typer.Exit(code=code)
     if check:
         from clustersim.validation import format_check, write_check
 
@@ -201,6 +219,7 @@ def simulate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json, requests.csv, timeseries.csv here."),
     trace: bool = typer.Option(False, "--trace", help="Also write trace.json, a Chrome/Perfetto trace "
                                "(serving iterations and requests, or the training pipeline); needs --out."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
@@ -208,14 +227,15 @@ def simulate_cmd(
 
     if trace and out is None:
         _fail("--trace needs --out DIR: the trace is written there as trace.json")
-    kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, set_ or (), trace=trace))
-    summary = run.run_summary(kind, cfg, result, getattr(prof, "name", None))
+    overrides = [*(set_ or ()), *run.profile_override(profile)]
+    kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
+    summary = run.run_summary(kind, cfg, result, prof)
     if out is not None:
         run.write_simulation(out, kind, cfg, result, summary, trace)
     if as_json:
         _print_json(summary)
         return
-    _show(f"{config} ({kind})", summary["summary"], False)
+    _show(f"{config} ({kind})", {**summary["summary"], "profile": summary["profile"]}, False)
     if out is not None:
         typer.echo(f"wrote {out}/")
 
@@ -227,22 +247,26 @@ def plan_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.csv, pareto.csv/png, best_deployment.yaml."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
     or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
     from clustersim import run
 
+    set_ = [*(set_ or ()), *run.profile_override(profile)]
     if run._is_training(plan_yaml):
-        table = _guard(lambda: run.plan_training(plan_yaml, set_ or ()))
+        table = _guard(lambda: run.plan_training(plan_yaml, set_))
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             table.to_csv(out / "ranked.csv", index=False)
         if as_json:
-            _print_json({"kind": "training", "ranked": json.loads(table.head(20).to_json(orient="records"))})
+            _print_json({"kind": "training", "profile": table.attrs.get("profile"),
+                         "ranked": json.loads(table.head(20).to_json(orient="records"))})
             return
         from rich.console import Console
 
+        typer.echo(table.attrs.get("profile_line", ""))
         cols = [c for c in ("feasible", "pp_schedule", "tp", "pp", "ep", "dp", "step_time_s", "tokens_per_day",
                             "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
         Console().print(table[cols].head(15).to_string(index=False))
@@ -282,14 +306,16 @@ def whatif_cmd(
                                           "that device holding the plan's budget."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
+    from clustersim import run
     from planner import whatif
 
     def go():
-        cfg = planner.load_plan(plan_yaml, list(set_ or ()))
+        cfg = planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)])
         if capacity:
             return "capacity", whatif.capacity(cfg)
         if sweep:
@@ -305,6 +331,8 @@ def whatif_cmd(
         return "compare", whatif.compare_hardware(cfg)
 
     kind, df = _guard(go)
+    line = _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
+    df.attrs.setdefault("profile", line.removeprefix("profile: "))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / f"whatif_{kind}.csv", index=False)
@@ -371,13 +399,14 @@ def estimate_step_cmd(
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One forward step of a whole model (prefill or decode)."""
     from clustersim import estimate
 
     data = _guard(lambda: estimate.estimate_step(model, hardware, phase, batch, seq, context, tp, dtype,
-                                                 kernels=kernels))
+                                                 kernels=kernels, profile=profile or "default"))
     _estimate_out(data, as_json, "step estimate")
 
 
@@ -387,12 +416,14 @@ def estimate_collective_cmd(
     op: str = typer.Option(..., "--op", help="all_reduce, all_gather, reduce_scatter, all_to_all, send_recv."),
     gpus: int = typer.Option(..., "--gpus", min=1),
     bytes_per_rank: float = typer.Option(..., "--bytes-per-rank", min=0),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One collective on a group of devices of a catalog cluster."""
     from clustersim import estimate
 
-    data = _guard(lambda: estimate.estimate_collective(hardware, op, gpus, bytes_per_rank))
+    data = _guard(lambda: estimate.estimate_collective(hardware, op, gpus, bytes_per_rank,
+                                                         profile=profile or "default"))
     _estimate_out(data, as_json, "collective estimate")
 
 
@@ -404,12 +435,14 @@ def estimate_dispatch_cmd(
     model: str = typer.Option("deepseek-v3", "--model"),
     kernel: str = typer.Option("low_latency", "--kernel", help="normal or low_latency."),
     dispatch_dtype: Optional[str] = typer.Option(None, "--dispatch-dtype", help="fp8, bf16 or int8."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """MoE dispatch and combine on one EP rank."""
     from clustersim import estimate
 
-    data = _guard(lambda: estimate.estimate_dispatch(hardware, ep, tokens_per_rank, model, kernel, dispatch_dtype))
+    data = _guard(lambda: estimate.estimate_dispatch(hardware, ep, tokens_per_rank, model, kernel, dispatch_dtype,
+                                                      profile=profile or "default"))
     _estimate_out(data, as_json, "dispatch/combine estimate")
 
 
@@ -422,13 +455,14 @@ def estimate_moe_layer_cmd(
     dtype: str = typer.Option("bf16", "--dtype"),
     kernel: str = typer.Option("normal", "--kernel"),
     kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One expert-parallel MoE layer: router, dispatch, experts (incl. shared), combine."""
     from clustersim import estimate
 
     data = _guard(lambda: estimate.estimate_moe_layer(model, hardware, ep, tokens_per_rank, dtype, kernel,
-                                                      kernels=kernels))
+                                                      kernels=kernels, profile=profile or "default"))
     _estimate_out(data, as_json, "MoE layer estimate")
 
 
@@ -441,12 +475,14 @@ def estimate_attention_cmd(
     heads: int = typer.Option(..., "--heads", min=1),
     head_dim: int = typer.Option(..., "--head-dim", min=1),
     batch: int = typer.Option(1, "--batch", min=1),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Sequence-parallel causal attention of one layer (all-to-alls or ring passes plus attention)."""
     from clustersim import estimate
 
-    data = _guard(lambda: estimate.estimate_attention(hardware, sp, sp_kind, seq, heads, head_dim, batch))
+    data = _guard(lambda: estimate.estimate_attention(hardware, sp, sp_kind, seq, heads, head_dim, batch,
+                                                       profile=profile or "default"))
     _estimate_out(data, as_json, "sequence-parallel attention estimate")
 
 
@@ -464,6 +500,7 @@ def estimate_serving_cmd(
     mtp_acceptance: Optional[float] = typer.Option(None, "--mtp-acceptance", min=0.0, max=1.0),
     dtype: str = typer.Option("bf16", "--dtype"),
     redundant_experts: int = typer.Option(0, "--redundant-experts", min=0),
+    profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Steady state of one serving instance: step time, TPOT or batch time, tokens/s per device."""
@@ -471,7 +508,8 @@ def estimate_serving_cmd(
 
     data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
                                                     micro_batches, mtp_acceptance, dtype,
-                                                    redundant_experts=redundant_experts))
+                                                    redundant_experts=redundant_experts,
+                                                    profile=profile or "default"))
     _estimate_out(data, as_json, "serving estimate")
 
 

@@ -20,13 +20,14 @@ from workloads.models import get_model
 from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 
-def default_profile(cluster: Cluster) -> Any:
-    """The shipped profile for the cluster's device, else the H200 one (used by transfer), else None."""
-    try:
-        from calibration.profile import reference_profile_for
-    except ImportError:
-        return None
-    return reference_profile_for(cluster.device.name)
+def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
+    """The profile ``profile`` names for the cluster's device (``calibration.resolve``, the one
+    resolver; "default": the device's shipped profile, else the H200 one transferred) and the
+    record of it every estimate reports (name, path, GPU, date, transfer, fallback tables)."""
+    from calibration.resolve import profile_info, resolve_profile
+
+    prof = resolve_profile(profile, cluster.device.name)
+    return prof, profile_info(prof, cluster.device.name)
 
 
 def _step_dict(cost: StepCost, **extra: Any) -> dict:
@@ -57,13 +58,12 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
         shape = BatchShape.decode(batch, context)
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
-    prof = default_profile(cluster) if profile == "default" else profile
+    prof, info = _profile(profile, cluster)
     par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
     cm = CostModel(cluster=cluster, profile=prof)
     cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
-                      profile=getattr(prof, "name", None))
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels, profile=info)
 
 
 def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
@@ -73,19 +73,21 @@ def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float
     cluster = catalog.cluster_for(hardware, gpus)
     if gpus > cluster.num_devices:
         raise ValueError(f"--gpus {gpus} exceeds {cluster.name}'s {cluster.num_devices} devices")
-    prof = default_profile(cluster) if profile == "default" else profile
-    if prof is not None and getattr(prof, "device", None) is not None and prof.device.name != cluster.device.name:
-        prof = None  # an NCCL profile only speaks for the fabric it was measured on
+    prof, info = _profile(profile, cluster)  # its tables count only for this device's fabric
     cost = collective_time(op, bytes_per_rank, gpus, cluster, profile=prof)
     return {"hardware": cluster.name, "op": op, "gpus": gpus, "bytes_per_rank": bytes_per_rank,
             "seconds": cost.seconds, "algorithm": cost.algorithm, "tiers": list(cost.tiers),
-            "bus_bytes_per_s": cost.bus_bytes_per_s, "breakdown": dict(cost.breakdown), "source": cost.source}
+            "bus_bytes_per_s": cost.bus_bytes_per_s, "breakdown": dict(cost.breakdown), "source": cost.source,
+            "profile": info}
 
 
 def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str = "deepseek-v3",
                       kernel: str = "low_latency", dispatch_dtype: str | None = None,
-                      combine_dtype: str = "bf16") -> dict:
-    """MoE dispatch + combine on one EP rank (uniform routing; node-limited as the model says)."""
+                      combine_dtype: str = "bf16", profile: Any = "default") -> dict:
+    """MoE dispatch + combine on one EP rank (uniform routing; node-limited as the model says).
+
+    Where the profile measured this shape on this device, fabric and EP size (``moe_dispatch.csv``:
+    ``all_to_all_single`` of routed copies) the measurement replaces the modelled kernel."""
     from hardware.dispatch import dispatch_combine_time
 
     m = get_model(model)
@@ -98,12 +100,22 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
     cost = dispatch_combine_time(tokens_per_rank, m.hidden_size, e.top_k, ep, cluster, num_experts=e.num_routed_experts,
                                  groups=e.n_group, max_groups_per_token=e.topk_group, dispatch_dtype=dispatch_dtype,
                                  combine_dtype=combine_dtype, kernel=kernel)
+    prof, info = _profile(profile, cluster)
+    cm = CostModel(cluster=cluster, profile=prof)
+    shape = (tokens_per_rank, m.hidden_size, e.top_k, ep, e.num_routed_experts)
+    meas = {d: cm.measured_dispatch(d, *shape, dt) for d, dt in (("dispatch", dispatch_dtype),
+                                                                  ("combine", combine_dtype))}
+    dispatch_s = meas["dispatch"][0] if meas["dispatch"] else cost.dispatch_s
+    combine_s = meas["combine"][0] if meas["combine"] else cost.combine_s
+    sources = {d: (meas[d][1] if meas[d] else f"{cost.source}:{d}") for d in meas}
     return {"hardware": cluster.name, "ep": ep, "tokens_per_rank": tokens_per_rank, "kernel": cost.kernel,
-            "seconds": cost.total_s, "dispatch_s": cost.dispatch_s, "combine_s": cost.combine_s,
+            "seconds": dispatch_s + combine_s, "dispatch_s": dispatch_s, "combine_s": combine_s,
             "dispatch_dtype": dispatch_dtype, "combine_dtype": combine_dtype,
             "bottleneck_tier": cost.bottleneck_tier, "nodes_per_token": cost.nodes_per_token,
             "dispatch_bytes_by_tier": dict(cost.dispatch_bytes_by_tier),
-            "combine_bytes_by_tier": dict(cost.combine_bytes_by_tier), "source": cost.source}
+            "combine_bytes_by_tier": dict(cost.combine_bytes_by_tier),
+            "source": cost.source if not any(meas.values()) else "; ".join(f"{d}: {v}" for d, v in sources.items()),
+            "profile": info}
 
 
 def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int, dtype: str = "bf16",
@@ -114,13 +126,13 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     if m.moe is None:
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
     cluster = catalog.cluster_for(hardware, ep)
-    prof = default_profile(cluster) if profile == "default" else profile
+    prof, info = _profile(profile, cluster)
     par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
     ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
-                      kernels=kernels)
+                      kernels=kernels, profile=info)
 
 
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
@@ -129,7 +141,7 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
     from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
 
     cluster = catalog.cluster_for(hardware, sp)
-    prof = default_profile(cluster) if profile == "default" else profile
+    prof, info = _profile(profile, cluster)
     layer = SpAttention(sp_kind, batch, seq, heads, head_dim, sp, kv_heads)
     cm = CostModel(cluster=cluster, profile=prof)
     costs = [cm.op_cost(o) for o in layer.ops()]
@@ -147,7 +159,8 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
     return {"hardware": cluster.name, "sp": sp, "sp_kind": sp_kind, "seq": seq, "heads": heads, "head_dim": head_dim,
             "seconds": seconds, "compute_s": compute, "comm_s": comm,
             "comm_elements_per_device_forward": volume,
-            "ops": [{"name": c.name, "count": c.count, "seconds_each": c.seconds, "source": c.source} for c in costs]}
+            "ops": [{"name": c.name, "count": c.count, "seconds_each": c.seconds, "source": c.source} for c in costs],
+            "profile": info}
 
 
 def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
@@ -165,7 +178,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
     cluster = catalog.cluster_for(hardware, devices)
-    prof = default_profile(cluster) if profile == "default" else profile
+    prof, info = _profile(profile, cluster)
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
     spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
                         micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
@@ -189,4 +202,4 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
     return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
-                      batch_per_device=batch_per_device, step_s=cost.seconds, **out)
+                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, profile=info)

@@ -24,29 +24,49 @@ def _is_training(path: str | Path) -> bool:
     return isinstance(data, dict) and "training" in data
 
 
-def _profile_for(cluster_name: str) -> Any:
-    from clustersim.estimate import default_profile
+def resolve_profile(spec: Any, cluster_name: str, config_path: str | Path | None = None) -> Any:
+    """The profile a config or command names (``calibration.resolve``: the one resolver), for the
+    device of ``cluster_name``; a relative directory is looked up beside ``config_path`` first.
+    An unknown name or directory is a LookupError whose message names the file and field."""
+    from calibration.resolve import resolve_profile as resolve
     from hardware.catalog import get_cluster
 
-    return default_profile(get_cluster(cluster_name))
+    base = Path(config_path).parent if config_path is not None else None
+    try:
+        return resolve(spec, get_cluster(cluster_name).device.name, base_dir=base)
+    except LookupError as exc:
+        where = f"{config_path}: profile: " if config_path is not None else ""
+        raise LookupError(f"{where}{exc.args[0] if exc.args else exc}") from None
+
+
+def profile_override(value: str | None) -> list[str]:
+    """``--profile NAME|DIR`` as a ``--set profile=...`` override (a directory made absolute, so it
+    means the same wherever the config file lives)."""
+    if value is None:
+        return []
+    p = Path(value).expanduser()
+    return [f"profile={p.resolve() if p.is_dir() else value}"]
 
 
 def simulate_file(path: str | Path, overrides: Iterable[str] = (), trace: bool = False,
-                  profile: Any = "default") -> tuple[str, Any, Any, Any]:
-    """Load and run a deployment or training YAML: returns (kind, config, result, profile used)."""
+                  profile: Any = None) -> tuple[str, Any, Any, Any]:
+    """Load and run a deployment or training YAML: returns (kind, config, result, profile used).
+
+    ``profile``: a profile object or spec that replaces the config's ``profile:`` field (None:
+    the field decides; its default is the shipped profile of the cluster's device)."""
     overrides = list(overrides)
     if _is_training(path):
         from simulator.training import simulate_training
         from workloads.training import load_training_job
 
         job = load_training_job(path, overrides)
-        prof = _profile_for(job.cluster) if profile == "default" else profile
+        prof = resolve_profile(job.profile if profile is None else profile, job.cluster, path)
         return "training", job, simulate_training(job, profile=prof, trace=trace), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
     dep = load_deployment(path, overrides)
-    prof = _profile_for(dep.cluster) if profile == "default" else profile
+    prof = resolve_profile(dep.profile if profile is None else profile, dep.cluster, path)
     return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
 
 
@@ -60,13 +80,18 @@ def versions() -> dict:
     return out
 
 
-def run_summary(kind: str, config: Any, result: Any, profile_name: str | None) -> dict:
-    """summary.json content: results plus the resolved config, its hash, seed and versions."""
+def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
+    """summary.json content: results plus the resolved config, its hash, seed, versions and the
+    profile used (``calibration.resolve.profile_info``: name, path, GPU, date, transfer, fallback)."""
+    from calibration.resolve import profile_info
+    from hardware.catalog import get_cluster
+
     resolved = config.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
     summary = result.summary if kind == "serving" else result.summary()
     return {"kind": kind, "summary": summary, "config": resolved, "config_sha256": digest,
-            "seed": resolved.get("seed"), "profile": profile_name, "versions": versions()}
+            "seed": resolved.get("seed"), "profile": profile_info(profile, get_cluster(config.cluster).device.name),
+            "versions": versions()}
 
 
 def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, summary: dict,
@@ -107,12 +132,31 @@ def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: 
     from simulator.training import training_search
     from workloads.training import load_training_job
 
+    from calibration.resolve import profile_info, profile_line
+    from hardware.catalog import get_cluster
+
     job = load_training_job(path, list(overrides))
     p = job.parallelism
     devices = p.dp * p.tp * p.pp * p.sp * p.cp
-    return training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
-                           precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts,
-                           profile=_profile_for(job.cluster))
+    prof = resolve_profile(job.profile, job.cluster, path)
+    table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
+                            precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof)
+    info = profile_info(prof, get_cluster(job.cluster).device.name)
+    table.attrs.update(profile=info, profile_line=profile_line(info))
+    return table
+
+
+def plan_profile_line(path: str | Path, overrides: Iterable[str] = ()) -> str:
+    """One line naming the profile a PLAN.yaml's runs use for its hardware (what-if output)."""
+    import planner
+    from calibration.resolve import profile_info, profile_line
+    from planner.space import resolve_hardware
+
+    cfg = planner.load_plan(path, list(overrides))
+    device = resolve_hardware(cfg)[0].resolve().device.name
+    from calibration.resolve import resolve_profile as resolve
+
+    return profile_line(profile_info(resolve(cfg.profile, device), device))
 
 
 def plan_file(path: str | Path, overrides: Iterable[str] = (), ray_address: str | None = None,

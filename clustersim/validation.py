@@ -119,12 +119,15 @@ def cluster_for_profile(profile: Any) -> str:
 
 def predict_check(profile_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """Predict the steps ``calibration.run --check`` measured into ``<profile_dir>/check`` with
-    the profile in ``profile_dir`` itself; returns (table, summary)."""
+    the profile in ``profile_dir`` itself, as ``--profile DIR`` would use it (``calibration.resolve``:
+    tables it lacks come from the shipped profile, named in ``profile_info``); returns (table, summary)."""
     from calibration.profile import load_profile
+    from calibration.resolve import profile_info, resolve_profile
 
     d = Path(profile_dir)
-    prof = load_profile(d)
-    cluster = cluster_for_profile(prof)
+    cluster = cluster_for_profile(load_profile(d))
+    device = get_cluster(cluster).device.name
+    prof = resolve_profile(str(d.resolve()), device)
     df = predict_measured(d / "check", prof, cluster=cluster)
     if df.empty:
         raise ValueError(f"{d / 'check'}: no measured check steps (was the check cut short by --max-seconds?)")
@@ -133,7 +136,8 @@ def predict_check(profile_dir: str | Path) -> tuple[pd.DataFrame, dict]:
                "kernels": "eager", "points": int(len(df)), "median_abs_error": float(e.median()),
                "worst_abs_error": float(e.max()),
                "note": "predicted from this profile's microbenchmarks; measured with calibration.groundtruth "
-                       "(set 'check') on the same device right after them"}
+                       "(set 'check') on the same device right after them",
+               "profile_info": profile_info(prof, device)}
     if cluster == DEFAULT_CLUSTER and profile_device(prof) is None:
         summary["note"] += f"; the profile's device is not in the hardware catalog, costed as {cluster}"
     return df, summary

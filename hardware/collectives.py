@@ -27,8 +27,10 @@ Algorithms (alpha-beta models; p ranks, B bytes, bw the per-rank bandwidth, alph
 Bandwidths are per-rank achievable figures: ``Tier.effective_bytes_per_s`` when the catalog
 states an efficiency, otherwise nominal times ``link_achievable_fraction.<technology>`` from
 ``hardware/data/comm_calibration.yaml``, times a per-algorithm fraction from the same file. A
-measured profile (duck-typed: ``profile.collective_seconds(op, group_size, bytes)`` returning
-seconds, or ``None``/raising ``LookupError`` when it does not cover the case) overrides the model.
+measured profile (duck-typed: ``profile.collective_seconds(op, group_size, bytes, fabric=, device=)``
+with the technology of the outermost tier the group spans and the cluster's device name, returning
+seconds or ``(seconds, source)``, or ``None``/raising ``LookupError`` when it does not cover the
+case) overrides the model.
 
 The group's placement is a sequence of global device ids (default: contiguous ranks 0..p-1, which
 fills a node first). Device d sits in block ``d // tier.span_devices`` of each tier.
@@ -381,14 +383,20 @@ _MODELS = {
 }
 
 
-def _from_profile(profile: Any, op: str, group_size: int, nbytes: float) -> float | None:
+def _from_profile(profile: Any, op: str, group_size: int, nbytes: float, fabric: Tier,
+                  device: str) -> tuple[float, str] | None:
+    """A measured time for (op, group size, bytes) on this fabric tier and device, if the profile has one."""
     if profile is None:
         return None
     try:
-        seconds = profile.collective_seconds(op, group_size, nbytes)
+        found = profile.collective_seconds(op, group_size, nbytes, fabric=fabric.technology or fabric.name,
+                                           device=device)
     except (LookupError, ValueError):
         return None
-    return None if seconds is None else float(seconds)
+    if found is None:
+        return None
+    seconds, source = found if isinstance(found, tuple) else (found, "profile")
+    return float(seconds), source
 
 
 def collective_time(
@@ -419,9 +427,11 @@ def collective_time(
     geo = group_geometry(group_size, cluster, placement)
     tier_names = tuple(t.name for t in cluster.tiers[: geo.outer_tier + 1])
     bus = _bus_bytes(op, bytes_per_rank, group_size)
-    measured = _from_profile(profile, op, group_size, bytes_per_rank)
+    measured = _from_profile(profile, op, group_size, bytes_per_rank, cluster.tiers[geo.outer_tier],
+                             cluster.device.name) if group_size > 1 else None
     if measured is not None:
-        return CollectiveCost(op, measured, algorithm, tier_names, bus, (("measured", measured),), "profile")
+        seconds, source = measured
+        return CollectiveCost(op, seconds, "measured", tier_names, bus, (("measured", seconds),), source)
     if group_size == 1:
         return CollectiveCost(op, 0.0, "none", (), 0.0, (), "model:trivial")
     calib = calibration or load_comm_calibration()

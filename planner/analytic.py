@@ -37,7 +37,6 @@ only the dispatch group is smaller (a small optimistic bias, see README).
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -91,17 +90,12 @@ def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
                         mtp_depth=choice.mtp_depth)
 
 
-@functools.lru_cache(maxsize=16)
 def load_profile_for(profile: str | None, device_name: str) -> Any:
-    """The calibration profile a plan names: None, 'default' (the device's shipped profile, else
-    the H200 one, transferred by the cost model), or a profile name / path."""
-    if profile is None or str(profile).lower() in ("none", "null", "roofline"):
-        return None
-    from calibration.profile import load_profile, reference_profile_for
+    """The calibration profile a plan names, for ``device_name`` (``calibration.resolve``: None,
+    'default', a shipped name or a directory; a measured directory is layered over the shipped one)."""
+    from calibration.resolve import resolve_profile
 
-    if profile == "default":
-        return reference_profile_for(device_name)
-    return load_profile(profile)
+    return resolve_profile(profile, device_name)
 
 
 def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: float) -> float:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from workloads.deployment import Scheduler, Slo, Workload, resolve_trace_path
 from workloads.yamlloc import (
     ConfigError,
+    anchor_directory,
     dotted,
     format_validation_error,
     load_yaml_with_locations,
@@ -122,7 +123,8 @@ class PlanConfig(_Frozen):
     search: SearchSpace = SearchSpace()
     verify: VerifySpec = VerifySpec()
     objective: Literal["tokens_per_device", "tokens_per_dollar"] = "tokens_per_device"
-    profile: str | None = Field("default", description="calibration profile: 'default', a name or path, or null")
+    profile: str | None = Field("default", description="calibration profile: 'default', a shipped name, a directory "
+                                "written by clustersim calibrate (relative to this file), or null (roofline)")
     seed: int = 0
 
 
@@ -167,6 +169,13 @@ def _semantic_checks(plan: PlanConfig, filename: str, locs: dict) -> None:
             fail(("search", "attention_tp", i), f"{tp} does not divide {model.num_heads} attention heads")
     if True in plan.search.mtp and not model.num_mtp_modules and plan.search.mtp == [True]:
         fail(("search", "mtp"), f"{model.name} has no MTP module (valid: [false])")
+    if plan.profile is not None:
+        from calibration.resolve import resolve_profile
+
+        try:
+            resolve_profile(plan.profile, "")
+        except LookupError as exc:
+            fail(("profile",), str(exc.args[0]) if exc.args else str(exc))
     if plan.workload.arrival.kind == "trace":
         from simulator.workload import read_trace
 
@@ -198,6 +207,7 @@ def load_plan(path: str | Path, overrides: Iterable[str] = ()) -> PlanConfig:
     """Load, override (``a.b.c=value``) and validate a PLAN.yaml; ConfigError names file:line:col."""
     data, locs = load_yaml_with_locations(path)
     resolve_trace_path(data, path)  # a trace path in the file is relative to the file
+    anchor_directory(data, "profile", Path(path).parent)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. slo.tpot_ms=30")

@@ -204,7 +204,7 @@ def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float |
     return Deployment(name=name or f"{cfg.name}-best", cluster=ctx.cluster.name, model=cfg.model,
                       weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, activation_dtype=cfg.activation_dtype,
                       serving=serving, scheduler=cfg.scheduler, workload=wl, slo=cfg.slo,
-                      seed=cfg.seed if seed is None else seed)
+                      seed=cfg.seed if seed is None else seed, profile=ctx.profile)
 
 
 def _subsample(shape, keep: float):
@@ -354,6 +354,9 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         notes.append(f"cluster {ref.name!r} is used with {' and '.join(what)}; the YAML names {ref.name}, so "
                      f"`clustersim simulate` would run it on the catalog's {ref.name} as it is")
     ev = Evaluator(ctx)
+    from calibration.resolve import profile_info, profile_line
+
+    notes.append(profile_line(profile_info(ev.profile, ev.cluster.device.name)))
     sizes = instance_sizes(ctx, space)
     roles = (["pool"] if "colocated" in space.modes else []) + (
         ["prefill", "decode"] if "disaggregated" in space.modes else [])

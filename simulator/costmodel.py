@@ -19,7 +19,11 @@ Where each number comes from (recorded in every ``OpCost.source``):
    (or the named defaults in ``RooflineEfficiency`` when no profile exists).
 
 Collectives are timed by ``hardware.collectives`` and MoE dispatch/combine by
-``hardware.dispatch``, with the NCCL profile when it covers the case.
+``hardware.dispatch``, unless the profile measured that op on this device, this fabric (the
+technology of the tier the group spans) and this group size (``collective_<op>.csv``,
+``moe_dispatch.csv``); the source then names the table. A layered profile (a partial measured
+profile over the shipped one, ``calibration.resolve``) times each compute op with the layer
+that holds its table.
 """
 
 from __future__ import annotations
@@ -110,21 +114,22 @@ def _cached_fit(profile: Any) -> Any:
 
 
 def profile_device(profile: Any) -> DeviceSpec | None:
-    """The catalog device a profile was measured on (``profile.device`` or its GPU name)."""
+    """The catalog device a profile (or the layer of one that times an op) was measured on."""
     if profile is None:
         return None
     dev = getattr(profile, "device", None)
     if isinstance(dev, DeviceSpec):
         return dev
-    gpu = str(getattr(profile, "metadata", {}).get("gpu_name", "")).lower().replace("nvidia", "").strip()
-    if not gpu:
-        return None
-    from hardware.catalog import get_device
+    from calibration.profile import device_of_gpu
 
-    try:
-        return get_device(gpu.split()[0])
-    except LookupError:
-        return None
+    return device_of_gpu(str(getattr(profile, "metadata", {}).get("gpu_name", "")))
+
+
+def _layer(profile: Any, op: Op) -> Any:
+    """The profile that times ``op``: a layered profile (``calibration.resolve``) picks the layer
+    holding the op's table, so that layer's device, floors and fit apply; a plain one is itself."""
+    pick = getattr(profile, "for_op", None)
+    return pick(op) if callable(pick) else profile
 
 
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
@@ -170,17 +175,15 @@ class CostModel:
         return 20 / 132
 
     # ------------------------------------------------------------------ compute ops
-    def _profile_device(self) -> DeviceSpec | None:
-        return profile_device(self.profile)
-
-    def _measured(self, op: Op) -> tuple[float, str] | None:
+    @staticmethod
+    def _measured(prof: Any, op: Op) -> tuple[float, str] | None:
         """Profile lookup for one occurrence of ``op`` on the profile's own device, or None."""
-        if self.profile is None:
+        if prof is None:
             return None
         if op.kind == GEMM and int(op.shape.get("batch", 1)) != 1:
             return None  # batched GEMMs (MLA absorb) are not in the GEMM tables: roofline fit
         try:
-            return self.profile.op_seconds(op)
+            return prof.op_seconds(op)
         except (LookupError, ValueError, TypeError):
             return None
 
@@ -193,8 +196,9 @@ class CostModel:
             t = max(op.flops / (peak * published["compute_fraction"]),
                     op.bytes_moved / (self.device.hbm_bytes_per_s * published["hbm_fraction"]))
             return t + self.roofline.launch_s, f"published:{published['kernel']}"
-        measured = self._measured(op)
-        ref = self._profile_device()
+        prof = _layer(self.profile, op)
+        measured = self._measured(prof, op)
+        ref = profile_device(prof)
         if measured is not None and ref is not None:
             seconds, src = measured
             if ref.name == self.device.name:
@@ -202,28 +206,31 @@ class CostModel:
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
             # the launch/latency floor stays; only the time above it scales with the roofline
-            floor = min(seconds, self._floor(op))
+            floor = min(seconds, self._floor(prof, op))
             return floor + (seconds - floor) * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
-        fit = self._efficiency_fit()
+        fit = self._efficiency_fit(prof)
         peak = self.device.peak_flops_per_s.get(dtype, 0.0)
         if fit is not None and peak:
             seconds, how = fit.seconds(op.kind, op.flops, max(op.bytes_moved, 1.0), peak, self.device.hbm_bytes_per_s)
-            return seconds, f"roofline:{how}"
+            name = str(getattr(prof, "name", ""))
+            return seconds, f"roofline:{how}" + ("" if not name or name in how else f" (fit to profile {name})")
         eff = self.roofline
         t = max(op.flops / (peak * eff.compute_fraction) if peak else 0.0,
                 op.bytes_moved / (self.device.hbm_bytes_per_s * eff.memory_fraction))
         return t + eff.launch_s, f"roofline:{eff.source}"
 
-    def _floor(self, op: Op) -> float:
-        fn = getattr(self.profile, "floor_seconds", None)
+    @staticmethod
+    def _floor(prof: Any, op: Op) -> float:
+        fn = getattr(prof, "floor_seconds", None)
         try:
             return float(fn(op)) if callable(fn) else 0.0
         except (LookupError, ValueError, TypeError):
             return 0.0
 
-    def _efficiency_fit(self) -> Any:
-        fit = getattr(self.profile, "efficiency_fit", None) if self.profile is not None else None
-        return _cached_fit(self.profile) if callable(fit) else None
+    @staticmethod
+    def _efficiency_fit(prof: Any) -> Any:
+        fit = getattr(prof, "efficiency_fit", None) if prof is not None else None
+        return _cached_fit(prof) if callable(fit) else None
 
     # ------------------------------------------------------------------ collectives
     def comm_seconds(self, op: Op) -> tuple[float, str]:
@@ -232,6 +239,10 @@ class CostModel:
         if op.collective in ("dispatch", "combine"):
             meta = op.meta
             dtype = str(meta.get("dtype", "bf16"))  # the op's own direction; the other is not read
+            measured = self.measured_dispatch(op.collective, int(meta["tokens"]), int(meta["hidden"]),
+                                              int(meta["top_k"]), op.group_size, int(meta["num_experts"]), dtype)
+            if measured is not None:
+                return measured
             cost = dispatch.dispatch_combine_time(
                 int(meta["tokens"]), int(meta["hidden"]), int(meta["top_k"]), op.group_size, self.cluster,
                 num_experts=int(meta["num_experts"]), groups=meta.get("expert_groups"),
@@ -245,6 +256,20 @@ class CostModel:
         cost = collectives.collective_time(op.collective, op.bytes_per_rank, op.group_size, self.cluster,
                                            profile=self.profile)
         return cost.seconds, cost.source
+
+    def measured_dispatch(self, direction: str, tokens_per_rank: int, hidden: int, top_k: int, ep: int,
+                          num_experts: int, dtype: str) -> tuple[float, str] | None:
+        """The profile's measured dispatch/combine (``moe_dispatch.csv``) for this EP group's fabric
+        and this device, or None (then ``hardware.dispatch`` models it)."""
+        lookup = getattr(self.profile, "dispatch_seconds", None)
+        if not callable(lookup) or ep <= 1:
+            return None
+        tier = self.cluster.tier_for_group(ep)
+        try:
+            return lookup(direction, ep, tokens_per_rank, hidden, top_k, num_experts, dtype,
+                          fabric=tier.technology or tier.name, device=self.device.name)
+        except (LookupError, ValueError):
+            return None
 
     def op_cost(self, op: Op) -> OpCost:
         if op.kind == COLLECTIVE:

@@ -87,20 +87,6 @@ def test_unknown_suite_is_an_error(tmp_path):
     assert run.main(["--out", str(tmp_path), "--suite", "nope"]) == 2
 
 
-def test_collectives_gloo_two_ranks(tmp_path):
-    pytest.importorskip("torch")
-    from calibration.bench import collectives
-    from calibration.bench.common import BenchContext
-
-    collectives.run(BenchContext(out_dir=tmp_path, device="cpu", quick=True), world_size=2)
-    df = pd.read_csv(tmp_path / "collective_all_reduce.csv")
-    assert list(df.columns) == ["group", "bytes_per_rank", "seconds", "algbw", "busbw", "backend"]
-    assert set(df.bytes_per_rank) == set(collectives.QUICK_SIZES) and (df.group == 2).all()
-    assert df.busbw.iloc[0] == pytest.approx(df.algbw.iloc[0])  # 2(g-1)/g = 1 for g=2
-    assert collectives.bus_factor("all_gather", 8) == 7
-    assert collectives.group_sizes(8) == [2, 4, 8] and collectives.group_sizes(6) == [2, 4, 6]
-
-
 def test_groundtruth_quick_cpu(tmp_path):
     pytest.importorskip("torch")
     from calibration import groundtruth

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calibration.profile import UnknownProfileError, default_profile_for, load_profile
+from calibration.profile import UnknownProfileError, load_profile
+from calibration.resolve import default_profile_for
 
 PEAK = 1e15  # synthetic device: 1 PFLOP/s, 1 TB/s
 BW = 1e12
@@ -44,7 +45,8 @@ def synth(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "elementwise_bf16.csv", index=False)
     pd.DataFrame([dict(bytes=2**28, seconds=2**28 / (0.9 * BW), gbps=0.9 * BW / 1e9, method="x")]).to_csv(
         tmp_path / "hbm.csv", index=False)
-    rows = [dict(group=8, bytes_per_rank=b, seconds=1e-5 + b / 1e11, algbw=1, busbw=1, backend="nccl")
+    rows = [dict(fabric="nvlink", group=8, bytes_per_rank=b, seconds=1e-5 + b / 1e11, seconds_eager=1, algbw=1,
+                 busbw=1, method="x", backend="nccl")
             for b in (4096, 2**20, 2**30)]
     pd.DataFrame(rows).to_csv(tmp_path / "collective_all_reduce.csv", index=False)
     (tmp_path / "metadata.json").write_text(json.dumps({
@@ -142,8 +144,16 @@ def test_elementwise_and_collectives(synth):
     assert synth.elementwise_seconds(2**30)[0] == pytest.approx(2**30 / BW)  # linear beyond
     assert synth.elementwise_seconds(10)[0] == pytest.approx(2**12 / BW)  # floor
     assert synth.elementwise_seconds(100, "nosuchop") is None
-    assert synth.collective_seconds("all_reduce", 8, 2**20)[0] == pytest.approx(1e-5 + 2**20 / 1e11)
-    assert synth.collective_seconds("all_reduce", 4, 2**20) is None
+    t, src = synth.collective_seconds("all_reduce", 8, 2**20, fabric="nvlink")
+    assert t == pytest.approx(1e-5 + 2**20 / 1e11) and "collective_all_reduce" in src and "nvlink" in src
+    assert synth.collective_seconds("all_reduce", 8, 2**31, fabric="nvlink")[0] == pytest.approx(
+        (1e-5 + 2**30 / 1e11) * 2)  # linear beyond the largest size
+    assert synth.collective_seconds("all_reduce", 8, 16, fabric="nvlink")[0] == pytest.approx(1e-5 + 4096 / 1e11)
+    assert synth.collective_seconds("all_reduce", 4, 2**20, fabric="nvlink") is None  # group not measured
+    assert synth.collective_seconds("all_reduce", 8, 2**20, fabric="ib") is None  # fabric not measured
+    assert synth.collective_seconds("all_reduce", 8, 2**20) is None  # no fabric given: never guessed
+    # measured on an unknown GPU: it speaks for no catalog device's fabric
+    assert synth.collective_seconds("all_reduce", 8, 2**20, fabric="nvlink", device="h200-sxm") is None
 
 
 def test_efficiency_fit_and_transfer(synth):

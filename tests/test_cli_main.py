@@ -24,7 +24,8 @@ def test_simulate_writes_outputs_and_is_deterministic(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     s = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert s["seed"] == 0 and len(s["config_sha256"]) == 64 and s["summary"]["counts"]["finished"] == 60
-    assert s["profile"] == "h200" and "simpy" in s["versions"]
+    assert s["profile"]["name"] == "h200" and s["profile"]["gpu"] == "NVIDIA H200" and "simpy" in s["versions"]
+    assert s["profile"]["date_utc"].startswith("20") and s["profile"]["transfer"] is None
 
 
 def test_simulate_json_disaggregated():

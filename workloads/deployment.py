@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from workloads.yamlloc import (
     ConfigError,
+    anchor_directory,
     format_validation_error,
     load_yaml_with_locations,
     parse_yaml_with_locations,
@@ -27,6 +28,9 @@ from workloads.yamlloc import (
 )
 
 DTYPES = ("bf16", "fp8", "int8")
+PROFILE_FIELD_HELP = ("calibration profile: 'default' (the device's shipped one, else the H200 one transferred), "
+                      "a shipped name, a directory written by clustersim calibrate (relative to this file), "
+                      "or null (roofline only)")
 
 
 class _Frozen(BaseModel):
@@ -188,6 +192,7 @@ class Deployment(_Frozen):
     workload: Workload
     slo: Slo = Slo()
     seed: int = 0
+    profile: str | None = Field("default", description=PROFILE_FIELD_HELP)
 
     def pools(self) -> dict[str, Pool]:
         if isinstance(self.serving, ColocatedServing):
@@ -229,6 +234,7 @@ def load_deployment(path: str | Path, overrides: Iterable[str] = (), check: bool
     data, locs = load_yaml_with_locations(path)
     filename = str(path)
     resolve_trace_path(data, path)
+    anchor_directory(data, "profile", Path(path).parent)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. serving.pool.instances=2")

@@ -31,7 +31,9 @@ from typing import Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workloads.models import MLAConfig, get_model
-from workloads.yamlloc import ConfigError, dotted, load_yaml_with_locations, locate, parse_yaml_with_locations, set_path
+from workloads.deployment import PROFILE_FIELD_HELP
+from workloads.yamlloc import (ConfigError, anchor_directory, dotted, load_yaml_with_locations, locate,
+                               parse_yaml_with_locations, set_path)
 
 __all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "ConfigError"]
 
@@ -107,6 +109,7 @@ class TrainingJob(_Frozen):
     include_mtp: bool = False
     memory_limit_gb: float | None = Field(default=None, gt=0)
     memory_reserved_gb: float = Field(default=4.0, ge=0)
+    profile: str | None = Field(default="default", description=PROFILE_FIELD_HELP)
 
     @property
     def micro_batches(self) -> int:
@@ -222,16 +225,18 @@ def parse_training_job(text: str, filename: str = "<string>", overrides: Sequenc
 def load_training_job(path: str | Path, overrides: Sequence[str] = ()) -> TrainingJob:
     """Read a training-job YAML file; ``overrides`` are ``a.b.c=value`` strings (``--set``)."""
     data, locs = load_yaml_with_locations(path)
-    return _from_data(data, locs, str(path), overrides)
+    return _from_data(data, locs, str(path), overrides, Path(path).parent)
 
 
-def _from_data(data, locs, filename: str, overrides: Sequence[str]) -> TrainingJob:
+def _from_data(data, locs, filename: str, overrides: Sequence[str], base_dir: Path | None = None) -> TrainingJob:
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}:1:1: <root>: a training job must be a mapping")
     prefix: tuple = ()
     if "training" in data and isinstance(data["training"], dict):
         data, prefix = data["training"], ("training",)
         locs = {k[1:]: v for k, v in locs.items() if k[:1] == prefix}
+    if base_dir is not None:
+        anchor_directory(data, "profile", base_dir)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value")

@@ -127,6 +127,17 @@ def set_path(data: dict[str, Any], dotted_key: str, raw_value: str) -> None:
         node[keys[-1]] = value
 
 
+def anchor_directory(data: Any, key: str, base_dir: str | Path) -> None:
+    """Make ``data[key]``, a directory path relative to the YAML file's folder ``base_dir``, absolute
+    (in place), so that it means the same from any working directory. Values that are not an
+    existing directory there (e.g. a shipped profile's name) are left as written."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+        cand = Path(base_dir) / Path(value).expanduser()
+        if cand.is_dir():
+            data[key] = str(cand.resolve())
+
+
 #: Discriminator tags pydantic adds to error locations of tagged unions (not YAML keys).
 UNION_TAGS = frozenset({"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"})
 

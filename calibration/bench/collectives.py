@@ -1,185 +1,116 @@
-"""Collective suite through ``torch.distributed``: NCCL on GPUs, gloo on CPU (tests).
+"""Collective suite: NCCL (GPUs) or gloo (CPU tests) collectives on groups of 2..N ranks.
 
-One process per rank, started with ``torch.multiprocessing.spawn`` (file-based rendezvous)
-or under ``torchrun`` (env rendezvous). NVLink multicast (NVLS) stays off:
-``NCCL_NVLS_ENABLE=0`` is forced before any process group exists.
+Runs on every rank of a process group (``calibration.bench.dist``: under ``torchrun``, or one
+spawned process per GPU). Ops: ``all_reduce``, ``all_gather``, ``reduce_scatter``,
+``all_to_all`` (``all_to_all_single``), ``send_recv`` (rank 0 -> rank 1); 4 KiB .. 1 GiB;
+groups of the first g ranks, g = 2, 4, ... N (send_recv: the pair only).
 
-Message convention (``bytes_per_rank``), chosen to match ``Op.bytes_per_rank``:
-all_reduce - the buffer each rank holds; all_gather - each rank's input (output is group x);
-reduce_scatter - each rank's input (output is 1/group); all_to_all - each rank's whole send
-buffer (``all_to_all_single``); send_recv - the message of each pair (even rank -> odd rank).
-``algbw = bytes_per_rank / seconds``; ``busbw`` follows nccl-tests (all_reduce 2(g-1)/g,
-all_gather on the gathered size x (g-1)/g, reduce_scatter / all_to_all x (g-1)/g, send_recv 1).
-Groups are the first g ranks for g in 2, 4, ... up to the world size.
+Message convention (``bytes_per_rank``) is nccl-tests' "size", the one ``hardware.collectives``
+uses, so the cost model reads the table at the same bytes it would model: all_reduce - the
+buffer each rank holds; all_gather - the gathered output (each rank contributes 1/g);
+reduce_scatter - each rank's input (output 1/g); all_to_all - each rank's whole send buffer;
+send_recv - the message. ``algbw = bytes_per_rank / seconds``; ``busbw`` as nccl-tests
+(all_reduce x 2(g-1)/g; all_gather, reduce_scatter, all_to_all x (g-1)/g; send_recv x 1).
+
+Tables ``collective_<op>.csv`` keyed by (fabric, group, bytes_per_rank); ``seconds`` is the
+CUDA-graph replay where capture works (``method``), ``seconds_eager`` the eager time.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
-import tempfile
-import time
-from pathlib import Path
-
 from calibration.bench.common import BenchContext, CsvTable
+from calibration.bench.dist import Comm, group_sizes, time_collective  # noqa: F401 (group_sizes re-exported)
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 SIZES = tuple(4096 * 4**i for i in range(10))  # 4 KiB .. 1 GiB
 QUICK_SIZES = (4096, 65536)
-COLUMNS = ["group", "bytes_per_rank", "seconds", "algbw", "busbw", "backend"]
-KEY = ["group", "bytes_per_rank"]
+COLUMNS = ["fabric", "group", "bytes_per_rank", "seconds", "seconds_eager", "algbw", "busbw", "method", "backend"]
+KEY = ["fabric", "group", "bytes_per_rank"]
 
 
 def bus_factor(op: str, group: int) -> float:
     """nccl-tests bus-bandwidth factor relative to ``bytes_per_rank / seconds``."""
     g = group
-    return {"all_reduce": 2 * (g - 1) / g, "all_gather": float(g - 1), "reduce_scatter": (g - 1) / g,
+    return {"all_reduce": 2 * (g - 1) / g, "all_gather": (g - 1) / g, "reduce_scatter": (g - 1) / g,
             "all_to_all": (g - 1) / g, "send_recv": 1.0}[op]
 
 
-def group_sizes(world: int) -> list[int]:
-    sizes, g = [], 2
-    while g <= world:
-        sizes.append(g)
-        g *= 2
-    if world >= 2 and world not in sizes:
-        sizes.append(world)
-    return sizes
-
-
-def run(ctx: BenchContext, world_size: int | None = None) -> None:
-    """Spawn one process per GPU (NCCL) or ``world_size`` CPU processes (gloo)."""
-    os.environ["NCCL_NVLS_ENABLE"] = "0"
-    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
-    os.environ.setdefault("NVSHMEM_DISABLE_NVLS", "1")
-    import torch
-    import torch.multiprocessing as mp
-
-    if ctx.is_cuda:
-        world = world_size or torch.cuda.device_count()
-        if world < 2:
-            ctx.log("collectives: fewer than 2 GPUs here; skipped (owed on a multi-GPU machine)")
-            return
-    else:
-        world = world_size or 2
-    deadline_left = None if ctx.deadline_s is None else max(0.0, ctx.time_left_s())
-    with tempfile.TemporaryDirectory() as tmp:
-        init = f"file://{Path(tmp) / 'rendezvous'}"
-        mp.spawn(_worker, args=(world, ctx.device, str(ctx.out_dir), ctx.quick, init, deadline_left),
-                 nprocs=world, join=True)
-
-
-def _worker(rank: int, world: int, device: str, out_dir: str, quick: bool, init: str,
-            deadline_left: float | None) -> None:
-    import torch
-    import torch.distributed as dist
-
-    os.environ["NCCL_NVLS_ENABLE"] = "0"
-    cuda = device.startswith("cuda")
-    backend = "nccl" if cuda else "gloo"
-    if cuda:
-        torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world)
-    try:
-        ctx = BenchContext(out_dir=Path(out_dir), device=f"cuda:{rank}" if cuda else "cpu", quick=quick,
-                           deadline_s=None if deadline_left is None else time.monotonic() + deadline_left)
-        measure_all(ctx, rank, world, backend)
-    finally:
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def measure_all(ctx: BenchContext, rank: int, world: int, backend: str) -> None:
-    """Every rank calls this; rank 0 writes the tables."""
-    import torch
-    import torch.distributed as dist
-
-    dev = torch.device(ctx.device)
-    groups = {g: (dist.new_group(list(range(g))) if g < world else dist.group.WORLD)
-              for g in group_sizes(world)}
+def measure(ctx: BenchContext, comm: Comm) -> None:
+    """Every rank calls this; rank 0 decides what is left (resume, time budget) and writes."""
     sizes = QUICK_SIZES if ctx.quick else SIZES
     for op in OPS:
-        table = CsvTable(ctx.out_dir / f"collective_{op}.csv", COLUMNS, KEY) if rank == 0 else None
+        table = CsvTable(ctx.out_dir / f"collective_{op}.csv", COLUMNS, KEY) if comm.rank == 0 else None
+        groups = [2] if op == "send_recv" else list(comm.groups)
         todo = [(g, s) for g in groups for s in sizes]
-        flag = torch.zeros(len(todo) + 1, device=dev)
-        if rank == 0:  # rank 0 decides what is left (resume) and whether time is up
-            for i, (g, s) in enumerate(todo):
-                flag[i] = float(table.has(group=g, bytes_per_rank=s))
-            flag[-1] = float(ctx.out_of_time())
-        dist.broadcast(flag, src=0)
-        if flag[-1].item():
+        flags = [0.0] * (len(todo) + 1)
+        if comm.rank == 0:
+            flags = [float(table.has(fabric=comm.fabric(g), group=g, bytes_per_rank=s)) for g, s in todo]
+            flags.append(float(ctx.out_of_time()))
+        flags = comm.broadcast(flags)
+        if flags[-1]:
+            ctx.log("collectives: time budget reached")
             return
-        for i, (g, s) in enumerate(todo):
-            if flag[i].item():
+        done = 0
+        for (g, s), have in zip(todo, flags):
+            if have:
                 continue
-            seconds = None
-            if rank < g:
+            res, method = [-2.0, 0.0], ""
+            if comm.rank < g:
                 try:
-                    seconds = _time_op(op, s, g, rank, groups[g], dev, ctx)
-                except Exception as exc:  # e.g. gloo lacks reduce_scatter_tensor
-                    if rank == 0:
-                        ctx.log(f"collective {op} g={g}: {type(exc).__name__}: {str(exc)[:160]}")
-                    seconds = -1.0
-            res = torch.tensor([seconds if seconds is not None else -2.0], device=dev)
-            dist.broadcast(res, src=0)
-            if rank == 0 and res.item() > 0:
-                t = res.item()
-                algbw = s / t
-                table.append(dict(group=g, bytes_per_rank=s, seconds=t, algbw=algbw,
-                                  busbw=algbw * bus_factor(op, g), backend=backend))
-            dist.barrier()
-            if res.item() == -1.0:  # this op is unsupported on this backend: skip its other sizes
+                    seconds, eager, method = _time_op(op, s, g, comm, ctx)
+                    res = [seconds, eager]
+                except Exception as exc:  # e.g. a backend without this collective
+                    if comm.rank == 0:
+                        ctx.log(f"collective {op} g={g}: skipped, {type(exc).__name__}: {str(exc)[:160]}")
+                    res = [-1.0, 0.0]
+            res = comm.broadcast(res)
+            if res[0] == -1.0:  # unsupported on this backend: skip its other sizes and groups
                 break
+            if comm.rank == 0:  # rank 0 is in every group; its method is the group's (agreed)
+                seconds, eager = res
+                algbw = s / seconds
+                table.append(dict(fabric=comm.fabric(g), group=g, bytes_per_rank=s, seconds=seconds,
+                                  seconds_eager=eager, algbw=algbw, busbw=algbw * bus_factor(op, g),
+                                  method=method, backend=comm.backend))
+                done += 1
+        if comm.rank == 0:
+            ctx.log(f"collective_{op}: {done} points measured, {len(table)} in table")
 
 
-def _time_op(op: str, nbytes: int, g: int, rank: int, group, dev, ctx: BenchContext) -> float:
+def _time_op(op: str, nbytes: int, g: int, comm: Comm, ctx: BenchContext) -> tuple[float, float, str]:
     import torch
     import torch.distributed as dist
 
-    n = max(g, nbytes // 2)
+    group, dev, rank = comm.groups[g], comm.device, comm.rank
+    dtype = torch.bfloat16 if comm.cuda else torch.float32
+    elt = 2 if comm.cuda else 4
+    n = max(g, nbytes // elt)
     n -= n % g
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if dev.type != "cuda":
-        n = max(g, nbytes // 4 - (nbytes // 4) % g)
-    x = torch.randn(n, device=dev, dtype=dtype)
     if op == "all_reduce":
-        fn = lambda: dist.all_reduce(x, group=group)
-    elif op == "all_gather":
-        out = torch.empty(n * g, device=dev, dtype=dtype)
-        fn = lambda: dist.all_gather_into_tensor(out, x, group=group)
+        x = torch.randn(n, device=dev, dtype=dtype)
+        fn = lambda: dist.all_reduce(x, group=group)  # noqa: E731
+    elif op == "all_gather":  # n elements gathered: each rank contributes n / g
+        x = torch.randn(n // g, device=dev, dtype=dtype)
+        out = torch.empty(n, device=dev, dtype=dtype)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch >= 2.13 / older
+        fn = lambda: gather(out, x, group=group)  # noqa: E731
     elif op == "reduce_scatter":
+        x = torch.randn(n, device=dev, dtype=dtype)
         out = torch.empty(n // g, device=dev, dtype=dtype)
-        fn = lambda: dist.reduce_scatter_tensor(out, x, group=group)
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        fn = lambda: scatter(out, x, group=group)  # noqa: E731
     elif op == "all_to_all":
+        x = torch.randn(n, device=dev, dtype=dtype)
         out = torch.empty_like(x)
-        fn = lambda: dist.all_to_all_single(out, x, group=group)
+        fn = lambda: dist.all_to_all_single(out, x, group=group)  # noqa: E731
     elif op == "send_recv":
-        peer = rank + 1 if rank % 2 == 0 else rank - 1
+        x = torch.randn(n, device=dev, dtype=dtype)
 
-        if g % 2:
-            raise ValueError("send_recv pairs ranks; the group size must be even")
-
-        def fn():  # group ranks are the first g global ranks, so peer ids coincide
-            if rank % 2 == 0:
-                dist.send(x, dst=peer, group=group)
+        def fn():
+            if rank == 0:
+                dist.send(x, dst=1, group=group)
             else:
-                dist.recv(x, src=peer, group=group)
+                dist.recv(x, src=0, group=group)
     else:
         raise ValueError(f"collective {op!r} unknown (valid: {', '.join(OPS)})")
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    for _ in range(2 if ctx.quick else 5):  # warm-up: communicator setup, first-touch
-        fn()
-    sync()
-    iters = 2 if ctx.quick else (20 if nbytes < 2**26 else 5)
-    times = []
-    for _ in range(3 if ctx.quick else 7):
-        dist.barrier(group=group)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync()
-        times.append((time.perf_counter() - t0) / iters)
-    t = torch.tensor([statistics.median(times)], device=dev)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)  # slowest rank sets the time
-    return float(t.item())
+    return time_collective(fn, comm, group, ctx, nbytes)

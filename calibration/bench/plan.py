@@ -6,8 +6,9 @@ call costs ``FLOPs / PEAK_FLOPS_PER_S + bytes / HBM_BYTES_PER_S + LAUNCH_S``; a 
 ``CALLS_LONG`` calls when a call is long, else about ``GRAPH_WINDOW_S`` of replays times
 ``REPLAYS`` plus the capture; plus creating its inputs (``RANDN_BYTES_PER_S``) and a fixed
 ``POINT_FIXED_S`` (allocation, cache release). The other suites show the seconds the shipped
-H200 profile recorded for them (``metadata.json`` ``suite_seconds``), or ``GUESS_S`` marked as
-a guess. No torch needed.
+H200 profile recorded for them (``metadata.json`` ``suite_seconds``), else the registry's
+``eta_s``, else ``GUESS_S`` marked as a guess; the distributed suites are skipped on one GPU.
+``calibration.run`` shows these as each suite's ETA. No torch needed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.bench import SUITES
+from calibration.bench import REGISTRY, SUITES
 from calibration.bench.common import BenchContext
 
 PEAK_FLOPS_PER_S = 700e12
@@ -33,10 +34,9 @@ SAFETY = 1.5
 
 
 def _planners() -> dict:
-    from calibration.bench import attention, grouped_sparse, mla_glue
+    from calibration.bench import REGISTRY
 
-    return {"grouped_mm_sparse": grouped_sparse.plan, "mla_decode_impls": attention.plan_mla_decode_impls,
-            "attn_decode_long": attention.plan_decode_long, "mla_glue": mla_glue.plan}
+    return {n: s.load_planner() for n, s in REGISTRY.items() if s.planner}
 
 
 def point_seconds(flops: float, nbytes: float, setup_bytes: float) -> float:
@@ -66,10 +66,12 @@ def plan_suites(suites, quick: bool = False) -> list[dict]:
             pts = planners[s](ctx)
             rows.append(dict(suite=s, points=len(pts), seconds=sum(point_seconds(*p) for p in pts),
                              source="sized from its grid"))
-        elif s == "collectives":
+        elif REGISTRY[s].distributed:
             rows.append(dict(suite=s, points=None, seconds=0.0, source="skipped on one GPU"))
         elif s in recorded:
             rows.append(dict(suite=s, points=None, seconds=float(recorded[s]), source="recorded (h200 profile)"))
+        elif REGISTRY[s].eta_s is not None:
+            rows.append(dict(suite=s, points=None, seconds=REGISTRY[s].eta_s, source="estimate (registry)"))
         else:
             rows.append(dict(suite=s, points=None, seconds=GUESS_S, source="guess"))
     return rows
