@@ -181,8 +181,9 @@ class RayExecutor(_Closing):
         with redirect_stdout(sys.stderr):
             out, lost, reason = self._run_remote(fn, tasks, desc)
         if lost:
-            print(f"warning: Ray lost {len(lost)} of {len(tasks)} {desc or 'tasks'} after {self.max_retries} "
-                  f"retries ({reason}); running them on the local pool", file=sys.stderr)
+            what = f" ({desc})" if desc else ""
+            print(f"warning: Ray lost {len(lost)} of {len(tasks)} tasks{what} after {self.max_retries} retries "
+                  f"({reason}); running them on the local pool", file=sys.stderr)
             fallback = self.fallback or LocalExecutor(progress=self.progress)
             for i, res in zip(lost, fallback.map(fn, [tasks[i] for i in lost], desc=f"{desc} (local)")):
                 out[i] = res
@@ -253,8 +254,15 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-_AUTH_HINT = ("a cluster started with RAY_AUTH_MODE=token needs RAY_AUTH_MODE=token and its token "
-              "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too")
+def _auth_hint() -> str:
+    """Token auth is the usual reason a live cluster refuses us (README: Ray token authentication)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        return ("RAY_AUTH_MODE is unset here: a cluster with token auth (Ray >= 2.59 turns it on by default) "
+                "needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    if mode.lower() == "token":
+        return "token auth is on here: RAY_AUTH_TOKEN or ~/.ray/auth_token must hold the cluster's token"
+    return f"RAY_AUTH_MODE={mode} here: a cluster with token auth needs RAY_AUTH_MODE=token and its token"
 
 
 def _connect(ray: Any, address: str | None, timeout_s: float, init_kwargs: dict) -> None:
@@ -290,9 +298,9 @@ def _connect(ray: Any, address: str | None, timeout_s: float, init_kwargs: dict)
         logging.getLogger("ray._private.worker").removeFilter(quiet)
     if thread.is_alive():
         raise ValueError(f"Ray address {address}: no answer from Ray within {timeout_s:g} s "
-                         f"(set {RAY_CONNECT_TIMEOUT_ENV} to wait longer; {_AUTH_HINT})")
+                         f"(set {RAY_CONNECT_TIMEOUT_ENV} to wait longer; {_auth_hint()})")
     if "err" in box:
-        raise ValueError(f"Ray address {address}: could not connect ({_first_line(box['err'])}; {_AUTH_HINT})")
+        raise ValueError(f"Ray address {address}: could not connect ({_first_line(box['err'])}; {_auth_hint()})")
 
 
 class _DropMessage(logging.Filter):
