@@ -1,6 +1,7 @@
 """The numbers the READMEs quote, computed from the code (issue 11, item 22).
 
-A README marks each generated passage as ``<!-- generated:NAME -->...<!-- /generated -->``;
+A README marks each generated passage as ``<!-- generated:NAME -->...<!-- /generated -->``
+(NAME in lower case, so prose can show the marker with a placeholder);
 ``BLOCKS[NAME]`` names the file and computes the text. Every number comes from the same public
 calls the tests and the CLI make (the settings from ``tests/data/reference``); nothing here is
 typed in.
@@ -238,10 +239,12 @@ def render(name: str, text: str, body: str) -> str:
 
 
 def markers() -> dict[str, list[str]]:
-    """README path -> the block names marked in it (every Markdown file of the repository)."""
+    """README path -> the block names marked in it (Markdown files up to three levels down,
+    outside hidden folders such as ``.git`` or a ``.venv``)."""
     found = {}
-    for path in sorted(ROOT.glob("**/*.md")):
-        names = re.findall(r"<!-- generated:([\w-]+) -->", path.read_text(encoding="utf-8"))
+    paths = [p for pattern in ("*.md", "*/*.md", "*/*/*.md") for p in ROOT.glob(pattern)]
+    for path in sorted(p for p in paths if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)):
+        names = re.findall(r"<!-- generated:([a-z0-9_]+) -->", path.read_text(encoding="utf-8"))
         if names:
             found[str(path.relative_to(ROOT))] = names
     return found
