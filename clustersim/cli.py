@@ -51,12 +51,12 @@ def _out_dir(out: Optional[Path]) -> Any:
 
 
 @contextmanager
-def _interruptible(what: str, out_dir: Any = None) -> Iterator[None]:
+def _interruptible(what: str, out_dir: Any = None, written: str = "nothing written") -> Iterator[None]:
     """Ctrl-C: one line on stderr saying what stopped and what was written, then exit 130."""
     try:
         yield
     except KeyboardInterrupt:
-        written = out_dir.report() if out_dir is not None else "nothing written"
+        written = out_dir.report() if out_dir is not None else written
         typer.echo(f"interrupted: {what}; {written}", err=True)
         raise typer.Exit(code=130) from None
 
@@ -197,7 +197,8 @@ def calibrate_cmd(
     from clustersim import api
 
     _out_dir(out)
-    with _interruptible(f"calibrate into {out}/ (rerun to resume)"):
+    with _interruptible("calibrate", written=f"the rows measured so far stay in {out}/; rerun the same command "
+                                             "to resume"):
         _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device))
 
 

@@ -155,7 +155,7 @@ class RayExecutor(_Closing):
         self._redirect: Any = None
         if not ray.is_initialized():
             timeout_s = ray_connect_timeout_s() if connect_timeout_s is None else connect_timeout_s
-            _connect(ray, address, timeout_s, dict(log_to_driver=False, **init_kwargs))
+            _connect(ray, address, timeout_s, {"log_to_driver": False, **init_kwargs})
             self._owns = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.progress = progress

@@ -41,6 +41,7 @@ def _bad_out_dirs(tmp_path: Path) -> list[tuple[str, str]]:
     ["plan", PLAN, "--workers", "1"],
     ["plan", TRAIN],
     ["what-if", PLAN, "--capacity"],
+    ["calibrate", "--device", "cpu", "--quick"],
 ])
 def test_bad_out_is_one_line_before_any_work(tmp_path, monkeypatch, argv):
     # The work must not start: make every job fail loudly if it is reached.
@@ -52,8 +53,10 @@ def test_bad_out_is_one_line_before_any_work(tmp_path, monkeypatch, argv):
     for name in ("simulate_file", "plan_file", "plan_training"):
         monkeypatch.setattr(run, name, never)
     import planner.whatif
+    from clustersim import api
 
     monkeypatch.setattr(planner.whatif, "capacity", never)
+    monkeypatch.setattr(api, "calibrate", never)
     for bad, why in _bad_out_dirs(tmp_path):
         r = runner.invoke(app, argv + ["--out", bad])
         assert r.exit_code == 2, (bad, r.output)
