@@ -119,4 +119,5 @@ def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = N
     import planner
     from planner.executors import default_executor
 
-    return planner.plan(config, executor=default_executor(ray_address=ray_address, progress=False))
+    with default_executor(ray_address=ray_address, progress=False) as executor:
+        return planner.plan(config, executor=executor)

@@ -8,9 +8,11 @@ message on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
@@ -50,6 +52,26 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(msg.splitlines()[0] if msg else type(exc).__name__)
     except FileNotFoundError as exc:
         _fail(f"{exc.filename}: no such file")
+
+
+def _out_dir(out: Optional[Path]) -> Any:
+    """The checked ``--out`` directory (created, writable) before any work, or None."""
+    if out is None:
+        return None
+    from clustersim.outputs import OutputDir
+
+    return _guard(lambda: OutputDir.prepare(out))
+
+
+@contextmanager
+def _interruptible(what: str, out_dir: Any = None, written: str = "nothing written") -> Iterator[None]:
+    """Ctrl-C: one line on stderr saying what stopped and what was written, then exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        written = out_dir.report() if out_dir is not None else written
+        typer.echo(f"interrupted: {what}; {written}", err=True)
+        raise typer.Exit(code=130) from None
 
 
 def _print_json(data: Any) -> None:
@@ -200,16 +222,22 @@ def calibrate_cmd(
     """
     from clustersim import api
 
-    code = api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device, quiet=quiet,
-                         check=check)
-    if code:
-        raise typer.Exit(code=code)
-    if check:
-        from clustersim.validation import format_check, write_check
+    created = not out.exists()
+    _out_dir(out)
+    with _interruptible("calibrate", written=f"the rows measured so far stay in {out}/; rerun the same command "
+                                             "to resume"):
+        code = _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
+                                            quiet=quiet, check=check))
+        if code:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # a usage error (no GPU, no torch, bad suite) leaves no empty profile behind
+            raise typer.Exit(code=code)
+        if check:
+            from clustersim.validation import format_check, write_check
 
-        table, summary = _guard(lambda: api.calibrate_check(out))
-        write_check(out, table, summary)
-        typer.echo(format_check(table, summary))
+            table, summary = _guard(lambda: api.calibrate_check(out))
+            write_check(out, table, summary)
+            typer.echo(format_check(table, summary))
 
 
 @app.command("simulate")
@@ -223,15 +251,17 @@ def simulate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
-    from clustersim import run
+    from clustersim import outputs, run
 
     if trace and out is None:
         _fail("--trace needs --out DIR: the trace is written there as trace.json")
+    out_dir = _out_dir(out)
     overrides = [*(set_ or ()), *run.profile_override(profile)]
-    kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
-    summary = run.run_summary(kind, cfg, result, prof)
-    if out is not None:
-        run.write_simulation(out, kind, cfg, result, summary, trace)
+    with _interruptible(f"simulate {config}", out_dir):
+        kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
+        summary = run.run_summary(kind, cfg, result, prof)
+        if out_dir is not None:
+            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace))
     if as_json:
         _print_json(summary)
         return
@@ -252,14 +282,15 @@ def plan_cmd(
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
     or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
-    from clustersim import run
+    from clustersim import outputs, run
 
     set_ = [*(set_ or ()), *run.profile_override(profile)]
+    out_dir = _out_dir(out)
     if run._is_training(plan_yaml):
-        table = _guard(lambda: run.plan_training(plan_yaml, set_))
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            table.to_csv(out / "ranked.csv", index=False)
+        with _interruptible(f"plan {plan_yaml}", out_dir):
+            table = _guard(lambda: run.plan_training(plan_yaml, set_))
+            if out_dir is not None:
+                _guard(lambda: outputs.write_training_plan(out_dir, table))
         if as_json:
             _print_json({"kind": "training", "profile": table.attrs.get("profile"),
                          "ranked": json.loads(table.head(20).to_json(orient="records"))})
@@ -271,9 +302,10 @@ def plan_cmd(
                             "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
         Console().print(table[cols].head(15).to_string(index=False))
         return
-    result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
-    if out is not None:
-        run.write_plan(out, result)
+    with _interruptible(f"plan {plan_yaml}", out_dir):
+        result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
+        if out_dir is not None:
+            _guard(lambda: outputs.write_plan(out_dir, result))
     if as_json:
         _print_json(result.to_dict(rows=20))
         return
@@ -311,8 +343,10 @@ def whatif_cmd(
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
-    from clustersim import run
+    from clustersim import outputs, run
     from planner import whatif
+
+    out_dir = _out_dir(out)
 
     def go():
         cfg = planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)])
@@ -330,21 +364,12 @@ def whatif_cmd(
             return "compare", whatif.compare_hardware(cfg, hw)
         return "compare", whatif.compare_hardware(cfg)
 
-    kind, df = _guard(go)
-    line = _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
-    df.attrs.setdefault("profile", line.removeprefix("profile: "))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / f"whatif_{kind}.csv", index=False)
-        try:
-            from planner import plot
-
-            if kind == "sweep":
-                plot.plot_sweep(df, out / "whatif_sweep.png")
-            elif kind == "compare":
-                plot.plot_compare(df, out / "whatif_compare.png")
-        except ImportError:
-            pass
+    with _interruptible(f"what-if {plan_yaml}", out_dir):
+        kind, df = _guard(go)
+        line = _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
+        df.attrs.setdefault("profile", line.removeprefix("profile: "))
+        if out_dir is not None:
+            _guard(lambda: outputs.write_whatif(out_dir, kind, df))
     if as_json:
         _print_json({"kind": kind, "attrs": {k: v for k, v in df.attrs.items()},
                      "rows": json.loads(df.to_json(orient="records"))})
@@ -514,11 +539,23 @@ def estimate_serving_cmd(
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. After a Ctrl-C has been reported (exit 130), further ones are ignored
+    so that they cannot break the shutdown (joining pool workers) with a traceback."""
     try:
         app()
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
+    except KeyboardInterrupt:  # pragma: no cover - before a command's own handler is in place
+        typer.echo("interrupted: nothing written", err=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # A Ctrl-C that landed inside a string eval (namedtuple and friends, while importing)
+            # leaves CPython's "unhandled KeyboardInterrupt" flag set, and under `python -m` the
+            # interpreter then kills itself with SIGINT instead of exiting 130. Every string eval
+            # clears that flag first, so this no-op restores the exit code.
+            exec("pass")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

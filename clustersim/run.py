@@ -1,7 +1,7 @@
 """Facade for the main jobs: simulate a deployment or training job, plan, what-if.
 
-These functions return data (results, dicts, DataFrames); ``write_simulation`` and
-``write_plan`` are the only places that write files, and only the CLI calls them.
+These functions return data (results, dicts, DataFrames) and write nothing: the writers in
+``clustersim.outputs`` are the only code that writes result files, and only the CLI calls them.
 """
 
 from __future__ import annotations
@@ -94,37 +94,6 @@ def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
             "versions": versions()}
 
 
-def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, summary: dict,
-                     trace: bool = False) -> list[Path]:
-    """Write summary.json, per-request CSV, time series CSV and (asked) a Chrome trace
-    (serving: iterations and request events; training: the pipeline timeline)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "summary.json"]
-    written[0].write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    if kind == "serving":
-        result.requests.to_csv(out / "requests.csv", index=False)
-        result.steps.to_csv(out / "timeseries.csv", index=False)
-        written += [out / "requests.csv", out / "timeseries.csv"]
-        if trace:
-            from simulator import to_chrome_trace
-
-            (out / "trace.json").write_text(json.dumps(to_chrome_trace(result)))
-            written.append(out / "trace.json")
-    else:
-        for name in ("per_device", "stages", "memory"):
-            df = getattr(result, name, None)
-            if df is not None and hasattr(df, "to_csv"):
-                df.to_csv(out / f"{name}.csv", index=False)
-                written.append(out / f"{name}.csv")
-        if trace:
-            from simulator.training.result import to_chrome_trace as training_trace
-
-            (out / "trace.json").write_text(json.dumps(training_trace(result)))
-            written.append(out / "trace.json")
-    return written
-
-
 def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
@@ -166,27 +135,5 @@ def plan_file(path: str | Path, overrides: Iterable[str] = (), ray_address: str 
     from planner.executors import default_executor
 
     cfg = planner.load_plan(path, list(overrides))
-    return planner.plan(cfg, executor=default_executor(ray_address=ray_address, workers=workers, progress=progress))
-
-
-def write_plan(out_dir: str | Path, result: Any, plot: bool = True) -> list[Path]:
-    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), best deployment YAML."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "ranked.csv", out / "pareto.csv", out / "plan.json"]
-    result.table.to_csv(written[0], index=False)
-    result.pareto.to_csv(written[1], index=False)
-    written[2].write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    best = result.best_yaml()
-    if best:
-        (out / "best_deployment.yaml").write_text(best)
-        written.append(out / "best_deployment.yaml")
-    if plot:
-        try:
-            from planner.plot import plot_pareto
-
-            plot_pareto(result, out / "pareto.png")
-            written.append(out / "pareto.png")
-        except ImportError:
-            pass
-    return written
+    with default_executor(ray_address=ray_address, workers=workers, progress=progress) as executor:
+        return planner.plan(cfg, executor=executor)

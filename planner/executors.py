@@ -5,17 +5,29 @@ order, whatever order the workers finish in; callers sort by point id on top of 
 results are deterministic. ``default_executor`` picks Ray when ``ray_address`` or the
 ``RAY_ADDRESS`` environment variable is set (needs the ``ray`` extra), else a local
 ``concurrent.futures.ProcessPoolExecutor``. A rich progress bar (on stderr, only when it is a
-terminal unless ``progress=True``) shows tasks done either way.
+terminal unless ``progress=True``) shows tasks done either way. Executors are context managers
+(``with default_executor(...) as ex:``); leaving the block releases a Ray connection the
+executor opened. ``RayExecutor`` documents how it bounds the connection and survives lost tasks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import socket
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor"]
+__all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
+           "RAY_CONNECT_TIMEOUT_ENV"]
+
+#: Environment variable bounding the wait for an existing Ray cluster (seconds).
+RAY_CONNECT_TIMEOUT_ENV = "CLUSTERSIM_RAY_CONNECT_TIMEOUT_S"
+DEFAULT_RAY_CONNECT_TIMEOUT_S = 20.0
 
 
 class Executor(Protocol):
@@ -42,7 +54,20 @@ def _progress(total: int, desc: str, enabled: bool | None) -> Iterator[Callable[
         yield lambda n=1: bar.advance(task, n)
 
 
-class SerialExecutor:
+class _Closing:
+    """``with executor:`` support; only ``RayExecutor`` has something to release."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class SerialExecutor(_Closing):
     """Runs tasks one after another in this process (tests, tiny sweeps)."""
 
     workers = 1
@@ -59,8 +84,16 @@ class SerialExecutor:
         return out
 
 
-class LocalExecutor:
-    """A local ``ProcessPoolExecutor`` (default: one worker per CPU); one task runs inline."""
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent, which cancels the queue (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class LocalExecutor(_Closing):
+    """A local ``ProcessPoolExecutor`` (default: one worker per CPU); one task runs inline.
+
+    On an exception or Ctrl-C in the parent, queued tasks are cancelled and the workers ended,
+    instead of the pool draining its whole queue first."""
 
     def __init__(self, workers: int | None = None, progress: bool | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -70,40 +103,215 @@ class LocalExecutor:
         if len(tasks) <= 1 or self.workers == 1:
             return SerialExecutor(self.progress).map(fn, tasks, desc)
         out: list = [None] * len(tasks)
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks))) as pool, \
-                _progress(len(tasks), desc, self.progress) as tick:
-            futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-            for fut in as_completed(futures):
-                out[futures[fut]] = fut.result()
-                tick(1)
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), initializer=_ignore_sigint)
+        try:
+            with _progress(len(tasks), desc, self.progress) as tick:
+                futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
+                for fut in as_completed(futures):
+                    out[futures[fut]] = fut.result()
+                    tick(1)
+        except BaseException:
+            _stop_now(pool)
+            raise
+        pool.shutdown()
         return out
 
 
-class RayExecutor:
-    """Ray tasks on an existing cluster (``address``, e.g. ``ray://head:10001`` or ``auto``), or a
-    local Ray instance when ``address`` is None and Ray is already initialised."""
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queue and end the workers now, so a Ctrl-C (or a second one) exits at once."""
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # private, stable since 3.2
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        proc.terminate()
 
-    def __init__(self, address: str | None = None, progress: bool | None = None, **init_kwargs: Any):
+
+class RayExecutor(_Closing):
+    """Ray tasks on an existing cluster (``address``: ``host:port`` of its head, ``ray://host:10001``
+    or ``auto``), a new local Ray instance (``address="local"``), or the instance this process
+    already initialised (``address=None``).
+
+    Connecting to an existing cluster is bounded: ``host:port`` is probed first (refused or
+    unreachable fails at once), then ``ray.init`` gets ``CLUSTERSIM_RAY_CONNECT_TIMEOUT_S``
+    seconds (default 20); either failure is a one-line ``ValueError``. Tasks that Ray loses
+    (worker or node death) after ``max_retries`` retries run on ``fallback`` (default: the local
+    process pool), with a warning on stderr naming how many; an exception raised by the task
+    itself is re-raised as is. Ray prints worker-death notices to ``sys.stdout``; while tasks run
+    (or inside ``with executor:``) stdout is pointed at stderr, so machine-readable output stays
+    clean, and worker output is not forwarded (``log_to_driver=False``). ``close()`` (or leaving
+    the ``with`` block) shuts down a Ray connection this executor opened.
+    """
+
+    def __init__(self, address: str | None = None, progress: bool | None = None, max_retries: int = 3,
+                 fallback: "Executor | None" = None, connect_timeout_s: float | None = None, **init_kwargs: Any):
         try:
             import ray
         except ImportError:
             raise ValueError("Ray execution needs the ray extra: pip install 'clustersim[ray]'") from None
         self._ray = ray
+        self._owns = False
+        self._redirect: Any = None
         if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, **init_kwargs)
+            timeout_s = ray_connect_timeout_s() if connect_timeout_s is None else connect_timeout_s
+            _connect(ray, address, timeout_s, {"log_to_driver": False, **init_kwargs})
+            self._owns = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.progress = progress
+        self.max_retries = max_retries
+        self.fallback = fallback
+
+    def __enter__(self) -> "RayExecutor":
+        self._redirect = redirect_stdout(sys.stderr)
+        self._redirect.__enter__()
+        return self
+
+    def close(self) -> None:
+        """Shut down the Ray connection if this executor opened it; end the stdout redirect."""
+        if self._owns and self._ray.is_initialized():
+            with redirect_stdout(sys.stderr):
+                self._ray.shutdown()
+        self._owns = False
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
     def map(self, fn, tasks, desc: str = "") -> list:
+        with redirect_stdout(sys.stderr):
+            out, lost, reason = self._run_remote(fn, tasks, desc)
+        if lost:
+            what = f" ({desc})" if desc else ""
+            print(f"warning: Ray lost {len(lost)} of {len(tasks)} tasks{what} after {self.max_retries} retries "
+                  f"({reason}); running them on the local pool", file=sys.stderr)
+            fallback = self.fallback or LocalExecutor(progress=self.progress)
+            for i, res in zip(lost, fallback.map(fn, [tasks[i] for i in lost], desc=f"{desc} (local)")):
+                out[i] = res
+        return out
+
+    def _run_remote(self, fn, tasks, desc: str) -> tuple[list, list[int], str]:
+        """Results in input order, the indices Ray lost, and why."""
         ray = self._ray
-        remote = ray.remote(fn)
+        remote = ray.remote(max_retries=self.max_retries)(fn)
         refs = [remote.remote(*args) for args in tasks]
+        index = {ref: i for i, ref in enumerate(refs)}
+        out: list = [None] * len(refs)
+        lost: list[int] = []
+        reason = ""
         pending = list(refs)
         with _progress(len(refs), desc, self.progress) as tick:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                tick(len(done))
-        return ray.get(refs)
+                try:
+                    done, pending = ray.wait(pending, num_returns=1)
+                except Exception as exc:  # the connection itself failed: everything left is lost
+                    lost += [index[r] for r in pending]
+                    reason = _first_line(exc)
+                    break
+                for ref in done:
+                    try:
+                        out[index[ref]] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        if isinstance(cause, ImportError):  # the cluster lacks the code: run it here
+                            lost.append(index[ref])
+                            reason = _first_line(cause)
+                        elif isinstance(cause, Exception):
+                            raise cause from None
+                        else:
+                            raise
+                    except ray.exceptions.RayError as exc:
+                        lost.append(index[ref])
+                        reason = type(exc).__name__
+                    tick(1)
+        return out, sorted(lost), reason
+
+
+def ray_connect_timeout_s() -> float:
+    """Seconds to wait for an existing Ray cluster: ``$CLUSTERSIM_RAY_CONNECT_TIMEOUT_S`` or 20."""
+    raw = os.environ.get(RAY_CONNECT_TIMEOUT_ENV, "")
+    if not raw.strip():
+        return DEFAULT_RAY_CONNECT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{RAY_CONNECT_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``host:port`` or ``ray://host:port`` -> (host, port); other forms (``auto``) -> None."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _auth_hint() -> str:
+    """Token auth is the usual reason a live cluster refuses us (README: Ray token authentication)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        return ("RAY_AUTH_MODE is unset here: a cluster with token auth (Ray >= 2.59 turns it on by default) "
+                "needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    if mode.lower() == "token":
+        return "token auth is on here: RAY_AUTH_TOKEN or ~/.ray/auth_token must hold the cluster's token"
+    return f"RAY_AUTH_MODE={mode} here: a cluster with token auth needs RAY_AUTH_MODE=token and its token"
+
+
+def _connect(ray: Any, address: str | None, timeout_s: float, init_kwargs: dict) -> None:
+    """``ray.init`` bounded in time; every failure is one ``ValueError`` line."""
+    if address in (None, "local"):  # start a new local instance: Ray's own errors are prompt
+        try:
+            ray.init(address=address, **init_kwargs)
+        except Exception as exc:
+            raise ValueError(f"could not start a local Ray instance ({_first_line(exc)})") from None
+        return
+    hp = _host_port(address)
+    if hp is not None:
+        try:
+            socket.create_connection(hp, timeout=min(timeout_s, 5.0)).close()
+        except OSError as exc:
+            raise ValueError(f"Ray address {address}: no Ray cluster there ({exc.strerror or exc}); start one "
+                             f"with `ray start --head` and pass its address, e.g. 10.0.0.1:6379") from None
+    box: dict = {}
+
+    def connect() -> None:
+        try:
+            box["ctx"] = ray.init(address=address, **init_kwargs)
+        except BaseException as exc:  # reported to the waiting thread
+            box["err"] = exc
+
+    quiet = _DropMessage("current thread is not the main thread")
+    logging.getLogger("ray._private.worker").addFilter(quiet)
+    try:
+        thread = threading.Thread(target=connect, name="clustersim-ray-connect", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+    finally:
+        logging.getLogger("ray._private.worker").removeFilter(quiet)
+    if thread.is_alive():
+        raise ValueError(f"Ray address {address}: no answer from Ray within {timeout_s:g} s "
+                         f"(set {RAY_CONNECT_TIMEOUT_ENV} to wait longer; {_auth_hint()})")
+    if "err" in box:
+        raise ValueError(f"Ray address {address}: could not connect ({_first_line(box['err'])}; {_auth_hint()})")
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records containing ``text`` (Ray's warning about connecting off the main thread)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def default_executor(ray_address: str | None = None, workers: int | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -25,7 +27,7 @@ profile: null
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -42,3 +44,16 @@ def test_ray_sweep_matches_serial(local_ray):
     a = plan(cfg, executor=ex, verify_top=0).table
     b = plan(cfg, executor=SerialExecutor(), verify_top=0).table
     assert a.equals(b)
+
+
+def _fails_in_task(x):
+    if x == 2:
+        raise ValueError(f"bad point {x}")
+    return x
+
+
+def test_task_exception_is_reraised_as_itself(local_ray):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with pytest.raises(ValueError, match="bad point 2") as info:
+        RayExecutor(fallback=SerialExecutor()).map(_fails_in_task, [(i,) for i in range(4)])
+    assert type(info.value) is ValueError  # not Ray's wrapper with a remote traceback in its text

@@ -1,0 +1,189 @@
+"""Every file the CLI writes, and the one way it writes them.
+
+``OutputDir.prepare(path)`` checks an ``--out`` directory before any work is done: it must be a
+directory (created with its parents if missing) in which a file can be created; otherwise a
+one-line ``ValueError``. Once the results exist, a writer below clears the files its command
+owns (a fixed set of names per command, ``SIMULATE_FILES``, ``PLAN_FILES``, ``WHATIF_FILES``),
+so no stale file of an earlier run sits beside fresh ones (``best_deployment.yaml`` after a plan
+that found nothing), and writes each new file atomically: a temporary file in the same
+directory, flushed to disk, then ``os.replace``. An interrupted or failed write leaves complete
+files or none, never a cut-off one. Files a command does not own are never touched.
+
+The writers are the only code that writes result files (``clustersim.run`` and the layers below
+return data); ``calibrate`` writes its own profile directory through ``calibration.run``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+__all__ = ["SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "OutputDir", "write_simulation", "write_plan",
+           "write_training_plan", "write_whatif"]
+
+#: ``clustersim simulate --out``: serving (summary, requests, time series, trace) and training
+#: (summary, per-device, per-stage and memory tables) share one set, so switching kinds in one
+#: directory leaves nothing of the other behind.
+SIMULATE_FILES = ("summary.json", "requests.csv", "timeseries.csv", "trace.json", "per_device.csv", "stages.csv",
+                  "memory.csv")
+#: ``clustersim plan --out`` (serving plans write all of them, training plans ``ranked.csv``).
+PLAN_FILES = ("ranked.csv", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml")
+#: ``clustersim what-if --out``, per mode: a capacity run keeps an earlier sweep's files.
+WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png") for kind in ("capacity", "sweep", "compare")}
+
+
+class OutputDir:
+    """A checked output directory; records which files this run removed and wrote."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.planned: tuple[str, ...] = ()
+        self.written: list[str] = []
+        self.removed: list[str] = []
+
+    @classmethod
+    def prepare(cls, path: str | Path) -> "OutputDir":
+        """Create ``path`` (and parents) and prove a file can be created there, before any work."""
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"--out {p}: exists and is not a directory (give a directory path)")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--out {p}: cannot create the directory ({exc.strerror or exc})") from None
+        probe = p / f".clustersim-probe-{secrets.token_hex(4)}"
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise ValueError(f"--out {p}: cannot write there ({exc.strerror or exc})") from None
+        return cls(p)
+
+    def begin(self, owned: Iterable[str], planned: Iterable[str]) -> None:
+        """Remove the command's own files left by an earlier run; ``planned`` is what follows."""
+        planned = tuple(planned)
+        for name in owned:
+            f = self.path / name
+            if f.is_dir() and not f.is_symlink():
+                raise ValueError(f"--out {self.path}: {name} is a directory; it is an output file of this command")
+        for name in owned:
+            f = self.path / name
+            if f.is_symlink() or f.exists():
+                try:
+                    f.unlink()
+                except OSError as exc:
+                    raise ValueError(f"--out {self.path}: cannot remove the earlier {name} "
+                                     f"({exc.strerror or exc})") from None
+                self.removed.append(name)
+        self.planned = planned
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_with(name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write_csv(self, name: str, df: Any) -> None:
+        self.write_with(name, lambda tmp: df.to_csv(tmp, index=False))
+
+    def write_with(self, name: str, write: Callable[[Path], Any]) -> None:
+        """``write(tmp_path)`` makes the file (same suffix as ``name``); it then replaces ``name``."""
+        final = self.path / name
+        tmp = self.path / f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}"
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise ValueError(f"--out {self.path}: could not write {name} ({exc.strerror or exc})") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.written.append(name)
+
+    def report(self) -> str:
+        """One line: what this run wrote and did not write (used when it is interrupted)."""
+        where = f"{self.path}/"
+        if not self.planned:
+            return f"nothing written to {where}"
+        missing = [n for n in self.planned if n not in self.written]
+        gone = [n for n in self.removed if n not in self.written]
+        msg = f"complete in {where}: {', '.join(self.written) or 'none'}; not written: {', '.join(missing) or 'none'}"
+        if gone:
+            msg += f"; removed from an earlier run: {', '.join(gone)}"
+        return msg + " (no partial files)"
+
+
+def _can_plot() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trace: bool = False) -> list[str]:
+    """``summary.json``; serving: per-request and time-series CSVs; training: per-device,
+    per-stage and memory CSVs; asked, a Chrome trace (serving: iterations and request events;
+    training: the pipeline timeline)."""
+    frames: list[tuple[str, Any]] = []
+    if kind == "serving":
+        frames = [("requests.csv", result.requests), ("timeseries.csv", result.steps)]
+    else:
+        for name in ("per_device", "stages", "memory"):
+            df = getattr(result, name, None)
+            if df is not None and hasattr(df, "to_csv"):
+                frames.append((f"{name}.csv", df))
+    with_trace = bool(trace)
+    out.begin(SIMULATE_FILES, ["summary.json"] + [n for n, _ in frames] + (["trace.json"] if with_trace else []))
+    out.write_text("summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    for name, df in frames:
+        out.write_csv(name, df)
+    if with_trace and kind == "serving":
+        from simulator import to_chrome_trace
+
+        out.write_text("trace.json", json.dumps(to_chrome_trace(result)))
+    elif with_trace:
+        from simulator.training.result import to_chrome_trace as training_trace
+
+        out.write_text("trace.json", json.dumps(training_trace(result)))
+    return list(out.written)
+
+
+def write_plan(out: OutputDir, result: Any, plot: bool = True) -> list[str]:
+    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment YAML."""
+    best = result.best_yaml()
+    plot = plot and _can_plot()
+    planned = ["ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
+        (["pareto.png"] if plot else [])
+    out.begin(PLAN_FILES, planned)
+    out.write_csv("ranked.csv", result.table)
+    out.write_csv("pareto.csv", result.pareto)
+    out.write_text("plan.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    if best:
+        out.write_text("best_deployment.yaml", best)
+    if plot:
+        from planner.plot import plot_pareto
+
+        out.write_with("pareto.png", lambda tmp: plot_pareto(result, tmp))
+    return list(out.written)
+
+
+def write_training_plan(out: OutputDir, table: Any) -> list[str]:
+    """The ranked training layouts (``ranked.csv``)."""
+    out.begin(PLAN_FILES, ["ranked.csv"])
+    out.write_csv("ranked.csv", table)
+    return list(out.written)
+
+
+def write_whatif(out: OutputDir, kind: str, df: Any, plot: bool = True) -> list[str]:
+    """``whatif_<kind>.csv`` and, for sweeps and comparisons, ``whatif_<kind>.png``."""
+    csv_name, png_name = WHATIF_FILES[kind]
+    plot = plot and kind in ("sweep", "compare") and _can_plot()
+    out.begin(WHATIF_FILES[kind], [csv_name] + ([png_name] if plot else []))
+    out.write_csv(csv_name, df)
+    if plot:
+        from planner import plot as plots
+
+        draw = plots.plot_sweep if kind == "sweep" else plots.plot_compare
+        out.write_with(png_name, lambda tmp: draw(df, tmp))
+    return list(out.written)
