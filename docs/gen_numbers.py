@@ -163,7 +163,7 @@ def training_dsv3() -> str:
     for cluster, sched, timing in cases:
         overrides = [f"cluster={cluster}", f"parallelism.pp_schedule={sched}"]
         if timing == "roofline":
-            _, _, r, _ = simulate_file(example, overrides, profile=None)
+            _, _, r, _ = simulate_file(example, overrides, profile="none")
             label = "roofline (`profile: null`)"
         else:
             _, _, r, prof = simulate_file(example, overrides)
