@@ -40,7 +40,9 @@ def _guard(fn: Callable[[], Any]) -> Any:
 
 
 def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+    from clustersim.run import to_json  # strict JSON: NaN and infinities print as null
+
+    typer.echo(to_json(json.loads(json.dumps(data, default=_json_default))))
 
 
 def _json_default(obj: Any) -> Any:
@@ -152,15 +154,17 @@ def model_show(name: str, as_json: bool = typer.Option(False, "--json", help="Ma
 # ---------------------------------------------------------------- deployments
 @app.command("validate")
 def validate_cmd(
-    deploy: Path = typer.Argument(..., help="Deployment YAML."),
+    config: Path = typer.Argument(..., help="Deployment, plan or training-job YAML (the kind is detected)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Validate a deployment file and print its accounting report."""
+    """Validate a deployment, plan or training-job file with the checks the other commands make,
+    and print its report (deployment: accounting per pool; plan: budget and search space;
+    training: layout, micro-batches and tokens per step)."""
     from clustersim import api
 
-    report = _guard(lambda: api.deployment_report(api.validate(deploy, set_ or ())))
-    _show(f"{deploy}: valid", report, as_json)
+    report = _guard(lambda: api.config_report(api.validate(config, set_ or ())))
+    _show(f"{config}: valid {report['kind']}", report, as_json)
 
 
 @app.command("calibrate")
@@ -213,8 +217,9 @@ def plan_cmd(
     or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
     from clustersim import run
 
-    if run._is_training(plan_yaml):
-        table = _guard(lambda: run.plan_training(plan_yaml, set_ or ()))
+    doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
+    if doc.kind == "training":
+        table = _guard(lambda: run.plan_training(doc, set_ or ()))
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             table.to_csv(out / "ranked.csv", index=False)
@@ -227,7 +232,7 @@ def plan_cmd(
                             "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
         Console().print(table[cols].head(15).to_string(index=False))
         return
-    result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
+    result = _guard(lambda: run.plan_file(doc, set_ or (), ray_address, workers, progress=not as_json))
     if out is not None:
         run.write_plan(out, result)
     if as_json:
@@ -273,10 +278,7 @@ def whatif_cmd(
         if sweep:
             if not values:
                 raise ValueError("--sweep needs --values a,b,c")
-            vals = [v.strip() for v in values.split(",")]
-            if sweep not in ("device",):
-                vals = [float(v) for v in vals]
-            return "sweep", whatif.sweep(cfg, sweep, vals)
+            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")])
         if compare is not None:
             hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
             return "compare", whatif.compare_hardware(cfg, hw)

@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
+
+def load_config(path: str | Path) -> Any:
+    """Read and parse a config file once (``workloads.config_file``): its data, locations and kind
+    (``deployment``, ``plan``, ``training`` or None). The loaders below take it instead of a path."""
+    from workloads.config_file import load_config_file
+
+    return load_config_file(path)
 
 
-def _is_training(path: str | Path) -> bool:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False  # the real loader reports the located error
-    return isinstance(data, dict) and "training" in data
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None and numpy scalars as Python."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and not hasattr(obj, "__len__"):  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities become null, never ``NaN``/``Infinity``."""
+    return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
 
 
 def _profile_for(cluster_name: str) -> Any:
@@ -31,21 +48,25 @@ def _profile_for(cluster_name: str) -> Any:
     return default_profile(get_cluster(cluster_name))
 
 
-def simulate_file(path: str | Path, overrides: Iterable[str] = (), trace: bool = False,
+def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
                   profile: Any = "default") -> tuple[str, Any, Any, Any]:
-    """Load and run a deployment or training YAML: returns (kind, config, result, profile used)."""
+    """Load and run a deployment or training YAML (a path or ``load_config``'s result; the file
+    is read once and its kind detected from its data): returns (kind, config, result, profile used)."""
     overrides = list(overrides)
-    if _is_training(path):
+    from workloads.config_file import open_config
+
+    doc = open_config(path)
+    if doc.kind == "training":
         from simulator.training import simulate_training
         from workloads.training import load_training_job
 
-        job = load_training_job(path, overrides)
+        job = load_training_job(doc, overrides)
         prof = _profile_for(job.cluster) if profile == "default" else profile
         return "training", job, simulate_training(job, profile=prof, trace=trace), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
-    dep = load_deployment(path, overrides)
+    dep = load_deployment(doc, overrides)
     prof = _profile_for(dep.cluster) if profile == "default" else profile
     return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
 
@@ -64,7 +85,7 @@ def run_summary(kind: str, config: Any, result: Any, profile_name: str | None) -
     """summary.json content: results plus the resolved config, its hash, seed and versions."""
     resolved = config.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
-    summary = result.summary if kind == "serving" else result.summary()
+    summary = _finite(result.summary if kind == "serving" else result.summary())
     return {"kind": kind, "summary": summary, "config": resolved, "config_sha256": digest,
             "seed": resolved.get("seed"), "profile": profile_name, "versions": versions()}
 
@@ -75,7 +96,7 @@ def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.json"]
-    written[0].write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    written[0].write_text(to_json(summary) + "\n")
     if kind == "serving":
         result.requests.to_csv(out / "requests.csv", index=False)
         result.steps.to_csv(out / "timeseries.csv", index=False)
@@ -94,7 +115,7 @@ def write_simulation(out_dir: str | Path, kind: str, config: Any, result: Any, s
     return written
 
 
-def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
+def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
     TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
@@ -109,7 +130,7 @@ def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: 
                            profile=_profile_for(job.cluster))
 
 
-def plan_file(path: str | Path, overrides: Iterable[str] = (), ray_address: str | None = None,
+def plan_file(path: Any, overrides: Iterable[str] = (), ray_address: str | None = None,
               workers: int | None = None, progress: bool = True) -> Any:
     """Load a PLAN.yaml and run the planner (local pool, or Ray with an address)."""
     import planner
@@ -126,7 +147,7 @@ def write_plan(out_dir: str | Path, result: Any, plot: bool = True) -> list[Path
     written = [out / "ranked.csv", out / "pareto.csv", out / "plan.json"]
     result.table.to_csv(written[0], index=False)
     result.pareto.to_csv(written[1], index=False)
-    written[2].write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    written[2].write_text(to_json(result.to_dict()) + "\n")
     best = result.best_yaml()
     if best:
         (out / "best_deployment.yaml").write_text(best)

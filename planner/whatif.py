@@ -26,8 +26,9 @@ from planner.executors import Executor
 from planner.schema import PlanConfig
 from planner.search import plan as run_plan
 from planner.space import context_from_plan
+from workloads.limits import MAX_RATE_PER_S, MAX_SLO_MS, MAX_WHATIF_SCALE
 
-__all__ = ["capacity", "sweep", "compare_hardware", "SWEEP_PARAMETERS", "DEFAULT_HARDWARE"]
+__all__ = ["capacity", "sweep", "sweep_values", "compare_hardware", "SWEEP_PARAMETERS", "DEFAULT_HARDWARE"]
 
 SWEEP_PARAMETERS = ("load", "bandwidth", "hbm", "device", "tpot_ms", "ttft_ms")
 #: column of the swept value where the parameter's name is also a metric of the best layout
@@ -85,6 +86,34 @@ def _device_dtype(cfg: PlanConfig, device) -> str:
     return "bf16"
 
 
+#: the largest value of each numeric sweep (all must be > 0) and what the values are
+_NUMERIC_SWEEPS = {"load": (MAX_RATE_PER_S, "arrival rates in req/s"),
+                   "bandwidth": (MAX_WHATIF_SCALE, "bandwidth scales"), "hbm": (MAX_WHATIF_SCALE, "HBM scales"),
+                   "tpot_ms": (MAX_SLO_MS, "TPOT limits in ms"), "ttft_ms": (MAX_SLO_MS, "TTFT limits in ms")}
+
+
+def sweep_values(parameter: str, values: Sequence[Any]) -> list:
+    """The values of a sweep, checked: numbers finite and in (0, limit] for the numeric parameters
+    (a ValueError naming ``--values`` and the parameter otherwise), names for ``device``."""
+    values = list(values)
+    if not values:
+        raise ValueError(f"--values: give at least one value to sweep {parameter} over")
+    if parameter not in _NUMERIC_SWEEPS:
+        return [str(v).strip() for v in values]
+    high, what = _NUMERIC_SWEEPS[parameter]
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not (0.0 < x <= high):  # also refuses NaN
+            raise ValueError(f"--values: {v!r} is not a valid {parameter} value ({what} must be finite numbers "
+                             f"> 0 and <= {high:g})")
+        out.append(x)
+    return out
+
+
 def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, executor: Executor | None = None,
           verify_top: int = 0) -> pd.DataFrame:
     """Best layout per value of one parameter (see module docstring); one row per value."""
@@ -92,6 +121,7 @@ def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, exe
 
     if parameter not in SWEEP_PARAMETERS:
         raise ValueError(f"unknown what-if parameter {parameter!r} (valid: {', '.join(SWEEP_PARAMETERS)})")
+    values = sweep_values(parameter, values)
     rows = []
     for v in values:
         cfg, ctx = plan_config, None
