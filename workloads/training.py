@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
 from workloads.models import MLAConfig, get_model
-from workloads.yamlloc import ConfigError, dotted, locate, parse_yaml_with_locations
+from workloads.yamlloc import ConfigError, dotted, format_validation_error, parse_yaml_with_locations
 
 __all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "ConfigError"]
 
@@ -209,22 +209,6 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
     return out
 
 
-def _format(filename: str, locs: dict, exc: Exception) -> ConfigError:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        path = tuple(err.get("loc", ()))
-        ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _LocatedError):
-            path, msg = ctx_err.path, ctx_err.msg
-        else:
-            msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-    else:
-        path, msg = (), str(exc)
-    loc = locate(locs, path)
-    where = f"{filename}:{loc[0]}:{loc[1]}" if loc else filename
-    return ConfigError(f"{where}: {dotted(path)}: {msg}")
-
-
 def parse_training_job(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> TrainingJob:
     """Validate YAML text into a TrainingJob (``training:`` wrapper optional); ConfigError on bad input."""
     data, locs = parse_yaml_with_locations(text, filename)
@@ -245,14 +229,8 @@ def _from_data(data, locs, filename: str, overrides: Sequence[str]) -> TrainingJ
     prefix: tuple = ()
     if "training" in data and isinstance(data["training"], dict):
         data, prefix = data["training"], ("training",)
-        locs = {k[1:]: v for k, v in locs.items() if k[:1] == prefix}
     data = apply_overrides(data, overrides, "training.global_batch=4096", strip_prefix="training.")
     try:
         return TrainingJob.model_validate(data)
-    except (ValidationError, ValueError) as exc:
-        err = _format(filename, locs, exc)
-        if prefix:
-            msg = str(err)
-            head, _, rest = msg.partition(": ")
-            err = ConfigError(f"{head}: training.{rest}" if rest and not rest.startswith("<root>") else msg)
-        raise err from None
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, filename, locs, TrainingJob, prefix)) from None

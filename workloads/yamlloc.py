@@ -393,22 +393,67 @@ def model_at(root: Any, path: PathKey) -> Any:
     return model
 
 
-def format_validation_error(exc: Any, filename: str, locs: dict[PathKey, Location], root: Any) -> str:
-    """One line ``file:line:col: dotted.field: problem (valid: ...)`` for a pydantic ValidationError."""
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _num(x: Any) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def _limit_note(bound: Any) -> str:
+    from workloads import limits
+
+    values = {v for k, v in vars(limits).items() if k.startswith("MAX_") and isinstance(v, (int, float))}
+    return f"; see {README_SECTION}" if bound in values and bound > 1 else ""
+
+
+def _problem(err: dict, root: Any, loc: PathKey) -> str:
+    """The problem part of a one-line message for one pydantic error."""
+    kind, ctx, inp = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        owner = model_at(root, loc[:-1])
+        return "unknown field" + (f" (valid: {', '.join(owner.model_fields)})" if owner else "")
+    if kind in ("literal_error", "union_tag_invalid"):
+        return f"{_short(inp)} is not allowed (valid: {ctx.get('expected') or ctx.get('expected_tags')})"
+    if kind == "missing":
+        return "required field is missing"
+    bounds = {"less_than_equal": ("le", "too large", "<="), "less_than": ("lt", "too large", "<"),
+              "greater_than_equal": ("ge", "too small", ">="), "greater_than": ("gt", "too small", ">")}
+    if kind in bounds:
+        key, what, op = bounds[kind]
+        return f"{_short(inp)} is {what} (valid: {op} {_num(ctx[key])}{_limit_note(ctx[key])})"
+    if kind == "finite_number":
+        return f"{_short(inp)} is not a finite number (valid: a finite number; .inf and .nan are refused)"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        hint = "; YAML reads 1e6 as text: write 1000000" if isinstance(inp, str) and "e" in inp.lower() else ""
+        return f"{_short(inp)} is not an integer (valid: an integer{hint})"
+    if kind in ("float_parsing", "float_type"):
+        return f"{_short(inp)} is not a number (valid: a finite number)"
+    if kind == "too_long":
+        limit = ctx.get("max_length")
+        return f"{ctx.get('actual_length')} values, too many (valid: at most {limit}{_limit_note(limit)})"
+    if kind == "value_error" and hasattr(ctx.get("error"), "msg"):
+        return ctx["error"].msg
+    return err["msg"].removeprefix("Value error, ")
+
+
+def format_validation_error(exc: Any, filename: str, locs: dict[PathKey, Location], root: Any,
+                            prefix: PathKey = ()) -> str:
+    """One line ``file:line:col: dotted.field: problem (valid: ...)`` for a pydantic ValidationError.
+
+    ``prefix``: where the validated data sits in the file (e.g. ``("training",)``). A validator
+    error carrying ``path`` and ``msg`` attributes (a located rule) is reported at its path.
+    """
     err = exc.errors(include_url=False)[0]
     loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x in UNION_TAGS))
-    where = locate(locs, loc)
-    prefix = f"{filename}:{where[0]}:{where[1]}" if where else filename
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        owner = model_at(root, loc[:-1])
-        msg = "unknown field" + (f" (valid: {', '.join(owner.model_fields)})" if owner else "")
-    elif err["type"] in ("literal_error", "union_tag_invalid"):
-        ctx = err.get("ctx", {})
-        msg = f"{err.get('input')!r} is not allowed (valid: {ctx.get('expected') or ctx.get('expected_tags')})"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+    rule = (err.get("ctx") or {}).get("error")
+    if hasattr(rule, "path") and hasattr(rule, "msg"):
+        loc = loc + tuple(rule.path)
+    msg = _problem(err, root, loc)
+    path = tuple(prefix) + loc
+    where = locate(locs, path)
+    head = f"{filename}:{where[0]}:{where[1]}" if where else filename
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}: {dotted(loc)}: {msg}{more}"
+    return f"{head}: {dotted(path)}: {msg}{more}"
