@@ -159,6 +159,12 @@ class Workload(_Frozen):
     def _bounded(self) -> "Workload":
         if self.num_requests is None and self.duration_s is None and self.arrival.kind != "trace":
             raise ValueError("give num_requests or duration_s (the run must end)")
+        if self.arrival.kind != "trace" and self.num_requests is not None and self.duration_s is None:
+            horizon_s = self.num_requests / self.arrival.rate_per_s
+            if horizon_s > L.MAX_DURATION_S:
+                raise ValueError(f"{self.num_requests:,} requests at {self.arrival.rate_per_s:g} req/s arrive over about "
+                                 f"{horizon_s:.3g} s, longer than a simulation keeps time precisely (at most "
+                                 f"{L.MAX_DURATION_S:,.0f} s; raise arrival.rate_per_s)")
         requests = self.expected_requests
         if requests is not None and requests > L.MAX_REQUESTS:
             raise ValueError(f"about {requests:,.0f} requests (rate_per_s x duration_s), more than one simulation "

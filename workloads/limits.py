@@ -50,7 +50,8 @@ MAX_SAMPLES_PER_REQUEST = 1024
 #: Most sequences one serving simulation may decode: requests x samples per request.
 MAX_SIMULATED_SEQUENCES = 2_000_000
 
-#: Longest simulated serving horizon ``duration_s`` (one year, in seconds).
+#: Longest simulated serving horizon: ``duration_s``, and num_requests / rate_per_s (one year, in
+#: seconds; float64 times then keep nanosecond resolution).
 MAX_DURATION_S = 31_536_000.0
 
 #: Highest arrival rate (requests/s).
@@ -98,7 +99,8 @@ MAX_VERIFY_TOP = 100
 #: Largest seed (numpy's SeedSequence takes any non-negative integer; 2**63 - 1 keeps it an int64).
 MAX_SEED = 2**63 - 1
 
-#: What-if sweep scales (bandwidth, HBM) must lie in (0, MAX_WHATIF_SCALE].
+#: What-if sweep scales (bandwidth, HBM) must lie in [MIN_WHATIF_SCALE, MAX_WHATIF_SCALE].
+MIN_WHATIF_SCALE = 0.001
 MAX_WHATIF_SCALE = 1000.0
 
 README_SECTION = "workloads/README.md#input-limits"

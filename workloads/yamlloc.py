@@ -431,6 +431,14 @@ def _problem(err: dict, root: Any, loc: PathKey) -> str:
         return f"{_short(inp)} is not an integer (valid: an integer{hint})"
     if kind in ("float_parsing", "float_type"):
         return f"{_short(inp)} is not a number (valid: a finite number)"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of fields, got {_short(inp)}"
+    if kind == "list_type":
+        return f"expected a list, got {_short(inp)}"
+    if kind == "string_type":
+        return f"expected text, got {_short(inp)}"
+    if kind == "bool_parsing" or kind == "bool_type":
+        return f"{_short(inp)} is not a boolean (valid: true, false)"
     if kind == "too_long":
         limit = ctx.get("max_length")
         return f"{ctx.get('actual_length')} values, too many (valid: at most {limit}{_limit_note(limit)})"
