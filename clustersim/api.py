@@ -59,9 +59,12 @@ def validate(path: str | Path, overrides: Iterable[str] = ()) -> Any:
 
         return load_plan(doc, overrides)
     if doc.kind == "training":
+        from clustersim.run import _profile_for, simulate_training_checked
         from workloads.training import load_training_job
 
-        return load_training_job(doc, overrides)
+        job = load_training_job(doc, overrides)
+        simulate_training_checked(doc, job, _profile_for(job.cluster))  # memory needs the pipeline's peak
+        return job
     from workloads.deployment import load_deployment
 
     return load_deployment(doc, overrides)
@@ -81,11 +84,16 @@ def config_report(config: Any) -> dict:
 
 
 def training_report(job: Any) -> dict:
-    """A validated training job's layout: devices, degrees, micro-batches and tokens per step."""
+    """A validated training job's layout (devices, degrees, micro-batches, tokens per step) and
+    its memory per device (the simulator's pipeline peak, as ``simulate`` reports it)."""
+    from clustersim.run import _profile_for
     from hardware.catalog import get_cluster
+    from simulator.training import simulate_training
 
     p = job.parallelism
     cluster = get_cluster(job.cluster)
+    memory = simulate_training(job, profile=_profile_for(job.cluster), check_memory=False).memory
+    worst = memory.loc[memory["total_gb"].idxmax()]
     return {
         "name": f"{job.model} on {cluster.name}", "model": job.model, "cluster": cluster.name,
         "devices": p.devices, "cluster_devices": cluster.num_devices,
@@ -94,7 +102,10 @@ def training_report(job: Any) -> dict:
         "pipeline_stages": p.pipeline_stages, "micro_batches_per_step": job.micro_batches,
         "micro_batch_size": job.micro_batch_size, "global_batch": job.global_batch, "seq_len": job.seq_len,
         "tokens_per_step": job.tokens_per_step, "precision": job.precision, "recompute": job.recompute,
-        "memory": "checked by simulate (needs the pipeline's in-flight activations)",
+        "memory_peak_gb": float(worst["total_gb"]), "memory_peak_device": int(worst["device"]),
+        "memory_usable_gb": float(worst["limit_gb"]),
+        "memory_peak_parts_gb": {k.removesuffix("_gb"): float(worst[k]) for k in
+                                 ("params_gb", "grads_gb", "optimizer_gb", "activations_gb", "reserved_gb")},
     }
 
 

@@ -57,18 +57,34 @@ def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
 
     doc = open_config(path)
     if doc.kind == "training":
-        from simulator.training import simulate_training
         from workloads.training import load_training_job
 
         job = load_training_job(doc, overrides)
         prof = _profile_for(job.cluster) if profile == "default" else profile
-        return "training", job, simulate_training(job, profile=prof, trace=trace), prof
+        return "training", job, simulate_training_checked(doc, job, prof, trace=trace), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
     dep = load_deployment(doc, overrides)
     prof = _profile_for(dep.cluster) if profile == "default" else profile
     return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
+
+
+def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False) -> Any:
+    """``simulate_training`` with the memory check, a layout that does not fit reported as one
+    located line (``file:line:col: training.parallelism: out of memory on ...``); ``validate``
+    makes the same check, so it refuses every job ``simulate`` cannot run."""
+    from simulator.training import OutOfMemory, simulate_training
+    from workloads.yamlloc import ConfigError, dotted, locate
+
+    try:
+        return simulate_training(job, profile=profile, trace=trace)
+    except OutOfMemory as exc:
+        path = (("training",) if isinstance(doc.data, dict) and "training" in doc.data else ()) + ("parallelism",)
+        where = locate(doc.locs, path)
+        head = f"{doc.filename}:{where[0]}:{where[1]}" if where else doc.filename
+        raise ConfigError(f"{head}: {dotted(path)}: {exc} (valid: a layout that fits; "
+                          f"`clustersim plan {doc.filename}` searches them)") from None
 
 
 def versions() -> dict:

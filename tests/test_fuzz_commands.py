@@ -77,8 +77,8 @@ _SETS = {"simulate": lambda b: ["workload.num_requests=4", *_ONE_MB.get(b, [])],
 
 INTERESTING = [0, -1, 1, 2, 3, 7, 64, 0.5, -0.0, 1.5, 10**18, 2**64, -(10**30), float("nan"), float("inf"),
                float("-inf"), "", "x", "1e12", ".inf", None, True, False, [], {}, [1, 2], {"a": 1}]
-BYTES = [b"\x80", b"\xff", b"\xe9", b"\x00", b"\xc3", b":", b"[", b"{", b"&a ", b"*a", b"- ", b"\t", b'"',
-         b"!!python/object ", b"<<: ", b"---\n", b"\nz: &z [*z]\n"]
+BYTES = [b"\x80", b"\xff", b"\xe9", b"\x00", b"\xc3", b"\x01", b"\x7f", b"\xef\xbb\xbf", b'"\\ud800"', b":", b"[",
+         b"{", b"&a ", b"*a", b"- ", b"\t", b'"', b"!!python/object ", b"<<: ", b"---\n", b"\nz: &z [*z]\n"]
 
 #: mutation kinds, "scale" (a nearby number) weighted so that many cases still run deep
 OPS = ["scale"] * 4 + ["replace", "replace", "delete", "add", "share", "recurse"]

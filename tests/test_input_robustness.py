@@ -137,7 +137,9 @@ def test_duplicate_and_undefined_anchor_and_non_scalar_key_are_located():
                          ("? [1, 2]\n: 3\n", "1:3: <root>: a key must be a plain value"),
                          ("a: !!python/object:os.system x\n", "1:4: invalid YAML"),
                          ("a: 1\n---\nb: 2\n", "2:1: <root>: expected one YAML document"),
-                         ("a: " + "9" * 5000 + "\n", "1:4: a: cannot read the value")):
+                         ("a: " + "9" * 5000 + "\n", "1:4: a: cannot read the value"),
+                         ("a: 1\nname: x\x01\n", "2:8: invalid YAML: the control character U+0001"),
+                         ('name: "\\ud800"\n', "1:7: name: the text holds a lone UTF-16 surrogate")):
         with pytest.raises(ConfigError) as info:
             parse_yaml_with_locations(text, "f.yaml")
         assert str(info.value).startswith("f.yaml:" + needle), str(info.value)
@@ -371,6 +373,16 @@ def test_validate_accepts_every_shipped_example(example):
         assert report["devices"] == 2048 and report["micro_batches_per_step"] == 120
     if kind == "plan":
         assert report["candidate_layouts"] > 0
+
+
+def test_validate_refuses_a_training_job_that_simulate_cannot_fit():
+    """validate makes simulate's memory check (the pipeline's peak activations): same line from both."""
+    lines = [one_line_error(run(c, TRAIN, "--set", "training.micro_batch_size=2"),
+                            f"{TRAIN}:18:3: training.parallelism: out of memory on pipeline device")
+             for c in ("validate", "simulate")]
+    assert lines[0] == lines[1]
+    report = json.loads(run("validate", TRAIN, "--json").stdout)
+    assert report["memory_peak_gb"] <= report["memory_usable_gb"]
 
 
 def test_validate_table_names_the_kind():

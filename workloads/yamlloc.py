@@ -1,9 +1,13 @@
-"""YAML loading that remembers where every value came from.
+"""YAML loading that remembers where every value came from, within the input limits.
 
 ``load_yaml_with_locations`` returns the parsed data together with a map from a key path
 (tuple of dict keys / list indices) to its ``(line, column)`` (1-based), so that validation
-errors can be reported as ``deploy.yaml:12:5: serving.decode.ep: ...``. ``set_path`` applies
-``--set a.b.c=value`` overrides, whose values are parsed as YAML scalars.
+errors can be reported as ``deploy.yaml:12:5: serving.decode.ep: ...``. The document is built
+from the parser's events without recursion and within ``workloads.limits`` (file size, values
+counted through aliases, nesting depth; recursive aliases refused), and ``read_config_text``
+refuses oversized, binary and non-UTF-8 files before parsing. ``set_path`` applies ``--set
+a.b.c=value`` overrides, whose values go through the same parser; ``format_validation_error``
+turns a pydantic error into the one-line ``file:line:col: field: problem (valid: ...)``.
 """
 
 from __future__ import annotations
@@ -37,16 +41,23 @@ def parse_yaml_with_locations(text: str, filename: str = "<string>") -> tuple[An
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{filename}: {len(text):,} characters, more than a config file may hold "
                           f"(at most {MAX_CONFIG_BYTES:,} bytes; see {README_SECTION})")
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         return _Composer(loader, filename).document()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         problem = " ".join(str(exc.problem or exc.context).split())
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(f"{filename}:{line}:{column}: invalid YAML: the control character U+{exc.character:04X} "
+                          f"is not allowed (a config must be plain text)") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_with_locations(path: str | Path) -> tuple[Any, dict[PathKey, Location]]:
@@ -245,6 +256,11 @@ class _Composer:
             except Exception as exc:  # e.g. an integer of more digits than Python converts
                 self.fail(ev.start_mark, path, f"cannot read the value: {' '.join(str(exc).split())}")
             self.ld.constructed_objects.pop(node, None)
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # a "\ud800" escape: no file or terminal can hold it
+                    self.fail(ev.start_mark, path, "the text holds a lone UTF-16 surrogate escape (not valid text)")
         if self.stack and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is _NO_KEY:
             pass  # a key: its location is recorded when its value arrives
         else:
