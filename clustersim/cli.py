@@ -160,7 +160,7 @@ def validate_cmd(
 ) -> None:
     """Validate a deployment, plan or training-job file with the checks the other commands make,
     and print its report (deployment: accounting per pool; plan: budget and search space;
-    training: layout, micro-batches and tokens per step)."""
+    training: layout, micro-batches, tokens per step and peak memory per device)."""
     from clustersim import api
 
     report = _guard(lambda: api.config_report(api.validate(config, set_ or ())))

@@ -418,7 +418,7 @@ def test_kind_keys_are_the_schemas_own():
 
 def test_set_overrides_still_work_for_every_kind():
     assert run("validate", LLAMA, "--set", "serving.pool.instances=1").exit_code == 0
-    r = run("validate", TRAIN, "--set", "training.parallelism.dp=64", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["devices"] == 1024
+    r = run("validate", TRAIN, "--set", "training.parallelism.dp=256", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["devices"] == 4096
     r = run("validate", PLAN, "--set", "hardware.devices=16", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["budget_devices"] == 16
