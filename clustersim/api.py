@@ -48,10 +48,85 @@ def model_report(name: str) -> dict:
 
 
 def validate(path: str | Path, overrides: Iterable[str] = ()) -> Any:
-    """Load and fully check a deployment file; returns the frozen Deployment."""
+    """Load and fully check a deployment, plan or training-job file (the kind is detected from
+    its data, ``workloads.config_file.detect_kind``; no distinctive key means a deployment) with
+    the loaders ``simulate`` and ``plan`` use; returns the frozen Deployment, PlanConfig or TrainingJob."""
+    from workloads.config_file import load_config_file
+
+    doc = load_config_file(path)
+    if doc.kind == "plan":
+        from planner.schema import load_plan
+
+        return load_plan(doc, overrides)
+    if doc.kind == "training":
+        from clustersim.run import resolve_profile, simulate_training_checked
+        from workloads.training import load_training_job
+
+        job = load_training_job(doc, overrides)
+        prof = resolve_profile(job.profile, job.cluster, doc.filename)
+        simulate_training_checked(doc, job, prof)  # memory needs the pipeline's peak
+        return job
     from workloads.deployment import load_deployment
 
-    return load_deployment(path, overrides)
+    return load_deployment(doc, overrides)
+
+
+def config_report(config: Any) -> dict:
+    """The report of a validated config, with its ``kind`` first: a deployment's per-pool
+    accounting (``deployment_report``), a plan's budget and search space, a training job's layout."""
+    from workloads.deployment import Deployment
+    from workloads.training import TrainingJob
+
+    if isinstance(config, Deployment):
+        return {"kind": "deployment", **deployment_report(config)}
+    if isinstance(config, TrainingJob):
+        return {"kind": "training", **training_report(config)}
+    return {"kind": "plan", **plan_report(config)}
+
+
+def training_report(job: Any) -> dict:
+    """A validated training job's layout (devices, degrees, micro-batches, tokens per step) and
+    its memory per device (the simulator's pipeline peak, as ``simulate`` reports it)."""
+    from clustersim.run import resolve_profile
+    from hardware.catalog import get_cluster
+    from simulator.training import simulate_training
+
+    p = job.parallelism
+    cluster = get_cluster(job.cluster)
+    memory = simulate_training(job, profile=resolve_profile(job.profile, job.cluster), check_memory=False).memory
+    worst = memory.loc[memory["total_gb"].idxmax()]
+    return {
+        "name": f"{job.model} on {cluster.name}", "model": job.model, "cluster": cluster.name,
+        "devices": p.devices, "cluster_devices": cluster.num_devices,
+        "layout": f"dp{p.dp} x pp{p.pp} ({p.pp_schedule}) x tp{p.tp} x sp{p.sp} ({p.sp_kind}) x cp{p.cp}, "
+                  f"ep{p.ep}, zero{p.zero_stage}",
+        "pipeline_stages": p.pipeline_stages, "micro_batches_per_step": job.micro_batches,
+        "micro_batch_size": job.micro_batch_size, "global_batch": job.global_batch, "seq_len": job.seq_len,
+        "tokens_per_step": job.tokens_per_step, "precision": job.precision, "recompute": job.recompute,
+        "memory_peak_gb": float(worst["total_gb"]), "memory_peak_device": int(worst["device"]),
+        "memory_usable_gb": float(worst["limit_gb"]),
+        "memory_peak_parts_gb": {k.removesuffix("_gb"): float(worst[k]) for k in
+                                 ("params_gb", "grads_gb", "optimizer_gb", "activations_gb", "reserved_gb")},
+    }
+
+
+def plan_report(plan: Any) -> dict:
+    """A validated plan's hardware budget, workload, SLOs and size of the search space."""
+    from planner.space import context_from_plan, count_layouts
+    from workloads.models import get_model
+
+    ctx = context_from_plan(plan)
+    cluster = ctx.cluster.resolve()
+    wl = plan.workload
+    return {
+        "name": plan.name, "model": plan.model, "cluster": cluster.name, "device": cluster.device.name,
+        "budget_devices": ctx.budget_devices, "weight_dtype": plan.weight_dtype,
+        "arrival": f"{wl.arrival.kind}" + (f" {wl.arrival.rate_per_s:g} req/s" if wl.arrival.kind != "trace" else ""),
+        "prompt_tokens_mean": ctx.prompt_tokens, "output_tokens_mean": ctx.output_tokens,
+        "slo": f"TTFT <= {plan.slo.ttft_ms:g} ms, TPOT <= {plan.slo.tpot_ms:g} ms at p{plan.slo.percentile:g}",
+        "modes": ", ".join(plan.search.modes), "candidate_layouts": count_layouts(ctx, plan.search, get_model(plan.model)),
+        "verify_top": plan.verify.top, "objective": plan.objective,
+    }
 
 
 def deployment_report(deployment: Any) -> dict:

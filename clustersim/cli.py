@@ -75,7 +75,9 @@ def _interruptible(what: str, out_dir: Any = None, written: str = "nothing writt
 
 
 def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
+    from clustersim.outputs import to_json  # strict JSON: NaN and infinities print as null
+
+    typer.echo(to_json(json.loads(json.dumps(data, default=_json_default))))
 
 
 def _json_default(obj: Any) -> Any:
@@ -192,15 +194,17 @@ def model_show(name: str, as_json: bool = typer.Option(False, "--json", help="Ma
 # ---------------------------------------------------------------- deployments
 @app.command("validate")
 def validate_cmd(
-    deploy: Path = typer.Argument(..., help="Deployment YAML."),
+    config: Path = typer.Argument(..., help="Deployment, plan or training-job YAML (the kind is detected)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Validate a deployment file and print its accounting report."""
+    """Validate a deployment, plan or training-job file with the checks the other commands make,
+    and print its report (deployment: accounting per pool; plan: budget and search space;
+    training: layout, micro-batches, tokens per step and peak memory per device)."""
     from clustersim import api
 
-    report = _guard(lambda: api.deployment_report(api.validate(deploy, set_ or ())))
-    _show(f"{deploy}: valid", report, as_json)
+    report = _guard(lambda: api.config_report(api.validate(config, set_ or ())))
+    _show(f"{config}: valid {report['kind']}", report, as_json)
 
 
 @app.command("calibrate")
@@ -286,9 +290,10 @@ def plan_cmd(
 
     set_ = [*(set_ or ()), *run.profile_override(profile)]
     out_dir = _out_dir(out)
-    if run._is_training(plan_yaml):
+    doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
+    if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
-            table = _guard(lambda: run.plan_training(plan_yaml, set_))
+            table = _guard(lambda: run.plan_training(doc, set_))
             if out_dir is not None:
                 _guard(lambda: outputs.write_training_plan(out_dir, table))
         if as_json:
@@ -303,7 +308,7 @@ def plan_cmd(
         Console().print(table[cols].head(15).to_string(index=False))
         return
     with _interruptible(f"plan {plan_yaml}", out_dir):
-        result = _guard(lambda: run.plan_file(plan_yaml, set_ or (), ray_address, workers, progress=not as_json))
+        result = _guard(lambda: run.plan_file(doc, set_, ray_address, workers, progress=not as_json))
         if out_dir is not None:
             _guard(lambda: outputs.write_plan(out_dir, result))
     if as_json:
@@ -348,17 +353,15 @@ def whatif_cmd(
 
     out_dir = _out_dir(out)
 
+    cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
+
     def go():
-        cfg = planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)])
         if capacity:
             return "capacity", whatif.capacity(cfg)
         if sweep:
             if not values:
                 raise ValueError("--sweep needs --values a,b,c")
-            vals = [v.strip() for v in values.split(",")]
-            if sweep not in ("device",):
-                vals = [float(v) for v in vals]
-            return "sweep", whatif.sweep(cfg, sweep, vals)
+            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")])
         if compare is not None:
             hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
             return "compare", whatif.compare_hardware(cfg, hw)
@@ -366,7 +369,7 @@ def whatif_cmd(
 
     with _interruptible(f"what-if {plan_yaml}", out_dir):
         kind, df = _guard(go)
-        line = _guard(lambda: run.plan_profile_line(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
+        line = _guard(lambda: run.plan_profile_line(cfg))
         df.attrs.setdefault("profile", line.removeprefix("profile: "))
         if out_dir is not None:
             _guard(lambda: outputs.write_whatif(out_dir, kind, df))

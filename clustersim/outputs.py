@@ -17,12 +17,32 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "OutputDir", "write_simulation", "write_plan",
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None and numpy scalars as Python."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and not hasattr(obj, "__len__"):  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): NaN and infinities become null, never ``NaN``/``Infinity``."""
+    return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
+
+
+__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "OutputDir", "write_simulation", "write_plan",
            "write_training_plan", "write_whatif"]
 
 #: ``clustersim simulate --out``: serving (summary, requests, time series, trace) and training
@@ -135,7 +155,7 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
                 frames.append((f"{name}.csv", df))
     with_trace = bool(trace)
     out.begin(SIMULATE_FILES, ["summary.json"] + [n for n, _ in frames] + (["trace.json"] if with_trace else []))
-    out.write_text("summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    out.write_text("summary.json", to_json(summary) + "\n")
     for name, df in frames:
         out.write_csv(name, df)
     if with_trace and kind == "serving":
@@ -158,7 +178,7 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True) -> list[str]:
     out.begin(PLAN_FILES, planned)
     out.write_csv("ranked.csv", result.table)
     out.write_csv("pareto.csv", result.pareto)
-    out.write_text("plan.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    out.write_text("plan.json", to_json(result.to_dict()) + "\n")
     if best:
         out.write_text("best_deployment.yaml", best)
     if plot:

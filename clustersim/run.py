@@ -13,15 +13,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
+from clustersim.outputs import finite
 
 
-def _is_training(path: str | Path) -> bool:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False  # the real loader reports the located error
-    return isinstance(data, dict) and "training" in data
+def load_config(path: str | Path) -> Any:
+    """Read and parse a config file once (``workloads.config_file``): its data, locations and kind
+    (``deployment``, ``plan``, ``training`` or None). The loaders below take it instead of a path."""
+    from workloads.config_file import load_config_file
+
+    return load_config_file(path)
 
 
 def resolve_profile(spec: Any, cluster_name: str, config_path: str | Path | None = None) -> Any:
@@ -31,6 +31,7 @@ def resolve_profile(spec: Any, cluster_name: str, config_path: str | Path | None
     from calibration.resolve import resolve_profile as resolve
     from hardware.catalog import get_cluster
 
+    config_path = getattr(config_path, "filename", config_path)  # a loaded ConfigFile names its file
     base = Path(config_path).parent if config_path is not None else None
     try:
         return resolve(spec, get_cluster(cluster_name).device.name, base_dir=base)
@@ -48,26 +49,46 @@ def profile_override(value: str | None) -> list[str]:
     return [f"profile={p.resolve() if p.is_dir() else value}"]
 
 
-def simulate_file(path: str | Path, overrides: Iterable[str] = (), trace: bool = False,
+def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
                   profile: Any = None) -> tuple[str, Any, Any, Any]:
-    """Load and run a deployment or training YAML: returns (kind, config, result, profile used).
+    """Load and run a deployment or training YAML (a path or ``load_config``'s result; the file
+    is read once and its kind detected from its data): returns (kind, config, result, profile used).
 
     ``profile``: a profile object or spec that replaces the config's ``profile:`` field (None:
     the field decides; its default is the shipped profile of the cluster's device)."""
     overrides = list(overrides)
-    if _is_training(path):
-        from simulator.training import simulate_training
+    from workloads.config_file import open_config
+
+    doc = open_config(path)
+    if doc.kind == "training":
         from workloads.training import load_training_job
 
-        job = load_training_job(path, overrides)
-        prof = resolve_profile(job.profile if profile is None else profile, job.cluster, path)
-        return "training", job, simulate_training(job, profile=prof, trace=trace), prof
+        job = load_training_job(doc, overrides)
+        prof = resolve_profile(job.profile if profile is None else profile, job.cluster, doc.filename)
+        return "training", job, simulate_training_checked(doc, job, prof, trace=trace), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
-    dep = load_deployment(path, overrides)
-    prof = resolve_profile(dep.profile if profile is None else profile, dep.cluster, path)
+    dep = load_deployment(doc, overrides)
+    prof = resolve_profile(dep.profile if profile is None else profile, dep.cluster, doc.filename)
     return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
+
+
+def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False) -> Any:
+    """``simulate_training`` with the memory check, a layout that does not fit reported as one
+    located line (``file:line:col: training.parallelism: out of memory on ...``); ``validate``
+    makes the same check, so it refuses every job ``simulate`` cannot run."""
+    from simulator.training import OutOfMemory, simulate_training
+    from workloads.yamlloc import ConfigError, dotted, locate
+
+    try:
+        return simulate_training(job, profile=profile, trace=trace)
+    except OutOfMemory as exc:
+        path = (("training",) if isinstance(doc.data, dict) and "training" in doc.data else ()) + ("parallelism",)
+        where = locate(doc.locs, path)
+        head = f"{doc.filename}:{where[0]}:{where[1]}" if where else doc.filename
+        raise ConfigError(f"{head}: {dotted(path)}: {exc} (valid: a layout that fits; "
+                          f"`clustersim plan {doc.filename}` searches them)") from None
 
 
 def versions() -> dict:
@@ -88,13 +109,13 @@ def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
 
     resolved = config.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
-    summary = result.summary if kind == "serving" else result.summary()
+    summary = finite(result.summary if kind == "serving" else result.summary())
     return {"kind": kind, "summary": summary, "config": resolved, "config_sha256": digest,
             "seed": resolved.get("seed"), "profile": profile_info(profile, get_cluster(config.cluster).device.name),
             "versions": versions()}
 
 
-def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
+def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
     TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
@@ -115,20 +136,17 @@ def plan_training(path: str | Path, overrides: Iterable[str] = (), max_layouts: 
     return table
 
 
-def plan_profile_line(path: str | Path, overrides: Iterable[str] = ()) -> str:
-    """One line naming the profile a PLAN.yaml's runs use for its hardware (what-if output)."""
-    import planner
+def plan_profile_line(cfg: Any) -> str:
+    """One line naming the profile a loaded PLAN.yaml's runs use for its hardware (what-if output)."""
     from calibration.resolve import profile_info, profile_line
+    from calibration.resolve import resolve_profile as resolve
     from planner.space import resolve_hardware
 
-    cfg = planner.load_plan(path, list(overrides))
     device = resolve_hardware(cfg)[0].resolve().device.name
-    from calibration.resolve import resolve_profile as resolve
-
     return profile_line(profile_info(resolve(cfg.profile, device), device))
 
 
-def plan_file(path: str | Path, overrides: Iterable[str] = (), ray_address: str | None = None,
+def plan_file(path: Any, overrides: Iterable[str] = (), ray_address: str | None = None,
               workers: int | None = None, progress: bool = True) -> Any:
     """Load a PLAN.yaml and run the planner (local pool, or Ray with an address)."""
     import planner

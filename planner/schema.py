@@ -9,22 +9,16 @@ best deployment will carry.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workloads.deployment import Scheduler, Slo, Workload, resolve_trace_path
-from workloads.yamlloc import (
-    ConfigError,
-    anchor_directory,
-    dotted,
-    format_validation_error,
-    load_yaml_with_locations,
-    locate,
-    parse_yaml_with_locations,
-    set_path,
-)
+from workloads import limits as L
+from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
+from workloads.deployment import Scheduler, Slo, Workload
+from workloads.yamlloc import ConfigError, dotted, format_validation_error, locate, parse_yaml_with_locations
 
 __all__ = ["HardwareSpec", "SearchSpace", "VerifySpec", "PlanConfig", "load_plan", "load_plan_text", "parse_plan",
            "ConfigError"]
@@ -34,7 +28,9 @@ DEFAULT_VERIFY_REQUESTS = 400
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, no unknown keys, and no infinite or NaN number anywhere (``allow_inf_nan=False``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class HardwareSpec(_Frozen):
@@ -42,7 +38,7 @@ class HardwareSpec(_Frozen):
 
     cluster: str | None = None
     device: str | None = None
-    devices: int | None = Field(None, ge=1, description="device budget (default: the whole cluster)")
+    devices: int | None = Field(None, ge=1, le=L.MAX_DEVICES, description="device budget (default: the whole cluster)")
 
     @model_validator(mode="after")
     def _named(self) -> "HardwareSpec":
@@ -53,58 +49,76 @@ class HardwareSpec(_Frozen):
         return self
 
 
-def _positive(name: str, values: list[int]) -> None:
+def _positive(name: str, values: list[int], limit: int, low: int = 1) -> None:
     if not values:
         raise ValueError(f"{name}: give at least one value")
-    bad = [v for v in values if v < 1]
+    bad = [v for v in values if not low <= v <= limit]
     if bad:
-        raise ValueError(f"{name}: values must be >= 1 (got {bad})")
+        raise ValueError(f"{name}: values must be {low}..{limit:,} (got {bad[:4]})")
+
+
+#: The largest value of each integer search list (``workloads.limits``).
+_LIST_LIMITS = {"devices_per_instance": L.MAX_DEVICES, "attention_tp": L.MAX_DEVICES, "attention_sp": L.MAX_DEVICES,
+                "pp": L.MAX_PIPELINE_STAGES, "moe_tp": L.MAX_DEVICES, "decode_batch_per_rank": L.MAX_BATCH_SIZE,
+                "prefill_tokens_per_rank": L.MAX_SEQUENCE_TOKENS, "micro_batches": 2}
 
 
 class SearchSpace(_Frozen):
     """Choices enumerated per pool; a layout picks one value of each (see planner/README.md)."""
 
-    modes: list[Literal["colocated", "disaggregated"]] = ["colocated", "disaggregated"]
+    modes: list[Literal["colocated", "disaggregated"]] = Field(["colocated", "disaggregated"],
+                                                                 max_length=L.MAX_SEARCH_VALUES)
     devices_per_instance: list[int] | None = Field(
-        None, description="instance sizes; default: powers of two times the node size up to the budget")
-    attention_tp: list[int] = [1, 2, 4, 8]
-    attention_sp: list[int] = [1]
-    pp: list[int] = [1]
-    moe_tp: list[int] = [1]
-    redundant_experts: list[int] = [0]
-    micro_batches: list[Literal[1, 2]] = [1, 2]
-    mtp: list[bool] = [False, True]
+        None, max_length=L.MAX_SEARCH_VALUES,
+        description="instance sizes; default: powers of two times the node size up to the budget")
+    attention_tp: list[int] = Field([1, 2, 4, 8], max_length=L.MAX_SEARCH_VALUES)
+    attention_sp: list[int] = Field([1], max_length=L.MAX_SEARCH_VALUES)
+    pp: list[int] = Field([1], max_length=L.MAX_SEARCH_VALUES)
+    moe_tp: list[int] = Field([1], max_length=L.MAX_SEARCH_VALUES)
+    redundant_experts: list[int] = Field([0], max_length=L.MAX_SEARCH_VALUES)
+    micro_batches: list[Literal[1, 2]] = Field([1, 2], max_length=L.MAX_SEARCH_VALUES)
+    mtp: list[bool] = Field([False, True], max_length=L.MAX_SEARCH_VALUES)
     mtp_acceptance: float = Field(0.85, ge=0.0, le=1.0)
-    decode_batch_per_rank: list[int] = [8, 16, 32, 64, 128, 256]
-    prefill_tokens_per_rank: list[int] = [4096, 16384]
-    max_instances: int = Field(64, ge=1, description="most instances of one pool in a layout")
-    moe_imbalance: float = Field(1.0, ge=1.0)
+    decode_batch_per_rank: list[int] = Field([8, 16, 32, 64, 128, 256], max_length=L.MAX_SEARCH_VALUES)
+    prefill_tokens_per_rank: list[int] = Field([4096, 16384], max_length=L.MAX_SEARCH_VALUES)
+    max_instances: int = Field(64, ge=1, le=L.MAX_INSTANCES, description="most instances of one pool in a layout")
+    moe_imbalance: float = Field(1.0, ge=1.0, le=L.MAX_MOE_IMBALANCE)
     kv_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
     method: Literal["auto", "grid", "optuna"] = "auto"
-    max_grid_layouts: int = Field(300_000, ge=1, description="auto: optuna above this many layouts")
-    optuna_trials: int = Field(3000, ge=1)
+    max_grid_layouts: int = Field(300_000, ge=1, le=L.MAX_GRID_LAYOUTS, description="auto: optuna above this many layouts")
+    optuna_trials: int = Field(3000, ge=1, le=L.MAX_OPTUNA_TRIALS)
 
     @model_validator(mode="after")
     def _lists(self) -> "SearchSpace":
         if not self.modes:
             raise ValueError("modes: give at least one of colocated, disaggregated")
-        for name in ("attention_tp", "attention_sp", "pp", "moe_tp", "decode_batch_per_rank",
-                     "prefill_tokens_per_rank", "micro_batches"):
-            _positive(name, list(getattr(self, name)))
-        if self.devices_per_instance is not None:
-            _positive("devices_per_instance", self.devices_per_instance)
-        if any(r < 0 for r in self.redundant_experts) or not self.redundant_experts:
-            raise ValueError("redundant_experts: give values >= 0")
+        for name, limit in _LIST_LIMITS.items():
+            values = getattr(self, name)
+            if values is not None:
+                _positive(name, list(values), limit)
+        _positive("redundant_experts", list(self.redundant_experts), L.MAX_REDUNDANT_EXPERTS, low=0)
         if not self.mtp:
             raise ValueError("mtp: give [false], [true] or both")
+        per_pool = self.pool_choices_bound()
+        if per_pool > L.MAX_POOL_CHOICES:
+            raise ValueError(f"the search lists multiply to about {per_pool:,} choices per pool, more than the "
+                             f"planner enumerates (at most {L.MAX_POOL_CHOICES:,}; shorten some lists)")
         return self
+
+    def pool_choices_bound(self) -> int:
+        """An upper bound on the pool choices one role enumerates (the product of the list lengths;
+        the default instance sizes are at most 21: powers of two up to MAX_DEVICES)."""
+        sizes = len(set(self.devices_per_instance)) if self.devices_per_instance is not None else 21
+        lists = ("attention_tp", "attention_sp", "pp", "moe_tp", "redundant_experts", "micro_batches", "mtp")
+        limits = max(len(set(self.decode_batch_per_rank)), len(set(self.prefill_tokens_per_rank)))
+        return sizes * limits * math.prod(len(set(getattr(self, n))) for n in lists)
 
 
 class VerifySpec(_Frozen):
     """Simulator verification of the top analytic candidates."""
 
-    top: int = Field(3, ge=0)
-    num_requests: int = Field(DEFAULT_VERIFY_REQUESTS, ge=1)
+    top: int = Field(3, ge=0, le=L.MAX_VERIFY_TOP)
+    num_requests: int = Field(DEFAULT_VERIFY_REQUESTS, ge=1, le=L.MAX_REQUESTS)
     load: Literal["target", "capacity"] = "target"
 
 
@@ -125,7 +139,7 @@ class PlanConfig(_Frozen):
     objective: Literal["tokens_per_device", "tokens_per_dollar"] = "tokens_per_device"
     profile: str | None = Field("default", description="calibration profile: 'default', a shipped name, a directory "
                                 "written by clustersim calibrate (relative to this file), or null (roofline)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=L.MAX_SEED)
 
 
 def _semantic_checks(plan: PlanConfig, filename: str, locs: dict) -> None:
@@ -203,19 +217,13 @@ def parse_plan(data: Any, filename: str = "<plan>", locs: dict | None = None, ch
     return plan
 
 
-def load_plan(path: str | Path, overrides: Iterable[str] = ()) -> PlanConfig:
-    """Load, override (``a.b.c=value``) and validate a PLAN.yaml; ConfigError names file:line:col."""
-    data, locs = load_yaml_with_locations(path)
-    resolve_trace_path(data, path)  # a trace path in the file is relative to the file
-    anchor_directory(data, "profile", Path(path).parent)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. slo.tpot_ms=30")
-        key, value = item.split("=", 1)
-        if not isinstance(data, dict):
-            data = {}
-        set_path(data, key.strip(), value.strip())
-    return parse_plan(data, str(path), locs)
+def load_plan(path: str | Path | ConfigFile, overrides: Iterable[str] = ()) -> PlanConfig:
+    """Load (a path, or a ``ConfigFile`` already read), override (``a.b.c=value``) and validate a
+    PLAN.yaml; ConfigError names file:line:col."""
+    doc = open_config(path)
+    require_kind(doc, "plan")
+    data = apply_overrides(doc.copy_data(), overrides, "slo.tpot_ms=30")
+    return parse_plan(data, doc.filename, doc.locs)
 
 
 def load_plan_text(text: str, filename: str = "<string>", check: bool = True) -> PlanConfig:

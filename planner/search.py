@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterable
 
 import numpy as np
@@ -37,10 +37,12 @@ from planner.space import (
     PlanContext,
     Point,
     PoolChoice,
+    pair_count,
     context_from_plan,
     instance_sizes,
     pool_choices,
 )
+from workloads.limits import MAX_PLAN_LAYOUTS
 
 __all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
            "engine_available"]
@@ -99,6 +101,11 @@ def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: di
 
 def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[Layout]:
     budget, cap = ctx.budget_devices, space.max_instances
+    n = _layout_count(ctx, space, feasible)
+    if n > MAX_PLAN_LAYOUTS:
+        raise ValueError(f"search: {n:,} feasible layouts within the budget, more than the planner holds in memory "
+                         f"(at most {MAX_PLAN_LAYOUTS:,}; lower search.max_instances or hardware.devices, or shorten "
+                         f"the search lists)")
     out: list[Layout] = []
     if "colocated" in space.modes:
         for c in feasible.get("pool", []):
@@ -112,6 +119,19 @@ def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> 
                     for n_d in range(1, min(cap, (budget - n_p * dp_) // dd) + 1):
                         out.append(Layout("disaggregated", ((p, n_p), (d, n_d))))
     return out
+
+
+def _layout_count(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
+    """How many layouts ``_layouts`` would build, counted per instance size without building them."""
+    budget, cap = ctx.budget_devices, space.max_instances
+    total = 0
+    if "colocated" in space.modes:
+        total += sum(min(cap, budget // c.devices_per_instance) for c in feasible.get("pool", []))
+    if "disaggregated" in space.modes:
+        pre = Counter(c.devices_per_instance for c in feasible.get("prefill", []))
+        dec = Counter(c.devices_per_instance for c in feasible.get("decode", []))
+        total += sum(n_p * n_d * pair_count(dp_, dd, budget, cap) for dp_, n_p in pre.items() for dd, n_d in dec.items())
+    return total
 
 
 def _objective_column(cfg) -> str:

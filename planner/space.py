@@ -307,6 +307,11 @@ def _count_pairs(dp: int, dd: int, budget: int, max_n: int) -> Iterator[tuple[in
             yield n_p, n_d
 
 
+def pair_count(dp: int, dd: int, budget: int, max_n: int) -> int:
+    """``len(list(_count_pairs(...)))`` in O(max_n), not O(max_n ** 2)."""
+    return sum(min(max_n, (budget - n_p * dp) // dd) for n_p in range(1, min(max_n, (budget - dd) // dp) + 1))
+
+
 def _counts(d: int, budget: int, max_n: int) -> range:
     return range(1, min(max_n, budget // d) + 1)
 
@@ -329,8 +334,7 @@ def count_layouts(ctx: PlanContext, space, model) -> int:
             by_d_dec[c.devices_per_instance] = by_d_dec.get(c.devices_per_instance, 0) + 1
         for dp_, npre in by_d_pre.items():
             for dd, ndec in by_d_dec.items():
-                pairs = sum(1 for _ in _count_pairs(dp_, dd, ctx.budget_devices, space.max_instances))
-                total += npre * ndec * pairs
+                total += npre * ndec * pair_count(dp_, dd, ctx.budget_devices, space.max_instances)
     return total
 
 

@@ -21,13 +21,16 @@ import math
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
+from pydantic import ValidationError
 
 from planner.executors import Executor
 from planner.schema import PlanConfig
 from planner.search import plan as run_plan
 from planner.space import context_from_plan
+from workloads.limits import MAX_RATE_PER_S, MAX_SLO_MS, MAX_WHATIF_SCALE, MIN_WHATIF_SCALE
+from workloads.yamlloc import format_validation_error
 
-__all__ = ["capacity", "sweep", "compare_hardware", "SWEEP_PARAMETERS", "DEFAULT_HARDWARE"]
+__all__ = ["capacity", "sweep", "sweep_values", "compare_hardware", "SWEEP_PARAMETERS", "DEFAULT_HARDWARE"]
 
 SWEEP_PARAMETERS = ("load", "bandwidth", "hbm", "device", "tpot_ms", "ttft_ms")
 #: column of the swept value where the parameter's name is also a metric of the best layout
@@ -40,7 +43,8 @@ _BEST_COLS = ("mode", "devices", "capacity_rps", "meets_load", "tokens_per_s_per
 
 
 def _update(cfg: PlanConfig, **changes: Any) -> PlanConfig:
-    """A PlanConfig with nested changes given as dotted keys (``slo.tpot_ms=30``); revalidated."""
+    """A PlanConfig with nested changes given as dotted keys (``slo.tpot_ms=30``); revalidated
+    (a ValueError of one line naming the field when a change breaks a rule)."""
     data = cfg.model_dump(mode="python")
     for key, value in changes.items():
         node = data
@@ -48,7 +52,10 @@ def _update(cfg: PlanConfig, **changes: Any) -> PlanConfig:
         for p in parts[:-1]:
             node = node[p]
         node[parts[-1]] = value
-    return PlanConfig.model_validate(data)
+    try:
+        return PlanConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, "what-if", {}, PlanConfig)) from None
 
 
 def _best_row(result) -> dict:
@@ -85,6 +92,38 @@ def _device_dtype(cfg: PlanConfig, device) -> str:
     return "bf16"
 
 
+#: the open lower and closed upper end of each numeric sweep, and what the values are
+_NUMERIC_SWEEPS = {"load": (0.0, MAX_RATE_PER_S, "arrival rates in req/s"),
+                   "bandwidth": (0.0, MAX_WHATIF_SCALE, "bandwidth scales"),
+                   "hbm": (0.0, MAX_WHATIF_SCALE, "HBM scales"),
+                   "tpot_ms": (0.0, MAX_SLO_MS, "TPOT limits in ms"), "ttft_ms": (0.0, MAX_SLO_MS, "TTFT limits in ms")}
+
+
+def sweep_values(parameter: str, values: Sequence[Any]) -> list:
+    """The values of a sweep, checked: numbers finite and in (0, limit] for the numeric parameters
+    (a ValueError naming ``--values`` and the parameter otherwise), names for ``device``."""
+    values = list(values)
+    if parameter not in _NUMERIC_SWEEPS:
+        values = [str(v).strip() for v in values if str(v).strip()]
+    if not values:
+        raise ValueError(f"--values: give at least one value to sweep {parameter} over")
+    if parameter not in _NUMERIC_SWEEPS:
+        return values
+    low, high, what = _NUMERIC_SWEEPS[parameter]
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not (low < x <= high) or (parameter in ("bandwidth", "hbm") and x < MIN_WHATIF_SCALE):  # NaN too
+            bottom = f">= {MIN_WHATIF_SCALE:g}" if parameter in ("bandwidth", "hbm") else "> 0"
+            raise ValueError(f"--values: {v!r} is not a valid {parameter} value ({what} must be finite numbers "
+                             f"{bottom} and <= {high:g})")
+        out.append(x)
+    return out
+
+
 def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, executor: Executor | None = None,
           verify_top: int = 0) -> pd.DataFrame:
     """Best layout per value of one parameter (see module docstring); one row per value."""
@@ -93,6 +132,7 @@ def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, exe
 
     if parameter not in SWEEP_PARAMETERS:
         raise ValueError(f"unknown what-if parameter {parameter!r} (valid: {', '.join(SWEEP_PARAMETERS)})")
+    values = sweep_values(parameter, values)
     rows = []
     for v in values:
         cfg, ctx = plan_config, None

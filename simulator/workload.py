@@ -17,7 +17,7 @@ Conventions:
 * Trace files (CSV with a header, or JSON lines) carry ``arrival_s``, ``prompt_tokens``,
   ``output_tokens`` and optionally ``cached_tokens``; rows are sorted by arrival. A relative
   path written in a deployment or plan YAML is relative to that YAML's folder (resolved at load
-  by ``workloads.deployment.resolve_trace_path``); one from ``--set``, to the working directory.
+  by ``workloads.config_file.anchor_relative_paths``); one from ``--set``, to the working directory.
 * Samples: ``samples_per_request`` n draws n output lengths per request; ``beam`` keeps n
   beams of one common length.
 """

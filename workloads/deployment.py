@@ -18,14 +18,9 @@ from typing import Annotated, Any, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workloads.yamlloc import (
-    ConfigError,
-    anchor_directory,
-    format_validation_error,
-    load_yaml_with_locations,
-    parse_yaml_with_locations,
-    set_path,
-)
+from workloads import limits as L
+from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
+from workloads.yamlloc import ConfigError, format_validation_error, parse_yaml_with_locations
 
 DTYPES = ("bf16", "fp8", "int8")
 PROFILE_FIELD_HELP = ("calibration profile: 'default' (the device's shipped one, else the H200 one transferred), "
@@ -34,46 +29,49 @@ PROFILE_FIELD_HELP = ("calibration profile: 'default' (the device's shipped one,
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, no unknown keys, and no infinite or NaN number anywhere (``allow_inf_nan=False``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class AttentionParallel(_Frozen):
     """Attention-side parallelism of one instance: tp x dp x sp devices (pp stages apart)."""
 
-    tp: int = Field(1, ge=1)
-    dp: int = Field(1, ge=1)
-    sp: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    dp: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    sp: int = Field(1, ge=1, le=L.MAX_DEVICES)
     sp_kind: Literal["ulysses", "ring"] = "ulysses"
 
 
 class MoeParallel(_Frozen):
     """MoE-side parallelism: experts sharded over ep devices, each expert split tp ways."""
 
-    ep: int = Field(1, ge=1)
-    tp: int = Field(1, ge=1)
-    redundant_experts: int = Field(0, ge=0)
-    imbalance: float = Field(1.0, ge=1.0, description="busiest-rank load / mean load")
+    ep: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    tp: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    redundant_experts: int = Field(0, ge=0, le=L.MAX_REDUNDANT_EXPERTS)
+    imbalance: float = Field(1.0, ge=1.0, le=L.MAX_MOE_IMBALANCE, description="busiest-rank load / mean load")
 
 
 class Pool(_Frozen):
     """A pool of identical instances (prefill, decode, or colocated)."""
 
-    instances: int = Field(1, ge=1)
-    devices_per_instance: int = Field(1, ge=1)
-    pp: int = Field(1, ge=1)
+    instances: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    devices_per_instance: int = Field(1, ge=1, le=L.MAX_DEVICES)
+    pp: int = Field(1, ge=1, le=L.MAX_PIPELINE_STAGES)
     attention: AttentionParallel = AttentionParallel()
     moe: MoeParallel = MoeParallel()
     micro_batches: Literal[1, 2] = 1
     kernels: Literal["fused", "eager"] = Field(
         "fused", description="glue kernels: a serving engine's fused ones, or plain torch ops (workloads.ops_blocks)")
-    max_batch_size: int = Field(256, ge=1)
-    max_tokens_per_iteration: int = Field(8192, ge=1)
+    max_batch_size: int = Field(256, ge=1, le=L.MAX_BATCH_SIZE)
+    max_tokens_per_iteration: int = Field(8192, ge=1, le=L.MAX_TOKENS_PER_ITERATION)
     chunked_prefill: bool = True
-    mtp_depth: int = Field(0, ge=0)
+    mtp_depth: int = Field(0, ge=0, le=L.MAX_SPECULATIVE_TOKENS)
     mtp_acceptance: float = Field(0.0, ge=0.0, le=1.0)
     draft_model: str | None = None  # speculative decoding with a separate draft model
-    draft_tokens: int = Field(0, ge=0, description="tokens the draft proposes per step")
-    draft_accepted_tokens: float = Field(0.0, ge=0.0, description="expected accepted draft tokens per step")
+    draft_tokens: int = Field(0, ge=0, le=L.MAX_SPECULATIVE_TOKENS, description="tokens the draft proposes per step")
+    draft_accepted_tokens: float = Field(0.0, ge=0.0, le=L.MAX_SPECULATIVE_TOKENS,
+                                         description="expected accepted draft tokens per step")
 
     @property
     def speculative_depth(self) -> int:
@@ -107,13 +105,13 @@ class Scheduler(_Frozen):
 
 class FixedLength(_Frozen):
     kind: Literal["fixed"]
-    tokens: int = Field(ge=1)
+    tokens: int = Field(ge=1, le=L.MAX_SEQUENCE_TOKENS)
 
 
 class UniformLength(_Frozen):
     kind: Literal["uniform"]
-    min_tokens: int = Field(ge=1)
-    max_tokens: int = Field(ge=1)
+    min_tokens: int = Field(ge=1, le=L.MAX_SEQUENCE_TOKENS)
+    max_tokens: int = Field(ge=1, le=L.MAX_SEQUENCE_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> "UniformLength":
@@ -124,9 +122,9 @@ class UniformLength(_Frozen):
 
 class LognormalLength(_Frozen):
     kind: Literal["lognormal"]
-    mean_tokens: float = Field(gt=0)
-    cv: float = Field(gt=0)
-    max_tokens: int = Field(131072, ge=1)
+    mean_tokens: float = Field(gt=0, le=L.MAX_SEQUENCE_TOKENS)
+    cv: float = Field(gt=0, le=L.MAX_CV)
+    max_tokens: int = Field(131072, ge=1, le=L.MAX_SEQUENCE_TOKENS)
 
 
 Length = Annotated[Union[FixedLength, UniformLength, LognormalLength], Field(discriminator="kind")]
@@ -134,18 +132,18 @@ Length = Annotated[Union[FixedLength, UniformLength, LognormalLength], Field(dis
 
 class PoissonArrival(_Frozen):
     kind: Literal["poisson"]
-    rate_per_s: float = Field(gt=0)
+    rate_per_s: float = Field(gt=0, le=L.MAX_RATE_PER_S)
 
 
 class GammaArrival(_Frozen):
     kind: Literal["gamma"]
-    rate_per_s: float = Field(gt=0)
-    cv: float = Field(gt=0, description="coefficient of variation of inter-arrival times")
+    rate_per_s: float = Field(gt=0, le=L.MAX_RATE_PER_S)
+    cv: float = Field(gt=0, le=L.MAX_CV, description="coefficient of variation of inter-arrival times")
 
 
 class TraceArrival(_Frozen):
     """Arrivals and lengths replayed from a CSV / JSON-lines file. A relative ``path`` in a YAML
-    file is relative to that file's folder (``resolve_trace_path``); one given with ``--set``
+    file is relative to that file's folder (``workloads.config_file.anchor_relative_paths``); one given with ``--set``
     or in a YAML string, to the working directory."""
 
     kind: Literal["trace"]
@@ -160,21 +158,45 @@ class Workload(_Frozen):
     prompt_tokens: Length = FixedLength(kind="fixed", tokens=1024)
     output_tokens: Length = FixedLength(kind="fixed", tokens=256)
     prefix_cache_hit_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    num_requests: int | None = Field(None, ge=1)
-    duration_s: float | None = Field(None, gt=0)
-    samples_per_request: int = Field(1, ge=1)
+    num_requests: int | None = Field(None, ge=1, le=L.MAX_REQUESTS)
+    duration_s: float | None = Field(None, gt=0, le=L.MAX_DURATION_S)
+    samples_per_request: int = Field(1, ge=1, le=L.MAX_SAMPLES_PER_REQUEST)
     sample_policy: Literal["all", "first_finish", "majority_vote", "beam"] = "all"
 
     @model_validator(mode="after")
     def _bounded(self) -> "Workload":
         if self.num_requests is None and self.duration_s is None and self.arrival.kind != "trace":
             raise ValueError("give num_requests or duration_s (the run must end)")
+        if self.arrival.kind != "trace" and self.num_requests is not None and self.duration_s is None:
+            horizon_s = self.num_requests / self.arrival.rate_per_s
+            if horizon_s > L.MAX_DURATION_S:
+                raise ValueError(f"{self.num_requests:,} requests at {self.arrival.rate_per_s:g} req/s arrive over about "
+                                 f"{horizon_s:.3g} s, longer than a simulation keeps time precisely (at most "
+                                 f"{L.MAX_DURATION_S:,.0f} s; raise arrival.rate_per_s)")
+        requests = self.expected_requests
+        if requests is not None and requests > L.MAX_REQUESTS:
+            raise ValueError(f"about {requests:,.0f} requests (rate_per_s x duration_s), more than one simulation "
+                             f"may generate (at most {L.MAX_REQUESTS:,}; lower duration_s or give num_requests)")
+        if requests is not None and requests * self.samples_per_request > L.MAX_SIMULATED_SEQUENCES:
+            raise ValueError(f"about {requests * self.samples_per_request:,.0f} sequences (requests x "
+                             f"samples_per_request {self.samples_per_request}), more than one simulation may decode "
+                             f"(at most {L.MAX_SIMULATED_SEQUENCES:,})")
         return self
+
+    @property
+    def expected_requests(self) -> float | None:
+        """Requests the run generates (num_requests, or the mean of rate x duration; None for a trace)."""
+        if self.arrival.kind == "trace":
+            return self.num_requests
+        by_time = self.arrival.rate_per_s * self.duration_s if self.duration_s is not None else None
+        if self.num_requests is None:
+            return by_time
+        return self.num_requests if by_time is None else min(self.num_requests, by_time)
 
 
 class Slo(_Frozen):
-    ttft_ms: float = Field(2000.0, gt=0)
-    tpot_ms: float = Field(50.0, gt=0)
+    ttft_ms: float = Field(2000.0, gt=0, le=L.MAX_SLO_MS)
+    tpot_ms: float = Field(50.0, gt=0, le=L.MAX_SLO_MS)
     percentile: float = Field(90.0, gt=0, le=100)
 
 
@@ -191,7 +213,7 @@ class Deployment(_Frozen):
     scheduler: Scheduler = Scheduler()
     workload: Workload
     slo: Slo = Slo()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=L.MAX_SEED)
     profile: str | None = Field("default", description=PROFILE_FIELD_HELP)
 
     def pools(self) -> dict[str, Pool]:
@@ -213,40 +235,20 @@ def parse_deployment(data: Any, filename: str, locs: dict) -> Deployment:
         raise ConfigError(format_validation_error(exc, filename, locs, Deployment)) from None
 
 
-def resolve_trace_path(data: Any, yaml_path: str | Path) -> None:
-    """Make a relative ``workload.arrival.path`` in parsed YAML ``data`` absolute against the
-    folder of ``yaml_path``, in place (absolute paths stay). Call before applying ``--set``
-    overrides, whose values are relative to the working directory."""
-    workload = data.get("workload") if isinstance(data, dict) else None
-    arrival = workload.get("arrival") if isinstance(workload, dict) else None
-    if not isinstance(arrival, dict) or arrival.get("kind") != "trace" or not isinstance(arrival.get("path"), str):
-        return
-    trace = Path(arrival["path"]).expanduser()
-    if not trace.is_absolute():
-        arrival["path"] = os.path.normpath(os.path.abspath(Path(yaml_path).parent / trace))
-
-
-def load_deployment(path: str | Path, overrides: Iterable[str] = (), check: bool = True) -> Deployment:
-    """Load, override (``a.b.c=value``), validate and rule-check a deployment file.
+def load_deployment(path: str | Path | ConfigFile, overrides: Iterable[str] = (), check: bool = True) -> Deployment:
+    """Load (a path, or a ``ConfigFile`` already read), override (``a.b.c=value``), validate and
+    rule-check a deployment file.
 
     Raises ConfigError (a ValueError) with a one-line ``file:line:col: field: problem`` message.
     """
-    data, locs = load_yaml_with_locations(path)
-    filename = str(path)
-    resolve_trace_path(data, path)
-    anchor_directory(data, "profile", Path(path).parent)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. serving.pool.instances=2")
-        key, value = item.split("=", 1)
-        if not isinstance(data, dict):
-            data = {}
-        set_path(data, key.strip(), value.strip())
-    dep = parse_deployment(data, filename, locs)
+    doc = open_config(path)
+    require_kind(doc, "deployment")
+    data = apply_overrides(doc.copy_data(), overrides, "serving.pool.instances=2")
+    dep = parse_deployment(data, doc.filename, doc.locs)
     if check:
         from workloads.deployment_rules import check_deployment
 
-        check_deployment(dep, filename, locs)
+        check_deployment(dep, doc.filename, doc.locs)
     return dep
 
 

@@ -30,18 +30,24 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workloads import limits as L
+from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
 from workloads.models import MLAConfig, get_model
 from workloads.deployment import PROFILE_FIELD_HELP
-from workloads.yamlloc import (ConfigError, anchor_directory, dotted, load_yaml_with_locations, locate,
-                               parse_yaml_with_locations, set_path)
+from workloads.yamlloc import ConfigError, dotted, format_validation_error, parse_yaml_with_locations
 
 __all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "ConfigError"]
 
 PP_SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+#: Pipeline actions (F, B, W, FB chunks) per micro-batch per device, rounded up from the schedules
+#: of ``simulator.training.pipeline``: the size of the simulated step, bounded by MAX_PIPELINE_ACTIONS.
+_ACTIONS_PER_MICRO_BATCH_STAGE = {"1f1b": 2, "zb1p": 3, "dualpipe": 2, "dualpipev": 6}
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Frozen, no unknown keys, and no infinite or NaN number anywhere (``allow_inf_nan=False``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _divisors(n: int, limit: int = 12) -> str:
@@ -52,15 +58,15 @@ def _divisors(n: int, limit: int = 12) -> str:
 class TrainingParallelism(_Frozen):
     """Parallel degrees of a training job (see module docstring)."""
 
-    dp: int = Field(default=1, ge=1)
+    dp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     zero_stage: int = Field(default=1, ge=0, le=3)
-    tp: int = Field(default=1, ge=1)
-    pp: int = Field(default=1, ge=1)
+    tp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
+    pp: int = Field(default=1, ge=1, le=L.MAX_PIPELINE_STAGES)
     pp_schedule: Literal["1f1b", "zb1p", "dualpipe", "dualpipev"] = "1f1b"
-    ep: int = Field(default=1, ge=1)
-    sp: int = Field(default=1, ge=1)
+    ep: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
+    sp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     sp_kind: Literal["ulysses", "ring"] = "ulysses"
-    cp: int = Field(default=1, ge=1)
+    cp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
 
     @property
     def stage_devices(self) -> int:
@@ -96,19 +102,19 @@ class TrainingJob(_Frozen):
 
     model: str
     cluster: str
-    global_batch: int = Field(gt=0)
-    seq_len: int = Field(gt=0)
+    global_batch: int = Field(gt=0, le=L.MAX_GLOBAL_BATCH)
+    seq_len: int = Field(gt=0, le=L.MAX_SEQUENCE_TOKENS)
     parallelism: TrainingParallelism = TrainingParallelism()
     precision: Literal["bf16", "fp8"] = "bf16"
-    micro_batch_size: int = Field(default=1, gt=0)
-    comm_sms: int | None = Field(default=None, ge=0)
+    micro_batch_size: int = Field(default=1, gt=0, le=L.MAX_MICRO_BATCH_SIZE)
+    comm_sms: int | None = Field(default=None, ge=0, le=L.MAX_COMM_SMS)
     recompute: Literal["none", "selective", "full"] = "selective"
     optimizer_moment_dtype: Literal["fp32", "bf16"] = "fp32"
     grad_dtype: Literal["fp32", "bf16"] = "fp32"
-    moe_imbalance: float = Field(default=1.0, ge=1.0)
+    moe_imbalance: float = Field(default=1.0, ge=1.0, le=L.MAX_MOE_IMBALANCE)
     include_mtp: bool = False
-    memory_limit_gb: float | None = Field(default=None, gt=0)
-    memory_reserved_gb: float = Field(default=4.0, ge=0)
+    memory_limit_gb: float | None = Field(default=None, gt=0, le=L.MAX_MEMORY_GB)
+    memory_reserved_gb: float = Field(default=4.0, ge=0, le=L.MAX_MEMORY_GB)
     profile: str | None = Field(default="default", description=PROFILE_FIELD_HELP)
 
     @property
@@ -190,6 +196,11 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
                         f"got {mb} (global_batch / (dp x micro_batch_size))"))
         if p.pp_schedule == "dualpipev" and mb < 2 * p.pp:
             out.append((("global_batch",), f"DualPipeV needs >= 2 x pp = {2 * p.pp} micro-batches, got {mb}"))
+        actions = mb * p.pp * _ACTIONS_PER_MICRO_BATCH_STAGE[p.pp_schedule]
+        if actions > L.MAX_PIPELINE_ACTIONS:
+            out.append((("global_batch",), f"{mb:,} micro-batches x pp {p.pp} are about {actions:,} pipeline actions "
+                        f"per step, more than one simulation may run (at most {L.MAX_PIPELINE_ACTIONS:,}; "
+                        f"raise dp or micro_batch_size, or lower global_batch)"))
     if p.devices > cluster.num_devices:
         out.append((("parallelism",), f"dp x pp x tp x sp x cp = {p.devices} devices exceed the "
                     f"{cluster.num_devices} of cluster {cluster.name}"))
@@ -200,54 +211,28 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
     return out
 
 
-def _format(filename: str, locs: dict, exc: Exception) -> ConfigError:
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        path = tuple(err.get("loc", ()))
-        ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _LocatedError):
-            path, msg = ctx_err.path, ctx_err.msg
-        else:
-            msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-    else:
-        path, msg = (), str(exc)
-    loc = locate(locs, path)
-    where = f"{filename}:{loc[0]}:{loc[1]}" if loc else filename
-    return ConfigError(f"{where}: {dotted(path)}: {msg}")
-
-
 def parse_training_job(text: str, filename: str = "<string>", overrides: Sequence[str] = ()) -> TrainingJob:
     """Validate YAML text into a TrainingJob (``training:`` wrapper optional); ConfigError on bad input."""
     data, locs = parse_yaml_with_locations(text, filename)
     return _from_data(data, locs, filename, overrides)
 
 
-def load_training_job(path: str | Path, overrides: Sequence[str] = ()) -> TrainingJob:
-    """Read a training-job YAML file; ``overrides`` are ``a.b.c=value`` strings (``--set``)."""
-    data, locs = load_yaml_with_locations(path)
-    return _from_data(data, locs, str(path), overrides, Path(path).parent)
+def load_training_job(path: str | Path | ConfigFile, overrides: Sequence[str] = ()) -> TrainingJob:
+    """Read a training-job YAML file (or a ``ConfigFile`` already read); ``overrides`` are
+    ``a.b.c=value`` strings (``--set``)."""
+    doc = open_config(path)
+    require_kind(doc, "training")
+    return _from_data(doc.copy_data(), doc.locs, doc.filename, overrides)
 
 
-def _from_data(data, locs, filename: str, overrides: Sequence[str], base_dir: Path | None = None) -> TrainingJob:
+def _from_data(data, locs, filename: str, overrides: Sequence[str]) -> TrainingJob:
     if not isinstance(data, dict):
         raise ConfigError(f"{filename}:1:1: <root>: a training job must be a mapping")
     prefix: tuple = ()
     if "training" in data and isinstance(data["training"], dict):
         data, prefix = data["training"], ("training",)
-        locs = {k[1:]: v for k, v in locs.items() if k[:1] == prefix}
-    if base_dir is not None:
-        anchor_directory(data, "profile", base_dir)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected key=value")
-        key, value = item.split("=", 1)
-        set_path(data, key.removeprefix("training."), value)
+    data = apply_overrides(data, overrides, "training.global_batch=4096", strip_prefix="training.")
     try:
         return TrainingJob.model_validate(data)
-    except (ValidationError, ValueError) as exc:
-        err = _format(filename, locs, exc)
-        if prefix:
-            msg = str(err)
-            head, _, rest = msg.partition(": ")
-            err = ConfigError(f"{head}: training.{rest}" if rest and not rest.startswith("<root>") else msg)
-        raise err from None
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, filename, locs, TrainingJob, prefix)) from None
