@@ -131,7 +131,7 @@ def write_plan(out_dir: str | Path, result: Any, plot: bool = True) -> list[Path
     if best:
         (out / "best_deployment.yaml").write_text(best)
         written.append(out / "best_deployment.yaml")
-    if plot:
+    if plot and len(result.pareto):  # no feasible layout: nothing to plot (the CLI says why)
         try:
             from planner.plot import plot_pareto
 

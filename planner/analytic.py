@@ -46,9 +46,10 @@ from typing import Any
 from planner.queueing import batch_server_ttft_p
 from simulator.instance import InstanceCost, InstanceSpec
 from simulator.kv import BLOCK_TOKENS
+from simulator.policies import StepCostCache
 from workloads.ops import BatchShape, ParallelismError
 
-__all__ = ["UniformBatch", "equivalent_batch", "instance_spec", "load_profile_for", "PoolModel", "Evaluator", "kingman_wait_p"]
+__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel", "Evaluator", "kingman_wait_p"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
 _PREFILL_GRID = 8  # prefill TTFT table: rates per instance from 0 towards the saturation rate
@@ -180,6 +181,10 @@ class PoolModel:
         self._dec: dict[int, float] = {}
         self._pre: dict[int, float] = {}
         self._pk: dict = {}  # k whole prompts, or (chunks, tokens) of a filled budget
+        # the engine's own quantisation of a batch (simulator.policies): its prefill costs, and
+        # (no costing) its chunk counts
+        self._engine = StepCostCache(lambda shape: (engine_step_s(self.inst, self.keep, shape), 0.0, 0.0))
+        self._shape_chunks = StepCostCache(lambda shape: (float(shape.num_seqs), 0.0, 0.0))
         self.calls = 0
 
     # decode -----------------------------------------------------------------------------
@@ -245,47 +250,46 @@ class PoolModel:
         t0, t1 = self._pre_at(j), self._pre_at(j + 1)
         return max(t0 + (t1 - t0) * (max(n, P * 2.0**jmin) - lo) / (hi - lo), 1e-9)
 
-    def _prompts_at(self, k: int) -> float:
-        t = self._pk.get(k)
-        if t is None:
-            self.calls += 1
-            shape = UniformBatch(phase="prefill", num_seqs=k, new_tokens=self.prompt, context_tokens=self.cached)
-            t = self.inst.step(equivalent_batch(shape, self.keep)).seconds
-            self._pk[k] = t
-        return t
-
-    def filled_budget_s(self, chunks: int, tokens: int) -> float:
-        """An iteration of ``tokens`` new tokens in ``chunks`` chunks spread evenly, as the
-        engine costs a prefill batch whose budget a chunk of the next prompt fills."""
-        key = (chunks, tokens)
+    def _engine_prefill_s(self, key, chunks: int, tokens: int) -> float:
+        """A prefill iteration of ``chunks`` chunks and ``tokens`` new tokens as the engine costs
+        it: its quantised shape (``simulator.policies.StepCostCache``) on this instance."""
         t = self._pk.get(key)
         if t is None:
             self.calls += 1
-            shape = UniformBatch(phase="prefill", num_seqs=chunks, new_tokens=max(1, round(tokens / chunks)),
-                                 context_tokens=self.cached)
-            t = self.inst.step(equivalent_batch(shape, self.keep)).seconds
+            t = self._engine.cost(0, 0.0, chunks, tokens, float(self.cached))[0]
             self._pk[key] = t
         return t
 
+    def engine_chunks(self, chunks: int, tokens: int) -> int:
+        """How many chunks the engine's quantised shape of such an iteration has (no costing)."""
+        return int(self._shape_chunks.cost(0, 0.0, chunks, tokens, float(self.cached))[0])
+
+    def filled_budget_s(self, chunks: int, tokens: int) -> float:
+        """An iteration whose token budget a chunk of the next prompt fills: ``chunks`` chunks,
+        ``tokens`` tokens (the engine spreads them evenly over the chunks)."""
+        return self._engine_prefill_s((chunks, tokens), chunks, tokens)
+
     def prompt_batch_steps(self, cap: int) -> tuple[float, ...]:
         """``steps[k]``: an iteration of ``k`` whole prompts on the instance, ``k = 1 .. cap``
-        (index 0 unused), as the engine's prefill iterations are.
+        (index 0 unused), costed as the engine costs it (its quantised batch shape).
 
-        A staircase: the busiest attention-DP rank holds ``ceil(k / dp)`` prompts, so the
-        step jumps when ``k`` passes a multiple of ``dp``; within a stair only the expert and
-        dispatch work grows (linear in ``k``). Costed at both ends of each stair (of the
-        first 8, then of a 1.25x-geometric subset) and interpolated linearly in between.
+        A staircase: the busiest attention-DP rank holds ``ceil(chunks / dp)`` chunks, where
+        ``chunks`` is the engine's quantised count for ``k`` prompts, so the step jumps where
+        that ratio steps up; in between only the expert and dispatch work grows (linear in
+        ``k``). Costed at both sides of each jump (all of the first 8, then a 1.25x-geometric
+        subset) and interpolated linearly in between.
         """
-        dp = self.real_dp
-        stairs = math.ceil(cap / dp)
-        qs = {q for q in range(1, min(stairs, 8) + 1)}
-        q = 8.0
-        while q < stairs:
-            q *= 1.25
-            qs.add(min(stairs, int(round(q))))
-        qs.add(stairs)
-        ks = sorted({k for q in qs for k in (min(cap, (q - 1) * dp + 1), min(cap, q * dp))})
-        ys = [self._prompts_at(k) for k in ks]
+        dp, P = self.real_dp, self.prompt
+        per_rank = [0] + [math.ceil(self.engine_chunks(k, k * P) / dp) for k in range(1, cap + 1)]
+        jumps = [k for k in range(2, cap + 1) if per_rank[k] != per_rank[k - 1]]
+        if len(jumps) > 8:
+            keep, x = set(range(8)), 8.0
+            while x < len(jumps):
+                keep.add(min(len(jumps) - 1, int(x)))
+                x *= 1.25
+            jumps = [jumps[i] for i in sorted(keep | {len(jumps) - 1})]
+        ks = sorted({1, cap} | {k for j in jumps for k in (j - 1, j)})
+        ys = [self._engine_prefill_s(k, k, k * P) for k in ks]
         out = [0.0]
         j = 0
         for k in range(1, cap + 1):
@@ -297,6 +301,17 @@ class PoolModel:
                 f = (k - ks[j]) / (ks[j + 1] - ks[j])
                 out.append(ys[j] + f * (ys[j + 1] - ys[j]))
         return tuple(out)
+
+
+def engine_step_s(inst: InstanceCost, keep: float, shape) -> float:
+    """Seconds of a batch the engine forms, on the equivalent instance (``instance_spec``):
+    the batch cut to its per-rank load (``equivalent_batch``), uniform batches split in O(1)."""
+    shape = equivalent_batch(shape, keep)
+    if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple) \
+            and not isinstance(shape, UniformBatch):
+        shape = UniformBatch(phase=shape.phase, num_seqs=shape.num_seqs, new_tokens=shape.new_tokens,
+                             context_tokens=shape.context_tokens, logits_for=shape.logits_for)
+    return inst.step(shape).seconds
 
 
 @dataclass(frozen=True)

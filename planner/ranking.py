@@ -30,8 +30,8 @@ VERIFIED_COLUMNS = ("analytic_rank", "verified", "verify_reason", "capacity_gap"
 
 
 def _order(df: pd.DataFrame, group: np.ndarray, x: str, y: str = "tokens_per_s_per_user") -> pd.DataFrame:
-    """Rows sorted by ``group`` then (within it) Pareto layer of (x, y), x, y, cost, devices,
-    TTFT, id."""
+    """Rows sorted by ``group`` then (within it) Pareto layer of (x, y), x, y, shortfall (the
+    infeasible: closest first), cost, devices, TTFT, id."""
     xs = df[x].to_numpy(dtype=float)
     ys = df[y].to_numpy(dtype=float) if y in df else np.zeros(len(df))
     layer = np.full(len(df), np.iinfo(np.int64).max)
@@ -42,7 +42,9 @@ def _order(df: pd.DataFrame, group: np.ndarray, x: str, y: str = "tokens_per_s_p
             layer[sel] = pareto_layers(xs[sel], ys[sel])
     usd = df["hardware_usd"].to_numpy(dtype=float) if "hardware_usd" in df else np.zeros(len(df))
     ttft = df["ttft_ms"].to_numpy(dtype=float) if "ttft_ms" in df else np.zeros(len(df))
-    keys = (df["id"].to_numpy(), np.nan_to_num(ttft, nan=np.inf), df["devices"].to_numpy(), np.nan_to_num(usd, nan=np.inf),
+    short = df["shortfall"].to_numpy(dtype=float) if "shortfall" in df else np.zeros(len(df))
+    keys = (df["id"].to_numpy(), np.nan_to_num(ttft, nan=np.inf), df["devices"].to_numpy(),
+            np.nan_to_num(usd, nan=np.inf), np.nan_to_num(short, nan=0.0, posinf=np.inf),
             -np.nan_to_num(ys, nan=-np.inf), -np.nan_to_num(xs, nan=-np.inf), layer, group)
     return df.iloc[np.lexsort(keys)].reset_index(drop=True)
 
@@ -136,8 +138,8 @@ def why_nothing_fits(table: pd.DataFrame, budget: int) -> str:
         return "the search space is empty (no layout to evaluate): widen search.* or the device budget"
     short = table["shortfall"].to_numpy(dtype=float) if "shortfall" in table else np.full(len(table), np.nan)
     finite = np.where(np.isfinite(short), short, np.inf)
-    i = int(np.argmin(finite)) if np.isfinite(finite).any() else 0
+    i = int(np.argmin(finite))  # the table puts the closest first; argmin keeps that on ties
     row = table.iloc[i]
-    how = f" (needs {finite[i]:.2f}x what it has)" if np.isfinite(finite[i]) else ""
+    how = f" ({finite[i]:.2f}x over the limit)" if np.isfinite(finite[i]) else ""
     return (f"no layout fits within {budget} devices and the SLOs; the closest is {row['layout']} "
             f"({int(row['devices'])} devices): {row['reason']}{how}")

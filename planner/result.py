@@ -135,10 +135,12 @@ class PlanResult:
         return STATUS_EXIT_CODES.get(self.status, 1)
 
     def summary(self, n: int = 10) -> pd.DataFrame:
-        """The first ``n`` feasible rows (all rows when none is), ``SUMMARY_COLUMNS`` only."""
+        """The first ``n`` feasible rows, ``SUMMARY_COLUMNS`` only; when none is feasible, the
+        ``n`` closest layouts with the rule each breaks (``reason``)."""
         t = self.table
-        rows = t[t["feasible"]] if len(t) and t["feasible"].any() else t
-        return rows.head(n)[[c for c in SUMMARY_COLUMNS if c in rows.columns]]
+        if len(t) and t["feasible"].any():
+            return t[t["feasible"]].head(n)[[c for c in SUMMARY_COLUMNS if c in t.columns]]
+        return t.head(n)[[c for c in ("rank", "layout", "devices", "reason") if c in t.columns]]
 
     def best_yaml(self) -> str | None:
         """The best deployment as YAML (with the caveats as a comment header)."""
