@@ -252,10 +252,10 @@ def _cell(value: Any) -> str:
 
 
 #: short headers of ``planner.result.SUMMARY_COLUMNS`` in the terminal table
-_PLAN_HEADERS = {"rank": "#", "devices": "dev", "ttft_ms": "TTFT ms", "tpot_ms": "TPOT ms",
-                 "tokens_per_s_per_device": "tok/s/dev", "tokens_per_s_per_user": "tok/s/user",
-                 "capacity_rps": "req/s", "verified": "verified", "sim_capacity_rps": "sim req/s",
-                 "sim_tokens_per_s_per_device": "sim tok/s/dev"}
+_PLAN_HEADERS = {"rank": "#", "devices": "dev", "ttft_ms": "TTFT\nms", "tpot_ms": "TPOT\nms",
+                 "tokens_per_s_per_device": "tok/s\n/dev", "tokens_per_s_per_user": "tok/s\n/user",
+                 "capacity_rps": "req/s", "verified": "veri-\nfied", "sim_capacity_rps": "sim\nreq/s",
+                 "sim_tokens_per_s_per_device": "sim tok/s\n/dev"}
 
 
 def _plan_report(result: Any) -> None:
@@ -285,9 +285,9 @@ def _plan_report(result: Any) -> None:
     ver = result.verification
     if len(ver):
         vt = Table(title="verification in the simulator (capacity = requests/s within the SLOs)")
-        vcols = [("rank", "#"), ("status", "status"), ("claimed_rps", "req/s"), ("sim_capacity_rps", "sim req/s"),
-                 ("capacity_gap", "gap"), ("analytic_ttft_ms", "TTFT ms"), ("sim_ttft_p_ms", "sim TTFT"),
-                 ("analytic_tpot_ms", "TPOT ms"), ("sim_tpot_p_ms", "sim TPOT")]
+        vcols = [("rank", "#"), ("status", "status"), ("claimed_rps", "req/s"), ("sim_capacity_rps", "sim\nreq/s"),
+                 ("capacity_gap", "gap"), ("analytic_ttft_ms", "TTFT\nms"), ("sim_ttft_p_ms", "sim\nTTFT"),
+                 ("analytic_tpot_ms", "TPOT\nms"), ("sim_tpot_p_ms", "sim\nTPOT")]
         vcols = [(c, h) for c, h in vcols if c in ver.columns]
         for _, h in vcols:
             vt.add_column(h, justify="left" if h == "status" else "right")

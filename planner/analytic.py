@@ -479,7 +479,7 @@ class Evaluator:
         lams, cores = self.perf(choice).table
         if rate_per_instance > lams[-1] * (1 + 1e-9):
             return self._prefill_core_s(choice, rate_per_instance)
-        return _interp(rate_per_instance, lams, cores)
+        return _interp(min(rate_per_instance, lams[-1]), lams, cores)  # n x (cap / n) may pass cap by an ulp
 
     def _prefill_perf(self, choice, fit) -> PoolPerf:
         ctx = self.ctx

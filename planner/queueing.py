@@ -16,7 +16,8 @@ Its stationary law ``pi`` gives the share of *time* spent in each kind of iterat
 next iteration together with the ``L = N - min(N, cap)`` requests left over and the
 ``K ~ Poisson(lam step(N))`` other arrivals of that iteration, taking
 ``step(min(cap, L + 1 + K))``; when those overflow ``cap`` it waits
-``ceil((L + a + 1) / cap)`` full iterations (``a``: arrivals before it, at ``u = 1/2``).
+``ceil((L + a + 1) / cap)`` full iterations (``a ~ Poisson(lam u step)``: arrivals before
+it, with ``u`` taken per quarter of the iteration).
 An arrival to an idle server runs alone. The TTFT percentile is read off this mixture's
 CDF (exact in ``u``: the TTFT is linear in ``u`` within each term).
 
@@ -43,6 +44,8 @@ _BACKLOG_CAPS = 4
 #: OpenBLAS threads a larger solve, and its spinning threads make the planner's worker
 #: processes crawl on a loaded machine.
 _MAX_STATES = 96
+#: sub-intervals of the arrival point within an iteration for requests that overflow it
+_U_PARTS = 4
 #: stationary mass allowed in the last full iteration of backlog before the server counts
 #: as unstable
 _TAIL_MASS = 1e-4
@@ -152,14 +155,20 @@ def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | N
     p_fit = np.where(size <= cap, pk, 0.0)
     c_fit = S[np.minimum(np.rint(size).astype(np.int64), cap)]
     p_over = np.clip(1.0 - p_fit.sum(axis=1), 0.0, None)
-    A = np.arange(0, 2 * cap + 1)  # arrivals ahead of it (at mid-iteration) when they overflow
-    pa_mid = _pmf(A, 0.5 * mul)
-    pa_mid[:, -1] += np.clip(1.0 - pa_mid.sum(axis=1), 0.0, None)
-    c_over = np.maximum(1, np.ceil((Ll[:, None] + A[None, :] + 1) / full_batch)) * full_s
-    wt = np.concatenate([(w[:, None] * p_fit).ravel(), (w[:, None] * p_over[:, None] * pa_mid).ravel()])
-    c = np.concatenate([c_fit.ravel(), c_over.ravel()])
-    width = np.concatenate([np.broadcast_to(Sl[:, None], c_fit.shape).ravel(),
-                            np.broadcast_to(Sl[:, None], c_over.shape).ravel()])
+    # overflow: it waits full iterations until its turn; the arrivals ahead of it grow with its
+    # arrival point u, so u is split into quarters (a ~ Poisson(lam u step) at each's middle)
+    A = np.arange(0, 2 * cap + 1)
+    parts_w, parts_c, parts_width = [(w[:, None] * p_fit).ravel()], [c_fit.ravel()], \
+        [np.broadcast_to(Sl[:, None], c_fit.shape).ravel()]
+    for q in range(_U_PARTS):
+        u_lo, u_mid = q / _U_PARTS, (q + 0.5) / _U_PARTS
+        pa = _pmf(A, u_mid * mul)
+        pa[:, -1] += np.clip(1.0 - pa.sum(axis=1), 0.0, None)
+        turns = np.maximum(1, np.ceil((Ll[:, None] + A[None, :] + 1) / full_batch))
+        parts_c.append(((1.0 - u_lo - 1.0 / _U_PARTS) * Sl[:, None] + turns * full_s).ravel())
+        parts_w.append((w[:, None] * p_over[:, None] * pa / _U_PARTS).ravel())
+        parts_width.append(np.broadcast_to(Sl[:, None] / _U_PARTS, pa.shape).ravel())
+    wt, c, width = np.concatenate(parts_w), np.concatenate(parts_c), np.concatenate(parts_width)
     keep = wt > 1e-12
     wt, c, width = wt[keep], c[keep], width[keep]
     idle_share = idle / total

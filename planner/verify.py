@@ -167,6 +167,10 @@ def verify_task(cfg, ctx: PlanContext, layout: Layout, point_id: int, analytic: 
     ttft_s = float(analytic.get("ttft_ms") or 0.0) / 1e3
     tpot_s = float(analytic.get("tpot_ms") or 0.0) / 1e3
     lifetime = ttft_s + ctx.output_tokens * tpot_s
+    if not (math.isfinite(lifetime) and math.isfinite(claimed)):
+        out.update(reason=f"the analytic estimate is not finite (TTFT {ttft_s * 1e3:g} ms, TPOT {tpot_s * 1e3:g} ms, "
+                          f"{claimed:g} req/s)")
+        return out
     out.update(claimed_rps=claimed, analytic_ttft_ms=ttft_s * 1e3, analytic_tpot_ms=tpot_s * 1e3)
     step_cost, kv = simulation_hooks(ctx, layout, evaluator)
     history: list[str] = []
