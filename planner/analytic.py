@@ -49,11 +49,12 @@ from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
 from workloads.ops import BatchShape, ParallelismError
 
-__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel", "Evaluator", "kingman_wait_p"]
+__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel",
+           "Evaluator", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
-_PREFILL_GRID = 8  # prefill TTFT table: rates per instance from 0 towards the saturation rate
-_PREFILL_BISECT = 6  # bisection steps of a prefill instance's capacity within its grid interval
+_PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
+_PREFILL_BISECT = 5  # bisection steps of a prefill instance's capacity within its grid interval
 _PRE_EXP = range(-6, 7)  # prefill grid: tokens per rank = prompt x 2**j
 
 
@@ -138,6 +139,36 @@ def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: 
     if rho <= tail or mean <= 0.0:
         return 0.0
     return mean / rho * math.log(rho / tail)
+
+
+def erlang_c(load: float, servers: float) -> float:
+    """Probability of waiting in M/M/c with offered load ``load`` (Erlangs) and ``servers``
+    (Erlang B from the Poisson pmf and cdf, then C = c B / (c - A (1 - B)))."""
+    from scipy.special import pdtr
+
+    c = max(1, int(math.floor(servers)))
+    if load <= 0.0:
+        return 0.0
+    if load >= c:
+        return 1.0
+    log_pmf = c * math.log(load) - load - math.lgamma(c + 1.0)
+    cdf = float(pdtr(c, load))
+    b = math.exp(log_pmf) / cdf if cdf > 0 else 1.0
+    return min(1.0, c * b / (c - load * (1.0 - b)))
+
+
+def mdc_wait_p(load: float, servers: float, service_s: float, percentile: float) -> float:
+    """Percentile of the queueing wait of M/D/c: Erlang C's waiting probability and
+    exponential tail with the Allen-Cunneen scaling (1 + cs^2) / 2 = 1/2 of the M/M/c mean."""
+    c = max(1, int(math.floor(servers)))
+    if load >= c:
+        return math.inf
+    pw = erlang_c(load, c)
+    tail = 1.0 - percentile / 100.0
+    if pw <= tail:
+        return 0.0
+    mean_given_wait = 0.5 * service_s / (c - load)
+    return mean_given_wait * math.log(pw / tail)
 
 
 def _interp(x: float, xs: tuple, ys: tuple) -> float:
@@ -325,6 +356,7 @@ class PoolPerf:
     kv_capacity_tokens: float = 0.0
     table: tuple = ((), ())  # prefill: (rates per instance, queue + prefill latency percentile)
     shortfall: float = math.inf  # rejected: how far off the broken rule is (need / have; inf: structural)
+    slots: float = math.inf  # decode: sequences one instance holds (KV or batch limit)
 
 
 class Evaluator:
@@ -396,10 +428,36 @@ class Evaluator:
             return PoolPerf(f"{choice.role}: {str(exc).splitlines()[0]}")
 
     def _b_kv(self, choice, fit) -> float:
+        """Sequences per rank the KV holds: the mean context, in the engine's 64-token blocks
+        (half a block lost to rounding on average) plus the one-block-per-stream watermark it
+        keeps free when admitting."""
         m = self.pool_model(choice)
-        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * m.ctx_tokens)
+        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * (m.ctx_tokens + 1.5 * BLOCK_TOKENS))
+
+    def _decode_tpot_p(self, choice, b: float, lam: float, slots: float) -> float:
+        """TPOT percentile of a decode instance at ``b`` sequences per rank carrying ``lam``
+        requests/s with ``slots`` sequences of room (KV or batch limit): the step's share plus
+        the wait for a slot spread over the request's tokens (the engine's TPOT runs from the
+        first token, so a request queued for decode KV waits inside it). The wait is M/D/c:
+        Erlang C (``erlang_c``) with the Allen-Cunneen halving for deterministic service,
+        exponential tail; ``slots`` servers each holding a request for its decode time."""
+        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
+        step = choice.pp * m.decode_step_s(b)
+        dur = max(O - 1.0, 1.0) / k * step
+        wait = mdc_wait_p(lam * dur, slots, dur, self.ctx.percentile)
+        return step / k + wait / max(O - 1.0, 1.0)
+
+    def _batch_for(self, choice, lam: float, b_hi: float) -> float:
+        """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
+        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
+        rate = lambda b: b * m.dp * k / m.decode_step_s(b) / O  # noqa: E731
+        if rate(b_hi) <= lam:
+            return b_hi
+        return _bisect_max(lambda b: rate(b) <= lam, 0.0, b_hi, 40)
 
     def _decode_perf(self, choice, fit) -> PoolPerf:
+        """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
+        it, and (near the KV or batch limit) the wait for a decode slot (``_decode_tpot_p``)."""
         ctx, m = self.ctx, self.pool_model(choice)
         k = self.tokens_per_step(choice)
         b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
@@ -411,9 +469,13 @@ class Evaluator:
                    f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms")
             short = 1.0 / max(b_cap, 1e-9) if b_cap < 1.0 else t1 / ctx.tpot_slo_s
             return PoolPerf(f"decode: {why}", shortfall=short)
-        t = m.decode_step_s(b)
-        cap = b * m.dp * k / t / ctx.output_tokens
-        return PoolPerf(None, cap_rps=cap, b_star=b, tpot_s=choice.pp * t / k, kv_capacity_tokens=fit.kv_capacity_tokens)
+        slots = b_cap * m.dp
+        hi = b * m.dp * k / m.decode_step_s(b) / ctx.output_tokens  # without waits for a slot
+        ok = lambda lam: self._decode_tpot_p(choice, self._batch_for(choice, lam, b), lam, slots) <= ctx.tpot_slo_s  # noqa: E731
+        cap = hi if ok(hi) else _bisect_max(ok, 0.0, hi, 30)
+        b_op = self._batch_for(choice, cap, b)
+        return PoolPerf(None, cap_rps=cap, b_star=b_op, tpot_s=self._decode_tpot_p(choice, b_op, cap, slots),
+                        kv_capacity_tokens=fit.kv_capacity_tokens, slots=slots)
 
     def _prompt_cap(self, choice, fit) -> int:
         """Most whole prompts one prefill iteration admits: the instance's token budget
@@ -571,14 +633,13 @@ class Evaluator:
 
     # layout level -----------------------------------------------------------------------
     def _decode_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> tuple[float, float]:
-        """(batch per rank, TPOT) of a decode instance carrying ``rate_per_instance`` requests/s."""
-        m, k = self.pool_model(choice), self.tokens_per_step(choice)
+        """(batch per rank, TPOT percentile) of a decode instance carrying ``rate_per_instance`` requests/s."""
         if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
             return perf.b_star, perf.tpot_s
         need = rate_per_instance * self.ctx.output_tokens
         thr, bs = self._decode_table(choice, perf)
         b = _interp(need, thr, bs)
-        return b, choice.pp * m.decode_step_s(b) / k
+        return b, self._decode_tpot_p(choice, b, rate_per_instance, perf.slots)
 
     def _decode_table(self, choice, perf: PoolPerf) -> tuple[tuple, tuple]:
         """(decode tokens/s, batch per rank) of one instance at the grid batches up to b*,

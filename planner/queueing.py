@@ -38,12 +38,12 @@ from scipy.special import gammaln, xlogy
 
 __all__ = ["batch_server_ttft_p"]
 
-#: the chain covers a backlog of this many full iterations (at least 64 requests) ...
+#: the chain covers a backlog of this many full iterations (at least 60 requests) ...
 _BACKLOG_CAPS = 4
 #: ... in at most this many states. Small enough for LAPACK to stay single-threaded:
 #: OpenBLAS threads a larger solve, and its spinning threads make the planner's worker
 #: processes crawl on a loaded machine.
-_MAX_STATES = 96
+_MAX_STATES = 80
 #: sub-intervals of the arrival point within an iteration for requests that overflow it
 _U_PARTS = 4
 #: stationary mass allowed in the last full iteration of backlog before the server counts
@@ -59,7 +59,9 @@ def _nodes(S: np.ndarray, cap: int) -> np.ndarray:
     backlog above it: within a stair the step is linear in the count, so linear splitting
     loses little there.
     """
-    top = max(_BACKLOG_CAPS * cap, cap + 64)
+    top = max(_BACKLOG_CAPS * cap, cap + 60)
+    if top <= _MAX_STATES:  # small batches: every count is a state
+        return np.arange(1, top + 1, dtype=np.int64)
     base = set(range(1, min(cap, 16) + 1)) | {cap, cap + 1, top}
     d = np.diff(S[1:])
     must = set(base)
@@ -149,7 +151,8 @@ def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | N
     Sl, Ll, mul = S_N[live], L[live], mu[live]
     # the tagged request's TTFT is uniform on [c, c + step(N)] (its arrival point u) for each
     # (state, others K) term: c = the iteration it runs in, or the full ones it waits for
-    K = np.arange(0, cap + 1)
+    hi_k = int(min(cap, mul.max() + 12.0 * math.sqrt(mul.max()) + 24))  # Poisson support that matters
+    K = np.arange(0, hi_k + 1)
     pk = _pmf(K, mul)
     size = Ll[:, None] + 1 + K[None, :]
     p_fit = np.where(size <= cap, pk, 0.0)
@@ -157,7 +160,7 @@ def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | N
     p_over = np.clip(1.0 - p_fit.sum(axis=1), 0.0, None)
     # overflow: it waits full iterations until its turn; the arrivals ahead of it grow with its
     # arrival point u, so u is split into quarters (a ~ Poisson(lam u step) at each's middle)
-    A = np.arange(0, 2 * cap + 1)
+    A = np.arange(0, int(min(2 * cap, 0.5 * mul.max() + 12.0 * math.sqrt(mul.max()) + 24)) + 1)
     parts_w, parts_c, parts_width = [(w[:, None] * p_fit).ravel()], [c_fit.ravel()], \
         [np.broadcast_to(Sl[:, None], c_fit.shape).ravel()]
     for q in range(_U_PARTS):

@@ -84,7 +84,10 @@ def candidates(table: pd.DataFrame, k: int, skip: set) -> list[dict]:
     out: list[dict] = []
     if not k or not len(table):
         return out
-    for row in table[table["feasible"]].to_dict(orient="records"):
+    feas = table[table["feasible"]]
+    rows = (row for start in range(0, len(feas), 256)  # records a block at a time: the table can be 10^5 rows
+            for row in feas.iloc[start:start + 256].to_dict(orient="records"))
+    for row in rows:
         key = _estimate_key(row)
         if row["id"] in skip or key in seen:
             seen.add(key)

@@ -8,9 +8,9 @@ pool or Ray runs one batch per worker, and all its runs share one warm step-cost
    deployment rules (``load_deployment_text``) and simulated. A layout whose YAML does not
    load, or whose run raises, fails: it is never emitted.
 2. **The claimed capacity.** The rate behind the layout's tokens/s per device is simulated
-   long enough for the decode batch to fill: ``requests >= rate x 3 request lifetimes``
+   long enough for the decode batch to fill: ``requests >= rate x 4 request lifetimes``
    (lifetime = the estimated TTFT + output tokens x TPOT); the SLO percentiles are read over
-   the steady middle (arrivals from one lifetime after the start to one before the last
+   the steady part (arrivals from two lifetimes after the start to one before the last
    arrival), since the ramp-up and the drain both flatter a short run.
 3. **The sustainable rate**, when the SLO fails at the claimed rate: 0.9x, 0.75x, 0.5x and
    0.25x the claim until one passes, then bisection until the passing and failing rates are
@@ -40,8 +40,10 @@ __all__ = ["layout_deployment", "simulation_hooks", "verify_task", "verify_batch
 SEARCH_FACTORS = (0.9, 0.75, 0.5, 0.25)
 #: the search stops when the passing and failing rates are this close (fraction of the claim)
 BRACKET = 0.05
-#: request lifetimes a capacity run spans (one of ramp-up, one measured, one of drain)
-RUN_LIFETIMES = 3.0
+#: request lifetimes a capacity run spans: two of ramp-up (near the KV limit the decode batch
+#: fills slowly), one measured, one of drain
+RUN_LIFETIMES = 4.0
+WARMUP_LIFETIMES = 2.0
 #: most requests one verification run simulates (bounds its time at very high rates)
 MAX_VERIFY_REQUESTS = 20_000
 
@@ -103,12 +105,12 @@ def simulation_hooks(ctx: PlanContext, layout: Layout, evaluator=None) -> tuple[
     return step_cost, kv
 
 
-def steady_slo(requests, slo, lifetime_s: float) -> dict:
+def steady_slo(requests, slo, lifetime_s: float, warmup_lifetimes: float = WARMUP_LIFETIMES) -> dict:
     """TTFT and TPOT percentiles (ms) over the steady part of a run, and whether both meet
-    the SLO: arrivals from ``lifetime_s`` after the first to ``lifetime_s`` before the last
-    (all requests when that window holds fewer than 50)."""
+    the SLO: arrivals from ``warmup_lifetimes`` lifetimes after the first to one lifetime
+    before the last (all requests when that window holds fewer than 50)."""
     arr = requests["arrival_s"].to_numpy()
-    lo, hi = arr.min() + lifetime_s, arr.max() - lifetime_s
+    lo, hi = arr.min() + warmup_lifetimes * lifetime_s, arr.max() - lifetime_s
     sel = (arr >= lo) & (arr <= hi)
     if sel.sum() < 50:
         sel = np.ones(arr.size, dtype=bool)

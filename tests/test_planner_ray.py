@@ -42,3 +42,14 @@ def test_ray_sweep_matches_serial(local_ray):
     a = plan(cfg, executor=ex, verify_top=0).table
     b = plan(cfg, executor=SerialExecutor(), verify_top=0).table
     assert a.equals(b)
+
+
+def test_ray_verification_matches_serial(local_ray):
+    """Verification tasks (``planner.verify.verify_batch``) run as Ray tasks give the same
+    verified ranking and best layout as in-process."""
+    cfg = load_plan_text(PLAN)
+    a = plan(cfg, executor=RayExecutor())
+    b = plan(cfg, executor=SerialExecutor())
+    assert a.status == b.status == "ok"
+    assert a.table.equals(b.table) and a.best == b.best
+    assert a.verification.drop(columns="sim_wall_s").equals(b.verification.drop(columns="sim_wall_s"))
