@@ -43,14 +43,14 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from planner.queueing import batch_server_ttft_p
+from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
 from simulator.instance import InstanceCost, InstanceSpec
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
 from workloads.ops import BatchShape, ParallelismError
 
 __all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel",
-           "Evaluator", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
+           "Evaluator", "kingman_wait_p"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
 _PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
@@ -123,52 +123,6 @@ def load_profile_for(profile: str | None, device_name: str) -> Any:
     if profile == "default":
         return reference_profile_for(device_name)
     return load_profile(profile)
-
-
-def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: float) -> float:
-    """Percentile of the queueing wait of a single deterministic server (M/D/1 when cv = 1).
-
-    Mean ``W = rho s ca^2 / (2 (1 - rho))`` (Kingman); tail ``P(W > t) = rho exp(-rho t / W)``.
-    """
-    if rho <= 0.0:
-        return 0.0
-    if rho >= 1.0:
-        return math.inf
-    mean = rho * service_s * cv_arrival**2 / (2.0 * (1.0 - rho))
-    tail = 1.0 - percentile / 100.0
-    if rho <= tail or mean <= 0.0:
-        return 0.0
-    return mean / rho * math.log(rho / tail)
-
-
-def erlang_c(load: float, servers: float) -> float:
-    """Probability of waiting in M/M/c with offered load ``load`` (Erlangs) and ``servers``
-    (Erlang B from the Poisson pmf and cdf, then C = c B / (c - A (1 - B)))."""
-    from scipy.special import pdtr
-
-    c = max(1, int(math.floor(servers)))
-    if load <= 0.0:
-        return 0.0
-    if load >= c:
-        return 1.0
-    log_pmf = c * math.log(load) - load - math.lgamma(c + 1.0)
-    cdf = float(pdtr(c, load))
-    b = math.exp(log_pmf) / cdf if cdf > 0 else 1.0
-    return min(1.0, c * b / (c - load * (1.0 - b)))
-
-
-def mdc_wait_p(load: float, servers: float, service_s: float, percentile: float) -> float:
-    """Percentile of the queueing wait of M/D/c: Erlang C's waiting probability and
-    exponential tail with the Allen-Cunneen scaling (1 + cs^2) / 2 = 1/2 of the M/M/c mean."""
-    c = max(1, int(math.floor(servers)))
-    if load >= c:
-        return math.inf
-    pw = erlang_c(load, c)
-    tail = 1.0 - percentile / 100.0
-    if pw <= tail:
-        return 0.0
-    mean_given_wait = 0.5 * service_s / (c - load)
-    return mean_given_wait * math.log(pw / tail)
 
 
 def _interp(x: float, xs: tuple, ys: tuple) -> float:

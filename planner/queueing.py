@@ -21,6 +21,9 @@ it, with ``u`` taken per quarter of the iteration).
 An arrival to an idle server runs alone. The TTFT percentile is read off this mixture's
 CDF (exact in ``u``: the TTFT is linear in ``u`` within each term).
 
+Also here: the single-server wait (``kingman_wait_p``, the colocated prefill budget) and the
+multi-server wait (``erlang_c``, ``mdc_wait_p``: a decode instance's KV slots).
+
 Why not the mean-batch fixed point the planner used before (``T = step(lam T P / dp)``):
 a long iteration collects more arrivals and makes the next one long, and the step is a
 staircase in whole prompts per rank, so the fixed point under-states the tail (at 18 req/s
@@ -36,7 +39,7 @@ import numpy as np
 from scipy.linalg import solve as _solve
 from scipy.special import gammaln, xlogy
 
-__all__ = ["batch_server_ttft_p"]
+__all__ = ["batch_server_ttft_p", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
 
 #: the chain covers a backlog of this many full iterations (at least 60 requests) ...
 _BACKLOG_CAPS = 4
@@ -100,6 +103,26 @@ def _pmf(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return np.exp(xlogy(k, mu) - mu - gammaln(k + 1.0))
 
 
+def _transitions(nodes: np.ndarray, L: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Transition matrix between the ``nodes``: from a node, ``L`` left over plus Poisson(mu)
+    arrivals; the mass of a count between two nodes split linearly between them, an idle
+    server (count 0) starting with the next arrival (node 1), mass past the last node kept
+    there (the truncation the tail check watches)."""
+    n = nodes.size
+    a = np.arange(0, int(mu.max() + 12.0 * math.sqrt(mu.max()) + 24))  # Poisson support that matters
+    pk_all = _pmf(a, mu)  # (states, counts)
+    target = np.clip(L[:, None] + a[None, :], 1, nodes[-1])
+    lo_i = np.clip(np.searchsorted(nodes, target, side="right") - 1, 0, n - 1)
+    hi_i = np.minimum(lo_i + 1, n - 1)
+    span = np.maximum(nodes[hi_i] - nodes[lo_i], 1)
+    frac = np.where(hi_i > lo_i, (target - nodes[lo_i]) / span, 0.0)
+    rows = np.arange(n)[:, None] * n
+    P = (np.bincount((rows + lo_i).ravel(), (pk_all * (1.0 - frac)).ravel(), n * n)
+         + np.bincount((rows + hi_i).ravel(), (pk_all * frac).ravel(), n * n)).reshape(n, n)
+    P[:, -1] += np.clip(1.0 - pk_all.sum(axis=1), 0.0, None)
+    return P
+
+
 def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | None = None,
                         full_batch: float | None = None) -> float:
     """Percentile of (arrival -> end of the iteration that serves the request) of a batching
@@ -122,24 +145,12 @@ def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | N
     if lam * full_s >= full_batch:  # a full iteration cannot clear the arrivals it collects
         return math.inf
     nodes = _nodes(S, cap)
-    n_states = nodes.size
     over = nodes > cap
     X = np.where(over, np.minimum(nodes, full_batch), nodes)  # served per iteration
     L = nodes - X  # left over for the next one
     S_N = np.where(over, full_s, S[np.minimum(nodes, cap)])
     mu = lam * S_N
-    # next count L + a, its mass split linearly between the two nodes around it
-    a = np.arange(0, int(mu.max() + 12.0 * math.sqrt(mu.max()) + 24))  # Poisson support that matters
-    pk_all = _pmf(a, mu)  # (states, counts)
-    target = np.clip(L[:, None] + a[None, :], 1, nodes[-1])
-    lo_i = np.clip(np.searchsorted(nodes, target, side="right") - 1, 0, n_states - 1)
-    hi_i = np.minimum(lo_i + 1, n_states - 1)
-    span = np.maximum(nodes[hi_i] - nodes[lo_i], 1)
-    frac = np.where(hi_i > lo_i, (target - nodes[lo_i]) / span, 0.0)
-    rows = np.arange(n_states)[:, None] * n_states
-    P = (np.bincount((rows + lo_i).ravel(), (pk_all * (1.0 - frac)).ravel(), n_states * n_states)
-         + np.bincount((rows + hi_i).ravel(), (pk_all * frac).ravel(), n_states * n_states)).reshape(n_states, n_states)
-    P[:, -1] += np.clip(1.0 - pk_all.sum(axis=1), 0.0, None)
+    P = _transitions(nodes, L, mu)
     pi = _stationary(P)
     if pi[nodes > nodes[-1] - cap].sum() > _TAIL_MASS:
         return math.inf
@@ -190,3 +201,49 @@ def batch_server_ttft_p(lam: float, step_s, percentile: float, full_s: float | N
         else:
             lo = mid
     return hi
+
+
+def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: float) -> float:
+    """Percentile of the queueing wait of a single deterministic server (M/D/1 when cv = 1).
+
+    Mean ``W = rho s ca^2 / (2 (1 - rho))`` (Kingman); tail ``P(W > t) = rho exp(-rho t / W)``.
+    """
+    if rho <= 0.0:
+        return 0.0
+    if rho >= 1.0:
+        return math.inf
+    mean = rho * service_s * cv_arrival**2 / (2.0 * (1.0 - rho))
+    tail = 1.0 - percentile / 100.0
+    if rho <= tail or mean <= 0.0:
+        return 0.0
+    return mean / rho * math.log(rho / tail)
+
+
+def erlang_c(load: float, servers: float) -> float:
+    """Probability of waiting in M/M/c with offered load ``load`` (Erlangs) and ``servers``
+    (Erlang B from the Poisson pmf and cdf, then C = c B / (c - A (1 - B)))."""
+    from scipy.special import pdtr
+
+    c = max(1, int(math.floor(servers)))
+    if load <= 0.0:
+        return 0.0
+    if load >= c:
+        return 1.0
+    log_pmf = c * math.log(load) - load - math.lgamma(c + 1.0)
+    cdf = float(pdtr(c, load))
+    b = math.exp(log_pmf) / cdf if cdf > 0 else 1.0
+    return min(1.0, c * b / (c - load * (1.0 - b)))
+
+
+def mdc_wait_p(load: float, servers: float, service_s: float, percentile: float) -> float:
+    """Percentile of the queueing wait of M/D/c: Erlang C's waiting probability and
+    exponential tail with the Allen-Cunneen scaling (1 + cs^2) / 2 = 1/2 of the M/M/c mean."""
+    c = max(1, int(math.floor(servers)))
+    if load >= c:
+        return math.inf
+    pw = erlang_c(load, c)
+    tail = 1.0 - percentile / 100.0
+    if pw <= tail:
+        return 0.0
+    mean_given_wait = 0.5 * service_s / (c - load)
+    return mean_given_wait * math.log(pw / tail)

@@ -214,6 +214,48 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
         _seed_evaluator(ev, perfs, tables, first)
 
 
+def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list, method: str, seed: int,
+          notes: list[str]) -> tuple[list[dict], dict, int]:
+    """(table rows, point id -> layout, layouts evaluated): one row per rejected pool choice
+    (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
+    rows: list[dict] = []
+    for pid, c in enumerate(rejected):
+        row = ev.evaluate_layout(Layout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
+        row["id"] = pid
+        rows.append(row)
+    if method == "grid":
+        found = [(lay, ev.evaluate_layout(lay)) for lay in layouts]
+        index = {lay: i for i, lay in enumerate(layouts)}
+    else:
+        found = _optuna_search(ctx, cfg, feasible, ev, seed)
+        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
+        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
+                     f"seed {seed})")
+    layout_of = {}
+    for lay, row in found:
+        row = dict(row) if method != "grid" else row
+        row["id"] = len(rejected) + index.get(lay, len(index) + len(rows))
+        layout_of[row["id"]] = lay
+        rows.append(row)
+    return rows, layout_of, len(found)
+
+
+def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
+    """Verification batches: candidates that share a pool's step costs go to one batch (its
+    runs then share one warm cache: the step costs are most of a first run), the groups
+    spread over at most ``workers`` batches, largest first."""
+    groups: list[tuple[set, list]] = []
+    for item in items:
+        keys = {c.cost_key + (c.role,) for c, _n in item[0].pools}
+        hit = [g for g in groups if g[0] & keys]
+        merged = (set(keys).union(*[g[0] for g in hit]), [x for g in hit for x in g[1]] + [item])
+        groups = [g for g in groups if g not in hit] + [merged]
+    batches: list[list[tuple]] = [[] for _ in range(max(1, min(workers, len(groups))))]
+    for _keys, members in sorted(groups, key=lambda g: -len(g[1])):
+        min(batches, key=len).extend(members)
+    return [b for b in batches if b]
+
+
 def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor: Executor, seed: int,
             verify_top: int, notes: list[str]) -> dict:
     """Verify the top candidates in the simulator, re-rank, and pick the best verified layout.
@@ -239,9 +281,9 @@ def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executo
         if not cands:
             break
         items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
-        n = max(1, min(len(items), executor.workers))  # one batch per worker: candidates share pools
-        ver_rows += [v for batch in executor.map(verify_batch, [(cfg, ctx, items[i::n]) for i in range(n)],
-                                                 desc="verify") for v in batch]
+        batches = _share_pools(items, executor.workers)
+        ver_rows += [v for batch in executor.map(verify_batch, [(cfg, ctx, b) for b in batches], desc="verify")
+                     for v in batch]
         done |= {r["id"] for r in cands}
         got = [r for r in ver_rows if r.get("ok")]
         best_sim = max((r["sim_capacity_rps"] / r["claimed_rps"] * _row(table, r["id"])[objective]
@@ -332,34 +374,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     method = space.method
     if method == "auto":
         method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
-    rows: list[dict] = []
-    pid = 0
-    for c in rejected:
-        mode = "colocated" if c.role == "pool" else "disaggregated"
-        row = ev.evaluate_layout(Layout(mode, ((c, 1),)))
-        row["id"] = pid
-        rows.append(row)
-        pid += 1
-    if method == "grid":
-        for lay in layouts:
-            row = ev.evaluate_layout(lay)
-            row["id"] = pid
-            rows.append(row)
-            pid += 1
-        searched = len(layouts)
-    else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed)
-        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
-        for lay, row in found:
-            row = dict(row)
-            i = index.get(lay, len(index) + len(rows))
-            row["id"] = len(rejected) + i
-            rows.append(row)
-        searched = len(found)
-        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({space.optuna_trials} trials, seed {seed})")
-    layout_of = {}
-    for row, lay in zip(rows[len(rejected):], layouts if method == "grid" else [lay for lay, _ in found]):
-        layout_of[row["id"]] = lay
+    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes)
     objective = _objective_column(cfg)
     table = rank_table(pd.DataFrame(rows), objective)
     t_rank = time.perf_counter() - t_rank
