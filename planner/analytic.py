@@ -5,14 +5,14 @@ calls). What this module adds is the steady state around it:
 
 * **Decode** (per attention-DP rank batch ``b``): TPOT(b) = pp x step(b) / (1 + MTP
   acceptance x depth). The largest ``b`` whose TPOT meets the SLO, capped by the batch limit
-  and the KV capacity, sets the pool's tokens/s.
-* **Prefill**: an iteration carries up to ``tokens_per_rank`` new tokens per rank (whole
-  prompts when they fit, else chunks). The instance is a batching server (M/D/1-style: Poisson
-  arrivals, deterministic step costs): everything that arrives during an iteration runs in the
-  next one, so the mean iteration solves ``T = step(lambda T P / dp)``; TTFT's percentile is
-  the wait for the running iteration + its own (percentile-sized) iteration + the KV transfer
-  to decode + one decode step (``Evaluator._prefill_core_s``). The largest rate whose TTFT
-  percentile meets the SLO is the pool's capacity.
+  and the KV capacity, bounds the pool's tokens/s; near that cap a request waits for a slot
+  (M/D/c, ``planner.queueing.mdc_wait_p``), and the wait counts in its TPOT.
+* **Prefill**: an iteration carries whole prompts up to the instance's token budget (a chunk
+  of the next one fills the rest when more wait). The instance is a batching server:
+  ``planner.queueing.batch_server_ttft_p`` on the staircase of iteration times by prompts
+  (costed as the engine quantises its batches), TTFT ending with the prefill as the engine
+  measures it (``Evaluator._prefill_core_s``). The largest rate whose TTFT percentile meets
+  the SLO is the pool's capacity.
 * **Disaggregated**: capacity = min(prefill instances x prefill capacity, decode instances x
   decode capacity); the enumeration of instance counts balances input vs output token rates.
   At the operating rate the decode batch is the one that carries exactly that rate.

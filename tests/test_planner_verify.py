@@ -85,6 +85,17 @@ def test_batch_server_chain_matches_direct_simulation(dp, cap):
     assert batch_server_ttft_p(0.0, steps, 90) == steps[1]
 
 
+def test_erlang_c_and_mdc_wait_oracles():
+    from planner.queueing import erlang_c, mdc_wait_p
+
+    assert erlang_c(1.0, 2) == pytest.approx(1 / 3)  # M/M/2 at 1 Erlang: textbook value
+    assert erlang_c(0.5, 1) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
+    assert mdc_wait_p(10.0, 40, 1.0, 90) == 0.0  # far from the limit: nobody waits at p90
+    w = mdc_wait_p(95.0, 100, 1.0, 90)
+    assert 0.0 < w < mdc_wait_p(99.0, 100, 1.0, 90) < math.inf
+    assert mdc_wait_p(100.0, 100, 1.0, 90) == math.inf
+
+
 def test_pareto_layers_never_put_a_dominated_point_first():
     rng = np.random.default_rng(0)
     pts = np.round(rng.uniform(0, 10, size=(300, 2)))  # rounding makes many exact ties
