@@ -135,11 +135,15 @@ class PlanResult:
         return STATUS_EXIT_CODES.get(self.status, 1)
 
     def summary(self, n: int = 10) -> pd.DataFrame:
-        """The first ``n`` feasible rows, ``SUMMARY_COLUMNS`` only; when none is feasible, the
-        ``n`` closest layouts with the rule each breaks (``reason``)."""
+        """The first ``n`` feasible rows and every layout whose verification failed (they rank
+        below the unverified ones), ``SUMMARY_COLUMNS`` only; when none is feasible, the ``n``
+        closest layouts with the rule each breaks (``reason``)."""
         t = self.table
         if len(t) and t["feasible"].any():
-            return t[t["feasible"]].head(n)[[c for c in SUMMARY_COLUMNS if c in t.columns]]
+            rows = t[t["feasible"]].head(n)
+            if "verified" in t:
+                rows = pd.concat([rows, t[(t["verified"] == "failed") & ~t["id"].isin(rows["id"])]])
+            return rows[[c for c in SUMMARY_COLUMNS if c in t.columns]]
         return t.head(n)[[c for c in ("rank", "layout", "devices", "reason") if c in t.columns]]
 
     def best_yaml(self) -> str | None:
