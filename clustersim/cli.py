@@ -285,7 +285,11 @@ def plan_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
-    or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
+    or, given a training-job YAML, training layouts under the memory limit by tokens/day.
+
+    Exit codes: 0 a layout verified in the simulator was found; 2 a bad input; 3 no layout
+    fits the budget and SLOs (the closest one and the rule it breaks are printed); 4 layouts
+    fit but none passed verification (each check's reason is printed)."""
     from clustersim import outputs, run
 
     set_ = [*(set_ or ()), *run.profile_override(profile)]
@@ -313,23 +317,74 @@ def plan_cmd(
             _guard(lambda: outputs.write_plan(out_dir, result))
     if as_json:
         _print_json(result.to_dict(rows=20))
-        return
+        raise typer.Exit(code=result.exit_code)
+    _plan_report(result)
+    if result.best is not None and out is None:
+        typer.echo(result.best_yaml())
+    raise typer.Exit(code=result.exit_code)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+    return "-" if value == "not run" else _fmt(value)
+
+
+#: short headers of ``planner.result.SUMMARY_COLUMNS`` in the terminal table
+_PLAN_HEADERS = {"rank": "#", "devices": "dev", "ttft_ms": "TTFT\nms", "tpot_ms": "TPOT\nms",
+                 "tokens_per_s_per_device": "tok/s\n/dev", "tokens_per_s_per_user": "tok/s\n/user",
+                 "capacity_rps": "req/s", "verified": "veri-\nfied", "sim_capacity_rps": "sim\nreq/s",
+                 "sim_tokens_per_s_per_device": "sim tok/s\n/dev"}
+
+
+def _plan_report(result: Any) -> None:
+    """The plan's top layouts (``planner.result.SUMMARY_COLUMNS``: figures in a table, the
+    layouts listed under it), the simulator's verification (analytic vs simulated capacity,
+    with the gap), notes, and why nothing is recommended when nothing is."""
     from rich.console import Console
     from rich.table import Table
 
-    top = result.top(10)
-    table = Table(title=f"plan {result.plan.name}: top layouts")
-    cols = [c for c in ("rank", "mode", "devices", "prefill", "decode", "tokens_per_s_per_device",
-                        "tokens_per_s_per_user", "ttft_s", "tpot_s") if c in top.columns]
+    console = Console()
+    top = result.summary(10 if result.table["feasible"].any() else 5)
+    if "reason" in top.columns:  # nothing feasible: the closest layouts and what each breaks
+        typer.echo(f"plan {result.plan.name}: no feasible layout; the closest:")
+        for _, row in top.iterrows():
+            typer.echo(f"  #{row['rank']}: {row['layout']} ({row['devices']} devices): {row['reason']}")
+        top = top.iloc[0:0]
+    cols = [c for c in top.columns if c != "layout"]
+    table = Table(title=f"plan {result.plan.name}: top layouts (analytic figures at capacity; sim: simulator)")
     for c in cols:
-        table.add_column(c)
+        table.add_column(_PLAN_HEADERS.get(c, c), justify="left" if c == "verified" else "right")
     for _, row in top.iterrows():
-        table.add_row(*[_fmt(row[c]) for c in cols])
-    Console().print(table)
+        table.add_row(*[_cell(row[c]) for c in cols])
+    if len(top):
+        console.print(table)
+    for _, row in top.iterrows():
+        typer.echo(f"  #{row['rank']}: {row['layout']}")
+    ver = result.verification
+    if len(ver):
+        vt = Table(title="verification in the simulator (capacity = requests/s within the SLOs)")
+        vcols = [("rank", "#"), ("status", "status"), ("claimed_rps", "req/s"), ("sim_capacity_rps", "sim\nreq/s"),
+                 ("capacity_gap", "gap"), ("analytic_ttft_ms", "TTFT\nms"), ("sim_ttft_p_ms", "sim\nTTFT"),
+                 ("analytic_tpot_ms", "TPOT\nms"), ("sim_tpot_p_ms", "sim\nTPOT")]
+        vcols = [(c, h) for c, h in vcols if c in ver.columns]
+        for _, h in vcols:
+            vt.add_column(h, justify="left" if h == "status" else "right")
+        for _, row in ver.iterrows():
+            vt.add_row(*[(f"{row[c]:+.1%}" if c == "capacity_gap" and row[c] == row[c] else _cell(row[c]))
+                         for c, _ in vcols])
+        console.print(vt)
+        typer.echo("  gap = analytic / simulated capacity - 1; TTFT and TPOT at the claimed rate (p"
+                   f"{result.plan.slo.percentile:g})")
+        for _, row in ver.iterrows():
+            if row.get("reason"):
+                typer.echo(f"  #{row['rank']} {row['status']}: {row['reason']}")
     for note in result.notes:
         typer.echo(f"note: {note}")
-    if result.best is not None and out is None:
-        typer.echo(result.best_yaml())
+    if result.explanation:
+        typer.echo(f"error: {result.explanation}", err=True)
 
 
 @app.command("what-if")

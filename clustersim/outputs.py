@@ -172,7 +172,7 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
 def write_plan(out: OutputDir, result: Any, plot: bool = True) -> list[str]:
     """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment YAML."""
     best = result.best_yaml()
-    plot = plot and _can_plot()
+    plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
     planned = ["ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
         (["pareto.png"] if plot else [])
     out.begin(PLAN_FILES, planned)

@@ -129,7 +129,7 @@ def test_training_yaml_profile(partial, tmp_path):
 def test_plan_threads_the_profile(partial, tmp_path):
     data = yaml.safe_load((ROOT / "examples" / "plan_deepseek-v3_h200x32.yaml").read_text())
     data["search"].update(modes=["colocated"], attention_tp=[8], mtp=[False])
-    data["verify"]["top"] = 0
+    data["verify"].update(top=1, num_requests=50)  # only a verified layout is recommended
     data["profile"] = "partial"
     path = tmp_path / "cfg" / "plan.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
