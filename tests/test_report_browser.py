@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=15000"]
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000"]
 
 COMMANDS = {
     "simulate_serving": ["simulate", "examples/deepseek-v3_h800_pd-disagg.yaml", "--set", "workload.num_requests=2000"],

@@ -61,7 +61,7 @@ def _measured_chart(page: Page, go, t) -> None:
         med = [float(np.median(np.abs(m[(m.family == f) & (m.role == role)]["error"]))) * 100
                if len(m[(m.family == f) & (m.role == role)]) else None for f in fams]
         fig.add_trace(go.Bar(x=[f.removeprefix("measured.") for f in fams], y=med, name=role, marker_color=color))
-    fig.add_hline(y=15, line=dict(color="#b91c1c", dash="dash"), annotation=dict(text="tolerance 15%"))
+    fig.add_hline(y=15, line=dict(color="#b91c1c", dash="dash"), annotation=dict(text="tolerance 15%"), annotation_position="top left")
     fig.update_layout(barmode="group", title="Median |error| per family, fit vs holdout (%)", yaxis_title="%")
     page.figure(fig, height=460)
 

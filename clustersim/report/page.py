@@ -76,7 +76,8 @@ section p.intro{margin:0 0 10px;color:var(--muted)}
 table{border-collapse:collapse;width:100%;font-size:12.5px}
 th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th{background:#f9fafb;position:sticky;top:0}
-td.l,th.l{text-align:left;white-space:normal}
+td.l,th.l{text-align:left;white-space:normal;min-width:110px;max-width:560px}
+td.w{min-width:320px}
 tr:nth-child(even) td{background:#fafbfc}
 .scroll{max-height:520px;overflow:auto;border:1px solid var(--line);border-radius:6px}
 pre{background:#f9fafb;border:1px solid var(--line);border-radius:6px;padding:10px;overflow:auto;font-size:12px;

@@ -72,7 +72,7 @@ def _ranked(page: Page, result, rows: int = 25) -> None:
     ver = result.verification.set_index("id") if len(result.verification) else pd.DataFrame()
     page.section("Ranked layouts: analytic estimate vs verification in the simulator",
                  f"Top {len(t)} feasible layouts. The analytic model ranks every layout; the best "
-                 f"{len(ver)} were simulated (sim columns; error = analytic / simulated - 1).")
+                 f"{len(ver)} were simulated at the plan's load (sim columns).")
     recs = []
     for _, r in t.iterrows():
         rec = {"rank": int(r["rank"]), "layout": layout_text(r), "devices": int(r["devices"]),
@@ -88,7 +88,7 @@ def _ranked(page: Page, result, rows: int = 25) -> None:
             ("tpu", "tok/s/user"), ("cap", "capacity req/s"), ("ttft", "TTFT ms (analytic)"),
             ("tpot", "TPOT ms (analytic)"), ("sttft", "TTFT ms (sim)"), ("stpot", "TPOT ms (sim)"),
             ("stpd", "tok/s/device at the plan's load (sim)"), ("att", "SLO met (sim)")]
-    page.table(recs, cols, left=("layout",))
+    page.table(recs, cols, left=("layout",), classes={"layout": lambda r: "w"})
 
 
 def _pct(x) -> str:

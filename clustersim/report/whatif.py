@@ -86,5 +86,6 @@ def whatif_report(kind: str, df: pd.DataFrame, plan) -> str:
         _charts(page, go, kind, df)
     page.section("Every variant")
     cols = [c for c in df.columns if c not in ("plan_wall_s",)]
-    page.table(df.to_dict("records"), [(c, c.replace("_", " ")) for c in cols], left=("layout", "reason"))
+    page.table(df.to_dict("records"), [(c, c.replace("_", " ")) for c in cols], left=("layout", "reason"),
+               classes={"layout": lambda r: "w", "reason": lambda r: "w"})
     return page.render()
