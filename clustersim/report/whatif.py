@@ -16,6 +16,14 @@ METRICS = (("tokens_per_s_per_device", "output tokens/s per device"), ("tokens_p
            ("ttft_ms", "TTFT (ms) at capacity"), ("tpot_ms", "TPOT (ms) at capacity"))
 
 
+def _layout(row) -> str:
+    """The what-if row's ``layout`` (``prefill_instances=2, ...``) in the plan report's words."""
+    from clustersim.report.plan import layout_text
+
+    fields = dict(p.split("=", 1) for p in str(row.get("layout", "")).split(", ") if "=" in p)
+    return layout_text({"mode": row.get("mode"), **{k: float(v) for k, v in fields.items()}})
+
+
 def capacity_sentence(df: pd.DataFrame, plan) -> str:
     """The capacity answer in one sentence."""
     rate = df.attrs.get("target_rate_per_s")
@@ -24,7 +32,7 @@ def capacity_sentence(df: pd.DataFrame, plan) -> str:
     if n:
         row = df[df["meets_load"].astype(bool)].iloc[0] if "meets_load" in df else df.iloc[-1]
         return (f"The fewest devices that serve {fmt(rate)} requests/s of {plan.model} within {slo}: {n} devices "
-                f"({df.attrs.get('fewest_nodes')} nodes), as {row.get('mode', '')} {row.get('layout', '')} "
+                f"({df.attrs.get('fewest_nodes')} nodes), as {_layout(row)} "
                 f"(capacity {fmt(row.get('capacity_rps'))} requests/s).")
     tried = int(df["budget_devices"].max()) if len(df) else 0
     best = df["capacity_rps"].max() if "capacity_rps" in df and len(df) else None
