@@ -24,14 +24,15 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000"]
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=3000"]
 
 COMMANDS = {
     "simulate_serving": ["simulate", "examples/deepseek-v3_h800_pd-disagg.yaml", "--set", "workload.num_requests=2000"],
     "simulate_training": ["simulate", "examples/train_deepseek-v3_h800_2048.yaml"],
     "plan": ["plan", "examples/plan_deepseek-v3_h200x32.yaml", "--set", "verify.top=2", "--set",
              "verify.num_requests=100"],
-    "what_if": ["what-if", "examples/plan_deepseek-v3_h200x32.yaml", "--sweep", "load", "--values", "2,8"],
+    "what_if": ["what-if", "examples/plan_deepseek-v3_h200x32.yaml", "--sweep", "tpot_ms", "--values", "30,50",
+                "--set", "search.modes=[disaggregated]"],
     "check": ["check", "--only", "accounting", "--only", "topology", "--only", "comm.deepep", "--only",
               "comm.cm384", "--only", "measured"],
 }

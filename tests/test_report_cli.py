@@ -45,7 +45,7 @@ def test_simulate_report_written_and_a_rerun_without_it_removes_it(tmp_path):
 def test_serving_report_is_deterministic():
     import clustersim
     from clustersim import report
-    from clustersim.run import simulate_file, run_summary
+    from clustersim.run import run_summary, simulate_file
 
     kind, dep, res, prof = simulate_file(SERVING, ["workload.num_requests=100"])
     summary = run_summary(kind, dep, res, prof)
