@@ -63,6 +63,20 @@ def _out_dir(out: Optional[Path]) -> Any:
     return _guard(lambda: OutputDir.prepare(out))
 
 
+REPORT_HELP = "Also write report.html into --out: one self-contained page of charts (needs the report extra)."
+
+
+def _report_ready(report: bool, out: Optional[Path]) -> None:
+    """``--report`` needs ``--out`` and plotly: say so in one line before any work."""
+    if not report:
+        return
+    if out is None:
+        _fail("--report needs --out DIR: the report is written there as report.html")
+    from clustersim.report import require_plotly
+
+    _guard(require_plotly)
+
+
 @contextmanager
 def _interruptible(what: str, out_dir: Any = None, written: str = "nothing written") -> Iterator[None]:
     """Ctrl-C: one line on stderr saying what stopped and what was written, then exit 130."""
@@ -72,6 +86,12 @@ def _interruptible(what: str, out_dir: Any = None, written: str = "nothing writt
         written = out_dir.report() if out_dir is not None else written
         typer.echo(f"interrupted: {what}; {written}", err=True)
         raise typer.Exit(code=130) from None
+
+
+def _build_report(build: Callable[[Any], str]) -> str:
+    from clustersim import report as report_mod
+
+    return _guard(lambda: build(report_mod))
 
 
 def _print_json(data: Any) -> None:
@@ -253,19 +273,24 @@ def simulate_cmd(
                                "(serving iterations and requests, or the training pipeline); needs --out."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import outputs, run
 
     if trace and out is None:
         _fail("--trace needs --out DIR: the trace is written there as trace.json")
+    _report_ready(report, out)
     out_dir = _out_dir(out)
     overrides = [*(set_ or ()), *run.profile_override(profile)]
     with _interruptible(f"simulate {config}", out_dir):
-        kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
+        doc = _guard(lambda: run.load_config(config))  # a training report draws the pipeline: traced
+        traced = trace or (report and doc.kind == "training")
+        kind, cfg, result, prof = _guard(lambda: run.simulate_file(doc, overrides, trace=traced))
         summary = run.run_summary(kind, cfg, result, prof)
+        page = _build_report(lambda r: r.simulate_report(kind, cfg, result, summary)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace))
+            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace, report=page))
     if as_json:
         _print_json(summary)
         return
@@ -283,6 +308,7 @@ def plan_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
     or, given a training-job YAML, training layouts under the memory limit by tokens/day.
@@ -293,13 +319,15 @@ def plan_cmd(
     from clustersim import outputs, run
 
     set_ = [*(set_ or ()), *run.profile_override(profile)]
+    _report_ready(report, out)
     out_dir = _out_dir(out)
     doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
     if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
             table = _guard(lambda: run.plan_training(doc, set_))
+            page = _build_report(lambda r: r.training_plan_report(table, str(plan_yaml))) if report else None
             if out_dir is not None:
-                _guard(lambda: outputs.write_training_plan(out_dir, table))
+                _guard(lambda: outputs.write_training_plan(out_dir, table, report=page))
         if as_json:
             _print_json({"kind": "training", "profile": table.attrs.get("profile"),
                          "ranked": json.loads(table.head(20).to_json(orient="records"))})
@@ -313,8 +341,9 @@ def plan_cmd(
         return
     with _interruptible(f"plan {plan_yaml}", out_dir):
         result = _guard(lambda: run.plan_file(doc, set_, ray_address, workers, progress=not as_json))
+        page = _build_report(lambda r: r.plan_report(result)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_plan(out_dir, result))
+            _guard(lambda: outputs.write_plan(out_dir, result, report=page))
     if as_json:
         _print_json(result.to_dict(rows=20))
         raise typer.Exit(code=result.exit_code)
@@ -400,12 +429,14 @@ def whatif_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
     from clustersim import outputs, run
     from planner import whatif
 
+    _report_ready(report, out)
     out_dir = _out_dir(out)
 
     cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
@@ -426,8 +457,9 @@ def whatif_cmd(
         kind, df = _guard(go)
         line = _guard(lambda: run.plan_profile_line(cfg))
         df.attrs.setdefault("profile", line.removeprefix("profile: "))
+        page = _build_report(lambda r: r.whatif_report(kind, df, cfg)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_whatif(out_dir, kind, df))
+            _guard(lambda: outputs.write_whatif(out_dir, kind, df, report=page))
     if as_json:
         _print_json({"kind": kind, "attrs": {k: v for k, v in df.attrs.items()},
                      "rows": json.loads(df.to_json(orient="records"))})
@@ -447,6 +479,38 @@ def whatif_cmd(
             typer.echo(f"{row.iloc[0]}: {row['layout']}")
     for k, v in df.attrs.items():
         typer.echo(f"{k}: {v}")
+
+
+@app.command("check")
+def check_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print every check as JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write check.csv and check.json here."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run this family only (repeatable): accounting, "
+                                             "topology, catalog, comm.deepep, ..., measured."),
+    points: bool = typer.Option(False, "--points", help="Print every ground-truth point, not only the summary."),
+) -> None:
+    """How far to trust the model: every published reference (clustersim/data/reference) and every
+    point of our GPU ground truth, predicted now: source, setting, published vs predicted, error,
+    tolerance, fit or holdout, and status ok / known gap (with the mechanism the model lacks) / fail.
+    Exits 1 when a check fails (known gaps do not fail)."""
+    from clustersim import checks, outputs
+
+    _report_ready(report, out)
+    out_dir = _out_dir(out)
+    with _interruptible("check", out_dir):
+        result = _guard(lambda: checks.run_checks(only or None))
+        page = _build_report(lambda r: r.check_report(result)) if report else None
+        if out_dir is not None:
+            _guard(lambda: outputs.write_check(out_dir, result, report=page))
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        typer.echo(checks.format_text(result, all_points=points))
+        if out is not None:
+            typer.echo(f"wrote {out}/")
+    if not result.passed:
+        raise typer.Exit(code=1)
 
 
 # ---------------------------------------------------------------- estimates

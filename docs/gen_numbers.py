@@ -3,7 +3,7 @@
 A README marks each generated passage as ``<!-- generated:NAME -->...<!-- /generated -->``
 (NAME in lower case, so prose can show the marker with a placeholder);
 ``BLOCKS[NAME]`` names the file and computes the text. Every number comes from the same public
-calls the tests and the CLI make (the settings from ``tests/data/reference``); nothing here is
+calls the tests and the CLI make (the settings from ``clustersim/data/reference``); nothing here is
 typed in.
 
     python docs/gen_numbers.py                 # rewrite every block
@@ -28,7 +28,7 @@ from typing import Callable
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT / "tests" / "data" / "reference"
+REFERENCE = ROOT / "clustersim" / "data" / "reference"
 BLOCK_RE = r"(<!-- generated:{name} -->)(.*?)(<!-- /generated -->)"
 
 
@@ -82,21 +82,7 @@ def measured_accuracy() -> str:
 
 
 # ------------------------------------------------------------------ published serving figures
-def _decode_at_tpot_limit(s: dict, micro_batches: int) -> tuple[int, float]:
-    """Largest decode batch per device (steps of 8) whose estimated TPOT meets the limit, and its tokens/s."""
-    from clustersim.estimate import estimate_serving
-
-    best = (0, 0.0)
-    for batch in range(8, 400, 8):
-        r = estimate_serving(s["model"], s["hardware"], "decode", s["npus"], batch, context=s["context"],
-                             micro_batches=micro_batches, mtp_acceptance=s["mtp_acceptance"], dtype=s["dtype"],
-                             redundant_experts=s["redundant_experts"])
-        if r["tpot_s"] * 1e3 > s["tpot_ms_max"]:
-            break
-        best = (batch, r["output_tokens_per_s_per_device"])
-    return best
-
-
+# (predicted by the one registry of reference checks, clustersim.checks, as `clustersim check` does)
 def _err(t: dict, predicted: float) -> str:
     err = predicted / t["value"] - 1.0
     out = _pct(err)
@@ -106,44 +92,24 @@ def _err(t: dict, predicted: float) -> str:
 
 
 def reference_serving() -> str:
-    """simulator/README.md: steady-state estimates at the published settings (tests/test_reference_serving.py)."""
-    from clustersim.estimate import estimate_serving
+    """simulator/README.md: steady-state estimates at the published settings (``serving.estimate`` checks)."""
+    from clustersim.checks.systems import predict_serving
 
     t = _targets("serving_throughput.yaml")
-    s = t["dsv3.h800.decode_tgs"]["setting"]
-    dec = estimate_serving(s["model"], s["hardware"], "decode", s["ep"], s["batch_per_gpu"], context=s["context"],
-                           micro_batches=s["micro_batches"], dtype=s["dtype"])["output_tokens_per_s_per_device"]
-    s = t["dsv3.h800.prefill_tgs"]["setting"]
-    pre = estimate_serving(s["model"], s["hardware"], "prefill", s["ep"], s["seqs_per_gpu"], seq=s["seq"],
-                           micro_batches=s["micro_batches"], dtype=s["dtype"])["input_tokens_per_s_per_device"]
-    s = t["cm384.prefill.tps_perfect_eplb"]["setting"]
-    cm_pre = estimate_serving(s["model"], s["hardware"], "prefill", s["npus"], s["tokens_per_die"] * 2 // s["seq"],
-                              seq=s["seq"], micro_batches=s["micro_batches"],
-                              dtype=s["dtype"])["input_tokens_per_s_per_device"]
     cm = t["cm384.decode.tps_50ms"]
-    _, cm_dec = _decode_at_tpot_limit(cm["setting"], cm["setting"]["micro_batches"])
-    return (f"DeepSeek-V3 H800 decode {_err(t['dsv3.h800.decode_tgs'], dec)}, prefill "
-            f"{_err(t['dsv3.h800.prefill_tgs'], pre)}; CloudMatrix384 prefill "
-            f"{_err(t['cm384.prefill.tps_perfect_eplb'], cm_pre)} (xfail: SP-TP-SP attention all-to-alls not "
-            f"modelled), decode at TPOT <= {cm['setting']['tpot_ms_max']} ms {_err(cm, cm_dec)}")
+    return (f"DeepSeek-V3 H800 decode {_err(t['dsv3.h800.decode_tgs'], predict_serving('dsv3.h800.decode_tgs'))}, "
+            f"prefill {_err(t['dsv3.h800.prefill_tgs'], predict_serving('dsv3.h800.prefill_tgs'))}; CloudMatrix384 "
+            f"prefill {_err(t['cm384.prefill.tps_perfect_eplb'], predict_serving('cm384.prefill.tps_perfect_eplb'))} "
+            f"(xfail: SP-TP-SP attention all-to-alls not modelled), decode at TPOT <= "
+            f"{cm['setting']['tpot_ms_max']} ms {_err(cm, predict_serving('cm384.decode.tps_50ms'))}")
 
 
 def engine_cm384_decode() -> str:
-    """simulator/README.md: the engine's own steady state on the CloudMatrix384 example (tests/test_engine_reference.py)."""
-    import clustersim
+    """simulator/README.md: the engine's own steady state on the CloudMatrix384 example (``serving.engine`` check)."""
+    from clustersim.checks.systems import engine_cm384_decode as run
 
     target = _targets("serving_throughput.yaml")["cm384.decode.tps_50ms"]
-    s = target["setting"]
-    batch, _ = _decode_at_tpot_limit(s, 2)
-    res = clustersim.simulate(ROOT / "examples/deepseek-r1_cloudmatrix384.yaml", [
-        "workload.num_requests=40000", "workload.arrival.rate_per_s=4000", "workload.prefix_cache_hit_rate=0.97",
-        f"serving.decode.max_batch_size={batch * s['npus']}"])
-    d = res.steps[res.steps.pool == "decode"]
-    t0, t1 = d.time_s.quantile(0.25), d.time_s.quantile(0.6)
-    w = d[(d.time_s >= t0) & (d.time_s < t1)]
-    per_step = 1.0 + s["mtp_acceptance"]
-    tps = (w.decode_seqs * per_step).sum() / w.step_s.sum() / s["npus"]
-    return f"engine steady state {_err(target, tps)}"
+    return f"engine steady state {_err(target, run()['tokens_per_s_per_npu'])}"
 
 
 # ------------------------------------------------------------------ training
@@ -182,16 +148,11 @@ def training_dsv3() -> str:
 
 # ------------------------------------------------------------------ planner
 def _cm384_trend(profile: str) -> str:
-    """planner/README.md: best decode tokens/s per NPU under TPOT limits (tests/test_planner_checks.py)."""
-    import planner
-    from planner import whatif
-    from planner.executors import SerialExecutor
+    """planner/README.md: best decode tokens/s per NPU under TPOT limits (``planner.cm384_trend`` checks)."""
+    from clustersim.checks.systems import planner_trend
 
     ref = yaml.safe_load((REFERENCE / "cm384_decode_trend.yaml").read_text())
-    cfg = planner.load_plan(ROOT / "examples/plan_deepseek-r1_cloudmatrix384.yaml",
-                            [f"profile={profile}", "verify.top=0", "search.devices_per_instance=[16,160]"])
-    df = whatif.sweep(cfg, "tpot_ms", [p["tpot_limit_ms"] for p in ref["points"]], executor=SerialExecutor())
-    got = {int(r["slo_tpot_ms"]): r.get("best_decode_tokens_per_s_per_device") for _, r in df.iterrows()}
+    got = planner_trend(profile)
     parts = []
     for p in ref["points"]:
         v = got.get(p["tpot_limit_ms"])

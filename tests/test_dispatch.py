@@ -1,28 +1,20 @@
 """MoE dispatch/combine models (hardware.dispatch) against closed forms and published tables.
 
-Reference rows live in tests/data/reference/comm_*.yaml with their source and role: rows marked
-``fit`` were used to fit the parameters in hardware/data/comm_calibration.yaml, rows marked
-``validate`` were held out. Both are checked at the stated tolerance.
+The published rows (clustersim/data/reference/comm_*.yaml, fit and held-out) are predicted and
+checked by the one registry, ``clustersim.checks.comm`` (tests/test_reference_checks.py, and
+``clustersim check``); this file tests the mechanisms.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from hardware.catalog import get_cluster, list_clusters
 from hardware.collectives import collective_time
 from hardware.dispatch import dispatch_combine_time, ep_decode_speed_limit, expected_distinct_units, token_bytes
-
-REF = Path(__file__).parent / "data" / "reference"
-
-
-def _ref(name):
-    return yaml.safe_load((REF / name).read_text())
 
 
 # ------------------------------------------------------------------ mechanisms
@@ -66,31 +58,8 @@ def test_expected_distinct_units_edges():
 
 
 # ------------------------------------------------------------------ ISCA'25 decode limit
-
-
-def test_isca_decode_speed_limit():
-    ref = _ref("comm_isca_decode_limit.yaml")
-    inp = ref["inputs"]
-    want = {t["id"]: t for t in ref["targets"]}
-    common = dict(layers=inp["layers"], tokens_per_device=inp["tokens_per_device"],
-                  experts_per_token=inp["experts_per_token"], dispatch_bytes=inp["dispatch_bytes"],
-                  combine_bytes=inp["combine_bytes"], micro_batches=inp["micro_batches"])
-    ib = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
-    nvl = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["nvl72_bandwidth_bytes_per_s"], **common)
-    true = ep_decode_speed_limit(inp["hidden_true"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
-    got = {
-        "isca.decode_limit.ib.comm_per_ep_step": ib.comm_per_ep_step_s * 1e6,
-        "isca.decode_limit.ib.per_layer": ib.per_layer_s * 1e6,
-        "isca.decode_limit.ib.tpot": ib.tpot_s * 1e3,
-        "isca.decode_limit.ib.tps": ib.tokens_per_s,
-        "isca.decode_limit.nvl72.comm_per_ep_step": nvl.comm_per_ep_step_s * 1e6,
-        "isca.decode_limit.nvl72.tpot": nvl.tpot_s * 1e3,
-        "isca.decode_limit.nvl72.tps": nvl.tokens_per_s,
-        "isca.decode_limit.ib.comm_per_ep_step_hidden7168": true.comm_per_ep_step_s * 1e6,
-    }
-    assert set(got) == set(want)
-    for key, value in got.items():
-        assert value == pytest.approx(want[key]["value"], rel=want[key]["rel"]), key
+# The published rows (ISCA'25 decode limit, DeepEP, CloudMatrix384) are checked by the registry
+# (clustersim.checks.comm, tests/test_reference_checks.py); the mechanisms stay here.
 
 
 def test_decode_speed_limit_fed_from_catalog_bandwidths():
@@ -105,103 +74,10 @@ def test_decode_speed_limit_fed_from_catalog_bandwidths():
 # ------------------------------------------------------------------ DeepEP
 
 
-def deepep_normal_rows():
-    ref = _ref("comm_deepep.yaml")["normal"]
-    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"{row[0]}-ep{row[1]}-{row[2]}-{row[4]}") for row in ref["rows"]]
-
-
-def predict_deepep_normal(release, ep, op):
-    s = _ref("comm_deepep.yaml")["normal"]["setting"]
-    nodes = max(1, ep // 8)
-    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
-                                 num_experts=s["num_experts"], groups=nodes, max_groups_per_token=min(nodes, 4),
-                                 kernel="normal", release=release)
-    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
-
-
-@pytest.mark.parametrize("release,ep,op,value,role,rel", deepep_normal_rows())
-def test_deepep_normal_bottleneck_bandwidth(release, ep, op, value, role, rel):
-    assert predict_deepep_normal(release, ep, op) == pytest.approx(value, rel=rel)
-
-
-def deepep_ll_rows():
-    ref = _ref("comm_deepep.yaml")["low_latency"]
-    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}-{row[3]}") for row in ref["rows"]]
-
-
-def predict_deepep_ll(ep, op):
-    s = _ref("comm_deepep.yaml")["low_latency"]["setting"]
-    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
-                                 num_experts=s["num_experts"], kernel="low_latency", release=s["release"])
-    return (cost.dispatch_s if op == "dispatch" else cost.combine_s) * 1e6
-
-
-@pytest.mark.parametrize("ep,op,value,role,rel", deepep_ll_rows())
-def test_deepep_low_latency_latency(ep, op, value, role, rel):
-    assert predict_deepep_ll(ep, op) == pytest.approx(value, rel=rel)
-
-
-def deepep_ll_bw_rows():
-    ref = _ref("comm_deepep.yaml")["low_latency_bandwidth"]
-    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}") for row in ref["rows"]]
-
-
-def predict_deepep_ll_bw(ep, op):
-    s = _ref("comm_deepep.yaml")["low_latency"]["setting"]
-    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("h800-mpft"),
-                                 num_experts=s["num_experts"], kernel="low_latency", release=s["release"])
-    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
-
-
-@pytest.mark.parametrize("ep,op,value,role,rel", deepep_ll_bw_rows())
-def test_deepep_low_latency_bandwidth(ep, op, value, role, rel):
-    assert predict_deepep_ll_bw(ep, op) == pytest.approx(value, rel=rel)
-
-
 def test_deepep_low_latency_reported_bandwidth_definition():
     cost = dispatch_combine_time(128, 7168, 8, 8, get_cluster("h800-mpft"), num_experts=256, kernel="low_latency")
     assert cost.dispatch_reported_bytes_per_s == pytest.approx(128 * 8 * (7168 + 224) / cost.dispatch_s)
     assert cost.combine_reported_bytes_per_s == pytest.approx(128 * 8 * 7168 * 2 / cost.combine_s)
-
-
-# ------------------------------------------------------------------ CloudMatrix384
-
-
-def cm_rows():
-    ref = _ref("comm_cm384.yaml")
-    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}-{row[3]}") for row in ref["rows"]]
-
-
-def predict_cm384(ep, op):
-    s = _ref("comm_cm384.yaml")["setting"]
-    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("cloudmatrix384"),
-                                 num_experts=s["num_experts"], dispatch_dtype=s["dispatch"],
-                                 combine_dtype=s["combine"], kernel="low_latency")
-    assert cost.source.startswith("model:ub_fused")
-    return (cost.dispatch_s if op == "dispatch" else cost.combine_s) * 1e6
-
-
-@pytest.mark.parametrize("ep,op,value,role,rel", cm_rows())
-def test_cloudmatrix384_fused_dispatch_combine(ep, op, value, role, rel):
-    assert predict_cm384(ep, op) == pytest.approx(value, rel=rel)
-
-
-def cm_bw_rows():
-    ref = _ref("comm_cm384.yaml")["bandwidth"]
-    return [pytest.param(*row, ref["tolerance"]["rel"], id=f"ep{row[0]}-{row[1]}") for row in ref["rows"]]
-
-
-def predict_cm384_bw(ep, op):
-    s = _ref("comm_cm384.yaml")["setting"]
-    cost = dispatch_combine_time(s["tokens_per_rank"], s["hidden"], s["topk"], ep, get_cluster("cloudmatrix384"),
-                                 num_experts=s["num_experts"], dispatch_dtype=s["dispatch"],
-                                 combine_dtype=s["combine"], kernel="low_latency")
-    return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
-
-
-@pytest.mark.parametrize("ep,op,value,role,rel", cm_bw_rows())
-def test_cloudmatrix384_reported_bandwidth(ep, op, value, role, rel):
-    assert predict_cm384_bw(ep, op) == pytest.approx(value, rel=rel)
 
 
 # ------------------------------------------------------------------ mechanisms across clusters
