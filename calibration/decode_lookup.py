@@ -101,17 +101,16 @@ def split_kv_splits(work_items: int, keys: int, sms: int, block_keys: int = SPLI
     if cap <= 1:
         return 1
 
+    def eligible(s: int) -> bool:  # a split count that changes the blocks per split
+        return s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1))
+
     def eff(s: int) -> float:
         waves = work_items * s / sms
         return waves / math.ceil(waves)
 
-    effs = {s: eff(s) for s in range(1, cap + 1)}
+    effs = {s: eff(s) for s in range(1, cap + 1) if eligible(s)}
     best = max(effs.values())
-
-    def eligible(s: int) -> bool:  # a split count that changes the blocks per split
-        return s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1))
-
-    return next(s for s in range(1, cap + 1) if eligible(s) and effs[s] >= 0.85 * best)
+    return next((s for s, e in effs.items() if e >= 0.85 * best), 1)
 
 
 def split_combine_bytes(batch: int, heads_q: int, head_dim_v: int, splits: int) -> float:

@@ -83,7 +83,8 @@ _FUSED_TIMING = (
 _EAGER_TIMING = (
     ("attn_decode", "attn_decode_bf16 and attn_decode_long_bf16 (torch SDPA, one block per (sequence, KV head))"),
     ("mla_decode", "mla_decode_impls_bf16 / mla_decode_bf16, impl sdpa (memory-efficient attention)"),
-    ("grouped_gemm", "grouped_mm_bf16 at the active experts, grouped_mm_sparse_bf16 below 8 active"),
+    ("grouped_gemm", ("grouped_mm_sparse_bf16 up to 16 tokens per touched expert, else grouped_mm_bf16 over the "
+                      "touched experts")),
 )
 
 KERNEL_SETS: dict[str, KernelSet] = {
