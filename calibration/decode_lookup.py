@@ -162,14 +162,23 @@ class MlaDecodeTables:
 
     def seconds(self, batch: int, context: int, heads_q: int, dqk: int, dv: int,
                 impl: str) -> tuple[float, str, str] | None:
-        """(seconds, how, table) of ``impl`` ("sdpa" | "bmm") from the first table that has it."""
+        """(seconds, how, table) of ``impl`` ("sdpa" | "bmm"): the first table that measured the point
+        (C + 1 keys first), else the one reaching the longest context, extended (``surface_at``)."""
         for stem in MLA_TABLES:
-            r = self._in_table(stem, batch, context, heads_q, dqk, dv, impl)
+            r = self._in_table(stem, batch, context, heads_q, dqk, dv, impl, extend=False)
+            if r is not None:
+                return r[0], f"impl {impl}, {r[1]}", stem
+        for stem in sorted(MLA_TABLES, key=lambda t: -self._max_context(t, impl)):
+            r = self._in_table(stem, batch, context, heads_q, dqk, dv, impl, extend=True)
             if r is not None:
                 return r[0], f"impl {impl}, {r[1]}", stem
         return None
 
-    def _in_table(self, stem, batch, context, heads_q, dqk, dv, impl) -> tuple[float, str] | None:
+    def _max_context(self, stem: str, impl: str) -> float:
+        return max((float(c.xs[-1]) for k, srf in self.surfaces.items() if k[0] == stem and k[1] == impl
+                    for c in srf.by_a.values()), default=0.0)
+
+    def _in_table(self, stem, batch, context, heads_q, dqk, dv, impl, extend=True) -> tuple[float, str] | None:
         cands = sorted(h for (s, i, h, q, v) in self.surfaces if s == stem and i == impl and q == dqk and v == dv)
         if not cands:
             return None
@@ -178,7 +187,8 @@ class MlaDecodeTables:
         hs = [h0] if h0 in cands else [max(h for h in cands if h < h0), min(h for h in cands if h > h0)]
         vals = []
         for h in hs:
-            r = surface_at(self.surfaces[(stem, impl, h, dqk, dv)], batch, context)
+            srf = self.surfaces[(stem, impl, h, dqk, dv)]
+            r = surface_at(srf, batch, context) if extend else srf(batch, context)
             if r is None:
                 return None
             vals.append(r)

@@ -103,7 +103,7 @@ def test_misaligned_keys_take_the_serial_walk_aligned_ones_the_table(prof):
     aligned, src_a = prof.attn_decode_seconds(1, 32768, 32, 8, 128)
     assert "attn_decode_long_bf16" in src and "attn_decode_bf16" in src_a
     assert 1.05 < misaligned / aligned < 1.25
-    big, src_big = prof.attn_decode_seconds(256, 4097, 32, 8, 128)  # bandwidth-bound: the table wins
+    _, src_big = prof.attn_decode_seconds(256, 4097, 32, 8, 128)  # bandwidth-bound: the table wins
     assert "attn_decode_bf16" in src_big and "serial" not in src_big
 
 
@@ -176,7 +176,7 @@ def test_profile_without_the_new_tables_still_answers(tmp_path):
             (tmp_path / f.name).write_bytes(f.read_bytes())
     (tmp_path / "metadata.json").write_text((src / "metadata.json").read_text())
     p = load_profile(tmp_path)
-    t, s = p.grouped_gemm_seconds(256, 1, 4096, 7168, tokens_total=8, active_groups=8)
+    _, s = p.grouped_gemm_seconds(256, 1, 4096, 7168, tokens_total=8, active_groups=8)
     assert "grouped_mm_bf16" in s and "8 active groups" in s
     assert "mla_decode_bf16" in p.mla_decode_seconds(4, 4097, 16, impl="sdpa")[1]
     ops = step_ops("deepseek-v2-lite", BatchShape.decode(4, 1024), kernels="eager")
