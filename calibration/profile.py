@@ -12,7 +12,10 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   interpolated at the same M and scaled by the FLOPs ratio ``N*K / (N'*K')``; at fixed M
   this ratio is also the weight-bytes ratio, so it holds both in the memory-bound (small M)
   and compute-bound (large M) regimes, to first order.
-* **grouped_gemm** - as gemm in ``m_per_group``; between measured group counts log-log
+* **grouped_gemm** - a ragged grouped GEMM runs only its ``active_groups`` (the touched experts,
+  ``calibration.moe_lookup``): ``grouped_mm_sparse_bf16`` at up to 16 tokens per active group,
+  else ``grouped_mm_bf16`` at ``groups = active`` and the mean tokens per group, times the
+  routed tile spill; as gemm in tokens per group; between measured group counts log-log
   interpolation in groups, beyond them linear scaling in groups.
 * **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
   context) inside the measured points' hull, else linear batch scaling from the nearest
@@ -20,12 +23,18 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   measured config with the same head dims and the nearest GQA ratio as an equivalent batch:
   prefill ``B * Hq / Hq'``, decode ``B * Hkv / Hkv'`` (the kernels' work items are
   (sequence, head) pairs, so a small batch of many heads fills the GPU like a larger batch).
-  Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``.
+  Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``;
+  per implementation (``calibration.decode_lookup``): torch's SDPA costs at least the serial key
+  walk of ``attn_decode_long_bf16`` when the keys end inside a tile, split-KV reads the table at
+  its split plus the combine.
 * **moe_topk / moe_scatter** - curves in bytes, like elementwise.
 * **rmsnorm** (a plain norm whose op carries its row ``width``) - ``rmsnorm_bf16.csv`` in rows
   and width: at few rows the time follows the width, not the bytes.
-* **mla_decode** - the faster implementation measured at each point; heads interpolated in
-  log space between measured head counts, clamped outside them.
+* **mla_decode** - per implementation (``sdpa`` | ``bmm``) from ``mla_decode_impls_bf16`` (C + 1
+  keys) then ``mla_decode_bf16``, linear in keys beyond them; FlashMLA (published figures in
+  the cost model) or no implementation: the faster measured one; heads interpolated in log
+  space between measured head counts, clamped outside them.
+* **mla_glue** - MLA's split/concat/copy kernels from ``mla_glue_bf16`` (``calibration.glue_lookup``).
 * **elementwise** - log-log in bytes; above the largest size, linear at its bandwidth;
   below the smallest, the smallest time (a latency floor).
 * **collective** (``collective_<op>.csv``) and **MoE dispatch/combine** (``moe_dispatch.csv``) -
