@@ -1,8 +1,8 @@
 """Interpolation primitives and fitted shape parameters behind ``calibration.profile`` lookups.
 
 * ``_Curve`` / ``_Surface``: log-log interpolation of measured times over one or two axes;
-* ``ragged_equivalent_m``: the tile-equivalent tokens per expert of a ragged grouped GEMM (kept
-  for reference; the cost model now reads the table at the mean and applies ``tile_spill_factor``);
+* ``tile_spill_factor``: the extra row tiles of uniformly routed groups over balanced ones (a
+  ragged grouped GEMM is read at the mean tokens per group, times this factor);
 * ``fit_kv_tile``: the key tile of the decode attention kernel, fitted from its probe table;
 * ``KindEfficiency`` / ``EfficiencyFit``: achieved fractions of the roofline per op kind, the
   transfer of measured efficiency to other hardware.
@@ -24,23 +24,6 @@ _REL_TOL = 1e-9
 #: M tile of the sm90 CUTLASS grouped GEMM behind torch._grouped_mm (its 128-row steps show in
 #: grouped_mm_bf16.csv: time jumps between 128 and 192 and between 256 and 384 tokens per group).
 GROUPED_M_TILE = 128
-
-
-def ragged_equivalent_m(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:
-    """Balanced tokens per group with the same expected tile count as uniform random routing.
-
-    Under uniform routing an expert's tokens are ~Poisson(mean); a ragged grouped GEMM runs
-    ceil(m / tile) row tiles per expert, so its work follows E[ceil(X / tile)], not the mean.
-    """
-    mu = float(mean_tokens_per_group)
-    if mu <= 0:
-        return 0.0
-    from scipy.stats import poisson
-
-    hi = int(mu + 10 * math.sqrt(mu) + tile)
-    x = np.arange(0, hi + 1)
-    tiles = float(np.sum(poisson.pmf(x, mu) * np.ceil(x / tile)))
-    return max(tile * tiles, min(mu, float(tile)))
 
 
 def tile_spill_factor(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:

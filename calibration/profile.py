@@ -66,7 +66,6 @@ from calibration.interp import (  # noqa: F401  (re-exported: the profile's publ
     _Curve,
     _Surface,
     fit_kv_tile,
-    ragged_equivalent_m,
     tile_spill_factor,
 )
 from calibration.decode_lookup import (
