@@ -279,14 +279,15 @@ def _read_csv(path: Path, fmt: str) -> Trace:
     missing = [c for c in wanted if c not in header]
     if missing:
         guess = _guess_format(header)
-        hint = f"; this looks like a {guess} trace (set workload.arrival.format: {guess})" if guess and guess != fmt else ""
+        hint = (f"; the header is that of the {guess} format (set workload.arrival.format: {guess})"
+                if guess and guess != fmt else "")
         raise _error(path, 1, "header", f"missing column(s) {', '.join(repr(c) for c in missing)} "
                                         f"({fmt} traces have: {', '.join(wanted)}{hint})")
     cached_col = "cached_tokens" if fmt == "csv" and "cached_tokens" in header else None
     parts: list[tuple[np.ndarray, ...]] = []
     rows = 0
-    reader = pd.read_csv(path, usecols=wanted + ([cached_col] if cached_col else []), dtype=str,
-                         keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig",
+    # every column is read (no usecols), so that a row with more fields than the header is an error
+    reader = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig",
                          skipinitialspace=True, chunksize=_CHUNK_ROWS)
     try:
         for df in reader:
