@@ -54,6 +54,23 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(f"{exc.filename}: no such file")
 
 
+def _quiet_opt() -> Any:
+    return typer.Option(False, "--quiet", help="No progress bars (they go to stderr, only on a terminal; "
+                        "CLUSTERSIM_PROGRESS=always|never overrides).")
+
+
+def _with_progress(quiet: bool, fn: Callable[[Any], Any]) -> Any:
+    """``fn(progress)`` under progress bars on stderr (``clustersim.progress``), guarded: the bars
+    are gone before an error line is printed."""
+    from clustersim.progress import progress_bars
+
+    def go() -> Any:
+        with progress_bars(quiet) as progress:
+            return fn(progress)
+
+    return _guard(go)
+
+
 def _out_dir(out: Optional[Path]) -> Any:
     """The checked ``--out`` directory (created, writable) before any work, or None."""
     if out is None:
@@ -230,8 +247,11 @@ def calibrate_cmd(
     _out_dir(out)
     with _interruptible("calibrate", written=f"the rows measured so far stay in {out}/; rerun the same command "
                                              "to resume"):
+        from clustersim.progress import progress_mode
+
+        mode = _guard(progress_mode)
         code = _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
-                                            quiet=quiet, check=check))
+                                            quiet=quiet, check=check, progress=mode))
         if code:
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # a usage error (no GPU, no torch, bad suite) leaves no empty profile behind
@@ -253,6 +273,7 @@ def simulate_cmd(
                                "(serving iterations and requests, or the training pipeline); needs --out."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import outputs, run
@@ -262,7 +283,8 @@ def simulate_cmd(
     out_dir = _out_dir(out)
     overrides = [*(set_ or ()), *run.profile_override(profile)]
     with _interruptible(f"simulate {config}", out_dir):
-        kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
+        kind, cfg, result, prof = _with_progress(
+            quiet, lambda progress: run.simulate_file(config, overrides, trace=trace, progress=progress))
         summary = run.run_summary(kind, cfg, result, prof)
         if out_dir is not None:
             _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace))
@@ -283,6 +305,7 @@ def plan_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
     or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
@@ -293,7 +316,7 @@ def plan_cmd(
     doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
     if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
-            table = _guard(lambda: run.plan_training(doc, set_))
+            table = _with_progress(quiet, lambda progress: run.plan_training(doc, set_, progress=progress))
             if out_dir is not None:
                 _guard(lambda: outputs.write_training_plan(out_dir, table))
         if as_json:
@@ -308,7 +331,8 @@ def plan_cmd(
         Console().print(table[cols].head(15).to_string(index=False))
         return
     with _interruptible(f"plan {plan_yaml}", out_dir):
-        result = _guard(lambda: run.plan_file(doc, set_, ray_address, workers, progress=not as_json))
+        result = _with_progress(quiet, lambda progress: run.plan_file(doc, set_, ray_address, workers,
+                                                                      progress=progress))
         if out_dir is not None:
             _guard(lambda: outputs.write_plan(out_dir, result))
     if as_json:
@@ -345,6 +369,7 @@ def whatif_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
@@ -355,20 +380,20 @@ def whatif_cmd(
 
     cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
 
-    def go():
+    def go(progress):
         if capacity:
-            return "capacity", whatif.capacity(cfg)
+            return "capacity", whatif.capacity(cfg, progress=progress)
         if sweep:
             if not values:
                 raise ValueError("--sweep needs --values a,b,c")
-            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")])
+            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")], progress=progress)
         if compare is not None:
             hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
-            return "compare", whatif.compare_hardware(cfg, hw)
-        return "compare", whatif.compare_hardware(cfg)
+            return "compare", whatif.compare_hardware(cfg, hw, progress=progress)
+        return "compare", whatif.compare_hardware(cfg, progress=progress)
 
     with _interruptible(f"what-if {plan_yaml}", out_dir):
-        kind, df = _guard(go)
+        kind, df = _with_progress(quiet, go)
         line = _guard(lambda: run.plan_profile_line(cfg))
         df.attrs.setdefault("profile", line.removeprefix("profile: "))
         if out_dir is not None:

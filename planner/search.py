@@ -42,6 +42,7 @@ from planner.space import (
     instance_sizes,
     pool_choices,
 )
+from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
 
 __all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
@@ -153,7 +154,8 @@ def _rank(df: pd.DataFrame, objective: str) -> pd.DataFrame:
     return df[[c for c in lead if c in df] + [c for c in df.columns if c not in lead]]
 
 
-def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[Layout, dict]]:
+def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
+                   ticker: Throttle | None = None) -> list[tuple[Layout, dict]]:
     """TPE search over the pool choices and instance counts (seeded; sequential ask/tell)."""
     try:
         import optuna
@@ -171,7 +173,9 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[L
              or (m == "disaggregated" and feasible.get("prefill") and feasible.get("decode"))]
     if not modes:
         return []
-    for _ in range(space.optuna_trials):
+    for i in range(space.optuna_trials):
+        if ticker is not None:
+            ticker.tick(i, f"{len(seen)} layouts")
         trial = study.ask()
         mode = trial.suggest_categorical("mode", modes)
         if mode == "colocated":
@@ -305,7 +309,8 @@ def verify_task(ctx: PlanContext, layout: Layout, deployment, point_id: int, ana
     return out
 
 
-def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator) -> None:
+def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
+                progress: ProgressFn | None = None) -> None:
     """Fill ``ev`` with every choice's capacity, costing pool keys in parallel when worth it."""
     by_key: dict[tuple, list[PoolChoice]] = defaultdict(list)
     for c in choices:
@@ -326,9 +331,12 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
             costly[key] = live
     keys = sorted(costly)
     if executor.workers <= 1 or len(keys) < 4:
-        for k in keys:
+        ticker = Throttle(progress, "pool costs", len(keys))
+        for i, k in enumerate(keys):
+            ticker.tick(i)
             for c in costly[k]:
                 ev.perf(c)
+        ticker.finish()
         return
     # cost one key here first: it warms the profile's and cost model's lazy tables, which
     # forked workers then inherit instead of each rebuilding them (seconds per process)
@@ -346,11 +354,14 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
 
 
 def plan(plan_config, *, executor: Executor | None = None, seed: int | None = None,
-         verify_top: int | None = None, context: PlanContext | None = None) -> PlanResult:
+         verify_top: int | None = None, context: PlanContext | None = None,
+         progress: ProgressFn | None = None) -> PlanResult:
     """Search the plan's layout space; return the ranked table, Pareto front, best deployment
     and simulator verification of the top ``verify_top`` candidates (default: the plan's
     ``verify.top``; ``seed`` defaults to the plan's). ``context`` replaces the context derived
-    from the plan (what-if variants: scaled fabric or HBM)."""
+    from the plan (what-if variants: scaled fabric or HBM). ``progress`` (``simulator.progress``)
+    is told each phase's progress: ``pool costs``, ``rank layouts``; the executor's own callback
+    reports the tasks it runs (``pool costs``, ``verify``)."""
     from workloads.models import get_model
 
     cfg = plan_config
@@ -360,7 +371,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     ctx = context or context_from_plan(cfg)
     model = get_model(cfg.model)
     space = cfg.search
-    executor = executor or default_executor()
+    executor = executor or default_executor(progress=progress)
     notes: list[str] = []
     if not ctx.cluster.in_catalog:
         ref = ctx.cluster
@@ -384,7 +395,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()
-    _pool_phase(ctx, all_choices, executor, ev)
+    _pool_phase(ctx, all_choices, executor, ev, progress)
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}
@@ -397,6 +408,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
     rows: list[dict] = []
     pid = 0
+    ticker = Throttle(progress, "rank layouts", len(layouts) if method == "grid" else space.optuna_trials)
     for c in rejected:
         mode = "colocated" if c.role == "pool" else "disaggregated"
         row = ev.evaluate_layout(Layout(mode, ((c, 1),)))
@@ -404,14 +416,15 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         rows.append(row)
         pid += 1
     if method == "grid":
-        for lay in layouts:
+        for i, lay in enumerate(layouts):
+            ticker.tick(i)
             row = ev.evaluate_layout(lay)
             row["id"] = pid
             rows.append(row)
             pid += 1
         searched = len(layouts)
     else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed)
+        found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
         index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
         for lay, row in found:
             row = dict(row)
@@ -423,6 +436,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     layout_of = {}
     for row, lay in zip(rows[len(rejected):], layouts if method == "grid" else [lay for lay, _ in found]):
         layout_of[row["id"]] = lay
+    ticker.finish(f"{len(rows):,} rows")
     objective = _objective_column(cfg)
     table = _rank(pd.DataFrame(rows), objective)
     t_rank = time.perf_counter() - t_rank

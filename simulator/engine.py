@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections import deque
 
 import numpy as np
@@ -43,6 +44,7 @@ import simpy
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import StepCostCache, make_router
+from simulator.progress import PROGRESS_INTERVAL_S, ProgressFn
 from simulator.requests import RunState
 from simulator.result import REQUEST_COLUMNS, STEP_COLUMNS, SimResult
 from simulator.transfer import TransferManager, kv_links
@@ -52,6 +54,8 @@ from simulator.workload import generate_workload
 #: 50e9 assumes ~80% achievable (assumed, not measured here)
 HOST_LINK_BYTES_PER_S = 50e9
 _EMPTY = np.empty(0, dtype=np.int64)
+#: events simulated between two reads of the wall clock when progress is reported
+_EVENTS_PER_CHECK = 512
 
 
 def _ceil_blocks(tokens):
@@ -544,10 +548,38 @@ class Simulation:
         src.kick()
 
     # ------------------------------------------------------------------ run
-    def run(self) -> SimResult:
+    def run(self, progress: ProgressFn | None = None) -> SimResult:
+        """Run to the end. ``progress``: called as ``progress("simulate", requests finished,
+        requests, "... s simulated")`` at most every ``PROGRESS_INTERVAL_S`` of wall time; the
+        clock is read once per ``_EVENTS_PER_CHECK`` events, so the loop costs the same."""
         self.env.process(self._arrivals())
-        self.env.run()
+        if not callable(progress):
+            self.env.run()
+        else:
+            self._run_reporting(progress)
         return self._result()
+
+    def _run_reporting(self, progress: ProgressFn) -> None:
+        """``env.run()`` (simpy: ``step()`` until ``EmptySchedule``) with progress reports."""
+        env, st = self.env, self.st
+        step, total = env.step, st.num_requests
+
+        def report() -> None:
+            progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), total, f"{env.now:,.1f} s simulated")
+
+        report()
+        last = time.monotonic()
+        try:
+            while True:
+                for _ in range(_EVENTS_PER_CHECK):
+                    step()
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S:
+                    last = now
+                    report()
+        except simpy.core.EmptySchedule:
+            pass
+        report()
 
     def _result(self) -> SimResult:
         st = self.st
@@ -581,13 +613,16 @@ class Simulation:
         return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events))
 
 
-def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None) -> SimResult:
+def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
+             progress: ProgressFn | None = None) -> SimResult:
     """Simulate ``deployment`` (a validated ``workloads.deployment.Deployment``).
 
     ``step_cost``: optional ``(pool_role, BatchShape) -> seconds`` replacing the cost model
     (roles: ``colocated``, ``prefill``, ``decode``). ``profile``: calibration profile for the
     default cost model. ``trace``: record the event log. ``kv_capacity_tokens``: override
     the KV capacity per instance (an int, or a dict by pool name) for what-if runs and tests.
+    ``progress``: a ``simulator.progress.ProgressFn`` told the requests finished and the
+    simulated time as the run goes (None: nothing; the results are the same either way).
     """
     return Simulation(deployment, profile=profile, step_cost=step_cost, trace=trace,
-                      kv_capacity_tokens=kv_capacity_tokens).run()
+                      kv_capacity_tokens=kv_capacity_tokens).run(progress)
