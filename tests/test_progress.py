@@ -87,12 +87,20 @@ def test_bad_progress_mode_is_one_line(monkeypatch):
                                                      "(valid: auto, always, never)")
 
 
-def test_error_line_survives_the_bars(tmp_path, monkeypatch):
-    """An error raised during the work is printed after the (transient) bars are removed."""
-    r = invoke(["simulate", DEPLOY, "--set", "workload.arrival={kind: trace, path: nothere.csv}"], "always",
-               monkeypatch)
-    assert r.exit_code == 2
-    assert r.stderr.rstrip().splitlines()[-1].startswith("error: trace file ")
+def test_error_line_survives_the_bars(monkeypatch):
+    """An error raised after bars were drawn is printed once they are removed (transient bars
+    erase the lines they drew; an error printed before that would be erased with them)."""
+    from clustersim import run
+
+    def failing(*args, progress=None, **kw):
+        progress("simulate", 3, 10, "1.0 s simulated")
+        raise ValueError("deploy.yaml:3:1: something: went wrong")
+
+    monkeypatch.setattr(run, "simulate_file", failing)
+    r = invoke(["simulate", DEPLOY], "always", monkeypatch)
+    assert r.exit_code == 2 and BAR in r.stderr
+    tail = r.stderr.split("\x1b[2K")[-1]  # after the bars' last erase
+    assert tail.strip() == "error: deploy.yaml:3:1: something: went wrong", repr(r.stderr[-300:])
 
 
 def test_calibrate_follows_the_same_rule(tmp_path, monkeypatch):

@@ -189,7 +189,7 @@ def read_trace_file(path: str | Path, fmt: str = "csv", block_tokens: int = MOON
     return _read_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, fmt, int(block_tokens))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _read_cached(path: str, size: int, mtime_ns: int, fmt: str, block_tokens: int) -> Trace:
     p = Path(path)
     try:
