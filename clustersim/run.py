@@ -56,7 +56,7 @@ def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
 
     ``profile``: a profile object or spec that replaces the config's ``profile:`` field (None:
     the field decides; its default is the shipped profile of the cluster's device). ``progress``:
-    a ``simulator.progress.ProgressFn`` for a serving run (``clustersim.progress`` makes one)."""
+    a ``simulator.progress.ProgressFn`` (``clustersim.progress`` makes one)."""
     overrides = list(overrides)
     from workloads.config_file import open_config
 
@@ -66,7 +66,7 @@ def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
 
         job = load_training_job(doc, overrides)
         prof = resolve_profile(job.profile if profile is None else profile, job.cluster, doc.filename)
-        return "training", job, simulate_training_checked(doc, job, prof, trace=trace), prof
+        return "training", job, simulate_training_checked(doc, job, prof, trace=trace, progress=progress), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
@@ -75,7 +75,7 @@ def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
     return "serving", dep, simulate(dep, profile=prof, trace=trace, progress=progress), prof
 
 
-def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False) -> Any:
+def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False, progress: Any = None) -> Any:
     """``simulate_training`` with the memory check, a layout that does not fit reported as one
     located line (``file:line:col: training.parallelism: out of memory on ...``); ``validate``
     makes the same check, so it refuses every job ``simulate`` cannot run."""
@@ -83,7 +83,7 @@ def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = Fa
     from workloads.yamlloc import ConfigError, dotted, locate
 
     try:
-        return simulate_training(job, profile=profile, trace=trace)
+        return simulate_training(job, profile=profile, trace=trace, progress=progress)
     except OutOfMemory as exc:
         path = (("training",) if isinstance(doc.data, dict) and "training" in doc.data else ()) + ("parallelism",)
         where = locate(doc.locs, path)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections import deque
 
 import numpy as np
@@ -44,7 +43,7 @@ import simpy
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import StepCostCache, make_router
-from simulator.progress import PROGRESS_INTERVAL_S, ProgressFn
+from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import REQUEST_COLUMNS, STEP_COLUMNS, SimResult
 from simulator.transfer import TransferManager, kv_links
@@ -54,8 +53,6 @@ from simulator.workload import generate_workload
 #: 50e9 assumes ~80% achievable (assumed, not measured here)
 HOST_LINK_BYTES_PER_S = 50e9
 _EMPTY = np.empty(0, dtype=np.int64)
-#: events simulated between two reads of the wall clock when progress is reported
-_EVENTS_PER_CHECK = 512
 
 
 def _ceil_blocks(tokens):
@@ -550,36 +547,16 @@ class Simulation:
     # ------------------------------------------------------------------ run
     def run(self, progress: ProgressFn | None = None) -> SimResult:
         """Run to the end. ``progress``: called as ``progress("simulate", requests finished,
-        requests, "... s simulated")`` at most every ``PROGRESS_INTERVAL_S`` of wall time; the
-        clock is read once per ``_EVENTS_PER_CHECK`` events, so the loop costs the same."""
+        requests, "... s simulated")`` at most every 0.1 s of wall time (``run_events``)."""
         self.env.process(self._arrivals())
-        if not callable(progress):
-            self.env.run()
-        else:
-            self._run_reporting(progress)
-        return self._result()
-
-    def _run_reporting(self, progress: ProgressFn) -> None:
-        """``env.run()`` (simpy: ``step()`` until ``EmptySchedule``) with progress reports."""
-        env, st = self.env, self.st
-        step, total = env.step, st.num_requests
+        st, env = self.st, self.env
 
         def report() -> None:
-            progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), total, f"{env.now:,.1f} s simulated")
+            progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
+                     f"{env.now:,.1f} s simulated")
 
-        report()
-        last = time.monotonic()
-        try:
-            while True:
-                for _ in range(_EVENTS_PER_CHECK):
-                    step()
-                now = time.monotonic()
-                if now - last >= PROGRESS_INTERVAL_S:
-                    last = now
-                    report()
-        except simpy.core.EmptySchedule:
-            pass
-        report()
+        run_events(env, report if callable(progress) else None)
+        return self._result()
 
     def _result(self) -> SimResult:
         st = self.st

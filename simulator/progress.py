@@ -12,7 +12,8 @@ The serving engine, the training search, the planner and its executors take an o
 These layers never import rich and never print: ``clustersim.progress`` (the facade) turns the
 calls into bars on stderr, or passes None when nothing is shown, and then the work runs exactly
 as without progress. ``Throttle`` bounds what a loop pays: one clock read per item, and a
-forwarded call at most every ``interval_s`` of wall time (the first and the last always).
+forwarded call at most every ``interval_s`` of wall time (the first and the last always);
+``run_events`` does the same for a simpy event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ProgressFn = Callable[[str, float, Optional[float], str], None]
 
 #: wall seconds between two forwarded updates of one task (a bar refreshes at about 10 Hz)
 PROGRESS_INTERVAL_S = 0.1
+#: simpy events processed between two reads of the wall clock in ``run_events``
+EVENTS_PER_CHECK = 512
 
 
 class Throttle:
@@ -54,3 +57,29 @@ class Throttle:
     def finish(self, note: str = "") -> None:
         if self.progress is not None:
             self.progress(self.task, self.total if self.total is not None else self.done, self.total, note)
+
+
+def run_events(env, report: Callable[[], None] | None) -> None:
+    """``env.run()`` of a simpy Environment (``step()`` until ``EmptySchedule``, as simpy runs it),
+    calling ``report()`` first, at most every ``PROGRESS_INTERVAL_S`` of wall time (the clock is
+    read once per ``EVENTS_PER_CHECK`` events) and last. Plain ``env.run()`` when ``report`` is
+    None. The events and their order are the same either way."""
+    if report is None:
+        env.run()
+        return
+    from simpy.core import EmptySchedule
+
+    step = env.step
+    report()
+    last = time.monotonic()
+    try:
+        while True:
+            for _ in range(EVENTS_PER_CHECK):
+                step()
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL_S:
+                last = now
+                report()
+    except EmptySchedule:
+        pass
+    report()

@@ -55,10 +55,11 @@ def small_training(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------- every long command, through the CLI
-@pytest.mark.parametrize("case", ["simulate", "plan", "plan-training", "what-if"])
+@pytest.mark.parametrize("case", ["simulate", "simulate-training", "plan", "plan-training", "what-if"])
 def test_bars_on_stderr_and_json_on_stdout(case, small_plan, small_training, monkeypatch):
     args, tasks = {
         "simulate": (["simulate", DEPLOY, "--set", "workload.num_requests=300"], ["simulate", "s simulated"]),
+        "simulate-training": (["simulate", small_training], ["pipeline actions"]),
         "plan": (["plan", small_plan, "--workers", "1"], ["pool costs", "rank layouts", "verify"]),
         "plan-training": (["plan", small_training], ["training layouts"]),
         "what-if": (["what-if", small_plan, "--sweep", "load", "--values", "1,2"], ["what-if sweep", "rank layouts"]),
@@ -143,6 +144,16 @@ def test_simulate_reports_progress_and_gives_the_same_result():
     assert done == sorted(done)
     simulated_s = float(calls[-1][3].removesuffix(" s simulated").replace(",", ""))
     assert simulated_s >= round(float(plain.requests["finish_s"].max()), 1) > 0
+
+
+def test_training_simulation_reports_pipeline_actions_and_gives_the_same_result(small_training):
+    from simulator.training import load_training_job, simulate_training
+
+    job = load_training_job(small_training)
+    calls = []
+    with_progress = simulate_training(job, progress=lambda *a: calls.append(a))
+    assert with_progress.summary() == simulate_training(job).summary()
+    assert calls[0][:2] == ("pipeline actions", 0) and calls[-1][1] == calls[-1][2] > 0
 
 
 def test_throttle_forwards_the_first_and_last_and_at_most_every_interval():
