@@ -19,8 +19,9 @@ only, inside the CLI's error guard, so that an error line is printed after the b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 #: environment variable: auto (bars when stderr is a terminal), always, never
 PROGRESS_ENV = "CLUSTERSIM_PROGRESS"

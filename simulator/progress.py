@@ -19,10 +19,10 @@ forwarded call at most every ``interval_s`` of wall time (the first and the last
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 #: ``progress(task, done, total, note)``
-ProgressFn = Callable[[str, float, Optional[float], str], None]
+ProgressFn = Callable[[str, float, float | None, str], None]
 
 #: wall seconds between two forwarded updates of one task (a bar refreshes at about 10 Hz)
 PROGRESS_INTERVAL_S = 0.1
@@ -34,7 +34,7 @@ class Throttle:
     """One task's reporter: ``tick(done, note)`` per item, forwarded at most every ``interval_s``;
     ``finish(note)`` reports the end. A no-op when ``progress`` is None."""
 
-    __slots__ = ("progress", "task", "total", "interval_s", "_last_s", "done")
+    __slots__ = ("_last_s", "done", "interval_s", "progress", "task", "total")
 
     def __init__(self, progress: ProgressFn | None, task: str, total: float | None,
                  interval_s: float = PROGRESS_INTERVAL_S):

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,7 @@ def one_line_error(args, *needles: str) -> str:
 def azure_rows(path: Path) -> list[tuple[float, int, int]]:
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
-    stamps = [datetime.fromisoformat(r["TIMESTAMP"][:26]).replace(tzinfo=timezone.utc) for r in rows]
+    stamps = [datetime.fromisoformat(r["TIMESTAMP"][:26]).replace(tzinfo=UTC) for r in rows]
     t0 = min(stamps)
     return [((s - t0).total_seconds(), int(r["ContextTokens"]), int(r["GeneratedTokens"])) for s, r in zip(stamps, rows)]
 
@@ -238,7 +237,7 @@ def test_trace_size_and_row_limits(tmp_path, monkeypatch):
                    "trace.jsonl:3: hash_ids: more than 5 block hashes")
     monkeypatch.setattr(L, "MAX_TRACE_BYTES", 100)
     one_line_error(["simulate", _deploy(tmp_path, "azure", AZ_HEAD + AZ_OK * 5)],
-                   f"bytes, larger than a trace may be (at most 100")
+                   "bytes, larger than a trace may be (at most 100")
 
 
 def test_replayed_request_limit(tmp_path, monkeypatch):
@@ -254,4 +253,4 @@ def test_block_hashes_take_keeps_each_requests_hashes():
     sub = bh.take(np.array([3, 0, 2]))
     assert sub.as_tuples() == ((6,), (1, 2), (3, 4, 5)) and len(bh.take(np.array([1]))) == 1
     assert bh.take(np.array([1])).of(0) == ()
-    assert math.isclose(len(sub), 3)
+    assert len(sub) == 3

@@ -75,7 +75,7 @@ class BlockHashes:
     def as_tuples(self) -> tuple[tuple[int, ...], ...]:
         return tuple(self.of(r) for r in range(len(self)))
 
-    def take(self, index: np.ndarray) -> "BlockHashes":
+    def take(self, index: np.ndarray) -> BlockHashes:
         """The hashes of requests ``index`` (in that order)."""
         index = np.asarray(index, dtype=np.int64)
         starts, ends = self.offsets[index], self.offsets[index + 1]
@@ -104,7 +104,7 @@ class Trace:
     def num_requests(self) -> int:
         return int(self.arrival_s.size)
 
-    def take(self, index: np.ndarray, arrival_s: np.ndarray | None = None) -> "Trace":
+    def take(self, index: np.ndarray, arrival_s: np.ndarray | None = None) -> Trace:
         """Requests ``index`` (in that order), with new arrival times if given."""
         index = np.asarray(index, dtype=np.int64)
         return Trace(_frozen(self.arrival_s[index] if arrival_s is None else np.asarray(arrival_s, dtype=float)),
