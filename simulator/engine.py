@@ -43,6 +43,7 @@ import simpy
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import StepCostCache, make_router
+from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
 from simulator.transfer import TransferManager, kv_links
@@ -544,9 +545,17 @@ class Simulation:
         src.kick()
 
     # ------------------------------------------------------------------ run
-    def run(self) -> SimResult:
+    def run(self, progress: ProgressFn | None = None) -> SimResult:
+        """Run to the end. ``progress``: called as ``progress("simulate", requests finished,
+        requests, "... s simulated")`` at most every 0.1 s of wall time (``run_events``)."""
         self.env.process(self._arrivals())
-        self.env.run()
+        st, env = self.st, self.env
+
+        def report() -> None:
+            progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
+                     f"{env.now:,.1f} s simulated")
+
+        run_events(env, report if callable(progress) else None)
         return self._result()
 
     def _result(self) -> SimResult:
@@ -596,13 +605,16 @@ def _op_seconds(cost) -> dict:
     return out
 
 
-def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None) -> SimResult:
+def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
+             progress: ProgressFn | None = None) -> SimResult:
     """Simulate ``deployment`` (a validated ``workloads.deployment.Deployment``).
 
     ``step_cost``: optional ``(pool_role, BatchShape) -> seconds`` replacing the cost model
     (roles: ``colocated``, ``prefill``, ``decode``). ``profile``: calibration profile for the
     default cost model. ``trace``: record the event log. ``kv_capacity_tokens``: override
     the KV capacity per instance (an int, or a dict by pool name) for what-if runs and tests.
+    ``progress``: a ``simulator.progress.ProgressFn`` told the requests finished and the
+    simulated time as the run goes (None: nothing; the results are the same either way).
     """
     return Simulation(deployment, profile=profile, step_cost=step_cost, trace=trace,
-                      kv_capacity_tokens=kv_capacity_tokens).run()
+                      kv_capacity_tokens=kv_capacity_tokens).run(progress)

@@ -142,12 +142,30 @@ class GammaArrival(_Frozen):
 
 
 class TraceArrival(_Frozen):
-    """Arrivals and lengths replayed from a CSV / JSON-lines file. A relative ``path`` in a YAML
-    file is relative to that file's folder (``workloads.config_file.anchor_relative_paths``); one given with ``--set``
-    or in a YAML string, to the working directory."""
+    """Arrivals and lengths replayed from a request trace (``workloads.traces``: the formats, their
+    columns and units). A relative ``path`` in a YAML file is relative to that file's folder
+    (``workloads.config_file.anchor_relative_paths``); one given with ``--set`` or in a YAML
+    string, to the working directory. ``start_s`` and ``duration_s`` cut a window of the trace's
+    own clock; the window is replayed ``speedup`` times faster (``workload.duration_s`` then
+    bounds simulated seconds)."""
 
     kind: Literal["trace"]
     path: str
+    format: Literal["csv", "azure", "burstgpt", "mooncake"] = Field(
+        "csv", description="csv (arrival_s, prompt_tokens, output_tokens[, cached_tokens]; CSV or JSON lines), "
+                           "azure (AzurePublicDataset LLM inference traces), burstgpt, mooncake (JSON lines with hash_ids)")
+    speedup: float = Field(1.0, ge=L.MIN_TRACE_SPEEDUP, le=L.MAX_TRACE_SPEEDUP,
+                           description="replay time = trace time / speedup")
+    start_s: float = Field(0.0, ge=0, le=L.MAX_DURATION_S, description="first trace second replayed")
+    duration_s: float | None = Field(None, gt=0, le=L.MAX_DURATION_S, description="trace seconds replayed (None: to the end)")
+    block_tokens: int = Field(512, ge=1, le=L.MAX_SEQUENCE_TOKENS,
+                              description="prompt tokens per hash_ids block (mooncake traces; Mooncake's own are 512)")
+
+    @model_validator(mode="after")
+    def _block_tokens_for_mooncake(self) -> "TraceArrival":
+        if "block_tokens" in self.model_fields_set and self.format != "mooncake":
+            raise ValueError(f"block_tokens applies to mooncake traces (hash_ids), not format {self.format}")
+        return self
 
 
 Arrival = Annotated[Union[PoissonArrival, GammaArrival, TraceArrival], Field(discriminator="kind")]

@@ -260,6 +260,20 @@ def check_deployment(dep: Deployment, filename: str = "<deployment>", locs: dict
         rule_draft_model(model, pool, path, ctx)
     rule_instances_fit_cluster(dep, cluster, ctx)
     rule_memory_fits(dep, model, cluster, ctx)
+    rule_trace_replays(dep, ctx)
+
+
+def rule_trace_replays(dep: Deployment, ctx: _Ctx) -> None:
+    """A trace arrival's file reads and its slice holds requests (``workloads.traces``; the parse is
+    memoised, so ``simulate`` does not read the file twice)."""
+    if dep.workload.arrival.kind != "trace":
+        return
+    from workloads.traces import workload_trace
+
+    try:
+        workload_trace(dep.workload)
+    except ValueError as exc:
+        ctx.fail(("workload", "arrival", "path"), str(exc))
 
 
 def deployment_report(dep: Deployment) -> dict:

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 from pydantic import ValidationError
 
+from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
 
@@ -54,6 +55,7 @@ def training_search(
     comm_sms: int | None = None,
     max_layouts: int = 400,
     profile=None,
+    progress: ProgressFn | None = None,
     **job_fields,
 ) -> pd.DataFrame:
     """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
@@ -63,7 +65,8 @@ def training_search(
     ``memory_limit_gb`` caps usable memory per device (default: HBM minus the job's reserve).
     ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
-    infeasible with reason 'not evaluated: max_layouts').
+    infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
+    at (task ``training layouts``; ``simulator.progress``).
     """
     from simulator.training import simulate_training
 
@@ -78,8 +81,11 @@ def training_search(
         eps = [1]
     rows = []
     evaluated = 0
-    for tp, pp, sched, ep, sp, zero, mbs, rc in product(tps, pps, schedules, eps, list(sp_options), list(zero_stages),
-                                                        list(micro_batch_sizes), list(recompute)):
+    combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
+                          list(recompute)))
+    ticker = Throttle(progress, "training layouts", len(combos))
+    for tp, pp, sched, ep, sp, zero, mbs, rc in combos:
+        ticker.tick(len(rows), f"{evaluated} simulated")
         row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
                "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
         per_replica = tp * pp * sp
@@ -114,6 +120,7 @@ def training_search(
                      "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
                      "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
                      "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb})
+    ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
                         kind="stable").reset_index(drop=True)
