@@ -62,11 +62,6 @@ class StepPlan:
     def empty(self) -> bool:
         return not self.run.size and not self.chunks and not self.swapins
 
-    @property
-    def alone(self) -> bool:
-        """True while the step holds no work: a next chunk would be its only work."""
-        return not self.chunks and not self.run.size
-
 
 def chunk_tokens(remaining: int, budget: int, chunked: bool, alone: bool) -> int:
     """Tokens of a prompt with ``remaining`` (>= 1) tokens to prefill this step: all of them if

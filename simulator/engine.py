@@ -73,6 +73,7 @@ class Server:
     def __init__(self, sim: "Simulation", index: int, pool_name: str, role: PoolRole, pool, kv_tokens: float,
                  costs: StepCostCache, kv_bytes_per_token_device: float):
         self.sim, self.index, self.pool_name, self.role = sim, index, pool_name, role
+        self.prefill_only = role is PoolRole.PREFILL  # the hot paths test a bool, not an enum member
         self.st = sim.st
         scheduler = sim.dep.scheduler
         self.batching = BATCH_POLICIES.make(scheduler.batching)
@@ -194,11 +195,12 @@ class Server:
 
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
         """Add the next chunks of admitted prompts (FCFS) within ``budget``; returns what is left."""
+        chunks, no_decodes = plan.chunks, not plan.run.size
         for r in self.prefilling:
-            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, plan.alone)
+            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
-            plan.chunks.append((r, c))
+            chunks.append((r, c))
             budget -= c
         return budget
 
@@ -210,15 +212,16 @@ class Server:
         """Admit queued requests FCFS into ``plan`` while the token budget, the batch-size cap
         and KV allow (none while preempted requests wait to be swapped back); returns the budget
         left."""
+        chunks, no_decodes = plan.chunks, not plan.run.size
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
             if not self._admissible(r):
                 break
-            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, plan.alone)
+            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
             self._admit(r)
-            plan.chunks.append((r, c))
+            chunks.append((r, c))
             budget -= c
         return budget
 
@@ -248,7 +251,7 @@ class Server:
         per running stream stays free for its next step's growth, or a newly admitted prefill
         can force the preemption of a stream that has just joined, and two requests can evict
         each other forever without decoding (recompute livelock)."""
-        live = 1 if self.role is PoolRole.PREFILL else self.st.live_count(r)
+        live = 1 if self.prefill_only else self.st.live_count(r)
         return self.committed + live <= self.max_batch and self.kv.fits(self.request_blocks(r) + int(self.run.size))
 
     def _admit(self, r: int) -> None:
@@ -257,7 +260,7 @@ class Server:
         self.waiting.popleft()
         self.queued_blocks -= self.request_blocks(r)
         self.reserve(r)
-        self.committed += 1 if self.role is PoolRole.PREFILL else st.live_count(r)
+        self.committed += 1 if self.prefill_only else st.live_count(r)
         self.prefilling.append(r)
         if math.isnan(st.schedule_s[r]):
             st.schedule_s[r] = sim.env.now
@@ -329,7 +332,7 @@ class Server:
                     handoff.append(r)
         if handoff:
             sim.handoff(handoff, self)
-        if self.role is PoolRole.DECODE and self.pending:
+        if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
 
     def _prefill_done(self, r: int, now: float) -> bool:
@@ -341,14 +344,14 @@ class Server:
             sim.event("first_token", r, self.index)
             st.s_gen[streams.start:streams.stop] = 1
             st.s_last_emit_s[streams.start:streams.stop] = now
-            if self.role is PoolRole.PREFILL:
+            if self.prefill_only:
                 self.committed -= 1
             for s in streams:
                 if not st.s_done[s] and st.s_target[s] <= 1:
                     self._finish_stream(s, now)
         if st.streams_left[r] == 0:
             return False
-        if self.role is PoolRole.PREFILL:
+        if self.prefill_only:
             self.outstanding -= 1
             return True
         self.joining.extend(st.live_streams(r))
@@ -360,7 +363,7 @@ class Server:
         st.s_done[s] = True
         self.kv.free(int(st.s_blocks[s]))
         st.s_blocks[s] = 0
-        if self.role is not PoolRole.PREFILL:
+        if not self.prefill_only:
             self.committed -= 1
         st.streams_left[r] -= 1
         if sim.first_finish and st.streams_left[r] > 0:
@@ -368,7 +371,7 @@ class Server:
                 st.s_done[s2] = True
                 self.kv.free(int(st.s_blocks[s2]))
                 st.s_blocks[s2] = 0
-                if self.role is not PoolRole.PREFILL:
+                if not self.prefill_only:
                     self.committed -= 1
                 st.cancelled[r] += 1
             st.streams_left[r] = 0
