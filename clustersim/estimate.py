@@ -22,6 +22,7 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
+from workloads.kernel_sets import kernel_set
 from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 
@@ -86,6 +87,12 @@ def _step_dict(cost: StepCost, **extra: Any) -> dict:
             "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
 
 
+def _kernel_set(name: str) -> dict:
+    """What an estimate assumed about kernels: the set's name and, per operator family, the
+    implementation (decode attention, MLA decode, experts, FP8 GEMMs, glue) and what times it."""
+    return kernel_set(name).describe()
+
+
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
                   context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default",
                   kernels: str = "eager") -> dict:
@@ -95,6 +102,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     m = get_model(model)
+    kernel_set(kernels)  # an unknown set is a user error naming the valid ones
     cluster = catalog.cluster_for(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
         raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
@@ -115,7 +123,8 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     cm = CostModel(cluster=cluster, profile=prof)
     cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels, profile=info)
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
+                      kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
@@ -184,7 +193,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
-                      kernels=kernels, profile=info)
+                      kernels=kernels, kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
@@ -218,14 +227,17 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
 def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
                      seq: int | None = None, context: int | None = None, micro_batches: int = 1,
                      mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
-                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default") -> dict:
+                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default",
+                     kernels: str = "fused") -> dict:
     """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
 
     Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
     tokens emitted per step (1 + MTP acceptance). Prefill: ``batch_per_device`` prompts of
-    ``seq`` tokens per device.
+    ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
+    default "fused": a serving engine's kernels).
     """
     m = get_model(model)
+    kernel_set(kernels)
     devices = ep if m.is_moe else tp
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
@@ -240,7 +252,8 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
                        batch_flag="--batch-per-device")
     spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
                         micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
-                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0)
+                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0,
+                        kernels=kernels)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":
@@ -260,4 +273,5 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
     return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
-                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, profile=info)
+                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, kernels=spec.kernels,
+                      kernel_set=_kernel_set(spec.kernels), profile=info)
