@@ -154,6 +154,18 @@ def _compute_dtype(op: Op, device: DeviceSpec) -> str:
     return op.dtype if op.dtype in device.peak_flops_per_s else "bf16"
 
 
+def _op_key(op: Op) -> tuple | None:
+    """What an op's time depends on: everything but its name, layer, stream and count (None
+    when a shape or meta value is unhashable; such an op is timed afresh)."""
+    key = (op.kind, op.dtype, op.flops, op.bytes_read, op.bytes_written, op.collective, op.group_size,
+           op.bytes_per_rank, tuple(op.shape.items()), tuple(op.meta.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Times ops and composes steps for one cluster (its device) and an optional profile.
@@ -171,6 +183,10 @@ class CostModel:
     comm_sm_fraction: float | None = None
     dispatch_kernel: str = "normal"
     use_published_kernels: bool = True
+    #: (seconds, source) per op content (``_op_key``): a step's ops repeat across batch shapes
+    #: (the linear layers of a decode batch do not depend on its context), so a new shape times
+    #: only its new ops. Not part of the model's identity (not compared, not hashed).
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def device(self) -> DeviceSpec:
@@ -284,10 +300,13 @@ class CostModel:
             return None
 
     def op_cost(self, op: Op) -> OpCost:
-        if op.kind == COLLECTIVE:
-            seconds, src = self.comm_seconds(op)
-        else:
-            seconds, src = self.compute_seconds(op)
+        key = _op_key(op)
+        hit = self._memo.get(key) if key is not None else None
+        if hit is None:
+            hit = self.comm_seconds(op) if op.kind == COLLECTIVE else self.compute_seconds(op)
+            if key is not None:
+                self._memo[key] = hit
+        seconds, src = hit
         return OpCost(op.name, op.kind, op.stream, op.layer, op.count, seconds, src, op.flops, op.bytes_moved)
 
     # ------------------------------------------------------------------ steps

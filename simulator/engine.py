@@ -27,24 +27,33 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections import deque
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from simulator.batching import NO_STREAMS, StepPlan, chunk_tokens
+from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
+from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
-from simulator.policies import StepCostCache
-from simulator.preemption import HOST_LINK_BYTES_PER_S
+from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
+from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.steplog import StepLog, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
 from workloads.pool_roles import PoolRole
+
+
+#: routers under which a colocated instance's decode runs may extend past other events
+#: (``simulator.fastforward``): their choice reads no state that changes inside a run, or (KvAware)
+#: the runs are brought up to the arrival first; any other router bounds runs by the next event
+FF_ROUTERS = (RoundRobin, LeastOutstanding, KvAware)
 
 
 def _ceil_blocks(tokens):
@@ -101,7 +110,14 @@ class Server:
         self.outstanding = 0  # requests routed here and not finished / handed off
         self.queued_blocks = 0  # KV blocks of requests queued here, not yet admitted
         self._wake: simpy.Event | None = None
-        sim.env.process(self._loop())
+        # runs of decode steps in closed form (simulator.fastforward): only for the known policies,
+        # whose decode-only step is exactly grow_decodes, and without MTP draws
+        self.ff = (sim.fast_forward and role.decodes and self.k == 1
+                   and isinstance(self.batching, PLAIN_DECODE_POLICIES)
+                   and isinstance(self.preemption, (Recompute, Swap)))
+        self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
+        self.segment: DecodeRun | None = None  # an extended run in progress
+        self._proc = sim.env.process(self._loop())
 
     # ------------------------------------------------------------------ plumbing
     def kick(self) -> None:
@@ -109,6 +125,9 @@ class Server:
             self._wake.succeed()
 
     def enqueue(self, r: int) -> None:
+        seg = self.segment
+        if seg is not None and not seg.cut_done and seg.cut(self.sim.env.now):
+            self._proc.interrupt()  # the run ends with the step in flight: wait for its end instead
         self.waiting.append(r)
         self.outstanding += 1
         self.queued_blocks += self.request_blocks(r)
@@ -158,8 +177,45 @@ class Server:
                 yield self._wake
                 self._wake = None
                 continue
-            yield env.timeout(self._cost(plan))
+            dt = self._cost(plan)
+            run = self._decode_run(plan, dt) if self.ff else None
+            if run is None:
+                yield env.timeout(dt)
+            else:
+                plan = yield from self._wait_run(run)
             self._apply(plan)
+
+    def _decode_run(self, plan: StepPlan, dt: float) -> DecodeRun | None:
+        """A run of decode steps starting with ``plan`` (``simulator.fastforward``), when the
+        instance only decodes and nothing can join or leave before its next step."""
+        if (not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self.waiting or self.prefilling
+                or self.swapped or self.pending or self.joining):
+            return None
+        if self.ff_extended:
+            return DecodeRun.build(self, plan, dt, math.inf, True)
+        horizon = self.sim.env.peek()
+        if self.sim.env.now + dt >= horizon:
+            return None
+        return DecodeRun.build(self, plan, dt, horizon, False)
+
+    def _wait_run(self, run: DecodeRun):
+        """Wait until the last step of ``run`` ends (an extended run is committed then, and an
+        arrival here may cut it short); returns that step's plan, for ``_apply``."""
+        env = self.sim.env
+        if not run.extended:
+            run.finish()  # nothing else happens before its steps: commit now
+            yield timeout_at(env, run.end_s)
+        else:
+            self.segment = run
+            try:
+                yield timeout_at(env, run.end_s)
+            except simpy.Interrupt:
+                yield timeout_at(env, run.end_s)  # cut: the step in flight is the last
+            self.segment = None
+            run.finish()
+        plan = StepPlan(run.run)
+        plan.row = run.pending_row
+        return plan
 
     def _join(self) -> None:
         """Streams whose prefill or KV transfer finished join the running decode streams."""
@@ -293,8 +349,8 @@ class Server:
         else:
             secs = comp = comm = 0.0
         dt = secs + plan.extra_s
-        sim.steps.append((sim.env.now, self.index, self.pool_name, n_dec + len(chunks), n_dec, ctoks,
-                          n_dec * k + ctoks, dt, self.kv.used_fraction, comp, comm))
+        plan.row = sim.log.append(sim.env.now, self.index, n_dec + len(chunks), n_dec, ctoks, n_dec * k + ctoks, dt,
+                                  self.kv.used_fraction, comp, comm)
         return dt
 
     # ------------------------------------------------------------------ applying a step
@@ -312,7 +368,7 @@ class Server:
                 emitted = np.minimum(1 + np.cumprod(ok, axis=1).sum(axis=1), owed)
             else:
                 emitted = np.minimum(1, owed)
-            sim.itl.add(now - st.s_last_emit_s[run])
+            sim.log.itl_add_s[plan.row] = sim.itl.add(now - st.s_last_emit_s[run])
             st.s_last_emit_s[run] = now
             gen = gen + emitted
             st.s_gen[run] = gen
@@ -419,7 +475,10 @@ class Server:
 class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
-    def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None):
+    def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
+                 fast_forward: bool = True):
+        self._args = (dep, profile, step_cost, trace, kv_capacity_tokens)
+        self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
         self.dep = dep
         self.env = simpy.Environment()
         ss = np.random.SeedSequence(dep.seed)
@@ -428,7 +487,8 @@ class Simulation:
         self.st = RunState(wl)
         self.trace = trace
         self.events: list[tuple] = []
-        self.steps: list[tuple] = []
+        self.log = StepLog()
+        self.arrival_times = array("d")  # when arrivals were processed (ties with fast-forwarded steps)
         self.itl = ItlHistogram()
         self.first_finish = dep.workload.sample_policy == "first_finish" and wl.samples > 1
         self._build(profile, step_cost, kv_capacity_tokens)
@@ -444,6 +504,7 @@ class Simulation:
         self.cluster = cluster
         self.kv_bytes_per_token = kv_cache_bytes_per_token(model, dep.kv_dtype)
         disagg = dep.serving.mode == "disaggregated"
+        self.router = ROUTERS.make(dep.scheduler.router)
         ids = itertools.count()
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
@@ -474,7 +535,6 @@ class Simulation:
                 raise ValueError(f"serving.{name}.max_batch_size: {pool.max_batch_size} is below "
                                  f"workload.samples_per_request {self.st.samples} (a request's samples decode together)")
         self.front = self.pools[(PoolRole.PREFILL if disagg else PoolRole.COLOCATED).pool_name]
-        self.router = ROUTERS.make(dep.scheduler.router)
         self.servers = [s for ss in self.pools.values() for s in ss]
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
@@ -506,9 +566,16 @@ class Simulation:
         arrival = st.arrival_s.tolist()
         front, router = self.front, self.router
         colocated = front[0].role is PoolRole.COLOCATED
+        sync = isinstance(router, KvAware) and any(s.ff_extended for s in front)
+        times = self.arrival_times
         for r, t in enumerate(arrival):
             if t > env.now:
                 yield env.timeout(t - env.now)
+            times.append(env.now)
+            if sync:  # the router reads KV: bring runs of decode steps up to now first
+                for s in front:
+                    if s.segment is not None:
+                        s.segment.advance_to(env.now)
             i = router.choose(front)
             st.prefill_inst[r] = front[i].index
             self.event("arrival", r, front[i].index)
@@ -551,9 +618,15 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
-        return self._result()
+        cols = self.log.arrays()
+        if ambiguous_ties(cols, np.frombuffer(self.arrival_times, dtype=np.float64)):
+            # a fast-forwarded step shares its time with another instance's event: step instead
+            del cols
+            self.__init__(*self._args, fast_forward=False)
+            return self.run(progress)
+        return self._result(cols)
 
-    def _result(self) -> SimResult:
+    def _result(self, cols: dict) -> SimResult:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
@@ -570,10 +643,11 @@ class Simulation:
             "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
         }, columns=list(REQUEST_COLUMNS))
-        steps = pd.DataFrame.from_records(self.steps, columns=list(STEP_COLUMNS))
+        self.itl.total_s = ordered_itl_total_s(cols)
+        steps = self._steps_frame(cols)
         dpn = self.cluster.devices_per_node
         extra = {
-            "iterations": len(self.steps),
+            "iterations": len(steps),
             "cost_model_calls": {k: c.misses for k, c in self.cost_caches.items()},
             "kv_transfers": self.transfers.completed if self.transfers else 0,
             "kv_bytes_moved": self.transfers.bytes_moved if self.transfers else 0.0,
@@ -588,6 +662,18 @@ class Simulation:
         return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events),
                          op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
                          transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)))
+
+
+    def _steps_frame(self, cols: dict) -> pd.DataFrame:
+        """The per-iteration DataFrame (``STEP_COLUMNS``) of the step log's columns."""
+        if not len(cols["time_s"]):
+            return pd.DataFrame.from_records([], columns=list(STEP_COLUMNS))
+        names = np.empty(len(self.servers), dtype=object)
+        for s in self.servers:
+            names[s.index] = s.pool_name
+        data = {c: cols[c] for c in STEP_COLUMNS if c != "pool"}
+        data["pool"] = pd.array(names[cols["instance"]], dtype="str")
+        return pd.DataFrame(data, columns=list(STEP_COLUMNS), copy=False)
 
 
 def _op_seconds(cost) -> dict:

@@ -32,8 +32,17 @@ _ITL_BINS = int(math.ceil(math.log(1e5 / _ITL_MIN_S) / math.log(_ITL_RATIO))) + 
 _LOG_ITL_RATIO = math.log(_ITL_RATIO)
 
 
+def itl_bin(gap_s: float) -> int:
+    """The histogram bin of one gap."""
+    return min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
+
+
 class ItlHistogram:
-    """Streaming histogram of inter-token gaps (seconds)."""
+    """Streaming histogram of inter-token gaps (seconds).
+
+    ``add`` counts the gaps at once and returns what they add to ``total_s``; the engine keeps
+    those per step and sums them in step order at the end (``simulator.steplog``), so that runs
+    of decode steps advanced in closed form give the same float total as stepping."""
 
     __slots__ = ("counts", "total_s", "n")
 
@@ -42,23 +51,23 @@ class ItlHistogram:
         self.total_s = 0.0
         self.n = 0
 
-    def add(self, gaps_s: np.ndarray) -> None:
+    def add(self, gaps_s: np.ndarray) -> float:
+        """Count ``gaps_s``; returns the seconds they add to the total."""
         if gaps_s.size == 0:
-            return
+            return 0.0
         g = gaps_s[0]
         if gaps_s.size == 1 or (gaps_s == g).all():  # the common case: one step for all
-            self._add_one(float(g), gaps_s.size)
-            return
+            return self.add_uniform(float(g), gaps_s.size)
         idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
         self.counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
-        self.total_s += float(gaps_s.sum())
         self.n += int(gaps_s.size)
+        return float(gaps_s.sum())
 
-    def _add_one(self, gap_s: float, count: int) -> None:
-        i = min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
-        self.counts[i] += count
-        self.total_s += gap_s * count
+    def add_uniform(self, gap_s: float, count: int) -> float:
+        """Count ``count`` gaps of ``gap_s``; returns the seconds they add to the total."""
+        self.counts[itl_bin(gap_s)] += count
         self.n += count
+        return gap_s * count
 
     def percentile_s(self, q: float) -> float:
         if self.n == 0:
