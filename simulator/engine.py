@@ -477,8 +477,10 @@ class Simulation:
 
     def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
                  fast_forward: bool = True):
-        self._args = (dep, profile, step_cost, trace, kv_capacity_tokens)
+        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens}
         self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
+        self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
+        self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
         self.dep = dep
         self.env = simpy.Environment()
         ss = np.random.SeedSequence(dep.seed)
@@ -622,7 +624,8 @@ class Simulation:
         if ambiguous_ties(cols, np.frombuffer(self.arrival_times, dtype=np.float64)):
             # a fast-forwarded step shares its time with another instance's event: step instead
             del cols
-            self.__init__(*self._args, fast_forward=False)
+            self.__init__(self.dep, **self._args, fast_forward=False)
+            self.stepped_again = True
             return self.run(progress)
         return self._result(cols)
 

@@ -215,6 +215,7 @@ class DecodeRun:
                 hits[key] += hi - lo + 1
         self.pending_row = first + (j - i0) - 1
         self.cursor = j
+        sim.fast_forwarded_steps += j - i0
 
 
 def ambiguous_ties(cols: dict, arrival_times_s: np.ndarray) -> bool:
