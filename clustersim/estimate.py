@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from hardware import catalog
 from hardware.types import Cluster
-from simulator.costmodel import CostModel, StepCost
-from simulator.instance import InstanceCost, InstanceSpec
-from workloads.models import get_model
-from workloads.kernel_sets import kernel_set
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+
+if TYPE_CHECKING:
+    from simulator.costmodel import StepCost
 
 
 def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
@@ -81,7 +81,7 @@ def check_instance(m, cluster: Cluster, *, devices: int, tp: int, ep: int, dtype
                          f"holds {int(mem.kv_capacity_tokens):,} (valid: at most {most} sequences of that length)")
 
 
-def _step_dict(cost: StepCost, **extra: Any) -> dict:
+def _step_dict(cost: "StepCost", **extra: Any) -> dict:
     return {**extra, "seconds": cost.seconds, "compute_s": cost.compute_s, "comm_s": cost.comm_s,
             "exposed_comm_s": cost.exposed_comm_s, "micro_batches": cost.micro_batches,
             "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
@@ -90,6 +90,8 @@ def _step_dict(cost: StepCost, **extra: Any) -> dict:
 def _kernel_set(name: str) -> dict:
     """What an estimate assumed about kernels: the set's name and, per operator family, the
     implementation (decode attention, MLA decode, experts, FP8 GEMMs, glue) and what times it."""
+    from workloads.kernel_sets import kernel_set
+
     return kernel_set(name).describe()
 
 
@@ -101,6 +103,11 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     ``kernels="eager"`` costs the step as a plain PyTorch implementation runs it (separate norm,
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
+    from simulator.costmodel import CostModel
+    from workloads.kernel_sets import kernel_set
+    from workloads.models import get_model
+    from workloads.ops import BatchShape, Parallelism, step_ops
+
     m = get_model(model)
     kernel_set(kernels)  # an unknown set is a user error naming the valid ones
     cluster = catalog.cluster_for(hardware, tp)
@@ -149,6 +156,9 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
 
     Where the profile measured this shape on this device, fabric and EP size (``moe_dispatch.csv``:
     ``all_to_all_single`` of routed copies) the measurement replaces the modelled kernel."""
+    from simulator.costmodel import CostModel
+    from workloads.models import get_model
+
     from hardware.dispatch import dispatch_combine_time
 
     m = get_model(model)
@@ -183,6 +193,10 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
                        kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default",
                        kernels: str = "eager") -> dict:
     """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
+    from simulator.costmodel import CostModel
+    from workloads.models import get_model
+    from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+
     m = get_model(model)
     if m.moe is None:
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
@@ -199,6 +213,8 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
                        batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
     """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
+    from simulator.costmodel import CostModel
+
     from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
 
     cluster = catalog.cluster_for(hardware, sp)
@@ -236,6 +252,11 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
     default "fused": a serving engine's kernels).
     """
+    from simulator.instance import InstanceCost, InstanceSpec
+    from workloads.kernel_sets import kernel_set
+    from workloads.models import get_model
+    from workloads.ops import BatchShape
+
     m = get_model(model)
     kernel_set(kernels)
     devices = ep if m.is_moe else tp

@@ -27,7 +27,6 @@ The last step of a run is applied by the engine as usual (finishes, events, the 
 
 from __future__ import annotations
 
-import math
 from heapq import heappush
 
 import numpy as np
