@@ -101,10 +101,10 @@ def published_kernels() -> dict:
     """Kernel efficiencies from published figures (simulator/data/published_kernels.yaml)."""
     from importlib import resources
 
-    import yaml
+    from hardware.yaml_io import safe_load
 
     text = resources.files("simulator").joinpath("data/published_kernels.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return safe_load(text)
 
 
 def published_kernel_for(op: Op) -> dict | None:
