@@ -647,7 +647,10 @@ class Simulation:
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
         }, columns=list(REQUEST_COLUMNS))
         self.itl.total_s = ordered_itl_total_s(cols)
+        for c in ("itl_add_s", "flag"):  # not part of the table
+            cols.pop(c, None)
         steps = self._steps_frame(cols)
+        del cols
         dpn = self.cluster.devices_per_node
         extra = {
             "iterations": len(steps),

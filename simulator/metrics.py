@@ -94,9 +94,20 @@ def _stats_ms(values_s: np.ndarray) -> dict:
     return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
 
 
+def _by_pool(steps: pd.DataFrame):
+    """(pool, its steps) in pool order; one pool's steps are the frame itself (no copy of a table
+    that can hold millions of iterations), several pools' only the columns read here."""
+    pools = steps["pool"].unique()
+    if len(pools) == 1:
+        yield pools[0], steps
+        return
+    cols = steps[["pool", "step_s", "compute_s", "comm_s", "batch_size", "kv_used_fraction"]]
+    yield from cols.groupby("pool", sort=True)
+
+
 def _pool_internals(steps: pd.DataFrame) -> dict:
     out = {}
-    for pool, g in steps.groupby("pool", sort=True):
+    for pool, g in _by_pool(steps):
         busy = float(g["step_s"].sum())
         comp, comm = float(g["compute_s"].sum()), float(g["comm_s"].sum())
         w = g["step_s"].to_numpy()

@@ -80,18 +80,26 @@ class StepLog:
         return first
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The columns as numpy arrays (views of the buffers; rows in simulation order)."""
-        out = {c: np.frombuffer(getattr(self, c), dtype=np.float64) for c in _FLOAT_COLUMNS}
-        out.update({c: np.frombuffer(getattr(self, c), dtype=np.int64) for c in _INT_COLUMNS})
-        flag = np.zeros(len(self), dtype=np.int8)
+        """The columns as numpy arrays, rows in simulation order, plus ``flag`` (1: a step of an
+        extended fast-forwarded run). The log hands its buffers over: it is empty afterwards (a
+        column sorted by time replaces its buffer one at a time, so memory holds one extra column)."""
+        n = len(self)
+        flag = np.zeros(n, dtype=np.int8)
         for first, rows in self.flagged:
             flag[first:first + rows] = 1
-        out["flag"] = flag
-        if self.out_of_order and len(self):
+        order = None
+        if self.out_of_order and n:
             # rows of fast-forwarded runs were appended late; no two sources share a time (checked by
             # the run), and a stable sort keeps the order of the rows appended at the same time
-            order = np.argsort(out["time_s"], kind="stable")
-            out = {c: v[order] for c, v in out.items()}
+            order = np.argsort(np.frombuffer(self.time_s, dtype=np.float64), kind="stable")
+        out = {"flag": flag if order is None else flag[order]}
+        for c in _FLOAT_COLUMNS + _INT_COLUMNS:
+            v = np.frombuffer(getattr(self, c), dtype=np.float64 if c in _FLOAT_COLUMNS else np.int64)
+            if order is not None:
+                v = v[order]  # a copy: the buffer is released below
+            out[c] = v
+            setattr(self, c, array("d" if c in _FLOAT_COLUMNS else "q"))
+        self.flagged = []
         return out
 
 
