@@ -34,6 +34,8 @@ from typing import Callable, Mapping, Sequence
 
 import simpy
 
+from workloads.training import pipeline_stages  # one definition; re-exported for the schedules' users
+
 __all__ = [
     "SCHEDULES",
     "Part",
@@ -271,11 +273,6 @@ def schedule_dualpipe(pp: int, m: int) -> list[list[Action]]:
 def pipeline_ranks(schedule: str, pp: int) -> int:
     """Ranks the DES simulates for ``pp`` (devices for 1F1B/ZB1P/DualPipe; 2 x pp mirrored
     ranks for DualPipeV, whose first ``pp`` are the devices)."""
-    return 2 * pp if schedule == "dualpipev" else pp
-
-
-def pipeline_stages(schedule: str, pp: int) -> int:
-    """Model stages (layer slices) the schedule cuts the model into for ``pp`` devices."""
     return 2 * pp if schedule == "dualpipev" else pp
 
 

@@ -1,5 +1,8 @@
 """Training layout search: maximise tokens/day on a device budget under a memory limit.
 
+(The planner's training counterpart of ``planner.search``; it simulates each layout with
+``simulator.training.simulate_training``.)
+
 ``training_search`` enumerates (tp, pp, schedule, ep, sp, zero stage, micro-batch size,
 recompute) for a fixed device count, derives dp = devices / (tp x pp x sp x cp), drops
 layouts the schema rejects (with the rule's message as ``reason``), simulates the rest with
@@ -15,6 +18,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 from pydantic import ValidationError
 
+from simulator.training import simulate_training
 from workloads.models import get_model
 from workloads.training import TrainingJob
 
@@ -65,8 +69,6 @@ def training_search(
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
     infeasible with reason 'not evaluated: max_layouts').
     """
-    from simulator.training import simulate_training
-
     m = get_model(model)
     tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
     pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
