@@ -1,6 +1,7 @@
 """Reject infeasible pool choices with the reason the deployment rules give; the instance each one costs.
 
-Divisibility and fit are the one validator, ``workloads.layout.Layout.problems``, run as a
+A choice must first be a pool a deployment file can hold (the schema's bounds). Divisibility
+and fit are the one validator, ``workloads.layout.Layout.problems``, run as a
 serving deployment runs it (``workloads.deployment_rules.serving_layout_problems``, with the
 dtype and MTP rules beside it) against the *resolved* cluster (which may be a what-if variant
 that is not in the catalog), so a planner reason reads exactly like a ``clustersim validate``
@@ -13,6 +14,8 @@ Memory is ``layout_memory`` (weights and KV per device) less an activation works
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from pydantic import ValidationError
 
 from simulator.instance import InstanceSpec
 from workloads.deployment import Pool
@@ -52,8 +55,15 @@ def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
 
 
 def check_rules(ctx, choice, model, cluster) -> str | None:
-    """The first divisibility/fit rule a pool choice breaks, as ``role.field: problem``; None if none."""
+    """The first rule a pool choice breaks, as ``role.field: problem``; None if none. First the
+    pool must be one a deployment file can hold (``PoolChoice.to_pool``: the schema's bounds,
+    e.g. ``max_batch_size``), then the rules."""
     role = choice.role
+    try:
+        choice.to_pool(1, ctx)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return f"{role}.{dotted(err['loc'])}: {err['msg']} (got {err['input']})"
     found = dtype_problems(cluster.device, weight_dtype=ctx.weight_dtype, activation_dtype=ctx.activation_dtype)
     if found:
         return f"{found[0].field}: {found[0].problem}"
