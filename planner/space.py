@@ -357,7 +357,8 @@ def count_layouts_of(ctx: PlanContext, space, choices: dict[str, list[PoolChoice
     if "disaggregated" in space.modes:
         pre = Counter(c.devices_per_instance for c in choices.get("prefill", []))
         dec = Counter(c.devices_per_instance for c in choices.get("decode", []))
-        total += sum(n_p * n_d * pair_count(dp_, dd, budget, cap) for dp_, n_p in pre.items() for dd, n_d in dec.items())
+        total += sum(n_p * n_d * pair_count(dp_, dd, budget, cap)
+                     for dp_, n_p in pre.items() for dd, n_d in dec.items())
     return total
 
 

@@ -37,6 +37,20 @@ def _pow2_upto(n: int) -> list[int]:
     return out
 
 
+def _degree_options(m, tp_options, pp_options, ep_options) -> tuple[list[int], list[int], list[int]]:
+    """tp, pp and ep values to try: the given ones, else powers of two (tp up to the 8-device
+    scale-up domain, pp up to min(layers, 64), ep dividing the routed experts; 1 when dense)."""
+    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
+    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
+    if ep_options is not None:
+        eps = list(ep_options)
+    elif m.moe is not None:
+        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
+    else:
+        eps = [1]
+    return tps, pps, eps
+
+
 def training_search(
     model: str,
     cluster: str,
@@ -69,15 +83,7 @@ def training_search(
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
     infeasible with reason 'not evaluated: max_layouts').
     """
-    m = get_model(model)
-    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
-    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
-    if ep_options is not None:
-        eps = list(ep_options)
-    elif m.moe is not None:
-        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
-    else:
-        eps = [1]
+    tps, pps, eps = _degree_options(get_model(model), tp_options, pp_options, ep_options)
     rows = []
     evaluated = 0
     for tp, pp, sched, ep, sp, zero, mbs, rc in product(tps, pps, schedules, eps, list(sp_options), list(zero_stages),

@@ -45,7 +45,8 @@ def test_construction_refuses_non_positive_or_unknown_values():
 
 
 def test_tp_must_divide_heads():
-    assert _first(Layout(tp=3), LLAMA70) == ("tp", "3 does not divide 64 attention heads (valid: 1, 2, 4, 8, 16, 32, 64)")
+    assert _first(Layout(tp=3), LLAMA70) == ("tp", "3 does not divide 64 attention heads "
+                                                   "(valid: 1, 2, 4, 8, 16, 32, 64)")
 
 
 def test_tp_must_divide_or_replicate_kv_heads():
@@ -174,7 +175,7 @@ def test_one_validator_gives_the_same_words_everywhere(tmp_path):
 
     class Ctx:  # the plan-context fields check_rules reads
         weight_dtype = activation_dtype = "bf16"
-        mtp_acceptance, budget_devices = 0.0, 8
+        mtp_acceptance, moe_imbalance, kv_memory_fraction, budget_devices = 0.0, 1.0, 0.9, 8
 
     assert check_rules(Ctx, PoolChoice("pool", lay, 0, 8, 1024), LLAMA70, get_cluster("h200-node")) == \
         f"pool.attention.tp: {problem}"

@@ -36,8 +36,9 @@ def local_ray():
 def test_ray_sweep_matches_serial(local_ray):
     cfg = load_plan_text(PLAN)
     ctx = context_from_plan(cfg)
-    pts = [Point(i, ServingLayout("colocated", ((PoolChoice("pool", Layout(tp=tp, dp=d // tp, moe_tp=1), 0, b, 2048), 1),)), ctx)
-           for i, (d, tp, b) in enumerate([(1, 1, 16), (2, 2, 64), (2, 1, 16), (1, 1, 64)])]
+    choices = [PoolChoice("pool", Layout(tp=tp, dp=d // tp, moe_tp=1), 0, b, 2048)
+               for d, tp, b in [(1, 1, 16), (2, 2, 64), (2, 1, 16), (1, 1, 64)]]
+    pts = [Point(i, ServingLayout("colocated", ((c, 1),)), ctx) for i, c in enumerate(choices)]
     ex = RayExecutor()
     got = ex.map(evaluate, [(p, 3) for p in reversed(pts)], desc="ray sweep")
     want = SerialExecutor().map(evaluate, [(p, 3) for p in reversed(pts)])

@@ -72,19 +72,10 @@ class TrainingParallelism(_Frozen):
     sp_kind: Literal["ulysses", "ring"] = "ulysses"
     cp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
 
-    @property
-    def stage_devices(self) -> int:
-        """Devices of one pipeline stage: dp x tp x sp x cp."""
-        return self.dp * self.tp * self.sp * self.cp
-
-    @property
-    def devices(self) -> int:
-        return self.stage_devices * self.pp
-
-    @property
-    def seq_split(self) -> int:
-        """Ways each sequence is split (sp x cp)."""
-        return self.sp * self.cp
+    # sizes are the layout's (one definition): devices of a stage, of the job, sequence split
+    stage_devices = property(lambda self: self.layout.stage_devices)
+    devices = property(lambda self: self.layout.devices)
+    seq_split = property(lambda self: self.layout.seq_split)
 
     @property
     def pipeline_stages(self) -> int:
