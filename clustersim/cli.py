@@ -34,6 +34,9 @@ def _profile_opt() -> Any:
 
 
 #: the catalog's one name rule (hardware.catalog.lookup_hardware / cluster_for; hardware/README.md)
+KERNELS_HELP = ("kernel set (workloads.kernel_sets): eager = plain torch ops (SDPA decode without a key split, "
+                "SDPA MLA decode, torch._grouped_mm, unfused glue); fused = a serving engine's kernels (split-KV "
+                "decode, FlashMLA, fused MoE, DeepGEMM, fused glue).")
 HARDWARE_HELP = ("A cluster (h200-node, h800-mpft, or an alias: mpft, nvl72, cm384) is that cluster; a device "
                  "(h200, h800, b200, h20, 910c) is the smallest catalog cluster of that device holding the group.")
 
@@ -545,7 +548,7 @@ def estimate_step_cmd(
     context: Optional[int] = typer.Option(None, "--context", min=0, help="Decode: tokens already cached."),
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
-    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -601,7 +604,7 @@ def estimate_moe_layer_cmd(
     tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernel: str = typer.Option("normal", "--kernel"),
-    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -647,6 +650,7 @@ def estimate_serving_cmd(
     mtp_acceptance: Optional[float] = typer.Option(None, "--mtp-acceptance", min=0.0, max=1.0),
     dtype: str = typer.Option("bf16", "--dtype"),
     redundant_experts: int = typer.Option(0, "--redundant-experts", min=0),
+    kernels: str = typer.Option("fused", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -656,7 +660,7 @@ def estimate_serving_cmd(
     data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
                                                     micro_batches, mtp_acceptance, dtype,
                                                     redundant_experts=redundant_experts,
-                                                    profile=profile or "default"))
+                                                    profile=profile or "default", kernels=kernels))
     _estimate_out(data, as_json, "serving estimate")
 
 

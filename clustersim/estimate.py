@@ -23,6 +23,7 @@ from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.layout import Layout, Problem
 from workloads.models import get_model
+from workloads.kernel_sets import kernel_set
 from workloads.ops import BatchShape, moe_layer_ops, step_ops
 
 
@@ -85,6 +86,12 @@ def _step_dict(cost: StepCost, **extra: Any) -> dict:
             "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
 
 
+def _kernel_set(name: str) -> dict:
+    """What an estimate assumed about kernels: the set's name and, per operator family, the
+    implementation (decode attention, MLA decode, experts, FP8 GEMMs, glue) and what times it."""
+    return kernel_set(name).describe()
+
+
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
                   context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default",
                   kernels: str = "eager") -> dict:
@@ -94,6 +101,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     m = get_model(model)
+    kernel_set(kernels)  # an unknown set is a user error naming the valid ones
     cluster = catalog.cluster_for(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
         raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
@@ -113,7 +121,8 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     cm = CostModel(cluster=cluster, profile=prof)
     cost = cm.step_cost([step_ops(m, shape, lay, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels, profile=info)
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
+                      kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
@@ -182,7 +191,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
                                  kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
-                      kernels=kernels, profile=info)
+                      kernels=kernels, kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
@@ -216,14 +225,17 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
 def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
                      seq: int | None = None, context: int | None = None, micro_batches: int = 1,
                      mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
-                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default") -> dict:
+                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default",
+                     kernels: str = "fused") -> dict:
     """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
 
     Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
     tokens emitted per step (1 + MTP acceptance). Prefill: ``batch_per_device`` prompts of
-    ``seq`` tokens per device.
+    ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
+    default "fused": a serving engine's kernels).
     """
     m = get_model(model)
+    kernel_set(kernels)
     devices = ep if m.is_moe else tp
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
@@ -238,7 +250,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
                        tokens_per_seq=(seq or 0) + (context or 0) + (1 + mtp_depth if phase == "decode" else 0),
                        batch_flag="--batch-per-device")
     spec = InstanceSpec(model=m, cluster=cluster, layout=lay, weight_dtype=dtype, kv_dtype=kv_dtype,
-                        moe_imbalance=imbalance, mtp_depth=mtp_depth)
+                        moe_imbalance=imbalance, mtp_depth=mtp_depth, kernels=kernels)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":
@@ -258,4 +270,5 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
     return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
-                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, profile=info)
+                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, kernels=spec.kernels,
+                      kernel_set=_kernel_set(spec.kernels), profile=info)

@@ -16,13 +16,14 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks
+from clustersim.checks.kernels import deepgemm_checks
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
 from clustersim.checks.published import accounting_checks, catalog_checks, topology_checks
 from clustersim.checks.systems import (Unavailable, engine_checks, planner_trend_checks, serving_checks,
                                        training_checks)
 
-__all__ = ["FAMILIES", "FILES", "Check", "CheckRun", "Tolerance", "run_checks", "format_text", "load_reference",
+__all__ = ["deepgemm_checks", "FAMILIES", "FILES", "Check", "CheckRun", "Tolerance", "run_checks", "format_text", "load_reference",
            "reference_dir", "measured_dir", "STATUSES"]
 
 #: family -> the function computing its checks (published first, then our ground truth)
@@ -37,6 +38,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "serving.engine": engine_checks,
     "planner.cm384_trend": planner_trend_checks,
     "training": training_checks,
+    "kernels.deepgemm": deepgemm_checks,
     "measured": measured_checks,
 }
 
@@ -46,7 +48,7 @@ FILES: dict[str, str] = {
     "comm.deepep": "comm_deepep.yaml", "comm.cm384": "comm_cm384.yaml",
     "comm.isca_decode_limit": "comm_isca_decode_limit.yaml", "serving.estimate": "serving_throughput.yaml",
     "serving.engine": "serving_throughput.yaml", "planner.cm384_trend": "cm384_decode_trend.yaml",
-    "training": "training_dsv3.yaml", "measured": "../measured/accuracy_targets.yaml",
+    "training": "training_dsv3.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
 }
 
 
