@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None, help="time budget; suites stop cleanly")
     p.add_argument("--gemm-dtypes", default="bf16,fp8", help="dtypes for the gemm suite")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no suite messages")
+    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                   help="progress bars on stderr: when it is a terminal (auto), always, never")
     p.add_argument("--cpu-ranks", type=int, default=2, help="gloo processes for distributed suites on CPU")
     p.add_argument("--check", action="store_true",
                    help="then measure a few whole-model steps into OUT/check (calibration.groundtruth set "
@@ -118,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
         device = f"cuda:{launch.local_rank}"
         torch.cuda.set_device(launch.local_rank)
-    live = rank0 and not args.quiet and sys.stderr.isatty()
-    with Display(live, quiet=args.quiet or not rank0) as display:
+    shown = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    live = rank0 and not args.quiet and shown
+    with Display(live, quiet=args.quiet or not rank0, force_terminal=args.progress == "always") as display:
         results, lines = _run(args, names, explicit, device, launch, rank0, display)
     for line in lines:  # after the bars are gone
         print(line)

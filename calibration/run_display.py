@@ -3,7 +3,8 @@
 The bar of a suite advances with its elapsed time against the suite's ETA
 (``calibration.bench.Suite.eta``; the bar holds at 99% until the suite ends) and shows the rows
 its tables hold so far, read from the CSV files as they grow. No bar when stderr is not a
-terminal or with ``--quiet``; then suite messages go to stderr as plain lines (none with
+terminal (``--progress always`` draws them anyway, as ``CLUSTERSIM_PROGRESS=always`` asks) or with
+``--quiet``; then suite messages go to stderr as plain lines (none with
 ``--quiet``). The summary goes to stdout: per suite its status, rows and time, then the tables
 written and what was skipped and why.
 """
@@ -50,7 +51,7 @@ class SuiteResult:
 class Display:
     """Progress bars on stderr (when ``live``) and the log sink for suite messages."""
 
-    def __init__(self, live: bool, quiet: bool):
+    def __init__(self, live: bool, quiet: bool, force_terminal: bool = False):
         self.live, self.quiet = live, quiet
         self._progress = None
         self._console = None
@@ -58,7 +59,7 @@ class Display:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._console = Console(stderr=True)
+            self._console = Console(stderr=True, force_terminal=force_terminal or None)
             self._progress = Progress(TextColumn("{task.description:<20}"), BarColumn(),
                                       TextColumn("{task.fields[rows]:>6} rows"), TimeElapsedColumn(),
                                       TextColumn("{task.fields[eta]}"), console=self._console, transient=False)

@@ -137,11 +137,12 @@ def deployment_report(deployment: Any) -> dict:
 
 
 def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seconds: float = 0.0,
-              device: str = "cuda", quiet: bool = False, check: bool = False) -> int:
+              device: str = "cuda", quiet: bool = False, check: bool = False, progress: str = "auto") -> int:
     """Run the calibration microbenchmarks into the profile directory ``out``; returns the exit
     status of ``calibration.run.main`` (0 ok, 1 a suite failed, 2 a usage error: unknown suite,
     no CUDA, no torch; each reported as one line on stderr). Needs torch (the calibrate extra).
-    ``check``: then measure the self-check steps into ``out/check`` (see :func:`calibrate_check`)."""
+    ``check``: then measure the self-check steps into ``out/check`` (see :func:`calibrate_check`).
+    ``progress``: auto (bars when stderr is a terminal), always or never (``clustersim.progress``)."""
     from calibration import run
 
     args = ["--out", str(out), "--suite", suite, "--device", device]
@@ -153,6 +154,7 @@ def calibrate(out: str | Path, suite: str = "all", quick: bool = False, max_seco
         args.append("--quiet")
     if check:
         args.append("--check")
+    args += ["--progress", progress]
     return run.main(args)
 
 

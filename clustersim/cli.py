@@ -57,6 +57,23 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(f"{exc.filename}: no such file")
 
 
+def _quiet_opt() -> Any:
+    return typer.Option(False, "--quiet", help="No progress bars (they go to stderr, only on a terminal; "
+                        "CLUSTERSIM_PROGRESS=always|never overrides).")
+
+
+def _with_progress(quiet: bool, fn: Callable[[Any], Any]) -> Any:
+    """``fn(progress)`` under progress bars on stderr (``clustersim.progress``), guarded: the bars
+    are gone before an error line is printed."""
+    from clustersim.progress import progress_bars
+
+    def go() -> Any:
+        with progress_bars(quiet) as progress:
+            return fn(progress)
+
+    return _guard(go)
+
+
 def _out_dir(out: Optional[Path]) -> Any:
     """The checked ``--out`` directory (created, writable) before any work, or None."""
     if out is None:
@@ -253,8 +270,11 @@ def calibrate_cmd(
     _out_dir(out)
     with _interruptible("calibrate", written=f"the rows measured so far stay in {out}/; rerun the same command "
                                              "to resume"):
+        from clustersim.progress import progress_mode
+
+        mode = _guard(progress_mode)
         code = _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
-                                            quiet=quiet, check=check))
+                                            quiet=quiet, check=check, progress=mode))
         if code:
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()  # a usage error (no GPU, no torch, bad suite) leaves no empty profile behind
@@ -277,6 +297,7 @@ def simulate_cmd(
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import outputs, run
@@ -289,7 +310,8 @@ def simulate_cmd(
     with _interruptible(f"simulate {config}", out_dir):
         doc = _guard(lambda: run.load_config(config))  # a training report draws the pipeline: traced
         traced = trace or (report and doc.kind == "training")
-        kind, cfg, result, prof = _guard(lambda: run.simulate_file(doc, overrides, trace=traced))
+        kind, cfg, result, prof = _with_progress(
+            quiet, lambda progress: run.simulate_file(doc, overrides, trace=traced, progress=progress))
         summary = run.run_summary(kind, cfg, result, prof)
         page = _build_report(lambda r: r.simulate_report(kind, cfg, result, summary)) if report else None
         if out_dir is not None:
@@ -312,6 +334,7 @@ def plan_cmd(
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
     or, given a training-job YAML, training layouts under the memory limit by tokens/day.
@@ -327,7 +350,7 @@ def plan_cmd(
     doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
     if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
-            table = _guard(lambda: run.plan_training(doc, set_))
+            table = _with_progress(quiet, lambda progress: run.plan_training(doc, set_, progress=progress))
             page = _build_report(lambda r: r.training_plan_report(table, str(plan_yaml))) if report else None
             if out_dir is not None:
                 _guard(lambda: outputs.write_training_plan(out_dir, table, report=page))
@@ -343,7 +366,8 @@ def plan_cmd(
         Console().print(table[cols].head(15).to_string(index=False))
         return
     with _interruptible(f"plan {plan_yaml}", out_dir):
-        result = _guard(lambda: run.plan_file(doc, set_, ray_address, workers, progress=not as_json))
+        result = _with_progress(quiet, lambda progress: run.plan_file(doc, set_, ray_address, workers,
+                                                                      progress=progress))
         page = _build_report(lambda r: r.plan_report(result)) if report else None
         if out_dir is not None:
             _guard(lambda: outputs.write_plan(out_dir, result, report=page))
@@ -433,6 +457,7 @@ def whatif_cmd(
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
     report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    quiet: bool = _quiet_opt(),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
@@ -444,20 +469,20 @@ def whatif_cmd(
 
     cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
 
-    def go():
+    def go(progress):
         if capacity:
-            return "capacity", whatif.capacity(cfg)
+            return "capacity", whatif.capacity(cfg, progress=progress)
         if sweep:
             if not values:
                 raise ValueError("--sweep needs --values a,b,c")
-            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")])
+            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")], progress=progress)
         if compare is not None:
             hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
-            return "compare", whatif.compare_hardware(cfg, hw)
-        return "compare", whatif.compare_hardware(cfg)
+            return "compare", whatif.compare_hardware(cfg, hw, progress=progress)
+        return "compare", whatif.compare_hardware(cfg, progress=progress)
 
     with _interruptible(f"what-if {plan_yaml}", out_dir):
-        kind, df = _guard(go)
+        kind, df = _with_progress(quiet, go)
         line = _guard(lambda: run.plan_profile_line(cfg))
         df.attrs.setdefault("profile", line.removeprefix("profile: "))
         page = _build_report(lambda r: r.whatif_report(kind, df, cfg)) if report else None

@@ -50,12 +50,13 @@ def profile_override(value: str | None) -> list[str]:
 
 
 def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
-                  profile: Any = None) -> tuple[str, Any, Any, Any]:
+                  profile: Any = None, progress: Any = None) -> tuple[str, Any, Any, Any]:
     """Load and run a deployment or training YAML (a path or ``load_config``'s result; the file
     is read once and its kind detected from its data): returns (kind, config, result, profile used).
 
     ``profile``: a profile object or spec that replaces the config's ``profile:`` field (None:
-    the field decides; its default is the shipped profile of the cluster's device)."""
+    the field decides; its default is the shipped profile of the cluster's device). ``progress``:
+    a ``simulator.progress.ProgressFn`` (``clustersim.progress`` makes one)."""
     overrides = list(overrides)
     from workloads.config_file import open_config
 
@@ -65,16 +66,16 @@ def simulate_file(path: Any, overrides: Iterable[str] = (), trace: bool = False,
 
         job = load_training_job(doc, overrides)
         prof = resolve_profile(job.profile if profile is None else profile, job.cluster, doc.filename)
-        return "training", job, simulate_training_checked(doc, job, prof, trace=trace), prof
+        return "training", job, simulate_training_checked(doc, job, prof, trace=trace, progress=progress), prof
     from simulator import simulate
     from workloads.deployment import load_deployment
 
     dep = load_deployment(doc, overrides)
     prof = resolve_profile(dep.profile if profile is None else profile, dep.cluster, doc.filename)
-    return "serving", dep, simulate(dep, profile=prof, trace=trace), prof
+    return "serving", dep, simulate(dep, profile=prof, trace=trace, progress=progress), prof
 
 
-def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False) -> Any:
+def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = False, progress: Any = None) -> Any:
     """``simulate_training`` with the memory check, a layout that does not fit reported as one
     located line (``file:line:col: training.parallelism: out of memory on ...``); ``validate``
     makes the same check, so it refuses every job ``simulate`` cannot run."""
@@ -82,7 +83,7 @@ def simulate_training_checked(doc: Any, job: Any, profile: Any, trace: bool = Fa
     from workloads.yamlloc import ConfigError, dotted, locate
 
     try:
-        return simulate_training(job, profile=profile, trace=trace)
+        return simulate_training(job, profile=profile, trace=trace, progress=progress)
     except OutOfMemory as exc:
         path = (("training",) if isinstance(doc.data, dict) and "training" in doc.data else ()) + ("parallelism",)
         where = locate(doc.locs, path)
@@ -115,7 +116,7 @@ def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
             "versions": versions()}
 
 
-def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400) -> Any:
+def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400, progress: Any = None) -> Any:
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
     TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
@@ -129,7 +130,8 @@ def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 4
     devices = job.parallelism.devices
     prof = resolve_profile(job.profile, job.cluster, path)
     table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
-                            precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof)
+                            precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof,
+                            progress=progress)
     info = profile_info(prof, get_cluster(job.cluster).device.name)
     table.attrs.update(profile=info, profile_line=profile_line(info))
     return table
@@ -146,11 +148,12 @@ def plan_profile_line(cfg: Any) -> str:
 
 
 def plan_file(path: Any, overrides: Iterable[str] = (), ray_address: str | None = None,
-              workers: int | None = None, progress: bool = True) -> Any:
-    """Load a PLAN.yaml and run the planner (local pool, or Ray with an address)."""
+              workers: int | None = None, progress: Any = None) -> Any:
+    """Load a PLAN.yaml and run the planner (local pool, or Ray with an address); ``progress``: a
+    ``simulator.progress.ProgressFn`` for every phase (``clustersim.progress`` makes one)."""
     import planner
     from planner.executors import default_executor
 
     cfg = planner.load_plan(path, list(overrides))
     with default_executor(ray_address=ray_address, workers=workers, progress=progress) as executor:
-        return planner.plan(cfg, executor=executor)
+        return planner.plan(cfg, executor=executor, progress=progress)

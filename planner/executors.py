@@ -4,8 +4,9 @@ Every executor has ``map(fn, arg_tuples, desc=...) -> list`` returning ``fn(*arg
 order, whatever order the workers finish in; callers sort by point id on top of that, so
 results are deterministic. ``default_executor`` picks Ray when ``ray_address`` or the
 ``RAY_ADDRESS`` environment variable is set (needs the ``ray`` extra), else a local
-``concurrent.futures.ProcessPoolExecutor``. A rich progress bar (on stderr, only when it is a
-terminal unless ``progress=True``) shows tasks done either way. Executors are context managers
+``concurrent.futures.ProcessPoolExecutor``. ``progress`` (a ``simulator.progress.ProgressFn``,
+which the facade turns into a bar on stderr) is told the tasks done either way, under the task
+name ``desc``; None (or a bool, from older callers) reports nothing. Executors are context managers
 (``with default_executor(...) as ex:``); leaving the block releases a Ray connection the
 executor opened. ``RayExecutor`` documents how it bounds the connection and survives lost tasks.
 """
@@ -21,6 +22,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, redirect_stdout
 from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from simulator.progress import ProgressFn
 
 __all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
            "RAY_CONNECT_TIMEOUT_ENV"]
@@ -39,19 +42,20 @@ class Executor(Protocol):
 
 
 @contextmanager
-def _progress(total: int, desc: str, enabled: bool | None) -> Iterator[Callable[[int], None]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    show = console.is_terminal if enabled is None else enabled
-    if not show or total <= 1:
+def _progress(total: int, desc: str, progress: Any) -> Iterator[Callable[[int], None]]:
+    """``tick(n)`` after n more tasks are done, reported to ``progress`` (a ProgressFn, or None)."""
+    if not callable(progress) or total < 1:
         yield lambda n=1: None
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(desc or "tasks", total=total)
-        yield lambda n=1: bar.advance(task, n)
+    task = desc or "tasks"
+    done = [0]
+    progress(task, 0, total, "")
+
+    def tick(n: int = 1) -> None:
+        done[0] += n
+        progress(task, done[0], total, "")
+
+    yield tick
 
 
 class _Closing:
@@ -72,7 +76,7 @@ class SerialExecutor(_Closing):
 
     workers = 1
 
-    def __init__(self, progress: bool | None = None):
+    def __init__(self, progress: ProgressFn | None = None):
         self.progress = progress
 
     def map(self, fn, tasks, desc: str = "") -> list:
@@ -95,7 +99,7 @@ class LocalExecutor(_Closing):
     On an exception or Ctrl-C in the parent, queued tasks are cancelled and the workers ended,
     instead of the pool draining its whole queue first."""
 
-    def __init__(self, workers: int | None = None, progress: bool | None = None):
+    def __init__(self, workers: int | None = None, progress: ProgressFn | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.progress = progress
 
@@ -144,7 +148,7 @@ class RayExecutor(_Closing):
     the ``with`` block) shuts down a Ray connection this executor opened.
     """
 
-    def __init__(self, address: str | None = None, progress: bool | None = None, max_retries: int = 3,
+    def __init__(self, address: str | None = None, progress: ProgressFn | None = None, max_retries: int = 3,
                  fallback: "Executor | None" = None, connect_timeout_s: float | None = None, **init_kwargs: Any):
         try:
             import ray
@@ -315,7 +319,7 @@ class _DropMessage(logging.Filter):
 
 
 def default_executor(ray_address: str | None = None, workers: int | None = None,
-                     progress: bool | None = None) -> Executor:
+                     progress: ProgressFn | None = None) -> Executor:
     """Ray when ``ray_address`` or ``RAY_ADDRESS`` is set, else a local process pool."""
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if address:

@@ -192,10 +192,10 @@ def _semantic_checks(plan: PlanConfig, filename: str, locs: dict) -> None:
         except LookupError as exc:
             fail(("profile",), str(exc.args[0]) if exc.args else str(exc))
     if plan.workload.arrival.kind == "trace":
-        from simulator.workload import read_trace
+        from workloads.traces import workload_trace
 
         try:
-            read_trace(plan.workload.arrival.path)
+            workload_trace(plan.workload)
         except ValueError as exc:
             fail(("workload", "arrival", "path"), str(exc))
 

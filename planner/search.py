@@ -49,6 +49,7 @@ from planner.space import (
     count_layouts_of,
     layouts_of,
 )
+from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
 
 __all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
@@ -121,7 +122,8 @@ def _objective_column(cfg) -> str:
     return "tokens_per_s_per_kusd" if cfg.objective == "tokens_per_dollar" else "tokens_per_s_per_device"
 
 
-def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[ServingLayout, dict]]:
+def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
+                   ticker: Throttle | None = None) -> list[tuple[ServingLayout, dict]]:
     """TPE search over the pool choices and instance counts (seeded; sequential ask/tell)."""
     try:
         import optuna
@@ -139,7 +141,9 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[S
              or (m == "disaggregated" and feasible.get("prefill") and feasible.get("decode"))]
     if not modes:
         return []
-    for _ in range(space.optuna_trials):
+    for i in range(space.optuna_trials):
+        if ticker is not None:
+            ticker.tick(i, f"{len(seen)} layouts")
         trial = study.ask()
         mode = trial.suggest_categorical("mode", modes)
         if mode == "colocated":
@@ -166,7 +170,8 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[S
     return list(seen.items())
 
 
-def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator) -> None:
+def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
+                progress: ProgressFn | None = None) -> None:
     """Fill ``ev`` with every choice's capacity, costing pool keys in parallel when worth it."""
     by_key: dict[tuple, list[PoolChoice]] = defaultdict(list)
     for c in choices:
@@ -189,9 +194,12 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
             costly[key] = live
     keys = sorted(costly)
     if executor.workers <= 1 or len(keys) < 4:
-        for k in keys:
+        ticker = Throttle(progress, "pool costs", len(keys))
+        for i, k in enumerate(keys):
+            ticker.tick(i)
             for c in costly[k]:
                 ev.perf(c)
+        ticker.finish()
         return
     # cost one key here first: it warms the profile's and cost model's lazy tables, which
     # forked workers then inherit instead of each rebuilding them (seconds per process)
@@ -209,7 +217,7 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list, method: str, seed: int,
-          notes: list[str]) -> tuple[list[dict], dict, int]:
+          notes: list[str], ticker: Throttle | None = None) -> tuple[list[dict], dict, int]:
     """(table rows, point id -> layout, layouts evaluated): one row per rejected pool choice
     (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
     rows: list[dict] = []
@@ -218,10 +226,14 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list
         row["id"] = pid
         rows.append(row)
     if method == "grid":
-        found = [(lay, ev.evaluate_layout(lay)) for lay in layouts]
+        found = []
+        for i, lay in enumerate(layouts):
+            if ticker is not None:
+                ticker.tick(i)
+            found.append((lay, ev.evaluate_layout(lay)))
         index = {lay: i for i, lay in enumerate(layouts)}
     else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed)
+        found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
         index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
         notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
                      f"seed {seed})")
@@ -322,11 +334,14 @@ def _verification_view(ver: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plan(plan_config, *, executor: Executor | None = None, seed: int | None = None,
-         verify_top: int | None = None, context: PlanContext | None = None) -> PlanResult:
+         verify_top: int | None = None, context: PlanContext | None = None,
+         progress: ProgressFn | None = None) -> PlanResult:
     """Search the plan's layout space; return the ranked table, Pareto front, best deployment
     and simulator verification of the top ``verify_top`` candidates (default: the plan's
     ``verify.top``; ``seed`` defaults to the plan's). ``context`` replaces the context derived
-    from the plan (what-if variants: scaled fabric or HBM)."""
+    from the plan (what-if variants: scaled fabric or HBM). ``progress`` (``simulator.progress``)
+    is told each phase's progress: ``pool costs``, ``rank layouts``; the executor's own callback
+    reports the tasks it runs (``pool costs``, ``verify``)."""
     from workloads.models import get_model
 
     cfg = plan_config
@@ -336,7 +351,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     ctx = context or context_from_plan(cfg)
     model = get_model(cfg.model)
     space = cfg.search
-    executor = executor or default_executor()
+    executor = executor or default_executor(progress=progress)
     notes: list[str] = []
     if not ctx.cluster.in_catalog:
         ref = ctx.cluster
@@ -358,7 +373,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()
-    _pool_phase(ctx, all_choices, executor, ev)
+    _pool_phase(ctx, all_choices, executor, ev, progress)
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}
@@ -369,7 +384,9 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     method = space.method
     if method == "auto":
         method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
-    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes)
+    ticker = Throttle(progress, "rank layouts", len(layouts) if method == "grid" else space.optuna_trials)
+    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes, ticker)
+    ticker.finish(f"{len(rows):,} rows")
     objective = _objective_column(cfg)
     table = rank_table(pd.DataFrame(rows), objective)
     t_rank = time.perf_counter() - t_rank

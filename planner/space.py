@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
+
+import numpy as np
 
 from hardware.catalog import cluster_for, clusters_of, get_cluster, get_device, list_clusters
 from hardware.types import Cluster
@@ -147,19 +148,18 @@ def _mean_len(length) -> tuple[float, int]:
 def workload_means(workload) -> dict:
     """Mean prompt/output/cached tokens, their maxima, the arrival rate and its CV."""
     if workload.arrival.kind == "trace":
-        from simulator.workload import read_trace
+        from workloads.traces import workload_trace
 
-        t = read_trace(workload.arrival.path)
-        arr = sorted(t["arrival_s"])
-        span = (arr[-1] - arr[0]) if len(arr) > 1 else 1.0
-        rate = (len(arr) - 1) / span if span > 0 else float(len(arr))
-        gaps = [b - a for a, b in zip(arr, arr[1:])]
-        mean_gap = sum(gaps) / len(gaps) if gaps else 1.0
-        cv = (math.sqrt(sum((g - mean_gap) ** 2 for g in gaps) / len(gaps)) / mean_gap) if gaps and mean_gap else 1.0
-        n = max(len(arr), 1)
-        return {"prompt": float(sum(t["prompt_tokens"]) / n), "output": float(sum(t["output_tokens"]) / n),
-                "cached": float(sum(t["cached_tokens"]) / n), "max_prompt": int(max(t["prompt_tokens"], default=1)),
-                "max_output": int(max(t["output_tokens"], default=1)), "rate": rate, "cv": cv}
+        tr = workload_trace(workload)  # what the simulator replays: sliced, time-scaled, cut to num_requests
+        arr = tr.arrival_s
+        span = float(arr[-1] - arr[0]) if arr.size > 1 else 1.0
+        rate = (arr.size - 1) / span if span > 0 else float(arr.size)
+        gaps = np.diff(arr)
+        mean_gap = float(gaps.mean()) if gaps.size else 1.0
+        cv = float(gaps.std() / mean_gap) if gaps.size and mean_gap else 1.0
+        return {"prompt": float(tr.prompt_tokens.mean()), "output": float(tr.output_tokens.mean()),
+                "cached": float(tr.cached_tokens.mean()), "max_prompt": int(tr.prompt_tokens.max()),
+                "max_output": int(tr.output_tokens.max()), "rate": rate, "cv": cv}
     p, pmax = _mean_len(workload.prompt_tokens)
     o, omax = _mean_len(workload.output_tokens)
     cv = workload.arrival.cv if workload.arrival.kind == "gamma" else 1.0

@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from simulator.training import simulate_training
+from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
 
@@ -51,6 +52,19 @@ def _degree_options(m, tp_options, pp_options, ep_options) -> tuple[list[int], l
     return tps, pps, eps
 
 
+def _simulated_row(job: TrainingJob, row: dict, profile) -> dict:
+    """``row`` with the figures of one simulated step of ``job`` (infeasible when it does not fit)."""
+    try:
+        res = simulate_training(job, profile=profile, check_memory=False)
+    except ValueError as exc:
+        return {**row, "feasible": False, "reason": str(exc)}
+    s = res.summary()
+    return {**row, "feasible": res.fits_memory, "reason": res.memory_reason, "micro_batches": res.micro_batches,
+            "step_time_s": res.step_time_s, "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
+            "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
+            "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb}
+
+
 def training_search(
     model: str,
     cluster: str,
@@ -72,6 +86,7 @@ def training_search(
     comm_sms: int | None = None,
     max_layouts: int = 400,
     profile=None,
+    progress: ProgressFn | None = None,
     **job_fields,
 ) -> pd.DataFrame:
     """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
@@ -81,13 +96,17 @@ def training_search(
     ``memory_limit_gb`` caps usable memory per device (default: HBM minus the job's reserve).
     ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
-    infeasible with reason 'not evaluated: max_layouts').
+    infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
+    at (task ``training layouts``; ``simulator.progress``).
     """
     tps, pps, eps = _degree_options(get_model(model), tp_options, pp_options, ep_options)
     rows = []
     evaluated = 0
-    for tp, pp, sched, ep, sp, zero, mbs, rc in product(tps, pps, schedules, eps, list(sp_options), list(zero_stages),
-                                                        list(micro_batch_sizes), list(recompute)):
+    combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
+                          list(recompute)))
+    ticker = Throttle(progress, "training layouts", len(combos))
+    for tp, pp, sched, ep, sp, zero, mbs, rc in combos:
+        ticker.tick(len(rows), f"{evaluated} simulated")
         row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
                "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
         per_replica = tp * pp * sp
@@ -111,17 +130,8 @@ def training_search(
             rows.append({**row, "feasible": False, "reason": "not evaluated: max_layouts"})
             continue
         evaluated += 1
-        try:
-            res = simulate_training(job, profile=profile, check_memory=False)
-        except ValueError as exc:
-            rows.append({**row, "feasible": False, "reason": str(exc)})
-            continue
-        s = res.summary()
-        rows.append({**row, "feasible": res.fits_memory, "reason": res.memory_reason,
-                     "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
-                     "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
-                     "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
-                     "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb})
+        rows.append(_simulated_row(job, row, profile))
+    ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
                         kind="stable").reset_index(drop=True)

@@ -27,6 +27,7 @@ from planner.executors import Executor
 from planner.schema import PlanConfig
 from planner.search import plan as run_plan
 from planner.space import context_from_plan
+from simulator.progress import ProgressFn
 from workloads.limits import MAX_RATE_PER_S, MAX_SLO_MS, MAX_WHATIF_SCALE, MIN_WHATIF_SCALE
 from workloads.yamlloc import format_validation_error
 
@@ -125,8 +126,10 @@ def sweep_values(parameter: str, values: Sequence[Any]) -> list:
 
 
 def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, executor: Executor | None = None,
-          verify_top: int = 0) -> pd.DataFrame:
-    """Best layout per value of one parameter (see module docstring); one row per value."""
+          verify_top: int = 0, progress: ProgressFn | None = None) -> pd.DataFrame:
+    """Best layout per value of one parameter (see module docstring); one row per value.
+    ``progress`` (``simulator.progress``) is told the values done (task ``what-if sweep``) and
+    each variant's plan phases."""
     from hardware.catalog import lookup_hardware
     from hardware.types import Cluster
 
@@ -134,7 +137,8 @@ def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, exe
         raise ValueError(f"unknown what-if parameter {parameter!r} (valid: {', '.join(SWEEP_PARAMETERS)})")
     values = sweep_values(parameter, values)
     rows = []
-    for v in values:
+    for i, v in enumerate(values):
+        _report(progress, "what-if sweep", i, len(values), f"{parameter} = {v}")
         cfg, ctx = plan_config, None
         if parameter == "load":
             if plan_config.workload.arrival.kind == "trace":
@@ -158,15 +162,22 @@ def sweep(plan_config: PlanConfig, parameter: str, values: Sequence[Any], *, exe
                 budget = plan_config.hardware.devices or context_from_plan(plan_config).budget_devices
                 cfg = _update(plan_config, hardware={"cluster": None, "device": dev.name, "devices": budget},
                               weight_dtype=_device_dtype(plan_config, dev))
-        res = run_plan(cfg, executor=executor, verify_top=verify_top, context=ctx)
+        res = run_plan(cfg, executor=executor, verify_top=verify_top, context=ctx, progress=progress)
         rows.append({_COLUMN.get(parameter, parameter): v, "cluster": res.stats["cluster"], "device": res.stats["device"],
                      "budget_devices": res.stats["budget_devices"], "weight_dtype": cfg.weight_dtype,
                      **_best_row(res)})
+    _report(progress, "what-if sweep", len(values), len(values), "")
     return pd.DataFrame(rows)
 
 
+def _report(progress: ProgressFn | None, task: str, done: int, total: int, note: str) -> None:
+    if callable(progress):
+        progress(task, done, total, note)
+
+
 def capacity(plan_config: PlanConfig, *, target_rate_per_s: float | None = None,
-             device_counts: Iterable[int] | None = None, executor: Executor | None = None) -> pd.DataFrame:
+             device_counts: Iterable[int] | None = None, executor: Executor | None = None,
+             progress: ProgressFn | None = None) -> pd.DataFrame:
     """Fewest devices whose best layout serves the target load within the SLOs.
 
     Budgets tried in increasing order (default: whole nodes 1, 2, 3, ... up to the cluster or
@@ -188,15 +199,18 @@ def capacity(plan_config: PlanConfig, *, target_rate_per_s: float | None = None,
             n = n + 1 if n < 16 else n * 2
         device_counts = counts or [limit]
     rows, fewest = [], None
-    for d in sorted(set(int(x) for x in device_counts)):
+    budgets = sorted(set(int(x) for x in device_counts))
+    for i, d in enumerate(budgets):  # the bar's total is every budget; the search stops at the first that serves
+        _report(progress, "what-if capacity", i, len(budgets), f"{d} devices")
         hw = cfg.hardware.model_dump()
         hw["devices"] = d
-        res = run_plan(_update(cfg, hardware=hw), executor=executor, verify_top=0)
+        res = run_plan(_update(cfg, hardware=hw), executor=executor, verify_top=0, progress=progress)
         row = {"budget_devices": d, "budget_nodes": math.ceil(d / node), **_best_row(res)}
         rows.append(row)
         if row.get("meets_load"):
             fewest = row
             break
+    _report(progress, "what-if capacity", len(budgets), len(budgets), "")
     df = pd.DataFrame(rows)
     df.attrs["fewest_devices"] = int(fewest["devices"]) if fewest else None
     df.attrs["fewest_nodes"] = math.ceil(int(fewest["devices"]) / node) if fewest else None
@@ -205,7 +219,8 @@ def capacity(plan_config: PlanConfig, *, target_rate_per_s: float | None = None,
 
 
 def compare_hardware(plan_config: PlanConfig, hardware: Sequence[str] = DEFAULT_HARDWARE, *,
-                     devices: int | None = None, executor: Executor | None = None) -> pd.DataFrame:
+                     devices: int | None = None, executor: Executor | None = None,
+                     progress: ProgressFn | None = None) -> pd.DataFrame:
     """The same model, workload and SLOs on each hardware (cluster or device names), side by side.
 
     ``devices``: the device budget on each (default: the plan's budget, capped by each cluster).
@@ -221,4 +236,4 @@ def compare_hardware(plan_config: PlanConfig, hardware: Sequence[str] = DEFAULT_
         hw = cfg.hardware.model_dump()
         hw["devices"] = context_from_plan(cfg).budget_devices
         cfg = _update(cfg, hardware=hw)
-    return sweep(cfg, "device", list(hardware), executor=executor)
+    return sweep(cfg, "device", list(hardware), executor=executor, progress=progress)

@@ -25,6 +25,7 @@ class RunState:
         self.arrival_s = wl.arrival_s.astype(float)
         self.prompt = wl.prompt_tokens.astype(np.int64)
         self.cached = wl.cached_tokens.astype(np.int64)
+        self.block_hashes = wl.block_hashes  # prompt block hashes per request (Mooncake traces) or None
         self.first_token_s = np.full(r, NAN)
         self.finish_s = np.full(r, NAN)
         self.schedule_s = np.full(r, NAN)  # first admission to a prefill batch

@@ -14,21 +14,21 @@ Conventions:
   clipped to [1, max_tokens].
 * Prefix cache: a hit rate h gives each request floor(h * prompt / 64) * 64 cached tokens
   (prefix caches work in KV blocks), always leaving at least one token to prefill.
-* Trace files (CSV with a header, or JSON lines) carry ``arrival_s``, ``prompt_tokens``,
-  ``output_tokens`` and optionally ``cached_tokens``; rows are sorted by arrival. A relative
-  path written in a deployment or plan YAML is relative to that YAML's folder (resolved at load
-  by ``workloads.config_file.anchor_relative_paths``); one from ``--set``, to the working directory.
+* Traces (``arrival.kind: trace``) are read, sliced and time-scaled by ``workloads.traces``
+  (formats csv, azure, burstgpt, mooncake); a trace's cached tokens are raised to the hit
+  rate's when ``prefix_cache_hit_rate`` is set, and Mooncake's block hashes ride along per
+  request (``WorkloadArrays.block_hashes``) for a prefix cache.
 * Samples: ``samples_per_request`` n draws n output lengths per request; ``beam`` keeps n
   beams of one common length.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from workloads.traces import BlockHashes, workload_trace
 
 #: tokens per KV block; prefix-cache hits are whole blocks
 PREFIX_BLOCK_TOKENS = 64
@@ -37,12 +37,14 @@ PREFIX_BLOCK_TOKENS = 64
 @dataclass(frozen=True)
 class WorkloadArrays:
     """The requests of a run: ``arrival_s``, ``prompt_tokens``, ``cached_tokens`` of shape
-    (R,), ``output_tokens`` of shape (R, n) for n samples per request."""
+    (R,), ``output_tokens`` of shape (R, n) for n samples per request; ``block_hashes``: each
+    request's prompt block hashes when the trace carries them (Mooncake), else None."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     cached_tokens: np.ndarray
     output_tokens: np.ndarray
+    block_hashes: BlockHashes | None = None
 
     @property
     def num_requests(self) -> int:
@@ -91,47 +93,17 @@ def _arrival_times(arrival, limit_n: int | None, duration_s: float | None, rng: 
     return t[t <= duration_s]
 
 
-def read_trace(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a CSV (header row) or JSONL trace file; raises ValueError naming the file."""
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"trace file {p} does not exist")
-    cols = ("arrival_s", "prompt_tokens", "output_tokens", "cached_tokens")
-    if p.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        data = {c: np.array([r.get(c, 0) for r in rows], dtype=float) for c in cols}
-        missing = [c for c in cols[:3] if rows and c not in rows[0]]
-    else:
-        import pandas as pd
-
-        df = pd.read_csv(p)
-        missing = [c for c in cols[:3] if c not in df.columns]
-        data = {c: (df[c].to_numpy(dtype=float) if c in df.columns else np.zeros(len(df))) for c in cols}
-    if missing:
-        raise ValueError(f"trace file {p}: missing column(s) {', '.join(missing)} (valid: {', '.join(cols)})")
-    return data
-
-
 def generate_workload(workload, rng_arrivals: np.random.Generator, rng_lengths: np.random.Generator) -> WorkloadArrays:
     """All requests of a run, drawn from the run's ``arrivals`` and ``lengths`` streams."""
     n_samples = workload.samples_per_request
     if workload.arrival.kind == "trace":
-        tr = read_trace(workload.arrival.path)
-        order = np.argsort(tr["arrival_s"], kind="stable")
-        arrival = tr["arrival_s"][order]
-        keep = np.ones(arrival.size, dtype=bool)
-        if workload.duration_s is not None:
-            keep &= arrival <= workload.duration_s
-        if workload.num_requests is not None:
-            keep &= np.arange(arrival.size) < workload.num_requests
-        arrival = arrival[keep]
-        prompt = np.maximum(tr["prompt_tokens"][order][keep].astype(np.int64), 1)
-        out1 = np.maximum(tr["output_tokens"][order][keep].astype(np.int64), 1)
-        cached = np.clip(tr["cached_tokens"][order][keep].astype(np.int64), 0, prompt - 1)
-        output = np.repeat(out1[:, None], n_samples, axis=1)
+        tr = workload_trace(workload)
+        prompt = tr.prompt_tokens.astype(np.int64)
+        cached = tr.cached_tokens.astype(np.int64)
         if workload.prefix_cache_hit_rate > 0:
             cached = np.maximum(cached, _cached(prompt, workload.prefix_cache_hit_rate))
-        return WorkloadArrays(arrival - (arrival[0] if arrival.size and arrival[0] < 0 else 0.0), prompt, cached, output)
+        output = np.repeat(tr.output_tokens.astype(np.int64)[:, None], n_samples, axis=1)
+        return WorkloadArrays(tr.arrival_s.astype(float), prompt, cached, output, tr.block_hashes)
     arrival = _arrival_times(workload.arrival, workload.num_requests, workload.duration_s, rng_arrivals)
     r = arrival.size
     prompt = sample_lengths(workload.prompt_tokens, r, rng_lengths)

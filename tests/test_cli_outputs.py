@@ -150,7 +150,7 @@ def test_whatif_writes_only_its_mode_files(tmp_path, monkeypatch):
     import planner.whatif
 
     df = pd.DataFrame({"hardware": ["h200"], "tokens_per_s_per_device": [1.0]})
-    monkeypatch.setattr(planner.whatif, "capacity", lambda cfg: df)
+    monkeypatch.setattr(planner.whatif, "capacity", lambda cfg, **kw: df)
     (tmp_path / "whatif_sweep.csv").write_text("an earlier sweep")
     (tmp_path / "whatif_capacity.png").write_text("stale")
     r = runner.invoke(app, ["what-if", PLAN, "--capacity", "--out", str(tmp_path), "--json"])

@@ -147,6 +147,16 @@ def test_memory_fits_min_kv():
     assert "less than one longest request" in msg
 
 
+def test_trace_replays(tmp_path):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,2\n1,x,2\n")
+    text = DENSE.replace("arrival: {kind: poisson, rate_per_s: 1.0}", f"arrival: {{kind: trace, path: {trace}}}")
+    msg = _err(text)
+    assert msg.startswith("d.yaml:10:") and f"workload.arrival.path: {trace}:3: prompt_tokens: 'x' is not a number" in msg
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,2\n1,12,2\n")
+    load_deployment_text(text, "d.yaml")
+
+
 def test_pool_memory_splits_experts_over_ep():
     from hardware.catalog import get_device
     from workloads.models import get_model

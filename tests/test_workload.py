@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.workload import generate_workload, read_trace, sample_lengths
+from simulator.workload import generate_workload, sample_lengths
+from workloads.traces import read_trace_file
 from workloads.deployment import Workload
 
 
@@ -96,4 +97,4 @@ def test_trace_missing_column_is_a_value_error(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("arrival_s,prompt_tokens\n0,1\n")
     with pytest.raises(ValueError, match="output_tokens"):
-        read_trace(path)
+        read_trace_file(path)

@@ -27,6 +27,8 @@ from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
 from workloads.deployment_rules import check_deployment
 from workloads.layout import Layout
+from workloads.policy_names import BatchPolicyName, PreemptionPolicyName, RouterName
+from workloads.pool_roles import PoolRole
 from workloads.yamlloc import ConfigError, format_validation_error, parse_yaml_with_locations
 
 DTYPES = ("bf16", "fp8", "int8")
@@ -148,8 +150,15 @@ Serving = Annotated[Union[ColocatedServing, DisaggregatedServing], Field(discrim
 
 
 class Scheduler(_Frozen):
-    router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
-    preemption: Literal["recompute", "swap"] = "recompute"
+    """The serving engine's policies, by name (``workloads.policy_names``; implementations in
+    ``simulator.registry``)."""
+
+    router: RouterName = "least_outstanding"
+    batching: BatchPolicyName = Field(
+        "splitfuse", description="splitfuse: decode streams first, prefill chunks fill the token budget; "
+        "prefill_first: a prefill-only step whenever a prompt can run; decode_first: new prompts only when no "
+        "decode stream runs")
+    preemption: PreemptionPolicyName = "recompute"
 
 
 class FixedLength(_Frozen):
@@ -191,12 +200,30 @@ class GammaArrival(_Frozen):
 
 
 class TraceArrival(_Frozen):
-    """Arrivals and lengths replayed from a CSV / JSON-lines file. A relative ``path`` in a YAML
-    file is relative to that file's folder (``workloads.config_file.anchor_relative_paths``); one given with ``--set``
-    or in a YAML string, to the working directory."""
+    """Arrivals and lengths replayed from a request trace (``workloads.traces``: the formats, their
+    columns and units). A relative ``path`` in a YAML file is relative to that file's folder
+    (``workloads.config_file.anchor_relative_paths``); one given with ``--set`` or in a YAML
+    string, to the working directory. ``start_s`` and ``duration_s`` cut a window of the trace's
+    own clock; the window is replayed ``speedup`` times faster (``workload.duration_s`` then
+    bounds simulated seconds)."""
 
     kind: Literal["trace"]
     path: str
+    format: Literal["csv", "azure", "burstgpt", "mooncake"] = Field(
+        "csv", description="csv (arrival_s, prompt_tokens, output_tokens[, cached_tokens]; CSV or JSON lines), "
+                           "azure (AzurePublicDataset LLM inference traces), burstgpt, mooncake (JSON lines with hash_ids)")
+    speedup: float = Field(1.0, ge=L.MIN_TRACE_SPEEDUP, le=L.MAX_TRACE_SPEEDUP,
+                           description="replay time = trace time / speedup")
+    start_s: float = Field(0.0, ge=0, le=L.MAX_DURATION_S, description="first trace second replayed")
+    duration_s: float | None = Field(None, gt=0, le=L.MAX_DURATION_S, description="trace seconds replayed (None: to the end)")
+    block_tokens: int = Field(512, ge=1, le=L.MAX_SEQUENCE_TOKENS,
+                              description="prompt tokens per hash_ids block (mooncake traces; Mooncake's own are 512)")
+
+    @model_validator(mode="after")
+    def _block_tokens_for_mooncake(self) -> "TraceArrival":
+        if "block_tokens" in self.model_fields_set and self.format != "mooncake":
+            raise ValueError(f"block_tokens applies to mooncake traces (hash_ids), not format {self.format}")
+        return self
 
 
 Arrival = Annotated[Union[PoissonArrival, GammaArrival, TraceArrival], Field(discriminator="kind")]
@@ -266,9 +293,10 @@ class Deployment(_Frozen):
     profile: str | None = Field("default", description=PROFILE_FIELD_HELP)
 
     def pools(self) -> dict[str, Pool]:
+        """Pools by name (their key under ``serving:``; ``PoolRole.of_pool`` gives the role)."""
         if isinstance(self.serving, ColocatedServing):
-            return {"pool": self.serving.pool}
-        return {"prefill": self.serving.prefill, "decode": self.serving.decode}
+            return {PoolRole.COLOCATED.pool_name: self.serving.pool}
+        return {PoolRole.PREFILL.pool_name: self.serving.prefill, PoolRole.DECODE.pool_name: self.serving.decode}
 
     def pool_path(self, role: str) -> tuple[str, ...]:
         return ("serving", role)

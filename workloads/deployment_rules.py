@@ -22,6 +22,7 @@ from hardware.types import Cluster, DeviceSpec
 from workloads import accounting
 from workloads.layout import Layout, Problem
 from workloads.models import ModelConfig, get_model
+from workloads.traces import workload_trace
 from workloads.yamlloc import ConfigError, dotted, locate
 
 __all__ = ["PoolMemory", "pool_memory", "layout_memory", "die_replicas", "max_tokens_of", "dtype_problems",
@@ -225,6 +226,18 @@ def check_deployment(dep, filename: str = "<deployment>", locs: dict | None = No
         mem = pool_memory(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
         for field, problem in memory_problems(mem, cluster.device, longest):
             ctx.fail(dep.pool_path(role) + pool.layout_path(field), problem)
+    rule_trace_replays(dep, ctx)
+
+
+def rule_trace_replays(dep, ctx: _Ctx) -> None:
+    """A trace arrival's file reads and its slice holds requests (``workloads.traces``; the parse is
+    memoised, so ``simulate`` does not read the file twice)."""
+    if dep.workload.arrival.kind != "trace":
+        return
+    try:
+        workload_trace(dep.workload)
+    except ValueError as exc:
+        ctx.fail(("workload", "arrival", "path"), str(exc))
 
 
 def deployment_report(dep) -> dict:

@@ -9,7 +9,7 @@ documented in ``workloads/README.md`` ("Input limits"); a test keeps that table 
 from __future__ import annotations
 
 #: Largest config file read (bytes). Real deployment, plan and training files are a few KB;
-#: request traces are separate files (``workload.arrival.path``) and are not bounded by this.
+#: request traces are separate files (``workload.arrival.path``), bounded by MAX_TRACE_BYTES.
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 #: Most values (scalars, mappings and lists, keys included) one YAML document may hold,
@@ -53,6 +53,20 @@ MAX_SIMULATED_SEQUENCES = 2_000_000
 #: Longest simulated serving horizon: ``duration_s``, and num_requests / rate_per_s (one year, in
 #: seconds; float64 times then keep nanosecond resolution).
 MAX_DURATION_S = 31_536_000.0
+
+#: Largest request trace file (bytes) and most data rows it may hold (``workload.arrival.path``).
+#: The Azure 2024 one-week traces hold some tens of millions of rows; rows are parsed in chunks
+#: into about 40 bytes of arrays each, so 50 M rows take about 2 GB.
+MAX_TRACE_BYTES = 4 * 1024**3
+MAX_TRACE_ROWS = 50_000_000
+
+#: Most Mooncake ``hash_ids`` (prefix block hashes) one trace file may hold, all rows together
+#: (8 bytes each; Mooncake's FAST'25 conversation trace holds about 250,000).
+MAX_TRACE_BLOCK_HASHES = 100_000_000
+
+#: Range of a trace's time scaling ``workload.arrival.speedup`` (replayed time = trace time / speedup).
+MIN_TRACE_SPEEDUP = 0.001
+MAX_TRACE_SPEEDUP = 1_000_000.0
 
 #: Highest arrival rate (requests/s).
 MAX_RATE_PER_S = 1_000_000.0

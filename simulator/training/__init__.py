@@ -30,12 +30,13 @@ __all__ = ["simulate_training", "load_training_job", "parse_training_job", "Trai
 
 
 def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_memory: bool = True,
-                      trace: bool = False) -> TrainingResult:
+                      trace: bool = False, progress=None) -> TrainingResult:
     """Simulate ``steps`` optimizer steps of ``job`` (see module docstring).
 
     Steps are separated by the optimizer (global gradient-norm clipping is a barrier), so in
     this deterministic model every step repeats the first; ``steps`` scales nothing but is
-    kept in the result for the caller's accounting.
+    kept in the result for the caller's accounting. ``progress`` (``simulator.progress``): told
+    the pipeline actions simulated.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -44,7 +45,7 @@ def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_m
     times = plan.stage_times()
     m = job.micro_batches
     tails = {d: dp_tail_phases(plan, d, profile) for d in range(p.pp)}
-    run = simulate_pipeline(p.pp_schedule, p.pp, m, times, trace=trace, tail=lambda d: tails[d])
+    run = simulate_pipeline(p.pp_schedule, p.pp, m, times, trace=trace, tail=lambda d: tails[d], progress=progress)
     step = run.makespan_s
     rows = []
     for d in range(p.pp):

@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 
 import simpy
 
+from simulator.progress import ProgressFn, run_events
 from workloads.training import pipeline_stages  # one definition; re-exported for the schedules' users
 
 __all__ = [
@@ -394,7 +395,8 @@ class PipelineRun:
 
 def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTimes,
                       trace: bool = False,
-                      tail: Callable[[int], Sequence[tuple[str, float]]] | None = None) -> PipelineRun:
+                      tail: Callable[[int], Sequence[tuple[str, float]]] | None = None,
+                      progress: ProgressFn | None = None) -> PipelineRun:
     """Run one flush of ``schedule`` with ``micro_batches`` per step through the DES.
 
     Cross-rank dependencies: the F of micro-batch ``mb`` at stage s waits for its F at stage
@@ -402,6 +404,7 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
     a rank actions run in order (the schedule is the rank's program, as in DualPipe.step).
     ``tail(device)``: (phase, seconds) run after a device's last action (gradient sync,
     optimizer); ``makespan_s`` includes it, ``idle_s`` counts only the pipeline part.
+    ``progress`` (``simulator.progress``): told the actions done (task ``pipeline actions``).
     """
     plan = build_schedule(schedule, pp, micro_batches)
     ranks = len(plan)
@@ -451,6 +454,7 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
     peak_act = [0.0] * ranks
     timeline: list[tuple[int, str, float, float]] = []
     act_bytes = list(times.act_bytes) or [1.0] * stages
+    actions_done = [0]
 
     def run(r: int, action: Action):
         for p in action.parts:  # activations are allocated as the forward starts
@@ -468,6 +472,7 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
         for k, v in ph.items():
             phases[r][k] = phases[r].get(k, 0.0) + v
         end[r] = env.now
+        actions_done[0] += 1
         if trace:
             timeline.append((r, action.label, start, env.now))
         for p in action.parts:
@@ -497,7 +502,9 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
 
     for r in range(ranks):
         env.process(rank_proc(r))
-    env.run()
+    total = sum(len(actions) for actions in plan)
+    run_events(env, (lambda: progress("pipeline actions", actions_done[0], total, f"{env.now:,.3f} s of the step"))
+               if callable(progress) else None)
     pipe_end = max(end)
     timeline.sort(key=lambda t: (t[2], t[0]))
     return PipelineRun(
