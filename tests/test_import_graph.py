@@ -9,6 +9,7 @@ Layers (DESIGN.md): hardware < workloads < calibration < simulator < planner < c
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,8 @@ def _targets(node: ast.AST, module: str, is_pkg: bool, mods: dict) -> set[str]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
+@functools.lru_cache(maxsize=1)
+def import_graph() -> dict[str, frozenset[str]]:
     """module -> the modules of ours it imports (anywhere in its source)."""
     mods = _modules()
     graph = {}
@@ -75,11 +77,11 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(tree):
             edges |= _targets(node, m, f.name == "__init__.py", mods)
         edges.discard(m)
-        graph[m] = edges
+        graph[m] = frozenset(edges)
     return graph
 
 
-def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+def strongly_connected(graph: dict) -> list[frozenset[str]]:
     """Components of more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
