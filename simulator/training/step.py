@@ -309,7 +309,7 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
     dev = cluster.device
     sms = job.comm_sms
     kw = {} if sms is None else {"comm_sm_fraction": sms / dev.compute_units}
-    cm = CostModel(cluster, profile=profile, **kw)
+    cm = CostModel(cluster, profile=profile, dispatch_release=job.ep_kernel_release, **kw)
     par, group_ranks = ops_parallelism(job, model)
     batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
     stages = pipeline_stages(p.pp_schedule, p.pp)
