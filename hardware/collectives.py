@@ -6,23 +6,30 @@ source). Message-size convention is that of nccl-tests' "size": ``all_reduce`` t
 rank; ``all_gather`` the gathered output; ``reduce_scatter`` the input; ``all_to_all`` each
 rank's whole send buffer (its share to itself included); ``send_recv`` the bytes sent.
 
-Algorithms (alpha-beta models; p ranks, B bytes, bw the per-rank bandwidth, alpha the latency):
+Each algorithm is a list of phases (kernels): bytes at the per-rank bandwidth and pipeline
+steps per tier; ``hardware.protocols`` prices every phase with NCCL's protocols (LL, LL128,
+Simple: ``base + steps x hop(protocol, fabric) + bytes / (bw x payload)``) and the cheapest runs
+(``protocol=`` pins one). p ranks, B bytes, bw the per-rank bandwidth:
 
-* ring all-reduce ``2(p-1)/p * B/bw + 2(p-1) alpha``; ring all-gather/reduce-scatter
-  ``(p-1)/p * B/bw + (p-1) alpha``. A ring leaves each block of tier t-1 once; NCCL runs one
-  ring (channel) per NIC, so the r ranks of a block drive its exits in parallel and the ring gets
-  ``min(bw_0, r_{t-1} * bw_t, ...)`` per rank. Each step waits for the slowest hop (the
-  outermost tier's latency).
-* double binary tree all-reduce (NCCL): ``2 B/bw + 2 (ceil(log2 m) alpha_out + (g-1) alpha_in)``
-  with m scale-up domains of g ranks (chain inside the domain, trees across domains).
+* ring all-reduce ``2(p-1)/p * B/bw`` over ``2(p-1)`` steps; ring all-gather/reduce-scatter
+  ``(p-1)/p * B/bw`` over ``p-1`` steps; as NCCL counts them, ``2(m-1)`` (``m-1``) of the steps
+  cross the outer tier (m blocks), the rest the inner one. A ring leaves each block of tier t-1
+  once; NCCL runs one ring (channel) per NIC, so the r ranks of a block drive its exits in
+  parallel and the ring gets ``min(bw_0, r_{t-1} * bw_t, ...)`` per rank.
+* double binary tree all-reduce (NCCL): ``2 B/bw`` over ``2 (ceil(log2 m)`` outer +
+  ``(g-1)`` inner) steps, with m scale-up domains of g ranks.
+* NVLS (NVLink SHARP) all-reduce inside one tier whose switches reduce
+  (``Tier.switch_reduction_efficiency``): ``B (1 + 1/p) / (bw x efficiency)`` plus a fitted
+  pipeline latency, Simple only.
 * hierarchical (two-level): reduce-scatter inside the scale-up domain, all-reduce (or all-gather /
   reduce-scatter) of 1/g of the data across domains, each rank on its own NIC in parallel, then
-  all-gather inside the domain.
-* all-to-all: flat -- each rank sends (p-1)/p of its buffer; the bytes a tier carries per rank
-  follow from where the peers sit (placement), with the multi-plane rule that cross-plane traffic
-  is forwarded over the scale-up fabric first; the time is set by the most loaded tier.
-  Hierarchical -- an intra-domain exchange, then an inter-domain exchange of aggregated data.
-* send_recv: ``B / min(bw on the path) + latencies on the path``.
+  all-gather inside the domain; one kernel (base latency) per phase.
+* all-to-all: flat -- each rank sends (p-1)/p of its buffer in one exchange step; the bytes a tier
+  carries per rank follow from where the peers sit (placement), with the multi-plane rule that
+  cross-plane traffic is forwarded over the scale-up fabric first; the most loaded tier sets the
+  time, at ``nccl.all_to_all_bw_fraction`` of the link. Hierarchical -- an intra-domain
+  exchange, then an inter-domain exchange of aggregated data.
+* send_recv: ``B / min(bw on the path)``, one step per tier on the path.
 
 Bandwidths are per-rank achievable figures: ``Tier.effective_bytes_per_s`` when the catalog
 states an efficiency, otherwise nominal times ``link_achievable_fraction.<technology>`` from
