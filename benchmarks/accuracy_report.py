@@ -1,14 +1,16 @@
 """Prediction error against our own H200 ground truth, per family and split (fit / holdout).
 
     python benchmarks/accuracy_report.py [--measured tests/data/measured] [--profile h200]
-                                         [--kernels eager] [--markdown] [--points]
+                                         [--kernels eager] [--expected-routing] [--markdown] [--points]
 
 Reads the first run's tables in ``--measured`` (the points the cost model was tuned against:
 ``fit``) and the widened ground truth in ``--measured/wide`` when present (each row's own
 ``split``), predicts every row with ``clustersim.validation.predict_measured`` and prints the
 number of points, the median, p90 and worst absolute relative error per family and split, and
-over all families. ``--markdown`` prints the same table as Markdown (for the README's accuracy
-section, which is generated from this output, never typed by hand); ``--points`` every row.
+over all families. ``--markdown`` prints the same table as Markdown (the README's accuracy
+section is generated from ``summary_table`` by docs/gen_numbers.py, never typed by hand);
+``--points`` every row. MoE layer rows are costed at the routing draw they recorded unless
+``--expected-routing`` (the uniform-routing expectation an estimate uses).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.profile import load_profile  # noqa: E402
 from clustersim.validation import error_summary, predict_measured  # noqa: E402
+from workloads.kernel_sets import KERNEL_SETS  # noqa: E402
 
 
-def collect(measured: Path, profile, kernels: str = "eager") -> pd.DataFrame:
+def collect(measured: Path, profile, kernels: str = "eager", recorded_routing: bool = True) -> pd.DataFrame:
     """Predictions of the first run's tables and of ``wide/`` (if present), one row per point."""
-    parts = [predict_measured(measured, profile, kernels=kernels)]
+    parts = [predict_measured(measured, profile, kernels=kernels, recorded_routing=recorded_routing)]
     if (measured / "wide").is_dir():
-        parts.append(predict_measured(measured / "wide", profile, kernels=kernels))
+        parts.append(predict_measured(measured / "wide", profile, kernels=kernels, recorded_routing=recorded_routing))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -57,11 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--measured", type=Path, default=ROOT / "tests" / "data" / "measured")
     p.add_argument("--profile", default="h200", help="profile name or directory")
-    p.add_argument("--kernels", default="eager", choices=("eager", "fused"))
+    p.add_argument("--kernels", default="eager", choices=tuple(KERNEL_SETS))
+    p.add_argument("--expected-routing", action="store_true",
+                   help="cost MoE layers at the uniform-routing expectation, not the recorded draw")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--points", action="store_true", help="also print every point")
     a = p.parse_args(argv)
-    df = collect(a.measured, load_profile(a.profile), a.kernels)
+    df = collect(a.measured, load_profile(a.profile), a.kernels, recorded_routing=not a.expected_routing)
     if df.empty:
         print(f"{a.measured}: no ground-truth tables", file=sys.stderr)
         return 1

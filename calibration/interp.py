@@ -1,7 +1,8 @@
 """Interpolation primitives and fitted shape parameters behind ``calibration.profile`` lookups.
 
 * ``_Curve`` / ``_Surface``: log-log interpolation of measured times over one or two axes;
-* ``ragged_equivalent_m``: the tile-equivalent tokens per expert of a ragged grouped GEMM;
+* ``tile_spill_factor``: the extra row tiles of uniformly routed groups over balanced ones (a
+  ragged grouped GEMM is read at the mean tokens per group, times this factor);
 * ``fit_kv_tile``: the key tile of the decode attention kernel, fitted from its probe table;
 * ``KindEfficiency`` / ``EfficiencyFit``: achieved fractions of the roofline per op kind, the
   transfer of measured efficiency to other hardware.
@@ -25,21 +26,25 @@ _REL_TOL = 1e-9
 GROUPED_M_TILE = 128
 
 
-def ragged_equivalent_m(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:
-    """Balanced tokens per group with the same expected tile count as uniform random routing.
+def tile_spill_factor(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) -> float:
+    """Row tiles of uniformly routed groups over those of balanced groups at the same mean:
+    ``E[ceil(X / tile)] / ceil(mean / tile)`` with X ~ Poisson(mean), X >= 1 (active groups).
 
-    Under uniform routing an expert's tokens are ~Poisson(mean); a ragged grouped GEMM runs
-    ceil(m / tile) row tiles per expert, so its work follows E[ceil(X / tile)], not the mean.
-    """
+    ``torch._grouped_mm`` picks its tile configuration from the mean tokens per group (the
+    balanced table ``grouped_mm_bf16`` measures it at that mean), and a ragged group runs
+    ceil(X / tile) row tiles, each streaming its expert's weights once: groups that spill over
+    a tile boundary cost extra tiles that a balanced group of the mean size does not. The
+    cost model multiplies the balanced time at the mean by this factor (>= 1)."""
     mu = float(mean_tokens_per_group)
     if mu <= 0:
-        return 0.0
+        return 1.0
     from scipy.stats import poisson
 
     hi = int(mu + 10 * math.sqrt(mu) + tile)
-    x = np.arange(0, hi + 1)
-    tiles = float(np.sum(poisson.pmf(x, mu) * np.ceil(x / tile)))
-    return max(tile * tiles, min(mu, float(tile)))
+    x = np.arange(1, hi + 1)
+    p = poisson.pmf(x, mu)
+    tiles = float(np.sum(p * np.ceil(x / tile)) / max(np.sum(p), 1e-300))
+    return max(tiles / math.ceil(mu / tile), 1.0)
 
 
 # ----------------------------------------------------------------------------- helpers

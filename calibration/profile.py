@@ -12,7 +12,10 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   interpolated at the same M and scaled by the FLOPs ratio ``N*K / (N'*K')``; at fixed M
   this ratio is also the weight-bytes ratio, so it holds both in the memory-bound (small M)
   and compute-bound (large M) regimes, to first order.
-* **grouped_gemm** - as gemm in ``m_per_group``; between measured group counts log-log
+* **grouped_gemm** - a ragged grouped GEMM runs only its ``active_groups`` (the touched experts,
+  ``calibration.moe_lookup``): ``grouped_mm_sparse_bf16`` at up to 16 tokens per active group,
+  else ``grouped_mm_bf16`` at ``groups = active`` and the mean tokens per group, times the
+  routed tile spill; as gemm in tokens per group; between measured group counts log-log
   interpolation in groups, beyond them linear scaling in groups.
 * **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
   context) inside the measured points' hull, else linear batch scaling from the nearest
@@ -20,12 +23,18 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   measured config with the same head dims and the nearest GQA ratio as an equivalent batch:
   prefill ``B * Hq / Hq'``, decode ``B * Hkv / Hkv'`` (the kernels' work items are
   (sequence, head) pairs, so a small batch of many heads fills the GPU like a larger batch).
-  Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``.
+  Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``;
+  per implementation (``calibration.decode_lookup``): torch's SDPA costs at least the serial key
+  walk of ``attn_decode_long_bf16`` when the keys end inside a tile, split-KV reads the table at
+  its split plus the combine.
 * **moe_topk / moe_scatter** - curves in bytes, like elementwise.
 * **rmsnorm** (a plain norm whose op carries its row ``width``) - ``rmsnorm_bf16.csv`` in rows
   and width: at few rows the time follows the width, not the bytes.
-* **mla_decode** - the faster implementation measured at each point; heads interpolated in
-  log space between measured head counts, clamped outside them.
+* **mla_decode** - per implementation (``sdpa`` | ``bmm``) from ``mla_decode_impls_bf16`` (C + 1
+  keys) then ``mla_decode_bf16``, linear in keys beyond them; FlashMLA (published figures in
+  the cost model) or no implementation: the faster measured one; heads interpolated in log
+  space between measured head counts, clamped outside them.
+* **mla_glue** - MLA's split/concat/copy kernels from ``mla_glue_bf16`` (``calibration.glue_lookup``).
 * **elementwise** - log-log in bytes; above the largest size, linear at its bandwidth;
   below the smallest, the smallest time (a latency floor).
 * **collective** (``collective_<op>.csv``) and **MoE dispatch/combine** (``moe_dispatch.csv``) -
@@ -57,8 +66,18 @@ from calibration.interp import (  # noqa: F401  (re-exported: the profile's publ
     _Curve,
     _Surface,
     fit_kv_tile,
-    ragged_equivalent_m,
+    tile_spill_factor,
 )
+from calibration.decode_lookup import (
+    LONG_TABLE,
+    MlaDecodeTables,
+    SerialDecodeFit,
+    misaligned,
+    split_combine_bytes,
+    split_kv_splits,
+)
+from calibration.glue_lookup import GLUE_TABLE, GlueTable
+from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 
 
 class UnknownProfileError(LookupError):
@@ -118,11 +137,14 @@ class Profile:
                       for dt in ("bf16", "fp8")}
         self._grouped = self._grouped_table("grouped_gemm_bf16")
         self._ragged = self._grouped_table("grouped_mm_bf16")
+        self._sparse = SparseGroupedTable(self.tables.get(SPARSE_TABLE))
         self._prefill = self._surfaces("attn_prefill_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
                                        "batch", "seq")
         self._decode = self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
                                       "batch", "context")
-        self._mla = self._surfaces("mla_decode_bf16", ["heads_q", "head_dim_qk", "head_dim_v"], "batch", "context")
+        self._mla = MlaDecodeTables(self.tables)
+        self._glue = GlueTable(self.tables.get(GLUE_TABLE))
+        self._serial = SerialDecodeFit(self.tables.get(LONG_TABLE))
         ew = self.tables.get("elementwise_bf16")
         self._elementwise = {} if ew is None else {op: _Curve.of(d, "bytes") for op, d in ew.groupby("op")}
         self._ew_table = {op: "elementwise_bf16" for op in self._elementwise}
@@ -219,23 +241,44 @@ class Profile:
         return t * (n * k) / (ref[0] * ref[1]), self._src(table, f"scaled by FLOPs from n={ref[0]} k={ref[1]}")
 
     def grouped_gemm_seconds(self, groups: int, m_per_group: float, n: int, k: int,
-                             dtype: str = "bf16", tokens_total: float | None = None) -> tuple[float, str] | None:
+                             dtype: str = "bf16", tokens_total: float | None = None,
+                             active_groups: float | None = None) -> tuple[float, str] | None:
         """Time of a grouped GEMM over ``groups`` experts of ``[m, k] x [k, n]``.
 
-        With a ragged kernel measured (``grouped_mm_bf16``) and ``tokens_total`` given, the time is
-        looked up at the mean tokens per group (a ragged kernel's tiles follow the total work);
-        otherwise the padded ``bmm`` table is read at the busiest group's ``m_per_group``.
+        A ragged kernel (``tokens_total`` given) runs only its ``active_groups`` non-empty groups
+        (default: all; ``calibration.moe_lookup``): at up to 16 tokens per active group the
+        ``grouped_mm_sparse_bf16`` table answers (time over active groups and tokens each), above
+        it ``grouped_mm_bf16`` at ``groups = active`` and the tile-equivalent tokens per group
+        (a ragged kernel's tiles follow the total work). Without ``tokens_total`` the padded
+        ``bmm`` table is read at the busiest group's ``m_per_group`` over all groups.
         """
         if dtype != "bf16":
             return None
-        if self._ragged and tokens_total is not None:
-            m_eff = ragged_equivalent_m(tokens_total / max(groups, 1))
-            r = self._grouped_lookup(self._ragged, "grouped_mm_bf16", groups, m_eff, n, k)
+        if tokens_total is not None and tokens_total > 0:
+            active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
+            r = self._ragged_seconds(active, float(tokens_total), n, k)
             if r is not None:
-                return r[0], r[1] + f" at {m_eff:.0f} tile-equivalent tokens per group"
+                return r
         if not self._grouped:
             return None
         return self._grouped_lookup(self._grouped, "grouped_gemm_bf16", groups, m_per_group, n, k)
+
+    def _ragged_seconds(self, active: float, tokens_total: float, n: int, k: int) -> tuple[float, str] | None:
+        """A ragged grouped GEMM over ``active`` non-empty groups sharing ``tokens_total`` rows."""
+        per_active = tokens_total / max(active, 1e-12)
+        if self._sparse and per_active <= self._sparse.max_tokens_per_active(n, k) * (1 + 1e-9):
+            r = self._sparse.seconds(n, k, active, per_active)
+            if r is not None:
+                return r[0], self._src(SPARSE_TABLE, r[1])
+        if not self._ragged:
+            return None
+        g = max(active, 1.0)
+        r = self._grouped_lookup(self._ragged, "grouped_mm_bf16", g, per_active, n, k)
+        if r is None:
+            return None
+        spill = tile_spill_factor(per_active)
+        t = r[0] * spill * min(active, 1.0)  # below one active group: expected time over steps
+        return t, r[1] + f" at {g:.3g} active groups x {per_active:.3g} tokens, x{spill:.3f} routed tile spill"
 
     def _grouped_lookup(self, tables: dict, table: str, groups: int, m_per_group: float, n: int,
                         k: int) -> tuple[float, str] | None:
@@ -292,10 +335,29 @@ class Profile:
         return r[0], self._src("attn_prefill_bf16", how)
 
     def attn_decode_seconds(self, batch: int, context: int, heads_q: int, heads_kv: int,
-                            head_dim_qk: int = 128, head_dim_v: int | None = None) -> tuple[float, str] | None:
-        """One decode token per sequence against ``context`` cached tokens (one layer)."""
+                            head_dim_qk: int = 128, head_dim_v: int | None = None,
+                            impl: str = "sdpa") -> tuple[float, str] | None:
+        """One decode token per sequence against ``context`` keys (one layer), as implementation
+        ``impl`` runs it (``calibration.decode_lookup``): "sdpa" - torch's SDPA, one block per
+        (sequence, KV head), at least the serial walk of ``attn_decode_long_bf16`` when the keys
+        end inside a key tile; "split_kv" - a flash-decoding kernel, the table read at its split."""
         dv = head_dim_qk if head_dim_v is None else head_dim_v
-        cfg = self._pick_attn(self._decode, heads_q, heads_kv, head_dim_qk, dv)
+        if impl == "split_kv":
+            return self._split_kv_decode(batch, context, heads_q, heads_kv, head_dim_qk, dv)
+        r = self._decode_table(batch, context, heads_q, heads_kv, head_dim_qk, dv)
+        if r is None or not self._serial or not misaligned(context, self.decode_kv_tile):
+            return r
+        walk = self._serial.seconds(context, head_dim_qk)
+        if walk is None or walk[0] <= r[0]:
+            return r
+        return walk[0], self._src(LONG_TABLE, f"{walk[1]}: {context} keys end inside a {self.decode_kv_tile}-key "
+                                              f"tile, one block per (sequence, KV head) (the round-length table: "
+                                              f"{r[0] * 1e6:.1f} us)")
+
+    def _decode_table(self, batch: float, context: int, heads_q: int, heads_kv: int, dqk: int,
+                      dv: int) -> tuple[float, str] | None:
+        """``attn_decode_bf16`` at ``context`` keys rounded up to the fitted key tile."""
+        cfg = self._pick_attn(self._decode, heads_q, heads_kv, dqk, dv)
         if cfg is None:
             return None
         tile = self.decode_kv_tile
@@ -310,6 +372,20 @@ class Profile:
             how += f", keys {context} rounded up to the {tile}-key tile"
         return r[0], self._src("attn_decode_bf16", how)
 
+    def _split_kv_decode(self, batch: int, context: int, heads_q: int, heads_kv: int, dqk: int,
+                         dv: int) -> tuple[float, str] | None:
+        """Flash-decoding: the keys split ``s`` ways when the (sequence, KV head) blocks leave SMs
+        idle; the measured kernel at ``batch * s`` sequences of ``context / s`` keys plus the combine."""
+        sms = int(self.metadata.get("sm_count") or 132)
+        splits = split_kv_splits(batch * heads_kv, context, sms)
+        keys = math.ceil(context / splits)
+        r = self._decode_table(batch * splits, keys, heads_q, heads_kv, dqk, dv)
+        if r is None or splits == 1:
+            return r
+        comb = self.elementwise_seconds(split_combine_bytes(batch, heads_q, dv, splits), "copy")
+        t_comb = comb[0] if comb else 0.0
+        return r[0] + t_comb, r[1] + f"; split-KV x{splits} ({keys} keys each) + combine {t_comb * 1e6:.1f} us"
+
     @staticmethod
     def _pick_attn(surfaces, hq, hkv, dqk, dv):
         if (hq, hkv, dqk, dv) in surfaces:
@@ -321,26 +397,22 @@ class Profile:
         return min(same, key=lambda c: (abs(math.log((c[0] / c[1]) / ratio)), abs(math.log(c[0] / hq))))
 
     def mla_decode_seconds(self, batch: int, context: int, heads_q: int = 128, head_dim_qk: int = 576,
-                           head_dim_v: int = 512) -> tuple[float, str] | None:
-        """MLA absorbed decode (latent cache ``[B, C, 576]``, output 512) for one layer."""
-        cands = sorted(h for (h, dq, dv) in self._mla if dq == head_dim_qk and dv == head_dim_v)
-        if not cands:
+                           head_dim_v: int = 512, impl: str | None = None) -> tuple[float, str] | None:
+        """MLA absorbed decode (latent cache ``[B, C, 576]``, output 512) for one layer, as ``impl``
+        ("sdpa" | "bmm", ``calibration.decode_lookup.MlaDecodeTables``) runs it; None or an
+        implementation not measured here (FlashMLA, timed from published figures by the cost
+        model) takes the faster measured one as its stand-in."""
+        measured = self._mla.impls()
+        impls = [impl] if impl in measured else measured
+        best = None
+        for i in impls:
+            r = self._mla.seconds(batch, context, heads_q, head_dim_qk, head_dim_v, i)
+            if r is not None and (best is None or r[0] < best[0]):
+                best = r
+        if best is None:
             return None
-        hs = [max(min(heads_q, cands[-1]), cands[0])]
-        how = "" if hs[0] == heads_q else f", heads clamped to {hs[0]}"
-        if hs[0] not in cands:
-            hs = [max(h for h in cands if h < hs[0]), min(h for h in cands if h > hs[0])]
-        vals = []
-        for h in hs:
-            r = self._mla[(h, head_dim_qk, head_dim_v)](batch, context)
-            if r is None:
-                return None
-            vals.append(r)
-        if len(vals) == 1:
-            return vals[0][0], self._src("mla_decode_bf16", vals[0][1] + how)
-        w = (math.log(heads_q) - math.log(hs[0])) / (math.log(hs[1]) - math.log(hs[0]))
-        t = math.exp((1 - w) * math.log(vals[0][0]) + w * math.log(vals[1][0]))
-        return t, self._src("mla_decode_bf16", f"{vals[0][1]}, interpolated in heads {hs[0]}..{hs[1]}")
+        how = best[1] if impl in measured else f"{best[1]} (fastest measured, standing in for {impl or 'any'})"
+        return best[0], self._src(best[2], how)
 
     # -- memory-bound and collectives
 
@@ -514,11 +586,40 @@ class Profile:
         if kind in ("elementwise", "embedding"):
             if op.meta.get("op") == "rmsnorm" and op.meta.get("width") and self._norm:
                 return self._floors["rmsnorm_bf16"]
-            curve = self._elementwise.get(str(op.meta.get("op", "copy")))
+            if self._glue_answers(op):
+                return self._glue.floor(str(op.meta["glue"]))
+            curve = self._elementwise.get(self._memory_op(op))
             return float(curve.ys.min()) if curve is not None else 0.0
+        if kind == "grouped_gemm" and self._sparse_answers(op):
+            return self._floors[SPARSE_TABLE]
         stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16", "attn_prefill": "attn_prefill_bf16",
-                "attn_decode": "attn_decode_bf16", "mla_decode": "mla_decode_bf16"}.get(kind)
+                "attn_decode": "attn_decode_bf16", "mla_decode": self._mla_table(op)}.get(kind)
         return self._floors.get(stem, 0.0) if stem else 0.0
+
+    def _glue_answers(self, op) -> bool:
+        """Whether ``mla_glue_bf16`` times this MLA glue op (else it is timed as a copy)."""
+        return op.meta.get("op") == "mla_glue" and self._glue.has(str(op.meta.get("glue")))
+
+    @staticmethod
+    def _memory_op(op) -> str:
+        """The elementwise curve of a memory-bound op (MLA glue without its table: a copy)."""
+        name = str(op.meta.get("op", "copy"))
+        return "copy" if name == "mla_glue" else name
+
+    def _mla_table(self, op) -> str | None:
+        """The MLA decode table answering ``op``'s implementation (the first holding it)."""
+        tables = self._mla.tables()
+        impl = op.meta.get("impl")
+        holding = [t for t in tables if any(k[0] == t and k[1] == impl for k in self._mla.surfaces)]
+        return (holding or tables or [None])[0]
+
+    def _sparse_answers(self, op) -> bool:
+        """Whether ``grouped_mm_sparse_bf16`` times this grouped GEMM (few tokens per active group)."""
+        s = op.shape
+        active, tokens = s.get("active_groups", s.get("groups", 0)), s.get("tokens_total") or 0
+        if not self._sparse or not tokens or not active:
+            return False
+        return tokens / active <= self._sparse.max_tokens_per_active(int(s["n"]), int(s["k"])) * (1 + 1e-9)
 
     def op_seconds(self, op) -> tuple[float, str] | None:
         """Time of one ``workloads.op.Op`` (one repetition) from this profile, or None."""
@@ -528,21 +629,27 @@ class Profile:
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         if kind == "grouped_gemm":
             return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype,
-                                             tokens_total=s.get("tokens_total"))
+                                             tokens_total=s.get("tokens_total"),
+                                             active_groups=s.get("active_groups"))
         if kind == "attn_prefill":
             return self.attn_prefill_seconds(s["batch"], s["seq"], s["heads_q"], s["heads_kv"],
                                              s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True))
         if kind == "attn_decode":
             return self.attn_decode_seconds(s["batch"], s["context"], s["heads_q"], s["heads_kv"],
-                                            s.get("head_dim_qk", 128), s.get("head_dim_v"))
+                                            s.get("head_dim_qk", 128), s.get("head_dim_v"),
+                                            impl=str(op.meta.get("impl", "sdpa")))
         if kind == "mla_decode":
             return self.mla_decode_seconds(s["batch"], s["context"], s.get("heads_q", 128),
-                                           s.get("head_dim_qk", 576), s.get("head_dim_v", 512))
+                                           s.get("head_dim_qk", 576), s.get("head_dim_v", 512),
+                                           impl=op.meta.get("impl"))
         if kind in ("elementwise", "embedding"):
             width = op.meta.get("width")
             if op.meta.get("op") == "rmsnorm" and width and self._norm:
                 return self.rmsnorm_seconds(s["elements"] / width, int(width))
-            return self.elementwise_seconds(op.bytes_read + op.bytes_written, str(op.meta.get("op", "copy")))
+            if self._glue_answers(op):
+                r = self._glue.seconds(str(op.meta["glue"]), float(op.meta["tokens"]), int(op.meta["heads"]))
+                return None if r is None else (r[0], self._src(GLUE_TABLE, r[1]))
+            return self.elementwise_seconds(op.bytes_read + op.bytes_written, self._memory_op(op))
         return None  # collectives: ``collective_seconds`` / ``dispatch_seconds`` with the group's fabric
 
     def table_for(self, op) -> str | None:
@@ -554,9 +661,16 @@ class Profile:
             name = str(op.meta.get("op", "copy"))
             if name == "rmsnorm" and op.meta.get("width") and self._norm:
                 return "rmsnorm_bf16"
-            return self._ew_table.get(name)
+            if self._glue_answers(op):
+                return GLUE_TABLE
+            return self._ew_table.get(self._memory_op(op))
         if kind == "grouped_gemm":
+            if self._sparse_answers(op):
+                return SPARSE_TABLE
             return next((t for t in ("grouped_mm_bf16", "grouped_gemm_bf16") if t in self.tables), None)
+        if kind == "attn_decode" and op.meta.get("impl", "sdpa") == "sdpa" and self._serial and misaligned(
+                int(op.shape["context"]), self.decode_kv_tile):
+            return LONG_TABLE if "attn_decode_bf16" in self.tables else None
         stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
-                "mla_decode": "mla_decode_bf16"}.get(kind)
+                "mla_decode": self._mla_table(op)}.get(kind)
         return stem if stem in self.tables else None

@@ -34,6 +34,9 @@ def _profile_opt() -> Any:
 
 
 #: the catalog's one name rule (hardware.catalog.lookup_hardware / cluster_for; hardware/README.md)
+KERNELS_HELP = ("kernel set (workloads.kernel_sets): eager = plain torch ops (SDPA decode without a key split, "
+                "SDPA MLA decode, torch._grouped_mm, unfused glue); fused = a serving engine's kernels (split-KV "
+                "decode, FlashMLA, fused MoE, DeepGEMM, fused glue).")
 HARDWARE_HELP = ("A cluster (h200-node, h800-mpft, or an alias: mpft, nvl72, cm384) is that cluster; a device "
                  "(h200, h800, b200, h20, 910c) is the smallest catalog cluster of that device holding the group.")
 
@@ -63,6 +66,20 @@ def _out_dir(out: Optional[Path]) -> Any:
     return _guard(lambda: OutputDir.prepare(out))
 
 
+REPORT_HELP = "Also write report.html into --out: one self-contained page of charts (needs the report extra)."
+
+
+def _report_ready(report: bool, out: Optional[Path]) -> None:
+    """``--report`` needs ``--out`` and plotly: say so in one line before any work."""
+    if not report:
+        return
+    if out is None:
+        _fail("--report needs --out DIR: the report is written there as report.html")
+    from clustersim.report import require_plotly
+
+    _guard(require_plotly)
+
+
 @contextmanager
 def _interruptible(what: str, out_dir: Any = None, written: str = "nothing written") -> Iterator[None]:
     """Ctrl-C: one line on stderr saying what stopped and what was written, then exit 130."""
@@ -72,6 +89,12 @@ def _interruptible(what: str, out_dir: Any = None, written: str = "nothing writt
         written = out_dir.report() if out_dir is not None else written
         typer.echo(f"interrupted: {what}; {written}", err=True)
         raise typer.Exit(code=130) from None
+
+
+def _build_report(build: Callable[[Any], str]) -> str:
+    from clustersim import report as report_mod
+
+    return _guard(lambda: build(report_mod))
 
 
 def _print_json(data: Any) -> None:
@@ -253,19 +276,24 @@ def simulate_cmd(
                                "(serving iterations and requests, or the training pipeline); needs --out."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
     from clustersim import outputs, run
 
     if trace and out is None:
         _fail("--trace needs --out DIR: the trace is written there as trace.json")
+    _report_ready(report, out)
     out_dir = _out_dir(out)
     overrides = [*(set_ or ()), *run.profile_override(profile)]
     with _interruptible(f"simulate {config}", out_dir):
-        kind, cfg, result, prof = _guard(lambda: run.simulate_file(config, overrides, trace=trace))
+        doc = _guard(lambda: run.load_config(config))  # a training report draws the pipeline: traced
+        traced = trace or (report and doc.kind == "training")
+        kind, cfg, result, prof = _guard(lambda: run.simulate_file(doc, overrides, trace=traced))
         summary = run.run_summary(kind, cfg, result, prof)
+        page = _build_report(lambda r: r.simulate_report(kind, cfg, result, summary)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace))
+            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace, report=page))
     if as_json:
         _print_json(summary)
         return
@@ -283,19 +311,26 @@ def plan_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Search serving layouts under SLOs (rank analytically, verify the best in the simulator),
-    or, given a training-job YAML, training layouts under the memory limit by tokens/day."""
+    or, given a training-job YAML, training layouts under the memory limit by tokens/day.
+
+    Exit codes: 0 a layout verified in the simulator was found; 2 a bad input; 3 no layout
+    fits the budget and SLOs (the closest one and the rule it breaks are printed); 4 layouts
+    fit but none passed verification (each check's reason is printed)."""
     from clustersim import outputs, run
 
     set_ = [*(set_ or ()), *run.profile_override(profile)]
+    _report_ready(report, out)
     out_dir = _out_dir(out)
     doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
     if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
             table = _guard(lambda: run.plan_training(doc, set_))
+            page = _build_report(lambda r: r.training_plan_report(table, str(plan_yaml))) if report else None
             if out_dir is not None:
-                _guard(lambda: outputs.write_training_plan(out_dir, table))
+                _guard(lambda: outputs.write_training_plan(out_dir, table, report=page))
         if as_json:
             _print_json({"kind": "training", "profile": table.attrs.get("profile"),
                          "ranked": json.loads(table.head(20).to_json(orient="records"))})
@@ -309,27 +344,79 @@ def plan_cmd(
         return
     with _interruptible(f"plan {plan_yaml}", out_dir):
         result = _guard(lambda: run.plan_file(doc, set_, ray_address, workers, progress=not as_json))
+        page = _build_report(lambda r: r.plan_report(result)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_plan(out_dir, result))
+            _guard(lambda: outputs.write_plan(out_dir, result, report=page))
     if as_json:
         _print_json(result.to_dict(rows=20))
-        return
+        raise typer.Exit(code=result.exit_code)
+    _plan_report(result)
+    if result.best is not None and out is None:
+        typer.echo(result.best_yaml())
+    raise typer.Exit(code=result.exit_code)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+    return "-" if value == "not run" else _fmt(value)
+
+
+#: short headers of ``planner.result.SUMMARY_COLUMNS`` in the terminal table
+_PLAN_HEADERS = {"rank": "#", "devices": "dev", "ttft_ms": "TTFT\nms", "tpot_ms": "TPOT\nms",
+                 "tokens_per_s_per_device": "tok/s\n/dev", "tokens_per_s_per_user": "tok/s\n/user",
+                 "capacity_rps": "req/s", "verified": "veri-\nfied", "sim_capacity_rps": "sim\nreq/s",
+                 "sim_tokens_per_s_per_device": "sim tok/s\n/dev"}
+
+
+def _plan_report(result: Any) -> None:
+    """The plan's top layouts (``planner.result.SUMMARY_COLUMNS``: figures in a table, the
+    layouts listed under it), the simulator's verification (analytic vs simulated capacity,
+    with the gap), notes, and why nothing is recommended when nothing is."""
     from rich.console import Console
     from rich.table import Table
 
-    top = result.top(10)
-    table = Table(title=f"plan {result.plan.name}: top layouts")
-    cols = [c for c in ("rank", "mode", "devices", "prefill", "decode", "tokens_per_s_per_device",
-                        "tokens_per_s_per_user", "ttft_s", "tpot_s") if c in top.columns]
+    console = Console()
+    top = result.summary(10 if result.table["feasible"].any() else 5)
+    if "reason" in top.columns:  # nothing feasible: the closest layouts and what each breaks
+        typer.echo(f"plan {result.plan.name}: no feasible layout; the closest:")
+        for _, row in top.iterrows():
+            typer.echo(f"  #{row['rank']}: {row['layout']} ({row['devices']} devices): {row['reason']}")
+        top = top.iloc[0:0]
+    cols = [c for c in top.columns if c != "layout"]
+    table = Table(title=f"plan {result.plan.name}: top layouts (analytic figures at capacity; sim: simulator)")
     for c in cols:
-        table.add_column(c)
+        table.add_column(_PLAN_HEADERS.get(c, c), justify="left" if c == "verified" else "right")
     for _, row in top.iterrows():
-        table.add_row(*[_fmt(row[c]) for c in cols])
-    Console().print(table)
+        table.add_row(*[_cell(row[c]) for c in cols])
+    if len(top):
+        console.print(table)
+    for _, row in top.iterrows():
+        typer.echo(f"  #{row['rank']}: {row['layout']}")
+    ver = result.verification
+    if len(ver):
+        vt = Table(title="verification in the simulator (capacity = requests/s within the SLOs)")
+        vcols = [("rank", "#"), ("status", "status"), ("claimed_rps", "req/s"), ("sim_capacity_rps", "sim\nreq/s"),
+                 ("capacity_gap", "gap"), ("analytic_ttft_ms", "TTFT\nms"), ("sim_ttft_p_ms", "sim\nTTFT"),
+                 ("analytic_tpot_ms", "TPOT\nms"), ("sim_tpot_p_ms", "sim\nTPOT")]
+        vcols = [(c, h) for c, h in vcols if c in ver.columns]
+        for _, h in vcols:
+            vt.add_column(h, justify="left" if h == "status" else "right")
+        for _, row in ver.iterrows():
+            vt.add_row(*[(f"{row[c]:+.1%}" if c == "capacity_gap" and row[c] == row[c] else _cell(row[c]))
+                         for c, _ in vcols])
+        console.print(vt)
+        typer.echo("  gap = analytic / simulated capacity - 1; TTFT and TPOT at the claimed rate (p"
+                   f"{result.plan.slo.percentile:g})")
+        for _, row in ver.iterrows():
+            if row.get("reason"):
+                typer.echo(f"  #{row['rank']} {row['status']}: {row['reason']}")
     for note in result.notes:
         typer.echo(f"note: {note}")
-    if result.best is not None and out is None:
-        typer.echo(result.best_yaml())
+    if result.explanation:
+        typer.echo(f"error: {result.explanation}", err=True)
 
 
 @app.command("what-if")
@@ -345,12 +432,14 @@ def whatif_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the table as CSV (and a PNG plot)."),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
     import planner
     from clustersim import outputs, run
     from planner import whatif
 
+    _report_ready(report, out)
     out_dir = _out_dir(out)
 
     cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
@@ -371,8 +460,9 @@ def whatif_cmd(
         kind, df = _guard(go)
         line = _guard(lambda: run.plan_profile_line(cfg))
         df.attrs.setdefault("profile", line.removeprefix("profile: "))
+        page = _build_report(lambda r: r.whatif_report(kind, df, cfg)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_whatif(out_dir, kind, df))
+            _guard(lambda: outputs.write_whatif(out_dir, kind, df, report=page))
     if as_json:
         _print_json({"kind": kind, "attrs": {k: v for k, v in df.attrs.items()},
                      "rows": json.loads(df.to_json(orient="records"))})
@@ -392,6 +482,38 @@ def whatif_cmd(
             typer.echo(f"{row.iloc[0]}: {row['layout']}")
     for k, v in df.attrs.items():
         typer.echo(f"{k}: {v}")
+
+
+@app.command("check")
+def check_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print every check as JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write check.csv and check.json here."),
+    report: bool = typer.Option(False, "--report", help=REPORT_HELP),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run this family only (repeatable): accounting, "
+                                             "topology, catalog, comm.deepep, ..., measured."),
+    points: bool = typer.Option(False, "--points", help="Print every ground-truth point, not only the summary."),
+) -> None:
+    """How far to trust the model: every published reference (clustersim/data/reference) and every
+    point of our GPU ground truth, predicted now: source, setting, published vs predicted, error,
+    tolerance, fit or holdout, and status ok / known gap (with the mechanism the model lacks) / fail.
+    Exits 1 when a check fails (known gaps do not fail)."""
+    from clustersim import checks, outputs
+
+    _report_ready(report, out)
+    out_dir = _out_dir(out)
+    with _interruptible("check", out_dir):
+        result = _guard(lambda: checks.run_checks(only or None))
+        page = _build_report(lambda r: r.check_report(result)) if report else None
+        if out_dir is not None:
+            _guard(lambda: outputs.write_check(out_dir, result, report=page))
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        typer.echo(checks.format_text(result, all_points=points))
+        if out is not None:
+            typer.echo(f"wrote {out}/")
+    if not result.passed:
+        raise typer.Exit(code=1)
 
 
 # ---------------------------------------------------------------- estimates
@@ -426,7 +548,7 @@ def estimate_step_cmd(
     context: Optional[int] = typer.Option(None, "--context", min=0, help="Decode: tokens already cached."),
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
-    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -482,7 +604,7 @@ def estimate_moe_layer_cmd(
     tokens_per_rank: int = typer.Option(..., "--tokens-per-rank", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernel: str = typer.Option("normal", "--kernel"),
-    kernels: str = typer.Option("eager", "--kernels", help="eager (plain torch ops) or fused (serving-engine kernels)."),
+    kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -528,6 +650,7 @@ def estimate_serving_cmd(
     mtp_acceptance: Optional[float] = typer.Option(None, "--mtp-acceptance", min=0.0, max=1.0),
     dtype: str = typer.Option("bf16", "--dtype"),
     redundant_experts: int = typer.Option(0, "--redundant-experts", min=0),
+    kernels: str = typer.Option("fused", "--kernels", help=KERNELS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -537,7 +660,7 @@ def estimate_serving_cmd(
     data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
                                                     micro_batches, mtp_acceptance, dtype,
                                                     redundant_experts=redundant_experts,
-                                                    profile=profile or "default"))
+                                                    profile=profile or "default", kernels=kernels))
     _estimate_out(data, as_json, "serving estimate")
 
 

@@ -6,6 +6,11 @@ holding the group), builds the operator list in ``workloads`` and times it
 with ``simulator.costmodel`` (compute) and ``hardware.collectives`` / ``hardware.dispatch``
 (communication). Every answer is a plain dict with ``seconds`` and a breakdown that names the
 source of each number.
+
+``estimate_step`` and ``estimate_serving`` first run ``check_instance``: the deployment rules
+``clustersim simulate`` applies (``workloads.deployment_rules``: dtype support, parallelism,
+weights and one request in memory) on the instance they cost, plus the KV of the asked batch;
+a violation is a ``ValueError`` naming the flag.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
+from workloads.kernel_sets import kernel_set
 from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 
@@ -30,10 +36,61 @@ def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
     return prof, profile_info(prof, cluster.device.name)
 
 
+#: deployment fields of ``check_instance``'s one-pool deployment -> the estimate flags that set them
+_FLAGS = {"weight_dtype": "--dtype", "activation_dtype": "--dtype", "kv_dtype": "--kv-dtype",
+          "serving.pool.attention.tp": "--tp", "serving.pool.attention.sp": "--tp",
+          "serving.pool.moe.ep": "--ep", "serving.pool.moe.tp": "--ep",
+          "serving.pool.devices_per_instance": "--tp/--ep (devices)", "serving.pool.micro_batches": "--micro-batches",
+          "serving.pool.mtp_depth": "--mtp-acceptance", "serving.pool.mtp_acceptance": "--mtp-acceptance",
+          "serving": "--tp/--ep (devices)"}
+
+
+def check_instance(m, cluster: Cluster, *, devices: int, tp: int, ep: int, dtype: str, kv_dtype: str = "bf16",
+                   micro_batches: int = 1, mtp_depth: int = 0, mtp_acceptance: float = 0.0,
+                   redundant_experts: int = 0, seqs_per_device: int = 1, tokens_per_seq: int = 1,
+                   batch_flag: str = "--batch") -> None:
+    """Refuse an estimate ``clustersim simulate`` would refuse: the deployment rules
+    (``workloads.deployment_rules.check_deployment``) on a one-instance deployment of this
+    layout, whose one request is ``tokens_per_seq`` tokens long; then the KV of
+    ``seqs_per_device`` such sequences on each device (``pool_memory``, as the engine sizes
+    its KV) must fit beside the weights. Raises ``ValueError``: ``--flag value: problem``."""
+    from workloads.deployment import ColocatedServing, Deployment, FixedLength, PoissonArrival, Pool, Workload
+    from workloads.deployment_rules import check_deployment, pool_memory
+    from workloads.yamlloc import ConfigError
+
+    pool = Pool(devices_per_instance=devices, attention={"tp": tp, "dp": max(1, devices // tp)},
+                moe={"ep": ep, "redundant_experts": redundant_experts}, micro_batches=micro_batches,
+                mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance)
+    dep = Deployment(name="estimate", cluster=cluster.name, model=m.name, weight_dtype=dtype, kv_dtype=kv_dtype,
+                     serving=ColocatedServing(mode="colocated", pool=pool),
+                     workload=Workload(arrival=PoissonArrival(kind="poisson", rate_per_s=1.0),
+                                       prompt_tokens=FixedLength(kind="fixed", tokens=max(1, tokens_per_seq)),
+                                       output_tokens=FixedLength(kind="fixed", tokens=1), num_requests=1))
+    try:
+        check_deployment(dep, "estimate")
+    except ConfigError as exc:
+        field, _, problem = str(exc).removeprefix("estimate: ").partition(": ")
+        flag = _FLAGS.get(field, field)
+        raise ValueError(f"{flag}: {problem}" if problem else str(exc)) from None
+    mem = pool_memory(m, pool, cluster.device, dtype, kv_dtype)
+    need = seqs_per_device * tokens_per_seq
+    if need > mem.kv_capacity_tokens:
+        most = int(mem.kv_capacity_tokens // max(tokens_per_seq, 1))
+        raise ValueError(f"{batch_flag} {seqs_per_device}: {seqs_per_device} sequences x {tokens_per_seq} tokens need KV for {need:,} tokens "
+                         f"per device, but after {mem.weight_bytes / 2**30:.1f} GiB of weights {cluster.device.name} "
+                         f"holds {int(mem.kv_capacity_tokens):,} (valid: at most {most} sequences of that length)")
+
+
 def _step_dict(cost: StepCost, **extra: Any) -> dict:
     return {**extra, "seconds": cost.seconds, "compute_s": cost.compute_s, "comm_s": cost.comm_s,
             "exposed_comm_s": cost.exposed_comm_s, "micro_batches": cost.micro_batches,
             "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
+
+
+def _kernel_set(name: str) -> dict:
+    """What an estimate assumed about kernels: the set's name and, per operator family, the
+    implementation (decode attention, MLA decode, experts, FP8 GEMMs, glue) and what times it."""
+    return kernel_set(name).describe()
 
 
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
@@ -45,6 +102,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     m = get_model(model)
+    kernel_set(kernels)  # an unknown set is a user error naming the valid ones
     cluster = catalog.cluster_for(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
         raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
@@ -58,12 +116,15 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
         shape = BatchShape.decode(batch, context)
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
+    check_instance(m, cluster, devices=tp, tp=tp, ep=tp if m.is_moe else 1, dtype=dtype, seqs_per_device=batch,
+                   tokens_per_seq=(seq or 0) + (context or 0))
     prof, info = _profile(profile, cluster)
     par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
     cm = CostModel(cluster=cluster, profile=prof)
     cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels, profile=info)
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
+                      kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
@@ -132,7 +193,7 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
     ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
-                      kernels=kernels, profile=info)
+                      kernels=kernels, kernel_set=_kernel_set(kernels), profile=info)
 
 
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
@@ -166,23 +227,33 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
 def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_device: int, tp: int = 1,
                      seq: int | None = None, context: int | None = None, micro_batches: int = 1,
                      mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
-                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default") -> dict:
+                     imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default",
+                     kernels: str = "fused") -> dict:
     """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
 
     Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
     tokens emitted per step (1 + MTP acceptance). Prefill: ``batch_per_device`` prompts of
-    ``seq`` tokens per device.
+    ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
+    default "fused": a serving engine's kernels).
     """
     m = get_model(model)
+    kernel_set(kernels)
     devices = ep if m.is_moe else tp
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
     cluster = catalog.cluster_for(hardware, devices)
     prof, info = _profile(profile, cluster)
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
+    if phase in ("prefill", "decode"):
+        check_instance(m, cluster, devices=devices, tp=tp, ep=ep if m.is_moe else 1, dtype=dtype, kv_dtype=kv_dtype,
+                       micro_batches=micro_batches, mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance or 0.0,
+                       redundant_experts=redundant_experts if m.is_moe else 0, seqs_per_device=batch_per_device,
+                       tokens_per_seq=(seq or 0) + (context or 0) + (1 + mtp_depth if phase == "decode" else 0),
+                       batch_flag="--batch-per-device")
     spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
                         micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
-                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0)
+                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0,
+                        kernels=kernels)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":
@@ -202,4 +273,5 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
     return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
-                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, profile=info)
+                      batch_per_device=batch_per_device, step_s=cost.seconds, **out, kernels=spec.kernels,
+                      kernel_set=_kernel_set(spec.kernels), profile=info)

@@ -42,18 +42,23 @@ def to_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
 
 
-__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "OutputDir", "write_simulation", "write_plan",
-           "write_training_plan", "write_whatif"]
+__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "CHECK_FILES", "REPORT", "OutputDir",
+           "write_simulation", "write_plan", "write_training_plan", "write_whatif", "write_check"]
 
+#: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
+#: writes one, so a run without ``--report`` leaves no stale report beside fresh results
+REPORT = "report.html"
 #: ``clustersim simulate --out``: serving (summary, requests, time series, trace) and training
 #: (summary, per-device, per-stage and memory tables) share one set, so switching kinds in one
 #: directory leaves nothing of the other behind.
 SIMULATE_FILES = ("summary.json", "requests.csv", "timeseries.csv", "trace.json", "per_device.csv", "stages.csv",
-                  "memory.csv")
+                  "memory.csv", "report.html")
 #: ``clustersim plan --out`` (serving plans write all of them, training plans ``ranked.csv``).
-PLAN_FILES = ("ranked.csv", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml")
+PLAN_FILES = ("ranked.csv", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml", "report.html")
 #: ``clustersim what-if --out``, per mode: a capacity run keeps an earlier sweep's files.
-WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png") for kind in ("capacity", "sweep", "compare")}
+WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png", REPORT) for kind in ("capacity", "sweep", "compare")}
+#: ``clustersim check --out``: every check as CSV and JSON, and the report when asked
+CHECK_FILES = ("check.csv", "check.json", REPORT)
 
 
 class OutputDir:
@@ -141,10 +146,11 @@ def _can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trace: bool = False) -> list[str]:
+def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trace: bool = False,
+                     report: str | None = None) -> list[str]:
     """``summary.json``; serving: per-request and time-series CSVs; training: per-device,
     per-stage and memory CSVs; asked, a Chrome trace (serving: iterations and request events;
-    training: the pipeline timeline)."""
+    training: the pipeline timeline) and ``report.html`` (``report``: its text)."""
     frames: list[tuple[str, Any]] = []
     if kind == "serving":
         frames = [("requests.csv", result.requests), ("timeseries.csv", result.steps)]
@@ -154,7 +160,8 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
             if df is not None and hasattr(df, "to_csv"):
                 frames.append((f"{name}.csv", df))
     with_trace = bool(trace)
-    out.begin(SIMULATE_FILES, ["summary.json"] + [n for n, _ in frames] + (["trace.json"] if with_trace else []))
+    out.begin(SIMULATE_FILES, ["summary.json"] + [n for n, _ in frames] + (["trace.json"] if with_trace else [])
+              + ([REPORT] if report else []))
     out.write_text("summary.json", to_json(summary) + "\n")
     for name, df in frames:
         out.write_csv(name, df)
@@ -166,15 +173,18 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
         from simulator.training.result import to_chrome_trace as training_trace
 
         out.write_text("trace.json", json.dumps(training_trace(result)))
+    if report:
+        out.write_text(REPORT, report)
     return list(out.written)
 
 
-def write_plan(out: OutputDir, result: Any, plot: bool = True) -> list[str]:
-    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment YAML."""
+def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None) -> list[str]:
+    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment
+    YAML, and ``report.html`` when ``report`` (its text) is given."""
     best = result.best_yaml()
-    plot = plot and _can_plot()
+    plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
     planned = ["ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
-        (["pareto.png"] if plot else [])
+        (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
     out.write_csv("ranked.csv", result.table)
     out.write_csv("pareto.csv", result.pareto)
@@ -185,25 +195,43 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True) -> list[str]:
         from planner.plot import plot_pareto
 
         out.write_with("pareto.png", lambda tmp: plot_pareto(result, tmp))
+    if report:
+        out.write_text(REPORT, report)
     return list(out.written)
 
 
-def write_training_plan(out: OutputDir, table: Any) -> list[str]:
-    """The ranked training layouts (``ranked.csv``)."""
-    out.begin(PLAN_FILES, ["ranked.csv"])
+def write_training_plan(out: OutputDir, table: Any, report: str | None = None) -> list[str]:
+    """The ranked training layouts (``ranked.csv``) and, asked, ``report.html``."""
+    out.begin(PLAN_FILES, ["ranked.csv"] + ([REPORT] if report else []))
     out.write_csv("ranked.csv", table)
+    if report:
+        out.write_text(REPORT, report)
     return list(out.written)
 
 
-def write_whatif(out: OutputDir, kind: str, df: Any, plot: bool = True) -> list[str]:
-    """``whatif_<kind>.csv`` and, for sweeps and comparisons, ``whatif_<kind>.png``."""
-    csv_name, png_name = WHATIF_FILES[kind]
+def write_whatif(out: OutputDir, kind: str, df: Any, plot: bool = True, report: str | None = None) -> list[str]:
+    """``whatif_<kind>.csv``, for sweeps and comparisons ``whatif_<kind>.png``, and ``report.html``
+    when ``report`` (its text) is given."""
+    csv_name, png_name, _ = WHATIF_FILES[kind]
     plot = plot and kind in ("sweep", "compare") and _can_plot()
-    out.begin(WHATIF_FILES[kind], [csv_name] + ([png_name] if plot else []))
+    out.begin(WHATIF_FILES[kind], [csv_name] + ([png_name] if plot else []) + ([REPORT] if report else []))
     out.write_csv(csv_name, df)
     if plot:
         from planner import plot as plots
 
         draw = plots.plot_sweep if kind == "sweep" else plots.plot_compare
         out.write_with(png_name, lambda tmp: draw(df, tmp))
+    if report:
+        out.write_text(REPORT, report)
+    return list(out.written)
+
+
+def write_check(out: OutputDir, run: Any, report: str | None = None) -> list[str]:
+    """``clustersim check``: ``check.csv`` (one row per check), ``check.json`` (counts, summary
+    per family, every check) and, asked, ``report.html``."""
+    out.begin(CHECK_FILES, ["check.csv", "check.json"] + ([REPORT] if report else []))
+    out.write_csv("check.csv", run.table())
+    out.write_text("check.json", to_json(run.to_dict()) + "\n")
+    if report:
+        out.write_text(REPORT, report)
     return list(out.written)

@@ -34,12 +34,14 @@ def _compute_seconds(cm: CostModel, ops) -> float:
 
 
 def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFAULT_CLUSTER,
-                     kernels: str = "eager") -> pd.DataFrame:
+                     kernels: str = "eager", recorded_routing: bool = True) -> pd.DataFrame:
     """One row per ground-truth point of every table in ``measured_dir``: family, split, case,
     point, measured and predicted seconds and the relative error.
 
     ``kernels="eager"``: the ground truth is written in plain torch ops (``calibration.groundtruth``),
-    so its glue kernels are the eager set."""
+    so its kernels are the eager set. ``recorded_routing``: an MoE layer row is costed at the
+    routing draw it recorded (pairs, touched experts), else at the uniform-routing expectation
+    (``calibration.groundtruth.workload.row_ops``)."""
     d = Path(measured_dir)
     cm = CostModel(cluster=get_cluster(cluster), profile=profile)
     rows = []
@@ -48,7 +50,7 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFA
         if not path.exists():
             continue
         for r in pd.read_csv(path).to_dict("records"):
-            work = row_ops(table, r, kernels)
+            work = row_ops(table, r, kernels, recorded_routing=recorded_routing)
             rows.append({"case": work.case, "point": work.point, "measured_s": float(r["seconds"]),
                          "predicted_s": _compute_seconds(cm, work.ops), "family": work.family,
                          "split": str(r.get("split", "fit"))})

@@ -1,18 +1,20 @@
 """Fit and hold-out evaluation of the communication parameters against published figures.
 
-The published rows live in ``tests/data/reference/comm_nccl.yaml``, ``comm_deepep.yaml`` and
+The published rows live in ``clustersim/data/reference/comm_nccl.yaml``, ``comm_deepep.yaml`` and
 ``comm_cm384.yaml``; every row is marked ``fit`` or ``holdout``. This module
 
 * reads them into :class:`RefPoint` (``load_points(reference_dir)``),
 * predicts each with the models of ``hardware.collectives`` / ``hardware.dispatch``
-  (``predict(point, calibration)``),
+  (``predict(point, calibration)``; ``cost_of`` gives the cost object behind it) -- the one
+  prediction of these rows, which ``clustersim check`` (families ``comm.nccl``, ``comm.deepep``,
+  ``comm.cm384``) judges at each row's tolerance, fit and hold-out apart,
 * fits every fitted parameter of ``hardware/data/comm_calibration.yaml`` on the ``fit`` rows
   only (``fit_parameters``): least squares of the log error, Nelder-Mead from the parameter's
   documented ``fit_start``, deterministic. ``tests/test_comm_fit.py`` re-runs the fit and checks that
   the stored values are what the fit rows give, so no stored value can have seen a hold-out row,
 * and reports the error of every row, fit and hold-out apart (``evaluate``).
 
-    python -m hardware.comm_fit tests/data/reference     # print the fitted values and the errors
+    python -m hardware.comm_fit clustersim/data/reference   # print the fitted values and the errors
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ import yaml
 from scipy.optimize import minimize
 
 from hardware.catalog import get_cluster
-from hardware.collectives import CommCalibration, collective_time, load_comm_calibration
-from hardware.dispatch import dispatch_combine_time
+from hardware.collectives import CollectiveCost, CommCalibration, collective_time, load_comm_calibration
+from hardware.dispatch import DispatchCost, dispatch_combine_time
 
-__all__ = ["RefPoint", "FITS", "load_points", "predict", "fit_parameters", "evaluate"]
+__all__ = ["RefPoint", "FITS", "load_points", "cost_of", "value_of", "predict", "fit_parameters", "evaluate"]
 
 MIB = 2**20
 
 
 @dataclass(frozen=True)
 class RefPoint:
-    """One published figure: its family (which model predicts it), label, value, unit, role
-    (fit / holdout), relative tolerance, status and the arguments of the prediction.
-    ``known_deviation``: the mechanism the model lacks, for a row it misses (else "")."""
+    """One published figure: its family (which model predicts it), label (``clustersim check``'s
+    id of the row), value, unit, role (fit / holdout), relative tolerance, status and the
+    arguments of the prediction; ``series``: the table it belongs to, ``source``: its source key
+    (comm_nccl.yaml's ``sources``) or citation. ``known_deviation``: the mechanism the model
+    lacks, for a row it misses (else ""); ``deviation_bound_rel``: beyond this |error| the row
+    fails even so (None: no bound)."""
 
     family: str
     label: str
@@ -50,22 +55,28 @@ class RefPoint:
     status: str
     args: Mapping[str, Any] = field(default_factory=dict)
     known_deviation: str = ""
+    series: str = ""
+    source: str = ""
+    deviation_bound_rel: float | None = None
 
 
 # ----------------------------------------------------------------------------- loading
 
+_MATCH_SKIP = ("series", "mechanism", "max_size_MiB", "bound")
 
-def _deviation(series: str, args: Mapping[str, Any], known: Sequence[Mapping[str, Any]]) -> str:
-    """The mechanism of the first ``known_deviations`` entry matching a row ("" if none)."""
+
+def _deviation(series: str, args: Mapping[str, Any], known: Sequence[Mapping[str, Any]]) -> tuple[str, float | None]:
+    """(mechanism, bound) of the first ``known_deviations`` entry matching a row (("", None) if none)."""
     for k in known:
         if k["series"] != series:
             continue
-        if any(args.get(key) != want for key, want in k.items() if key not in ("series", "mechanism", "max_size_MiB")):
+        if any(args.get(key) != want for key, want in k.items() if key not in _MATCH_SKIP):
             continue
         if "max_size_MiB" in k and args["size_MiB"] > k["max_size_MiB"]:
             continue
-        return " ".join(k["mechanism"].split())
-    return ""
+        bound = k.get("bound")
+        return " ".join(k["mechanism"].split()), (float(bound["rel"]) if bound else None)
+    return "", None
 
 
 def _nccl_points(doc: Mapping[str, Any]) -> list[RefPoint]:
@@ -84,30 +95,41 @@ def _nccl_points(doc: Mapping[str, Any]) -> list[RefPoint]:
                 a["op"], value, role, a["algorithm"] = row
             else:  # [cluster, op, algorithm, value, role]
                 a["cluster"], a["op"], a["algorithm"], value, role = row
-            label = f"{s['id']}:{a['cluster']}:{a['op']}:{a['algorithm']}:p{a['ranks']}:{a['size_MiB']}MiB"
+            label = f"{s['id']}/{a['cluster']}/{a['op']}/{a['algorithm']}/p{a['ranks']}/{a['size_MiB']}MiB"
+            mechanism, bound = _deviation(s["id"], a, known)
             out.append(RefPoint("nccl", label, float(value), s["unit"], role, s["tolerance"]["rel"], s["status"], a,
-                                _deviation(s["id"], a, known)))
+                                mechanism, s["id"], s["source"], bound))
     return out
 
 
+def _role_of_latency_row(roles: Mapping[tuple, str], ep: int, op: str, role: str, where: str) -> str:
+    """A bandwidth row is its latency row's measurement in another unit: it must share that role."""
+    if roles[(ep, op)] != role:
+        raise ValueError(f"{where}: ep {ep} {op}: role {role!r} differs from the latency row's {roles[(ep, op)]!r}")
+    return role
+
+
 def _deepep_points(doc: Mapping[str, Any]) -> list[RefPoint]:
-    out = []
+    out, src = [], doc["source"]
     normal = doc["normal"]
     for release, ep, op, value, role in normal["rows"]:
-        out.append(RefPoint("deepep_normal", f"deepep.normal:{release}:ep{ep}:{op}", float(value), "GB/s", role,
+        out.append(RefPoint("deepep_normal", f"{normal['id']}/{release}/ep{ep}/{op}", float(value), "GB/s", role,
                             normal["tolerance"]["rel"], normal["status"],
-                            {**normal["setting"], "release": release, "ep": ep, "op": op}))
+                            {**normal["setting"], "release": release, "ep": ep, "op": op},
+                            series=normal["id"], source=src))
     ll = doc["low_latency"]
     roles = {}
     for ep, op, value, role in ll["rows"]:
         roles[(ep, op)] = role
-        out.append(RefPoint("deepep_ll", f"deepep.ll:ep{ep}:{op}:latency", float(value), "us", role,
-                            ll["tolerance"]["rel"], ll["status"], {**ll["setting"], "ep": ep, "op": op}))
+        out.append(RefPoint("deepep_ll", f"{ll['id']}/ep{ep}/{op}/latency", float(value), "us", role,
+                            ll["tolerance"]["rel"], ll["status"], {**ll["setting"], "ep": ep, "op": op},
+                            series=ll["id"], source=src))
     bw = doc["low_latency_bandwidth"]
-    for ep, op, value, _ in bw["rows"]:
-        # the same measurement as the latency row, in GB/s: it shares that row's role
-        out.append(RefPoint("deepep_ll_bw", f"deepep.ll:ep{ep}:{op}:bandwidth", float(value), "GB/s",
-                            roles[(ep, op)], bw["tolerance"]["rel"], bw["status"], {**ll["setting"], "ep": ep, "op": op}))
+    for ep, op, value, role in bw["rows"]:
+        role = _role_of_latency_row(roles, ep, op, role, "comm_deepep.yaml low_latency_bandwidth")
+        out.append(RefPoint("deepep_ll_bw", f"{bw['id']}/ep{ep}/{op}/bw", float(value), "GB/s", role,
+                            bw["tolerance"]["rel"], bw["status"], {**ll["setting"], "ep": ep, "op": op},
+                            series=bw["id"], source=src))
     return out
 
 
@@ -115,12 +137,15 @@ def _cm384_points(doc: Mapping[str, Any]) -> list[RefPoint]:
     out, roles = [], {}
     for ep, op, value, role in doc["rows"]:
         roles[(ep, op)] = role
-        out.append(RefPoint("cm384", f"cm384:ep{ep}:{op}:latency", float(value), "us", role, doc["tolerance"]["rel"],
-                            doc["status"], {**doc["setting"], "ep": ep, "op": op}))
+        out.append(RefPoint("cm384", f"{doc['id']}/ep{ep}/{op}/latency", float(value), "us", role,
+                            doc["tolerance"]["rel"], doc["status"], {**doc["setting"], "ep": ep, "op": op},
+                            series=doc["id"], source=doc["source"]))
     bw = doc["bandwidth"]
-    for ep, op, value, _ in bw["rows"]:
-        out.append(RefPoint("cm384_bw", f"cm384:ep{ep}:{op}:bandwidth", float(value), "GB/s", roles[(ep, op)],
-                            bw["tolerance"]["rel"], doc["status"], {**doc["setting"], "ep": ep, "op": op}))
+    for ep, op, value, role in bw["rows"]:
+        role = _role_of_latency_row(roles, ep, op, role, "comm_cm384.yaml bandwidth")
+        out.append(RefPoint("cm384_bw", f"{doc['id']}/ep{ep}/{op}/bandwidth", float(value), "GB/s", role,
+                            bw["tolerance"]["rel"], doc["status"], {**doc["setting"], "ep": ep, "op": op},
+                            series=doc["id"], source=doc["source"]))
     return out
 
 
@@ -135,38 +160,44 @@ def load_points(reference_dir: str | Path) -> list[RefPoint]:
 # ----------------------------------------------------------------------------- prediction
 
 
-def _predict_nccl(a: Mapping[str, Any], unit: str, calib: CommCalibration) -> float:
-    cost = collective_time(a["op"], a["size_MiB"] * MIB, a["ranks"], get_cluster(a["cluster"]),
-                           algorithm=a["algorithm"], calibration=calib)
-    return cost.seconds * 1e6 if unit == "time_us" else cost.bus_bytes / cost.seconds / 1e9
-
-
 def _dispatch(a: Mapping[str, Any], calib: CommCalibration, cluster: str, kernel: str, **kw: Any):
     return dispatch_combine_time(a["tokens_per_rank"], a["hidden"], a["topk"], a["ep"], get_cluster(cluster),
                                  num_experts=a["num_experts"], dispatch_dtype=a["dispatch"],
                                  combine_dtype=a["combine"], kernel=kernel, calibration=calib, **kw)
 
 
-def predict(point: RefPoint, calib: CommCalibration | None = None) -> float:
-    """The model's value for ``point``, in the point's unit."""
+def cost_of(point: RefPoint, calib: CommCalibration | None = None) -> CollectiveCost | DispatchCost:
+    """The model's cost behind ``point``: the collective (nccl rows) or the dispatch/combine pair
+    (DeepEP and CloudMatrix384 rows), with how it was obtained (algorithm, protocol, source)."""
     calib = calib or load_comm_calibration()
     a, fam = point.args, point.family
     if fam == "nccl":
-        return _predict_nccl(a, point.unit, calib)
+        return collective_time(a["op"], a["size_MiB"] * MIB, a["ranks"], get_cluster(a["cluster"]),
+                               algorithm=a["algorithm"], calibration=calib)
     if fam == "deepep_normal":
         nodes = max(1, a["ep"] // 8)
-        c = _dispatch(a, calib, "h800-mpft", "normal", groups=nodes, max_groups_per_token=min(nodes, 4),
-                      release=a["release"])
-        return (c.dispatch_reported_bytes_per_s if a["op"] == "dispatch" else c.combine_reported_bytes_per_s) / 1e9
+        return _dispatch(a, calib, "h800-mpft", "normal", groups=nodes, max_groups_per_token=min(nodes, 4),
+                         release=a["release"])
     if fam in ("deepep_ll", "deepep_ll_bw"):
-        c = _dispatch(a, calib, "h800-mpft", "low_latency", release=a["release"])
-    elif fam in ("cm384", "cm384_bw"):
-        c = _dispatch(a, calib, "cloudmatrix384", "low_latency")
-    else:
-        raise ValueError(f"unknown reference family {fam!r}")
-    if fam.endswith("_bw"):
-        return (c.dispatch_reported_bytes_per_s if a["op"] == "dispatch" else c.combine_reported_bytes_per_s) / 1e9
-    return (c.dispatch_s if a["op"] == "dispatch" else c.combine_s) * 1e6
+        return _dispatch(a, calib, "h800-mpft", "low_latency", release=a["release"])
+    if fam in ("cm384", "cm384_bw"):
+        return _dispatch(a, calib, "cloudmatrix384", "low_latency")
+    raise ValueError(f"unknown reference family {fam!r}")
+
+
+def value_of(point: RefPoint, cost: CollectiveCost | DispatchCost) -> float:
+    """The figure ``point`` publishes, read off the model's ``cost`` of it (``cost_of``), in the point's unit."""
+    if point.family == "nccl":
+        return cost.seconds * 1e6 if point.unit == "time_us" else cost.bus_bytes / cost.seconds / 1e9
+    op = point.args["op"]
+    if point.family == "deepep_normal" or point.family.endswith("_bw"):
+        return (cost.dispatch_reported_bytes_per_s if op == "dispatch" else cost.combine_reported_bytes_per_s) / 1e9
+    return (cost.dispatch_s if op == "dispatch" else cost.combine_s) * 1e6
+
+
+def predict(point: RefPoint, calib: CommCalibration | None = None) -> float:
+    """The model's value for ``point``, in the point's unit."""
+    return value_of(point, cost_of(point, calib))
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -237,7 +268,7 @@ def evaluate(points: Sequence[RefPoint], calib: CommCalibration | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    points = load_points(args[0] if args else "tests/data/reference")
+    points = load_points(args[0] if args else "clustersim/data/reference")
     fitted = fit_parameters(points)
     for name, value in fitted.items():
         print(f"{name}: {value:.6g}")

@@ -5,14 +5,14 @@ calls). What this module adds is the steady state around it:
 
 * **Decode** (per attention-DP rank batch ``b``): TPOT(b) = pp x step(b) / (1 + MTP
   acceptance x depth). The largest ``b`` whose TPOT meets the SLO, capped by the batch limit
-  and the KV capacity, sets the pool's tokens/s.
-* **Prefill**: an iteration carries up to ``tokens_per_rank`` new tokens per rank (whole
-  prompts when they fit, else chunks). The instance is a batching server (M/D/1-style: Poisson
-  arrivals, deterministic step costs): everything that arrives during an iteration runs in the
-  next one, so the mean iteration solves ``T = step(lambda T P / dp)``; TTFT's percentile is
-  the wait for the running iteration + its own (percentile-sized) iteration + the KV transfer
-  to decode + one decode step (``Evaluator._prefill_core_s``). The largest rate whose TTFT
-  percentile meets the SLO is the pool's capacity.
+  and the KV capacity, bounds the pool's tokens/s; near that cap a request waits for a slot
+  (M/D/c, ``planner.queueing.mdc_wait_p``), and the wait counts in its TPOT.
+* **Prefill**: an iteration carries whole prompts up to the instance's token budget (a chunk
+  of the next one fills the rest when more wait). The instance is a batching server:
+  ``planner.queueing.batch_server_ttft_p`` on the staircase of iteration times by prompts
+  (costed as the engine quantises its batches), TTFT ending with the prefill as the engine
+  measures it (``Evaluator._prefill_core_s``). The largest rate whose TTFT percentile meets
+  the SLO is the pool's capacity.
 * **Disaggregated**: capacity = min(prefill instances x prefill capacity, decode instances x
   decode capacity); the enumeration of instance counts balances input vs output token rates.
   At the operating rate the decode batch is the one that carries exactly that rate.
@@ -42,12 +42,18 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
 from simulator.instance import InstanceCost, InstanceSpec
+from simulator.kv import BLOCK_TOKENS
+from simulator.policies import StepCostCache
 from workloads.ops import BatchShape, ParallelismError
 
-__all__ = ["UniformBatch", "instance_spec", "load_profile_for", "PoolModel", "Evaluator", "kingman_wait_p"]
+__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel",
+           "Evaluator", "kingman_wait_p"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
+_PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
+_PREFILL_BISECT = 5  # bisection steps of a prefill instance's capacity within its grid interval
 _PRE_EXP = range(-6, 7)  # prefill grid: tokens per rank = prompt x 2**j
 
 
@@ -68,6 +74,21 @@ class UniformBatch(BatchShape):
                                     context_tokens=self.context_tokens, logits_for=self.logits_for)
         big, small = mk(q + 1), mk(q)
         return tuple([big] * r + [small] * (parts - r))
+
+
+def equivalent_batch(shape, keep: float):
+    """The batch of the equivalent instance (``instance_spec``: ``keep`` x the DP ranks) that
+    carries the same per-rank load as ``shape`` on the real instance."""
+    n = shape.num_seqs
+    if keep >= 1.0 or n == 0:
+        return shape
+    if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple):
+        return UniformBatch(phase=shape.phase, num_seqs=max(1, round(n * keep)), new_tokens=shape.new_tokens,
+                            context_tokens=shape.context_tokens, logits_for=shape.logits_for)
+    idx = [i for i in range(n) if math.floor((i + 1) * keep) > math.floor(i * keep)] or [0]
+    new, ctxs = shape.new_list, shape.context_list
+    return type(shape)(phase=shape.phase, num_seqs=len(idx), new_tokens=tuple(new[i] for i in idx),
+                       context_tokens=tuple(ctxs[i] for i in idx), logits_for=shape.logits_for)
 
 
 def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
@@ -96,22 +117,6 @@ def load_profile_for(profile: str | None, device_name: str) -> Any:
     from calibration.resolve import resolve_profile
 
     return resolve_profile(profile, device_name)
-
-
-def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: float) -> float:
-    """Percentile of the queueing wait of a single deterministic server (M/D/1 when cv = 1).
-
-    Mean ``W = rho s ca^2 / (2 (1 - rho))`` (Kingman); tail ``P(W > t) = rho exp(-rho t / W)``.
-    """
-    if rho <= 0.0:
-        return 0.0
-    if rho >= 1.0:
-        return math.inf
-    mean = rho * service_s * cv_arrival**2 / (2.0 * (1.0 - rho))
-    tail = 1.0 - percentile / 100.0
-    if rho <= tail or mean <= 0.0:
-        return 0.0
-    return mean / rho * math.log(rho / tail)
 
 
 def _interp(x: float, xs: tuple, ys: tuple) -> float:
@@ -150,8 +155,15 @@ class PoolModel:
         self.ctx_tokens = int(round(ctx.prompt_tokens + ctx.output_tokens / 2.0))
         self.prompt = max(1, int(round(ctx.prefill_tokens)))
         self.cached = int(round(ctx.cached_tokens))
+        self.real_dp = choice.attn_dp  # DP ranks of the real instance (``dp`` is the equivalent's)
+        self.keep = self.dp / choice.attn_dp
         self._dec: dict[int, float] = {}
         self._pre: dict[int, float] = {}
+        self._pk: dict = {}  # k whole prompts, or (chunks, tokens) of a filled budget
+        # the engine's own quantisation of a batch (simulator.policies): its prefill costs, and
+        # (no costing) its chunk counts
+        self._engine = StepCostCache(lambda shape: (engine_step_s(self.inst, self.keep, shape), 0.0, 0.0))
+        self._shape_chunks = StepCostCache(lambda shape: (float(shape.num_seqs), 0.0, 0.0))
         self.calls = 0
 
     # decode -----------------------------------------------------------------------------
@@ -217,6 +229,69 @@ class PoolModel:
         t0, t1 = self._pre_at(j), self._pre_at(j + 1)
         return max(t0 + (t1 - t0) * (max(n, P * 2.0**jmin) - lo) / (hi - lo), 1e-9)
 
+    def _engine_prefill_s(self, key, chunks: int, tokens: int) -> float:
+        """A prefill iteration of ``chunks`` chunks and ``tokens`` new tokens as the engine costs
+        it: its quantised shape (``simulator.policies.StepCostCache``) on this instance."""
+        t = self._pk.get(key)
+        if t is None:
+            self.calls += 1
+            t = self._engine.cost(0, 0.0, chunks, tokens, float(self.cached))[0]
+            self._pk[key] = t
+        return t
+
+    def engine_chunks(self, chunks: int, tokens: int) -> int:
+        """How many chunks the engine's quantised shape of such an iteration has (no costing)."""
+        return int(self._shape_chunks.cost(0, 0.0, chunks, tokens, float(self.cached))[0])
+
+    def filled_budget_s(self, chunks: int, tokens: int) -> float:
+        """An iteration whose token budget a chunk of the next prompt fills: ``chunks`` chunks,
+        ``tokens`` tokens (the engine spreads them evenly over the chunks)."""
+        return self._engine_prefill_s((chunks, tokens), chunks, tokens)
+
+    def prompt_batch_steps(self, cap: int) -> tuple[float, ...]:
+        """``steps[k]``: an iteration of ``k`` whole prompts on the instance, ``k = 1 .. cap``
+        (index 0 unused), costed as the engine costs it (its quantised batch shape).
+
+        A staircase: the busiest attention-DP rank holds ``ceil(chunks / dp)`` chunks, where
+        ``chunks`` is the engine's quantised count for ``k`` prompts, so the step jumps where
+        that ratio steps up; in between only the expert and dispatch work grows (linear in
+        ``k``). Costed at both sides of each jump (all of the first 8, then a 1.25x-geometric
+        subset) and interpolated linearly in between.
+        """
+        dp, P = self.real_dp, self.prompt
+        per_rank = [0] + [math.ceil(self.engine_chunks(k, k * P) / dp) for k in range(1, cap + 1)]
+        jumps = [k for k in range(2, cap + 1) if per_rank[k] != per_rank[k - 1]]
+        if len(jumps) > 8:
+            keep, x = set(range(8)), 8.0
+            while x < len(jumps):
+                keep.add(min(len(jumps) - 1, int(x)))
+                x *= 1.25
+            jumps = [jumps[i] for i in sorted(keep | {len(jumps) - 1})]
+        ks = sorted({1, cap} | {k for j in jumps for k in (j - 1, j)})
+        ys = [self._engine_prefill_s(k, k, k * P) for k in ks]
+        out = [0.0]
+        j = 0
+        for k in range(1, cap + 1):
+            while j + 1 < len(ks) and ks[j + 1] <= k:
+                j += 1
+            if ks[j] == k or j + 1 >= len(ks):
+                out.append(ys[j])
+            else:
+                f = (k - ks[j]) / (ks[j + 1] - ks[j])
+                out.append(ys[j] + f * (ys[j + 1] - ys[j]))
+        return tuple(out)
+
+
+def engine_step_s(inst: InstanceCost, keep: float, shape) -> float:
+    """Seconds of a batch the engine forms, on the equivalent instance (``instance_spec``):
+    the batch cut to its per-rank load (``equivalent_batch``), uniform batches split in O(1)."""
+    shape = equivalent_batch(shape, keep)
+    if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple) \
+            and not isinstance(shape, UniformBatch):
+        shape = UniformBatch(phase=shape.phase, num_seqs=shape.num_seqs, new_tokens=shape.new_tokens,
+                             context_tokens=shape.context_tokens, logits_for=shape.logits_for)
+    return inst.step(shape).seconds
+
 
 @dataclass(frozen=True)
 class PoolPerf:
@@ -228,13 +303,14 @@ class PoolPerf:
     tpot_s: float = 0.0  # at capacity
     kv_capacity_tokens: float = 0.0
     table: tuple = ((), ())  # prefill: (rates per instance, queue + prefill latency percentile)
+    shortfall: float = math.inf  # rejected: how far off the broken rule is (need / have; inf: structural)
+    slots: float = math.inf  # decode: sequences one instance holds (KV or batch limit)
 
 
 class Evaluator:
     """Evaluates layouts of one PlanContext with memoised pool models (one per process/task)."""
 
     def __init__(self, ctx):
-        from workloads.accounting import kv_cache_bytes_per_token
         from workloads.models import get_model
 
         self.ctx = ctx
@@ -246,10 +322,8 @@ class Evaluator:
         self._perf: dict[Any, PoolPerf] = {}
         self._cols: dict[Any, dict] = {}
         self._dtab: dict[Any, tuple] = {}
+        self._steps: dict[Any, tuple] = {}
         self.a = ctx.mtp_acceptance
-        top = self.cluster.tier_for_group(self.cluster.num_devices)
-        kv_req = kv_cache_bytes_per_token(self.model, ctx.kv_dtype) * (ctx.prompt_tokens + 1)
-        self.kv_transfer_s = kv_req / top.effective_bytes_per_s + top.latency_s
         self.price_usd = self.cluster.device.price_usd
         self._z = NormalDist().inv_cdf(min(max(ctx.percentile, 50.0), 99.999) / 100.0)
 
@@ -291,7 +365,7 @@ class Evaluator:
             return PoolPerf(reason)
         fit = pool_fit(self.ctx, choice, self.model, self.cluster)
         if fit.reason:
-            return PoolPerf(fit.reason)
+            return PoolPerf(fit.reason, shortfall=fit.shortfall)
         try:
             if choice.role == "prefill":
                 return self._prefill_perf(choice, fit)
@@ -302,10 +376,36 @@ class Evaluator:
             return PoolPerf(f"{choice.role}: {str(exc).splitlines()[0]}")
 
     def _b_kv(self, choice, fit) -> float:
+        """Sequences per rank the KV holds: the mean context, in the engine's 64-token blocks
+        (half a block lost to rounding on average) plus the one-block-per-stream watermark it
+        keeps free when admitting."""
         m = self.pool_model(choice)
-        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * m.ctx_tokens)
+        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * (m.ctx_tokens + 1.5 * BLOCK_TOKENS))
+
+    def _decode_tpot_p(self, choice, b: float, lam: float, slots: float) -> float:
+        """TPOT percentile of a decode instance at ``b`` sequences per rank carrying ``lam``
+        requests/s with ``slots`` sequences of room (KV or batch limit): the step's share plus
+        the wait for a slot spread over the request's tokens (the engine's TPOT runs from the
+        first token, so a request queued for decode KV waits inside it). The wait is M/D/c:
+        Erlang C (``erlang_c``) with the Allen-Cunneen halving for deterministic service,
+        exponential tail; ``slots`` servers each holding a request for its decode time."""
+        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
+        step = choice.pp * m.decode_step_s(b)
+        dur = max(O - 1.0, 1.0) / k * step
+        wait = mdc_wait_p(lam * dur, slots, dur, self.ctx.percentile)
+        return step / k + wait / max(O - 1.0, 1.0)
+
+    def _batch_for(self, choice, lam: float, b_hi: float) -> float:
+        """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
+        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
+        rate = lambda b: b * m.dp * k / m.decode_step_s(b) / O  # noqa: E731
+        if rate(b_hi) <= lam:
+            return b_hi
+        return _bisect_max(lambda b: rate(b) <= lam, 0.0, b_hi, 40)
 
     def _decode_perf(self, choice, fit) -> PoolPerf:
+        """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
+        it, and (near the KV or batch limit) the wait for a decode slot (``_decode_tpot_p``)."""
         ctx, m = self.ctx, self.pool_model(choice)
         k = self.tokens_per_step(choice)
         b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
@@ -315,74 +415,112 @@ class Evaluator:
             t1 = choice.pp * m.decode_step_s(1.0) / k
             why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
                    f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms")
-            return PoolPerf(f"decode: {why}")
-        t = m.decode_step_s(b)
-        cap = b * m.dp * k / t / ctx.output_tokens
-        return PoolPerf(None, cap_rps=cap, b_star=b, tpot_s=choice.pp * t / k, kv_capacity_tokens=fit.kv_capacity_tokens)
+            short = 1.0 / max(b_cap, 1e-9) if b_cap < 1.0 else t1 / ctx.tpot_slo_s
+            return PoolPerf(f"decode: {why}", shortfall=short)
+        slots = b_cap * m.dp
+        hi = b * m.dp * k / m.decode_step_s(b) / ctx.output_tokens  # without waits for a slot
+        ok = lambda lam: self._decode_tpot_p(choice, self._batch_for(choice, lam, b), lam, slots) <= ctx.tpot_slo_s  # noqa: E731
+        cap = hi if ok(hi) else _bisect_max(ok, 0.0, hi, 30)
+        b_op = self._batch_for(choice, cap, b)
+        return PoolPerf(None, cap_rps=cap, b_star=b_op, tpot_s=self._decode_tpot_p(choice, b_op, cap, slots),
+                        kv_capacity_tokens=fit.kv_capacity_tokens, slots=slots)
+
+    def _prompt_cap(self, choice, fit) -> int:
+        """Most whole prompts one prefill iteration admits: the instance's token budget
+        (``max_tokens_per_iteration``) and its KV room (a prompt's KV stays until handed off)."""
+        m = self.pool_model(choice)
+        cap = choice.max_tokens_per_iteration // m.prompt
+        kv_room = fit.kv_capacity_tokens * choice.attn_dp * choice.attn_sp
+        blocks = math.ceil((self.ctx.prompt_tokens + 1) / BLOCK_TOKENS) * BLOCK_TOKENS
+        return int(min(cap, kv_room // blocks))
+
+    def _prefill_steps(self, choice) -> tuple | None:
+        """``(steps, full_s, full_batch)`` of a prefill instance (x pp): iteration time by whole
+        prompts per iteration (``PoolModel.prompt_batch_steps``) up to the most that fit, and
+        the iteration when more wait (``planner.queueing.batch_server_ttft_p``): the engine
+        then fills the token budget with a chunk of the next prompt. None when a prompt does
+        not fit one iteration (every prompt is then chunked)."""
+        st = self._steps.get(choice)
+        if st is None:
+            from planner.feasibility import pool_fit
+
+            m = self.pool_model(choice)
+            budget = choice.max_tokens_per_iteration
+            cap = self._prompt_cap(choice, pool_fit(self.ctx, choice, self.model, self.cluster))
+            st = ()
+            if cap >= 1:
+                steps = tuple(choice.pp * t for t in m.prompt_batch_steps(cap))
+                full_s, full_batch = steps[-1], float(cap)
+                if cap == budget // m.prompt and budget % m.prompt:  # the budget binds, not the KV room
+                    full_s, full_batch = choice.pp * m.filled_budget_s(cap + 1, budget), budget / m.prompt
+                st = (steps, full_s, full_batch)
+            self._steps[choice] = st
+        return st or None
 
     def _prefill_core_s(self, choice, lam: float) -> float:
-        """Queue + prefill latency percentile of one prefill instance at ``lam`` requests/s.
+        """TTFT percentile (arrival to the end of the prefill) of one prefill instance at
+        ``lam`` requests/s, as the engine measures it (``simulator.metrics``: TTFT ends with
+        the prefill's last chunk; the KV transfer lands in the first inter-token gap).
 
-        A batching server: everything that arrived during one iteration runs in the next, so
-        the mean iteration ``T`` solves ``T = step(n(T))`` with ``n = lam T P / dp`` tokens per
-        rank (at least one work item: a prompt, or a chunk of ``tokens_per_rank``). A request
-        waits out the iteration in progress (its percentile, ``p T``), then runs in an
-        iteration sized by the percentile of Poisson arrivals (normal approximation), once
-        per chunk of its prompt. Unstable (inf) when the token budget cannot keep up.
+        Whole prompts (the usual case): the batching-server chain of ``planner.queueing`` over
+        the staircase of iteration times by prompts per iteration. A prompt larger than the
+        instance's token budget is chunked: then a batching server in tokens (the mean
+        iteration solves ``T = step(n(T))``, ``n = lam T P / dp``; the request waits out the
+        running iteration, ``p T``, then one iteration per chunk, sized by the Poisson
+        percentile of arrivals).
         """
+        st = self._prefill_steps(choice)
+        if st is not None:
+            steps, full_s, full_batch = st
+            return batch_server_ttft_p(lam, steps, self.ctx.percentile, full_s, full_batch)
         m = self.pool_model(choice)
         P, c = float(m.prompt), float(choice.tokens_per_rank)
-        unit = min(P, c)
-        c_eff = math.floor(c / P) * P if c >= P else c
-        items = 1 if c >= P else math.ceil(P / c)
-        T = m.prefill_step_s(unit)
-        for _ in range(60):
-            n = lam * T * P / m.dp
-            if n > c_eff * (1 + 1e-9):
-                return math.inf
-            t_new = m.prefill_step_s(max(unit, n))
-            if abs(t_new - T) <= 1e-7 * T:
-                T = t_new
-                break
-            T = t_new
-        else:
-            if lam * T * P / m.dp > 0.999 * c_eff:
-                return math.inf
+        items = math.ceil(P / c)
+        T = m.prefill_step_s(c)
+        if lam * T * items >= 1.0:  # one chunk per rank per iteration: a prompt takes `items` of them
+            return math.inf
         N = lam * T
-        n_p = min(c_eff, max(unit, (N + self._z * math.sqrt(N)) * P / m.dp))
+        n_p = min(c, max(c, (N + self._z * math.sqrt(N)) * P / m.dp))
         return choice.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
 
-    def _prefill_table(self, choice) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(rates, core latencies) on a grid from 0 to the token-budget limit (denser near it)."""
-        m = self.pool_model(choice)
-        P, c = float(m.prompt), float(choice.tokens_per_rank)
-        c_eff = math.floor(c / P) * P if c >= P else c
-        lam_max = c_eff * m.dp / (P * m.prefill_step_s(c_eff))
-        lams = [lam_max * (1.0 - (1.0 - i / 48) ** 2) for i in range(49)]
-        cores = [self._prefill_core_s(choice, x) for x in lams]
-        return tuple(lams), tuple(cores)
-
-    def prefill_ttft_s(self, choice, rate_per_instance: float, tpot_s: float) -> float:
-        """TTFT percentile at a prefill instance's arrival rate: core latency + KV transfer + a decode step."""
-        perf = self.perf(choice)
-        lams, cores = perf.table
-        core = _interp(rate_per_instance, lams, cores)
-        return core + self.kv_transfer_s + tpot_s
+    def prefill_ttft_s(self, choice, rate_per_instance: float) -> float:
+        """TTFT percentile at a prefill instance's arrival rate (interpolated on the pool's
+        table up to its capacity)."""
+        lams, cores = self.perf(choice).table
+        if rate_per_instance > lams[-1] * (1 + 1e-9):
+            return self._prefill_core_s(choice, rate_per_instance)
+        return _interp(min(rate_per_instance, lams[-1]), lams, cores)  # n x (cap / n) may pass cap by an ulp
 
     def _prefill_perf(self, choice, fit) -> PoolPerf:
         ctx = self.ctx
-        lams, cores = self._prefill_table(choice)
-        budget = ctx.ttft_slo_s - self.kv_transfer_s - ctx.tpot_slo_s
-        if not cores[0] <= budget:
-            return PoolPerf(f"prefill: TTFT of a lone request is {(cores[0] + ctx.ttft_slo_s - budget) * 1e3:.0f} ms "
-                            f"> SLO {ctx.ttft_slo_s * 1e3:g} ms")
-        i = max(j for j, v in enumerate(cores) if v <= budget)
-        if i + 1 < len(cores) and math.isfinite(cores[i + 1]):
-            f = (budget - cores[i]) / (cores[i + 1] - cores[i]) if cores[i + 1] > cores[i] else 0.0
-            cap = lams[i] + f * (lams[i + 1] - lams[i])
+        slo = ctx.ttft_slo_s
+        alone = self._prefill_core_s(choice, 0.0)
+        if not alone <= slo:
+            return PoolPerf(f"prefill: TTFT of a lone request is {alone * 1e3:.0f} ms > SLO {slo * 1e3:g} ms",
+                            shortfall=alone / slo)
+        st = self._prefill_steps(choice)
+        if st is not None:
+            hi = st[2] / st[1]  # full iterations back to back
         else:
-            cap = lams[i]
-        return PoolPerf(None, cap_rps=cap, kv_capacity_tokens=fit.kv_capacity_tokens, table=(lams, cores))
+            m = self.pool_model(choice)
+            hi = 1.0 / (m.prefill_step_s(choice.tokens_per_rank) * math.ceil(m.prompt / choice.tokens_per_rank))
+        # TTFT on a grid of rates (denser towards the limit), then bisection of the SLO crossing;
+        # the grid points below capacity and the capacity itself are the table layouts read
+        lams = [hi * (1.0 - (1.0 - i / _PREFILL_GRID) ** 2) for i in range(_PREFILL_GRID)]
+        ttfts = [alone] + [self._prefill_core_s(choice, x) for x in lams[1:]]
+        i = max(k for k, v in enumerate(ttfts) if v <= slo)
+        lo, t_lo = lams[i], ttfts[i]
+        up = lams[i + 1] if i + 1 < len(lams) else hi
+        for _ in range(_PREFILL_BISECT):
+            mid = 0.5 * (lo + up)
+            t = self._prefill_core_s(choice, mid)
+            if t <= slo:
+                lo, t_lo = mid, t
+            else:
+                up = mid
+        table = (tuple(lams[: i + 1]) + (lo,), tuple(ttfts[: i + 1]) + (t_lo,)) if lo > lams[i] else \
+            (tuple(lams[: i + 1]), tuple(ttfts[: i + 1]))
+        return PoolPerf(None, cap_rps=lo, kv_capacity_tokens=fit.kv_capacity_tokens, table=table)
 
     # colocated ----------------------------------------------------------------------------
     def colocated_state(self, choice, b: float) -> dict:
@@ -435,20 +573,21 @@ class Evaluator:
             why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
                    f"at batch 1 per rank TPOT {st['tpot_s'] * 1e3:.1f} ms, TTFT {st['ttft_s'] * 1e3:.0f} ms "
                    f"(SLO {ctx.tpot_slo_s * 1e3:g} / {ctx.ttft_slo_s * 1e3:g} ms)")
-            return PoolPerf(f"pool: {why}")
+            short = (1.0 / max(b_cap, 1e-9) if b_cap < 1.0 else
+                     max(st["tpot_s"] / ctx.tpot_slo_s, st["ttft_s"] / ctx.ttft_slo_s))
+            return PoolPerf(f"pool: {why}", shortfall=short)
         st = self.colocated_state(choice, b)
         return PoolPerf(None, cap_rps=st["rate"], b_star=b, tpot_s=st["tpot_s"], kv_capacity_tokens=fit.kv_capacity_tokens)
 
     # layout level -----------------------------------------------------------------------
     def _decode_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> tuple[float, float]:
-        """(batch per rank, TPOT) of a decode instance carrying ``rate_per_instance`` requests/s."""
-        m, k = self.pool_model(choice), self.tokens_per_step(choice)
+        """(batch per rank, TPOT percentile) of a decode instance carrying ``rate_per_instance`` requests/s."""
         if rate_per_instance >= perf.cap_rps * (1 - 1e-12):
             return perf.b_star, perf.tpot_s
         need = rate_per_instance * self.ctx.output_tokens
         thr, bs = self._decode_table(choice, perf)
         b = _interp(need, thr, bs)
-        return b, choice.pp * m.decode_step_s(b) / k
+        return b, self._decode_tpot_p(choice, b, rate_per_instance, perf.slots)
 
     def _decode_table(self, choice, perf: PoolPerf) -> tuple[tuple, tuple]:
         """(decode tokens/s, batch per rank) of one instance at the grid batches up to b*,
@@ -469,7 +608,7 @@ class Evaluator:
         b = _bisect_max(lambda x: self.colocated_state(choice, x)["rate"] <= rate_per_instance, 1e-6, perf.b_star, 30)
         return self.colocated_state(choice, b)
 
-    def _columns(self, choice, n: int) -> dict:
+    def _columns(self, choice, n: int) -> tuple[dict, str]:
         key = (choice, n)
         cols = self._cols.get(key)
         if cols is None:
@@ -483,6 +622,7 @@ class Evaluator:
                 cols[f"{r}_max_batch_size"] = choice.max_batch_size
             if r != "decode":
                 cols[f"{r}_max_tokens_per_iteration"] = choice.max_tokens_per_iteration
+            cols = (cols, choice.label(n))
             self._cols[key] = cols
         return cols
 
@@ -490,14 +630,20 @@ class Evaluator:
         """Analytic metrics of one layout (see module docstring); never raises for a bad layout."""
         ctx = self.ctx
         out: dict = {"mode": layout.mode, "devices": layout.devices}
+        labels = []
         for choice, n in layout.pools:
-            out.update(self._columns(choice, n))
+            cols, label = self._columns(choice, n)
+            out.update(cols)
+            labels.append(label)
+        out["layout"] = " + ".join(labels)
         perfs = [self.perf(c) for c, _ in layout.pools]
-        bad = next((p.reason for p in perfs if p.reason), None)
+        worst = max((p for p in perfs if p.reason), key=lambda p: p.shortfall, default=None)
+        bad, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
         if layout.devices > ctx.budget_devices:
             bad = f"uses {layout.devices} devices > budget {ctx.budget_devices}"
+            shortfall = layout.devices / ctx.budget_devices
         if bad:
-            out.update(feasible=False, meets_load=False, reason=bad)
+            out.update(feasible=False, meets_load=False, reason=bad, shortfall=shortfall)
             return out
         O = ctx.output_tokens
         if layout.mode == "colocated":
@@ -517,11 +663,11 @@ class Evaluator:
             out["decode_tpot_ms_at_decode_capacity"] = dp_.tpot_s * 1e3
             out["decode_batch_per_rank_at_decode_capacity"] = dp_.b_star
             b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
-            ttft = self.prefill_ttft_s(pc, cap / n_p, tpot)
+            ttft = self.prefill_ttft_s(pc, cap / n_p)
             target = None
             if cap >= ctx.arrival_rate_per_s:
                 _, tpot_t = self._decode_at(dc, dp_, ctx.arrival_rate_per_s / n_d)
-                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p, tpot_t), tpot_t)
+                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p), tpot_t)
         tps = cap * O
         usd = layout.devices * self.price_usd
         meets = cap >= ctx.arrival_rate_per_s * (1 - 1e-9)

@@ -98,6 +98,7 @@ class PoolFit:
     kv_bytes_per_token: float
     kv_capacity_tokens: float
     reason: str | None
+    shortfall: float = float("nan")  # when rejected: memory needed / memory there (>= 1)
 
 
 def pool_fit(ctx, choice, model, cluster) -> PoolFit:
@@ -125,4 +126,6 @@ def pool_fit(ctx, choice, model, cluster) -> PoolFit:
         reason = (f"{choice.role}.devices_per_instance: after {mem.weight_bytes / gib:.1f} GiB of weights and "
                   f"{act / gib:.1f} GiB of activations a device holds KV for {int(cap)} tokens, less than one "
                   f"longest request ({longest} tokens)")
-    return PoolFit(mem.weight_bytes, act, mem.kv_bytes_per_token, max(cap, 0.0), reason)
+    need = mem.weight_bytes + act + longest * mem.kv_bytes_per_token / max(choice.attn_sp, 1)
+    return PoolFit(mem.weight_bytes, act, mem.kv_bytes_per_token, max(cap, 0.0), reason,
+                   need / mem.usable_bytes if reason else float("nan"))

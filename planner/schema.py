@@ -115,11 +115,12 @@ class SearchSpace(_Frozen):
 
 
 class VerifySpec(_Frozen):
-    """Simulator verification of the top analytic candidates."""
+    """Simulator verification of the top analytic candidates (``planner.verify``): ``top``
+    distinct estimates are checked (0: none, and then no layout is recommended); each run
+    simulates at least ``num_requests`` requests (more at high rates, for a steady state)."""
 
     top: int = Field(3, ge=0, le=L.MAX_VERIFY_TOP)
     num_requests: int = Field(DEFAULT_VERIFY_REQUESTS, ge=1, le=L.MAX_REQUESTS)
-    load: Literal["target", "capacity"] = "target"
 
 
 class PlanConfig(_Frozen):

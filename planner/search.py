@@ -10,10 +10,14 @@ Flow (planner/README.md has the why):
    appears in); feasible choices are crossed with instance counts within the budget. Up to
    ``max_grid_layouts`` layouts are evaluated exhaustively, beyond that optuna's TPE sampler
    (seeded) searches the same space through the same evaluation.
-4. Rank: feasible, serves the target load, objective (tokens/s per device or per $1000),
-   fewer devices, point id.
-5. Verify the top candidates with ``simulator.simulate`` (same step costs, same KV capacity),
-   each run seeded from the plan seed and the point id.
+4. Rank (``planner.ranking``): feasible, serves the target load, Pareto layer of the
+   objective (tokens/s per device or per $1000) against tokens/s per user, then the
+   objective, tokens/s per user, cost, devices, point id.
+5. Verify the top candidates in the simulator (``planner.verify``: the emitted YAML, the
+   claimed capacity, the sustainable rate when the claim fails), re-rank by the verified
+   figure, and name as best only a layout the simulator verified; ``PlanResult.status`` says
+   why there is none (nothing feasible: the closest layout and its rule; nothing verified:
+   each check's reason).
 
 ``evaluate(point, seed)`` is the pure per-point function (what Ray tasks or a process pool
 run for a sweep); ``evaluate_chunk`` amortises the caches over many points.
@@ -29,9 +33,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from planner.analytic import Evaluator, PoolModel, PoolPerf
+from planner.analytic import Evaluator, PoolPerf
 from planner.executors import Executor, default_executor
+from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
 from planner.result import PlanResult, pareto_front
+from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
 from planner.space import (
     Layout,
     PlanContext,
@@ -45,7 +51,7 @@ from planner.space import (
 from workloads.limits import MAX_PLAN_LAYOUTS
 
 __all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
-           "engine_available"]
+           "simulation_hooks", "engine_available"]
 
 
 def point_seed(seed: int, point_id: int) -> int:
@@ -83,13 +89,13 @@ def pool_task(ctx: PlanContext, choices: list[PoolChoice]) -> tuple[dict, dict]:
     """Capacities of pool choices (sharing few cost keys) and the step tables they filled."""
     ev = Evaluator(ctx)
     perfs = {c: ev.perf(c) for c in choices}
-    tables = {k: (dict(m._dec), dict(m._pre), m.calls) for k, m in ev._models.items()}
+    tables = {k: (dict(m._dec), dict(m._pre), dict(m._pk), m.calls) for k, m in ev._models.items()}
     return perfs, tables
 
 
 def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: dict) -> None:
     ev._perf.update(perfs)
-    for key, (dec, pre, _calls) in tables.items():
+    for key, (dec, pre, pk, _calls) in tables.items():
         choice = choices_by_key[key]
         try:
             m = ev.pool_model(choice)
@@ -97,6 +103,7 @@ def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: di
             continue
         m._dec.update(dec)
         m._pre.update(pre)
+        m._pk.update(pk)
 
 
 def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[Layout]:
@@ -136,21 +143,6 @@ def _layout_count(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]
 
 def _objective_column(cfg) -> str:
     return "tokens_per_s_per_kusd" if cfg.objective == "tokens_per_dollar" else "tokens_per_s_per_device"
-
-
-def _rank(df: pd.DataFrame, objective: str) -> pd.DataFrame:
-    if df.empty:
-        return df
-    for col in ("capacity_rps", objective, "tokens_per_s_per_device"):
-        if col not in df:
-            df[col] = np.nan
-    key = df[objective].fillna(-1.0)
-    df = df.assign(_obj=key).sort_values(["feasible", "meets_load", "_obj", "devices", "id"],
-                                         ascending=[False, False, False, True, True], kind="mergesort")
-    df = df.drop(columns="_obj").reset_index(drop=True)
-    df.insert(0, "rank", np.arange(1, len(df) + 1))
-    lead = ["rank", "id", "mode", "devices", "feasible", "meets_load", "reason"]
-    return df[[c for c in lead if c in df] + [c for c in df.columns if c not in lead]]
 
 
 def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[Layout, dict]]:
@@ -198,113 +190,6 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int) -> list[tuple[L
     return list(seen.items())
 
 
-def engine_available() -> bool:
-    """Whether the simulator's engine (``simulator.engine.simulate``) can be imported."""
-    try:
-        from simulator.engine import simulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float | None = None, name: str | None = None,
-                      seed: int | None = None):
-    """The Deployment of a layout (the plan's workload and SLOs; arrival rate ``rate_per_s``)."""
-    from workloads.deployment import ColocatedServing, Deployment, DisaggregatedServing
-
-    if layout.mode == "colocated":
-        (c, n), = layout.pools
-        serving = ColocatedServing(mode="colocated", pool=c.to_pool(n, ctx))
-    else:
-        (p, n_p), (d, n_d) = layout.pools
-        serving = DisaggregatedServing(mode="disaggregated", prefill=p.to_pool(n_p, ctx), decode=d.to_pool(n_d, ctx))
-    wl = cfg.workload
-    if rate_per_s is not None and wl.arrival.kind != "trace":
-        wl = wl.model_copy(update={"arrival": wl.arrival.model_copy(update={"rate_per_s": float(rate_per_s)})})
-    return Deployment(name=name or f"{cfg.name}-best", cluster=ctx.cluster.name, model=cfg.model,
-                      weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, activation_dtype=cfg.activation_dtype,
-                      serving=serving, scheduler=cfg.scheduler, workload=wl, slo=cfg.slo,
-                      seed=cfg.seed if seed is None else seed, profile=ctx.profile)
-
-
-def _subsample(shape, keep: float):
-    """The batch of an equivalent instance with ``keep`` x the DP ranks (same per-rank load)."""
-    from planner.analytic import UniformBatch
-
-    n = shape.num_seqs
-    if keep >= 1.0 or n == 0:
-        return shape
-    if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple):
-        return UniformBatch(phase=shape.phase, num_seqs=max(1, round(n * keep)), new_tokens=shape.new_tokens,
-                            context_tokens=shape.context_tokens, logits_for=shape.logits_for)
-    idx = [i for i in range(n) if math.floor((i + 1) * keep) > math.floor(i * keep)] or [0]
-    new, ctxs = shape.new_list, shape.context_list
-    return type(shape)(phase=shape.phase, num_seqs=len(idx), new_tokens=tuple(new[i] for i in idx),
-                       context_tokens=tuple(ctxs[i] for i in idx), logits_for=shape.logits_for)
-
-
-def simulation_hooks(ctx: PlanContext, layout: Layout) -> tuple[Any, dict]:
-    """(step_cost, kv_capacity_tokens) that make ``simulator.simulate`` cost a layout exactly
-    as the analytic ranking does (resolved cluster, equivalent EP, activation-aware KV)."""
-    from planner.analytic import UniformBatch
-    from planner.feasibility import pool_fit
-
-    ev = Evaluator(ctx)
-    names = {"pool": "colocated", "prefill": "prefill", "decode": "decode"}
-    models: dict[str, tuple[PoolModel, float]] = {}
-    kv: dict[str, float] = {}
-    for choice, _n in layout.pools:
-        m = ev.pool_model(choice)
-        models[names[choice.role]] = (m, m.dp / choice.attn_dp)
-        fit = pool_fit(ctx, choice, ev.model, ev.cluster)
-        kv[choice.role] = fit.kv_capacity_tokens * choice.attn_dp * choice.attn_sp
-
-    def step_cost(role: str, shape) -> float:
-        m, keep = models[role]
-        shape = _subsample(shape, keep)
-        if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple) \
-                and not isinstance(shape, UniformBatch):
-            shape = UniformBatch(phase=shape.phase, num_seqs=shape.num_seqs, new_tokens=shape.new_tokens,
-                                 context_tokens=shape.context_tokens, logits_for=shape.logits_for)
-        return m.inst.step(shape).seconds
-
-    return step_cost, kv
-
-
-def verify_task(ctx: PlanContext, layout: Layout, deployment, point_id: int, analytic: dict) -> dict:
-    """Simulate one candidate with the planner's step costs and KV capacities; compare."""
-    from simulator.engine import simulate
-
-    step_cost, kv = simulation_hooks(ctx, layout)
-    t0 = time.perf_counter()
-    try:
-        res = simulate(deployment, step_cost=step_cost, kv_capacity_tokens=kv)
-    except Exception as exc:  # a verification failure is a result to report, not a crash of the plan
-        return {"id": point_id, "ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                "sim_wall_s": time.perf_counter() - t0}
-    s = res.summary
-    q = deployment.slo.percentile
-    slo = s.get("slo", {})
-    thr = s.get("throughput", {})
-    out = {
-        "id": point_id, "ok": True, "sim_wall_s": time.perf_counter() - t0,
-        "sim_rate_per_s": deployment.workload.arrival.rate_per_s if hasattr(deployment.workload.arrival, "rate_per_s") else None,
-        "sim_requests": s.get("counts", {}).get("requests"),
-        "sim_finished": s.get("counts", {}).get("finished"),
-        "sim_ttft_p_ms": slo.get(f"ttft_p{q:g}_ms"),
-        "sim_tpot_p_ms": slo.get(f"tpot_p{q:g}_ms"),
-        "sim_output_tokens_per_s_per_device": thr.get("output_tokens_per_s_per_device"),
-        "sim_slo_attainment": slo.get("attainment"),
-        "sim_slo_met": slo.get("slo_met_at_percentile"),
-        "analytic_ttft_ms": analytic.get("ttft_ms_at_target") if analytic.get("meets_load") else analytic.get("ttft_ms"),
-        "analytic_tpot_ms": analytic.get("tpot_ms_at_target") if analytic.get("meets_load") else analytic.get("tpot_ms"),
-    }
-    for k in ("ttft", "tpot"):
-        a, b = out[f"analytic_{k}_ms"], out[f"sim_{k}_p_ms"]
-        out[f"{k}_rel_error"] = (a - b) / b if a is not None and b and a == a else None
-    return out
-
-
 def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator) -> None:
     """Fill ``ev`` with every choice's capacity, costing pool keys in parallel when worth it."""
     by_key: dict[tuple, list[PoolChoice]] = defaultdict(list)
@@ -317,9 +202,13 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
     for key, cs in by_key.items():
         live = []
         for c in cs:
-            why = ev.rules_reason(c) or pool_fit(ctx, c, ev.model, ev.cluster).reason
+            why = ev.rules_reason(c)
             if why:
                 ev._perf[c] = PoolPerf(why)
+                continue
+            fit = pool_fit(ctx, c, ev.model, ev.cluster)
+            if fit.reason:
+                ev._perf[c] = PoolPerf(fit.reason, shortfall=fit.shortfall)
             else:
                 live.append(c)
         if live:
@@ -343,6 +232,119 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
     first = {k: v[0] for k, v in costly.items()}
     for perfs, tables in executor.map(pool_task, tasks, desc="pool costs"):
         _seed_evaluator(ev, perfs, tables, first)
+
+
+def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list, method: str, seed: int,
+          notes: list[str]) -> tuple[list[dict], dict, int]:
+    """(table rows, point id -> layout, layouts evaluated): one row per rejected pool choice
+    (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
+    rows: list[dict] = []
+    for pid, c in enumerate(rejected):
+        row = ev.evaluate_layout(Layout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
+        row["id"] = pid
+        rows.append(row)
+    if method == "grid":
+        found = [(lay, ev.evaluate_layout(lay)) for lay in layouts]
+        index = {lay: i for i, lay in enumerate(layouts)}
+    else:
+        found = _optuna_search(ctx, cfg, feasible, ev, seed)
+        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
+        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
+                     f"seed {seed})")
+    layout_of = {}
+    for lay, row in found:
+        row = dict(row) if method != "grid" else row
+        row["id"] = len(rejected) + index.get(lay, len(index) + len(rows))
+        layout_of[row["id"]] = lay
+        rows.append(row)
+    return rows, layout_of, len(found)
+
+
+def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
+    """Verification batches: candidates that share a pool's step costs go to one batch (its
+    runs then share one warm cache: the step costs are most of a first run), the groups
+    spread over at most ``workers`` batches, largest first."""
+    groups: list[tuple[set, list]] = []
+    for item in items:
+        keys = {c.cost_key + (c.role,) for c, _n in item[0].pools}
+        hit = [g for g in groups if g[0] & keys]
+        merged = (set(keys).union(*[g[0] for g in hit]), [x for g in hit for x in g[1]] + [item])
+        groups = [g for g in groups if g not in hit] + [merged]
+    batches: list[list[tuple]] = [[] for _ in range(max(1, min(workers, len(groups))))]
+    for _keys, members in sorted(groups, key=lambda g: -len(g[1])):
+        min(batches, key=len).extend(members)
+    return [b for b in batches if b]
+
+
+def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor: Executor, seed: int,
+            verify_top: int, notes: list[str]) -> dict:
+    """Verify the top candidates in the simulator, re-rank, and pick the best verified layout.
+
+    A second batch of ``verify_top`` candidates is verified when the first batch's best
+    verified figure falls below the analytic figure of the next unverified candidate."""
+    objective = _objective_column(cfg)
+    out = {"table": table, "verification": pd.DataFrame(), "best": None, "deployments": {}, "layouts": {},
+           "status": "ok", "explanation": ""}
+    if not len(table) or not table["feasible"].any():
+        out.update(status="no_feasible", explanation=why_nothing_fits(table, ctx.budget_devices))
+        return out
+    if not verify_top or not engine_available():
+        why = ("verify.top is 0" if not verify_top else "simulator.engine.simulate is not available")
+        notes.append(f"{why}: no layout was checked in the simulator, so none is recommended; the table ranks "
+                     "analytic estimates")
+        out["status"] = "unverified"
+        return out
+    ver_rows: list[dict] = []
+    done: set = set()
+    for _round in range(2):
+        cands = candidates(table, verify_top, done)
+        if not cands:
+            break
+        items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
+        batches = _share_pools(items, executor.workers)
+        ver_rows += [v for batch in executor.map(verify_batch, [(cfg, ctx, b) for b in batches], desc="verify")
+                     for v in batch]
+        done |= {r["id"] for r in cands}
+        got = [r for r in ver_rows if r.get("ok")]
+        best_sim = max((r["sim_capacity_rps"] / r["claimed_rps"] * _row(table, r["id"])[objective]
+                        for r in got if r["claimed_rps"]), default=-math.inf)
+        nxt = candidates(table, 1, done)
+        if not nxt or not nxt[0][objective] > best_sim:
+            break
+    verification = pd.DataFrame(ver_rows)
+    table = apply_verification(table, verification, objective, ctx.arrival_rate_per_s, ctx.output_tokens)
+    out.update(table=table, verification=_verification_view(verification, table))
+    top = table.iloc[0]
+    if top["verified"] != "yes":
+        fails = "; ".join(f"{_row(table, r['id'])['layout']}: {r['reason']}" for r in ver_rows)
+        out.update(status="none_verified",
+                   explanation=f"no layout passed verification in the simulator ({len(ver_rows)} checked): {fails}")
+        return out
+    bid = int(top["id"])
+    out["best"] = layout_deployment(cfg, ctx, layout_of[bid], name=f"{cfg.name}-best")
+    out["deployments"] = {bid: out["best"]}
+    out["layouts"] = {int(i): layout_of[int(i)] for i in verification["id"]} if len(verification) else {}
+    notes.append(f"best layout verified in the simulator: {top['sim_capacity_rps']:.3g} req/s within the SLOs "
+                 f"(analytic claim {top['capacity_rps']:.3g} req/s, {top['capacity_gap']:+.1%})")
+    if top["sim_capacity_rps"] < ctx.arrival_rate_per_s * (1 - 1e-9):
+        notes.append(f"no verified layout within the budget serves the target {ctx.arrival_rate_per_s:g} req/s; the "
+                     f"best serves {top['sim_capacity_rps']:.3g} req/s")
+    return out
+
+
+def _row(table: pd.DataFrame, point_id: int) -> pd.Series:
+    return table.loc[table["id"] == point_id].iloc[0]
+
+
+def _verification_view(ver: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Verification rows in the final rank order, with the layout and the gap as a column."""
+    if ver.empty:
+        return ver
+    info = table.set_index("id")[["rank", "layout"]]
+    ver = ver.join(info, on="id")
+    lead = [c for c in ("rank", "id", "layout", "status", "claimed_rps", "sim_capacity_rps", "capacity_gap",
+                        "analytic_ttft_ms", "sim_ttft_p_ms", "analytic_tpot_ms", "sim_tpot_p_ms", "reason") if c in ver]
+    return ver.sort_values("rank", kind="mergesort")[lead + [c for c in ver.columns if c not in lead]].reset_index(drop=True)
 
 
 def plan(plan_config, *, executor: Executor | None = None, seed: int | None = None,
@@ -395,73 +397,16 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     method = space.method
     if method == "auto":
         method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
-    rows: list[dict] = []
-    pid = 0
-    for c in rejected:
-        mode = "colocated" if c.role == "pool" else "disaggregated"
-        row = ev.evaluate_layout(Layout(mode, ((c, 1),)))
-        row["id"] = pid
-        rows.append(row)
-        pid += 1
-    if method == "grid":
-        for lay in layouts:
-            row = ev.evaluate_layout(lay)
-            row["id"] = pid
-            rows.append(row)
-            pid += 1
-        searched = len(layouts)
-    else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed)
-        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
-        for lay, row in found:
-            row = dict(row)
-            i = index.get(lay, len(index) + len(rows))
-            row["id"] = len(rejected) + i
-            rows.append(row)
-        searched = len(found)
-        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({space.optuna_trials} trials, seed {seed})")
-    layout_of = {}
-    for row, lay in zip(rows[len(rejected):], layouts if method == "grid" else [lay for lay, _ in found]):
-        layout_of[row["id"]] = lay
+    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes)
     objective = _objective_column(cfg)
-    table = _rank(pd.DataFrame(rows), objective)
+    table = rank_table(pd.DataFrame(rows), objective)
     t_rank = time.perf_counter() - t_rank
 
     # verification -----------------------------------------------------------------------
     t_ver = time.perf_counter()
-    top = table[table["feasible"]].head(verify_top) if len(table) else table
-    deployments = {}
-    ver_rows: list[dict] = []
-    if verify_top and len(top):
-        for r in top.itertuples(index=False):
-            row = r._asdict()
-            lay = layout_of[row["id"]]
-            rate = ctx.arrival_rate_per_s if (row["meets_load"] or cfg.verify.load == "target") else row["capacity_rps"]
-            if cfg.verify.load == "capacity" or not row["meets_load"]:
-                rate = row["capacity_rps"]
-            dep = layout_deployment(cfg, ctx, lay, rate, name=f"{cfg.name}-rank{row['rank']}",
-                                    seed=point_seed(seed, row["id"]))
-            wl = dep.workload
-            if wl.duration_s is None and wl.arrival.kind != "trace":
-                dep = dep.model_copy(update={"workload": wl.model_copy(update={"num_requests": cfg.verify.num_requests})})
-            deployments[row["id"]] = dep
-        if engine_available():
-            tasks = [(ctx, layout_of[i], deployments[i], i, table.loc[table["id"] == i].iloc[0].to_dict())
-                     for i in deployments]
-            ver_rows = executor.map(verify_task, tasks, desc="verify")
-            ver_rows = sorted(ver_rows, key=lambda d: list(deployments).index(d["id"]))
-        else:
-            notes.append("simulator.engine.simulate is not available: top candidates were not verified")
-    verification = pd.DataFrame(ver_rows)
+    v = _verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes)
+    table = v["table"]
     t_ver = time.perf_counter() - t_ver
-
-    best = None
-    if len(table) and bool(table.iloc[0]["feasible"]):
-        bid = int(table.iloc[0]["id"])
-        best = layout_deployment(cfg, ctx, layout_of[bid], name=f"{cfg.name}-best")
-        if best is not None and not table.iloc[0]["meets_load"]:
-            notes.append(f"no layout within the budget serves the target {ctx.arrival_rate_per_s:g} req/s; the best "
-                         f"serves {table.iloc[0]['capacity_rps']:.3g} req/s")
     wall = time.perf_counter() - t0
     stats = {
         "method": method, "pool_choices": len(all_choices), "pool_choices_rejected": len(rejected),
@@ -471,6 +416,6 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         "workers": executor.workers, "seed": seed, "cluster": ctx.cluster.name,
         "device": ctx.cluster.resolve().device.name, "budget_devices": ctx.budget_devices,
     }
-    return PlanResult(plan=cfg, table=table, pareto=pareto_front(table), best=best, verification=verification,
-                      stats=stats, notes=tuple(notes), deployments=deployments,
-                      layouts={i: layout_of[i] for i in deployments})
+    return PlanResult(plan=cfg, table=table, pareto=pareto_front(table), best=v["best"],
+                      verification=v["verification"], stats=stats, notes=tuple(notes), deployments=v["deployments"],
+                      layouts=v["layouts"], status=v["status"], explanation=v["explanation"])

@@ -229,6 +229,21 @@ class PoolChoice:
             return max(8192, self.max_batch_size * (1 + self.mtp_depth))
         return self.tokens_per_rank * self.attn_dp
 
+    def label(self, instances: int) -> str:
+        """Short text of this choice with ``instances`` instances, e.g.
+        ``decode 1x8 tp1 dp8 ep8 mtp1 bs1024`` (defaults such as sp1, pp1 left out)."""
+        parts = [f"{'pool' if self.role == 'pool' else self.role} {instances}x{self.devices_per_instance}",
+                 f"tp{self.attn_tp}", f"dp{self.attn_dp}"]
+        parts += [f"sp{self.attn_sp}"] * (self.attn_sp > 1) + [f"pp{self.pp}"] * (self.pp > 1)
+        parts += [f"ep{self.moe_ep}"] * (self.moe_ep > 1) + [f"etp{self.moe_tp}"] * (self.moe_tp > 1)
+        parts += [f"+{self.redundant_experts}e"] * (self.redundant_experts > 0)
+        parts += [f"mb{self.micro_batches}"] * (self.micro_batches > 1) + [f"mtp{self.mtp_depth}"] * (self.mtp_depth > 0)
+        if self.role != "prefill":
+            parts.append(f"bs{self.max_batch_size}")
+        if self.role != "decode":
+            parts.append(f"tok{self.max_tokens_per_iteration}")
+        return " ".join(parts)
+
     def to_pool(self, instances: int, ctx: PlanContext):
         """The ``workloads.deployment.Pool`` of this choice."""
         from workloads.deployment import Pool
@@ -289,6 +304,11 @@ class Layout:
     @functools.cached_property
     def devices(self) -> int:
         return sum(c.devices_per_instance * n for c, n in self.pools)
+
+    @property
+    def label(self) -> str:
+        """Short text of the layout (``PoolChoice.label`` of each pool, joined by ``+``)."""
+        return " + ".join(c.label(n) for c, n in self.pools)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,18 @@ def published_kernels() -> dict:
     return yaml.safe_load(text)
 
 
+def published_kernel_for(op: Op) -> dict | None:
+    """The published figure that times ``op``: the entry named by its implementation
+    (``meta["impl"]``, ``workloads.kernel_sets``) for its kind, or, for an op naming none, the
+    kind's ``default_for_kind`` entry; None when the op runs a measured implementation."""
+    table = published_kernels()
+    impl = op.meta.get("impl")
+    if impl is not None:
+        entry = table.get(str(impl))
+        return entry if entry is not None and entry.get("op_kind") == op.kind else None
+    return next((e for e in table.values() if e.get("op_kind") == op.kind and e.get("default_for_kind")), None)
+
+
 @lru_cache(maxsize=8)
 def _cached_fit(profile: Any) -> Any:
     """A profile's fitted efficiency curves (fitting reads every table once per profile)."""
@@ -192,7 +204,7 @@ class CostModel:
     def compute_seconds(self, op: Op) -> tuple[float, str]:
         """(seconds, source) of one occurrence of a compute op on this cluster's device."""
         dtype = _compute_dtype(op, self.device)
-        published = published_kernels().get(op.kind) if self.use_published_kernels else None
+        published = published_kernel_for(op) if self.use_published_kernels else None
         if published is not None:
             peak = self.device.peak_flops_per_s.get(dtype) or self.device.peak_flops_per_s["bf16"]
             t = max(op.flops / (peak * published["compute_fraction"]),

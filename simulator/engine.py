@@ -44,7 +44,7 @@ from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import StepCostCache, make_router
 from simulator.requests import RunState
-from simulator.result import REQUEST_COLUMNS, STEP_COLUMNS, SimResult
+from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
 
@@ -466,7 +466,7 @@ class Simulation:
 
                 def fn(shape, _ic=ic):
                     c = _ic.step(shape)
-                    return float(c.seconds), float(c.compute_s), float(c.comm_s)
+                    return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c)
             costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role != "prefill" else 0))
             if kv_override is None:
                 kv_tokens = instance_kv_capacity_tokens(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
@@ -578,7 +578,22 @@ class Simulation:
                                       for k, ss in self.pools.items()},
         }
         summary = summarize(req, steps, self.itl, self.dep, self.devices, dpn, extra)
-        return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events))
+        ops = [(pool, src, kind, secs) for pool, c in self.cost_caches.items()
+               for (src, kind), secs in sorted(c.detail_totals().items())]
+        transfers = self.transfers.log if self.transfers else []
+        return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events),
+                         op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
+                         transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)))
+
+
+def _op_seconds(cost) -> dict:
+    """A step's operator seconds (one device, before overlap) by (source family, op kind):
+    ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch)."""
+    out: dict = {}
+    for o in cost.ops:
+        key = (o.source.split(":", 1)[0], o.kind)
+        out[key] = out.get(key, 0.0) + o.total_s
+    return out
 
 
 def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None) -> SimResult:

@@ -29,7 +29,7 @@ The approximation (documented in simulator/README.md):
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from workloads.ops import BatchShape
 
@@ -74,16 +74,21 @@ def shape_of(key: tuple, decode_new_tokens: int) -> BatchShape:
 class StepCostCache:
     """(seconds, compute_s, comm_s) of a quantised batch of one pool, memoised.
 
-    ``cost_fn(shape) -> (seconds, compute_s, comm_s)``.
+    ``cost_fn(shape) -> (seconds, compute_s, comm_s[, detail])``. ``detail``, when given, is a
+    mapping (e.g. operator seconds by source and kind) kept per shape; ``hits`` counts the steps
+    costed at each shape, so ``detail_totals()`` sums the detail over the run (one dict
+    increment per step, nothing more in the hot loop).
     """
 
-    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses")
+    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses", "hits", "details")
 
-    def __init__(self, cost_fn: Callable[[BatchShape], tuple[float, float, float]], decode_new_tokens: int = 1):
+    def __init__(self, cost_fn: Callable[[BatchShape], tuple], decode_new_tokens: int = 1):
         self._cost_fn = cost_fn
         self._cache: dict[tuple, tuple[float, float, float]] = {}
         self.decode_new_tokens = decode_new_tokens
         self.misses = 0
+        self.hits: dict[tuple, int] = {}
+        self.details: dict[tuple, Any] = {}
 
     def cost(self, n_dec: int, dec_ctx: float, n_chunks: int, chunk_tokens: int, chunk_ctx: float) -> tuple[float, float, float]:
         if n_chunks == 0:
@@ -96,8 +101,22 @@ class StepCostCache:
         hit = self._cache.get(key)
         if hit is None:
             self.misses += 1
-            hit = self._cache[key] = self._cost_fn(shape_of(key, self.decode_new_tokens))
+            full = self._cost_fn(shape_of(key, self.decode_new_tokens))
+            hit = self._cache[key] = tuple(full[:3])
+            if len(full) > 3:
+                self.details[key] = full[3]
+            self.hits[key] = 0
+        self.hits[key] += 1
         return hit
+
+    def detail_totals(self) -> dict:
+        """The shapes' ``detail`` mappings summed over every step costed (values x steps)."""
+        out: dict = {}
+        for key, detail in self.details.items():
+            n = self.hits.get(key, 0)
+            for k, v in detail.items():
+                out[k] = out.get(k, 0.0) + v * n
+        return out
 
 
 # ------------------------------------------------------------------ routers

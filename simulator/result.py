@@ -22,6 +22,11 @@ STEP_COLUMNS = (
     "time_s", "instance", "pool", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens", "step_s",
     "kv_used_fraction", "compute_s", "comm_s",
 )
+#: operator seconds summed over the run, per pool, by source family and op kind (one device of an
+#: instance, before compute/communication overlap: they add up to more than the busy time)
+OP_SECONDS_COLUMNS = ("pool", "source", "kind", "seconds")
+#: one row per completed KV transfer (disaggregated serving): a group of requests moved together
+TRANSFER_COLUMNS = ("start_s", "end_s", "bytes", "src_instance", "dst_instance")
 #: kinds of the event log, in the order they can happen to one request
 EVENT_KINDS = ("arrival", "schedule", "first_token", "kv_transfer_start", "kv_transfer_end", "preempt",
                "cancel", "finish")
@@ -32,12 +37,16 @@ class SimResult:
     """Per-request and per-iteration tables, the summary, and (if traced) the event log.
 
     ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
+    ``op_seconds``: operator seconds by pool, source and kind (``OP_SECONDS_COLUMNS``).
+    ``transfers``: the completed KV transfers (``TRANSFER_COLUMNS``; empty when colocated).
     """
 
     requests: pd.DataFrame
     steps: pd.DataFrame
     summary: dict
     events: list = field(default_factory=list)
+    op_seconds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_SECONDS_COLUMNS)))
+    transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLUMNS)))
 
 
 def to_chrome_trace(result: SimResult) -> dict:

@@ -66,6 +66,7 @@ class TransferManager:
         self.rate_changes = 0
         self.completed = 0
         self.bytes_moved = 0.0
+        self.log: list[tuple] = []  # (start_s, end_s, bytes, src, dst) per completed transfer
 
     def start(self, src, dst, nbytes: float, payload: Any) -> int:
         """Start a transfer of ``nbytes`` from instance ``src`` to ``dst``; returns its id."""
@@ -102,6 +103,7 @@ class TransferManager:
         del self.flows[fid]
         self.completed += 1
         self.bytes_moved += f.nbytes
+        self.log.append((f.start_s, self.env.now, f.nbytes, f.path[0][1], f.path[2][1]))
         if fid == self._solo:
             self._solo = None
         else:

@@ -1,48 +1,18 @@
-"""Accounting against published figures (tests/data/reference/isca_accounting.yaml) and invariants."""
-
-from pathlib import Path
+"""Accounting invariants; the published figures (clustersim/data/reference/isca_accounting.yaml) are
+checked by the registry (``clustersim.checks``, tests/test_reference_checks.py)."""
 
 import pytest
-import yaml
 
+from clustersim.checks import load_reference
 from workloads import accounting as acc
 from workloads.models import get_model, list_models
 
-REF = yaml.safe_load((Path(__file__).parent / "data/reference/isca_accounting.yaml").read_text())
+REF = load_reference("isca_accounting.yaml")
 TARGETS = REF["targets"]
 
 
-def _compute(t: dict) -> float:
-    q, m, s = t["quantity"], t["model"], t.get("setting") or {}
-    if q == "kv_cache_bytes_per_token":
-        return acc.kv_cache_bytes_per_token(m, s.get("kv_dtype", "bf16"))
-    if q == "kv_cache_bytes_per_token_per_layer":
-        return acc.kv_cache_bytes_per_token_per_layer(m, s.get("kv_dtype", "bf16"))
-    if q == "training_flops_per_token":
-        return acc.training_flops_per_token(m, seq_len=s.get("seq_len", 4096), causal=s.get("causal", True))
-    if q == "total_params":
-        return acc.total_params(m)
-    if q == "activated_params":
-        return acc.activated_params(m)
-    if q == "checkpoint_params":
-        return acc.checkpoint_params(m)
-    raise AssertionError(f"unknown quantity {q}")
-
-
-def _params(t):
-    marks = [pytest.mark.xfail(strict=True, reason=t["known_deviation"])] if "known_deviation" in t else []
-    return pytest.param(t, id=t["id"], marks=marks)
-
-
-@pytest.mark.parametrize("target", [_params(t) for t in TARGETS])
-def test_reference_target(target):
-    got, want, tol = _compute(target), float(target["value_si"]), target["tolerance"]
-    if tol == "exact":
-        assert got == want
-    elif "rel" in tol:
-        assert abs(got / want - 1) <= float(tol["rel"]), f"{got:.4g} vs {want:.4g} ({got / want - 1:+.2%})"
-    else:
-        assert abs(got - want) <= float(tol["abs"]), f"{got:.5g} vs {want:.5g}"
+# Every target is predicted and checked (the Qwen FLOPs miss as a known gap, strict) by the
+# registry: clustersim.checks.published.accounting_checks, tests/test_reference_checks.py.
 
 
 def test_reference_entries_are_complete():

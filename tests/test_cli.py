@@ -144,7 +144,7 @@ def test_estimate_serving_decode_and_prefill():
     d = json.loads(r.output)
     assert d["tpot_s"] > 0 and d["output_tokens_per_s_per_device"] > 0
     r = run("estimate", "serving", "--model", "deepseek-v3", "--hardware", "h800-mpft", "--phase", "prefill",
-            "--ep", "32", "--batch-per-device", "4", "--seq", "4096", "--json")
+            "--ep", "32", "--batch-per-device", "4", "--seq", "4096", "--dtype", "fp8", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["input_tokens_per_s_per_device"] > 0
 
 

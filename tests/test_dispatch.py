@@ -1,27 +1,20 @@
 """MoE dispatch/combine models (hardware.dispatch) against closed forms and published tables.
 
-The published DeepEP / CloudMatrix384 rows (tests/data/reference/comm_*.yaml, fit and hold-out)
-are checked in tests/test_comm_fit.py; this file holds the mechanisms and closed forms.
+The published rows (clustersim/data/reference/comm_*.yaml, fit and held-out) are predicted and
+checked by the one registry, ``clustersim.checks.comm`` (tests/test_reference_checks.py, and
+``clustersim check``); this file tests the mechanisms.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from hardware.catalog import get_cluster, list_clusters
 from hardware.collectives import collective_time
 from hardware.dispatch import dispatch_combine_time, ep_decode_speed_limit, expected_distinct_units, token_bytes
-
-REF = Path(__file__).parent / "data" / "reference"
-
-
-def _ref(name):
-    return yaml.safe_load((REF / name).read_text())
 
 
 # ------------------------------------------------------------------ mechanisms
@@ -65,31 +58,8 @@ def test_expected_distinct_units_edges():
 
 
 # ------------------------------------------------------------------ ISCA'25 decode limit
-
-
-def test_isca_decode_speed_limit():
-    ref = _ref("comm_isca_decode_limit.yaml")
-    inp = ref["inputs"]
-    want = {t["id"]: t for t in ref["targets"]}
-    common = dict(layers=inp["layers"], tokens_per_device=inp["tokens_per_device"],
-                  experts_per_token=inp["experts_per_token"], dispatch_bytes=inp["dispatch_bytes"],
-                  combine_bytes=inp["combine_bytes"], micro_batches=inp["micro_batches"])
-    ib = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
-    nvl = ep_decode_speed_limit(inp["hidden_paper"], bandwidth=inp["nvl72_bandwidth_bytes_per_s"], **common)
-    true = ep_decode_speed_limit(inp["hidden_true"], bandwidth=inp["ib_bandwidth_bytes_per_s"], **common)
-    got = {
-        "isca.decode_limit.ib.comm_per_ep_step": ib.comm_per_ep_step_s * 1e6,
-        "isca.decode_limit.ib.per_layer": ib.per_layer_s * 1e6,
-        "isca.decode_limit.ib.tpot": ib.tpot_s * 1e3,
-        "isca.decode_limit.ib.tps": ib.tokens_per_s,
-        "isca.decode_limit.nvl72.comm_per_ep_step": nvl.comm_per_ep_step_s * 1e6,
-        "isca.decode_limit.nvl72.tpot": nvl.tpot_s * 1e3,
-        "isca.decode_limit.nvl72.tps": nvl.tokens_per_s,
-        "isca.decode_limit.ib.comm_per_ep_step_hidden7168": true.comm_per_ep_step_s * 1e6,
-    }
-    assert set(got) == set(want)
-    for key, value in got.items():
-        assert value == pytest.approx(want[key]["value"], rel=want[key]["rel"]), key
+# The published rows (ISCA'25 decode limit, DeepEP, CloudMatrix384) are checked by the registry
+# (clustersim.checks.comm, tests/test_reference_checks.py); the mechanisms stay here.
 
 
 def test_decode_speed_limit_fed_from_catalog_bandwidths():
@@ -101,9 +71,7 @@ def test_decode_speed_limit_fed_from_catalog_bandwidths():
     assert fast.tokens_per_s / ib.tokens_per_s == pytest.approx(nvl / nic)
 
 
-# ------------------------------------------------------------------ DeepEP / CloudMatrix384
-# The published rows (comm_deepep.yaml, comm_cm384.yaml) are checked, fit and hold-out apart,
-# in tests/test_comm_fit.py through hardware.comm_fit.predict.
+# ------------------------------------------------------------------ DeepEP
 
 
 def test_deepep_low_latency_reported_bandwidth_definition():

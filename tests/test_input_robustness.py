@@ -356,7 +356,7 @@ def test_every_command_reads_the_file_once(monkeypatch, args):
     real = config_file.read_config_text
     monkeypatch.setattr(config_file, "read_config_text", lambda p: calls.append(p) or real(p))
     r = run(*args)
-    assert r.exit_code in (0, 2), r.output
+    assert r.exit_code in (0, 2, 3), r.output  # 3: plan found no layout that fits
     assert len(calls) == 1, calls
 
 

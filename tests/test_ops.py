@@ -207,7 +207,7 @@ def test_summarize_ops_totals():
 def test_op_shapes_use_consistent_keys():
     keys = {
         GEMM: {"m", "n", "k", "batch"},
-        GROUPED_GEMM: {"groups", "m_per_group", "n", "k", "tokens_total"},
+        GROUPED_GEMM: {"groups", "m_per_group", "n", "k", "tokens_total", "active_groups"},
         ATTN_PREFILL: {"batch", "seq", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal", "context"},
         ATTN_DECODE: {"batch", "context", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"},
         MLA_DECODE: {"batch", "context", "heads_q", "head_dim_qk", "head_dim_v"},

@@ -57,3 +57,14 @@ def test_task_exception_is_reraised_as_itself(local_ray):
     with pytest.raises(ValueError, match="bad point 2") as info:
         RayExecutor(fallback=SerialExecutor()).map(_fails_in_task, [(i,) for i in range(4)])
     assert type(info.value) is ValueError  # not Ray's wrapper with a remote traceback in its text
+
+
+def test_ray_verification_matches_serial(local_ray):
+    """Verification tasks (``planner.verify.verify_batch``) run as Ray tasks give the same
+    verified ranking and best layout as in-process."""
+    cfg = load_plan_text(PLAN)
+    a = plan(cfg, executor=RayExecutor())
+    b = plan(cfg, executor=SerialExecutor())
+    assert a.status == b.status == "ok"
+    assert a.table.equals(b.table) and a.best == b.best
+    assert a.verification.drop(columns="sim_wall_s").equals(b.verification.drop(columns="sim_wall_s"))

@@ -327,9 +327,9 @@ def step_ops(
     ``dtype``: GEMM weight/input dtype (router, embedding, LM head stay BF16 below 16 bits).
     ``kv_dtype``: KV-cache dtype ('fp8' = FlashMLA layout for MLA). ``include_mtp`` appends the
     MTP modules on the last stage. ``stage`` picks the pipeline stage when pp > 1.
-    ``dispatch_dtype`` defaults to ``dtype``; combine is BF16. ``kernels``: "fused" (a serving
-    engine's fused glue kernels) or "eager" (the layer in plain torch ops); see
-    ``workloads.ops_blocks.KERNEL_SETS``.
+    ``dispatch_dtype`` defaults to ``dtype``; combine is BF16. ``kernels``: a kernel set of
+    ``workloads.kernel_sets`` - "fused" (a serving engine's kernels) or "eager" (the layer in plain
+    torch ops); it decides the glue ops and names each attention / expert op's ``meta["impl"]``.
     """
     m = get_model(model)
     par = parallelism or Parallelism()

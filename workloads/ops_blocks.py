@@ -24,7 +24,10 @@ from workloads.accounting import (
     kv_cache_bytes_per_token_per_layer,
     param_dtype,
 )
+from workloads.kernel_sets import KERNEL_SETS as _KERNEL_SETS
+from workloads.kernel_sets import KernelSet, kernel_set
 from workloads.models import MLAConfig, ModelConfig
+from workloads.moe_routing import expected_active_experts, tokens_per_active_expert
 from workloads.op import (
     ATTN_DECODE,
     ATTN_PREFILL,
@@ -37,7 +40,8 @@ from workloads.op import (
 )
 
 ACT_BYTES = 2.0  # BF16 activations
-#: Which kernels run the memory-bound glue around the GEMMs and attention:
+#: Which kernels run the memory-bound glue (``KernelSet.glue``; the other families are named by the
+#: set too, see ``workloads.kernel_sets``):
 #: * "fused" - a serving engine's kernels: residual add fused into the RMSNorm, one rotary op
 #:   over q and k, one KV-cache write, a fused top-k, and the routed outputs gathered back per
 #:   token (the weighted sum happens in the combine). No fused rotary or SiLU-and-mul kernel is
@@ -47,8 +51,10 @@ ACT_BYTES = 2.0  # BF16 activations
 #:   RMSNorm and residual add as separate kernels, rotate-half RoPE (several kernels, measured
 #:   as ``rotary``), ``silu(a) * b`` (measured ``silu_mul``), K and V written by two copies,
 #:   ``topk(sigmoid(logits.float()))`` (``moe_topk``) and ``zero_ + index_add_(ys * w)``
-#:   (``moe_scatter``, bf16 atomics) for the routed outputs.
-KERNEL_SETS = ("fused", "eager")
+#:   (``moe_scatter``, bf16 atomics) for the routed outputs; MLA's split/concat/copy kernels
+#:   (``mla_glue``: latent norm of a strided view, RoPE of q and of k apart, two cache copies,
+#:   ``cat`` of q and k in prefill, the latent query ``cat`` and the head merge in decode).
+KERNEL_SETS = tuple(_KERNEL_SETS)
 # FLOPs per element charged to memory-bound ops (they are timed by bytes; kept for totals).
 RMSNORM_FLOPS_PER_ELEM = 4.0
 SWIGLU_FLOPS_PER_ELEM = 5.0
@@ -83,11 +89,16 @@ class BlockCtx:
     dispatch_dtype: str
     combine_dtype: str
     expert_slots: int = 0  # routed + redundant expert replicas over the EP group
-    kernels: str = "fused"  # "fused" (serving-engine kernels) or "eager" (plain torch; see KERNEL_SETS)
+    kernels: str = "fused"  # a ``workloads.kernel_sets`` name: "fused" (serving engine) or "eager" (plain torch)
+
+    @property
+    def kernel_set(self) -> KernelSet:
+        return kernel_set(self.kernels)
 
     @property
     def eager(self) -> bool:
-        return self.kernels == "eager"
+        """Glue kernels as plain torch ops (see KERNEL_SETS)."""
+        return self.kernel_set.glue == "eager"
 
 
 def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
@@ -200,11 +211,15 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         else:
             ops.append(gemm(f"{p}q_proj", T, H * a.qk_head_dim, h, **kw))
             ops.append(gemm(f"{p}kv_a_proj", T, lat + r, h, **kw))
-        ops.append(elementwise(f"{p}kv_a_norm", T * lat, layer=layer, count=count,
-                               flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
-        ops.append(_rope(c, f"{p}rope", T * (H + 1) * r, layer, count))
-        ops.append(elementwise(f"{p}kv_cache_write", T * (lat + r), layer=layer, count=count, writes=0,
-                               flops_per_elem=0.0, extra_written=T * kv_local, meta={"kv_write_bytes": T * kv_local}))
+        if c.eager:
+            ops += _mla_eager_glue(c, layer, count, p, H, kv_local)
+        else:
+            ops.append(elementwise(f"{p}kv_a_norm", T * lat, layer=layer, count=count,
+                                   flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
+            ops.append(_rope(c, f"{p}rope", T * (H + 1) * r, layer, count))
+            ops.append(elementwise(f"{p}kv_cache_write", T * (lat + r), layer=layer, count=count, writes=0,
+                                   flops_per_elem=0.0, extra_written=T * kv_local,
+                                   meta={"kv_write_bytes": T * kv_local}))
         if c.absorb:
             ops += _mla_absorbed(c, layer, count, p, H, keys, pairs, kv_local)
         else:
@@ -235,7 +250,8 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                           {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "heads_kv": Hkv,
                            "head_dim_qk": d, "head_dim_v": d},
                           flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
-                          meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new)}))
+                          meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                                "impl": c.kernel_set.attn_decode}))
         else:
             kv_read = sum(c.ctx) * kv_local / c.sp
             fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
@@ -307,6 +323,48 @@ def _sp_kv_gather(c: BlockCtx, layer, count, p, kv_local) -> list[Op]:
     return [collective(f"{p}sp_kv_gather", "all_gather", c.sp, c.tokens * kv_local, layer=layer, count=count)]
 
 
+def _glue_bytes(glue: str, a: MLAConfig, tokens: int, heads: int) -> float:
+    """Bytes one MLA glue kernel moves (read + written) as ``calibration.bench.mla_glue`` counts
+    them (a broadcast input read once, the cos/sin tables of RoPE included)."""
+    nope, rope, lat, v = a.qk_nope_head_dim, a.qk_rope_head_dim, a.kv_lora_rank, a.v_head_dim
+    T, H = tokens, heads
+    elems = {"assemble_q": 2 * T * H * (nope + rope),
+             "assemble_k": T * H * nope + T * rope + T * H * (nope + rope),
+             "rope_q": 2 * T * H * rope + 2 * T * rope, "rope_k": 4 * T * rope,
+             "latent_norm": 2 * T * lat, "write_cache": 2 * T * (lat + rope),
+             "latent_query": 2 * T * H * (lat + rope), "merge_heads": 2 * T * H * v}[glue]
+    return elems * ACT_BYTES
+
+
+#: MLA glue kernels applied per head (the others act once per token on the shared latent)
+_PER_HEAD_GLUE = ("assemble_q", "assemble_k", "rope_q", "latent_query", "merge_heads")
+
+
+def mla_glue(c: BlockCtx, name: str, glue: str, layer: str, count: int, heads: int, meta: dict | None = None) -> Op:
+    """One of MLA's split/concat/copy kernels as plain torch runs it (``calibration.groundtruth.mla``
+    defines them, ``calibration.bench.mla_glue`` times them alone): ``glue`` at ``c.tokens`` rows
+    of ``heads`` heads (1 for the per-token ones). Timed by the profile's ``mla_glue_bf16`` table,
+    else as a copy of its bytes."""
+    a = c.model.attention
+    h = heads if glue in _PER_HEAD_GLUE else 1
+    nbytes = _glue_bytes(glue, a, c.tokens, h)
+    return Op(name=name, kind=ELEMENTWISE, shape={"elements": int(nbytes / (2 * ACT_BYTES))}, flops=0.0,
+              bytes_read=nbytes / 2, bytes_written=nbytes / 2, dtype="bf16", count=count, layer=layer,
+              meta={"op": "mla_glue", "glue": glue, "tokens": int(c.tokens), "heads": int(h), **(meta or {})})
+
+
+def _mla_eager_glue(c: BlockCtx, layer: str, count: int, p: str, H: int, kv_local: float) -> list[Op]:
+    """The plain-torch kernels between MLA's projections and attention: RMSNorm of the latent (a
+    strided view of the ``kv_a`` output), RoPE of the shared key and of the query heads apart, the
+    latent and the rotated key copied into the cache (two copies)."""
+    T = c.tokens
+    return [mla_glue(c, f"{p}kv_a_norm", "latent_norm", layer, count, 1),
+            mla_glue(c, f"{p}rope_k", "rope_k", layer, count, 1),
+            mla_glue(c, f"{p}kv_cache_write", "write_cache", layer, count, 1,
+                     {"kv_write_bytes": T * kv_local}),
+            mla_glue(c, f"{p}rope", "rope_q", layer, count, H)]
+
+
 def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     """Non-absorbed MLA: decompress latent of all keys to per-head K_nope/V, then MHA."""
     a, T = c.model.attention, c.tokens
@@ -319,6 +377,9 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
                                extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
     ops.append(gemm(f"{p}kv_b_proj", keys_rows, H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank,
                     dtype=c.dtype, layer=layer, count=count, meta={"rows": "new + cached keys"}))
+    if c.eager:  # cat(q_nope, rope(q_pe)) and cat(k_nope, k_pe broadcast over heads)
+        ops += [mla_glue(c, f"{p}q_assemble", "assemble_q", layer, count, H),
+                mla_glue(c, f"{p}k_assemble", "assemble_k", layer, count, H)]
     dqk, dv = a.qk_head_dim, a.v_head_dim
     flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
     read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
@@ -337,6 +398,8 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> lis
     lat, dqk, dv = a.kv_lora_rank, a.absorbed_qk_head_dim, a.absorbed_v_head_dim
     kw = dict(dtype=c.dtype, layer=layer, count=count)
     ops = [gemm(f"{p}q_absorb_bmm", T, lat, a.qk_nope_head_dim, batch=H, **kw, meta={"weight": "W_UK"})]
+    if c.eager:  # cat(q_lat^T, q_pe): the head-major bmm output back to [T, H, 576]
+        ops.append(mla_glue(c, f"{p}q_latent_cat", "latent_query", layer, count, H))
     kv_read = sum(keys) * kv_local / c.sp
     flops = attention_flops_per_pair(c.model, absorbed=True) / c.attn_tp * pairs
     ops.append(Op(f"{p}attn", MLA_DECODE,
@@ -344,9 +407,12 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> lis
                    "head_dim_v": dv},
                   flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
                   count=count, layer=layer,
-                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean(c.new)}))
+                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                        "impl": c.kernel_set.mla_decode}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
     ops.append(gemm(f"{p}out_absorb_bmm", T, a.v_head_dim, lat, batch=H, **kw, meta={"weight": "W_UV"}))
+    if c.eager:  # [H, T, v] -> [T, H*v] for the output projection (a view when T == 1)
+        ops.append(mla_glue(c, f"{p}merge_heads", "merge_heads", layer, count, H))
     return ops
 
 
@@ -425,7 +491,9 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     # routed pairs spread over ``slots`` experts' worth of replicas
     busiest = expected_max_expert_load(c.moe_tokens_all, slots, k, E_l) * c.moe_imbalance
     m_per_group = int(min(tokens_total, max(math.ceil(tokens_total / E_l - 1e-9), math.ceil(busiest - 1e-9))))
-    active = E_l * (1.0 - (1.0 - k / slots) ** c.moe_tokens_all)
+    # only the experts some token routes to are read (workloads.moe_routing); at least one when
+    # any pair lands here, at most all local experts
+    active = min(float(E_l), expected_active_experts(c.moe_tokens_all, slots, k, E_l)) if tokens_total else 0.0
     wb = dtype_bytes(c.dtype)
     ab = min(wb, ACT_BYTES)
     # tokens are permuted into expert order before the grouped GEMM and the weighted outputs
@@ -436,12 +504,14 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         resident = E_l * n_ * k_ * wb
         ops.append(Op(
             f"{p}{name}", GROUPED_GEMM,
-            {"groups": E_l, "m_per_group": m_per_group, "n": n_, "k": k_, "tokens_total": tokens_total},
+            {"groups": E_l, "m_per_group": m_per_group, "n": n_, "k": k_, "tokens_total": tokens_total,
+             "active_groups": round(active, 6)},
             2.0 * tokens_total * n_ * k_, active * n_ * k_ * wb + tokens_total * k_ * ab,
             tokens_total * n_ * ACT_BYTES, dtype=c.dtype, count=count, layer=layer,
             meta={"weight_bytes": resident, "weight_bytes_read": active * n_ * k_ * wb,
                   "active_groups": active, "mean_per_group": mean_assign / E_l,
-                  "moe_imbalance": c.moe_imbalance}))
+                  "tokens_per_active": tokens_per_active_expert(tokens_total, active),
+                  "moe_imbalance": c.moe_imbalance, "impl": c.kernel_set.grouped_gemm}))
         if name == "experts_gate_up":
             ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count))
     if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows

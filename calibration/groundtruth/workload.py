@@ -9,11 +9,12 @@ one GPU leave out their collectives; callers drop ops on the ``comm`` stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from calibration.groundtruth.configs import model_config
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.op import GROUPED_GEMM
+from workloads.ops import EXPERT_OPS, BatchShape, Parallelism, moe_layer_ops, step_ops
 
 #: file name -> family (the unit the accuracy report groups by)
 FAMILIES = {
@@ -43,10 +44,47 @@ def _int(row: Mapping, col: str) -> int:
     return int(row[col])
 
 
-def row_ops(table: str, row: Mapping, kernels: str = "eager") -> RowWork:
+def _has(row: Mapping, col: str) -> bool:
+    v = row.get(col)
+    return v is not None and v == v  # present and not NaN
+
+
+def with_routing(ops, pairs: float, touched: float) -> list:
+    """``ops`` of one MoE layer with the routing one measured step drew instead of its expectation:
+    ``pairs`` (token, expert) pairs landing on ``touched`` of the rank's experts. The routed
+    experts' ops (``workloads.ops.EXPERT_OPS``) scale with the pairs; the grouped GEMMs also take
+    the touched experts as their active groups. Every other op is unchanged."""
+    out = []
+    for o in ops:
+        suffix = o.name.split(".", 1)[-1]
+        if o.kind == GROUPED_GEMM:
+            s = dict(o.shape)
+            f = pairs / max(float(s["tokens_total"]), 1e-12)
+            s.update(tokens_total=int(round(pairs)), active_groups=float(touched))
+            per = o.meta.get("weight_bytes", 0.0) / max(float(s["groups"]), 1.0)
+            w_read = per * touched
+            act_read = o.bytes_read - float(o.meta.get("weight_bytes_read", 0.0))
+            o = replace(o, shape=s, flops=o.flops * f, bytes_read=w_read + act_read * f,
+                        bytes_written=o.bytes_written * f,
+                        meta={**o.meta, "active_groups": float(touched), "weight_bytes_read": w_read,
+                              "routing": "recorded"})
+        elif suffix in EXPERT_OPS:
+            f = pairs / max(float(next(x.shape["tokens_total"] for x in ops if x.kind == GROUPED_GEMM)), 1e-12)
+            o = replace(o, shape={"elements": int(round(o.shape["elements"] * f))}, flops=o.flops * f,
+                        bytes_read=o.bytes_read * f, bytes_written=o.bytes_written * f)
+        out.append(o)
+    return out
+
+
+def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: bool = True) -> RowWork:
     """The operators of the step that ``row`` of ground-truth table ``table`` measured.
 
     ``kernels="eager"``: the ground truth is plain torch, so its glue kernels are the eager set.
+    ``recorded_routing``: an MoE layer row that records its routing draw (``received_pairs``,
+    ``experts_touched``: the wide table) is costed at that draw, as its batch shape is costed
+    at the measured one; False costs the expectation under uniform routing (what an estimate
+    assumes). The whole-model MLA rows draw anew per layer and are always costed at the
+    expectation.
     """
     family = FAMILIES[table]
     layers = int(row["layers"]) if "layers" in row else None
@@ -64,6 +102,8 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager") -> RowWork:
         ep, t = _int(row, "ep"), _int(row, "tokens_per_rank")
         ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, t), Parallelism(ep=ep, attn_dp=ep, moe_tp=1),
                                      kernels=kernels))
+        if recorded_routing and _has(row, "experts_touched") and _has(row, "received_pairs"):
+            ops = with_routing(ops, float(row["received_pairs"]), float(row["experts_touched"]))
         return RowWork(family, f"{m.name} ep{ep} {family}", f"T={t}", tuple(ops))
     b = _int(row, "batch")
     if family == "mla decode":

@@ -1,0 +1,69 @@
+"""Checks against our own GPU ground truth (``clustersim/data/measured``): every point of every
+family, predicted by ``clustersim.validation`` with the shipped H200 profile, fit or holdout.
+
+The main set (the first run's tables, the points the cost model was tuned against: ``fit``) is
+compared with the per-point median over its runs; the wide set (``wide/``) with its one run,
+each row's own ``split``. Tolerance and known gaps: ``accuracy_targets.yaml`` beside the data.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import pandas as pd
+
+from clustersim.checks.core import Check, Tolerance, _load, measured_dir
+
+__all__ = ["measured_checks", "measured_predictions", "accuracy_targets"]
+
+
+def accuracy_targets() -> dict:
+    return _load(str(measured_dir() / "accuracy_targets.yaml"))
+
+
+@lru_cache(maxsize=1)
+def measured_predictions() -> pd.DataFrame:
+    """One row per ground-truth point: set, family, split, case, point, measured_s (median over
+    runs for the main set), predicted_s, runs, error."""
+    from calibration.profile import load_profile
+    from clustersim.validation import predict_measured, predict_measured_runs
+
+    prof, d = load_profile("h200"), measured_dir()
+    main = predict_measured(d, prof)
+    runs = predict_measured_runs(d, prof)[["case", "point", "measured_median_s", "runs"]]
+    main = main.merge(runs, on=["case", "point"], how="left")
+    main["measured_s"] = main["measured_median_s"].fillna(main["measured_s"])
+    main["set"] = "main"
+    parts = [main.drop(columns=["measured_median_s"])]
+    if (d / "wide").is_dir():
+        wide = predict_measured(d / "wide", prof)
+        parts.append(wide.assign(set="wide", runs=1))
+    df = pd.concat(parts, ignore_index=True)
+    df["error"] = df.predicted_s / df.measured_s - 1.0
+    return df
+
+
+def _source(set_name: str) -> str:
+    path = measured_dir() / ("wide" if set_name == "wide" else "") / "groundtruth_metadata.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    runs = "median of the runs in measured/ and repeat*/" if set_name == "main" else "one run"
+    return (f"our ground truth: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
+            f"{meta.get('date_utc', '?')[:10]} (clustersim/data/measured/{'wide/' if set_name == 'wide' else ''}; {runs})")
+
+
+def measured_checks() -> list[Check]:
+    """One check per measured point, in milliseconds."""
+    targets = accuracy_targets()
+    tol = Tolerance.parse(targets["tolerance"])
+    gaps = targets.get("known_gaps") or {}
+    sources = {s: _source(s) for s in ("main", "wide") if (s == "main" or (measured_dir() / "wide").is_dir())}
+    out = []
+    for r in measured_predictions().itertuples(index=False):
+        out.append(Check(
+            family=f"measured.{r.family}", id=f"{r.set}/{r.case}/{r.point}", source=sources[r.set],
+            setting=f"{r.case}, {r.point}, one H200, compute only (no collectives), eager kernels",
+            quantity="step time", unit="ms", published=float(r.measured_s) * 1e3, predicted=float(r.predicted_s) * 1e3,
+            tolerance=tol, role=str(r.split), source_status="measured",
+            known_gap=" ".join(str(gaps.get(r.family, "")).split()), extra={"runs": int(r.runs)}))
+    return out
