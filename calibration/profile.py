@@ -61,10 +61,10 @@ import pandas as pd
 from calibration.interp import (  # noqa: F401  (re-exported: the profile's public helpers)
     GROUPED_M_TILE,
     KV_TILE_CANDIDATES,
+    Curve,
     EfficiencyFit,
     KindEfficiency,
-    _Curve,
-    _Surface,
+    Surface,
     fit_kv_tile,
     tile_spill_factor,
 )
@@ -154,37 +154,37 @@ class MeasuredProfile:
         self._glue = GlueTable(self.tables.get(GLUE_TABLE))
         self._serial = SerialDecodeFit(self.tables.get(LONG_TABLE))
         ew = self.tables.get("elementwise_bf16")
-        self._elementwise = {} if ew is None else {op: _Curve.of(d, "bytes") for op, d in ew.groupby("op")}
+        self._elementwise = {} if ew is None else {op: Curve.of(d, "bytes") for op, d in ew.groupby("op")}
         self._ew_table = {op: "elementwise_bf16" for op in self._elementwise}
         tk = self.tables.get("moe_topk")
         if tk is not None and not tk.empty:  # keyed by the bf16 router logits read, T*E*2 bytes
-            self._elementwise["moe_topk"] = _Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
+            self._elementwise["moe_topk"] = Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
             self._ew_table["moe_topk"] = "moe_topk"
         sc = self.tables.get("moe_scatter")
         if sc is not None and not sc.empty:
-            self._elementwise["moe_scatter"] = _Curve.of(sc, "bytes")
+            self._elementwise["moe_scatter"] = Curve.of(sc, "bytes")
             self._ew_table["moe_scatter"] = "moe_scatter"
         self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
         nt = self.tables.get("rmsnorm_bf16")
-        self._norm = {} if nt is None else {int(w): _Curve.of(d, "rows") for w, d in nt.groupby("width")}
+        self._norm = {} if nt is None else {int(w): Curve.of(d, "rows") for w, d in nt.groupby("width")}
         # launch/latency floors (shortest measured time) per table, read by floor_seconds
         self._floors = {stem: float(df.seconds.min()) for stem, df in self.tables.items()
                         if "seconds" in df and not df.empty}
         # communication, keyed by fabric and group size (tables without a fabric column never match)
-        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): _Curve.of(d, "bytes_per_rank")
+        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): Curve.of(d, "bytes_per_rank")
                                                  for (f, g), d in df.groupby(["fabric", "group"])}
                       for stem, df in self.tables.items()
                       if stem.startswith("collective_") and "fabric" in df and not df.empty}
         dd = self.tables.get("moe_dispatch")
         keys = ["fabric", "ep", "hidden", "top_k", "experts", "direction", "dtype"]
         self._dispatch = {} if dd is None or dd.empty else {
-            tuple(str(v) if isinstance(v, str) else int(v) for v in kv): _Curve.of(d, "tokens_per_rank")
+            tuple(str(v) if isinstance(v, str) else int(v) for v in kv): Curve.of(d, "tokens_per_rank")
             for kv, d in dd.groupby(keys)}
 
     def _grouped_table(self, stem: str) -> dict:
         gg = self.tables.get(stem)
         return {} if gg is None else {
-            (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
+            (int(n), int(k)): {int(g): Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
             for (n, k), d in gg.groupby(["n", "k"])}
 
     @functools.cached_property
@@ -207,13 +207,13 @@ class MeasuredProfile:
     def _pairs(df, keys, x):
         if df is None or df.empty:
             return {}
-        return {tuple(int(v) for v in kv): _Curve.of(d, x) for kv, d in df.groupby(keys)}
+        return {tuple(int(v) for v in kv): Curve.of(d, x) for kv, d in df.groupby(keys)}
 
     def _surfaces(self, stem, keys, a, b):
         df = self.tables.get(stem)
         if df is None or df.empty:
             return {}
-        return {tuple(int(v) for v in kv): _Surface(d, a, b) for kv, d in df.groupby(keys)}
+        return {tuple(int(v) for v in kv): Surface(d, a, b) for kv, d in df.groupby(keys)}
 
     def _src(self, table: str, how: str) -> str:
         return f"profile:{self.name}:{table} ({how})"
