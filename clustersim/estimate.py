@@ -38,7 +38,7 @@ def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
 
 
 #: ``Layout`` (and pool) fields of ``check_instance``'s problems -> the estimate flags that set them
-_FLAGS = {"weight_dtype": "--dtype", "activation_dtype": "--dtype", "kv_dtype": "--kv-dtype",
+_FLAGS = {"weight_dtype": "--dtype", "kv_dtype": "--kv-dtype",
           "tp": "--tp", "sp": "--tp", "dp": "--tp/--ep (devices)", "ep": "--ep", "moe_tp": "--ep",
           "redundant_experts": "--redundant-experts", "devices": "--tp/--ep (devices)",
           "micro_batches": "--micro-batches", "mtp_depth": "--mtp-acceptance", "mtp_acceptance": "--mtp-acceptance"}
@@ -63,7 +63,7 @@ def check_instance(m, cluster: Cluster, layout: Layout, *, dtype: str, kv_dtype:
 
     devices = layout.devices
     mem = layout_memory(m, layout, cluster.device, dtype, kv_dtype, mtp=mtp_depth > 0)
-    found = (dtype_problems(cluster.device, weight_dtype=dtype, activation_dtype="bf16")
+    found = (dtype_problems(cluster.device, weight_dtype=dtype)
              + serving_layout_problems(m, layout, cluster, devices) + mtp_problems(m, mtp_depth, mtp_acceptance))
     if devices > cluster.num_devices:
         found.append(Problem("devices", f"pool 1x{devices} = {devices} devices exceed cluster {cluster.name}'s "

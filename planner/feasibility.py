@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pydantic import ValidationError
 
 from simulator.instance import InstanceSpec
+from workloads.accounting import ACT_BYTES, dtype_bytes
 from workloads.deployment import Pool
 from workloads.deployment_rules import dtype_problems, layout_memory, mtp_problems, serving_layout_problems
 from workloads.layout import ParallelismError
@@ -64,7 +65,7 @@ def check_rules(ctx, choice, model, cluster) -> str | None:
     except ValidationError as exc:
         err = exc.errors()[0]
         return f"{role}.{dotted(err['loc'])}: {err['msg']} (got {err['input']})"
-    found = dtype_problems(cluster.device, weight_dtype=ctx.weight_dtype, activation_dtype=ctx.activation_dtype)
+    found = dtype_problems(cluster.device, weight_dtype=ctx.weight_dtype)
     if found:
         return f"{found[0].field}: {found[0].problem}"
     found = serving_layout_problems(model, choice.layout, cluster, choice.devices_per_instance)
@@ -90,10 +91,10 @@ def activation_bytes(model, choice, tokens_per_rank: float, logits_rows: float) 
     """
     h = model.hidden_size
     t = tokens_per_rank / max(choice.layout.sp, 1)
-    act = t * h * 2.0 * ACTIVATION_BUFFERS
+    act = t * h * ACT_BYTES * ACTIVATION_BUFFERS
     if model.moe is not None:
-        act += 2 * t * model.moe.top_k * h * 2.0
-    act += logits_rows * model.vocab_size / max(choice.layout.tp, 1) * 4.0
+        act += 2 * t * model.moe.top_k * h * ACT_BYTES
+    act += logits_rows * model.vocab_size / max(choice.layout.tp, 1) * dtype_bytes("fp32")
     return act
 
 

@@ -174,7 +174,7 @@ def test_one_validator_gives_the_same_words_everywhere(tmp_path):
     lay = Layout(tp=3)
 
     class Ctx:  # the plan-context fields check_rules reads
-        weight_dtype = activation_dtype = "bf16"
+        weight_dtype = "bf16"
         mtp_acceptance, moe_imbalance, kv_memory_fraction, budget_devices = 0.0, 1.0, 0.9, 8
 
     assert check_rules(Ctx, PoolChoice("pool", lay, 0, 8, 1024), LLAMA70, get_cluster("h200-node")) == \

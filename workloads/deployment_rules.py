@@ -210,8 +210,7 @@ def check_deployment(dep, filename: str = "<deployment>", locs: dict | None = No
     """Run every rule on a ``workloads.deployment.Deployment``; the first violation raises ConfigError."""
     ctx = _Ctx(filename, locs or {})
     model, cluster = _known(dep, ctx)
-    for field, problem in dtype_problems(cluster.device, weight_dtype=dep.weight_dtype,
-                                         activation_dtype=dep.activation_dtype):
+    for field, problem in dtype_problems(cluster.device, weight_dtype=dep.weight_dtype):
         ctx.fail((field,), problem)
     pools = dep.pools()
     for role, pool in pools.items():
