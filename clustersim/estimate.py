@@ -8,22 +8,21 @@ with ``simulator.costmodel`` (compute) and ``hardware.collectives`` / ``hardware
 source of each number.
 
 ``estimate_step`` and ``estimate_serving`` first run ``check_instance``: the deployment rules
-``clustersim simulate`` applies (``workloads.deployment_rules``: dtype support, parallelism,
-weights and one request in memory) on the instance they cost, plus the KV of the asked batch;
-a violation is a ``ValueError`` naming the flag.
+``clustersim simulate`` applies (``workloads.deployment_rules``: dtype support, the layout's
+rules, weights and one request in memory) on the instance they cost, plus the KV of the asked
+batch; a violation is a ``ValueError`` naming the flag.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hardware import catalog
 from hardware.types import Cluster
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the cost model and the workloads are imported by the commands that use them
     from simulator.costmodel import StepCost
+    from workloads.layout import Layout
 
 
 def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
@@ -36,43 +35,42 @@ def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
     return prof, profile_info(prof, cluster.device.name)
 
 
-#: deployment fields of ``check_instance``'s one-pool deployment -> the estimate flags that set them
-_FLAGS = {"weight_dtype": "--dtype", "activation_dtype": "--dtype", "kv_dtype": "--kv-dtype",
-          "serving.pool.attention.tp": "--tp", "serving.pool.attention.sp": "--tp",
-          "serving.pool.moe.ep": "--ep", "serving.pool.moe.tp": "--ep",
-          "serving.pool.devices_per_instance": "--tp/--ep (devices)", "serving.pool.micro_batches": "--micro-batches",
-          "serving.pool.mtp_depth": "--mtp-acceptance", "serving.pool.mtp_acceptance": "--mtp-acceptance",
-          "serving": "--tp/--ep (devices)"}
+#: ``Layout`` (and pool) fields of ``check_instance``'s problems -> the estimate flags that set them
+_FLAGS = {"weight_dtype": "--dtype", "kv_dtype": "--kv-dtype",
+          "tp": "--tp", "sp": "--tp", "dp": "--tp/--ep (devices)", "ep": "--ep", "moe_tp": "--ep",
+          "redundant_experts": "--redundant-experts", "devices": "--tp/--ep (devices)",
+          "micro_batches": "--micro-batches", "mtp_depth": "--mtp-acceptance", "mtp_acceptance": "--mtp-acceptance"}
 
 
-def check_instance(m, cluster: Cluster, *, devices: int, tp: int, ep: int, dtype: str, kv_dtype: str = "bf16",
-                   micro_batches: int = 1, mtp_depth: int = 0, mtp_acceptance: float = 0.0,
-                   redundant_experts: int = 0, seqs_per_device: int = 1, tokens_per_seq: int = 1,
+def check_instance(m, cluster: Cluster, layout: Layout, *, dtype: str, kv_dtype: str = "bf16", mtp_depth: int = 0,
+                   mtp_acceptance: float = 0.0, seqs_per_device: int = 1, tokens_per_seq: int = 1,
                    batch_flag: str = "--batch") -> None:
     """Refuse an estimate ``clustersim simulate`` would refuse: the deployment rules
-    (``workloads.deployment_rules.check_deployment``) on a one-instance deployment of this
-    layout, whose one request is ``tokens_per_seq`` tokens long; then the KV of
-    ``seqs_per_device`` such sequences on each device (``pool_memory``, as the engine sizes
-    its KV) must fit beside the weights. Raises ``ValueError``: ``--flag value: problem``."""
-    from workloads.deployment import ColocatedServing, Deployment, FixedLength, PoissonArrival, Pool, Workload
-    from workloads.deployment_rules import check_deployment, pool_memory
-    from workloads.yamlloc import ConfigError
+    (``workloads.deployment_rules``: dtype support, ``serving_layout_problems`` of ``layout``
+    as one instance, MTP, weights and one request of ``tokens_per_seq`` tokens in memory);
+    then the KV of ``seqs_per_device`` such sequences on each device (``layout_memory``, as
+    the engine sizes its KV) must fit beside the weights. Raises ``ValueError``: ``--flag
+    value: problem``."""
+    from workloads.deployment_rules import (
+        dtype_problems,
+        layout_memory,
+        memory_problems,
+        mtp_problems,
+        serving_layout_problems,
+    )
+    from workloads.layout import Problem
 
-    pool = Pool(devices_per_instance=devices, attention={"tp": tp, "dp": max(1, devices // tp)},
-                moe={"ep": ep, "redundant_experts": redundant_experts}, micro_batches=micro_batches,
-                mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance)
-    dep = Deployment(name="estimate", cluster=cluster.name, model=m.name, weight_dtype=dtype, kv_dtype=kv_dtype,
-                     serving=ColocatedServing(mode="colocated", pool=pool),
-                     workload=Workload(arrival=PoissonArrival(kind="poisson", rate_per_s=1.0),
-                                       prompt_tokens=FixedLength(kind="fixed", tokens=max(1, tokens_per_seq)),
-                                       output_tokens=FixedLength(kind="fixed", tokens=1), num_requests=1))
-    try:
-        check_deployment(dep, "estimate")
-    except ConfigError as exc:
-        field, _, problem = str(exc).removeprefix("estimate: ").partition(": ")
-        flag = _FLAGS.get(field, field)
-        raise ValueError(f"{flag}: {problem}" if problem else str(exc)) from None
-    mem = pool_memory(m, pool, cluster.device, dtype, kv_dtype)
+    devices = layout.devices
+    mem = layout_memory(m, layout, cluster.device, dtype, kv_dtype, mtp=mtp_depth > 0)
+    found = (dtype_problems(cluster.device, weight_dtype=dtype)
+             + serving_layout_problems(m, layout, cluster, devices) + mtp_problems(m, mtp_depth, mtp_acceptance))
+    if devices > cluster.num_devices:
+        found.append(Problem("devices", f"pool 1x{devices} = {devices} devices exceed cluster {cluster.name}'s "
+                                        f"{cluster.num_devices}"))
+    found += memory_problems(mem, cluster.device, max(1, tokens_per_seq) + 1)
+    if found:
+        field, problem = found[0]
+        raise ValueError(f"{_FLAGS.get(field, field)}: {problem}")
     need = seqs_per_device * tokens_per_seq
     if need > mem.kv_capacity_tokens:
         most = int(mem.kv_capacity_tokens // max(tokens_per_seq, 1))
@@ -81,7 +79,7 @@ def check_instance(m, cluster: Cluster, *, devices: int, tp: int, ep: int, dtype
                          f"holds {int(mem.kv_capacity_tokens):,} (valid: at most {most} sequences of that length)")
 
 
-def _step_dict(cost: "StepCost", **extra: Any) -> dict:
+def _step_dict(cost: StepCost, **extra: Any) -> dict:
     return {**extra, "seconds": cost.seconds, "compute_s": cost.compute_s, "comm_s": cost.comm_s,
             "exposed_comm_s": cost.exposed_comm_s, "micro_batches": cost.micro_batches,
             "seconds_by_source": cost.sources(), "ops": cost.breakdown()}
@@ -105,8 +103,9 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
     from simulator.costmodel import CostModel
     from workloads.kernel_sets import kernel_set
+    from workloads.layout import Layout
     from workloads.models import get_model
-    from workloads.ops import BatchShape, Parallelism, step_ops
+    from workloads.ops import BatchShape, step_ops
 
     m = get_model(model)
     kernel_set(kernels)  # an unknown set is a user error naming the valid ones
@@ -123,12 +122,11 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
         shape = BatchShape.decode(batch, context)
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
-    check_instance(m, cluster, devices=tp, tp=tp, ep=tp if m.is_moe else 1, dtype=dtype, seqs_per_device=batch,
-                   tokens_per_seq=(seq or 0) + (context or 0))
+    lay = Layout(tp=tp, ep=tp if m.is_moe else 1, moe_tp=1)
+    check_instance(m, cluster, lay, dtype=dtype, seqs_per_device=batch, tokens_per_seq=(seq or 0) + (context or 0))
     prof, info = _profile(profile, cluster)
-    par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
     cm = CostModel(cluster=cluster, profile=prof)
-    cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
+    cost = cm.step_cost([step_ops(m, shape, lay, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
                       batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
                       kernel_set=_kernel_set(kernels), profile=info)
@@ -144,7 +142,7 @@ def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float
     prof, info = _profile(profile, cluster)  # its tables count only for this device's fabric
     cost = collective_time(op, bytes_per_rank, gpus, cluster, profile=prof)
     return {"hardware": cluster.name, "op": op, "gpus": gpus, "bytes_per_rank": bytes_per_rank,
-            "seconds": cost.seconds, "algorithm": cost.algorithm, "tiers": list(cost.tiers),
+            "seconds": cost.seconds, "algorithm": cost.algorithm, "protocol": cost.protocol, "tiers": list(cost.tiers),
             "bus_bytes_per_s": cost.bus_bytes_per_s, "breakdown": dict(cost.breakdown), "source": cost.source,
             "profile": info}
 
@@ -156,10 +154,9 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
 
     Where the profile measured this shape on this device, fabric and EP size (``moe_dispatch.csv``:
     ``all_to_all_single`` of routed copies) the measurement replaces the modelled kernel."""
+    from hardware.dispatch import dispatch_combine_time
     from simulator.costmodel import CostModel
     from workloads.models import get_model
-
-    from hardware.dispatch import dispatch_combine_time
 
     m = get_model(model)
     if m.moe is None:
@@ -194,17 +191,18 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
                        kernels: str = "eager") -> dict:
     """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
     from simulator.costmodel import CostModel
+    from workloads.layout import Layout
     from workloads.models import get_model
-    from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+    from workloads.ops import BatchShape, moe_layer_ops, step_ops
 
     m = get_model(model)
     if m.moe is None:
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
     cluster = catalog.cluster_for(hardware, ep)
     prof, info = _profile(profile, cluster)
-    par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
-    ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
+    ops = moe_layer_ops(step_ops(m, shape, Layout(dp=ep, ep=ep, moe_tp=1), dtype=dtype, moe_imbalance=imbalance,
+                                 kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
                       kernels=kernels, kernel_set=_kernel_set(kernels), profile=info)
@@ -213,9 +211,8 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
 def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: int, head_dim: int,
                        batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
     """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
-    from simulator.costmodel import CostModel
-
     from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
+    from simulator.costmodel import CostModel
 
     cluster = catalog.cluster_for(hardware, sp)
     prof, info = _profile(profile, cluster)
@@ -254,6 +251,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     """
     from simulator.instance import InstanceCost, InstanceSpec
     from workloads.kernel_sets import kernel_set
+    from workloads.layout import Layout
     from workloads.models import get_model
     from workloads.ops import BatchShape
 
@@ -265,16 +263,15 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     cluster = catalog.cluster_for(hardware, devices)
     prof, info = _profile(profile, cluster)
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
+    lay = Layout(tp=tp, dp=devices // tp, ep=ep if m.is_moe else 1, moe_tp=1,
+                 redundant_experts=redundant_experts if m.is_moe else 0, micro_batches=micro_batches)
     if phase in ("prefill", "decode"):
-        check_instance(m, cluster, devices=devices, tp=tp, ep=ep if m.is_moe else 1, dtype=dtype, kv_dtype=kv_dtype,
-                       micro_batches=micro_batches, mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance or 0.0,
-                       redundant_experts=redundant_experts if m.is_moe else 0, seqs_per_device=batch_per_device,
+        check_instance(m, cluster, lay, dtype=dtype, kv_dtype=kv_dtype, mtp_depth=mtp_depth,
+                       mtp_acceptance=mtp_acceptance or 0.0, seqs_per_device=batch_per_device,
                        tokens_per_seq=(seq or 0) + (context or 0) + (1 + mtp_depth if phase == "decode" else 0),
                        batch_flag="--batch-per-device")
-    spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
-                        micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
-                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0,
-                        kernels=kernels)
+    spec = InstanceSpec(model=m, cluster=cluster, layout=lay, weight_dtype=dtype, kv_dtype=kv_dtype,
+                        moe_imbalance=imbalance, mtp_depth=mtp_depth, kernels=kernels)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,8 @@ from simulator.costmodel import CostModel
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
 from workloads.op import COLLECTIVE, GEMM, Op
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, step_ops
 
 
 class FakeFit:
@@ -21,14 +23,23 @@ class FakeFit:
 
 @dataclass(eq=False)
 class FakeProfile:
-    """A profile that 'measured' every plain GEMM at a fixed efficiency on ``device``."""
+    """A profile that 'measured' every plain GEMM at a fixed efficiency on ``device`` (it
+    answers ``calibration.protocol.Profile`` with no base class: the protocol is structural)."""
 
     device: object
     efficiency: float = 0.5
     name: str = "fake"
+    path: Path = Path("fake")
+    shipped: bool = False
+    metadata: dict = field(default_factory=dict)
+    fallback: None = None
+    fallback_tables: tuple = ()
 
     def gemm_seconds(self, m, n, k, dtype):
         return 2.0 * m * n * k / (self.device.peak_flops(dtype) * self.efficiency), "fake_gemm"
+
+    def for_op(self, op):
+        return self
 
     def op_seconds(self, op):
         if op.kind == GEMM:
@@ -36,8 +47,18 @@ class FakeProfile:
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         return None
 
+    def floor_seconds(self, op):
+        return 0.0
+
     def efficiency_fit(self):
         return FakeFit()
+
+    def collective_seconds(self, op, group, bytes_per_rank, fabric=None, device=None):
+        return None
+
+    def dispatch_seconds(self, direction, ep, tokens_per_rank, hidden, top_k, experts, dtype, fabric=None,
+                         device=None):
+        return None
 
 
 def _gemm(m=4096, n=4096, k=4096, dtype="bf16") -> Op:
@@ -98,12 +119,12 @@ def test_collective_source_is_fabric_model():
 def test_serial_step_is_sum_and_overlap_hides_comm():
     m = get_model("deepseek-v3")
     cluster = get_cluster("h800-mpft")
-    par = Parallelism(ep=32, attn_dp=32, moe_tp=1)
+    par = Layout(dp=32, ep=32, moe_tp=1)
     ops = step_ops(m, BatchShape.prefill(32, 2048), par, dtype="fp8")
     cm = CostModel(cluster)
     serial = cm.step_cost([ops], overlap=False)
     assert serial.seconds == pytest.approx(serial.compute_s + serial.comm_s)
-    half = step_ops(m, BatchShape.prefill(16, 2048), Parallelism(ep=32, attn_dp=32, moe_tp=1), dtype="fp8")
+    half = step_ops(m, BatchShape.prefill(16, 2048), Layout(dp=32, ep=32, moe_tp=1), dtype="fp8")
     both = cm.step_cost([half, half])
     # overlapped: at least the longer (slowed) stream, less than serial
     assert both.seconds >= max(both.compute_s / (1 - cm.sm_fraction), both.comm_s) - 1e-12
@@ -111,7 +132,7 @@ def test_serial_step_is_sum_and_overlap_hides_comm():
 
 
 def test_instance_cost_caches_and_counts_mtp():
-    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"), attn_dp=16, ep=16,
+    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"), layout=Layout(dp=16, ep=16),
                         weight_dtype="fp8", mtp_depth=1)
     inst = InstanceCost(spec)
     b = BatchShape.decode(16 * 32, 4096, new_tokens=2)
@@ -121,7 +142,7 @@ def test_instance_cost_caches_and_counts_mtp():
 
 
 def test_every_op_has_a_source():
-    spec = InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"), attn_tp=4)
+    spec = InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"), layout=Layout(tp=4))
     cost = InstanceCost(spec).step(BatchShape.decode(32, 2048))
     assert all(o.source for o in cost.ops)
     assert cost.seconds == pytest.approx(cost.compute_s + cost.comm_s)
