@@ -88,6 +88,7 @@ def deployments(draw):
         "chunked_prefill": draw(st.booleans()),
         "mtp_depth": draw(st.sampled_from([0, 0, 0, 1])), "mtp_acceptance": 0.7,
     }
+    prompt_max, output_max = draw(st.integers(1, 300)), draw(st.integers(1, 400))
     mode = draw(st.sampled_from(["colocated", "colocated", "disaggregated"]))
     serving = {"mode": "colocated", "pool": pool} if mode == "colocated" else {
         "mode": "disaggregated", "prefill": {**pool, "mtp_depth": 0}, "decode": pool}
@@ -99,14 +100,16 @@ def deployments(draw):
         "workload": {
             "arrival": {"kind": "poisson", "rate_per_s": draw(st.floats(1.0, 200.0))},
             "num_requests": draw(st.integers(1, 40)),
-            "prompt_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": draw(st.integers(1, 300))},
-            "output_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": draw(st.integers(1, 400))},
+            "prompt_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": prompt_max},
+            "output_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": output_max},
             "samples_per_request": samples,
             "sample_policy": draw(st.sampled_from(["all", "first_finish", "majority_vote", "beam"])),
         },
         "seed": draw(st.integers(0, 2**16)),
     }
-    kv_tokens = 64 * (5 + 4 * samples + draw(st.integers(0, 64)))
+    # the largest request fits (the engine refuses a deployment where one cannot), often tightly
+    worst_blocks = -(-prompt_max // 64) + samples * -(-output_max // 64)
+    kv_tokens = 64 * (worst_blocks + draw(st.integers(0, 64)))
     constant = draw(st.booleans())
     return load_deployment_text(yaml.safe_dump(doc), check=False), kv_tokens, constant
 
