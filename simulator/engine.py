@@ -519,7 +519,8 @@ class Simulation:
             else:
                 from simulator.instance import InstanceCost, spec_from_pool
 
-                ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile)
+                ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile,
+                                  cache_steps=False)  # StepCostCache keeps what the run needs
 
                 def fn(shape, _ic=ic):
                     c = _ic.step(shape)
@@ -645,7 +646,7 @@ class Simulation:
             "queue_s": st.schedule_s - st.arrival_s, "transfer_s": st.transfer_s,
             "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
-        }, columns=list(REQUEST_COLUMNS))
+        }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
         self.itl.total_s = ordered_itl_total_s(cols)
         for c in ("itl_add_s", "flag"):  # not part of the table
             cols.pop(c, None)

@@ -33,7 +33,6 @@ import numpy as np
 from simpy.events import NORMAL
 
 from simulator.kv import BLOCK_TOKENS
-from simulator.metrics import itl_bin
 from simulator.policies import bucket
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
@@ -148,7 +147,7 @@ class DecodeRun:
         self.key_runs = keys
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
         if extended:
-            server.sim.log.flag(plan.row, 1)
+            server.sim.log.flag(plan.row)
         return self
 
     # ------------------------------------------------------------------ committing
@@ -187,11 +186,7 @@ class DecodeRun:
         gaps = t[a + 1:j + 1] - t[a:j]  # the uniform gaps of applies a..j-1
         itl = gaps * n
         if gaps.size:
-            hist = sim.itl
-            vals, counts = np.unique(gaps, return_counts=True)
-            for g, c in zip(vals.tolist(), counts.tolist()):
-                hist.counts[itl_bin(g)] += n * c
-            hist.n += n * int(gaps.size)
+            sim.itl.add_steps(gaps, n)
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = float(itl[0])
         st.s_gen[run] = self.gen0 + j

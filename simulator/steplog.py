@@ -1,8 +1,8 @@
 """Per-iteration records of one run, kept as typed growable columns instead of a list of tuples.
 
 A run of 100,000 requests takes millions of batch iterations; a tuple of eleven boxed numbers
-per iteration cost ~400 bytes, a row here costs 96 (``array.array`` columns, viewed as numpy
-arrays without a copy at the end). Besides the ``STEP_COLUMNS`` of ``simulator.result`` (the
+per iteration cost ~400 bytes, a row here costs 69 (``array.array`` columns: 8-byte floats,
+4-byte counts and a 1-byte flag, widened to the table's int64 one column at a time at the end). Besides the ``STEP_COLUMNS`` of ``simulator.result`` (the
 ``pool`` column is derived from the instance), each row keeps what the inter-token-latency
 histogram added to its running total when the step was applied (``itl_add_s``): the total is
 summed at the end in the order the steps ended (``ordered_itl_total_s``), which is the order
@@ -17,23 +17,25 @@ from array import array
 import numpy as np
 
 _FLOAT_COLUMNS = ("time_s", "step_s", "kv_used_fraction", "compute_s", "comm_s", "itl_add_s")
+#: counts of one step (instance index, sequences, tokens): far below 2**31, kept in 4 bytes
+#: (``array`` raises OverflowError past that)
 _INT_COLUMNS = ("instance", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens")
 
 
 class StepLog:
     """Append-only columns, one row per batch iteration (``append``/``extend``)."""
 
-    __slots__ = _FLOAT_COLUMNS + _INT_COLUMNS + ("out_of_order", "flagged")
+    __slots__ = _FLOAT_COLUMNS + _INT_COLUMNS + ("out_of_order", "flags")
 
     def __init__(self):
         for c in _FLOAT_COLUMNS:
             setattr(self, c, array("d"))
         for c in _INT_COLUMNS:
-            setattr(self, c, array("q"))
+            setattr(self, c, array("i"))
         #: rows were appended after rows of later times (fast-forwarded runs): sort by time at the end
         self.out_of_order = False
-        #: (first row, rows) of steps of extended fast-forwarded runs (``simulator.fastforward``)
-        self.flagged: list[tuple[int, int]] = []
+        #: 1: a step of an extended fast-forwarded run (``simulator.fastforward``), else 0
+        self.flags = array("b")
 
     def __len__(self) -> int:
         return len(self.time_s)
@@ -53,30 +55,29 @@ class StepLog:
         self.compute_s.append(compute_s)
         self.comm_s.append(comm_s)
         self.itl_add_s.append(0.0)
+        self.flags.append(0)
         return i
 
-    def flag(self, first: int, rows: int) -> None:
-        """Mark rows as steps of an extended fast-forwarded run (appended late: sort at the end)."""
-        self.flagged.append((first, rows))
+    def flag(self, row: int) -> None:
+        """Mark a row as a step of an extended fast-forwarded run (whose later steps are appended
+        late: the rows are sorted by time at the end)."""
+        self.flags[row] = 1
         self.out_of_order = True
 
     def extend(self, columns: dict, flagged: bool = False) -> int:
-        """Add rows given as equal-length numpy arrays (or one value) by column name (``itl_add_s``
-        optional); returns the index of the first."""
+        """Add rows given as equal-length float64 numpy arrays (the float columns; ``itl_add_s``
+        optional) and ints (the count columns: one value for every row); returns the index of
+        the first."""
         first = len(self.time_s)
-        if flagged:
-            self.flag(first, len(columns["time_s"]))
         n = len(columns["time_s"])
+        if flagged:
+            self.out_of_order = True
+        self.flags.frombytes((b"\x01" if flagged else b"\x00") * n)
         for c in _FLOAT_COLUMNS:
             v = columns.get(c)
             getattr(self, c).frombytes(np.ascontiguousarray(np.zeros(n) if v is None else v, dtype=np.float64).tobytes())
         for c in _INT_COLUMNS:
-            v = columns[c]
-            col = getattr(self, c)
-            if np.ndim(v) == 0:
-                col.frombytes(np.full(n, int(v), dtype=np.int64).tobytes())
-            else:
-                col.frombytes(np.ascontiguousarray(v, dtype=np.int64).tobytes())
+            getattr(self, c).extend(array("i", (int(columns[c]),)) * n)  # OverflowError past 32 bits
         return first
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -84,22 +85,22 @@ class StepLog:
         extended fast-forwarded run). The log hands its buffers over: it is empty afterwards (a
         column sorted by time replaces its buffer one at a time, so memory holds one extra column)."""
         n = len(self)
-        flag = np.zeros(n, dtype=np.int8)
-        for first, rows in self.flagged:
-            flag[first:first + rows] = 1
         order = None
         if self.out_of_order and n:
             # rows of fast-forwarded runs were appended late; no two sources share a time (checked by
             # the run), and a stable sort keeps the order of the rows appended at the same time
             order = np.argsort(np.frombuffer(self.time_s, dtype=np.float64), kind="stable")
-        out = {"flag": flag if order is None else flag[order]}
-        for c in _FLOAT_COLUMNS + _INT_COLUMNS:
-            v = np.frombuffer(getattr(self, c), dtype=np.float64 if c in _FLOAT_COLUMNS else np.int64)
+        out = {}
+        for c in ("flags",) + _FLOAT_COLUMNS + _INT_COLUMNS:
+            buf = getattr(self, c)
+            v = np.frombuffer(buf, dtype=np.int8 if c == "flags" else np.float64 if c in _FLOAT_COLUMNS else np.int32)
             if order is not None:
                 v = v[order]  # a copy: the buffer is released below
-            out[c] = v
-            setattr(self, c, array("d" if c in _FLOAT_COLUMNS else "q"))
-        self.flagged = []
+            if c in _INT_COLUMNS:
+                v = v.astype(np.int64)  # the table's dtype
+            out["flag" if c == "flags" else c] = v  # a view keeps its buffer alive
+            del buf
+            setattr(self, c, array(getattr(self, c).typecode))
         return out
 
 
