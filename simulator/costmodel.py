@@ -148,17 +148,12 @@ def _compute_dtype(op: Op, device: DeviceSpec) -> str:
     return op.dtype if op.dtype in device.peak_flops_per_s else "bf16"
 
 
-def _op_key(op: Op) -> tuple | None:
-    """What an op's time depends on: everything but its name, layer, stream and count (None
-    when a shape or meta value is unhashable; such an op is timed afresh). The role is kept:
-    a lookup may time an op by what it is for."""
-    key = (op.kind, op.role, op.dtype, op.flops, op.bytes_read, op.bytes_written, op.collective, op.group_size,
-           op.bytes_per_rank, tuple(op.shape.items()), tuple(op.meta.items()))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+def _op_key(op: Op) -> tuple:
+    """What an op's time depends on: everything but its name, layer, stream and count (hashing
+    it raises TypeError when a shape or meta value is unhashable; such an op is timed afresh).
+    The role is kept: a lookup may time an op by what it is for."""
+    return (op.kind, op.role, op.dtype, op.flops, op.bytes_read, op.bytes_written, op.collective, op.group_size,
+            op.bytes_per_rank, tuple(op.shape.items()), tuple(op.meta.items()))
 
 
 @dataclass(frozen=True)
@@ -295,7 +290,10 @@ class CostModel:
 
     def op_cost(self, op: Op) -> OpCost:
         key = _op_key(op)
-        hit = self._memo.get(key) if key is not None else None
+        try:
+            hit = self._memo.get(key)
+        except TypeError:  # an unhashable shape or meta value
+            key = hit = None
         if hit is None:
             hit = self.comm_seconds(op) if op.kind == COLLECTIVE else self.compute_seconds(op)
             if key is not None:

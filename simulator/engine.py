@@ -460,7 +460,10 @@ class Server:
             self.pending.popleft()
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
-            st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
+            if st.samples == 1:  # fast path: stream id == request id
+                st.src_blocks[r] = int(st.prompt_blocks[r]) + (0 if st.s_done[r] else int(st.s_blocks[r]))
+            else:
+                st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
             self.reserve(r)
             self.committed += live
             groups.setdefault(src.index, []).append(r)
