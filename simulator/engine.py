@@ -103,7 +103,8 @@ class Server:
         self.waiting: deque[int] = deque()
         self.swapped: deque[int] = deque()
         self.prefilling: list[int] = []
-        self.pending: deque[tuple[int, "Server"]] = deque()
+        #: (request, prefill server, its KV blocks): offered here, waiting for room to start the transfer
+        self.pending: deque[tuple[int, "Server", int]] = deque()
         self.run = NO_STREAMS
         self.joining: list[int] = []
         self.committed = 0  # batch slots held: streams (prefill role: requests)
@@ -272,12 +273,13 @@ class Server:
         chunks, no_decodes = plan.chunks, not plan.run.size
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
-            if not self._admissible(r):
+            need = self.request_blocks(r)
+            if not self._admissible(r, need):
                 break
             c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
-            self._admit(r)
+            self._admit(r, need)
             chunks.append((r, c))
             budget -= c
         return budget
@@ -292,7 +294,7 @@ class Server:
             return None
         r = self.waiting[0]
         beside = self.budget - int(self.run.size) * self.k
-        if chunk_tokens(self.prompt_left(r), beside, False, False) > 0 or not self._admissible(r):
+        if chunk_tokens(self.prompt_left(r), beside, False, False) > 0 or not self._admissible(r, self.request_blocks(r)):
             return None
         return r
 
@@ -303,19 +305,19 @@ class Server:
         plan.chunks.append((r, self.prompt_left(r)))
         return plan
 
-    def _admissible(self, r: int) -> bool:
-        """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block
-        per running stream stays free for its next step's growth, or a newly admitted prefill
-        can force the preemption of a stream that has just joined, and two requests can evict
-        each other forever without decoding (recompute livelock)."""
+    def _admissible(self, r: int, need_blocks: int) -> bool:
+        """Whether waiting request r (``need_blocks`` of KV) fits the batch-size cap and KV now.
+        Watermark: one block per running stream stays free for its next step's growth, or a newly
+        admitted prefill can force the preemption of a stream that has just joined, and two
+        requests can evict each other forever without decoding (recompute livelock)."""
         live = 1 if self.prefill_only else self.st.live_count(r)
-        return self.committed + live <= self.max_batch and self.kv.fits(self.request_blocks(r) + int(self.run.size))
+        return self.committed + live <= self.max_batch and self.kv.fits(need_blocks + int(self.run.size))
 
-    def _admit(self, r: int) -> None:
+    def _admit(self, r: int, need_blocks: int | None = None) -> None:
         """Move the head of the queue, r, into prefill: reserve its KV and batch slots."""
         sim, st = self.sim, self.st
         self.waiting.popleft()
-        self.queued_blocks -= self.request_blocks(r)
+        self.queued_blocks -= self.request_blocks(r) if need_blocks is None else need_blocks
         self.reserve(r)
         self.committed += 1 if self.prefill_only else st.live_count(r)
         self.prefilling.append(r)
@@ -442,9 +444,10 @@ class Server:
 
     # ------------------------------------------------------------------ decode side of P/D
     def offer(self, r: int, src: "Server") -> None:
-        self.pending.append((r, src))
+        need = self.request_blocks(r)  # its state does not change while it waits here
+        self.pending.append((r, src, need))
         self.outstanding += 1
-        self.queued_blocks += self.request_blocks(r)
+        self.queued_blocks += need
 
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
@@ -452,9 +455,8 @@ class Server:
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
         while self.pending:
-            r, src = self.pending[0]
+            r, src, need_b = self.pending[0]
             live = st.live_count(r)
-            need_b = self.request_blocks(r)
             if self.committed + live > self.max_batch or not self.kv.fits(need_b):
                 break
             self.pending.popleft()
