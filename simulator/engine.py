@@ -684,8 +684,19 @@ class Simulation:
         for s in self.servers:
             names[s.index] = s.pool_name
         data = {c: cols[c] for c in STEP_COLUMNS if c != "pool"}
-        data["pool"] = pd.array(names[cols["instance"]], dtype="str")
+        data["pool"] = _pool_column(names, cols["instance"])
         return pd.DataFrame(data, columns=list(STEP_COLUMNS), copy=False)
+
+
+def _pool_column(names: np.ndarray, instance: np.ndarray):
+    """Each step's pool name (``names[instance]``) in pandas' ``str`` dtype. With pyarrow (where
+    pandas keeps such strings) the names are taken in Arrow: no Python string object per step
+    (millions of them in a long run), same values and dtype."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return pd.array(names[instance], dtype="str")
+    return pd.array(pa.array(names.tolist(), type=pa.large_string()).take(pa.array(instance)), dtype="str")
 
 
 def _op_seconds(cost) -> dict:
