@@ -315,3 +315,27 @@ def test_every_planned_chunk_point_is_predicted_with_its_context():
             attn = [o for o in work.ops if o.kind == "attn_prefill"]
             assert len(attn) == 1 and attn[0].shape["context"] == p["context"] and attn[0].count == 32
             assert _compute_seconds(cm, work.ops) > 0
+
+
+def test_estimate_step_prefill_with_context_through_the_cli(synth):
+    """``clustersim estimate step --phase prefill --seq n --context c``: a chunk after c cached tokens;
+    its attention grows with c (fitted roofline on the shipped profile; the table via --profile DIR)."""
+    from typer.testing import CliRunner
+
+    from clustersim.cli import app
+
+    def attn(ctx, *extra):
+        res = CliRunner().invoke(app, ["estimate", "step", "--model", "llama-3.1-8b", "--hardware", "h200",
+                                       "--phase", "prefill", "--seq", "512", "--context", str(ctx), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        d = json.loads(res.output)
+        assert d["context"] == ctx
+        op = next(o for o in d["ops"] if o["kind"] == "attn_prefill")
+        return op["seconds_each"], op["source"], d["seconds"]
+
+    (a0, s0, t0), (a1, s1, t1), (a2, s2, t2) = attn(0), attn(4096), attn(65536)
+    assert s0.startswith("profile:h200:attn_prefill_bf16") and s1.startswith("roofline:")
+    assert a0 < a1 < a2 and t0 < t1 < t2 and a2 / a1 > 8
+    a, s, _ = attn(65536, "--profile", str(synth))
+    assert s.startswith(f"profile:{synth.name}:{CTX_TABLE}")
+    assert a == pytest.approx(synthetic_seconds(1, 512, 65536, 32, 128, 128), rel=1e-9)

@@ -1,4 +1,4 @@
-"""Driver: ``python -m calibration.groundtruth --out DIR [--set main|wide|check] [options]``.
+"""Driver: ``python -m calibration.groundtruth --out DIR [--set main|wide|chunk|check] [options]``.
 
 Measures the cases of one set (``calibration.groundtruth.cases``) in order, appending one row
 per point to the set's CSV tables (rows already there are skipped: a rerun resumes), stops
