@@ -8,7 +8,7 @@
 #   3. summary: the lookup from the table's fit rows against every row, per split, and the chunk
 #      ground truth predicted with the new table, without it (roofline) and with the context dropped.
 # Every step resumes and stops cleanly at its budget. Whole call <= TOTAL_S (420 s) with the install.
-# Files in $OUT: run_log.txt, prof/ (-> calibration/profiles/h200/), gt/ (-> clustersim/data/measured/chunk/),
+# Files in $OUT: run_log.txt, prof/ and gt/ (ship them: python benchmarks/ship_chunk_attn.py --prof OUT/prof --gt OUT/gt),
 # summary.txt (printed last).
 # Local dry run: DEVICE=cpu QUICK=--quick SKIP_INSTALL=1 OUT=/tmp/o bash benchmarks/device_chunk_attn.sh
 cd "$(dirname "$0")/.." || exit 1

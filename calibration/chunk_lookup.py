@@ -7,8 +7,10 @@ prefix-cache hits, P/D chunks) attends ``n`` new queries to ``c + n`` keys, lowe
 configuration (``calibration.profile`` picks the configuration and turns other head counts into
 an equivalent batch ``B * Hq / Hq'``, as for the causal prefill table):
 
-* **context** - at a measured (batch, n): linear in c between the measured contexts (c = 0
-  included: past the launch floor the time at fixed n is close to linear in the keys walked);
+* **context** - at a measured (batch, n): linear in c between the measured contexts (past the
+  launch floor the time at fixed n is close to linear in the keys walked); c = 0 is among them
+  only where the same kernel ran there (``backend``: torch runs MLA's 192/128 heads on cuDNN at
+  c = 0 but on the memory-efficient kernel after context, so that line would join two kernels);
   outside them the nearest measured context scaled by the pairs ratio
   ``pairs(n, c) / pairs(n, c_ref)``;
 * **new tokens** - log-log between the two measured n around it (each read at c as above);
@@ -56,6 +58,16 @@ def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | No
     return sum(pairs(n, c) for n, c in zip(seq_lens, context_lens)) / at_mean if at_mean > 0 else 1.0
 
 
+def _other_kernel_anchors(df: pd.DataFrame, d: pd.DataFrame) -> list:
+    """Index labels of ``d`` (the grouped table) at c = 0 whose kernel (``backend`` in ``df``) ran at
+    no context > 0 of the same (head configuration, batch, n)."""
+    keys = HEAD_KEYS + ["batch", "new"]
+    after = df[df.context > 0].groupby(keys)["backend"].agg(lambda b: set(b.astype(str)))
+    at0 = df[df.context == 0].groupby(keys)["backend"].agg(lambda b: set(b.astype(str)))
+    drop = {k for k, b in at0.items() if k in after.index and not (b & after[k])}
+    return [i for i, r in d[d.context == 0].iterrows() if tuple(int(r[k]) for k in keys) in drop]
+
+
 class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
 
@@ -65,6 +77,8 @@ class ChunkPrefillTable:
         if df is None or df.empty:
             return
         d = df.groupby(HEAD_KEYS + ["batch", "new", "context"], as_index=False)["seconds"].min()
+        if "backend" in df:
+            d = d[~d.index.isin(_other_kernel_anchors(df, d))]
         for cfg, g in d.groupby(HEAD_KEYS):
             self.configs[tuple(int(v) for v in cfg)] = {
                 int(b): {int(n): (gn.context.to_numpy(float), gn.seconds.to_numpy(float))

@@ -165,6 +165,22 @@ def test_lookup_rules_on_a_synthetic_table(synth):
     assert varlen_pairs_factor(512, 4096, (512, 512), (4096, 4096)) == 1.0
 
 
+def test_c0_anchor_only_where_the_same_kernel_ran():
+    """MLA's heads run on cuDNN at c = 0 and on the memory-efficient kernel after context (torch's
+    dispatch): the c = 0 row is then no anchor of the line in context."""
+    rows = []
+    for backend0, hq in (("flash_attention", 32), ("cudnn_attention", 128)):
+        for c, t in ((0, 10e-6), (1024, 40e-6), (2048, 60e-6)):
+            rows.append(dict(batch=1, new=512, context=c, heads_q=hq, heads_kv=hq // 4 if hq == 32 else hq,
+                             head_dim_qk=128 if hq == 32 else 192, head_dim_v=128, seconds=t,
+                             backend=backend0 if c == 0 else ("flash_attention" if hq == 32 else "efficient_attention")))
+    tab = ChunkPrefillTable(pd.DataFrame(rows))
+    same = tab.seconds((32, 8, 128, 128), 1, 512, 512)
+    other = tab.seconds((128, 128, 192, 128), 1, 512, 512)
+    assert same[0] == pytest.approx(25e-6) and "linear in context" in same[1]
+    assert other[0] == pytest.approx(40e-6 * pairs(512, 512) / pairs(512, 1024)) and "pairs ratio" in other[1]
+
+
 def test_holdout_rows_judge_the_rules(synth):
     """Built from the fit rows only, the lookup predicts the synthetic hold-out rows within a few
     percent (the checkerboard leaves a measured neighbour in context at every n)."""
@@ -235,11 +251,11 @@ def test_check_family_on_a_synthetic_profile(synth):
 
     assert FILES["kernels.attn_prefill_ctx"] and "kernels.attn_prefill_ctx" in FAMILIES
     cs = attn_prefill_ctx_checks(str(synth))
-    assert len(cs) == len(pd.read_csv(synth / f"{CTX_TABLE}.csv"))
+    table = pd.read_csv(synth / f"{CTX_TABLE}.csv")
+    assert len(cs) == (table.context > 0).sum()  # every row with context; c = 0 rows are anchors
     roles = {c.role for c in cs}
     assert roles == {"fit", "holdout"}
-    fit_ctx = [c for c in cs if c.role == "fit" and not c.id.endswith("/c0")]
-    assert max(abs(c.error) for c in fit_ctx) < 1e-9  # a fit row is a node of its own lookup
+    assert max(abs(c.error) for c in cs if c.role == "fit") < 1e-9  # a fit row is a node of its own lookup
     hold = [c for c in cs if c.role == "holdout"]
     assert all(c.predicted is not None for c in hold)
     assert np.median([abs(c.error) for c in hold]) < 0.05
@@ -339,3 +355,38 @@ def test_estimate_step_prefill_with_context_through_the_cli(synth):
     a, s, _ = attn(65536, "--profile", str(synth))
     assert s.startswith(f"profile:{synth.name}:{CTX_TABLE}")
     assert a == pytest.approx(synthetic_seconds(1, 512, 65536, 32, 128, 128), rel=1e-9)
+
+
+def test_ship_script_copies_the_table_with_provenance(synth, tmp_path):
+    """benchmarks/ship_chunk_attn.py: the table into the h200 profile with its run's provenance, the
+    ground truth into measured/chunk; a --quick or non-H200 run is refused."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import ship_chunk_attn
+
+    from calibration.profile import load_profile
+
+    root = tmp_path / "repo"
+    prof_dest = root / "calibration" / "profiles" / "h200"
+    prof_dest.mkdir(parents=True)
+    shipped_meta = Path(load_profile("h200").path) / "metadata.json"
+    shutil.copyfile(shipped_meta, prof_dest / "metadata.json")
+    run = tmp_path / "prof"
+    shutil.copytree(synth, run)
+    meta = {"gpu_name": "NVIDIA H200", "complete": True, "command": "clustersim calibrate --suite attn_prefill_ctx",
+            "date_utc": "2027-01-01T00:00:00Z", "git_sha": "abc1234", "suite_seconds": {"attn_prefill_ctx": 40.0}}
+    (run / "metadata.json").write_text(json.dumps(meta))
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / "gt_dense_chunk.csv").write_text(",".join(K.DENSE_CHUNK.columns) + "\n")
+    (gt / "groundtruth_metadata.json").write_text(json.dumps({"set": "chunk", "gpu_name": "NVIDIA H200"}))
+    assert ship_chunk_attn.main(["--prof", str(run), "--gt", str(gt), "--root", str(root)]) == 0
+    assert (prof_dest / f"{CTX_TABLE}.csv").read_text() == (synth / f"{CTX_TABLE}.csv").read_text()
+    shipped = json.loads((prof_dest / "metadata.json").read_text())
+    assert shipped["chunk_tables"]["git_sha"] == "abc1234" and shipped["chunk_tables"]["tables"] == [CTX_TABLE]
+    assert shipped["gpu_name"] == json.loads(shipped_meta.read_text())["gpu_name"]  # the rest unchanged
+    assert (root / "clustersim" / "data" / "measured" / "chunk" / "gt_dense_chunk.csv").exists()
+    (run / "metadata.json").write_text(json.dumps({**meta, "quick": True}))
+    with pytest.raises(SystemExit, match="quick"):
+        ship_chunk_attn.main(["--prof", str(run), "--root", str(root)])

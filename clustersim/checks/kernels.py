@@ -3,12 +3,14 @@
 * ``kernels.deepgemm``: DeepGEMM's published FP8 GEMM table against the `fused` kernel set's
   stand-in for it (the measured H200 ``torch._scaled_mm`` table, transferred to H800 by peak
   ratio; ``workloads.kernel_sets``). Nothing is fitted to these rows: all are hold-out.
-* ``kernels.attn_prefill_ctx``: every row of the profile's ``attn_prefill_ctx_bf16`` table
-  (prefill chunks after cached context, ``calibration.bench.attn_chunk``) against what the
-  profile's lookup answers for it (``attn_prefill_ctx_seconds``: the path the cost model takes for
-  a prefill with context; c = 0 rows through the same lookup) when the lookup is built from the
-  table's ``fit`` rows only; ``role`` is the row's split, so the hold-out rows judge the
-  interpolation in context, new tokens, batch and heads (the 64q/8kv rows: the heads rule).
+* ``kernels.attn_prefill_ctx``: every row with context (c > 0) of the profile's
+  ``attn_prefill_ctx_bf16`` table (prefill chunks after cached context,
+  ``calibration.bench.attn_chunk``) against what the profile's lookup answers for it
+  (``attn_prefill_ctx_seconds``: the path the cost model takes for a prefill with context) when
+  the lookup is built from the table's ``fit`` rows only; ``role`` is the row's split, so the
+  hold-out rows judge the interpolation in context, new tokens, batch and heads (the 64q/8kv rows:
+  the heads rule). The c = 0 rows are the interpolation's anchors, not a lookup the cost model
+  makes (at c = 0 it reads ``attn_prefill_bf16``); benchmarks/chunk_attn_report.py compares them.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def deepgemm_checks() -> list[Check]:
 
 
 def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
-    """One check per row of ``profile``'s ``attn_prefill_ctx_bf16`` (microseconds); Unavailable
+    """One check per row with context of ``profile``'s ``attn_prefill_ctx_bf16`` (microseconds); Unavailable
     while the profile has no such table (measure it with benchmarks/device_chunk_attn.sh)."""
     from calibration.chunk_lookup import CTX_TABLE
     from calibration.profile import load_profile
@@ -66,7 +68,7 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
     source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
               f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {CTX_TABLE}.csv; predicted from its fit rows)")
     out = []
-    for r in table.itertuples(index=False):
+    for r in table[table.context > 0].itertuples(index=False):
         hq, hkv, dqk, dv = int(r.heads_q), int(r.heads_kv), int(r.head_dim_qk), int(r.head_dim_v)
         got = fit.attn_prefill_ctx_seconds(int(r.batch), int(r.new), int(r.context), hq, hkv, dqk, dv)
         out.append(Check(family="kernels.attn_prefill_ctx",
