@@ -626,6 +626,11 @@ class MeasuredProfile:
         return {k: tuple(np.asarray(v, dtype=float) if i < 3 else v for i, v in enumerate(t))
                 for k, t in out.items()}
 
+    @functools.cached_property
+    def fitted_kinds(self) -> frozenset[str]:
+        """Op kinds whose efficiency curve this profile's own tables fit (``efficiency_fit``)."""
+        return frozenset(self._points())
+
     # -- convenience for the cost model
 
     def for_op(self, op) -> MeasuredProfile:

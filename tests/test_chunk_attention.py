@@ -242,6 +242,10 @@ def test_layering_takes_the_ctx_table_from_the_layer_that_has_it(synth, tmp_path
     shutil.copy(Path(shipped.path) / "gemm_bf16.csv", other / "gemm_bf16.csv")
     layered = LayeredProfile(load_profile(other), load_profile(synth))
     assert layered.for_op(with_ctx) is layered.fallback and layered.table_for(with_ctx) == CTX_TABLE
+    # neither layer has the table: the layer whose efficiency fit covers attention (the shipped one)
+    gemm_only = LayeredProfile(load_profile(other), shipped)
+    assert gemm_only.table_for(with_ctx) is None and gemm_only.for_op(with_ctx) is shipped
+    assert "attn_prefill" in shipped.fitted_kinds and "attn_prefill" not in gemm_only.primary.fitted_kinds
 
 
 def test_check_family_on_a_synthetic_profile(synth):
