@@ -225,7 +225,7 @@ class Server:
             r = self.waiting[0]
             if not self._admissible(r):
                 break
-            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
+            c = chunk_tokens(self._left_on_admission(r), budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
             plan.extra_s += self._admit(r)
@@ -243,7 +243,7 @@ class Server:
             return None
         r = self.waiting[0]
         beside = self.budget - int(self.run.size) * self.k
-        if chunk_tokens(self.prompt_left(r), beside, False, False) > 0 or not self._admissible(r):
+        if chunk_tokens(self._left_on_admission(r), beside, False, False) > 0 or not self._admissible(r):
             return None
         return r
 
@@ -253,6 +253,13 @@ class Server:
         plan.extra_s += self._admit(r)
         plan.chunks.append((r, self.prompt_left(r)))
         return plan
+
+    def _left_on_admission(self, r: int) -> int:
+        """Prompt tokens waiting request r will prefill once admitted (less its prefix-cache hits)."""
+        left = self.prompt_left(r)
+        if self.cache is not None:
+            left += int(self.st.cached[r]) - self.cache.peek_hit_tokens(r)
+        return left
 
     def _admissible(self, r: int) -> bool:
         """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block

@@ -179,15 +179,16 @@ class SharedPool:
             store.popitem(last=False)
             self.evicted += 1
 
-    def match(self, ids: list[int]) -> int:
-        """Leading blocks of ``ids`` held here (touched as used)."""
+    def match(self, ids: list[int], touch: bool = True) -> int:
+        """Leading blocks of ``ids`` held here (``touch``: marked as just used)."""
         store, k = self.store, 0
         for h in ids:
             if h not in store:
                 break
             k += 1
-        for h in reversed(ids[:k]):
-            store.move_to_end(h)
+        if touch:
+            for h in reversed(ids[:k]):
+                store.move_to_end(h)
         return k
 
 
@@ -223,6 +224,13 @@ class InstanceCache:
         if self.local is None:
             return 0
         return self.local.match(self._prompt_ids(r, True))[0] * self.entry_blocks
+
+    def peek_hit_tokens(self, r: int) -> int:
+        """Prompt tokens of r a lookup now would find (local, then shared), without touching anything."""
+        ids = self._prompt_ids(r, True)
+        k = self.local.match(ids)[0] if self.local is not None else 0
+        m = self.shared.match(ids[k:], touch=False) if self.shared is not None else 0
+        return (k + m) * self.block_tokens
 
     def busy_hit_blocks(self, r: int) -> int:
         """KV blocks of r's cached prefix already in use here: admitting r needs no new memory for them."""
