@@ -198,7 +198,7 @@ class InstanceCache:
     the run's request arrays and chains."""
 
     __slots__ = ("st", "chains", "block_tokens", "entry_blocks", "covers_output", "local", "shared",
-                 "fetch_s_per_token", "held", "index", "pool", "log", "first_hit", "stats")
+                 "fetch_s_per_token", "held", "index", "pool", "log", "first_hit", "stats", "load_weight")
 
     def __init__(self, st, chains, local: BlockCache | None, shared: SharedPool | None, fetch_s_per_token: float,
                  index: int, pool: str, log: list, first_hit, covers_output: bool):
@@ -209,6 +209,7 @@ class InstanceCache:
         self.fetch_s_per_token = fetch_s_per_token
         self.held: dict[int, list[int]] = {}
         self.index, self.pool, self.log, self.first_hit = index, pool, log, first_hit
+        self.load_weight = 1.0  # kv_aware's weight of blocks in use (PrefixCacheRun.attach sets the config's)
         # first admissions: lookups, prompt tokens, tokens hit (local + shared), shared hits, fetch seconds
         self.stats = [0, 0, 0, 0, 0.0]
 
@@ -330,6 +331,7 @@ class PrefixCacheRun:
         fetch = self.kv_bytes_per_token / self.fetch_bytes_per_s(pool) if self.shared is not None else 0.0
         c = InstanceCache(self.st, self.chains, local, self.shared, fetch, server.index, server.pool_name, self.log,
                           self.first_hit, self.covers_output)
+        c.load_weight = self.config.kv_aware_load_weight
         self.caches.append(c)
         return c
 

@@ -118,6 +118,10 @@ class PrefixCache(_Frozen):
         None, ge=0, le=L.MAX_CACHE_TOKENS,
         description="tokens an instance keeps for reuse after their requests leave (None: all free KV memory)")
     shared_pool: SharedPool | None = None
+    kv_aware_load_weight: float = Field(
+        0.1, ge=0.0, le=1000.0,
+        description="scheduler.router kv_aware: weight of an instance's KV blocks in use against the prefix "
+                    "blocks a request would reuse there (simulator.policies)")
 
 
 class PrefixRuleError(ValueError):
