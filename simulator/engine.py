@@ -225,7 +225,8 @@ class Server:
             r = self.waiting[0]
             if not self._admissible(r):
                 break
-            c = chunk_tokens(self._left_on_admission(r), budget, self.chunked, no_decodes and not chunks)
+            left = self.prompt_left(r) if self.cache is None else self._left_on_admission(r)
+            c = chunk_tokens(left, budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
             plan.extra_s += self._admit(r)

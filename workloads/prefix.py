@@ -151,7 +151,7 @@ def workload_prefix_errors(workload) -> None:
                                            f"(got {workload.samples_per_request})")
     if workload.prefix_cache_hit_rate > 0:
         raise PrefixRuleError(("prefix_cache_hit_rate",), "a fixed hit rate and workload.prefix exclude each other: "
-                              "with prefix identity the hits come from deployment.prefix_cache (set the rate to 0)")
+                              "with prefix identity the hits come from prefix_cache (set the rate to 0)")
 
 
 def prefix_cache_errors(dep) -> None:
