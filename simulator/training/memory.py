@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.accounting import layer_params, mtp_params
+from workloads.accounting import dtype_bytes, layer_params, mtp_params
 from workloads.models import ModelConfig
 from workloads.ops import stage_layers
 from workloads.training import TrainingJob
@@ -51,10 +51,12 @@ class StageParams:
         return self.dense + self.expert
 
 
-def stage_params(job: TrainingJob, model: ModelConfig, stage: int, stages: int) -> StageParams:
-    """Parameters of pipeline ``stage`` (of ``stages``) on one device, after TP/EP sharding."""
+def stage_params(job: TrainingJob, model: ModelConfig, stage: int, stages: int,
+                 layers: tuple[int, int] | None = None) -> StageParams:
+    """Parameters of pipeline ``stage`` (of ``stages``) on one device, after TP/EP sharding;
+    ``layers``: its (dense, MoE) layer counts (default: ``workloads.ops.stage_layers``)."""
     p = job.parallelism
-    dense_n, moe_n = stage_layers(model, stages, stage)
+    dense_n, moe_n = layers if layers is not None else stage_layers(model, stages, stage)
     tp = p.tp
     dense = expert = 0.0
     if dense_n:
@@ -125,14 +127,15 @@ class DeviceMemory:
 
 
 def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_stages: list[tuple[int, ...]],
-                  peak_act_bytes: list[float]) -> list[DeviceMemory]:
+                  peak_act_bytes: list[float], split: tuple[tuple[int, int], ...] = ()) -> list[DeviceMemory]:
     """Memory of every pipeline device. ``held_stages[d]``: the stages device d holds;
-    ``peak_act_bytes[d]``: its peak in-flight activation bytes from the pipeline simulation."""
+    ``peak_act_bytes[d]``: its peak in-flight activation bytes from the pipeline simulation;
+    ``split``: (dense, MoE) layers per stage (default: ``workloads.ops.stage_layers``)."""
     p = job.parallelism
     stages = p.pipeline_stages
     g_dense, g_expert = data_parallel_groups(job)
-    grad_b = 4.0 if job.grad_dtype == "fp32" else 2.0
-    opt_b = 4.0 + 2 * (4.0 if job.optimizer_moment_dtype == "fp32" else 2.0)
+    grad_b = dtype_bytes(job.grad_dtype)
+    opt_b = dtype_bytes("fp32") + 2 * dtype_bytes(job.optimizer_moment_dtype)  # FP32 master + two moments
     z = p.zero_stage
     reserved = job.memory_reserved_gb * GB
     limit = job.memory_limit_gb * GB if job.memory_limit_gb is not None else hbm_bytes - reserved
@@ -140,14 +143,14 @@ def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_s
         reserved = 0.0  # an explicit limit is what the job may use
     out = []
     for d, held in enumerate(held_stages):
-        sp = [stage_params(job, model, s, stages) for s in held]
+        sp = [stage_params(job, model, s, stages, split[s] if split else None) for s in held]
         dense = sum(x.dense for x in sp)
         expert = sum(x.expert for x in sp)
 
         def shard(n_dense: float, n_expert: float, on: bool) -> float:
             return (n_dense / g_dense + n_expert / g_expert) if on else (n_dense + n_expert)
 
-        params = 2.0 * shard(dense, expert, z >= 3)
+        params = dtype_bytes("bf16") * shard(dense, expert, z >= 3)
         grads = grad_b * shard(dense, expert, z >= 2)
         opt = opt_b * shard(dense, expert, z >= 1)
         out.append(DeviceMemory(d, params, grads, opt, peak_act_bytes[d], reserved, limit))
