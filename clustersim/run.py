@@ -120,15 +120,14 @@ def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 4
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
     TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
-    from simulator.training import training_search
+    from planner.training_search import training_search
     from workloads.training import load_training_job
 
     from calibration.resolve import profile_info, profile_line
     from hardware.catalog import get_cluster
 
     job = load_training_job(path, list(overrides))
-    p = job.parallelism
-    devices = p.dp * p.tp * p.pp * p.sp * p.cp
+    devices = job.parallelism.devices
     prof = resolve_profile(job.profile, job.cluster, path)
     table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
                             precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof,

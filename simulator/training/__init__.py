@@ -1,4 +1,4 @@
-"""Training-step simulation: pipeline schedules, per-stage costs, memory, layout search.
+"""Training-step simulation: pipeline schedules, per-stage costs, memory.
 
 Public API:
 
@@ -10,8 +10,8 @@ Public API:
   layout does not fit.
 * ``load_training_job(path, overrides=()) -> TrainingJob`` (re-exported from
   ``workloads.training``).
-* ``training_search(...) -> DataFrame``: enumerate layouts, drop infeasible ones with their
-  reason, rank the rest by tokens/day (``search``).
+
+The layout search over training jobs is the planner's (``planner.training_search``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from simulator.training.step import dp_tail_phases, held_stages, plan_job
 from workloads.accounting import training_flops_per_token
 from workloads.training import TrainingJob, load_training_job, parse_training_job
 
-__all__ = ["simulate_training", "load_training_job", "parse_training_job", "training_search", "TrainingJob",
-           "TrainingResult", "OutOfMemory"]
+__all__ = ["simulate_training", "load_training_job", "parse_training_job", "TrainingJob", "TrainingResult",
+           "OutOfMemory"]
 
 
 def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_memory: bool = True,
@@ -89,10 +89,3 @@ def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_m
         sources={"compute": plan.cost_model.roofline.source if profile is None else "profile",
                  "p2p_s": plan.p2p_s, "comm_sm_fraction": plan.sm_fraction},
     )
-
-
-def training_search(*args, **kwargs) -> pd.DataFrame:
-    """See ``simulator.training.search.training_search``."""
-    from simulator.training.search import training_search as _search
-
-    return _search(*args, **kwargs)

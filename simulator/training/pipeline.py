@@ -35,6 +35,7 @@ from typing import Callable, Mapping, Sequence
 import simpy
 
 from simulator.progress import ProgressFn, run_events
+from workloads.training import pipeline_stages  # one definition; re-exported for the schedules' users
 
 __all__ = [
     "SCHEDULES",
@@ -273,11 +274,6 @@ def schedule_dualpipe(pp: int, m: int) -> list[list[Action]]:
 def pipeline_ranks(schedule: str, pp: int) -> int:
     """Ranks the DES simulates for ``pp`` (devices for 1F1B/ZB1P/DualPipe; 2 x pp mirrored
     ranks for DualPipeV, whose first ``pp`` are the devices)."""
-    return 2 * pp if schedule == "dualpipev" else pp
-
-
-def pipeline_stages(schedule: str, pp: int) -> int:
-    """Model stages (layer slices) the schedule cuts the model into for ``pp`` devices."""
     return 2 * pp if schedule == "dualpipev" else pp
 
 

@@ -1,5 +1,8 @@
 """Training layout search: maximise tokens/day on a device budget under a memory limit.
 
+(The planner's training counterpart of ``planner.search``; it simulates each layout with
+``simulator.training.simulate_training``.)
+
 ``training_search`` enumerates (tp, pp, schedule, ep, sp, zero stage, micro-batch size,
 recompute) for a fixed device count, derives dp = devices / (tp x pp x sp x cp), drops
 layouts the schema rejects (with the rule's message as ``reason``), simulates the rest with
@@ -15,6 +18,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 from pydantic import ValidationError
 
+from simulator.training import simulate_training
 from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
@@ -32,6 +36,33 @@ def _pow2_upto(n: int) -> list[int]:
         out.append(v)
         v *= 2
     return out
+
+
+def _degree_options(m, tp_options, pp_options, ep_options) -> tuple[list[int], list[int], list[int]]:
+    """tp, pp and ep values to try: the given ones, else powers of two (tp up to the 8-device
+    scale-up domain, pp up to min(layers, 64), ep dividing the routed experts; 1 when dense)."""
+    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
+    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
+    if ep_options is not None:
+        eps = list(ep_options)
+    elif m.moe is not None:
+        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
+    else:
+        eps = [1]
+    return tps, pps, eps
+
+
+def _simulated_row(job: TrainingJob, row: dict, profile) -> dict:
+    """``row`` with the figures of one simulated step of ``job`` (infeasible when it does not fit)."""
+    try:
+        res = simulate_training(job, profile=profile, check_memory=False)
+    except ValueError as exc:
+        return {**row, "feasible": False, "reason": str(exc)}
+    s = res.summary()
+    return {**row, "feasible": res.fits_memory, "reason": res.memory_reason, "micro_batches": res.micro_batches,
+            "step_time_s": res.step_time_s, "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
+            "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
+            "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb}
 
 
 def training_search(
@@ -68,17 +99,7 @@ def training_search(
     infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
     at (task ``training layouts``; ``simulator.progress``).
     """
-    from simulator.training import simulate_training
-
-    m = get_model(model)
-    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
-    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
-    if ep_options is not None:
-        eps = list(ep_options)
-    elif m.moe is not None:
-        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
-    else:
-        eps = [1]
+    tps, pps, eps = _degree_options(get_model(model), tp_options, pp_options, ep_options)
     rows = []
     evaluated = 0
     combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
@@ -109,17 +130,7 @@ def training_search(
             rows.append({**row, "feasible": False, "reason": "not evaluated: max_layouts"})
             continue
         evaluated += 1
-        try:
-            res = simulate_training(job, profile=profile, check_memory=False)
-        except ValueError as exc:
-            rows.append({**row, "feasible": False, "reason": str(exc)})
-            continue
-        s = res.summary()
-        rows.append({**row, "feasible": res.fits_memory, "reason": res.memory_reason,
-                     "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
-                     "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
-                     "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
-                     "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb})
+        rows.append(_simulated_row(job, row, profile))
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
