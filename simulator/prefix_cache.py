@@ -23,9 +23,10 @@ block is free for admission whether it is empty or idle cache.
 ``SharedPool`` is a cluster-wide store (CloudMatrix-Infer's EMS, Mooncake's store) written
 through with every block a prefill computes (and every answer block of a session, from the
 instance that decoded it), LRU over ``capacity_tokens``. A lookup continues there where the
-local walk stopped; those blocks are *fetched*: their KV crosses the fabric at the instance's
-bandwidth (``fetch_s_per_token``) instead of being prefilled, charged to the step that admits
-the request (as a swap-in is).
+local walk stopped; those blocks are *fetched*: their KV crosses the fabric into the instance's
+port (``hardware.kv_transfer.kv_port_bytes_per_s``, or the pool's ``bandwidth_gb_per_s`` per
+device; ``fetch_s_per_token``) instead of being prefilled, charged to the step that admits the
+request (as a swap-in is). A fetch does not share the port with KV hand-offs in flight.
 
 ``InstanceCache`` binds both to one server and the run's request arrays: the engine calls
 ``admit`` (lookup, references, hit tokens, fetch time), ``prefill_done``, ``release`` and
@@ -40,6 +41,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from hardware.kv_transfer import kv_port_bytes_per_s
 from simulator.kv import BLOCK_TOKENS
 
 __all__ = ["BlockCache", "SharedPool", "InstanceCache", "PrefixCacheRun", "CACHE_LOG_COLUMNS"]
@@ -316,11 +318,12 @@ class PrefixCacheRun:
         self.caches: list[InstanceCache] = []
 
     def fetch_bytes_per_s(self, pool) -> float:
-        """Shared-pool fetch bandwidth of one instance of ``pool``: per device (given, or the
-        cluster's outermost tier, the fabric a pool beside the instances is reached over) x devices."""
+        """Shared-pool fetch bandwidth of one instance of ``pool``: the pool's ``bandwidth_gb_per_s``
+        per device x devices when given, else the instance's KV port (``hardware.kv_transfer``)."""
         sp = self.config.shared_pool
-        per_device = sp.bandwidth_gb_per_s * 1e9 if sp.bandwidth_gb_per_s else self.cluster.tiers[-1].effective_bytes_per_s
-        return per_device * pool.devices_per_instance
+        if sp.bandwidth_gb_per_s:
+            return sp.bandwidth_gb_per_s * 1e9 * pool.devices_per_instance
+        return kv_port_bytes_per_s(self.cluster, pool.devices_per_instance)
 
     def attach(self, server, pool, keeps_prefixes: bool) -> InstanceCache:
         """The ``InstanceCache`` of ``server`` (a local cache when ``keeps_prefixes``)."""

@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clustersim.cli import app
+from hardware.catalog import get_cluster
 from simulator.kv import BLOCK_TOKENS, KVBlocks
 from simulator.prefix_cache import BlockCache, SharedPool
 from workloads import prefix as prefix_schema
@@ -123,6 +124,10 @@ def test_shared_pool_serves_what_another_instance_computed(tmp_path):
     # llama-3.1-8b bf16 KV: 32 layers x 8 heads x 128 x 2 (K, V) x 2 bytes per token
     kv_bytes = 32 * 8 * 128 * 2 * 2
     assert pc["fetch_s"] == pytest.approx(pc["shared_hit_tokens"] * kv_bytes / 25e9, rel=1e-9)
+    # no bandwidth given: the instance's KV port, as a P/D hand-off gets (hardware.kv_transfer)
+    port = _simulate(path, "prefix_cache.shared_pool={capacity_tokens: 100000000}")["prefix_cache"]
+    nic = get_cluster("h200-node").device.scale_out_bytes_per_s
+    assert port["fetch_s"] == pytest.approx(port["shared_hit_tokens"] * kv_bytes / nic, rel=1e-9)
     assert pooled["ttft_ms"]["mean"] < _simulate(path)["ttft_ms"]["mean"]
 
 

@@ -27,7 +27,7 @@ Two halves, both optional (absent: the engine behaves as before, with at most th
   (default: all KV memory not in use). ``shared_pool``: a cluster-wide pool (CloudMatrix-Infer's
   EMS, Mooncake's store) holding every computed prefix block up to ``capacity_tokens``; a hit
   there costs a KV transfer at ``bandwidth_gb_per_s`` per device of the instance (default: the
-  cluster's outermost fabric tier) instead of a prefill.
+  instance's KV port, ``hardware.kv_transfer.kv_port_bytes_per_s``) instead of a prefill.
 
 ``prefix_cache`` and ``workload.prefix_cache_hit_rate`` are exclusive: a hit rate is either an
 input (legacy) or what the cache achieves.
@@ -108,7 +108,8 @@ class SharedPool(_Frozen):
     capacity_tokens: int = Field(ge=1, le=L.MAX_CACHE_TOKENS, description="tokens of KV the pool holds (LRU)")
     bandwidth_gb_per_s: float | None = Field(
         None, gt=0, le=L.MAX_MEMORY_GB,
-        description="GB/s per device of the fetching instance (None: the cluster's outermost fabric tier)")
+        description="GB/s per device of the fetching instance (None: the device's scale-out bandwidth, "
+                    "as KV hand-offs; hardware.kv_transfer)")
 
 
 class PrefixCache(_Frozen):
