@@ -11,8 +11,9 @@ an equivalent batch ``B * Hq / Hq'``, as for the causal prefill table):
   launch floor the time at fixed n is close to linear in the keys walked); c = 0 is among them
   only where the same kernel ran there (``backend``: torch runs MLA's 192/128 heads on cuDNN at
   c = 0 but on the memory-efficient kernel after context, so that line would join two kernels);
-  outside them the nearest measured context scaled by the pairs ratio
-  ``pairs(n, c) / pairs(n, c_ref)``;
+  above them the largest measured context scaled by the pairs ratio
+  ``pairs(n, c) / pairs(n, c_ref)``; below them the line through the two lowest, not below that
+  pairs ratio (the time's fixed part stays as the keys shrink);
 * **new tokens** - log-log between the two measured n around it (each read at c as above);
   beyond the largest the pairs ratio at the same c; below the smallest its time scaled by the
   query tiles ``ceil(n / QUERY_TILE) / ceil(n_min / QUERY_TILE)`` (a short chunk runs one padded
@@ -137,4 +138,11 @@ class ChunkPrefillTable:
             return float(np.interp(context, cs, ts)), "linear in context"
         ref = int(cs[-1] if context > cs[-1] else cs[0])
         i = len(cs) - 1 if context > cs[-1] else 0
-        return float(ts[i]) * pairs(new, context) / pairs(new, ref), f"pairs ratio from context {ref}"
+        scaled = float(ts[i]) * pairs(new, context) / pairs(new, ref)
+        if context < cs[0] and len(cs) >= 2 and cs[1] > cs[0]:
+            # below the lowest measured context the line through the two lowest continues (the
+            # fixed part of the time stays), never below the pure pairs ratio (no fixed part)
+            line = float(ts[0] + (ts[1] - ts[0]) * (context - cs[0]) / (cs[1] - cs[0]))
+            if line > scaled:
+                return line, f"linear in context below {ref}"
+        return scaled, f"pairs ratio from context {ref}"

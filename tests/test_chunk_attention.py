@@ -178,7 +178,17 @@ def test_c0_anchor_only_where_the_same_kernel_ran():
     same = tab.seconds((32, 8, 128, 128), 1, 512, 512)
     other = tab.seconds((128, 128, 192, 128), 1, 512, 512)
     assert same[0] == pytest.approx(25e-6) and "linear in context" in same[1]
-    assert other[0] == pytest.approx(40e-6 * pairs(512, 512) / pairs(512, 1024)) and "pairs ratio" in other[1]
+    # below its lowest context (1024) the line through 1024 and 2048 continues: 40 - 20/2 us
+    assert other[0] == pytest.approx(30e-6) and "linear in context below 1024" in other[1]
+
+
+def test_below_the_lowest_context_never_under_the_pairs_ratio():
+    """A line steeper than the pairs ratio would reach zero before c = 0: the pairs ratio (no
+    fixed part) is the floor of the extrapolation below the lowest measured context."""
+    rows = [dict(batch=1, new=128, context=c, heads_q=32, heads_kv=8, head_dim_qk=128, head_dim_v=128,
+                 seconds=t, backend="flash_attention") for c, t in ((4096, 10e-6), (8192, 100e-6))]
+    t, how = ChunkPrefillTable(pd.DataFrame(rows)).seconds((32, 8, 128, 128), 1, 128, 1024)
+    assert t == pytest.approx(10e-6 * pairs(128, 1024) / pairs(128, 4096)) and "pairs ratio" in how
 
 
 def test_holdout_rows_judge_the_rules(synth):
@@ -195,16 +205,22 @@ def test_holdout_rows_judge_the_rules(synth):
     assert np.median(np.abs(err)) < 0.05 and np.abs(err).max() < 0.5
 
 
-def test_op_path_costs_the_context(synth):
+def test_op_path_costs_the_context(synth, tmp_path):
     """The bug: a prefill chunk after cached context was timed as if the context were absent."""
+    import shutil
+
     from calibration.profile import load_profile
     from hardware.catalog import get_cluster
     from simulator.costmodel import CostModel
 
     cluster = get_cluster("h200-node")
-    shipped, synthetic = load_profile("h200"), load_profile(synth)
+    h200 = load_profile("h200")
+    # the shipped profile without its ctx table: an older profile
+    older = tmp_path / "h200-older"
+    shutil.copytree(h200.path, older, ignore=shutil.ignore_patterns(f"{CTX_TABLE}.csv"))
+    shipped, synthetic = load_profile(older), load_profile(synth)
     free = CostModel(cluster, shipped).op_cost(_op(1, 512, 0))
-    assert free.source.startswith("profile:h200:attn_prefill_bf16")
+    assert free.source.startswith("profile:h200-older:attn_prefill_bf16")
     prev = 0.0
     for ctx in (4096, 16384, 65536):
         op = _op(1, 512, ctx)
@@ -234,7 +250,7 @@ def test_layering_takes_the_ctx_table_from_the_layer_that_has_it(synth, tmp_path
     assert isinstance(over, LayeredProfile)
     with_ctx, without = _op(2, 1024, 8192), _op(2, 1024, 0)
     assert over.for_op(with_ctx) is over.primary and over.for_op(without) is over.fallback
-    assert over.fallback.name == "h200" and over.fallback.table_for(with_ctx) is None
+    assert over.fallback.name == "h200"  # which holds the table too: the primary layer answers first
     assert over.op_seconds(with_ctx)[1].startswith(f"profile:{synth.name}:{CTX_TABLE}")
     # a partial profile without the table over one with it: the fallback answers context ops
     other = tmp_path / "gemm_only"
@@ -242,7 +258,11 @@ def test_layering_takes_the_ctx_table_from_the_layer_that_has_it(synth, tmp_path
     shutil.copy(Path(shipped.path) / "gemm_bf16.csv", other / "gemm_bf16.csv")
     layered = LayeredProfile(load_profile(other), load_profile(synth))
     assert layered.for_op(with_ctx) is layered.fallback and layered.table_for(with_ctx) == CTX_TABLE
-    # neither layer has the table: the layer whose efficiency fit covers attention (the shipped one)
+    # neither layer has the table: the layer whose efficiency fit covers attention (the shipped one,
+    # here as an older copy without the ctx table)
+    older = tmp_path / "h200-older"
+    shutil.copytree(shipped.path, older, ignore=shutil.ignore_patterns(f"{CTX_TABLE}.csv"))
+    shipped = load_profile(older)
     gemm_only = LayeredProfile(load_profile(other), shipped)
     assert gemm_only.table_for(with_ctx) is None and gemm_only.for_op(with_ctx) is shipped
     assert "attn_prefill" in shipped.fitted_kinds and "attn_prefill" not in gemm_only.primary.fitted_kinds
@@ -339,7 +359,7 @@ def test_every_planned_chunk_point_is_predicted_with_its_context():
 
 def test_estimate_step_prefill_with_context_through_the_cli(synth):
     """``clustersim estimate step --phase prefill --seq n --context c``: a chunk after c cached tokens;
-    its attention grows with c (fitted roofline on the shipped profile; the table via --profile DIR)."""
+    its attention grows with c (the shipped profile's measured ctx table; another via --profile DIR)."""
     from typer.testing import CliRunner
 
     from clustersim.cli import app
@@ -354,7 +374,7 @@ def test_estimate_step_prefill_with_context_through_the_cli(synth):
         return op["seconds_each"], op["source"], d["seconds"]
 
     (a0, s0, t0), (a1, s1, t1), (a2, s2, t2) = attn(0), attn(4096), attn(65536)
-    assert s0.startswith("profile:h200:attn_prefill_bf16") and s1.startswith("roofline:")
+    assert s0.startswith("profile:h200:attn_prefill_bf16") and s1.startswith(f"profile:h200:{CTX_TABLE}")
     assert a0 < a1 < a2 and t0 < t1 < t2 and a2 / a1 > 8
     a, s, _ = attn(65536, "--profile", str(synth))
     assert s.startswith(f"profile:{synth.name}:{CTX_TABLE}")
