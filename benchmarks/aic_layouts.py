@@ -19,7 +19,9 @@ with one mechanism changed at a time (``VARIANTS``) to attribute the gap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -30,7 +32,7 @@ PLAN = ROOT / "examples" / "plan_deepseek-v3_h200x32.yaml"
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["parse_parallel", "aic_layout", "evaluate_layout", "simulate_at", "VARIANTS", "PLAN"]
+__all__ = ["PLAN", "VARIANTS", "aic_layout", "applies", "evaluate_layout", "parse_parallel", "simulate_at"]
 
 _PARALLEL = re.compile(r"^tp(\d+)pp(\d+)dp(\d+)etp(\d+)ep(\d+)$")
 #: decode/colocated batch limit per attention-DP rank given to a layout taken from aiconfigurator
@@ -40,7 +42,10 @@ BATCH_PER_RANK = 256
 #: 4,000-token prompt per rank (``prefill_max_batch_size: 1``)
 TOKENS_PER_RANK = 4096
 
-#: one mechanism changed at a time: (name, plan overrides, pool-choice changes by role)
+#: one mechanism changed at a time: (name, plan overrides, pool-choice changes by role). The
+#: ``ll_over_nvlink`` change makes DeepEP's low-latency (decode) dispatch/combine use NVLink for
+#: peers in the node (``hardware.dispatch.dispatch_combine_time(ll_over_nvlink=True)``, DeepEP
+#: >= 2025-06, uncalibrated) instead of the 2025-02 pure-RDMA kernels the cost model uses.
 VARIANTS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ("as aiconfigurator runs it", (), {}),
     ("+ MTP 1 (acceptance 0.85) in decode", (), {"decode": {"mtp_depth": 1}, "pool": {"mtp_depth": 1}}),
@@ -49,7 +54,30 @@ VARIANTS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ("+ FP8 KV cache", ("kv_dtype=fp8",), {}),
     ("+ SLO at the median, not p90", ("slo.percentile=50",), {}),
     ("+ busiest EP rank 1.8x the mean (their power-law routing)", ("search.moe_imbalance=1.8",), {}),
+    ("+ decode all-to-all over NVLink in the node (ours: RDMA)", (), {"ll_over_nvlink": True}),
+    ("+ 512-token prefill chunks per rank (colocated)", (), {"pool": {"tokens_per_rank": 512}}),
 )
+
+
+def applies(layout_roles: set, overrides: tuple, changes: dict) -> bool:
+    """Whether a ``VARIANTS`` entry changes anything in a layout with these pool roles."""
+    return bool(overrides) or changes.get("ll_over_nvlink", False) or bool(layout_roles & set(changes))
+
+
+@contextlib.contextmanager
+def _dispatch_over_nvlink(on: bool):
+    """Temporarily price low-latency dispatch/combine inside the scale-up domain over NVLink."""
+    from hardware import dispatch
+
+    if not on:
+        yield
+        return
+    original = dispatch.dispatch_combine_time
+    dispatch.dispatch_combine_time = functools.partial(original, ll_over_nvlink=True)
+    try:
+        yield
+    finally:
+        dispatch.dispatch_combine_time = original
 
 
 def parse_parallel(text: str) -> dict:
@@ -107,7 +135,12 @@ def _steady(requests, lifetime_s: float, percentile: float) -> dict:
 def simulate_at(cfg, ctx, layout, rate_per_s: float, lifetime_s: float, evaluator=None, seed: int = 0) -> dict:
     """One simulation of ``layout`` at ``rate_per_s`` (4 request lifetimes of arrivals, the
     planner's own step costs and KV capacities), steady-window percentiles and means."""
-    from planner.verify import MAX_VERIFY_REQUESTS, RUN_LIFETIMES, layout_deployment, simulation_hooks
+    from planner.verify import (
+        MAX_VERIFY_REQUESTS,
+        RUN_LIFETIMES,
+        layout_deployment,
+        simulation_hooks,
+    )
     from simulator.engine import simulate
 
     n = int(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(rate_per_s * RUN_LIFETIMES * lifetime_s))))
@@ -128,12 +161,18 @@ def evaluate_layout(answer: dict, overrides: tuple[str, ...] = (), changes: dict
     import planner
     from planner.analytic import Evaluator
     from planner.space import context_from_plan
+
+    changes = dict(changes or {})
+    with _dispatch_over_nvlink(changes.pop("ll_over_nvlink", False)):
+        cfg = planner.load_plan(PLAN, list(overrides))
+        ctx = context_from_plan(cfg)
+        return _evaluate(cfg, ctx, Evaluator(ctx), answer, aic_layout(answer, changes), verify, at_rate, seed)
+
+
+def _evaluate(cfg, ctx, ev, answer: dict, layout, verify: bool, at_rate: bool, seed: int) -> dict:
+    """``evaluate_layout`` once the plan, context and evaluator are built."""
     from planner.verify import verify_task
 
-    cfg = planner.load_plan(PLAN, list(overrides))
-    ctx = context_from_plan(cfg)
-    ev = Evaluator(ctx)
-    layout = aic_layout(answer, changes)
     row = ev.evaluate_layout(layout)
     out = {"layout": row["layout"], "devices": layout.devices, "feasible": bool(row["feasible"]),
            "reason": row.get("reason", "")}

@@ -16,9 +16,10 @@ TTFT <= 2 s, TPOT <= 50 ms (``examples/plan_deepseek-v3_h200x32.yaml``; aiconfig
    their TRT-LLM backend can express (attention TP x DP with both > 1 it cannot).
 5. ``--ladder``: aiconfigurator's own search with our assumptions switched on one after the
    other (MTP, no correction factors, prefill batching, balanced expert routing, BF16 KV).
+6. ``--steps``: single decode steps and prefill iterations in both models (``aic_steps.py``).
 
 Usage: python benchmarks/vs_aiconfigurator.py --aic VENV/bin/aiconfigurator [--runs 2]
-       [--ladder] [--no-layouts] [--out DIR] [--json]
+       [--ladder] [--steps] [--no-layouts] [--out DIR] [--json]
 """
 
 from __future__ import annotations
@@ -28,43 +29,18 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aic_layouts import PLAN, VARIANTS, evaluate_layout, parse_parallel  # noqa: E402
-
-#: aiconfigurator's spelling of the question (0.12: a Hugging Face id, resolved from its bundled configs)
-AIC_MODEL = "deepseek-ai/DeepSeek-V3"
-AIC_QUESTION = ["--total-gpus", "32", "--system", "h200_sxm", "--isl", "4000", "--osl", "500",
-                "--ttft", "2000", "--tpot", "50"]
+from aic_layouts import PLAN, VARIANTS, applies, evaluate_layout, parse_parallel
+from aic_run import AIC_MODEL, aic_cmd, exp_answer, run_aic_exp, timed
 
 
 def ours_cmd() -> list[str]:
     return [sys.executable, "-m", "clustersim.cli", "plan", str(PLAN), "--json", "--quiet"]
-
-
-def aic_cmd(aic: str) -> list[str]:
-    return [aic, "cli", "default", "--model", AIC_MODEL, *AIC_QUESTION, "--no-color"]
-
-
-def timed(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS (MiB, ``ru_maxrss`` of ``os.wait4``), rc, stdout."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024.0, "rc": proc.returncode,
-                "cpu_s": usage.ru_utime + usage.ru_stime, "stdout": out.read().decode(errors="replace"),
-                "stderr_tail": err.read().decode(errors="replace")[-2000:]}
 
 
 def time_both(aic: str, runs: int) -> dict:
@@ -73,7 +49,7 @@ def time_both(aic: str, runs: int) -> dict:
     ours, theirs = [], []
     for i in range(runs):
         for name, cmd, sink, e in (("clustersim", ours_cmd(), ours, env), ("aiconfigurator", aic_cmd(aic), theirs, None)):
-            r = timed(cmd, e)
+            r = timed(cmd, e, cwd=ROOT)
             print(f"  run {i + 1}/{runs} {name:<14} {r['wall_s']:6.1f} s wall  {r['cpu_s']:6.1f} s cpu  "
                   f"{r['peak_rss_mib']:6.0f} MiB peak  rc {r['rc']}", file=sys.stderr, flush=True)
             if r["rc"] != 0:
@@ -111,29 +87,32 @@ def _lead_int(text: str) -> int:
     return int(re.match(r"\s*(\d+)", text).group(1))
 
 
+def _aic_row(mode: str, r: dict) -> dict:
+    """One row of an aiconfigurator top-configurations table as a plain answer dict."""
+    a = {"tool": "aiconfigurator", "mode": mode, "tokens_per_s_per_gpu": float(r["tokens/s/gpu"]),
+         "tokens_per_s_per_user": float(r["tokens/s/user"]), "request_rate": float(r["req/s"]),
+         "ttft_ms": float(r["TTFT"]), "gpus": _lead_int(r["total_gpus (used)"]), "replicas": int(r["replicas"])}
+    a["tpot_ms"] = 1000.0 / a["tokens_per_s_per_user"]  # their tokens/s/user is 1000 / TPOT (a mean)
+    if mode == "agg":
+        a.update(parallel=r["parallel"], bs=int(r["bs"]))
+        a["layout"] = f"{a['replicas']} x {r['parallel']} (agg), bs {a['bs']}/rank"
+    else:
+        n = a["replicas"]
+        a.update(p_parallel=r["(p)parallel"], p_workers=n * int(r["(p)workers"]), p_bs=int(r["(p)bs"]),
+                 d_parallel=r["(d)parallel"], d_workers=n * int(r["(d)workers"]), d_bs=int(r["(d)bs"]))
+        a["layout"] = (f"{a['p_workers']}P x {r['(p)parallel']} + {a['d_workers']}D x {r['(d)parallel']}, "
+                       f"decode bs {a['d_bs']}/rank")
+    return a
+
+
 def parse_aic_tables(text: str) -> dict:
-    """aiconfigurator's rank-1 agg and disagg answers from its stdout, as plain dicts."""
+    """aiconfigurator's answers from its stdout: ``agg`` and ``disagg`` (rank 1), ``top_agg`` and
+    ``top_disagg`` (every row of each table) and ``best`` (the higher tokens/s/GPU of the two)."""
     out = {}
     for mode in ("agg", "disagg"):
-        rows = _table_rows(text, f"{mode} Top Configurations")
-        if not rows:
-            continue
-        r = rows[0]
-        a = {"tool": "aiconfigurator", "mode": mode, "tokens_per_s_per_gpu": float(r["tokens/s/gpu"]),
-             "tokens_per_s_per_user": float(r["tokens/s/user"]), "request_rate": float(r["req/s"]),
-             "ttft_ms": float(r["TTFT"]), "gpus": _lead_int(r["total_gpus (used)"]),
-             "replicas": int(r["replicas"])}
-        a["tpot_ms"] = 1000.0 / a["tokens_per_s_per_user"]  # their tokens/s/user is 1000 / TPOT (a mean)
-        if mode == "agg":
-            a.update(parallel=r["parallel"], bs=int(r["bs"]))
-            a["layout"] = f"{a['replicas']} x {r['parallel']} (agg), bs {a['bs']}/rank"
-        else:
-            n = a["replicas"]
-            a.update(p_parallel=r["(p)parallel"], p_workers=n * int(r["(p)workers"]), p_bs=int(r["(p)bs"]),
-                     d_parallel=r["(d)parallel"], d_workers=n * int(r["(d)workers"]), d_bs=int(r["(d)bs"]))
-            a["layout"] = (f"{a['p_workers']}P x {r['(p)parallel']} + {a['d_workers']}D x {r['(d)parallel']}, "
-                           f"decode bs {a['d_bs']}/rank")
-        out[mode] = a
+        rows = [_aic_row(mode, r) for r in _table_rows(text, f"{mode} Top Configurations")]
+        if rows:
+            out[mode], out[f"top_{mode}"] = rows[0], rows
     if not out:
         raise ValueError("no 'agg/disagg Top Configurations' table in aiconfigurator's output")
     out["best"] = max((out[m] for m in ("agg", "disagg") if m in out), key=lambda a: a["tokens_per_s_per_gpu"])
@@ -194,64 +173,11 @@ LADDER = (
     ("+ BF16 KV cache (theirs: FP8)", {"prefill_kvcache_quant_mode": "bfloat16",
                                        "decode_kvcache_quant_mode": "bfloat16"}, True),
 )
-#: run aiconfigurator with every ModelConfig's MoE token distribution replaced (not a CLI option in 0.12)
-_PATCHED_MAIN = '''import os, sys
-import aiconfigurator_core.sdk.config as c
-_init = c.ModelConfig.__init__
-def _init_with_distribution(self, *a, **k):
-    _init(self, *a, **k)
-    self.workload_distribution = os.environ["AIC_MOE_DISTRIBUTION"]
-c.ModelConfig.__init__ = _init_with_distribution
-from aiconfigurator.main import main
-sys.argv = ["aiconfigurator"] + sys.argv[1:]
-sys.exit(main())
-'''
-
-
 def _pool_candidates(role: str, parallel: str) -> dict:
     p = parse_parallel(parallel)
     return {f"{role}_num_gpu_candidates": [p["tp"] * p["dp"] * p["pp"]], f"{role}_tp_candidates": [p["tp"]],
             f"{role}_pp_candidates": [p["pp"]], f"{role}_dp_candidates": [p["dp"]],
             f"{role}_moe_tp_candidates": [p["etp"]], f"{role}_moe_ep_candidates": [p["ep"]]}
-
-
-def run_aic_exp(aic: str, experiments: dict, out: Path, balanced: bool = False) -> dict:
-    """Run ``aiconfigurator cli exp`` on ``experiments`` (name -> task fields); each one's
-    rank-1 row of ``best_config_topn.csv`` (None where it found nothing)."""
-    import csv
-
-    import yaml
-
-    out.mkdir(parents=True, exist_ok=True)
-    spec = out / "exp.yaml"
-    spec.write_text(yaml.safe_dump({"exps": list(experiments), **experiments}, sort_keys=False))
-    cmd = [aic, "cli", "exp", "--yaml-path", str(spec), "--save-dir", str(out / "results"), "--no-color",
-           "--log-level", "ERROR"]
-    env = dict(os.environ)
-    if balanced:
-        (out / "patched_main.py").write_text(_PATCHED_MAIN)
-        cmd = [str(Path(aic).parent / "python"), str(out / "patched_main.py"), *cmd[1:]]
-        env["AIC_MOE_DISTRIBUTION"] = "balanced"
-    r = timed(cmd, env, cwd=out)
-    (out / "stdout.txt").write_text(r["stdout"])
-    if r["rc"] != 0:
-        raise SystemExit(f"aiconfigurator exp failed (rc {r['rc']}): {' '.join(cmd)}\n{r['stderr_tail']}")
-    rows = {}
-    for name in experiments:
-        found = sorted((out / "results").glob(f"**/{name}/best_config_topn.csv"))
-        first = next(csv.DictReader(found[-1].open()), None) if found else None
-        rows[name] = first
-    return rows
-
-
-def _exp_answer(row: dict | None) -> dict | None:
-    if row is None:
-        return None
-    return {"tokens_per_s_per_gpu": float(row["tokens/s/gpu"]), "tokens_per_s_per_user": float(row["tokens/s/user"]),
-            "ttft_ms": float(row["ttft"]), "tpot_ms": float(row["tpot"]), "request_rate": float(row["request_rate"]),
-            "gpus": int(row["num_total_gpus"]),
-            "layout": f"{row['(p)workers']}P x {row['(p)parallel']} (bs {row['(p)bs']}) + {row['(d)workers']}D x "
-                      f"{row['(d)parallel']} (bs {row['(d)bs']})"}
 
 
 def ours_in_aic(aic: str, ours: dict | None, out: Path) -> dict:
@@ -261,7 +187,7 @@ def ours_in_aic(aic: str, ours: dict | None, out: Path) -> dict:
     base = {**_EXP_BASE, "total_gpus": ours["gpus"], **_pool_candidates("prefill", ours["parallel"]["prefill"]),
             **_pool_candidates("decode", ours["parallel"]["decode"])}
     rows = run_aic_exp(aic, {"ours_no_mtp": base, "ours_mtp": {**base, **_MTP}}, out)
-    return {"layout": ours["layout"], "no_mtp": _exp_answer(rows["ours_no_mtp"]), "mtp": _exp_answer(rows["ours_mtp"])}
+    return {"layout": ours["layout"], "no_mtp": exp_answer(rows["ours_no_mtp"]), "mtp": exp_answer(rows["ours_mtp"])}
 
 
 def ladder(aic: str, out: Path) -> list[dict]:
@@ -275,27 +201,33 @@ def ladder(aic: str, out: Path) -> list[dict]:
         batch = {name: t for name, _, t, b in steps if b == balanced}
         if batch:
             results.update(run_aic_exp(aic, batch, out / ("balanced" if balanced else "power_law"), balanced))
-    return [{"step": label, "answer": _exp_answer(results[name])} for name, label, _, _ in steps]
+    return [{"step": label, "answer": exp_answer(results[name])} for name, label, _, _ in steps]
 
 
 # ----------------------------------------------------------------------------- their layouts in our model
 
 def their_layouts_in_ours(aic_answers: dict) -> dict:
     """``aic_layouts.evaluate_layout`` of their rank-1 agg and disagg layouts: as they run
-    them (verified, and simulated at their rate), then each ``VARIANTS`` change alone."""
+    them (verified, and simulated at their rate), then each ``VARIANTS`` change that applies,
+    alone; and every other row of their tables as they run it (analytic only)."""
     out = {}
     for mode in ("disagg", "agg"):
         a = aic_answers.get(mode)
         if a is None:
             continue
+        roles = {"pool"} if mode == "agg" else {"prefill", "decode"}
         rows = []
         for i, (label, overrides, changes) in enumerate(VARIANTS):
+            if i and not applies(roles, overrides, changes):
+                continue
             r = evaluate_layout(a, overrides, changes, verify=i == 0, at_rate=i == 0)
             r["variant"] = label
             rows.append(r)
             print(f"  ours at their {mode} layout, {label}: "
                   f"{r.get('tokens_per_s_per_gpu', float('nan')):.1f} tok/s/GPU", file=sys.stderr, flush=True)
-        out[mode] = {"aic": a, "ours": rows}
+        others = [{"aic": b, "ours": evaluate_layout(b, verify=False, at_rate=False)}
+                  for b in aic_answers.get(f"top_{mode}", [])[1:]]
+        out[mode] = {"aic": a, "ours": rows, "others": others}
     return out
 
 
@@ -329,8 +261,8 @@ def report(res: dict) -> str:
     L.append(f"  ratio of best tok/s/GPU (ours / theirs): {b['tokens_per_s_per_gpu'] / a['tokens_per_s_per_gpu']:.2f}x")
     for mode, block in res.get("their_layouts", {}).items():
         a = block["aic"]
-        L += ["", f"Their best {mode} layout ({a['layout']}) in our model; theirs: "
-                  f"{a['tokens_per_s_per_gpu']:.1f} tok/s/GPU at {a['tokens_per_s_per_user']:.1f} tok/s/user:"]
+        L += ["", (f"Their best {mode} layout ({a['layout']}) in our model; theirs: "
+                   f"{a['tokens_per_s_per_gpu']:.1f} tok/s/GPU at {a['tokens_per_s_per_user']:.1f} tok/s/user:")]
         for r in block["ours"]:
             if not r["feasible"]:
                 L.append(f"  {r['variant']:<58} infeasible: {r['reason']}")
@@ -344,6 +276,13 @@ def report(res: dict) -> str:
                 L.append(f"    simulated at their {s['rate_per_s']:.2f} req/s: TTFT p90 {s['ttft_p_ms']:.0f} ms "
                          f"(mean {s['ttft_mean_ms']:.0f}; theirs {a['ttft_ms']:.0f}), TPOT p90 {s['tpot_p_ms']:.1f} ms "
                          f"(mean {s['tpot_mean_ms']:.1f}; theirs {a['tpot_ms']:.1f}); SLO {'met' if s['met'] else 'missed'}")
+        if block.get("others"):
+            L.append(f"  their other {mode} rows, as they run them (ours analytic vs theirs, tok/s/GPU):")
+        for o in block.get("others", []):
+            x = o["ours"].get("tokens_per_s_per_gpu") if o["ours"]["feasible"] else None
+            L.append(f"    {o['aic']['layout']:<62} theirs {o['aic']['tokens_per_s_per_gpu']:6.1f}  ours "
+                     + (f"{x:6.1f} ({x / o['aic']['tokens_per_s_per_gpu']:.2f}x)" if x is not None
+                        else f"infeasible: {o['ours']['reason']}"))
     oi = res.get("ours_in_aic")
     if oi:
         L += ["", "Our layout in their model:"]
@@ -354,7 +293,12 @@ def report(res: dict) -> str:
             L += [hdr, _ans_line("aiconfigurator, no MTP", oi["no_mtp"]), _ans_line("aiconfigurator, MTP 1 (0.85)", oi["mtp"])]
     if res.get("ladder"):
         L += ["", "aiconfigurator's search with our assumptions, cumulatively (disaggregated):", hdr]
-        L += [_ans_line(s["step"][:44], s["answer"]) for s in res["ladder"]]
+        for s in res["ladder"]:
+            L += [f"  {s['step']}", _ans_line("", s["answer"])]
+    if res.get("steps"):
+        from aic_steps import steps_report
+
+        L += steps_report(res["steps"])
     return "\n".join(L)
 
 
@@ -363,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--aic", required=True, help="the aiconfigurator executable (of its own venv)")
     ap.add_argument("--runs", type=int, default=2, help="timed runs of each tool, alternated (default 2)")
     ap.add_argument("--ladder", action="store_true", help="also run aiconfigurator's search with our assumptions")
+    ap.add_argument("--steps", action="store_true", help="also price a few single steps in both models")
     ap.add_argument("--no-layouts", action="store_true", help="skip the cross-evaluation of layouts")
     ap.add_argument("--out", type=Path, default=None, help="keep aiconfigurator's experiment files here")
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the report")
@@ -378,6 +323,10 @@ def main(argv: list[str] | None = None) -> dict:
         res["ours_in_aic"] = ours_in_aic(args.aic, res["ours"]["expressible"], out / "ours_in_aic")
     if args.ladder:
         res["ladder"] = ladder(args.aic, out / "ladder")
+    if args.steps:
+        from aic_steps import compare_steps
+
+        res["steps"] = compare_steps(args.aic, out / "steps")
     for runs in (timing["ours"], timing["theirs"]):
         for r in runs:
             r.pop("stdout", None)

@@ -22,6 +22,8 @@ usage: benchmarks/vs_aiconfigurator.sh [options]
   --ladder          also run aiconfigurator's search with our assumptions switched on one by
                     one (MTP, no correction factors, prefill batching, balanced routing,
                     BF16 KV): about 6-8 more minutes on 2 cores
+  --steps           also price a few single decode steps and prefill iterations in both models
+                    (about 3-7 more minutes: 36 aiconfigurator estimates)
   --no-layouts      skip the cross-evaluation of layouts (timing and answers only)
   --out DIR         keep aiconfigurator's experiment files here (default: a temp dir)
   --json            print the result as JSON
@@ -43,9 +45,9 @@ while [ $# -gt 0 ]; do
     --venv) VENV=${2:?--venv needs a directory}; shift 2 ;;
     --aic-version) AIC_VERSION=${2:?--aic-version needs a version}; shift 2 ;;
     --runs|--out) PASS+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
-    --ladder|--no-layouts|--json) PASS+=("$1"); shift ;;
+    --ladder|--steps|--no-layouts|--json) PASS+=("$1"); shift ;;
     --dry-run) DRY=1; shift ;;
-    *) echo "vs_aiconfigurator.sh: unknown option $1 (valid: --venv --aic-version --runs --ladder --no-layouts --out --json --dry-run --help)" >&2; exit 2 ;;
+    *) echo "vs_aiconfigurator.sh: unknown option $1 (valid: --venv --aic-version --runs --ladder --steps --no-layouts --out --json --dry-run --help)" >&2; exit 2 ;;
   esac
 done
 
