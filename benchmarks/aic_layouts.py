@@ -32,7 +32,8 @@ PLAN = ROOT / "examples" / "plan_deepseek-v3_h200x32.yaml"
 if str(ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["PLAN", "VARIANTS", "aic_layout", "applies", "evaluate_layout", "parse_parallel", "simulate_at"]
+__all__ = ["OUR_LADDER", "PLAN", "VARIANTS", "aic_layout", "applies", "evaluate_layout", "our_ladder", "parse_parallel",
+           "simulate_at"]
 
 _PARALLEL = re.compile(r"^tp(\d+)pp(\d+)dp(\d+)etp(\d+)ep(\d+)$")
 #: decode/colocated batch limit per attention-DP rank given to a layout taken from aiconfigurator
@@ -192,3 +193,38 @@ def _evaluate(cfg, ctx, ev, answer: dict, layout, verify: bool, at_rate: bool, s
         lifetime = (float(answer["ttft_ms"]) + O * float(answer["tpot_ms"])) / 1e3
         out["at_aic_rate"] = simulate_at(cfg, ctx, layout, rate, lifetime, ev, seed)
     return out
+
+
+#: our planner's search with aiconfigurator's assumptions, cumulatively: (label, plan overrides,
+#: decode all-to-all over NVLink); the last row changes only the NVLink pricing of our defaults
+OUR_LADDER: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("our defaults", (), False),
+    ("- MTP (theirs: off unless asked)", ("search.mtp=[false]",), False),
+    ("+ busiest EP rank 1.8x the mean (their power-law routing)", ("search.mtp=[false]", "search.moe_imbalance=1.8"), False),
+    ("+ FP8 KV cache (theirs)", ("search.mtp=[false]", "search.moe_imbalance=1.8", "kv_dtype=fp8"), False),
+    ("our defaults, decode all-to-all over NVLink in the node", (), True),
+)
+
+
+def our_ladder(workers: int = 2) -> list[dict]:
+    """``OUR_LADDER``: ``planner.plan`` of the question at each step; its best verified layout."""
+    import planner
+    from planner.executors import LocalExecutor
+
+    out = []
+    for label, overrides, nvlink in OUR_LADDER:
+        with _dispatch_over_nvlink(nvlink):
+            res = planner.plan(planner.load_plan(PLAN, list(overrides)), executor=LocalExecutor(workers, progress=False))
+        t = res.table
+        best = t[t["verified"] == "yes"].head(1)
+        row = {"step": label, "overrides": list(overrides), "status": res.status}
+        if len(best):
+            b = best.iloc[0]
+            row.update(layout=b["layout"], gpus=int(b["devices"]), tokens_per_s_per_gpu=float(b["sim_tokens_per_s_per_device"]),
+                       tokens_per_s_per_user=float(b["tokens_per_s_per_user"]), ttft_ms=float(b["ttft_ms"]),
+                       tpot_ms=float(b["tpot_ms"]), request_rate=float(b["sim_capacity_rps"]))
+        out.append(row)
+        print(f"  our ladder, {label}: {row.get('tokens_per_s_per_gpu', float('nan')):.1f} tok/s/GPU",
+              file=sys.stderr, flush=True)
+    return out
+

@@ -15,7 +15,8 @@ TTFT <= 2 s, TPOT <= 50 ms (``examples/plan_deepseek-v3_h200x32.yaml``; aiconfig
 4. **Our layout in their model**: ``aiconfigurator cli exp`` restricted to our best layout that
    their TRT-LLM backend can express (attention TP x DP with both > 1 it cannot).
 5. ``--ladder``: aiconfigurator's own search with our assumptions switched on one after the
-   other (MTP, no correction factors, prefill batching, balanced expert routing, BF16 KV).
+   other (MTP, no correction factors, prefill batching, balanced expert routing, BF16 KV), and
+   our search with theirs (no MTP, power-law-like imbalance, FP8 KV; ``aic_layouts.OUR_LADDER``).
 6. ``--steps``: single decode steps and prefill iterations in both models (``aic_steps.py``).
 
 Usage: python benchmarks/vs_aiconfigurator.py --aic VENV/bin/aiconfigurator [--runs 2]
@@ -35,7 +36,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aic_layouts import PLAN, VARIANTS, applies, evaluate_layout, parse_parallel
+from aic_layouts import (
+    PLAN,
+    VARIANTS,
+    applies,
+    evaluate_layout,
+    our_ladder,
+    parse_parallel,
+)
 from aic_run import AIC_MODEL, aic_cmd, exp_answer, run_aic_exp, timed
 
 
@@ -173,6 +181,8 @@ LADDER = (
     ("+ BF16 KV cache (theirs: FP8)", {"prefill_kvcache_quant_mode": "bfloat16",
                                        "decode_kvcache_quant_mode": "bfloat16"}, True),
 )
+
+
 def _pool_candidates(role: str, parallel: str) -> dict:
     p = parse_parallel(parallel)
     return {f"{role}_num_gpu_candidates": [p["tp"] * p["dp"] * p["pp"]], f"{role}_tp_candidates": [p["tp"]],
@@ -295,6 +305,10 @@ def report(res: dict) -> str:
         L += ["", "aiconfigurator's search with our assumptions, cumulatively (disaggregated):", hdr]
         for s in res["ladder"]:
             L += [f"  {s['step']}", _ans_line("", s["answer"])]
+    if res.get("our_ladder"):
+        L += ["", "Our search with their assumptions, cumulatively (best verified layout):", hdr]
+        for s in res["our_ladder"]:
+            L += [f"  {s['step']}", _ans_line("", s if "layout" in s else None)]
     if res.get("steps"):
         from aic_steps import steps_report
 
@@ -323,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["ours_in_aic"] = ours_in_aic(args.aic, res["ours"]["expressible"], out / "ours_in_aic")
     if args.ladder:
         res["ladder"] = ladder(args.aic, out / "ladder")
+        res["our_ladder"] = our_ladder()
     if args.steps:
         from aic_steps import compare_steps
 

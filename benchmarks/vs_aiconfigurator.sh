@@ -21,7 +21,7 @@ usage: benchmarks/vs_aiconfigurator.sh [options]
   --runs N          timed runs of each tool, alternated (default 2)
   --ladder          also run aiconfigurator's search with our assumptions switched on one by
                     one (MTP, no correction factors, prefill batching, balanced routing,
-                    BF16 KV): about 6-8 more minutes on 2 cores
+                    BF16 KV), and ours with theirs: about 8-10 more minutes on 2 cores
   --steps           also price a few single decode steps and prefill iterations in both models
                     (about 3-7 more minutes: 36 aiconfigurator estimates)
   --no-layouts      skip the cross-evaluation of layouts (timing and answers only)
