@@ -30,7 +30,7 @@ def _run(dep, fast_forward: bool, **kw):
 
 def assert_same(a, b) -> None:
     """Two SimResults are identical (tables cell for cell and dtype for dtype, summary as JSON)."""
-    for name in ("requests", "steps", "op_seconds", "transfers"):
+    for name in ("requests", "steps", "op_seconds", "transfers", "cache"):
         pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True, obj=name)
     assert json.dumps(a.summary, sort_keys=True) == json.dumps(b.summary, sort_keys=True)
     assert a.events == b.events
@@ -129,4 +129,19 @@ def test_small_deployments_are_identical_to_stepping(case):
     cost = _constant_cost if constant else _shape_cost
     _, fast = _run(dep, True, step_cost=cost, kv_capacity_tokens=kv_tokens)
     _, slow = _run(dep, False, step_cost=cost, kv_capacity_tokens=kv_tokens)
+    assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("router", ["least_outstanding", "kv_aware"])
+def test_sessions_without_a_prefix_cache_are_identical_to_stepping(router):
+    """Closed-loop turns arrive when an earlier turn finishes (``simulator.sessions``), through
+    ``Simulation.arrive`` like the open-loop arrivals: extended runs are cut by them alike."""
+    doc = yaml.safe_load((ROOT / "examples/sessions_llama-3.1-8b_h200_prefix-cache.yaml").read_text())
+    del doc["prefix_cache"]
+    doc["workload"]["num_requests"] = 200
+    doc["scheduler"]["router"] = router
+    dep = load_deployment_text(yaml.safe_dump(doc))
+    sim, fast = _run(dep, True)
+    _, slow = _run(dep, False)
+    assert sim.fast_forwarded_steps > 0 and fast.summary["counts"]["session_turns_released"] > 0
     assert_same(fast, slow)
