@@ -396,14 +396,16 @@ class Server:
                 emitted = np.minimum(1, owed)
             sim.log.itl_add_s[plan.row] = sim.itl.add(now - st.s_last_emit_s[run])
             st.s_last_emit_s[run] = now
-            gen = gen + emitted
-            st.s_gen[run] = gen
-            fin = gen >= st.s_target[run]
+            st.s_gen[run] = gen + emitted
+            fin = emitted >= owed  # reached the target
             if fin.any():
                 for s in run[fin].tolist():
                     if not st.s_done[s]:
                         self._finish_stream(s, now)
-                self.run = self.run[~st.s_done[self.run]]
+                if self.run is run and not sim.first_finish:  # no other stream ended: drop these
+                    self.run = run[~fin]
+                else:
+                    self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         handoff = []
