@@ -35,13 +35,14 @@ from workloads.config_file import ConfigFile, apply_overrides, open_config, requ
 from workloads.models import MLAConfig, get_model
 from workloads.deployment import PROFILE_FIELD_HELP
 from workloads.yamlloc import ConfigError, dotted, format_validation_error, parse_yaml_with_locations
+from workloads.pipeline_schedules import PIPELINE_SCHEDULES, PP_SCHEDULE_NAMES, PpScheduleName
 
 __all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "ConfigError"]
 
-PP_SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
-#: Pipeline actions (F, B, W, FB chunks) per micro-batch per device, rounded up from the schedules
-#: of ``simulator.training.pipeline``: the size of the simulated step, bounded by MAX_PIPELINE_ACTIONS.
-_ACTIONS_PER_MICRO_BATCH_STAGE = {"1f1b": 2, "zb1p": 3, "dualpipe": 2, "dualpipev": 6}
+PP_SCHEDULES = PP_SCHEDULE_NAMES  # the registry's names (workloads.pipeline_schedules)
+#: Pipeline actions (F, B, W, FB chunks) per micro-batch per device: the size of the simulated
+#: step, bounded by MAX_PIPELINE_ACTIONS (``ScheduleFacts.actions_per_micro_batch_stage``).
+_ACTIONS_PER_MICRO_BATCH_STAGE = {k: f.actions_per_micro_batch_stage for k, f in PIPELINE_SCHEDULES.items()}
 
 
 class _Frozen(BaseModel):
@@ -62,7 +63,7 @@ class TrainingParallelism(_Frozen):
     zero_stage: int = Field(default=1, ge=0, le=3)
     tp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     pp: int = Field(default=1, ge=1, le=L.MAX_PIPELINE_STAGES)
-    pp_schedule: Literal["1f1b", "zb1p", "dualpipe", "dualpipev"] = "1f1b"
+    pp_schedule: PpScheduleName = "1f1b"
     ep: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     sp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     sp_kind: Literal["ulysses", "ring"] = "ulysses"

@@ -56,6 +56,7 @@ def training_search(
     max_layouts: int = 400,
     profile=None,
     progress: ProgressFn | None = None,
+    executor=None,
     **job_fields,
 ) -> pd.DataFrame:
     """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
@@ -66,10 +67,11 @@ def training_search(
     ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
     infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
-    at (task ``training layouts``; ``simulator.progress``).
+    at (task ``training layouts``; ``simulator.progress``; the executor's chunks are its own
+    task, ``simulate layouts``). ``executor``: a
+    ``planner.executors`` executor whose workers simulate the layouts in chunks of whole
+    pipeline shapes (None: this process); the table is the same either way.
     """
-    from simulator.training import simulate_training
-
     m = get_model(model)
     tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
     pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
@@ -79,13 +81,13 @@ def training_search(
         eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
     else:
         eps = [1]
-    rows = []
+    rows: list[dict] = []
+    pending: list[tuple[int, TrainingJob]] = []  # (row, job) of the layouts to simulate
     evaluated = 0
     combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
                           list(recompute)))
     ticker = Throttle(progress, "training layouts", len(combos))
     for tp, pp, sched, ep, sp, zero, mbs, rc in combos:
-        ticker.tick(len(rows), f"{evaluated} simulated")
         row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
                "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
         per_replica = tp * pp * sp
@@ -109,19 +111,77 @@ def training_search(
             rows.append({**row, "feasible": False, "reason": "not evaluated: max_layouts"})
             continue
         evaluated += 1
-        try:
-            res = simulate_training(job, profile=profile, check_memory=False)
-        except ValueError as exc:
-            rows.append({**row, "feasible": False, "reason": str(exc)})
-            continue
-        s = res.summary()
-        rows.append({**row, "feasible": res.fits_memory, "reason": res.memory_reason,
-                     "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
-                     "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
-                     "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
-                     "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb})
+        pending.append((len(rows), job))
+        rows.append(row)
+    done = len(rows) - len(pending)
+    for (i, _), figures in zip(pending, _simulate(pending, profile, executor, ticker, done)):
+        rows[i] = {**rows[i], **figures}
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
                         kind="stable").reset_index(drop=True)
     return df
+
+
+def _figures(res) -> dict:
+    """The search columns of one simulated layout (or its reason when it could not run)."""
+    if isinstance(res, ValueError):
+        return {"feasible": False, "reason": str(res)}
+    s = res.summary()
+    return {"feasible": res.fits_memory, "reason": res.memory_reason,
+            "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
+            "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
+            "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
+            "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb}
+
+
+def _simulate_chunk(jobs: list[TrainingJob], profile) -> list[dict]:
+    """Worker task: the figures of a chunk of layouts (grouped by pipeline shape)."""
+    from simulator.training import simulate_trainings
+
+    return [_figures(r) for r in simulate_trainings(jobs, profile=profile)]
+
+
+def _shape(job: TrainingJob) -> tuple:
+    p = job.parallelism
+    return p.pp_schedule, p.pp, job.micro_batches
+
+
+def _chunks(jobs: list[TrainingJob], n: int) -> list[list[int]]:
+    """Job indices in ``n`` chunks of about equal size, each a run of whole pipeline shapes
+    where it can be (a worker compiles each schedule DAG it meets once)."""
+    order = sorted(range(len(jobs)), key=lambda i: (_shape(jobs[i]), i))
+    size = max(1, -(-len(order) // n))
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) < size or _shape(jobs[out[-1][-1]]) == _shape(jobs[i])):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _simulate(pending: list[tuple[int, TrainingJob]], profile, executor, ticker: Throttle, done: int) -> list[dict]:
+    """Figures of every pending layout, in order: in this process shape by shape, or on the
+    executor's workers (``planner.executors``) in chunks of whole shapes."""
+    jobs = [job for _, job in pending]
+    workers = getattr(executor, "workers", 1) if executor is not None else 1
+    if workers > 1 and len(jobs) > 1:
+        chunks = _chunks(jobs, 3 * workers)
+        ticker.tick(done, f"simulating {len(jobs)} on {workers} workers")
+        results = executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks],
+                               desc="simulate layouts")
+    else:
+        shapes: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            shapes.setdefault(_shape(job), []).append(i)
+        chunks, results = list(shapes.values()), []
+        for c in chunks:
+            results.append(_simulate_chunk([jobs[i] for i in c], profile))
+            done += len(c)
+            ticker.tick(done, f"{done} looked at")
+    out: list[dict] = [{}] * len(jobs)
+    for c, figs in zip(chunks, results):
+        for i, f in zip(c, figs):
+            out[i] = f
+    return out

@@ -1,0 +1,148 @@
+"""Pipeline schedule registry and the longest-path pass against the event simulation.
+
+The registry: every name the schema accepts (``workloads.pipeline_schedules``) has exactly one
+implementation (``simulator.training.schedules.REGISTRY``) and the reverse. The DAG pass: on
+every registered schedule, several (pp, micro-batch) shapes, odd ones included, and random
+unequal stage times, hops and activation sizes, it gives the event simulation's figures to the
+bit (step time, per-rank end/finish/busy/idle, phases, peak activations).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import get_args
+
+import pytest
+
+from simulator.training.pipeline import StageTimes, evaluate_pipelines, simulate_pipeline
+from simulator.training.pipeline_dag import compile_schedule
+from simulator.training.schedules import REGISTRY, PipelineSchedule, get_schedule
+from workloads.pipeline_schedules import PIPELINE_SCHEDULES, PP_SCHEDULE_NAMES
+from workloads.training import TrainingParallelism
+
+
+# ---------------------------------------------------------------- registry
+def test_names_and_implementations_match_one_to_one():
+    assert tuple(REGISTRY) == PP_SCHEDULE_NAMES == tuple(PIPELINE_SCHEDULES)
+    for name, sched in REGISTRY.items():
+        assert isinstance(sched, PipelineSchedule)
+        assert sched.name == name
+        assert len({type(s) for s in REGISTRY.values()}) == len(REGISTRY)
+
+
+def test_schema_literal_is_generated_from_the_registry():
+    assert get_args(TrainingParallelism.model_fields["pp_schedule"].annotation) == PP_SCHEDULE_NAMES
+
+
+def test_unknown_schedule_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown pipeline schedule 'gpipe' \\(valid: 1f1b, zb1p, dualpipe, dualpipev\\)"):
+        get_schedule("gpipe")
+
+
+@pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)
+def test_stage_count_is_the_schemas(name):
+    for pp in (1, 2, 4, 8):
+        assert REGISTRY[name].stages(pp) == PIPELINE_SCHEDULES[name].stages(pp)
+        assert len(REGISTRY[name].held_stages(pp)) == pp
+        held = [s for h in REGISTRY[name].held_stages(pp) for s in h]
+        assert sorted(set(held)) == list(range(REGISTRY[name].stages(pp)))
+
+
+# ---------------------------------------------------------------- DAG == event simulation
+CANDIDATE_PP = (1, 2, 3, 4, 5, 6, 8)
+CANDIDATE_M = (1, 3, 4, 7, 8, 12, 13, 14, 17, 20)
+
+
+def _shapes(name: str) -> list[tuple[int, int]]:
+    out = []
+    for pp in CANDIDATE_PP:
+        for m in CANDIDATE_M:
+            try:
+                REGISTRY[name].validate(pp, m)
+            except ValueError:
+                continue
+            out.append((pp, m))
+    return out
+
+
+def _random_times(stages: int, seed: int, p2p: bool = True) -> StageTimes:
+    rng = random.Random(seed)
+    def ph(*keys):
+        return {k: rng.uniform(0.05, 2.0) for k in keys}
+    f = [ph("forward", "exposed_comm") for _ in range(stages)]
+    bi = [ph("backward_input", "recompute", "exposed_comm") for _ in range(stages)]
+    w = [ph("backward_weight") for _ in range(stages)]
+    b = [{**x, **y} for x, y in zip(bi, w)]
+    fb_table = {(i, j): ph("forward", "backward_input", "backward_weight", "comm_sm_slowdown")
+                for i in range(stages) for j in range(stages)}
+    hops = {(d, s): (rng.uniform(0.0, 0.3) if p2p else 0.0) for d in (0, 1) for s in range(stages)}
+    return StageTimes(f, b, bi, w, lambda sf, sb: fb_table[sf, sb], lambda d, s: hops[d, s],
+                      [rng.uniform(1.0, 5.0) for _ in range(stages)])
+
+
+def _assert_same(dag, ev):
+    assert dag.makespan_s == ev.makespan_s
+    for name in ("busy_s", "idle_s", "end_s", "finish_s", "peak_inflight", "peak_act_bytes"):
+        assert getattr(dag, name) == getattr(ev, name), name
+    assert [dict(p) for p in dag.phases_s] == [dict(p) for p in ev.phases_s]
+
+
+@pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)
+def test_dag_step_equals_the_event_simulation_on_every_schedule(name):
+    shapes = _shapes(name)
+    # several shapes, odd ones among them (pp not a power of two, m not a multiple of pp)
+    assert len(shapes) >= 4 and any(m % pp or pp & (pp - 1) for pp, m in shapes), shapes
+    for i, (pp, m) in enumerate(shapes):
+        times = _random_times(REGISTRY[name].ranks(pp), seed=1000 * i + pp * 31 + m, p2p=i % 3 != 0)
+        tails = {d: [("dp_grad_sync", 0.1 * d), ("optimizer", 0.25), ("dp_param_gather", 0.0)] for d in range(pp)}
+        ev = simulate_pipeline(name, pp, m, times, tail=lambda d: tails[d], method="events")
+        dag = simulate_pipeline(name, pp, m, times, tail=lambda d: tails[d], method="dag")
+        _assert_same(dag, ev)
+
+
+@pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)
+def test_a_batch_of_layouts_evaluates_as_each_alone(name):
+    pp, m = _shapes(name)[-1]
+    stages = REGISTRY[name].ranks(pp)
+    times = [_random_times(stages, seed=s) for s in range(3)]
+    batch = evaluate_pipelines(name, pp, m, times, [None] * 3)
+    for t, run in zip(times, batch):
+        _assert_same(run, simulate_pipeline(name, pp, m, t, method="events"))
+
+
+def test_trace_runs_the_event_simulation_and_records_the_timeline():
+    t = StageTimes.uniform(2, 1.0, 2.0, 1.0)
+    traced = simulate_pipeline("1f1b", 2, 2, t, trace=True)
+    assert len(traced.timeline) == 8
+    assert simulate_pipeline("1f1b", 2, 2, t).timeline == ()
+    with pytest.raises(ValueError, match="only the event simulation records a trace"):
+        simulate_pipeline("1f1b", 2, 2, t, trace=True, method="dag")
+
+
+def test_compiled_graphs_are_cached_by_shape():
+    assert compile_schedule("zb1p", 4, 9) is compile_schedule("zb1p", 4, 9)
+    g = compile_schedule("dualpipev", 2, 5)
+    assert g.ranks == 4 and g.n == sum(len(a) for a in REGISTRY["dualpipev"].actions(2, 5))
+
+
+def test_a_schedule_that_deadlocks_is_refused():
+    from simulator.training.schedules.base import ScheduleBase, one
+
+    class Crossed(ScheduleBase):
+        name = "crossed"
+
+        def actions(self, pp, m):  # stage 0 waits for a gradient before it sends the forward
+            return [[one("B", 0, 0, 0), one("F", 0, 0, 0)], [one("F", 0, 0, 1), one("B", 0, 0, 1)]]
+
+        def closed_form_bubble(self, stages, f, b, w, fb):
+            return 0.0
+
+    REGISTRY["crossed"] = Crossed()
+    try:
+        with pytest.raises(ValueError, match="deadlocks"):
+            compile_schedule("crossed", 2, 1)
+        with pytest.raises(ValueError, match="deadlocks"):
+            simulate_pipeline("crossed", 2, 1, StageTimes.uniform(2, 1, 2, 1), method="events")
+    finally:
+        del REGISTRY["crossed"]
+        compile_schedule.cache_clear()

@@ -1,0 +1,51 @@
+"""The names of the training pipeline schedules: what ``parallelism.pp_schedule`` may say.
+
+Names (and the two facts the training-job schema needs of each) live here, and the schedules
+themselves in ``simulator.training.schedules``, because the schema (``workloads.training``)
+may not import upward. ``simulator.training.schedules`` binds every name declared here to
+exactly one ``PipelineSchedule`` implementation, and ``tests/test_pipeline_schedules.py``
+fails when a name has no implementation or an implementation no name.
+
+A new schedule is one module in ``simulator/training/schedules/`` plus one line in each
+registry: its entry in ``PIPELINE_SCHEDULES`` below (which puts it in the YAML ``Literal``)
+and its instance in ``simulator.training.schedules.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ScheduleFacts", "PIPELINE_SCHEDULES", "PP_SCHEDULE_NAMES", "PpScheduleName"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFacts:
+    """What the schema knows of a schedule without simulating it.
+
+    ``stages_per_device``: layer slices one device of the pipeline holds for ``pp`` devices
+    (2 for DualPipeV's V shape: the model is cut into 2 x pp stages).
+    ``actions_per_micro_batch_stage``: pipeline actions (F, B, W, F&B chunks) one micro-batch
+    costs per device, rounded up from the schedule's action lists; times micro-batches x pp it
+    bounds the size of the simulated step (``workloads.limits.MAX_PIPELINE_ACTIONS``).
+    """
+
+    stages_per_device: int
+    actions_per_micro_batch_stage: int
+
+    def stages(self, pp: int) -> int:
+        """Model stages (layer slices) the schedule cuts the model into for ``pp`` devices."""
+        return self.stages_per_device * pp
+
+
+#: every schedule ``parallelism.pp_schedule`` may name, in the order the YAML error lists them
+PIPELINE_SCHEDULES: dict[str, ScheduleFacts] = {
+    "1f1b": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=2),
+    "zb1p": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=3),
+    "dualpipe": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=2),
+    "dualpipev": ScheduleFacts(stages_per_device=2, actions_per_micro_batch_stage=6),
+}
+
+PP_SCHEDULE_NAMES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)
+#: the schema type of ``parallelism.pp_schedule``
+PpScheduleName = Literal[PP_SCHEDULE_NAMES]  # type: ignore[valid-type]
