@@ -146,3 +146,38 @@ def test_a_schedule_that_deadlocks_is_refused():
     finally:
         del REGISTRY["crossed"]
         compile_schedule.cache_clear()
+
+
+# ---------------------------------------------------------------- the training plan's ranking
+def _events_only(jobs, *, profile=None):
+    """``simulate_trainings`` as it was: one job at a time through the simpy event simulation."""
+    from simulator.training import simulate_training
+
+    out = []
+    for job in jobs:
+        try:
+            out.append(simulate_training(job, profile=profile, check_memory=False, trace=True))
+        except ValueError as exc:
+            out.append(exc)
+    return out
+
+
+def test_training_plan_ranking_is_the_event_simulations(monkeypatch):
+    """A reduced DeepSeek-V3 / 2,048 H800 plan (the example's job, fewer layouts, every
+    schedule): the DAG pass, batched by shape on a 2-worker pool, gives the table the event
+    simulation gives one layout at a time, bit for bit (so the same ranking)."""
+    import simulator.training as training
+    from clustersim.run import resolve_profile
+    from planner.executors import LocalExecutor
+    from simulator.training import training_search
+
+    args = ("deepseek-v3", "h800-mpft", 2048, 4096, 15360)
+    kw = dict(precision="fp8", comm_sms=20, tp_options=(1, 2), pp_options=(4, 16), ep_options=(64,),
+              schedules=PP_SCHEDULE_NAMES, optimizer_moment_dtype="bf16",
+              profile=resolve_profile("default", "h800-mpft"))
+    with LocalExecutor(2) as pool:
+        pooled = training_search(*args, executor=pool, **kw)
+    monkeypatch.setattr(training, "simulate_trainings", _events_only)
+    events = training_search(*args, **kw)
+    assert len(events) == 16 and events.feasible.sum() >= 4
+    assert pooled.equals(events)

@@ -23,27 +23,53 @@ __all__ = ["ScheduleFacts", "PIPELINE_SCHEDULES", "PP_SCHEDULE_NAMES", "PpSchedu
 class ScheduleFacts:
     """What the schema knows of a schedule without simulating it.
 
-    ``stages_per_device``: layer slices one device of the pipeline holds for ``pp`` devices
-    (2 for DualPipeV's V shape: the model is cut into 2 x pp stages).
-    ``actions_per_micro_batch_stage``: pipeline actions (F, B, W, F&B chunks) one micro-batch
-    costs per device, rounded up from the schedule's action lists; times micro-batches x pp it
-    bounds the size of the simulated step (``workloads.limits.MAX_PIPELINE_ACTIONS``).
+    ``label``: the schedule's name in messages. ``stages_per_device``: layer slices one device
+    of the pipeline holds for ``pp`` devices (2 for DualPipeV's V shape: the model is cut into
+    2 x pp stages). ``actions_per_micro_batch_stage``: pipeline actions (F, B, W, F&B chunks)
+    one micro-batch costs per device, rounded up from the schedule's action lists; times
+    micro-batches x pp it bounds the size of the simulated step
+    (``workloads.limits.MAX_PIPELINE_ACTIONS``). The shape rules: ``pp`` a multiple of
+    ``pp_multiple``; micro-batches a multiple of ``micro_batch_multiple`` and at least
+    ``min_micro_batches_per_pp`` x pp.
     """
 
+    label: str
     stages_per_device: int
     actions_per_micro_batch_stage: int
+    pp_multiple: int = 1
+    micro_batch_multiple: int = 1
+    min_micro_batches_per_pp: int = 0
 
     def stages(self, pp: int) -> int:
         """Model stages (layer slices) the schedule cuts the model into for ``pp`` devices."""
         return self.stages_per_device * pp
 
+    def problems(self, pp: int, micro_batches: int) -> list[tuple[str, str]]:
+        """(``pp`` | ``micro_batches``, problem) for every shape rule ``pp`` devices and
+        ``micro_batches`` per step break."""
+        out = []
+        if pp < 1 or pp % self.pp_multiple:
+            even = "an even pp" if self.pp_multiple == 2 else f"pp >= 1 and a multiple of {self.pp_multiple}"
+            out.append(("pp", f"{self.label} needs {even}, got {pp}"))
+        low, k = self.min_micro_batches_per_pp * pp, self.micro_batch_multiple
+        if micro_batches < max(1, low) or micro_batches % k:
+            floor = f"{self.min_micro_batches_per_pp} x pp = {low}" if low else "1"
+            if k == 1:
+                msg = f"needs >= {floor} micro-batches"
+            else:
+                msg = f"needs {'an even number' if k == 2 else f'a multiple of {k}'} of micro-batches >= {floor}"
+            out.append(("micro_batches", f"{self.label} {msg}, got {micro_batches}"))
+        return out
+
 
 #: every schedule ``parallelism.pp_schedule`` may name, in the order the YAML error lists them
 PIPELINE_SCHEDULES: dict[str, ScheduleFacts] = {
-    "1f1b": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=2),
-    "zb1p": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=3),
-    "dualpipe": ScheduleFacts(stages_per_device=1, actions_per_micro_batch_stage=2),
-    "dualpipev": ScheduleFacts(stages_per_device=2, actions_per_micro_batch_stage=6),
+    "1f1b": ScheduleFacts("1F1B", stages_per_device=1, actions_per_micro_batch_stage=2),
+    "zb1p": ScheduleFacts("ZB1P", stages_per_device=1, actions_per_micro_batch_stage=3),
+    "dualpipe": ScheduleFacts("DualPipe", stages_per_device=1, actions_per_micro_batch_stage=2, pp_multiple=2,
+                              micro_batch_multiple=2, min_micro_batches_per_pp=2),
+    "dualpipev": ScheduleFacts("DualPipeV", stages_per_device=2, actions_per_micro_batch_stage=6,
+                               min_micro_batches_per_pp=2),
 }
 
 PP_SCHEDULE_NAMES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)

@@ -67,10 +67,8 @@ def training_search(
     ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
     infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
-    at (task ``training layouts``; ``simulator.progress``; the executor's chunks are its own
-    task, ``simulate layouts``). ``executor``: a
-    ``planner.executors`` executor whose workers simulate the layouts in chunks of whole
-    pipeline shapes (None: this process); the table is the same either way.
+    at (task ``training layouts``; ``simulator.progress``). ``executor`` (``planner.executors``):
+    its workers simulate the layouts in chunks of whole pipeline shapes (None: this process).
     """
     m = get_model(model)
     tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
@@ -81,13 +79,14 @@ def training_search(
         eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
     else:
         eps = [1]
-    rows: list[dict] = []
+    rows = []
     pending: list[tuple[int, TrainingJob]] = []  # (row, job) of the layouts to simulate
     evaluated = 0
     combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
                           list(recompute)))
     ticker = Throttle(progress, "training layouts", len(combos))
     for tp, pp, sched, ep, sp, zero, mbs, rc in combos:
+        ticker.tick(len(rows), f"{evaluated} to simulate")
         row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
                "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
         per_replica = tp * pp * sp
@@ -113,9 +112,7 @@ def training_search(
         evaluated += 1
         pending.append((len(rows), job))
         rows.append(row)
-    done = len(rows) - len(pending)
-    for (i, _), figures in zip(pending, _simulate(pending, profile, executor, ticker, done)):
-        rows[i] = {**rows[i], **figures}
+    _simulate(rows, pending, profile, executor, ticker)
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
@@ -147,30 +144,35 @@ def _shape(job: TrainingJob) -> tuple:
     return p.pp_schedule, p.pp, job.micro_batches
 
 
-def _chunks(jobs: list[TrainingJob], n: int) -> list[list[int]]:
-    """Job indices in ``n`` chunks of about equal size, each a run of whole pipeline shapes
-    where it can be (a worker compiles each schedule DAG it meets once)."""
+def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]:
+    """Indices (plus ``offset``) of ``jobs`` in about ``n`` chunks of about equal size, each a run
+    of whole pipeline shapes where it can be (a worker compiles each schedule DAG it meets once)."""
     order = sorted(range(len(jobs)), key=lambda i: (_shape(jobs[i]), i))
     size = max(1, -(-len(order) // n))
     out: list[list[int]] = []
     for i in order:
-        if out and (len(out[-1]) < size or _shape(jobs[out[-1][-1]]) == _shape(jobs[i])):
-            out[-1].append(i)
+        if out and (len(out[-1]) < size or _shape(jobs[out[-1][-1] - offset]) == _shape(jobs[i])):
+            out[-1].append(i + offset)
         else:
-            out.append([i])
+            out.append([i + offset])
     return out
 
 
-def _simulate(pending: list[tuple[int, TrainingJob]], profile, executor, ticker: Throttle, done: int) -> list[dict]:
-    """Figures of every pending layout, in order: in this process shape by shape, or on the
-    executor's workers (``planner.executors``) in chunks of whole shapes."""
+def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile, executor, ticker: Throttle) -> None:
+    """Fill in the figures of every pending layout (``rows[i]`` of each ``(i, job)``): in this
+    process shape by shape, or on the executor's workers in chunks of whole shapes (their own
+    progress task, ``simulate layouts``). The figures are the same either way."""
     jobs = [job for _, job in pending]
     workers = getattr(executor, "workers", 1) if executor is not None else 1
-    if workers > 1 and len(jobs) > 1:
-        chunks = _chunks(jobs, 3 * workers)
-        ticker.tick(done, f"simulating {len(jobs)} on {workers} workers")
-        results = executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks],
-                               desc="simulate layouts")
+    done = len(rows) - len(pending)
+    if workers > 1 and len(jobs) > 2:
+        # one layout here first: it warms the profile's and cost model's lazy tables, which the
+        # forked workers then inherit instead of each rebuilding them
+        chunks = [[0]] + _chunks(jobs[1:], 3 * workers, offset=1)
+        results = [_simulate_chunk([jobs[0]], profile)]
+        ticker.tick(done + 1, f"simulating {len(jobs) - 1} on {workers} workers")
+        results += executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks[1:]],
+                                desc="simulate layouts")
     else:
         shapes: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
@@ -179,9 +181,8 @@ def _simulate(pending: list[tuple[int, TrainingJob]], profile, executor, ticker:
         for c in chunks:
             results.append(_simulate_chunk([jobs[i] for i in c], profile))
             done += len(c)
-            ticker.tick(done, f"{done} looked at")
-    out: list[dict] = [{}] * len(jobs)
-    for c, figs in zip(chunks, results):
-        for i, f in zip(c, figs):
-            out[i] = f
-    return out
+            ticker.tick(done, f"{done - len(rows) + len(pending)} simulated")
+    for c, figures in zip(chunks, results):
+        for i, f in zip(c, figures):
+            row = pending[i][0]
+            rows[row] = {**rows[row], **f}

@@ -45,6 +45,7 @@ from workloads.training import TrainingJob
 
 from simulator.training.memory import data_parallel_groups, stage_params
 from simulator.training.pipeline import StageTimes, pipeline_stages
+from simulator.training.schedules import get_schedule
 
 __all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
            "plan_job", "dp_tail_phases", "held_stages"]
@@ -220,10 +221,10 @@ class TrainingPlan:
         wph = [{"backward_weight": s.bwd_weight} for s in st]
         bph = [{**bi, "backward_weight": s.bwd_weight} for bi, s in zip(biph, st)]
         pp = self.job.parallelism.pp
-        fold = self.schedule == "dualpipev"
+        sched = get_schedule(self.schedule)
 
-        def p2p(d: int, s: int) -> float:
-            return 0.0 if fold and s == pp - 1 else self.p2p_s
+        def p2p(d: int, s: int) -> float:  # a hop that stays on one device (DualPipeV's fold) is free
+            return 0.0 if sched.free_hop(pp, s) else self.p2p_s
 
         return StageTimes(fph, bph, biph, wph, self.fb_phases, p2p, [s.act_bytes for s in st])
 
@@ -291,11 +292,7 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
 def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:
     """Stages each pipeline device holds (two for DualPipe / DualPipeV)."""
     p = job.parallelism
-    if p.pp_schedule == "dualpipe":
-        return [(r, p.pp - 1 - r) for r in range(p.pp)]
-    if p.pp_schedule == "dualpipev":
-        return [(r, 2 * p.pp - 1 - r) for r in range(p.pp)]
-    return [(r,) for r in range(p.pp)]
+    return get_schedule(p.pp_schedule).held_stages(p.pp)
 
 
 def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int, mirror: bool) -> list[int] | None:
@@ -335,7 +332,7 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
     sp = [stage_params(job, model, s, stages) for s in held]
     dense, expert = sum(x.dense for x in sp), sum(x.expert for x in sp)
     g_dense, g_expert = data_parallel_groups(job)
-    mirror = p.pp_schedule == "dualpipe"
+    mirror = get_schedule(p.pp_schedule).stage_replicas() == 2  # DualPipe's copy in the mirror stage block
     inner = p.tp * p.sp * p.cp
     grad_b = 4.0 if job.grad_dtype == "fp32" else 2.0
     comm, gather = 0.0, 0.0

@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from workloads.pipeline_schedules import PIPELINE_SCHEDULES
 
-__all__ = ["KINDS", "Part", "Action", "PipelineSchedule", "ScheduleBase", "one"]
+__all__ = ["KINDS", "Part", "Action", "PipelineSchedule", "ScheduleBase", "part", "action", "one"]
 
 #: part kinds: forward, full backward, backward for inputs, backward for weights
 KINDS = ("F", "B", "Bi", "W")
@@ -46,9 +46,22 @@ class Action(NamedTuple):
         return "&".join(f"{p.kind}{p.direction}.{p.mb}@{p.stage}" for p in self.parts)
 
 
+_new = tuple.__new__  # NamedTuple construction without its Python-level __new__ (schedules build 10^5)
+
+
+def part(kind: str, direction: int, mb: int, stage: int) -> Part:
+    """``Part(kind, direction, mb, stage)``, built fast."""
+    return _new(Part, (kind, direction, mb, stage))
+
+
+def action(*parts: Part) -> Action:
+    """``Action(parts)``, built fast."""
+    return _new(Action, (parts,))
+
+
 def one(kind: str, direction: int, mb: int, stage: int) -> Action:
     """An action of one part."""
-    return Action((Part(kind, direction, mb, stage),))
+    return _new(Action, ((_new(Part, (kind, direction, mb, stage)),),))
 
 
 @runtime_checkable
@@ -125,8 +138,10 @@ class ScheduleBase:
         return False
 
     def validate(self, pp: int, micro_batches: int) -> None:
-        if pp < 1 or micro_batches < 1:
-            raise ValueError(f"{self.name} needs pp >= 1 and micro-batches >= 1, got pp={pp}, m={micro_batches}")
+        """The schema's shape rules (``ScheduleFacts.problems``): the first one broken."""
+        problems = PIPELINE_SCHEDULES[self.name].problems(pp, micro_batches)
+        if problems:
+            raise ValueError(problems[0][1])
 
     def memory_multiples(self, pp: int) -> dict[str, float]:
         return {"params": 1.0, "activations": float(pp), "devices": float(pp)}

@@ -12,7 +12,7 @@ stages' parameters and PP+1 micro-batch-stages of activations (README table).
 
 from __future__ import annotations
 
-from simulator.training.schedules.base import Action, Part, ScheduleBase
+from simulator.training.schedules.base import Action, Part, ScheduleBase, action, part
 
 __all__ = ["DualPipe", "bubble_dualpipe", "dualpipe_rank"]
 
@@ -35,7 +35,7 @@ class _Rank:
 
     def fpart(self, ph: int) -> Part:
         d = self.dirs[ph]
-        p = Part("F", d, self.nf[ph], self.stage[d])
+        p = part("F", d, self.nf[ph], self.stage[d])
         self.nf[ph] += 1
         return p
 
@@ -44,21 +44,21 @@ class _Rank:
         mb = self.nb[ph]
         self.nb[ph] += 1
         if zb:  # zero bubble: input gradient now, weight gradient later
-            self.wq.append(Part("W", d, mb, self.stage[d]))
-            return Part("Bi", d, mb, self.stage[d])
-        return Part("B", d, mb, self.stage[d])
+            self.wq.append(part("W", d, mb, self.stage[d]))
+            return part("Bi", d, mb, self.stage[d])
+        return part("B", d, mb, self.stage[d])
 
     def F(self, ph: int) -> None:
-        self.acts.append(Action((self.fpart(ph),)))
+        self.acts.append(action(self.fpart(ph)))
 
     def B(self, ph: int, zb: bool = False) -> None:
-        self.acts.append(Action((self.bpart(ph, zb),)))
+        self.acts.append(action(self.bpart(ph, zb)))
 
     def W(self) -> None:
-        self.acts.append(Action((self.wq.pop(0),)))
+        self.acts.append(action(self.wq.pop(0)))
 
     def FB(self, ph_f: int, ph_b: int) -> None:
-        self.acts.append(Action((self.fpart(ph_f), self.bpart(ph_b, False))))
+        self.acts.append(action(self.fpart(ph_f), self.bpart(ph_b, False)))
 
 
 def dualpipe_rank(pp: int, m: int, r: int) -> list[Action]:
@@ -114,13 +114,6 @@ class DualPipe(ScheduleBase):
 
     def stage_replicas(self) -> int:
         return 2
-
-    def validate(self, pp: int, micro_batches: int) -> None:
-        if pp % 2 or pp < 2:
-            raise ValueError(f"DualPipe needs an even number of pipeline ranks >= 2, got {pp}")
-        if micro_batches % 2 or micro_batches < 2 * pp:
-            raise ValueError(f"DualPipe needs an even number of micro-batches >= 2 x pp = {2 * pp}, "
-                             f"got {micro_batches}")
 
     def actions(self, pp: int, micro_batches: int) -> list[list[Action]]:
         self.validate(pp, micro_batches)

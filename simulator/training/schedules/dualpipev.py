@@ -35,9 +35,6 @@ class DualPipeV(DualPipe):
     def free_hop(self, pp: int, stage: int) -> bool:
         return stage == pp - 1
 
-    def validate(self, pp: int, micro_batches: int) -> None:
-        super().validate(2 * pp, 2 * micro_batches)
-
     def actions(self, pp: int, micro_batches: int) -> list[list[Action]]:
         self.validate(pp, micro_batches)
         return [dualpipe_rank(2 * pp, 2 * micro_batches, r) for r in range(2 * pp)]
