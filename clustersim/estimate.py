@@ -137,7 +137,7 @@ def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float
     prof, info = _profile(profile, cluster)  # its tables count only for this device's fabric
     cost = collective_time(op, bytes_per_rank, gpus, cluster, profile=prof)
     return {"hardware": cluster.name, "op": op, "gpus": gpus, "bytes_per_rank": bytes_per_rank,
-            "seconds": cost.seconds, "algorithm": cost.algorithm, "tiers": list(cost.tiers),
+            "seconds": cost.seconds, "algorithm": cost.algorithm, "protocol": cost.protocol, "tiers": list(cost.tiers),
             "bus_bytes_per_s": cost.bus_bytes_per_s, "breakdown": dict(cost.breakdown), "source": cost.source,
             "profile": info}
 

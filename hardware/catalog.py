@@ -159,6 +159,7 @@ class _RawTier(_Strict):
     efficiency: Annotated[float, Field(gt=0, le=1)] = 1.0
     planes: PosInt = 1
     oversubscription: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.0
+    switch_reduction_efficiency: Annotated[float, Field(ge=0, le=1)] = 0.0
     sources: dict[str, str]
 
 
@@ -449,6 +450,7 @@ def _tier_from_raw(raw: _RawTier, num_devices: int, refs: Mapping[str, str], fil
         planes=raw.planes,
         oversubscription=raw.oversubscription,
         technology=raw.technology,
+        switch_reduction_efficiency=raw.switch_reduction_efficiency,
     )
     return tier, sources
 
@@ -689,6 +691,7 @@ def _tier_row(tier: Tier) -> dict[str, Any]:
         "effective_bytes_per_s": tier.effective_bytes_per_s,
         "latency_s": tier.latency_s,
         "planes": tier.planes,
+        "switch_reduction_efficiency": tier.switch_reduction_efficiency,
     }
 
 

@@ -6,23 +6,30 @@ source). Message-size convention is that of nccl-tests' "size": ``all_reduce`` t
 rank; ``all_gather`` the gathered output; ``reduce_scatter`` the input; ``all_to_all`` each
 rank's whole send buffer (its share to itself included); ``send_recv`` the bytes sent.
 
-Algorithms (alpha-beta models; p ranks, B bytes, bw the per-rank bandwidth, alpha the latency):
+Each algorithm is a list of phases (kernels): bytes at the per-rank bandwidth and pipeline
+steps per tier; ``hardware.protocols`` prices every phase with NCCL's protocols (LL, LL128,
+Simple: ``base + steps x hop(protocol, fabric) + bytes / (bw x payload)``) and the cheapest runs
+(``protocol=`` pins one). p ranks, B bytes, bw the per-rank bandwidth:
 
-* ring all-reduce ``2(p-1)/p * B/bw + 2(p-1) alpha``; ring all-gather/reduce-scatter
-  ``(p-1)/p * B/bw + (p-1) alpha``. A ring leaves each block of tier t-1 once; NCCL runs one
-  ring (channel) per NIC, so the r ranks of a block drive its exits in parallel and the ring gets
-  ``min(bw_0, r_{t-1} * bw_t, ...)`` per rank. Each step waits for the slowest hop (the
-  outermost tier's latency).
-* double binary tree all-reduce (NCCL): ``2 B/bw + 2 (ceil(log2 m) alpha_out + (g-1) alpha_in)``
-  with m scale-up domains of g ranks (chain inside the domain, trees across domains).
+* ring all-reduce ``2(p-1)/p * B/bw`` over ``2(p-1)`` steps; ring all-gather/reduce-scatter
+  ``(p-1)/p * B/bw`` over ``p-1`` steps; as NCCL counts them, ``2(m-1)`` (``m-1``) of the steps
+  cross the outer tier (m blocks), the rest the inner one. A ring leaves each block of tier t-1
+  once; NCCL runs one ring (channel) per NIC, so the r ranks of a block drive its exits in
+  parallel and the ring gets ``min(bw_0, r_{t-1} * bw_t, ...)`` per rank.
+* double binary tree all-reduce (NCCL): ``2 B/bw`` over ``2 (ceil(log2 m)`` outer +
+  ``(g-1)`` inner) steps, with m scale-up domains of g ranks.
+* NVLS (NVLink SHARP) all-reduce inside one tier whose switches reduce
+  (``Tier.switch_reduction_efficiency``): ``B (1 + 1/p) / (bw x efficiency)`` plus a fitted
+  pipeline latency, Simple only.
 * hierarchical (two-level): reduce-scatter inside the scale-up domain, all-reduce (or all-gather /
   reduce-scatter) of 1/g of the data across domains, each rank on its own NIC in parallel, then
-  all-gather inside the domain.
-* all-to-all: flat -- each rank sends (p-1)/p of its buffer; the bytes a tier carries per rank
-  follow from where the peers sit (placement), with the multi-plane rule that cross-plane traffic
-  is forwarded over the scale-up fabric first; the time is set by the most loaded tier.
-  Hierarchical -- an intra-domain exchange, then an inter-domain exchange of aggregated data.
-* send_recv: ``B / min(bw on the path) + latencies on the path``.
+  all-gather inside the domain; one kernel (base latency) per phase.
+* all-to-all: flat -- each rank sends (p-1)/p of its buffer in one exchange step; the bytes a tier
+  carries per rank follow from where the peers sit (placement), with the multi-plane rule that
+  cross-plane traffic is forwarded over the scale-up fabric first; the most loaded tier sets the
+  time, at ``nccl.all_to_all_bw_fraction`` of the link. Hierarchical -- an intra-domain
+  exchange, then an inter-domain exchange of aggregated data.
+* send_recv: ``B / min(bw on the path)``, one step per tier on the path.
 
 Bandwidths are per-rank achievable figures: ``Tier.effective_bytes_per_s`` when the catalog
 states an efficiency, otherwise nominal times ``link_achievable_fraction.<technology>`` from
@@ -39,7 +46,7 @@ fills a node first). Device d sits in block ``d // tier.span_devices`` of each t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -48,6 +55,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
+from hardware.protocols import PROTOCOLS, Phase, bw_fraction, cheapest
 from hardware.types import Cluster, Tier
 
 __all__ = [
@@ -64,7 +72,7 @@ __all__ = [
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 ALGORITHMS = {
-    "all_reduce": ("ring", "tree", "hierarchical"),
+    "all_reduce": ("ring", "tree", "nvls", "hierarchical"),
     "all_gather": ("ring", "hierarchical"),
     "reduce_scatter": ("ring", "hierarchical"),
     "all_to_all": ("flat", "hierarchical"),
@@ -83,6 +91,8 @@ class CommCalibration:
     values: Mapping[str, float]
     sources: Mapping[str, str]
     path: str = ""
+    #: fitted parameters: the documented value their fit starts from (``fit_start``)
+    fit_start: Mapping[str, float] = field(default_factory=dict)
 
     def get(self, name: str) -> float:
         try:
@@ -100,7 +110,7 @@ class CommCalibration:
         for name in overrides:
             self.get(name)
         values = {**self.values, **{k: float(v) for k, v in overrides.items()}}
-        return CommCalibration(MappingProxyType(values), self.sources, self.path)
+        return CommCalibration(MappingProxyType(values), self.sources, self.path, self.fit_start)
 
 
 @lru_cache(maxsize=4)
@@ -111,12 +121,17 @@ def load_comm_calibration(path: str | None = None) -> CommCalibration:
         doc = yaml.safe_load(fh)
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
+    starts: dict[str, float] = {}
     for name, entry in (doc.get("parameters") or {}).items():
         if not isinstance(entry, dict) or "value" not in entry or "source" not in entry:
             raise ValueError(f"{file}: parameter {name} needs 'value' and 'source'")
+        if ("fit_start" in entry) != ("fitted_on" in entry):
+            raise ValueError(f"{file}: parameter {name}: a fitted parameter needs both 'fitted_on' and 'fit_start'")
         values[name] = float(entry["value"])
         sources[name] = str(entry["source"])
-    return CommCalibration(MappingProxyType(values), MappingProxyType(sources), str(file))
+        if "fit_start" in entry:
+            starts[name] = float(entry["fit_start"])
+    return CommCalibration(MappingProxyType(values), MappingProxyType(sources), str(file), MappingProxyType(starts))
 
 
 def achievable_bytes_per_s(tier: Tier, calibration: CommCalibration | None = None) -> float:
@@ -215,7 +230,11 @@ def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] |
 
 @dataclass(frozen=True, slots=True)
 class CollectiveCost:
-    """Time of one collective on one group, with how it was obtained."""
+    """Time of one collective on one group, with how it was obtained.
+
+    ``algorithm``: ring, tree, nvls, hierarchical, flat, direct (or "measured"); ``protocol``:
+    the NCCL protocol it ran with (ll, ll128, simple; "native" on fabrics NCCL does not drive).
+    """
 
     op: str
     seconds: float
@@ -224,6 +243,7 @@ class CollectiveCost:
     bus_bytes: float  # nccl-tests bus bytes per rank (bus bandwidth = bus_bytes / seconds)
     breakdown: tuple[tuple[str, float], ...]  # (phase, seconds)
     source: str  # "model:<algorithm>" or "profile"
+    protocol: str = ""
 
     @property
     def bus_bytes_per_s(self) -> float:
@@ -241,6 +261,8 @@ def _bus_bytes(op: str, nbytes: float, p: int) -> float:
 
 
 # ----------------------------------------------------------------------------- algorithms
+# Each algorithm returns the phases (kernels) it runs: bytes as seconds at full payload
+# bandwidth, and the sequential pipeline steps per tier; hardware.protocols prices them.
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,89 +297,106 @@ class _Ctx:
             bws.append(self.bw[t] * share)
         return min(bws)
 
-    def alpha(self, tier: int | None = None) -> float:
-        return self.tiers[self.geo.outer_tier if tier is None else tier].latency_s
+    def hops(self, *steps: tuple[int, int]) -> tuple[int, ...]:
+        """Steps per tier index from ``(tier, steps)`` pairs (repeated tiers add up)."""
+        out = [0] * len(self.tiers)
+        for tier, n in steps:
+            out[tier] += n
+        return tuple(out)
 
 
-def _ring(ctx: _Ctx, passes: float, nbytes: float, p: int, first: int = 0, last: int | None = None):
-    """``passes`` = 2 for all-reduce, 1 for all-gather/reduce-scatter."""
+def _ring(ctx: _Ctx, name: str, passes: int, nbytes: float, p: int, first: int = 0,
+          last: int | None = None, units: int | None = None) -> Phase:
+    """A ring over ``p`` ranks on tiers ``first..last`` (``passes`` = 2 all-reduce, 1 gather/scatter).
+
+    NCCL's step count: ``passes (p-1)`` steps, ``passes (units-1)`` of them cross the outer
+    tier (``units`` = blocks of the inner tier the ring visits), the rest the inner tier.
+    """
+    last = ctx.geo.outer_tier if last is None else last
     if p <= 1:
-        return 0.0, 0.0
-    lat_tier = ctx.geo.outer_tier if last is None else last
+        return Phase(name, 0.0, ctx.hops())
     bw = ctx.path_bw(first, last, parallel_rings=first == 0) * ctx.calib.get("nccl.ring_bus_bw_fraction")
-    return passes * (p - 1) / p * nbytes / bw, passes * (p - 1) * ctx.alpha(lat_tier)
+    steps = passes * (p - 1)
+    units = p if units is None else units
+    inter = passes * (units - 1) if last > first else 0
+    hops = ctx.hops((first, steps - inter), (last, inter))
+    return Phase(name, passes * (p - 1) / p * nbytes / bw, hops)
 
 
-def _flat_ring(ctx: _Ctx) -> tuple[float, tuple]:
-    passes = 2.0 if ctx.op == "all_reduce" else 1.0
-    beta, alpha = _ring(ctx, passes, ctx.nbytes, ctx.p)
-    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+def _flat_ring(ctx: _Ctx) -> list[Phase]:
+    passes = 2 if ctx.op == "all_reduce" else 1
+    return [_ring(ctx, "ring", passes, ctx.nbytes, ctx.p, units=ctx.geo.domains)]
 
 
-def _tree(ctx: _Ctx) -> tuple[float, tuple]:
+def _tree(ctx: _Ctx) -> list[Phase]:
     geo = ctx.geo
     # chain inside the domain, trees across domains; a domain's ranks drive its NICs in parallel
     bw = ctx.path_bw() * ctx.calib.get("nccl.tree_bus_bw_fraction")
-    beta = 2.0 * ctx.nbytes / bw
     depth = math.ceil(math.log2(geo.domains)) if geo.domains > 1 else 0
-    alpha = 2.0 * (depth * ctx.alpha() + (geo.ranks_per_domain - 1) * ctx.alpha(0))
-    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+    hops = ctx.hops((0, 2 * (geo.ranks_per_domain - 1)), (geo.outer_tier, 2 * depth))
+    return [Phase("tree", 2.0 * ctx.nbytes / bw, hops)]
 
 
-def _hierarchical(ctx: _Ctx) -> tuple[float, tuple]:
+def _nvls(ctx: _Ctx) -> list[Phase] | None:
+    """NVLink SHARP (NCCL's NVLS): the switch reduces and multicasts. Each rank sends its buffer
+    once into the switch and receives the 1/p slice it reduces plus everyone's results: about
+    ``B (1 + 1/p)`` per direction on its links, at the tier's in-switch reduction efficiency.
+    Needs the whole group in one tier whose switches reduce; Simple protocol only."""
+    tier = ctx.tiers[0]
+    if ctx.op != "all_reduce" or ctx.geo.outer_tier != 0 or tier.switch_reduction_efficiency <= 0:
+        return None
+    bw = ctx.bw[0] * tier.switch_reduction_efficiency
+    beta = ctx.nbytes * (1.0 + 1.0 / ctx.p) / bw
+    return [Phase("nvls", beta, ctx.hops(), fixed_latency_s=ctx.calib.get("nccl.nvls_latency_s"), simple_only=True)]
+
+
+def _hierarchical(ctx: _Ctx) -> list[Phase]:
     geo = ctx.geo
     g, m = geo.ranks_per_domain, geo.domains
     if m <= 1 or g <= 1:
         return _flat_ring(ctx)
     outer = geo.outer_tier
     b = ctx.nbytes
-    phases = []
     if ctx.op == "all_reduce":
-        rs = sum(_ring(ctx, 1.0, b, g, 0, 0))
-        inter = sum(_ring(ctx, 2.0, b / g, m, 1, outer))
-        ag = rs
-        phases = [("intra_reduce_scatter", rs), ("inter_all_reduce", inter), ("intra_all_gather", ag)]
-    elif ctx.op == "all_gather":  # across domains first (1/g of the output per rail), then inside
-        inter = sum(_ring(ctx, 1.0, b / g, m, 1, outer))
-        intra = sum(_ring(ctx, 1.0, b, g, 0, 0))
-        phases = [("inter_all_gather", inter), ("intra_all_gather", intra)]
-    else:  # reduce_scatter: inside first, then across domains
-        intra = sum(_ring(ctx, 1.0, b, g, 0, 0))
-        inter = sum(_ring(ctx, 1.0, b / g, m, 1, outer))
-        phases = [("intra_reduce_scatter", intra), ("inter_reduce_scatter", inter)]
-    return sum(s for _, s in phases), tuple(phases)
+        return [_ring(ctx, "intra_reduce_scatter", 1, b, g, 0, 0), _ring(ctx, "inter_all_reduce", 2, b / g, m, 1, outer),
+                _ring(ctx, "intra_all_gather", 1, b, g, 0, 0)]
+    if ctx.op == "all_gather":  # across domains first (1/g of the output per rail), then inside
+        return [_ring(ctx, "inter_all_gather", 1, b / g, m, 1, outer), _ring(ctx, "intra_all_gather", 1, b, g, 0, 0)]
+    # reduce_scatter: inside first, then across domains
+    return [_ring(ctx, "intra_reduce_scatter", 1, b, g, 0, 0), _ring(ctx, "inter_reduce_scatter", 1, b / g, m, 1, outer)]
 
 
-def _all_to_all_flat(ctx: _Ctx) -> tuple[float, tuple]:
+def _all_to_all_flat(ctx: _Ctx) -> list[Phase]:
+    """One exchange with every peer at once (NCCL's grouped send/recv): the bytes each tier
+    carries per rank follow from where the peers sit; the most loaded tier sets the time."""
     geo = ctx.geo
     sent = ctx.nbytes * (ctx.p - 1) / ctx.p
     frac = ctx.calib.get("nccl.all_to_all_bw_fraction")
-    per_tier = [(ctx.tiers[t].name, sent * geo.carried_share[t] / (ctx.bw[t] * frac)) for t in ctx.crossed()]
+    per_tier = tuple((ctx.tiers[t].name, sent * geo.carried_share[t] / (ctx.bw[t] * frac)) for t in ctx.crossed())
     beta = max(s for _, s in per_tier)
-    alpha = ctx.alpha()
-    return beta + alpha, tuple(per_tier) + (("latency", alpha),)
+    return [Phase("exchange", beta, ctx.hops((geo.outer_tier, 1)), detail=per_tier)]
 
 
-def _all_to_all_hierarchical(ctx: _Ctx) -> tuple[float, tuple]:
+def _all_to_all_hierarchical(ctx: _Ctx) -> list[Phase]:
     geo = ctx.geo
     g, m = geo.ranks_per_domain, geo.domains
     if m <= 1 or g <= 1:
         return _all_to_all_flat(ctx)
     frac = ctx.calib.get("nccl.all_to_all_bw_fraction")
-    intra = ctx.nbytes * (g - 1) / g / (ctx.bw[0] * frac) + ctx.alpha(0)
     net_bw = min(ctx.bw[1 : geo.outer_tier + 1]) * frac
-    inter = ctx.nbytes * (m - 1) / m / net_bw + ctx.alpha()
-    return intra + inter, (("intra_exchange", intra), ("inter_exchange", inter))
+    return [Phase("intra_exchange", ctx.nbytes * (g - 1) / g / (ctx.bw[0] * frac), ctx.hops((0, 1))),
+            Phase("inter_exchange", ctx.nbytes * (m - 1) / m / net_bw, ctx.hops((geo.outer_tier, 1)))]
 
 
-def _send_recv(ctx: _Ctx) -> tuple[float, tuple]:
+def _send_recv(ctx: _Ctx) -> list[Phase]:
     outer = ctx.geo.outer_tier
     # a peer on another plane of a multi-plane tier is reached over tier 0 first (NVLink forwarding)
     path = [0] if (outer == 0 or ctx.cross_plane) else []
     path += list(range(1, outer + 1))
-    beta = ctx.nbytes / min(ctx.bw[t] for t in path)
-    alpha = sum(ctx.tiers[t].latency_s for t in path)
-    return beta + alpha, (("bandwidth", beta), ("latency", alpha))
+    hops = [0] * len(ctx.tiers)
+    for t in path:
+        hops[t] += 1
+    return [Phase("direct", ctx.nbytes / min(ctx.bw[t] for t in path), tuple(hops))]
 
 
 def _cross_plane(devices: np.ndarray, cluster: Cluster, outer: int) -> bool:
@@ -372,6 +411,7 @@ def _cross_plane(devices: np.ndarray, cluster: Cluster, outer: int) -> bool:
 _MODELS = {
     ("all_reduce", "ring"): _flat_ring,
     ("all_reduce", "tree"): _tree,
+    ("all_reduce", "nvls"): _nvls,
     ("all_reduce", "hierarchical"): _hierarchical,
     ("all_gather", "ring"): _flat_ring,
     ("all_gather", "hierarchical"): _hierarchical,
@@ -381,6 +421,24 @@ _MODELS = {
     ("all_to_all", "hierarchical"): _all_to_all_hierarchical,
     ("send_recv", "direct"): _send_recv,
 }
+
+
+def _priced(ctx: _Ctx, name: str, protocol: str) -> tuple[float, str, tuple] | None:
+    """(seconds, protocol, breakdown) of algorithm ``name``; None when it does not apply."""
+    phases = _MODELS[(ctx.op, name)](ctx)
+    if phases is None:
+        return None
+    tiers = ctx.tiers[: ctx.geo.outer_tier + 1]
+    allowed = None if protocol == "auto" else (protocol,)
+    seconds, proto, parts = cheapest(phases, tiers, ctx.calib, allowed)
+    if len(parts) == 1:
+        _, beta, lat = parts[0]
+        frac = bw_fraction(proto, ctx.calib)
+        detail = tuple((n, s / frac) for n, s in phases[0].detail)  # e.g. each tier of an all-to-all
+        breakdown = (detail or (("bandwidth", beta),)) + (("latency", lat),)
+    else:
+        breakdown = tuple((pname, beta + lat) for pname, beta, lat in parts)
+    return seconds, proto, breakdown
 
 
 def _from_profile(profile: Any, op: str, group_size: int, nbytes: float, fabric: Tier,
@@ -409,17 +467,21 @@ def collective_time(
     *,
     profile: Any = None,
     calibration: CommCalibration | None = None,
+    protocol: str = "auto",
 ) -> CollectiveCost:
     """Time of collective ``op`` on a group of ``group_size`` ranks of ``cluster``.
 
-    ``algorithm="auto"`` takes the fastest modelled algorithm for ``op`` (what a tuned NCCL
-    would pick); otherwise one of ``ALGORITHMS[op]``. ``profile`` (duck-typed) wins when it
-    covers ``(op, group_size, bytes)``. Raises ``ValueError`` with the valid choices.
+    ``algorithm="auto"`` takes the fastest modelled (algorithm, protocol) for ``op`` (what a
+    tuned NCCL picks); otherwise one of ``ALGORITHMS[op]``. ``protocol`` ("auto" or one of
+    ``hardware.protocols.PROTOCOLS``) restricts NCCL's protocol. ``profile`` (duck-typed) wins
+    when it covers ``(op, group_size, bytes)``. Raises ``ValueError`` with the valid choices.
     """
     if op not in ALGORITHMS:
         raise ValueError(f"unknown collective {op!r} (valid: {', '.join(OPS)})")
     if algorithm != "auto" and algorithm not in ALGORITHMS[op]:
         raise ValueError(f"{op}: unknown algorithm {algorithm!r} (valid: auto, {', '.join(ALGORITHMS[op])})")
+    if protocol != "auto" and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (valid: auto, {', '.join(PROTOCOLS)})")
     if bytes_per_rank < 0:
         raise ValueError(f"bytes_per_rank must be >= 0, got {bytes_per_rank}")
     if op == "send_recv" and group_size != 2:
@@ -441,8 +503,13 @@ def collective_time(
     candidates = ALGORITHMS[op] if algorithm == "auto" else (algorithm,)
     best = None
     for name in candidates:
-        seconds, breakdown = _MODELS[(op, name)](ctx)
-        if best is None or seconds < best[0]:
-            best = (seconds, name, breakdown)
-    seconds, name, breakdown = best
-    return CollectiveCost(op, seconds, name, tier_names, bus, tuple(breakdown), f"model:{name}")
+        priced = _priced(ctx, name, protocol)
+        if priced is None:
+            continue
+        if best is None or priced[0] < best[0]:
+            best = (*priced, name)
+    if best is None:
+        raise ValueError(f"{op}: algorithm {algorithm!r} does not apply to this group "
+                         f"(valid here: {', '.join(n for n in ALGORITHMS[op] if _MODELS[(op, n)](ctx) is not None)})")
+    seconds, proto, breakdown, name = best
+    return CollectiveCost(op, seconds, name, tier_names, bus, tuple(breakdown), f"model:{name}", proto)

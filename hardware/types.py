@@ -79,6 +79,9 @@ class Tier:
     (with a source); ``latency_s`` the one-way small-message latency across this tier.
     ``planes`` > 1 means the tier is split into independent planes and a device's NIC sits
     on exactly one of them (DeepSeek's multi-plane fat-tree).
+    ``switch_reduction_efficiency`` > 0 means the tier's switches reduce and multicast in the
+    fabric (NVLink SHARP, NCCL's NVLS algorithm): the achievable fraction of the tier's
+    ``effective_bytes_per_s`` that such an all-reduce sustains; 0 = no in-switch reduction.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Tier:
     planes: int = 1
     oversubscription: float = 1.0
     technology: str = ""  # "nvlink", "ub", "ib", "roce"
+    switch_reduction_efficiency: float = 0.0
 
     @property
     def effective_bytes_per_s(self) -> float:

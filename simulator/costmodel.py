@@ -162,7 +162,8 @@ class CostModel:
     they overlap compute; compute that overlaps communication runs on the rest. None: the
     device's catalog ``comm_compute_units / compute_units`` (Ascend 910C: 0, its fused dispatch
     runs on the vector cores), else DeepSeek's 20 of 132 H800 SMs (ISCA'25 §4).
-    ``dispatch_kernel``: DeepEP-style "normal" (prefill) or "low_latency" (decode) kernels.
+    ``dispatch_kernel``: DeepEP-style "normal" (prefill) or "low_latency" (decode) kernels;
+    ``dispatch_release``: which published release's calibration times them (None: the newest).
     """
 
     cluster: Cluster
@@ -171,6 +172,7 @@ class CostModel:
     comm_sm_fraction: float | None = None
     dispatch_kernel: str = "normal"
     use_published_kernels: bool = True
+    dispatch_release: str | None = None
 
     @property
     def device(self) -> DeviceSpec:
@@ -261,7 +263,7 @@ class CostModel:
                 max_groups_per_token=meta.get("max_groups_per_token"),
                 dispatch_dtype=dtype if op.collective == "dispatch" else "fp8",
                 combine_dtype=dtype if op.collective == "combine" else "bf16",
-                kernel=self.dispatch_kernel,
+                kernel=self.dispatch_kernel, release=self.dispatch_release,
             )
             seconds = cost.dispatch_s if op.collective == "dispatch" else cost.combine_s
             return seconds, f"{cost.source}:{op.collective}"

@@ -5,20 +5,13 @@ One simpy process per instance loops: form a batch, ask the (cached, quantised) 
 process with one timeout per request; KV transfers are flows in ``simulator.transfer``.
 There is no event per token or per kernel.
 
-Batch formation (``Server._form``), Sarathi-Serve / Dynamic SplitFuse style:
-
-1. decode streams already running go first (each uses 1 + MTP depth tokens of the budget);
-   their KV growth for this step is reserved up front; if it does not fit, the most
-   recently admitted requests are preempted (``recompute``: KV dropped, request back at the
-   head of the queue to re-prefill prompt + generated tokens; ``swap``: KV copied to host
-   over ``HOST_LINK_BYTES_PER_S`` and back later, both copies charged to the step);
-2. prefill chunks of admitted requests continue, then new requests are admitted FCFS
-   while the token budget (``max_tokens_per_iteration``), the batch-size cap
-   (``max_batch_size`` streams) and KV (the whole prompt must fit: admission control) allow;
-   without ``chunked_prefill`` a prompt only enters whole, and a prompt at the head of the
-   queue that does not fit in the budget left beside the decode streams runs as a batch by
-   itself (the decode streams skip that step), as vLLM schedules it; otherwise it would
-   starve until the decode batch drained.
+Policies decide, the ``Server`` carries them out: the batch policy
+(``scheduler.batching``, ``simulator.batching``) forms each step from the server's
+primitives (``grow_decodes``, ``continue_prefills``, ``resume_preempted``, ``admit_waiting``,
+``over_budget_head``/``run_alone``); the preemption policy (``scheduler.preemption``,
+``simulator.preemption``) says what happens to a request the server evicts (LIFO) when a
+decode step's KV growth does not fit; routers (``simulator.policies``) place requests. The
+classes are looked up by name in ``simulator.registry``.
 
 Roles: ``colocated`` instances do both; ``prefill`` instances prefill and hand the request
 to a decode instance (router), whose KV is reserved before the transfer starts (requests
@@ -40,19 +33,18 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from simulator.batching import NO_STREAMS, StepPlan, chunk_tokens
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
-from simulator.policies import StepCostCache, make_router
+from simulator.policies import StepCostCache
+from simulator.preemption import HOST_LINK_BYTES_PER_S
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
-
-#: host link per device for KV swap, bytes/s: PCIe 5.0 x16 is 64 GB/s per direction nominal;
-#: 50e9 assumes ~80% achievable (assumed, not measured here)
-HOST_LINK_BYTES_PER_S = 50e9
-_EMPTY = np.empty(0, dtype=np.int64)
+from workloads.pool_roles import PoolRole
 
 
 def _ceil_blocks(tokens):
@@ -79,15 +71,20 @@ def chain_acceptance(expected_accepted: float, depth: int) -> float:
 class Server:
     """One serving instance: queues, running decode streams, KV blocks, the step loop."""
 
-    def __init__(self, sim: "Simulation", index: int, pool_name: str, role: str, pool, kv_tokens: float,
+    def __init__(self, sim: "Simulation", index: int, pool_name: str, role: PoolRole, pool, kv_tokens: float,
                  costs: StepCostCache, kv_bytes_per_token_device: float):
         self.sim, self.index, self.pool_name, self.role = sim, index, pool_name, role
+        self.prefill_only = role is PoolRole.PREFILL  # the hot paths test a bool, not an enum member
+        self.st = sim.st
+        scheduler = sim.dep.scheduler
+        self.batching = BATCH_POLICIES.make(scheduler.batching)
+        self.preemption = PREEMPTION_POLICIES.make(scheduler.preemption)
         self.max_batch = pool.max_batch_size
         self.budget = pool.max_tokens_per_iteration
         self.chunked = pool.chunked_prefill
         # speculative decoding: MTP modules or a draft model propose ``mtp_depth`` tokens per
         # step, accepted as a chain with per-token probability ``mtp_acceptance``
-        self.mtp_depth = pool.speculative_depth if role != "prefill" else 0
+        self.mtp_depth = pool.speculative_depth if role.decodes else 0
         self.mtp_acceptance = (pool.mtp_acceptance if pool.mtp_depth
                                else chain_acceptance(pool.draft_accepted_tokens, pool.draft_tokens))
         self.k = 1 + self.mtp_depth
@@ -98,7 +95,7 @@ class Server:
         self.swapped: deque[int] = deque()
         self.prefilling: list[int] = []
         self.pending: deque[tuple[int, "Server"]] = deque()
-        self.run = _EMPTY
+        self.run = NO_STREAMS
         self.joining: list[int] = []
         self.committed = 0  # batch slots held: streams (prefill role: requests)
         self.outstanding = 0  # requests routed here and not finished / handed off
@@ -119,15 +116,15 @@ class Server:
 
     def request_blocks(self, r: int) -> int:
         """Blocks request r needs on admission: its prompt plus each live stream's tokens."""
-        st = self.sim.st
+        st = self.st
         if st.samples == 1:  # fast path: stream id == request id
             return 0 if st.s_done[r] else st.prompt_blocks_need[r] + (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
-    def _reserve(self, r: int) -> int:
+    def reserve(self, r: int) -> int:
         """Allocate request r's blocks here; returns its live stream count."""
-        st = self.sim.st
+        st = self.st
         pb = st.prompt_blocks_need[r]
         st.prompt_blocks[r] = pb
         if st.samples == 1:
@@ -141,9 +138,9 @@ class Server:
         self.kv.alloc(pb + int(sb.sum()))
         return len(live)
 
-    def _release(self, r: int) -> int:
+    def release(self, r: int) -> int:
         """Free all KV of request r here; returns its live stream count."""
-        st = self.sim.st
+        st = self.st
         live = st.live_streams(r)
         self.kv.free(int(st.prompt_blocks[r]) + int(st.s_blocks[live].sum()))
         st.prompt_blocks[r] = 0
@@ -154,123 +151,138 @@ class Server:
     def _loop(self):
         env = self.sim.env
         while True:
-            plan = self._form()
+            self._join()
+            plan = self.batching.form(self)
             if plan is None:
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
                 continue
-            dt = plan[0]
-            yield env.timeout(dt)
+            yield env.timeout(self._cost(plan))
             self._apply(plan)
 
-    def _form(self):
-        st = self.sim.st
+    def _join(self) -> None:
+        """Streams whose prefill or KV transfer finished join the running decode streams."""
         if self.joining:
+            st = self.st
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
             j = j[~st.s_done[j]]
             self.run = np.concatenate((self.run, j)) if self.run.size else j
-        alone = self._over_budget_head()
-        if alone is not None:
-            self._admit(alone)
-            return self._plan(_EMPTY, [(alone, int(st.prefill_target[alone] - st.prefilled[alone]))], [], 0.0)
-        extra_s = 0.0
-        run = self.run
-        k = self.k
+
+    # ------------------------------------------------------------------ what a batch policy calls
+    def prompt_left(self, r: int) -> int:
+        """Prompt tokens request r still has to prefill (>= 1 while it waits or prefills)."""
+        return int(self.st.prefill_target[r] - self.st.prefilled[r])
+
+    def grow_decodes(self, plan: StepPlan) -> None:
+        """Put the running decode streams in ``plan`` and reserve this step's KV growth
+        (1 + MTP depth tokens each, capped at their targets); when it does not fit, preempt the
+        most recently admitted request (LIFO) until it does, charging what the preemption
+        policy costs to the step."""
+        st, run, k = self.st, self.run, self.k
         if run.size:
             while True:
                 need = _ceil_blocks(np.minimum(st.s_gen[run] + k, st.s_target[run]))
                 grow = int(np.maximum(need - st.s_blocks[run], 0).sum())
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
-                extra_s += self._preempt(int(st.s_req[run[-1]]))
+                plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
                 run = self.run
             if run.size and grow:
                 self.kv.alloc(grow)
                 st.s_blocks[run] = np.maximum(need, st.s_blocks[run])
-        n_dec = int(run.size)
-        budget = self.budget - n_dec * k
-        chunks: list[tuple[int, int]] = []
-        swapins: list[int] = []
-        if self.prefilling or self.waiting or self.swapped:
-            for r in self.prefilling:
-                c = self._chunk(r, budget, not chunks and n_dec == 0)
-                if c <= 0:
-                    break
-                chunks.append((r, c))
-                budget -= c
-            while self.swapped:
-                r = self.swapped[0]
-                need_b = self.request_blocks(r)
-                live = st.live_count(r)
-                if self.committed + live > self.max_batch or not self.kv.fits(need_b):
-                    break
-                self.swapped.popleft()
-                self._reserve(r)
-                self.committed += live
-                extra_s += self.swap_s_per_token * int(st.prompt[r] + st.s_gen[st.live_streams(r)].sum())
-                swapins.append(r)
-            while self.waiting and budget > 0 and not self.swapped:
-                r = self.waiting[0]
-                if not self._admissible(r):
-                    break
-                c = self._chunk(r, budget, not chunks and n_dec == 0)
-                if c <= 0:
-                    break
-                self._admit(r)
-                chunks.append((r, c))
-                budget -= c
-        if not n_dec and not chunks and not swapins:
-            return None
-        return self._plan(run, chunks, swapins, extra_s)
+        plan.run = run
 
-    def _chunk(self, r: int, budget: int, first: bool) -> int:
-        """Tokens of r's prompt to prefill this step: the rest if it fits in ``budget``, else a
-        chunk of the budget (chunked prefill), else the whole prompt if it is the step's only
-        work, else nothing."""
-        rem = int(self.sim.st.prefill_target[r] - self.sim.st.prefilled[r])
-        if rem <= budget:
-            return rem
-        return budget if self.chunked else (rem if first else 0)
+    def continue_prefills(self, plan: StepPlan, budget: int) -> int:
+        """Add the next chunks of admitted prompts (FCFS) within ``budget``; returns what is left."""
+        chunks, no_decodes = plan.chunks, not plan.run.size
+        for r in self.prefilling:
+            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
+            if c <= 0:
+                break
+            chunks.append((r, c))
+            budget -= c
+        return budget
+
+    def resume_preempted(self, plan: StepPlan) -> None:
+        """Bring preempted requests back into ``plan`` as the preemption policy does (swap-ins)."""
+        self.preemption.resume(self, plan)
+
+    def admit_waiting(self, plan: StepPlan, budget: int) -> int:
+        """Admit queued requests FCFS into ``plan`` while the token budget, the batch-size cap
+        and KV allow (none while preempted requests wait to be swapped back); returns the budget
+        left."""
+        chunks, no_decodes = plan.chunks, not plan.run.size
+        while self.waiting and budget > 0 and not self.swapped:
+            r = self.waiting[0]
+            if not self._admissible(r):
+                break
+            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
+            if c <= 0:
+                break
+            self._admit(r)
+            chunks.append((r, c))
+            budget -= c
+        return budget
+
+    def over_budget_head(self) -> int | None:
+        """Without chunked prefill: the head of the queue when the chunk rule gives its prompt no
+        room beside the running decode streams, and it fits KV and the batch cap. It runs as a
+        batch by itself (``run_alone``; the decode streams skip that one step), as vLLM
+        schedules a prompt on its own; mixing it in would exceed the budget, and waiting for
+        room would starve it until the decode batch drained."""
+        if self.chunked or self.prefilling or self.swapped or not self.waiting:
+            return None
+        r = self.waiting[0]
+        beside = self.budget - int(self.run.size) * self.k
+        if chunk_tokens(self.prompt_left(r), beside, False, False) > 0 or not self._admissible(r):
+            return None
+        return r
+
+    def run_alone(self, r: int) -> StepPlan:
+        """Admit the head of the queue, r, and plan a step of its whole prompt only."""
+        self._admit(r)
+        plan = StepPlan()
+        plan.chunks.append((r, self.prompt_left(r)))
+        return plan
 
     def _admissible(self, r: int) -> bool:
         """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block
         per running stream stays free for its next step's growth, or a newly admitted prefill
         can force the preemption of a stream that has just joined, and two requests can evict
         each other forever without decoding (recompute livelock)."""
-        live = 1 if self.role == "prefill" else self.sim.st.live_count(r)
+        live = 1 if self.prefill_only else self.st.live_count(r)
         return self.committed + live <= self.max_batch and self.kv.fits(self.request_blocks(r) + int(self.run.size))
 
     def _admit(self, r: int) -> None:
         """Move the head of the queue, r, into prefill: reserve its KV and batch slots."""
-        sim, st = self.sim, self.sim.st
+        sim, st = self.sim, self.st
         self.waiting.popleft()
         self.queued_blocks -= self.request_blocks(r)
-        self._reserve(r)
-        self.committed += 1 if self.role == "prefill" else st.live_count(r)
+        self.reserve(r)
+        self.committed += 1 if self.prefill_only else st.live_count(r)
         self.prefilling.append(r)
         if math.isnan(st.schedule_s[r]):
             st.schedule_s[r] = sim.env.now
             sim.event("schedule", r, self.index)
 
-    def _over_budget_head(self) -> int | None:
-        """Without chunked prefill: the head of the queue when its prompt does not fit in the
-        token budget left beside the running decode streams, and it fits KV and the batch cap.
-        It runs as a batch by itself (the decode streams skip that one step), as vLLM schedules
-        a prompt on its own; mixing it in would exceed the budget, and waiting for room would
-        starve it until the decode batch drained."""
-        if self.chunked or self.prefilling or self.swapped or not self.waiting:
-            return None
-        r = self.waiting[0]
-        rem = int(self.sim.st.prefill_target[r] - self.sim.st.prefilled[r])
-        if rem <= self.budget - int(self.run.size) * self.k or not self._admissible(r):
-            return None
-        return r
+    def _preempt(self, r: int) -> float:
+        """Evict request r: free its KV and slots, then hand it to the preemption policy;
+        returns the seconds to charge to the step."""
+        st = self.st
+        self.run = self.run[st.s_req[self.run] != r]
+        gen_tokens = int(st.s_gen[st.live_streams(r)].sum())
+        self.committed -= self.release(r)
+        st.preemptions[r] += 1
+        self.sim.event("preempt", r, self.index)
+        return self.preemption.evict(self, r, gen_tokens)
 
-    def _plan(self, run, chunks: list[tuple[int, int]], swapins: list[int], extra_s: float):
-        """Cost the step (decode streams ``run``, prefill ``chunks``) and record it."""
-        sim, st = self.sim, self.sim.st
+    # ------------------------------------------------------------------ costing a step
+    def _cost(self, plan: StepPlan) -> float:
+        """Seconds of ``plan`` (cached, quantised cost plus ``extra_s``); records the step."""
+        sim, st = self.sim, self.st
+        run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
         cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
@@ -280,33 +292,15 @@ class Server:
                                                cctx / len(chunks) if chunks else 0.0)
         else:
             secs = comp = comm = 0.0
-        dt = secs + extra_s
+        dt = secs + plan.extra_s
         sim.steps.append((sim.env.now, self.index, self.pool_name, n_dec + len(chunks), n_dec, ctoks,
                           n_dec * k + ctoks, dt, self.kv.used_fraction, comp, comm))
-        return dt, run, chunks, swapins
-
-    def _preempt(self, r: int) -> float:
-        """Evict request r (LIFO victim); returns the swap-out seconds to charge."""
-        sim, st = self.sim, self.sim.st
-        self.run = self.run[st.s_req[self.run] != r]
-        live = st.live_streams(r)
-        gen_tokens = int(st.s_gen[live].sum())
-        self.committed -= self._release(r)
-        st.preemptions[r] += 1
-        sim.event("preempt", r, self.index)
-        if sim.swap:
-            self.swapped.append(r)
-            return self.swap_s_per_token * int(st.prompt[r] + gen_tokens)
-        st.prefill_target[r] = st.prompt[r] - st.cached[r] + gen_tokens
-        st.prefilled[r] = 0
-        self.waiting.appendleft(r)
-        self.queued_blocks += self.request_blocks(r)
-        return 0.0
+        return dt
 
     # ------------------------------------------------------------------ applying a step
-    def _apply(self, plan) -> None:
-        _, run, chunks, swapins = plan
-        sim, st = self.sim, self.sim.st
+    def _apply(self, plan: StepPlan) -> None:
+        run, chunks, swapins = plan.run, plan.chunks, plan.swapins
+        sim, st = self.sim, self.st
         now = sim.env.now
         if run.size:
             gen = st.s_gen[run]
@@ -339,38 +333,38 @@ class Server:
                     handoff.append(r)
         if handoff:
             sim.handoff(handoff, self)
-        if self.role == "decode" and self.pending:
+        if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
 
     def _prefill_done(self, r: int, now: float) -> bool:
         """Prefill of r finished; True when r goes on to a decode instance."""
-        sim, st = self.sim, self.sim.st
+        sim, st = self.sim, self.st
         streams = st.streams(r)
         if math.isnan(st.first_token_s[r]):
             st.first_token_s[r] = now
             sim.event("first_token", r, self.index)
             st.s_gen[streams.start:streams.stop] = 1
             st.s_last_emit_s[streams.start:streams.stop] = now
-            if self.role == "prefill":
+            if self.prefill_only:
                 self.committed -= 1
             for s in streams:
                 if not st.s_done[s] and st.s_target[s] <= 1:
                     self._finish_stream(s, now)
         if st.streams_left[r] == 0:
             return False
-        if self.role == "prefill":
+        if self.prefill_only:
             self.outstanding -= 1
             return True
         self.joining.extend(st.live_streams(r))
         return False
 
     def _finish_stream(self, s: int, now: float) -> None:
-        sim, st = self.sim, self.sim.st
+        sim, st = self.sim, self.st
         r = int(st.s_req[s])
         st.s_done[s] = True
         self.kv.free(int(st.s_blocks[s]))
         st.s_blocks[s] = 0
-        if self.role != "prefill":
+        if not self.prefill_only:
             self.committed -= 1
         st.streams_left[r] -= 1
         if sim.first_finish and st.streams_left[r] > 0:
@@ -378,7 +372,7 @@ class Server:
                 st.s_done[s2] = True
                 self.kv.free(int(st.s_blocks[s2]))
                 st.s_blocks[s2] = 0
-                if self.role != "prefill":
+                if not self.prefill_only:
                     self.committed -= 1
                 st.cancelled[r] += 1
             st.streams_left[r] = 0
@@ -398,7 +392,7 @@ class Server:
 
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
-        sim, st = self.sim, self.sim.st
+        sim, st = self.sim, self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
         while self.pending:
@@ -411,7 +405,7 @@ class Server:
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
             st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
-            self._reserve(r)
+            self.reserve(r)
             self.committed += live
             groups.setdefault(src.index, []).append(r)
             srcs[src.index] = src
@@ -436,7 +430,6 @@ class Simulation:
         self.events: list[tuple] = []
         self.steps: list[tuple] = []
         self.itl = ItlHistogram()
-        self.swap = dep.scheduler.preemption == "swap"
         self.first_finish = dep.workload.sample_policy == "first_finish" and wl.samples > 1
         self._build(profile, step_cost, kv_capacity_tokens)
 
@@ -455,7 +448,7 @@ class Simulation:
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
         for name, pool in dep.pools().items():
-            role = name if disagg else "colocated"
+            role = PoolRole.of_pool(name)
             if step_cost is not None:
                 def fn(shape, _role=role):
                     s = float(step_cost(_role, shape))
@@ -468,7 +461,7 @@ class Simulation:
                 def fn(shape, _ic=ic):
                     c = _ic.step(shape)
                     return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c)
-            costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role != "prefill" else 0))
+            costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role.decodes else 0))
             if kv_override is None:
                 kv_tokens = instance_kv_capacity_tokens(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
             else:
@@ -477,16 +470,17 @@ class Simulation:
             self.pools[name] = [Server(self, next(ids), name, role, pool, kv_tokens, costs, mem.kv_bytes_per_token)
                                 for _ in range(pool.instances)]
             self._check_fits(name, kv_tokens)
-            if role != "prefill" and pool.max_batch_size < self.st.samples:
+            if role.decodes and pool.max_batch_size < self.st.samples:
                 raise ValueError(f"serving.{name}.max_batch_size: {pool.max_batch_size} is below "
                                  f"workload.samples_per_request {self.st.samples} (a request's samples decode together)")
-        self.front = self.pools["prefill" if disagg else "pool"]
-        self.router = make_router(dep.scheduler.router)
+        self.front = self.pools[(PoolRole.PREFILL if disagg else PoolRole.COLOCATED).pool_name]
+        self.router = ROUTERS.make(dep.scheduler.router)
         self.servers = [s for ss in self.pools.values() for s in ss]
         if disagg:
-            self.decode_router = make_router(dep.scheduler.router)
+            self.decode_router = ROUTERS.make(dep.scheduler.router)
             caps = kv_links(cluster, dep.serving.prefill, dep.serving.decode,
-                            [s.index for s in self.pools["prefill"]], [s.index for s in self.pools["decode"]])
+                            [s.index for s in self.pools[PoolRole.PREFILL.pool_name]],
+                            [s.index for s in self.pools[PoolRole.DECODE.pool_name]])
             self.transfers = TransferManager(self.env, caps, self._transfer_done)
         else:
             self.transfers = None
@@ -511,6 +505,7 @@ class Simulation:
         env, st = self.env, self.st
         arrival = st.arrival_s.tolist()
         front, router = self.front, self.router
+        colocated = front[0].role is PoolRole.COLOCATED
         for r, t in enumerate(arrival):
             if t > env.now:
                 yield env.timeout(t - env.now)
@@ -518,11 +513,11 @@ class Simulation:
             st.prefill_inst[r] = front[i].index
             self.event("arrival", r, front[i].index)
             front[i].enqueue(r)
-            if front is self.pools.get("pool"):
+            if colocated:
                 st.decode_inst[r] = front[i].index
 
     def handoff(self, rs: list[int], src: Server) -> None:
-        decode = self.pools["decode"]
+        decode = self.pools[PoolRole.DECODE.pool_name]
         touched = {}
         for r in rs:
             d = decode[self.decode_router.choose(decode)]
@@ -610,7 +605,7 @@ def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, k
     """Simulate ``deployment`` (a validated ``workloads.deployment.Deployment``).
 
     ``step_cost``: optional ``(pool_role, BatchShape) -> seconds`` replacing the cost model
-    (roles: ``colocated``, ``prefill``, ``decode``). ``profile``: calibration profile for the
+    (the role is a ``workloads.pool_roles.PoolRole``, a str: ``colocated``, ``prefill``, ``decode``). ``profile``: calibration profile for the
     default cost model. ``trace``: record the event log. ``kv_capacity_tokens``: override
     the KV capacity per instance (an int, or a dict by pool name) for what-if runs and tests.
     ``progress``: a ``simulator.progress.ProgressFn`` told the requests finished and the

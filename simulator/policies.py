@@ -1,4 +1,6 @@
-"""Who decides: request routers and the step-cost quantisation policy.
+"""Who decides: request routers and the step-cost quantisation policy (batch formation is in
+``simulator.batching``, preemption in ``simulator.preemption``, the name -> class registries in
+``simulator.registry``).
 
 Routers pick an instance of a pool for a request (at arrival for the colocated/prefill
 pool, at prefill completion for the decode pool):
@@ -156,12 +158,3 @@ class KvAware:
                 best, best_free = i, free
         return best
 
-
-ROUTERS = {"round_robin": RoundRobin, "least_outstanding": LeastOutstanding, "kv_aware": KvAware}
-
-
-def make_router(name: str):
-    try:
-        return ROUTERS[name]()
-    except KeyError:
-        raise ValueError(f"unknown router {name!r} (valid: {', '.join(ROUTERS)})") from None

@@ -66,6 +66,8 @@ def test_every_published_row_appears():
     """Row counts of the files equal the checks made of them (nothing silently skipped)."""
     ref = checks.load_reference
     assert len(family("accounting")) == len(ref("isca_accounting.yaml")["targets"])
+    nccl = ref("comm_nccl.yaml")
+    assert len(family("comm.nccl")) == sum(len(s["points"]) for s in nccl["series"])
     deepep = ref("comm_deepep.yaml")
     assert len(family("comm.deepep")) == sum(len(deepep[k]["rows"]) for k in ("normal", "low_latency",
                                                                              "low_latency_bandwidth"))
@@ -74,7 +76,7 @@ def test_every_published_row_appears():
     assert len(family("comm.isca_decode_limit")) == len(ref("comm_isca_decode_limit.yaml")["targets"])
     assert len(family("serving.estimate")) == len(ref("serving_throughput.yaml")["targets"])
     assert len(family("planner.cm384_trend")) == 2 * len(ref("cm384_decode_trend.yaml")["points"])
-    assert all(c.predicted is not None for c in family("comm.deepep") + family("topology"))
+    assert all(c.predicted is not None for c in family("comm.nccl") + family("comm.deepep") + family("topology"))
 
 
 def test_cm384_fused_kernels_are_costed_by_the_ub_model():

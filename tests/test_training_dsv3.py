@@ -42,8 +42,9 @@ def test_step_time_error_band(runs):
     tests/test_reference_checks.py); here: it judges this very step, and what follows from it."""
     (check,) = training_checks()  # the example as `clustersim simulate` runs it (shipped profile)
     assert check.status == "ok", f"step {check.predicted:.2f} s vs derived {check.published} s ({check.error:+.1%})"
+    print(f"DeepSeek-V3 step {check.predicted:.2f} s vs derived {check.published} s ({check.error:+.1%}; target "
+          f"{REF['comparison']['target_rel']:.0%})")
     r = runs["h800-mpft"]
-    assert r.tokens_per_day > REF["derived"]["tokens_per_day"]["value"]  # steady state beats the schedule average
     assert r.mfu_causal_bf16 == pytest.approx(r.tokens_per_s * r.flops_per_token_causal / (2048 * 989.4e12))
     assert r.mfu_noncausal > r.mfu_causal and r.mfu_causal == pytest.approx(r.mfu_causal_bf16 / 2, rel=1e-3)
 

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
+from workloads.policy_names import BatchPolicyName, PreemptionPolicyName, RouterName
+from workloads.pool_roles import PoolRole
 from workloads.yamlloc import ConfigError, format_validation_error, parse_yaml_with_locations
 
 DTYPES = ("bf16", "fp8", "int8")
@@ -99,8 +101,15 @@ Serving = Annotated[Union[ColocatedServing, DisaggregatedServing], Field(discrim
 
 
 class Scheduler(_Frozen):
-    router: Literal["round_robin", "least_outstanding", "kv_aware"] = "least_outstanding"
-    preemption: Literal["recompute", "swap"] = "recompute"
+    """The serving engine's policies, by name (``workloads.policy_names``; implementations in
+    ``simulator.registry``)."""
+
+    router: RouterName = "least_outstanding"
+    batching: BatchPolicyName = Field(
+        "splitfuse", description="splitfuse: decode streams first, prefill chunks fill the token budget; "
+        "prefill_first: a prefill-only step whenever a prompt can run; decode_first: new prompts only when no "
+        "decode stream runs")
+    preemption: PreemptionPolicyName = "recompute"
 
 
 class FixedLength(_Frozen):
@@ -235,9 +244,10 @@ class Deployment(_Frozen):
     profile: str | None = Field("default", description=PROFILE_FIELD_HELP)
 
     def pools(self) -> dict[str, Pool]:
+        """Pools by name (their key under ``serving:``; ``PoolRole.of_pool`` gives the role)."""
         if isinstance(self.serving, ColocatedServing):
-            return {"pool": self.serving.pool}
-        return {"prefill": self.serving.prefill, "decode": self.serving.decode}
+            return {PoolRole.COLOCATED.pool_name: self.serving.pool}
+        return {PoolRole.PREFILL.pool_name: self.serving.prefill, PoolRole.DECODE.pool_name: self.serving.decode}
 
     def pool_path(self, role: str) -> tuple[str, ...]:
         return ("serving", role)

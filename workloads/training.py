@@ -99,6 +99,11 @@ class TrainingJob(_Frozen):
     and ``grad_dtype``: AdamW moments and gradient accumulation/communication precision
     (master weights are FP32). ``memory_limit_gb``: usable memory per device (default: HBM
     minus ``memory_reserved_gb`` for the CUDA context, NCCL/DeepEP buffers and fragmentation).
+    ``layer_split``: layers per pipeline stage, ``even`` (contiguous, extra layers first) or
+    ``balanced`` (the end stages, which carry the embedding, LM head and MTP module, take the
+    decoder-layer counts that make the busiest device least busy; simulator/training/layers.py).
+    ``ep_kernel_release``: the DeepEP release whose published throughput times the EP
+    dispatch/combine (None: the newest; a job trained before a release runs the older kernels).
     """
 
     model: str
@@ -114,6 +119,8 @@ class TrainingJob(_Frozen):
     grad_dtype: Literal["fp32", "bf16"] = "fp32"
     moe_imbalance: float = Field(default=1.0, ge=1.0, le=L.MAX_MOE_IMBALANCE)
     include_mtp: bool = False
+    layer_split: Literal["even", "balanced"] = "even"
+    ep_kernel_release: Literal["2025-02", "2025-04"] | None = None
     memory_limit_gb: float | None = Field(default=None, gt=0, le=L.MAX_MEMORY_GB)
     memory_reserved_gb: float = Field(default=4.0, ge=0, le=L.MAX_MEMORY_GB)
     profile: str | None = Field(default="default", description=PROFILE_FIELD_HELP)

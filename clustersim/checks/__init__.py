@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks
+from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks, nccl_checks
 from clustersim.checks.kernels import deepgemm_checks
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
@@ -31,6 +31,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "accounting": accounting_checks,
     "topology": topology_checks,
     "catalog": catalog_checks,
+    "comm.nccl": nccl_checks,
     "comm.deepep": deepep_checks,
     "comm.cm384": cm384_comm_checks,
     "comm.isca_decode_limit": isca_decode_limit_checks,
@@ -45,7 +46,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
 #: family -> the reference file it reads (every file in ``reference_dir()`` has a family)
 FILES: dict[str, str] = {
     "accounting": "isca_accounting.yaml", "topology": "isca_topology.yaml", "catalog": "isca_topology.yaml",
-    "comm.deepep": "comm_deepep.yaml", "comm.cm384": "comm_cm384.yaml",
+    "comm.nccl": "comm_nccl.yaml", "comm.deepep": "comm_deepep.yaml", "comm.cm384": "comm_cm384.yaml",
     "comm.isca_decode_limit": "comm_isca_decode_limit.yaml", "serving.estimate": "serving_throughput.yaml",
     "serving.engine": "serving_throughput.yaml", "planner.cm384_trend": "cm384_decode_trend.yaml",
     "training": "training_dsv3.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
@@ -125,38 +126,71 @@ def _num(x: float | None) -> str:
     return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
+def _split_table(title: str, rows: list[dict], prefix: str) -> list[str]:
+    """Lines of a per-family-and-split summary (``CheckRun.summary`` rows)."""
+    out = ["", title, f"{'family':28s} {'split':8s} {'points':>6s} {'median':>8s} {'worst':>8s} {'ok':>5s} {'gap':>5s} "
+                      f"{'fail':>5s}"]
+    for r in rows:
+        med, worst = r["median_abs_error"], r["worst_abs_error"]
+        out.append(f"{r['family'].removeprefix(prefix):28s} {r['role']:8s} {r['checks']:6d} "
+                   f"{'-' if med is None else f'{med:.1%}':>8s} {'-' if worst is None else f'{worst:.1%}':>8s} "
+                   f"{r['ok']:5d} {r['known gap']:5d} {r['fail']:5d}")
+    return out
+
+
+def _gap_lines(run: CheckRun) -> list[str]:
+    """Known gaps grouped by mechanism: the checks (or measured family) that miss, then why."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c in run.checks:
+        if c.known_gap and c.status == "known gap":
+            measured = c.family.startswith("measured.")
+            ids = groups.setdefault((c.family, c.known_gap), [])
+            name = c.family if measured else c.id
+            if name not in ids:
+                ids.append(name)
+    lines = []
+    for (_, mechanism), ids in groups.items():
+        what = ids[0] if len(ids) == 1 else f"{len(ids)} checks ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+        lines.append(f"{what}: {mechanism}")
+    return lines
+
+
 def format_text(run: CheckRun, all_points: bool = False) -> str:
-    """The plain-text report: every published check (one line each), the measured ground truth
+    """The plain-text report: every published check (one line each, under its family and source),
+    the communication families' fit and hold-out rows summarised apart, the measured ground truth
     summarised per family and split (``all_points``: every point too), known gaps with their
     mechanism, and a closing count line."""
     lines = []
-    head = f"{'status':9s} {'role':7s} {'id':58s} {'published':>11s} {'predicted':>11s} {'error':>8s} {'tol':>9s}  unit"
-    family = None
-    gaps: dict[str, str] = {}
-    for c in run.checks:
-        measured = c.family.startswith("measured.")
-        if c.known_gap and c.status == "known gap":
-            gaps.setdefault(c.family if measured else c.id, c.known_gap)
-        if measured and not all_points and c.status != "fail":
-            continue
+    shown = [c for c in run.checks if all_points or c.status == "fail" or not c.family.startswith("measured.")]
+    width = max([58] + [len(c.id) for c in shown])
+    head = (f"{'status':9s} {'role':7s} {'id':{width}s} {'published':>11s} {'predicted':>11s} {'error':>8s} "
+            f"{'tol':>9s}  unit")
+    family = source = None
+    cited: set[str] = set()
+    for c in shown:
         if c.family != family:
-            family = c.family
+            family, source, cited = c.family, c.source, {c.source}
             lines += ["", f"== {family}: {c.source}", head]
+        elif c.source != source:  # a family of several sources: cite each in full once
+            source = c.source
+            lines.append(f"-- {c.source if c.source not in cited else c.source.split(':')[0] + ' (above)'}")
+            cited.add(c.source)
         err = "-" if c.error is None else f"{c.error:+.1%}"
-        lines.append(f"{c.status:9s} {c.role:7s} {c.id[:58]:58s} {_num(c.published):>11s} {_num(c.predicted):>11s} "
+        lines.append(f"{c.status:9s} {c.role:7s} {c.id:{width}s} {_num(c.published):>11s} {_num(c.predicted):>11s} "
                      f"{err:>8s} {c.tolerance.text():>9s}  {c.unit}")
     summ = run.summary()
-    meas = summ[summ.family.str.startswith("measured.")] if len(summ) else summ
-    if len(meas):
-        lines += ["", "== measured ground truth (our H200 runs), per family and split: |error| and status counts",
-                  f"{'family':28s} {'split':8s} {'points':>6s} {'median':>8s} {'worst':>8s} {'ok':>5s} {'gap':>5s} {'fail':>5s}"]
-        for r in meas.to_dict("records"):
-            lines.append(f"{r['family'].removeprefix('measured.'):28s} {r['role']:8s} {r['checks']:6d} "
-                         f"{r['median_abs_error']:8.1%} {r['worst_abs_error']:8.1%} {r['ok']:5d} {r['known gap']:5d} "
-                         f"{r['fail']:5d}")
+    if len(summ):
+        comm = summ[summ.family.str.startswith("comm.") & summ.role.isin(["fit", "holdout"])]
+        if len(comm):
+            lines += _split_table("== communication (published), per family and split: |error| and status counts",
+                                  comm.to_dict("records"), "")
+        meas = summ[summ.family.str.startswith("measured.")]
+        if len(meas):
+            lines += _split_table("== measured ground truth (our H200 runs), per family and split: |error| and status "
+                                  "counts", meas.to_dict("records"), "measured.")
+    gaps = _gap_lines(run)
     if gaps:
-        lines += ["", "== known gaps (the mechanism the model lacks)"]
-        lines += [f"{k}: {v}" for k, v in gaps.items()]
+        lines += ["", "== known gaps (the mechanism the model lacks)"] + gaps
     for name, why in run.not_run.items():
         lines.append(f"not run: {name}: {why}")
     n = run.counts

@@ -125,7 +125,7 @@ def _result(prep: _Prepared, run: PipelineRun, steps: int, check_memory: bool) -
     } for s in plan.stages])
     # memory: peak in-flight activation bytes per device from the pipeline run
     mem = device_memory(job, plan.model, plan.cluster.device.hbm_bytes, held_stages(job),
-                        list(run.peak_act_bytes[: p.pp]))
+                        list(run.peak_act_bytes[: p.pp]), plan.split)
     mem_df = pd.DataFrame([x.as_dict() for x in mem])
     worst = max(mem, key=lambda x: x.total_bytes)
     fits = all(x.fits for x in mem)

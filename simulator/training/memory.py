@@ -53,10 +53,12 @@ class StageParams:
         return self.dense + self.expert
 
 
-def stage_params(job: TrainingJob, model: ModelConfig, stage: int, stages: int) -> StageParams:
-    """Parameters of pipeline ``stage`` (of ``stages``) on one device, after TP/EP sharding."""
+def stage_params(job: TrainingJob, model: ModelConfig, stage: int, stages: int,
+                 layers: tuple[int, int] | None = None) -> StageParams:
+    """Parameters of pipeline ``stage`` (of ``stages``) on one device, after TP/EP sharding;
+    ``layers``: its (dense, MoE) layer counts (default: ``workloads.ops.stage_layers``)."""
     p = job.parallelism
-    dense_n, moe_n = stage_layers(model, stages, stage)
+    dense_n, moe_n = layers if layers is not None else stage_layers(model, stages, stage)
     tp = p.tp
     dense = expert = 0.0
     if dense_n:
@@ -127,9 +129,10 @@ class DeviceMemory:
 
 
 def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_stages: list[tuple[int, ...]],
-                  peak_act_bytes: list[float]) -> list[DeviceMemory]:
+                  peak_act_bytes: list[float], split: tuple[tuple[int, int], ...] = ()) -> list[DeviceMemory]:
     """Memory of every pipeline device. ``held_stages[d]``: the stages device d holds;
-    ``peak_act_bytes[d]``: its peak in-flight activation bytes from the pipeline simulation."""
+    ``peak_act_bytes[d]``: its peak in-flight activation bytes from the pipeline simulation;
+    ``split``: (dense, MoE) layers per stage (default: ``workloads.ops.stage_layers``)."""
     p = job.parallelism
     stages = p.pipeline_stages
     g_dense, g_expert = data_parallel_groups(job)
@@ -142,7 +145,7 @@ def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_s
         reserved = 0.0  # an explicit limit is what the job may use
     out = []
     for d, held in enumerate(held_stages):
-        sp = [stage_params(job, model, s, stages) for s in held]
+        sp = [stage_params(job, model, s, stages, split[s] if split else None) for s in held]
         dense = sum(x.dense for x in sp)
         expert = sum(x.expert for x in sp)
 

@@ -6,9 +6,13 @@ is derived from the same ops:
 
 * GEMMs and grouped GEMMs: backward-input (dgrad) and backward-weight (wgrad) each repeat the
   forward FLOPs on transposed shapes; each is timed as the forward op.
-* Attention (FlashAttention-style, scores recomputed): backward = ``ATTN_BWD_FACTOR`` = 2.5 x
-  forward, all of it backward-input. Source: FlashAttention-2 (Dao, arXiv 2307.08691 §3.1):
-  the forward runs 2 matmuls per tile (QK^T, PV), the backward 5 (QK^T again, dV, dP, dQ, dK).
+* Attention (FlashAttention-style, scores recomputed): backward = ``ATTN_BWD_FACTOR`` x
+  forward, all of it backward-input: 2.5 x the FLOPs (FlashAttention-2, Dao, arXiv 2307.08691
+  §3.1: the forward runs 2 matmuls per tile (QK^T, PV), the backward 5 (QK^T again, dV, dP, dQ,
+  dK)) at a lower FLOP rate (atomic dQ accumulation, less reuse per tile): on H100, head dim
+  128, causal, 4K, FlashAttention-2 runs the forward at 319 TFLOPS and forward + backward at
+  294 TFLOPS (flash-attention README figures), so the backward runs at 285 TFLOPS, 0.89 of the
+  forward rate, and takes 2.80 x the forward time (``attention_backward_factor``).
 * Elementwise ops (norms, activations, RoPE): backward = 2 x forward bytes (read input and
   output gradient, write input gradient), backward-input.
 * Embedding: the backward is a scatter-add into the table, timed as the forward, backward-weight.
@@ -39,12 +43,14 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel
 from workloads.models import ModelConfig, get_model
 from workloads.op import ATTN_PREFILL, COLLECTIVE, ELEMENTWISE, EMBEDDING, GEMM, GROUPED_GEMM, Op
-from workloads.ops import BatchShape, Parallelism, stage_layers, step_ops
+from workloads.ops import BatchShape, Parallelism
 from workloads.sequence_parallel import model_sp_attention, ring_exposed_s
 from workloads.training import TrainingJob
 
+from simulator.training.layers import LayerTemplates, balanced_split, even_split
 from simulator.training.memory import data_parallel_groups, stage_params
 from simulator.training.pipeline import StageTimes, pipeline_stages
+from simulator.training.recipe import fp8_cast_ops, loss_ops
 from simulator.training.schedules import get_schedule
 
 __all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
@@ -53,8 +59,26 @@ __all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION"
 #: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
 OPTIMIZER_HBM_FRACTION = 0.8
 
-#: attention backward / forward time (FlashAttention-2: 5 matmuls backward vs 2 forward)
-ATTN_BWD_FACTOR = 2.5
+#: FlashAttention-2 on H100 SXM5, head dim 128, causal, sequence 4K (Dao-AILab/flash-attention
+#: README @ 0251105: assets/flash3_fp16_fwd.png panel d, forward; assets/flash2_h100_fwd_bwd_benchmark.png
+#: panel d, forward + backward), TFLOP/s; backward FLOPs = 2.5 x forward
+FA2_H100_FWD_TFLOPS = 319.0
+FA2_H100_FWD_BWD_TFLOPS = 294.0
+ATTN_BWD_FLOPS_RATIO = 2.5
+
+
+def attention_backward_factor(fwd_tflops: float = FA2_H100_FWD_TFLOPS,
+                              fwd_bwd_tflops: float = FA2_H100_FWD_BWD_TFLOPS,
+                              flops_ratio: float = ATTN_BWD_FLOPS_RATIO) -> float:
+    """Backward / forward time of FlashAttention from its published forward and forward+backward
+    rates: per forward FLOP the pair takes (1 + ratio) / fwd_bwd, the forward 1 / fwd, the
+    backward the rest."""
+    backward_time = (1.0 + flops_ratio) / fwd_bwd_tflops - 1.0 / fwd_tflops
+    return backward_time * fwd_tflops
+
+
+#: attention backward / forward time
+ATTN_BWD_FACTOR = attention_backward_factor()
 #: elementwise backward / forward (reads input + grad, writes grad: 2x the traffic)
 ELEMENTWISE_BWD_FACTOR = 2.0
 # ops that exist only for inference (KV-cache writes/gathers)
@@ -195,6 +219,7 @@ class TrainingPlan:
     p2p_s: float
     sm_fraction: float
     ranks_per_group: int
+    split: tuple[tuple[int, int], ...] = ()  # (dense, moe) layers per stage
 
     @cached_property
     def schedule(self) -> str:
@@ -241,6 +266,42 @@ def _sp_ops(job: TrainingJob, model: ModelConfig, layers: int) -> tuple[list[Op]
     return ops, (3.0 if p.sp_kind == "ring" else 1.0)
 
 
+def _extras(job: TrainingJob, model: ModelConfig, ops: list[Op], cm: CostModel) -> dict[str, float]:
+    """Training-only work of a stage (``recipe``): FP8 casts around every FP8 GEMM, the loss."""
+    fwd, b_in, b_w = fp8_cast_ops(ops, model.moe.top_k if model.moe else 1) if job.precision == "fp8" else ([], [], [])
+    l_fwd, l_bwd = loss_ops(ops)
+    t = lambda xs: sum(cm.op_cost(op).total_s for op in xs)  # noqa: E731
+    return {"fwd": t(fwd) + t(l_fwd), "bwd_input": t(b_in) + t(l_bwd), "bwd_weight": t(b_w)}
+
+
+def _stage_parts(job: TrainingJob, model: ModelConfig, cm: CostModel, ops: list[Op]) -> dict[str, float]:
+    parts = _split(ops, cm, job.recompute)
+    for k, v in _extras(job, model, ops, cm).items():
+        parts[k] += v
+    return parts
+
+
+def _layer_split(job: TrainingJob, model: ModelConfig, cm: CostModel, templates: LayerTemplates,
+                 stages: int) -> tuple[tuple[int, int], ...]:
+    """Layers per stage: ``even`` (contiguous, extra layers first) or ``balanced`` (the end
+    stages' counts that minimise the busiest device, ``layers.balanced_split``)."""
+    if job.layer_split == "even":
+        return even_split(model, stages)
+    # DualPipe hides a chunk's communication under the other chunk's compute: its devices are
+    # as busy as their compute; the other schedules run it exposed
+    comm_weight = 0.0 if get_schedule(job.parallelism.pp_schedule).overlaps_chunk_comm() else 2.0
+    work = {}
+    for g in ("embed", "dense", "moe", "head", "mtp"):
+        parts = _stage_parts(job, model, cm, list(templates.groups[g]))
+        work[g] = parts["fwd"] + parts["bwd_input"] + parts["bwd_weight"] + parts["recompute"] + comm_weight * parts["comm"]
+
+    def load(dense: int, moe: int, first: bool, last: bool) -> float:
+        return (dense * work["dense"] + moe * work["moe"] + first * work["embed"]
+                + last * (work["head"] + work["mtp"]))
+
+    return balanced_split(model, stages, held_stages(job), load)
+
+
 def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
     """Cost every pipeline stage of ``job`` for one micro-batch."""
     model = get_model(job.model)
@@ -249,16 +310,17 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
     dev = cluster.device
     sms = job.comm_sms
     kw = {} if sms is None else {"comm_sm_fraction": sms / dev.compute_units}
-    cm = CostModel(cluster, profile=profile, **kw)
+    cm = CostModel(cluster, profile=profile, dispatch_release=job.ep_kernel_release, **kw)
     par, group_ranks = ops_parallelism(job, model)
     batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
     stages = pipeline_stages(p.pp_schedule, p.pp)
     tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
+    templates = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance, job.include_mtp,
+                                     dispatch_dtype=job.precision)
+    split = _layer_split(job, model, cm, templates, stages)
     out = []
-    for s in range(stages):
-        ops = step_ops(model, batch, par, job.precision, job.moe_imbalance, stage=s,
-                       include_mtp=job.include_mtp, dispatch_dtype=job.precision)
-        dense_n, moe_n = stage_layers(model, stages, s)
+    for s, (dense_n, moe_n) in enumerate(split):
+        ops = templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
         layers = dense_n + moe_n
         keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
         sp_ops, ring_bwd = _sp_ops(job, model, layers)
@@ -266,14 +328,14 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
             kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
             keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
                              bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
-        parts = _split(keep, cm, job.recompute)
+        parts = _stage_parts(job, model, cm, keep)
         sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
         sp_bwd = sp_fwd * ring_bwd
         if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
             passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
             sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
             sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
-        zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile)
+        zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile, split)
         act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
         out.append(StageCost(
             stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
@@ -286,7 +348,7 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
         p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
     else:
         p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
-    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, group_ranks)
+    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, group_ranks, split)
 
 
 def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:
@@ -309,12 +371,13 @@ def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int
     return ids
 
 
-def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int, profile) -> float:
+def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int, profile,
+                    split: tuple[tuple[int, int], ...]) -> float:
     """ZeRO-3: all-gather of one stage's BF16 parameters before its forward (and backward)."""
     if job.parallelism.zero_stage < 3:
         return 0.0
     g_dense, g_expert = data_parallel_groups(job)
-    sp = stage_params(job, model, stage, stages)
+    sp = stage_params(job, model, stage, stages, split[stage])
     t = 0.0
     for n, g in ((sp.dense, g_dense), (sp.expert, g_expert)):
         if g > 1 and n > 0:
@@ -329,7 +392,7 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
     p = job.parallelism
     stages = p.pipeline_stages
     held = held_stages(job)[device]
-    sp = [stage_params(job, model, s, stages) for s in held]
+    sp = [stage_params(job, model, s, stages, plan.split[s] if plan.split else None) for s in held]
     dense, expert = sum(x.dense for x in sp), sum(x.expert for x in sp)
     g_dense, g_expert = data_parallel_groups(job)
     mirror = get_schedule(p.pp_schedule).stage_replicas() == 2  # DualPipe's copy in the mirror stage block

@@ -95,6 +95,11 @@ class PipelineSchedule(Protocol):
         """True when the hop from ``stage`` to ``stage + 1`` stays on one device (costs nothing)."""
         ...
 
+    def overlaps_chunk_comm(self) -> bool:
+        """True when its steady state runs overlapped F&B pairs, each chunk's communication
+        hidden under the other's compute (DualPipe): devices are as busy as their compute."""
+        ...
+
     def validate(self, pp: int, micro_batches: int) -> None:
         """Raise ``ValueError`` naming the rule when the schedule cannot run this shape."""
         ...
@@ -135,6 +140,9 @@ class ScheduleBase:
         return 1
 
     def free_hop(self, pp: int, stage: int) -> bool:
+        return False
+
+    def overlaps_chunk_comm(self) -> bool:
         return False
 
     def validate(self, pp: int, micro_batches: int) -> None:

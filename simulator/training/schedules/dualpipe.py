@@ -115,6 +115,9 @@ class DualPipe(ScheduleBase):
     def stage_replicas(self) -> int:
         return 2
 
+    def overlaps_chunk_comm(self) -> bool:
+        return True
+
     def actions(self, pp: int, micro_batches: int) -> list[list[Action]]:
         self.validate(pp, micro_batches)
         return [dualpipe_rank(pp, micro_batches, r) for r in range(pp)]
