@@ -23,11 +23,21 @@ from workloads.training import TrainingParallelism
 
 # ---------------------------------------------------------------- registry
 def test_names_and_implementations_match_one_to_one():
-    assert tuple(REGISTRY) == PP_SCHEDULE_NAMES == tuple(PIPELINE_SCHEDULES)
-    for name, sched in REGISTRY.items():
+    assert REGISTRY.keys() == PP_SCHEDULE_NAMES == tuple(PIPELINE_SCHEDULES)
+    schedules = [get_schedule(name) for name in REGISTRY.keys()]
+    for name, sched in zip(REGISTRY.keys(), schedules):
         assert isinstance(sched, PipelineSchedule)
         assert sched.name == name
-        assert len({type(s) for s in REGISTRY.values()}) == len(REGISTRY)
+    assert len({type(s) for s in schedules}) == len(schedules)
+
+
+def test_a_name_without_an_implementation_is_refused_at_import():
+    from simulator.registry import PolicyRegistry
+    from workloads.policy_names import PolicyNames
+
+    with pytest.raises(ValueError, match="names without an implementation \\['gpipe'\\]"):
+        PolicyRegistry(PolicyNames("pipeline schedule", [*PP_SCHEDULE_NAMES, "gpipe"]),
+                       {n: type(get_schedule(n)) for n in PP_SCHEDULE_NAMES})
 
 
 def test_schema_literal_is_generated_from_the_registry():
@@ -41,11 +51,12 @@ def test_unknown_schedule_lists_the_valid_names():
 
 @pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)
 def test_stage_count_is_the_schemas(name):
+    sched = get_schedule(name)
     for pp in (1, 2, 4, 8):
-        assert REGISTRY[name].stages(pp) == PIPELINE_SCHEDULES[name].stages(pp)
-        assert len(REGISTRY[name].held_stages(pp)) == pp
-        held = [s for h in REGISTRY[name].held_stages(pp) for s in h]
-        assert sorted(set(held)) == list(range(REGISTRY[name].stages(pp)))
+        assert sched.stages(pp) == PIPELINE_SCHEDULES[name].stages(pp)
+        assert len(sched.held_stages(pp)) == pp
+        held = [s for h in sched.held_stages(pp) for s in h]
+        assert sorted(set(held)) == list(range(sched.stages(pp)))
 
 
 # ---------------------------------------------------------------- DAG == event simulation
@@ -58,7 +69,7 @@ def _shapes(name: str) -> list[tuple[int, int]]:
     for pp in CANDIDATE_PP:
         for m in CANDIDATE_M:
             try:
-                REGISTRY[name].validate(pp, m)
+                get_schedule(name).validate(pp, m)
             except ValueError:
                 continue
             out.append((pp, m))
@@ -93,7 +104,7 @@ def test_dag_step_equals_the_event_simulation_on_every_schedule(name):
     # several shapes, odd ones among them (pp not a power of two, m not a multiple of pp)
     assert len(shapes) >= 4 and any(m % pp or pp & (pp - 1) for pp, m in shapes), shapes
     for i, (pp, m) in enumerate(shapes):
-        times = _random_times(REGISTRY[name].ranks(pp), seed=1000 * i + pp * 31 + m, p2p=i % 3 != 0)
+        times = _random_times(get_schedule(name).ranks(pp), seed=1000 * i + pp * 31 + m, p2p=i % 3 != 0)
         tails = {d: [("dp_grad_sync", 0.1 * d), ("optimizer", 0.25), ("dp_param_gather", 0.0)] for d in range(pp)}
         ev = simulate_pipeline(name, pp, m, times, tail=lambda d: tails[d], method="events")
         dag = simulate_pipeline(name, pp, m, times, tail=lambda d: tails[d], method="dag")
@@ -103,7 +114,7 @@ def test_dag_step_equals_the_event_simulation_on_every_schedule(name):
 @pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)
 def test_a_batch_of_layouts_evaluates_as_each_alone(name):
     pp, m = _shapes(name)[-1]
-    stages = REGISTRY[name].ranks(pp)
+    stages = get_schedule(name).ranks(pp)
     times = [_random_times(stages, seed=s) for s in range(3)]
     batch = evaluate_pipelines(name, pp, m, times, [None] * 3)
     for t, run in zip(times, batch):
@@ -122,7 +133,7 @@ def test_trace_runs_the_event_simulation_and_records_the_timeline():
 def test_compiled_graphs_are_cached_by_shape():
     assert compile_schedule("zb1p", 4, 9) is compile_schedule("zb1p", 4, 9)
     g = compile_schedule("dualpipev", 2, 5)
-    assert g.ranks == 4 and g.n == sum(len(a) for a in REGISTRY["dualpipev"].actions(2, 5))
+    assert g.ranks == 4 and g.n == sum(len(a) for a in get_schedule("dualpipev").actions(2, 5))
 
 
 def test_a_schedule_that_deadlocks_is_refused():
@@ -137,14 +148,14 @@ def test_a_schedule_that_deadlocks_is_refused():
         def closed_form_bubble(self, stages, f, b, w, fb):
             return 0.0
 
-    REGISTRY["crossed"] = Crossed()
+    REGISTRY.register("crossed", Crossed)
     try:
         with pytest.raises(ValueError, match="deadlocks"):
             compile_schedule("crossed", 2, 1)
         with pytest.raises(ValueError, match="deadlocks"):
             simulate_pipeline("crossed", 2, 1, StageTimes.uniform(2, 1, 2, 1), method="events")
     finally:
-        del REGISTRY["crossed"]
+        REGISTRY.unregister("crossed")
         compile_schedule.cache_clear()
 
 
@@ -181,3 +192,21 @@ def test_training_plan_ranking_is_the_event_simulations(monkeypatch):
     events = training_search(*args, **kw)
     assert len(events) == 16 and events.feasible.sum() >= 4
     assert pooled.equals(events)
+
+
+@pytest.mark.parametrize("name, pp, global_batch, field, problem", [
+    ("dualpipe", 3, 96, "pp", "DualPipe needs an even pp, got 3"),
+    ("dualpipe", 4, 56, "micro_batches", "DualPipe needs an even number of micro-batches >= 2 x pp = 8, got 7"),
+    ("dualpipev", 4, 56, "micro_batches", "DualPipeV needs >= 2 x pp = 8 micro-batches, got 7"),
+])
+def test_the_schemas_shape_rules_are_the_registrys(name, pp, global_batch, field, problem):
+    """The job schema refuses what ``ScheduleFacts.problems`` (and so the schedule) refuses, in the same words."""
+    from workloads.training import ConfigError, parse_training_job
+
+    micro_batches = global_batch // 8
+    assert (field, problem) in PIPELINE_SCHEDULES[name].problems(pp, micro_batches)
+    with pytest.raises(ValueError, match=problem):
+        get_schedule(name).validate(pp, micro_batches)
+    with pytest.raises(ConfigError, match=problem.replace("(", "\\(")):
+        parse_training_job(f"training: {{model: llama-3.1-8b, cluster: h800-mrft, global_batch: {global_batch}, "
+                           f"seq_len: 2048, parallelism: {{dp: 8, pp: {pp}, pp_schedule: {name}}}}}")

@@ -1,22 +1,25 @@
 """The names of the training pipeline schedules: what ``parallelism.pp_schedule`` may say.
 
-Names (and the two facts the training-job schema needs of each) live here, and the schedules
-themselves in ``simulator.training.schedules``, because the schema (``workloads.training``)
-may not import upward. ``simulator.training.schedules`` binds every name declared here to
-exactly one ``PipelineSchedule`` implementation, and ``tests/test_pipeline_schedules.py``
-fails when a name has no implementation or an implementation no name.
+Names (and the facts the training-job schema needs of each: stages per device, the size of
+the simulated step, the shape rules) live here, and the schedules themselves in
+``simulator.training.schedules``, because the schema (``workloads.training``) may not import
+upward. The names are a ``PolicyNames`` like the serving policies' (``workloads.policy_names``):
+``PpScheduleName`` is the schema type, and ``simulator.training.schedules.REGISTRY`` (a
+``simulator.registry.PolicyRegistry``) binds every name to exactly one ``PipelineSchedule``
+class, refusing at import a name without one or one without a name.
 
 A new schedule is one module in ``simulator/training/schedules/`` plus one line in each
-registry: its entry in ``PIPELINE_SCHEDULES`` below (which puts it in the YAML ``Literal``)
-and its instance in ``simulator.training.schedules.REGISTRY``.
+registry: its ``ScheduleFacts`` in ``PIPELINE_SCHEDULES`` below (which puts it in the YAML
+choices) and its class in ``simulator.training.schedules.REGISTRY``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-__all__ = ["ScheduleFacts", "PIPELINE_SCHEDULES", "PP_SCHEDULE_NAMES", "PpScheduleName"]
+from workloads.policy_names import PolicyNames
+
+__all__ = ["ScheduleFacts", "PIPELINE_SCHEDULES", "PP_SCHEDULES", "PP_SCHEDULE_NAMES", "PpScheduleName"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ PIPELINE_SCHEDULES: dict[str, ScheduleFacts] = {
                                min_micro_batches_per_pp=2),
 }
 
-PP_SCHEDULE_NAMES: tuple[str, ...] = tuple(PIPELINE_SCHEDULES)
+#: ``parallelism.pp_schedule``: the pipeline schedule (``simulator.training.schedules``)
+PP_SCHEDULES = PolicyNames("pipeline schedule", PIPELINE_SCHEDULES)
+PP_SCHEDULE_NAMES: tuple[str, ...] = PP_SCHEDULES.names
 #: the schema type of ``parallelism.pp_schedule``
-PpScheduleName = Literal[PP_SCHEDULE_NAMES]  # type: ignore[valid-type]
+PpScheduleName = PP_SCHEDULES.field()
