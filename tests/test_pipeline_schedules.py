@@ -45,8 +45,9 @@ def test_schema_literal_is_generated_from_the_registry():
 
 
 def test_unknown_schedule_lists_the_valid_names():
-    with pytest.raises(ValueError, match="unknown pipeline schedule 'gpipe' \\(valid: 1f1b, zb1p, dualpipe, dualpipev\\)"):
+    with pytest.raises(ValueError) as err:
         get_schedule("gpipe")
+    assert str(err.value) == "unknown pipeline schedule 'gpipe' (valid: 1f1b, zb1p, dualpipe, dualpipev)"
 
 
 @pytest.mark.parametrize("name", PP_SCHEDULE_NAMES)

@@ -28,7 +28,7 @@ from simulator.training.memory import OutOfMemory, device_memory
 from simulator.training.pipeline import (PipelineRun, StageTimes, closed_form_bubble, evaluate_pipelines,
                                          simulate_pipeline)
 from simulator.training.result import BREAKDOWN_PHASES, TrainingResult
-from simulator.training.step import TrainingPlan, dp_tail_phases, held_stages, plan_job
+from simulator.training.step import TrainingPlan, dp_tails, held_stages, plan_job
 from workloads.accounting import training_flops_per_token
 from workloads.training import TrainingJob, load_training_job, parse_training_job
 
@@ -98,7 +98,7 @@ class _Prepared:
 
 def _prepare(job: TrainingJob, profile) -> _Prepared:
     plan = plan_job(job, profile=profile)
-    tails = {d: dp_tail_phases(plan, d, profile) for d in range(job.parallelism.pp)}
+    tails = dict(enumerate(dp_tails(plan, profile)))
     return _Prepared(job, plan, plan.stage_times(), tails, profile is not None)
 
 

@@ -26,7 +26,7 @@ class _Flush:
     """State of one event-simulated flush (see ``simulate_pipeline_events``)."""
 
     def __init__(self, plan: list[list[Action]], times: StageTimes, trace: bool):
-        self.env = env = simpy.Environment()
+        self.env = simpy.Environment()
         self.plan, self.times, self.trace = plan, times, trace
         ranks = self.ranks = len(plan)
         self.stages = ranks  # every simulated rank runs one stage per direction

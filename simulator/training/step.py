@@ -54,7 +54,7 @@ from simulator.training.recipe import fp8_cast_ops, loss_ops
 from simulator.training.schedules import get_schedule
 
 __all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
-           "plan_job", "dp_tail_phases", "held_stages"]
+           "plan_job", "dp_tail_phases", "dp_tails", "held_stages"]
 
 #: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
 OPTIMIZER_HBM_FRACTION = 0.8
@@ -319,7 +319,12 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
                                      dispatch_dtype=job.precision)
     split = _layer_split(job, model, cm, templates, stages)
     out = []
+    costed: dict[tuple, StageCost] = {}  # a stage's cost depends on its layers and ends only
     for s, (dense_n, moe_n) in enumerate(split):
+        key = (dense_n, moe_n, s == 0, s == stages - 1)
+        if key in costed:
+            out.append(replace(costed[key], stage=s))
+            continue
         ops = templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
         layers = dense_n + moe_n
         keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
@@ -341,6 +346,7 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
             stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
             recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
             bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep)))
+        costed[key] = out[-1]
     # point-to-point activations between adjacent stages (TP ranks each send their 1/tp slice)
     nbytes = tokens_local * model.hidden_size * 2.0 / p.tp
     sd = p.stage_devices
@@ -385,15 +391,34 @@ def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stag
     return t
 
 
+def _held_params(plan: TrainingPlan, device: int) -> tuple[float, float]:
+    """(dense, expert) parameters on ``device``: those of the stages it holds."""
+    job = plan.job
+    stages = job.parallelism.pipeline_stages
+    held = held_stages(job)[device]
+    sp = [stage_params(job, plan.model, s, stages, plan.split[s] if plan.split else None) for s in held]
+    return sum(x.dense for x in sp), sum(x.expert for x in sp)
+
+
+def dp_tails(plan: TrainingPlan, profile=None) -> list[list[tuple[str, float]]]:
+    """``dp_tail_phases`` of every pipeline device, computed once per distinct parameter count
+    (a device's tail depends on the job and on its parameters only)."""
+    tails: dict[tuple[float, float], list[tuple[str, float]]] = {}
+    out = []
+    for d in range(plan.job.parallelism.pp):
+        key = _held_params(plan, d)
+        if key not in tails:
+            tails[key] = dp_tail_phases(plan, d, profile)
+        out.append(tails[key])
+    return out
+
+
 def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[str, float]]:
     """What device ``device`` does after its last backward: gradient reduction over data
     parallelism, the optimizer update of its shard, the parameter all-gather (ZeRO 1/2)."""
-    job, cluster, model = plan.job, plan.cluster, plan.model
+    job, cluster = plan.job, plan.cluster
     p = job.parallelism
-    stages = p.pipeline_stages
-    held = held_stages(job)[device]
-    sp = [stage_params(job, model, s, stages, plan.split[s] if plan.split else None) for s in held]
-    dense, expert = sum(x.dense for x in sp), sum(x.expert for x in sp)
+    dense, expert = _held_params(plan, device)
     g_dense, g_expert = data_parallel_groups(job)
     mirror = get_schedule(p.pp_schedule).stage_replicas() == 2  # DualPipe's copy in the mirror stage block
     inner = p.tp * p.sp * p.cp
