@@ -38,7 +38,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from calibration.interp import _Surface
+from calibration.interp import Surface
 
 LONG_TABLE = "attn_decode_long_bf16"
 MLA_TABLES = ("mla_decode_impls_bf16", "mla_decode_bf16")  # in order of preference (C + 1 keys first)
@@ -122,7 +122,7 @@ def split_combine_bytes(batch: int, heads_q: int, head_dim_v: int, splits: int) 
 # ----------------------------------------------------------------------------- MLA per implementation
 
 
-def surface_at(surf: _Surface, a: float, b: float) -> tuple[float, str] | None:
+def surface_at(surf: Surface, a: float, b: float) -> tuple[float, str] | None:
     """``surf`` at (a, b), extended past its measured b: linearly in b above the largest (decode
     time grows with the keys once past the launch floor), at the smallest's time below it."""
     r = surf(a, b)
@@ -143,13 +143,13 @@ class MlaDecodeTables:
     """Absorbed MLA decode surfaces per (table, impl, heads, dqk, dv) over (batch, context)."""
 
     def __init__(self, tables: dict[str, pd.DataFrame]):
-        self.surfaces: dict[tuple[str, str, int, int, int], _Surface] = {}
+        self.surfaces: dict[tuple[str, str, int, int, int], Surface] = {}
         for stem in MLA_TABLES:
             df = tables.get(stem)
             if df is None or df.empty or "impl" not in df:
                 continue
             for (impl, h, dq, dv), d in df.groupby(["impl", "heads_q", "head_dim_qk", "head_dim_v"]):
-                self.surfaces[(stem, str(impl), int(h), int(dq), int(dv))] = _Surface(d, "batch", "context")
+                self.surfaces[(stem, str(impl), int(h), int(dq), int(dv))] = Surface(d, "batch", "context")
 
     def __bool__(self) -> bool:
         return bool(self.surfaces)

@@ -21,7 +21,7 @@ import math
 
 import pandas as pd
 
-from calibration.interp import _Curve
+from calibration.interp import Curve
 
 GLUE_TABLE = "mla_glue_bf16"
 
@@ -30,11 +30,11 @@ class GlueTable:
     """``mla_glue_bf16`` as one time-over-tokens curve per (op, heads)."""
 
     def __init__(self, df: pd.DataFrame | None):
-        self.curves: dict[tuple[str, int], _Curve] = {}
+        self.curves: dict[tuple[str, int], Curve] = {}
         if df is None or df.empty:
             return
         for (op, h), d in df.groupby(["op", "heads"]):
-            self.curves[(str(op), int(h))] = _Curve.of(d, "tokens")
+            self.curves[(str(op), int(h))] = Curve.of(d, "tokens")
 
     def __bool__(self) -> bool:
         return bool(self.curves)

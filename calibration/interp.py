@@ -1,6 +1,6 @@
 """Interpolation primitives and fitted shape parameters behind ``calibration.profile`` lookups.
 
-* ``_Curve`` / ``_Surface``: log-log interpolation of measured times over one or two axes;
+* ``Curve`` / ``Surface``: log-log interpolation of measured times over one or two axes;
 * ``tile_spill_factor``: the extra row tiles of uniformly routed groups over balanced ones (a
   ragged grouped GEMM is read at the mean tokens per group, times this factor);
 * ``fit_kv_tile``: the key tile of the decode attention kernel, fitted from its probe table;
@@ -90,12 +90,14 @@ def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
 
 
 @dataclass(frozen=True)
-class _Curve:
+class Curve:
+    """Time over one size variable: log-log interpolation inside the measured sizes (None outside)."""
+
     xs: np.ndarray
     ys: np.ndarray
 
     @classmethod
-    def of(cls, df: pd.DataFrame, x: str, y: str = "seconds") -> "_Curve":
+    def of(cls, df: pd.DataFrame, x: str, y: str = "seconds") -> "Curve":
         d = df.groupby(x, as_index=False)[y].min().sort_values(x)
         return cls(d[x].to_numpy(float), d[y].to_numpy(float))
 
@@ -103,14 +105,14 @@ class _Curve:
         return _interp_loglog(self.xs, self.ys, x)
 
 
-class _Surface:
+class Surface:
     """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
 
     def __init__(self, df: pd.DataFrame, a: str, b: str):
         from scipy.interpolate import LinearNDInterpolator
 
         d = df.groupby([a, b], as_index=False)["seconds"].min()
-        self.by_a = {int(av): _Curve.of(g, b) for av, g in d.groupby(a)}
+        self.by_a = {int(av): Curve.of(g, b) for av, g in d.groupby(a)}
         self.a_values = np.array(sorted(self.by_a), dtype=float)
         pts = np.log(d[[a, b]].to_numpy(float))
         self._lin = None

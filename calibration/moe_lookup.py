@@ -24,7 +24,7 @@ import math
 
 import pandas as pd
 
-from calibration.interp import _Surface
+from calibration.interp import Surface
 
 #: the table the lookups read
 SPARSE_TABLE = "grouped_mm_sparse_bf16"
@@ -38,13 +38,13 @@ class SparseGroupedTable:
     fastest repeat."""
 
     def __init__(self, df: pd.DataFrame | None):
-        self._by_shape: dict[tuple[int, int], _Surface] = {}
+        self._by_shape: dict[tuple[int, int], Surface] = {}
         self._max_m: dict[tuple[int, int], float] = {}
         if df is None or df.empty:
             return
         for (n, k), d in df.groupby(["n", "k"]):
             d = d.rename(columns={"active_groups": "a", "m_per_active": "m"})
-            self._by_shape[(int(n), int(k))] = _Surface(d, "a", "m")
+            self._by_shape[(int(n), int(k))] = Surface(d, "a", "m")
             self._max_m[(int(n), int(k))] = float(d.m.max())
 
     def __bool__(self) -> bool:

@@ -42,7 +42,7 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   the profile was measured on: log-log in bytes per rank (tokens per rank), the smallest size's
   time below the grid, linear in bytes above it; None for an unmeasured fabric, group or shape.
 
-``Profile.efficiency_fit()`` condenses the tables into achieved-fraction-of-roofline curves
+``MeasuredProfile.efficiency_fit()`` condenses the tables into achieved-fraction-of-roofline curves
 per op kind; see :class:`EfficiencyFit` and README.md for the transfer to other hardware.
 """
 
@@ -61,10 +61,10 @@ import pandas as pd
 from calibration.interp import (  # noqa: F401  (re-exported: the profile's public helpers)
     GROUPED_M_TILE,
     KV_TILE_CANDIDATES,
+    Curve,
     EfficiencyFit,
     KindEfficiency,
-    _Curve,
-    _Surface,
+    Surface,
     fit_kv_tile,
     tile_spill_factor,
 )
@@ -78,6 +78,7 @@ from calibration.decode_lookup import (
 )
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
+from hardware.dtypes import dtype_bytes
 
 
 class UnknownProfileError(LookupError):
@@ -90,17 +91,17 @@ def shipped_profiles() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
 
 
-def load_profile(name_or_path: str | Path) -> "Profile":
+def load_profile(name_or_path: str | Path) -> "MeasuredProfile":
     """Load a shipped profile by name (``"h200"``) or any profile directory by path."""
     path = Path(name_or_path)
     if path.is_dir():
-        return Profile(path, name=path.name)
+        return MeasuredProfile(path, name=path.name)
     names = shipped_profiles()
     key = str(name_or_path).lower()
     if key in names:
         res = resources.files("calibration") / "profiles" / key
         with resources.as_file(res) as p:
-            return Profile(Path(p), name=key, shipped=True)
+            return MeasuredProfile(Path(p), name=key, shipped=True)
     raise UnknownProfileError(f"unknown profile {name_or_path!r} (shipped: {', '.join(names) or 'none'}; "
                               "or give a directory)")
 
@@ -122,8 +123,15 @@ def device_of_gpu(gpu_name: str):
 # ----------------------------------------------------------------------------- profile
 
 
-class Profile:
-    """Measured per-op tables of one device with interpolating lookups (read-only)."""
+class MeasuredProfile:
+    """Measured per-op tables of one device with interpolating lookups (read-only).
+
+    Answers the ``calibration.protocol.Profile`` protocol (what the cost model asks of a
+    profile); it has no fallback: every op is timed by its own tables or its own fit.
+    """
+
+    fallback = None
+    fallback_tables: tuple[str, ...] = ()
 
     def __init__(self, path: Path, name: str = "", shipped: bool = False):
         self.path = Path(path)
@@ -146,37 +154,37 @@ class Profile:
         self._glue = GlueTable(self.tables.get(GLUE_TABLE))
         self._serial = SerialDecodeFit(self.tables.get(LONG_TABLE))
         ew = self.tables.get("elementwise_bf16")
-        self._elementwise = {} if ew is None else {op: _Curve.of(d, "bytes") for op, d in ew.groupby("op")}
+        self._elementwise = {} if ew is None else {op: Curve.of(d, "bytes") for op, d in ew.groupby("op")}
         self._ew_table = {op: "elementwise_bf16" for op in self._elementwise}
         tk = self.tables.get("moe_topk")
         if tk is not None and not tk.empty:  # keyed by the bf16 router logits read, T*E*2 bytes
-            self._elementwise["moe_topk"] = _Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
+            self._elementwise["moe_topk"] = Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
             self._ew_table["moe_topk"] = "moe_topk"
         sc = self.tables.get("moe_scatter")
         if sc is not None and not sc.empty:
-            self._elementwise["moe_scatter"] = _Curve.of(sc, "bytes")
+            self._elementwise["moe_scatter"] = Curve.of(sc, "bytes")
             self._ew_table["moe_scatter"] = "moe_scatter"
         self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
         nt = self.tables.get("rmsnorm_bf16")
-        self._norm = {} if nt is None else {int(w): _Curve.of(d, "rows") for w, d in nt.groupby("width")}
+        self._norm = {} if nt is None else {int(w): Curve.of(d, "rows") for w, d in nt.groupby("width")}
         # launch/latency floors (shortest measured time) per table, read by floor_seconds
         self._floors = {stem: float(df.seconds.min()) for stem, df in self.tables.items()
                         if "seconds" in df and not df.empty}
         # communication, keyed by fabric and group size (tables without a fabric column never match)
-        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): _Curve.of(d, "bytes_per_rank")
+        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): Curve.of(d, "bytes_per_rank")
                                                  for (f, g), d in df.groupby(["fabric", "group"])}
                       for stem, df in self.tables.items()
                       if stem.startswith("collective_") and "fabric" in df and not df.empty}
         dd = self.tables.get("moe_dispatch")
         keys = ["fabric", "ep", "hidden", "top_k", "experts", "direction", "dtype"]
         self._dispatch = {} if dd is None or dd.empty else {
-            tuple(str(v) if isinstance(v, str) else int(v) for v in kv): _Curve.of(d, "tokens_per_rank")
+            tuple(str(v) if isinstance(v, str) else int(v) for v in kv): Curve.of(d, "tokens_per_rank")
             for kv, d in dd.groupby(keys)}
 
     def _grouped_table(self, stem: str) -> dict:
         gg = self.tables.get(stem)
         return {} if gg is None else {
-            (int(n), int(k)): {int(g): _Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
+            (int(n), int(k)): {int(g): Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
             for (n, k), d in gg.groupby(["n", "k"])}
 
     @functools.cached_property
@@ -193,19 +201,19 @@ class Profile:
         return str(self.metadata.get("date_utc", "unknown"))
 
     def __repr__(self) -> str:
-        return f"Profile({self.name!r}, gpu={self.metadata.get('gpu_name', '?')!r}, tables={sorted(self.tables)})"
+        return f"MeasuredProfile({self.name!r}, gpu={self.metadata.get('gpu_name', '?')!r}, tables={sorted(self.tables)})"
 
     @staticmethod
     def _pairs(df, keys, x):
         if df is None or df.empty:
             return {}
-        return {tuple(int(v) for v in kv): _Curve.of(d, x) for kv, d in df.groupby(keys)}
+        return {tuple(int(v) for v in kv): Curve.of(d, x) for kv, d in df.groupby(keys)}
 
     def _surfaces(self, stem, keys, a, b):
         df = self.tables.get(stem)
         if df is None or df.empty:
             return {}
-        return {tuple(int(v) for v in kv): _Surface(d, a, b) for kv, d in df.groupby(keys)}
+        return {tuple(int(v) for v in kv): Surface(d, a, b) for kv, d in df.groupby(keys)}
 
     def _src(self, table: str, how: str) -> str:
         return f"profile:{self.name}:{table} ({how})"
@@ -548,11 +556,12 @@ class Profile:
         """(flops, min bytes, seconds, dtypes) per op kind over all measured points."""
         out = {}
         rows = []
-        for dt, elt in (("bf16", 2), ("fp8", 1)):
+        bf = dtype_bytes("bf16")  # every table but gemm_fp8 measured BF16 operands and outputs
+        for dt in ("bf16", "fp8"):
             df = self.tables.get(f"gemm_{dt}")
             if df is not None and not df.empty:
                 f = 2.0 * df.m * df.n * df.k
-                b = (df.m * df.k + df.n * df.k) * elt + df.m * df.n * 2
+                b = (df.m * df.k + df.n * df.k) * dtype_bytes(dt) + df.m * df.n * bf
                 rows.append((f, b, df.seconds, [dt] * len(df)))
         if rows:
             out["gemm"] = tuple(np.concatenate([r[i] for r in rows]) for i in range(3)) + (
@@ -561,11 +570,11 @@ class Profile:
         if df is not None and not df.empty:
             g, m = df.groups, df.m_per_group
             out["grouped_gemm"] = (2.0 * g * m * df.n * df.k,
-                                   (2.0 * g * (m * df.k + df.k * df.n + m * df.n)), df.seconds.to_numpy(),
+                                   (bf * g * (m * df.k + df.k * df.n + m * df.n)), df.seconds.to_numpy(),
                                    ["bf16"] * len(df))
         df = self.tables.get("attn_prefill_bf16")
         if df is not None and not df.empty:
-            b = 2.0 * df.batch * df.seq * (df.heads_q * (df.head_dim_qk + df.head_dim_v)
+            b = bf * df.batch * df.seq * (df.heads_q * (df.head_dim_qk + df.head_dim_v)
                                            + df.heads_kv * (df.head_dim_qk + df.head_dim_v))
             out["attn_prefill"] = (df.tflops * 1e12 * df.seconds, b, df.seconds.to_numpy(), ["bf16"] * len(df))
         for stem, kind in (("attn_decode_bf16", "attn_decode"), ("mla_decode_bf16", "mla_decode")):
@@ -577,6 +586,10 @@ class Profile:
                 for k, t in out.items()}
 
     # -- convenience for the cost model
+
+    def for_op(self, op) -> MeasuredProfile:
+        """The profile that times ``op``: this one (a layered profile picks a layer)."""
+        return self
 
     def floor_seconds(self, op) -> float:
         """The smallest time this profile measured for ``op``'s implementation: its launch and

@@ -25,7 +25,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from calibration.profile import Profile, UnknownProfileError, load_profile, shipped_profiles
+from calibration.profile import MeasuredProfile, UnknownProfileError, load_profile, shipped_profiles
+from calibration.protocol import Profile
 
 #: The shipped profile that other devices' estimates transfer from (calibration/README.md).
 REFERENCE_PROFILE = "h200"
@@ -33,11 +34,11 @@ NO_PROFILE = ("none", "null", "roofline")
 
 
 @functools.lru_cache(maxsize=8)
-def _shipped(name: str) -> Profile:
+def _shipped(name: str) -> MeasuredProfile:
     return load_profile(name)  # read-only: one object per process
 
 
-def _directory(path: str) -> Profile:
+def _directory(path: str) -> MeasuredProfile:
     """A directory's profile, loaded once per content (a rerun of calibrate into it reloads)."""
     files = sorted(Path(path).glob("*.csv")) + [Path(path) / "metadata.json"]
     stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
@@ -45,11 +46,11 @@ def _directory(path: str) -> Profile:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_directory(path: str, stamp: tuple) -> Profile:
+def _load_directory(path: str, stamp: tuple) -> MeasuredProfile:
     return load_profile(path)
 
 
-def default_profile_for(device_name: str) -> Profile | None:
+def default_profile_for(device_name: str) -> MeasuredProfile | None:
     """The shipped profile measured on ``device_name`` (e.g. "h200-sxm", "NVIDIA H200"), if any."""
     norm = device_name.lower().replace("nvidia", "").replace("-", "").replace(" ", "").replace("_", "")
     for name in shipped_profiles():
@@ -58,7 +59,7 @@ def default_profile_for(device_name: str) -> Profile | None:
     return None
 
 
-def reference_profile_for(device_name: str) -> Profile | None:
+def reference_profile_for(device_name: str) -> MeasuredProfile | None:
     """The device's own shipped profile, else the reference profile the cost model transfers."""
     prof = default_profile_for(device_name)
     if prof is not None:
@@ -69,7 +70,7 @@ def reference_profile_for(device_name: str) -> Profile | None:
         return None
 
 
-def _find(spec: str, base_dir: Path | None) -> Profile:
+def _find(spec: str, base_dir: Path | None) -> MeasuredProfile:
     p = Path(spec).expanduser()
     for cand in ([base_dir / p] if base_dir is not None and not p.is_absolute() else []) + [p]:
         if cand.is_dir():
@@ -85,7 +86,7 @@ def _find(spec: str, base_dir: Path | None) -> Profile:
                               "by clustersim calibrate --out DIR)")
 
 
-def resolve_profile(spec: Any = "default", device_name: str = "", base_dir: str | Path | None = None) -> Any:
+def resolve_profile(spec: Any = "default", device_name: str = "", base_dir: str | Path | None = None) -> Profile | None:
     """The profile object ``spec`` names for a target device (see the module docstring).
 
     ``spec`` may also be a profile object already (returned as is). Raises
@@ -105,21 +106,23 @@ def resolve_profile(spec: Any = "default", device_name: str = "", base_dir: str 
 
 
 @functools.lru_cache(maxsize=16)
-def _layered(primary: Profile, fallback: Profile) -> "LayeredProfile":
+def _layered(primary: MeasuredProfile, fallback: MeasuredProfile) -> "LayeredProfile":
     return LayeredProfile(primary, fallback)
 
 
 class LayeredProfile:
     """A profile whose missing tables are read from a fallback (the target's shipped profile).
 
-    It answers like a :class:`calibration.profile.Profile`; the cost model asks ``for_op(op)``
-    which layer times a compute op (the layer's own device then decides the transfer, its
-    floors and its efficiency fit), and communication lookups try the primary layer first.
+    It answers the ``calibration.protocol.Profile`` protocol; the cost model asks
+    ``for_op(op)`` which layer times a compute op (the layer's own device then decides the
+    transfer, its floors and its efficiency fit), and communication lookups try the primary
+    layer first.
     """
 
-    def __init__(self, primary: Profile, fallback: Profile):
+    def __init__(self, primary: MeasuredProfile, fallback: MeasuredProfile):
         self.primary, self.fallback = primary, fallback
         self.name, self.path, self.metadata = primary.name, primary.path, primary.metadata
+        self.shipped = primary.shipped
         self.fallback_tables = tuple(sorted(set(fallback.tables) - set(primary.tables)))
 
     def __repr__(self) -> str:
@@ -141,7 +144,7 @@ class LayeredProfile:
     def tables(self) -> dict:
         return {**{t: self.fallback.tables[t] for t in self.fallback_tables}, **self.primary.tables}
 
-    def for_op(self, op) -> Profile:
+    def for_op(self, op) -> MeasuredProfile:
         """The layer that times compute op ``op``: the primary if it has the op's table, else the
         fallback if that has it, else the primary (its efficiency fit)."""
         if self.primary.table_for(op) is None and self.fallback.table_for(op) is not None:
@@ -167,20 +170,19 @@ class LayeredProfile:
         return self.primary.dispatch_seconds(*args, **kwargs) or self.fallback.dispatch_seconds(*args, **kwargs)
 
 
-def profile_info(profile: Any, target_device: str) -> dict | None:
+def profile_info(profile: Profile | None, target_device: str) -> dict | None:
     """What every summary says about the profile used: name, path, GPU, date, transfer, fallback."""
     if profile is None:
         return {"name": None, "transfer": "no profile: catalog peaks x default efficiencies (roofline)"}
-    shipped = bool(getattr(getattr(profile, "primary", profile), "shipped", False))
-    meta = getattr(profile, "metadata", {}) or {}
-    dev = getattr(profile, "device", None)
-    info = {"name": getattr(profile, "name", str(profile)),
-            "path": None if shipped else str(getattr(profile, "path", "")),
+    meta = profile.metadata or {}
+    dev = profile.device
+    info = {"name": profile.name,
+            "path": None if profile.shipped else str(profile.path),
             "gpu": str(meta.get("gpu_name", "unknown")), "date_utc": str(meta.get("date_utc", "unknown")),
-            "measured_on": getattr(dev, "name", None), "target": target_device,
-            "transfer": transfer_note(dev, target_device, getattr(profile, "name", ""))}
-    fb = getattr(profile, "fallback", None)
-    if fb is not None and getattr(profile, "fallback_tables", ()):
+            "measured_on": dev.name if dev is not None else None, "target": target_device,
+            "transfer": transfer_note(dev, target_device, profile.name)}
+    fb = profile.fallback
+    if fb is not None and profile.fallback_tables:
         info["fallback"] = {"profile": fb.name, "tables": list(profile.fallback_tables),
                             "transfer": transfer_note(fb.device, target_device, fb.name)}
     return info

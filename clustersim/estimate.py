@@ -37,7 +37,7 @@ def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
 
 
 #: deployment fields of ``check_instance``'s one-pool deployment -> the estimate flags that set them
-_FLAGS = {"weight_dtype": "--dtype", "activation_dtype": "--dtype", "kv_dtype": "--kv-dtype",
+_FLAGS = {"weight_dtype": "--dtype", "kv_dtype": "--kv-dtype",
           "serving.pool.attention.tp": "--tp", "serving.pool.attention.sp": "--tp",
           "serving.pool.moe.ep": "--ep", "serving.pool.moe.tp": "--ep",
           "serving.pool.devices_per_instance": "--tp/--ep (devices)", "serving.pool.micro_batches": "--micro-batches",

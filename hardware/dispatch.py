@@ -34,10 +34,11 @@ from math import comb
 from typing import Sequence
 
 from hardware.collectives import CommCalibration, achievable_bytes_per_s, load_comm_calibration
+from hardware.dtypes import dtype_bytes
 from hardware.types import Cluster, Tier
 
 __all__ = [
-    "DTYPE_BYTES",
+    "PAYLOAD_DTYPES",
     "DispatchCost",
     "DecodeSpeedLimit",
     "token_bytes",
@@ -46,8 +47,8 @@ __all__ = [
     "dispatch_combine_time",
 ]
 
-#: bytes per element of the payload
-DTYPE_BYTES = {"fp8": 1, "int8": 1, "bf16": 2, "fp16": 2, "fp32": 4}
+#: dtypes a token copy may travel in (their sizes: ``hardware.dtypes``)
+PAYLOAD_DTYPES = ("fp8", "int8", "bf16", "fp16", "fp32")
 #: dtypes that carry one fp32 scale per group of elements (fine-grained quantisation)
 _SCALED_DTYPES = ("fp8", "int8")
 _SCALE_BYTES = 4  # fp32 scale
@@ -58,10 +59,9 @@ _DEFAULT_RELEASE = {"deepep_normal": "2025-04", "deepep_low_latency": "2025-02",
 
 def token_bytes(hidden: int, dtype: str, scale_group_elements: int = 128) -> float:
     """Bytes one token copy occupies on the wire: payload plus fp32 scales for FP8/INT8."""
-    try:
-        payload = hidden * DTYPE_BYTES[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r} (valid: {', '.join(DTYPE_BYTES)})") from None
+    if dtype not in PAYLOAD_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (valid: {', '.join(PAYLOAD_DTYPES)})")
+    payload = hidden * dtype_bytes(dtype)
     scales = math.ceil(hidden / scale_group_elements) * _SCALE_BYTES if dtype in _SCALED_DTYPES else 0
     return float(payload + scales)
 

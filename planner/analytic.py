@@ -15,7 +15,10 @@ calls). What this module adds is the steady state around it:
   the SLO is the pool's capacity.
 * **Disaggregated**: capacity = min(prefill instances x prefill capacity, decode instances x
   decode capacity); the enumeration of instance counts balances input vs output token rates.
-  At the operating rate the decode batch is the one that carries exactly that rate.
+  At the operating rate the decode batch is the one that carries exactly that rate. TPOT, as
+  the engine measures it from the first token, also holds the prompt's KV handoff to the
+  decode instance: ``hardware.kv_transfer.kv_transfer_seconds`` (the transfer alone on the
+  fabric; the simulator adds contention) spread over the output's inter-token gaps.
 * **Colocated** (chunked prefill): per iteration each rank runs ``b`` decode sequences, and
   prompts enter at the rate requests leave (Little's law); an iteration that carries prefill
   costs step_prefill(busiest rank's tokens) instead of step_decode(1) on top of
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+from hardware.kv_transfer import kv_transfer_seconds
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
 from simulator.instance import InstanceCost, InstanceSpec
 from simulator.kv import BLOCK_TOKENS
@@ -311,6 +315,7 @@ class Evaluator:
     """Evaluates layouts of one PlanContext with memoised pool models (one per process/task)."""
 
     def __init__(self, ctx):
+        from workloads.accounting import kv_cache_bytes_per_token
         from workloads.models import get_model
 
         self.ctx = ctx
@@ -320,9 +325,11 @@ class Evaluator:
         self._models: dict[tuple, PoolModel] = {}
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
+        self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
         self._cols: dict[Any, dict] = {}
         self._dtab: dict[Any, tuple] = {}
         self._steps: dict[Any, tuple] = {}
+        self.kv_bytes_per_request = kv_cache_bytes_per_token(self.model, ctx.kv_dtype) * ctx.prompt_tokens
         self.a = ctx.mtp_acceptance
         self.price_usd = self.cluster.device.price_usd
         self._z = NormalDist().inv_cdf(min(max(ctx.percentile, 50.0), 99.999) / 100.0)
@@ -403,23 +410,27 @@ class Evaluator:
             return b_hi
         return _bisect_max(lambda b: rate(b) <= lam, 0.0, b_hi, 40)
 
-    def _decode_perf(self, choice, fit) -> PoolPerf:
+    def _decode_perf(self, choice, fit, handoff_gap_s: float = 0.0) -> PoolPerf:
         """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
-        it, and (near the KV or batch limit) the wait for a decode slot (``_decode_tpot_p``)."""
+        it, and (near the KV or batch limit) the wait for a decode slot (``_decode_tpot_p``).
+        ``handoff_gap_s``: the share of TPOT the prompt's KV handoff takes (``Evaluator.handoff_gap_s``);
+        the decode steps get the rest of the SLO."""
         ctx, m = self.ctx, self.pool_model(choice)
         k = self.tokens_per_step(choice)
+        slo = ctx.tpot_slo_s - handoff_gap_s
         b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
-        pred = lambda b: choice.pp * m.decode_step_s(b) / k <= ctx.tpot_slo_s  # noqa: E731
+        pred = lambda b: choice.pp * m.decode_step_s(b) / k <= slo  # noqa: E731
         b = m.max_decode_batch(pred, b_cap)
         if b is None:
             t1 = choice.pp * m.decode_step_s(1.0) / k
+            after = f" less the KV handoff's {handoff_gap_s * 1e3:.3g} ms" if handoff_gap_s else ""
             why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
-                   f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms")
-            short = 1.0 / max(b_cap, 1e-9) if b_cap < 1.0 else t1 / ctx.tpot_slo_s
+                   f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms{after}")
+            short = 1.0 / max(b_cap, 1e-9) if b_cap < 1.0 else (t1 + handoff_gap_s) / ctx.tpot_slo_s
             return PoolPerf(f"decode: {why}", shortfall=short)
         slots = b_cap * m.dp
         hi = b * m.dp * k / m.decode_step_s(b) / ctx.output_tokens  # without waits for a slot
-        ok = lambda lam: self._decode_tpot_p(choice, self._batch_for(choice, lam, b), lam, slots) <= ctx.tpot_slo_s  # noqa: E731
+        ok = lambda lam: self._decode_tpot_p(choice, self._batch_for(choice, lam, b), lam, slots) <= slo  # noqa: E731
         cap = hi if ok(hi) else _bisect_max(ok, 0.0, hi, 30)
         b_op = self._batch_for(choice, cap, b)
         return PoolPerf(None, cap_rps=cap, b_star=b_op, tpot_s=self._decode_tpot_p(choice, b_op, cap, slots),
@@ -592,14 +603,14 @@ class Evaluator:
     def _decode_table(self, choice, perf: PoolPerf) -> tuple[tuple, tuple]:
         """(decode tokens/s, batch per rank) of one instance at the grid batches up to b*,
         for inverting the throughput curve by interpolation (cached per choice)."""
-        t = self._dtab.get(choice)
+        t = self._dtab.get((choice, perf.b_star))
         if t is None:
             m, k = self.pool_model(choice), self.tokens_per_step(choice)
             grid = [2.0**e for e in range(0, _DEC_EXP_MAX + 1)]
             bs = sorted({0.0, perf.b_star, *(b for b in grid + [0.75 * g for g in grid[1:]] if b < perf.b_star)})
             thr = [b * m.dp * k / m.decode_step_s(b) for b in bs]
             t = (tuple(thr), tuple(bs))
-            self._dtab[choice] = t
+            self._dtab[(choice, perf.b_star)] = t
         return t
 
     def _colocated_at(self, choice, perf: PoolPerf, rate_per_instance: float) -> dict:
@@ -626,6 +637,34 @@ class Evaluator:
             self._cols[key] = cols
         return cols
 
+    def handoff_gap_s(self, prefill, n_prefill: int, decode, n_decode: int) -> float:
+        """The share of TPOT a mean prompt's KV handoff takes: its time from a prefill instance
+        to a decode instance (``hardware.kv_transfer.kv_transfer_seconds``, alone on the fabric
+        between the pools) over the output's inter-token gaps (the engine's TPOT runs from the
+        first token, which the prefill pool emits before the handoff)."""
+        p_dev, d_dev = prefill.devices_per_instance, decode.devices_per_instance
+        handoff_s = kv_transfer_seconds(self.kv_bytes_per_request, self.cluster, p_dev, d_dev,
+                                        n_prefill * p_dev, n_decode * d_dev)
+        return handoff_s / max(self.ctx.output_tokens - 1.0, 1.0)
+
+    def decode_perf_after_handoff(self, choice, gap_s: float) -> PoolPerf:
+        """``perf(choice)`` of a decode choice whose TPOT also holds ``gap_s`` of KV handoff
+        (cached per gap: a gap depends on the instance sizes only, so there are few)."""
+        base = self.perf(choice)
+        if base.reason or gap_s <= 0.0:
+            return base
+        key = (choice, gap_s)
+        p = self._perf_handoff.get(key)
+        if p is None:
+            from planner.feasibility import pool_fit
+
+            try:
+                p = self._decode_perf(choice, pool_fit(self.ctx, choice, self.model, self.cluster), gap_s)
+            except (ValueError, LookupError) as exc:
+                p = PoolPerf(f"{choice.role}: {str(exc).splitlines()[0]}")
+            self._perf_handoff[key] = p
+        return p
+
     def evaluate_layout(self, layout) -> dict:
         """Analytic metrics of one layout (see module docstring); never raises for a bad layout."""
         ctx = self.ctx
@@ -637,6 +676,11 @@ class Evaluator:
             labels.append(label)
         out["layout"] = " + ".join(labels)
         perfs = [self.perf(c) for c, _ in layout.pools]
+        gap = 0.0
+        if layout.mode != "colocated" and len(perfs) == 2 and not any(p.reason for p in perfs):
+            (pc, n_p), (dc, n_d) = layout.pools
+            gap = self.handoff_gap_s(pc, n_p, dc, n_d)
+            perfs[1] = self.decode_perf_after_handoff(dc, gap)
         worst = max((p for p in perfs if p.reason), key=lambda p: p.shortfall, default=None)
         bad, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
         if layout.devices > ctx.budget_devices:
@@ -660,14 +704,15 @@ class Evaluator:
             pp_, dp_ = perfs
             cap = min(n_p * pp_.cap_rps, n_d * dp_.cap_rps)
             out["decode_tokens_per_s_per_decode_device"] = dp_.cap_rps * O / dc.devices_per_instance
-            out["decode_tpot_ms_at_decode_capacity"] = dp_.tpot_s * 1e3
+            out["decode_tpot_ms_at_decode_capacity"] = (dp_.tpot_s + gap) * 1e3
             out["decode_batch_per_rank_at_decode_capacity"] = dp_.b_star
             b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
+            tpot += gap
             ttft = self.prefill_ttft_s(pc, cap / n_p)
             target = None
             if cap >= ctx.arrival_rate_per_s:
                 _, tpot_t = self._decode_at(dc, dp_, ctx.arrival_rate_per_s / n_d)
-                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p), tpot_t)
+                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p), tpot_t + gap)
         tps = cap * O
         usd = layout.devices * self.price_usd
         meets = cap >= ctx.arrival_rate_per_s * (1 - 1e-9)

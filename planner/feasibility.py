@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workloads.accounting import ACT_BYTES, dtype_bytes
 from workloads.deployment import ColocatedServing, Deployment, FixedLength, PoissonArrival, Workload
 from workloads.deployment_rules import (
     _Ctx,
@@ -38,7 +39,7 @@ ACTIVATION_BUFFERS = 6
 def _one_pool_deployment(ctx, choice) -> Deployment:
     return Deployment(
         name="plan-check", cluster=ctx.cluster.name, model=ctx.model, weight_dtype=ctx.weight_dtype,
-        kv_dtype=ctx.kv_dtype, activation_dtype=ctx.activation_dtype,
+        kv_dtype=ctx.kv_dtype,
         serving=ColocatedServing(mode="colocated", pool=choice.to_pool(1, ctx)),
         workload=Workload(arrival=PoissonArrival(kind="poisson", rate_per_s=1.0),
                           prompt_tokens=FixedLength(kind="fixed", tokens=ctx.max_prompt_tokens),
@@ -82,10 +83,10 @@ def activation_bytes(model, choice, tokens_per_rank: float, logits_rows: float) 
     """
     h = model.hidden_size
     t = tokens_per_rank / max(choice.attn_sp, 1)
-    act = t * h * 2.0 * ACTIVATION_BUFFERS
+    act = t * h * ACT_BYTES * ACTIVATION_BUFFERS
     if model.moe is not None:
-        act += 2 * t * model.moe.top_k * h * 2.0
-    act += logits_rows * model.vocab_size / max(choice.attn_tp, 1) * 4.0
+        act += 2 * t * model.moe.top_k * h * ACT_BYTES
+    act += logits_rows * model.vocab_size / max(choice.attn_tp, 1) * dtype_bytes("fp32")
     return act
 
 

@@ -131,7 +131,6 @@ class PlanConfig(_Frozen):
     hardware: HardwareSpec
     weight_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
     kv_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
-    activation_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
     workload: Workload
     slo: Slo = Slo()
     scheduler: Scheduler = Scheduler()

@@ -121,7 +121,6 @@ class PlanContext:
     moe_imbalance: float
     kv_memory_fraction: float
     profile: str | None = "default"
-    activation_dtype: str = "bf16"
 
     @property
     def prefill_tokens(self) -> float:
@@ -183,7 +182,7 @@ def context_from_plan(plan) -> PlanContext:
         max_prompt_tokens=w["max_prompt"], max_output_tokens=w["max_output"], arrival_rate_per_s=w["rate"],
         arrival_cv=w["cv"], ttft_slo_s=plan.slo.ttft_ms / 1e3, tpot_slo_s=plan.slo.tpot_ms / 1e3,
         percentile=plan.slo.percentile, mtp_acceptance=s.mtp_acceptance, moe_imbalance=s.moe_imbalance,
-        kv_memory_fraction=s.kv_memory_fraction, profile=plan.profile, activation_dtype=plan.activation_dtype,
+        kv_memory_fraction=s.kv_memory_fraction, profile=plan.profile,
     )
 
 

@@ -75,7 +75,7 @@ def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float |
     if num_requests is not None and wl.arrival.kind != "trace":
         wl = wl.model_copy(update={"num_requests": int(num_requests), "duration_s": None})
     return Deployment(name=name or f"{cfg.name}-best", cluster=ctx.cluster.name, model=cfg.model,
-                      weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype, activation_dtype=cfg.activation_dtype,
+                      weight_dtype=cfg.weight_dtype, kv_dtype=cfg.kv_dtype,
                       serving=serving, scheduler=cfg.scheduler, workload=wl, slo=cfg.slo,
                       seed=cfg.seed if seed is None else seed, profile=ctx.profile)
 

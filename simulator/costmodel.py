@@ -12,7 +12,7 @@ Where each number comes from (recorded in every ``OpCost.source``):
    Ascend 910C) -> floor + (measured time - floor) x roofline(target) / roofline(measured
    device), i.e. the measured efficiency at that shape is kept and the catalog peaks (FLOP/s
    per dtype, HBM bytes/s) of both devices are swapped; the launch floor
-   (``Profile.floor_seconds``) does not scale. See simulator/README.md for the validation of this
+   (``calibration.protocol.Profile.floor_seconds``) does not scale. See simulator/README.md for the validation of this
    transfer against the published H800 kernel figures (DeepGEMM, FlashMLA).
 3. ``roofline``: outside every grid -> max(FLOPs / (peak x compute efficiency), bytes /
    (HBM x memory efficiency)) + launch overhead, with efficiencies fitted from the profile
@@ -23,7 +23,8 @@ Collectives are timed by ``hardware.collectives`` and MoE dispatch/combine by
 technology of the tier the group spans) and this group size (``collective_<op>.csv``,
 ``moe_dispatch.csv``); the source then names the table. A layered profile (a partial measured
 profile over the shipped one, ``calibration.resolve``) times each compute op with the layer
-that holds its table.
+that holds its table. A profile is anything that answers ``calibration.protocol.Profile``;
+nothing here probes it for members.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
+from calibration.protocol import Profile
 from hardware.types import Cluster, DeviceSpec
 from workloads.op import COLLECTIVE, GEMM, Op
 
@@ -40,7 +42,7 @@ from workloads.op import COLLECTIVE, GEMM, Op
 class RooflineEfficiency:
     """Achievable fractions of the catalog peaks, used only outside measured grids.
 
-    Defaults are conservative placeholders replaced by ``Profile.efficiency_fit()`` whenever
+    Defaults are conservative placeholders replaced by the profile's ``efficiency_fit()`` whenever
     a profile is loaded; ``source`` says which applied.
     """
 
@@ -120,28 +122,20 @@ def published_kernel_for(op: Op) -> dict | None:
 
 
 @lru_cache(maxsize=8)
-def _cached_fit(profile: Any) -> Any:
+def _cached_fit(profile: Profile) -> Any:
     """A profile's fitted efficiency curves (fitting reads every table once per profile)."""
     return profile.efficiency_fit()
 
 
-def profile_device(profile: Any) -> DeviceSpec | None:
+def profile_device(profile: Profile | None) -> DeviceSpec | None:
     """The catalog device a profile (or the layer of one that times an op) was measured on."""
-    if profile is None:
-        return None
-    dev = getattr(profile, "device", None)
-    if isinstance(dev, DeviceSpec):
-        return dev
-    from calibration.profile import device_of_gpu
-
-    return device_of_gpu(str(getattr(profile, "metadata", {}).get("gpu_name", "")))
+    return None if profile is None else profile.device
 
 
-def _layer(profile: Any, op: Op) -> Any:
+def _layer(profile: Profile | None, op: Op) -> Profile | None:
     """The profile that times ``op``: a layered profile (``calibration.resolve``) picks the layer
     holding the op's table, so that layer's device, floors and fit apply; a plain one is itself."""
-    pick = getattr(profile, "for_op", None)
-    return pick(op) if callable(pick) else profile
+    return None if profile is None else profile.for_op(op)
 
 
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
@@ -167,7 +161,7 @@ class CostModel:
     """
 
     cluster: Cluster
-    profile: Any = None
+    profile: Profile | None = None
     roofline: RooflineEfficiency = RooflineEfficiency()
     comm_sm_fraction: float | None = None
     dispatch_kernel: str = "normal"
@@ -190,7 +184,7 @@ class CostModel:
 
     # ------------------------------------------------------------------ compute ops
     @staticmethod
-    def _measured(prof: Any, op: Op) -> tuple[float, str] | None:
+    def _measured(prof: Profile | None, op: Op) -> tuple[float, str] | None:
         """Profile lookup for one occurrence of ``op`` on the profile's own device, or None."""
         if prof is None:
             return None
@@ -226,7 +220,7 @@ class CostModel:
         peak = self.device.peak_flops_per_s.get(dtype, 0.0)
         if fit is not None and peak:
             seconds, how = fit.seconds(op.kind, op.flops, max(op.bytes_moved, 1.0), peak, self.device.hbm_bytes_per_s)
-            name = str(getattr(prof, "name", ""))
+            name = str(prof.name) if prof is not None else ""
             return seconds, f"roofline:{how}" + ("" if not name or name in how else f" (fit to profile {name})")
         eff = self.roofline
         t = max(op.flops / (peak * eff.compute_fraction) if peak else 0.0,
@@ -234,17 +228,15 @@ class CostModel:
         return t + eff.launch_s, f"roofline:{eff.source}"
 
     @staticmethod
-    def _floor(prof: Any, op: Op) -> float:
-        fn = getattr(prof, "floor_seconds", None)
+    def _floor(prof: Profile, op: Op) -> float:
         try:
-            return float(fn(op)) if callable(fn) else 0.0
+            return float(prof.floor_seconds(op))
         except (LookupError, ValueError, TypeError):
             return 0.0
 
     @staticmethod
-    def _efficiency_fit(prof: Any) -> Any:
-        fit = getattr(prof, "efficiency_fit", None) if prof is not None else None
-        return _cached_fit(prof) if callable(fit) else None
+    def _efficiency_fit(prof: Profile | None) -> Any:
+        return None if prof is None else _cached_fit(prof)
 
     # ------------------------------------------------------------------ collectives
     def comm_seconds(self, op: Op) -> tuple[float, str]:
@@ -275,13 +267,12 @@ class CostModel:
                           num_experts: int, dtype: str) -> tuple[float, str] | None:
         """The profile's measured dispatch/combine (``moe_dispatch.csv``) for this EP group's fabric
         and this device, or None (then ``hardware.dispatch`` models it)."""
-        lookup = getattr(self.profile, "dispatch_seconds", None)
-        if not callable(lookup) or ep <= 1:
+        if self.profile is None or ep <= 1:
             return None
         tier = self.cluster.tier_for_group(ep)
         try:
-            return lookup(direction, ep, tokens_per_rank, hidden, top_k, num_experts, dtype,
-                          fabric=tier.technology or tier.name, device=self.device.name)
+            return self.profile.dispatch_seconds(direction, ep, tokens_per_rank, hidden, top_k, num_experts, dtype,
+                                                 fabric=tier.technology or tier.name, device=self.device.name)
         except (LookupError, ValueError):
             return None
 

@@ -24,15 +24,11 @@ from hardware.types import Cluster
 from simulator.costmodel import CostModel, OpCost, StepCost
 from workloads.deployment_rules import die_replicas
 from workloads.models import ModelConfig, get_model
-from workloads.op import COLLECTIVE
-from workloads.ops import EXPERT_OPS, BatchShape, Parallelism, step_ops
+from workloads.op import COLLECTIVE, OpRole
+from workloads.ops import BatchShape, Parallelism, step_ops
 from workloads.sequence_parallel import decode_combine_bytes, model_sp_attention, ring_exposed_s
 
 _KV_GATHER, _OUT_GATHER, _RING_PASS = "sp_kv_gather", "sp_out_gather", "sp.kv_ring_pass"
-
-
-def _is_expert_op(op) -> bool:
-    return op.name.split(".", 1)[-1] in EXPERT_OPS
 
 
 @dataclass(frozen=True)
@@ -191,8 +187,9 @@ class InstanceCost:
         """Op costs per micro-batch: replicated compute ops per die (expert ops stay per package,
         partitioned over EP; communication stays per package, as its fabric model counts)."""
         die_cm = self._die_cms[batch.phase]
-        return [[die_cm.op_cost(o) for o in die_ops if o.stream != "comm" and not _is_expert_op(o)]
-                + [cm.op_cost(o) for o in pkg_ops if o.stream == "comm" or _is_expert_op(o)]
+        expert = OpRole.ROUTED_EXPERT
+        return [[die_cm.op_cost(o) for o in die_ops if o.stream != "comm" and o.role is not expert]
+                + [cm.op_cost(o) for o in pkg_ops if o.stream == "comm" or o.role is expert]
                 for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_par))]
 
     def _step_uncached(self, batch: BatchShape) -> StepCost:

@@ -1,17 +1,14 @@
 """KV-cache transfers between prefill and decode instances as max-min fair flows.
 
-Every transfer is a flow over three links: the source instance's port, a shared fabric
-link, and the destination instance's port (``kv_links``). ``hardware.flows.MaxMinAllocator``
-divides the bandwidth; when a flow starts or ends, the flows whose rate changed get their
-remaining bytes brought up to date and a new completion wake-up. SimPy cannot cancel a
-scheduled timeout, so each flow carries a generation counter and a wake-up whose
-generation is stale is ignored. One simpy event per rate change, none per byte.
-
-Link capacities (``kv_links``):
-
-* instance port = device scale-out bandwidth (NIC / RDMA plane) x devices of the instance;
-* fabric = the bisection between the pools: min(prefill devices, decode devices) x
-  scale-out bandwidth / the top tier's oversubscription.
+Every transfer is a flow over the links of ``hardware.kv_transfer`` (the source instance's
+port, the fabric between the pools, the destination instance's port; ``kv_links`` gives their
+capacities for a deployment). That module holds the one model of a transfer's time
+(``kv_transfer_seconds``: alone, at its bottleneck link); this one adds contention on top:
+``hardware.flows.MaxMinAllocator`` divides the bandwidth, and when a flow starts or ends, the
+flows whose rate changed get their remaining bytes brought up to date and a new completion
+wake-up. A lone flow runs at ``kv_transfer_rate``, so it takes exactly ``kv_transfer_seconds``.
+SimPy cannot cancel a scheduled timeout, so each flow carries a generation counter and a
+wake-up whose generation is stale is ignored. One simpy event per rate change, none per byte.
 """
 
 from __future__ import annotations
@@ -21,21 +18,15 @@ from functools import partial
 from typing import Any, Callable
 
 from hardware.flows import MaxMinAllocator
-
-FABRIC = "fabric"
+from hardware.kv_transfer import kv_link_capacities, kv_path, kv_transfer_rate
 
 
 def kv_links(cluster, prefill_pool, decode_pool, prefill_ids, decode_ids) -> dict:
-    """Capacities (bytes/s) of the ports of every instance and of the shared fabric link."""
-    bw = cluster.device.scale_out_bytes_per_s
-    caps: dict[Any, float] = {}
-    for i in prefill_ids:
-        caps[("port", i)] = bw * prefill_pool.devices_per_instance
-    for i in decode_ids:
-        caps[("port", i)] = bw * decode_pool.devices_per_instance
-    oversub = cluster.tiers[-1].oversubscription if cluster.tiers else 1.0
-    caps[FABRIC] = bw * min(prefill_pool.devices, decode_pool.devices) / oversub
-    return caps
+    """Capacities (bytes/s) of the ports of every instance and of the shared fabric link
+    (``hardware.kv_transfer.kv_link_capacities`` for the pools of a deployment)."""
+    ports = {i: prefill_pool.devices_per_instance for i in prefill_ids}
+    ports.update({i: decode_pool.devices_per_instance for i in decode_ids})
+    return kv_link_capacities(cluster, ports, prefill_pool.devices, decode_pool.devices)
 
 
 class _Flow:
@@ -71,12 +62,12 @@ class TransferManager:
     def start(self, src, dst, nbytes: float, payload: Any) -> int:
         """Start a transfer of ``nbytes`` from instance ``src`` to ``dst``; returns its id."""
         fid = next(self._ids)
-        path = (("port", src), FABRIC, ("port", dst))
+        path = kv_path(src, dst)
         if not self.flows:
             # idle network: max-min gives a lone flow its path's bottleneck, no water-filling needed
             self.flows[fid] = _Flow(nbytes, self.env.now, payload, path)
             self._solo = fid
-            self._rerate({fid: min(self.capacities[link] for link in path)})
+            self._rerate({fid: kv_transfer_rate(self.capacities, src, dst)})
             return fid
         if self._solo is not None:  # hand the lone flow to the allocator (its rate is unchanged so far)
             self.alloc.add(self._solo, self.flows[self._solo].path)

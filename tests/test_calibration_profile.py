@@ -107,7 +107,7 @@ def test_kv_tile_fit_and_rounding(tmp_path):
     """A kernel walking keys in 128-key tiles: the fit finds 128 and decode lookups round up."""
     import math
 
-    from calibration.profile import Profile, fit_kv_tile
+    from calibration.profile import MeasuredProfile, fit_kv_tile
 
     rows = []
     for b in (1, 64):
@@ -125,7 +125,7 @@ def test_kv_tile_fit_and_rounding(tmp_path):
                              seconds=1e-8 * b * c) for b in (1, 8) for c in (1024, 2048, 4096)])
     dec.to_csv(tmp_path / "attn_decode_bf16.csv", index=False)
     tiles.to_csv(tmp_path / "attn_decode_tiles.csv", index=False)
-    p = Profile(tmp_path)
+    p = MeasuredProfile(tmp_path)
     t, src = p.attn_decode_seconds(8, 1025, 32, 8)
     assert "rounded up to the 128-key tile" in src
     assert t == pytest.approx(p.attn_decode_seconds(8, 1152, 32, 8)[0])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -21,14 +22,23 @@ class FakeFit:
 
 @dataclass(eq=False)
 class FakeProfile:
-    """A profile that 'measured' every plain GEMM at a fixed efficiency on ``device``."""
+    """A profile that 'measured' every plain GEMM at a fixed efficiency on ``device`` (it
+    answers ``calibration.protocol.Profile`` with no base class: the protocol is structural)."""
 
     device: object
     efficiency: float = 0.5
     name: str = "fake"
+    path: Path = Path("fake")
+    shipped: bool = False
+    metadata: dict = field(default_factory=dict)
+    fallback: None = None
+    fallback_tables: tuple = ()
 
     def gemm_seconds(self, m, n, k, dtype):
         return 2.0 * m * n * k / (self.device.peak_flops(dtype) * self.efficiency), "fake_gemm"
+
+    def for_op(self, op):
+        return self
 
     def op_seconds(self, op):
         if op.kind == GEMM:
@@ -36,8 +46,18 @@ class FakeProfile:
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         return None
 
+    def floor_seconds(self, op):
+        return 0.0
+
     def efficiency_fit(self):
         return FakeFit()
+
+    def collective_seconds(self, op, group, bytes_per_rank, fabric=None, device=None):
+        return None
+
+    def dispatch_seconds(self, direction, ep, tokens_per_rank, hidden, top_k, experts, dtype, fabric=None,
+                         device=None):
+        return None
 
 
 def _gemm(m=4096, n=4096, k=4096, dtype="bf16") -> Op:

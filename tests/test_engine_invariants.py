@@ -94,7 +94,6 @@ cluster: h200-node
 model: llama-3.1-8b
 weight_dtype: bf16
 kv_dtype: bf16
-activation_dtype: bf16
 serving:
   mode: disaggregated
   prefill:

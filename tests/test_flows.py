@@ -1,14 +1,11 @@
-"""Max-min fair sharing (hardware.flows) and the fabric graph (hardware.fabric_graph)."""
+"""Max-min fair sharing (hardware.flows)."""
 
 from __future__ import annotations
 
-import networkx as nx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardware.catalog import get_cluster, list_clusters
-from hardware.fabric_graph import build_fabric_graph, transfer_rates
 from hardware.flows import MaxMinAllocator, maxmin_rates
 
 REL = 1e-7
@@ -107,45 +104,3 @@ def test_incremental_reports_changed_rates_only():
     assert alloc.add("y", ["b"]) == {"y": 10.0}  # disjoint component: x untouched
     assert alloc.add("z", ["a"]) == {"x": 5.0, "z": 5.0}
     assert alloc.remove("z") == {"x": 10.0}
-
-
-# ------------------------------------------------------------------ fabric graph
-
-
-@pytest.mark.parametrize("name", list_clusters())
-def test_every_catalog_cluster_builds_and_paths_match_networkx(name):
-    cluster = get_cluster(name)
-    fabric = build_fabric_graph(cluster)
-    last = cluster.num_devices - 1
-    for src, dst in [(0, 1), (0, last), (1, last), (last, 0), (0, cluster.devices_per_node)]:
-        if dst >= cluster.num_devices or src == dst:
-            continue
-        path = fabric.path(src, dst)
-        assert all(l in fabric.capacities for l in path)
-        vertex_edges = [l for l in path if isinstance(l[0], tuple)]
-        if vertex_edges and vertex_edges[0][0] != vertex_edges[-1][1]:  # not a hairpin through the switch
-            a, b = vertex_edges[0][0], vertex_edges[-1][1]
-            assert len(vertex_edges) == nx.shortest_path_length(fabric.graph, a, b)
-        # a single transfer runs at the slowest link it crosses
-        assert transfer_rates(fabric, [(src, dst)])[0] == pytest.approx(min(fabric.capacities[l] for l in path))
-    # O(nodes): no per-device vertices
-    assert fabric.graph.number_of_nodes() <= cluster.num_nodes * (1 + max(t.planes for t in cluster.tiers)) + 1
-
-
-def test_multi_plane_cross_plane_traffic_is_forwarded_over_nvlink_first():
-    fabric = build_fabric_graph(get_cluster("h800-mpft"))
-    path = fabric.path(0, 8 + 3)  # GPU 0 (plane 0) -> node 1 GPU 3 (plane 3)
-    assert path[0] == ("tx", 0, 0) and path[1] == ("rx", 3, 0)  # NVLink to local GPU 3
-    assert ("tx", 3, 1) in path  # leaves through GPU 3's NIC, on plane 3
-    assert all(l[0][3] == 3 for l in path if isinstance(l[0], tuple) and l[0][0] == "sw")
-    same_plane = fabric.path(3, 8 + 3)
-    assert same_plane[0] == ("tx", 3, 1)
-
-
-def test_nic_bounds_a_gpu_and_sharing_is_maxmin():
-    cluster = get_cluster("h800-mpft")
-    fabric = build_fabric_graph(cluster)
-    nic = cluster.tiers[1].effective_bytes_per_s
-    # two transfers out of one GPU share its NIC; a third from another GPU is independent
-    rates = transfer_rates(fabric, [(0, 8), (0, 16), (1, 9)])
-    assert rates == pytest.approx([nic / 2, nic / 2, nic])

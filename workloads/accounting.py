@@ -2,8 +2,8 @@
 
 Everything here is a closed form over a :class:`~workloads.models.ModelConfig`; no fitted or
 published numbers. ``workloads.ops`` builds per-step operator lists from the same shapes and
-imports the shared helpers below (dtype sizes, attention pair counts, FLOPs per pair), and
-the tests check that both agree.
+imports the shared helpers below (attention pair counts, FLOPs per pair, the activation dtype;
+dtype sizes come from ``hardware.dtypes``, the one table), and the tests check that both agree.
 
 Conventions (see workloads/README.md for the derivations):
 
@@ -23,13 +23,14 @@ Conventions (see workloads/README.md for the derivations):
 
 from __future__ import annotations
 
-from typing import Mapping
-
+from hardware.dtypes import DTYPE_BYTES, dtype_bytes
 from workloads.models import GQAConfig, MLAConfig, ModelConfig, get_model
 
 __all__ = [
     "DTYPE_BYTES",
     "dtype_bytes",
+    "ACTIVATION_DTYPE",
+    "ACT_BYTES",
     "param_dtype",
     "attention_params",
     "dense_ffn_params",
@@ -55,16 +56,11 @@ __all__ = [
     "accounting_table",
 ]
 
-#: Bytes per element of each supported dtype name.
-DTYPE_BYTES: Mapping[str, float] = {
-    "fp32": 4.0,
-    "bf16": 2.0,
-    "fp16": 2.0,
-    "fp8": 1.0,
-    "int8": 1.0,
-    "fp4": 0.5,
-    "int4": 0.5,
-}
+#: Activations (GEMM outputs, norms, attention inputs and outputs, residuals, tensor-parallel
+#: collectives) stay in this dtype whatever the weights are; a GEMM reads its input in the weight
+#: dtype when that is narrower (W8A8: DeepSeek-V3's FP8 and CloudMatrix-Infer's INT8 serving).
+ACTIVATION_DTYPE = "bf16"
+ACT_BYTES = dtype_bytes(ACTIVATION_DTYPE)
 
 #: Parameter groups kept in BF16 when the GEMM weights are quantized below 16 bits
 #: (as in DeepSeek-V3's FP8 checkpoint: embedding, LM head, router gate and norms stay BF16).
@@ -72,14 +68,6 @@ HIGH_PRECISION_GROUPS = ("embedding", "lm_head", "router", "norm", "bias")
 
 # FlashMLA FP8 KV layout: latent in FP8, one FP32 scale per 128 latent values, RoPE in BF16.
 _FLASHMLA_FP8_TILE = 128
-
-
-def dtype_bytes(dtype: str) -> float:
-    """Bytes per element of ``dtype`` (e.g. 'bf16' -> 2)."""
-    try:
-        return DTYPE_BYTES[dtype.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"unknown dtype {dtype!r} (valid: {', '.join(DTYPE_BYTES)})") from None
 
 
 def param_dtype(group: str, dtype: str) -> str:

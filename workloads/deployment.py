@@ -235,7 +235,6 @@ class Deployment(_Frozen):
     model: str
     weight_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
     kv_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
-    activation_dtype: Literal["bf16", "fp8", "int8"] = "bf16"
     serving: Serving
     scheduler: Scheduler = Scheduler()
     workload: Workload

@@ -128,10 +128,9 @@ def rule_cluster_known(dep: Deployment, ctx: _Ctx) -> Cluster:
 
 def rule_dtype_supported(dep: Deployment, cluster: Cluster, ctx: _Ctx) -> None:
     peaks = cluster.device.peak_flops_per_s
-    for field in ("weight_dtype", "activation_dtype"):
-        dtype = getattr(dep, field)
-        if dtype not in peaks:
-            ctx.fail((field,), f"{cluster.device.name} has no {dtype} compute (valid: {', '.join(sorted(peaks))})")
+    if dep.weight_dtype not in peaks:
+        ctx.fail(("weight_dtype",), f"{cluster.device.name} has no {dep.weight_dtype} compute "
+                                    f"(valid: {', '.join(sorted(peaks))})")
 
 
 def rule_tp_divides_heads(model: ModelConfig, pool: Pool, path: tuple, ctx: _Ctx) -> None:

@@ -8,20 +8,46 @@ in ``simulator`` both read these records. Fields are in SI units (FLOPs, bytes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Mapping
 
-# Operator kinds. Compute kinds are timed from calibration profiles; collective kinds from
-# the fabric's collective models.
-GEMM = "gemm"  # shape: m, n, k
-GROUPED_GEMM = "grouped_gemm"  # shape: groups, m_per_group (busiest group), n, k, tokens_total
-ATTN_PREFILL = "attn_prefill"  # shape: batch, seq, heads_q, heads_kv, head_dim_qk, head_dim_v, causal
-ATTN_DECODE = "attn_decode"  # shape: batch, context, heads_q, heads_kv, head_dim_qk, head_dim_v
-MLA_DECODE = "mla_decode"  # shape: batch, context, heads_q, head_dim_qk(576), head_dim_v(512)
-ELEMENTWISE = "elementwise"  # memory-bound: norms, activations, rope, copies; shape: elements
-EMBEDDING = "embedding"  # shape: tokens, hidden
-COLLECTIVE = "collective"  # collective: all_reduce / all_gather / reduce_scatter / all_to_all / dispatch / combine / send_recv
 
-COMPUTE_KINDS = (GEMM, GROUPED_GEMM, ATTN_PREFILL, ATTN_DECODE, MLA_DECODE, ELEMENTWISE, EMBEDDING)
+class OpKind(StrEnum):
+    """What kind of work an op is. Compute kinds are timed from calibration profiles (or a
+    roofline); ``COLLECTIVE`` from the fabric's collective models. A member is its string
+    (``OpKind.GEMM == "gemm"``), so tables and reports keyed by the name read it unchanged."""
+
+    GEMM = "gemm"  # shape: m, n, k
+    GROUPED_GEMM = "grouped_gemm"  # shape: groups, m_per_group (busiest group), n, k, tokens_total
+    ATTN_PREFILL = "attn_prefill"  # shape: batch, seq, heads_q, heads_kv, head_dim_qk, head_dim_v, causal
+    ATTN_DECODE = "attn_decode"  # shape: batch, context, heads_q, heads_kv, head_dim_qk, head_dim_v
+    MLA_DECODE = "mla_decode"  # shape: batch, context, heads_q, head_dim_qk(576), head_dim_v(512)
+    ELEMENTWISE = "elementwise"  # memory-bound: norms, activations, rope, copies; shape: elements
+    EMBEDDING = "embedding"  # shape: tokens, hidden
+    COLLECTIVE = "collective"  # all_reduce / all_gather / reduce_scatter / all_to_all / dispatch / combine / send_recv
+
+
+class OpRole(StrEnum):
+    """Which work of a layer an op is, where that decides how it is placed or scaled (rather
+    than its name)."""
+
+    COMMON = "common"  # every op not named below
+    #: the routed experts' compute (permute, grouped GEMMs, activation, unpermute): partitioned
+    #: over expert parallelism, so it stays per package where replicated work runs per die
+    ROUTED_EXPERT = "routed_expert"
+
+
+# the members under the names the op builders and the cost model import
+GEMM = OpKind.GEMM
+GROUPED_GEMM = OpKind.GROUPED_GEMM
+ATTN_PREFILL = OpKind.ATTN_PREFILL
+ATTN_DECODE = OpKind.ATTN_DECODE
+MLA_DECODE = OpKind.MLA_DECODE
+ELEMENTWISE = OpKind.ELEMENTWISE
+EMBEDDING = OpKind.EMBEDDING
+COLLECTIVE = OpKind.COLLECTIVE
+
+COMPUTE_KINDS = tuple(k for k in OpKind if k is not OpKind.COLLECTIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +56,12 @@ class Op:
 
     ``count`` repeats the op (e.g. identical layers) so lists stay short; totals multiply by it.
     For collectives ``collective`` names the algorithm family, ``group_size`` the number of
-    ranks and ``bytes_per_rank`` the message each rank contributes.
+    ranks and ``bytes_per_rank`` the message each rank contributes. ``kind`` is an
+    :class:`OpKind` (a kind's string is accepted and converted; an unknown one raises).
     """
 
     name: str
-    kind: str
+    kind: OpKind
     shape: Mapping[str, int | float | bool]
     flops: float
     bytes_read: float
@@ -47,6 +74,11 @@ class Op:
     group_size: int = 1
     bytes_per_rank: float = 0.0
     meta: Mapping[str, object] = field(default_factory=dict)
+    role: OpRole = OpRole.COMMON
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not OpKind:
+            object.__setattr__(self, "kind", OpKind(self.kind))
 
     @property
     def bytes_moved(self) -> float:

@@ -56,19 +56,16 @@ __all__ = [
     "stage_layers",
     "expected_max_expert_load",
     "MOE_LAYER_OPS",
-    "EXPERT_OPS",
     "moe_layer_ops",
 ]
 
 
-#: Op-name suffixes of the routed experts' compute, partitioned over expert parallelism (every
-#: other compute op of a layer is replicated per attention-DP rank).
-EXPERT_OPS = ("experts_permute", "experts_gate_up", "experts_act", "experts_down", "experts_unpermute")
-
 #: Op-name suffixes (after the "moe." prefix) of one MoE layer's block: router, EP dispatch,
 #: routed experts with their permutation, combine, shared experts (see ops_blocks.moe_block).
-MOE_LAYER_OPS = ("router", "topk", "dispatch", *EXPERT_OPS, "experts_all_reduce", "combine", "shared_gate_up",
-                 "shared_act", "shared_down")
+#: The routed experts' compute, partitioned over expert parallelism, is marked by its
+#: ``Op.role`` (``OpRole.ROUTED_EXPERT``), not by these names.
+MOE_LAYER_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_gate_up", "experts_act", "experts_down",
+                 "experts_unpermute", "experts_all_reduce", "combine", "shared_gate_up", "shared_act", "shared_down")
 
 
 def moe_layer_ops(ops: Iterable[Op]) -> list[Op]:

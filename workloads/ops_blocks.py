@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from workloads.accounting import (
+    ACT_BYTES,
     attention_flops_per_pair,
     attention_pairs,
     dtype_bytes,
@@ -37,9 +38,9 @@ from workloads.op import (
     GROUPED_GEMM,
     MLA_DECODE,
     Op,
+    OpRole,
 )
 
-ACT_BYTES = 2.0  # BF16 activations
 #: Which kernels run the memory-bound glue (``KernelSet.glue``; the other families are named by the
 #: set too, see ``workloads.kernel_sets``):
 #: * "fused" - a serving engine's kernels: residual add fused into the RMSNorm, one rotary op
@@ -132,7 +133,7 @@ def _memory_op_kind(name: str) -> str:
 
 
 def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_per_elem=1.0, extra_read=0.0,
-                extra_written=0.0, meta=None) -> Op:
+                extra_written=0.0, meta=None, role=OpRole.COMMON) -> Op:
     """A memory-bound op over ``elements`` BF16 values (``reads``/``writes`` tensors of that size,
     plus ``extra_read``/``extra_written`` bytes in other layouts, e.g. the KV cache)."""
     meta = {"op": _memory_op_kind(name), **(meta or {})}
@@ -147,6 +148,7 @@ def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_pe
         count=count,
         layer=layer,
         meta=dict(meta or {}),
+        role=role,
     )
 
 
@@ -296,9 +298,10 @@ def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
                        meta={"op": kind})
 
 
-def _act(name: str, elements: int, layer: str, count: int) -> Op:
+def _act(name: str, elements: int, layer: str, count: int, role: OpRole = OpRole.COMMON) -> Op:
     """SwiGLU activation ``silu(gate) * up``, timed as the measured torch ``silu_mul`` in both sets."""
-    return elementwise(name, elements, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM)
+    return elementwise(name, elements, layer=layer, count=count, reads=2, flops_per_elem=SWIGLU_FLOPS_PER_ELEM,
+                       role=role)
 
 
 def _attn_dtype(c: BlockCtx) -> str:
@@ -498,8 +501,9 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     ab = min(wb, ACT_BYTES)
     # tokens are permuted into expert order before the grouped GEMM and the weighted outputs
     # summed back per token after it (gather / scatter-add of tokens_total rows)
+    expert = OpRole.ROUTED_EXPERT
     ops.append(elementwise(f"{p}experts_permute", tokens_total * h, layer=layer, count=count, flops_per_elem=0.0,
-                           meta={"op": "copy"}))
+                           meta={"op": "copy"}, role=expert))
     for name, n_, k_ in (("experts_gate_up", 2 * I_l, h), ("experts_down", h, I_l)):
         resident = E_l * n_ * k_ * wb
         ops.append(Op(
@@ -511,18 +515,19 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
             meta={"weight_bytes": resident, "weight_bytes_read": active * n_ * k_ * wb,
                   "active_groups": active, "mean_per_group": mean_assign / E_l,
                   "tokens_per_active": tokens_per_active_expert(tokens_total, active),
-                  "moe_imbalance": c.moe_imbalance, "impl": c.kernel_set.grouped_gemm}))
+                  "moe_imbalance": c.moe_imbalance, "impl": c.kernel_set.grouped_gemm}, role=expert))
         if name == "experts_gate_up":
-            ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count))
+            ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count, role=expert))
     if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows
         rows = min(tokens_total, math.ceil(c.moe_tokens_all * (1.0 - (1.0 - E_l / slots) ** k)))
         ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
                                writes=1.0, extra_read=tokens_total * ACT_BYTES + rows * h * ACT_BYTES,
                                extra_written=rows * h * ACT_BYTES, flops_per_elem=2.0,
-                               meta={"op": "moe_scatter", "rows": rows}))
+                               meta={"op": "moe_scatter", "rows": rows}, role=expert))
     else:
         ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
-                               writes=0.0, extra_written=T * h * ACT_BYTES, flops_per_elem=2.0, meta={"op": "copy"}))
+                               writes=0.0, extra_written=T * h * ACT_BYTES, flops_per_elem=2.0, meta={"op": "copy"},
+                               role=expert))
     if c.ep > 1 and c.moe_tp > 1:
         ops.append(collective(f"{p}experts_all_reduce", "all_reduce", c.moe_tp, tokens_total * h * ACT_BYTES,
                               layer=layer, count=count))

@@ -25,13 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workloads.accounting import attention_pairs
+from workloads.accounting import ACT_BYTES, attention_pairs
 from workloads.op import ATTN_PREFILL, COLLECTIVE, Op
 
 if TYPE_CHECKING:
     from workloads.models import ModelConfig
 
-ACT_BYTES = 2.0  # bf16 activations
 SP_KINDS = ("ulysses", "ring")
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from calibration.groundtruth.configs import model_config
-from workloads.op import GROUPED_GEMM
-from workloads.ops import EXPERT_OPS, BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.op import GROUPED_GEMM, OpRole
+from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
 
 #: file name -> family (the unit the accuracy report groups by)
 FAMILIES = {
@@ -52,11 +52,10 @@ def _has(row: Mapping, col: str) -> bool:
 def with_routing(ops, pairs: float, touched: float) -> list:
     """``ops`` of one MoE layer with the routing one measured step drew instead of its expectation:
     ``pairs`` (token, expert) pairs landing on ``touched`` of the rank's experts. The routed
-    experts' ops (``workloads.ops.EXPERT_OPS``) scale with the pairs; the grouped GEMMs also take
+    experts' ops (``OpRole.ROUTED_EXPERT``) scale with the pairs; the grouped GEMMs also take
     the touched experts as their active groups. Every other op is unchanged."""
     out = []
     for o in ops:
-        suffix = o.name.split(".", 1)[-1]
         if o.kind == GROUPED_GEMM:
             s = dict(o.shape)
             f = pairs / max(float(s["tokens_total"]), 1e-12)
@@ -68,7 +67,7 @@ def with_routing(ops, pairs: float, touched: float) -> list:
                         bytes_written=o.bytes_written * f,
                         meta={**o.meta, "active_groups": float(touched), "weight_bytes_read": w_read,
                               "routing": "recorded"})
-        elif suffix in EXPERT_OPS:
+        elif o.role is OpRole.ROUTED_EXPERT:
             f = pairs / max(float(next(x.shape["tokens_total"] for x in ops if x.kind == GROUPED_GEMM)), 1e-12)
             o = replace(o, shape={"elements": int(round(o.shape["elements"] * f))}, flops=o.flops * f,
                         bytes_read=o.bytes_read * f, bytes_written=o.bytes_written * f)

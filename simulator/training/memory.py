@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workloads.accounting import layer_params, mtp_params
+from workloads.accounting import dtype_bytes, layer_params, mtp_params
 from workloads.models import ModelConfig
 from workloads.ops import stage_layers
 from workloads.training import TrainingJob
@@ -136,8 +136,8 @@ def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_s
     p = job.parallelism
     stages = p.pipeline_stages
     g_dense, g_expert = data_parallel_groups(job)
-    grad_b = 4.0 if job.grad_dtype == "fp32" else 2.0
-    opt_b = 4.0 + 2 * (4.0 if job.optimizer_moment_dtype == "fp32" else 2.0)
+    grad_b = dtype_bytes(job.grad_dtype)
+    opt_b = dtype_bytes("fp32") + 2 * dtype_bytes(job.optimizer_moment_dtype)  # FP32 master + two moments
     z = p.zero_stage
     reserved = job.memory_reserved_gb * GB
     limit = job.memory_limit_gb * GB if job.memory_limit_gb is not None else hbm_bytes - reserved
@@ -152,7 +152,7 @@ def device_memory(job: TrainingJob, model: ModelConfig, hbm_bytes: float, held_s
         def shard(n_dense: float, n_expert: float, on: bool) -> float:
             return (n_dense / g_dense + n_expert / g_expert) if on else (n_dense + n_expert)
 
-        params = 2.0 * shard(dense, expert, z >= 3)
+        params = dtype_bytes("bf16") * shard(dense, expert, z >= 3)
         grads = grad_b * shard(dense, expert, z >= 2)
         opt = opt_b * shard(dense, expert, z >= 1)
         out.append(DeviceMemory(d, params, grads, opt, peak_act_bytes[d], reserved, limit))

@@ -29,6 +29,7 @@ profile's copy curve or the roofline).
 
 from __future__ import annotations
 
+from workloads.accounting import ACT_BYTES, dtype_bytes
 from workloads.op import GEMM, GROUPED_GEMM, Op
 from workloads.ops_blocks import elementwise
 
@@ -36,7 +37,7 @@ __all__ = ["FP8_WRITE", "fp8_cast_ops", "loss_ops"]
 
 #: bytes written per element by a 1x128-tile FP8 quantisation, in BF16-tensor units (2 B):
 #: 1 B of FP8 plus a 4-byte scale per 128 elements
-FP8_WRITE = (1.0 + 4.0 / 128) / 2.0
+FP8_WRITE = (dtype_bytes("fp8") + dtype_bytes("fp32") / 128) / ACT_BYTES
 
 
 def _gemm_elements(op: Op) -> tuple[float, float]:

@@ -41,6 +41,7 @@ from hardware.catalog import get_cluster
 from hardware.collectives import collective_time
 from hardware.types import Cluster
 from simulator.costmodel import CostModel
+from workloads.accounting import ACT_BYTES, dtype_bytes
 from workloads.models import ModelConfig, get_model
 from workloads.op import ATTN_PREFILL, COLLECTIVE, ELEMENTWISE, EMBEDDING, GEMM, GROUPED_GEMM, Op
 from workloads.ops import BatchShape, Parallelism
@@ -177,13 +178,13 @@ def activation_bytes(ops: list[Op], recompute: str, hidden: int, tokens: int, la
     """
     if recompute == "full":
         extra = sum(op.bytes_written * op.count for op in ops if op.name.endswith("lm_head"))
-        return layers * tokens * hidden * 2.0 + extra
+        return layers * tokens * hidden * ACT_BYTES + extra
     total = 0.0
     for op in ops:
         if any(op.name.endswith(s) for s in _INFERENCE_ONLY) or op.kind == COLLECTIVE:
             continue
         s, c = op.shape, op.count
-        in_b = 1.0 if op.dtype == "fp8" else 2.0
+        in_b = min(dtype_bytes(op.dtype), ACT_BYTES)
         if op.kind == GEMM:
             rows = s["m"] * s.get("batch", 1) * s["k"]
             if recompute == "selective" and op.name.endswith("_down"):
@@ -200,8 +201,8 @@ def activation_bytes(ops: list[Op], recompute: str, hidden: int, tokens: int, la
         elif op.kind == ELEMENTWISE:
             if recompute == "selective":
                 if op.name.endswith("_act"):
-                    gemm_b = 1.0 if any(o.dtype == "fp8" for o in ops if o.kind in (GEMM, GROUPED_GEMM)) else 2.0
-                    total += op.bytes_read / 2.0 * gemm_b * c
+                    gemm_b = min([ACT_BYTES] + [dtype_bytes(o.dtype) for o in ops if o.kind in (GEMM, GROUPED_GEMM)])
+                    total += op.bytes_read / ACT_BYTES * gemm_b * c
                 continue
             total += op.bytes_read * c
     return total
@@ -422,7 +423,7 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
     g_dense, g_expert = data_parallel_groups(job)
     mirror = get_schedule(p.pp_schedule).stage_replicas() == 2  # DualPipe's copy in the mirror stage block
     inner = p.tp * p.sp * p.cp
-    grad_b = 4.0 if job.grad_dtype == "fp32" else 2.0
+    grad_b = dtype_bytes(job.grad_dtype)
     comm, gather = 0.0, 0.0
     for n, g, stride in ((dense, g_dense, p.tp), (expert, g_expert, max(p.ep, inner))):
         if g <= 1 or n <= 0:
@@ -437,7 +438,7 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
                 gather += collective_time("all_gather", 2.0 * n, g, cluster, placement=place,
                                           profile=profile).seconds
     shard = (dense / g_dense + expert / g_expert) if p.zero_stage >= 1 else dense + expert
-    mom_b = 4.0 if job.optimizer_moment_dtype == "fp32" else 2.0
+    mom_b = dtype_bytes(job.optimizer_moment_dtype)
     nbytes = shard * (grad_b + 2 * 4.0 + 2 * 2 * mom_b + 2.0)
     opt = nbytes / (cluster.device.hbm_bytes_per_s * OPTIMIZER_HBM_FRACTION)
     return [("dp_grad_sync", comm), ("optimizer", opt), ("dp_param_gather", gather)]
