@@ -123,7 +123,7 @@ def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 4
     TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first). The
     layouts are simulated on a local process pool (``workers``, default one per CPU)."""
     from planner.executors import default_executor
-    from simulator.training import training_search
+    from planner.training_search import training_search
     from workloads.training import load_training_job
 
     from calibration.resolve import profile_info, profile_line

@@ -6,6 +6,7 @@ Public API (names resolve lazily so ``import planner`` stays light):
 * ``plan(plan_config, *, executor=None, seed=None, verify_top=None) -> PlanResult``
 * ``evaluate(point, seed) -> dict``: the pure per-layout function sweeps run
 * ``deployment_to_yaml(dep) -> str``
+* ``training_search(model, cluster, devices, ...) -> DataFrame``: training layouts by tokens/day
 * ``planner.whatif``: capacity planning, one-parameter sweeps, hardware comparison
 * ``planner.executors``: ``LocalExecutor`` (default), ``RayExecutor``, ``default_executor``
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     "LocalExecutor": "planner.executors",
     "SerialExecutor": "planner.executors",
     "RayExecutor": "planner.executors",
+    "training_search": "planner.training_search",
 }
 __all__ = sorted(_EXPORTS) + ["whatif"]
 

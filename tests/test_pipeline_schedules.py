@@ -181,7 +181,7 @@ def test_training_plan_ranking_is_the_event_simulations(monkeypatch):
     import simulator.training as training
     from clustersim.run import resolve_profile
     from planner.executors import LocalExecutor
-    from simulator.training import training_search
+    from planner.training_search import training_search
 
     args = ("deepseek-v3", "h800-mpft", 2048, 4096, 15360)
     kw = dict(precision="fp8", comm_sms=20, tp_options=(1, 2), pp_options=(4, 16), ep_options=(64,),

@@ -1,6 +1,6 @@
 """training_search: ranks layouts by tokens/day, drops infeasible ones with a reason."""
 
-from simulator.training import training_search
+from planner.training_search import training_search
 
 
 def test_search_ranks_feasible_layouts_first():

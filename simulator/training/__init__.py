@@ -1,4 +1,4 @@
-"""Training-step simulation: pipeline schedules, per-stage costs, memory, layout search.
+"""Training-step simulation: pipeline schedules, per-stage costs, memory.
 
 Public API:
 
@@ -13,8 +13,8 @@ Public API:
   one pipeline pass per (schedule, pp, micro-batches) shape; what the layout search runs.
 * ``load_training_job(path, overrides=()) -> TrainingJob`` (re-exported from
   ``workloads.training``).
-* ``training_search(...) -> DataFrame``: enumerate layouts, drop infeasible ones with their
-  reason, rank the rest by tokens/day (``search``).
+
+The layout search over training jobs is the planner's (``planner.training_search``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from simulator.training.step import TrainingPlan, dp_tails, held_stages, plan_jo
 from workloads.accounting import training_flops_per_token
 from workloads.training import TrainingJob, load_training_job, parse_training_job
 
-__all__ = ["simulate_training", "simulate_trainings", "load_training_job", "parse_training_job", "training_search",
-           "TrainingJob", "TrainingResult", "OutOfMemory"]
+__all__ = ["simulate_training", "simulate_trainings", "load_training_job", "parse_training_job", "TrainingJob",
+           "TrainingResult", "OutOfMemory"]
 
 
 def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_memory: bool = True,
@@ -150,10 +150,3 @@ def _result(prep: _Prepared, run: PipelineRun, steps: int, check_memory: bool) -
         sources={"compute": "profile" if prep.profiled else plan.cost_model.roofline.source,
                  "p2p_s": plan.p2p_s, "comm_sm_fraction": plan.sm_fraction},
     )
-
-
-def training_search(*args, **kwargs) -> pd.DataFrame:
-    """See ``simulator.training.search.training_search``."""
-    from simulator.training.search import training_search as _search
-
-    return _search(*args, **kwargs)

@@ -54,8 +54,8 @@ from simulator.training.pipeline import StageTimes, pipeline_stages
 from simulator.training.recipe import fp8_cast_ops, loss_ops
 from simulator.training.schedules import get_schedule
 
-__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
-           "plan_job", "dp_tail_phases", "dp_tails", "held_stages"]
+__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "StageInputs",
+           "TrainingPlan", "stage_inputs", "stage_cost", "plan_job", "dp_tail_phases", "dp_tails", "held_stages"]
 
 #: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
 OPTIMIZER_HBM_FRACTION = 0.8
@@ -303,59 +303,95 @@ def _layer_split(job: TrainingJob, model: ModelConfig, cm: CostModel, templates:
     return balanced_split(model, stages, held_stages(job), load)
 
 
-def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
-    """Cost every pipeline stage of ``job`` for one micro-batch."""
+@dataclass(frozen=True)
+class StageInputs:
+    """What costing a stage of ``job`` needs: its model and cluster, the cost model, the
+    per-layer operator templates of one micro-batch and the (dense, MoE) layers per stage."""
+
+    job: TrainingJob
+    model: ModelConfig
+    cluster: Cluster
+    cost_model: CostModel
+    templates: LayerTemplates
+    split: tuple[tuple[int, int], ...]
+    ranks_per_group: int
+    profile: object = None
+
+    def key(self, stage: int) -> tuple:
+        """What a stage's cost depends on: its layers and whether it is the first or the last."""
+        return (*self.split[stage], stage == 0, stage == len(self.split) - 1)
+
+
+def stage_inputs(job: TrainingJob, profile=None) -> StageInputs:
+    """The cost model, layer templates and layer split of ``job`` (``stage_cost``'s inputs)."""
     model = get_model(job.model)
     cluster = get_cluster(job.cluster)
-    p = job.parallelism
-    dev = cluster.device
     sms = job.comm_sms
-    kw = {} if sms is None else {"comm_sm_fraction": sms / dev.compute_units}
+    kw = {} if sms is None else {"comm_sm_fraction": sms / cluster.device.compute_units}
     cm = CostModel(cluster, profile=profile, dispatch_release=job.ep_kernel_release, **kw)
     par, group_ranks = ops_parallelism(job, model)
     batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
-    stages = pipeline_stages(p.pp_schedule, p.pp)
-    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
+    stages = pipeline_stages(job.parallelism.pp_schedule, job.parallelism.pp)
     templates = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance, job.include_mtp,
                                      dispatch_dtype=job.precision)
     split = _layer_split(job, model, cm, templates, stages)
+    return StageInputs(job, model, cluster, cm, templates, split, group_ranks, profile)
+
+
+def stage_cost(inp: StageInputs, s: int) -> StageCost:
+    """One micro-batch on pipeline stage ``s``: compute, the communication inside the chunk
+    (TP/EP, SP/CP, ZeRO-3 gathers) and the activations it keeps."""
+    job, model, cm = inp.job, inp.model, inp.cost_model
+    p = job.parallelism
+    stages = len(inp.split)
+    dense_n, moe_n = inp.split[s]
+    ops = inp.templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
+    layers = dense_n + moe_n
+    keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
+    sp_ops, ring_bwd = _sp_ops(job, model, layers)
+    if p.cp > 1:  # context parallel: K/V all-gathered per layer over the cp ranks
+        kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
+        keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
+                         bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
+    parts = _stage_parts(job, model, cm, keep)
+    sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
+    sp_bwd = sp_fwd * ring_bwd
+    if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
+        passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
+        sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
+        sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
+    zero3 = _zero3_gather_s(job, model, inp.cluster, s, stages, inp.profile, inp.split)
+    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
+    act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
+    return StageCost(
+        stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
+        recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
+        bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep))
+
+
+def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
+    """Cost every pipeline stage of ``job`` for one micro-batch: each distinct stage (its
+    ``StageInputs.key``) once, the stages that share it as copies."""
+    inp = stage_inputs(job, profile)
+    model, cluster, p = inp.model, inp.cluster, job.parallelism
+    stages = len(inp.split)
+    costed: dict[tuple, StageCost] = {}
     out = []
-    costed: dict[tuple, StageCost] = {}  # a stage's cost depends on its layers and ends only
-    for s, (dense_n, moe_n) in enumerate(split):
-        key = (dense_n, moe_n, s == 0, s == stages - 1)
-        if key in costed:
-            out.append(replace(costed[key], stage=s))
-            continue
-        ops = templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
-        layers = dense_n + moe_n
-        keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
-        sp_ops, ring_bwd = _sp_ops(job, model, layers)
-        if p.cp > 1:  # context parallel: K/V all-gathered per layer over the cp ranks
-            kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
-            keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
-                             bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
-        parts = _stage_parts(job, model, cm, keep)
-        sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
-        sp_bwd = sp_fwd * ring_bwd
-        if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
-            passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
-            sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
-            sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
-        zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile, split)
-        act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
-        out.append(StageCost(
-            stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
-            recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
-            bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep)))
-        costed[key] = out[-1]
+    for s in range(stages):
+        key = inp.key(s)
+        if key not in costed:
+            costed[key] = stage_cost(inp, s)
+        out.append(replace(costed[key], stage=s))
     # point-to-point activations between adjacent stages (TP ranks each send their 1/tp slice)
+    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
     nbytes = tokens_local * model.hidden_size * 2.0 / p.tp
     sd = p.stage_devices
     if 2 * sd <= cluster.num_devices and stages > 1:
         p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
     else:
         p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
-    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, group_ranks, split)
+    cm = inp.cost_model
+    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, inp.ranks_per_group, inp.split)
 
 
 def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:

@@ -1,9 +1,13 @@
 """Training layout search: maximise tokens/day on a device budget under a memory limit.
 
+(The planner's training counterpart of ``planner.search``; it simulates each layout with
+``simulator.training.simulate_trainings``, on the planner's executors.)
+
 ``training_search`` enumerates (tp, pp, schedule, ep, sp, zero stage, micro-batch size,
 recompute) for a fixed device count, derives dp = devices / (tp x pp x sp x cp), drops
 layouts the schema rejects (with the rule's message as ``reason``), simulates the rest with
-``simulate_training`` and marks out-of-memory ones infeasible (with the memory reason). The
+``simulate_trainings`` (one longest-path pass per pipeline shape, chunks of whole shapes on
+the executor's workers) and marks out-of-memory ones infeasible (with the memory reason). The
 result is one row per layout, feasible rows first by tokens/day.
 """
 
@@ -15,6 +19,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 from pydantic import ValidationError
 
+import simulator.training as training
+from planner.executors import Executor
 from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
@@ -32,6 +38,20 @@ def _pow2_upto(n: int) -> list[int]:
         out.append(v)
         v *= 2
     return out
+
+
+def _degree_options(m, tp_options, pp_options, ep_options) -> tuple[list[int], list[int], list[int]]:
+    """tp, pp and ep values to try: the given ones, else powers of two (tp up to the 8-device
+    scale-up domain, pp up to min(layers, 64), ep dividing the routed experts; 1 when dense)."""
+    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
+    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
+    if ep_options is not None:
+        eps = list(ep_options)
+    elif m.moe is not None:
+        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
+    else:
+        eps = [1]
+    return tps, pps, eps
 
 
 def training_search(
@@ -56,7 +76,7 @@ def training_search(
     max_layouts: int = 400,
     profile=None,
     progress: ProgressFn | None = None,
-    executor=None,
+    executor: Executor | None = None,
     **job_fields,
 ) -> pd.DataFrame:
     """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
@@ -70,15 +90,7 @@ def training_search(
     at (task ``training layouts``; ``simulator.progress``). ``executor`` (``planner.executors``):
     its workers simulate the layouts in chunks of whole pipeline shapes (None: this process).
     """
-    m = get_model(model)
-    tps = list(tp_options) if tp_options is not None else _pow2_upto(8)
-    pps = list(pp_options) if pp_options is not None else [p for p in _pow2_upto(64) if p <= m.num_layers]
-    if ep_options is not None:
-        eps = list(ep_options)
-    elif m.moe is not None:
-        eps = [e for e in _pow2_upto(m.moe.num_routed_experts) if m.moe.num_routed_experts % e == 0]
-    else:
-        eps = [1]
+    tps, pps, eps = _degree_options(get_model(model), tp_options, pp_options, ep_options)
     rows = []
     pending: list[tuple[int, TrainingJob]] = []  # (row, job) of the layouts to simulate
     evaluated = 0
@@ -133,10 +145,9 @@ def _figures(res) -> dict:
 
 
 def _simulate_chunk(jobs: list[TrainingJob], profile) -> list[dict]:
-    """Worker task: the figures of a chunk of layouts (grouped by pipeline shape)."""
-    from simulator.training import simulate_trainings
-
-    return [_figures(r) for r in simulate_trainings(jobs, profile=profile)]
+    """Worker task: the figures of a chunk of layouts (grouped by pipeline shape). Looked up on
+    the module at call time, so a caller (the benchmark's old path, a test) can swap it."""
+    return [_figures(r) for r in training.simulate_trainings(jobs, profile=profile)]
 
 
 def _shape(job: TrainingJob) -> tuple:
@@ -158,12 +169,13 @@ def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]
     return out
 
 
-def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile, executor, ticker: Throttle) -> None:
+def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile, executor: Executor | None,
+              ticker: Throttle) -> None:
     """Fill in the figures of every pending layout (``rows[i]`` of each ``(i, job)``): in this
     process shape by shape, or on the executor's workers in chunks of whole shapes (their own
     progress task, ``simulate layouts``). The figures are the same either way."""
     jobs = [job for _, job in pending]
-    workers = getattr(executor, "workers", 1) if executor is not None else 1
+    workers = executor.workers if executor is not None else 1
     done = len(rows) - len(pending)
     if workers > 1 and len(jobs) > 2:
         # one layout here first: it warms the profile's and cost model's lazy tables, which the
