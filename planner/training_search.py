@@ -155,10 +155,18 @@ def _shape(job: TrainingJob) -> tuple:
     return p.pp_schedule, p.pp, job.micro_batches
 
 
+def _order(job: TrainingJob) -> tuple:
+    """Where a layout goes in the chunk order: whole pipeline shapes together (one DAG compile
+    and one batched pass each), and around them the layouts with the same per-layer shape,
+    which share their layer templates and cost model (``simulate_trainings``)."""
+    p = job.parallelism
+    return (job.micro_batch_size, p.tp, p.sp, p.cp, *_shape(job))
+
+
 def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]:
     """Indices (plus ``offset``) of ``jobs`` in about ``n`` chunks of about equal size, each a run
     of whole pipeline shapes where it can be (a worker compiles each schedule DAG it meets once)."""
-    order = sorted(range(len(jobs)), key=lambda i: (_shape(jobs[i]), i))
+    order = sorted(range(len(jobs)), key=lambda i: (_order(jobs[i]), i))
     size = max(1, -(-len(order) // n))
     out: list[list[int]] = []
     for i in order:
@@ -169,11 +177,15 @@ def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]
     return out
 
 
+#: chunks of a search run in this process (progress is told after each)
+SERIAL_CHUNKS = 8
+
+
 def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile, executor: Executor | None,
               ticker: Throttle) -> None:
     """Fill in the figures of every pending layout (``rows[i]`` of each ``(i, job)``): in this
-    process shape by shape, or on the executor's workers in chunks of whole shapes (their own
-    progress task, ``simulate layouts``). The figures are the same either way."""
+    process chunk by chunk, or on the executor's workers (their own progress task, ``simulate
+    layouts``), in chunks of whole pipeline shapes either way. The figures are the same."""
     jobs = [job for _, job in pending]
     workers = executor.workers if executor is not None else 1
     done = len(rows) - len(pending)
@@ -186,10 +198,7 @@ def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile,
         results += executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks[1:]],
                                 desc="simulate layouts")
     else:
-        shapes: dict[tuple, list[int]] = {}
-        for i, job in enumerate(jobs):
-            shapes.setdefault(_shape(job), []).append(i)
-        chunks, results = list(shapes.values()), []
+        chunks, results = _chunks(jobs, SERIAL_CHUNKS), []
         for c in chunks:
             results.append(_simulate_chunk([jobs[i] for i in c], profile))
             done += len(c)

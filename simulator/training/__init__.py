@@ -28,7 +28,7 @@ from simulator.training.memory import OutOfMemory, device_memory
 from simulator.training.pipeline import (PipelineRun, StageTimes, closed_form_bubble, evaluate_pipelines,
                                          simulate_pipeline)
 from simulator.training.result import BREAKDOWN_PHASES, TrainingResult
-from simulator.training.step import TrainingPlan, dp_tails, held_stages, plan_job
+from simulator.training.step import SharedCosts, TrainingPlan, dp_tails, held_stages, plan_job
 from workloads.accounting import training_flops_per_token
 from workloads.training import TrainingJob, load_training_job, parse_training_job
 
@@ -58,13 +58,15 @@ def simulate_training(job: TrainingJob, *, profile=None, steps: int = 1, check_m
 def simulate_trainings(jobs: Sequence[TrainingJob], *, profile=None) -> list[TrainingResult | ValueError]:
     """``simulate_training(job, profile=profile, check_memory=False)`` of every job, with one
     longest-path pass per (schedule, pp, micro-batches) shape for all the jobs of that shape
-    (figures identical to one job at a time). A job that cannot be simulated gives its
-    ``ValueError`` in its place."""
+    and one cost model and set of layer templates for all the jobs that share them
+    (``step.SharedCosts``); figures identical to one job at a time. A job that cannot be
+    simulated gives its ``ValueError`` in its place."""
     out: list[TrainingResult | ValueError | None] = [None] * len(jobs)
     groups: dict[tuple, list[tuple[int, _Prepared]]] = {}
+    shared = SharedCosts(profile)  # one cost model (and its memo) per cluster and SM reserve, templates per layer shape
     for i, job in enumerate(jobs):
         try:
-            prep = _prepare(job, profile)
+            prep = _prepare(job, profile, shared)
         except ValueError as exc:
             out[i] = exc
             continue
@@ -96,9 +98,9 @@ class _Prepared:
         return self.tails[device]
 
 
-def _prepare(job: TrainingJob, profile) -> _Prepared:
-    plan = plan_job(job, profile=profile)
-    tails = dict(enumerate(dp_tails(plan, profile)))
+def _prepare(job: TrainingJob, profile, shared: SharedCosts | None = None) -> _Prepared:
+    plan = plan_job(job, profile=profile, shared=shared)
+    tails = dict(enumerate(dp_tails(plan, profile, shared)))
     return _Prepared(job, plan, plan.stage_times(), tails, profile is not None)
 
 

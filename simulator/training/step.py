@@ -54,8 +54,9 @@ from simulator.training.pipeline import StageTimes, pipeline_stages
 from simulator.training.recipe import fp8_cast_ops, loss_ops
 from simulator.training.schedules import get_schedule
 
-__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "StageInputs",
-           "TrainingPlan", "stage_inputs", "stage_cost", "plan_job", "dp_tail_phases", "dp_tails", "held_stages"]
+__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "SharedCosts", "StageCost",
+           "StageInputs", "TrainingPlan", "stage_inputs", "stage_cost", "plan_job", "dp_tail_phases", "dp_tails",
+           "held_stages"]
 
 #: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
 OPTIMIZER_HBM_FRACTION = 0.8
@@ -315,27 +316,78 @@ class StageInputs:
     templates: LayerTemplates
     split: tuple[tuple[int, int], ...]
     ranks_per_group: int
-    profile: object = None
+    shared: SharedCosts
+
+    @property
+    def profile(self):
+        return self.shared.profile
 
     def key(self, stage: int) -> tuple:
         """What a stage's cost depends on: its layers and whether it is the first or the last."""
         return (*self.split[stage], stage == 0, stage == len(self.split) - 1)
 
 
-def stage_inputs(job: TrainingJob, profile=None) -> StageInputs:
-    """The cost model, layer templates and layer split of ``job`` (``stage_cost``'s inputs)."""
+@dataclass(frozen=True)
+class SharedCosts:
+    """What the layouts of one batch (``simulate_trainings``) share, built on first use: one
+    cost model per (cluster, reserved SMs, EP kernel release), so that its op-time memo serves
+    every layout; one ``LayerTemplates`` per per-layer shape (layouts that differ only in pp or
+    schedule have the same layers); the time of every distinct collective (gradient sync,
+    parameter gathers, point-to-point) of the profile. Owned by its caller; no state outlives it."""
+
+    profile: object = None
+    models: dict = field(default_factory=dict, repr=False)
+    layers: dict = field(default_factory=dict, repr=False)
+    collectives: dict = field(default_factory=dict, repr=False)
+
+    def collective_s(self, kind: str, nbytes: float, group: int, cluster: Cluster,
+                     placement: list[int] | None = None) -> float:
+        """``hardware.collectives.collective_time(...).seconds`` with this profile, each distinct
+        call once."""
+        key = (kind, nbytes, group, cluster.name, None if placement is None else tuple(placement))
+        if key not in self.collectives:
+            self.collectives[key] = collective_time(kind, nbytes, group, cluster, placement=placement,
+                                                    profile=self.profile).seconds
+        return self.collectives[key]
+
+    def cost_model(self, job: TrainingJob, cluster: Cluster) -> CostModel:
+        key = (cluster.name, job.comm_sms, job.ep_kernel_release)
+        if key not in self.models:
+            sms = job.comm_sms
+            kw = {} if sms is None else {"comm_sm_fraction": sms / cluster.device.compute_units}
+            self.models[key] = CostModel(cluster, profile=self.profile, dispatch_release=job.ep_kernel_release, **kw)
+        return self.models[key]
+
+    def templates(self, job: TrainingJob, model: ModelConfig, batch: BatchShape, par: Parallelism) -> LayerTemplates:
+        key = (model.name, batch, replace(par, pp=1), job.precision, job.moe_imbalance, job.include_mtp)
+        if key not in self.layers:
+            self.layers[key] = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance,
+                                                    job.include_mtp, dispatch_dtype=job.precision)
+        return self.layers[key]
+
+
+def _shared(shared: SharedCosts | None, profile) -> SharedCosts:
+    """``shared``, or a fresh ``SharedCosts`` of ``profile`` (refusing one of another profile)."""
+    if shared is None:
+        return SharedCosts(profile)
+    if shared.profile is not profile:
+        raise ValueError("the shared costs were built for another profile")
+    return shared
+
+
+def stage_inputs(job: TrainingJob, profile=None, shared: SharedCosts | None = None) -> StageInputs:
+    """The cost model, layer templates and layer split of ``job`` (``stage_cost``'s inputs);
+    ``shared``: the batch's cost models and templates (None: ``job``'s own)."""
+    shared = _shared(shared, profile)
     model = get_model(job.model)
     cluster = get_cluster(job.cluster)
-    sms = job.comm_sms
-    kw = {} if sms is None else {"comm_sm_fraction": sms / cluster.device.compute_units}
-    cm = CostModel(cluster, profile=profile, dispatch_release=job.ep_kernel_release, **kw)
+    cm = shared.cost_model(job, cluster)
     par, group_ranks = ops_parallelism(job, model)
     batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
     stages = pipeline_stages(job.parallelism.pp_schedule, job.parallelism.pp)
-    templates = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance, job.include_mtp,
-                                     dispatch_dtype=job.precision)
+    templates = shared.templates(job, model, batch, par)
     split = _layer_split(job, model, cm, templates, stages)
-    return StageInputs(job, model, cluster, cm, templates, split, group_ranks, profile)
+    return StageInputs(job, model, cluster, cm, templates, split, group_ranks, shared)
 
 
 def stage_cost(inp: StageInputs, s: int) -> StageCost:
@@ -360,7 +412,7 @@ def stage_cost(inp: StageInputs, s: int) -> StageCost:
         passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
         sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
         sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
-    zero3 = _zero3_gather_s(job, model, inp.cluster, s, stages, inp.profile, inp.split)
+    zero3 = _zero3_gather_s(job, model, inp.cluster, s, stages, inp.shared, inp.split)
     tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
     act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
     return StageCost(
@@ -369,10 +421,11 @@ def stage_cost(inp: StageInputs, s: int) -> StageCost:
         bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep))
 
 
-def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
+def plan_job(job: TrainingJob, profile=None, shared: SharedCosts | None = None) -> TrainingPlan:
     """Cost every pipeline stage of ``job`` for one micro-batch: each distinct stage (its
-    ``StageInputs.key``) once, the stages that share it as copies."""
-    inp = stage_inputs(job, profile)
+    ``StageInputs.key``) once, the stages that share it as copies. ``shared``: what a batch of
+    layouts shares (``SharedCosts`` of the same ``profile``; None: nothing)."""
+    inp = stage_inputs(job, profile, shared)
     model, cluster, p = inp.model, inp.cluster, job.parallelism
     stages = len(inp.split)
     costed: dict[tuple, StageCost] = {}
@@ -387,9 +440,9 @@ def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
     nbytes = tokens_local * model.hidden_size * 2.0 / p.tp
     sd = p.stage_devices
     if 2 * sd <= cluster.num_devices and stages > 1:
-        p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
+        p2p = inp.shared.collective_s("send_recv", nbytes, 2, cluster, placement=[0, sd])
     else:
-        p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
+        p2p = inp.shared.collective_s("send_recv", nbytes, 2, cluster) if stages > 1 else 0.0
     cm = inp.cost_model
     return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, inp.ranks_per_group, inp.split)
 
@@ -414,8 +467,8 @@ def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int
     return ids
 
 
-def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int, profile,
-                    split: tuple[tuple[int, int], ...]) -> float:
+def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int,
+                    shared: SharedCosts, split: tuple[tuple[int, int], ...]) -> float:
     """ZeRO-3: all-gather of one stage's BF16 parameters before its forward (and backward)."""
     if job.parallelism.zero_stage < 3:
         return 0.0
@@ -424,7 +477,7 @@ def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stag
     t = 0.0
     for n, g in ((sp.dense, g_dense), (sp.expert, g_expert)):
         if g > 1 and n > 0:
-            t += collective_time("all_gather", 2.0 * n, g, cluster, profile=profile).seconds
+            t += shared.collective_s("all_gather", 2.0 * n, g, cluster)
     return t
 
 
@@ -437,22 +490,25 @@ def _held_params(plan: TrainingPlan, device: int) -> tuple[float, float]:
     return sum(x.dense for x in sp), sum(x.expert for x in sp)
 
 
-def dp_tails(plan: TrainingPlan, profile=None) -> list[list[tuple[str, float]]]:
+def dp_tails(plan: TrainingPlan, profile=None, shared: SharedCosts | None = None) -> list[list[tuple[str, float]]]:
     """``dp_tail_phases`` of every pipeline device, computed once per distinct parameter count
     (a device's tail depends on the job and on its parameters only)."""
+    shared = _shared(shared, profile)
     tails: dict[tuple[float, float], list[tuple[str, float]]] = {}
     out = []
     for d in range(plan.job.parallelism.pp):
         key = _held_params(plan, d)
         if key not in tails:
-            tails[key] = dp_tail_phases(plan, d, profile)
+            tails[key] = dp_tail_phases(plan, d, profile, shared)
         out.append(tails[key])
     return out
 
 
-def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[str, float]]:
+def dp_tail_phases(plan: TrainingPlan, device: int, profile=None,
+                   shared: SharedCosts | None = None) -> list[tuple[str, float]]:
     """What device ``device`` does after its last backward: gradient reduction over data
     parallelism, the optimizer update of its shard, the parameter all-gather (ZeRO 1/2)."""
+    shared = _shared(shared, profile)
     job, cluster = plan.job, plan.cluster
     p = job.parallelism
     dense, expert = _held_params(plan, device)
@@ -466,13 +522,11 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
             continue
         place = _groups_placement(job, cluster, g, stride, mirror)
         if p.zero_stage == 0:
-            comm += collective_time("all_reduce", grad_b * n, g, cluster, placement=place, profile=profile).seconds
+            comm += shared.collective_s("all_reduce", grad_b * n, g, cluster, placement=place)
         else:
-            comm += collective_time("reduce_scatter", grad_b * n, g, cluster, placement=place,
-                                    profile=profile).seconds
+            comm += shared.collective_s("reduce_scatter", grad_b * n, g, cluster, placement=place)
             if p.zero_stage < 3:
-                gather += collective_time("all_gather", 2.0 * n, g, cluster, placement=place,
-                                          profile=profile).seconds
+                gather += shared.collective_s("all_gather", 2.0 * n, g, cluster, placement=place)
     shard = (dense / g_dense + expert / g_expert) if p.zero_stage >= 1 else dense + expert
     mom_b = dtype_bytes(job.optimizer_moment_dtype)
     nbytes = shard * (grad_b + 2 * 4.0 + 2 * 2 * mom_b + 2.0)
