@@ -8,9 +8,9 @@ with ``simulator.costmodel`` (compute) and ``hardware.collectives`` / ``hardware
 source of each number.
 
 ``estimate_step`` and ``estimate_serving`` first run ``check_instance``: the deployment rules
-``clustersim simulate`` applies (``workloads.deployment_rules``: dtype support, parallelism,
-weights and one request in memory) on the instance they cost, plus the KV of the asked batch;
-a violation is a ``ValueError`` naming the flag.
+``clustersim simulate`` applies (``workloads.deployment_rules``: dtype support, the layout's
+rules, weights and one request in memory) on the instance they cost, plus the KV of the asked
+batch; a violation is a ``ValueError`` naming the flag.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from hardware import catalog
 from hardware.types import Cluster
 from simulator.costmodel import CostModel, StepCost
 from simulator.instance import InstanceCost, InstanceSpec
+from workloads.layout import Layout, Problem
 from workloads.models import get_model
 from workloads.kernel_sets import kernel_set
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.ops import BatchShape, moe_layer_ops, step_ops
 
 
 def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
@@ -36,43 +37,41 @@ def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
     return prof, profile_info(prof, cluster.device.name)
 
 
-#: deployment fields of ``check_instance``'s one-pool deployment -> the estimate flags that set them
+#: ``Layout`` (and pool) fields of ``check_instance``'s problems -> the estimate flags that set them
 _FLAGS = {"weight_dtype": "--dtype", "kv_dtype": "--kv-dtype",
-          "serving.pool.attention.tp": "--tp", "serving.pool.attention.sp": "--tp",
-          "serving.pool.moe.ep": "--ep", "serving.pool.moe.tp": "--ep",
-          "serving.pool.devices_per_instance": "--tp/--ep (devices)", "serving.pool.micro_batches": "--micro-batches",
-          "serving.pool.mtp_depth": "--mtp-acceptance", "serving.pool.mtp_acceptance": "--mtp-acceptance",
-          "serving": "--tp/--ep (devices)"}
+          "tp": "--tp", "sp": "--tp", "dp": "--tp/--ep (devices)", "ep": "--ep", "moe_tp": "--ep",
+          "redundant_experts": "--redundant-experts", "devices": "--tp/--ep (devices)",
+          "micro_batches": "--micro-batches", "mtp_depth": "--mtp-acceptance", "mtp_acceptance": "--mtp-acceptance"}
 
 
-def check_instance(m, cluster: Cluster, *, devices: int, tp: int, ep: int, dtype: str, kv_dtype: str = "bf16",
-                   micro_batches: int = 1, mtp_depth: int = 0, mtp_acceptance: float = 0.0,
-                   redundant_experts: int = 0, seqs_per_device: int = 1, tokens_per_seq: int = 1,
+def check_instance(m, cluster: Cluster, layout: Layout, *, dtype: str, kv_dtype: str = "bf16", mtp_depth: int = 0,
+                   mtp_acceptance: float = 0.0, seqs_per_device: int = 1, tokens_per_seq: int = 1,
                    batch_flag: str = "--batch") -> None:
     """Refuse an estimate ``clustersim simulate`` would refuse: the deployment rules
-    (``workloads.deployment_rules.check_deployment``) on a one-instance deployment of this
-    layout, whose one request is ``tokens_per_seq`` tokens long; then the KV of
-    ``seqs_per_device`` such sequences on each device (``pool_memory``, as the engine sizes
-    its KV) must fit beside the weights. Raises ``ValueError``: ``--flag value: problem``."""
-    from workloads.deployment import ColocatedServing, Deployment, FixedLength, PoissonArrival, Pool, Workload
-    from workloads.deployment_rules import check_deployment, pool_memory
-    from workloads.yamlloc import ConfigError
+    (``workloads.deployment_rules``: dtype support, ``serving_layout_problems`` of ``layout``
+    as one instance, MTP, weights and one request of ``tokens_per_seq`` tokens in memory);
+    then the KV of ``seqs_per_device`` such sequences on each device (``layout_memory``, as
+    the engine sizes its KV) must fit beside the weights. Raises ``ValueError``: ``--flag
+    value: problem``."""
+    from workloads.deployment_rules import (
+        dtype_problems,
+        layout_memory,
+        memory_problems,
+        mtp_problems,
+        serving_layout_problems,
+    )
 
-    pool = Pool(devices_per_instance=devices, attention={"tp": tp, "dp": max(1, devices // tp)},
-                moe={"ep": ep, "redundant_experts": redundant_experts}, micro_batches=micro_batches,
-                mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance)
-    dep = Deployment(name="estimate", cluster=cluster.name, model=m.name, weight_dtype=dtype, kv_dtype=kv_dtype,
-                     serving=ColocatedServing(mode="colocated", pool=pool),
-                     workload=Workload(arrival=PoissonArrival(kind="poisson", rate_per_s=1.0),
-                                       prompt_tokens=FixedLength(kind="fixed", tokens=max(1, tokens_per_seq)),
-                                       output_tokens=FixedLength(kind="fixed", tokens=1), num_requests=1))
-    try:
-        check_deployment(dep, "estimate")
-    except ConfigError as exc:
-        field, _, problem = str(exc).removeprefix("estimate: ").partition(": ")
-        flag = _FLAGS.get(field, field)
-        raise ValueError(f"{flag}: {problem}" if problem else str(exc)) from None
-    mem = pool_memory(m, pool, cluster.device, dtype, kv_dtype)
+    devices = layout.devices
+    mem = layout_memory(m, layout, cluster.device, dtype, kv_dtype, mtp=mtp_depth > 0)
+    found = (dtype_problems(cluster.device, weight_dtype=dtype)
+             + serving_layout_problems(m, layout, cluster, devices) + mtp_problems(m, mtp_depth, mtp_acceptance))
+    if devices > cluster.num_devices:
+        found.append(Problem("devices", f"pool 1x{devices} = {devices} devices exceed cluster {cluster.name}'s "
+                                        f"{cluster.num_devices}"))
+    found += memory_problems(mem, cluster.device, max(1, tokens_per_seq) + 1)
+    if found:
+        field, problem = found[0]
+        raise ValueError(f"{_FLAGS.get(field, field)}: {problem}")
     need = seqs_per_device * tokens_per_seq
     if need > mem.kv_capacity_tokens:
         most = int(mem.kv_capacity_tokens // max(tokens_per_seq, 1))
@@ -116,12 +115,11 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
         shape = BatchShape.decode(batch, context)
     else:
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
-    check_instance(m, cluster, devices=tp, tp=tp, ep=tp if m.is_moe else 1, dtype=dtype, seqs_per_device=batch,
-                   tokens_per_seq=(seq or 0) + (context or 0))
+    lay = Layout(tp=tp, ep=tp if m.is_moe else 1, moe_tp=1)
+    check_instance(m, cluster, lay, dtype=dtype, seqs_per_device=batch, tokens_per_seq=(seq or 0) + (context or 0))
     prof, info = _profile(profile, cluster)
-    par = Parallelism(tp=tp, ep=1 if not m.is_moe else tp)
     cm = CostModel(cluster=cluster, profile=prof)
-    cost = cm.step_cost([step_ops(m, shape, par, dtype=dtype, kernels=kernels)])
+    cost = cm.step_cost([step_ops(m, shape, lay, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
                       batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
                       kernel_set=_kernel_set(kernels), profile=info)
@@ -188,9 +186,9 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
     cluster = catalog.cluster_for(hardware, ep)
     prof, info = _profile(profile, cluster)
-    par = Parallelism(tp=1, ep=ep, attn_dp=ep, moe_tp=1)
     shape = BatchShape.prefill(ep, tokens_per_rank)
-    ops = moe_layer_ops(step_ops(m, shape, par, dtype=dtype, moe_imbalance=imbalance, kernels=kernels))
+    ops = moe_layer_ops(step_ops(m, shape, Layout(dp=ep, ep=ep, moe_tp=1), dtype=dtype, moe_imbalance=imbalance,
+                                 kernels=kernels))
     cost = CostModel(cluster=cluster, profile=prof, dispatch_kernel=kernel).step_cost([ops], overlap=False)
     return _step_dict(cost, model=m.name, hardware=cluster.name, ep=ep, tokens_per_rank=tokens_per_rank,
                       kernels=kernels, kernel_set=_kernel_set(kernels), profile=info)
@@ -244,16 +242,15 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     cluster = catalog.cluster_for(hardware, devices)
     prof, info = _profile(profile, cluster)
     mtp_depth = 1 if (mtp_acceptance and phase == "decode") else 0
+    lay = Layout(tp=tp, dp=devices // tp, ep=ep if m.is_moe else 1, moe_tp=1,
+                 redundant_experts=redundant_experts if m.is_moe else 0, micro_batches=micro_batches)
     if phase in ("prefill", "decode"):
-        check_instance(m, cluster, devices=devices, tp=tp, ep=ep if m.is_moe else 1, dtype=dtype, kv_dtype=kv_dtype,
-                       micro_batches=micro_batches, mtp_depth=mtp_depth, mtp_acceptance=mtp_acceptance or 0.0,
-                       redundant_experts=redundant_experts if m.is_moe else 0, seqs_per_device=batch_per_device,
+        check_instance(m, cluster, lay, dtype=dtype, kv_dtype=kv_dtype, mtp_depth=mtp_depth,
+                       mtp_acceptance=mtp_acceptance or 0.0, seqs_per_device=batch_per_device,
                        tokens_per_seq=(seq or 0) + (context or 0) + (1 + mtp_depth if phase == "decode" else 0),
                        batch_flag="--batch-per-device")
-    spec = InstanceSpec(model=m, cluster=cluster, attn_tp=tp, attn_dp=devices // tp, ep=ep if m.is_moe else 1,
-                        micro_batches=micro_batches, weight_dtype=dtype, kv_dtype=kv_dtype, moe_imbalance=imbalance,
-                        mtp_depth=mtp_depth, redundant_experts=redundant_experts if m.is_moe else 0,
-                        kernels=kernels)
+    spec = InstanceSpec(model=m, cluster=cluster, layout=lay, weight_dtype=dtype, kv_dtype=kv_dtype,
+                        moe_imbalance=imbalance, mtp_depth=mtp_depth, kernels=kernels)
     inst = InstanceCost(spec, prof)
     seqs = batch_per_device * devices // tp
     if phase == "decode":

@@ -130,8 +130,7 @@ def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 4
     from hardware.catalog import get_cluster
 
     job = load_training_job(path, list(overrides))
-    p = job.parallelism
-    devices = p.dp * p.tp * p.pp * p.sp * p.cp
+    devices = job.parallelism.devices
     prof = resolve_profile(job.profile, job.cluster, path)
     with default_executor(workers=workers, progress=progress) as executor:
         table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch,

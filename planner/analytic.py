@@ -46,14 +46,15 @@ from statistics import NormalDist
 from typing import Any
 
 from hardware.kv_transfer import kv_transfer_seconds
+from planner.feasibility import check_rules, instance_spec, pool_fit
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
-from simulator.instance import InstanceCost, InstanceSpec
+from simulator.instance import InstanceCost
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
-from workloads.ops import BatchShape, ParallelismError
+from workloads.ops import BatchShape
 
-__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "instance_spec", "load_profile_for", "PoolModel",
-           "Evaluator", "kingman_wait_p"]
+__all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "load_profile_for", "PoolModel", "Evaluator",
+           "kingman_wait_p"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
 _PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
@@ -81,7 +82,7 @@ class UniformBatch(BatchShape):
 
 
 def equivalent_batch(shape, keep: float):
-    """The batch of the equivalent instance (``instance_spec``: ``keep`` x the DP ranks) that
+    """The batch of the equivalent instance (``planner.feasibility.instance_spec``: ``keep`` x the DP ranks) that
     carries the same per-rank load as ``shape`` on the real instance."""
     n = shape.num_seqs
     if keep >= 1.0 or n == 0:
@@ -93,26 +94,6 @@ def equivalent_batch(shape, keep: float):
     new, ctxs = shape.new_list, shape.context_list
     return type(shape)(phase=shape.phase, num_seqs=len(idx), new_tokens=tuple(new[i] for i in idx),
                        context_tokens=tuple(ctxs[i] for i in idx), logits_for=shape.logits_for)
-
-
-def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
-    """InstanceSpec of a pool choice (redundant experts folded into an equivalent EP, see above)."""
-    ep, moe_tp, dp = choice.moe_ep, choice.moe_tp, choice.attn_dp
-    if model.is_moe and model.moe.num_routed_experts % ep:
-        routed = model.moe.num_routed_experts
-        slots = (routed + choice.redundant_experts) // ep
-        if slots == 0 or routed % slots:
-            raise ParallelismError(f"ep={ep} with {choice.redundant_experts} redundant experts gives {slots} slots "
-                                   f"per rank, which does not divide {routed} routed experts")
-        ep_eq = routed // slots
-        stage = ep_eq * moe_tp
-        if stage % (choice.attn_tp * choice.attn_sp):
-            raise ParallelismError(f"equivalent EP {ep_eq} x moe tp {moe_tp} is not a multiple of attention tp x sp")
-        ep, dp = ep_eq, stage // (choice.attn_tp * choice.attn_sp)
-    return InstanceSpec(model=model, cluster=cluster, attn_tp=choice.attn_tp, attn_dp=dp, sp=choice.attn_sp,
-                        ep=ep if model.is_moe else 1, moe_tp=moe_tp, pp=choice.pp, micro_batches=choice.micro_batches,
-                        weight_dtype=ctx.weight_dtype, kv_dtype=ctx.kv_dtype, moe_imbalance=ctx.moe_imbalance,
-                        mtp_depth=choice.mtp_depth)
 
 
 def load_profile_for(profile: str | None, device_name: str) -> Any:
@@ -153,14 +134,14 @@ class PoolModel:
     def __init__(self, ctx, choice, model, cluster, profile):
         self.spec = instance_spec(ctx, choice, model, cluster)
         self.inst = InstanceCost(self.spec, profile)
-        self.dp = self.spec.attn_dp
-        self.pp = choice.pp
+        self.dp = self.spec.layout.dp
+        self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth
         self.ctx_tokens = int(round(ctx.prompt_tokens + ctx.output_tokens / 2.0))
         self.prompt = max(1, int(round(ctx.prefill_tokens)))
         self.cached = int(round(ctx.cached_tokens))
-        self.real_dp = choice.attn_dp  # DP ranks of the real instance (``dp`` is the equivalent's)
-        self.keep = self.dp / choice.attn_dp
+        self.real_dp = choice.layout.dp  # DP ranks of the real instance (``dp`` is the equivalent's)
+        self.keep = self.dp / choice.layout.dp
         self._dec: dict[int, float] = {}
         self._pre: dict[int, float] = {}
         self._pk: dict = {}  # k whole prompts, or (chunks, tokens) of a filled budget
@@ -287,7 +268,7 @@ class PoolModel:
 
 
 def engine_step_s(inst: InstanceCost, keep: float, shape) -> float:
-    """Seconds of a batch the engine forms, on the equivalent instance (``instance_spec``):
+    """Seconds of a batch the engine forms, on the equivalent instance (``planner.feasibility.instance_spec``):
     the batch cut to its per-rank load (``equivalent_batch``), uniform batches split in O(1)."""
     shape = equivalent_batch(shape, keep)
     if not isinstance(shape.new_tokens, tuple) and not isinstance(shape.context_tokens, tuple) \
@@ -347,8 +328,6 @@ class Evaluator:
         return sum(m.calls for m in self._models.values())
 
     def rules_reason(self, choice) -> str | None:
-        from planner.feasibility import check_rules
-
         key = (choice.role, choice.cost_key)
         if key not in self._rules:
             self._rules[key] = check_rules(self.ctx, choice, self.model, self.cluster)
@@ -365,8 +344,6 @@ class Evaluator:
         return p
 
     def _perf_uncached(self, choice) -> PoolPerf:
-        from planner.feasibility import pool_fit
-
         reason = self.rules_reason(choice)
         if reason:
             return PoolPerf(reason)
@@ -387,7 +364,7 @@ class Evaluator:
         (half a block lost to rounding on average) plus the one-block-per-stream watermark it
         keeps free when admitting."""
         m = self.pool_model(choice)
-        return fit.kv_capacity_tokens * choice.attn_sp / (choice.pp * (m.ctx_tokens + 1.5 * BLOCK_TOKENS))
+        return fit.kv_capacity_tokens * choice.layout.sp / (choice.layout.pp * (m.ctx_tokens + 1.5 * BLOCK_TOKENS))
 
     def _decode_tpot_p(self, choice, b: float, lam: float, slots: float) -> float:
         """TPOT percentile of a decode instance at ``b`` sequences per rank carrying ``lam``
@@ -397,7 +374,7 @@ class Evaluator:
         Erlang C (``erlang_c``) with the Allen-Cunneen halving for deterministic service,
         exponential tail; ``slots`` servers each holding a request for its decode time."""
         m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
-        step = choice.pp * m.decode_step_s(b)
+        step = choice.layout.pp * m.decode_step_s(b)
         dur = max(O - 1.0, 1.0) / k * step
         wait = mdc_wait_p(lam * dur, slots, dur, self.ctx.percentile)
         return step / k + wait / max(O - 1.0, 1.0)
@@ -419,10 +396,10 @@ class Evaluator:
         k = self.tokens_per_step(choice)
         slo = ctx.tpot_slo_s - handoff_gap_s
         b_cap = min(float(choice.batch_per_rank), self._b_kv(choice, fit))
-        pred = lambda b: choice.pp * m.decode_step_s(b) / k <= slo  # noqa: E731
+        pred = lambda b: choice.layout.pp * m.decode_step_s(b) / k <= slo  # noqa: E731
         b = m.max_decode_batch(pred, b_cap)
         if b is None:
-            t1 = choice.pp * m.decode_step_s(1.0) / k
+            t1 = choice.layout.pp * m.decode_step_s(1.0) / k
             after = f" less the KV handoff's {handoff_gap_s * 1e3:.3g} ms" if handoff_gap_s else ""
             why = (f"KV room for {b_cap:.2f} sequences per rank" if b_cap < 1.0 else
                    f"TPOT at batch 1 per rank is {t1 * 1e3:.1f} ms > SLO {ctx.tpot_slo_s * 1e3:g} ms{after}")
@@ -441,7 +418,7 @@ class Evaluator:
         (``max_tokens_per_iteration``) and its KV room (a prompt's KV stays until handed off)."""
         m = self.pool_model(choice)
         cap = choice.max_tokens_per_iteration // m.prompt
-        kv_room = fit.kv_capacity_tokens * choice.attn_dp * choice.attn_sp
+        kv_room = fit.kv_capacity_tokens * choice.layout.dp * choice.layout.sp
         blocks = math.ceil((self.ctx.prompt_tokens + 1) / BLOCK_TOKENS) * BLOCK_TOKENS
         return int(min(cap, kv_room // blocks))
 
@@ -453,17 +430,15 @@ class Evaluator:
         not fit one iteration (every prompt is then chunked)."""
         st = self._steps.get(choice)
         if st is None:
-            from planner.feasibility import pool_fit
-
             m = self.pool_model(choice)
             budget = choice.max_tokens_per_iteration
             cap = self._prompt_cap(choice, pool_fit(self.ctx, choice, self.model, self.cluster))
             st = ()
             if cap >= 1:
-                steps = tuple(choice.pp * t for t in m.prompt_batch_steps(cap))
+                steps = tuple(choice.layout.pp * t for t in m.prompt_batch_steps(cap))
                 full_s, full_batch = steps[-1], float(cap)
                 if cap == budget // m.prompt and budget % m.prompt:  # the budget binds, not the KV room
-                    full_s, full_batch = choice.pp * m.filled_budget_s(cap + 1, budget), budget / m.prompt
+                    full_s, full_batch = choice.layout.pp * m.filled_budget_s(cap + 1, budget), budget / m.prompt
                 st = (steps, full_s, full_batch)
             self._steps[choice] = st
         return st or None
@@ -492,7 +467,7 @@ class Evaluator:
             return math.inf
         N = lam * T
         n_p = min(c, max(c, (N + self._z * math.sqrt(N)) * P / m.dp))
-        return choice.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
+        return choice.layout.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
 
     def prefill_ttft_s(self, choice, rate_per_instance: float) -> float:
         """TTFT percentile at a prefill instance's arrival rate (interpolated on the pool's
@@ -561,14 +536,14 @@ class Evaluator:
         T = db + q * sigma
         n_it = max(1.0, ctx.output_tokens / k)
         z = self._z
-        tpot_p = choice.pp * (db + min(1.0, q + z * math.sqrt(q * (1.0 - q) / n_it)) * sigma) / k
+        tpot_p = choice.layout.pp * (db + min(1.0, q + z * math.sqrt(q * (1.0 - q) / n_it)) * sigma) / k
         rate = b * m.dp * k / T / ctx.output_tokens
         rho = (u * unit / m.dp) / c
         t_full = db + sigma
         s = t_full * P / (c * m.dp)
         ttft = (kingman_wait_p(rho, s, ctx.arrival_cv, ctx.percentile) + 0.5 * T
-                + choice.pp * items * t_full)
-        return {"tpot_s": tpot_p, "tpot_mean_s": choice.pp * T / k, "ttft_s": ttft, "rate": rate, "rho": rho}
+                + choice.layout.pp * items * t_full)
+        return {"tpot_s": tpot_p, "tpot_mean_s": choice.layout.pp * T / k, "ttft_s": ttft, "rate": rate, "rho": rho}
 
     def _colocated_perf(self, choice, fit) -> PoolPerf:
         ctx = self.ctx
@@ -624,11 +599,11 @@ class Evaluator:
         cols = self._cols.get(key)
         if cols is None:
             r = choice.role
+            lay = choice.layout
             cols = {f"{r}_instances": n, f"{r}_devices_per_instance": choice.devices_per_instance,
-                    f"{r}_attn_tp": choice.attn_tp, f"{r}_attn_dp": choice.attn_dp, f"{r}_attn_sp": choice.attn_sp,
-                    f"{r}_pp": choice.pp, f"{r}_moe_ep": choice.moe_ep, f"{r}_moe_tp": choice.moe_tp,
-                    f"{r}_redundant_experts": choice.redundant_experts, f"{r}_micro_batches": choice.micro_batches,
-                    f"{r}_mtp_depth": choice.mtp_depth}
+                    f"{r}_attn_tp": lay.tp, f"{r}_attn_dp": lay.dp, f"{r}_attn_sp": lay.sp, f"{r}_pp": lay.pp,
+                    f"{r}_moe_ep": lay.ep, f"{r}_moe_tp": lay.moe_tp_eff, f"{r}_redundant_experts": lay.redundant_experts,
+                    f"{r}_micro_batches": lay.micro_batches, f"{r}_mtp_depth": choice.mtp_depth}
             if r != "prefill":
                 cols[f"{r}_max_batch_size"] = choice.max_batch_size
             if r != "decode":

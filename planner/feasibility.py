@@ -1,33 +1,30 @@
-"""Reject infeasible pool choices with the reason the deployment rules give.
+"""Reject infeasible pool choices with the reason the deployment rules give; the instance each one costs.
 
-Divisibility and fit are the rule functions of ``workloads.deployment_rules`` (so a planner
-reason reads exactly like a ``clustersim validate`` error, minus the file position), run on a
-one-pool deployment against the *resolved* cluster (which may be a what-if variant that is not
-in the catalog). Then ``workloads.ops.Parallelism.validate_for`` on the instance the cost model
-will run (``planner.analytic.instance_spec``). Memory is ``pool_memory`` (weights and KV per
-device) less an activation workspace estimate (``activation_bytes``), which must leave KV room
-for at least one longest request.
+A choice must first be a pool a deployment file can hold (the schema's bounds). Divisibility
+and fit are the one validator, ``workloads.layout.Layout.problems``, run as a
+serving deployment runs it (``workloads.deployment_rules.serving_layout_problems``, with the
+dtype and MTP rules beside it) against the *resolved* cluster (which may be a what-if variant
+that is not in the catalog), so a planner reason reads exactly like a ``clustersim validate``
+error, minus the file position (``decode.moe.ep: ...``). Then the instance the cost model will
+run (``instance_spec``: redundant experts folded into an equivalent EP) must pass it too.
+Memory is ``layout_memory`` (weights and KV per device) less an activation workspace estimate
+(``activation_bytes``), which must leave KV room for at least one longest request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from pydantic import ValidationError
+
+from simulator.instance import InstanceSpec
 from workloads.accounting import ACT_BYTES, dtype_bytes
-from workloads.deployment import ColocatedServing, Deployment, FixedLength, PoissonArrival, Workload
-from workloads.deployment_rules import (
-    _Ctx,
-    pool_memory,
-    rule_dtype_supported,
-    rule_ep_divides_experts,
-    rule_mtp_needs_module,
-    rule_parallelism_covers_instance,
-    rule_tp_divides_heads,
-    rule_tp_within_node,
-)
-from workloads.yamlloc import ConfigError
+from workloads.deployment import Pool
+from workloads.deployment_rules import dtype_problems, layout_memory, mtp_problems, serving_layout_problems
+from workloads.layout import ParallelismError
+from workloads.yamlloc import dotted
 
-__all__ = ["PoolFit", "check_rules", "pool_fit", "activation_bytes", "ACTIVATION_BUFFERS"]
+__all__ = ["PoolFit", "check_rules", "instance_spec", "pool_fit", "activation_bytes", "ACTIVATION_BUFFERS"]
 
 #: hidden-sized BF16 buffers alive per token during a layer (residual, normed input, q/kv
 #: projections, attention output, FFN input): an estimate of the activation workspace, not a
@@ -36,41 +33,52 @@ __all__ = ["PoolFit", "check_rules", "pool_fit", "activation_bytes", "ACTIVATION
 ACTIVATION_BUFFERS = 6
 
 
-def _one_pool_deployment(ctx, choice) -> Deployment:
-    return Deployment(
-        name="plan-check", cluster=ctx.cluster.name, model=ctx.model, weight_dtype=ctx.weight_dtype,
-        kv_dtype=ctx.kv_dtype,
-        serving=ColocatedServing(mode="colocated", pool=choice.to_pool(1, ctx)),
-        workload=Workload(arrival=PoissonArrival(kind="poisson", rate_per_s=1.0),
-                          prompt_tokens=FixedLength(kind="fixed", tokens=ctx.max_prompt_tokens),
-                          output_tokens=FixedLength(kind="fixed", tokens=ctx.max_output_tokens), num_requests=1),
-    )
+def instance_spec(ctx, choice, model, cluster) -> InstanceSpec:
+    """The InstanceSpec the cost model runs for a pool choice. Redundant experts are folded into
+    an equivalent EP (``planner.analytic`` module docstring): an instance with EP ``e`` over
+    ``routed + redundant`` slots (s per rank) is costed as EP ``routed / s`` with the same
+    per-rank batch, i.e. fewer attention-DP ranks; its layout carries no redundant experts."""
+    lay = replace(choice.layout, redundant_experts=0)
+    if model.is_moe and model.moe.num_routed_experts % lay.ep:
+        routed = model.moe.num_routed_experts
+        slots = (routed + choice.layout.redundant_experts) // lay.ep
+        if slots == 0 or routed % slots:
+            raise ParallelismError(f"ep={lay.ep} with {choice.layout.redundant_experts} redundant experts gives "
+                                   f"{slots} slots per rank, which does not divide {routed} routed experts")
+        ep_eq = routed // slots
+        stage = ep_eq * lay.moe_tp_eff
+        if stage % (lay.tp * lay.sp):
+            raise ParallelismError(f"equivalent EP {ep_eq} x moe tp {lay.moe_tp_eff} is not a multiple of "
+                                   f"attention tp x sp")
+        lay = replace(lay, ep=ep_eq, dp=stage // (lay.tp * lay.sp))
+    return InstanceSpec(model=model, cluster=cluster, layout=lay, weight_dtype=ctx.weight_dtype,
+                        kv_dtype=ctx.kv_dtype, moe_imbalance=ctx.moe_imbalance, mtp_depth=choice.mtp_depth)
 
 
 def check_rules(ctx, choice, model, cluster) -> str | None:
-    """The first divisibility/fit rule a pool choice breaks, as ``role.field: problem``; None if none."""
-    from planner.analytic import instance_spec
-
+    """The first rule a pool choice breaks, as ``role.field: problem``; None if none. First the
+    pool must be one a deployment file can hold (``PoolChoice.to_pool``: the schema's bounds,
+    e.g. ``max_batch_size``), then the rules."""
     role = choice.role
     try:
-        dep = _one_pool_deployment(ctx, choice)
-        pool = dep.serving.pool
-        rctx = _Ctx("<plan>", {})
-        path = ("serving", "pool")
-        rule_dtype_supported(dep, cluster, rctx)
-        rule_tp_divides_heads(model, pool, path, rctx)
-        rule_ep_divides_experts(model, pool, path, rctx)
-        rule_parallelism_covers_instance(model, pool, path, rctx)
-        rule_tp_within_node(pool, cluster, path, rctx)
-        rule_mtp_needs_module(model, pool, path, rctx)
-        if choice.devices_per_instance > ctx.budget_devices:
-            return f"{role}.devices_per_instance: {choice.devices_per_instance} exceeds the budget of {ctx.budget_devices}"
-        instance_spec(ctx, choice, model, cluster).parallelism().validate_for(model)
-    except (ConfigError, ValueError) as exc:
-        msg = str(exc)
-        if msg.startswith("<plan>: "):
-            msg = msg[len("<plan>: "):]
-        return msg.replace("serving.pool.", f"{role}.")
+        choice.to_pool(1, ctx)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return f"{role}.{dotted(err['loc'])}: {err['msg']} (got {err['input']})"
+    found = dtype_problems(cluster.device, weight_dtype=ctx.weight_dtype)
+    if found:
+        return f"{found[0].field}: {found[0].problem}"
+    found = serving_layout_problems(model, choice.layout, cluster, choice.devices_per_instance)
+    found += mtp_problems(model, choice.mtp_depth, ctx.mtp_acceptance if choice.mtp_depth else 0.0)
+    if found:
+        return f"{role}.{dotted(Pool.layout_path(found[0].field))}: {found[0].problem}"
+    if choice.devices_per_instance > ctx.budget_devices:
+        return f"{role}.devices_per_instance: {choice.devices_per_instance} exceeds the budget of {ctx.budget_devices}"
+    try:
+        spec = instance_spec(ctx, choice, model, cluster)
+        spec.layout.check(model)
+    except ParallelismError as exc:
+        return str(exc)
     return None
 
 
@@ -82,11 +90,11 @@ def activation_bytes(model, choice, tokens_per_rank: float, logits_rows: float) 
     over the vocabulary shard.
     """
     h = model.hidden_size
-    t = tokens_per_rank / max(choice.attn_sp, 1)
+    t = tokens_per_rank / max(choice.layout.sp, 1)
     act = t * h * ACT_BYTES * ACTIVATION_BUFFERS
     if model.moe is not None:
         act += 2 * t * model.moe.top_k * h * ACT_BYTES
-    act += logits_rows * model.vocab_size / max(choice.attn_tp, 1) * dtype_bytes("fp32")
+    act += logits_rows * model.vocab_size / max(choice.layout.tp, 1) * dtype_bytes("fp32")
     return act
 
 
@@ -104,8 +112,8 @@ class PoolFit:
 
 def pool_fit(ctx, choice, model, cluster) -> PoolFit:
     """Weights + activations + KV for one pool choice; reason set when a longest request does not fit."""
-    pool = choice.to_pool(1, ctx)
-    mem = pool_memory(model, pool, cluster.device, ctx.weight_dtype, ctx.kv_dtype)
+    mem = layout_memory(model, choice.layout, cluster.device, ctx.weight_dtype, ctx.kv_dtype, mtp=choice.mtp_depth > 0,
+                        kv_memory_fraction=ctx.kv_memory_fraction)
     new = 1 + choice.mtp_depth
     if choice.role == "prefill":
         tokens, rows = choice.tokens_per_rank, max(1.0, choice.tokens_per_rank / max(ctx.prefill_tokens, 1.0))
@@ -123,10 +131,10 @@ def pool_fit(ctx, choice, model, cluster) -> PoolFit:
         reason = (f"{choice.role}.devices_per_instance: weights {mem.weight_bytes / gib:.1f} GiB + activations "
                   f"{act / gib:.1f} GiB per device exceed {cluster.device.name}'s {mem.usable_bytes / gib:.1f} GiB "
                   f"(hbm x kv_memory_fraction)")
-    elif cap * choice.attn_sp < longest:
+    elif cap * choice.layout.sp < longest:
         reason = (f"{choice.role}.devices_per_instance: after {mem.weight_bytes / gib:.1f} GiB of weights and "
                   f"{act / gib:.1f} GiB of activations a device holds KV for {int(cap)} tokens, less than one "
                   f"longest request ({longest} tokens)")
-    need = mem.weight_bytes + act + longest * mem.kv_bytes_per_token / max(choice.attn_sp, 1)
+    need = mem.weight_bytes + act + longest * mem.kv_bytes_per_token / max(choice.layout.sp, 1)
     return PoolFit(mem.weight_bytes, act, mem.kv_bytes_per_token, max(cap, 0.0), reason,
                    need / mem.usable_bytes if reason else float("nan"))

@@ -126,7 +126,7 @@ class PlanResult:
     stats: dict
     notes: tuple[str, ...] = field(default=())
     deployments: dict = field(default_factory=dict)  # point id -> Deployment of the verified candidates
-    layouts: dict = field(default_factory=dict)  # point id -> planner.space.Layout of the same
+    layouts: dict = field(default_factory=dict)  # point id -> planner.space.ServingLayout of the same
     status: str = "ok"
     explanation: str = ""
 

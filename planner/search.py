@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any, Iterable
 
 import numpy as np
@@ -35,18 +35,19 @@ import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf
 from planner.executors import Executor, default_executor
+from planner.feasibility import pool_fit
 from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
 from planner.result import PlanResult, pareto_front
 from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
 from planner.space import (
-    Layout,
     PlanContext,
     Point,
     PoolChoice,
-    pair_count,
+    ServingLayout,
     context_from_plan,
-    instance_sizes,
-    pool_choices,
+    all_pool_choices,
+    count_layouts_of,
+    layouts_of,
 )
 from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
@@ -107,39 +108,14 @@ def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: di
         m._pk.update(pk)
 
 
-def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[Layout]:
-    budget, cap = ctx.budget_devices, space.max_instances
-    n = _layout_count(ctx, space, feasible)
+def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[ServingLayout]:
+    """Every serving layout of the feasible choices (``planner.space.layouts_of``), counted first."""
+    n = count_layouts_of(ctx, space, feasible)
     if n > MAX_PLAN_LAYOUTS:
         raise ValueError(f"search: {n:,} feasible layouts within the budget, more than the planner holds in memory "
                          f"(at most {MAX_PLAN_LAYOUTS:,}; lower search.max_instances or hardware.devices, or shorten "
                          f"the search lists)")
-    out: list[Layout] = []
-    if "colocated" in space.modes:
-        for c in feasible.get("pool", []):
-            for n in range(1, min(cap, budget // c.devices_per_instance) + 1):
-                out.append(Layout("colocated", ((c, n),)))
-    if "disaggregated" in space.modes:
-        for d in feasible.get("decode", []):
-            for p in feasible.get("prefill", []):
-                dp_, dd = p.devices_per_instance, d.devices_per_instance
-                for n_p in range(1, min(cap, (budget - dd) // dp_) + 1):
-                    for n_d in range(1, min(cap, (budget - n_p * dp_) // dd) + 1):
-                        out.append(Layout("disaggregated", ((p, n_p), (d, n_d))))
-    return out
-
-
-def _layout_count(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
-    """How many layouts ``_layouts`` would build, counted per instance size without building them."""
-    budget, cap = ctx.budget_devices, space.max_instances
-    total = 0
-    if "colocated" in space.modes:
-        total += sum(min(cap, budget // c.devices_per_instance) for c in feasible.get("pool", []))
-    if "disaggregated" in space.modes:
-        pre = Counter(c.devices_per_instance for c in feasible.get("prefill", []))
-        dec = Counter(c.devices_per_instance for c in feasible.get("decode", []))
-        total += sum(n_p * n_d * pair_count(dp_, dd, budget, cap) for dp_, n_p in pre.items() for dd, n_d in dec.items())
-    return total
+    return list(layouts_of(ctx, space, feasible))
 
 
 def _objective_column(cfg) -> str:
@@ -147,7 +123,7 @@ def _objective_column(cfg) -> str:
 
 
 def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
-                   ticker: Throttle | None = None) -> list[tuple[Layout, dict]]:
+                   ticker: Throttle | None = None) -> list[tuple[ServingLayout, dict]]:
     """TPE search over the pool choices and instance counts (seeded; sequential ask/tell)."""
     try:
         import optuna
@@ -160,7 +136,7 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
     study = optuna.create_study(direction="maximize", sampler=sampler)
     objective = _objective_column(cfg)
     budget = ctx.budget_devices
-    seen: dict[Layout, dict] = {}
+    seen: dict[ServingLayout, dict] = {}
     modes = [m for m in space.modes if (m == "colocated" and feasible.get("pool"))
              or (m == "disaggregated" and feasible.get("prefill") and feasible.get("decode"))]
     if not modes:
@@ -174,14 +150,14 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
             opts = feasible["pool"]
             c = opts[trial.suggest_int("pool", 0, len(opts) - 1)]
             n = trial.suggest_int("n", 1, max(1, min(space.max_instances, budget // c.devices_per_instance)))
-            layout = Layout("colocated", ((c, n),))
+            layout = ServingLayout("colocated", ((c, n),))
         else:
             pre, dec = feasible["prefill"], feasible["decode"]
             p = pre[trial.suggest_int("prefill", 0, len(pre) - 1)]
             d = dec[trial.suggest_int("decode", 0, len(dec) - 1)]
             n_p = trial.suggest_int("n_prefill", 1, max(1, min(space.max_instances, budget // p.devices_per_instance)))
             n_d = trial.suggest_int("n_decode", 1, max(1, min(space.max_instances, budget // d.devices_per_instance)))
-            layout = Layout("disaggregated", ((p, n_p), (d, n_d)))
+            layout = ServingLayout("disaggregated", ((p, n_p), (d, n_d)))
         row = seen.get(layout)
         if row is None:
             row = ev.evaluate_layout(layout)
@@ -201,8 +177,6 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
     for c in choices:
         by_key[c.cost_key].append(c)
     # choices whose rules or memory already fail need no step costs: settle them here
-    from planner.feasibility import pool_fit
-
     costly: dict[tuple, list[PoolChoice]] = {}
     for key, cs in by_key.items():
         live = []
@@ -248,7 +222,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list
     (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
     rows: list[dict] = []
     for pid, c in enumerate(rejected):
-        row = ev.evaluate_layout(Layout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
+        row = ev.evaluate_layout(ServingLayout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
         row["id"] = pid
         rows.append(row)
     if method == "grid":
@@ -394,10 +368,8 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     from calibration.resolve import profile_info, profile_line
 
     notes.append(profile_line(profile_info(ev.profile, ev.cluster.device.name)))
-    sizes = instance_sizes(ctx, space)
-    roles = (["pool"] if "colocated" in space.modes else []) + (
-        ["prefill", "decode"] if "disaggregated" in space.modes else [])
-    choices = {r: pool_choices(r, space, model, sizes) for r in roles}
+    choices = all_pool_choices(ctx, space, model)
+    roles = list(choices)
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()

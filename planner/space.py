@@ -1,10 +1,12 @@
-"""The layout space: pool choices, layouts and the picklable context every evaluation needs.
+"""The layout space: pool choices, serving layouts and the picklable context every evaluation needs.
 
-A *pool choice* fixes one pool's per-instance layout (devices, attention TP/DP/SP, PP, MoE
-EP/TP, redundant experts, micro-batches, MTP, batch and chunk limits). A *layout* is a serving
-mode plus one pool choice (colocated) or two (disaggregated: prefill, decode) with instance
-counts. ``enumerate_layouts`` yields every layout of a ``SearchSpace`` within the device budget,
-with point ids in a fixed order, so results never depend on worker order.
+A *pool choice* is one pool's per-instance ``workloads.layout.Layout`` (attention TP/DP/SP,
+PP, MoE EP/TP, redundant experts, micro-batches) with its role, MTP depth and batch and chunk
+limits. A *serving layout* (``ServingLayout``) is a serving mode plus one pool choice
+(colocated) or two (disaggregated: prefill, decode) with instance counts. ``layouts_of`` is
+the one enumerator of serving layouts (``count_layouts_of`` counts them without building
+them); ``enumerate_layouts`` numbers every layout of a ``SearchSpace`` within the device
+budget in a fixed order, so results never depend on worker order.
 
 Objects here are small frozen dataclasses of plain values: they pickle cheaply to process-pool
 workers and Ray tasks. Catalog objects (``Cluster`` holds mapping proxies that do not pickle)
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -23,9 +26,10 @@ import numpy as np
 
 from hardware.catalog import cluster_for, clusters_of, get_cluster, get_device, list_clusters
 from hardware.types import Cluster
+from workloads.layout import Layout
 
-__all__ = ["ClusterRef", "PlanContext", "PoolChoice", "Layout", "Point", "context_from_plan", "pool_choices",
-           "enumerate_layouts", "count_layouts", "workload_means"]
+__all__ = ["ClusterRef", "PlanContext", "PoolChoice", "ServingLayout", "Point", "context_from_plan", "pool_choices",
+           "all_pool_choices", "layouts_of", "count_layouts_of", "enumerate_layouts", "count_layouts", "workload_means"]
 
 
 @dataclass(frozen=True)
@@ -189,54 +193,52 @@ def context_from_plan(plan) -> PlanContext:
 # ------------------------------------------------------------------------------ pool choices
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class PoolChoice:
     """One pool's per-instance layout. ``batch_per_rank``: most decode sequences per attention-DP
     rank; ``tokens_per_rank``: most new prefill tokens per attention-DP rank and iteration."""
 
     role: str  # "prefill", "decode" or "pool" (colocated)
-    devices_per_instance: int
-    attn_tp: int
-    attn_dp: int
-    attn_sp: int
-    pp: int
-    moe_ep: int
-    moe_tp: int
-    redundant_experts: int
-    micro_batches: int
+    layout: Layout
     mtp_depth: int
     batch_per_rank: int
     tokens_per_rank: int
 
     @property
+    def devices_per_instance(self) -> int:
+        return self.layout.devices
+
+    @property
     def cost_key(self) -> tuple:
         """The fields that fix per-step costs (role, batch and chunk limits excluded)."""
-        return (self.devices_per_instance, self.attn_tp, self.attn_dp, self.attn_sp, self.pp, self.moe_ep,
-                self.moe_tp, self.redundant_experts, self.micro_batches, self.mtp_depth)
+        lay = self.layout
+        return (lay.devices, lay.tp, lay.dp, lay.sp, lay.pp, lay.ep, lay.moe_tp_eff, lay.redundant_experts,
+                lay.micro_batches, self.mtp_depth)
+
+    @property
+    def sort_key(self) -> tuple:
+        """The enumeration order: role, then the cost key, then the batch and chunk limits."""
+        return (self.role,) + self.cost_key + (self.batch_per_rank, self.tokens_per_rank)
 
     @property
     def max_batch_size(self) -> int:
         """Decode/colocated: the batch limit; prefill: no limit beyond the token budget."""
         if self.role == "prefill":
             return self.max_tokens_per_iteration
-        return self.batch_per_rank * self.attn_dp * self.pp
+        return self.batch_per_rank * self.layout.dp * self.layout.pp
 
     @property
     def max_tokens_per_iteration(self) -> int:
         """Prefill/colocated: the chunk budget; decode: room for every decode token of a full batch."""
         if self.role == "decode":
             return max(8192, self.max_batch_size * (1 + self.mtp_depth))
-        return self.tokens_per_rank * self.attn_dp
+        return self.tokens_per_rank * self.layout.dp
 
     def label(self, instances: int) -> str:
         """Short text of this choice with ``instances`` instances, e.g.
-        ``decode 1x8 tp1 dp8 ep8 mtp1 bs1024`` (defaults such as sp1, pp1 left out)."""
-        parts = [f"{'pool' if self.role == 'pool' else self.role} {instances}x{self.devices_per_instance}",
-                 f"tp{self.attn_tp}", f"dp{self.attn_dp}"]
-        parts += [f"sp{self.attn_sp}"] * (self.attn_sp > 1) + [f"pp{self.pp}"] * (self.pp > 1)
-        parts += [f"ep{self.moe_ep}"] * (self.moe_ep > 1) + [f"etp{self.moe_tp}"] * (self.moe_tp > 1)
-        parts += [f"+{self.redundant_experts}e"] * (self.redundant_experts > 0)
-        parts += [f"mb{self.micro_batches}"] * (self.micro_batches > 1) + [f"mtp{self.mtp_depth}"] * (self.mtp_depth > 0)
+        ``decode 1x8 tp1 dp8 ep8 mtp1 bs1024`` (``Layout.label``; defaults such as sp1, pp1 left out)."""
+        parts = [f"{self.role} {instances}x{self.devices_per_instance}", self.layout.label()]
+        parts += [f"mtp{self.mtp_depth}"] * (self.mtp_depth > 0)
         if self.role != "prefill":
             parts.append(f"bs{self.max_batch_size}")
         if self.role != "decode":
@@ -244,18 +246,13 @@ class PoolChoice:
         return " ".join(parts)
 
     def to_pool(self, instances: int, ctx: PlanContext):
-        """The ``workloads.deployment.Pool`` of this choice."""
+        """The ``workloads.deployment.Pool`` of this choice (``Pool.from_layout``)."""
         from workloads.deployment import Pool
 
-        return Pool(
-            instances=instances, devices_per_instance=self.devices_per_instance, pp=self.pp,
-            attention={"tp": self.attn_tp, "dp": self.attn_dp, "sp": self.attn_sp},
-            moe={"ep": self.moe_ep, "tp": self.moe_tp, "redundant_experts": self.redundant_experts,
-                 "imbalance": ctx.moe_imbalance},
-            micro_batches=self.micro_batches, max_batch_size=self.max_batch_size,
-            max_tokens_per_iteration=self.max_tokens_per_iteration,
-            mtp_depth=self.mtp_depth, mtp_acceptance=ctx.mtp_acceptance if self.mtp_depth else 0.0,
-            kv_memory_fraction=ctx.kv_memory_fraction,
+        return Pool.from_layout(
+            self.layout, instances=instances, moe_imbalance=ctx.moe_imbalance, max_batch_size=self.max_batch_size,
+            max_tokens_per_iteration=self.max_tokens_per_iteration, mtp_depth=self.mtp_depth,
+            mtp_acceptance=ctx.mtp_acceptance if self.mtp_depth else 0.0, kv_memory_fraction=ctx.kv_memory_fraction,
         )
 
 
@@ -289,12 +286,14 @@ def pool_choices(role: str, space, model, sizes: list[int]) -> list[PoolChoice]:
         for moe_tp in moe_tps:
             ep = stage // moe_tp if is_moe else 1
             for red, mb, mtp, b, c in itertools.product(reds, space.micro_batches, mtps, batches, chunks):
-                out.append(PoolChoice(role, d, tp, dp, sp, pp, ep, moe_tp if is_moe else 1, red, mb, mtp, b, c))
-    return sorted(set(out))
+                lay = Layout(tp=tp, dp=dp, sp=sp, ep=ep, moe_tp=moe_tp if is_moe else 1, redundant_experts=red,
+                             pp=pp, micro_batches=mb)
+                out.append(PoolChoice(role, lay, mtp, b, c))
+    return sorted(set(out), key=lambda c: c.sort_key)
 
 
 @dataclass(frozen=True)
-class Layout:
+class ServingLayout:
     """A serving layout: ``pools`` is ((choice, instances),) colocated or (prefill, decode)."""
 
     mode: str
@@ -312,11 +311,11 @@ class Layout:
 
 @dataclass(frozen=True)
 class Point:
-    """One point of the sweep: an id (its position in the enumeration), a layout, and (for
-    ``planner.evaluate(point, seed)`` on its own) the context it is evaluated in."""
+    """One point of the sweep: an id (its position in the enumeration), a serving layout, and
+    (for ``planner.evaluate(point, seed)`` on its own) the context it is evaluated in."""
 
     id: int
-    layout: Layout
+    layout: ServingLayout
     ctx: PlanContext | None = None
 
 
@@ -331,29 +330,34 @@ def pair_count(dp: int, dd: int, budget: int, max_n: int) -> int:
     return sum(min(max_n, (budget - n_p * dp) // dd) for n_p in range(1, min(max_n, (budget - dd) // dp) + 1))
 
 
-def _counts(d: int, budget: int, max_n: int) -> range:
-    return range(1, min(max_n, budget // d) + 1)
+def layouts_of(ctx: PlanContext, space, choices: dict[str, list[PoolChoice]]) -> Iterator[ServingLayout]:
+    """Every serving layout of the pool ``choices`` (by role: "pool", "prefill", "decode")
+    within the device budget and ``space.max_instances``: colocated first (each choice, then
+    its instance counts), then disaggregated (each decode choice, each prefill choice, then the
+    instance-count pairs)."""
+    budget, cap = ctx.budget_devices, space.max_instances
+    if "colocated" in space.modes:
+        for c in choices.get("pool", []):
+            for n in range(1, min(cap, budget // c.devices_per_instance) + 1):
+                yield ServingLayout("colocated", ((c, n),))
+    if "disaggregated" in space.modes:
+        for d in choices.get("decode", []):
+            for p in choices.get("prefill", []):
+                for n_p, n_d in _count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap):
+                    yield ServingLayout("disaggregated", ((p, n_p), (d, n_d)))
 
 
-def count_layouts(ctx: PlanContext, space, model) -> int:
-    """Number of layouts ``enumerate_layouts`` would yield (without building them)."""
-    sizes = instance_sizes(ctx, space)
+def count_layouts_of(ctx: PlanContext, space, choices: dict[str, list[PoolChoice]]) -> int:
+    """How many layouts ``layouts_of`` yields, counted per instance size without building them."""
+    budget, cap = ctx.budget_devices, space.max_instances
     total = 0
     if "colocated" in space.modes:
-        for c in pool_choices("pool", space, model, sizes):
-            total += len(_counts(c.devices_per_instance, ctx.budget_devices, space.max_instances))
+        total += sum(min(cap, budget // c.devices_per_instance) for c in choices.get("pool", []))
     if "disaggregated" in space.modes:
-        pre = pool_choices("prefill", space, model, sizes)
-        dec = pool_choices("decode", space, model, sizes)
-        by_d_pre: dict[int, int] = {}
-        for c in pre:
-            by_d_pre[c.devices_per_instance] = by_d_pre.get(c.devices_per_instance, 0) + 1
-        by_d_dec: dict[int, int] = {}
-        for c in dec:
-            by_d_dec[c.devices_per_instance] = by_d_dec.get(c.devices_per_instance, 0) + 1
-        for dp_, npre in by_d_pre.items():
-            for dd, ndec in by_d_dec.items():
-                total += npre * ndec * pair_count(dp_, dd, ctx.budget_devices, space.max_instances)
+        pre = Counter(c.devices_per_instance for c in choices.get("prefill", []))
+        dec = Counter(c.devices_per_instance for c in choices.get("decode", []))
+        total += sum(n_p * n_d * pair_count(dp_, dd, budget, cap)
+                     for dp_, n_p in pre.items() for dd, n_d in dec.items())
     return total
 
 
@@ -363,19 +367,20 @@ def instance_sizes(ctx: PlanContext, space) -> list[int]:
     return default_instance_sizes(ctx.cluster.resolve(), ctx.budget_devices)
 
 
-def enumerate_layouts(ctx: PlanContext, space, model) -> Iterator[Point]:
-    """Every layout within the budget, ids in enumeration order (colocated first)."""
+def all_pool_choices(ctx: PlanContext, space, model) -> dict[str, list[PoolChoice]]:
+    """Every pool choice of ``space`` by role ("pool" when colocated, "prefill" and "decode" when disaggregated)."""
     sizes = instance_sizes(ctx, space)
-    ids = itertools.count()
-    if "colocated" in space.modes:
-        for c in pool_choices("pool", space, model, sizes):
-            for n in _counts(c.devices_per_instance, ctx.budget_devices, space.max_instances):
-                yield Point(next(ids), Layout("colocated", ((c, n),)))
-    if "disaggregated" in space.modes:
-        pre = pool_choices("prefill", space, model, sizes)
-        dec = pool_choices("decode", space, model, sizes)
-        for d in dec:
-            for p in pre:
-                for n_p, n_d in _count_pairs(p.devices_per_instance, d.devices_per_instance, ctx.budget_devices,
-                                             space.max_instances):
-                    yield Point(next(ids), Layout("disaggregated", ((p, n_p), (d, n_d))))
+    roles = (["pool"] if "colocated" in space.modes else []) + (
+        ["prefill", "decode"] if "disaggregated" in space.modes else [])
+    return {r: pool_choices(r, space, model, sizes) for r in roles}
+
+
+def count_layouts(ctx: PlanContext, space, model) -> int:
+    """Number of layouts ``enumerate_layouts`` would yield (without building them)."""
+    return count_layouts_of(ctx, space, all_pool_choices(ctx, space, model))
+
+
+def enumerate_layouts(ctx: PlanContext, space, model) -> Iterator[Point]:
+    """Every serving layout of ``space`` within the budget, ids in enumeration order (``layouts_of``)."""
+    for i, layout in enumerate(layouts_of(ctx, space, all_pool_choices(ctx, space, model))):
+        yield Point(i, layout)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.space import Layout, PlanContext
+from planner.space import PlanContext, ServingLayout
 
 __all__ = ["layout_deployment", "simulation_hooks", "verify_task", "verify_batch", "engine_available", "steady_slo",
            "SEARCH_FACTORS", "MAX_VERIFY_REQUESTS"]
@@ -57,7 +57,7 @@ def engine_available() -> bool:
     return True
 
 
-def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float | None = None, name: str | None = None,
+def layout_deployment(cfg, ctx: PlanContext, layout: ServingLayout, rate_per_s: float | None = None, name: str | None = None,
                       seed: int | None = None, num_requests: int | None = None):
     """The Deployment of a layout (the plan's workload and SLOs; arrival rate ``rate_per_s``;
     ``num_requests`` replaces the workload's count or duration)."""
@@ -80,7 +80,7 @@ def layout_deployment(cfg, ctx: PlanContext, layout: Layout, rate_per_s: float |
                       seed=cfg.seed if seed is None else seed, profile=ctx.profile)
 
 
-def simulation_hooks(ctx: PlanContext, layout: Layout, evaluator=None) -> tuple[Any, dict]:
+def simulation_hooks(ctx: PlanContext, layout: ServingLayout, evaluator=None) -> tuple[Any, dict]:
     """(step_cost, kv_capacity_tokens) that make ``simulator.simulate`` cost a layout exactly
     as the analytic ranking does (resolved cluster, equivalent EP, activation-aware KV).
     ``evaluator``: share one ``planner.analytic.Evaluator`` (and its step-cost caches) over
@@ -94,9 +94,9 @@ def simulation_hooks(ctx: PlanContext, layout: Layout, evaluator=None) -> tuple[
     kv: dict[str, float] = {}
     for choice, _n in layout.pools:
         m = ev.pool_model(choice)
-        models[names[choice.role]] = (m, m.dp / choice.attn_dp)
+        models[names[choice.role]] = (m, m.dp / choice.layout.dp)
         fit = pool_fit(ctx, choice, ev.model, ev.cluster)
-        kv[choice.role] = fit.kv_capacity_tokens * choice.attn_dp * choice.attn_sp
+        kv[choice.role] = fit.kv_capacity_tokens * choice.layout.dp * choice.layout.sp
 
     def step_cost(role: str, shape) -> float:
         m, keep = models[role]
@@ -157,7 +157,7 @@ def verify_batch(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
     return [verify_task(cfg, ctx, *item, evaluator=ev) for item in items]
 
 
-def verify_task(cfg, ctx: PlanContext, layout: Layout, point_id: int, analytic: dict, seed: int,
+def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, analytic: dict, seed: int,
                 evaluator=None) -> dict:
     """Verify one candidate (module docstring); returns one row of ``PlanResult.verification``."""
     from planner.result import deployment_to_yaml

@@ -1,9 +1,10 @@
 """One serving instance's step time: a deployment pool mapped onto ops and the cost model.
 
-``InstanceCost`` turns a pool of a ``Deployment`` (attention TP/DP/SP, MoE EP/TP, PP,
-micro-batches, MTP) into ``workloads.ops.Parallelism`` and answers ``step(batch) ->
-StepCost`` through ``simulator.costmodel.CostModel``. The engine, ``clustersim estimate``
-and the planner's analytic ranking all call this one function.
+``InstanceSpec`` holds the instance's ``workloads.layout.Layout`` (attention TP/DP/SP, MoE
+EP/TP, PP, micro-batches) with what else fixes its cost (model, cluster, dtypes, MTP, draft
+model, kernels); ``InstanceCost`` answers ``step(batch) -> StepCost`` from ``step_ops`` on that
+layout through ``simulator.costmodel.CostModel``. The engine, ``clustersim estimate`` and the
+planner's analytic ranking all call this one function.
 
 Sequence parallelism follows ``attention.sp_kind`` through ``workloads.sequence_parallel``
 (the model training uses too): a prefill step's per-layer K/V exchange is Ulysses' QKV and
@@ -23,9 +24,10 @@ from hardware.catalog import die_device
 from hardware.types import Cluster
 from simulator.costmodel import CostModel, OpCost, StepCost
 from workloads.deployment_rules import die_replicas
+from workloads.layout import Layout
 from workloads.models import ModelConfig, get_model
 from workloads.op import COLLECTIVE, OpRole
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.ops import BatchShape, step_ops
 from workloads.sequence_parallel import decode_combine_bytes, model_sp_attention, ring_exposed_s
 
 _KV_GATHER, _OUT_GATHER, _RING_PASS = "sp_kv_gather", "sp_out_gather", "sp.kv_ring_pass"
@@ -37,47 +39,27 @@ class InstanceSpec:
 
     model: ModelConfig
     cluster: Cluster
-    attn_tp: int = 1
-    attn_dp: int = 1
-    sp: int = 1
-    sp_kind: str = "ulysses"  # workloads.sequence_parallel.SP_KINDS
-    ep: int = 1
-    moe_tp: int = 1
-    pp: int = 1
-    micro_batches: int = 1
+    layout: Layout = Layout()
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     moe_imbalance: float = 1.0
     mtp_depth: int = 0
-    redundant_experts: int = 0
     draft_model: ModelConfig | None = None  # speculative decoding with a separate draft model
     draft_tokens: int = 0
     kernels: str = "fused"  # workloads.ops_blocks.KERNEL_SETS
 
     @property
     def devices(self) -> int:
-        return self.attn_tp * self.attn_dp * self.sp * self.pp
-
-    def parallelism(self) -> Parallelism:
-        stage = self.attn_tp * self.attn_dp * self.sp
-        ep = self.ep if self.model.is_moe else 1
-        moe_tp = (stage // ep) if self.model.is_moe else None
-        return Parallelism(tp=self.attn_tp, ep=ep, pp=self.pp, sp=self.sp, attn_tp=self.attn_tp,
-                           attn_dp=self.attn_dp, moe_tp=moe_tp,
-                           redundant_experts=self.redundant_experts if self.model.is_moe else 0)
+        return self.layout.devices
 
 
 def spec_from_pool(model: ModelConfig, cluster: Cluster, pool: Any, weight_dtype: str, kv_dtype: str) -> InstanceSpec:
-    """InstanceSpec of a ``workloads.deployment.Pool``."""
+    """InstanceSpec of a ``workloads.deployment.Pool`` (its ``layout``)."""
     return InstanceSpec(
-        model=model, cluster=cluster, attn_tp=pool.attention.tp, attn_dp=pool.attention.dp, sp=pool.attention.sp,
-        sp_kind=pool.attention.sp_kind,
-        ep=pool.moe.ep, moe_tp=pool.moe.tp, pp=pool.pp, micro_batches=pool.micro_batches,
-        weight_dtype=weight_dtype, kv_dtype=kv_dtype, moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
-        redundant_experts=pool.moe.redundant_experts,
-        draft_model=get_model(pool.draft_model) if getattr(pool, "draft_model", None) else None,
-        draft_tokens=getattr(pool, "draft_tokens", 0),
-        kernels=getattr(pool, "kernels", "fused"),
+        model=model, cluster=cluster, layout=pool.layout, weight_dtype=weight_dtype, kv_dtype=kv_dtype,
+        moe_imbalance=pool.moe.imbalance, mtp_depth=pool.mtp_depth,
+        draft_model=get_model(pool.draft_model) if pool.draft_model else None,
+        draft_tokens=pool.draft_tokens, kernels=pool.kernels,
     )
 
 
@@ -126,37 +108,34 @@ class InstanceCost:
         # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones
         self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
         self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
-        self._par = spec.parallelism()
-        self._par.validate_for(spec.model)
+        lay = spec.layout
+        lay.check(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
         # a multi-die package with one attention-DP rank per die (Ascend 910C, CloudMatrix-Infer):
         # the replicated (non-expert) ops run per die on its share of the sequences, each die
         # reading its own weight replica; expert ops and communication stay per package
-        self.dies = die_replicas(spec.cluster.device, spec.attn_tp, spec.sp)
+        self.dies = die_replicas(spec.cluster.device, lay.tp, lay.sp)
         if self.dies > 1:
             die_cm = CostModel(cluster=replace(spec.cluster, device=die_device(spec.cluster.device)), profile=profile)
             self._die_cms = {"prefill": die_cm, "decode": replace(die_cm, dispatch_kernel="low_latency")}
-            p = self._par
-            self._die_par = Parallelism(tp=1, ep=p.ep, pp=p.pp, sp=1, attn_tp=1, attn_dp=p.attn_dp * self.dies,
-                                        moe_tp=p.moe_tp_eff * self.dies, redundant_experts=p.redundant_experts)
+            self._die_layout = replace(lay, dp=lay.dp * self.dies, moe_tp=lay.moe_tp_eff * self.dies)
         self._draft = None
         if spec.draft_model is not None and spec.draft_tokens:
             # the draft runs on the same devices with the same attention layout, dense (no EP)
-            self._draft = InstanceCost(replace(spec, model=spec.draft_model, ep=1, moe_tp=1, micro_batches=1,
-                                               mtp_depth=0, redundant_experts=0, draft_model=None,
-                                               draft_tokens=0), profile)
+            self._draft = InstanceCost(replace(spec, model=spec.draft_model, layout=lay.without_experts(),
+                                               mtp_depth=0, draft_model=None, draft_tokens=0), profile)
 
-    def ops(self, batch: BatchShape, par: Parallelism | None = None) -> list[list]:
+    def ops(self, batch: BatchShape, layout: Layout | None = None) -> list[list]:
         """Op lists, one per micro-batch, for ``batch`` on the busiest device (or die, with the
-        die-level ``par``)."""
+        die-level ``layout``)."""
         s = self.spec
         mtp = s.mtp_depth > 0 and batch.phase == "decode"
         out = []
-        for mb in _halves(batch, s.micro_batches):
-            ops = step_ops(s.model, mb, par or self._par, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
+        for mb in _halves(batch, s.layout.micro_batches):
+            ops = step_ops(s.model, mb, layout or s.layout, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
                            kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
                            dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
-            out.append(self._sp_kind_ops(ops, mb) if s.sp > 1 else ops)
+            out.append(self._sp_kind_ops(ops, mb) if s.layout.sp > 1 else ops)
         return out
 
     def _sp_kind_ops(self, ops: list, mb: BatchShape) -> list:
@@ -166,19 +145,19 @@ class InstanceCost:
         without cache; attention to cached tokens stays where they are kept, and the ring's
         combine of those partial outputs is not charged); decode's output gather shrinks to a
         device's heads under Ulysses."""
-        s = self.spec
-        local = mb.split(s.attn_dp)[0] if s.attn_dp > 1 else mb
+        s, lay = self.spec, self.spec.layout
+        local = mb.split(lay.dp)[0] if lay.dp > 1 else mb
         out = []
         for op in ops:
             if op.kind != COLLECTIVE or not op.name.endswith((_KV_GATHER, _OUT_GATHER)):
                 out.append(op)
             elif op.name.endswith(_OUT_GATHER):
-                nbytes = decode_combine_bytes(s.sp_kind, op.bytes_per_rank, s.sp)
+                nbytes = decode_combine_bytes(lay.sp_kind, op.bytes_per_rank, lay.sp)
                 out.append(replace(op, bytes_read=nbytes, bytes_written=nbytes, bytes_per_rank=nbytes))
             else:
                 prefix = op.name[: -len(_KV_GATHER)]
-                seq = s.sp * math.ceil(local.total_new_tokens / s.sp)  # the last device's share padded
-                layer = model_sp_attention(s.sp_kind, s.model, 1, seq, s.sp, s.attn_tp)
+                seq = lay.sp * math.ceil(local.total_new_tokens / lay.sp)  # the last device's share padded
+                layer = model_sp_attention(lay.sp_kind, s.model, 1, seq, lay.sp, lay.tp)
                 out += [replace(x, name=prefix + x.name, layer=op.layer, count=x.count * op.count)
                         for x in layer.ops() if x.kind == COLLECTIVE]
         return out
@@ -190,7 +169,7 @@ class InstanceCost:
         expert = OpRole.ROUTED_EXPERT
         return [[die_cm.op_cost(o) for o in die_ops if o.stream != "comm" and o.role is not expert]
                 + [cm.op_cost(o) for o in pkg_ops if o.stream == "comm" or o.role is expert]
-                for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_par))]
+                for pkg_ops, die_ops in zip(self.ops(batch), self.ops(batch, self._die_layout))]
 
     def _step_uncached(self, batch: BatchShape) -> StepCost:
         cm = self._decode_cost_model if batch.phase == "decode" else self.cost_model
@@ -198,8 +177,9 @@ class InstanceCost:
             costs = self._per_die_costs(batch, cm)
         else:
             costs = [[cm.op_cost(o) for o in mb] for mb in self.ops(batch)]
-        if self.spec.sp > 1 and self.spec.sp_kind == "ring":
-            costs = [_ring_hidden(mb, self.spec.sp) for mb in costs]
+        lay = self.spec.layout
+        if lay.sp > 1 and lay.sp_kind == "ring":
+            costs = [_ring_hidden(mb, lay.sp) for mb in costs]
         target = cm.compose(costs)
         if self._draft is None or batch.phase != "decode":
             return target

@@ -34,7 +34,7 @@ def blocks_for(tokens: int) -> int:
 def instance_kv_capacity_tokens(model, pool, device, weight_dtype: str, kv_dtype: str) -> float:
     """Tokens of KV one instance of ``pool`` holds (see module docstring)."""
     mem = pool_memory(model, pool, device, weight_dtype, kv_dtype)
-    return max(mem.kv_capacity_tokens, 0.0) * pool.attention.dp * pool.attention.sp
+    return max(mem.kv_capacity_tokens, 0.0) * pool.layout.dp * pool.layout.sp
 
 
 class KVBlocks:

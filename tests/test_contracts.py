@@ -14,7 +14,8 @@ from hardware import dtypes
 from hardware.dispatch import token_bytes
 from workloads import accounting, ops_blocks, sequence_parallel
 from workloads.op import GEMM, Op, OpKind, OpRole
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, step_ops
 
 # ------------------------------------------------------------------ one dtype table
 
@@ -90,7 +91,7 @@ def test_op_kind_is_an_enum_equal_to_its_name():
 @pytest.mark.parametrize("kernels", ["fused", "eager"])
 def test_routed_expert_ops_are_marked_by_role_not_name(kernels):
     ops = step_ops("deepseek-v3", BatchShape(phase="decode", num_seqs=64, new_tokens=1, context_tokens=1024),
-                   Parallelism(tp=1, ep=8, attn_tp=1, attn_dp=8, moe_tp=1), dtype="fp8", kernels=kernels)
+                   Layout(dp=8, ep=8, moe_tp=1), dtype="fp8", kernels=kernels)
     expert = {o.name for o in ops if o.role is OpRole.ROUTED_EXPERT}
     assert expert == {f"moe.experts_{s}" for s in ("permute", "gate_up", "act", "down", "unpermute")}
     shared = [o for o in ops if o.name.startswith("moe.shared_")]

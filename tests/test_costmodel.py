@@ -12,7 +12,8 @@ from simulator.costmodel import CostModel
 from simulator.instance import InstanceCost, InstanceSpec
 from workloads.models import get_model
 from workloads.op import COLLECTIVE, GEMM, Op
-from workloads.ops import BatchShape, Parallelism, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, step_ops
 
 
 class FakeFit:
@@ -118,12 +119,12 @@ def test_collective_source_is_fabric_model():
 def test_serial_step_is_sum_and_overlap_hides_comm():
     m = get_model("deepseek-v3")
     cluster = get_cluster("h800-mpft")
-    par = Parallelism(ep=32, attn_dp=32, moe_tp=1)
+    par = Layout(dp=32, ep=32, moe_tp=1)
     ops = step_ops(m, BatchShape.prefill(32, 2048), par, dtype="fp8")
     cm = CostModel(cluster)
     serial = cm.step_cost([ops], overlap=False)
     assert serial.seconds == pytest.approx(serial.compute_s + serial.comm_s)
-    half = step_ops(m, BatchShape.prefill(16, 2048), Parallelism(ep=32, attn_dp=32, moe_tp=1), dtype="fp8")
+    half = step_ops(m, BatchShape.prefill(16, 2048), Layout(dp=32, ep=32, moe_tp=1), dtype="fp8")
     both = cm.step_cost([half, half])
     # overlapped: at least the longer (slowed) stream, less than serial
     assert both.seconds >= max(both.compute_s / (1 - cm.sm_fraction), both.comm_s) - 1e-12
@@ -131,7 +132,7 @@ def test_serial_step_is_sum_and_overlap_hides_comm():
 
 
 def test_instance_cost_caches_and_counts_mtp():
-    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"), attn_dp=16, ep=16,
+    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"), layout=Layout(dp=16, ep=16),
                         weight_dtype="fp8", mtp_depth=1)
     inst = InstanceCost(spec)
     b = BatchShape.decode(16 * 32, 4096, new_tokens=2)
@@ -141,7 +142,7 @@ def test_instance_cost_caches_and_counts_mtp():
 
 
 def test_every_op_has_a_source():
-    spec = InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"), attn_tp=4)
+    spec = InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"), layout=Layout(tp=4))
     cost = InstanceCost(spec).step(BatchShape.decode(32, 2048))
     assert all(o.source for o in cost.ops)
     assert cost.seconds == pytest.approx(cost.compute_s + cost.comm_s)

@@ -20,7 +20,8 @@ from simulator.costmodel import CostModel
 from workloads.kernel_sets import KERNEL_SETS, kernel_set
 from workloads.moe_routing import expected_active_experts
 from workloads.op import ATTN_DECODE, GROUPED_GEMM, MLA_DECODE
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, moe_layer_ops, step_ops
 from workloads.ops_blocks import gemm
 
 
@@ -65,7 +66,7 @@ def test_empty_groups_cost_nothing_in_the_measured_kernel(prof):
 
 def test_moe_layer_at_one_token_reads_only_the_touched_experts(cm):
     """DeepSeek-V3 on one GPU (256 experts) at 1 token: 8 experts' weights, not 256."""
-    ops = moe_layer_ops(step_ops("deepseek-v3", BatchShape.prefill(1, 1), Parallelism(), kernels="eager"))
+    ops = moe_layer_ops(step_ops("deepseek-v3", BatchShape.prefill(1, 1), Layout(), kernels="eager"))
     gu = _op(ops, "experts_gate_up")
     assert gu.shape["active_groups"] == pytest.approx(8.0)
     assert gu.meta["weight_bytes_read"] == pytest.approx(gu.meta["weight_bytes"] * 8 / 256)

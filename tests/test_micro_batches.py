@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from clustersim.cli import app
 from hardware.catalog import get_cluster
 from simulator.instance import InstanceCost, InstanceSpec
+from workloads.layout import Layout
 from workloads.models import get_model
 from workloads.ops import BatchShape
 
@@ -38,10 +39,11 @@ def test_two_micro_batches_without_mtp_simulate_through_the_cli(example, overrid
 
 def _spec(model: str, micro_batches: int, mtp: bool) -> InstanceSpec:
     if model == "deepseek-v3":
-        return InstanceSpec(model=get_model(model), cluster=get_cluster("h800-mpft"), attn_dp=8, ep=8,
-                            weight_dtype="fp8", micro_batches=micro_batches, mtp_depth=1 if mtp else 0)
-    return InstanceSpec(model=get_model(model), cluster=get_cluster("h200-node"), attn_tp=4,
-                        micro_batches=micro_batches, mtp_depth=1 if mtp else 0)
+        return InstanceSpec(model=get_model(model), cluster=get_cluster("h800-mpft"),
+                            layout=Layout(dp=8, ep=8, micro_batches=micro_batches), weight_dtype="fp8",
+                            mtp_depth=1 if mtp else 0)
+    return InstanceSpec(model=get_model(model), cluster=get_cluster("h200-node"),
+                        layout=Layout(tp=4, micro_batches=micro_batches), mtp_depth=1 if mtp else 0)
 
 
 @pytest.mark.parametrize("model", ["deepseek-v3", "llama-3.1-70b"])

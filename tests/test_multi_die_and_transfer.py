@@ -11,6 +11,7 @@ from calibration.profile import load_profile
 from hardware.catalog import die_device, get_cluster, get_device
 from simulator.costmodel import CostModel
 from simulator.instance import InstanceCost, InstanceSpec
+from workloads.layout import Layout
 from workloads.deployment_rules import die_replicas
 from workloads.models import get_model
 from workloads.ops import BatchShape
@@ -28,8 +29,8 @@ def test_die_replicas_rule():
 
 
 def _cm384_spec(**kw):
-    base = dict(model=get_model("deepseek-r1"), cluster=get_cluster("cloudmatrix384"), attn_tp=1, attn_dp=160,
-                ep=160, moe_tp=1, weight_dtype="int8", kv_dtype="bf16", redundant_experts=64)
+    base = dict(model=get_model("deepseek-r1"), cluster=get_cluster("cloudmatrix384"),
+                layout=Layout(dp=160, ep=160, moe_tp=1, redundant_experts=64), weight_dtype="int8", kv_dtype="bf16")
     return InstanceSpec(**{**base, **kw})
 
 

@@ -8,7 +8,8 @@ from calibration.profile import load_profile
 from hardware.catalog import get_cluster
 from simulator.costmodel import CostModel
 from workloads.models import get_model
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, moe_layer_ops, step_ops
 
 
 def _names(ops):
@@ -18,8 +19,8 @@ def _names(ops):
 def test_eager_adds_residuals_split_rope_and_kv_writes():
     m = get_model("llama-3.1-8b")
     shape = BatchShape.decode(16, 1024)
-    fused = step_ops(m, shape, Parallelism(), kernels="fused")
-    eager = step_ops(m, shape, Parallelism(), kernels="eager")
+    fused = step_ops(m, shape, Layout(), kernels="fused")
+    eager = step_ops(m, shape, Layout(), kernels="eager")
     extra = _names(eager) - _names(fused)
     assert extra == {"dense.attn_residual", "dense.ffn_residual", "dense.rope_k", "dense.kv_cache_write_k",
                      "dense.kv_cache_write_v"}
@@ -37,7 +38,7 @@ def test_eager_adds_residuals_split_rope_and_kv_writes():
 
 def test_eager_moe_uses_topk_and_scatter_tables():
     m = get_model("deepseek-v3")
-    par = Parallelism(ep=4, attn_dp=4, moe_tp=1)
+    par = Layout(dp=4, ep=4, moe_tp=1)
     ops = {o.name: o for o in moe_layer_ops(step_ops(m, BatchShape.prefill(4, 1024), par, kernels="eager"))}
     assert ops["moe.topk"].meta["op"] == "moe_topk"
     un = ops["moe.experts_unpermute"]

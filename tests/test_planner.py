@@ -15,7 +15,8 @@ from planner.executors import LocalExecutor, SerialExecutor
 from planner.result import deployment_to_yaml, pareto_front
 from planner.schema import ConfigError, load_plan_text
 from planner.search import evaluate, evaluate_chunk, point_seed
-from planner.space import Layout, Point, PoolChoice, context_from_plan
+from planner.space import Point, PoolChoice, ServingLayout, context_from_plan
+from workloads.layout import Layout
 
 SMALL = """
 name: small
@@ -89,7 +90,8 @@ def test_overrides_apply(tmp_path):
 
 
 def _choice(role="decode", d=8, tp=1, ep=None, red=0, mb=1, mtp=0, b=64, c=8192):
-    return PoolChoice(role, d, tp, d // tp, 1, 1, ep if ep is not None else d, 1, red, mb, mtp, b, c)
+    return PoolChoice(role, Layout(tp=tp, dp=d // tp, ep=ep if ep is not None else d, moe_tp=1, redundant_experts=red,
+                                   micro_batches=mb), mtp, b, c)
 
 
 def test_ep_must_divide_experts_reason():
@@ -97,7 +99,7 @@ def test_ep_must_divide_experts_reason():
                                                                               "cluster: h800-mpft, devices: 64"))
     ev = Evaluator(context_from_plan(cfg))
     perf = ev.perf(_choice(d=24, ep=24))
-    assert perf.reason.startswith("decode.moe.ep: 24 does not divide 256 routed + 0 redundant experts")
+    assert perf.reason.startswith("decode.moe.ep: 24 does not divide 256 routed experts")
 
 
 def test_memory_reason():
@@ -119,8 +121,8 @@ def test_uniform_batch_gives_identical_step_costs():
     from workloads.models import get_model
     from workloads.ops import BatchShape
 
-    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"), attn_dp=8, ep=8,
-                        micro_batches=2, weight_dtype="fp8", mtp_depth=1)
+    spec = InstanceSpec(model=get_model("deepseek-v3"), cluster=get_cluster("h800-mpft"),
+                        layout=Layout(dp=8, ep=8, micro_batches=2), weight_dtype="fp8", mtp_depth=1)
     a, b = InstanceCost(spec), InstanceCost(spec)
     for shape in (BatchShape.decode(37, 3000, new_tokens=2), BatchShape.prefill(5, 2000, 100)):
         fast = UniformBatch(**shape.model_dump())
@@ -203,7 +205,7 @@ def test_results_identical_across_executors(small_plan):
 
 def test_evaluate_is_pure_and_order_free(small_plan):
     ctx = context_from_plan(small_plan)
-    pts = [Point(i, Layout("colocated", ((_choice("pool", d=d, tp=d, ep=1, b=64, c=2048), 1),)), ctx)
+    pts = [Point(i, ServingLayout("colocated", ((_choice("pool", d=d, tp=d, ep=1, b=64, c=2048), 1),)), ctx)
            for i, d in enumerate((1, 2, 4))]  # d=1 is rejected (memory): still a row
     one = evaluate(pts[1], seed=7)
     assert one == evaluate(pts[1], seed=7)

@@ -11,7 +11,8 @@ ray = pytest.importorskip("ray")
 from planner.executors import RayExecutor, SerialExecutor  # noqa: E402
 from planner.schema import load_plan_text  # noqa: E402
 from planner.search import evaluate, plan  # noqa: E402
-from planner.space import Layout, Point, PoolChoice, context_from_plan  # noqa: E402
+from planner.space import Point, PoolChoice, ServingLayout, context_from_plan  # noqa: E402
+from workloads.layout import Layout  # noqa: E402
 
 PLAN = """
 model: llama-3.1-8b
@@ -35,8 +36,9 @@ def local_ray():
 def test_ray_sweep_matches_serial(local_ray):
     cfg = load_plan_text(PLAN)
     ctx = context_from_plan(cfg)
-    pts = [Point(i, Layout("colocated", ((PoolChoice("pool", d, tp, d // tp, 1, 1, 1, 1, 0, 1, 0, b, 2048), 1),)), ctx)
-           for i, (d, tp, b) in enumerate([(1, 1, 16), (2, 2, 64), (2, 1, 16), (1, 1, 64)])]
+    choices = [PoolChoice("pool", Layout(tp=tp, dp=d // tp, moe_tp=1), 0, b, 2048)
+               for d, tp, b in [(1, 1, 16), (2, 2, 64), (2, 1, 16), (1, 1, 64)]]
+    pts = [Point(i, ServingLayout("colocated", ((c, 1),)), ctx) for i, c in enumerate(choices)]
     ex = RayExecutor()
     got = ex.map(evaluate, [(p, 3) for p in reversed(pts)], desc="ray sweep")
     want = SerialExecutor().map(evaluate, [(p, 3) for p in reversed(pts)])

@@ -146,12 +146,13 @@ def test_item13_old_best_layout_is_no_longer_claimed_at_19_rps():
     """The issue's layout (1x8 prefill + 1x8 decode, MTP off) claimed 18.9 req/s; the
     simulator holds the SLO only to ~15.5 req/s. The analytic capacity must now agree."""
     from planner.analytic import Evaluator
-    from planner.space import Layout, PoolChoice, context_from_plan
+    from planner.space import PoolChoice, ServingLayout, context_from_plan
+    from workloads.layout import Layout
 
     ctx = context_from_plan(planner.load_plan(H200))
-    pre = PoolChoice("prefill", 8, 1, 8, 1, 1, 8, 1, 0, 1, 0, 1, 16384)
-    dec = PoolChoice("decode", 8, 1, 8, 1, 1, 8, 1, 0, 1, 0, 64, 1)
-    row = Evaluator(ctx).evaluate_layout(Layout("disaggregated", ((pre, 1), (dec, 1))))
+    pre = PoolChoice("prefill", Layout(dp=8, ep=8, moe_tp=1), 0, 1, 16384)
+    dec = PoolChoice("decode", Layout(dp=8, ep=8, moe_tp=1), 0, 64, 1)
+    row = Evaluator(ctx).evaluate_layout(ServingLayout("disaggregated", ((pre, 1), (dec, 1))))
     assert row["feasible"]
     assert 14.0 <= row["capacity_rps"] <= 17.0, row["capacity_rps"]
 

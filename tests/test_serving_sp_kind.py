@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from clustersim.cli import app
 from hardware.catalog import get_cluster
 from simulator.instance import InstanceCost, InstanceSpec
+from workloads.layout import Layout
 from workloads.models import get_model
 from workloads.ops import BatchShape
 from workloads.sequence_parallel import ACT_BYTES, ring_exposed_s
@@ -29,7 +30,7 @@ SP = 4
 
 def _inst(kind: str) -> InstanceCost:
     return InstanceCost(InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"),
-                                     attn_tp=2, sp=SP, sp_kind=kind))
+                                     layout=Layout(tp=2, sp=SP, sp_kind=kind)))
 
 
 def _sp_ops(cost, suffix):

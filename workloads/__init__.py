@@ -2,7 +2,8 @@
 
 * ``workloads.models``: ``get_model``/``list_models`` over the YAML catalog (frozen ModelConfig).
 * ``workloads.accounting``: parameters, weight bytes, KV bytes and FLOPs per token, in closed form.
-* ``workloads.ops``: ``step_ops(model, batch, parallelism)``, the ops one device runs per step.
+* ``workloads.layout``: ``Layout``, how a model replica is split over devices, and its one set of rules.
+* ``workloads.ops``: ``step_ops(model, batch, layout)``, the ops one device runs per step.
 * ``workloads.op``: the ``Op`` record shared with the simulator.
 """
 
@@ -17,7 +18,8 @@ from workloads.accounting import (
 )
 from workloads.models import ModelConfig, UnknownModelError, get_model, list_models
 from workloads.op import Op
-from workloads.ops import BatchShape, Parallelism, ParallelismError, step_ops, summarize_ops
+from workloads.layout import Layout, ParallelismError
+from workloads.ops import BatchShape, step_ops, summarize_ops
 
 __all__ = [
     "get_model",
@@ -31,7 +33,7 @@ __all__ = [
     "training_flops_per_token",
     "weight_bytes",
     "accounting_table",
-    "Parallelism",
+    "Layout",
     "ParallelismError",
     "BatchShape",
     "step_ops",

@@ -4,6 +4,11 @@ A deployment names a cluster (hardware catalog) and a model (workloads catalog),
 serving pools (colocated, or prefill + decode) with attention and MoE parallelism set apart
 (DeepSeek's attention-DP + MoE-EP), and gives the scheduler, workload, SLOs and seed.
 
+A pool's parallelism is written in YAML as its ``attention`` and ``moe`` blocks plus ``pp``
+and ``micro_batches``; ``Pool.layout`` is the same as one ``workloads.layout.Layout`` (the value
+the cost model and the planner hold), ``Pool.from_layout`` writes a Layout back in this shape,
+and ``LAYOUT_PATHS`` says where each Layout field stands.
+
 Structure is checked by pydantic (frozen, ``extra="forbid"``); cross-field rules that need
 the catalogs (divisibility against the model, fit in the cluster and in device memory) live
 in ``workloads.deployment_rules``. Every error is reported as ``file:line:col: field: problem
@@ -20,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
+from workloads.deployment_rules import check_deployment
+from workloads.layout import Layout
 from workloads.policy_names import BatchPolicyName, PreemptionPolicyName, RouterName
 from workloads.pool_roles import PoolRole
 from workloads.yamlloc import ConfigError, format_validation_error, parse_yaml_with_locations
@@ -54,6 +61,16 @@ class MoeParallel(_Frozen):
     imbalance: float = Field(1.0, ge=1.0, le=L.MAX_MOE_IMBALANCE, description="busiest-rank load / mean load")
 
 
+#: where each ``Layout`` field stands in a pool's YAML (``devices``: the instance size). A
+#: pool holds one copy of the experts (``expert_dp`` 1) and no context parallelism (``cp`` 1).
+LAYOUT_PATHS: dict[str, tuple[str, ...]] = {
+    "tp": ("attention", "tp"), "dp": ("attention", "dp"), "sp": ("attention", "sp"),
+    "sp_kind": ("attention", "sp_kind"), "ep": ("moe", "ep"), "moe_tp": ("moe", "tp"),
+    "redundant_experts": ("moe", "redundant_experts"), "pp": ("pp",), "micro_batches": ("micro_batches",),
+    "devices": ("devices_per_instance",),
+}
+
+
 class Pool(_Frozen):
     """A pool of identical instances (prefill, decode, or colocated)."""
 
@@ -84,6 +101,38 @@ class Pool(_Frozen):
     @property
     def devices(self) -> int:
         return self.instances * self.devices_per_instance
+
+    @property
+    def layout(self) -> Layout:
+        """The pool's parallelism as the ``Layout`` every other part holds (``LAYOUT_PATHS``)."""
+        values = {f: self._at(path) for f, path in LAYOUT_PATHS.items() if f != "devices"}
+        return Layout(**values, expert_dp=1)
+
+    def _at(self, path: tuple[str, ...]) -> Any:
+        node: Any = self
+        for key in path:
+            node = getattr(node, key)
+        return node
+
+    @staticmethod
+    def layout_path(field: str) -> tuple[str, ...]:
+        """Where a ``Layout`` field (or any pool field) stands in the pool's YAML."""
+        return LAYOUT_PATHS.get(field, (field,))
+
+    @classmethod
+    def from_layout(cls, layout: Layout, **fields: Any) -> "Pool":
+        """The pool of ``layout`` in YAML shape; ``fields`` are the other pool fields, with
+        ``moe_imbalance`` going to ``moe.imbalance``."""
+        data: dict[str, Any] = {"devices_per_instance": layout.devices,
+                                "moe": {"imbalance": fields.pop("moe_imbalance", 1.0)}}
+        values = {**{f: getattr(layout, f) for f in LAYOUT_PATHS if f != "devices"}, "moe_tp": layout.moe_tp_eff}
+        for f, path in LAYOUT_PATHS.items():
+            if f != "devices":
+                node = data
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = values[f]
+        return cls(**data, **fields)
 
 
 class ColocatedServing(_Frozen):
@@ -273,8 +322,6 @@ def load_deployment(path: str | Path | ConfigFile, overrides: Iterable[str] = ()
     data = apply_overrides(doc.copy_data(), overrides, "serving.pool.instances=2")
     dep = parse_deployment(data, doc.filename, doc.locs)
     if check:
-        from workloads.deployment_rules import check_deployment
-
         check_deployment(dep, doc.filename, doc.locs)
     return dep
 
@@ -284,7 +331,5 @@ def load_deployment_text(text: str, filename: str = "<string>", check: bool = Tr
     data, locs = parse_yaml_with_locations(text, filename)
     dep = parse_deployment(data, filename, locs)
     if check:
-        from workloads.deployment_rules import check_deployment
-
         check_deployment(dep, filename, locs)
     return dep

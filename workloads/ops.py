@@ -1,4 +1,4 @@
-"""What work one step does on ONE device: ``step_ops(model, batch, parallelism) -> list[Op]``.
+"""What work one step does on ONE device: ``step_ops(model, batch, layout) -> list[Op]``.
 
 This is the single source of truth for per-step work. The simulator's cost model times the
 returned ops (compute from profiles/rooflines, collectives from the fabric), the planner ranks
@@ -7,7 +7,7 @@ layouts with it, and the tests check it against ``workloads.accounting``.
 Scope and conventions (details in workloads/README.md):
 
 * ``BatchShape`` is the batch one model replica runs in one step (all attention-DP ranks
-  together). With ``attn_dp > 1`` sequences are spread over the attention-DP ranks (greedy,
+  together). With ``dp > 1`` (attention DP) sequences are spread over the attention-DP ranks (greedy,
   most new tokens first) and the ops returned are those of the **busiest** rank.
 * MoE: every rank of the expert-parallel group sees ``tokens * top_k / ep`` routed token-expert
   pairs on average (uniform routing); ``moe_imbalance`` multiplies that for the busiest rank.
@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workloads.accounting import dtype_bytes, param_dtype
-from workloads.models import GQAConfig, ModelConfig, get_model
+from workloads.layout import Layout, ParallelismError
+from workloads.models import ModelConfig, get_model
 from workloads.op import COLLECTIVE, EMBEDDING, GEMM, GROUPED_GEMM, Op
 from workloads.ops_blocks import (
     ACT_BYTES,
@@ -49,7 +50,6 @@ from workloads.ops_blocks import (
 
 __all__ = [
     "ParallelismError",
-    "Parallelism",
     "BatchShape",
     "step_ops",
     "summarize_ops",
@@ -71,132 +71,6 @@ MOE_LAYER_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_gate_
 def moe_layer_ops(ops: Iterable[Op]) -> list[Op]:
     """The ops of ONE MoE layer out of a step's op list (each with ``count`` 1)."""
     return [replace(o, count=1) for o in ops if o.layer == "moe" and o.name.split(".", 1)[1] in MOE_LAYER_OPS]
-
-
-class ParallelismError(ValueError):
-    """A parallelism degree that does not fit the model (message names the factor)."""
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _valid(n: int, limit: int = 12) -> str:
-    ds = _divisors(n)
-    return ", ".join(map(str, ds[:limit])) + (", ..." if len(ds) > limit else "")
-
-
-@dataclass(frozen=True)
-class Parallelism:
-    """Parallel degrees of one model replica.
-
-    * ``tp``: tensor parallelism of dense FFNs, shared experts and the LM head; also the
-      attention TP unless ``attn_tp`` is given.
-    * ``attn_tp`` x ``attn_dp``: attention heads split ``attn_tp`` ways, sequences spread over
-      ``attn_dp`` groups (DeepSeek-style attention DP). ``sp`` splits sequences' tokens
-      (context parallelism). Devices per pipeline stage = ``attn_tp * attn_dp * sp``.
-    * ``ep`` x ``moe_tp``: routed experts split ``ep`` ways, each expert's width ``moe_tp`` ways;
-      must cover the stage's devices (``moe_tp`` defaults to devices / ep).
-    * ``pp``: contiguous pipeline stages; ``dp``: independent replicas (no effect on one
-      device's ops).
-    """
-
-    tp: int = 1
-    ep: int = 1
-    dp: int = 1
-    pp: int = 1
-    sp: int = 1
-    attn_tp: int | None = None
-    attn_dp: int = 1
-    moe_tp: int | None = None
-    redundant_experts: int = 0  # extra expert replicas (EPLB): ep divides routed + redundant
-
-    def __post_init__(self) -> None:
-        for f in ("tp", "ep", "dp", "pp", "sp", "attn_tp", "attn_dp", "moe_tp"):
-            v = getattr(self, f)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ParallelismError(f"{f} must be a positive integer, got {v!r}")
-        if self.stage_devices % self.ep:
-            raise ParallelismError(
-                f"ep={self.ep} does not divide the {self.stage_devices} devices per stage "
-                f"(attn_tp x attn_dp x sp; valid: {_valid(self.stage_devices)})"
-            )
-        if self.stage_devices % self.tp:
-            raise ParallelismError(
-                f"tp={self.tp} does not divide the {self.stage_devices} devices per stage "
-                f"(valid: {_valid(self.stage_devices)})"
-            )
-        if self.moe_tp is not None and self.ep * self.moe_tp != self.stage_devices:
-            raise ParallelismError(
-                f"ep x moe_tp = {self.ep} x {self.moe_tp} must equal the {self.stage_devices} devices "
-                f"per stage (attn_tp x attn_dp x sp)"
-            )
-
-    @property
-    def attn_tp_eff(self) -> int:
-        return self.attn_tp if self.attn_tp is not None else self.tp
-
-    @property
-    def stage_devices(self) -> int:
-        return self.attn_tp_eff * self.attn_dp * self.sp
-
-    @property
-    def moe_tp_eff(self) -> int:
-        return self.moe_tp if self.moe_tp is not None else self.stage_devices // self.ep
-
-    @property
-    def devices(self) -> int:
-        """Devices of all replicas: stage devices x pp x dp."""
-        return self.stage_devices * self.pp * self.dp
-
-    def validate_for(self, model: ModelConfig | str) -> None:
-        """Raise ParallelismError naming the factor when a degree does not fit ``model``."""
-        m = get_model(model)
-        a = m.attention
-        atp = self.attn_tp_eff
-        name = "attn_tp" if self.attn_tp is not None else "tp"
-        if a.num_heads % atp:
-            raise ParallelismError(
-                f"{name}={atp} does not divide {a.num_heads} attention heads of {m.name} (valid: {_valid(a.num_heads)})"
-            )
-        if isinstance(a, GQAConfig):
-            kv = a.num_kv_heads
-            if atp <= kv and kv % atp:
-                raise ParallelismError(f"{name}={atp} does not divide {kv} KV heads of {m.name} (valid: {_valid(kv)})")
-            if atp > kv and atp % kv:
-                raise ParallelismError(
-                    f"{name}={atp} exceeds {kv} KV heads of {m.name} and is not a multiple of it "
-                    f"(KV heads are replicated when {name} > KV heads)"
-                )
-        if m.num_dense_layers and m.dense_intermediate_size % self.tp:
-            raise ParallelismError(
-                f"tp={self.tp} does not divide dense FFN width {m.dense_intermediate_size} of {m.name} "
-                f"(valid: {_valid(m.dense_intermediate_size)})"
-            )
-        if self.pp > m.num_layers:
-            raise ParallelismError(f"pp={self.pp} exceeds {m.num_layers} layers of {m.name}")
-        if m.moe is None:
-            if self.ep != 1:
-                raise ParallelismError(f"ep={self.ep}: {m.name} is dense and has no experts (valid: 1)")
-            return
-        e = m.moe
-        slots = e.num_routed_experts + self.redundant_experts
-        if slots % self.ep:
-            raise ParallelismError(
-                f"ep={self.ep} does not divide {e.num_routed_experts} routed "
-                + (f"+ {self.redundant_experts} redundant " if self.redundant_experts else "")
-                + f"experts of {m.name} (valid: {_valid(slots)})"
-            )
-        if e.intermediate_size % self.moe_tp_eff:
-            raise ParallelismError(
-                f"moe_tp={self.moe_tp_eff} does not divide expert width {e.intermediate_size} of {m.name} "
-                f"(valid: {_valid(e.intermediate_size)})"
-            )
-        shared = e.num_shared_experts * e.intermediate_size
-        if shared and shared % self.tp:
-            raise ParallelismError(
-                f"tp={self.tp} does not divide shared-expert width {shared} of {m.name} (valid: {_valid(shared)})"
-            )
 
 
 IntOrList = int | tuple[int, ...]
@@ -307,7 +181,7 @@ def stage_layers(model: ModelConfig | str, pp: int, stage: int) -> tuple[int, in
 def step_ops(
     model: ModelConfig | str,
     batch: BatchShape,
-    parallelism: Parallelism | None = None,
+    layout: Layout | None = None,
     dtype: str = "bf16",
     moe_imbalance: float = 1.0,
     *,
@@ -319,7 +193,8 @@ def step_ops(
     combine_dtype: str = "bf16",
     kernels: str = "fused",
 ) -> list[Op]:
-    """Operators one device runs for one step of ``batch`` (see module docstring).
+    """Operators one device runs for one step of ``batch`` on ``layout`` (a ``workloads.layout.Layout``,
+    checked with ``Layout.check``; one copy of the experts, ``expert_dp`` 1; see module docstring).
 
     ``dtype``: GEMM weight/input dtype (router, embedding, LM head stay BF16 below 16 bits).
     ``kv_dtype``: KV-cache dtype ('fp8' = FlashMLA layout for MLA). ``include_mtp`` appends the
@@ -329,8 +204,11 @@ def step_ops(
     torch ops); it decides the glue ops and names each attention / expert op's ``meta["impl"]``.
     """
     m = get_model(model)
-    par = parallelism or Parallelism()
-    par.validate_for(m)
+    par = layout or Layout()
+    par.check(m)
+    if m.moe is not None and par.expert_dp_eff != 1:
+        raise ParallelismError(f"expert_dp: step_ops costs one copy of the experts, not {par.expert_dp_eff} "
+                               f"(cost Layout.expert_group())")
     for d in (dtype, kv_dtype, combine_dtype, dispatch_dtype or dtype):
         dtype_bytes(d)
     if kernels not in KERNEL_SETS:
@@ -339,16 +217,16 @@ def step_ops(
         raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
     dense_n, moe_n = stage_layers(m, par.pp, stage)
     first, last = stage == 0, stage == par.pp - 1
-    local = batch.split(par.attn_dp)[0] if par.attn_dp > 1 else batch
+    local = batch.split(par.dp)[0] if par.dp > 1 else batch
     if local.num_seqs == 0:
         return []
-    sp = par.sp
+    sp = par.seq_split
     t_rank = local.total_new_tokens
     tokens = math.ceil(t_rank / sp) if batch.phase == "prefill" else t_rank
     ctx = BlockCtx(
         model=m, phase=batch.phase, dtype=dtype.lower(), kv_dtype=kv_dtype.lower(),
         new=local.new_list, ctx=local.context_list, tokens=tokens,
-        attn_tp=par.attn_tp_eff, tp=par.tp, ep=par.ep, moe_tp=par.moe_tp_eff, sp=sp,
+        attn_tp=par.tp, tp=par.tp, ep=par.ep, moe_tp=par.moe_tp_eff, sp=sp,
         absorb=(batch.phase == "decode") if mla_absorb is None else bool(mla_absorb and m.is_mla),
         moe_tokens_all=batch.total_new_tokens, moe_imbalance=float(moe_imbalance),
         dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),

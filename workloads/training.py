@@ -30,14 +30,17 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hardware.catalog import get_cluster
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
-from workloads.models import MLAConfig, get_model
 from workloads.deployment import PROFILE_FIELD_HELP
+from workloads.layout import Layout
+from workloads.models import get_model
 from workloads.yamlloc import ConfigError, dotted, format_validation_error, parse_yaml_with_locations
 from workloads.pipeline_schedules import PIPELINE_SCHEDULES, PP_SCHEDULE_NAMES, PpScheduleName
 
-__all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "ConfigError"]
+__all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "pipeline_stages",
+           "ConfigError"]
 
 PP_SCHEDULES = PP_SCHEDULE_NAMES  # the registry's names (workloads.pipeline_schedules)
 #: Pipeline actions (F, B, W, FB chunks) per micro-batch per device: the size of the simulated
@@ -51,9 +54,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-def _divisors(n: int, limit: int = 12) -> str:
-    ds = [d for d in range(1, n + 1) if n % d == 0]
-    return ", ".join(map(str, ds[:limit])) + (", ..." if len(ds) > limit else "")
+def pipeline_stages(schedule: str, pp: int) -> int:
+    """Model stages (layer slices) ``schedule`` cuts the model into for ``pp`` devices: two per
+    device for DualPipeV (its V shape), one otherwise (``ScheduleFacts.stages``)."""
+    return PIPELINE_SCHEDULES[schedule].stages(pp)
 
 
 class TrainingParallelism(_Frozen):
@@ -69,24 +73,24 @@ class TrainingParallelism(_Frozen):
     sp_kind: Literal["ulysses", "ring"] = "ulysses"
     cp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
 
-    @property
-    def stage_devices(self) -> int:
-        """Devices of one pipeline stage: dp x tp x sp x cp."""
-        return self.dp * self.tp * self.sp * self.cp
-
-    @property
-    def devices(self) -> int:
-        return self.stage_devices * self.pp
-
-    @property
-    def seq_split(self) -> int:
-        """Ways each sequence is split (sp x cp)."""
-        return self.sp * self.cp
+    # sizes are the layout's (one definition): devices of a stage, of the job, sequence split
+    stage_devices = property(lambda self: self.layout.stage_devices)
+    devices = property(lambda self: self.layout.devices)
+    seq_split = property(lambda self: self.layout.seq_split)
 
     @property
     def pipeline_stages(self) -> int:
-        """Layer slices the model is cut into (2 x pp for DualPipeV)."""
-        return 2 * self.pp if self.pp_schedule == "dualpipev" else self.pp
+        """Layer slices the model is cut into (``pipeline_stages``: 2 x pp for DualPipeV)."""
+        return pipeline_stages(self.pp_schedule, self.pp)
+
+    @property
+    def layout(self) -> Layout:
+        """The job's ``Layout``: the EP group is carved out of a stage's dp x tp x sp x cp devices
+        and experts are replicated over the rest (expert DP); each expert is split over the
+        tp x sp x cp ranks an EP rank spans when ``ep`` is smaller than them."""
+        inner = self.tp * self.sp * self.cp
+        return Layout(tp=self.tp, dp=self.dp, sp=self.sp, sp_kind=self.sp_kind, cp=self.cp, ep=self.ep,
+                      moe_tp=max(1, inner // self.ep), expert_dp=None, pp=self.pp)
 
 
 class TrainingJob(_Frozen):
@@ -149,13 +153,15 @@ class _LocatedError(ValueError):
         self.path, self.msg = path, msg
 
 
-def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
-    """(path, message) for every rule the job breaks, in a fixed order (first is raised)."""
-    from hardware.catalog import get_cluster
+#: where each ``Layout`` field stands in a training job's YAML (the expert split is derived from ep)
+_LAYOUT_PATHS = {"moe_tp": ("parallelism", "ep"), "expert_dp": ("parallelism", "ep")}
 
+
+def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
+    """(path, message) for every rule the job breaks, in a fixed order (first is raised): the
+    layout's rules (``Layout.problems``), then the schedule's, the batch's and the cluster's."""
     out: list[tuple[tuple, str]] = []
     p = job.parallelism
-    par = ("parallelism",)
     try:
         m = get_model(job.model)
     except LookupError as exc:
@@ -164,51 +170,13 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
         cluster = get_cluster(job.cluster)
     except LookupError as exc:
         return [(("cluster",), str(exc))]
-    a = m.attention
-    heads = a.num_heads
-    if heads % p.tp:
-        out.append((par + ("tp",), f"{p.tp} does not divide {heads} attention heads of {m.name} (valid: {_divisors(heads)})"))
-    elif p.sp > 1 and p.sp_kind == "ulysses" and (heads // p.tp) % p.sp:
-        out.append((par + ("sp",), f"ulysses degree {p.sp} does not divide the {heads // p.tp} heads per TP rank of "
-                    f"{m.name} (the head count limits the degree; valid: {_divisors(heads // p.tp)})"))
-    if not isinstance(a, MLAConfig) and p.tp > a.num_kv_heads and p.tp % a.num_kv_heads:
-        out.append((par + ("tp",), f"{p.tp} exceeds {a.num_kv_heads} KV heads of {m.name} and is not a multiple"))
-    if m.num_dense_layers and m.dense_intermediate_size % p.tp:
-        out.append((par + ("tp",), f"{p.tp} does not divide dense FFN width {m.dense_intermediate_size} of {m.name}"))
-    stages = p.pipeline_stages
-    if stages > m.num_layers:
-        out.append((par + ("pp",), f"{stages} pipeline stages exceed {m.num_layers} layers of {m.name}"))
-    if p.pp_schedule in ("dualpipe",) and p.pp % 2:
-        out.append((par + ("pp",), f"DualPipe needs an even pp, got {p.pp}"))
-    if m.moe is None and p.ep != 1:
-        out.append((par + ("ep",), f"{p.ep}: {m.name} is dense and has no experts (valid: 1)"))
-    if m.moe is not None:
-        E = m.moe.num_routed_experts
-        if E % p.ep:
-            out.append((par + ("ep",), f"{p.ep} does not divide {E} routed experts of {m.name} (valid: {_divisors(E)})"))
-        inner = p.tp * p.sp * p.cp
-        if p.stage_devices % p.ep:
-            out.append((par + ("ep",), f"{p.ep} does not divide the {p.stage_devices} devices of a pipeline stage "
-                        f"(dp x tp x sp x cp)"))
-        elif p.ep % inner and inner % p.ep:
-            out.append((par + ("ep",), f"{p.ep} must be a multiple or a divisor of tp x sp x cp = {inner}"))
+    for field, problem in p.layout.problems(m, stages=p.pipeline_stages):
+        out.append((_LAYOUT_PATHS.get(field, ("parallelism", field)), problem))
+    facts = PIPELINE_SCHEDULES[p.pp_schedule]  # the schedule's shape rules (one home: ScheduleFacts.problems)
+    out += [(("parallelism", "pp"), problem) for field, problem in facts.problems(p.pp, 1) if field == "pp"]
     if job.seq_len % p.seq_split:
         out.append((("seq_len",), f"{job.seq_len} is not divisible by sp x cp = {p.seq_split}"))
-    if job.global_batch % (p.dp * job.micro_batch_size):
-        out.append((("global_batch",), f"{job.global_batch} sequences do not split into dp x micro_batch_size = "
-                    f"{p.dp} x {job.micro_batch_size} (need a multiple of {p.dp * job.micro_batch_size})"))
-    else:
-        mb = job.global_batch // (p.dp * job.micro_batch_size)
-        if p.pp_schedule == "dualpipe" and (mb % 2 or mb < 2 * p.pp):
-            out.append((("global_batch",), f"DualPipe needs an even number of micro-batches >= 2 x pp = {2 * p.pp}, "
-                        f"got {mb} (global_batch / (dp x micro_batch_size))"))
-        if p.pp_schedule == "dualpipev" and mb < 2 * p.pp:
-            out.append((("global_batch",), f"DualPipeV needs >= 2 x pp = {2 * p.pp} micro-batches, got {mb}"))
-        actions = mb * p.pp * _ACTIONS_PER_MICRO_BATCH_STAGE[p.pp_schedule]
-        if actions > L.MAX_PIPELINE_ACTIONS:
-            out.append((("global_batch",), f"{mb:,} micro-batches x pp {p.pp} are about {actions:,} pipeline actions "
-                        f"per step, more than one simulation may run (at most {L.MAX_PIPELINE_ACTIONS:,}; "
-                        f"raise dp or micro_batch_size, or lower global_batch)"))
+    out += _batch_errors(job)
     if p.devices > cluster.num_devices:
         out.append((("parallelism",), f"dp x pp x tp x sp x cp = {p.devices} devices exceed the "
                     f"{cluster.num_devices} of cluster {cluster.name}"))
@@ -216,6 +184,24 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
         out.append((("precision",), f"device {cluster.device.name} has no {job.precision} peak"))
     if job.comm_sms is not None and job.comm_sms >= cluster.device.compute_units:
         out.append((("comm_sms",), f"{job.comm_sms} leaves no SMs of the {cluster.device.compute_units} for compute"))
+    return out
+
+
+def _batch_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
+    """The global batch splits into micro-batches the schedule can run, within the simulation's bound."""
+    p = job.parallelism
+    if job.global_batch % (p.dp * job.micro_batch_size):
+        return [(("global_batch",), f"{job.global_batch} sequences do not split into dp x micro_batch_size = "
+                 f"{p.dp} x {job.micro_batch_size} (need a multiple of {p.dp * job.micro_batch_size})")]
+    out: list[tuple[tuple, str]] = []
+    mb = job.global_batch // (p.dp * job.micro_batch_size)
+    out += [(("global_batch",), f"{problem} (global_batch / (dp x micro_batch_size))")
+            for field, problem in PIPELINE_SCHEDULES[p.pp_schedule].problems(p.pp, mb) if field == "micro_batches"]
+    actions = mb * p.pp * _ACTIONS_PER_MICRO_BATCH_STAGE[p.pp_schedule]
+    if actions > L.MAX_PIPELINE_ACTIONS:
+        out.append((("global_batch",), f"{mb:,} micro-batches x pp {p.pp} are about {actions:,} pipeline actions "
+                    f"per step, more than one simulation may run (at most {L.MAX_PIPELINE_ACTIONS:,}; "
+                    f"raise dp or micro_batch_size, or lower global_batch)"))
     return out
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from calibration.groundtruth.configs import model_config
+from workloads.layout import Layout
 from workloads.op import GROUPED_GEMM, OpRole
-from workloads.ops import BatchShape, Parallelism, moe_layer_ops, step_ops
+from workloads.ops import BatchShape, moe_layer_ops, step_ops
 
 #: file name -> family (the unit the accuracy report groups by)
 FAMILIES = {
@@ -95,11 +96,11 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
         else:
             shape, point = BatchShape.decode(b, _int(row, "context")), f"B={b} C={row['context']}"
         suffix = {"dense prefill": "prefill", "dense decode": "decode", "dense decode long": "decode long"}[family]
-        ops = step_ops(m, shape, Parallelism(tp=tp), kernels=kernels)
+        ops = step_ops(m, shape, Layout(tp=tp), kernels=kernels)
         return RowWork(family, f"{m.name} tp{tp} {suffix}", point, tuple(ops))
     if family in ("moe layer", "moe small"):
         ep, t = _int(row, "ep"), _int(row, "tokens_per_rank")
-        ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, t), Parallelism(ep=ep, attn_dp=ep, moe_tp=1),
+        ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, t), Layout(dp=ep, ep=ep, moe_tp=1),
                                      kernels=kernels))
         if recorded_routing and _has(row, "experts_touched") and _has(row, "received_pairs"):
             ops = with_routing(ops, float(row["received_pairs"]), float(row["experts_touched"]))
@@ -110,4 +111,4 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
     else:
         shape, point = BatchShape.prefill(b, _int(row, "seq")), f"B={b} S={row['seq']}"
     return RowWork(family, f"{m.name} L{m.num_layers} {family}", point,
-                   tuple(step_ops(m, shape, Parallelism(), kernels=kernels)))
+                   tuple(step_ops(m, shape, Layout(), kernels=kernels)))

@@ -23,7 +23,8 @@ from typing import Callable, Mapping, Sequence
 
 from workloads.models import ModelConfig
 from workloads.op import Op
-from workloads.ops import BatchShape, Parallelism, stage_layers, step_ops
+from workloads.layout import Layout
+from workloads.ops import BatchShape, stage_layers, step_ops
 
 __all__ = ["GROUPS", "LayerTemplates", "split_layers", "even_split", "balanced_split"]
 
@@ -37,7 +38,7 @@ class LayerTemplates:
     groups: Mapping[str, tuple[Op, ...]]
 
     @classmethod
-    def build(cls, model: ModelConfig, batch: BatchShape, par: Parallelism, dtype: str, moe_imbalance: float,
+    def build(cls, model: ModelConfig, batch: BatchShape, par: Layout, dtype: str, moe_imbalance: float,
               include_mtp: bool, dispatch_dtype: str) -> "LayerTemplates":
         ops = step_ops(model, batch, replace(par, pp=1), dtype, moe_imbalance, include_mtp=include_mtp,
                        dispatch_dtype=dispatch_dtype)

@@ -39,6 +39,7 @@ from simulator.training.schedules.dualpipe import bubble_dualpipe
 from simulator.training.schedules.one_f_one_b import bubble_1f1b
 from simulator.training.schedules.zb1p import bubble_zb1p
 from workloads.pipeline_schedules import PP_SCHEDULE_NAMES
+from workloads.training import pipeline_stages  # one definition; re-exported for the schedules' users
 
 __all__ = [
     "SCHEDULES",
@@ -85,11 +86,6 @@ def pipeline_ranks(schedule: str, pp: int) -> int:
     """Ranks the simulation runs for ``pp`` devices (2 x pp mirrored ranks for DualPipeV,
     whose first ``pp`` are the devices)."""
     return get_schedule(schedule).ranks(pp)
-
-
-def pipeline_stages(schedule: str, pp: int) -> int:
-    """Model stages (layer slices) the schedule cuts the model into for ``pp`` devices."""
-    return get_schedule(schedule).stages(pp)
 
 
 # ----------------------------------------------------------------------------- running

@@ -44,7 +44,8 @@ from simulator.costmodel import CostModel
 from workloads.accounting import ACT_BYTES, dtype_bytes
 from workloads.models import ModelConfig, get_model
 from workloads.op import ATTN_PREFILL, COLLECTIVE, ELEMENTWISE, EMBEDDING, GEMM, GROUPED_GEMM, Op
-from workloads.ops import BatchShape, Parallelism
+from workloads.layout import Layout
+from workloads.ops import BatchShape
 from workloads.sequence_parallel import model_sp_attention, ring_exposed_s
 from workloads.training import TrainingJob
 
@@ -123,19 +124,12 @@ class StageCost:
         return self.bwd_weight
 
 
-def ops_parallelism(job: TrainingJob, model: ModelConfig) -> tuple[Parallelism, int]:
-    """The ``workloads.ops`` Parallelism of one EP group of one stage, and how many data-parallel
-    ranks (each with its own micro-batch) that group spans."""
-    p = job.parallelism
-    inner = p.tp * p.sp * p.cp
-    stages = p.pipeline_stages
-    if model.is_moe:
-        if p.ep >= inner:
-            attn_dp, moe_tp = p.ep // inner, 1
-        else:
-            attn_dp, moe_tp = 1, inner // p.ep
-        return Parallelism(tp=p.tp, ep=p.ep, pp=stages, sp=p.sp * p.cp, attn_dp=attn_dp, moe_tp=moe_tp), attn_dp
-    return Parallelism(tp=p.tp, pp=stages, sp=p.sp * p.cp), 1
+def ops_parallelism(job: TrainingJob, model: ModelConfig) -> tuple[Layout, int]:
+    """The ``Layout`` ``step_ops`` costs, one EP group of one stage (``Layout.expert_group``) over
+    the job's layer slices, and how many data-parallel ranks (each with its own micro-batch)
+    that group spans."""
+    group = job.parallelism.layout.expert_group()
+    return replace(group, pp=job.parallelism.pipeline_stages), group.dp
 
 
 def _split(ops: list[Op], cm: CostModel, recompute: str) -> dict[str, float]:
@@ -358,7 +352,7 @@ class SharedCosts:
             self.models[key] = CostModel(cluster, profile=self.profile, dispatch_release=job.ep_kernel_release, **kw)
         return self.models[key]
 
-    def templates(self, job: TrainingJob, model: ModelConfig, batch: BatchShape, par: Parallelism) -> LayerTemplates:
+    def templates(self, job: TrainingJob, model: ModelConfig, batch: BatchShape, par: Layout) -> LayerTemplates:
         key = (model.name, batch, replace(par, pp=1), job.precision, job.moe_imbalance, job.include_mtp)
         if key not in self.layers:
             self.layers[key] = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance,
