@@ -157,10 +157,10 @@ def _shape(job: TrainingJob) -> tuple:
 
 def _order(job: TrainingJob) -> tuple:
     """Where a layout goes in the chunk order: whole pipeline shapes together (one DAG compile
-    and one batched pass each), and around them the layouts with the same per-layer shape,
-    which share their layer templates and cost model (``simulate_trainings``)."""
+    and one batched pass each), and around them the layouts with the same per-layer shape and
+    pp, which share their layer templates, cost model and stages (``simulate_trainings``)."""
     p = job.parallelism
-    return (job.micro_batch_size, p.tp, p.sp, p.cp, *_shape(job))
+    return (job.micro_batch_size, p.tp, p.sp, p.cp, p.pp, *_shape(job))
 
 
 def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]:

@@ -326,13 +326,28 @@ class SharedCosts:
     """What the layouts of one batch (``simulate_trainings``) share, built on first use: one
     cost model per (cluster, reserved SMs, EP kernel release), so that its op-time memo serves
     every layout; one ``LayerTemplates`` per per-layer shape (layouts that differ only in pp or
-    schedule have the same layers); the time of every distinct collective (gradient sync,
-    parameter gathers, point-to-point) of the profile. Owned by its caller; no state outlives it."""
+    schedule have the same layers); every distinct stage (``stage_cost``) and the time of every
+    distinct collective (gradient sync, parameter gathers, point-to-point) of the profile.
+    Owned by its caller; no state outlives it."""
 
     profile: object = None
     models: dict = field(default_factory=dict, repr=False)
     layers: dict = field(default_factory=dict, repr=False)
+    stages: dict = field(default_factory=dict, repr=False)
     collectives: dict = field(default_factory=dict, repr=False)
+
+    def stage_cost(self, inp: StageInputs, s: int) -> StageCost:
+        """``stage_cost(inp, s)``, once per distinct stage of the batch. A stage's cost reads
+        its job's schedule only through the ZeRO-3 gathers (whose data-parallel groups count
+        DualPipe's mirror copy), so below ZeRO-3 layouts that differ only in their schedule
+        share the stages with the same layers and ends (``StageInputs.key``)."""
+        job, p = inp.job, inp.job.parallelism
+        if p.zero_stage < 3:
+            job = job.model_copy(update={"parallelism": p.model_copy(update={"pp_schedule": "1f1b"})})
+        key = (job, inp.key(s))
+        if key not in self.stages:
+            self.stages[key] = stage_cost(inp, s)
+        return self.stages[key]
 
     def collective_s(self, kind: str, nbytes: float, group: int, cluster: Cluster,
                      placement: list[int] | None = None) -> float:
@@ -427,7 +442,7 @@ def plan_job(job: TrainingJob, profile=None, shared: SharedCosts | None = None) 
     for s in range(stages):
         key = inp.key(s)
         if key not in costed:
-            costed[key] = stage_cost(inp, s)
+            costed[key] = inp.shared.stage_cost(inp, s)
         out.append(replace(costed[key], stage=s))
     # point-to-point activations between adjacent stages (TP ranks each send their 1/tp slice)
     tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
