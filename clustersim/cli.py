@@ -360,7 +360,8 @@ def plan_cmd(
     doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
     if doc.kind == "training":
         with _interruptible(f"plan {plan_yaml}", out_dir):
-            table = _with_progress(quiet, lambda progress: run.plan_training(doc, set_, progress=progress))
+            table = _with_progress(quiet, lambda progress: run.plan_training(doc, set_, progress=progress,
+                                                                               workers=workers))
             page = _build_report(lambda r: r.training_plan_report(table, str(plan_yaml))) if report else None
             if out_dir is not None:
                 _guard(lambda: outputs.write_training_plan(out_dir, table, report=page))

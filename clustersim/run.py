@@ -116,10 +116,13 @@ def run_summary(kind: str, config: Any, result: Any, profile: Any) -> dict:
             "versions": versions()}
 
 
-def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400, progress: Any = None) -> Any:
+def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 400, progress: Any = None,
+                  workers: int | None = None) -> Any:
     """Search training layouts for a training-job YAML: the job fixes model, cluster, devices
     (its parallelism's product), sequence length, global batch, precision and memory limit;
-    TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
+    TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first). The
+    layouts are simulated on a local process pool (``workers``, default one per CPU)."""
+    from planner.executors import default_executor
     from planner.training_search import training_search
     from workloads.training import load_training_job
 
@@ -129,9 +132,10 @@ def plan_training(path: Any, overrides: Iterable[str] = (), max_layouts: int = 4
     job = load_training_job(path, list(overrides))
     devices = job.parallelism.devices
     prof = resolve_profile(job.profile, job.cluster, path)
-    table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
-                            precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof,
-                            progress=progress)
+    with default_executor(workers=workers, progress=progress) as executor:
+        table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch,
+                                job.memory_limit_gb, precision=job.precision, comm_sms=job.comm_sms,
+                                max_layouts=max_layouts, profile=prof, progress=progress, executor=executor)
     info = profile_info(prof, get_cluster(job.cluster).device.name)
     table.attrs.update(profile=info, profile_line=profile_line(info))
     return table
