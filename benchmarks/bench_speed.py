@@ -12,16 +12,24 @@ the median CPU time of the child (user + sys, ``os.wait4``: steadier than wall t
 machine), the peak RSS of the child and, for ``simulate`` rows, requests per wall-second and per
 CPU-second; then the ratio new / baseline of the speed (baseline seconds / new seconds) and of the
 peak memory. Nothing is written but the table (``--json`` adds one JSON line per row).
+
+Compiled bytecode: an installed package runs from its ``.pyc`` files, but this machine sets
+``PYTHONDONTWRITEBYTECODE``, so every process would compile both trees from source (about 0.1 s
+of a start-up row). By default each tree gets its own bytecode cache outside it
+(``PYTHONPYCACHEPREFIX`` under the temporary directory; neither tree is written) and one
+untimed warm-up run per side; ``--compile-each-run`` measures the machine's setting instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,9 +55,19 @@ ROWS = [
 SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4}
 
 
-def run_once(tree: Path, args: list[str]) -> dict:
-    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS."""
+def _env(tree: Path, bytecode: bool) -> dict:
+    """The child's environment: ``tree`` on the path; with ``bytecode``, its own ``.pyc`` cache."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        tag = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:12]
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "clustersim-bench-pyc" / tag)
+    return env
+
+
+def run_once(tree: Path, args: list[str], bytecode: bool = True) -> dict:
+    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS."""
+    env = _env(tree, bytecode)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "clustersim.cli", *args], cwd=tree, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -73,14 +91,17 @@ def summarise(runs: list[dict], requests: int | None) -> dict:
     return out
 
 
-def bench_row(row, baseline: Path, repeat: int, scale: float) -> dict:
+def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True) -> dict:
     name, args, requests, target, check = row
     n = int(requests * scale) if requests else None
     argv = [a.format(n=n) for a in args]
     runs: dict[str, list[dict]] = {"new": [], "baseline": []}
+    if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
+        run_once(ROOT, argv)       # its compilation in the noise)
+        run_once(baseline, argv)
     for _ in range(repeat):  # alternate, so that both sides see the same machine load
-        runs["new"].append(run_once(ROOT, argv))
-        runs["baseline"].append(run_once(baseline, argv))
+        runs["new"].append(run_once(ROOT, argv, bytecode))
+        runs["baseline"].append(run_once(baseline, argv, bytecode))
     new, base = summarise(runs["new"], n), summarise(runs["baseline"], n)
     return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new, "baseline": base,
             "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
@@ -100,14 +121,17 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", nargs="*", choices=sorted(SHORT), help="only these rows")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (not the issue's rows)")
     ap.add_argument("--json", action="store_true", help="also print each row as one JSON line")
+    ap.add_argument("--compile-each-run", action="store_true",
+                    help="no bytecode cache: every process compiles both trees (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args(argv)
     baseline = Path(args.baseline).resolve()
     rows = [ROWS[SHORT[r]] for r in args.rows] if args.rows else ROWS
     load = os.getloadavg()[0]
     print(f"# {os.cpu_count()} CPUs, load average {load:.1f} at start; ratios are baseline / new seconds "
-          f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so")
+          f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so; "
+          f"{'compiled every run' if args.compile_each_run else 'bytecode cached per tree'}")
     for row in rows:
-        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0)
+        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run)
         print(f"{r['row']}{' (quick)' if args.quick else ''}: target {r['target']}: "
               f"{'MET' if r['met'] else 'not met'}")
         print(f"  new:      {_side(r['new'])}")
