@@ -45,7 +45,7 @@ from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
-from simulator.steplog import StepLog, ordered_itl_total_s
+from simulator.steplog import StepLog, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
 from simulator.transfer import TransferManager, kv_links
@@ -684,15 +684,16 @@ class Simulation:
 
         run_events(env, report if callable(progress) else None)
         cols = self.log.arrays()
-        if ambiguous_ties(cols, np.frombuffer(self.arrival_times, dtype=np.float64)):
+        order = end_order(cols)
+        if ambiguous_ties(cols, order, np.frombuffer(self.arrival_times, dtype=np.float64)):
             # a fast-forwarded step shares its time with another instance's event: step instead
-            del cols
+            del cols, order
             self.__init__(self.dep, **self._args, fast_forward=False)
             self.stepped_again = True
             return self.run(progress)
-        return self._result(cols)
+        return self._result(cols, order)
 
-    def _result(self, cols: dict) -> SimResult:
+    def _result(self, cols: dict, order: np.ndarray) -> SimResult:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
@@ -709,7 +710,8 @@ class Simulation:
             "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
         }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
-        self.itl.total_s = ordered_itl_total_s(cols)
+        self.itl.total_s = ordered_itl_total_s(cols, order)
+        del order
         for c in ("itl_add_s", "flag"):  # not part of the table
             cols.pop(c, None)
         steps = self._steps_frame(cols)

@@ -212,23 +212,27 @@ class DecodeRun:
         sim.fast_forwarded_steps += j - i0
 
 
-def ambiguous_ties(cols: dict, arrival_times_s: np.ndarray) -> bool:
+def ambiguous_ties(cols: dict, order: np.ndarray, arrival_times_s: np.ndarray) -> bool:
     """Whether a flagged (extended fast-forward) step ends at the same time as a step of another
     instance or an arrival: simpy orders same-time events by when they were scheduled, which a
-    run computed ahead does not reproduce (the run is then repeated by stepping)."""
+    run computed ahead does not reproduce (the run is then repeated by stepping). ``order``: the
+    rows by end time (``steplog.end_order``)."""
     flag = cols["flag"]
     if not flag.any():
         return False
     end = cols["time_s"] + cols["step_s"]
-    fe = end[flag != 0]
     if arrival_times_s.size:
+        fe = end[flag != 0]
         idx = np.minimum(np.searchsorted(arrival_times_s, fe), arrival_times_s.size - 1)
         if (arrival_times_s[idx] == fe).any():
             return True
-    order = np.argsort(end, kind="stable")
-    e, inst, f = end[order], cols["instance"][order], flag[order]
-    starts = np.flatnonzero(np.concatenate(([True], e[1:] != e[:-1])))
-    if starts.size == e.size:
+        del fe
+    e = end[order]
+    del end
+    same = e[1:] == e[:-1]  # a step ends when the one before it (by end time) does
+    if not same.any():
         return False
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    inst, f = cols["instance"][order], cols["flag"][order]
     multi = np.minimum.reduceat(inst, starts) != np.maximum.reduceat(inst, starts)
     return bool((multi & (np.maximum.reduceat(f, starts) != 0)).any())

@@ -104,14 +104,23 @@ class StepLog:
         return out
 
 
-def ordered_itl_total_s(cols: dict[str, np.ndarray]) -> float:
-    """The histogram's total gap seconds, summed in the order the steps were applied: by the time
-    each step ended, ties in the order the steps began (simpy runs same-time events in the order
-    they were scheduled, and a step's end is scheduled when it begins)."""
+def end_order(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Row indices by the time each step ended (``time_s + step_s``), ties in the order the steps
+    began: the order simpy applies the steps in (same-time events run in the order they were
+    scheduled, and a step's end is scheduled when it begins)."""
+    return np.argsort(cols["time_s"] + cols["step_s"], kind="stable")
+
+
+#: rows summed at a time by ``ordered_itl_total_s`` (bounds its temporary arrays)
+_SUM_CHUNK_ROWS = 1 << 20
+
+
+def ordered_itl_total_s(cols: dict[str, np.ndarray], order: np.ndarray) -> float:
+    """The histogram's total gap seconds, summed in the order the steps were applied (``order``:
+    ``end_order``): left to right, as the engine's running total did (``np.add.accumulate``),
+    a chunk of rows at a time from the running value (the same additions in the same order)."""
     add = cols["itl_add_s"]
-    if not len(add):
-        return 0.0
-    end = cols["time_s"] + cols["step_s"]
-    order = np.argsort(end, kind="stable")
-    # a sequential sum (np.add.accumulate adds left to right, as the engine's running total did)
-    return float(np.add.accumulate(np.concatenate(([0.0], add[order])))[-1])
+    total = 0.0
+    for i in range(0, len(order), _SUM_CHUNK_ROWS):
+        total = float(np.add.accumulate(np.concatenate(([total], add[order[i:i + _SUM_CHUNK_ROWS]])))[-1])
+    return total
