@@ -14,7 +14,6 @@ against, count as ``fit``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -143,16 +142,6 @@ def predict_check(profile_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     if cluster == DEFAULT_CLUSTER and profile_device(prof) is None:
         summary["note"] += f"; the profile's device is not in the hardware catalog, costed as {cluster}"
     return df, summary
-
-
-def write_check(profile_dir: str | Path, df: pd.DataFrame, summary: dict) -> tuple[Path, Path]:
-    """``check.csv`` (one row per step) and ``check.json`` (summary + rows) in the profile dir."""
-    d = Path(profile_dir)
-    cols = ["family", "case", "point", "measured_s", "predicted_s", "error"]
-    df[cols].to_csv(d / "check.csv", index=False, float_format="%.6g")
-    doc = {**summary, "rows": json.loads(df[cols].to_json(orient="records"))}
-    (d / "check.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    return d / "check.csv", d / "check.json"
 
 
 def format_check(df: pd.DataFrame, summary: dict) -> str:

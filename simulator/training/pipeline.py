@@ -191,84 +191,86 @@ def schedule_dualpipe(pp: int, m: int) -> list[list[Action]]:
         raise ValueError(f"DualPipe needs an even number of pipeline ranks >= 2, got {pp}")
     if m % 2 or m < 2 * pp:
         raise ValueError(f"DualPipe needs an even number of micro-batches >= 2 x pp = {2 * pp}, got {m}")
+    return [_dualpipe_rank(r, pp, m) for r in range(pp)]
+
+
+def _dualpipe_rank(r: int, pp: int, m: int) -> list[Action]:
+    """DualPipe's program for rank ``r`` (``schedule_dualpipe``: the phases and their counts)."""
     H, n = pp // 2, m // 2
-    out = []
-    for r in range(pp):
-        h = min(r, pp - 1 - r)
-        second = r >= H
-        middle = r in (H - 1, H)
-        # phase -> (direction, stage of this rank along that direction's path)
-        dirs = (1, 0) if second else (0, 1)
-        stage = {0: r, 1: pp - 1 - r}
-        nf = [0, 0]  # next forward micro-batch per phase
-        nb = [0, 0]  # next backward micro-batch per phase
-        wq: list[Part] = []
-        acts: list[Action] = []
+    h = min(r, pp - 1 - r)
+    second = r >= H
+    middle = r in (H - 1, H)
+    # phase -> (direction, stage of this rank along that direction's path)
+    dirs = (1, 0) if second else (0, 1)
+    stage = {0: r, 1: pp - 1 - r}
+    nf = [0, 0]  # next forward micro-batch per phase
+    nb = [0, 0]  # next backward micro-batch per phase
+    wq: list[Part] = []
+    acts: list[Action] = []
 
-        def fpart(ph: int) -> Part:
-            d = dirs[ph]
-            p = Part("F", d, nf[ph], stage[d])
-            nf[ph] += 1
-            return p
+    def fpart(ph: int) -> Part:
+        d = dirs[ph]
+        p = Part("F", d, nf[ph], stage[d])
+        nf[ph] += 1
+        return p
 
-        def bpart(ph: int, zb: bool) -> Part:
-            d = dirs[ph]
-            if zb:
-                p = Part("Bi", d, nb[ph], stage[d])
-                wq.append(Part("W", d, nb[ph], stage[d]))
-            else:
-                p = Part("B", d, nb[ph], stage[d])
-            nb[ph] += 1
-            return p
+    def bpart(ph: int, zb: bool) -> Part:
+        d = dirs[ph]
+        if zb:
+            p = Part("Bi", d, nb[ph], stage[d])
+            wq.append(Part("W", d, nb[ph], stage[d]))
+        else:
+            p = Part("B", d, nb[ph], stage[d])
+        nb[ph] += 1
+        return p
 
-        def F(ph: int) -> None:
-            acts.append(Action((fpart(ph),)))
+    def F(ph: int) -> None:
+        acts.append(Action((fpart(ph),)))
 
-        def B(ph: int, zb: bool = False) -> None:
-            acts.append(Action((bpart(ph, zb),)))
+    def B(ph: int, zb: bool = False) -> None:
+        acts.append(Action((bpart(ph, zb),)))
 
-        def W() -> None:
-            acts.append(Action((wq.pop(0),)))
+    def W() -> None:
+        acts.append(Action((wq.pop(0),)))
 
-        def FB(ph_f: int, ph_b: int) -> None:
-            acts.append(Action((fpart(ph_f), bpart(ph_b, False))))
+    def FB(ph_f: int, ph_b: int) -> None:
+        acts.append(Action((fpart(ph_f), bpart(ph_b, False))))
 
-        for _ in range(2 * (H - h - 1)):
+    for _ in range(2 * (H - h - 1)):
+        F(0)
+    for _ in range(h + 1):
+        F(0)
+        F(1)
+    for _ in range(H - h - 1):
+        B(1, zb=True)
+        W()
+        F(1)
+    for i in range(n - pp + h + 1):
+        if i == 0 and middle:
             F(0)
-        for _ in range(h + 1):
-            F(0)
-            F(1)
-        for _ in range(H - h - 1):
-            B(1, zb=True)
-            W()
-            F(1)
-        for i in range(n - pp + h + 1):
-            if i == 0 and middle:
-                F(0)
-                B(1)
-            else:
-                FB(0, 1)
-            FB(1, 0)
-        for _ in range(H - h - 1):
             B(1)
-            FB(1, 0)
-        step6, zb = h + 1, False
-        for i in range(step6):
-            if i == step6 // 2 and h % 2 == 1:
-                zb = True
-            B(1, zb)
-            if i == step6 // 2 and h % 2 == 0:
-                zb = True
-            B(0, zb)
-        for _ in range(H - h - 1):
-            W()
-            B(0, zb=True)
-        for _ in range(h + 1):
-            W()
-        if wq or nf != [n, n] or nb != [n, n]:
-            raise AssertionError(f"DualPipe schedule of rank {r} is inconsistent")  # pragma: no cover
-        out.append(acts)
-    return out
+        else:
+            FB(0, 1)
+        FB(1, 0)
+    for _ in range(H - h - 1):
+        B(1)
+        FB(1, 0)
+    step6, zb = h + 1, False
+    for i in range(step6):
+        if i == step6 // 2 and h % 2 == 1:
+            zb = True
+        B(1, zb)
+        if i == step6 // 2 and h % 2 == 0:
+            zb = True
+        B(0, zb)
+    for _ in range(H - h - 1):
+        W()
+        B(0, zb=True)
+    for _ in range(h + 1):
+        W()
+    if wq or nf != [n, n] or nb != [n, n]:
+        raise AssertionError(f"DualPipe schedule of rank {r} is inconsistent")  # pragma: no cover
+    return acts
 
 
 def pipeline_ranks(schedule: str, pp: int) -> int:
@@ -393,6 +395,61 @@ class PipelineRun:
         return max(self.idle_s)
 
 
+class _Inbox:
+    """Cross-rank arrivals of one flush. A key ("F" | "G", direction, mb, stage) says that the
+    input activation (F) or output gradient (G) of that micro-batch has arrived at that stage;
+    an event plus a flag set at arrival time."""
+
+    def __init__(self, env: simpy.Environment, stages: int, times: StageTimes):
+        self.env, self.stages, self.times = env, stages, times
+        self.events: dict[tuple[str, int, int, int], simpy.Event] = {}
+        self.arrived: set[tuple[str, int, int, int]] = set()
+
+    def slot(self, key: tuple[str, int, int, int]) -> simpy.Event:
+        e = self.events.get(key)
+        if e is None:
+            e = self.events[key] = self.env.event()
+        return e
+
+    def deliver(self, key: tuple[str, int, int, int], delay: float):
+        if delay > 0:
+            yield self.env.timeout(delay)
+        self.arrived.add(key)
+        self.slot(key).succeed()
+
+    def send(self, part: Part) -> None:
+        """Start moving a finished part's output to the stage that consumes it."""
+        d, mb, s = part.direction, part.mb, part.stage
+        if part.kind == "F" and s < self.stages - 1:
+            self.env.process(self.deliver(("F", d, mb, s + 1), self.times.p2p_s(d, s)))
+        elif part.kind in ("B", "Bi") and s > 0:
+            self.env.process(self.deliver(("G", d, mb, s - 1), self.times.p2p_s(d, s - 1)))
+
+    def needs(self, part: Part) -> list[simpy.Event]:
+        """The arrivals ``part`` still waits for."""
+        d, mb, s = part.direction, part.mb, part.stage
+        if part.kind == "F" and s > 0:
+            key = ("F", d, mb, s)
+        elif part.kind in ("B", "Bi") and s < self.stages - 1:
+            key = ("G", d, mb, s)
+        else:
+            return []
+        return [] if key in self.arrived else [self.slot(key)]
+
+
+def _run_tail(env: simpy.Environment, r: int, steps: Sequence[tuple[str, float]], phases: dict[str, float],
+              timeline: list[tuple[int, str, float, float]] | None):
+    """Rank ``r``'s tail after its last action: (phase, seconds) steps run in order (gradient
+    sync, optimizer), added to ``phases`` and, when tracing, to ``timeline``."""
+    for name, seconds in steps:
+        start = env.now
+        if seconds > 0:
+            yield env.timeout(seconds)
+            if timeline is not None:
+                timeline.append((r, name, start, env.now))
+        phases[name] = phases.get(name, 0.0) + seconds
+
+
 def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTimes,
                       trace: bool = False,
                       tail: Callable[[int], Sequence[tuple[str, float]]] | None = None,
@@ -410,41 +467,8 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
     ranks = len(plan)
     stages = ranks  # every simulated rank runs one stage per direction
     env = simpy.Environment()
-    # ("F" | "G", direction, mb, stage): the input activation (F) or output gradient (G) of
-    # that micro-batch has arrived at that stage; an event plus a flag set at arrival time.
-    inbox: dict[tuple[str, int, int, int], simpy.Event] = {}
-    arrived: set[tuple[str, int, int, int]] = set()
-
-    def slot(key: tuple[str, int, int, int]) -> simpy.Event:
-        e = inbox.get(key)
-        if e is None:
-            e = inbox[key] = env.event()
-        return e
-
-    def deliver(key: tuple[str, int, int, int], delay: float):
-        if delay > 0:
-            yield env.timeout(delay)
-        arrived.add(key)
-        slot(key).succeed()
-
-    def send(part: Part) -> None:
-        """Start moving a finished part's output to the stage that consumes it."""
-        d, mb, s = part.direction, part.mb, part.stage
-        if part.kind == "F" and s < stages - 1:
-            env.process(deliver(("F", d, mb, s + 1), times.p2p_s(d, s)))
-        elif part.kind in ("B", "Bi") and s > 0:
-            env.process(deliver(("G", d, mb, s - 1), times.p2p_s(d, s - 1)))
-
-    def needs(part: Part) -> list[simpy.Event]:
-        d, mb, s = part.direction, part.mb, part.stage
-        if part.kind == "F" and s > 0:
-            key = ("F", d, mb, s)
-        elif part.kind in ("B", "Bi") and s < stages - 1:
-            key = ("G", d, mb, s)
-        else:
-            return []
-        return [] if key in arrived else [slot(key)]
-
+    inbox = _Inbox(env, stages, times)
+    send, needs = inbox.send, inbox.needs
     busy = [0.0] * ranks
     end = [0.0] * ranks
     phases = [dict.fromkeys(PHASES, 0.0) for _ in range(ranks)]
@@ -491,13 +515,7 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
                 yield simpy.AllOf(env, waits)
             yield from run(r, action)
         if tail is not None and r < real:
-            for name, seconds in tail(r):
-                start = env.now
-                if seconds > 0:
-                    yield env.timeout(seconds)
-                    if trace:
-                        timeline.append((r, name, start, env.now))
-                phases[r][name] = phases[r].get(name, 0.0) + seconds
+            yield from _run_tail(env, r, tail(r), phases[r], timeline if trace else None)
         finish[r] = env.now
 
     for r in range(ranks):
@@ -507,10 +525,7 @@ def simulate_pipeline(schedule: str, pp: int, micro_batches: int, times: StageTi
                if callable(progress) else None)
     pipe_end = max(end)
     timeline.sort(key=lambda t: (t[2], t[0]))
-    return PipelineRun(
-        schedule=schedule, pp=pp, micro_batches=micro_batches, makespan_s=max(finish),
-        busy_s=tuple(busy), idle_s=tuple(pipe_end - b for b in busy), end_s=tuple(end),
-        finish_s=tuple(finish),
-        phases_s=tuple(phases), peak_inflight=tuple(peak), peak_act_bytes=tuple(peak_act),
-        timeline=tuple(timeline),
-    )
+    return PipelineRun(schedule=schedule, pp=pp, micro_batches=micro_batches, makespan_s=max(finish),
+                       busy_s=tuple(busy), idle_s=tuple(pipe_end - b for b in busy), end_s=tuple(end),
+                       finish_s=tuple(finish), phases_s=tuple(phases), peak_inflight=tuple(peak),
+                       peak_act_bytes=tuple(peak_act), timeline=tuple(timeline))
