@@ -37,8 +37,8 @@ line), ``progress_bars`` / ``progress_mode`` (``clustersim.progress``), ``prepar
 ``clustersim`` are this API's implementation: tests and benchmarks may import them, the CLI
 does not (``tests/test_code_health.py``).
 
-Convenience functions (``simulate``, ``plan``, ``validate``, ``estimate_*``, ``calibrate``,
-catalog queries) call the same jobs and return their results.
+Shortcuts (``simulate``, ``plan``, ``validate``, ``estimate_*``, ``calibrate``, catalog
+queries) run the same jobs (or their runners) and return their results.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def report_page(outcome: Outcome) -> str:
         return report.simulate_report(outcome.kind, outcome.config, outcome.result, outcome.summary)
     if isinstance(job, PlanJob):
         if outcome.kind == "training":
-            return report.training_plan_report(outcome.result, str(outcome.source))
+            return report.training_plan_report(outcome.result, str(outcome.source or outcome.config.model))
         return report.plan_report(outcome.result)
     if isinstance(job, WhatIfJob):
         return report.whatif_report(outcome.kind, outcome.result, outcome.config)
@@ -390,8 +390,10 @@ def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = N
 def validate(path: str | Path, overrides: Iterable[str] = ()) -> Any:
     """Load and fully check a deployment, plan or training-job file (the kind is read from its
     data) with the loaders ``simulate`` and ``plan`` use; returns the frozen Deployment,
-    PlanConfig or TrainingJob."""
-    return run_job(ValidateJob(path, tuple(overrides))).config
+    PlanConfig or TrainingJob (``ValidateJob``'s checks, without its report)."""
+    from clustersim import run
+
+    return run.validate(path, overrides)[0].config
 
 
 def config_report(config: Any) -> dict:
