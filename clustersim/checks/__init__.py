@@ -19,6 +19,7 @@ from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode
 from clustersim.checks.kernels import deepgemm_checks
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
+from clustersim.checks.prefix import prefix_cache_checks
 from clustersim.checks.published import accounting_checks, catalog_checks, topology_checks
 from clustersim.checks.systems import (Unavailable, engine_checks, planner_trend_checks, serving_checks,
                                        training_checks)
@@ -39,6 +40,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "serving.engine": engine_checks,
     "planner.cm384_trend": planner_trend_checks,
     "training": training_checks,
+    "prefix_cache": prefix_cache_checks,
     "kernels.deepgemm": deepgemm_checks,
     "measured": measured_checks,
 }
@@ -49,7 +51,7 @@ FILES: dict[str, str] = {
     "comm.nccl": "comm_nccl.yaml", "comm.deepep": "comm_deepep.yaml", "comm.cm384": "comm_cm384.yaml",
     "comm.isca_decode_limit": "comm_isca_decode_limit.yaml", "serving.estimate": "serving_throughput.yaml",
     "serving.engine": "serving_throughput.yaml", "planner.cm384_trend": "cm384_decode_trend.yaml",
-    "training": "training_dsv3.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
+    "training": "training_dsv3.yaml", "prefix_cache": "prefix_cache_day6.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
 }
 
 
