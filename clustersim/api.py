@@ -209,12 +209,11 @@ def prepare(job: Any) -> Any:
     they are."""
     from clustersim import run
 
-    rules = {SimulateJob: (("deployment", "training"), "deployment"), PlanJob: (("training", "plan"), "plan"),
-             WhatIfJob: (("plan",), "plan"), ValidateJob: (("deployment", "training", "plan"), "deployment")}
-    if type(job) not in rules:
+    runner = {SimulateJob: "simulate", PlanJob: "plan", WhatIfJob: "whatif", ValidateJob: "validate"}.get(type(job))
+    if runner is None:
         return job
     profile = getattr(job, "profile", None)
-    loaded = run.load(job.config, job.overrides, *rules[type(job)], profile=profile)
+    loaded = run.load(job.config, job.overrides, *run.RUNS[runner], profile=profile)
     changes = {"profile": None} if isinstance(profile, (str, Path)) else {}  # a profile name: now the field
     return dataclasses.replace(job, config=loaded.config, overrides=(), **changes)
 

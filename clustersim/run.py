@@ -23,6 +23,14 @@ from clustersim.outputs import finite
 _LOADERS = {"deployment": ("workloads.deployment", "load_deployment"),
             "training": ("workloads.training", "load_training_job"),
             "plan": ("planner.schema", "load_plan")}
+#: runner -> (the config kinds it runs, the kind a file of another kind is loaded as: its loader
+#: then says what the file is instead)
+RUNS: dict[str, tuple[tuple[str, ...], str]] = {
+    "simulate": (("deployment", "training"), "deployment"),
+    "plan": (("training", "plan"), "plan"),
+    "whatif": (("plan",), "plan"),
+    "validate": (("deployment", "training", "plan"), "deployment"),
+}
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ def simulate(config: Any, overrides: Iterable[str] = (), trace: bool = False, pr
     ``--profile``), or a profile object used as is. ``report``: the result will be drawn as a
     report page (a training report draws the pipeline, so its timeline is recorded).
     ``progress``: a ``simulator.progress.ProgressFn`` (``clustersim.progress`` makes one)."""
-    loaded = load(config, overrides, ("deployment", "training"), profile=profile)
+    loaded = load(config, overrides, *RUNS["simulate"], profile=profile)
     prof = profile_for(loaded, profile)
     if loaded.kind == "training":
         return loaded, simulate_training_checked(loaded, prof, trace=trace or report, progress=progress), prof
@@ -195,7 +203,7 @@ def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = N
     """Load a PLAN.yaml and run the planner (local pool, or Ray with an address), or, given a
     training job, search its training layouts (``plan_training``): (loaded config, result).
     ``profile``: a name or directory overriding the file's ``profile:`` (``--profile``)."""
-    loaded = load(config, overrides, ("training", "plan"), "plan", profile)
+    loaded = load(config, overrides, *RUNS["plan"], profile)
     if loaded.kind == "training":
         return loaded, plan_training(loaded, max_layouts=max_layouts, progress=progress)
     import planner
@@ -242,7 +250,7 @@ def whatif(config: Any, overrides: Iterable[str] = (), mode: str = "compare", pa
     default list) on a PLAN.yaml: (loaded plan, DataFrame with the profile line in its attrs)."""
     from planner import whatif as w
 
-    loaded = load(config, overrides, ("plan",), "plan", profile)
+    loaded = load(config, overrides, *RUNS["whatif"], profile)
     cfg = loaded.config
     if mode == "capacity":
         df = w.capacity(cfg, progress=progress)
@@ -261,7 +269,7 @@ def whatif(config: Any, overrides: Iterable[str] = (), mode: str = "compare", pa
 def validate(config: Any, overrides: Iterable[str] = ()) -> tuple[Loaded, Any]:
     """Load and fully check a deployment, plan or training job with the loaders ``simulate`` and
     ``plan`` use: (loaded config, the training result whose memory check passed, or None)."""
-    loaded = load(config, overrides)
+    loaded = load(config, overrides, *RUNS["validate"])
     if loaded.kind != "training":
         return loaded, None
     job = loaded.config
