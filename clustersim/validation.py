@@ -26,7 +26,7 @@ from simulator.costmodel import CostModel, profile_device
 DEFAULT_CLUSTER = "h200-node"
 
 
-def _compute_seconds(cm: CostModel, ops) -> float:
+def ops_compute_seconds(cm: CostModel, ops) -> float:
     """Compute time of ``ops``; collectives (left out of one-GPU ground truth) are not costed,
     so an EP group larger than the cluster (an EP-32 rank measured on one GPU) still predicts."""
     return sum(cm.op_cost(o).total_s for o in ops if o.stream != "comm")
@@ -51,7 +51,7 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFA
         for r in pd.read_csv(path).to_dict("records"):
             work = row_ops(table, r, kernels, recorded_routing=recorded_routing)
             rows.append({"case": work.case, "point": work.point, "measured_s": float(r["seconds"]),
-                         "predicted_s": _compute_seconds(cm, work.ops), "family": work.family,
+                         "predicted_s": ops_compute_seconds(cm, work.ops), "family": work.family,
                          "split": str(r.get("split", "fit"))})
     df = pd.DataFrame(rows)
     if not df.empty:
