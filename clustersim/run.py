@@ -205,7 +205,7 @@ def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = N
     ``profile``: a name or directory overriding the file's ``profile:`` (``--profile``)."""
     loaded = load(config, overrides, *RUNS["plan"], profile)
     if loaded.kind == "training":
-        return loaded, plan_training(loaded, max_layouts=max_layouts, progress=progress)
+        return loaded, plan_training(loaded, max_layouts=max_layouts, progress=progress, workers=workers)
     import planner
     from planner.executors import default_executor
 
@@ -213,20 +213,23 @@ def plan(config: Any, overrides: Iterable[str] = (), ray_address: str | None = N
         return loaded, planner.plan(loaded.config, executor=executor, progress=progress)
 
 
-def plan_training(loaded: Loaded, max_layouts: int = 400, progress: Any = None) -> Any:
+def plan_training(loaded: Loaded, max_layouts: int = 400, progress: Any = None, workers: int | None = None) -> Any:
     """Search training layouts for a training job: it fixes model, cluster, devices (its
     parallelism's product), sequence length, global batch, precision and memory limit;
-    TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first)."""
+    TP/PP/EP/schedule vary. Returns a DataFrame ranked by tokens/day (feasible first). The
+    layouts are simulated on a local process pool (``workers``, default one per CPU)."""
     from calibration.resolve import profile_info, profile_line
     from hardware.catalog import get_cluster
+    from planner.executors import default_executor
     from planner.training_search import training_search
 
     job = loaded.config
     devices = job.parallelism.devices
     prof = resolve_profile(job.profile, job.cluster, loaded.where)
-    table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch, job.memory_limit_gb,
-                            precision=job.precision, comm_sms=job.comm_sms, max_layouts=max_layouts, profile=prof,
-                            progress=progress)
+    with default_executor(workers=workers, progress=progress) as executor:
+        table = training_search(job.model, job.cluster, devices, job.seq_len, job.global_batch,
+                                job.memory_limit_gb, precision=job.precision, comm_sms=job.comm_sms,
+                                max_layouts=max_layouts, profile=prof, progress=progress, executor=executor)
     info = profile_info(prof, get_cluster(job.cluster).device.name)
     table.attrs.update(profile=info, profile_line=profile_line(info))
     return table
