@@ -1,12 +1,12 @@
 """PNG plots of planner results (matplotlib, imported lazily; the ``plot`` extra).
 
-Each function draws one figure and writes it to ``path`` (the facade decides when and where);
-it returns the path. Nothing here is imported by ``planner.plan``.
+Each function draws one figure and returns it as PNG bytes; the facade writes them
+(``clustersim.outputs``). Nothing here is imported by ``planner.plan``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import pandas as pd
 
@@ -24,7 +24,15 @@ def _plt():
     return plt
 
 
-def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
+def _png(plt, fig) -> bytes:
+    """``fig`` as PNG bytes (120 dpi); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_pareto(result, max_points: int = 5000) -> bytes:
     """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
     plt = _plt()
     t = result.table
@@ -43,14 +51,10 @@ def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)
 
 
-def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
-               y: str = "tokens_per_s_per_device") -> Path:
+def plot_sweep(df: pd.DataFrame, x: str | None = None, y: str = "tokens_per_s_per_device") -> bytes:
     """One what-if sweep: the best layout's ``y`` against the swept parameter (first column)."""
     plt = _plt()
     x = x or df.columns[0]
@@ -61,13 +65,10 @@ def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)
 
 
-def plot_compare(df: pd.DataFrame, path: str | Path, y: str = "tokens_per_s_per_device") -> Path:
+def plot_compare(df: pd.DataFrame, y: str = "tokens_per_s_per_device") -> bytes:
     """Side-by-side hardware comparison as bars (``compare_hardware`` output)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -76,7 +77,4 @@ def plot_compare(df: pd.DataFrame, path: str | Path, y: str = "tokens_per_s_per_
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)
