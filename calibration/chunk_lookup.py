@@ -30,10 +30,12 @@ this table from the rows whose ``split`` is ``fit``, so the hold-out rows judge 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
+    import pandas as pd
 
 from workloads.accounting import attention_pairs
 

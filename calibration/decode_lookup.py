@@ -36,7 +36,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
+    import pandas as pd
 
 from calibration.interp import Surface
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
+    import pandas as pd
 
 _REL_TOL = 1e-9
 

@@ -58,10 +58,9 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import pandas as pd
 
 from calibration.interp import (  # noqa: F401  (re-exported: the profile's public helpers)
     GROUPED_M_TILE,
@@ -86,6 +85,37 @@ from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from hardware.dtypes import dtype_bytes
 
+if TYPE_CHECKING:  # pandas is imported when a table is first read
+    import pandas as pd
+
+
+class LazyTables(Mapping):
+    """A profile directory's CSV tables by stem, each read (pandas) on first access; ``fit_only``:
+    a table with a ``split`` column keeps its ``fit`` rows (``_fit_rows``)."""
+
+    def __init__(self, path: Path, fit_only: bool = False):
+        self._files = {f.stem: f for f in sorted(Path(path).glob("*.csv"))}
+        self._fit_only = fit_only
+        self._read: dict = {}
+
+    def __getitem__(self, stem: str) -> pd.DataFrame:
+        df = self._read.get(stem)
+        if df is None:
+            import pandas as pd
+
+            df = pd.read_csv(self._files[stem])
+            df = self._read[stem] = _fit_rows(df) if self._fit_only else df
+        return df
+
+    def __iter__(self):
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __contains__(self, stem: object) -> bool:
+        return stem in self._files
+
 
 class UnknownProfileError(LookupError):
     """No profile of that name or path; the message lists the shipped names."""
@@ -97,7 +127,7 @@ def shipped_profiles() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
 
 
-def load_profile(name_or_path: str | Path, fit_only: bool = False) -> "MeasuredProfile":
+def load_profile(name_or_path: str | Path, fit_only: bool = False) -> MeasuredProfile:
     """Load a shipped profile by name (``"h200"``) or any profile directory by path.
     ``fit_only``: tables with a ``split`` column keep only their ``fit`` rows (to judge the
     lookups on the ``holdout`` rows)."""
@@ -148,46 +178,108 @@ class MeasuredProfile:
         self.fit_only = fit_only  # tables with a ``split`` column keep their ``fit`` rows only
         meta_path = self.path / "metadata.json"
         self.metadata: Mapping = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        self.tables: dict[str, pd.DataFrame] = {
-            f.stem: _fit_rows(pd.read_csv(f)) if fit_only else pd.read_csv(f) for f in sorted(self.path.glob("*.csv"))}
-        self._gemm = {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m")
-                      for dt in ("bf16", "fp8")}
-        self._grouped = self._grouped_table("grouped_gemm_bf16")
-        self._ragged = self._grouped_table("grouped_mm_bf16")
-        self._sparse = SparseGroupedTable(self.tables.get(SPARSE_TABLE))
-        self._prefill = self._surfaces("attn_prefill_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
-                                       "batch", "seq")
-        self._decode = self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
-                                      "batch", "context")
-        self._chunk = ChunkPrefillTable(self.tables.get(CTX_TABLE))
-        self._mla = MlaDecodeTables(self.tables)
-        self._glue = GlueTable(self.tables.get(GLUE_TABLE))
-        self._serial = SerialDecodeFit(self.tables.get(LONG_TABLE))
+        # each table is read, and each lookup below built, on first use: a command that times one
+        # collective reads no table at all
+        self.tables: Mapping[str, pd.DataFrame] = LazyTables(self.path, fit_only)
+
+    @functools.cached_property
+    def _gemm(self) -> dict:
+        return {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m") for dt in ("bf16", "fp8")}
+
+    @functools.cached_property
+    def _grouped(self) -> dict:
+        return self._grouped_table("grouped_gemm_bf16")
+
+    @functools.cached_property
+    def _ragged(self) -> dict:
+        return self._grouped_table("grouped_mm_bf16")
+
+    @functools.cached_property
+    def _sparse(self) -> SparseGroupedTable:
+        return SparseGroupedTable(self.tables.get(SPARSE_TABLE))
+
+    @functools.cached_property
+    def _prefill(self) -> dict:
+        return self._surfaces("attn_prefill_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"], "batch", "seq")
+
+    @functools.cached_property
+    def _decode(self) -> dict:
+        return self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
+                              "batch", "context")
+
+    @functools.cached_property
+    def _chunk(self) -> ChunkPrefillTable:
+        return ChunkPrefillTable(self.tables.get(CTX_TABLE))
+
+    @functools.cached_property
+    def _mla(self) -> MlaDecodeTables:
+        return MlaDecodeTables(self.tables)
+
+    @functools.cached_property
+    def _glue(self) -> GlueTable:
+        return GlueTable(self.tables.get(GLUE_TABLE))
+
+    @functools.cached_property
+    def _serial(self) -> SerialDecodeFit:
+        return SerialDecodeFit(self.tables.get(LONG_TABLE))
+
+    @functools.cached_property
+    def _ew(self) -> tuple[dict, dict]:
+        """Memory-bound curves by op and the table each comes from."""
         ew = self.tables.get("elementwise_bf16")
-        self._elementwise = {} if ew is None else {op: Curve.of(d, "bytes") for op, d in ew.groupby("op")}
-        self._ew_table = {op: "elementwise_bf16" for op in self._elementwise}
+        curves = {} if ew is None else {op: Curve.of(d, "bytes") for op, d in ew.groupby("op")}
+        tables = {op: "elementwise_bf16" for op in curves}
         tk = self.tables.get("moe_topk")
         if tk is not None and not tk.empty:  # keyed by the bf16 router logits read, T*E*2 bytes
-            self._elementwise["moe_topk"] = Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
-            self._ew_table["moe_topk"] = "moe_topk"
+            curves["moe_topk"] = Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
+            tables["moe_topk"] = "moe_topk"
         sc = self.tables.get("moe_scatter")
         if sc is not None and not sc.empty:
-            self._elementwise["moe_scatter"] = Curve.of(sc, "bytes")
-            self._ew_table["moe_scatter"] = "moe_scatter"
-        self.decode_kv_tile = fit_kv_tile(self.tables.get("attn_decode_tiles"))
+            curves["moe_scatter"] = Curve.of(sc, "bytes")
+            tables["moe_scatter"] = "moe_scatter"
+        return curves, tables
+
+    @property
+    def _elementwise(self) -> dict:
+        return self._ew[0]
+
+    @property
+    def _ew_table(self) -> dict:
+        return self._ew[1]
+
+    @functools.cached_property
+    def decode_kv_tile(self) -> int:
+        return fit_kv_tile(self.tables.get("attn_decode_tiles"))
+
+    @functools.cached_property
+    def _norm(self) -> dict:
         nt = self.tables.get("rmsnorm_bf16")
-        self._norm = {} if nt is None else {int(w): Curve.of(d, "rows") for w, d in nt.groupby("width")}
-        # launch/latency floors (shortest measured time) per table, read by floor_seconds
-        self._floors = {stem: float(df.seconds.min()) for stem, df in self.tables.items()
-                        if "seconds" in df and not df.empty}
-        # communication, keyed by fabric and group size (tables without a fabric column never match)
-        self._coll = {stem[len("collective_"):]: {(str(f), int(g)): Curve.of(d, "bytes_per_rank")
-                                                 for (f, g), d in df.groupby(["fabric", "group"])}
-                      for stem, df in self.tables.items()
-                      if stem.startswith("collective_") and "fabric" in df and not df.empty}
+        return {} if nt is None else {int(w): Curve.of(d, "rows") for w, d in nt.groupby("width")}
+
+    @functools.cached_property
+    def _floors(self) -> dict:
+        """Launch/latency floors (shortest measured time) per table, read by floor_seconds."""
+        return {stem: float(df.seconds.min()) for stem, df in self.tables.items()
+                if "seconds" in df and not df.empty}
+
+    @functools.cached_property
+    def _coll(self) -> dict:
+        """Communication, keyed by fabric and group size (tables without a fabric column never match)."""
+        out = {}
+        for stem in self.tables:
+            if not stem.startswith("collective_"):
+                continue
+            df = self.tables[stem]
+            if "fabric" in df and not df.empty:
+                out[stem[len("collective_"):]] = {(str(f), int(g)): Curve.of(d, "bytes_per_rank")
+                                                  for (f, g), d in df.groupby(["fabric", "group"])}
+        return out
+
+    @functools.cached_property
+    def _dispatch(self) -> dict:
         dd = self.tables.get("moe_dispatch")
         keys = ["fabric", "ep", "hidden", "top_k", "experts", "direction", "dtype"]
-        self._dispatch = {} if dd is None or dd.empty else {
+        return {} if dd is None or dd.empty else {
             tuple(str(v) if isinstance(v, str) else int(v) for v in kv): Curve.of(d, "tokens_per_rank")
             for kv, d in dd.groupby(keys)}
 

@@ -22,6 +22,8 @@ from the shipped profile.
 from __future__ import annotations
 
 import functools
+from collections import ChainMap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +108,7 @@ def resolve_profile(spec: Any = "default", device_name: str = "", base_dir: str 
 
 
 @functools.lru_cache(maxsize=16)
-def _layered(primary: MeasuredProfile, fallback: MeasuredProfile) -> "LayeredProfile":
+def _layered(primary: MeasuredProfile, fallback: MeasuredProfile) -> LayeredProfile:
     return LayeredProfile(primary, fallback)
 
 
@@ -141,8 +143,9 @@ class LayeredProfile:
         return self.primary.date_utc
 
     @property
-    def tables(self) -> dict:
-        return {**{t: self.fallback.tables[t] for t in self.fallback_tables}, **self.primary.tables}
+    def tables(self) -> Mapping:
+        """The primary's tables over the fallback's, each read on first use (``LazyTables``)."""
+        return ChainMap(self.primary.tables, self.fallback.tables)
 
     def for_op(self, op) -> MeasuredProfile:
         """The layer that times compute op ``op``: the primary if it has the op's table, else the

@@ -10,18 +10,28 @@ a traceback.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+
+# One BLAS thread unless the user says otherwise (before numpy is imported): the simulator and the
+# cost model are single-threaded, and OpenBLAS's idle threads spin on a small machine (its first
+# call costs ~1 s of CPU on 2 cores); the planner's worker processes are the parallelism.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate and plan large LLM deployments.")
-hardware_app = typer.Typer(no_args_is_help=True, help="Accelerators, fabrics and clusters in the catalog.")
-model_app = typer.Typer(no_args_is_help=True, help="Model architectures and their exact accounting.")
-estimate_app = typer.Typer(no_args_is_help=True, help="Cost-model estimates (no simulation).")
+#: help and usage errors in click's plain format: typer's rich panels import ~0.1 s of modules
+#: (rich.markdown and friends) on every ``--help`` (issue 15: ``clustersim --help`` <= 0.15 s)
+_PLAIN = {"rich_markup_mode": None}
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate and plan large LLM deployments.",
+                  **_PLAIN)
+hardware_app = typer.Typer(no_args_is_help=True, help="Accelerators, fabrics and clusters in the catalog.", **_PLAIN)
+model_app = typer.Typer(no_args_is_help=True, help="Model architectures and their exact accounting.", **_PLAIN)
+estimate_app = typer.Typer(no_args_is_help=True, help="Cost-model estimates (no simulation).", **_PLAIN)
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(model_app, name="model")
 app.add_typer(estimate_app, name="estimate")

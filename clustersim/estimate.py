@@ -15,16 +15,14 @@ batch; a violation is a ``ValueError`` naming the flag.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hardware import catalog
 from hardware.types import Cluster
-from simulator.costmodel import CostModel, StepCost
-from simulator.instance import InstanceCost, InstanceSpec
-from workloads.layout import Layout, Problem
-from workloads.models import get_model
-from workloads.kernel_sets import kernel_set
-from workloads.ops import BatchShape, moe_layer_ops, step_ops
+
+if TYPE_CHECKING:  # the cost model and the workloads are imported by the commands that use them
+    from simulator.costmodel import StepCost
+    from workloads.layout import Layout
 
 
 def _profile(profile: Any, cluster: Cluster) -> tuple[Any, dict]:
@@ -60,6 +58,7 @@ def check_instance(m, cluster: Cluster, layout: Layout, *, dtype: str, kv_dtype:
         mtp_problems,
         serving_layout_problems,
     )
+    from workloads.layout import Problem
 
     devices = layout.devices
     mem = layout_memory(m, layout, cluster.device, dtype, kv_dtype, mtp=mtp_depth > 0)
@@ -89,6 +88,8 @@ def _step_dict(cost: StepCost, **extra: Any) -> dict:
 def _kernel_set(name: str) -> dict:
     """What an estimate assumed about kernels: the set's name and, per operator family, the
     implementation (decode attention, MLA decode, experts, FP8 GEMMs, glue) and what times it."""
+    from workloads.kernel_sets import kernel_set
+
     return kernel_set(name).describe()
 
 
@@ -102,6 +103,12 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     ``kernels="eager"`` costs the step as a plain PyTorch implementation runs it (separate norm,
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
     ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
+    from simulator.costmodel import CostModel
+    from workloads.kernel_sets import kernel_set
+    from workloads.layout import Layout
+    from workloads.models import get_model
+    from workloads.ops import BatchShape, step_ops
+
     m = get_model(model)
     kernel_set(kernels)  # an unknown set is a user error naming the valid ones
     cluster = catalog.cluster_for(hardware, tp)
@@ -150,6 +157,8 @@ def estimate_dispatch(hardware: str, ep: int, tokens_per_rank: int, model: str =
     Where the profile measured this shape on this device, fabric and EP size (``moe_dispatch.csv``:
     ``all_to_all_single`` of routed copies) the measurement replaces the modelled kernel."""
     from hardware.dispatch import dispatch_combine_time
+    from simulator.costmodel import CostModel
+    from workloads.models import get_model
 
     m = get_model(model)
     if m.moe is None:
@@ -183,6 +192,11 @@ def estimate_moe_layer(model: str, hardware: str, ep: int, tokens_per_rank: int,
                        kernel: str = "normal", imbalance: float = 1.0, profile: Any = "default",
                        kernels: str = "eager") -> dict:
     """One expert-parallel MoE layer per rank: router, dispatch, experts (+shared), combine."""
+    from simulator.costmodel import CostModel
+    from workloads.layout import Layout
+    from workloads.models import get_model
+    from workloads.ops import BatchShape, moe_layer_ops, step_ops
+
     m = get_model(model)
     if m.moe is None:
         raise ValueError(f"{m.name} is dense (choose an MoE model)")
@@ -200,6 +214,7 @@ def estimate_attention(hardware: str, sp: int, sp_kind: str, seq: int, heads: in
                        batch: int = 1, kv_heads: int | None = None, profile: Any = "default") -> dict:
     """Sequence-parallel causal attention (prefill) of one layer: collectives plus attention."""
     from workloads.sequence_parallel import SpAttention, ring_exposed_s, ring_volume, ulysses_volume_per_link
+    from simulator.costmodel import CostModel
 
     cluster = catalog.cluster_for(hardware, sp)
     prof, info = _profile(profile, cluster)
@@ -236,6 +251,12 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
     ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
     default "fused": a serving engine's kernels).
     """
+    from simulator.instance import InstanceCost, InstanceSpec
+    from workloads.kernel_sets import kernel_set
+    from workloads.layout import Layout
+    from workloads.models import get_model
+    from workloads.ops import BatchShape
+
     m = get_model(model)
     kernel_set(kernels)
     devices = ep if m.is_moe else tp

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hardware import topology as topo
+from hardware.yaml_io import safe_load
 from hardware.types import Cluster, DeviceSpec, Tier, Topology
 
 __all__ = [
@@ -239,7 +240,7 @@ def _fail(filename: str, path: str, msg: str) -> ValueError:
 
 def _load_yaml(text: str, filename: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{filename}: invalid YAML: {' '.join(str(exc).split())}") from None
 

@@ -53,10 +53,10 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from hardware.protocols import PROTOCOLS, Phase, bw_fraction, cheapest
 from hardware.types import Cluster, Tier
+from hardware.yaml_io import safe_load
 
 __all__ = [
     "OPS",
@@ -118,7 +118,7 @@ def load_comm_calibration(path: str | None = None) -> CommCalibration:
     """Parse ``comm_calibration.yaml`` (or ``path``); memoised, the result is immutable."""
     file = Path(path) if path else _CALIBRATION_PATH
     with open(file, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
+        doc = safe_load(fh)
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
     starts: dict[str, float] = {}

@@ -24,8 +24,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from hardware.types import Tier
 
 __all__ = [
@@ -337,6 +335,8 @@ def calibrate_prices(
     """
     if len(rows) < 2:
         raise ValueError("calibrate_prices needs at least two (counts, cost) rows")
+    import numpy as np  # only here: importing the catalog needs no numpy
+
     a = np.array([[c.switches, c.links] for c, _ in rows], dtype=float)
     b = np.array([cost - c.endpoints * endpoint_usd for c, cost in rows], dtype=float)
     if np.linalg.matrix_rank(a) < 2:

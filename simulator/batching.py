@@ -51,15 +51,16 @@ NO_STREAMS = np.empty(0, dtype=np.int64)
 class StepPlan:
     """One step's work: decode streams ``run`` (stream ids), prefill ``chunks`` ((request, tokens)),
     requests swapped back in (``swapins``) and seconds charged on top of the step's cost
-    (``extra_s``: swap copies)."""
+    (``extra_s``: swap copies); ``row``: the step's record in the run's step log, once costed."""
 
-    __slots__ = ("run", "chunks", "swapins", "extra_s")
+    __slots__ = ("run", "chunks", "swapins", "extra_s", "row")
 
     def __init__(self, run: np.ndarray = NO_STREAMS):
         self.run = run
         self.chunks: list[tuple[int, int]] = []
         self.swapins: list[int] = []
         self.extra_s = 0.0
+        self.row = -1
 
     @property
     def empty(self) -> bool:
@@ -157,3 +158,8 @@ class DecodeFirst:
         if not plan.run.size:
             server.admit_waiting(plan, budget)
         return None if plan.empty else plan
+
+
+#: policies whose step, when nothing waits, prefills or is swapped out, is exactly ``grow_decodes``
+#: (the engine may then advance runs of such steps in closed form: ``simulator.fastforward``)
+PLAIN_DECODE_POLICIES = (SplitFuse, PrefillFirst, DecodeFirst)

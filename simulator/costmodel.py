@@ -103,10 +103,10 @@ def published_kernels() -> dict:
     """Kernel efficiencies from published figures (simulator/data/published_kernels.yaml)."""
     from importlib import resources
 
-    import yaml
+    from hardware.yaml_io import safe_load
 
     text = resources.files("simulator").joinpath("data/published_kernels.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return safe_load(text)
 
 
 def published_kernel_for(op: Op) -> dict | None:
@@ -148,6 +148,14 @@ def _compute_dtype(op: Op, device: DeviceSpec) -> str:
     return op.dtype if op.dtype in device.peak_flops_per_s else "bf16"
 
 
+def _op_key(op: Op) -> tuple:
+    """What an op's time depends on: everything but its name, layer, stream and count (hashing
+    it raises TypeError when a shape or meta value is unhashable; such an op is timed afresh).
+    The role is kept: a lookup may time an op by what it is for."""
+    return (op.kind, op.role, op.dtype, op.flops, op.bytes_read, op.bytes_written, op.collective, op.group_size,
+            op.bytes_per_rank, tuple(op.shape.items()), tuple(op.meta.items()))
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Times ops and composes steps for one cluster (its device) and an optional profile.
@@ -167,6 +175,10 @@ class CostModel:
     dispatch_kernel: str = "normal"
     use_published_kernels: bool = True
     dispatch_release: str | None = None
+    #: (seconds, source) per op content (``_op_key``): a step's ops repeat across batch shapes
+    #: (the linear layers of a decode batch do not depend on its context), so a new shape times
+    #: only its new ops. Not part of the model's identity (not compared, not hashed).
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def device(self) -> DeviceSpec:
@@ -277,10 +289,16 @@ class CostModel:
             return None
 
     def op_cost(self, op: Op) -> OpCost:
-        if op.kind == COLLECTIVE:
-            seconds, src = self.comm_seconds(op)
-        else:
-            seconds, src = self.compute_seconds(op)
+        key = _op_key(op)
+        try:
+            hit = self._memo.get(key)
+        except TypeError:  # an unhashable shape or meta value
+            key = hit = None
+        if hit is None:
+            hit = self.comm_seconds(op) if op.kind == COLLECTIVE else self.compute_seconds(op)
+            if key is not None:
+                self._memo[key] = hit
+        seconds, src = hit
         return OpCost(op.name, op.kind, op.stream, op.layer, op.count, seconds, src, op.flops, op.bytes_moved)
 
     # ------------------------------------------------------------------ steps

@@ -27,27 +27,36 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections import deque
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from simulator.batching import NO_STREAMS, StepPlan, chunk_tokens
+from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
+from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
-from simulator.policies import StepCostCache
-from simulator.preemption import HOST_LINK_BYTES_PER_S
+from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
+from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
 from simulator.prefix_cache import CACHE_LOG_COLUMNS, PrefixCacheRun
 from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.steplog import StepLog, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
 from workloads.pool_roles import PoolRole
+
+
+#: routers under which a colocated instance's decode runs may extend past other events
+#: (``simulator.fastforward``): their choice reads no state that changes inside a run, or (KvAware)
+#: the runs are brought up to the arrival first; any other router bounds runs by the next event
+FF_ROUTERS = (RoundRobin, LeastOutstanding, KvAware)
 
 
 def _ceil_blocks(tokens):
@@ -97,7 +106,8 @@ class Server:
         self.waiting: deque[int] = deque()
         self.swapped: deque[int] = deque()
         self.prefilling: list[int] = []
-        self.pending: deque[tuple[int, "Server"]] = deque()
+        #: (request, prefill server, its KV blocks): offered here, waiting for room to start the transfer
+        self.pending: deque[tuple[int, "Server", int]] = deque()
         self.run = NO_STREAMS
         self.joining: list[int] = []
         self.committed = 0  # batch slots held: streams (prefill role: requests)
@@ -105,7 +115,14 @@ class Server:
         self.queued_blocks = 0  # KV blocks of requests queued here, not yet admitted
         self.cache = None  # simulator.prefix_cache.InstanceCache when the deployment has a prefix_cache
         self._wake: simpy.Event | None = None
-        sim.env.process(self._loop())
+        # runs of decode steps in closed form (simulator.fastforward): only for the known policies,
+        # whose decode-only step is exactly grow_decodes, and without MTP draws
+        self.ff = (sim.fast_forward and role.decodes and self.k == 1
+                   and isinstance(self.batching, PLAIN_DECODE_POLICIES)
+                   and isinstance(self.preemption, (Recompute, Swap)))
+        self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
+        self.segment: DecodeRun | None = None  # an extended run in progress
+        self._proc = sim.env.process(self._loop())
 
     # ------------------------------------------------------------------ plumbing
     def kick(self) -> None:
@@ -113,6 +130,9 @@ class Server:
             self._wake.succeed()
 
     def enqueue(self, r: int) -> None:
+        seg = self.segment
+        if seg is not None and not seg.cut_done and seg.cut(self.sim.env.now):
+            self._proc.interrupt()  # the run ends with the step in flight: wait for its end instead
         self.waiting.append(r)
         self.outstanding += 1
         self.queued_blocks += self.request_blocks(r)
@@ -165,8 +185,45 @@ class Server:
                 yield self._wake
                 self._wake = None
                 continue
-            yield env.timeout(self._cost(plan))
+            dt = self._cost(plan)
+            run = self._decode_run(plan, dt) if self.ff else None
+            if run is None:
+                yield env.timeout(dt)
+            else:
+                plan = yield from self._wait_run(run)
             self._apply(plan)
+
+    def _decode_run(self, plan: StepPlan, dt: float) -> DecodeRun | None:
+        """A run of decode steps starting with ``plan`` (``simulator.fastforward``), when the
+        instance only decodes and nothing can join or leave before its next step."""
+        if (not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self.waiting or self.prefilling
+                or self.swapped or self.pending or self.joining):
+            return None
+        if self.ff_extended:
+            return DecodeRun.build(self, plan, dt, math.inf, True)
+        horizon = self.sim.env.peek()
+        if self.sim.env.now + dt >= horizon:
+            return None
+        return DecodeRun.build(self, plan, dt, horizon, False)
+
+    def _wait_run(self, run: DecodeRun):
+        """Wait until the last step of ``run`` ends (an extended run is committed then, and an
+        arrival here may cut it short); returns that step's plan, for ``_apply``."""
+        env = self.sim.env
+        if not run.extended:
+            run.finish()  # nothing else happens before its steps: commit now
+            yield timeout_at(env, run.end_s)
+        else:
+            self.segment = run
+            try:
+                yield timeout_at(env, run.end_s)
+            except simpy.Interrupt:
+                yield timeout_at(env, run.end_s)  # cut: the step in flight is the last
+            self.segment = None
+            run.finish()
+        plan = StepPlan(run.run)
+        plan.row = run.pending_row
+        return plan
 
     def _join(self) -> None:
         """Streams whose prefill or KV transfer finished join the running decode streams."""
@@ -223,13 +280,14 @@ class Server:
         chunks, no_decodes = plan.chunks, not plan.run.size
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
-            if not self._admissible(r):
+            need = self.request_blocks(r)
+            if not self._admissible(r, need):
                 break
             left = self.prompt_left(r) if self.cache is None else self._left_on_admission(r)
             c = chunk_tokens(left, budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
-            plan.extra_s += self._admit(r)
+            plan.extra_s += self._admit(r, need)
             chunks.append((r, c))
             budget -= c
         return budget
@@ -244,7 +302,7 @@ class Server:
             return None
         r = self.waiting[0]
         beside = self.budget - int(self.run.size) * self.k
-        if chunk_tokens(self._left_on_admission(r), beside, False, False) > 0 or not self._admissible(r):
+        if chunk_tokens(self._left_on_admission(r), beside, False, False) > 0 or not self._admissible(r, self.request_blocks(r)):
             return None
         return r
 
@@ -262,24 +320,25 @@ class Server:
             left += int(self.st.cached[r]) - self.cache.peek_hit_tokens(r)
         return left
 
-    def _admissible(self, r: int) -> bool:
-        """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block
-        per running stream stays free for its next step's growth, or a newly admitted prefill
-        can force the preemption of a stream that has just joined, and two requests can evict
-        each other forever without decoding (recompute livelock)."""
+    def _admissible(self, r: int, need_blocks: int) -> bool:
+        """Whether waiting request r (``need_blocks`` of KV, ``request_blocks``) fits the batch-size
+        cap and KV now. Watermark: one block per running stream stays free for its next step's
+        growth, or a newly admitted prefill can force the preemption of a stream that has just
+        joined, and two requests can evict each other forever without decoding (recompute
+        livelock)."""
         live = 1 if self.prefill_only else self.st.live_count(r)
-        need = self.request_blocks(r) + int(self.run.size)
+        need = need_blocks + int(self.run.size)
         if self.cache is not None:  # cached prefix blocks already in use need no new memory
             need -= self.cache.busy_hit_blocks(r)
         return self.committed + live <= self.max_batch and self.kv.fits(need)
 
-    def _admit(self, r: int) -> float:
-        """Move the head of the queue, r, into prefill: look its prompt up in the prefix cache,
-        reserve its KV and batch slots; returns the seconds to charge to the step (fetching
-        shared-pool hits)."""
+    def _admit(self, r: int, need_blocks: int | None = None) -> float:
+        """Move the head of the queue, r, into prefill (``need_blocks``: its ``request_blocks``, when
+        the caller has them): look its prompt up in the prefix cache, reserve its KV and batch
+        slots; returns the seconds to charge to the step (fetching shared-pool hits)."""
         sim, st = self.sim, self.st
         self.waiting.popleft()
-        self.queued_blocks -= self.request_blocks(r)
+        self.queued_blocks -= self.request_blocks(r) if need_blocks is None else need_blocks
         first = math.isnan(st.schedule_s[r])
         shared, fetch_s = self.cache.admit(r, sim.env.now, first) if self.cache is not None else (0, 0.0)
         self.reserve(r, shared)
@@ -316,8 +375,8 @@ class Server:
         else:
             secs = comp = comm = 0.0
         dt = secs + plan.extra_s
-        sim.steps.append((sim.env.now, self.index, self.pool_name, n_dec + len(chunks), n_dec, ctoks,
-                          n_dec * k + ctoks, dt, self.kv.used_fraction, comp, comm))
+        plan.row = sim.log.append(sim.env.now, self.index, n_dec + len(chunks), n_dec, ctoks, n_dec * k + ctoks, dt,
+                                  self.kv.used_fraction, comp, comm)
         return dt
 
     # ------------------------------------------------------------------ applying a step
@@ -335,16 +394,18 @@ class Server:
                 emitted = np.minimum(1 + np.cumprod(ok, axis=1).sum(axis=1), owed)
             else:
                 emitted = np.minimum(1, owed)
-            sim.itl.add(now - st.s_last_emit_s[run])
+            sim.log.itl_add_s[plan.row] = sim.itl.add(now - st.s_last_emit_s[run])
             st.s_last_emit_s[run] = now
-            gen = gen + emitted
-            st.s_gen[run] = gen
-            fin = gen >= st.s_target[run]
+            st.s_gen[run] = gen + emitted
+            fin = emitted >= owed  # reached the target
             if fin.any():
                 for s in run[fin].tolist():
                     if not st.s_done[s]:
                         self._finish_stream(s, now)
-                self.run = self.run[~st.s_done[self.run]]
+                if self.run is run and not sim.first_finish:  # no other stream ended: drop these
+                    self.run = run[~fin]
+                else:
+                    self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         handoff = []
@@ -415,9 +476,10 @@ class Server:
 
     # ------------------------------------------------------------------ decode side of P/D
     def offer(self, r: int, src: "Server") -> None:
-        self.pending.append((r, src))
+        need = self.request_blocks(r)  # its state does not change while it waits here
+        self.pending.append((r, src, need))
         self.outstanding += 1
-        self.queued_blocks += self.request_blocks(r)
+        self.queued_blocks += need
 
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
@@ -425,15 +487,17 @@ class Server:
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
         while self.pending:
-            r, src = self.pending[0]
+            r, src, need_b = self.pending[0]
             live = st.live_count(r)
-            need_b = self.request_blocks(r)
             if self.committed + live > self.max_batch or not self.kv.fits(need_b):
                 break
             self.pending.popleft()
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
-            st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
+            if st.samples == 1:  # fast path: stream id == request id
+                st.src_blocks[r] = int(st.prompt_blocks[r]) + (0 if st.s_done[r] else int(st.s_blocks[r]))
+            else:
+                st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
             self.reserve(r)
             self.committed += live
             groups.setdefault(src.index, []).append(r)
@@ -448,7 +512,12 @@ class Server:
 class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
-    def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None):
+    def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
+                 fast_forward: bool = True):
+        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens}
+        self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
+        self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
+        self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
         self.dep = dep
         self.env = simpy.Environment()
         ss = np.random.SeedSequence(dep.seed)
@@ -457,12 +526,18 @@ class Simulation:
         self.st = RunState(wl)
         self.trace = trace
         self.events: list[tuple] = []
-        self.steps: list[tuple] = []
+        self.log = StepLog()
+        self.arrival_times = array("d")  # when arrivals were processed (ties with fast-forwarded steps)
         self.itl = ItlHistogram()
         self.first_finish = dep.workload.sample_policy == "first_finish" and wl.samples > 1
         self.sessions = SessionTurns(self, wl.next_turn, wl.think_s) if wl.next_turn is not None else None
         self._build(profile, step_cost, kv_capacity_tokens)
         self.prefix = self._prefix_caches(wl) if dep.prefix_cache is not None else None
+        if self.prefix is not None:  # the cache evicts and logs as KV is taken: every step is stepped
+            for s in self.servers:
+                s.ff = False
+        #: the router reads KV: runs of decode steps are brought up to each arrival first
+        self.sync_runs = isinstance(self.router, KvAware) and any(s.ff and s.ff_extended for s in self.front)
 
     def _build(self, profile, step_cost, kv_override) -> None:
         from hardware.catalog import get_cluster
@@ -475,6 +550,7 @@ class Simulation:
         self.cluster = cluster
         self.kv_bytes_per_token = kv_cache_bytes_per_token(model, dep.kv_dtype)
         disagg = dep.serving.mode == "disaggregated"
+        self.router = ROUTERS.make(dep.scheduler.router)
         ids = itertools.count()
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
@@ -487,7 +563,8 @@ class Simulation:
             else:
                 from simulator.instance import InstanceCost, spec_from_pool
 
-                ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile)
+                ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile,
+                                  cache_steps=False)  # StepCostCache keeps what the run needs
 
                 def fn(shape, _ic=ic):
                     c = _ic.step(shape)
@@ -505,7 +582,6 @@ class Simulation:
                 raise ValueError(f"serving.{name}.max_batch_size: {pool.max_batch_size} is below "
                                  f"workload.samples_per_request {self.st.samples} (a request's samples decode together)")
         self.front = self.pools[(PoolRole.PREFILL if disagg else PoolRole.COLOCATED).pool_name]
-        self.router = ROUTERS.make(dep.scheduler.router)
         self.servers = [s for ss in self.pools.values() for s in ss]
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
@@ -557,7 +633,12 @@ class Simulation:
 
     def arrive(self, r: int) -> None:
         """Request r arrives now: route it to an instance of the front pool."""
-        st, front = self.st, self.front
+        st, front, env = self.st, self.front, self.env
+        self.arrival_times.append(env.now)
+        if self.sync_runs:  # the router reads KV: bring runs of decode steps up to now first
+            for s in front:
+                if s.segment is not None:
+                    s.segment.advance_to(env.now)
         i = self.router.choose(front, r)
         st.prefill_inst[r] = front[i].index
         self.event("arrival", r, front[i].index)
@@ -602,9 +683,17 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
-        return self._result()
+        cols = self.log.arrays()
+        order = end_order(cols)
+        if ambiguous_ties(cols, order, np.frombuffer(self.arrival_times, dtype=np.float64)):
+            # a fast-forwarded step shares its time with another instance's event: step instead
+            del cols, order
+            self.__init__(self.dep, **self._args, fast_forward=False)
+            self.stepped_again = True
+            return self.run(progress)
+        return self._result(cols, order)
 
-    def _result(self) -> SimResult:
+    def _result(self, cols: dict, order: np.ndarray) -> SimResult:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
@@ -620,11 +709,16 @@ class Simulation:
             "queue_s": st.schedule_s - st.arrival_s, "transfer_s": st.transfer_s,
             "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
-        }, columns=list(REQUEST_COLUMNS))
-        steps = pd.DataFrame.from_records(self.steps, columns=list(STEP_COLUMNS))
+        }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
+        self.itl.total_s = ordered_itl_total_s(cols, order)
+        del order
+        for c in ("itl_add_s", "flag"):  # not part of the table
+            cols.pop(c, None)
+        steps = self._steps_frame(cols)
+        del cols
         dpn = self.cluster.devices_per_node
         extra = {
-            "iterations": len(self.steps),
+            "iterations": len(steps),
             "cost_model_calls": {k: c.misses for k, c in self.cost_caches.items()},
             "kv_transfers": self.transfers.completed if self.transfers else 0,
             "kv_bytes_moved": self.transfers.bytes_moved if self.transfers else 0.0,
@@ -644,6 +738,29 @@ class Simulation:
         return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events),
                          op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
                          transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
+
+
+    def _steps_frame(self, cols: dict) -> pd.DataFrame:
+        """The per-iteration DataFrame (``STEP_COLUMNS``) of the step log's columns."""
+        if not len(cols["time_s"]):
+            return pd.DataFrame.from_records([], columns=list(STEP_COLUMNS))
+        names = np.empty(len(self.servers), dtype=object)
+        for s in self.servers:
+            names[s.index] = s.pool_name
+        data = {c: cols[c] for c in STEP_COLUMNS if c != "pool"}
+        data["pool"] = _pool_column(names, cols["instance"])
+        return pd.DataFrame(data, columns=list(STEP_COLUMNS), copy=False)
+
+
+def _pool_column(names: np.ndarray, instance: np.ndarray):
+    """Each step's pool name (``names[instance]``) in pandas' ``str`` dtype. With pyarrow (where
+    pandas keeps such strings) the names are taken in Arrow: no Python string object per step
+    (millions of them in a long run), same values and dtype."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return pd.array(names[instance], dtype="str")
+    return pd.array(pa.array(names.tolist(), type=pa.large_string()).take(pa.array(instance)), dtype="str")
 
 
 def _op_seconds(cost) -> dict:

@@ -103,14 +103,16 @@ def _ring_hidden(costs: list[OpCost], degree: int) -> list[OpCost]:
 class InstanceCost:
     """Step-time oracle of one instance (cached per batch shape)."""
 
-    def __init__(self, spec: InstanceSpec, profile: Any = None):
+    def __init__(self, spec: InstanceSpec, profile: Any = None, cache_steps: bool = True):
+        """``cache_steps``: keep each step's cost by batch shape (False: a caller that keeps its
+        own, e.g. the engine's ``StepCostCache``, does not hold every op list twice)."""
         self.spec = spec
         # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones
         self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
         self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
         lay = spec.layout
         lay.check(spec.model)
-        self._cached = lru_cache(maxsize=65536)(self._step_uncached)
+        self._cached = lru_cache(maxsize=65536)(self._step_uncached) if cache_steps else self._step_uncached
         # a multi-die package with one attention-DP rank per die (Ascend 910C, CloudMatrix-Infer):
         # the replicated (non-expert) ops run per die on its share of the sequences, each die
         # reading its own weight replica; expert ops and communication stay per package

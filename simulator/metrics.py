@@ -32,8 +32,30 @@ _ITL_BINS = int(math.ceil(math.log(1e5 / _ITL_MIN_S) / math.log(_ITL_RATIO))) + 
 _LOG_ITL_RATIO = math.log(_ITL_RATIO)
 
 
+def itl_bin(gap_s: float) -> int:
+    """The histogram bin of one gap."""
+    return min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
+
+
+def itl_bins(gaps_s: np.ndarray) -> np.ndarray:
+    """``itl_bin`` of each gap, exactly: numpy's log may differ from ``math.log`` in the last bit,
+    which moves a bin only for a gap within ~1e-12 bins of a bin edge; those few are binned by
+    ``itl_bin`` itself."""
+    x = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
+    bins = x.astype(np.int64)
+    frac = x - bins
+    edge = np.flatnonzero((frac < 1e-9) | (frac > 1 - 1e-9))
+    for i in edge.tolist():
+        bins[i] = itl_bin(float(gaps_s[i]))
+    return np.minimum(bins, _ITL_BINS - 1)
+
+
 class ItlHistogram:
-    """Streaming histogram of inter-token gaps (seconds)."""
+    """Streaming histogram of inter-token gaps (seconds).
+
+    ``add`` counts the gaps at once and returns what they add to ``total_s``; the engine keeps
+    those per step and sums them in step order at the end (``simulator.steplog``), so that runs
+    of decode steps advanced in closed form give the same float total as stepping."""
 
     __slots__ = ("counts", "total_s", "n")
 
@@ -42,23 +64,29 @@ class ItlHistogram:
         self.total_s = 0.0
         self.n = 0
 
-    def add(self, gaps_s: np.ndarray) -> None:
+    def add(self, gaps_s: np.ndarray) -> float:
+        """Count ``gaps_s``; returns the seconds they add to the total."""
         if gaps_s.size == 0:
-            return
+            return 0.0
         g = gaps_s[0]
         if gaps_s.size == 1 or (gaps_s == g).all():  # the common case: one step for all
-            self._add_one(float(g), gaps_s.size)
-            return
+            return self.add_uniform(float(g), gaps_s.size)
         idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
         self.counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
-        self.total_s += float(gaps_s.sum())
         self.n += int(gaps_s.size)
+        return float(gaps_s.sum())
 
-    def _add_one(self, gap_s: float, count: int) -> None:
-        i = min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
-        self.counts[i] += count
-        self.total_s += gap_s * count
+    def add_steps(self, gaps_s: np.ndarray, streams: int) -> None:
+        """Count ``streams`` equal gaps for each of ``gaps_s`` (steps of a run of decode steps;
+        their seconds are added to the total per step, by the caller)."""
+        self.counts += np.bincount(itl_bins(gaps_s), minlength=_ITL_BINS) * streams
+        self.n += streams * int(gaps_s.size)
+
+    def add_uniform(self, gap_s: float, count: int) -> float:
+        """Count ``count`` gaps of ``gap_s``; returns the seconds they add to the total."""
+        self.counts[itl_bin(gap_s)] += count
         self.n += count
+        return gap_s * count
 
     def percentile_s(self, q: float) -> float:
         if self.n == 0:
@@ -85,9 +113,20 @@ def _stats_ms(values_s: np.ndarray) -> dict:
     return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
 
 
+def _by_pool(steps: pd.DataFrame):
+    """(pool, its steps) in pool order; one pool's steps are the frame itself (no copy of a table
+    that can hold millions of iterations), several pools' only the columns read here."""
+    pools = steps["pool"].unique()
+    if len(pools) == 1:
+        yield pools[0], steps
+        return
+    cols = steps[["pool", "step_s", "compute_s", "comm_s", "batch_size", "kv_used_fraction"]]
+    yield from cols.groupby("pool", sort=True)
+
+
 def _pool_internals(steps: pd.DataFrame) -> dict:
     out = {}
-    for pool, g in steps.groupby("pool", sort=True):
+    for pool, g in _by_pool(steps):
         busy = float(g["step_s"].sum())
         comp, comm = float(g["compute_s"].sum()), float(g["comm_s"].sum())
         w = g["step_s"].to_numpy()

@@ -7,6 +7,8 @@ updates whole batches with fancy indexing instead of touching Python objects per
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 from simulator.kv import BLOCK_TOKENS
@@ -36,7 +38,9 @@ class RunState:
         self.prefill_target = self.prompt - self.cached  # tokens to compute in the (next) prefill
         self.prefilled = np.zeros(r, dtype=np.int64)
         self.prompt_blocks = np.zeros(r, dtype=np.int64)  # blocks held on the current instance
-        self.prompt_blocks_need = ((self.prompt + BLOCK_TOKENS - 1) // BLOCK_TOKENS).tolist()  # KV blocks of each prompt
+        # KV blocks of each prompt (an array of C ints: indexing gives a Python int, as a list
+        # would, at 8 bytes a request instead of ~36)
+        self.prompt_blocks_need = array("q", ((self.prompt + BLOCK_TOKENS - 1) // BLOCK_TOKENS).tobytes())
         self.src_blocks = np.zeros(r, dtype=np.int64)  # blocks still held on the prefill side in transfer
         self.streams_left = np.full(r, n, dtype=np.int64)
         self.cancelled = np.zeros(r, dtype=np.int64)

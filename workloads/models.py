@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Annotated, Literal, Union
 
-import yaml
+from hardware.yaml_io import safe_load
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
@@ -205,7 +205,7 @@ class UnknownModelError(LookupError):
 
 def load_models_yaml(text: str) -> tuple[ModelConfig, ...]:
     """Parse a models YAML document (``{models: [...]}``) into ModelConfigs."""
-    doc = yaml.safe_load(text) or {}
+    doc = safe_load(text) or {}
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
         raise ValueError("models YAML must be a mapping with a 'models' list")
     return tuple(ModelConfig.model_validate(entry) for entry in doc["models"])
