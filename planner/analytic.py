@@ -48,6 +48,7 @@ from typing import Any
 from hardware.kv_transfer import kv_transfer_seconds
 from planner.feasibility import check_rules, instance_spec, pool_fit
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
+from planner.rows import Columns, layout_rows
 from simulator.instance import InstanceCost
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
@@ -307,6 +308,7 @@ class Evaluator:
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
         self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
+        self._gaps: dict[tuple, float] = {}  # handoff gaps by instance sizes and counts
         self._cols: dict[Any, dict] = {}
         self._dtab: dict[Any, tuple] = {}
         self._steps: dict[Any, tuple] = {}
@@ -469,10 +471,10 @@ class Evaluator:
         n_p = min(c, max(c, (N + self._z * math.sqrt(N)) * P / m.dp))
         return choice.layout.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
 
-    def prefill_ttft_s(self, choice, rate_per_instance: float) -> float:
+    def prefill_ttft_s(self, choice, rate_per_instance: float, perf: PoolPerf | None = None) -> float:
         """TTFT percentile at a prefill instance's arrival rate (interpolated on the pool's
-        table up to its capacity)."""
-        lams, cores = self.perf(choice).table
+        table up to its capacity; ``perf``: the choice's, when the caller has it)."""
+        lams, cores = (perf or self.perf(choice)).table
         if rate_per_instance > lams[-1] * (1 + 1e-9):
             return self._prefill_core_s(choice, rate_per_instance)
         return _interp(min(rate_per_instance, lams[-1]), lams, cores)  # n x (cap / n) may pass cap by an ulp
@@ -618,9 +620,13 @@ class Evaluator:
         between the pools) over the output's inter-token gaps (the engine's TPOT runs from the
         first token, which the prefill pool emits before the handoff)."""
         p_dev, d_dev = prefill.devices_per_instance, decode.devices_per_instance
-        handoff_s = kv_transfer_seconds(self.kv_bytes_per_request, self.cluster, p_dev, d_dev,
-                                        n_prefill * p_dev, n_decode * d_dev)
-        return handoff_s / max(self.ctx.output_tokens - 1.0, 1.0)
+        key = (p_dev, d_dev, n_prefill, n_decode)
+        gap = self._gaps.get(key)
+        if gap is None:
+            handoff_s = kv_transfer_seconds(self.kv_bytes_per_request, self.cluster, p_dev, d_dev,
+                                            n_prefill * p_dev, n_decode * d_dev)
+            gap = self._gaps[key] = handoff_s / max(self.ctx.output_tokens - 1.0, 1.0)
+        return gap
 
     def decode_perf_after_handoff(self, choice, gap_s: float) -> PoolPerf:
         """``perf(choice)`` of a decode choice whose TPOT also holds ``gap_s`` of KV handoff
@@ -640,65 +646,28 @@ class Evaluator:
             self._perf_handoff[key] = p
         return p
 
+    def result_key(self, choice) -> tuple:
+        """Everything ``evaluate_layout`` reads of a feasible pool choice besides its labels:
+        two choices of a role with equal keys give identical metrics in every layout
+        (``planner.merge`` merges their rows). Of its ``PoolPerf`` it reads the capacity, the
+        batch and TPOT there, the slots and the prefill TTFT table (not the KV capacity: a
+        prefill instance's KV room enters through its TTFT table). A prefill choice is also
+        read through its instance size (the KV handoff); a decode choice is re-solved after
+        the handoff (``decode_perf_after_handoff``: its pool model, i.e. cost key, and the
+        batch room ``b_cap``); a colocated one through ``colocated_state`` (its pool model and
+        chunk size)."""
+        p = self.perf(choice)
+        key = (choice.role, choice.devices_per_instance, p.reason, p.cap_rps, p.b_star, p.tpot_s, p.slots, p.table)
+        if p.reason is not None or choice.role == "prefill":
+            return key
+        if choice.role == "decode":
+            fit = pool_fit(self.ctx, choice, self.model, self.cluster)
+            return key + (choice.cost_key, min(float(choice.batch_per_rank), self._b_kv(choice, fit)))
+        return key + (choice.cost_key, choice.tokens_per_rank)
+
     def evaluate_layout(self, layout) -> dict:
-        """Analytic metrics of one layout (see module docstring); never raises for a bad layout."""
-        ctx = self.ctx
-        out: dict = {"mode": layout.mode, "devices": layout.devices}
-        labels = []
-        for choice, n in layout.pools:
-            cols, label = self._columns(choice, n)
-            out.update(cols)
-            labels.append(label)
-        out["layout"] = " + ".join(labels)
-        perfs = [self.perf(c) for c, _ in layout.pools]
-        gap = 0.0
-        if layout.mode != "colocated" and len(perfs) == 2 and not any(p.reason for p in perfs):
-            (pc, n_p), (dc, n_d) = layout.pools
-            gap = self.handoff_gap_s(pc, n_p, dc, n_d)
-            perfs[1] = self.decode_perf_after_handoff(dc, gap)
-        worst = max((p for p in perfs if p.reason), key=lambda p: p.shortfall, default=None)
-        bad, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
-        if layout.devices > ctx.budget_devices:
-            bad = f"uses {layout.devices} devices > budget {ctx.budget_devices}"
-            shortfall = layout.devices / ctx.budget_devices
-        if bad:
-            out.update(feasible=False, meets_load=False, reason=bad, shortfall=shortfall)
-            return out
-        O = ctx.output_tokens
-        if layout.mode == "colocated":
-            (choice, n), perf = layout.pools[0], perfs[0]
-            cap = n * perf.cap_rps
-            at_cap = self.colocated_state(choice, perf.b_star)
-            ttft, tpot, b_op = at_cap["ttft_s"], at_cap["tpot_s"], perf.b_star
-            target = None
-            if cap >= ctx.arrival_rate_per_s:
-                target = self._colocated_at(choice, perf, ctx.arrival_rate_per_s / n)
-                target = (target["ttft_s"], target["tpot_s"])
-        else:
-            (pc, n_p), (dc, n_d) = layout.pools
-            pp_, dp_ = perfs
-            cap = min(n_p * pp_.cap_rps, n_d * dp_.cap_rps)
-            out["decode_tokens_per_s_per_decode_device"] = dp_.cap_rps * O / dc.devices_per_instance
-            out["decode_tpot_ms_at_decode_capacity"] = (dp_.tpot_s + gap) * 1e3
-            out["decode_batch_per_rank_at_decode_capacity"] = dp_.b_star
-            b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
-            tpot += gap
-            ttft = self.prefill_ttft_s(pc, cap / n_p)
-            target = None
-            if cap >= ctx.arrival_rate_per_s:
-                _, tpot_t = self._decode_at(dc, dp_, ctx.arrival_rate_per_s / n_d)
-                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p), tpot_t + gap)
-        tps = cap * O
-        usd = layout.devices * self.price_usd
-        meets = cap >= ctx.arrival_rate_per_s * (1 - 1e-9)
-        out.update(
-            feasible=True, meets_load=meets,
-            reason="" if meets else f"serves {cap:.3g} req/s < target {ctx.arrival_rate_per_s:g} req/s",
-            capacity_rps=cap, output_tokens_per_s=tps, tokens_per_s_per_device=tps / layout.devices,
-            tokens_per_s_per_user=1.0 / tpot if tpot > 0 else math.inf, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3,
-            decode_batch_per_rank=b_op,
-            ttft_ms_at_target=target[0] * 1e3 if target else math.nan,
-            tpot_ms_at_target=target[1] * 1e3 if target else math.nan,
-            hardware_usd=usd, tokens_per_s_per_kusd=tps / usd * 1e3 if usd else math.nan,
-        )
-        return out
+        """Analytic metrics of one layout (see module docstring); never raises for a bad layout.
+        The block of one layout of ``planner.rows.layout_rows`` (the grid evaluates many at once)."""
+        out = Columns()
+        layout_rows(self, layout.mode, tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)], out)
+        return out.row(0)

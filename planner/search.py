@@ -36,8 +36,10 @@ import pandas as pd
 from planner.analytic import Evaluator, PoolPerf
 from planner.executors import Executor, default_executor
 from planner.feasibility import pool_fit
+from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge_identical, merged_blocks
 from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
 from planner.result import PlanResult, pareto_front
+from planner.rows import Columns, layout_rows
 from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
 from planner.space import (
     PlanContext,
@@ -108,14 +110,14 @@ def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: di
         m._pk.update(pk)
 
 
-def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[ServingLayout]:
-    """Every serving layout of the feasible choices (``planner.space.layouts_of``), counted first."""
+def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
+    """How many serving layouts the feasible choices give (``planner.space.layouts_of``), within the limit."""
     n = count_layouts_of(ctx, space, feasible)
     if n > MAX_PLAN_LAYOUTS:
         raise ValueError(f"search: {n:,} feasible layouts within the budget, more than the planner holds in memory "
                          f"(at most {MAX_PLAN_LAYOUTS:,}; lower search.max_instances or hardware.devices, or shorten "
                          f"the search lists)")
-    return list(layouts_of(ctx, space, feasible))
+    return n
 
 
 def _objective_column(cfg) -> str:
@@ -216,34 +218,42 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
         _seed_evaluator(ev, perfs, tables, first)
 
 
-def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list, method: str, seed: int,
-          notes: list[str], ticker: Throttle | None = None) -> tuple[list[dict], dict, int]:
-    """(table rows, point id -> layout, layouts evaluated): one row per rejected pool choice
-    (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
-    rows: list[dict] = []
+def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
+          notes: list[str], ticker: Throttle | None = None) -> tuple[pd.DataFrame, LayoutIndex, int]:
+    """(table, point id -> layout, layouts evaluated): one row per rejected pool choice (its
+    reason rejects every layout it is in), then every layout (grid: equivalent layouts merged
+    into one row, ``planner.merge``) or those optuna tried."""
+    cols = Columns()
     for pid, c in enumerate(rejected):
-        row = ev.evaluate_layout(ServingLayout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
-        row["id"] = pid
-        rows.append(row)
+        layout_rows(ev, "colocated" if c.role == "pool" else "disaggregated", (c,), [(1,)], cols,
+                    {"id": pid, COUNT: 1, "_variants": {}})
+    index = LayoutIndex()
+    base = len(rejected)
     if method == "grid":
-        found = []
-        for i, lay in enumerate(layouts):
+        classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
+        done = 0
+        for block in merged_blocks(ctx, cfg.search, classes, feasible):
             if ticker is not None:
-                ticker.tick(i)
-            found.append((lay, ev.evaluate_layout(lay)))
-        index = {lay: i for i, lay in enumerate(layouts)}
-    else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
-        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
-        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
-                     f"seed {seed})")
-    layout_of = {}
-    for lay, row in found:
-        row = dict(row) if method != "grid" else row
-        row["id"] = len(rejected) + index.get(lay, len(index) + len(rows))
-        layout_of[row["id"]] = lay
-        rows.append(row)
-    return rows, layout_of, len(found)
+                ticker.tick(done)
+            n = len(block.counts)
+            index.add_block(MergedBlock(block.mode, block.choices, block.counts, base + block.first, block.count,
+                                        block.variants))
+            layout_rows(ev, block.mode, block.choices, block.counts, cols,
+                        {"id": np.arange(base + block.first, base + block.first + n), COUNT: block.count,
+                         "_variants": block.variants})
+            done += n * block.count
+        table = merge_identical(cols.frame())
+        return table, index, n_layouts
+    layouts = list(layouts_of(ctx, cfg.search, feasible))
+    found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
+    pos = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
+    notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
+                 f"seed {seed})")
+    for k, (lay, row) in enumerate(found):
+        pid = base + pos.get(lay, len(pos) + base + k)
+        index.add(pid, lay)
+        cols.add(1, {**row, "id": pid, COUNT: 1, "_variants": {}})
+    return merge_identical(cols.frame()), index, len(found)
 
 
 def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
@@ -380,15 +390,15 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     rejected = [c for r in roles for c in choices[r] if ev.perf(c).reason is not None]
 
     t_rank = time.perf_counter()
-    layouts = _layouts(ctx, space, feasible)
+    n_layouts = _count_layouts(ctx, space, feasible)
     method = space.method
     if method == "auto":
-        method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
-    ticker = Throttle(progress, "rank layouts", len(layouts) if method == "grid" else space.optuna_trials)
-    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes, ticker)
-    ticker.finish(f"{len(rows):,} rows")
+        method = "optuna" if n_layouts > space.max_grid_layouts else "grid"
+    ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
+    table, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, ticker)
+    ticker.finish(f"{len(table):,} rows")
     objective = _objective_column(cfg)
-    table = rank_table(pd.DataFrame(rows), objective)
+    table = rank_table(table, objective)
     t_rank = time.perf_counter() - t_rank
 
     # verification -----------------------------------------------------------------------
@@ -399,7 +409,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     wall = time.perf_counter() - t0
     stats = {
         "method": method, "pool_choices": len(all_choices), "pool_choices_rejected": len(rejected),
-        "pool_cost_keys": len({c.cost_key for c in all_choices}), "layouts": len(layouts),
+        "pool_cost_keys": len({c.cost_key for c in all_choices}), "layouts": n_layouts,
         "layouts_searched": searched, "rows": len(table), "step_cost_calls": ev.step_calls(),
         "pool_phase_s": t_pool, "rank_phase_s": t_rank, "verify_phase_s": t_ver, "wall_s": wall,
         "workers": executor.workers, "seed": seed, "cluster": ctx.cluster.name,

@@ -204,11 +204,24 @@ class PoolChoice:
     batch_per_rank: int
     tokens_per_rank: int
 
-    @property
+    # a choice keys many dicts of the ranking (10^5 layouts): its hash, instance size and cost
+    # key are computed once (the hash is kept out of pickles: a string's hash differs between
+    # processes)
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.role, self.layout, self.mtp_depth, self.batch_per_rank, self.tokens_per_rank))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    @functools.cached_property
     def devices_per_instance(self) -> int:
         return self.layout.devices
 
-    @property
+    @functools.cached_property
     def cost_key(self) -> tuple:
         """The fields that fix per-step costs (role, batch and chunk limits excluded)."""
         lay = self.layout
