@@ -328,7 +328,10 @@ def simulate_cmd(
 def plan_cmd(
     plan_yaml: Path = typer.Argument(..., help="PLAN.yaml: model, hardware budget, workload, SLOs, search space."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.csv, pareto.csv/png, best_deployment.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.parquet (every row), ranked.csv (the top "
+                                       "rows), pareto.csv/png, plan.json, best_deployment.yaml."),
+    csv_rows: Optional[int] = typer.Option(None, "--csv-rows", min=0, help="Rows of ranked.csv, from the top "
+                                           "(default 1000; 0: every row); ranked.parquet holds them all."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     profile: Optional[str] = _profile_opt(),
@@ -370,7 +373,8 @@ def plan_cmd(
                                                                       progress=progress))
         page = _build_report(lambda r: r.plan_report(result)) if report else None
         if out_dir is not None:
-            _guard(lambda: outputs.write_plan(out_dir, result, report=page))
+            _guard(lambda: outputs.write_plan(
+                out_dir, result, report=page, csv_rows=outputs.PLAN_CSV_ROWS if csv_rows is None else csv_rows))
     if as_json:
         _print_json(result.to_dict(rows=20))
         raise typer.Exit(code=result.exit_code)

@@ -42,7 +42,8 @@ def to_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
 
 
-__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "CHECK_FILES", "REPORT", "OutputDir",
+__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES", "REPORT",
+           "OutputDir",
            "write_simulation", "write_plan", "write_training_plan", "write_whatif", "write_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
@@ -54,7 +55,11 @@ REPORT = "report.html"
 SIMULATE_FILES = ("summary.json", "requests.csv", "timeseries.csv", "trace.json", "per_device.csv", "stages.csv",
                   "memory.csv", "report.html")
 #: ``clustersim plan --out`` (serving plans write all of them, training plans ``ranked.csv``).
-PLAN_FILES = ("ranked.csv", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml", "report.html")
+PLAN_FILES = ("ranked.csv", "ranked.parquet", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml",
+              "report.html")
+#: rows of a serving plan's ``ranked.csv`` by default (the top of the ranking; ``ranked.parquet``
+#: holds every row: a large plan's table is 10^4-10^5 rows, tens of MB as CSV)
+PLAN_CSV_ROWS = 1000
 #: ``clustersim what-if --out``, per mode: a capacity run keeps an earlier sweep's files.
 WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png", REPORT) for kind in ("capacity", "sweep", "compare")}
 #: ``clustersim check --out``: every check as CSV and JSON, and the report when asked
@@ -178,15 +183,18 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
     return list(out.written)
 
 
-def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None) -> list[str]:
-    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment
-    YAML, and ``report.html`` when ``report`` (its text) is given."""
+def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None,
+               csv_rows: int = PLAN_CSV_ROWS) -> list[str]:
+    """The whole ranked table (``ranked.parquet``), its first ``csv_rows`` rows as
+    ``ranked.csv`` (0: every row), the Pareto front (CSV + PNG when matplotlib is there), plan
+    JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given."""
     best = result.best_yaml()
     plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
-    planned = ["ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
+    planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
         (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
-    out.write_csv("ranked.csv", result.table)
+    out.write_with("ranked.parquet", lambda tmp: write_parquet(result.table, tmp))
+    out.write_csv("ranked.csv", result.table.head(csv_rows) if csv_rows else result.table)
     out.write_csv("pareto.csv", result.pareto)
     out.write_text("plan.json", to_json(result.to_dict()) + "\n")
     if best:
@@ -198,6 +206,15 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     if report:
         out.write_text(REPORT, report)
     return list(out.written)
+
+
+def write_parquet(df: Any, path: Path) -> None:
+    """``df`` as a Parquet file (pyarrow; zstd), without its index."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ValueError("writing ranked.parquet needs pyarrow (a clustersim dependency): pip install pyarrow") from None
+    df.to_parquet(path, index=False, compression="zstd")
 
 
 def write_training_plan(out: OutputDir, table: Any, report: str | None = None) -> list[str]:

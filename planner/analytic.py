@@ -48,7 +48,7 @@ from typing import Any
 from hardware.kv_transfer import kv_transfer_seconds
 from planner.feasibility import check_rules, instance_spec, pool_fit
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
-from planner.rows import Columns, layout_rows
+from planner.rows import Block, Columns, layout_rows
 from simulator.instance import InstanceCost
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
@@ -384,10 +384,17 @@ class Evaluator:
     def _batch_for(self, choice, lam: float, b_hi: float) -> float:
         """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
         m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
-        rate = lambda b: b * m.dp * k / m.decode_step_s(b) / O  # noqa: E731
-        if rate(b_hi) <= lam:
+        dp, step = m.dp, m.decode_step_s
+        if b_hi * dp * k / step(b_hi) / O <= lam:
             return b_hi
-        return _bisect_max(lambda b: rate(b) <= lam, 0.0, b_hi, 40)
+        lo, hi = 0.0, b_hi  # ``_bisect_max`` of that test, inlined: it runs 10^5 times in a plan
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if mid * dp * k / step(mid) / O <= lam:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def _decode_perf(self, choice, fit, handoff_gap_s: float = 0.0) -> PoolPerf:
         """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
@@ -619,7 +626,10 @@ class Evaluator:
         to a decode instance (``hardware.kv_transfer.kv_transfer_seconds``, alone on the fabric
         between the pools) over the output's inter-token gaps (the engine's TPOT runs from the
         first token, which the prefill pool emits before the handoff)."""
-        p_dev, d_dev = prefill.devices_per_instance, decode.devices_per_instance
+        return self.handoff_gap_s_sizes(prefill.devices_per_instance, n_prefill, decode.devices_per_instance, n_decode)
+
+    def handoff_gap_s_sizes(self, p_dev: int, n_prefill: int, d_dev: int, n_decode: int) -> float:
+        """``handoff_gap_s`` by instance sizes (devices) and counts: all it depends on (memoised)."""
         key = (p_dev, d_dev, n_prefill, n_decode)
         gap = self._gaps.get(key)
         if gap is None:
@@ -669,5 +679,6 @@ class Evaluator:
         """Analytic metrics of one layout (see module docstring); never raises for a bad layout.
         The block of one layout of ``planner.rows.layout_rows`` (the grid evaluates many at once)."""
         out = Columns()
-        layout_rows(self, layout.mode, tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)], out)
+        layout_rows(self, layout.mode, [Block(tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)])],
+                    out)
         return out.row(0)

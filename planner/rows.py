@@ -1,24 +1,36 @@
-"""The layout table's rows: a layout's analytic metrics, a block of layouts at a time.
+"""The layout table's rows: layouts' analytic metrics, many blocks of layouts at a time.
 
-``layout_rows(ev, mode, choices, counts, out)`` evaluates every layout made of the pool
-``choices`` (one colocated choice, or prefill then decode) with the instance ``counts`` (one
-tuple per layout) and appends their rows to ``out``, a ``Columns`` table. It is the one home
-of a layout's metrics (``planner.analytic`` module docstring): ``Evaluator.evaluate_layout``
-is the block of one layout. Within a block the choices' capacities, labels and tables are
-looked up once, and the KV handoff of each pair of instance counts, the decode batch at the
-target load and the prefill TTFT there once per value: the grid of a large plan (10^5
-layouts) costs a few microseconds a layout, and the table is built column by column
-(``Columns.frame``), never as 10^5 dicts.
+A ``Block`` is the layouts of one set of pool ``choices`` (one colocated choice, or prefill
+then decode) with instance ``counts`` (one tuple per layout). ``layout_rows(ev, mode, blocks,
+out)`` evaluates every layout of the blocks and appends their rows to ``out``, a ``Columns``
+table. It is the one home of a layout's metrics (``planner.analytic`` module docstring):
+``Evaluator.evaluate_layout`` is one block of one layout. The arithmetic that follows from the
+pools' capacities runs on numpy arrays over all rows (elementwise IEEE operations, so every
+value is the one the scalar code gives); what needs a search or a table (the decode batch
+below capacity, the prefill TTFT, the KV handoff) runs per row, memoised per distinct value.
+The grid of a large plan (10^5 layouts) costs a few microseconds a layout, and the table is
+built column by column (``Columns.frame``), never as 10^5 dicts.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Columns", "layout_rows"]
+__all__ = ["Block", "Columns", "layout_rows"]
+
+
+@dataclass
+class Block:
+    """Layouts of one set of pool choices: ``counts[i]`` instances of each; ``extra``: more
+    columns, each one value for all of them or a list / array (one value per layout)."""
+
+    choices: tuple
+    counts: list
+    extra: dict = field(default_factory=dict)
 
 
 class Columns:
@@ -93,119 +105,122 @@ def _array(values: list):
     return values
 
 
-def _static(ev, choice) -> tuple[dict, Any]:
-    """A choice's columns but its instance count (``Evaluator._columns`` order), cached."""
-    cols, _label = ev._columns(choice, 1)
-    return {k: v for k, v in cols.items() if not k.endswith("_instances")}, cols
+def _pick(v, rows: list[int]):
+    """Column value ``v`` of a block (scalar, list or array) at ``rows``, as a list."""
+    if isinstance(v, np.ndarray):
+        return v[rows].tolist()
+    if isinstance(v, list):
+        return [v[i] for i in rows]
+    return [v] * len(rows)
 
 
-def _lead(choices, counts_row: Sequence[int], ev) -> dict:
-    out: dict = {}
-    for choice, n in zip(choices, counts_row):
-        cols, _ = ev._columns(choice, n)
-        out.update(cols)
-    return out
-
-
-def _infeasible(ev, mode: str, choices, counts: Iterable[Sequence[int]], reasons: list[tuple], out: Columns,
-                extra: dict | None, rows: list[int]) -> None:
-    """Rows of layouts a rule rejects: ``reasons[i]`` = (reason, shortfall) of ``counts[i]``."""
-    if not rows:
-        return
-    devs, labels, lead, why, short = [], [], [], [], []
-    counts = list(counts)
-    for i in rows:
-        c = counts[i]
-        devs.append(sum(ch.devices_per_instance * n for ch, n in zip(choices, c)))
-        lead.append(_lead(choices, c, ev))
-        labels.append(" + ".join(ev._columns(ch, n)[1] for ch, n in zip(choices, c)))
-        why.append(reasons[i][0])
-        short.append(reasons[i][1])
-    cols: dict = {"mode": mode, "devices": devs}
-    for k in lead[0]:
-        cols[k] = [d[k] for d in lead]
-    cols.update(layout=labels, feasible=False, meets_load=False, reason=why, shortfall=short)
-    _extra(cols, extra, rows)
-    out.add(len(rows), cols)
-
-
-def _extra(cols: dict, extra: dict | None, rows: list[int]) -> None:
-    for k, v in (extra or {}).items():
-        cols[k] = [v[i] for i in rows] if isinstance(v, list) else v[rows] if isinstance(v, np.ndarray) else v
-
-
-def layout_rows(ev, mode: str, choices: tuple, counts: Sequence[Sequence[int]], out: Columns,
-                extra: dict | None = None) -> None:
-    """Rows of the layouts ``(mode, zip(choices, counts[i]))`` appended to ``out`` (module
-    docstring); ``extra``: more columns (a list, one value per layout, or one value for all).
-    Never raises for a bad layout: a broken rule is its row's ``reason``."""
-    ctx = ev.ctx
-    counts = [tuple(c) for c in counts]
-    perfs = [ev.perf(c) for c in choices]
-    budget = ctx.budget_devices
-    pair = mode != "colocated" and len(choices) == 2 and not any(p.reason for p in perfs)
-    reasons: list[tuple | None] = []
-    after: list = []
-    gaps: list[float] = []
-    dev_of = [c.devices_per_instance for c in choices]
-    devs = [sum(d * n for d, n in zip(dev_of, c)) for c in counts]
-    after_gap: dict[float, Any] = {}
-    p0 = perfs[0]
-    for c, devices in zip(counts, devs):
-        ps = perfs
-        gap = 0.0
-        if pair:
-            gap = ev.handoff_gap_s(choices[0], c[0], choices[1], c[1])
-            d = after_gap.get(gap)
-            if d is None:
-                d = after_gap[gap] = ev.decode_perf_after_handoff(choices[1], gap)
-            if d.reason is None and devices <= budget:  # the common case: nothing to report
-                reasons.append(None)
-                after.append(d)
-                gaps.append(gap)
-                continue
-            ps = [p0, d]
-        worst = max((p for p in ps if p.reason), key=lambda p: p.shortfall, default=None)
-        bad, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
-        if devices > budget:
-            bad, shortfall = f"uses {devices} devices > budget {budget}", devices / budget
-        reasons.append((bad, shortfall) if bad else None)
-        after.append(ps[-1])
-        gaps.append(gap)
-    bad_rows = [i for i, r in enumerate(reasons) if r is not None]
-    _infeasible(ev, mode, choices, counts, reasons, out, extra, bad_rows)
-    ok_rows = [i for i, r in enumerate(reasons) if r is None]
-    if not ok_rows:
-        return
-    if mode == "colocated":
-        cols = _colocated(ev, choices[0], perfs[0], [counts[i][0] for i in ok_rows])
-    else:
-        cols = _disaggregated(ev, choices, perfs[0], [counts[i] for i in ok_rows], [after[i] for i in ok_rows],
-                              [gaps[i] for i in ok_rows])
-    _extra(cols, extra, ok_rows)
-    out.add(len(ok_rows), cols)
-
-
-def _head(ev, mode: str, choices, counts: list[tuple]) -> dict:
-    """The label columns of a block's layouts: mode, devices, each choice's columns, layout."""
-    cols: dict = {"mode": mode, "devices": [sum(ch.devices_per_instance * n for ch, n in zip(choices, c))
-                                            for c in counts]}
+def _label_columns(ev, mode: str, parts: list[tuple[Block, list[int]]]) -> dict:
+    """mode, devices, each role's columns and the layout label of the rows ``parts`` selects
+    (per block, its row indices); all blocks have the same roles."""
+    cols: dict = {"mode": mode}
+    devs: list[int] = []
+    for blk, rows in parts:
+        sizes = [c.devices_per_instance for c in blk.choices]
+        devs += [sum(d * n for d, n in zip(sizes, blk.counts[i])) for i in rows]
+    cols["devices"] = devs
+    roles = len(parts[0][0].choices)
     labels: list[list[str]] = []
-    for j, ch in enumerate(choices):
-        static, full = _static(ev, ch)
-        inst = next(k for k in full if k.endswith("_instances"))
-        ns = [c[j] for c in counts]
-        cols[inst] = ns
-        cols.update(static)
-        text = {n: ev._columns(ch, n)[1] for n in set(ns)}
-        labels.append([text[n] for n in ns])
-    cols["layout"] = labels[0] if len(labels) == 1 else [f"{a} + {b}" for a, b in zip(*labels)]
+    for j in range(roles):
+        first, _full = ev._columns(parts[0][0].choices[j], 1)
+        names = list(first)
+        vals: dict[str, list] = {k: [] for k in names}
+        lab: list[str] = []
+        for blk, rows in parts:
+            ch = blk.choices[j]
+            static, _ = ev._columns(ch, 1)
+            ns = [blk.counts[i][j] for i in rows]
+            for k in names:
+                if k.endswith("_instances"):
+                    vals[k] += ns
+                else:
+                    vals[k] += [static[k]] * len(rows)
+            text = {n: ev._columns(ch, n)[1] for n in set(ns)}
+            lab += [text[n] for n in ns]
+        cols.update(vals)
+        labels.append(lab)
+    cols["layout"] = labels[0] if roles == 1 else [" + ".join(x) for x in zip(*labels)]
     return cols
 
 
-def _tail(ev, cols: dict, caps, ttfts, tpots, b_ops, t_ttft: list[float], t_tpot: list[float]) -> dict:
-    """The metric columns every feasible row has (numpy arrays of the block's rows; the
-    arithmetic is elementwise, so each value is the one scalar code would give)."""
+def _extra_columns(parts: list[tuple[Block, list[int]]]) -> dict:
+    names: dict[str, None] = {}
+    for blk, _rows in parts:
+        names.update(dict.fromkeys(blk.extra))
+    out = {}
+    for k in names:
+        vals: list = []
+        for blk, rows in parts:
+            vals += _pick(blk.extra.get(k, math.nan), rows)
+        out[k] = vals
+    return out
+
+
+def layout_rows(ev, mode: str, blocks: Sequence[Block], out: Columns) -> None:
+    """Rows of every layout of ``blocks`` (module docstring) appended to ``out``. Never raises
+    for a bad layout: a broken rule is its row's ``reason``."""
+    budget = ev.ctx.budget_devices
+    bad: dict[tuple, list] = {}  # roles -> [(block, rows, reasons)]
+    good: list[tuple[Block, list[int]]] = []
+    facts: list[tuple] = []  # per good row: (pool perfs after the handoff, gap)
+    for blk in blocks:
+        perfs = [ev.perf(c) for c in blk.choices]
+        pair = mode != "colocated" and len(blk.choices) == 2 and not any(p.reason for p in perfs)
+        sizes = [c.devices_per_instance for c in blk.choices]
+        after: dict[float, Any] = {}
+        ok_rows, bad_rows, why = [], [], []
+        for i, c in enumerate(blk.counts):
+            devices = sum(d * n for d, n in zip(sizes, c))
+            ps, gap = perfs, 0.0
+            if pair:
+                gap = ev.handoff_gap_s(blk.choices[0], c[0], blk.choices[1], c[1])
+                d = after.get(gap)
+                if d is None:
+                    d = after[gap] = ev.decode_perf_after_handoff(blk.choices[1], gap)
+                if d.reason is None and devices <= budget:  # the common case: nothing to report
+                    ok_rows.append(i)
+                    facts.append(((perfs[0], d), gap))
+                    continue
+                ps = [perfs[0], d]
+            worst = max((p for p in ps if p.reason), key=lambda p: p.shortfall, default=None)
+            reason, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
+            if devices > budget:
+                reason, shortfall = f"uses {devices} devices > budget {budget}", devices / budget
+            if reason is None:
+                ok_rows.append(i)
+                facts.append((ps, gap))
+            else:
+                bad_rows.append(i)
+                why.append((reason, shortfall))
+        if ok_rows:
+            good.append((blk, ok_rows))
+        if bad_rows:
+            bad.setdefault(tuple(c.role for c in blk.choices), []).append((blk, bad_rows, why))
+    for group in bad.values():
+        parts = [(blk, rows) for blk, rows, _ in group]
+        cols = _label_columns(ev, mode, parts)
+        cols.update(feasible=False, meets_load=False, reason=[w[0] for *_x, ws in group for w in ws],
+                    shortfall=[w[1] for *_x, ws in group for w in ws])
+        cols.update(_extra_columns(parts))
+        out.add(len(cols["devices"]), cols)
+    if not good:
+        return
+    cols = _label_columns(ev, mode, good)
+    if mode == "colocated":
+        _colocated(ev, good, facts, cols)
+    else:
+        _disaggregated(ev, good, facts, cols)
+    cols.update(_extra_columns(good))
+    out.add(len(cols["devices"]), cols)
+
+
+def _tail(ev, cols: dict, caps, ttfts, tpots, b_ops, t_ttft: list[float], t_tpot: list[float]) -> None:
+    """The metric columns every feasible row has (numpy arrays over the rows; the arithmetic
+    is elementwise, so each value is the one scalar code gives)."""
     ctx = ev.ctx
     O, lam = ctx.output_tokens, ctx.arrival_rate_per_s
     devs = np.asarray(cols["devices"], dtype=np.int64)
@@ -222,66 +237,84 @@ def _tail(ev, cols: dict, caps, ttfts, tpots, b_ops, t_ttft: list[float], t_tpot
                 tokens_per_s_per_user=per_user, ttft_ms=ttfts * 1e3, tpot_ms=tpots * 1e3, decode_batch_per_rank=b_ops,
                 ttft_ms_at_target=np.asarray(t_ttft) * 1e3, tpot_ms_at_target=np.asarray(t_tpot) * 1e3,
                 hardware_usd=usd.astype(float), tokens_per_s_per_kusd=kusd)
-    return cols
 
 
-def _colocated(ev, choice, perf, ns: list[int]) -> dict:
+def _colocated(ev, good: list[tuple[Block, list[int]]], facts: list[tuple], cols: dict) -> None:
+    """Colocated rows: capacity n x the instance's, figures at the instance's capacity, and
+    at the target load the batch that carries it (``Evaluator._colocated_at``)."""
     lam = ev.ctx.arrival_rate_per_s
-    cols = _head(ev, "colocated", (choice,), [(n,) for n in ns])
-    at_cap = ev.colocated_state(choice, perf.b_star)
-    caps = np.asarray(ns, dtype=np.int64) * perf.cap_rps
+    ns, cap1, ttft, tpot, b = [], [], [], [], []
     t_ttft, t_tpot = [], []
-    for n, cap in zip(ns, caps.tolist()):
-        if cap >= lam:
-            t = ev._colocated_at(choice, perf, lam / n)
-            t_ttft.append(t["ttft_s"])
-            t_tpot.append(t["tpot_s"])
-        else:
-            t_ttft.append(math.nan)
-            t_tpot.append(math.nan)
-    k = len(ns)
-    return _tail(ev, cols, caps, np.full(k, at_cap["ttft_s"]), np.full(k, at_cap["tpot_s"]), np.full(k, perf.b_star),
-                 t_ttft, t_tpot)
+    for blk, rows in good:
+        choice = blk.choices[0]
+        perf = ev.perf(choice)
+        at_cap = ev.colocated_state(choice, perf.b_star)
+        for i in rows:
+            n = blk.counts[i][0]
+            ns.append(n)
+            cap1.append(perf.cap_rps)
+            ttft.append(at_cap["ttft_s"])
+            tpot.append(at_cap["tpot_s"])
+            b.append(perf.b_star)
+            if n * perf.cap_rps >= lam:
+                t = ev._colocated_at(choice, perf, lam / n)
+                t_ttft.append(t["ttft_s"])
+                t_tpot.append(t["tpot_s"])
+            else:
+                t_ttft.append(math.nan)
+                t_tpot.append(math.nan)
+    caps = np.asarray(ns, dtype=np.int64) * np.asarray(cap1)
+    _tail(ev, cols, caps, np.asarray(ttft), np.asarray(tpot), np.asarray(b), t_ttft, t_tpot)
 
 
-def _disaggregated(ev, choices, pre_perf, counts: list[tuple], dec_perfs: list, gaps: list[float]) -> dict:
+def _disaggregated(ev, good: list[tuple[Block, list[int]]], facts: list[tuple], cols: dict) -> None:
+    """Disaggregated rows: capacity min(n_p x prefill's, n_d x decode's after the handoff);
+    TPOT at the decode instances' operating rate plus the handoff's share, TTFT at the
+    prefill instances'; both again at the target load."""
     ctx = ev.ctx
     O, lam = ctx.output_tokens, ctx.arrival_rate_per_s
-    pc, dc = choices
-    cols = _head(ev, "disaggregated", choices, counts)
-    n_p = np.array([c[0] for c in counts], dtype=np.int64)
-    n_d = np.array([c[1] for c in counts], dtype=np.int64)
-    d_cap = np.array([p.cap_rps for p in dec_perfs])
-    d_tpot = np.array([p.tpot_s for p in dec_perfs])
-    d_b = np.array([p.b_star for p in dec_perfs])
+    pcs, dcs, n_p, n_d = [], [], [], []
+    for blk, rows in good:
+        pc, dc = blk.choices
+        pcs += [pc] * len(rows)
+        dcs += [dc] * len(rows)
+        n_p += [blk.counts[i][0] for i in rows]
+        n_d += [blk.counts[i][1] for i in rows]
+    pre = [ps[0] for ps, _g in facts]
+    dec = [ps[1] for ps, _g in facts]
+    gaps = [g for _ps, g in facts]
+    d_cap = np.array([p.cap_rps for p in dec])
+    d_tpot = np.array([p.tpot_s for p in dec])
+    d_b = np.array([p.b_star for p in dec])
     gap = np.array(gaps)
-    caps = np.minimum(n_p * pre_perf.cap_rps, n_d * d_cap)
-    cols.update(decode_tokens_per_s_per_decode_device=d_cap * O / dc.devices_per_instance,
+    d_dev = np.array([dc.devices_per_instance for dc in dcs], dtype=np.int64)
+    np_a, nd_a = np.array(n_p, dtype=np.int64), np.array(n_d, dtype=np.int64)
+    caps = np.minimum(np_a * np.array([p.cap_rps for p in pre]), nd_a * d_cap)
+    cols.update(decode_tokens_per_s_per_decode_device=d_cap * O / d_dev,
                 decode_tpot_ms_at_decode_capacity=(d_tpot + gap) * 1e3, decode_batch_per_rank_at_decode_capacity=d_b)
-    # the decode instances' operating point: at their capacity (the usual case when the decode
-    # pool binds) it is the capacity's; below it, ``Evaluator._decode_at`` per row
-    d_rate = caps / n_d
+    # the decode instances' operating point: their capacity's when the decode pool binds,
+    # below it ``Evaluator._decode_at``
+    d_rate = caps / nd_a
     b_ops, tpots = d_b.copy(), d_tpot.copy()
     for i in np.flatnonzero(d_rate < d_cap * (1 - 1e-12)).tolist():
-        b_ops[i], tpots[i] = ev._decode_at(dc, dec_perfs[i], float(d_rate[i]))
+        b_ops[i], tpots[i] = ev._decode_at(dcs[i], dec[i], float(d_rate[i]))
     tpots += gap
-    p_rate = (caps / n_p).tolist()
-    ttfts = np.array([ev.prefill_ttft_s(pc, r, pre_perf) for r in p_rate])
+    ttfts = np.array([ev.prefill_ttft_s(pc, r, p) for pc, r, p in zip(pcs, (caps / np_a).tolist(), pre)])
     t_ttft, t_tpot = [], []
     at_d: dict = {}
     at_p: dict = {}
-    for i, (a, b) in enumerate(counts):
-        if caps[i] >= lam:
-            g = gaps[i]
-            tpot_t = at_d.get((g, b))  # the gap fixes the decode perf
+    for i, cap in enumerate(caps.tolist()):
+        if cap >= lam:
+            dc, pc, g, a, b = dcs[i], pcs[i], gaps[i], n_p[i], n_d[i]
+            tpot_t = at_d.get((dc, g, b))  # the gap fixes the decode perf
             if tpot_t is None:
-                tpot_t = at_d[(g, b)] = ev._decode_at(dc, dec_perfs[i], lam / b)[1]
-            ttft_t = at_p.get(a)
+                tpot_t = at_d[(dc, g, b)] = ev._decode_at(dc, dec[i], lam / b)[1]
+            ttft_t = at_p.get((pc, a))
             if ttft_t is None:
-                ttft_t = at_p[a] = ev.prefill_ttft_s(pc, lam / a, pre_perf)
+                ttft_t = at_p[(pc, a)] = ev.prefill_ttft_s(pc, lam / a, pre[i])
             t_ttft.append(ttft_t)
             t_tpot.append(tpot_t + g)
         else:
             t_ttft.append(math.nan)
             t_tpot.append(math.nan)
-    return _tail(ev, cols, caps, ttfts, tpots, b_ops, t_ttft, t_tpot)
+    _tail(ev, cols, caps, ttfts, tpots, b_ops, t_ttft, t_tpot)

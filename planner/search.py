@@ -39,13 +39,14 @@ from planner.feasibility import pool_fit
 from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge_identical, merged_blocks
 from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
 from planner.result import PlanResult, pareto_front
-from planner.rows import Columns, layout_rows
+from planner.rows import Block, Columns, layout_rows
 from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
 from planner.space import (
     PlanContext,
     Point,
     PoolChoice,
     ServingLayout,
+    _count_pairs,
     context_from_plan,
     all_pool_choices,
     count_layouts_of,
@@ -89,16 +90,21 @@ def evaluate_chunk(ctx: PlanContext | None, points: Iterable[Point], seed: int =
     return out
 
 
-def pool_task(ctx: PlanContext, choices: list[PoolChoice]) -> tuple[dict, dict]:
-    """Capacities of pool choices (sharing few cost keys) and the step tables they filled."""
+def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = None) -> tuple[dict, dict, dict]:
+    """Capacities of pool choices (sharing few cost keys), the step tables they filled, and
+    the decode capacities after the KV handoff gaps ``gaps`` lists per decode choice
+    (``Evaluator.decode_perf_after_handoff``: a search per gap, done here in parallel)."""
     ev = Evaluator(ctx)
     perfs = {c: ev.perf(c) for c in choices}
+    after = {(c, g): ev.decode_perf_after_handoff(c, g) for c, gs in (gaps or {}).items() if perfs[c].reason is None
+             for g in gs}
     tables = {k: (dict(m._dec), dict(m._pre), dict(m._pk), m.calls) for k, m in ev._models.items()}
-    return perfs, tables
+    return perfs, tables, after
 
 
-def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: dict) -> None:
+def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, after: dict, choices_by_key: dict) -> None:
     ev._perf.update(perfs)
+    ev._perf_handoff.update(after)
     for key, (dec, pre, pk, _calls) in tables.items():
         choice = choices_by_key[key]
         try:
@@ -172,7 +178,26 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
     return list(seen.items())
 
 
-def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
+def _handoff_gaps(ctx, space, ev: Evaluator, live: dict[tuple, list[PoolChoice]]) -> dict:
+    """decode choice -> the KV handoff gaps its layouts will have (``Evaluator.handoff_gap_s``)
+    with every prefill instance size whose choices pass the rules and fit in memory."""
+    sizes = {c.devices_per_instance for cs in live.values() for c in cs if c.role == "prefill"}
+    by_size: dict[int, tuple] = {}
+    out = {}
+    for cs in live.values():
+        for c in cs:
+            if c.role != "decode":
+                continue
+            d = c.devices_per_instance
+            if d not in by_size:
+                gs = {ev.handoff_gap_s_sizes(p, n_p, d, n_d) for p in sizes
+                      for n_p, n_d in _count_pairs(p, d, ctx.budget_devices, space.max_instances)}
+                by_size[d] = tuple(sorted(g for g in gs if g > 0.0))
+            out[c] = by_size[d]
+    return out
+
+
+def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
                 progress: ProgressFn | None = None) -> None:
     """Fill ``ev`` with every choice's capacity, costing pool keys in parallel when worth it."""
     by_key: dict[tuple, list[PoolChoice]] = defaultdict(list)
@@ -212,10 +237,12 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
     n_tasks = min(len(keys), executor.workers * 4)
     # spread keys round-robin by instance size so tasks take similar time
     groups = [keys[i::n_tasks] for i in range(n_tasks)]
-    tasks = [(ctx, [c for k in g for c in costly[k]]) for g in groups if g]
+    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
+    tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
+             for g in groups if g]
     first = {k: v[0] for k, v in costly.items()}
-    for perfs, tables in executor.map(pool_task, tasks, desc="pool costs"):
-        _seed_evaluator(ev, perfs, tables, first)
+    for perfs, tables, after in executor.map(pool_task, tasks, desc="pool costs"):
+        _seed_evaluator(ev, perfs, tables, after, first)
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
@@ -224,26 +251,33 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     reason rejects every layout it is in), then every layout (grid: equivalent layouts merged
     into one row, ``planner.merge``) or those optuna tried."""
     cols = Columns()
-    for pid, c in enumerate(rejected):
-        layout_rows(ev, "colocated" if c.role == "pool" else "disaggregated", (c,), [(1,)], cols,
-                    {"id": pid, COUNT: 1, "_variants": {}})
+    for role in ("pool", "prefill", "decode"):  # one block per rejected choice, one call per role
+        blocks = [Block((c,), [(1,)], {"id": pid, COUNT: 1, "_variants": {}}) for pid, c in enumerate(rejected)
+                  if c.role == role]
+        if blocks:
+            layout_rows(ev, "colocated" if role == "pool" else "disaggregated", blocks, cols)
     index = LayoutIndex()
     base = len(rejected)
     if method == "grid":
         classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
-        done = 0
+        batch: dict[str, list[Block]] = {"colocated": [], "disaggregated": []}
+        done = size = 0
         for block in merged_blocks(ctx, cfg.search, classes, feasible):
-            if ticker is not None:
-                ticker.tick(done)
             n = len(block.counts)
-            index.add_block(MergedBlock(block.mode, block.choices, block.counts, base + block.first, block.count,
-                                        block.variants))
-            layout_rows(ev, block.mode, block.choices, block.counts, cols,
-                        {"id": np.arange(base + block.first, base + block.first + n), COUNT: block.count,
-                         "_variants": block.variants})
+            first = base + block.first
+            index.add_block(MergedBlock(block.mode, block.choices, block.counts, first, block.count, block.variants))
+            batch[block.mode].append(Block(block.choices, block.counts, {"id": np.arange(first, first + n),
+                                                                           COUNT: block.count,
+                                                                           "_variants": block.variants}))
             done += n * block.count
-        table = merge_identical(cols.frame())
-        return table, index, n_layouts
+            size += n
+            if size >= _BATCH_ROWS:
+                _flush(ev, batch, cols)
+                size = 0
+                if ticker is not None:
+                    ticker.tick(done)
+        _flush(ev, batch, cols)
+        return merge_identical(cols.frame()), index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
     pos = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
@@ -254,6 +288,17 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
         index.add(pid, lay)
         cols.add(1, {**row, "id": pid, COUNT: 1, "_variants": {}})
     return merge_identical(cols.frame()), index, len(found)
+
+
+#: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
+_BATCH_ROWS = 20_000
+
+
+def _flush(ev: Evaluator, batch: dict[str, list], cols: Columns) -> None:
+    for mode, blocks in batch.items():
+        if blocks:
+            layout_rows(ev, mode, blocks, cols)
+            blocks.clear()
 
 
 def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
@@ -383,7 +428,7 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()
-    _pool_phase(ctx, all_choices, executor, ev, progress)
+    _pool_phase(ctx, space, all_choices, executor, ev, progress)
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}
