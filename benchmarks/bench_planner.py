@@ -131,7 +131,8 @@ def analytic(workers: int, overrides: list[str]) -> dict:
     return {"layouts": len(points), "layouts_feasible": feasible, "table_rows": len(res.table),
             "analytic_layouts_per_s_one_core_cold": len(points) / t_cold,
             "analytic_layouts_per_s_one_core_warm": len(points) / t_warm, "full_plan_wall_s": t_plan,
-            "full_plan_phases_s": {k: round(res.stats[k], 3) for k in ("pool_phase_s", "rank_phase_s", "verify_phase_s")}}
+            "full_plan_phases_s": {k: round(res.stats[k], 3)
+                                   for k in ("pool_phase_s", "rank_phase_s", "verify_phase_s")}}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -42,9 +42,9 @@ def to_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
 
 
-__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES", "REPORT",
-           "OutputDir",
-           "write_simulation", "write_plan", "write_training_plan", "write_whatif", "write_check"]
+__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES",
+           "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan", "write_whatif",
+           "write_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
 #: writes one, so a run without ``--report`` leaves no stale report beside fresh results
@@ -190,8 +190,8 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given."""
     best = result.best_yaml()
     plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
-    planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
-        (["pareto.png"] if plot else []) + ([REPORT] if report else [])
+    planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + \
+        (["best_deployment.yaml"] if best else []) + (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
     out.write_with("ranked.parquet", lambda tmp: write_parquet(result.table, tmp))
     out.write_csv("ranked.csv", result.table.head(csv_rows) if csv_rows else result.table)
@@ -213,7 +213,8 @@ def write_parquet(df: Any, path: Path) -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
-        raise ValueError("writing ranked.parquet needs pyarrow (a clustersim dependency): pip install pyarrow") from None
+        raise ValueError("writing ranked.parquet needs pyarrow (a clustersim dependency): "
+                         "pip install pyarrow") from None
     df.to_parquet(path, index=False, compression="zstd")
 
 

@@ -222,9 +222,9 @@ def _tail(ev, cols: dict, caps, ttfts, tpots, b_ops, t_ttft: list[float], t_tpot
     """The metric columns every feasible row has (numpy arrays over the rows; the arithmetic
     is elementwise, so each value is the one scalar code gives)."""
     ctx = ev.ctx
-    O, lam = ctx.output_tokens, ctx.arrival_rate_per_s
+    out_tokens, lam = ctx.output_tokens, ctx.arrival_rate_per_s
     devs = np.asarray(cols["devices"], dtype=np.int64)
-    tps = caps * O
+    tps = caps * out_tokens
     usd = devs * ev.price_usd
     meets = caps >= lam * (1 - 1e-9)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -272,7 +272,7 @@ def _disaggregated(ev, good: list[tuple[Block, list[int]]], facts: list[tuple], 
     TPOT at the decode instances' operating rate plus the handoff's share, TTFT at the
     prefill instances'; both again at the target load."""
     ctx = ev.ctx
-    O, lam = ctx.output_tokens, ctx.arrival_rate_per_s
+    out_tokens, lam = ctx.output_tokens, ctx.arrival_rate_per_s
     pcs, dcs, n_p, n_d = [], [], [], []
     for blk, rows in good:
         pc, dc = blk.choices
@@ -290,7 +290,7 @@ def _disaggregated(ev, good: list[tuple[Block, list[int]]], facts: list[tuple], 
     d_dev = np.array([dc.devices_per_instance for dc in dcs], dtype=np.int64)
     np_a, nd_a = np.array(n_p, dtype=np.int64), np.array(n_d, dtype=np.int64)
     caps = np.minimum(np_a * np.array([p.cap_rps for p in pre]), nd_a * d_cap)
-    cols.update(decode_tokens_per_s_per_decode_device=d_cap * O / d_dev,
+    cols.update(decode_tokens_per_s_per_decode_device=d_cap * out_tokens / d_dev,
                 decode_tpot_ms_at_decode_capacity=(d_tpot + gap) * 1e3, decode_batch_per_rank_at_decode_capacity=d_b)
     # the decode instances' operating point: their capacity's when the decode pool binds,
     # below it ``Evaluator._decode_at``

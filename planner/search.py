@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
