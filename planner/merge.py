@@ -192,24 +192,53 @@ def _text(variants: dict[str, tuple]) -> str:
     return "; ".join(f"{k} {'|'.join(_show(v) for v in vals)}" for k, vals in variants.items())
 
 
-def merge_identical(df, variants_col: str = "_variants"):
-    """``df`` (evaluated rows with ``id``, ``COUNT`` and a column of per-row variant dicts)
-    with rows whose results are equal merged into the one of lowest id (module docstring);
+def _hash(col) -> "np.ndarray":
+    import numpy as np
+    import pandas as pd
+
+    return pd.util.hash_array(col if isinstance(col, np.ndarray) else np.asarray(col, dtype=object))
+
+
+def _groups(cols, keys: list[str]):
+    """Group number of each row of ``cols`` (a ``planner.rows.Columns``) by equal ``keys``
+    values (NaN equal to NaN). Rows are hashed a column at a time and only those whose hash
+    repeats are grouped exactly, so the table is never factorised whole."""
+    import numpy as np
+    import pandas as pd
+
+    h = np.zeros(cols.n, dtype=np.uint64)
+    for k in keys:
+        h = h * np.uint64(1_000_003) ^ _hash(cols.column(k))
+    maybe = np.flatnonzero(pd.Series(h).duplicated(keep=False).to_numpy())
+    gid = np.arange(cols.n, dtype=np.int64) + (cols.n if len(maybe) else 0)
+    if len(maybe):
+        sub = pd.DataFrame({k: cols.column(k, maybe) for k in keys})
+        gid[maybe] = sub.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    return gid
+
+
+def merge_identical(cols, variants_col: str = "_variants"):
+    """The table of ``cols`` (a ``planner.rows.Columns`` of evaluated rows with ``id``,
+    ``COUNT`` and a column of per-row variant dicts, consumed) with rows whose results are
+    equal merged into the one of lowest id (module docstring), as a DataFrame in id order;
     the variant dicts become the text column ``VARIANTS``."""
     import numpy as np
 
-    label = [c for c in df.columns if c.startswith(_ROLES) and c not in RESULT_COLUMNS]
-    keys = [c for c in df.columns if c not in label and c not in ("id", "layout", COUNT, variants_col)]
-    gid = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
-    ids = df["id"].to_numpy()
+    names = cols.names()
+    label = [c for c in names if c.startswith(_ROLES) and c not in RESULT_COLUMNS]
+    keys = [c for c in names if c not in label and c not in ("id", "layout", COUNT, variants_col)]
+    gid = _groups(cols, keys)
+    ids = np.asarray(cols.column("id"))
+    n = len(gid)
     order = np.lexsort((ids, gid))
-    first = np.ones(len(df), dtype=bool)
+    first = np.ones(n, dtype=bool)
     first[1:] = gid[order][1:] != gid[order][:-1]
     starts = np.flatnonzero(first)
-    sizes = np.diff(np.append(starts, len(df)))
+    sizes = np.diff(np.append(starts, n))
     keep = order[starts]
-    counts = np.add.reduceat(df[COUNT].to_numpy()[order], starts) if len(df) else df[COUNT].to_numpy()
-    var = df[variants_col].to_numpy()
+    count = np.asarray(cols.column(COUNT))
+    counts = np.add.reduceat(count[order], starts) if n else count
+    var = cols.column(variants_col)
     memo: dict[int, str] = {}  # a block's rows share one variants dict
     texts = []
     for i in keep:
@@ -220,26 +249,32 @@ def merge_identical(df, variants_col: str = "_variants"):
         texts.append(t)
     multi = np.flatnonzero(sizes > 1)
     if multi.size:
-        in_multi = np.repeat(sizes > 1, sizes)  # per position of ``order``
-        rows = order[in_multi]
-        nun = df[label].iloc[rows].groupby(gid[rows], sort=False).nunique()  # NaN not counted
-        varying = {g: [c for c, n in zip(label, r) if n > 1] for g, r in zip(nun.index, nun.to_numpy())}
-        cols = {c: df[c].to_numpy() for c in label}
+        import pandas as pd
+
+        rows = order[np.repeat(sizes > 1, sizes)]  # the rows of merged groups
+        where = {int(r): j for j, r in enumerate(rows)}
+        sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
+        nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
+        varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
+        vals = {c: sub[c].to_numpy() for c in label}
         for j in multi:
             members = order[starts[j]: starts[j] + sizes[j]]
-            names = dict.fromkeys(varying[gid[members[0]]])
+            names_ = dict.fromkeys(varying[gid[members[0]]])
             for i in members:
-                names.update(dict.fromkeys(var[i]))
+                names_.update(dict.fromkeys(var[i]))
             merged: dict[str, tuple] = {}
-            for c in (c for c in label if c in names):
+            for c in (c for c in label if c in names_):
                 seen: dict = {}
                 for i in members:
-                    for x in var[i].get(c, (_py(cols[c][i]),)):
+                    for x in var[i].get(c, (_py(vals[c][where[int(i)]]),)):
                         seen.setdefault(x, None)
                 if len(seen) > 1:
                     merged[c] = tuple(seen)
             texts[j] = _text(merged)
-    out = df.iloc[keep].copy()
-    out[COUNT] = counts
-    out[VARIANTS] = texts
-    return out.drop(columns=[variants_col]).sort_values("id", kind="stable").reset_index(drop=True)
+    by_id = np.argsort(ids[keep], kind="stable")
+    for _n, chunk in cols._chunks:
+        chunk.pop(variants_col, None)
+    out = cols.frame(keep[by_id])
+    out[COUNT] = counts[by_id]
+    out[VARIANTS] = [texts[j] for j in by_id]
+    return out

@@ -28,7 +28,7 @@ def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
     """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
     plt = _plt()
     t = result.table
-    feas = t[t["feasible"]].head(max_points)
+    feas = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:max_points]]
     fig, ax = plt.subplots(figsize=(7, 5))
     for mode, g in feas.groupby("mode"):
         ax.scatter(g["tokens_per_s_per_user"], g["tokens_per_s_per_device"], s=6, alpha=0.35, label=mode)

@@ -84,9 +84,9 @@ def candidates(table: pd.DataFrame, k: int, skip: set) -> list[dict]:
     out: list[dict] = []
     if not k or not len(table):
         return out
-    feas = table[table["feasible"]]
+    feas = table["feasible"].to_numpy(dtype=bool).nonzero()[0]
     rows = (row for start in range(0, len(feas), 256)  # records a block at a time: the table can be 10^5 rows
-            for row in feas.iloc[start:start + 256].to_dict(orient="records"))
+            for row in table.iloc[feas[start:start + 256]].to_dict(orient="records"))
     for row in rows:
         key = _estimate_key(row)
         if row["id"] in skip or key in seen:
@@ -102,7 +102,7 @@ def candidates(table: pd.DataFrame, k: int, skip: set) -> list[dict]:
 def apply_verification(table: pd.DataFrame, ver: pd.DataFrame, objective: str, target_rps: float,
                        output_tokens: float) -> pd.DataFrame:
     """Merge verification rows (``planner.verify.verify_task``) into the table and re-rank."""
-    df = table.drop(columns=["rank"]).copy()
+    df = table.drop(columns=["rank"])  # copy-on-write: the columns set below are copied, the rest shared
     df["analytic_rank"] = table["rank"].to_numpy()
     df["verified"] = np.where(df["feasible"].to_numpy(dtype=bool), "not run", "infeasible")
     df["verify_reason"] = ""

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Block", "Columns", "layout_rows"]
+__all__ = ["Block", "Columns", "Labels", "layout_rows"]
 
 
 @dataclass
@@ -52,37 +52,79 @@ class Columns:
         """Row ``i`` as a dict of the columns its chunk has (plain Python values)."""
         for n, cols in self._chunks:
             if i < n:
-                return {k: (_scalar(v[i]) if isinstance(v, np.ndarray) else v[i] if isinstance(v, list) else v)
-                        for k, v in cols.items()}
+                return {k: (_scalar(v[i]) if isinstance(v, np.ndarray) else v[i] if isinstance(v, list)
+                            else v.values([i])[0] if isinstance(v, Labels) else v) for k, v in cols.items()}
             i -= n
         raise IndexError(i)
 
     def rows(self) -> list[dict]:
         return [self.row(i) for i in range(self.n)]
 
-    def frame(self):
-        """The table as a pandas DataFrame (dtypes as pandas infers them from the values)."""
-        import pandas as pd
-
+    def names(self) -> list[str]:
+        """Column names in the order they first appear."""
         names: dict[str, None] = {}
         for _n, cols in self._chunks:
             names.update(dict.fromkeys(cols))
-        data = {name: self._column(name) for name in names}
-        return pd.DataFrame(data, index=pd.RangeIndex(self.n)) if data else pd.DataFrame(index=pd.RangeIndex(0))
+        return list(names)
 
-    def _column(self, name: str):
-        parts = [(n, cols.get(name, _MISSING)) for n, cols in self._chunks]
+    def frame(self, rows=None):
+        """The table as a pandas DataFrame (dtypes as pandas infers them from the values), or
+        only ``rows`` (indices, in that order); the data leave this table (it is empty
+        afterwards: a large table is never held twice)."""
+        import pandas as pd
+
+        names = self.names()
+        data = {name: self.column(name, rows, consume=True) for name in names}
+        self._chunks, self.n = [], 0
+        n = len(next(iter(data.values()))) if data else 0
+        # copy=False: the columns stay as built (consolidating them would copy the table once more)
+        return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False) if data else pd.DataFrame(index=pd.RangeIndex(0))
+
+    def column(self, name: str, rows=None, consume: bool = False):
+        """One column over every row (or ``rows``): a numpy array when numeric, else a list."""
+        parts = [(n, cols.pop(name, _MISSING) if consume else cols.get(name, _MISSING)) for n, cols in self._chunks]
         numeric = all(isinstance(v, np.ndarray) and v.dtype.kind in "if" or v is _MISSING
                       or type(v) in (int, float) for _n, v in parts)
         if numeric:
-            return np.concatenate([np.full(n, math.nan) if v is _MISSING else v if isinstance(v, np.ndarray)
-                                   else np.full(n, v) for n, v in parts])
+            out = np.concatenate([np.full(n, math.nan) if v is _MISSING else v if isinstance(v, np.ndarray)
+                                  else np.full(n, v) for n, v in parts])
+            return out if rows is None else out[rows]
+        if rows is not None:
+            return _array(self._pick_rows(parts, np.asarray(rows)))
         values: list = []
         for n, v in parts:
-            if v is _MISSING:
-                v = math.nan
-            values.extend(v.tolist() if isinstance(v, np.ndarray) else v if isinstance(v, list) else [v] * n)
+            values.extend(_values(n, v))
         return _array(values)
+
+    @staticmethod
+    def _pick_rows(parts: list[tuple], rows: np.ndarray) -> list:
+        """The values at ``rows`` (global indices, any order) of a column's chunks."""
+        out: list = [None] * len(rows)
+        start = 0
+        for n, v in parts:
+            at = np.flatnonzero((rows >= start) & (rows < start + n))
+            if at.size:
+                local = rows[at] - start
+                if isinstance(v, Labels):
+                    got = v.values(local.tolist())
+                else:
+                    vals = _values(n, v)
+                    got = [vals[i] for i in local.tolist()]
+                for k, x in zip(at.tolist(), got):
+                    out[k] = x
+            start += n
+        return out
+
+
+def _values(n: int, v) -> list:
+    """A chunk's column as a list of ``n`` values (missing: NaN)."""
+    if v is _MISSING:
+        return [math.nan] * n
+    if isinstance(v, Labels):
+        return v.values()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v if isinstance(v, list) else [v] * n
 
 
 _MISSING = object()
@@ -114,36 +156,45 @@ def _pick(v, rows: list[int]):
     return [v] * len(rows)
 
 
+class Labels:
+    """The ``layout`` column of some rows, made when read (``Columns.column``): most rows of a
+    large grid are never read as text, and 10^5 small strings fragment the heap."""
+
+    __slots__ = ("ev", "choices", "counts")
+
+    def __init__(self, ev, choices: list[tuple], counts: np.ndarray):
+        self.ev, self.choices, self.counts = ev, choices, counts
+
+    def __len__(self) -> int:
+        return len(self.choices)
+
+    def values(self, rows=None) -> list[str]:
+        cols = self.ev._columns
+        idx = range(len(self.choices)) if rows is None else rows
+        return [" + ".join(cols(ch, int(n))[1] for ch, n in zip(self.choices[i], self.counts[i])) for i in idx]
+
+
 def _label_columns(ev, mode: str, parts: list[tuple[Block, list[int]]]) -> dict:
-    """mode, devices, each role's columns and the layout label of the rows ``parts`` selects
-    (per block, its row indices); all blocks have the same roles."""
-    cols: dict = {"mode": mode}
-    devs: list[int] = []
-    for blk, rows in parts:
-        sizes = [c.devices_per_instance for c in blk.choices]
-        devs += [sum(d * n for d, n in zip(sizes, blk.counts[i])) for i in rows]
-    cols["devices"] = devs
+    """mode, devices, each role's columns and the layout label (``Labels``) of the rows
+    ``parts`` selects (per block, its row indices); all blocks have the same roles. Numbers
+    are numpy arrays (one value per row)."""
     roles = len(parts[0][0].choices)
-    labels: list[list[str]] = []
+    counts = np.array([blk.counts[i] for blk, rows in parts for i in rows], dtype=np.int64).reshape(-1, roles)
+    lengths = [len(rows) for _blk, rows in parts]
+    cols: dict = {"mode": mode}
+    sizes = np.repeat(np.array([[c.devices_per_instance for c in blk.choices] for blk, _ in parts], dtype=np.int64),
+                      lengths, axis=0)
+    cols["devices"] = (sizes * counts).sum(axis=1)
     for j in range(roles):
-        first, _full = ev._columns(parts[0][0].choices[j], 1)
-        names = list(first)
-        vals: dict[str, list] = {k: [] for k in names}
-        lab: list[str] = []
-        for blk, rows in parts:
-            ch = blk.choices[j]
-            static, _ = ev._columns(ch, 1)
-            ns = [blk.counts[i][j] for i in rows]
-            for k in names:
-                if k.endswith("_instances"):
-                    vals[k] += ns
-                else:
-                    vals[k] += [static[k]] * len(rows)
-            text = {n: ev._columns(ch, n)[1] for n in set(ns)}
-            lab += [text[n] for n in ns]
-        cols.update(vals)
-        labels.append(lab)
-    cols["layout"] = labels[0] if roles == 1 else [" + ".join(x) for x in zip(*labels)]
+        names = list(ev._columns(parts[0][0].choices[j], 1)[0])
+        static = [ev._columns(blk.choices[j], 1)[0] for blk, _ in parts]
+        for k in names:
+            if k.endswith("_instances"):
+                cols[k] = counts[:, j].copy()
+            else:
+                cols[k] = np.repeat(np.array([st[k] for st in static], dtype=np.int64), lengths)
+    choices = [blk.choices for blk, rows in parts for _ in rows]
+    cols["layout"] = Labels(ev, choices, counts)
     return cols
 
 
@@ -153,10 +204,12 @@ def _extra_columns(parts: list[tuple[Block, list[int]]]) -> dict:
         names.update(dict.fromkeys(blk.extra))
     out = {}
     for k in names:
-        vals: list = []
-        for blk, rows in parts:
-            vals += _pick(blk.extra.get(k, math.nan), rows)
-        out[k] = vals
+        vals = [blk.extra.get(k, math.nan) for blk, _rows in parts]
+        if all(isinstance(v, np.ndarray) or type(v) in (int, float) for v in vals):
+            out[k] = np.concatenate([v[rows] if isinstance(v, np.ndarray) else np.full(len(rows), v)
+                                     for v, (_blk, rows) in zip(vals, parts)])
+        else:
+            out[k] = [x for v, (_blk, rows) in zip(vals, parts) for x in _pick(v, rows)]
     return out
 
 

@@ -40,7 +40,8 @@ from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge
 from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
 from planner.result import PlanResult, pareto_front
 from planner.rows import Block, Columns, layout_rows
-from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
+from planner.verify import (combine_parts, engine_available, layout_deployment, part_requests, simulation_hooks,
+                            verify_parts, verify_task)
 from planner.space import (
     PlanContext,
     Point,
@@ -277,7 +278,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
                 if ticker is not None:
                     ticker.tick(done)
         _flush(ev, batch, cols)
-        return merge_identical(cols.frame()), index, n_layouts
+        return merge_identical(cols), index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
     pos = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
@@ -287,7 +288,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
         pid = base + pos.get(lay, len(pos) + base + k)
         index.add(pid, lay)
         cols.add(1, {**row, "id": pid, COUNT: 1, "_variants": {}})
-    return merge_identical(cols.frame()), index, len(found)
+    return merge_identical(cols), index, len(found)
 
 
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
@@ -301,19 +302,29 @@ def _flush(ev: Evaluator, batch: dict[str, list], cols: Columns) -> None:
             blocks.clear()
 
 
-def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
-    """Verification batches: candidates that share a pool's step costs go to one batch (its
-    runs then share one warm cache: the step costs are most of a first run), the groups
-    spread over at most ``workers`` batches, largest first."""
-    groups: list[tuple[set, list]] = []
+def _verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tuple]]:
+    """Verification parts (``planner.verify.verify_part``: each candidate's emitted deployment
+    and its claimed capacity run in parallel) spread over at most ``workers`` batches, one
+    process each: largest first (by the requests they simulate), each to the batch with the
+    least work, preferring a batch that already costs one of its pools when the work is within
+    a quarter (its runs then share one warm step-cost cache: step costs are most of a first run)."""
+    parts = []
     for item in items:
-        keys = {c.cost_key + (c.role,) for c, _n in item[0].pools}
-        hit = [g for g in groups if g[0] & keys]
-        merged = (set(keys).union(*[g[0] for g in hit]), [x for g in hit for x in g[1]] + [item])
-        groups = [g for g in groups if g not in hit] + [merged]
-    batches: list[list[tuple]] = [[] for _ in range(max(1, min(workers, len(groups))))]
-    for _keys, members in sorted(groups, key=lambda g: -len(g[1])):
-        min(batches, key=len).extend(members)
+        layout, _pid, row, _seed = item
+        names = ("both",) if cfg.workload.arrival.kind == "trace" else ("emitted", "claim")
+        for part in names:
+            parts.append((part_requests(cfg, ctx, part, row), (part,) + item,
+                          {c.cost_key + (c.role,) for c, _n in layout.pools}))
+    n = max(1, min(workers, len(parts)))
+    load, keys = [0.0] * n, [set() for _ in range(n)]
+    batches: list[list[tuple]] = [[] for _ in range(n)]
+    for cost, part, pools in sorted(parts, key=lambda p: -p[0]):  # stable: candidates in rank order
+        least = min(range(n), key=lambda b: load[b])
+        warm = [b for b in range(n) if keys[b] & pools and load[b] <= load[least] + 0.25 * cost]
+        b = min(warm, key=lambda b: load[b]) if warm else least
+        batches[b].append(part)
+        load[b] += cost
+        keys[b] |= pools
     return [b for b in batches if b]
 
 
@@ -342,9 +353,18 @@ def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executo
         if not cands:
             break
         items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
-        batches = _share_pools(items, executor.workers)
-        ver_rows += [v for batch in executor.map(verify_batch, [(cfg, ctx, b) for b in batches], desc="verify")
-                     for v in batch]
+        batches = _verify_batches(cfg, ctx, items, executor.workers)
+        got_parts: dict[tuple, dict] = {}
+        for batch, res in zip(batches, executor.map(verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")):
+            for part, r in zip(batch, res):
+                got_parts[(part[0], part[2])] = r
+        for layout, pid, row, _seed in items:
+            if ("both", pid) in got_parts:
+                ver_rows.append(combine_parts(cfg, ctx, pid, row, got_parts[("both", pid)]))
+            else:
+                emitted = got_parts[("emitted", pid)]
+                claim = got_parts[("claim", pid)] if emitted.get("failed") is None else None
+                ver_rows.append(combine_parts(cfg, ctx, pid, row, emitted, claim))
         done |= {r["id"] for r in cands}
         got = [r for r in ver_rows if r.get("ok")]
         best_sim = max((r["sim_capacity_rps"] / r["claimed_rps"] * _row(table, r["id"])[objective]

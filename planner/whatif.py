@@ -65,7 +65,7 @@ def _best_row(result) -> dict:
     # a merged row stands for ``equivalent_layouts`` layouts (``planner.merge``)
     n = t[COUNT] if COUNT in t else 1
     out: dict = {"feasible_layouts": int((t["feasible"] * n).sum()) if len(t) else 0}
-    feas = t[t["feasible"]] if len(t) else t
+    feas = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0]] if len(t) else t
     if len(feas):
         row = feas.iloc[0]
         out.update({c: row.get(c) for c in _BEST_COLS if c in row})
