@@ -368,13 +368,14 @@ def plan_cmd(
                             "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
         Console().print(table[cols].head(15).to_string(index=False))
         return
-    with _interruptible(f"plan {plan_yaml}", out_dir):
+    with _interruptible(f"plan {plan_yaml}", out_dir), _plotter(out_dir) as plotter:
         result = _with_progress(quiet, lambda progress: run.plan_file(doc, set_, ray_address, workers,
                                                                       progress=progress))
         page = _build_report(lambda r: r.plan_report(result)) if report else None
         if out_dir is not None:
             _guard(lambda: outputs.write_plan(
-                out_dir, result, report=page, csv_rows=outputs.PLAN_CSV_ROWS if csv_rows is None else csv_rows))
+                out_dir, result, report=page, csv_rows=outputs.PLAN_CSV_ROWS if csv_rows is None else csv_rows,
+                plotter=plotter))
     if as_json:
         _print_json(result.to_dict(rows=20))
         raise typer.Exit(code=result.exit_code)
@@ -382,6 +383,21 @@ def plan_cmd(
     if result.best is not None and out is None:
         typer.echo(result.best_yaml())
     raise typer.Exit(code=result.exit_code)
+
+
+@contextmanager
+def _plotter(out_dir: Any) -> Iterator[Any]:
+    """With ``--out``, a helper process that imports matplotlib while the plan runs and draws
+    pareto.png (``clustersim.plotproc``); None without ``--out`` or matplotlib."""
+    from clustersim.outputs import _can_plot
+
+    if out_dir is None or not _can_plot():
+        yield None
+        return
+    from clustersim.plotproc import PlotProcess
+
+    with PlotProcess() as proc:
+        yield proc
 
 
 def _cell(value: Any) -> str:

@@ -184,15 +184,22 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
 
 
 def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None,
-               csv_rows: int = PLAN_CSV_ROWS) -> list[str]:
+               csv_rows: int = PLAN_CSV_ROWS, plotter: Any = None) -> list[str]:
     """The whole ranked table (``ranked.parquet``), its first ``csv_rows`` rows as
     ``ranked.csv`` (0: every row), the Pareto front (CSV + PNG when matplotlib is there), plan
-    JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given."""
+    JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given.
+    ``plotter``: a ``clustersim.plotproc.PlotProcess`` that draws the PNG while the rest is
+    written (else it is drawn here)."""
     best = result.best_yaml()
     plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
     planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + \
         (["best_deployment.yaml"] if best else []) + (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
+    drawn = out.path / f".pareto.draw-{secrets.token_hex(4)}.png"
+    if plot and plotter is not None:
+        from planner.plot import pareto_data
+
+        plotter.draw(pareto_data(result), drawn)
     out.write_with("ranked.parquet", lambda tmp: write_parquet(result.table, tmp))
     out.write_csv("ranked.csv", result.table.head(csv_rows) if csv_rows else result.table)
     out.write_csv("pareto.csv", result.pareto)
@@ -200,9 +207,16 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     if best:
         out.write_text("best_deployment.yaml", best)
     if plot:
-        from planner.plot import plot_pareto
+        def png(tmp: Path) -> None:
+            if plotter is not None and plotter.wait():
+                os.replace(drawn, tmp)
+                return
+            drawn.unlink(missing_ok=True)
+            from planner.plot import plot_pareto
 
-        out.write_with("pareto.png", lambda tmp: plot_pareto(result, tmp))
+            plot_pareto(result, tmp)
+
+        out.write_with("pareto.png", png)
     if report:
         out.write_text(REPORT, report)
     return list(out.written)

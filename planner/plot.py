@@ -7,10 +7,12 @@ it returns the path. Nothing here is imported by ``planner.plan``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-__all__ = ["plot_pareto", "plot_sweep", "plot_compare"]
+__all__ = ["plot_pareto", "pareto_data", "draw_pareto", "plot_sweep", "plot_compare"]
 
 
 def _plt():
@@ -24,22 +26,35 @@ def _plt():
     return plt
 
 
-def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
-    """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
-    plt = _plt()
+def pareto_data(result, max_points: int = 5000) -> dict:
+    """What ``plot_pareto`` draws, as plain lists (JSON): per mode the first ``max_points``
+    feasible layouts' (tokens/s per user, tokens/s per device), the Pareto front, the title."""
     t = result.table
     feas = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:max_points]]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for mode, g in feas.groupby("mode"):
-        ax.scatter(g["tokens_per_s_per_user"], g["tokens_per_s_per_device"], s=6, alpha=0.35, label=mode)
+    modes = {str(mode): [g["tokens_per_s_per_user"].tolist(), g["tokens_per_s_per_device"].tolist()]
+             for mode, g in feas.groupby("mode")}
     p = result.pareto
+    front = [[], []]
     if len(p):
         p = p.sort_values("tokens_per_s_per_user")
-        ax.plot(p["tokens_per_s_per_user"], p["tokens_per_s_per_device"], "k.-", label="Pareto front")
+        front = [p["tokens_per_s_per_user"].tolist(), p["tokens_per_s_per_device"].tolist()]
+    plan = result.plan
+    title = (f"{plan.name}: {plan.model}, TTFT<={plan.slo.ttft_ms:g} ms, "
+             f"TPOT<={plan.slo.tpot_ms:g} ms")
+    return {"modes": modes, "front": front, "title": title}
+
+
+def draw_pareto(data: dict, path: str | Path) -> Path:
+    """Draw ``pareto_data``'s figure to ``path`` (PNG)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for mode, (x, y) in data["modes"].items():
+        ax.scatter(x, y, s=6, alpha=0.35, label=mode)
+    if data["front"][0]:
+        ax.plot(data["front"][0], data["front"][1], "k.-", label="Pareto front")
     ax.set_xlabel("output tokens/s per user")
     ax.set_ylabel("output tokens/s per device")
-    ax.set_title(f"{result.plan.name}: {result.plan.model}, TTFT<={result.plan.slo.ttft_ms:g} ms, "
-                 f"TPOT<={result.plan.slo.tpot_ms:g} ms", fontsize=9)
+    ax.set_title(data["title"], fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -47,6 +62,11 @@ def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
+    """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
+    return draw_pareto(pareto_data(result, max_points), path)
 
 
 def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
