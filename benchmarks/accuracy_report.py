@@ -4,8 +4,8 @@
                                          [--kernels eager] [--expected-routing] [--markdown] [--points]
 
 Reads the first run's tables in ``--measured`` (the points the cost model was tuned against:
-``fit``) and the widened ground truth in ``--measured/wide`` when present (each row's own
-``split``), predicts every row with ``clustersim.validation.predict_measured`` and prints the
+``fit``) and the later sets in ``--measured/wide`` and ``--measured/chunk`` when present (each
+row's own ``split``), predicts every row with ``clustersim.validation.predict_measured`` and prints the
 number of points, the median, p90 and worst absolute relative error per family and split, and
 over all families. ``--markdown`` prints the same table as Markdown (the README's accuracy
 section is generated from ``summary_table`` by docs/gen_numbers.py, never typed by hand);
@@ -30,10 +30,12 @@ from workloads.kernel_sets import KERNEL_SETS  # noqa: E402
 
 
 def collect(measured: Path, profile, kernels: str = "eager", recorded_routing: bool = True) -> pd.DataFrame:
-    """Predictions of the first run's tables and of ``wide/`` (if present), one row per point."""
+    """Predictions of the first run's tables and of ``wide/`` and ``chunk/`` (if present), one row
+    per point."""
     parts = [predict_measured(measured, profile, kernels=kernels, recorded_routing=recorded_routing)]
-    if (measured / "wide").is_dir():
-        parts.append(predict_measured(measured / "wide", profile, kernels=kernels, recorded_routing=recorded_routing))
+    for sub in ("wide", "chunk"):
+        if (measured / sub).is_dir():
+            parts.append(predict_measured(measured / sub, profile, kernels=kernels, recorded_routing=recorded_routing))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 

@@ -181,7 +181,9 @@ class EfficiencyFit:
         x = (flops / bytes_moved) / ridge if bytes_moved > 0 else 1e6
         k = self.kinds.get(kind)
         if k is None:
-            frac = self.hbm_fraction if x < 1 else min(self.compute_fraction.values(), default=1.0)
+            # a dtype without a measured GEMM has fraction 0: not a fraction of anything
+            frac = self.hbm_fraction if x < 1 else min((v for v in self.compute_fraction.values() if v > 0),
+                                                       default=1.0)
             return t_roof / frac, f"roofline x generic fraction {frac:.2f}"
         t = max(t_roof / k.at(x), k.latency_floor_s)
         return t, f"roofline x {kind} efficiency {k.at(x):.2f} ({k.source})"

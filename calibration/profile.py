@@ -23,6 +23,11 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   measured config with the same head dims and the nearest GQA ratio as an equivalent batch:
   prefill ``B * Hq / Hq'``, decode ``B * Hkv / Hkv'`` (the kernels' work items are
   (sequence, head) pairs, so a small batch of many heads fills the GPU like a larger batch).
+  A prefill whose sequences hold cached context (chunked prefill, prefix hits; the op's
+  ``shape["context"]``) is read from ``attn_prefill_ctx_bf16`` (``calibration.chunk_lookup``:
+  linear in context, log-log in new tokens, pairs ratio outside the measured contexts); a
+  profile without that table answers None for it (the cost model's fitted roofline, which
+  counts the context's pairs), never the context-free time.
   Decode keys are rounded up to the kernel's key tile, fitted from ``attn_decode_tiles.csv``;
   per implementation (``calibration.decode_lookup``): torch's SDPA costs at least the serial key
   walk of ``attn_decode_long_bf16`` when the keys end inside a tile, split-KV reads the table at
@@ -76,6 +81,7 @@ from calibration.decode_lookup import (
     split_combine_bytes,
     split_kv_splits,
 )
+from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from hardware.dtypes import dtype_bytes
@@ -91,17 +97,19 @@ def shipped_profiles() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
 
 
-def load_profile(name_or_path: str | Path) -> "MeasuredProfile":
-    """Load a shipped profile by name (``"h200"``) or any profile directory by path."""
+def load_profile(name_or_path: str | Path, fit_only: bool = False) -> "MeasuredProfile":
+    """Load a shipped profile by name (``"h200"``) or any profile directory by path.
+    ``fit_only``: tables with a ``split`` column keep only their ``fit`` rows (to judge the
+    lookups on the ``holdout`` rows)."""
     path = Path(name_or_path)
     if path.is_dir():
-        return MeasuredProfile(path, name=path.name)
+        return MeasuredProfile(path, name=path.name, fit_only=fit_only)
     names = shipped_profiles()
     key = str(name_or_path).lower()
     if key in names:
         res = resources.files("calibration") / "profiles" / key
         with resources.as_file(res) as p:
-            return MeasuredProfile(Path(p), name=key, shipped=True)
+            return MeasuredProfile(Path(p), name=key, shipped=True, fit_only=fit_only)
     raise UnknownProfileError(f"unknown profile {name_or_path!r} (shipped: {', '.join(names) or 'none'}; "
                               "or give a directory)")
 
@@ -133,14 +141,15 @@ class MeasuredProfile:
     fallback = None
     fallback_tables: tuple[str, ...] = ()
 
-    def __init__(self, path: Path, name: str = "", shipped: bool = False):
+    def __init__(self, path: Path, name: str = "", shipped: bool = False, fit_only: bool = False):
         self.path = Path(path)
         self.name = name or self.path.name
         self.shipped = shipped  # inside the package (load by name), not a user's directory
+        self.fit_only = fit_only  # tables with a ``split`` column keep their ``fit`` rows only
         meta_path = self.path / "metadata.json"
         self.metadata: Mapping = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.tables: dict[str, pd.DataFrame] = {
-            f.stem: pd.read_csv(f) for f in sorted(self.path.glob("*.csv"))}
+            f.stem: _fit_rows(pd.read_csv(f)) if fit_only else pd.read_csv(f) for f in sorted(self.path.glob("*.csv"))}
         self._gemm = {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m")
                       for dt in ("bf16", "fp8")}
         self._grouped = self._grouped_table("grouped_gemm_bf16")
@@ -150,6 +159,7 @@ class MeasuredProfile:
                                        "batch", "seq")
         self._decode = self._surfaces("attn_decode_bf16", ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"],
                                       "batch", "context")
+        self._chunk = ChunkPrefillTable(self.tables.get(CTX_TABLE))
         self._mla = MlaDecodeTables(self.tables)
         self._glue = GlueTable(self.tables.get(GLUE_TABLE))
         self._serial = SerialDecodeFit(self.tables.get(LONG_TABLE))
@@ -324,11 +334,18 @@ class MeasuredProfile:
 
     def attn_prefill_seconds(self, batch: int, seq: int, heads_q: int, heads_kv: int,
                              head_dim_qk: int = 128, head_dim_v: int | None = None,
-                             causal: bool = True) -> tuple[float, str] | None:
-        """Causal prefill attention of ``batch`` sequences of ``seq`` tokens (one layer)."""
+                             causal: bool = True, context: float = 0,
+                             seq_lens: tuple[int, ...] | None = None,
+                             context_lens: tuple[int, ...] | None = None) -> tuple[float, str] | None:
+        """Causal prefill attention of ``batch`` sequences of ``seq`` new tokens (one layer), each
+        after ``context`` cached tokens (the means of ``seq_lens`` / ``context_lens`` when the
+        sequences differ). With context: :meth:`attn_prefill_ctx_seconds`."""
         if not causal:
             return None
         dv = head_dim_qk if head_dim_v is None else head_dim_v
+        if context > 0:
+            return self.attn_prefill_ctx_seconds(batch, seq, context, heads_q, heads_kv, head_dim_qk, dv,
+                                                 seq_lens, context_lens)
         cfg = self._pick_attn(self._prefill, heads_q, heads_kv, head_dim_qk, dv)
         if cfg is None:
             return None
@@ -341,6 +358,30 @@ class MeasuredProfile:
         how = r[1] + ("" if eq_batch == batch else
                       f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
         return r[0], self._src("attn_prefill_bf16", how)
+
+    def attn_prefill_ctx_seconds(self, batch: int, new: float, context: float, heads_q: int, heads_kv: int,
+                                 head_dim_qk: int = 128, head_dim_v: int | None = None,
+                                 seq_lens: tuple[int, ...] | None = None,
+                                 context_lens: tuple[int, ...] | None = None) -> tuple[float, str] | None:
+        """Lower-right causal attention of ``batch`` chunks of ``new`` tokens after ``context``
+        cached ones (one layer) from ``attn_prefill_ctx_bf16`` (``calibration.chunk_lookup``); other
+        head counts as an equivalent batch of the measured configuration; unequal sequences at their
+        means times their pairs over the pairs at the means. None without the table (the context-free
+        table would charge none of the cached keys) or for head dims it did not measure."""
+        dv = head_dim_qk if head_dim_v is None else head_dim_v
+        cfg = self._pick_attn(self._chunk.configs, heads_q, heads_kv, head_dim_qk, dv)
+        if cfg is None:
+            return None
+        eq_batch = batch * heads_q / cfg[0]
+        r = self._chunk.seconds(cfg, eq_batch, new, context)
+        if r is None:
+            return None
+        how = r[1] + ("" if eq_batch == batch else
+                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+        f = varlen_pairs_factor(new, context, seq_lens, context_lens)
+        if f != 1.0:
+            how += f", x{f:.3f} pairs of the unequal sequences over the pairs at their means"
+        return r[0] * f, self._src(CTX_TABLE, how)
 
     def attn_decode_seconds(self, batch: int, context: int, heads_q: int, heads_kv: int,
                             head_dim_qk: int = 128, head_dim_v: int | None = None,
@@ -585,6 +626,11 @@ class MeasuredProfile:
         return {k: tuple(np.asarray(v, dtype=float) if i < 3 else v for i, v in enumerate(t))
                 for k, t in out.items()}
 
+    @functools.cached_property
+    def fitted_kinds(self) -> frozenset[str]:
+        """Op kinds whose efficiency curve this profile's own tables fit (``efficiency_fit``)."""
+        return frozenset(self._points())
+
     # -- convenience for the cost model
 
     def for_op(self, op) -> MeasuredProfile:
@@ -605,7 +651,8 @@ class MeasuredProfile:
             return float(curve.ys.min()) if curve is not None else 0.0
         if kind == "grouped_gemm" and self._sparse_answers(op):
             return self._floors[SPARSE_TABLE]
-        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16", "attn_prefill": "attn_prefill_bf16",
+        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16",
+                "attn_prefill": CTX_TABLE if _has_context(op) else "attn_prefill_bf16",
                 "attn_decode": "attn_decode_bf16", "mla_decode": self._mla_table(op)}.get(kind)
         return self._floors.get(stem, 0.0) if stem else 0.0
 
@@ -646,7 +693,9 @@ class MeasuredProfile:
                                              active_groups=s.get("active_groups"))
         if kind == "attn_prefill":
             return self.attn_prefill_seconds(s["batch"], s["seq"], s["heads_q"], s["heads_kv"],
-                                             s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True))
+                                             s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True),
+                                             context=s.get("context", 0) or 0, seq_lens=op.meta.get("seq_lens"),
+                                             context_lens=op.meta.get("context_lens"))
         if kind == "attn_decode":
             return self.attn_decode_seconds(s["batch"], s["context"], s["heads_q"], s["heads_kv"],
                                             s.get("head_dim_qk", 128), s.get("head_dim_v"),
@@ -684,6 +733,18 @@ class MeasuredProfile:
         if kind == "attn_decode" and op.meta.get("impl", "sdpa") == "sdpa" and self._serial and misaligned(
                 int(op.shape["context"]), self.decode_kv_tile):
             return LONG_TABLE if "attn_decode_bf16" in self.tables else None
+        if kind == "attn_prefill" and _has_context(op):
+            return CTX_TABLE if self._chunk else None
         stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
                 "mla_decode": self._mla_table(op)}.get(kind)
         return stem if stem in self.tables else None
+
+
+def _has_context(op) -> bool:
+    """Whether a prefill attention op's sequences hold cached context (``attn_prefill_ctx_bf16``)."""
+    return (op.shape.get("context") or 0) > 0
+
+
+def _fit_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``fit`` rows of a table with a ``split`` column (others unchanged)."""
+    return df[df["split"] == "fit"].reset_index(drop=True) if "split" in df else df

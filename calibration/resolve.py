@@ -146,8 +146,14 @@ class LayeredProfile:
 
     def for_op(self, op) -> MeasuredProfile:
         """The layer that times compute op ``op``: the primary if it has the op's table, else the
-        fallback if that has it, else the primary (its efficiency fit)."""
-        if self.primary.table_for(op) is None and self.fallback.table_for(op) is not None:
+        fallback if that has it; when neither has (e.g. a prefill after cached context without
+        ``attn_prefill_ctx_bf16``), the layer whose efficiency fit covers the op's kind, the primary
+        first."""
+        if self.primary.table_for(op) is not None:
+            return self.primary
+        if self.fallback.table_for(op) is not None:
+            return self.fallback
+        if op.kind not in self.primary.fitted_kinds and op.kind in self.fallback.fitted_kinds:
             return self.fallback
         return self.primary
 

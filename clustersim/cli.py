@@ -590,7 +590,8 @@ def estimate_step_cmd(
     phase: str = typer.Option(..., "--phase", help="prefill or decode."),
     batch: int = typer.Option(1, "--batch", min=1),
     seq: Optional[int] = typer.Option(None, "--seq", min=1, help="Prefill tokens per sequence."),
-    context: Optional[int] = typer.Option(None, "--context", min=0, help="Decode: tokens already cached."),
+    context: Optional[int] = typer.Option(None, "--context", min=0, help="Tokens already cached per sequence "
+                                          "(decode; prefill: --seq new tokens after them, a chunk)."),
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),

@@ -95,7 +95,9 @@ def _kernel_set(name: str) -> dict:
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
                   context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default",
                   kernels: str = "eager") -> dict:
-    """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node.
+    """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node; a prefill
+    with ``context`` processes ``seq`` new tokens per sequence after ``context`` cached ones (a later
+    chunk of chunked prefill, a prefix-cache hit).
 
     ``kernels="eager"`` costs the step as a plain PyTorch implementation runs it (separate norm,
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
@@ -108,7 +110,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     if phase == "prefill":
         if not seq:
             raise ValueError("prefill needs --seq S")
-        shape = BatchShape.prefill(batch, seq)
+        shape = BatchShape.prefill(batch, seq, context_tokens=context or 0)  # a chunk after `context` cached
     elif phase == "decode":
         if context is None:
             raise ValueError("decode needs --context C")

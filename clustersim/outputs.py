@@ -53,7 +53,7 @@ REPORT = "report.html"
 #: (summary, per-device, per-stage and memory tables) share one set, so switching kinds in one
 #: directory leaves nothing of the other behind.
 SIMULATE_FILES = ("summary.json", "requests.csv", "timeseries.csv", "trace.json", "per_device.csv", "stages.csv",
-                  "memory.csv", "report.html")
+                  "memory.csv", "report.html", "cache.csv")
 #: ``clustersim plan --out`` (serving plans write all of them, training plans ``ranked.csv``).
 PLAN_FILES = ("ranked.csv", "ranked.parquet", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml",
               "report.html")
@@ -153,12 +153,15 @@ def _can_plot() -> bool:
 
 def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trace: bool = False,
                      report: str | None = None) -> list[str]:
-    """``summary.json``; serving: per-request and time-series CSVs; training: per-device,
+    """``summary.json``; serving: per-request and time-series CSVs (with a prefix cache, also
+    ``cache.csv``: one row per prefix lookup, ``simulator.prefix_cache``); training: per-device,
     per-stage and memory CSVs; asked, a Chrome trace (serving: iterations and request events;
     training: the pipeline timeline) and ``report.html`` (``report``: its text)."""
     frames: list[tuple[str, Any]] = []
     if kind == "serving":
         frames = [("requests.csv", result.requests), ("timeseries.csv", result.steps)]
+        if "prefix_cache" in result.summary:
+            frames.append(("cache.csv", result.cache))
     else:
         for name in ("per_device", "stages", "memory"):
             df = getattr(result, name, None)

@@ -15,6 +15,10 @@ slowest of its links (``kv_transfer_rate``). The planner's analytic model uses i
 serving simulator runs concurrent transfers as max-min fair flows over the same links
 (``hardware.flows``, ``simulator.transfer``), so a transfer that runs alone there takes exactly
 this time, and contention only ever slows it down.
+
+``kv_port_bytes_per_s`` is an instance's port alone: the rate at which the prefix cache's shared
+pool (``simulator.prefix_cache``: CloudMatrix-Infer's EMS, Mooncake's store, beside the
+instances on the same fabric) delivers cached KV into an instance.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Hashable, Mapping
 
 from hardware.types import Cluster
 
-__all__ = ["FABRIC", "LinkId", "kv_path", "kv_link_capacities", "kv_transfer_rate", "kv_transfer_seconds"]
+__all__ = ["FABRIC", "LinkId", "kv_path", "kv_port_bytes_per_s", "kv_link_capacities", "kv_transfer_rate", "kv_transfer_seconds"]
 
 LinkId = Hashable
 #: the link every transfer between the two pools shares
@@ -40,13 +44,19 @@ def kv_path(src: Hashable, dst: Hashable) -> tuple[LinkId, LinkId, LinkId]:
     return (_port(src), FABRIC, _port(dst))
 
 
+def kv_port_bytes_per_s(cluster: Cluster, devices: int) -> float:
+    """Bytes/s of the port of an instance of ``devices`` devices: their scale-out bandwidth
+    (NIC / RDMA plane) together."""
+    return cluster.device.scale_out_bytes_per_s * devices
+
+
 def kv_link_capacities(cluster: Cluster, instance_devices: Mapping[Hashable, int], prefill_devices: int,
                        decode_devices: int) -> dict[LinkId, float]:
     """Capacities (bytes/s) of every instance's port (``instance_devices``: devices per
     instance id) and of the shared fabric between pools of ``prefill_devices`` and
     ``decode_devices`` devices in all."""
+    caps: dict[LinkId, float] = {_port(i): kv_port_bytes_per_s(cluster, n) for i, n in instance_devices.items()}
     bw = cluster.device.scale_out_bytes_per_s
-    caps: dict[LinkId, float] = {_port(i): bw * n for i, n in instance_devices.items()}
     oversub = cluster.tiers[-1].oversubscription if cluster.tiers else 1.0
     caps[FABRIC] = bw * min(prefill_devices, decode_devices) / oversub
     return caps

@@ -38,10 +38,13 @@ from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import StepCostCache
 from simulator.preemption import HOST_LINK_BYTES_PER_S
+from simulator.prefix_cache import CACHE_LOG_COLUMNS, PrefixCacheRun
+from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
 from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
+from simulator.sessions import SessionTurns
 from simulator.transfer import TransferManager, kv_links
 from simulator.workload import generate_workload
 from workloads.pool_roles import PoolRole
@@ -100,6 +103,7 @@ class Server:
         self.committed = 0  # batch slots held: streams (prefill role: requests)
         self.outstanding = 0  # requests routed here and not finished / handed off
         self.queued_blocks = 0  # KV blocks of requests queued here, not yet admitted
+        self.cache = None  # simulator.prefix_cache.InstanceCache when the deployment has a prefix_cache
         self._wake: simpy.Event | None = None
         sim.env.process(self._loop())
 
@@ -122,10 +126,11 @@ class Server:
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
-    def reserve(self, r: int) -> int:
-        """Allocate request r's blocks here; returns its live stream count."""
+    def reserve(self, r: int, shared_blocks: int = 0) -> int:
+        """Allocate request r's blocks here (less ``shared_blocks`` of its prompt that it shares
+        from the prefix cache); returns its live stream count."""
         st = self.st
-        pb = st.prompt_blocks_need[r]
+        pb = st.prompt_blocks_need[r] - shared_blocks
         st.prompt_blocks[r] = pb
         if st.samples == 1:
             sb = (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
@@ -145,6 +150,8 @@ class Server:
         self.kv.free(int(st.prompt_blocks[r]) + int(st.s_blocks[live].sum()))
         st.prompt_blocks[r] = 0
         st.s_blocks[live] = 0
+        if self.cache is not None:
+            self.cache.release(r)
         return len(live)
 
     # ------------------------------------------------------------------ the loop
@@ -218,10 +225,11 @@ class Server:
             r = self.waiting[0]
             if not self._admissible(r):
                 break
-            c = chunk_tokens(self.prompt_left(r), budget, self.chunked, no_decodes and not chunks)
+            left = self.prompt_left(r) if self.cache is None else self._left_on_admission(r)
+            c = chunk_tokens(left, budget, self.chunked, no_decodes and not chunks)
             if c <= 0:
                 break
-            self._admit(r)
+            plan.extra_s += self._admit(r)
             chunks.append((r, c))
             budget -= c
         return budget
@@ -236,16 +244,23 @@ class Server:
             return None
         r = self.waiting[0]
         beside = self.budget - int(self.run.size) * self.k
-        if chunk_tokens(self.prompt_left(r), beside, False, False) > 0 or not self._admissible(r):
+        if chunk_tokens(self._left_on_admission(r), beside, False, False) > 0 or not self._admissible(r):
             return None
         return r
 
     def run_alone(self, r: int) -> StepPlan:
         """Admit the head of the queue, r, and plan a step of its whole prompt only."""
-        self._admit(r)
         plan = StepPlan()
+        plan.extra_s += self._admit(r)
         plan.chunks.append((r, self.prompt_left(r)))
         return plan
+
+    def _left_on_admission(self, r: int) -> int:
+        """Prompt tokens waiting request r will prefill once admitted (less its prefix-cache hits)."""
+        left = self.prompt_left(r)
+        if self.cache is not None:
+            left += int(self.st.cached[r]) - self.cache.peek_hit_tokens(r)
+        return left
 
     def _admissible(self, r: int) -> bool:
         """Whether waiting request r fits the batch-size cap and KV now. Watermark: one block
@@ -253,19 +268,27 @@ class Server:
         can force the preemption of a stream that has just joined, and two requests can evict
         each other forever without decoding (recompute livelock)."""
         live = 1 if self.prefill_only else self.st.live_count(r)
-        return self.committed + live <= self.max_batch and self.kv.fits(self.request_blocks(r) + int(self.run.size))
+        need = self.request_blocks(r) + int(self.run.size)
+        if self.cache is not None:  # cached prefix blocks already in use need no new memory
+            need -= self.cache.busy_hit_blocks(r)
+        return self.committed + live <= self.max_batch and self.kv.fits(need)
 
-    def _admit(self, r: int) -> None:
-        """Move the head of the queue, r, into prefill: reserve its KV and batch slots."""
+    def _admit(self, r: int) -> float:
+        """Move the head of the queue, r, into prefill: look its prompt up in the prefix cache,
+        reserve its KV and batch slots; returns the seconds to charge to the step (fetching
+        shared-pool hits)."""
         sim, st = self.sim, self.st
         self.waiting.popleft()
         self.queued_blocks -= self.request_blocks(r)
-        self.reserve(r)
+        first = math.isnan(st.schedule_s[r])
+        shared, fetch_s = self.cache.admit(r, sim.env.now, first) if self.cache is not None else (0, 0.0)
+        self.reserve(r, shared)
         self.committed += 1 if self.prefill_only else st.live_count(r)
         self.prefilling.append(r)
-        if math.isnan(st.schedule_s[r]):
+        if first:
             st.schedule_s[r] = sim.env.now
             sim.event("schedule", r, self.index)
+        return fetch_s
 
     def _preempt(self, r: int) -> float:
         """Evict request r: free its KV and slots, then hand it to the preemption policy;
@@ -340,6 +363,8 @@ class Server:
         """Prefill of r finished; True when r goes on to a decode instance."""
         sim, st = self.sim, self.st
         streams = st.streams(r)
+        if self.cache is not None:
+            self.cache.prefill_done(r)
         if math.isnan(st.first_token_s[r]):
             st.first_token_s[r] = now
             sim.event("first_token", r, self.index)
@@ -381,8 +406,12 @@ class Server:
             st.finish_s[r] = now
             self.kv.free(int(st.prompt_blocks[r]))
             st.prompt_blocks[r] = 0
+            if self.cache is not None:
+                self.cache.finish(r)
             self.outstanding -= 1
             sim.event("finish", r, self.index)
+            if sim.sessions is not None:
+                sim.sessions.finished(r, now)
 
     # ------------------------------------------------------------------ decode side of P/D
     def offer(self, r: int, src: "Server") -> None:
@@ -431,7 +460,9 @@ class Simulation:
         self.steps: list[tuple] = []
         self.itl = ItlHistogram()
         self.first_finish = dep.workload.sample_policy == "first_finish" and wl.samples > 1
+        self.sessions = SessionTurns(self, wl.next_turn, wl.think_s) if wl.next_turn is not None else None
         self._build(profile, step_cost, kv_capacity_tokens)
+        self.prefix = self._prefix_caches(wl) if dep.prefix_cache is not None else None
 
     def _build(self, profile, step_cost, kv_override) -> None:
         from hardware.catalog import get_cluster
@@ -486,6 +517,19 @@ class Simulation:
             self.transfers = None
         self.devices = sum(p.devices for p in dep.pools().values())
 
+    def _prefix_caches(self, wl) -> PrefixCacheRun:
+        """Attach a prefix cache to every server (a local one where prompts are prefilled: not on
+        the decode instances of a disaggregated deployment) and the shared pool, if any."""
+        chains = wl.chains if wl.chains is not None else unique_chains(self.st.prompt, BLOCK_TOKENS)
+        run = PrefixCacheRun(self.dep.prefix_cache, self.st, chains, wl.next_turn is not None,
+                             self.kv_bytes_per_token, self.cluster)
+        pools = self.dep.pools()
+        for name, servers in self.pools.items():
+            keeps = self.dep.serving.mode == "colocated" or PoolRole.of_pool(name) is PoolRole.PREFILL
+            for s in servers:
+                s.cache = run.attach(s, pools[name], keeps)
+        return run
+
     def _check_fits(self, name: str, kv_tokens: float) -> None:
         st = self.st
         if st.num_requests == 0:
@@ -502,25 +546,30 @@ class Simulation:
             self.events.append((self.env.now, kind, int(r), int(inst)))
 
     def _arrivals(self):
-        env, st = self.env, self.st
-        arrival = st.arrival_s.tolist()
-        front, router = self.front, self.router
-        colocated = front[0].role is PoolRole.COLOCATED
-        for r, t in enumerate(arrival):
+        env = self.env
+        arrival = self.st.arrival_s.tolist()
+        order = range(len(arrival)) if self.sessions is None else self.sessions.first_turns
+        for r in order:
+            t = arrival[r]
             if t > env.now:
                 yield env.timeout(t - env.now)
-            i = router.choose(front)
-            st.prefill_inst[r] = front[i].index
-            self.event("arrival", r, front[i].index)
-            front[i].enqueue(r)
-            if colocated:
-                st.decode_inst[r] = front[i].index
+            self.arrive(r)
+
+    def arrive(self, r: int) -> None:
+        """Request r arrives now: route it to an instance of the front pool."""
+        st, front = self.st, self.front
+        i = self.router.choose(front, r)
+        st.prefill_inst[r] = front[i].index
+        self.event("arrival", r, front[i].index)
+        front[i].enqueue(r)
+        if front[i].role is PoolRole.COLOCATED:
+            st.decode_inst[r] = front[i].index
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
         touched = {}
         for r in rs:
-            d = decode[self.decode_router.choose(decode)]
+            d = decode[self.decode_router.choose(decode, r)]
             self.st.decode_inst[r] = d.index
             d.offer(r, src)
             touched[d.index] = d
@@ -533,6 +582,8 @@ class Simulation:
         for r in rs:
             src.kv.free(int(st.src_blocks[r]))
             st.src_blocks[r] = 0
+            if src.cache is not None:
+                src.cache.release(r)
             st.transfer_s[r] = now - start_s
             self.event("kv_transfer_end", r, dst.index)
             dst.joining.extend(st.live_streams(r))
@@ -563,7 +614,7 @@ class Simulation:
             tpot = np.where(longest > 1, (st.finish_s - st.first_token_s) / (longest - 1), np.nan)
         req = pd.DataFrame({
             "id": np.arange(st.num_requests), "arrival_s": st.arrival_s, "prompt_tokens": st.prompt,
-            "cached_tokens": st.cached, "output_tokens": gen.sum(axis=1), "target_output_tokens": tgt.sum(axis=1),
+            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": gen.sum(axis=1), "target_output_tokens": tgt.sum(axis=1),
             "samples": np.full(st.num_requests, n), "first_token_s": st.first_token_s, "finish_s": st.finish_s,
             "ttft_s": st.first_token_s - st.arrival_s, "tpot_s": tpot, "e2e_s": st.finish_s - st.arrival_s,
             "queue_s": st.schedule_s - st.arrival_s, "transfer_s": st.transfer_s,
@@ -582,12 +633,17 @@ class Simulation:
                                       for k, ss in self.pools.items()},
         }
         summary = summarize(req, steps, self.itl, self.dep, self.devices, dpn, extra)
+        if self.prefix is not None:
+            summary["prefix_cache"] = self.prefix.summary()
+        if self.sessions is not None:
+            summary["counts"]["session_turns_released"] = self.sessions.released
         ops = [(pool, src, kind, secs) for pool, c in self.cost_caches.items()
                for (src, kind), secs in sorted(c.detail_totals().items())]
         transfers = self.transfers.log if self.transfers else []
+        cache = pd.DataFrame(self.prefix.log if self.prefix is not None else [], columns=list(CACHE_LOG_COLUMNS))
         return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events),
                          op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
-                         transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)))
+                         transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
 
 
 def _op_seconds(cost) -> dict:

@@ -38,14 +38,23 @@ def instance_kv_capacity_tokens(model, pool, device, weight_dtype: str, kv_dtype
 
 
 class KVBlocks:
-    """Block accounting of one instance: reserve before use, never above capacity."""
+    """Block accounting of one instance: reserve before use, never above capacity.
 
-    __slots__ = ("capacity_blocks", "used_blocks", "peak_blocks")
+    ``used_blocks`` are in use by requests (shared prefix blocks counted once). With a prefix
+    cache (``simulator.prefix_cache.BlockCache``, set as ``cache``), ``idle_blocks`` hold
+    cached prefixes no request uses: they count as free for ``fits`` and ``free_blocks`` and are
+    evicted (LRU) by ``alloc`` when used + idle would exceed capacity; ``peak_total_blocks`` is
+    the most used + idle ever held (never above capacity)."""
+
+    __slots__ = ("capacity_blocks", "used_blocks", "peak_blocks", "idle_blocks", "peak_total_blocks", "cache")
 
     def __init__(self, capacity_tokens: float):
         self.capacity_blocks = int(capacity_tokens // BLOCK_TOKENS)
         self.used_blocks = 0
         self.peak_blocks = 0
+        self.idle_blocks = 0
+        self.peak_total_blocks = 0
+        self.cache = None
 
     @property
     def free_blocks(self) -> int:
@@ -61,6 +70,8 @@ class KVBlocks:
         self.used_blocks = used
         if used > self.peak_blocks:
             self.peak_blocks = used
+        if self.cache is not None:  # make room: evict idle cached prefixes (LRU)
+            self.cache.fit()
 
     def free(self, blocks: int) -> None:
         self.used_blocks -= int(blocks)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from simulator.prefix_cache import CACHE_LOG_COLUMNS
+
 REQUEST_COLUMNS = (
     "id", "arrival_s", "prompt_tokens", "cached_tokens", "output_tokens", "target_output_tokens", "samples",
     "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "queue_s", "transfer_s",
@@ -39,6 +41,8 @@ class SimResult:
     ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
     ``op_seconds``: operator seconds by pool, source and kind (``OP_SECONDS_COLUMNS``).
     ``transfers``: the completed KV transfers (``TRANSFER_COLUMNS``; empty when colocated).
+    ``cache``: one row per prefix-cache lookup at admission (``CACHE_LOG_COLUMNS``; empty without
+    ``prefix_cache``).
     """
 
     requests: pd.DataFrame
@@ -47,6 +51,7 @@ class SimResult:
     events: list = field(default_factory=list)
     op_seconds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_SECONDS_COLUMNS)))
     transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLUMNS)))
+    cache: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CACHE_LOG_COLUMNS)))
 
 
 def to_chrome_trace(result: SimResult) -> dict:

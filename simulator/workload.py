@@ -20,6 +20,11 @@ Conventions:
   request (``WorkloadArrays.block_hashes``) for a prefix cache.
 * Samples: ``samples_per_request`` n draws n output lengths per request; ``beam`` keeps n
   beams of one common length.
+* Prefix identity (``workload.prefix``, ``simulator.prefix_workload``): ``sessions`` lays out
+  multi-turn conversations (arrivals are session starts, later turns are released by the
+  engine after the previous answer), ``shared_prefix`` gives prompts shared heads; both set
+  ``WorkloadArrays.chains`` for the prefix cache, as a Mooncake trace's hashes do. Their extra
+  draws come after the ones above, so a workload without ``prefix`` draws exactly as before.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.prefix_workload import BlockChains, draw_sessions, draw_turns, shared_prefix_chains
 from workloads.traces import BlockHashes, workload_trace
 
 #: tokens per KV block; prefix-cache hits are whole blocks
@@ -38,13 +44,19 @@ PREFIX_BLOCK_TOKENS = 64
 class WorkloadArrays:
     """The requests of a run: ``arrival_s``, ``prompt_tokens``, ``cached_tokens`` of shape
     (R,), ``output_tokens`` of shape (R, n) for n samples per request; ``block_hashes``: each
-    request's prompt block hashes when the trace carries them (Mooncake), else None."""
+    request's prompt block hashes when the trace carries them (Mooncake), else None;
+    ``chains``: prefix identity for a prefix cache (``simulator.prefix_workload``), else None;
+    multi-turn sessions: ``next_turn`` (the session's next request, -1 at its end) and
+    ``think_s`` (gap after the previous answer), with ``arrival_s`` NaN for later turns."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     cached_tokens: np.ndarray
     output_tokens: np.ndarray
     block_hashes: BlockHashes | None = None
+    chains: BlockChains | None = None
+    next_turn: np.ndarray | None = None
+    think_s: np.ndarray | None = None
 
     @property
     def num_requests(self) -> int:
@@ -103,7 +115,10 @@ def generate_workload(workload, rng_arrivals: np.random.Generator, rng_lengths: 
         if workload.prefix_cache_hit_rate > 0:
             cached = np.maximum(cached, _cached(prompt, workload.prefix_cache_hit_rate))
         output = np.repeat(tr.output_tokens.astype(np.int64)[:, None], n_samples, axis=1)
-        return WorkloadArrays(tr.arrival_s.astype(float), prompt, cached, output, tr.block_hashes)
+        chains = BlockChains.from_hashes(tr.block_hashes) if tr.block_hashes is not None else None
+        return WorkloadArrays(tr.arrival_s.astype(float), prompt, cached, output, tr.block_hashes, chains)
+    if workload.prefix is not None and workload.prefix.kind == "sessions":
+        return _sessions(workload, rng_arrivals, rng_lengths)
     arrival = _arrival_times(workload.arrival, workload.num_requests, workload.duration_s, rng_arrivals)
     r = arrival.size
     prompt = sample_lengths(workload.prompt_tokens, r, rng_lengths)
@@ -112,7 +127,42 @@ def generate_workload(workload, rng_arrivals: np.random.Generator, rng_lengths: 
     else:
         output = sample_lengths(workload.output_tokens, r * n_samples, rng_lengths).reshape(r, n_samples)
     cached = _cached(prompt, workload.prefix_cache_hit_rate)
-    return WorkloadArrays(arrival, prompt, cached, output)
+    chains = None
+    if workload.prefix is not None:  # shared_prefix
+        spec = workload.prefix
+        group = rng_lengths.integers(0, spec.prefixes, size=r)
+        chains = shared_prefix_chains(prompt, group, spec.reuse_ratio, spec.prefixes, PREFIX_BLOCK_TOKENS)
+    return WorkloadArrays(arrival, prompt, cached, output, chains=chains)
+
+
+def _sessions(workload, rng_arrivals: np.random.Generator, rng_lengths: np.random.Generator) -> WorkloadArrays:
+    """Multi-turn sessions (``simulator.prefix_workload.draw_sessions``): session starts from the
+    arrival process, turns until ``num_requests`` turns (the last session cut short) or the
+    sessions starting within ``duration_s``."""
+    spec, n = workload.prefix, workload.num_requests
+    if n is not None:
+        drawn, total = [], 0
+        while total < n:
+            drawn.append(draw_turns(spec.turns, max(16, n // 2), rng_lengths))
+            total += int(drawn[-1].sum())
+        turns = np.concatenate(drawn)
+        cum = np.cumsum(turns)
+        sessions = int(np.searchsorted(cum, n)) + 1
+        turns = turns[:sessions].copy()
+        turns[-1] -= int(cum[sessions - 1]) - n
+        starts = _arrival_times(workload.arrival, sessions, workload.duration_s, rng_arrivals)
+        turns = turns[:starts.size]
+    else:
+        starts = _arrival_times(workload.arrival, None, workload.duration_s, rng_arrivals)
+        turns = draw_turns(spec.turns, starts.size, rng_lengths)
+    t = int(turns.sum())
+    user = sample_lengths(workload.prompt_tokens, t, rng_lengths)
+    answer = sample_lengths(workload.output_tokens, t, rng_lengths)
+    system = rng_lengths.integers(0, spec.system_prompts, size=turns.size)
+    think = rng_arrivals.exponential(spec.think_time_s, size=t) if spec.think_time_s > 0 else np.zeros(t)
+    ss = draw_sessions(spec, starts, turns, user, answer, system, think, PREFIX_BLOCK_TOKENS)
+    return WorkloadArrays(ss.start_s, ss.prompt, np.zeros_like(ss.prompt), ss.output[:, None], chains=ss.chains,
+                          next_turn=ss.next_turn, think_s=ss.think_s)
 
 
 def _cached(prompt: np.ndarray, hit_rate: float) -> np.ndarray:

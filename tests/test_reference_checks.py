@@ -15,14 +15,24 @@ import pytest
 
 from clustersim import checks
 from clustersim.checks.core import Tolerance
+from clustersim.checks.systems import Unavailable
 
 #: the families whose checks are published figures (the measured ground truth: test below)
 PUBLISHED = [f for f in checks.FAMILIES if f != "measured"]
 
 
 @lru_cache(maxsize=None)
-def family(name: str) -> tuple:
+def _family(name: str) -> tuple:
     return tuple(checks.FAMILIES[name]())
+
+
+def family(name: str) -> tuple:
+    """The family's checks; skipped while its data is not shipped (a measured kernel table awaiting
+    its device run says so: ``Unavailable``)."""
+    try:
+        return _family(name)
+    except Unavailable as exc:
+        pytest.skip(f"{name}: {exc}")
 
 
 def _lines(cs) -> str:

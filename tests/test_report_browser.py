@@ -29,6 +29,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 COMMANDS = {
     "simulate_serving": ["simulate", "examples/deepseek-v3_h800_pd-disagg.yaml", "--set", "workload.num_requests=2000"],
     "simulate_training": ["simulate", "examples/train_deepseek-v3_h800_2048.yaml"],
+    "simulate_prefix_cache": ["simulate", "examples/sessions_llama-3.1-8b_h200_prefix-cache.yaml", "--set",
+                              "workload.num_requests=600"],
     "plan": ["plan", "examples/plan_deepseek-v3_h200x32.yaml", "--set", "verify.top=2", "--set",
              "verify.num_requests=100"],
     "what_if": ["what-if", "examples/plan_deepseek-v3_h200x32.yaml", "--sweep", "tpot_ms", "--values", "30,50",

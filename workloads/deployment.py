@@ -21,13 +21,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
 from workloads.deployment_rules import check_deployment
 from workloads.layout import Layout
 from workloads.policy_names import BatchPolicyName, PreemptionPolicyName, RouterName
+from workloads.prefix import PrefixCache, PrefixSpec, prefix_cache_errors, workload_prefix_errors
 from workloads.pool_roles import PoolRole
 from workloads.yamlloc import ConfigError, format_validation_error, parse_yaml_with_locations
 
@@ -41,6 +42,14 @@ class _Frozen(BaseModel):
     """Frozen, no unknown keys, and no infinite or NaN number anywhere (``allow_inf_nan=False``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def _without_none(data: Any, key: str) -> Any:
+    """A dump without ``key`` when it is None: an optional section added later leaves the resolved
+    config (and its hash in summary.json) of files without it as it was."""
+    if isinstance(data, dict) and data.get(key, 0) is None:
+        del data[key]
+    return data
 
 
 class AttentionParallel(_Frozen):
@@ -238,9 +247,15 @@ class Workload(_Frozen):
     duration_s: float | None = Field(None, gt=0, le=L.MAX_DURATION_S)
     samples_per_request: int = Field(1, ge=1, le=L.MAX_SAMPLES_PER_REQUEST)
     sample_policy: Literal["all", "first_finish", "majority_vote", "beam"] = "all"
+    prefix: PrefixSpec | None = Field(None, description="which prompts share prefixes (workloads.prefix)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return _without_none(handler(self), "prefix")
 
     @model_validator(mode="after")
     def _bounded(self) -> "Workload":
+        workload_prefix_errors(self)
         if self.num_requests is None and self.duration_s is None and self.arrival.kind != "trace":
             raise ValueError("give num_requests or duration_s (the run must end)")
         if self.arrival.kind != "trace" and self.num_requests is not None and self.duration_s is None:
@@ -290,6 +305,16 @@ class Deployment(_Frozen):
     slo: Slo = Slo()
     seed: int = Field(0, ge=0, le=L.MAX_SEED)
     profile: str | None = Field("default", description=PROFILE_FIELD_HELP)
+    prefix_cache: PrefixCache | None = Field(None, description="per-instance prefix cache in KV memory (workloads.prefix)")
+
+    @model_validator(mode="after")
+    def _one_hit_model(self) -> "Deployment":
+        prefix_cache_errors(self)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return _without_none(handler(self), "prefix_cache")
 
     def pools(self) -> dict[str, Pool]:
         """Pools by name (their key under ``serving:``; ``PoolRole.of_pool`` gives the role)."""

@@ -64,6 +64,13 @@ MAX_TRACE_ROWS = 50_000_000
 #: (8 bytes each; Mooncake's FAST'25 conversation trace holds about 250,000).
 MAX_TRACE_BLOCK_HASHES = 100_000_000
 
+#: Most turns one multi-turn session may have (``workload.prefix.turns``).
+MAX_SESSION_TURNS = 10_000
+
+#: Most tokens a prefix cache or shared prefix pool may be given (``prefix_cache``); a day of
+#: DeepSeek's traffic is 6e11 input tokens.
+MAX_CACHE_TOKENS = 10**13
+
 #: Range of a trace's time scaling ``workload.arrival.speedup`` (replayed time = trace time / speedup).
 MIN_TRACE_SPEEDUP = 0.001
 MAX_TRACE_SPEEDUP = 1_000_000.0

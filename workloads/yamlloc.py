@@ -395,7 +395,8 @@ def anchor_directory(data: Any, key: str, base_dir: str | Path) -> None:
 
 
 #: Discriminator tags pydantic adds to error locations of tagged unions (not YAML keys).
-UNION_TAGS = frozenset({"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace"})
+UNION_TAGS = frozenset({"colocated", "disaggregated", "fixed", "uniform", "lognormal", "poisson", "gamma", "trace",
+                        "sessions", "shared_prefix", "geometric"})
 
 
 def model_at(root: Any, path: PathKey) -> Any:

@@ -86,6 +86,8 @@ REGISTRY: dict[str, Suite] = {s.name: s for s in (
           planner=_B + "attention:plan_decode_long", description="long-context GQA decode"),
     Suite("mla_glue", _B + "mla_glue:run", ("mla_glue_bf16",), planner=_B + "mla_glue:plan",
           description="MLA glue kernels"),
+    Suite("attn_prefill_ctx", _B + "attn_chunk:run", ("attn_prefill_ctx_bf16",), planner=_B + "attn_chunk:plan",
+          description="prefill chunk after cached context (lower-right causal SDPA), fit/holdout split"),
     Suite("collectives", _B + "collectives:measure", tuple(f"collective_{op}" for op in _COLL_OPS), eta_s=120.0,
           eta_quick_s=10.0, distributed=True,
           description="NCCL all_reduce/all_gather/reduce_scatter/all_to_all/send_recv, 4 KiB..1 GiB, groups 2..N"),

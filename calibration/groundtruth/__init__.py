@@ -1,6 +1,6 @@
 """Whole-model ground truth: torch reference forward steps with random bf16 weights, on one GPU.
 
-``python -m calibration.groundtruth --out DIR [--set main|wide|check]`` measures:
+``python -m calibration.groundtruth --out DIR [--set main|wide|chunk|check]`` measures:
 
 * **main** (the first run's tables, formats unchanged): a Llama-3.1-8B-shaped model (prefill of
   B sequences of S tokens, logits of the last token only; one decode step of B sequences at
@@ -11,6 +11,8 @@
   per rank (DeepSeek-V3 at EP 1/4/32, V2-Lite at EP 1/4; ``experts_touched`` recorded), whole
   DeepSeek-V2-Lite-shaped MLA models in absorbed decode over batch x context and in
   non-absorbed prefill, and batch-1..8 long-context dense decode (Llama-3.1-8B, 70B TP-4 rank);
+* **chunk**: chunked prefill of a Llama-3.1-8B-shaped model (n new tokens per sequence after c
+  cached ones, lower-right causal attention; ``split`` = fit | holdout);
 * **check**: the handful of steps ``calibration.run --check`` measures after a calibration.
 
 Modules: ``configs`` (shapes from the workloads catalog), ``dense``, ``moe``, ``mla`` (the torch

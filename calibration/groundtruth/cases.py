@@ -10,6 +10,10 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
   small-batch long-context dense decode (``gt_dense_decode_long.csv``). Every row carries
   ``split``: ``fit`` or ``holdout``, a checkerboard over each grid's axes (or an alternation
   along a list), so both halves span the regime and no point is in both;
+* ``chunk`` - chunked prefill (``gt_dense_chunk.csv``): a Llama-3.1-8B-shaped model running a
+  prefill chunk of n new tokens per sequence after c cached ones (KV caches pre-filled, lower-right
+  causal attention), B in {1, 4}, n in {512, 2048}, c in {2K, 8K, 32K}; ``split`` a checkerboard
+  over (n, c), shifted per batch;
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -51,6 +55,9 @@ MLA_DECODE = Table("gt_mla_decode.csv", ("model", "layers", "batch", "context") 
                    ("model", "layers", "batch", "context"))
 MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA,
                     ("model", "layers", "batch", "seq"))
+DENSE_CHUNK = Table("gt_dense_chunk.csv",
+                    ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
+                    ("model", "tp", "layers", "batch", "new", "context"))
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,23 @@ def wide_cases(quick: bool) -> list[Case]:
     return cases
 
 
+# ----------------------------------------------------------------------------- chunk (chunked prefill)
+
+CHUNK_BATCH = (1, 4)
+CHUNK_NEW = (512, 2048)
+CHUNK_CONTEXT = (2048, 8192, 32768)
+
+
+def chunk_cases(quick: bool) -> list[Case]:
+    """Chunked prefill of a dense model: n new tokens per sequence after c cached ones."""
+    cfg, batches, news, contexts = ((C.TINY_DENSE, (1, 2), (8, 16), (16, 32, 64)) if quick else
+                                    (C.LLAMA_8B, CHUNK_BATCH, CHUNK_NEW, CHUNK_CONTEXT))
+    ident = dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers)
+    pts = [dict(ident, batch=b, new=n, context=c, split=s)
+           for i, b in enumerate(batches) for n, c, s in checkerboard(news, contexts, offset=i)]
+    return [Case("chunk", ("dense", cfg.name, cfg.tp, cfg.layers), DENSE_CHUNK, tuple(pts), 7, 3)]
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -201,4 +225,4 @@ def check_cases(quick: bool) -> list[Case]:
             _mla_case("check_mla", MLA_DECODE, mla, layers, mla_pts)]
 
 
-SETS = {"main": main_cases, "wide": wide_cases, "check": check_cases}
+SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases}

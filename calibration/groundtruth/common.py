@@ -135,3 +135,69 @@ def sdpa_backend(q, k, v, causal: bool, scale: float | None = None) -> str:
         return SDPBackend(choice).name.lower()
     except Exception:  # noqa: BLE001 - a private API; its absence must not stop a measurement
         return "unknown"
+
+
+def sdpa_chunk(q, k, v, gqa: bool = False, scale: float | None = None):
+    """Attention of a prefill chunk: ``q[B, Hq, n, D]`` against ``k``/``v`` ``[B, Hkv, c+n, D]``
+    (c cached keys first, then the chunk's own), LOWER-RIGHT causal: the chunk's i-th query sees
+    the c cached keys and the new keys up to its own position, as a serving engine's chunked
+    prefill runs it. ``torch.nn.attention.bias.causal_lower_right`` dispatches to the flash kernel
+    (FlashAttention-2 aligns a causal mask to the bottom right) or the memory-efficient one (a
+    lower-right mask type) when either takes the shapes, else to a materialized mask (math);
+    at c = 0 it is plain causal SDPA with torch's choice (:func:`sdpa`). :func:`chunk_backend`
+    names the kernel."""
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    mask = causal_lower_right(q.shape[-2], k.shape[-2])
+    if q.device.type == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([getattr(SDPBackend, b) for b in PREFERRED_BACKENDS]):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=scale)
+
+
+def pick_chunk(q, k, v) -> tuple[str, str] | None:
+    """``(gqa_impl, backend)`` of the lower-right chunk attention :func:`sdpa_chunk` runs for these
+    inputs: GQA natively (``enable_gqa``) when a fused kernel takes it, else with K/V expanded
+    (``repeat_kv``); None on CUDA when only the materialized-mask (math) path would run, which is
+    not a kernel an engine runs (on CPU: the math path, tests)."""
+    hq, hkv = q.shape[1], k.shape[1]
+    variants = ("none",) if hq == hkv else ("enable_gqa", "repeat_kv")
+    for gqa_impl in variants:
+        if gqa_impl == "repeat_kv":  # the expanded K/V's layout (contents do not matter to the choice)
+            k = k.new_empty((k.shape[0], hq, *k.shape[2:]))
+            v = v.new_empty((v.shape[0], hq, *v.shape[2:]))
+        backend = chunk_backend(q, k, v, gqa_impl == "enable_gqa")
+        if q.device.type != "cuda" or backend not in ("math_mask", "math"):
+            return gqa_impl, backend
+    return None
+
+
+def chunk_backend(q, k, v, gqa: bool = False) -> str:
+    """The kernel :func:`sdpa_chunk` runs for these inputs, mirroring the dispatch of
+    ``torch.nn.attention.bias.CausalBias`` with torch's own predicates: ``flash_attention``,
+    ``efficient_attention`` or ``math_mask`` (the materialized lower-right mask); at c = 0
+    :func:`sdpa_backend`'s answer; ``"unknown"`` where torch cannot say."""
+    if q.shape[-2] == k.shape[-2]:
+        return sdpa_backend(q, k, v, True)
+    try:
+        from torch.backends.cuda import SDPAParams, can_use_efficient_attention, can_use_flash_attention
+
+        def pick():
+            params = SDPAParams(q, k, v, None, 0.0, False, gqa)
+            if can_use_flash_attention(params):
+                return "flash_attention"
+            if can_use_efficient_attention(params):
+                return "efficient_attention"
+            return "math_mask"
+
+        if q.device.type == "cuda":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel([getattr(SDPBackend, b) for b in PREFERRED_BACKENDS]):
+                return pick()
+        return pick()
+    except Exception:  # noqa: BLE001 - private dispatch details; never stop a measurement for them
+        return "unknown"

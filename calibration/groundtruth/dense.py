@@ -2,12 +2,15 @@
 
 Pre-norm, fused QKV, rotate-half RoPE, SDPA, SiLU-gated MLP, residuals. The KV cache is a
 pre-allocated uniform ``[B, Hkv, C, D]`` tensor per layer. Prefill attention is causal SDPA
-(``enable_gqa`` or repeat_kv); decode packs the query heads of a KV group as query rows.
+(``enable_gqa`` or repeat_kv); decode packs the query heads of a KV group as query rows; a
+chunked-prefill step (``chunk_prefill``: n new tokens after C cached ones) writes its keys behind
+the cached ones and attends lower-right causal (``common.sdpa_chunk``, the call the
+``attn_prefill_ctx`` suite times).
 """
 
 from __future__ import annotations
 
-from calibration.groundtruth.common import rope, rope_tables, sdpa, sdpa_backend
+from calibration.groundtruth.common import pick_chunk, rope, rope_tables, sdpa, sdpa_backend, sdpa_chunk
 from calibration.groundtruth.configs import DenseConfig
 
 LLAMA_ROPE_THETA = 500000.0
@@ -103,7 +106,57 @@ class DenseModel:
             last = F.rms_norm(x[:, -1], (c.hidden,), self.norm, 1e-5)
             return last @ self.lm_head.t()
 
+        step.tokens, step.caches = tokens, caches  # what a chunk after it reads (tests)
         return step
+
+    def chunk_prefill(self, batch: int, new: int, context: int, tokens=None, history=None):
+        """(closure, info) of one chunked-prefill step: ``batch`` sequences of ``new`` tokens after
+        ``context`` cached ones. Per layer a ``[B, Hkv, C+n, D]`` cache holding a random history in
+        its first C positions (``history``: per layer ``(k, v)`` ``[B, Hkv, C, D]`` to copy instead;
+        ``tokens``: ``[B, n]`` ids instead of random ones, tests); the step writes the chunk's keys
+        and values behind it (RoPE at positions C..C+n-1) and attends lower-right causal over all
+        C+n keys; logits of the last token. ``info``: ``attn_backend``, the kernel that runs
+        (``common.pick_chunk``)."""
+        import torch
+        import torch.nn.functional as F
+
+        c, dev = self.cfg, self.device
+        hq, hkv, d = c.heads_q, c.heads_kv, c.head_dim
+        rep = hq // hkv
+        if tokens is None:
+            tokens = torch.randint(0, c.vocab, (batch, new), device=dev)
+        cos, sin = self._rope_tables(torch.arange(context, context + new, device=dev))
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+        first = torch.randn(2, batch, hkv, context + new, d, device=dev, dtype=torch.bfloat16)
+        caches = [first] + [first.clone() for _ in self.layers[1:]]  # one history, a cache per layer
+        caches = [(kv[0], kv[1]) for kv in caches]
+        for (kc, vc), (kh, vh) in zip(caches, history or ()):
+            kc[:, :, :context].copy_(kh)
+            vc[:, :, :context].copy_(vh)
+        q0 = torch.empty(batch, hq, new, d, device=dev, dtype=torch.bfloat16)
+        picked = pick_chunk(q0, caches[0][0], caches[0][1])
+        if picked is None:
+            raise RuntimeError(f"no fused kernel takes lower-right causal attention of {hq}q/{hkv}kv d={d}")
+        gqa_impl, backend = picked
+
+        def step():
+            x = F.embedding(tokens, self.embed)
+            for L, (kc, vc) in zip(self.layers, caches):
+                h = F.rms_norm(x, (c.hidden,), L["n1"], 1e-5)
+                qkv = (h @ L["wqkv"].t()).view(batch, new, hq + 2 * hkv, d)
+                q = rope(qkv[:, :, :hq], cos, sin).transpose(1, 2)
+                kc[:, :, context:].copy_(rope(qkv[:, :, hq:hq + hkv], cos, sin).transpose(1, 2))
+                vc[:, :, context:].copy_(qkv[:, :, hq + hkv:].transpose(1, 2))
+                if gqa_impl == "repeat_kv":
+                    a = sdpa_chunk(q, kc.repeat_interleave(rep, 1), vc.repeat_interleave(rep, 1))
+                else:
+                    a = sdpa_chunk(q, kc, vc, gqa=gqa_impl == "enable_gqa")
+                x = x + a.transpose(1, 2).reshape(batch, new, hq * d) @ L["wo"].t()
+                x = self._mlp(L, x)
+            last = F.rms_norm(x[:, -1], (c.hidden,), self.norm, 1e-5)
+            return last @ self.lm_head.t()
+
+        return step, {"attn_backend": backend if gqa_impl != "repeat_kv" else f"{backend}+repeat_kv"}
 
     def decode(self, batch: int, context: int):
         """A closure running one decode step: B new tokens attending to C cached + themselves."""

@@ -1,4 +1,4 @@
-"""Driver: ``python -m calibration.groundtruth --out DIR [--set main|wide|check] [options]``.
+"""Driver: ``python -m calibration.groundtruth --out DIR [--set main|wide|chunk|check] [options]``.
 
 Measures the cases of one set (``calibration.groundtruth.cases``) in order, appending one row
 per point to the set's CSV tables (rows already there are skipped: a rerun resumes), stops
@@ -32,6 +32,8 @@ EXCLUDED = {
              "llama-3.1-70b tp4 rank: the 2 TP all-reduces per layer and the logits gather"],
 }
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
+EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
+                     "logits; the cached history is random (one draw, copied into every layer's cache)"]
 
 
 def build(model: tuple, device: str):
@@ -55,6 +57,8 @@ def step_of(model, table: K.Table, p: dict):
     """(closure, info columns) of one point."""
     if table is K.DENSE_PREFILL:
         return model.prefill(p["batch"], p["seq"]), {}
+    if table is K.DENSE_CHUNK:
+        return model.chunk_prefill(p["batch"], p["new"], p["context"])
     if table in (K.DENSE_DECODE, K.DENSE_DECODE_LONG):
         fn = model.decode(p["batch"], p["context"])
         return fn, ({"attn_backend": model.decode_backend(p["batch"], p["context"])}
@@ -106,7 +110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--set", dest="set_name", default="main", choices=sorted(K.SETS),
                    help="main: the first run's tables; wide: issue-14 regimes with a fit/holdout split; "
-                        "check: the steps of calibrate --check")
+                        "chunk: chunked prefill after cached context (fit/holdout); check: the steps of "
+                        "calibrate --check")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="tiny models (CPU tests)")
     p.add_argument("--layers", type=int, default=None, help="override layer counts (main set; smoke runs)")
@@ -148,13 +153,14 @@ def measure_set(out_dir: Path, cases: list[K.Case], set_name: str, device: str, 
         "parts": sorted({c.part for c in cases}), "complete": time.monotonic() <= deadline,
         "weights": "random bf16 (seeded); activations bf16",
         "excluded": EXCLUDED[set_name],
-        "split": "wide tables: 'split' is fit or holdout, a checkerboard over each grid (alternation along "
-                 "lists), fixed before measuring (calibration/groundtruth/cases.py)",
+        "split": "wide and chunk tables: 'split' is fit or holdout, a checkerboard over each grid (alternation "
+                 "along lists), fixed before measuring (calibration/groundtruth/cases.py)",
         "timing": "CUDA events; median of the repeats after 2 warm-ups; 'seconds' is a CUDA-graph replay "
                   "of the whole step when cuda_graph=1, 'seconds_eager' the eager step",
         "attention": "SDPA, torch's choice among flash/cuDNN/efficient (attn_backend where recorded); dense "
                      "prefill GQA via enable_gqa or repeat_kv; dense decode GQA via pack_q; MLA decode absorbed "
-                     "(heads as query rows of one latent KV head, dims 576/512), MLA prefill non-absorbed",
+                     "(heads as query rows of one latent KV head, dims 576/512), MLA prefill non-absorbed; "
+                     "chunked prefill lower-right causal (torch.nn.attention.bias.causal_lower_right)",
         "kv_cache": "pre-allocated per layer (bf16), random history: dense [B, Hkv, C+1, D], MLA [B, C+1, 576]",
         "moe_experts": "torch._grouped_mm (ragged, CUTLASS) over pairs sorted by expert when available (impl "
                        "column), else a loop of per-expert matmuls; then index_add_",

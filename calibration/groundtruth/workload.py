@@ -26,6 +26,7 @@ FAMILIES = {
     "gt_moe_small.csv": "moe small",
     "gt_mla_decode.csv": "mla decode",
     "gt_mla_prefill.csv": "mla prefill",
+    "gt_dense_chunk.csv": "dense chunk prefill",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -89,13 +90,17 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
     family = FAMILIES[table]
     layers = int(row["layers"]) if "layers" in row else None
     m = model_config(str(row["model"]), layers)
-    if family in ("dense prefill", "dense decode", "dense decode long"):
+    if family in ("dense prefill", "dense decode", "dense decode long", "dense chunk prefill"):
         b, tp = _int(row, "batch"), _int(row, "tp")
         if family == "dense prefill":
             shape, point = BatchShape.prefill(b, _int(row, "seq")), f"B={b} S={row['seq']}"
+        elif family == "dense chunk prefill":  # n new tokens per sequence after C cached ones
+            n, c = _int(row, "new"), _int(row, "context")
+            shape, point = BatchShape.prefill(b, n, context_tokens=c), f"B={b} n={n} C={c}"
         else:
             shape, point = BatchShape.decode(b, _int(row, "context")), f"B={b} C={row['context']}"
-        suffix = {"dense prefill": "prefill", "dense decode": "decode", "dense decode long": "decode long"}[family]
+        suffix = {"dense prefill": "prefill", "dense decode": "decode", "dense decode long": "decode long",
+                  "dense chunk prefill": "chunk prefill"}[family]
         ops = step_ops(m, shape, Layout(tp=tp), kernels=kernels)
         return RowWork(family, f"{m.name} tp{tp} {suffix}", point, tuple(ops))
     if family in ("moe layer", "moe small"):

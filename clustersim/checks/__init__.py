@@ -16,9 +16,10 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks, nccl_checks
-from clustersim.checks.kernels import deepgemm_checks
+from clustersim.checks.kernels import attn_prefill_ctx_checks, deepgemm_checks
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
+from clustersim.checks.prefix import prefix_cache_checks
 from clustersim.checks.published import accounting_checks, catalog_checks, topology_checks
 from clustersim.checks.systems import (Unavailable, engine_checks, planner_trend_checks, serving_checks,
                                        training_checks)
@@ -39,7 +40,9 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "serving.engine": engine_checks,
     "planner.cm384_trend": planner_trend_checks,
     "training": training_checks,
+    "prefix_cache": prefix_cache_checks,
     "kernels.deepgemm": deepgemm_checks,
+    "kernels.attn_prefill_ctx": attn_prefill_ctx_checks,
     "measured": measured_checks,
 }
 
@@ -49,7 +52,8 @@ FILES: dict[str, str] = {
     "comm.nccl": "comm_nccl.yaml", "comm.deepep": "comm_deepep.yaml", "comm.cm384": "comm_cm384.yaml",
     "comm.isca_decode_limit": "comm_isca_decode_limit.yaml", "serving.estimate": "serving_throughput.yaml",
     "serving.engine": "serving_throughput.yaml", "planner.cm384_trend": "cm384_decode_trend.yaml",
-    "training": "training_dsv3.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
+    "training": "training_dsv3.yaml", "prefix_cache": "prefix_cache_day6.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
+    "kernels.attn_prefill_ctx": "../measured/accuracy_targets.yaml",
 }
 
 
@@ -155,13 +159,21 @@ def _gap_lines(run: CheckRun) -> list[str]:
     return lines
 
 
+#: families of our own measurements, summarised per split rather than listed point by point
+_MEASURED_TABLES = ("kernels.attn_prefill_ctx",)
+
+
+def _summarised(family: str) -> bool:
+    return family.startswith("measured.") or family in _MEASURED_TABLES
+
+
 def format_text(run: CheckRun, all_points: bool = False) -> str:
     """The plain-text report: every published check (one line each, under its family and source),
     the communication families' fit and hold-out rows summarised apart, the measured ground truth
-    summarised per family and split (``all_points``: every point too), known gaps with their
-    mechanism, and a closing count line."""
+    and the measured kernel tables with a split summarised per family and split (``all_points``:
+    every point too), known gaps with their mechanism, and a closing count line."""
     lines = []
-    shown = [c for c in run.checks if all_points or c.status == "fail" or not c.family.startswith("measured.")]
+    shown = [c for c in run.checks if all_points or c.status == "fail" or not _summarised(c.family)]
     width = max([58] + [len(c.id) for c in shown])
     head = (f"{'status':9s} {'role':7s} {'id':{width}s} {'published':>11s} {'predicted':>11s} {'error':>8s} "
             f"{'tol':>9s}  unit")
@@ -184,6 +196,10 @@ def format_text(run: CheckRun, all_points: bool = False) -> str:
         if len(comm):
             lines += _split_table("== communication (published), per family and split: |error| and status counts",
                                   comm.to_dict("records"), "")
+        tables = summ[summ.family.isin(_MEASURED_TABLES)]
+        if len(tables):
+            lines += _split_table("== measured kernel tables (lookup from the fit rows vs every row), per family and "
+                                  "split: |error| and status counts", tables.to_dict("records"), "kernels.")
         meas = summ[summ.family.str.startswith("measured.")]
         if len(meas):
             lines += _split_table("== measured ground truth (our H200 runs), per family and split: |error| and status "

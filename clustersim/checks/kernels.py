@@ -1,13 +1,26 @@
-"""Reference checks of single kernels: DeepGEMM's published FP8 GEMM table against the `fused`
-kernel set's stand-in for it (the measured H200 ``torch._scaled_mm`` table, transferred to H800
-by peak ratio; ``workloads.kernel_sets``). Nothing is fitted to these rows: all are hold-out.
+"""Reference checks of single kernels.
+
+* ``kernels.deepgemm``: DeepGEMM's published FP8 GEMM table against the `fused` kernel set's
+  stand-in for it (the measured H200 ``torch._scaled_mm`` table, transferred to H800 by peak
+  ratio; ``workloads.kernel_sets``). Nothing is fitted to these rows: all are hold-out.
+* ``kernels.attn_prefill_ctx``: every row with context (c > 0) of the profile's
+  ``attn_prefill_ctx_bf16`` table (prefill chunks after cached context,
+  ``calibration.bench.attn_chunk``) against what the profile's lookup answers for it
+  (``attn_prefill_ctx_seconds``: the path the cost model takes for a prefill with context) when
+  the lookup is built from the table's ``fit`` rows only; ``role`` is the row's split, so the
+  hold-out rows judge the interpolation in context, new tokens, batch and heads (the 64q/8kv rows:
+  the heads rule). The c = 0 rows are the interpolation's anchors, not a lookup the cost model
+  makes (at c = 0 it reads ``attn_prefill_bf16``); benchmarks/chunk_attn_report.py compares them.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks"]
+__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks"]
 
 
 def deepgemm_checks() -> list[Check]:
@@ -32,4 +45,36 @@ def deepgemm_checks() -> list[Check]:
                          unit="TFLOPS", published=float(tflops), predicted=2.0 * m * n * k / seconds / 1e12,
                          tolerance=Tolerance.parse(ref["tolerance"]), role="holdout", source_status=ref["status"],
                          known_gap=mechanism if key in gap_shapes else "", gap_bound=bound, extra={"cost_source": src}))
+    return out
+
+
+def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
+    """One check per row with context of ``profile``'s ``attn_prefill_ctx_bf16`` (microseconds); Unavailable
+    while the profile has no such table (measure it with benchmarks/device_chunk_attn.sh)."""
+    from calibration.chunk_lookup import CTX_TABLE
+    from calibration.profile import load_profile
+    from clustersim.checks.measured import accuracy_targets
+    from clustersim.checks.systems import Unavailable
+
+    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
+    if not (where / f"{CTX_TABLE}.csv").is_file():  # asked before loading every table of the profile
+        raise Unavailable(f"profile {profile} has no {CTX_TABLE} table yet (measure it: "
+                          "benchmarks/device_chunk_attn.sh, suite attn_prefill_ctx)")
+    full = load_profile(profile)
+    table = full.tables[CTX_TABLE]
+    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
+    tol = Tolerance.parse(accuracy_targets()["kernel_tables"][CTX_TABLE]["tolerance"])
+    meta = full.metadata
+    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
+              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {CTX_TABLE}.csv; predicted from its fit rows)")
+    out = []
+    for r in table[table.context > 0].itertuples(index=False):
+        hq, hkv, dqk, dv = int(r.heads_q), int(r.heads_kv), int(r.head_dim_qk), int(r.head_dim_v)
+        got = fit.attn_prefill_ctx_seconds(int(r.batch), int(r.new), int(r.context), hq, hkv, dqk, dv)
+        out.append(Check(family="kernels.attn_prefill_ctx",
+                         id=f"{hq}q{hkv}kv-d{dqk}-{dv}/B{int(r.batch)}/n{int(r.new)}/c{int(r.context)}",
+                         source=source, setting=f"{r.backend}, {r.gqa_impl}", quantity="attention time of one layer",
+                         unit="us", published=float(r.seconds) * 1e6, predicted=None if got is None else got[0] * 1e6,
+                         tolerance=tol, role=str(r.split), source_status="measured",
+                         extra={"cost_source": None if got is None else got[1]}))
     return out

@@ -2,8 +2,8 @@
 family, predicted by ``clustersim.validation`` with the shipped H200 profile, fit or holdout.
 
 The main set (the first run's tables, the points the cost model was tuned against: ``fit``) is
-compared with the per-point median over its runs; the wide set (``wide/``) with its one run,
-each row's own ``split``. Tolerance and known gaps: ``accuracy_targets.yaml`` beside the data.
+compared with the per-point median over its runs; the later sets (``wide/``, ``chunk/``: chunked
+prefill after cached context) with their one run, each row's own ``split``. Tolerance and known gaps: ``accuracy_targets.yaml`` beside the data.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import pandas as pd
 
 from clustersim.checks.core import Check, Tolerance, _load, measured_dir
 
-__all__ = ["measured_checks", "measured_predictions", "accuracy_targets"]
+__all__ = ["measured_checks", "measured_predictions", "accuracy_targets", "SUBSETS"]
+
+#: ground-truth sets measured after the first run, each in its own folder of ``measured/``
+SUBSETS = ("wide", "chunk")
 
 
 def accuracy_targets() -> dict:
@@ -36,20 +39,21 @@ def measured_predictions() -> pd.DataFrame:
     main["measured_s"] = main["measured_median_s"].fillna(main["measured_s"])
     main["set"] = "main"
     parts = [main.drop(columns=["measured_median_s"])]
-    if (d / "wide").is_dir():
-        wide = predict_measured(d / "wide", prof)
-        parts.append(wide.assign(set="wide", runs=1))
+    for sub in SUBSETS:
+        if (d / sub).is_dir():
+            parts.append(predict_measured(d / sub, prof).assign(set=sub, runs=1))
     df = pd.concat(parts, ignore_index=True)
     df["error"] = df.predicted_s / df.measured_s - 1.0
     return df
 
 
 def _source(set_name: str) -> str:
-    path = measured_dir() / ("wide" if set_name == "wide" else "") / "groundtruth_metadata.json"
-    meta = json.loads(path.read_text(encoding="utf-8"))
+    sub = "" if set_name == "main" else set_name
+    path = measured_dir() / sub / "groundtruth_metadata.json"
+    meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     runs = "median of the runs in measured/ and repeat*/" if set_name == "main" else "one run"
     return (f"our ground truth: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
-            f"{meta.get('date_utc', '?')[:10]} (clustersim/data/measured/{'wide/' if set_name == 'wide' else ''}; {runs})")
+            f"{meta.get('date_utc', '?')[:10]} (clustersim/data/measured/{sub + '/' if sub else ''}; {runs})")
 
 
 def measured_checks() -> list[Check]:
@@ -57,7 +61,7 @@ def measured_checks() -> list[Check]:
     targets = accuracy_targets()
     tol = Tolerance.parse(targets["tolerance"])
     gaps = targets.get("known_gaps") or {}
-    sources = {s: _source(s) for s in ("main", "wide") if (s == "main" or (measured_dir() / "wide").is_dir())}
+    sources = {s: _source(s) for s in ("main",) + SUBSETS if (s == "main" or (measured_dir() / s).is_dir())}
     out = []
     for r in measured_predictions().itertuples(index=False):
         out.append(Check(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from clustersim.report.page import Page, esc, fmt
+from clustersim.report.prefix_cache import prefix_cache_cards, prefix_cache_section
 
 __all__ = ["serving_report"]
 
@@ -196,6 +197,8 @@ def serving_report(dep, result, summary: dict) -> str:
                 f"{dep.model} on {dep.cluster} ({dep.serving.mode}; {pools}); {s['counts']['requests']:,} requests, "
                 f"seed {dep.seed}; profile {prof.get('name', 'none')}")
     _header(page, dep, s, summary)
+    if "prefix_cache" in s:
+        prefix_cache_cards(page, s["prefix_cache"])
     req = result.requests
     fin = req[np.isfinite(req["finish_s"])]
     span = float(max(fin["finish_s"].max() if len(fin) else 0.0,
@@ -204,6 +207,8 @@ def serving_report(dep, result, summary: dict) -> str:
     _latency(page, go, req, s["slo"])
     _over_time(page, go, result, edges)
     _goodput(page, go, req, s["slo"], edges)
+    if "prefix_cache" in s:
+        prefix_cache_section(page, go, result, s["prefix_cache"], edges)
     _breakdown(page, go, result)
     _transfers(page, go, result, edges)
     page.section("Summary")
