@@ -148,11 +148,12 @@ class LayoutIndex:
         self._starts: list[int] = []
         self._blocks: list[MergedBlock] = []
         self._one: dict[int, ServingLayout] = {}
+        self._sorted = True
 
     def add_block(self, block: MergedBlock) -> None:
-        i = bisect.bisect(self._starts, block.first)
-        self._starts.insert(i, block.first)
-        self._blocks.insert(i, block)
+        self._sorted = self._sorted and (not self._starts or block.first > self._starts[-1])
+        self._starts.append(block.first)
+        self._blocks.append(block)
 
     def add(self, point_id: int, layout: ServingLayout) -> None:
         self._one[point_id] = layout
@@ -161,6 +162,10 @@ class LayoutIndex:
         lay = self._one.get(point_id)
         if lay is not None:
             return lay
+        if not self._sorted:
+            self._blocks.sort(key=lambda b: b.first)
+            self._starts = [b.first for b in self._blocks]
+            self._sorted = True
         i = bisect.bisect(self._starts, point_id) - 1
         if i >= 0:
             b = self._blocks[i]

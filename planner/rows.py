@@ -179,23 +179,33 @@ def _label_columns(ev, mode: str, parts: list[tuple[Block, list[int]]]) -> dict:
     ``parts`` selects (per block, its row indices); all blocks have the same roles. Numbers
     are numpy arrays (one value per row)."""
     roles = len(parts[0][0].choices)
-    counts = np.array([blk.counts[i] for blk, rows in parts for i in rows], dtype=np.int64).reshape(-1, roles)
+    flat: list = []
+    for blk, rows in parts:
+        c = blk.counts
+        flat.extend(c if len(rows) == len(c) else [c[i] for i in rows])
+    counts = np.array(flat, dtype=np.int64).reshape(-1, roles)
     lengths = [len(rows) for _blk, rows in parts]
     cols: dict = {"mode": mode}
-    sizes = np.repeat(np.array([[c.devices_per_instance for c in blk.choices] for blk, _ in parts], dtype=np.int64),
-                      lengths, axis=0)
-    cols["devices"] = (sizes * counts).sum(axis=1)
     for j in range(roles):
         names = list(ev._columns(parts[0][0].choices[j], 1)[0])
-        static = [ev._columns(blk.choices[j], 1)[0] for blk, _ in parts]
-        for k in names:
-            if k.endswith("_instances"):
-                cols[k] = counts[:, j].copy()
-            else:
-                cols[k] = np.repeat(np.array([st[k] for st in static], dtype=np.int64), lengths)
+        static = np.repeat(np.array([_static_values(ev, blk.choices[j]) for blk, _ in parts], dtype=np.int64),
+                           lengths, axis=0)  # one row of the choice's values per layout
+        if j == 0:
+            cols["devices"] = static[:, 0] * counts[:, 0]  # column 0: the instance size
+        else:
+            cols["devices"] = cols["devices"] + static[:, 0] * counts[:, j]
+        for pos, k in enumerate(names):
+            cols[k] = counts[:, j].copy() if k.endswith("_instances") else static[:, pos - 1].copy()
     choices = [blk.choices for blk, rows in parts for _ in rows]
     cols["layout"] = Labels(ev, choices, counts)
     return cols
+
+
+def _static_values(ev, choice) -> tuple:
+    """The values of a choice's columns but its instance count (``Evaluator._columns`` order:
+    ``{role}_instances`` first, then ``{role}_devices_per_instance``, ...)."""
+    cols = ev._columns(choice, 1)[0]
+    return tuple(v for k, v in cols.items() if not k.endswith("_instances"))
 
 
 def _extra_columns(parts: list[tuple[Block, list[int]]]) -> dict:
