@@ -133,6 +133,7 @@ class PoolModel:
     """Memoised step costs of one instance configuration (one pool cost key)."""
 
     def __init__(self, ctx, choice, model, cluster, profile):
+        self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
         self.inst = InstanceCost(self.spec, profile)
         self.dp = self.spec.layout.dp
@@ -325,6 +326,28 @@ class Evaluator:
             m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile)
             self._models[key] = m
         return m
+
+    def export_state(self, keys=None) -> tuple:
+        """What another process's ``Evaluator`` of the same context needs to answer without
+        costing again (``import_state``): capacities, decode capacities after handoff gaps, and
+        the pool models' memoised step tables (of cost ``keys``, default all)."""
+        tables = {k: (m.choice, dict(m._dec), dict(m._pre), dict(m._pk)) for k, m in self._models.items()
+                  if keys is None or k in keys}
+        return dict(self._perf), dict(self._perf_handoff), tables
+
+    def import_state(self, state: tuple) -> None:
+        """Take over ``export_state``'s memos (the values this process would compute)."""
+        perfs, after, tables = state
+        self._perf.update(perfs)
+        self._perf_handoff.update(after)
+        for choice, dec, pre, pk in tables.values():
+            try:
+                m = self.pool_model(choice)
+            except (ValueError, LookupError):
+                continue
+            m._dec.update(dec)
+            m._pre.update(pre)
+            m._pk.update(pk)
 
     def step_calls(self) -> int:
         return sum(m.calls for m in self._models.values())

@@ -48,6 +48,14 @@ class Columns:
             self._chunks.append((n, cols))
             self.n += n
 
+    def extend(self, other: "Columns", ev=None) -> None:
+        """Append ``other``'s rows (e.g. a worker's); ``ev`` reads their ``Labels`` from now on."""
+        for n, cols in other._chunks:
+            for v in cols.values():
+                if isinstance(v, Labels) and ev is not None:
+                    v.ev = ev
+            self.add(n, cols)
+
     def row(self, i: int) -> dict:
         """Row ``i`` as a dict of the columns its chunk has (plain Python values)."""
         for n, cols in self._chunks:
@@ -167,6 +175,12 @@ class Labels:
 
     def __len__(self) -> int:
         return len(self.choices)
+
+    def __getstate__(self) -> dict:  # sent from a worker: the receiver attaches its own evaluator
+        return {"choices": self.choices, "counts": self.counts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.ev, self.choices, self.counts = None, state["choices"], state["counts"]
 
     def values(self, rows=None) -> list[str]:
         cols = self.ev._columns

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf
-from planner.executors import Executor, default_executor
+from planner.executors import Executor, default_executor, start
 from planner.feasibility import pool_fit
 from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge_identical, merged_blocks
 from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
@@ -56,7 +56,7 @@ from planner.space import (
 from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
 
-__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
+__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "rank_task", "layout_deployment", "verify_task",
            "simulation_hooks", "engine_available"]
 
 
@@ -91,30 +91,18 @@ def evaluate_chunk(ctx: PlanContext | None, points: Iterable[Point], seed: int =
     return out
 
 
-def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = None) -> tuple[dict, dict, dict]:
-    """Capacities of pool choices (sharing few cost keys), the step tables they filled, and
-    the decode capacities after the KV handoff gaps ``gaps`` lists per decode choice
-    (``Evaluator.decode_perf_after_handoff``: a search per gap, done here in parallel)."""
+def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = None) -> tuple:
+    """Capacities of pool choices (sharing few cost keys), the decode capacities after the KV
+    handoff gaps ``gaps`` lists per decode choice (``Evaluator.decode_perf_after_handoff``: a
+    search per gap, done here in parallel), and the step tables they filled
+    (``Evaluator.export_state``)."""
     ev = Evaluator(ctx)
     perfs = {c: ev.perf(c) for c in choices}
-    after = {(c, g): ev.decode_perf_after_handoff(c, g) for c, gs in (gaps or {}).items() if perfs[c].reason is None
-             for g in gs}
-    tables = {k: (dict(m._dec), dict(m._pre), dict(m._pk), m.calls) for k, m in ev._models.items()}
-    return perfs, tables, after
-
-
-def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, after: dict, choices_by_key: dict) -> None:
-    ev._perf.update(perfs)
-    ev._perf_handoff.update(after)
-    for key, (dec, pre, pk, _calls) in tables.items():
-        choice = choices_by_key[key]
-        try:
-            m = ev.pool_model(choice)
-        except (ValueError, LookupError):
-            continue
-        m._dec.update(dec)
-        m._pre.update(pre)
-        m._pk.update(pk)
+    for c, gs in (gaps or {}).items():
+        if perfs[c].reason is None:
+            for g in gs:
+                ev.decode_perf_after_handoff(c, g)
+    return ev.export_state()
 
 
 def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
@@ -241,13 +229,12 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
              for g in groups if g]
-    first = {k: v[0] for k, v in costly.items()}
-    for perfs, tables, after in executor.map(pool_task, tasks, desc="pool costs"):
-        _seed_evaluator(ev, perfs, tables, after, first)
+    for state in executor.map(pool_task, tasks, desc="pool costs"):
+        ev.import_state(state)
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
-          notes: list[str], ticker: Throttle | None = None) -> tuple[pd.DataFrame, LayoutIndex, int]:
+          notes: list[str], executor: Executor, ticker: Throttle | None = None) -> tuple[pd.DataFrame, LayoutIndex, int]:
     """(table, point id -> layout, layouts evaluated): one row per rejected pool choice (its
     reason rejects every layout it is in), then every layout (grid: equivalent layouts merged
     into one row, ``planner.merge``) or those optuna tried."""
@@ -261,23 +248,20 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     base = len(rejected)
     if method == "grid":
         classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
-        batch: dict[str, list[Block]] = {"colocated": [], "disaggregated": []}
-        done = size = 0
-        for block in merged_blocks(ctx, cfg.search, classes, feasible):
-            n = len(block.counts)
-            first = base + block.first
-            index.add_block(MergedBlock(block.mode, block.choices, block.counts, first, block.count, block.variants))
-            batch[block.mode].append(Block(block.choices, block.counts, {"id": np.arange(first, first + n),
-                                                                           COUNT: block.count,
-                                                                           "_variants": block.variants}))
-            done += n * block.count
-            size += n
-            if size >= _BATCH_ROWS:
-                _flush(ev, batch, cols)
-                size = 0
-                if ticker is not None:
-                    ticker.tick(done)
-        _flush(ev, batch, cols)
+        blocks = [MergedBlock(b.mode, b.choices, b.counts, base + b.first, b.count, b.variants)
+                  for b in merged_blocks(ctx, cfg.search, classes, feasible)]
+        for b in blocks:
+            index.add_block(b)
+        shares = _shares(blocks, executor.workers)
+        # the other shares in worker processes (``rank_task``) while this one is evaluated here
+        pending = start(executor, rank_task, [(ctx, ev.export_state(), share) for share in shares[1:]],
+                        desc="rank layouts")
+        try:
+            _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
+            for part in pending():
+                cols.extend(part, ev)
+        finally:
+            pending.cancel()
         return merge_identical(cols), index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
@@ -293,6 +277,51 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
 
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
 _BATCH_ROWS = 20_000
+#: fewer merged rows than this are ranked in this process alone (a worker's start and its
+#: answer's trip back cost more than it saves)
+_PARALLEL_ROWS = 10_000
+
+
+def _shares(blocks: list[MergedBlock], workers: int) -> list[list[MergedBlock]]:
+    """``blocks`` cut into up to ``workers`` consecutive shares of about equal rows (the first
+    is ranked here, the rest in workers: ``rank_task``)."""
+    rows = sum(len(b.counts) for b in blocks)
+    n = max(1, min(workers, 8, rows // (_PARALLEL_ROWS // 2))) if rows >= _PARALLEL_ROWS else 1
+    out: list[list[MergedBlock]] = [[] for _ in range(n)]
+    done = 0
+    for b in blocks:
+        out[min(n - 1, done * n // max(rows, 1))].append(b)
+        done += len(b.counts)
+    return [s for s in out if s]
+
+
+def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ticker: Throttle | None = None) -> None:
+    """Rows of merged ``blocks`` (ids from their ``first``) appended to ``cols``, a batch at a time."""
+    batch: dict[str, list[Block]] = {"colocated": [], "disaggregated": []}
+    done = size = 0
+    for block in blocks:
+        n = len(block.counts)
+        batch[block.mode].append(Block(block.choices, block.counts, {"id": np.arange(block.first, block.first + n),
+                                                                      COUNT: block.count,
+                                                                      "_variants": block.variants}))
+        done += n * block.count
+        size += n
+        if size >= _BATCH_ROWS:
+            _flush(ev, batch, cols)
+            size = 0
+            if ticker is not None:
+                ticker.tick(done)
+    _flush(ev, batch, cols)
+
+
+def rank_task(ctx: PlanContext, state: tuple, blocks: list[MergedBlock]) -> Columns:
+    """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
+    process's memos (``Evaluator.import_state``), so nothing is costed twice."""
+    ev = Evaluator(ctx)
+    ev.import_state(state)
+    cols = Columns()
+    _evaluate_blocks(ev, blocks, cols)
+    return cols
 
 
 def _flush(ev: Evaluator, batch: dict[str, list], cols: Columns) -> None:
@@ -460,7 +489,8 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     if method == "auto":
         method = "optuna" if n_layouts > space.max_grid_layouts else "grid"
     ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
-    table, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, ticker)
+    table, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
+                                       ticker)
     ticker.finish(f"{len(table):,} rows")
     objective = _objective_column(cfg)
     table = rank_table(table, objective)
