@@ -234,10 +234,10 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
-          notes: list[str], executor: Executor, ticker: Throttle | None = None) -> tuple[pd.DataFrame, LayoutIndex, int]:
-    """(table, point id -> layout, layouts evaluated): one row per rejected pool choice (its
+          notes: list[str], executor: Executor, ticker: Throttle | None = None) -> tuple[Columns, LayoutIndex, int]:
+    """(rows, point id -> layout, layouts evaluated): one row per rejected pool choice (its
     reason rejects every layout it is in), then every layout (grid: equivalent layouts merged
-    into one row, ``planner.merge``) or those optuna tried."""
+    into one row, ``planner.merge``) or those optuna tried. ``merge_identical`` makes the table."""
     cols = Columns()
     for role in ("pool", "prefill", "decode"):  # one block per rejected choice, one call per role
         blocks = [Block((c,), [(1,)], {"id": pid, COUNT: 1, "_variants": {}}) for pid, c in enumerate(rejected)
@@ -262,7 +262,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
                 cols.extend(part, ev)
         finally:
             pending.cancel()
-        return merge_identical(cols), index, n_layouts
+        return cols, index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
     pos = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
@@ -272,7 +272,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
         pid = base + pos.get(lay, len(pos) + base + k)
         index.add(pid, lay)
         cols.add(1, {**row, "id": pid, COUNT: 1, "_variants": {}})
-    return merge_identical(cols), index, len(found)
+    return cols, index, len(found)
 
 
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
@@ -357,12 +357,41 @@ def _verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tup
     return [b for b in batches if b]
 
 
+#: the columns the ranking and the choice of candidates read (``_begin_verify``)
+_RANK_COLUMNS = ("mode", "devices", "feasible", "meets_load", "capacity_rps", "tokens_per_s_per_device",
+                 "tokens_per_s_per_user", "tokens_per_s_per_kusd", "ttft_ms", "tpot_ms", "hardware_usd", "shortfall",
+                 "id")
+
+
+def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, seed: int) -> tuple:
+    """Begin verifying ``cands`` (``executors.start``): (items, batches, pending)."""
+    items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
+    batches = _verify_batches(cfg, ctx, items, executor.workers)
+    return items, batches, start(executor, verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")
+
+
+def _begin_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, seed: int, verify_top: int):
+    """The first verification round begun from the evaluated rows, before the table is built
+    (merged, ranked): the candidates are the ranking's first distinct claims, which merging
+    identical rows leaves as they are, so only the columns the ranking reads are needed. None
+    when nothing will be verified (``_verify`` says why)."""
+    if not verify_top or not cols.n or not engine_available():
+        return None
+    names = set(cols.names())
+    light = pd.DataFrame({c: cols.column(c) for c in _RANK_COLUMNS if c in names})
+    if not light["feasible"].any():
+        return None
+    cands = candidates(rank_table(light, _objective_column(cfg)), verify_top, set())
+    return (cands,) + _verify_round(cfg, ctx, cands, layout_of, executor, seed) if cands else None
+
+
 def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor: Executor, seed: int,
-            verify_top: int, notes: list[str]) -> dict:
+            verify_top: int, notes: list[str], begun: tuple | None = None) -> dict:
     """Verify the top candidates in the simulator, re-rank, and pick the best verified layout.
 
     A second batch of ``verify_top`` candidates is verified when the first batch's best
-    verified figure falls below the analytic figure of the next unverified candidate."""
+    verified figure falls below the analytic figure of the next unverified candidate.
+    ``begun``: the first round, already running (``_begin_verify``)."""
     objective = _objective_column(cfg)
     out = {"table": table, "verification": pd.DataFrame(), "best": None, "deployments": {}, "layouts": {},
            "status": "ok", "explanation": ""}
@@ -378,13 +407,15 @@ def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executo
     ver_rows: list[dict] = []
     done: set = set()
     for _round in range(2):
-        cands = candidates(table, verify_top, done)
-        if not cands:
-            break
-        items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
-        batches = _verify_batches(cfg, ctx, items, executor.workers)
+        if _round == 0 and begun is not None:
+            cands, items, batches, pending = begun
+        else:
+            cands = candidates(table, verify_top, done)
+            if not cands:
+                break
+            items, batches, pending = _verify_round(cfg, ctx, cands, layout_of, executor, seed)
         got_parts: dict[tuple, dict] = {}
-        for batch, res in zip(batches, executor.map(verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")):
+        for batch, res in zip(batches, pending()):
             for part, r in zip(batch, res):
                 got_parts[(part[0], part[2])] = r
         for layout, pid, row, _seed in items:
@@ -489,16 +520,22 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     if method == "auto":
         method = "optuna" if n_layouts > space.max_grid_layouts else "grid"
     ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
-    table, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
-                                       ticker)
-    ticker.finish(f"{len(table):,} rows")
+    cols, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
+                                      ticker)
     objective = _objective_column(cfg)
-    table = rank_table(table, objective)
-    t_rank = time.perf_counter() - t_rank
+    # the first verification round runs in the workers while the table is built here
+    begun = _begin_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top)
+    try:
+        table = rank_table(merge_identical(cols), objective)
+        ticker.finish(f"{len(table):,} rows")
+        t_rank = time.perf_counter() - t_rank
 
-    # verification -----------------------------------------------------------------------
-    t_ver = time.perf_counter()
-    v = _verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes)
+        # verification -------------------------------------------------------------------
+        t_ver = time.perf_counter()
+        v = _verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes, begun)
+    finally:
+        if begun is not None:
+            begun[-1].cancel()
     table = v["table"]
     t_ver = time.perf_counter() - t_ver
     wall = time.perf_counter() - t0
