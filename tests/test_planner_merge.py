@@ -139,3 +139,26 @@ def test_plan_writes_parquet_and_top_csv(tmp_path):
     r = CliRunner().invoke(app, ["plan", str(plan), "--out", str(out), "--csv-rows", "0"])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(out / "ranked.csv")) == len(pd.read_parquet(out / "ranked.parquet"))
+
+
+def test_unverified_order_does_not_depend_on_copies_of_a_verified_layout():
+    """A layout with the same results as a verified one (e.g. its redundant-expert variant) used
+    to stay a row of its own, unverified, and push the unverified layouts it dominates a Pareto
+    layer down: on examples/plan_deepseek-r1_cloudmatrix384.yaml one fell from 3rd to 977th
+    because of such a copy. Merged into the verified row (``planner.merge``), the copy no longer
+    decides how other layouts rank: U (not dominated by any unverified layout) ranks before V."""
+    from planner.ranking import apply_verification
+
+    def table(rows):
+        df = pd.DataFrame([{"id": i, "layout": name, "mode": "disaggregated", "devices": 8, "feasible": True,
+                            "meets_load": True, "capacity_rps": x, "tokens_per_s_per_device": x,
+                            "tokens_per_s_per_user": y, "hardware_usd": 8.0, "ttft_ms": 100.0, "tpot_ms": 1e3 / y,
+                            "shortfall": math.nan} for i, (name, x, y) in enumerate(rows)])
+        return rank_table(df, "tokens_per_s_per_device")
+
+    ver = pd.DataFrame([{"id": 0, "ok": True, "reason": "", "sim_capacity_rps": 10.0, "capacity_gap": 0.0}])
+    rows = [("R", 10.0, 5.0), ("U", 9.9, 4.9), ("V", 9.0, 6.0)]
+    merged = apply_verification(table(rows), ver, "tokens_per_s_per_device", 1.0, 8.0)
+    assert list(merged["layout"]) == ["R", "U", "V"]
+    with_copy = apply_verification(table(rows + [("R copy", 10.0, 5.0)]), ver, "tokens_per_s_per_device", 1.0, 8.0)
+    assert list(with_copy["layout"]) == ["R", "R copy", "V", "U"]  # what the unmerged table did
