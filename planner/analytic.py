@@ -132,10 +132,10 @@ def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
 class PoolModel:
     """Memoised step costs of one instance configuration (one pool cost key)."""
 
-    def __init__(self, ctx, choice, model, cluster, profile):
+    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None):
         self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
-        self.inst = InstanceCost(self.spec, profile)
+        self.inst = InstanceCost(self.spec, profile, cost_models)
         self.dp = self.spec.layout.dp
         self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth
@@ -310,6 +310,7 @@ class Evaluator:
         self._perf: dict[Any, PoolPerf] = {}
         self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
         self._gaps: dict[tuple, float] = {}  # handoff gaps by instance sizes and counts
+        self._cms: tuple | None = None  # the cost models the pool models share
         self._cols: dict[Any, dict] = {}
         self._dtab: dict[Any, tuple] = {}
         self._steps: dict[Any, tuple] = {}
@@ -323,7 +324,7 @@ class Evaluator:
         key = choice.cost_key
         m = self._models.get(key)
         if m is None:
-            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile)
+            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models())
             self._models[key] = m
         return m
 
@@ -348,6 +349,19 @@ class Evaluator:
             m._dec.update(dec)
             m._pre.update(pre)
             m._pk.update(pk)
+
+    def _cost_models(self) -> tuple:
+        """The (prefill, decode) cost models every pool model of this evaluator shares: one
+        cluster and profile, so what the cost model memoises per op serves them all."""
+        cms = self._cms
+        if cms is None:
+            from dataclasses import replace
+
+            from simulator.costmodel import CostModel
+
+            cm = CostModel(cluster=self.cluster, profile=self.profile)
+            cms = self._cms = (cm, replace(cm, dispatch_kernel="low_latency"))
+        return cms
 
     def step_calls(self) -> int:
         return sum(m.calls for m in self._models.values())

@@ -103,11 +103,16 @@ def _ring_hidden(costs: list[OpCost], degree: int) -> list[OpCost]:
 class InstanceCost:
     """Step-time oracle of one instance (cached per batch shape)."""
 
-    def __init__(self, spec: InstanceSpec, profile: Any = None):
+    def __init__(self, spec: InstanceSpec, profile: Any = None,
+                 cost_models: tuple[CostModel, CostModel] | None = None):
         self.spec = spec
-        # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones
-        self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
-        self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
+        # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones;
+        # ``cost_models`` (prefill, decode) of ``spec.cluster`` and ``profile`` may be shared by
+        # several instances (the planner's pool models), with whatever they memoise per op
+        if cost_models is None:
+            cm = CostModel(cluster=spec.cluster, profile=profile)
+            cost_models = (cm, replace(cm, dispatch_kernel="low_latency"))
+        self.cost_model, self._decode_cost_model = cost_models
         lay = spec.layout
         lay.check(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
