@@ -135,7 +135,9 @@ class PoolModel:
     def __init__(self, ctx, choice, model, cluster, profile, cost_models=None):
         self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
-        self.inst = InstanceCost(self.spec, profile, cost_models)
+        self.inst = InstanceCost(self.spec, profile)
+        if cost_models is not None:
+            self.inst.share_cost_models(*cost_models)
         self.dp = self.spec.layout.dp
         self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth

@@ -103,16 +103,11 @@ def _ring_hidden(costs: list[OpCost], degree: int) -> list[OpCost]:
 class InstanceCost:
     """Step-time oracle of one instance (cached per batch shape)."""
 
-    def __init__(self, spec: InstanceSpec, profile: Any = None,
-                 cost_models: tuple[CostModel, CostModel] | None = None):
+    def __init__(self, spec: InstanceSpec, profile: Any = None):
         self.spec = spec
-        # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones;
-        # ``cost_models`` (prefill, decode) of ``spec.cluster`` and ``profile`` may be shared by
-        # several instances (the planner's pool models), with whatever they memoise per op
-        if cost_models is None:
-            cm = CostModel(cluster=spec.cluster, profile=profile)
-            cost_models = (cm, replace(cm, dispatch_kernel="low_latency"))
-        self.cost_model, self._decode_cost_model = cost_models
+        # prefill steps use DeepEP-style normal (throughput) kernels, decode low-latency ones
+        self.cost_model = CostModel(cluster=spec.cluster, profile=profile)
+        self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
         lay = spec.layout
         lay.check(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached)
@@ -201,3 +196,10 @@ class InstanceCost:
     def step(self, batch: BatchShape) -> StepCost:
         """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""
         return self._cached(batch)
+
+    def share_cost_models(self, prefill: CostModel, decode: CostModel) -> "InstanceCost":
+        """Cost this instance's steps with ``prefill`` and ``decode`` (the DeepEP low-latency
+        one), cost models of its cluster and profile that several instances share (the
+        planner's pool models), with whatever they memoise per op. Before any step is costed."""
+        self.cost_model, self._decode_cost_model = prefill, decode
+        return self
