@@ -197,7 +197,7 @@ def _text(variants: dict[str, tuple]) -> str:
     return "; ".join(f"{k} {'|'.join(_show(v) for v in vals)}" for k, vals in variants.items())
 
 
-def _hash(col) -> "np.ndarray":
+def _hash(col):
     import numpy as np
     import pandas as pd
 

@@ -4,17 +4,21 @@ Flow (planner/README.md has the why):
 
 1. Pool choices per role from the plan's ``SearchSpace``.
 2. Pool capacities, grouped by pool cost key, in the executor (``pool_task``): each task
-   returns the capacities and its memoised step-cost tables, which seed the ranking process
-   so no step is costed twice.
+   returns the capacities (and the decode capacities after the KV handoff gaps its layouts
+   will have) and its memoised step-cost tables, which seed the ranking process so no step
+   is costed twice.
 3. Layouts: a rejected pool choice gives one row with its reason (it rejects every layout it
    appears in); feasible choices are crossed with instance counts within the budget. Up to
-   ``max_grid_layouts`` layouts are evaluated exhaustively, beyond that optuna's TPE sampler
-   (seeded) searches the same space through the same evaluation.
+   ``max_grid_layouts`` layouts are evaluated exhaustively (layouts with identical results
+   merged into one row, ``planner.merge``; large grids in shares, the rest in workers:
+   ``rank_task``), beyond that optuna's TPE sampler (seeded) searches the same space through
+   the same evaluation (``planner.rows``).
 4. Rank (``planner.ranking``): feasible, serves the target load, Pareto layer of the
    objective (tokens/s per device or per $1000) against tokens/s per user, then the
    objective, tokens/s per user, cost, devices, point id.
-5. Verify the top candidates in the simulator (``planner.verify``: the emitted YAML, the
-   claimed capacity, the sustainable rate when the claim fails), re-rank by the verified
+5. Verify the top candidates in the simulator (``planner.rounds``, ``planner.verify``: the
+   emitted YAML, the claimed capacity, the sustainable rate when the claim fails; the first
+   round begins while the table is built), re-rank by the verified
    figure, and name as best only a layout the simulator verified; ``PlanResult.status`` says
    why there is none (nothing feasible: the closest layout and its rule; nothing verified:
    each check's reason).
@@ -25,23 +29,21 @@ run for a sweep); ``evaluate_chunk`` amortises the caches over many points.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from typing import Iterable
 
 import numpy as np
-import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf
 from planner.executors import Executor, default_executor, start
 from planner.feasibility import pool_fit
 from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge_identical, merged_blocks
-from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
+from planner.ranking import rank_table
 from planner.result import PlanResult, pareto_front
+from planner.rounds import begin_verify, objective_column, point_seed, verify
 from planner.rows import Block, Columns, layout_rows
-from planner.verify import (combine_parts, engine_available, layout_deployment, part_requests, simulation_hooks,
-                            verify_parts, verify_task)
+from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_task
 from planner.space import (
     PlanContext,
     Point,
@@ -56,13 +58,8 @@ from planner.space import (
 from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
 
-__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "rank_task", "layout_deployment", "verify_task",
-           "simulation_hooks", "engine_available"]
-
-
-def point_seed(seed: int, point_id: int) -> int:
-    """The seed of one point: derived from the base seed and the point id (never worker order)."""
-    return int(np.random.SeedSequence([int(seed), int(point_id)]).generate_state(1)[0])
+__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "rank_task", "layout_deployment",
+           "verify_task", "simulation_hooks", "engine_available"]
 
 
 def evaluate(point: Point, seed: int = 0) -> dict:
@@ -115,10 +112,6 @@ def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]
     return n
 
 
-def _objective_column(cfg) -> str:
-    return "tokens_per_s_per_kusd" if cfg.objective == "tokens_per_dollar" else "tokens_per_s_per_device"
-
-
 def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
                    ticker: Throttle | None = None) -> list[tuple[ServingLayout, dict]]:
     """TPE search over the pool choices and instance counts (seeded; sequential ask/tell)."""
@@ -131,7 +124,7 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
     space = cfg.search
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    objective = _objective_column(cfg)
+    objective = objective_column(cfg)
     budget = ctx.budget_devices
     seen: dict[ServingLayout, dict] = {}
     modes = [m for m in space.modes if (m == "colocated" and feasible.get("pool"))
@@ -331,141 +324,22 @@ def _flush(ev: Evaluator, batch: dict[str, list], cols: Columns) -> None:
             blocks.clear()
 
 
-def _verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tuple]]:
-    """Verification parts (``planner.verify.verify_part``: each candidate's emitted deployment
-    and its claimed capacity run in parallel) spread over at most ``workers`` batches, one
-    process each: largest first (by the requests they simulate), each to the batch with the
-    least work, preferring a batch that already costs one of its pools when the work is within
-    a quarter (its runs then share one warm step-cost cache: step costs are most of a first run)."""
-    parts = []
-    for item in items:
-        layout, _pid, row, _seed = item
-        names = ("both",) if cfg.workload.arrival.kind == "trace" else ("emitted", "claim")
-        for part in names:
-            parts.append((part_requests(cfg, ctx, part, row), (part,) + item,
-                          {c.cost_key + (c.role,) for c, _n in layout.pools}))
-    n = max(1, min(workers, len(parts)))
-    load, keys = [0.0] * n, [set() for _ in range(n)]
-    batches: list[list[tuple]] = [[] for _ in range(n)]
-    for cost, part, pools in sorted(parts, key=lambda p: -p[0]):  # stable: candidates in rank order
-        least = min(range(n), key=lambda b: load[b])
-        warm = [b for b in range(n) if keys[b] & pools and load[b] <= load[least] + 0.25 * cost]
-        b = min(warm, key=lambda b: load[b]) if warm else least
-        batches[b].append(part)
-        load[b] += cost
-        keys[b] |= pools
-    return [b for b in batches if b]
-
-
-#: the columns the ranking and the choice of candidates read (``_begin_verify``)
-_RANK_COLUMNS = ("mode", "devices", "feasible", "meets_load", "capacity_rps", "tokens_per_s_per_device",
-                 "tokens_per_s_per_user", "tokens_per_s_per_kusd", "ttft_ms", "tpot_ms", "hardware_usd", "shortfall",
-                 "id")
-
-
-def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, seed: int) -> tuple:
-    """Begin verifying ``cands`` (``executors.start``): (items, batches, pending)."""
-    items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
-    batches = _verify_batches(cfg, ctx, items, executor.workers)
-    return items, batches, start(executor, verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")
-
-
-def _begin_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, seed: int, verify_top: int):
-    """The first verification round begun from the evaluated rows, before the table is built
-    (merged, ranked): the candidates are the ranking's first distinct claims, which merging
-    identical rows leaves as they are, so only the columns the ranking reads are needed. None
-    when nothing will be verified (``_verify`` says why)."""
-    if not verify_top or not cols.n or not engine_available():
-        return None
-    names = set(cols.names())
-    light = pd.DataFrame({c: cols.column(c) for c in _RANK_COLUMNS if c in names})
-    if not light["feasible"].any():
-        return None
-    cands = candidates(rank_table(light, _objective_column(cfg)), verify_top, set())
-    return (cands,) + _verify_round(cfg, ctx, cands, layout_of, executor, seed) if cands else None
-
-
-def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor: Executor, seed: int,
-            verify_top: int, notes: list[str], begun: tuple | None = None) -> dict:
-    """Verify the top candidates in the simulator, re-rank, and pick the best verified layout.
-
-    A second batch of ``verify_top`` candidates is verified when the first batch's best
-    verified figure falls below the analytic figure of the next unverified candidate.
-    ``begun``: the first round, already running (``_begin_verify``)."""
-    objective = _objective_column(cfg)
-    out = {"table": table, "verification": pd.DataFrame(), "best": None, "deployments": {}, "layouts": {},
-           "status": "ok", "explanation": ""}
-    if not len(table) or not table["feasible"].any():
-        out.update(status="no_feasible", explanation=why_nothing_fits(table, ctx.budget_devices))
-        return out
-    if not verify_top or not engine_available():
-        why = ("verify.top is 0" if not verify_top else "simulator.engine.simulate is not available")
-        notes.append(f"{why}: no layout was checked in the simulator, so none is recommended; the table ranks "
-                     "analytic estimates")
-        out["status"] = "unverified"
-        return out
-    ver_rows: list[dict] = []
-    done: set = set()
-    for _round in range(2):
-        if _round == 0 and begun is not None:
-            cands, items, batches, pending = begun
-        else:
-            cands = candidates(table, verify_top, done)
-            if not cands:
-                break
-            items, batches, pending = _verify_round(cfg, ctx, cands, layout_of, executor, seed)
-        got_parts: dict[tuple, dict] = {}
-        for batch, res in zip(batches, pending()):
-            for part, r in zip(batch, res):
-                got_parts[(part[0], part[2])] = r
-        for layout, pid, row, _seed in items:
-            if ("both", pid) in got_parts:
-                ver_rows.append(combine_parts(cfg, ctx, pid, row, got_parts[("both", pid)]))
-            else:
-                emitted = got_parts[("emitted", pid)]
-                claim = got_parts[("claim", pid)] if emitted.get("failed") is None else None
-                ver_rows.append(combine_parts(cfg, ctx, pid, row, emitted, claim))
-        done |= {r["id"] for r in cands}
-        got = [r for r in ver_rows if r.get("ok")]
-        best_sim = max((r["sim_capacity_rps"] / r["claimed_rps"] * _row(table, r["id"])[objective]
-                        for r in got if r["claimed_rps"]), default=-math.inf)
-        nxt = candidates(table, 1, done)
-        if not nxt or not nxt[0][objective] > best_sim:
-            break
-    verification = pd.DataFrame(ver_rows)
-    table = apply_verification(table, verification, objective, ctx.arrival_rate_per_s, ctx.output_tokens)
-    out.update(table=table, verification=_verification_view(verification, table))
-    top = table.iloc[0]
-    if top["verified"] != "yes":
-        fails = "; ".join(f"{_row(table, r['id'])['layout']}: {r['reason']}" for r in ver_rows)
-        out.update(status="none_verified",
-                   explanation=f"no layout passed verification in the simulator ({len(ver_rows)} checked): {fails}")
-        return out
-    bid = int(top["id"])
-    out["best"] = layout_deployment(cfg, ctx, layout_of[bid], name=f"{cfg.name}-best")
-    out["deployments"] = {bid: out["best"]}
-    out["layouts"] = {int(i): layout_of[int(i)] for i in verification["id"]} if len(verification) else {}
-    notes.append(f"best layout verified in the simulator: {top['sim_capacity_rps']:.3g} req/s within the SLOs "
-                 f"(analytic claim {top['capacity_rps']:.3g} req/s, {top['capacity_gap']:+.1%})")
-    if top["sim_capacity_rps"] < ctx.arrival_rate_per_s * (1 - 1e-9):
-        notes.append(f"no verified layout within the budget serves the target {ctx.arrival_rate_per_s:g} req/s; the "
-                     f"best serves {top['sim_capacity_rps']:.3g} req/s")
-    return out
-
-
-def _row(table: pd.DataFrame, point_id: int) -> pd.Series:
-    return table.loc[table["id"] == point_id].iloc[0]
-
-
-def _verification_view(ver: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Verification rows in the final rank order, with the layout and the gap as a column."""
-    if ver.empty:
-        return ver
-    info = table.set_index("id")[["rank", "layout"]]
-    ver = ver.join(info, on="id")
-    lead = [c for c in ("rank", "id", "layout", "status", "claimed_rps", "sim_capacity_rps", "capacity_gap",
-                        "analytic_ttft_ms", "sim_ttft_p_ms", "analytic_tpot_ms", "sim_tpot_p_ms", "reason") if c in ver]
-    return ver.sort_values("rank", kind="mergesort")[lead + [c for c in ver.columns if c not in lead]].reset_index(drop=True)
+def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, seed: int, verify_top: int,
+                      notes: list[str], ticker: Throttle, t_rank: float) -> tuple[dict, float, float]:
+    """The table (identical rows merged, ranked) and its verification (``planner.rounds``),
+    whose first round runs in the workers while the table is built here; with the ranking's
+    and the verification's wall times."""
+    begun = begin_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top)
+    try:
+        table = rank_table(merge_identical(cols), objective_column(cfg))
+        ticker.finish(f"{len(table):,} rows")
+        t_rank = time.perf_counter() - t_rank
+        t_ver = time.perf_counter()
+        v = verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes, begun)
+    finally:
+        if begun is not None:
+            begun[-1].cancel()
+    return v, t_rank, time.perf_counter() - t_ver
 
 
 def plan(plan_config, *, executor: Executor | None = None, seed: int | None = None,
@@ -522,22 +396,8 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
     cols, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
                                       ticker)
-    objective = _objective_column(cfg)
-    # the first verification round runs in the workers while the table is built here
-    begun = _begin_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top)
-    try:
-        table = rank_table(merge_identical(cols), objective)
-        ticker.finish(f"{len(table):,} rows")
-        t_rank = time.perf_counter() - t_rank
-
-        # verification -------------------------------------------------------------------
-        t_ver = time.perf_counter()
-        v = _verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes, begun)
-    finally:
-        if begun is not None:
-            begun[-1].cancel()
+    v, t_rank, t_ver = _table_and_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top, notes, ticker, t_rank)
     table = v["table"]
-    t_ver = time.perf_counter() - t_ver
     wall = time.perf_counter() - t0
     stats = {
         "method": method, "pool_choices": len(all_choices), "pool_choices_rejected": len(rejected),

@@ -240,7 +240,8 @@ def verify_part(cfg, ctx: PlanContext, part: str, layout: ServingLayout, point_i
     return got
 
 
-def _claim_runs(cfg, ctx, layout, claimed: float, lifetime: float, seed: int, step_cost, kv, first: dict | None) -> dict:
+def _claim_runs(cfg, ctx, layout, claimed: float, lifetime: float, seed: int, step_cost, kv,
+                first: dict | None) -> dict:
     """The claimed capacity (``first``: a trace's one run), then 0.9x ... and bisection."""
     runs = [0]
     history: list[str] = []
@@ -319,7 +320,8 @@ def combine_parts(cfg, ctx: PlanContext, point_id: int, analytic: dict, emitted:
         out["reason"] = (f"SLO missed at every rate tried, down to {claimed * SEARCH_FACTORS[-1]:.3g} req/s "
                          f"({c['missed']})")
         return out
-    out.update(ok=True, status="verified", sim_capacity_rps=passed, sim_ttft_at_capacity_ms=c["sim_ttft_at_capacity_ms"],
+    out.update(ok=True, status="verified", sim_capacity_rps=passed,
+               sim_ttft_at_capacity_ms=c["sim_ttft_at_capacity_ms"],
                sim_tpot_at_capacity_ms=c["sim_tpot_at_capacity_ms"],
                capacity_gap=claimed / passed - 1.0 if passed else math.nan,
                reason="" if passed == claimed else f"SLO missed at the claimed {claimed:.3g} req/s; "
