@@ -225,14 +225,20 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     return list(out.written)
 
 
-def write_parquet(df: Any, path: Path) -> None:
-    """``df`` as a Parquet file (pyarrow; zstd), without its index."""
+def write_parquet(df: Any, path: Path, rows_per_group: int = 16384) -> None:
+    """``df`` as a Parquet file (pyarrow; zstd), without its index, converted a row group at a
+    time (a large table is never held twice in memory)."""
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow as pa
+        import pyarrow.parquet as pq
     except ImportError:
         raise ValueError("writing ranked.parquet needs pyarrow (a clustersim dependency): "
                          "pip install pyarrow") from None
-    df.to_parquet(path, index=False, compression="zstd")
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, max(len(df), 1), rows_per_group):
+            part = df.iloc[start:start + rows_per_group]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
 
 def write_training_plan(out: OutputDir, table: Any, report: str | None = None) -> list[str]:

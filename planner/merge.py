@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from planner.space import PoolChoice, ServingLayout, _count_pairs, pair_count
 
 __all__ = ["ChoiceClass", "MergedBlock", "LayoutIndex", "choice_classes", "merged_blocks", "merge_identical",
-           "COUNT", "VARIANTS", "RESULT_COLUMNS"]
+           "merge_rows", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
 
 #: the columns a merged row adds
 COUNT, VARIANTS = "equivalent_layouts", "equivalent_variants"
@@ -222,11 +222,25 @@ def _groups(cols, keys: list[str]):
     return gid
 
 
-def merge_identical(cols, variants_col: str = "_variants"):
+def merge_identical(cols, variants_col: str = "_variants", order=None):
     """The table of ``cols`` (a ``planner.rows.Columns`` of evaluated rows with ``id``,
     ``COUNT`` and a column of per-row variant dicts, consumed) with rows whose results are
-    equal merged into the one of lowest id (module docstring), as a DataFrame in id order;
-    the variant dicts become the text column ``VARIANTS``."""
+    equal merged into the one of lowest id (module docstring), as a DataFrame in id order or
+    in ``order(kept)`` (positions into ``kept``, the rows kept in id order); the variant dicts
+    become the text column ``VARIANTS``."""
+    kept, counts, texts = merge_rows(cols, variants_col)
+    at = order(kept) if order is not None else range(len(kept))
+    for _n, chunk in cols._chunks:
+        chunk.pop(variants_col, None)
+    out = cols.frame(kept[at])
+    out[COUNT] = counts[at]
+    out[VARIANTS] = [texts[j] for j in at]
+    return out
+
+
+def merge_rows(cols, variants_col: str = "_variants"):
+    """(the rows ``merge_identical`` keeps, in id order; how many layouts each stands for; the
+    text of what varies among them), the rows staying in ``cols``."""
     import numpy as np
 
     names = cols.names()
@@ -277,9 +291,4 @@ def merge_identical(cols, variants_col: str = "_variants"):
                     merged[c] = tuple(seen)
             texts[j] = _text(merged)
     by_id = np.argsort(ids[keep], kind="stable")
-    for _n, chunk in cols._chunks:
-        chunk.pop(variants_col, None)
-    out = cols.frame(keep[by_id])
-    out[COUNT] = counts[by_id]
-    out[VARIANTS] = [texts[j] for j in by_id]
-    return out
+    return keep[by_id], counts[by_id], [texts[j] for j in by_id]

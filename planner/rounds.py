@@ -17,8 +17,7 @@ import math
 import pandas as pd
 
 from planner.executors import Executor, start
-from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
-from planner.rows import Columns
+from planner.ranking import apply_verification, candidates, why_nothing_fits
 from planner.space import PlanContext
 from planner.verify import combine_parts, engine_available, layout_deployment, part_requests, verify_parts
 
@@ -62,12 +61,6 @@ def verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tupl
     return [b for b in batches if b]
 
 
-#: the columns the ranking and the choice of candidates read (``begin_verify``)
-_RANK_COLUMNS = ("mode", "devices", "feasible", "meets_load", "capacity_rps", "tokens_per_s_per_device",
-                 "tokens_per_s_per_user", "tokens_per_s_per_kusd", "ttft_ms", "tpot_ms", "hardware_usd", "shortfall",
-                 "id")
-
-
 def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, seed: int) -> tuple:
     """Begin verifying ``cands`` (``executors.start``): (items, batches, pending)."""
     items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
@@ -75,18 +68,13 @@ def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, se
     return items, batches, start(executor, verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")
 
 
-def begin_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, seed: int, verify_top: int):
-    """The first verification round begun from the evaluated rows, before the table is built
-    (merged, ranked): the candidates are the ranking's first distinct claims, which merging
-    identical rows leaves as they are, so only the columns the ranking reads are needed. None
-    when nothing will be verified (``_verify`` says why)."""
-    if not verify_top or not cols.n or not engine_available():
+def begin_verify(cfg, ctx, ranked_rows: pd.DataFrame, layout_of, executor: Executor, seed: int, verify_top: int):
+    """The first verification round begun before the table is built: ``ranked_rows`` holds the
+    ranking's columns (``planner.ranking.RANK_COLUMNS``) of the table's rows in rank order,
+    which is all ``candidates`` reads. None when nothing will be verified (``verify`` says why)."""
+    if not verify_top or not len(ranked_rows) or not ranked_rows["feasible"].any() or not engine_available():
         return None
-    names = set(cols.names())
-    light = pd.DataFrame({c: cols.column(c) for c in _RANK_COLUMNS if c in names})
-    if not light["feasible"].any():
-        return None
-    cands = candidates(rank_table(light, objective_column(cfg)), verify_top, set())
+    cands = candidates(ranked_rows, verify_top, set())
     return (cands,) + _verify_round(cfg, ctx, cands, layout_of, executor, seed) if cands else None
 
 

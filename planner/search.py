@@ -34,12 +34,13 @@ from collections import defaultdict
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf
 from planner.executors import Executor, default_executor, start
 from planner.feasibility import pool_fit
-from planner.merge import COUNT, LayoutIndex, MergedBlock, choice_classes, merge_identical, merged_blocks
-from planner.ranking import rank_table
+from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
+from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
 from planner.rounds import begin_verify, objective_column, point_seed, verify
 from planner.rows import Block, Columns, layout_rows
@@ -329,9 +330,20 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     """The table (identical rows merged, ranked) and its verification (``planner.rounds``),
     whose first round runs in the workers while the table is built here; with the ranking's
     and the verification's wall times."""
-    begun = begin_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top)
+    objective = objective_column(cfg)
+    kept, counts, texts = merge_rows(cols)
+    names = set(cols.names())
+    light = pd.DataFrame({c: cols.column(c, kept) for c in RANK_COLUMNS if c in names})
+    order = rank_positions(light, objective) if len(light) else np.arange(0)
+    begun = begin_verify(cfg, ctx, light.iloc[order].reset_index(drop=True), layout_of, executor, seed, verify_top)
+    del light
     try:
-        table = rank_table(merge_identical(cols), objective_column(cfg))
+        for _n, chunk in cols._chunks:
+            chunk.pop("_variants", None)
+        table = cols.frame(kept[order])  # built in rank order: the table is never copied to sort it
+        table[COUNT] = counts[order]
+        table[VARIANTS] = [texts[j] for j in order]
+        table = ranked(table, objective)
         ticker.finish(f"{len(table):,} rows")
         t_rank = time.perf_counter() - t_rank
         t_ver = time.perf_counter()
