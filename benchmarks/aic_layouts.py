@@ -2,7 +2,7 @@
 
 aiconfigurator (NVIDIA, TRT-LLM backend) names a layout by worker parallelism strings such as
 ``tp1pp1dp16etp1ep16`` (attention TP x PP x attention DP GPUs per worker; MoE TP x EP over the
-same GPUs) and worker counts. This module turns such an answer into our ``planner.space.Layout``
+same GPUs) and worker counts. This module turns such an answer into our ``planner.space.ServingLayout``
 and prices it three ways with the product's own functions:
 
 * **analytic**: ``planner.analytic.Evaluator.evaluate_layout``, the planner's capacity under
@@ -93,28 +93,33 @@ def parse_parallel(text: str) -> dict:
 
 
 def _choice(role: str, parallel: str, **changes):
+    """The ``PoolChoice`` of one aiconfigurator pool; ``changes[role]``: its fields or its
+    ``Layout``'s (``micro_batches``) to change (``VARIANTS``)."""
     from planner.space import PoolChoice
+    from workloads.layout import Layout
 
     p = parse_parallel(parallel)
-    c = PoolChoice(role=role, devices_per_instance=p["tp"] * p["dp"] * p["pp"], attn_tp=p["tp"], attn_dp=p["dp"],
-                   attn_sp=1, pp=p["pp"], moe_ep=p["ep"], moe_tp=p["etp"], redundant_experts=0, micro_batches=1,
-                   mtp_depth=0, batch_per_rank=1 if role == "prefill" else BATCH_PER_RANK,
+    change = dict(changes.get(role, {}))
+    layout_change = {k: change.pop(k) for k in list(change) if k in Layout.__dataclass_fields__}
+    lay = Layout(tp=p["tp"], dp=p["dp"], ep=p["ep"], moe_tp=p["etp"], pp=p["pp"])
+    c = PoolChoice(role=role, layout=dataclasses.replace(lay, **layout_change), mtp_depth=0,
+                   batch_per_rank=1 if role == "prefill" else BATCH_PER_RANK,
                    tokens_per_rank=1 if role == "decode" else TOKENS_PER_RANK)
-    return dataclasses.replace(c, **changes.get(role, {}))
+    return dataclasses.replace(c, **change)
 
 
 def aic_layout(answer: dict, changes: dict | None = None):
-    """Our ``Layout`` of an aiconfigurator answer (``vs_aiconfigurator.parse_aic_tables`` row):
+    """Our ``planner.space.ServingLayout`` of an aiconfigurator answer (``vs_aiconfigurator.parse_aic_tables`` row):
     ``mode`` agg (``parallel``, ``replicas``) or disagg (``p_parallel``, ``p_workers``,
     ``d_parallel``, ``d_workers``); ``changes``: PoolChoice fields by role (``VARIANTS``)."""
-    from planner.space import Layout
+    from planner.space import ServingLayout
 
     changes = changes or {}
     if answer["mode"] == "agg":
-        return Layout("colocated", ((_choice("pool", answer["parallel"], **changes), int(answer["replicas"])),))
+        return ServingLayout("colocated", ((_choice("pool", answer["parallel"], **changes), int(answer["replicas"])),))
     pre = _choice("prefill", answer["p_parallel"], **changes)
     dec = _choice("decode", answer["d_parallel"], **changes)
-    return Layout("disaggregated", ((pre, int(answer["p_workers"])), (dec, int(answer["d_workers"]))))
+    return ServingLayout("disaggregated", ((pre, int(answer["p_workers"])), (dec, int(answer["d_workers"]))))
 
 
 def _steady(requests, lifetime_s: float, percentile: float) -> dict:

@@ -46,7 +46,7 @@ def ours_ms(phase: str, b: int, parallel: str, mtp: int, imbalance: float = 1.0,
     with _dispatch_over_nvlink(nvlink):
         ctx = context_from_plan(planner.load_plan(PLAN, [f"search.moe_imbalance={imbalance}"]))
         c = _choice(phase, parallel, **{phase: {"mtp_depth": mtp}})
-        dp = c.attn_dp
+        dp = c.layout.dp
         inst = Evaluator(ctx).pool_model(c).inst
         if phase == "decode":
             shape = UniformBatch(phase="decode", num_seqs=b * dp, new_tokens=1 + mtp,

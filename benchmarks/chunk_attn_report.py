@@ -67,7 +67,7 @@ def _without_context(ops):
 
 def gt_report(prof_dir: Path, gt_dir: Path) -> list[str]:
     from calibration.groundtruth.workload import row_ops
-    from clustersim.validation import DEFAULT_CLUSTER, _compute_seconds
+    from clustersim.validation import DEFAULT_CLUSTER, ops_compute_seconds
     from hardware.catalog import get_cluster
     from simulator.costmodel import CostModel
 
@@ -84,7 +84,7 @@ def gt_report(prof_dir: Path, gt_dir: Path) -> list[str]:
         row = dict(point=work.point, split=r["split"], backend=r.get("attn_backend"), measured=r["seconds"])
         for name, cm in models.items():
             ops = _without_context(work.ops) if name == "context dropped" else work.ops
-            row[name] = _compute_seconds(cm, ops) / r["seconds"] - 1
+            row[name] = ops_compute_seconds(cm, ops) / r["seconds"] - 1
         rows.append(row)
     df = pd.DataFrame(rows)
     lines = [f"== chunk ground truth: {len(df)} whole steps (eager kernels); error of the prediction"]

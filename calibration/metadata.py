@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from calibration.store import write_json
+
 REQUIRED_FIELDS = ("gpu_name", "driver", "cuda", "torch", "nccl", "date_utc", "git_sha",
                    "hostname", "command")
 
@@ -92,7 +94,7 @@ def write(path: Path, meta: dict) -> None:
         runs = old.pop("runs", [])
         runs.append({k: old[k] for k in ("date_utc", "command", "suites") if k in old})
         meta = {**meta, "runs": runs}
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(path, meta)
 
 
 def finish(path: Path, meta: dict) -> None:
@@ -101,4 +103,4 @@ def finish(path: Path, meta: dict) -> None:
     runs = json.loads(path.read_text()).get("runs", []) if path.exists() else []
     if runs:
         meta = {**meta, "runs": runs}
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(path, meta)

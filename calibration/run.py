@@ -138,9 +138,9 @@ def _run(args, names: list[str], explicit: bool, device: str, launch, rank0: boo
     """Run the suites; (results, summary lines: empty on ranks other than 0)."""
     from calibration import metadata
     from calibration.bench.common import BenchContext
+    from calibration.store import ensure_dir
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out: Path = ensure_dir(args.out)
     t0 = time.monotonic()
     reserve = (CHECK_RESERVE_QUICK_S if args.quick else CHECK_RESERVE_S) if args.check else 0.0
     deadline = None if args.max_seconds is None else t0 + max(0.0, args.max_seconds - reserve)

@@ -1,9 +1,10 @@
 """clustersim: simulator and planner for large LLM deployments.
 
-This thin facade is the public Python API and the home of the ``clustersim`` CLI. It sits on
-top of the layers (hardware, workloads, calibration, simulator, planner), which never import
-it back. Functions here return data; only the CLI writes files or prints. Names are resolved
-lazily so that ``clustersim --help`` imports nothing heavy.
+This thin facade is the public Python API (``clustersim.api``: jobs and one dispatcher,
+``run_job``) and the home of the ``clustersim`` CLI, which calls only that API. It sits on top
+of the layers (hardware, workloads, calibration, simulator, planner), which never import it
+back. Jobs return data; ``clustersim.outputs`` is the one writer of files. The names below are
+``clustersim.api``'s, resolved lazily so that ``clustersim --help`` imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -13,21 +14,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "calibrate": "clustersim.api",
-    "deployment_report": "clustersim.api",
-    "hardware_report": "clustersim.api",
-    "model_report": "clustersim.api",
-    "validate": "clustersim.api",
-    "simulate": "clustersim.api",
-    "plan": "clustersim.api",
-    "estimate_attention": "clustersim.estimate",
-    "estimate_collective": "clustersim.estimate",
-    "estimate_dispatch": "clustersim.estimate",
-    "estimate_moe_layer": "clustersim.estimate",
-    "estimate_serving": "clustersim.estimate",
-    "estimate_step": "clustersim.estimate",
-}
+#: the public names, all from ``clustersim.api`` (the one public surface)
+_EXPORTS = {name: "clustersim.api" for name in (
+    "run_job", "SimulateJob", "PlanJob", "WhatIfJob", "EstimateJob", "ValidateJob", "CheckJob", "CalibrateJob",
+    "Outcome", "calibrate", "deployment_report", "hardware_report", "model_report", "validate", "simulate", "plan",
+    "estimate_attention", "estimate_collective", "estimate_dispatch", "estimate_moe_layer", "estimate_serving",
+    "estimate_step")}
 __all__ = sorted(_EXPORTS)
 
 

@@ -1,8 +1,10 @@
 """The ``clustersim`` command line.
 
-Sub-commands are thin: they parse arguments, call ``clustersim.api`` and render the data as
-a rich table or JSON. User errors (bad names, bad files, bad values) become a one-line
-message on stderr and exit code 2, never a traceback.
+Sub-commands are thin: they parse arguments into a job, run it with ``clustersim.api.run_job``
+(the one dispatcher), write its files with ``api.save_outputs`` and render the data as a rich
+table or JSON. They call ``clustersim.api`` only (``tests/test_code_health.py``). User errors
+(bad names, bad files, bad values) become a one-line message on stderr and exit code 2, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ def _quiet_opt() -> Any:
 def _with_progress(quiet: bool, fn: Callable[[Any], Any]) -> Any:
     """``fn(progress)`` under progress bars on stderr (``clustersim.progress``), guarded: the bars
     are gone before an error line is printed."""
-    from clustersim.progress import progress_bars
+    from clustersim import api
 
     def go() -> Any:
-        with progress_bars(quiet) as progress:
+        with api.progress_bars(quiet) as progress:
             return fn(progress)
 
     return _guard(go)
@@ -79,9 +81,9 @@ def _out_dir(out: Optional[Path]) -> Any:
     """The checked ``--out`` directory (created, writable) before any work, or None."""
     if out is None:
         return None
-    from clustersim.outputs import OutputDir
+    from clustersim import api
 
-    return _guard(lambda: OutputDir.prepare(out))
+    return _guard(lambda: api.prepare_out(out))
 
 
 REPORT_HELP = "Also write report.html into --out: one self-contained page of charts (needs the report extra)."
@@ -93,9 +95,9 @@ def _report_ready(report: bool, out: Optional[Path]) -> None:
         return
     if out is None:
         _fail("--report needs --out DIR: the report is written there as report.html")
-    from clustersim.report import require_plotly
+    from clustersim import api
 
-    _guard(require_plotly)
+    _guard(api.require_report)
 
 
 @contextmanager
@@ -109,16 +111,42 @@ def _interruptible(what: str, out_dir: Any = None, written: str = "nothing writt
         raise typer.Exit(code=130) from None
 
 
-def _build_report(build: Callable[[Any], str]) -> str:
-    from clustersim import report as report_mod
+def _run(job: Any, quiet: bool | None = None) -> Any:
+    """``api.run_job(job)``, guarded; under progress bars unless ``quiet`` is None."""
+    from clustersim import api
 
-    return _guard(lambda: build(report_mod))
+    if quiet is None:
+        return _guard(lambda: api.run_job(job))
+    return _with_progress(quiet, lambda progress: api.run_job(job, progress))
+
+
+def _save(out_dir: Any, outcome: Any, report: bool, **plan_options: Any) -> None:
+    """The outcome's files into ``--out`` (and its ``--report`` page), guarded; ``plan_options``:
+    a serving plan's (``api.save_outputs``)."""
+    from clustersim import api
+
+    if out_dir is not None or report:
+        _guard(lambda: api.save_outputs(out_dir, outcome, report=report, **plan_options))
+
+
+@contextmanager
+def _plotter(out_dir: Any, doc: Any) -> Iterator[Any]:
+    """With ``--out`` on a serving plan, ``api.plot_helper``: a process that imports matplotlib
+    while the plan runs and draws pareto.png; None otherwise."""
+    from clustersim import api
+
+    helper = api.plot_helper() if out_dir is not None and getattr(doc, "kind", None) != "training" else None
+    try:
+        yield helper
+    finally:
+        if helper is not None:
+            helper.close()
 
 
 def _print_json(data: Any) -> None:
-    from clustersim.outputs import to_json  # strict JSON: NaN and infinities print as null
+    from clustersim import api  # strict JSON: NaN and infinities print as null
 
-    typer.echo(to_json(json.loads(json.dumps(data, default=_json_default))))
+    typer.echo(api.to_json(json.loads(json.dumps(data, default=_json_default))))
 
 
 def _json_default(obj: Any) -> Any:
@@ -244,7 +272,7 @@ def validate_cmd(
     training: layout, micro-batches, tokens per step and peak memory per device)."""
     from clustersim import api
 
-    report = _guard(lambda: api.config_report(api.validate(config, set_ or ())))
+    report = _run(api.ValidateJob(config, tuple(set_ or ()))).result
     _show(f"{config}: valid {report['kind']}", report, as_json)
 
 
@@ -267,25 +295,17 @@ def calibrate_cmd(
     """
     from clustersim import api
 
-    created = not out.exists()
-    _out_dir(out)
+    out_dir = _out_dir(out)
     with _interruptible("calibrate", written=f"the rows measured so far stay in {out}/; rerun the same command "
                                              "to resume"):
-        from clustersim.progress import progress_mode
-
-        mode = _guard(progress_mode)
-        code = _guard(lambda: api.calibrate(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
-                                            quiet=quiet, check=check, progress=mode))
-        if code:
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()  # a usage error (no GPU, no torch, bad suite) leaves no empty profile behind
-            raise typer.Exit(code=code)
+        mode = _guard(api.progress_mode)
+        done = _run(api.CalibrateJob(out, suite=suite, quick=quick, max_seconds=max_seconds, device=device,
+                                     quiet=quiet, check=check, progress=mode)).result
+        if done.exit_code:
+            out_dir.discard()  # a usage error (no GPU, no torch, bad suite) leaves no empty profile behind
+            raise typer.Exit(code=done.exit_code)
         if check:
-            from clustersim.validation import format_check, write_check
-
-            table, summary = _guard(lambda: api.calibrate_check(out))
-            write_check(out, table, summary)
-            typer.echo(format_check(table, summary))
+            typer.echo(api.format_calibration_check(done))
 
 
 @app.command("simulate")
@@ -301,26 +321,21 @@ def simulate_cmd(
     quiet: bool = _quiet_opt(),
 ) -> None:
     """Simulate a serving deployment (or a training job) and report latency, throughput, goodput."""
-    from clustersim import outputs, run
+    from clustersim import api
 
     if trace and out is None:
         _fail("--trace needs --out DIR: the trace is written there as trace.json")
     _report_ready(report, out)
     out_dir = _out_dir(out)
-    overrides = [*(set_ or ()), *run.profile_override(profile)]
     with _interruptible(f"simulate {config}", out_dir):
-        doc = _guard(lambda: run.load_config(config))  # a training report draws the pipeline: traced
-        traced = trace or (report and doc.kind == "training")
-        kind, cfg, result, prof = _with_progress(
-            quiet, lambda progress: run.simulate_file(doc, overrides, trace=traced, progress=progress))
-        summary = run.run_summary(kind, cfg, result, prof)
-        page = _build_report(lambda r: r.simulate_report(kind, cfg, result, summary)) if report else None
-        if out_dir is not None:
-            _guard(lambda: outputs.write_simulation(out_dir, kind, result, summary, trace, report=page))
+        doc = _guard(lambda: api.load_config(config))
+        done = _run(api.SimulateJob(doc, tuple(set_ or ()), trace=trace, profile=profile, report=report), quiet)
+        _save(out_dir, done, report)
+    summary = done.summary
     if as_json:
         _print_json(summary)
         return
-    _show(f"{config} ({kind})", {**summary["summary"], "profile": summary["profile"]}, False)
+    _show(f"{config} ({done.kind})", {**summary["summary"], "profile": summary["profile"]}, False)
     if out is not None:
         typer.echo(f"wrote {out}/")
 
@@ -346,18 +361,16 @@ def plan_cmd(
     Exit codes: 0 a layout verified in the simulator was found; 2 a bad input; 3 no layout
     fits the budget and SLOs (the closest one and the rule it breaks are printed); 4 layouts
     fit but none passed verification (each check's reason is printed)."""
-    from clustersim import outputs, run
+    from clustersim import api
 
-    set_ = [*(set_ or ()), *run.profile_override(profile)]
     _report_ready(report, out)
     out_dir = _out_dir(out)
-    doc = _guard(lambda: run.load_config(plan_yaml))  # read once; a training job plans training layouts
-    if doc.kind == "training":
-        with _interruptible(f"plan {plan_yaml}", out_dir):
-            table = _with_progress(quiet, lambda progress: run.plan_training(doc, set_, progress=progress))
-            page = _build_report(lambda r: r.training_plan_report(table, str(plan_yaml))) if report else None
-            if out_dir is not None:
-                _guard(lambda: outputs.write_training_plan(out_dir, table, report=page))
+    doc = _guard(lambda: api.load_config(plan_yaml))  # read once; a training job plans training layouts
+    with _interruptible(f"plan {plan_yaml}", out_dir), _plotter(out_dir, doc) as plotter:
+        done = _run(api.PlanJob(doc, tuple(set_ or ()), ray_address, workers, profile=profile), quiet)
+        _save(out_dir, done, report, csv_rows=csv_rows, plotter=plotter)
+    if done.kind == "training":
+        table = done.result
         if as_json:
             _print_json({"kind": "training", "profile": table.attrs.get("profile"),
                          "ranked": json.loads(table.head(20).to_json(orient="records"))})
@@ -369,14 +382,7 @@ def plan_cmd(
                             "mfu_causal", "memory_peak_gb", "reason") if c in table.columns]
         Console().print(table[cols].head(15).to_string(index=False))
         return
-    with _interruptible(f"plan {plan_yaml}", out_dir), _plotter(out_dir) as plotter:
-        result = _with_progress(quiet, lambda progress: run.plan_file(doc, set_, ray_address, workers,
-                                                                      progress=progress))
-        page = _build_report(lambda r: r.plan_report(result)) if report else None
-        if out_dir is not None:
-            _guard(lambda: outputs.write_plan(
-                out_dir, result, report=page, csv_rows=outputs.PLAN_CSV_ROWS if csv_rows is None else csv_rows,
-                plotter=plotter))
+    result = done.result
     if as_json:
         _print_json(result.to_dict(rows=20))
         raise typer.Exit(code=result.exit_code)
@@ -384,21 +390,6 @@ def plan_cmd(
     if result.best is not None and out is None:
         typer.echo(result.best_yaml())
     raise typer.Exit(code=result.exit_code)
-
-
-@contextmanager
-def _plotter(out_dir: Any) -> Iterator[Any]:
-    """With ``--out``, a helper process that imports matplotlib while the plan runs and draws
-    pareto.png (``clustersim.plotproc``); None without ``--out`` or matplotlib."""
-    from clustersim.outputs import _can_plot
-
-    if out_dir is None or not _can_plot():
-        yield None
-        return
-    from clustersim.plotproc import PlotProcess
-
-    with PlotProcess() as proc:
-        yield proc
 
 
 def _cell(value: Any) -> str:
@@ -481,34 +472,22 @@ def whatif_cmd(
     quiet: bool = _quiet_opt(),
 ) -> None:
     """Capacity planning, one-parameter sweeps and side-by-side hardware comparison."""
-    import planner
-    from clustersim import outputs, run
-    from planner import whatif
+    from clustersim import api
 
     _report_ready(report, out)
     out_dir = _out_dir(out)
-
-    cfg = _guard(lambda: planner.load_plan(plan_yaml, [*(set_ or ()), *run.profile_override(profile)]))
-
-    def go(progress):
-        if capacity:
-            return "capacity", whatif.capacity(cfg, progress=progress)
-        if sweep:
-            if not values:
-                raise ValueError("--sweep needs --values a,b,c")
-            return "sweep", whatif.sweep(cfg, sweep, [v.strip() for v in values.split(",")], progress=progress)
-        if compare is not None:
-            hw = [h.strip() for h in compare.split(",") if h.strip()] or list(whatif.DEFAULT_HARDWARE)
-            return "compare", whatif.compare_hardware(cfg, hw, progress=progress)
-        return "compare", whatif.compare_hardware(cfg, progress=progress)
-
+    if capacity:
+        mode = dict(mode="capacity")
+    elif sweep:
+        mode = dict(mode="sweep", parameter=sweep, values=tuple(v.strip() for v in values.split(",")) if values else None)
+    else:
+        mode = dict(mode="compare", hardware=tuple(h.strip() for h in (compare or "").split(",") if h.strip()))
+    # the plan is validated before any work (and before the progress bars)
+    job = _guard(lambda: api.prepare(api.WhatIfJob(plan_yaml, tuple(set_ or ()), profile=profile, **mode)))
     with _interruptible(f"what-if {plan_yaml}", out_dir):
-        kind, df = _with_progress(quiet, go)
-        line = _guard(lambda: run.plan_profile_line(cfg))
-        df.attrs.setdefault("profile", line.removeprefix("profile: "))
-        page = _build_report(lambda r: r.whatif_report(kind, df, cfg)) if report else None
-        if out_dir is not None:
-            _guard(lambda: outputs.write_whatif(out_dir, kind, df, report=page))
+        done = _run(job, quiet)
+        _save(out_dir, done, report)
+    kind, df = done.kind, done.result
     if as_json:
         _print_json({"kind": kind, "attrs": {k: v for k, v in df.attrs.items()},
                      "rows": json.loads(df.to_json(orient="records"))})
@@ -543,19 +522,18 @@ def check_cmd(
     point of our GPU ground truth, predicted now: source, setting, published vs predicted, error,
     tolerance, fit or holdout, and status ok / known gap (with the mechanism the model lacks) / fail.
     Exits 1 when a check fails (known gaps do not fail)."""
-    from clustersim import checks, outputs
+    from clustersim import api
 
     _report_ready(report, out)
     out_dir = _out_dir(out)
     with _interruptible("check", out_dir):
-        result = _guard(lambda: checks.run_checks(only or None))
-        page = _build_report(lambda r: r.check_report(result)) if report else None
-        if out_dir is not None:
-            _guard(lambda: outputs.write_check(out_dir, result, report=page))
+        done = _run(api.CheckJob(tuple(only or ())))
+        _save(out_dir, done, report)
+    result = done.result
     if as_json:
         _print_json(result.to_dict())
     else:
-        typer.echo(checks.format_text(result, all_points=points))
+        typer.echo(api.format_checks(result, all_points=points))
         if out is not None:
             typer.echo(f"wrote {out}/")
     if not result.passed:
@@ -563,6 +541,14 @@ def check_cmd(
 
 
 # ---------------------------------------------------------------- estimates
+def _estimate(what: str, title: str, as_json: bool, profile: Optional[str], **args: Any) -> None:
+    """Run the estimate ``what`` (``api.EstimateJob``) and print it."""
+    from clustersim import api
+
+    data = _run(api.EstimateJob(what, {**args, "profile": profile or "default"})).result
+    _estimate_out(data, as_json, title)
+
+
 def _estimate_out(data: dict, as_json: bool, title: str) -> None:
     if as_json:
         _print_json(data)
@@ -600,11 +586,8 @@ def estimate_step_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One forward step of a whole model (prefill or decode)."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_step(model, hardware, phase, batch, seq, context, tp, dtype,
-                                                 kernels=kernels, profile=profile or "default"))
-    _estimate_out(data, as_json, "step estimate")
+    _estimate("step", "step estimate", as_json, profile, model=model, hardware=hardware, phase=phase, batch=batch,
+              seq=seq, context=context, tp=tp, dtype=dtype, kernels=kernels)
 
 
 @estimate_app.command("collective")
@@ -617,11 +600,8 @@ def estimate_collective_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One collective on a group of devices of a catalog cluster."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_collective(hardware, op, gpus, bytes_per_rank,
-                                                         profile=profile or "default"))
-    _estimate_out(data, as_json, "collective estimate")
+    _estimate("collective", "collective estimate", as_json, profile, hardware=hardware, op=op, gpus=gpus,
+              bytes_per_rank=bytes_per_rank)
 
 
 @estimate_app.command("dispatch")
@@ -636,11 +616,8 @@ def estimate_dispatch_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """MoE dispatch and combine on one EP rank."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_dispatch(hardware, ep, tokens_per_rank, model, kernel, dispatch_dtype,
-                                                      profile=profile or "default"))
-    _estimate_out(data, as_json, "dispatch/combine estimate")
+    _estimate("dispatch", "dispatch/combine estimate", as_json, profile, hardware=hardware, ep=ep,
+              tokens_per_rank=tokens_per_rank, model=model, kernel=kernel, dispatch_dtype=dispatch_dtype)
 
 
 @estimate_app.command("moe-layer")
@@ -656,11 +633,8 @@ def estimate_moe_layer_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One expert-parallel MoE layer: router, dispatch, experts (incl. shared), combine."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_moe_layer(model, hardware, ep, tokens_per_rank, dtype, kernel,
-                                                      kernels=kernels, profile=profile or "default"))
-    _estimate_out(data, as_json, "MoE layer estimate")
+    _estimate("moe-layer", "MoE layer estimate", as_json, profile, model=model, hardware=hardware, ep=ep,
+              tokens_per_rank=tokens_per_rank, dtype=dtype, kernel=kernel, kernels=kernels)
 
 
 @estimate_app.command("attention")
@@ -676,11 +650,8 @@ def estimate_attention_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Sequence-parallel causal attention of one layer (all-to-alls or ring passes plus attention)."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_attention(hardware, sp, sp_kind, seq, heads, head_dim, batch,
-                                                       profile=profile or "default"))
-    _estimate_out(data, as_json, "sequence-parallel attention estimate")
+    _estimate("attention", "sequence-parallel attention estimate", as_json, profile, hardware=hardware, sp=sp,
+              sp_kind=sp_kind, seq=seq, heads=heads, head_dim=head_dim, batch=batch)
 
 
 @estimate_app.command("serving")
@@ -702,13 +673,9 @@ def estimate_serving_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Steady state of one serving instance: step time, TPOT or batch time, tokens/s per device."""
-    from clustersim import estimate
-
-    data = _guard(lambda: estimate.estimate_serving(model, hardware, phase, ep, batch_per_device, tp, seq, context,
-                                                    micro_batches, mtp_acceptance, dtype,
-                                                    redundant_experts=redundant_experts,
-                                                    profile=profile or "default", kernels=kernels))
-    _estimate_out(data, as_json, "serving estimate")
+    _estimate("serving", "serving estimate", as_json, profile, model=model, hardware=hardware, phase=phase, ep=ep,
+              batch_per_device=batch_per_device, tp=tp, seq=seq, context=context, micro_batches=micro_batches,
+              mtp_acceptance=mtp_acceptance, dtype=dtype, redundant_experts=redundant_experts, kernels=kernels)
 
 
 def main() -> None:

@@ -9,8 +9,12 @@ that found nothing), and writes each new file atomically: a temporary file in th
 directory, flushed to disk, then ``os.replace``. An interrupted or failed write leaves complete
 files or none, never a cut-off one. Files a command does not own are never touched.
 
-The writers are the only code that writes result files (``clustersim.run`` and the layers below
-return data); ``calibrate`` writes its own profile directory through ``calibration.run``.
+This module is the only code that writes files, apart from the profile directory that
+``calibrate`` measures into: calibration sits below the facade and may not import it, so it
+writes through ``calibration.store`` (the atomic-write rule used here too, resumable
+measurement tables, metadata sidecars). ``clustersim.api`` (the jobs) and the layers below
+return data; the plots come as PNG bytes (``planner.plot``). ``tests/test_code_health.py``
+holds the rule: no other module creates, replaces or removes a file.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from calibration.store import write_atomic
 
 
 def finite(obj: Any) -> Any:
@@ -43,8 +49,8 @@ def to_json(data: Any, indent: int | None = 2) -> str:
 
 
 __all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES",
-           "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan", "write_whatif",
-           "write_check"]
+           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan",
+           "write_whatif", "write_check", "write_profile_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
 #: writes one, so a run without ``--report`` leaves no stale report beside fresh results
@@ -64,13 +70,16 @@ PLAN_CSV_ROWS = 1000
 WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png", REPORT) for kind in ("capacity", "sweep", "compare")}
 #: ``clustersim check --out``: every check as CSV and JSON, and the report when asked
 CHECK_FILES = ("check.csv", "check.json", REPORT)
+#: ``clustersim calibrate --check``: predicted vs measured steps, in the profile directory
+PROFILE_CHECK_FILES = ("check.csv", "check.json")
 
 
 class OutputDir:
     """A checked output directory; records which files this run removed and wrote."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, created: bool = False):
         self.path = Path(path)
+        self.created = created  # ``prepare`` made the directory (``discard`` may remove it)
         self.planned: tuple[str, ...] = ()
         self.written: list[str] = []
         self.removed: list[str] = []
@@ -81,6 +90,7 @@ class OutputDir:
         p = Path(path)
         if p.exists() and not p.is_dir():
             raise ValueError(f"--out {p}: exists and is not a directory (give a directory path)")
+        created = not p.exists()
         try:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -92,7 +102,13 @@ class OutputDir:
             os.unlink(probe)
         except OSError as exc:
             raise ValueError(f"--out {p}: cannot write there ({exc.strerror or exc})") from None
-        return cls(p)
+        return cls(p, created)
+
+    def discard(self) -> None:
+        """Remove the directory if ``prepare`` created it and nothing was put in it (a command
+        that failed before its work, e.g. ``calibrate`` without a GPU, leaves nothing behind)."""
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def begin(self, owned: Iterable[str], planned: Iterable[str]) -> None:
         """Remove the command's own files left by an earlier run; ``planned`` is what follows."""
@@ -118,20 +134,16 @@ class OutputDir:
     def write_csv(self, name: str, df: Any) -> None:
         self.write_with(name, lambda tmp: df.to_csv(tmp, index=False))
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.write_with(name, lambda tmp: tmp.write_bytes(data))
+
     def write_with(self, name: str, write: Callable[[Path], Any]) -> None:
-        """``write(tmp_path)`` makes the file (same suffix as ``name``); it then replaces ``name``."""
-        final = self.path / name
-        tmp = self.path / f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}"
+        """``write(tmp_path)`` makes the file (same suffix as ``name``); it then replaces ``name``
+        (``calibration.store.write_atomic``: flushed to disk first, no partial file)."""
         try:
-            write(tmp)
-            with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            write_atomic(self.path / name, write)
         except OSError as exc:
             raise ValueError(f"--out {self.path}: could not write {name} ({exc.strerror or exc})") from None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         self.written.append(name)
 
     def report(self) -> str:
@@ -147,7 +159,7 @@ class OutputDir:
         return msg + " (no partial files)"
 
 
-def _can_plot() -> bool:
+def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -192,17 +204,16 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     ``ranked.csv`` (0: every row), the Pareto front (CSV + PNG when matplotlib is there), plan
     JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given.
     ``plotter``: a ``clustersim.plotproc.PlotProcess`` that draws the PNG while the rest is
-    written (else it is drawn here)."""
+    written (else, or when it fails, it is drawn here)."""
     best = result.best_yaml()
-    plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
+    plot = plot and len(result.pareto) > 0 and can_plot()  # no feasible layout: nothing to plot (the CLI says why)
     planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + \
         (["best_deployment.yaml"] if best else []) + (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
-    drawn = out.path / f".pareto.draw-{secrets.token_hex(4)}.png"
     if plot and plotter is not None:
         from planner.plot import pareto_data
 
-        plotter.draw(pareto_data(result), drawn)
+        plotter.draw(pareto_data(result))
     out.write_with("ranked.parquet", lambda tmp: write_parquet(result.table, tmp))
     out.write_csv("ranked.csv", result.table.head(csv_rows) if csv_rows else result.table)
     out.write_csv("pareto.csv", result.pareto)
@@ -210,16 +221,12 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     if best:
         out.write_text("best_deployment.yaml", best)
     if plot:
-        def png(tmp: Path) -> None:
-            if plotter is not None and plotter.wait():
-                os.replace(drawn, tmp)
-                return
-            drawn.unlink(missing_ok=True)
+        png = plotter.png() if plotter is not None else None
+        if png is None:
             from planner.plot import plot_pareto
 
-            plot_pareto(result, tmp)
-
-        out.write_with("pareto.png", png)
+            png = plot_pareto(result)
+        out.write_bytes("pareto.png", png)
     if report:
         out.write_text(REPORT, report)
     return list(out.written)
@@ -254,14 +261,14 @@ def write_whatif(out: OutputDir, kind: str, df: Any, plot: bool = True, report: 
     """``whatif_<kind>.csv``, for sweeps and comparisons ``whatif_<kind>.png``, and ``report.html``
     when ``report`` (its text) is given."""
     csv_name, png_name, _ = WHATIF_FILES[kind]
-    plot = plot and kind in ("sweep", "compare") and _can_plot()
+    plot = plot and kind in ("sweep", "compare") and can_plot()
     out.begin(WHATIF_FILES[kind], [csv_name] + ([png_name] if plot else []) + ([REPORT] if report else []))
     out.write_csv(csv_name, df)
     if plot:
         from planner import plot as plots
 
         draw = plots.plot_sweep if kind == "sweep" else plots.plot_compare
-        out.write_with(png_name, lambda tmp: draw(df, tmp))
+        out.write_bytes(png_name, draw(df))
     if report:
         out.write_text(REPORT, report)
     return list(out.written)
@@ -275,4 +282,16 @@ def write_check(out: OutputDir, run: Any, report: str | None = None) -> list[str
     out.write_text("check.json", to_json(run.to_dict()) + "\n")
     if report:
         out.write_text(REPORT, report)
+    return list(out.written)
+
+
+def write_profile_check(profile_dir: str | Path, df: Any, summary: dict) -> list[str]:
+    """``calibrate --check``: ``check.csv`` (one row per step) and ``check.json`` (summary and
+    rows) in the profile directory (``clustersim.validation.predict_check`` made them)."""
+    out = OutputDir(profile_dir)
+    cols = ["family", "case", "point", "measured_s", "predicted_s", "error"]
+    out.begin((), PROFILE_CHECK_FILES)
+    out.write_with("check.csv", lambda tmp: df[cols].to_csv(tmp, index=False, float_format="%.6g"))
+    doc = {**summary, "rows": json.loads(df[cols].to_json(orient="records"))}
+    out.write_text("check.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return list(out.written)

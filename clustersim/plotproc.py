@@ -2,11 +2,11 @@
 
 ``clustersim plan --out`` starts it before planning: it imports matplotlib (about a third of
 the imports a plan needs) on a core the plan leaves idle while it is single-threaded (its own
-imports, the profile, the ranking), then waits. ``draw(data, path)`` hands it the figure's
-data (``planner.plot.pareto_data``: plain lists, sent as one JSON line) and returns at once;
-``wait()`` returns when the PNG is on disk. The plan's process never imports matplotlib (about
-35 MB less at its peak). If the helper cannot start or fails, ``wait`` says so (False) and the
-caller draws in-process. Only the facade uses it (``clustersim.outputs.write_plan``).
+imports, the profile, the ranking), then waits. ``draw(data)`` hands it the figure's data
+(``planner.plot.pareto_data``: plain lists, one JSON line on its stdin) and returns at once;
+``png()`` returns the PNG bytes it writes back on its stdout, for ``clustersim.outputs`` to
+write, or None when it could not start or failed (the caller then draws in-process). The
+plan's process never imports matplotlib (about 35 MB less at its peak).
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+import threading
 
 __all__ = ["PlotProcess"]
 
-# the helper: matplotlib first, then one request (or none: stdin closed)
+# the helper: matplotlib first, then one request (or none: stdin closed), PNG bytes out
 _CHILD = """
 import json, sys
-from planner.plot import _plt, draw_pareto
-_plt()
+from planner.plot import draw_pareto, ready
+ready()
 line = sys.stdin.readline()
 if line:
-    req = json.loads(line)
-    draw_pareto(req["data"], req["path"])
+    sys.stdout.buffer.write(draw_pareto(json.loads(line)))
 """
 
 
@@ -38,48 +37,53 @@ class PlotProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             self.proc: subprocess.Popen | None = subprocess.Popen(
-                [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env=env, text=True)
+                [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=env)
         except OSError:
             self.proc = None
-        self.path: Path | None = None
+        self._out: list[bytes] = []
+        self._reader: threading.Thread | None = None
 
-    def draw(self, data: dict, path: str | Path) -> None:
-        """Ask for ``data``'s figure at ``path`` (returns at once)."""
-        self.path = Path(path)
+    def draw(self, data: dict) -> None:
+        """Ask for ``data``'s figure (returns at once; ``png()`` collects it)."""
         if self.proc is None:
             return
+        # read its answer while it draws, so a large PNG never fills the pipe
+        self._reader = threading.Thread(target=lambda: self._out.append(self.proc.stdout.read()), daemon=True)
+        self._reader.start()
         try:
-            self.proc.stdin.write(json.dumps({"data": data, "path": str(path)}) + "\n")
+            self.proc.stdin.write((json.dumps(data) + "\n").encode())
             self.proc.stdin.close()
-        except OSError:  # the helper died early: wait() reports it
+        except OSError:  # the helper died early: png() reports it
             pass
 
-    def wait(self, timeout_s: float = 120.0) -> bool:
-        """True when the helper drew the figure (the file exists), False otherwise."""
-        if self.proc is None:
-            return False
+    def png(self, timeout_s: float = 120.0) -> bytes | None:
+        """The PNG bytes the helper drew, or None (it could not start, failed or timed out)."""
+        if self.proc is None or self._reader is None:
+            return None
+        self._reader.join(timeout_s)
         try:
-            rc = self.proc.wait(timeout=timeout_s)
+            rc = self.proc.wait(timeout=1.0 if self._reader.is_alive() else timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return False
-        return rc == 0 and self.path is not None and self.path.exists()
+            self.close()
+            return None
+        data = self._out[0] if self._out else b""
+        return data if rc == 0 and data.startswith(b"\x89PNG") else None
 
     def close(self) -> None:
         """End the helper if it still runs (nothing drawn, or the caller gave up)."""
         p = self.proc
-        if p is not None and p.poll() is None:
-            try:
-                p.stdin.close()
-            except OSError:
-                pass
-            try:
-                p.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if p is None or p.poll() is not None:
+            return
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
     def __enter__(self) -> "PlotProcess":
         return self

@@ -14,7 +14,6 @@ against, count as ``fit``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from simulator.costmodel import CostModel, profile_device
 DEFAULT_CLUSTER = "h200-node"
 
 
-def _compute_seconds(cm: CostModel, ops) -> float:
+def ops_compute_seconds(cm: CostModel, ops) -> float:
     """Compute time of ``ops``; collectives (left out of one-GPU ground truth) are not costed,
     so an EP group larger than the cluster (an EP-32 rank measured on one GPU) still predicts."""
     return sum(cm.op_cost(o).total_s for o in ops if o.stream != "comm")
@@ -52,7 +51,7 @@ def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFA
         for r in pd.read_csv(path).to_dict("records"):
             work = row_ops(table, r, kernels, recorded_routing=recorded_routing)
             rows.append({"case": work.case, "point": work.point, "measured_s": float(r["seconds"]),
-                         "predicted_s": _compute_seconds(cm, work.ops), "family": work.family,
+                         "predicted_s": ops_compute_seconds(cm, work.ops), "family": work.family,
                          "split": str(r.get("split", "fit"))})
     df = pd.DataFrame(rows)
     if not df.empty:
@@ -143,16 +142,6 @@ def predict_check(profile_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     if cluster == DEFAULT_CLUSTER and profile_device(prof) is None:
         summary["note"] += f"; the profile's device is not in the hardware catalog, costed as {cluster}"
     return df, summary
-
-
-def write_check(profile_dir: str | Path, df: pd.DataFrame, summary: dict) -> tuple[Path, Path]:
-    """``check.csv`` (one row per step) and ``check.json`` (summary + rows) in the profile dir."""
-    d = Path(profile_dir)
-    cols = ["family", "case", "point", "measured_s", "predicted_s", "error"]
-    df[cols].to_csv(d / "check.csv", index=False, float_format="%.6g")
-    doc = {**summary, "rows": json.loads(df[cols].to_json(orient="records"))}
-    (d / "check.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    return d / "check.csv", d / "check.json"
 
 
 def format_check(df: pd.DataFrame, summary: dict) -> str:

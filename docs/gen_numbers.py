@@ -131,7 +131,7 @@ def engine_cm384_decode() -> str:
 def training_dsv3() -> str:
     """simulator/training/README.md: the DeepSeek-V3 example as ``clustersim simulate`` runs it
     (shipped H200 profile transferred to H800), and with ``profile: null`` (roofline)."""
-    from clustersim.run import simulate_file
+    from clustersim.api import SimulateJob, run_job
 
     d = yaml.safe_load((REFERENCE / "training_dsv3.yaml").read_text())["derived"]
     ref_step, ref_tpd = d["step_time_s_at_15360"]["value"], d["tokens_per_day"]["value"]
@@ -144,10 +144,11 @@ def training_dsv3() -> str:
     for cluster, sched, timing in cases:
         overrides = [f"cluster={cluster}", f"parallelism.pp_schedule={sched}"]
         if timing == "roofline":
-            _, _, r, _ = simulate_file(example, overrides, profile="none")
+            r = run_job(SimulateJob(example, tuple(overrides), profile="none")).result
             label = "roofline (`profile: null`)"
         else:
-            _, _, r, prof = simulate_file(example, overrides)
+            done = run_job(SimulateJob(example, tuple(overrides)))
+            r, prof = done.result, done.profile
             label = f"{prof.name} profile, transferred" if prof is not None else "roofline"
         steps[(cluster, sched, timing)] = r.step_time_s
         rows.append(f"| {cluster} | {sched} | {label} | {r.step_time_s:.2f} | {_pct(r.step_time_s / ref_step - 1)} | "

@@ -508,53 +508,8 @@ def parse_clusters(
             raise _fail(filename, f"{path}.device", f"unknown device '{raw.device}' (known: {', '.join(sorted(devices))})")
         n = raw.devices_per_node * raw.num_nodes
         sources = _check_sources(raw.sources, {"devices_per_node", "num_nodes"}, {"devices_per_node", "num_nodes"}, all_refs, filename, path)
-        tiers: list[Tier] = []
-        for i, raw_tier in enumerate(raw.tiers):
-            tier, tsrc = _tier_from_raw(raw_tier, n, all_refs, filename, f"{path}.tiers.{i}")
-            if tiers and tier.span_devices <= tiers[-1].span_devices:
-                raise _fail(filename, f"{path}.tiers.{i}.span_devices", f"spans must grow outward ({tier.span_devices} after {tiers[-1].span_devices})")
-            if any(t.name == tier.name for t in tiers):
-                raise _fail(filename, f"{path}.tiers.{i}.name", f"duplicate tier name '{tier.name}'")
-            tiers.append(tier)
-            sources.update({f"tiers.{tier.name}.{k}": v for k, v in tsrc.items()})
-        if tiers[-1].span_devices != n:
-            raise _fail(filename, f"{path}.tiers.{len(tiers) - 1}.span_devices", f"the outermost tier must span all {n} devices ('all'), got {tiers[-1].span_devices}")
-        side: list[Tier] = []
-        for i, raw_tier in enumerate(raw.side_tiers):
-            tier, tsrc = _tier_from_raw(raw_tier, n, all_refs, filename, f"{path}.side_tiers.{i}")
-            side.append(tier)
-            sources.update({f"side_tiers.{tier.name}.{k}": v for k, v in tsrc.items()})
-        spec = raw.topology
-        tpath = f"{path}.topology"
-        topo_fields = set(type(spec).model_fields) - {"kind", "prices", "sources"}
-        tsrc = _check_sources(spec.sources, topo_fields, topo_fields, all_refs, filename, tpath)
-        sources.update({f"topology.{k}": v for k, v in tsrc.items()})
-        try:
-            counts = _counts_for(spec, n, raw.devices_per_node, raw.num_nodes)
-        except ValueError as exc:
-            raise _fail(filename, tpath, str(exc)) from None
-        if counts.endpoints < n:
-            raise _fail(filename, tpath, f"provides {counts.endpoints} endpoints for {n} devices")
-        if spec.prices == "none":
-            cost = 0.0
-            cost_note = "cost not modelled (no sourced component prices for this fabric)"
-        else:
-            price = prices.get(spec.prices)
-            if price is None:
-                raise _fail(filename, f"{tpath}.prices", f"unknown price set '{spec.prices}' (known: none, {', '.join(sorted(prices))})")
-            cost = topo.network_cost_usd(counts, price)
-            cost_note = f"cost from price set '{price.name}' ({price.notes})"
-        params = ", ".join(f"{k}={v}" for k, v in counts.params.items())
-        topology = Topology(
-            kind=counts.kind,
-            endpoints=counts.endpoints,
-            switches=counts.switches,
-            links=counts.links,
-            cost_usd=cost,
-            notes=f"{counts.kind}({params}); {cost_note}",
-            endpoint_links=counts.endpoint_links,
-            levels=counts.levels,
-        )
+        tiers, side = _cluster_tiers(raw, n, all_refs, filename, path, sources)
+        topology = _cluster_topology(raw, n, prices, all_refs, filename, path, sources)
         clusters[name] = Cluster(
             name=name,
             device=device,
@@ -568,6 +523,66 @@ def parse_clusters(
         )
         _add_cluster_aliases(filename, path, name, raw.aliases, aliases, set(doc.clusters), device_names)
     return clusters, aliases
+
+
+def _cluster_tiers(raw: "_RawCluster", n: int, refs: Mapping[str, str], filename: str, path: str,
+                   sources: dict[str, str]) -> tuple[list[Tier], list[Tier]]:
+    """A cluster's tiers (spans growing outward, the last spanning all ``n`` devices, names
+    unique) and side tiers; their sources are added to ``sources``."""
+    tiers: list[Tier] = []
+    for i, raw_tier in enumerate(raw.tiers):
+        tier, tsrc = _tier_from_raw(raw_tier, n, refs, filename, f"{path}.tiers.{i}")
+        if tiers and tier.span_devices <= tiers[-1].span_devices:
+            raise _fail(filename, f"{path}.tiers.{i}.span_devices", f"spans must grow outward ({tier.span_devices} after {tiers[-1].span_devices})")
+        if any(t.name == tier.name for t in tiers):
+            raise _fail(filename, f"{path}.tiers.{i}.name", f"duplicate tier name '{tier.name}'")
+        tiers.append(tier)
+        sources.update({f"tiers.{tier.name}.{k}": v for k, v in tsrc.items()})
+    if tiers[-1].span_devices != n:
+        raise _fail(filename, f"{path}.tiers.{len(tiers) - 1}.span_devices", f"the outermost tier must span all {n} devices ('all'), got {tiers[-1].span_devices}")
+    side: list[Tier] = []
+    for i, raw_tier in enumerate(raw.side_tiers):
+        tier, tsrc = _tier_from_raw(raw_tier, n, refs, filename, f"{path}.side_tiers.{i}")
+        side.append(tier)
+        sources.update({f"side_tiers.{tier.name}.{k}": v for k, v in tsrc.items()})
+    return tiers, side
+
+
+def _cluster_topology(raw: "_RawCluster", n: int, prices: Mapping[str, topo.NetworkPrices], refs: Mapping[str, str],
+                      filename: str, path: str, sources: dict[str, str]) -> Topology:
+    """A cluster's topology: switch, link and endpoint counts for ``n`` devices, and its cost
+    from the named price set; the topology's sources are added to ``sources``."""
+    spec = raw.topology
+    tpath = f"{path}.topology"
+    topo_fields = set(type(spec).model_fields) - {"kind", "prices", "sources"}
+    tsrc = _check_sources(spec.sources, topo_fields, topo_fields, refs, filename, tpath)
+    sources.update({f"topology.{k}": v for k, v in tsrc.items()})
+    try:
+        counts = _counts_for(spec, n, raw.devices_per_node, raw.num_nodes)
+    except ValueError as exc:
+        raise _fail(filename, tpath, str(exc)) from None
+    if counts.endpoints < n:
+        raise _fail(filename, tpath, f"provides {counts.endpoints} endpoints for {n} devices")
+    if spec.prices == "none":
+        cost = 0.0
+        cost_note = "cost not modelled (no sourced component prices for this fabric)"
+    else:
+        price = prices.get(spec.prices)
+        if price is None:
+            raise _fail(filename, f"{tpath}.prices", f"unknown price set '{spec.prices}' (known: none, {', '.join(sorted(prices))})")
+        cost = topo.network_cost_usd(counts, price)
+        cost_note = f"cost from price set '{price.name}' ({price.notes})"
+    params = ", ".join(f"{k}={v}" for k, v in counts.params.items())
+    return Topology(
+        kind=counts.kind,
+        endpoints=counts.endpoints,
+        switches=counts.switches,
+        links=counts.links,
+        cost_usd=cost,
+        notes=f"{counts.kind}({params}); {cost_note}",
+        endpoint_links=counts.endpoint_links,
+        levels=counts.levels,
+    )
 
 
 def _add_cluster_aliases(filename: str, path: str, name: str, new: list[str], aliases: dict[str, str],

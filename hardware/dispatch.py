@@ -218,6 +218,71 @@ def _latency_form(copies, nbytes, ep, tier_latency_s, wire_bw, calib, family, re
     return tier_latency_s + spread * work
 
 
+@dataclass(frozen=True)
+class _Traffic:
+    """What one EP rank sends: ``tokens`` x ``topk`` routed copies over ``ep`` ranks, reaching
+    ``d_rank`` distinct ranks and ``d_node`` distinct nodes per token, at ``b_dispatch`` /
+    ``b_combine`` bytes per token; ``suffix`` marks unrestricted routing in the source."""
+
+    tokens: int
+    topk: int
+    ep: int
+    d_rank: float
+    d_node: float
+    b_dispatch: float
+    b_combine: float
+    suffix: str
+
+
+def _unified_bus_cost(t: _Traffic, crossed: Sequence[Tier], kernel: str, release: str | None,
+                      calib: CommCalibration) -> DispatchCost:
+    """Dispatch and combine over a unified bus: the fused low-latency kernel (latency form), or a
+    bandwidth-bound all-to-all over the non-blocking UB."""
+    T, ep = t.tokens, t.ep
+    if kernel == "low_latency":
+        family = "ub_fused"
+        release = release or _DEFAULT_RELEASE[family]
+        copies = T * t.topk
+        lat, ub_bw = crossed[-1].latency_s, _min_nominal(crossed)
+        d_s = _latency_form(copies, copies * t.b_dispatch, ep, lat, ub_bw, calib, family, release)
+        c_s = _latency_form(copies, copies * t.b_combine, ep, lat, ub_bw, calib, family, release)
+        d_bytes, c_bytes = copies * t.b_dispatch, copies * t.b_combine
+        reported = (d_bytes / d_s, c_bytes / c_s)
+        source = f"model:{family}[{release}]{t.suffix}"
+    else:  # bandwidth-bound all-to-all over the non-blocking UB
+        release = release or "link"
+        bw = min(achievable_bytes_per_s(tier, calib) for tier in crossed)
+        d_bytes = T * t.d_rank * t.b_dispatch * (ep - 1) / ep
+        c_bytes = T * t.d_rank * t.b_combine * (ep - 1) / ep
+        d_s = d_bytes / bw + crossed[-1].latency_s
+        c_s = c_bytes / bw + crossed[-1].latency_s
+        reported = (T * t.d_rank * t.b_dispatch / d_s, T * t.d_rank * t.b_combine / c_s)
+        source = f"model:ub_all_to_all{t.suffix}"
+    name = crossed[-1].name
+    return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
+                        reported[0], reported[1], t.d_node, t.d_rank, source)
+
+
+def _low_latency_cost(t: _Traffic, tiers: Sequence[Tier], outer: int, ll_over_nvlink: bool, release: str | None,
+                      calib: CommCalibration) -> DispatchCost:
+    """DeepEP's low-latency kernels: one RDMA copy per routed expert (latency form)."""
+    family = "deepep_low_latency"
+    release = release or _DEFAULT_RELEASE[family]
+    if (ll_over_nvlink and outer == 0) or len(tiers) == 1:
+        path = tiers[:1]
+    else:  # pure RDMA: every copy leaves through the GPU's own NIC, even to a peer in the node
+        path = tiers[1 : max(outer, 1) + 1]
+    wire_bw = _min_nominal(path)
+    copies = t.tokens * t.topk
+    d_bytes, c_bytes = copies * t.b_dispatch, copies * t.b_combine
+    lat = path[-1].latency_s
+    d_s = _latency_form(copies, d_bytes, t.ep, lat, wire_bw, calib, family, release)
+    c_s = _latency_form(copies, c_bytes, t.ep, lat, wire_bw, calib, family, release)
+    name = path[0].name
+    return DispatchCost(d_s, c_s, "low_latency", release, ((name, d_bytes),), ((name, c_bytes),), name,
+                        d_bytes / d_s, c_bytes / c_s, t.d_node, t.d_rank, f"model:{family}[{release}]{t.suffix}")
+
+
 def dispatch_combine_time(
     tokens_per_rank: int,
     hidden: int,
@@ -267,33 +332,9 @@ def dispatch_combine_time(
         groups, max_groups_per_token, suffix = None, None, ":unrestricted-routing"
     d_rank = expected_distinct_units(ep, num_experts, topk, groups, max_groups_per_token)
     d_node = expected_distinct_units(nodes, num_experts, topk, groups, max_groups_per_token)
-    unified_bus = all(t.technology == "ub" for t in crossed)
-
-    if unified_bus:
-        ub_bw = _min_nominal(crossed)
-        if kernel == "low_latency":
-            family = "ub_fused"
-            release = release or _DEFAULT_RELEASE[family]
-            copies = T * topk
-            lat = crossed[-1].latency_s
-            d_s = _latency_form(copies, copies * b_dispatch, ep, lat, ub_bw, calib, family, release)
-            c_s = _latency_form(copies, copies * b_combine, ep, lat, ub_bw, calib, family, release)
-            d_bytes, c_bytes = copies * b_dispatch, copies * b_combine
-            reported = (d_bytes / d_s, c_bytes / c_s)
-            source = f"model:{family}[{release}]{suffix}"
-        else:  # bandwidth-bound all-to-all over the non-blocking UB
-            release = release or "link"
-            bw = min(achievable_bytes_per_s(t, calib) for t in crossed)
-            d_bytes = T * d_rank * b_dispatch * (ep - 1) / ep
-            c_bytes = T * d_rank * b_combine * (ep - 1) / ep
-            d_s = d_bytes / bw + crossed[-1].latency_s
-            c_s = c_bytes / bw + crossed[-1].latency_s
-            reported = (T * d_rank * b_dispatch / d_s, T * d_rank * b_combine / c_s)
-            source = f"model:ub_all_to_all{suffix}"
-        name = crossed[-1].name
-        return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
-                            reported[0], reported[1], d_node, d_rank, source)
-
+    traffic = _Traffic(T, topk, ep, d_rank, d_node, b_dispatch, b_combine, suffix)
+    if all(t.technology == "ub" for t in crossed):
+        return _unified_bus_cost(traffic, crossed, kernel, release, calib)
     if kernel == "normal":
         family = "deepep_normal"
         release = release or _DEFAULT_RELEASE[family]
@@ -303,18 +344,4 @@ def dispatch_combine_time(
         return DispatchCost(d_s, c_s, kernel, release, d_by, c_by, bottleneck, d_rep, c_rep,
                             d_node, d_rank, f"model:{family}[{release}]{suffix}")
 
-    family = "deepep_low_latency"
-    release = release or _DEFAULT_RELEASE[family]
-    if (ll_over_nvlink and outer == 0) or len(tiers) == 1:
-        path = tiers[:1]
-    else:  # pure RDMA: every copy leaves through the GPU's own NIC, even to a peer in the node
-        path = tiers[1 : max(outer, 1) + 1]
-    wire_bw = _min_nominal(path)
-    copies = T * topk
-    d_bytes, c_bytes = copies * b_dispatch, copies * b_combine
-    lat = path[-1].latency_s
-    d_s = _latency_form(copies, d_bytes, ep, lat, wire_bw, calib, family, release)
-    c_s = _latency_form(copies, c_bytes, ep, lat, wire_bw, calib, family, release)
-    name = path[0].name
-    return DispatchCost(d_s, c_s, kernel, release, ((name, d_bytes),), ((name, c_bytes),), name,
-                        d_bytes / d_s, c_bytes / c_s, d_node, d_rank, f"model:{family}[{release}]{suffix}")
+    return _low_latency_cost(traffic, tiers, outer, ll_over_nvlink, release, calib)

@@ -12,10 +12,32 @@ it has. Switch/link counts and cost (for topology reports) live in ``Topology``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, Mapping
 
 
+def _getstate(self) -> tuple:
+    """Pickle state of a slotted frozen dataclass whose read-only mappings (``MappingProxyType``,
+    which does not pickle) travel as dicts: (values, names of the fields to re-wrap)."""
+    values = [getattr(self, f.name) for f in fields(self)]
+    proxied = tuple(f.name for f, v in zip(fields(self), values) if isinstance(v, MappingProxyType))
+    return tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values), proxied
+
+
+def _setstate(self, state: tuple) -> None:
+    values, proxied = state
+    for f, v in zip(fields(self), values):
+        object.__setattr__(self, f.name, MappingProxyType(v) if f.name in proxied else v)
+
+
+def _picklable(cls: Any) -> Any:
+    """Give a class read-only-mapping-aware pickling (worker pools pickle profiles holding devices)."""
+    cls.__getstate__, cls.__setstate__ = _getstate, _setstate
+    return cls
+
+
+@_picklable
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """One accelerator package (per-GPU figures; per-die figures where the package has several)."""
@@ -95,6 +117,7 @@ class Topology:
         return self.cost_usd / self.endpoints if self.endpoints else 0.0
 
 
+@_picklable
 @dataclass(frozen=True, slots=True)
 class Cluster:
     """A named cluster: devices, how they are grouped into nodes, and the fabric tiers."""

@@ -24,7 +24,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from planner.space import PoolChoice, ServingLayout, _count_pairs, pair_count
+from planner.space import PoolChoice, ServingLayout, count_pairs, pair_count
 
 __all__ = ["ChoiceClass", "MergedBlock", "LayoutIndex", "choice_classes", "merged_blocks", "merge_identical",
            "merge_rows", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
@@ -135,7 +135,7 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         d_vars = dcls.variants()
         for pcls, p_var in zip(p_classes, p_vars):
             p = pcls.rep
-            counts = list(_count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap))
+            counts = list(count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap))
             yield MergedBlock("disaggregated", (p, d), counts, offs[pcls.index], len(pcls.members) * len(dcls.members),
                               {**p_var, **d_vars})
 
@@ -230,8 +230,7 @@ def merge_identical(cols, variants_col: str = "_variants", order=None):
     become the text column ``VARIANTS``."""
     kept, counts, texts = merge_rows(cols, variants_col)
     at = order(kept) if order is not None else range(len(kept))
-    for _n, chunk in cols._chunks:
-        chunk.pop(variants_col, None)
+    cols.drop(variants_col)
     out = cols.frame(kept[at])
     out[COUNT] = counts[at]
     out[VARIANTS] = [texts[j] for j in at]

@@ -1,18 +1,18 @@
 """PNG plots of planner results (matplotlib, imported lazily; the ``plot`` extra).
 
-Each function draws one figure and writes it to ``path`` (the facade decides when and where);
-it returns the path. Nothing here is imported by ``planner.plan``.
+Each function draws one figure and returns it as PNG bytes; the facade writes them
+(``clustersim.outputs``). Nothing here is imported by ``planner.plan``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["plot_pareto", "pareto_data", "draw_pareto", "plot_sweep", "plot_compare"]
+__all__ = ["plot_pareto", "pareto_data", "draw_pareto", "ready", "plot_sweep", "plot_compare"]
 
 
 def _plt():
@@ -24,6 +24,19 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def ready() -> None:
+    """Import matplotlib now (``clustersim.plotproc``'s helper does it while a plan runs)."""
+    _plt()
+
+
+def _png(plt, fig) -> bytes:
+    """``fig`` as PNG bytes (120 dpi); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def pareto_data(result, max_points: int = 5000) -> dict:
@@ -39,13 +52,12 @@ def pareto_data(result, max_points: int = 5000) -> dict:
         p = p.sort_values("tokens_per_s_per_user")
         front = [p["tokens_per_s_per_user"].tolist(), p["tokens_per_s_per_device"].tolist()]
     plan = result.plan
-    title = (f"{plan.name}: {plan.model}, TTFT<={plan.slo.ttft_ms:g} ms, "
-             f"TPOT<={plan.slo.tpot_ms:g} ms")
+    title = f"{plan.name}: {plan.model}, TTFT<={plan.slo.ttft_ms:g} ms, TPOT<={plan.slo.tpot_ms:g} ms"
     return {"modes": modes, "front": front, "title": title}
 
 
-def draw_pareto(data: dict, path: str | Path) -> Path:
-    """Draw ``pareto_data``'s figure to ``path`` (PNG)."""
+def draw_pareto(data: dict) -> bytes:
+    """``pareto_data``'s figure as PNG bytes (``clustersim.plotproc`` draws it in a helper process)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     for mode, (x, y) in data["modes"].items():
@@ -58,19 +70,15 @@ def draw_pareto(data: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)
 
 
-def plot_pareto(result, path: str | Path, max_points: int = 5000) -> Path:
+def plot_pareto(result, max_points: int = 5000) -> bytes:
     """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
-    return draw_pareto(pareto_data(result, max_points), path)
+    return draw_pareto(pareto_data(result, max_points))
 
 
-def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
-               y: str = "tokens_per_s_per_device") -> Path:
+def plot_sweep(df: pd.DataFrame, x: str | None = None, y: str = "tokens_per_s_per_device") -> bytes:
     """One what-if sweep: the best layout's ``y`` against the swept parameter (first column)."""
     plt = _plt()
     x = x or df.columns[0]
@@ -81,13 +89,10 @@ def plot_sweep(df: pd.DataFrame, path: str | Path, x: str | None = None,
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)
 
 
-def plot_compare(df: pd.DataFrame, path: str | Path, y: str = "tokens_per_s_per_device") -> Path:
+def plot_compare(df: pd.DataFrame, y: str = "tokens_per_s_per_device") -> bytes:
     """Side-by-side hardware comparison as bars (``compare_hardware`` output)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -96,7 +101,4 @@ def plot_compare(df: pd.DataFrame, path: str | Path, y: str = "tokens_per_s_per_
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _png(plt, fig)

@@ -68,6 +68,11 @@ class Columns:
     def rows(self) -> list[dict]:
         return [self.row(i) for i in range(self.n)]
 
+    def drop(self, name: str) -> None:
+        """Remove column ``name`` from every chunk."""
+        for _n, cols in self._chunks:
+            cols.pop(name, None)
+
     def names(self) -> list[str]:
         """Column names in the order they first appear."""
         names: dict[str, None] = {}

@@ -50,7 +50,7 @@ from planner.space import (
     Point,
     PoolChoice,
     ServingLayout,
-    _count_pairs,
+    count_pairs,
     context_from_plan,
     all_pool_choices,
     count_layouts_of,
@@ -174,7 +174,7 @@ def _handoff_gaps(ctx, space, ev: Evaluator, live: dict[tuple, list[PoolChoice]]
             d = c.devices_per_instance
             if d not in by_size:
                 gs = {ev.handoff_gap_s_sizes(p, n_p, d, n_d) for p in sizes
-                      for n_p, n_d in _count_pairs(p, d, ctx.budget_devices, space.max_instances)}
+                      for n_p, n_d in count_pairs(p, d, ctx.budget_devices, space.max_instances)}
                 by_size[d] = tuple(sorted(g for g in gs if g > 0.0))
             out[c] = by_size[d]
     return out
@@ -338,8 +338,7 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     begun = begin_verify(cfg, ctx, light.iloc[order].reset_index(drop=True), layout_of, executor, seed, verify_top)
     del light
     try:
-        for _n, chunk in cols._chunks:
-            chunk.pop("_variants", None)
+        cols.drop("_variants")
         table = cols.frame(kept[order])  # built in rank order: the table is never copied to sort it
         table[COUNT] = counts[order]
         table[VARIANTS] = [texts[j] for j in order]

@@ -1,12 +1,13 @@
 """Training layout search: maximise tokens/day on a device budget under a memory limit.
 
 (The planner's training counterpart of ``planner.search``; it simulates each layout with
-``simulator.training.simulate_training``.)
+``simulator.training.simulate_trainings``, on the planner's executors.)
 
 ``training_search`` enumerates (tp, pp, schedule, ep, sp, zero stage, micro-batch size,
 recompute) for a fixed device count, derives dp = devices / (tp x pp x sp x cp), drops
 layouts the schema rejects (with the rule's message as ``reason``), simulates the rest with
-``simulate_training`` and marks out-of-memory ones infeasible (with the memory reason). The
+``simulate_trainings`` (one longest-path pass per pipeline shape, chunks of whole shapes on
+the executor's workers) and marks out-of-memory ones infeasible (with the memory reason). The
 result is one row per layout, feasible rows first by tokens/day.
 """
 
@@ -18,7 +19,8 @@ from typing import Iterable, Sequence
 import pandas as pd
 from pydantic import ValidationError
 
-from simulator.training import simulate_training
+import simulator.training as training
+from planner.executors import Executor
 from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
@@ -52,19 +54,6 @@ def _degree_options(m, tp_options, pp_options, ep_options) -> tuple[list[int], l
     return tps, pps, eps
 
 
-def _simulated_row(job: TrainingJob, row: dict, profile) -> dict:
-    """``row`` with the figures of one simulated step of ``job`` (infeasible when it does not fit)."""
-    try:
-        res = simulate_training(job, profile=profile, check_memory=False)
-    except ValueError as exc:
-        return {**row, "feasible": False, "reason": str(exc)}
-    s = res.summary()
-    return {**row, "feasible": res.fits_memory, "reason": res.memory_reason, "micro_batches": res.micro_batches,
-            "step_time_s": res.step_time_s, "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
-            "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
-            "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb}
-
-
 def training_search(
     model: str,
     cluster: str,
@@ -87,6 +76,7 @@ def training_search(
     max_layouts: int = 400,
     profile=None,
     progress: ProgressFn | None = None,
+    executor: Executor | None = None,
     **job_fields,
 ) -> pd.DataFrame:
     """Rank training layouts of ``model`` on ``devices`` GPUs of ``cluster`` by tokens/day.
@@ -97,16 +87,18 @@ def training_search(
     ``job_fields`` are passed to every ``TrainingJob`` (e.g. ``optimizer_moment_dtype``).
     At most ``max_layouts`` layouts are simulated (in enumeration order; the rest are reported
     infeasible with reason 'not evaluated: max_layouts'). ``progress``: told the layouts looked
-    at (task ``training layouts``; ``simulator.progress``).
+    at (task ``training layouts``; ``simulator.progress``). ``executor`` (``planner.executors``):
+    its workers simulate the layouts in chunks of whole pipeline shapes (None: this process).
     """
     tps, pps, eps = _degree_options(get_model(model), tp_options, pp_options, ep_options)
     rows = []
+    pending: list[tuple[int, TrainingJob]] = []  # (row, job) of the layouts to simulate
     evaluated = 0
     combos = list(product(tps, pps, schedules, eps, list(sp_options), list(zero_stages), list(micro_batch_sizes),
                           list(recompute)))
     ticker = Throttle(progress, "training layouts", len(combos))
     for tp, pp, sched, ep, sp, zero, mbs, rc in combos:
-        ticker.tick(len(rows), f"{evaluated} simulated")
+        ticker.tick(len(rows), f"{evaluated} to simulate")
         row = {"dp": 0, "tp": tp, "pp": pp, "pp_schedule": sched, "ep": ep, "sp": sp, "sp_kind": sp_kind, "cp": 1,
                "zero_stage": zero, "micro_batch_size": mbs, "recompute": rc}
         per_replica = tp * pp * sp
@@ -130,9 +122,88 @@ def training_search(
             rows.append({**row, "feasible": False, "reason": "not evaluated: max_layouts"})
             continue
         evaluated += 1
-        rows.append(_simulated_row(job, row, profile))
+        pending.append((len(rows), job))
+        rows.append(row)
+    _simulate(rows, pending, profile, executor, ticker)
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
                         kind="stable").reset_index(drop=True)
     return df
+
+
+def _figures(res) -> dict:
+    """The search columns of one simulated layout (or its reason when it could not run)."""
+    if isinstance(res, ValueError):
+        return {"feasible": False, "reason": str(res)}
+    s = res.summary()
+    return {"feasible": res.fits_memory, "reason": res.memory_reason,
+            "micro_batches": res.micro_batches, "step_time_s": res.step_time_s,
+            "tokens_per_day": res.tokens_per_day, "mfu_causal": res.mfu_causal,
+            "mfu_causal_bf16_peak": res.mfu_causal_bf16, "bubble_s": s["bubble_s"],
+            "exposed_comm_s": res.breakdown_s["exposed_comm"], "memory_peak_gb": res.memory_peak_gb}
+
+
+def _simulate_chunk(jobs: list[TrainingJob], profile) -> list[dict]:
+    """Worker task: the figures of a chunk of layouts (grouped by pipeline shape). Looked up on
+    the module at call time, so a caller (the benchmark's old path, a test) can swap it."""
+    return [_figures(r) for r in training.simulate_trainings(jobs, profile=profile)]
+
+
+def _shape(job: TrainingJob) -> tuple:
+    p = job.parallelism
+    return p.pp_schedule, p.pp, job.micro_batches
+
+
+def _order(job: TrainingJob) -> tuple:
+    """Where a layout goes in the chunk order: whole pipeline shapes together (one DAG compile
+    and one batched pass each), and around them the layouts with the same per-layer shape and
+    pp, which share their layer templates, cost model and stages (``simulate_trainings``)."""
+    p = job.parallelism
+    return (job.micro_batch_size, p.tp, p.sp, p.cp, p.pp, *_shape(job))
+
+
+def _chunks(jobs: list[TrainingJob], n: int, offset: int = 0) -> list[list[int]]:
+    """Indices (plus ``offset``) of ``jobs`` in about ``n`` chunks of about equal size, each a run
+    of whole pipeline shapes where it can be (a worker compiles each schedule DAG it meets once)."""
+    order = sorted(range(len(jobs)), key=lambda i: (_order(jobs[i]), i))
+    size = max(1, -(-len(order) // n))
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) < size or _shape(jobs[out[-1][-1] - offset]) == _shape(jobs[i])):
+            out[-1].append(i + offset)
+        else:
+            out.append([i + offset])
+    return out
+
+
+#: chunks of a search run in this process (progress is told after each)
+SERIAL_CHUNKS = 8
+
+
+def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile, executor: Executor | None,
+              ticker: Throttle) -> None:
+    """Fill in the figures of every pending layout (``rows[i]`` of each ``(i, job)``): in this
+    process chunk by chunk, or on the executor's workers (their own progress task, ``simulate
+    layouts``), in chunks of whole pipeline shapes either way. The figures are the same."""
+    jobs = [job for _, job in pending]
+    workers = executor.workers if executor is not None else 1
+    done = len(rows) - len(pending)
+    if workers > 1 and len(jobs) > 2:
+        # one layout here first: it warms the profile's and cost model's lazy tables, which the
+        # forked workers then inherit instead of each rebuilding them
+        chunks = [[0]] + _chunks(jobs[1:], 3 * workers, offset=1)
+        results = [_simulate_chunk([jobs[0]], profile)]
+        ticker.tick(done + 1, f"simulating {len(jobs) - 1} on {workers} workers")
+        results += executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks[1:]],
+                                desc="simulate layouts")
+    else:
+        chunks, results = _chunks(jobs, SERIAL_CHUNKS), []
+        for c in chunks:
+            results.append(_simulate_chunk([jobs[i] for i in c], profile))
+            done += len(c)
+            ticker.tick(done, f"{done - len(rows) + len(pending)} simulated")
+    for c, figures in zip(chunks, results):
+        for i, f in zip(c, figures):
+            row = pending[i][0]
+            rows[row] = {**rows[row], **f}

@@ -2,7 +2,8 @@
 
 A ``BatchPolicy`` has one method, ``form(server) -> StepPlan | None`` (None: nothing to run,
 the instance sleeps until work arrives). It decides the *order* of the steps' parts; the
-mechanics are the server's (``simulator.engine.Server``), which a policy calls:
+mechanics are the server's (``simulator.engine.Server``, seen by the policies through the
+``Server`` protocol below, so that they never import the engine), which a policy calls:
 
 * ``grow_decodes(plan)``: put the running decode streams in the step and reserve this step's
   KV growth, preempting the most recently admitted requests if it does not fit (what happens
@@ -34,12 +35,14 @@ A new policy is a class with ``form`` in its own file, its name in
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from simulator.engine import Server
+    from simulator.kv import KVBlocks
+    from simulator.requests import RunState
 
 #: an empty set of decode streams (stream ids)
 NO_STREAMS = np.empty(0, dtype=np.int64)
@@ -70,6 +73,33 @@ def chunk_tokens(remaining: int, budget: int, chunked: bool, alone: bool) -> int
     if remaining <= budget:
         return remaining
     return budget if chunked else (remaining if alone else 0)
+
+
+class Server(Protocol):
+    """What the batch and preemption policies see of an instance (``simulator.engine.Server``
+    implements it): its queues, limits and KV, and the step mechanics they call."""
+
+    st: "RunState"  # the run's per-request and per-stream arrays
+    kv: "KVBlocks"
+    waiting: deque[int]  # queued at this instance, not yet admitted (FCFS)
+    swapped: deque[int]  # preempted to host memory (``swap``)
+    prefilling: list[int]  # started prompts with tokens left to prefill
+    budget: int  # max tokens per iteration
+    k: int  # tokens a decode stream runs per step (1 + MTP depth)
+    max_batch: int
+    committed: int  # batch slots held
+    queued_blocks: int  # KV blocks of the queued requests
+    swap_s_per_token: float
+
+    def grow_decodes(self, plan: "StepPlan") -> None: ...
+    def continue_prefills(self, plan: "StepPlan", budget: int) -> int: ...
+    def resume_preempted(self, plan: "StepPlan") -> None: ...
+    def admit_waiting(self, plan: "StepPlan", budget: int) -> int: ...
+    def over_budget_head(self) -> int | None: ...
+    def run_alone(self, r: int) -> "StepPlan": ...
+    def prompt_left(self, r: int) -> int: ...
+    def request_blocks(self, r: int) -> int: ...
+    def reserve(self, r: int) -> int: ...
 
 
 class BatchPolicy(Protocol):

@@ -20,8 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from simulator.batching import StepPlan
-    from simulator.engine import Server
+    from simulator.batching import Server, StepPlan
 
 #: host link per device for KV swap, bytes/s: PCIe 5.0 x16 is 64 GB/s per direction nominal;
 #: 50e9 assumes ~80% achievable (assumed, not measured here)

@@ -35,7 +35,7 @@ def test_profile_module_imports_without_torch():
 
 
 def test_csv_table_resume(tmp_path):
-    from calibration.bench.common import CsvTable
+    from calibration.store import CsvTable
 
     t = CsvTable(tmp_path / "x.csv", ["a", "b", "seconds"], ["a", "b"])
     t.append(dict(a=1, b=2, seconds=0.5))

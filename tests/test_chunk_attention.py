@@ -344,7 +344,7 @@ def test_every_planned_chunk_point_is_predicted_with_its_context():
     row's context (and is costed, by the roofline fit until the ctx table ships)."""
     from calibration.groundtruth.workload import row_ops
     from calibration.profile import load_profile
-    from clustersim.validation import _compute_seconds
+    from clustersim.validation import ops_compute_seconds
     from hardware.catalog import get_cluster
     from simulator.costmodel import CostModel
 
@@ -354,7 +354,7 @@ def test_every_planned_chunk_point_is_predicted_with_its_context():
             work = row_ops(c.table.file, p)
             attn = [o for o in work.ops if o.kind == "attn_prefill"]
             assert len(attn) == 1 and attn[0].shape["context"] == p["context"] and attn[0].count == 32
-            assert _compute_seconds(cm, work.ops) > 0
+            assert ops_compute_seconds(cm, work.ops) > 0
 
 
 def test_estimate_step_prefill_with_context_through_the_cli(synth):

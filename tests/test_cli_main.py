@@ -60,9 +60,11 @@ def test_plan_writes_best_deployment_that_simulates(tmp_path):
 
 
 def test_plan_training_job_ranks_by_tokens_per_day():
-    from clustersim import run
+    from clustersim import api
 
-    table = run.plan_training(ROOT / "examples" / "train_deepseek-v3_h800_2048.yaml", max_layouts=80)
+    done = api.run_job(api.PlanJob(ROOT / "examples" / "train_deepseek-v3_h800_2048.yaml", max_layouts=80))
+    assert done.kind == "training"
+    table = done.result
     feasible = table[table.feasible]
     assert len(feasible) >= 1
     assert feasible.tokens_per_day.is_monotonic_decreasing

@@ -50,13 +50,11 @@ def test_bad_out_is_one_line_before_any_work(tmp_path, monkeypatch, argv):
     def never(*a, **k):
         raise AssertionError("the job ran before --out was checked")
 
-    for name in ("simulate_file", "plan_file", "plan_training"):
+    for name in ("simulate", "plan", "plan_training", "whatif"):
         monkeypatch.setattr(run, name, never)
-    import planner.whatif
-    from clustersim import api
+    import calibration.run
 
-    monkeypatch.setattr(planner.whatif, "capacity", never)
-    monkeypatch.setattr(api, "calibrate", never)
+    monkeypatch.setattr(calibration.run, "main", never)
     for bad, why in _bad_out_dirs(tmp_path):
         r = runner.invoke(app, argv + ["--out", bad])
         assert r.exit_code == 2, (bad, r.output)

@@ -178,14 +178,14 @@ def test_every_planned_point_can_be_predicted():
     model prices (EP-32 ranks included, their collectives left out)."""
     from calibration.groundtruth.workload import row_ops
     from calibration.profile import load_profile
-    from clustersim.validation import _compute_seconds
+    from clustersim.validation import ops_compute_seconds
     from hardware.catalog import get_cluster
     from simulator.costmodel import CostModel
 
     cm = CostModel(cluster=get_cluster("h200-node"), profile=load_profile("h200"))
     for c in K.wide_cases(False) + K.check_cases(False):
         for p in c.points:
-            assert _compute_seconds(cm, row_ops(c.table.file, p).ops) > 0, (c.part, p)
+            assert ops_compute_seconds(cm, row_ops(c.table.file, p).ops) > 0, (c.part, p)
 
 
 def test_every_planned_moe_point_receives_pairs():

@@ -1,8 +1,11 @@
 """The module import graph of the packages, read from the source (AST): no cycles, layers downwards.
 
-Every ``import`` and ``from ... import`` counts, at module level and inside functions alike
-(a function-level import is how a cycle hides). A package's ``__init__`` is a module of its
-own: ``from simulator.training import x`` in ``simulator.training.y`` is an edge to it.
+Every ``import`` and ``from ... import`` counts, at module level, inside functions and under
+``TYPE_CHECKING`` alike (a function-level or annotation-only import is how a cycle hides), and
+so does a module named in a string that a package's ``__init__`` loads with ``import_module``
+(its lazy exports).
+A package's ``__init__`` is a module of its own: ``from simulator.training import x`` in
+``simulator.training.y`` is an edge to it.
 Layers (DESIGN.md): hardware < workloads < calibration < simulator < planner < clustersim.
 """
 
@@ -14,18 +17,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("hardware", "workloads", "calibration", "simulator", "planner", "clustersim")
-
-#: cycles that are known and owned by another part of the redesign (issue 13), each with the
-#: part that removes it; an entry here that no longer holds fails the test, so it is dropped
-#: when its cycle goes.
-ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    # issue 13 item 2 (policy seams, branch p3-policies): simulator/batching.py and
-    # simulator/preemption.py import simulator.engine.Server (and batching.StepPlan) under
-    # TYPE_CHECKING to annotate the policies' server argument, while the engine imports them
-    # through simulator/registry.py. A small Server protocol below the engine would remove it.
-    frozenset({"simulator.batching", "simulator.engine", "simulator.preemption", "simulator.registry"}):
-        "issue 13 item 2: policies annotate simulator.engine.Server",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -66,6 +57,14 @@ def _targets(node: ast.AST, module: str, is_pkg: bool, mods: dict) -> set[str]:
     return out
 
 
+def _lazy_targets(tree: ast.AST, mods: dict) -> set[str]:
+    """Modules a package imports by name at run time, its lazy exports (``clustersim/__init__.py``):
+    where its ``__init__`` calls ``import_module``, each string constant naming a module of ours."""
+    calls = any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "import_module"
+                for n in ast.walk(tree))
+    return {n.value for n in ast.walk(tree) if calls and isinstance(n, ast.Constant) and n.value in mods}
+
+
 @functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, frozenset[str]]:
     """module -> the modules of ours it imports (anywhere in its source)."""
@@ -76,6 +75,8 @@ def import_graph() -> dict[str, frozenset[str]]:
         edges: set[str] = set()
         for node in ast.walk(tree):
             edges |= _targets(node, m, f.name == "__init__.py", mods)
+        if f.name == "__init__.py":
+            edges |= _lazy_targets(tree, mods)
         edges.discard(m)
         graph[m] = frozenset(edges)
     return graph
@@ -124,11 +125,8 @@ def strongly_connected(graph: dict) -> list[frozenset[str]]:
 
 
 def test_no_import_cycles():
-    cycles = strongly_connected(import_graph())
-    unexpected = [sorted(c) for c in cycles if c not in ALLOWED_CYCLES]
-    assert not unexpected, f"import cycles (function-level imports included): {unexpected}"
-    stale = [sorted(c) for c in ALLOWED_CYCLES if c not in cycles]
-    assert not stale, f"allowed cycles that no longer exist (drop them from ALLOWED_CYCLES): {stale}"
+    cycles = [sorted(c) for c in strongly_connected(import_graph())]
+    assert not cycles, f"import cycles (function-level and TYPE_CHECKING imports included): {cycles}"
 
 
 def test_layers_import_downwards_only():
@@ -145,5 +143,8 @@ def test_the_graph_sees_function_level_imports_and_cycles():
                      "    from . import feasibility\n    from simulator import training\n")
     edges = set().union(*(_targets(n, "planner.x", False, mods) for n in ast.walk(tree)))
     assert edges == {"planner.space", "workloads.layout", "planner.feasibility", "simulator.training"}
+    lazy = ast.parse("_EXPORTS = {'simulate': 'clustersim.api', 'x': 'no.such'}\n"
+                     "def __getattr__(n):\n    return import_module(_EXPORTS[n])\n")
+    assert _lazy_targets(lazy, mods) == {"clustersim.api"}
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
     assert strongly_connected({"a": {"b"}, "b": set()}) == []

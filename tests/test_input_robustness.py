@@ -193,12 +193,12 @@ def test_plan_sizes_bounded(setting, needle):
 def test_planner_counts_layouts_before_building_them(monkeypatch):
     import planner
     import planner.search as search
-    from planner.space import (_count_pairs, context_from_plan, count_layouts_of, instance_sizes, layouts_of, pair_count,
+    from planner.space import (count_pairs, context_from_plan, count_layouts_of, instance_sizes, layouts_of, pair_count,
                                pool_choices)
     from workloads.models import get_model
 
     for args in ((1, 1, 100, 50), (3, 5, 1000, 64), (8, 16, 352, 16), (16, 8, 35, 1)):
-        assert pair_count(*args) == sum(1 for _ in _count_pairs(*args))
+        assert pair_count(*args) == sum(1 for _ in count_pairs(*args))
     cfg = planner.load_plan(PLAN)
     ctx, model = context_from_plan(cfg), get_model(cfg.model)
     sizes = instance_sizes(ctx, cfg.search)

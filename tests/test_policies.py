@@ -194,3 +194,17 @@ def test_no_function_over_80_lines_in_the_engine_and_its_policies():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                 long.append(f"{path.name}:{node.lineno} {node.name}")
     assert not long, long
+
+
+def test_the_engine_server_has_what_the_policies_protocol_promises():
+    """The policies see an instance through ``simulator.batching.Server`` (so they never import
+    the engine); every attribute and method it declares is the engine's Server's."""
+    from simulator import batching
+    from simulator.engine import Simulation
+
+    server = Simulation(deployment(), step_cost=fixed_cost(1.0, 0.25)).servers[0]
+    declared = set(batching.Server.__annotations__) | {
+        n for n, v in vars(batching.Server).items() if callable(v) and not n.startswith("_")}
+    assert {"st", "waiting", "grow_decodes", "admit_waiting", "reserve", "prompt_left"} <= declared
+    missing = [n for n in sorted(declared) if not hasattr(server, n)]
+    assert not missing, f"simulator.engine.Server lacks {missing}"

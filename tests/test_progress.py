@@ -97,7 +97,7 @@ def test_error_line_survives_the_bars(monkeypatch):
         progress("simulate", 3, 10, "1.0 s simulated")
         raise ValueError("deploy.yaml:3:1: something: went wrong")
 
-    monkeypatch.setattr(run, "simulate_file", failing)
+    monkeypatch.setattr(run, "simulate", failing)
     r = invoke(["simulate", DEPLOY], "always", monkeypatch)
     assert r.exit_code == 2 and BAR in r.stderr
     tail = r.stderr.split("\x1b[2K")[-1]  # after the bars' last erase

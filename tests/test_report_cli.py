@@ -44,14 +44,12 @@ def test_simulate_report_written_and_a_rerun_without_it_removes_it(tmp_path):
 
 def test_serving_report_is_deterministic():
     import clustersim
-    from clustersim import report
-    from clustersim.run import run_summary, simulate_file
+    from clustersim import api
 
-    kind, dep, res, prof = simulate_file(SERVING, ["workload.num_requests=100"])
-    summary = run_summary(kind, dep, res, prof)
-    summary.pop("versions")
-    assert report.simulate_report(kind, dep, res, summary) == report.simulate_report(kind, dep, res, summary)
-    assert clustersim.simulate(SERVING, ["workload.num_requests=100"]).op_seconds.equals(res.op_seconds)
+    done = api.run_job(api.SimulateJob(SERVING, ("workload.num_requests=100",)))
+    done.summary.pop("versions")
+    assert api.report_page(done) == api.report_page(done)
+    assert clustersim.simulate(SERVING, ["workload.num_requests=100"]).op_seconds.equals(done.result.op_seconds)
 
 
 def test_serving_result_records_op_seconds_and_transfers():

@@ -98,7 +98,7 @@ def test_p2p_delay_lengthens_the_critical_path():
 
 
 def test_dualpipe_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="even number of pipeline ranks"):
+    with pytest.raises(ValueError, match="DualPipe needs an even pp, got 5"):
         build_schedule("dualpipe", 5, 20)
     with pytest.raises(ValueError, match=">= 2 x pp"):
         build_schedule("dualpipe", 8, 10)

@@ -78,9 +78,11 @@ def test_parse_parallel_and_layouts():
     lay = A.aic_layout(dis, {"decode": {"mtp_depth": 1}})
     (p, n_p), (d, n_d) = lay.pools
     assert (lay.mode, lay.devices, n_p, n_d) == ("disaggregated", 32, 1, 2)
-    assert (p.attn_dp, p.moe_ep, p.mtp_depth, p.max_tokens_per_iteration) == (16, 16, 0, 16 * A.TOKENS_PER_RANK)
-    assert (d.attn_dp, d.moe_ep, d.moe_tp, d.mtp_depth, d.micro_batches) == (8, 4, 2, 1, 1)
+    assert (p.layout.dp, p.layout.ep, p.mtp_depth, p.max_tokens_per_iteration) == (16, 16, 0, 16 * A.TOKENS_PER_RANK)
+    assert (d.layout.dp, d.layout.ep, d.layout.moe_tp, d.mtp_depth, d.layout.micro_batches) == (8, 4, 2, 1, 1)
     agg = A.aic_layout({"mode": "agg", "parallel": "tp8pp1dp1etp1ep8", "replicas": 4})
-    assert (agg.mode, agg.devices, agg.pools[0][0].attn_tp) == ("colocated", 32, 8)
+    assert (agg.mode, agg.devices, agg.pools[0][0].layout.tp) == ("colocated", 32, 8)
+    two = A.aic_layout(dis, {"decode": {"micro_batches": 2}})
+    assert two.pools[1][0].layout.micro_batches == 2 and two.pools[0][0].layout.micro_batches == 1
     assert A.applies({"pool"}, (), {"pool": {"tokens_per_rank": 512}})
     assert not A.applies({"prefill", "decode"}, (), {"pool": {"tokens_per_rank": 512}})

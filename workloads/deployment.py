@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serial
 from workloads import limits as L
 from workloads.config_file import ConfigFile, apply_overrides, open_config, require_kind
 from workloads.deployment_rules import check_deployment
+from workloads.kernel_sets import KernelSetName
 from workloads.layout import Layout
 from workloads.policy_names import BatchPolicyName, PreemptionPolicyName, RouterName
 from workloads.prefix import PrefixCache, PrefixSpec, prefix_cache_errors, workload_prefix_errors
@@ -89,8 +90,8 @@ class Pool(_Frozen):
     attention: AttentionParallel = AttentionParallel()
     moe: MoeParallel = MoeParallel()
     micro_batches: Literal[1, 2] = 1
-    kernels: Literal["fused", "eager"] = Field(
-        "fused", description="glue kernels: a serving engine's fused ones, or plain torch ops (workloads.ops_blocks)")
+    kernels: KernelSetName = Field(
+        "fused", description="the kernel set (workloads.kernel_sets): a serving engine's fused kernels, or plain torch ops")
     max_batch_size: int = Field(256, ge=1, le=L.MAX_BATCH_SIZE)
     max_tokens_per_iteration: int = Field(8192, ge=1, le=L.MAX_TOKENS_PER_ITERATION)
     chunked_prefill: bool = True

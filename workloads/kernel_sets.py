@@ -27,6 +27,7 @@ stand-in and says so (``KernelSet.timing``): the fused MoE grouped GEMM by the m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 #: the implementations an op's ``meta["impl"]`` may name, per operator family
 ATTN_DECODE_IMPLS = ("sdpa", "split_kv")
@@ -100,6 +101,10 @@ KERNEL_SETS: dict[str, KernelSet] = {
         glue="eager", attn_decode="sdpa", mla_decode="sdpa", grouped_gemm="grouped_mm", gemm_fp8="scaled_mm",
         timing=_EAGER_TIMING),
 }
+
+
+#: the YAML choices of ``pool.kernels``: the keys of ``KERNEL_SETS`` (a new set is one entry above)
+KernelSetName = Literal[tuple(KERNEL_SETS)]  # type: ignore[valid-type]
 
 
 def kernel_set(name: str) -> KernelSet:

@@ -37,14 +37,15 @@ from workloads.deployment import PROFILE_FIELD_HELP
 from workloads.layout import Layout
 from workloads.models import get_model
 from workloads.yamlloc import ConfigError, dotted, format_validation_error, parse_yaml_with_locations
+from workloads.pipeline_schedules import PIPELINE_SCHEDULES, PP_SCHEDULE_NAMES, PpScheduleName
 
 __all__ = ["TrainingParallelism", "TrainingJob", "load_training_job", "parse_training_job", "pipeline_stages",
            "ConfigError"]
 
-PP_SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
-#: Pipeline actions (F, B, W, FB chunks) per micro-batch per device, rounded up from the schedules
-#: of ``simulator.training.pipeline``: the size of the simulated step, bounded by MAX_PIPELINE_ACTIONS.
-_ACTIONS_PER_MICRO_BATCH_STAGE = {"1f1b": 2, "zb1p": 3, "dualpipe": 2, "dualpipev": 6}
+PP_SCHEDULES = PP_SCHEDULE_NAMES  # the registry's names (workloads.pipeline_schedules)
+#: Pipeline actions (F, B, W, FB chunks) per micro-batch per device: the size of the simulated
+#: step, bounded by MAX_PIPELINE_ACTIONS (``ScheduleFacts.actions_per_micro_batch_stage``).
+_ACTIONS_PER_MICRO_BATCH_STAGE = {k: f.actions_per_micro_batch_stage for k, f in PIPELINE_SCHEDULES.items()}
 
 
 class _Frozen(BaseModel):
@@ -55,8 +56,8 @@ class _Frozen(BaseModel):
 
 def pipeline_stages(schedule: str, pp: int) -> int:
     """Model stages (layer slices) ``schedule`` cuts the model into for ``pp`` devices: two per
-    device for DualPipeV (its V shape), one otherwise."""
-    return 2 * pp if schedule == "dualpipev" else pp
+    device for DualPipeV (its V shape), one otherwise (``ScheduleFacts.stages``)."""
+    return PIPELINE_SCHEDULES[schedule].stages(pp)
 
 
 class TrainingParallelism(_Frozen):
@@ -66,7 +67,7 @@ class TrainingParallelism(_Frozen):
     zero_stage: int = Field(default=1, ge=0, le=3)
     tp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     pp: int = Field(default=1, ge=1, le=L.MAX_PIPELINE_STAGES)
-    pp_schedule: Literal["1f1b", "zb1p", "dualpipe", "dualpipev"] = "1f1b"
+    pp_schedule: PpScheduleName = "1f1b"
     ep: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     sp: int = Field(default=1, ge=1, le=L.MAX_DEVICES)
     sp_kind: Literal["ulysses", "ring"] = "ulysses"
@@ -171,8 +172,8 @@ def job_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
         return [(("cluster",), str(exc))]
     for field, problem in p.layout.problems(m, stages=p.pipeline_stages):
         out.append((_LAYOUT_PATHS.get(field, ("parallelism", field)), problem))
-    if p.pp_schedule in ("dualpipe",) and p.pp % 2:
-        out.append((("parallelism", "pp"), f"DualPipe needs an even pp, got {p.pp}"))
+    facts = PIPELINE_SCHEDULES[p.pp_schedule]  # the schedule's shape rules (one home: ScheduleFacts.problems)
+    out += [(("parallelism", "pp"), problem) for field, problem in facts.problems(p.pp, 1) if field == "pp"]
     if job.seq_len % p.seq_split:
         out.append((("seq_len",), f"{job.seq_len} is not divisible by sp x cp = {p.seq_split}"))
     out += _batch_errors(job)
@@ -194,11 +195,8 @@ def _batch_errors(job: TrainingJob) -> list[tuple[tuple, str]]:
                  f"{p.dp} x {job.micro_batch_size} (need a multiple of {p.dp * job.micro_batch_size})")]
     out: list[tuple[tuple, str]] = []
     mb = job.global_batch // (p.dp * job.micro_batch_size)
-    if p.pp_schedule == "dualpipe" and (mb % 2 or mb < 2 * p.pp):
-        out.append((("global_batch",), f"DualPipe needs an even number of micro-batches >= 2 x pp = {2 * p.pp}, "
-                    f"got {mb} (global_batch / (dp x micro_batch_size))"))
-    if p.pp_schedule == "dualpipev" and mb < 2 * p.pp:
-        out.append((("global_batch",), f"DualPipeV needs >= 2 x pp = {2 * p.pp} micro-batches, got {mb}"))
+    out += [(("global_batch",), f"{problem} (global_batch / (dp x micro_batch_size))")
+            for field, problem in PIPELINE_SCHEDULES[p.pp_schedule].problems(p.pp, mb) if field == "micro_batches"]
     actions = mb * p.pp * _ACTIONS_PER_MICRO_BATCH_STAGE[p.pp_schedule]
     if actions > L.MAX_PIPELINE_ACTIONS:
         out.append((("global_batch",), f"{mb:,} micro-batches x pp {p.pp} are about {actions:,} pipeline actions "

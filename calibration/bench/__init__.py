@@ -3,7 +3,7 @@
 ``REGISTRY`` maps a suite's name to a :class:`Suite`: the runner (``"module:function"``,
 imported only when the suite runs), the CSV tables it writes, and its expected duration. A
 runner is ``fn(ctx, **kwargs)`` taking a :class:`calibration.bench.common.BenchContext` and appending
-rows to its tables (rows already there are skipped: resume). A *distributed* suite runs on
+rows to its tables (``calibration.store.CsvTable``; rows already there are skipped: resume). A *distributed* suite runs on
 every rank of a process group instead: its runner is ``fn(ctx, comm)`` with a
 :class:`calibration.bench.dist.Comm`, and ``calibration.run`` launches it (``torchrun``, or one
 spawned process per GPU). To add a suite, add one entry here; ``calibration.run`` drives it,

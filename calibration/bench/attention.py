@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 PREFILL_CONFIGS = (  # (hq, hkv, dqk, dv, label)
     (32, 8, 128, 128, "llama-3.1-8b tp1 / 70b tp2"),

@@ -26,7 +26,8 @@ configuration; the 64q/8kv configuration is all holdout. FLOPs: ``2*B*Hq*pairs*(
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 TABLE = "attn_prefill_ctx_bf16"
 #: (hq, hkv, dqk, dv, label, batches, news, holdout config)

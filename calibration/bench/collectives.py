@@ -18,7 +18,8 @@ CUDA-graph replay where capture works (``method``), ``seconds_eager`` the eager 
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable
+from calibration.bench.common import BenchContext
+from calibration.store import CsvTable
 from calibration.bench.dist import Comm, group_sizes, time_collective  # noqa: F401 (group_sizes re-exported)
 
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")

@@ -1,4 +1,5 @@
-"""Shared machinery for the microbenchmarks: the run context, resumable CSV tables and timing.
+"""Shared machinery for the microbenchmarks: the run context and timing (their resumable CSV
+tables are ``calibration.store.CsvTable``).
 
 Timing follows the workplace method: warm up first; on CUDA time with CUDA events and take
 the median of several repeats; when one call is short enough that launch overhead would
@@ -10,15 +11,16 @@ torch is imported lazily, inside functions.
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from calibration.store import CsvTable
 
 # Every call is timed as a CUDA-graph replay when it can be captured: that is how whole-model
 # ground truth and graph-launched serving steps run them, and eager timing of long calls was
@@ -47,63 +49,6 @@ class BenchContext:
     @property
     def is_cuda(self) -> bool:
         return self.device.startswith("cuda")
-
-
-class CsvTable:
-    """An append-only CSV table that skips rows already present (resume).
-
-    ``key`` names the columns that identify a point; a row whose key is already in the
-    file is not measured again. Every appended row is flushed at once, so an interrupted
-    run keeps what it measured.
-    """
-
-    def __init__(self, path: Path, columns: Sequence[str], key: Sequence[str]):
-        self.path = Path(path)
-        self.columns = list(columns)
-        self.key = list(key)
-        self._done: set[tuple[str, ...]] = set()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with self.path.open(newline="") as fh:
-                reader = csv.DictReader(fh)
-                if reader.fieldnames != self.columns:
-                    raise ValueError(
-                        f"{self.path}: existing columns {reader.fieldnames} differ from {self.columns}"
-                    )
-                for row in reader:
-                    self._done.add(self._key_of(row))
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(self.columns)
-
-    def _key_of(self, row: dict) -> tuple[str, ...]:
-        return tuple(_fmt(row[c]) for c in self.key)
-
-    def has(self, **point) -> bool:
-        return self._key_of(point) in self._done
-
-    def append(self, row: dict) -> None:
-        missing = [c for c in self.columns if c not in row]
-        if missing:
-            raise KeyError(f"{self.path.name}: row lacks {missing}")
-        with self.path.open("a", newline="") as fh:
-            csv.writer(fh).writerow([_fmt(row[c]) for c in self.columns])
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._done.add(self._key_of(row))
-
-    def __len__(self) -> int:
-        return len(self._done)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.6g}"
-    return str(value)
 
 
 def rotation_count(bytes_per_set: float, ctx: BenchContext) -> int:
@@ -238,7 +183,7 @@ def torch_dtype(name: str):
             "fp8": torch.float8_e4m3fn}[name]
 
 
-def iter_points(points: Iterable[dict], table: CsvTable, key_fields: Sequence[str]):
+def iter_points(points: Iterable[dict], table: "CsvTable", key_fields: Sequence[str]):
     """Yield the points not yet in ``table`` (resume)."""
     for p in points:
         if not table.has(**{k: p[k] for k in key_fields}):

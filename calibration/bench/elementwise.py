@@ -22,7 +22,8 @@ row counts the time follows the row width (one block walks a row), not the bytes
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 ELEMENTS = tuple(2**i for i in range(12, 29, 2))  # 4K .. 256M elements
 HBM_BYTES = tuple(int(2**i) for i in range(24, 34))  # 16 MiB .. 8 GiB per buffer

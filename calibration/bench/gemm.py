@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 # (n, k, label): out_features, in_features, where it comes from.
 SHAPES: tuple[tuple[int, int, str], ...] = (

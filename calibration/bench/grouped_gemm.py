@@ -22,7 +22,8 @@ deepseek-v2-lite experts (hidden 2048, moe_inter 1408: gate_up N=2816 K=2048, do
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 SHAPES = (
     (4096, 7168, "deepseek-v3 expert gate_up"),

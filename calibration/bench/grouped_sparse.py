@@ -15,7 +15,8 @@ DeepSeek-V2-Lite experts (gate_up N=2816 K=2048, down N=2048 K=1408) over 16 and
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 SHAPES = ((4096, 7168, (64, 256)), (7168, 2048, (64, 256)), (2816, 2048, (16, 64)), (2048, 1408, (16, 64)))
 M_ACTIVE = (1, 4, 16)

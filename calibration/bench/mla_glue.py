@@ -25,7 +25,8 @@ Absorbed decode (T = batch rows):
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 NOPE, ROPE, LAT, V = 128, 64, 512, 128
 PER_HEAD_OPS = ("assemble_q", "assemble_k", "rope_q", "latent_query", "merge_heads")

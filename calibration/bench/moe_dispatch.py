@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calibration.bench.common import BenchContext, CsvTable
+from calibration.bench.common import BenchContext
+from calibration.store import CsvTable
 from calibration.bench.dist import Comm, time_collective
 
 

@@ -15,7 +15,8 @@ bandwidth-shaped like a copy, so each gets its own table:
 
 from __future__ import annotations
 
-from calibration.bench.common import BenchContext, CsvTable, free_cuda, rotation_count, time_calls
+from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+from calibration.store import CsvTable
 
 TOPK_TOKENS = tuple(2**i for i in range(0, 17))  # 1 .. 65536
 TOPK_EXPERTS = ((256, 8), (160, 6), (64, 6))

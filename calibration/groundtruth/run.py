@@ -15,11 +15,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from calibration.bench.common import CsvTable
 from calibration.groundtruth import cases as K
 from calibration.groundtruth import configs as C
 from calibration.groundtruth.common import free, log, time_step
 from calibration.groundtruth.plan import format_plan, plan_cases
+from calibration.store import CsvTable
 
 EXCLUDED = {
     "main": ["llama-3.1-70b tp4: the 2 TP all-reduces per layer and the vocab-parallel logits gather",
@@ -143,8 +143,9 @@ def measure_set(out_dir: Path, cases: list[K.Case], set_name: str, device: str, 
     """Measure ``cases`` into ``out_dir`` (resuming) and write ``groundtruth_metadata.json``;
     returns the number of rows written."""
     from calibration import metadata
+    from calibration.store import ensure_dir
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     t0 = time.monotonic()
     written = run_cases(out_dir, cases, device, deadline)
     log(f"ground truth {set_name}: {written} rows in {time.monotonic() - t0:.0f}s")

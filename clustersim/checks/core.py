@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Check", "Tolerance", "reference_dir", "measured_dir", "load_reference", "relative_error",
+__all__ = ["Check", "Tolerance", "reference_dir", "measured_dir", "load_reference", "load_yaml", "relative_error",
            "STATUSES", "role_of"]
 
 #: the three outcomes, in the order the report sorts them (worst first)
@@ -47,13 +47,14 @@ def measured_dir() -> Path:
 
 
 @lru_cache(maxsize=None)
-def _load(path: str) -> Any:
+def load_yaml(path: str) -> Any:
+    """The parsed YAML file at ``path`` (cached; treat it as read-only)."""
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def load_reference(name: str) -> Any:
     """The parsed YAML ``name`` of the reference folder (cached; treat it as read-only)."""
-    return _load(str(reference_dir() / name))
+    return load_yaml(str(reference_dir() / name))
 
 
 def relative_error(predicted: float | None, published: float) -> float | None:

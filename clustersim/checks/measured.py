@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import pandas as pd
 
-from clustersim.checks.core import Check, Tolerance, _load, measured_dir
+from clustersim.checks.core import Check, Tolerance, load_yaml, measured_dir
 
 __all__ = ["measured_checks", "measured_predictions", "accuracy_targets", "SUBSETS"]
 
@@ -22,7 +22,7 @@ SUBSETS = ("wide", "chunk")
 
 
 def accuracy_targets() -> dict:
-    return _load(str(measured_dir() / "accuracy_targets.yaml"))
+    return load_yaml(str(measured_dir() / "accuracy_targets.yaml"))
 
 
 @lru_cache(maxsize=1)

@@ -58,10 +58,10 @@ def day6_overrides(w: dict, requests: int = REQUESTS) -> list[str]:
 
 
 def day6_run(requests: int = REQUESTS):
-    """The example run with the derived workload (``clustersim.simulate``)."""
-    import clustersim
+    """The example run with the derived workload (``clustersim simulate``'s runner)."""
+    from clustersim.run import simulate
 
-    return clustersim.simulate(examples_dir() / EXAMPLE, day6_overrides(day6_sessions(), requests))
+    return simulate(examples_dir() / EXAMPLE, day6_overrides(day6_sessions(), requests))[1]
 
 
 def prefix_cache_checks() -> list[Check]:

@@ -87,11 +87,11 @@ def engine_cm384_decode() -> dict:
     """The serving engine's own decode throughput on the CloudMatrix384 example: prompts almost
     all served from the prefix cache so the decode instance stays saturated, the decode batch
     capped at the largest whose estimated TPOT meets the limit; read in a steady-state window."""
-    import clustersim
+    from clustersim.run import simulate
 
     s = _targets("serving_throughput.yaml")["cm384.decode.tps_50ms"]["setting"]
     batch = max(8, decode_batch_at_tpot_limit(s, 2)[0])
-    res = clustersim.simulate(examples_dir() / "deepseek-r1_cloudmatrix384.yaml", [
+    _, res, _ = simulate(examples_dir() / "deepseek-r1_cloudmatrix384.yaml", [
         "workload.num_requests=40000", "workload.arrival.rate_per_s=4000", "workload.prefix_cache_hit_rate=0.97",
         f"serving.decode.max_batch_size={batch * s['npus']}"])
     d = res.steps[res.steps.pool == "decode"]
@@ -153,10 +153,10 @@ def training_checks() -> list[Check]:
     """DeepSeek-V3 pre-training (``training_dsv3.yaml``): the example's step time at the final
     batch against the step derived from the published GPU hours (the steady rate the report
     states: 180K H800 GPU hours per trillion tokens), within the band the file states (10%)."""
-    from clustersim.run import simulate_file
+    from clustersim.run import simulate
 
     ref = load_reference("training_dsv3.yaml")
-    _, _, r, _ = simulate_file(examples_dir() / "train_deepseek-v3_h800_2048.yaml")
+    _, r, _ = simulate(examples_dir() / "train_deepseek-v3_h800_2048.yaml")
     d = ref["derived"]["step_time_s_at_15360"]
     lo, hi = ref["comparison"]["step_time_rel_error_band"]
     setting = {k: ref["inputs"][k]["value"] for k in ("gpus", "seq_len", "global_batch_final", "layout")}

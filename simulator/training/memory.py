@@ -29,6 +29,8 @@ from workloads.models import ModelConfig
 from workloads.ops import stage_layers
 from workloads.training import TrainingJob
 
+from simulator.training.schedules import get_schedule
+
 __all__ = ["StageParams", "stage_params", "data_parallel_groups", "DeviceMemory", "device_memory", "OutOfMemory"]
 
 GB = 1e9
@@ -86,7 +88,7 @@ def stage_params(job: TrainingJob, model: ModelConfig, stage: int, stages: int,
 def data_parallel_groups(job: TrainingJob) -> tuple[int, int]:
     """(dense DP group, expert DP group) sizes that gradients are reduced over."""
     p = job.parallelism
-    copies = 2 if p.pp_schedule == "dualpipe" else 1
+    copies = get_schedule(p.pp_schedule).stage_replicas()
     inner = p.tp * p.sp * p.cp
     expert_dp = p.stage_devices // max(p.ep, inner)
     return p.dp * p.sp * p.cp * copies, max(1, expert_dp) * copies

@@ -53,9 +53,11 @@ from simulator.training.layers import LayerTemplates, balanced_split, even_split
 from simulator.training.memory import data_parallel_groups, stage_params
 from simulator.training.pipeline import StageTimes, pipeline_stages
 from simulator.training.recipe import fp8_cast_ops, loss_ops
+from simulator.training.schedules import get_schedule
 
-__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "StageCost", "TrainingPlan",
-           "plan_job", "dp_tail_phases", "held_stages"]
+__all__ = ["ATTN_BWD_FACTOR", "ELEMENTWISE_BWD_FACTOR", "OPTIMIZER_HBM_FRACTION", "SharedCosts", "StageCost",
+           "StageInputs", "TrainingPlan", "stage_inputs", "stage_cost", "plan_job", "dp_tail_phases", "dp_tails",
+           "held_stages"]
 
 #: achievable fraction of HBM bandwidth for the (memory-bound, fused) AdamW update
 OPTIMIZER_HBM_FRACTION = 0.8
@@ -240,10 +242,10 @@ class TrainingPlan:
         wph = [{"backward_weight": s.bwd_weight} for s in st]
         bph = [{**bi, "backward_weight": s.bwd_weight} for bi, s in zip(biph, st)]
         pp = self.job.parallelism.pp
-        fold = self.schedule == "dualpipev"
+        sched = get_schedule(self.schedule)
 
-        def p2p(d: int, s: int) -> float:
-            return 0.0 if fold and s == pp - 1 else self.p2p_s
+        def p2p(d: int, s: int) -> float:  # a hop that stays on one device (DualPipeV's fold) is free
+            return 0.0 if sched.free_hop(pp, s) else self.p2p_s
 
         return StageTimes(fph, bph, biph, wph, self.fb_phases, p2p, [s.act_bytes for s in st])
 
@@ -283,7 +285,7 @@ def _layer_split(job: TrainingJob, model: ModelConfig, cm: CostModel, templates:
         return even_split(model, stages)
     # DualPipe hides a chunk's communication under the other chunk's compute: its devices are
     # as busy as their compute; the other schedules run it exposed
-    comm_weight = 0.0 if job.parallelism.pp_schedule in ("dualpipe", "dualpipev") else 2.0
+    comm_weight = 0.0 if get_schedule(job.parallelism.pp_schedule).overlaps_chunk_comm() else 2.0
     work = {}
     for g in ("embed", "dense", "moe", "head", "mtp"):
         parts = _stage_parts(job, model, cm, list(templates.groups[g]))
@@ -296,63 +298,168 @@ def _layer_split(job: TrainingJob, model: ModelConfig, cm: CostModel, templates:
     return balanced_split(model, stages, held_stages(job), load)
 
 
-def plan_job(job: TrainingJob, profile=None) -> TrainingPlan:
-    """Cost every pipeline stage of ``job`` for one micro-batch."""
+@dataclass(frozen=True)
+class StageInputs:
+    """What costing a stage of ``job`` needs: its model and cluster, the cost model, the
+    per-layer operator templates of one micro-batch and the (dense, MoE) layers per stage."""
+
+    job: TrainingJob
+    model: ModelConfig
+    cluster: Cluster
+    cost_model: CostModel
+    templates: LayerTemplates
+    split: tuple[tuple[int, int], ...]
+    ranks_per_group: int
+    shared: SharedCosts
+
+    @property
+    def profile(self):
+        return self.shared.profile
+
+    def key(self, stage: int) -> tuple:
+        """What a stage's cost depends on: its layers and whether it is the first or the last."""
+        return (*self.split[stage], stage == 0, stage == len(self.split) - 1)
+
+
+@dataclass(frozen=True)
+class SharedCosts:
+    """What the layouts of one batch (``simulate_trainings``) share, built on first use: one
+    cost model per (cluster, reserved SMs, EP kernel release), so that its op-time memo serves
+    every layout; one ``LayerTemplates`` per per-layer shape (layouts that differ only in pp or
+    schedule have the same layers); every distinct stage (``stage_cost``) and the time of every
+    distinct collective (gradient sync, parameter gathers, point-to-point) of the profile.
+    Owned by its caller; no state outlives it."""
+
+    profile: object = None
+    models: dict = field(default_factory=dict, repr=False)
+    layers: dict = field(default_factory=dict, repr=False)
+    stages: dict = field(default_factory=dict, repr=False)
+    collectives: dict = field(default_factory=dict, repr=False)
+
+    def stage_cost(self, inp: StageInputs, s: int) -> StageCost:
+        """``stage_cost(inp, s)``, once per distinct stage of the batch. A stage's cost reads
+        its job's schedule only through the ZeRO-3 gathers (whose data-parallel groups count
+        DualPipe's mirror copy), so below ZeRO-3 layouts that differ only in their schedule
+        share the stages with the same layers and ends (``StageInputs.key``)."""
+        job, p = inp.job, inp.job.parallelism
+        if p.zero_stage < 3:
+            job = job.model_copy(update={"parallelism": p.model_copy(update={"pp_schedule": "1f1b"})})
+        key = (job, inp.key(s))
+        if key not in self.stages:
+            self.stages[key] = stage_cost(inp, s)
+        return self.stages[key]
+
+    def collective_s(self, kind: str, nbytes: float, group: int, cluster: Cluster,
+                     placement: list[int] | None = None) -> float:
+        """``hardware.collectives.collective_time(...).seconds`` with this profile, each distinct
+        call once."""
+        key = (kind, nbytes, group, cluster.name, None if placement is None else tuple(placement))
+        if key not in self.collectives:
+            self.collectives[key] = collective_time(kind, nbytes, group, cluster, placement=placement,
+                                                    profile=self.profile).seconds
+        return self.collectives[key]
+
+    def cost_model(self, job: TrainingJob, cluster: Cluster) -> CostModel:
+        key = (cluster.name, job.comm_sms, job.ep_kernel_release)
+        if key not in self.models:
+            sms = job.comm_sms
+            kw = {} if sms is None else {"comm_sm_fraction": sms / cluster.device.compute_units}
+            self.models[key] = CostModel(cluster, profile=self.profile, dispatch_release=job.ep_kernel_release, **kw)
+        return self.models[key]
+
+    def templates(self, job: TrainingJob, model: ModelConfig, batch: BatchShape, par: Layout) -> LayerTemplates:
+        key = (model.name, batch, replace(par, pp=1), job.precision, job.moe_imbalance, job.include_mtp)
+        if key not in self.layers:
+            self.layers[key] = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance,
+                                                    job.include_mtp, dispatch_dtype=job.precision)
+        return self.layers[key]
+
+
+def _shared(shared: SharedCosts | None, profile) -> SharedCosts:
+    """``shared``, or a fresh ``SharedCosts`` of ``profile`` (refusing one of another profile)."""
+    if shared is None:
+        return SharedCosts(profile)
+    if shared.profile is not profile:
+        raise ValueError("the shared costs were built for another profile")
+    return shared
+
+
+def stage_inputs(job: TrainingJob, profile=None, shared: SharedCosts | None = None) -> StageInputs:
+    """The cost model, layer templates and layer split of ``job`` (``stage_cost``'s inputs);
+    ``shared``: the batch's cost models and templates (None: ``job``'s own)."""
+    shared = _shared(shared, profile)
     model = get_model(job.model)
     cluster = get_cluster(job.cluster)
-    p = job.parallelism
-    dev = cluster.device
-    sms = job.comm_sms
-    kw = {} if sms is None else {"comm_sm_fraction": sms / dev.compute_units}
-    cm = CostModel(cluster, profile=profile, dispatch_release=job.ep_kernel_release, **kw)
+    cm = shared.cost_model(job, cluster)
     par, group_ranks = ops_parallelism(job, model)
     batch = BatchShape.prefill(group_ranks * job.micro_batch_size, job.seq_len, logits_for="all")
-    stages = pipeline_stages(p.pp_schedule, p.pp)
-    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
-    templates = LayerTemplates.build(model, batch, par, job.precision, job.moe_imbalance, job.include_mtp,
-                                     dispatch_dtype=job.precision)
+    stages = pipeline_stages(job.parallelism.pp_schedule, job.parallelism.pp)
+    templates = shared.templates(job, model, batch, par)
     split = _layer_split(job, model, cm, templates, stages)
+    return StageInputs(job, model, cluster, cm, templates, split, group_ranks, shared)
+
+
+def stage_cost(inp: StageInputs, s: int) -> StageCost:
+    """One micro-batch on pipeline stage ``s``: compute, the communication inside the chunk
+    (TP/EP, SP/CP, ZeRO-3 gathers) and the activations it keeps."""
+    job, model, cm = inp.job, inp.model, inp.cost_model
+    p = job.parallelism
+    stages = len(inp.split)
+    dense_n, moe_n = inp.split[s]
+    ops = inp.templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
+    layers = dense_n + moe_n
+    keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
+    sp_ops, ring_bwd = _sp_ops(job, model, layers)
+    if p.cp > 1:  # context parallel: K/V all-gathered per layer over the cp ranks
+        kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
+        keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
+                         bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
+    parts = _stage_parts(job, model, cm, keep)
+    sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
+    sp_bwd = sp_fwd * ring_bwd
+    if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
+        passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
+        sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
+        sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
+    zero3 = _zero3_gather_s(job, model, inp.cluster, s, stages, inp.shared, inp.split)
+    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
+    act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
+    return StageCost(
+        stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
+        recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
+        bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep))
+
+
+def plan_job(job: TrainingJob, profile=None, shared: SharedCosts | None = None) -> TrainingPlan:
+    """Cost every pipeline stage of ``job`` for one micro-batch: each distinct stage (its
+    ``StageInputs.key``) once, the stages that share it as copies. ``shared``: what a batch of
+    layouts shares (``SharedCosts`` of the same ``profile``; None: nothing)."""
+    inp = stage_inputs(job, profile, shared)
+    model, cluster, p = inp.model, inp.cluster, job.parallelism
+    stages = len(inp.split)
+    costed: dict[tuple, StageCost] = {}
     out = []
-    for s, (dense_n, moe_n) in enumerate(split):
-        ops = templates.stage_ops(dense_n, moe_n, s == 0, s == stages - 1)
-        layers = dense_n + moe_n
-        keep = [op for op in ops if not (op.kind == COLLECTIVE and op.name.endswith("sp_kv_gather"))]
-        sp_ops, ring_bwd = _sp_ops(job, model, layers)
-        if p.cp > 1:  # context parallel: K/V all-gathered per layer over the cp ranks
-            kv = [op for op in ops if op.name.endswith("sp_kv_gather")]
-            keep += [replace(op, group_size=p.cp, name=op.name.replace("sp_kv_gather", "cp_kv_gather"),
-                             bytes_per_rank=op.bytes_per_rank * p.cp / (p.sp * p.cp)) for op in kv]
-        parts = _stage_parts(job, model, cm, keep)
-        sp_fwd = sum(cm.op_cost(op).total_s for op in sp_ops)
-        sp_bwd = sp_fwd * ring_bwd
-        if p.sp_kind == "ring" and sp_ops:  # K/V passes hide under the block attention
-            passes, block = layers * (p.sp - 1), parts["attn"] / (layers * p.sp)
-            sp_fwd = layers * ring_exposed_s(block, sp_fwd / passes, p.sp)
-            sp_bwd = layers * ring_exposed_s(ATTN_BWD_FACTOR * block, sp_bwd / passes, p.sp)
-        zero3 = _zero3_gather_s(job, model, cluster, s, stages, profile, split)
-        act = activation_bytes(keep, job.recompute, model.hidden_size, tokens_local, layers)
-        out.append(StageCost(
-            stage=s, layers=layers, fwd=parts["fwd"], bwd_input=parts["bwd_input"], bwd_weight=parts["bwd_weight"],
-            recompute=parts["recompute"], fwd_comm_s=parts["comm"] + sp_fwd + zero3,
-            bwd_comm_s=parts["comm"] + sp_bwd + zero3, act_bytes=act, flops_fwd=parts["flops"], ops=tuple(keep)))
+    for s in range(stages):
+        key = inp.key(s)
+        if key not in costed:
+            costed[key] = inp.shared.stage_cost(inp, s)
+        out.append(replace(costed[key], stage=s))
     # point-to-point activations between adjacent stages (TP ranks each send their 1/tp slice)
+    tokens_local = job.micro_batch_size * job.seq_len // p.seq_split
     nbytes = tokens_local * model.hidden_size * 2.0 / p.tp
     sd = p.stage_devices
     if 2 * sd <= cluster.num_devices and stages > 1:
-        p2p = collective_time("send_recv", nbytes, 2, cluster, placement=[0, sd], profile=profile).seconds
+        p2p = inp.shared.collective_s("send_recv", nbytes, 2, cluster, placement=[0, sd])
     else:
-        p2p = collective_time("send_recv", nbytes, 2, cluster, profile=profile).seconds if stages > 1 else 0.0
-    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, group_ranks, split)
+        p2p = inp.shared.collective_s("send_recv", nbytes, 2, cluster) if stages > 1 else 0.0
+    cm = inp.cost_model
+    return TrainingPlan(job, model, cluster, cm, tuple(out), p2p, cm.sm_fraction, inp.ranks_per_group, inp.split)
 
 
 def held_stages(job: TrainingJob) -> list[tuple[int, ...]]:
     """Stages each pipeline device holds (two for DualPipe / DualPipeV)."""
     p = job.parallelism
-    if p.pp_schedule == "dualpipe":
-        return [(r, p.pp - 1 - r) for r in range(p.pp)]
-    if p.pp_schedule == "dualpipev":
-        return [(r, 2 * p.pp - 1 - r) for r in range(p.pp)]
-    return [(r,) for r in range(p.pp)]
+    return get_schedule(p.pp_schedule).held_stages(p.pp)
 
 
 def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int, mirror: bool) -> list[int] | None:
@@ -369,8 +476,8 @@ def _groups_placement(job: TrainingJob, cluster: Cluster, size: int, stride: int
     return ids
 
 
-def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int, profile,
-                    split: tuple[tuple[int, int], ...]) -> float:
+def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stage: int, stages: int,
+                    shared: SharedCosts, split: tuple[tuple[int, int], ...]) -> float:
     """ZeRO-3: all-gather of one stage's BF16 parameters before its forward (and backward)."""
     if job.parallelism.zero_stage < 3:
         return 0.0
@@ -379,21 +486,43 @@ def _zero3_gather_s(job: TrainingJob, model: ModelConfig, cluster: Cluster, stag
     t = 0.0
     for n, g in ((sp.dense, g_dense), (sp.expert, g_expert)):
         if g > 1 and n > 0:
-            t += collective_time("all_gather", 2.0 * n, g, cluster, profile=profile).seconds
+            t += shared.collective_s("all_gather", 2.0 * n, g, cluster)
     return t
 
 
-def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[str, float]]:
+def _held_params(plan: TrainingPlan, device: int) -> tuple[float, float]:
+    """(dense, expert) parameters on ``device``: those of the stages it holds."""
+    job = plan.job
+    stages = job.parallelism.pipeline_stages
+    held = held_stages(job)[device]
+    sp = [stage_params(job, plan.model, s, stages, plan.split[s] if plan.split else None) for s in held]
+    return sum(x.dense for x in sp), sum(x.expert for x in sp)
+
+
+def dp_tails(plan: TrainingPlan, profile=None, shared: SharedCosts | None = None) -> list[list[tuple[str, float]]]:
+    """``dp_tail_phases`` of every pipeline device, computed once per distinct parameter count
+    (a device's tail depends on the job and on its parameters only)."""
+    shared = _shared(shared, profile)
+    tails: dict[tuple[float, float], list[tuple[str, float]]] = {}
+    out = []
+    for d in range(plan.job.parallelism.pp):
+        key = _held_params(plan, d)
+        if key not in tails:
+            tails[key] = dp_tail_phases(plan, d, profile, shared)
+        out.append(tails[key])
+    return out
+
+
+def dp_tail_phases(plan: TrainingPlan, device: int, profile=None,
+                   shared: SharedCosts | None = None) -> list[tuple[str, float]]:
     """What device ``device`` does after its last backward: gradient reduction over data
     parallelism, the optimizer update of its shard, the parameter all-gather (ZeRO 1/2)."""
-    job, cluster, model = plan.job, plan.cluster, plan.model
+    shared = _shared(shared, profile)
+    job, cluster = plan.job, plan.cluster
     p = job.parallelism
-    stages = p.pipeline_stages
-    held = held_stages(job)[device]
-    sp = [stage_params(job, model, s, stages, plan.split[s] if plan.split else None) for s in held]
-    dense, expert = sum(x.dense for x in sp), sum(x.expert for x in sp)
+    dense, expert = _held_params(plan, device)
     g_dense, g_expert = data_parallel_groups(job)
-    mirror = p.pp_schedule == "dualpipe"
+    mirror = get_schedule(p.pp_schedule).stage_replicas() == 2  # DualPipe's copy in the mirror stage block
     inner = p.tp * p.sp * p.cp
     grad_b = dtype_bytes(job.grad_dtype)
     comm, gather = 0.0, 0.0
@@ -402,13 +531,11 @@ def dp_tail_phases(plan: TrainingPlan, device: int, profile=None) -> list[tuple[
             continue
         place = _groups_placement(job, cluster, g, stride, mirror)
         if p.zero_stage == 0:
-            comm += collective_time("all_reduce", grad_b * n, g, cluster, placement=place, profile=profile).seconds
+            comm += shared.collective_s("all_reduce", grad_b * n, g, cluster, placement=place)
         else:
-            comm += collective_time("reduce_scatter", grad_b * n, g, cluster, placement=place,
-                                    profile=profile).seconds
+            comm += shared.collective_s("reduce_scatter", grad_b * n, g, cluster, placement=place)
             if p.zero_stage < 3:
-                gather += collective_time("all_gather", 2.0 * n, g, cluster, placement=place,
-                                          profile=profile).seconds
+                gather += shared.collective_s("all_gather", 2.0 * n, g, cluster, placement=place)
     shard = (dense / g_dense + expert / g_expert) if p.zero_stage >= 1 else dense + expert
     mom_b = dtype_bytes(job.optimizer_moment_dtype)
     nbytes = shard * (grad_b + 2 * 4.0 + 2 * 2 * mom_b + 2.0)
