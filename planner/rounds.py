@@ -36,29 +36,17 @@ def objective_column(cfg) -> str:
 
 
 def verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tuple]]:
-    """Verification parts (``planner.verify.verify_part``: each candidate's emitted deployment
-    and its claimed capacity run in parallel) spread over at most ``workers`` batches, one
-    process each: largest first (by the requests they simulate), each to the batch with the
-    least work, preferring a batch that already costs one of its pools when the work is within
-    a quarter (its runs then share one warm step-cost cache: step costs are most of a first run)."""
+    """Verification tasks: each candidate's parts (``planner.verify.verify_part``: the emitted
+    deployment, and the claimed capacity with its search) one task each, the largest first (by
+    the requests they simulate), so the workers take them as they come free; a worker process
+    keeps its step costs from task to task (``planner.verify.verify_parts``). One worker: one
+    task of every part, in that order."""
     parts = []
     for item in items:
-        layout, _pid, row, _seed = item
         names = ("both",) if cfg.workload.arrival.kind == "trace" else ("emitted", "claim")
-        for part in names:
-            parts.append((part_requests(cfg, ctx, part, row), (part,) + item,
-                          {c.cost_key + (c.role,) for c, _n in layout.pools}))
-    n = max(1, min(workers, len(parts)))
-    load, keys = [0.0] * n, [set() for _ in range(n)]
-    batches: list[list[tuple]] = [[] for _ in range(n)]
-    for cost, part, pools in sorted(parts, key=lambda p: -p[0]):  # stable: candidates in rank order
-        least = min(range(n), key=lambda b: load[b])
-        warm = [b for b in range(n) if keys[b] & pools and load[b] <= load[least] + 0.25 * cost]
-        b = min(warm, key=lambda b: load[b]) if warm else least
-        batches[b].append(part)
-        load[b] += cost
-        keys[b] |= pools
-    return [b for b in batches if b]
+        parts += [(part_requests(cfg, ctx, part, item[2]), (part,) + item) for part in names]
+    order = [part for _cost, part in sorted(parts, key=lambda p: -p[0])]  # stable: candidates in rank order
+    return [order] if workers <= 1 else [[part] for part in order]
 
 
 def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, seed: int) -> tuple:
