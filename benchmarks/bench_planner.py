@@ -7,7 +7,8 @@ and with the baseline (``--baseline DIR``: another checkout of the repository, e
 each side it reports the median wall time, the CPU time of the process and its workers, and
 the peak RSS of the largest process (``os.wait4``), then the ratio new / old, the issue's
 target and whether the new side meets it, and whether both wrote the same
-``best_deployment.yaml``.
+``best_deployment.yaml`` (meaningful when the baseline has the same cost model: a baseline
+from before other model changes can answer differently for their sake).
 
 Targets (issue 15, on 2 cores): ``plan_deepseek-v3_h200x32.yaml`` <= 2 s;
 ``plan_deepseek-v3_h800.yaml`` <= 4 s and <= 300 MB.
