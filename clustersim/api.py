@@ -59,6 +59,7 @@ __all__ = [
     "Outcome", "CalibrationRun", "ESTIMATES", "run_job", "prepare", "load_config",
     # presentation: progress, output files, reports, text
     "progress_bars", "progress_mode", "OutputDir", "prepare_out", "require_report", "report_page", "save_outputs",
+    "plot_helper",
     "to_json",
     "format_checks", "format_calibration_check",
     # convenience
@@ -336,10 +337,25 @@ def report_page(outcome: Outcome) -> str:
     raise ValueError(f"no report for a {type(job).__name__}")
 
 
-def save_outputs(out: OutputDir | None, outcome: Outcome, report: bool = False) -> list[str]:
+def plot_helper() -> Any:
+    """A ``clustersim.plotproc.PlotProcess`` (started now: it imports matplotlib while a plan
+    runs; give it to ``save_outputs``, ``close()`` it after), or None without matplotlib."""
+    from clustersim import outputs
+
+    if not outputs.can_plot():
+        return None
+    from clustersim.plotproc import PlotProcess
+
+    return PlotProcess()
+
+
+def save_outputs(out: OutputDir | None, outcome: Outcome, report: bool = False, csv_rows: int | None = None,
+                 plotter: Any = None) -> list[str]:
     """Write ``outcome``'s files into ``out`` (``clustersim.outputs``: the command's own set,
     atomically), with ``report.html`` when ``report``; returns the names written. The page is
-    built first, so a report that cannot be drawn writes nothing."""
+    built first, so a report that cannot be drawn writes nothing. A serving plan's
+    ``ranked.csv`` holds its first ``csv_rows`` rows (None: ``outputs.PLAN_CSV_ROWS``; 0: all);
+    ``plotter``: a ``plot_helper`` that draws its Pareto PNG."""
     from clustersim import outputs
 
     page = report_page(outcome) if report else None
@@ -351,7 +367,8 @@ def save_outputs(out: OutputDir | None, outcome: Outcome, report: bool = False) 
     if isinstance(job, PlanJob) and outcome.kind == "training":
         return outputs.write_training_plan(out, outcome.result, report=page)
     if isinstance(job, PlanJob):
-        return outputs.write_plan(out, outcome.result, report=page)
+        return outputs.write_plan(out, outcome.result, report=page, plotter=plotter,
+                                  csv_rows=outputs.PLAN_CSV_ROWS if csv_rows is None else csv_rows)
     if isinstance(job, WhatIfJob):
         return outputs.write_whatif(out, outcome.kind, outcome.result, report=page)
     if isinstance(job, CheckJob):

@@ -129,12 +129,27 @@ def _run(job: Any, quiet: bool | None = None) -> Any:
     return _with_progress(quiet, lambda progress: api.run_job(job, progress))
 
 
-def _save(out_dir: Any, outcome: Any, report: bool) -> None:
-    """The outcome's files into ``--out`` (and its ``--report`` page), guarded."""
+def _save(out_dir: Any, outcome: Any, report: bool, **plan_options: Any) -> None:
+    """The outcome's files into ``--out`` (and its ``--report`` page), guarded; ``plan_options``:
+    a serving plan's (``api.save_outputs``)."""
     from clustersim import api
 
     if out_dir is not None or report:
-        _guard(lambda: api.save_outputs(out_dir, outcome, report=report))
+        _guard(lambda: api.save_outputs(out_dir, outcome, report=report, **plan_options))
+
+
+@contextmanager
+def _plotter(out_dir: Any, doc: Any) -> Iterator[Any]:
+    """With ``--out`` on a serving plan, ``api.plot_helper``: a process that imports matplotlib
+    while the plan runs and draws pareto.png; None otherwise."""
+    from clustersim import api
+
+    helper = api.plot_helper() if out_dir is not None and getattr(doc, "kind", None) != "training" else None
+    try:
+        yield helper
+    finally:
+        if helper is not None:
+            helper.close()
 
 
 def _print_json(data: Any) -> None:
@@ -338,7 +353,10 @@ def simulate_cmd(
 def plan_cmd(
     plan_yaml: Path = typer.Argument(..., help="PLAN.yaml: model, hardware budget, workload, SLOs, search space."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a field: a.b.c=value (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.csv, pareto.csv/png, best_deployment.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write ranked.parquet (every row), ranked.csv (the top "
+                                       "rows), pareto.csv/png, plan.json, best_deployment.yaml."),
+    csv_rows: Optional[int] = typer.Option(None, "--csv-rows", min=0, help="Rows of ranked.csv, from the top "
+                                           "(default 1000; 0: every row); ranked.parquet holds them all."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes."),
     profile: Optional[str] = _profile_opt(),
@@ -357,9 +375,9 @@ def plan_cmd(
     _report_ready(report, out)
     out_dir = _out_dir(out)
     doc = _guard(lambda: api.load_config(plan_yaml))  # read once; a training job plans training layouts
-    with _interruptible(f"plan {plan_yaml}", out_dir):
+    with _interruptible(f"plan {plan_yaml}", out_dir), _plotter(out_dir, doc) as plotter:
         done = _run(api.PlanJob(doc, tuple(set_ or ()), ray_address, workers, profile=profile), quiet)
-        _save(out_dir, done, report)
+        _save(out_dir, done, report, csv_rows=csv_rows, plotter=plotter)
     if done.kind == "training":
         table = done.result
         if as_json:
@@ -672,6 +690,9 @@ def estimate_serving_cmd(
 def main() -> None:
     """Console entry point. After a Ctrl-C has been reported (exit 130), further ones are ignored
     so that they cannot break the shutdown (joining pool workers) with a traceback."""
+    # pyarrow (which pandas imports) on the C allocator: its default pool keeps what it frees,
+    # tens of MB at the peak of writing a plan's table
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - before a command's own handler is in place

@@ -48,9 +48,9 @@ def to_json(data: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
 
 
-__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "WHATIF_FILES", "CHECK_FILES", "PROFILE_CHECK_FILES",
-           "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan", "write_whatif", "write_check",
-           "write_profile_check"]
+__all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES",
+           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan",
+           "write_whatif", "write_check", "write_profile_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
 #: writes one, so a run without ``--report`` leaves no stale report beside fresh results
@@ -61,7 +61,11 @@ REPORT = "report.html"
 SIMULATE_FILES = ("summary.json", "requests.csv", "timeseries.csv", "trace.json", "per_device.csv", "stages.csv",
                   "memory.csv", "report.html", "cache.csv")
 #: ``clustersim plan --out`` (serving plans write all of them, training plans ``ranked.csv``).
-PLAN_FILES = ("ranked.csv", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml", "report.html")
+PLAN_FILES = ("ranked.csv", "ranked.parquet", "pareto.csv", "pareto.png", "plan.json", "best_deployment.yaml",
+              "report.html")
+#: rows of a serving plan's ``ranked.csv`` by default (the top of the ranking; ``ranked.parquet``
+#: holds every row: a large plan's table is 10^4-10^5 rows, tens of MB as CSV)
+PLAN_CSV_ROWS = 1000
 #: ``clustersim what-if --out``, per mode: a capacity run keeps an earlier sweep's files.
 WHATIF_FILES = {kind: (f"whatif_{kind}.csv", f"whatif_{kind}.png", REPORT) for kind in ("capacity", "sweep", "compare")}
 #: ``clustersim check --out``: every check as CSV and JSON, and the report when asked
@@ -155,7 +159,7 @@ class OutputDir:
         return msg + " (no partial files)"
 
 
-def _can_plot() -> bool:
+def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -194,26 +198,54 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
     return list(out.written)
 
 
-def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None) -> list[str]:
-    """Ranked table, Pareto front (CSV + PNG when matplotlib is there), plan JSON, best deployment
-    YAML, and ``report.html`` when ``report`` (its text) is given."""
+def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | None = None,
+               csv_rows: int = PLAN_CSV_ROWS, plotter: Any = None) -> list[str]:
+    """The whole ranked table (``ranked.parquet``), its first ``csv_rows`` rows as
+    ``ranked.csv`` (0: every row), the Pareto front (CSV + PNG when matplotlib is there), plan
+    JSON, best deployment YAML, and ``report.html`` when ``report`` (its text) is given.
+    ``plotter``: a ``clustersim.plotproc.PlotProcess`` that draws the PNG while the rest is
+    written (else, or when it fails, it is drawn here)."""
     best = result.best_yaml()
-    plot = plot and len(result.pareto) > 0 and _can_plot()  # no feasible layout: nothing to plot (the CLI says why)
-    planned = ["ranked.csv", "pareto.csv", "plan.json"] + (["best_deployment.yaml"] if best else []) + \
-        (["pareto.png"] if plot else []) + ([REPORT] if report else [])
+    plot = plot and len(result.pareto) > 0 and can_plot()  # no feasible layout: nothing to plot (the CLI says why)
+    planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + \
+        (["best_deployment.yaml"] if best else []) + (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)
-    out.write_csv("ranked.csv", result.table)
+    if plot and plotter is not None:
+        from planner.plot import pareto_data
+
+        plotter.draw(pareto_data(result))
+    out.write_with("ranked.parquet", lambda tmp: write_parquet(result.table, tmp))
+    out.write_csv("ranked.csv", result.table.head(csv_rows) if csv_rows else result.table)
     out.write_csv("pareto.csv", result.pareto)
     out.write_text("plan.json", to_json(result.to_dict()) + "\n")
     if best:
         out.write_text("best_deployment.yaml", best)
     if plot:
-        from planner.plot import plot_pareto
+        png = plotter.png() if plotter is not None else None
+        if png is None:
+            from planner.plot import plot_pareto
 
-        out.write_bytes("pareto.png", plot_pareto(result))
+            png = plot_pareto(result)
+        out.write_bytes("pareto.png", png)
     if report:
         out.write_text(REPORT, report)
     return list(out.written)
+
+
+def write_parquet(df: Any, path: Path, rows_per_group: int = 16384) -> None:
+    """``df`` as a Parquet file (pyarrow; zstd), without its index, converted a row group at a
+    time (a large table is never held twice in memory)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("writing ranked.parquet needs pyarrow (a clustersim dependency): "
+                         "pip install pyarrow") from None
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, max(len(df), 1), rows_per_group):
+            part = df.iloc[start:start + rows_per_group]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
 
 def write_training_plan(out: OutputDir, table: Any, report: str | None = None) -> list[str]:
@@ -229,7 +261,7 @@ def write_whatif(out: OutputDir, kind: str, df: Any, plot: bool = True, report: 
     """``whatif_<kind>.csv``, for sweeps and comparisons ``whatif_<kind>.png``, and ``report.html``
     when ``report`` (its text) is given."""
     csv_name, png_name, _ = WHATIF_FILES[kind]
-    plot = plot and kind in ("sweep", "compare") and _can_plot()
+    plot = plot and kind in ("sweep", "compare") and can_plot()
     out.begin(WHATIF_FILES[kind], [csv_name] + ([png_name] if plot else []) + ([REPORT] if report else []))
     out.write_csv(csv_name, df)
     if plot:

@@ -48,6 +48,7 @@ from typing import Any
 from hardware.kv_transfer import kv_transfer_seconds
 from planner.feasibility import check_rules, instance_spec, pool_fit
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
+from planner.rows import Block, Columns, layout_rows
 from simulator.instance import InstanceCost
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import StepCostCache
@@ -131,9 +132,12 @@ def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
 class PoolModel:
     """Memoised step costs of one instance configuration (one pool cost key)."""
 
-    def __init__(self, ctx, choice, model, cluster, profile):
+    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None):
+        self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
         self.inst = InstanceCost(self.spec, profile)
+        if cost_models is not None:
+            self.inst.share_cost_models(*cost_models)
         self.dp = self.spec.layout.dp
         self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth
@@ -307,6 +311,8 @@ class Evaluator:
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
         self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
+        self._gaps: dict[tuple, float] = {}  # handoff gaps by instance sizes and counts
+        self._cms: tuple | None = None  # the cost models the pool models share
         self._cols: dict[Any, dict] = {}
         self._dtab: dict[Any, tuple] = {}
         self._steps: dict[Any, tuple] = {}
@@ -320,9 +326,44 @@ class Evaluator:
         key = choice.cost_key
         m = self._models.get(key)
         if m is None:
-            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile)
+            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models())
             self._models[key] = m
         return m
+
+    def export_state(self, keys=None) -> tuple:
+        """What another process's ``Evaluator`` of the same context needs to answer without
+        costing again (``import_state``): capacities, decode capacities after handoff gaps, and
+        the pool models' memoised step tables (of cost ``keys``, default all)."""
+        tables = {k: (m.choice, dict(m._dec), dict(m._pre), dict(m._pk)) for k, m in self._models.items()
+                  if keys is None or k in keys}
+        return dict(self._perf), dict(self._perf_handoff), tables
+
+    def import_state(self, state: tuple) -> None:
+        """Take over ``export_state``'s memos (the values this process would compute)."""
+        perfs, after, tables = state
+        self._perf.update(perfs)
+        self._perf_handoff.update(after)
+        for choice, dec, pre, pk in tables.values():
+            try:
+                m = self.pool_model(choice)
+            except (ValueError, LookupError):
+                continue
+            m._dec.update(dec)
+            m._pre.update(pre)
+            m._pk.update(pk)
+
+    def _cost_models(self) -> tuple:
+        """The (prefill, decode) cost models every pool model of this evaluator shares: one
+        cluster and profile, so what the cost model memoises per op serves them all."""
+        cms = self._cms
+        if cms is None:
+            from dataclasses import replace
+
+            from simulator.costmodel import CostModel
+
+            cm = CostModel(cluster=self.cluster, profile=self.profile)
+            cms = self._cms = (cm, replace(cm, dispatch_kernel="low_latency"))
+        return cms
 
     def step_calls(self) -> int:
         return sum(m.calls for m in self._models.values())
@@ -382,10 +423,17 @@ class Evaluator:
     def _batch_for(self, choice, lam: float, b_hi: float) -> float:
         """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
         m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
-        rate = lambda b: b * m.dp * k / m.decode_step_s(b) / O  # noqa: E731
-        if rate(b_hi) <= lam:
+        dp, step = m.dp, m.decode_step_s
+        if b_hi * dp * k / step(b_hi) / O <= lam:
             return b_hi
-        return _bisect_max(lambda b: rate(b) <= lam, 0.0, b_hi, 40)
+        lo, hi = 0.0, b_hi  # ``_bisect_max`` of that test, inlined: it runs 10^5 times in a plan
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if mid * dp * k / step(mid) / O <= lam:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def _decode_perf(self, choice, fit, handoff_gap_s: float = 0.0) -> PoolPerf:
         """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
@@ -469,10 +517,10 @@ class Evaluator:
         n_p = min(c, max(c, (N + self._z * math.sqrt(N)) * P / m.dp))
         return choice.layout.pp * (self.ctx.percentile / 100.0 * T + items * m.prefill_step_s(n_p))
 
-    def prefill_ttft_s(self, choice, rate_per_instance: float) -> float:
+    def prefill_ttft_s(self, choice, rate_per_instance: float, perf: PoolPerf | None = None) -> float:
         """TTFT percentile at a prefill instance's arrival rate (interpolated on the pool's
-        table up to its capacity)."""
-        lams, cores = self.perf(choice).table
+        table up to its capacity; ``perf``: the choice's, when the caller has it)."""
+        lams, cores = (perf or self.perf(choice)).table
         if rate_per_instance > lams[-1] * (1 + 1e-9):
             return self._prefill_core_s(choice, rate_per_instance)
         return _interp(min(rate_per_instance, lams[-1]), lams, cores)  # n x (cap / n) may pass cap by an ulp
@@ -617,10 +665,17 @@ class Evaluator:
         to a decode instance (``hardware.kv_transfer.kv_transfer_seconds``, alone on the fabric
         between the pools) over the output's inter-token gaps (the engine's TPOT runs from the
         first token, which the prefill pool emits before the handoff)."""
-        p_dev, d_dev = prefill.devices_per_instance, decode.devices_per_instance
-        handoff_s = kv_transfer_seconds(self.kv_bytes_per_request, self.cluster, p_dev, d_dev,
-                                        n_prefill * p_dev, n_decode * d_dev)
-        return handoff_s / max(self.ctx.output_tokens - 1.0, 1.0)
+        return self.handoff_gap_s_sizes(prefill.devices_per_instance, n_prefill, decode.devices_per_instance, n_decode)
+
+    def handoff_gap_s_sizes(self, p_dev: int, n_prefill: int, d_dev: int, n_decode: int) -> float:
+        """``handoff_gap_s`` by instance sizes (devices) and counts: all it depends on (memoised)."""
+        key = (p_dev, d_dev, n_prefill, n_decode)
+        gap = self._gaps.get(key)
+        if gap is None:
+            handoff_s = kv_transfer_seconds(self.kv_bytes_per_request, self.cluster, p_dev, d_dev,
+                                            n_prefill * p_dev, n_decode * d_dev)
+            gap = self._gaps[key] = handoff_s / max(self.ctx.output_tokens - 1.0, 1.0)
+        return gap
 
     def decode_perf_after_handoff(self, choice, gap_s: float) -> PoolPerf:
         """``perf(choice)`` of a decode choice whose TPOT also holds ``gap_s`` of KV handoff
@@ -640,65 +695,29 @@ class Evaluator:
             self._perf_handoff[key] = p
         return p
 
+    def result_key(self, choice) -> tuple:
+        """Everything ``evaluate_layout`` reads of a feasible pool choice besides its labels:
+        two choices of a role with equal keys give identical metrics in every layout
+        (``planner.merge`` merges their rows). Of its ``PoolPerf`` it reads the capacity, the
+        batch and TPOT there, the slots and the prefill TTFT table (not the KV capacity: a
+        prefill instance's KV room enters through its TTFT table). A prefill choice is also
+        read through its instance size (the KV handoff); a decode choice is re-solved after
+        the handoff (``decode_perf_after_handoff``: its pool model, i.e. cost key, and the
+        batch room ``b_cap``); a colocated one through ``colocated_state`` (its pool model and
+        chunk size)."""
+        p = self.perf(choice)
+        key = (choice.role, choice.devices_per_instance, p.reason, p.cap_rps, p.b_star, p.tpot_s, p.slots, p.table)
+        if p.reason is not None or choice.role == "prefill":
+            return key
+        if choice.role == "decode":
+            fit = pool_fit(self.ctx, choice, self.model, self.cluster)
+            return key + (choice.cost_key, min(float(choice.batch_per_rank), self._b_kv(choice, fit)))
+        return key + (choice.cost_key, choice.tokens_per_rank)
+
     def evaluate_layout(self, layout) -> dict:
-        """Analytic metrics of one layout (see module docstring); never raises for a bad layout."""
-        ctx = self.ctx
-        out: dict = {"mode": layout.mode, "devices": layout.devices}
-        labels = []
-        for choice, n in layout.pools:
-            cols, label = self._columns(choice, n)
-            out.update(cols)
-            labels.append(label)
-        out["layout"] = " + ".join(labels)
-        perfs = [self.perf(c) for c, _ in layout.pools]
-        gap = 0.0
-        if layout.mode != "colocated" and len(perfs) == 2 and not any(p.reason for p in perfs):
-            (pc, n_p), (dc, n_d) = layout.pools
-            gap = self.handoff_gap_s(pc, n_p, dc, n_d)
-            perfs[1] = self.decode_perf_after_handoff(dc, gap)
-        worst = max((p for p in perfs if p.reason), key=lambda p: p.shortfall, default=None)
-        bad, shortfall = (worst.reason, worst.shortfall) if worst else (None, math.nan)
-        if layout.devices > ctx.budget_devices:
-            bad = f"uses {layout.devices} devices > budget {ctx.budget_devices}"
-            shortfall = layout.devices / ctx.budget_devices
-        if bad:
-            out.update(feasible=False, meets_load=False, reason=bad, shortfall=shortfall)
-            return out
-        O = ctx.output_tokens
-        if layout.mode == "colocated":
-            (choice, n), perf = layout.pools[0], perfs[0]
-            cap = n * perf.cap_rps
-            at_cap = self.colocated_state(choice, perf.b_star)
-            ttft, tpot, b_op = at_cap["ttft_s"], at_cap["tpot_s"], perf.b_star
-            target = None
-            if cap >= ctx.arrival_rate_per_s:
-                target = self._colocated_at(choice, perf, ctx.arrival_rate_per_s / n)
-                target = (target["ttft_s"], target["tpot_s"])
-        else:
-            (pc, n_p), (dc, n_d) = layout.pools
-            pp_, dp_ = perfs
-            cap = min(n_p * pp_.cap_rps, n_d * dp_.cap_rps)
-            out["decode_tokens_per_s_per_decode_device"] = dp_.cap_rps * O / dc.devices_per_instance
-            out["decode_tpot_ms_at_decode_capacity"] = (dp_.tpot_s + gap) * 1e3
-            out["decode_batch_per_rank_at_decode_capacity"] = dp_.b_star
-            b_op, tpot = self._decode_at(dc, dp_, cap / n_d)
-            tpot += gap
-            ttft = self.prefill_ttft_s(pc, cap / n_p)
-            target = None
-            if cap >= ctx.arrival_rate_per_s:
-                _, tpot_t = self._decode_at(dc, dp_, ctx.arrival_rate_per_s / n_d)
-                target = (self.prefill_ttft_s(pc, ctx.arrival_rate_per_s / n_p), tpot_t + gap)
-        tps = cap * O
-        usd = layout.devices * self.price_usd
-        meets = cap >= ctx.arrival_rate_per_s * (1 - 1e-9)
-        out.update(
-            feasible=True, meets_load=meets,
-            reason="" if meets else f"serves {cap:.3g} req/s < target {ctx.arrival_rate_per_s:g} req/s",
-            capacity_rps=cap, output_tokens_per_s=tps, tokens_per_s_per_device=tps / layout.devices,
-            tokens_per_s_per_user=1.0 / tpot if tpot > 0 else math.inf, ttft_ms=ttft * 1e3, tpot_ms=tpot * 1e3,
-            decode_batch_per_rank=b_op,
-            ttft_ms_at_target=target[0] * 1e3 if target else math.nan,
-            tpot_ms_at_target=target[1] * 1e3 if target else math.nan,
-            hardware_usd=usd, tokens_per_s_per_kusd=tps / usd * 1e3 if usd else math.nan,
-        )
-        return out
+        """Analytic metrics of one layout (see module docstring); never raises for a bad layout.
+        The block of one layout of ``planner.rows.layout_rows`` (the grid evaluates many at once)."""
+        out = Columns()
+        layout_rows(self, layout.mode, [Block(tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)])],
+                    out)
+        return out.row(0)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from simulator.progress import ProgressFn
 
 __all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
-           "RAY_CONNECT_TIMEOUT_ENV"]
+           "RAY_CONNECT_TIMEOUT_ENV", "start", "Pending"]
 
 #: Environment variable bounding the wait for an existing Ray cluster (seconds).
 RAY_CONNECT_TIMEOUT_ENV = "CLUSTERSIM_RAY_CONNECT_TIMEOUT_S"
@@ -39,6 +39,16 @@ class Executor(Protocol):
     workers: int
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str = "") -> list: ...
+
+
+def start(executor: Executor, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str = "") -> "Pending":
+    """``executor.map(fn, tasks)`` begun now where the executor can run tasks while its caller
+    works on (``LocalExecutor.start``: worker processes); call the result (a ``Pending``) to
+    wait for the results, in input order. Elsewhere the tasks run when it is called."""
+    begin = getattr(executor, "start", None)
+    if begin is not None:
+        return begin(fn, tasks, desc)
+    return Pending(lambda: executor.map(fn, tasks, desc))
 
 
 @contextmanager
@@ -119,6 +129,51 @@ class LocalExecutor(_Closing):
             raise
         pool.shutdown()
         return out
+
+    def start(self, fn, tasks, desc: str = "") -> "Pending":
+        """``map`` in worker processes begun now, even for one task (the caller works on
+        meanwhile); call the result to wait for the results. One worker: run when waited for."""
+        if not tasks or self.workers == 1:
+            return Pending(lambda: SerialExecutor(self.progress).map(fn, tasks, desc))
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), initializer=_ignore_sigint)
+        try:
+            futures = [pool.submit(fn, *args) for args in tasks]
+        except BaseException:
+            _stop_now(pool)
+            raise
+
+        def wait() -> list:
+            out: list = [None] * len(futures)
+            where = {f: i for i, f in enumerate(futures)}
+            try:
+                with _progress(len(futures), desc, self.progress) as tick:
+                    for fut in as_completed(futures):
+                        out[where[fut]] = fut.result()
+                        tick(1)
+            except BaseException:
+                _stop_now(pool)
+                raise
+            pool.shutdown()
+            return out
+
+        return Pending(wait, lambda: _stop_now(pool))
+
+
+class Pending:
+    """Tasks begun by ``start``: call it to wait for their results; ``cancel()`` ends them
+    (the caller failed or was interrupted before waiting)."""
+
+    def __init__(self, wait: Callable[[], list], cancel: Callable[[], None] | None = None):
+        self._wait, self._cancel = wait, cancel
+
+    def __call__(self) -> list:
+        self._cancel = None
+        return self._wait()
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+            self._cancel = None
 
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:

@@ -7,10 +7,12 @@ Each function draws one figure and returns it as PNG bytes; the facade writes th
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-__all__ = ["plot_pareto", "plot_sweep", "plot_compare"]
+__all__ = ["plot_pareto", "pareto_data", "draw_pareto", "ready", "plot_sweep", "plot_compare"]
 
 
 def _plt():
@@ -24,6 +26,11 @@ def _plt():
     return plt
 
 
+def ready() -> None:
+    """Import matplotlib now (``clustersim.plotproc``'s helper does it while a plan runs)."""
+    _plt()
+
+
 def _png(plt, fig) -> bytes:
     """``fig`` as PNG bytes (120 dpi); the figure is closed."""
     buf = io.BytesIO()
@@ -32,26 +39,43 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_pareto(result, max_points: int = 5000) -> bytes:
-    """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
-    plt = _plt()
+def pareto_data(result, max_points: int = 5000) -> dict:
+    """What ``plot_pareto`` draws, as plain lists (JSON): per mode the first ``max_points``
+    feasible layouts' (tokens/s per user, tokens/s per device), the Pareto front, the title."""
     t = result.table
-    feas = t[t["feasible"]].head(max_points)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for mode, g in feas.groupby("mode"):
-        ax.scatter(g["tokens_per_s_per_user"], g["tokens_per_s_per_device"], s=6, alpha=0.35, label=mode)
+    feas = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:max_points]]
+    modes = {str(mode): [g["tokens_per_s_per_user"].tolist(), g["tokens_per_s_per_device"].tolist()]
+             for mode, g in feas.groupby("mode")}
     p = result.pareto
+    front = [[], []]
     if len(p):
         p = p.sort_values("tokens_per_s_per_user")
-        ax.plot(p["tokens_per_s_per_user"], p["tokens_per_s_per_device"], "k.-", label="Pareto front")
+        front = [p["tokens_per_s_per_user"].tolist(), p["tokens_per_s_per_device"].tolist()]
+    plan = result.plan
+    title = f"{plan.name}: {plan.model}, TTFT<={plan.slo.ttft_ms:g} ms, TPOT<={plan.slo.tpot_ms:g} ms"
+    return {"modes": modes, "front": front, "title": title}
+
+
+def draw_pareto(data: dict) -> bytes:
+    """``pareto_data``'s figure as PNG bytes (``clustersim.plotproc`` draws it in a helper process)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for mode, (x, y) in data["modes"].items():
+        ax.scatter(x, y, s=6, alpha=0.35, label=mode)
+    if data["front"][0]:
+        ax.plot(data["front"][0], data["front"][1], "k.-", label="Pareto front")
     ax.set_xlabel("output tokens/s per user")
     ax.set_ylabel("output tokens/s per device")
-    ax.set_title(f"{result.plan.name}: {result.plan.model}, TTFT<={result.plan.slo.ttft_ms:g} ms, "
-                 f"TPOT<={result.plan.slo.tpot_ms:g} ms", fontsize=9)
+    ax.set_title(data["title"], fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(plt, fig)
+
+
+def plot_pareto(result, max_points: int = 5000) -> bytes:
+    """Feasible layouts and the Pareto front: tokens/s per device vs tokens/s per user."""
+    return draw_pareto(pareto_data(result, max_points))
 
 
 def plot_sweep(df: pd.DataFrame, x: str | None = None, y: str = "tokens_per_s_per_device") -> bytes:

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 from scipy.linalg import solve as _solve
-from scipy.special import gammaln, xlogy
+from scipy.special import gammaln, pdtr, xlogy
 
 __all__ = ["batch_server_ttft_p", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
 
@@ -222,8 +222,6 @@ def kingman_wait_p(rho: float, service_s: float, cv_arrival: float, percentile: 
 def erlang_c(load: float, servers: float) -> float:
     """Probability of waiting in M/M/c with offered load ``load`` (Erlangs) and ``servers``
     (Erlang B from the Poisson pmf and cdf, then C = c B / (c - A (1 - B)))."""
-    from scipy.special import pdtr
-
     c = max(1, int(math.floor(servers)))
     if load <= 0.0:
         return 0.0

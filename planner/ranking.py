@@ -22,7 +22,8 @@ import pandas as pd
 
 from planner.result import SUMMARY_COLUMNS, pareto_layers
 
-__all__ = ["rank_table", "candidates", "apply_verification", "why_nothing_fits", "VERIFIED_COLUMNS"]
+__all__ = ["rank_table", "rank_positions", "ranked", "RANK_COLUMNS", "candidates", "apply_verification",
+           "why_nothing_fits", "VERIFIED_COLUMNS"]
 
 #: columns ``apply_verification`` adds (with ``sim_capacity_rps`` and ``sim_tokens_per_s_per_device``
 #: of ``SUMMARY_COLUMNS``)
@@ -32,6 +33,11 @@ VERIFIED_COLUMNS = ("analytic_rank", "verified", "verify_reason", "capacity_gap"
 def _order(df: pd.DataFrame, group: np.ndarray, x: str, y: str = "tokens_per_s_per_user") -> pd.DataFrame:
     """Rows sorted by ``group`` then (within it) Pareto layer of (x, y), x, y, shortfall (the
     infeasible: closest first), cost, devices, TTFT, id."""
+    return df.iloc[_positions(df, group, x, y)].reset_index(drop=True)
+
+
+def _positions(df: pd.DataFrame, group: np.ndarray, x: str, y: str = "tokens_per_s_per_user") -> np.ndarray:
+    """The row positions of ``_order``."""
     xs = df[x].to_numpy(dtype=float)
     ys = df[y].to_numpy(dtype=float) if y in df else np.zeros(len(df))
     layer = np.full(len(df), np.iinfo(np.int64).max)
@@ -46,7 +52,7 @@ def _order(df: pd.DataFrame, group: np.ndarray, x: str, y: str = "tokens_per_s_p
     keys = (df["id"].to_numpy(), np.nan_to_num(ttft, nan=np.inf), df["devices"].to_numpy(),
             np.nan_to_num(usd, nan=np.inf), np.nan_to_num(short, nan=0.0, posinf=np.inf),
             -np.nan_to_num(ys, nan=-np.inf), -np.nan_to_num(xs, nan=-np.inf), layer, group)
-    return df.iloc[np.lexsort(keys)].reset_index(drop=True)
+    return np.lexsort(keys)
 
 
 def _lead(df: pd.DataFrame) -> pd.DataFrame:
@@ -60,11 +66,32 @@ def rank_table(df: pd.DataFrame, objective: str) -> pd.DataFrame:
     """The analytic ranking (module docstring); adds ``rank`` and puts ``SUMMARY_COLUMNS`` first."""
     if df.empty:
         return df
+    return ranked(df.iloc[rank_positions(df, objective)].reset_index(drop=True), objective)
+
+
+#: the columns the analytic ranking reads (``rank_positions``)
+RANK_COLUMNS = ("mode", "devices", "feasible", "meets_load", "capacity_rps", "tokens_per_s_per_device",
+                "tokens_per_s_per_user", "tokens_per_s_per_kusd", "ttft_ms", "tpot_ms", "hardware_usd", "shortfall",
+                "id")
+
+
+def rank_positions(df: pd.DataFrame, objective: str) -> np.ndarray:
+    """The analytic ranking's row order (positions): what ``rank_table`` sorts by, read from
+    ``RANK_COLUMNS`` only (a frame of those columns ranks like the whole table)."""
     for col in ("capacity_rps", objective, "tokens_per_s_per_device", "tokens_per_s_per_user"):
         if col not in df:
             df[col] = np.nan
     group = np.where(df["feasible"].to_numpy(dtype=bool), np.where(df["meets_load"].to_numpy(dtype=bool), 0, 1), 2)
-    return _lead(_order(df, group, objective))
+    return _positions(df, group, objective)
+
+
+def ranked(df: pd.DataFrame, objective: str) -> pd.DataFrame:
+    """A table already in ``rank_positions`` order with ``rank`` added and ``SUMMARY_COLUMNS``
+    first (the columns the ranking adds when missing, NaN)."""
+    for col in ("capacity_rps", objective, "tokens_per_s_per_device", "tokens_per_s_per_user"):
+        if col not in df:
+            df[col] = np.nan
+    return _lead(df)
 
 
 def _estimate_key(row: dict) -> tuple:
@@ -84,9 +111,9 @@ def candidates(table: pd.DataFrame, k: int, skip: set) -> list[dict]:
     out: list[dict] = []
     if not k or not len(table):
         return out
-    feas = table[table["feasible"]]
+    feas = table["feasible"].to_numpy(dtype=bool).nonzero()[0]
     rows = (row for start in range(0, len(feas), 256)  # records a block at a time: the table can be 10^5 rows
-            for row in feas.iloc[start:start + 256].to_dict(orient="records"))
+            for row in table.iloc[feas[start:start + 256]].to_dict(orient="records"))
     for row in rows:
         key = _estimate_key(row)
         if row["id"] in skip or key in seen:
@@ -102,7 +129,7 @@ def candidates(table: pd.DataFrame, k: int, skip: set) -> list[dict]:
 def apply_verification(table: pd.DataFrame, ver: pd.DataFrame, objective: str, target_rps: float,
                        output_tokens: float) -> pd.DataFrame:
     """Merge verification rows (``planner.verify.verify_task``) into the table and re-rank."""
-    df = table.drop(columns=["rank"]).copy()
+    df = table.drop(columns=["rank"])  # copy-on-write: the columns set below are copied, the rest shared
     df["analytic_rank"] = table["rank"].to_numpy()
     df["verified"] = np.where(df["feasible"].to_numpy(dtype=bool), "not run", "infeasible")
     df["verify_reason"] = ""

@@ -49,16 +49,16 @@ def pareto_front(table: pd.DataFrame, x: str = "tokens_per_s_per_device", y: str
     """Rows of ``table`` (feasible ones) not dominated in (x, y), sorted by x descending."""
     if table.empty or x not in table or y not in table:
         return table.iloc[0:0]
-    ok = table[table["feasible"].astype(bool)].dropna(subset=[x, y])
-    if ok.empty:
-        return ok
-    ok = ok.sort_values([x, y, "id"], ascending=[False, False, True])
+    xs, ys = table[x].to_numpy(dtype=float), table[y].to_numpy(dtype=float)
+    ok = np.flatnonzero(table["feasible"].to_numpy(dtype=bool) & ~np.isnan(xs) & ~np.isnan(ys))
+    # x descending, then y descending, then id (positions, not a copy of the feasible rows)
+    ok = ok[np.lexsort((table["id"].to_numpy()[ok], -ys[ok], -xs[ok]))]
     keep, best_y = [], -math.inf
-    for idx, yv in zip(ok.index, ok[y].to_numpy()):
+    for i, yv in zip(ok.tolist(), ys[ok].tolist()):
         if yv > best_y + 1e-9 * abs(yv):
-            keep.append(idx)
+            keep.append(i)
             best_y = yv
-    return ok.loc[keep].reset_index(drop=True)
+    return table.iloc[keep].reset_index(drop=True)
 
 
 def pareto_layers(x, y) -> np.ndarray:
@@ -140,7 +140,7 @@ class PlanResult:
         closest layouts with the rule each breaks (``reason``)."""
         t = self.table
         if len(t) and t["feasible"].any():
-            rows = t[t["feasible"]].head(n)
+            rows = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:n]]
             if "verified" in t:
                 rows = pd.concat([rows, t[(t["verified"] == "failed") & ~t["id"].isin(rows["id"])]])
             return rows[[c for c in SUMMARY_COLUMNS if c in t.columns]]
@@ -156,8 +156,8 @@ class PlanResult:
         return deployment_to_yaml(self.best, head)
 
     def top(self, n: int = 10, feasible_only: bool = True) -> pd.DataFrame:
-        t = self.table[self.table["feasible"]] if feasible_only else self.table
-        return t.head(n)
+        t = self.table
+        return t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:n]] if feasible_only else t.head(n)
 
     def to_dict(self, rows: int = 50) -> dict:
         """JSON-ready summary (``--json``): stats, the top rows, the Pareto front, verification."""

@@ -4,17 +4,21 @@ Flow (planner/README.md has the why):
 
 1. Pool choices per role from the plan's ``SearchSpace``.
 2. Pool capacities, grouped by pool cost key, in the executor (``pool_task``): each task
-   returns the capacities and its memoised step-cost tables, which seed the ranking process
-   so no step is costed twice.
+   returns the capacities (and the decode capacities after the KV handoff gaps its layouts
+   will have) and its memoised step-cost tables, which seed the ranking process so no step
+   is costed twice.
 3. Layouts: a rejected pool choice gives one row with its reason (it rejects every layout it
    appears in); feasible choices are crossed with instance counts within the budget. Up to
-   ``max_grid_layouts`` layouts are evaluated exhaustively, beyond that optuna's TPE sampler
-   (seeded) searches the same space through the same evaluation.
+   ``max_grid_layouts`` layouts are evaluated exhaustively (layouts with identical results
+   merged into one row, ``planner.merge``; large grids in shares, the rest in workers:
+   ``rank_task``), beyond that optuna's TPE sampler (seeded) searches the same space through
+   the same evaluation (``planner.rows``).
 4. Rank (``planner.ranking``): feasible, serves the target load, Pareto layer of the
    objective (tokens/s per device or per $1000) against tokens/s per user, then the
    objective, tokens/s per user, cost, devices, point id.
-5. Verify the top candidates in the simulator (``planner.verify``: the emitted YAML, the
-   claimed capacity, the sustainable rate when the claim fails), re-rank by the verified
+5. Verify the top candidates in the simulator (``planner.rounds``, ``planner.verify``: the
+   emitted YAML, the claimed capacity, the sustainable rate when the claim fails; the first
+   round begins while the table is built), re-rank by the verified
    figure, and name as best only a layout the simulator verified; ``PlanResult.status`` says
    why there is none (nothing feasible: the closest layout and its rule; nothing verified:
    each check's reason).
@@ -25,25 +29,28 @@ run for a sweep); ``evaluate_chunk`` amortises the caches over many points.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf
-from planner.executors import Executor, default_executor
+from planner.executors import Executor, default_executor, start
 from planner.feasibility import pool_fit
-from planner.ranking import apply_verification, candidates, rank_table, why_nothing_fits
+from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
+from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
-from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_batch, verify_task
+from planner.rounds import begin_verify, objective_column, point_seed, verify
+from planner.rows import Block, Columns, layout_rows
+from planner.verify import engine_available, layout_deployment, simulation_hooks, verify_task
 from planner.space import (
     PlanContext,
     Point,
     PoolChoice,
     ServingLayout,
+    count_pairs,
     context_from_plan,
     all_pool_choices,
     count_layouts_of,
@@ -52,13 +59,8 @@ from planner.space import (
 from simulator.progress import ProgressFn, Throttle
 from workloads.limits import MAX_PLAN_LAYOUTS
 
-__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "layout_deployment", "verify_task",
-           "simulation_hooks", "engine_available"]
-
-
-def point_seed(seed: int, point_id: int) -> int:
-    """The seed of one point: derived from the base seed and the point id (never worker order)."""
-    return int(np.random.SeedSequence([int(seed), int(point_id)]).generate_state(1)[0])
+__all__ = ["plan", "evaluate", "evaluate_chunk", "point_seed", "pool_task", "rank_task", "layout_deployment",
+           "verify_task", "simulation_hooks", "engine_available"]
 
 
 def evaluate(point: Point, seed: int = 0) -> dict:
@@ -87,39 +89,28 @@ def evaluate_chunk(ctx: PlanContext | None, points: Iterable[Point], seed: int =
     return out
 
 
-def pool_task(ctx: PlanContext, choices: list[PoolChoice]) -> tuple[dict, dict]:
-    """Capacities of pool choices (sharing few cost keys) and the step tables they filled."""
+def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = None) -> tuple:
+    """Capacities of pool choices (sharing few cost keys), the decode capacities after the KV
+    handoff gaps ``gaps`` lists per decode choice (``Evaluator.decode_perf_after_handoff``: a
+    search per gap, done here in parallel), and the step tables they filled
+    (``Evaluator.export_state``)."""
     ev = Evaluator(ctx)
     perfs = {c: ev.perf(c) for c in choices}
-    tables = {k: (dict(m._dec), dict(m._pre), dict(m._pk), m.calls) for k, m in ev._models.items()}
-    return perfs, tables
+    for c, gs in (gaps or {}).items():
+        if perfs[c].reason is None:
+            for g in gs:
+                ev.decode_perf_after_handoff(c, g)
+    return ev.export_state()
 
 
-def _seed_evaluator(ev: Evaluator, perfs: dict, tables: dict, choices_by_key: dict) -> None:
-    ev._perf.update(perfs)
-    for key, (dec, pre, pk, _calls) in tables.items():
-        choice = choices_by_key[key]
-        try:
-            m = ev.pool_model(choice)
-        except (ValueError, LookupError):
-            continue
-        m._dec.update(dec)
-        m._pre.update(pre)
-        m._pk.update(pk)
-
-
-def _layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> list[ServingLayout]:
-    """Every serving layout of the feasible choices (``planner.space.layouts_of``), counted first."""
+def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
+    """How many serving layouts the feasible choices give (``planner.space.layouts_of``), within the limit."""
     n = count_layouts_of(ctx, space, feasible)
     if n > MAX_PLAN_LAYOUTS:
         raise ValueError(f"search: {n:,} feasible layouts within the budget, more than the planner holds in memory "
                          f"(at most {MAX_PLAN_LAYOUTS:,}; lower search.max_instances or hardware.devices, or shorten "
                          f"the search lists)")
-    return list(layouts_of(ctx, space, feasible))
-
-
-def _objective_column(cfg) -> str:
-    return "tokens_per_s_per_kusd" if cfg.objective == "tokens_per_dollar" else "tokens_per_s_per_device"
+    return n
 
 
 def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
@@ -134,7 +125,7 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
     space = cfg.search
     sampler = optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    objective = _objective_column(cfg)
+    objective = objective_column(cfg)
     budget = ctx.budget_devices
     seen: dict[ServingLayout, dict] = {}
     modes = [m for m in space.modes if (m == "colocated" and feasible.get("pool"))
@@ -170,7 +161,26 @@ def _optuna_search(ctx, cfg, feasible, ev: Evaluator, seed: int,
     return list(seen.items())
 
 
-def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
+def _handoff_gaps(ctx, space, ev: Evaluator, live: dict[tuple, list[PoolChoice]]) -> dict:
+    """decode choice -> the KV handoff gaps its layouts will have (``Evaluator.handoff_gap_s``)
+    with every prefill instance size whose choices pass the rules and fit in memory."""
+    sizes = {c.devices_per_instance for cs in live.values() for c in cs if c.role == "prefill"}
+    by_size: dict[int, tuple] = {}
+    out = {}
+    for cs in live.values():
+        for c in cs:
+            if c.role != "decode":
+                continue
+            d = c.devices_per_instance
+            if d not in by_size:
+                gs = {ev.handoff_gap_s_sizes(p, n_p, d, n_d) for p in sizes
+                      for n_p, n_d in count_pairs(p, d, ctx.budget_devices, space.max_instances)}
+                by_size[d] = tuple(sorted(g for g in gs if g > 0.0))
+            out[c] = by_size[d]
+    return out
+
+
+def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: Evaluator,
                 progress: ProgressFn | None = None) -> None:
     """Fill ``ev`` with every choice's capacity, costing pool keys in parallel when worth it."""
     by_key: dict[tuple, list[PoolChoice]] = defaultdict(list)
@@ -210,127 +220,137 @@ def _pool_phase(ctx, choices: list[PoolChoice], executor: Executor, ev: Evaluato
     n_tasks = min(len(keys), executor.workers * 4)
     # spread keys round-robin by instance size so tasks take similar time
     groups = [keys[i::n_tasks] for i in range(n_tasks)]
-    tasks = [(ctx, [c for k in g for c in costly[k]]) for g in groups if g]
-    first = {k: v[0] for k, v in costly.items()}
-    for perfs, tables in executor.map(pool_task, tasks, desc="pool costs"):
-        _seed_evaluator(ev, perfs, tables, first)
+    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
+    tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
+             for g in groups if g]
+    for state in executor.map(pool_task, tasks, desc="pool costs"):
+        ev.import_state(state)
 
 
-def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, layouts: list, method: str, seed: int,
-          notes: list[str], ticker: Throttle | None = None) -> tuple[list[dict], dict, int]:
-    """(table rows, point id -> layout, layouts evaluated): one row per rejected pool choice
-    (its reason rejects every layout it is in), then every layout (grid) or those optuna tried."""
-    rows: list[dict] = []
-    for pid, c in enumerate(rejected):
-        row = ev.evaluate_layout(ServingLayout("colocated" if c.role == "pool" else "disaggregated", ((c, 1),)))
-        row["id"] = pid
-        rows.append(row)
+def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
+          notes: list[str], executor: Executor, ticker: Throttle | None = None) -> tuple[Columns, LayoutIndex, int]:
+    """(rows, point id -> layout, layouts evaluated): one row per rejected pool choice (its
+    reason rejects every layout it is in), then every layout (grid: equivalent layouts merged
+    into one row, ``planner.merge``) or those optuna tried. ``merge_identical`` makes the table."""
+    cols = Columns()
+    for role in ("pool", "prefill", "decode"):  # one block per rejected choice, one call per role
+        blocks = [Block((c,), [(1,)], {"id": pid, COUNT: 1, "_variants": {}}) for pid, c in enumerate(rejected)
+                  if c.role == role]
+        if blocks:
+            layout_rows(ev, "colocated" if role == "pool" else "disaggregated", blocks, cols)
+    index = LayoutIndex()
+    base = len(rejected)
     if method == "grid":
-        found = []
-        for i, lay in enumerate(layouts):
+        classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
+        blocks = [MergedBlock(b.mode, b.choices, b.counts, base + b.first, b.count, b.variants)
+                  for b in merged_blocks(ctx, cfg.search, classes, feasible)]
+        for b in blocks:
+            index.add_block(b)
+        shares = _shares(blocks, executor.workers)
+        # the other shares in worker processes (``rank_task``) while this one is evaluated here
+        pending = start(executor, rank_task, [(ctx, ev.export_state(), share) for share in shares[1:]],
+                        desc="rank layouts")
+        try:
+            _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
+            for part in pending():
+                cols.extend(part, ev)
+        finally:
+            pending.cancel()
+        return cols, index, n_layouts
+    layouts = list(layouts_of(ctx, cfg.search, feasible))
+    found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
+    pos = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
+    notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
+                 f"seed {seed})")
+    for k, (lay, row) in enumerate(found):
+        pid = base + pos.get(lay, len(pos) + base + k)
+        index.add(pid, lay)
+        cols.add(1, {**row, "id": pid, COUNT: 1, "_variants": {}})
+    return cols, index, len(found)
+
+
+#: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
+_BATCH_ROWS = 20_000
+#: fewer merged rows than this are ranked in this process alone (a worker's start and its
+#: answer's trip back cost more than it saves)
+_PARALLEL_ROWS = 10_000
+
+
+def _shares(blocks: list[MergedBlock], workers: int) -> list[list[MergedBlock]]:
+    """``blocks`` cut into up to ``workers`` consecutive shares of about equal rows (the first
+    is ranked here, the rest in workers: ``rank_task``)."""
+    rows = sum(len(b.counts) for b in blocks)
+    n = max(1, min(workers, 8, rows // (_PARALLEL_ROWS // 2))) if rows >= _PARALLEL_ROWS else 1
+    out: list[list[MergedBlock]] = [[] for _ in range(n)]
+    done = 0
+    for b in blocks:
+        out[min(n - 1, done * n // max(rows, 1))].append(b)
+        done += len(b.counts)
+    return [s for s in out if s]
+
+
+def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ticker: Throttle | None = None) -> None:
+    """Rows of merged ``blocks`` (ids from their ``first``) appended to ``cols``, a batch at a time."""
+    batch: dict[str, list[Block]] = {"colocated": [], "disaggregated": []}
+    done = size = 0
+    for block in blocks:
+        n = len(block.counts)
+        batch[block.mode].append(Block(block.choices, block.counts, {"id": np.arange(block.first, block.first + n),
+                                                                      COUNT: block.count,
+                                                                      "_variants": block.variants}))
+        done += n * block.count
+        size += n
+        if size >= _BATCH_ROWS:
+            _flush(ev, batch, cols)
+            size = 0
             if ticker is not None:
-                ticker.tick(i)
-            found.append((lay, ev.evaluate_layout(lay)))
-        index = {lay: i for i, lay in enumerate(layouts)}
-    else:
-        found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
-        index = {lay: i for i, lay in enumerate(layouts)} if len(layouts) < 5_000_000 else {}
-        notes.append(f"space of {len(layouts)} layouts searched with optuna TPE ({cfg.search.optuna_trials} trials, "
-                     f"seed {seed})")
-    layout_of = {}
-    for lay, row in found:
-        row = dict(row) if method != "grid" else row
-        row["id"] = len(rejected) + index.get(lay, len(index) + len(rows))
-        layout_of[row["id"]] = lay
-        rows.append(row)
-    return rows, layout_of, len(found)
+                ticker.tick(done)
+    _flush(ev, batch, cols)
 
 
-def _share_pools(items: list[tuple], workers: int) -> list[list[tuple]]:
-    """Verification batches: candidates that share a pool's step costs go to one batch (its
-    runs then share one warm cache: the step costs are most of a first run), the groups
-    spread over at most ``workers`` batches, largest first."""
-    groups: list[tuple[set, list]] = []
-    for item in items:
-        keys = {c.cost_key + (c.role,) for c, _n in item[0].pools}
-        hit = [g for g in groups if g[0] & keys]
-        merged = (set(keys).union(*[g[0] for g in hit]), [x for g in hit for x in g[1]] + [item])
-        groups = [g for g in groups if g not in hit] + [merged]
-    batches: list[list[tuple]] = [[] for _ in range(max(1, min(workers, len(groups))))]
-    for _keys, members in sorted(groups, key=lambda g: -len(g[1])):
-        min(batches, key=len).extend(members)
-    return [b for b in batches if b]
+def rank_task(ctx: PlanContext, state: tuple, blocks: list[MergedBlock]) -> Columns:
+    """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
+    process's memos (``Evaluator.import_state``), so nothing is costed twice."""
+    ev = Evaluator(ctx)
+    ev.import_state(state)
+    cols = Columns()
+    _evaluate_blocks(ev, blocks, cols)
+    return cols
 
 
-def _verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor: Executor, seed: int,
-            verify_top: int, notes: list[str]) -> dict:
-    """Verify the top candidates in the simulator, re-rank, and pick the best verified layout.
-
-    A second batch of ``verify_top`` candidates is verified when the first batch's best
-    verified figure falls below the analytic figure of the next unverified candidate."""
-    objective = _objective_column(cfg)
-    out = {"table": table, "verification": pd.DataFrame(), "best": None, "deployments": {}, "layouts": {},
-           "status": "ok", "explanation": ""}
-    if not len(table) or not table["feasible"].any():
-        out.update(status="no_feasible", explanation=why_nothing_fits(table, ctx.budget_devices))
-        return out
-    if not verify_top or not engine_available():
-        why = ("verify.top is 0" if not verify_top else "simulator.engine.simulate is not available")
-        notes.append(f"{why}: no layout was checked in the simulator, so none is recommended; the table ranks "
-                     "analytic estimates")
-        out["status"] = "unverified"
-        return out
-    ver_rows: list[dict] = []
-    done: set = set()
-    for _round in range(2):
-        cands = candidates(table, verify_top, done)
-        if not cands:
-            break
-        items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
-        batches = _share_pools(items, executor.workers)
-        ver_rows += [v for batch in executor.map(verify_batch, [(cfg, ctx, b) for b in batches], desc="verify")
-                     for v in batch]
-        done |= {r["id"] for r in cands}
-        got = [r for r in ver_rows if r.get("ok")]
-        best_sim = max((r["sim_capacity_rps"] / r["claimed_rps"] * _row(table, r["id"])[objective]
-                        for r in got if r["claimed_rps"]), default=-math.inf)
-        nxt = candidates(table, 1, done)
-        if not nxt or not nxt[0][objective] > best_sim:
-            break
-    verification = pd.DataFrame(ver_rows)
-    table = apply_verification(table, verification, objective, ctx.arrival_rate_per_s, ctx.output_tokens)
-    out.update(table=table, verification=_verification_view(verification, table))
-    top = table.iloc[0]
-    if top["verified"] != "yes":
-        fails = "; ".join(f"{_row(table, r['id'])['layout']}: {r['reason']}" for r in ver_rows)
-        out.update(status="none_verified",
-                   explanation=f"no layout passed verification in the simulator ({len(ver_rows)} checked): {fails}")
-        return out
-    bid = int(top["id"])
-    out["best"] = layout_deployment(cfg, ctx, layout_of[bid], name=f"{cfg.name}-best")
-    out["deployments"] = {bid: out["best"]}
-    out["layouts"] = {int(i): layout_of[int(i)] for i in verification["id"]} if len(verification) else {}
-    notes.append(f"best layout verified in the simulator: {top['sim_capacity_rps']:.3g} req/s within the SLOs "
-                 f"(analytic claim {top['capacity_rps']:.3g} req/s, {top['capacity_gap']:+.1%})")
-    if top["sim_capacity_rps"] < ctx.arrival_rate_per_s * (1 - 1e-9):
-        notes.append(f"no verified layout within the budget serves the target {ctx.arrival_rate_per_s:g} req/s; the "
-                     f"best serves {top['sim_capacity_rps']:.3g} req/s")
-    return out
+def _flush(ev: Evaluator, batch: dict[str, list], cols: Columns) -> None:
+    for mode, blocks in batch.items():
+        if blocks:
+            layout_rows(ev, mode, blocks, cols)
+            blocks.clear()
 
 
-def _row(table: pd.DataFrame, point_id: int) -> pd.Series:
-    return table.loc[table["id"] == point_id].iloc[0]
-
-
-def _verification_view(ver: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Verification rows in the final rank order, with the layout and the gap as a column."""
-    if ver.empty:
-        return ver
-    info = table.set_index("id")[["rank", "layout"]]
-    ver = ver.join(info, on="id")
-    lead = [c for c in ("rank", "id", "layout", "status", "claimed_rps", "sim_capacity_rps", "capacity_gap",
-                        "analytic_ttft_ms", "sim_ttft_p_ms", "analytic_tpot_ms", "sim_tpot_p_ms", "reason") if c in ver]
-    return ver.sort_values("rank", kind="mergesort")[lead + [c for c in ver.columns if c not in lead]].reset_index(drop=True)
+def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, seed: int, verify_top: int,
+                      notes: list[str], ticker: Throttle, t_rank: float) -> tuple[dict, float, float]:
+    """The table (identical rows merged, ranked) and its verification (``planner.rounds``),
+    whose first round runs in the workers while the table is built here; with the ranking's
+    and the verification's wall times."""
+    objective = objective_column(cfg)
+    kept, counts, texts = merge_rows(cols)
+    names = set(cols.names())
+    light = pd.DataFrame({c: cols.column(c, kept) for c in RANK_COLUMNS if c in names})
+    order = rank_positions(light, objective) if len(light) else np.arange(0)
+    begun = begin_verify(cfg, ctx, light.iloc[order].reset_index(drop=True), layout_of, executor, seed, verify_top)
+    del light
+    try:
+        cols.drop("_variants")
+        table = cols.frame(kept[order])  # built in rank order: the table is never copied to sort it
+        table[COUNT] = counts[order]
+        table[VARIANTS] = [texts[j] for j in order]
+        table = ranked(table, objective)
+        ticker.finish(f"{len(table):,} rows")
+        t_rank = time.perf_counter() - t_rank
+        t_ver = time.perf_counter()
+        v = verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes, begun)
+    finally:
+        if begun is not None:
+            begun[-1].cancel()
+    return v, t_rank, time.perf_counter() - t_ver
 
 
 def plan(plan_config, *, executor: Executor | None = None, seed: int | None = None,
@@ -373,33 +393,26 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()
-    _pool_phase(ctx, all_choices, executor, ev, progress)
+    _pool_phase(ctx, space, all_choices, executor, ev, progress)
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}
     rejected = [c for r in roles for c in choices[r] if ev.perf(c).reason is not None]
 
     t_rank = time.perf_counter()
-    layouts = _layouts(ctx, space, feasible)
+    n_layouts = _count_layouts(ctx, space, feasible)
     method = space.method
     if method == "auto":
-        method = "optuna" if len(layouts) > space.max_grid_layouts else "grid"
-    ticker = Throttle(progress, "rank layouts", len(layouts) if method == "grid" else space.optuna_trials)
-    rows, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, layouts, method, seed, notes, ticker)
-    ticker.finish(f"{len(rows):,} rows")
-    objective = _objective_column(cfg)
-    table = rank_table(pd.DataFrame(rows), objective)
-    t_rank = time.perf_counter() - t_rank
-
-    # verification -----------------------------------------------------------------------
-    t_ver = time.perf_counter()
-    v = _verify(cfg, ctx, table, layout_of, executor, seed, verify_top, notes)
+        method = "optuna" if n_layouts > space.max_grid_layouts else "grid"
+    ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
+    cols, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
+                                      ticker)
+    v, t_rank, t_ver = _table_and_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top, notes, ticker, t_rank)
     table = v["table"]
-    t_ver = time.perf_counter() - t_ver
     wall = time.perf_counter() - t0
     stats = {
         "method": method, "pool_choices": len(all_choices), "pool_choices_rejected": len(rejected),
-        "pool_cost_keys": len({c.cost_key for c in all_choices}), "layouts": len(layouts),
+        "pool_cost_keys": len({c.cost_key for c in all_choices}), "layouts": n_layouts,
         "layouts_searched": searched, "rows": len(table), "step_cost_calls": ev.step_calls(),
         "pool_phase_s": t_pool, "rank_phase_s": t_rank, "verify_phase_s": t_ver, "wall_s": wall,
         "workers": executor.workers, "seed": seed, "cluster": ctx.cluster.name,

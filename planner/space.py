@@ -29,7 +29,8 @@ from hardware.types import Cluster
 from workloads.layout import Layout
 
 __all__ = ["ClusterRef", "PlanContext", "PoolChoice", "ServingLayout", "Point", "context_from_plan", "pool_choices",
-           "all_pool_choices", "layouts_of", "count_layouts_of", "enumerate_layouts", "count_layouts", "workload_means"]
+           "all_pool_choices", "layouts_of", "count_layouts_of", "count_pairs", "pair_count", "enumerate_layouts",
+           "count_layouts", "workload_means"]
 
 
 @dataclass(frozen=True)
@@ -204,11 +205,24 @@ class PoolChoice:
     batch_per_rank: int
     tokens_per_rank: int
 
-    @property
+    # a choice keys many dicts of the ranking (10^5 layouts): its hash, instance size and cost
+    # key are computed once (the hash is kept out of pickles: a string's hash differs between
+    # processes)
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.role, self.layout, self.mtp_depth, self.batch_per_rank, self.tokens_per_rank))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    @functools.cached_property
     def devices_per_instance(self) -> int:
         return self.layout.devices
 
-    @property
+    @functools.cached_property
     def cost_key(self) -> tuple:
         """The fields that fix per-step costs (role, batch and chunk limits excluded)."""
         lay = self.layout
@@ -319,14 +333,16 @@ class Point:
     ctx: PlanContext | None = None
 
 
-def _count_pairs(dp: int, dd: int, budget: int, max_n: int) -> Iterator[tuple[int, int]]:
+def count_pairs(dp: int, dd: int, budget: int, max_n: int) -> Iterator[tuple[int, int]]:
+    """(prefill instances, decode instances) of a disaggregated layout with instances of ``dp``
+    and ``dd`` devices within ``budget`` devices and ``max_n`` instances a pool, in order."""
     for n_p in range(1, min(max_n, (budget - dd) // dp) + 1):
         for n_d in range(1, min(max_n, (budget - n_p * dp) // dd) + 1):
             yield n_p, n_d
 
 
 def pair_count(dp: int, dd: int, budget: int, max_n: int) -> int:
-    """``len(list(_count_pairs(...)))`` in O(max_n), not O(max_n ** 2)."""
+    """``len(list(count_pairs(...)))`` in O(max_n), not O(max_n ** 2)."""
     return sum(min(max_n, (budget - n_p * dp) // dd) for n_p in range(1, min(max_n, (budget - dd) // dp) + 1))
 
 
@@ -343,7 +359,7 @@ def layouts_of(ctx: PlanContext, space, choices: dict[str, list[PoolChoice]]) ->
     if "disaggregated" in space.modes:
         for d in choices.get("decode", []):
             for p in choices.get("prefill", []):
-                for n_p, n_d in _count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap):
+                for n_p, n_d in count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap):
                     yield ServingLayout("disaggregated", ((p, n_p), (d, n_d)))
 
 

@@ -25,6 +25,7 @@ random numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -148,6 +149,12 @@ def _label(rate: float, r: dict) -> str:
     return f"{rate:.3g}/s: TTFT {r['ttft_ms']:.0f} ms, TPOT {r['tpot_ms']:.1f} ms {'ok' if r['met'] else 'missed'}"
 
 
+#: the parts a candidate's verification splits into (``verify_part``): the emitted deployment,
+#: and the claimed capacity (with the search for the sustainable rate when it fails); a trace
+#: workload replays one arrival sequence, so both are one run (``both``)
+PARTS = ("emitted", "claim", "both")
+
+
 def verify_batch(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
     """``verify_task`` over ``items`` of (layout, point id, analytic row, seed), in one process
     sharing one step-cost cache (candidates often share a pool)."""
@@ -157,55 +164,121 @@ def verify_batch(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
     return [verify_task(cfg, ctx, *item, evaluator=ev) for item in items]
 
 
+def verify_parts(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
+    """``verify_part`` over ``items`` of (part, layout, point id, analytic row, seed), sharing
+    one step-cost cache, which a pool worker process keeps for its next task (``_evaluator``)."""
+    ev = _evaluator(ctx)
+    return [verify_part(cfg, ctx, *item, evaluator=ev) for item in items]
+
+
+def _evaluator(ctx: PlanContext):
+    """An ``Evaluator`` of ``ctx``: in a pool worker process the one it keeps for its tasks
+    (candidates share pools, and a first run's step costs are most of its time); elsewhere a new
+    one (nothing outlives the call)."""
+    import multiprocessing
+
+    from planner.analytic import Evaluator
+
+    if multiprocessing.parent_process() is None:
+        return Evaluator(ctx)
+    return _worker_evaluator(ctx)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_evaluator(ctx: PlanContext):
+    from planner.analytic import Evaluator
+
+    return Evaluator(ctx)
+
+
 def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, analytic: dict, seed: int,
                 evaluator=None) -> dict:
     """Verify one candidate (module docstring); returns one row of ``PlanResult.verification``."""
+    if cfg.workload.arrival.kind == "trace":
+        return combine_parts(cfg, ctx, point_id, analytic,
+                             verify_part(cfg, ctx, "both", layout, point_id, analytic, seed, evaluator))
+    emitted = verify_part(cfg, ctx, "emitted", layout, point_id, analytic, seed, evaluator)
+    claim = verify_part(cfg, ctx, "claim", layout, point_id, analytic, seed, evaluator) \
+        if emitted.get("failed") is None else None
+    return combine_parts(cfg, ctx, point_id, analytic, emitted, claim)
+
+
+def _claim(analytic: dict, ctx: PlanContext) -> tuple[float, float, float, float]:
+    """(claimed req/s, analytic TTFT s, TPOT s, request lifetime s) of an analytic row."""
+    claimed = float(analytic.get("capacity_rps") or 0.0)
+    ttft_s = float(analytic.get("ttft_ms") or 0.0) / 1e3
+    tpot_s = float(analytic.get("tpot_ms") or 0.0) / 1e3
+    return claimed, ttft_s, tpot_s, ttft_s + ctx.output_tokens * tpot_s
+
+
+def part_requests(cfg, ctx: PlanContext, part: str, analytic: dict) -> float:
+    """Requests the part's first run simulates (what a part costs, roughly)."""
+    claimed, _t, _p, lifetime = _claim(analytic, ctx)
+    if part == "emitted" or not (math.isfinite(lifetime) and math.isfinite(claimed)):
+        return float(cfg.verify.num_requests)
+    return float(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(claimed * RUN_LIFETIMES * lifetime))))
+
+
+def verify_part(cfg, ctx: PlanContext, part: str, layout: ServingLayout, point_id: int, analytic: dict, seed: int,
+                evaluator=None) -> dict:
+    """One part of a candidate's verification (``PARTS``): its runs' figures, for ``combine_parts``.
+    ``emitted``: the deployment that would be written, through the rules, then simulated;
+    ``claim``: the claimed capacity, then the sustainable rate if the claim fails; ``both``:
+    the emitted run, which a trace workload also reads as the claim."""
     from planner.result import deployment_to_yaml
     from workloads.deployment import load_deployment_text
 
     t0 = time.perf_counter()
-    out: dict = {"id": point_id, "ok": False, "status": "failed", "reason": "", "runs": 0}
-    claimed = float(analytic.get("capacity_rps") or 0.0)
-    ttft_s = float(analytic.get("ttft_ms") or 0.0) / 1e3
-    tpot_s = float(analytic.get("tpot_ms") or 0.0) / 1e3
-    lifetime = ttft_s + ctx.output_tokens * tpot_s
+    claimed, _ttft, _tpot, lifetime = _claim(analytic, ctx)
+    got: dict = {"part": part, "runs": 0}
     if not (math.isfinite(lifetime) and math.isfinite(claimed)):
-        out.update(reason=f"the analytic estimate is not finite (TTFT {ttft_s * 1e3:g} ms, TPOT {tpot_s * 1e3:g} ms, "
-                          f"{claimed:g} req/s)")
-        return out
-    out.update(claimed_rps=claimed, analytic_ttft_ms=ttft_s * 1e3, analytic_tpot_ms=tpot_s * 1e3)
+        return got
     step_cost, kv = simulation_hooks(ctx, layout, evaluator)
+    first = None
+    if part in ("emitted", "both"):
+        emitted = layout_deployment(cfg, ctx, layout, name=f"{cfg.name}-best", seed=cfg.seed)
+        try:
+            load_deployment_text(deployment_to_yaml(emitted), "best_deployment.yaml")
+        except ValueError as exc:
+            got.update(failed=f"the emitted YAML does not validate: {str(exc).splitlines()[0]}",
+                       wall_s=time.perf_counter() - t0)
+            return got
+        r = _run(emitted, step_cost, kv, lifetime)
+        got["runs"] += 1
+        if "error" in r:
+            got.update(failed=f"simulating the emitted deployment raised {r['error']}", wall_s=time.perf_counter() - t0)
+            return got
+        got.update(sim_ttft_target_ms=r["ttft_ms"], sim_tpot_target_ms=r["tpot_ms"], sim_slo_met_target=r["met"])
+        first = r
+        if part == "emitted":
+            got["wall_s"] = time.perf_counter() - t0
+            return got
+    got.update(_claim_runs(cfg, ctx, layout, claimed, lifetime, seed, step_cost, kv, first))
+    got["runs"] += got.pop("claim_runs")
+    got["wall_s"] = time.perf_counter() - t0
+    return got
+
+
+def _claim_runs(cfg, ctx, layout, claimed: float, lifetime: float, seed: int, step_cost, kv,
+                first: dict | None) -> dict:
+    """The claimed capacity (``first``: a trace's one run), then 0.9x ... and bisection."""
+    runs = [0]
     history: list[str] = []
 
-    # 1. the deployment that would be written, through the rules, then simulated
-    emitted = layout_deployment(cfg, ctx, layout, name=f"{cfg.name}-best", seed=cfg.seed)
-    try:
-        load_deployment_text(deployment_to_yaml(emitted), "best_deployment.yaml")
-    except ValueError as exc:
-        out.update(reason=f"the emitted YAML does not validate: {str(exc).splitlines()[0]}",
-                   sim_wall_s=time.perf_counter() - t0)
-        return out
-    r = _run(emitted, step_cost, kv, lifetime)
-    out["runs"] += 1
-    if "error" in r:
-        out.update(reason=f"simulating the emitted deployment raised {r['error']}", sim_wall_s=time.perf_counter() - t0)
-        return out
-    out.update(sim_ttft_target_ms=r["ttft_ms"], sim_tpot_target_ms=r["tpot_ms"], sim_slo_met_target=r["met"])
-
-    # 2. the claimed capacity, then 3. the sustainable rate if the claim fails
     def at(rate: float) -> dict:
         n = int(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(rate * RUN_LIFETIMES * lifetime))))
         dep = layout_deployment(cfg, ctx, layout, rate, name=f"{cfg.name}-verify", seed=seed, num_requests=n)
         res = _run(dep, step_cost, kv, lifetime)
-        out["runs"] += 1
+        runs[0] += 1
         history.append(_label(rate, res))
         return res
 
-    trace = cfg.workload.arrival.kind == "trace"
-    first = r if trace else at(claimed)
+    trace = first is not None
+    first = first if trace else at(claimed)
+    out: dict = {}
     if "error" in first:
-        out.update(reason=f"simulating the claimed rate raised {first['error']}", history="; ".join(history),
-                   sim_wall_s=time.perf_counter() - t0)
+        out.update(failed=f"simulating the claimed rate raised {first['error']}", history="; ".join(history))
+        out["claim_runs"] = runs[0]
         return out
     out.update(sim_ttft_p_ms=first["ttft_ms"], sim_tpot_p_ms=first["tpot_ms"])
     passed, failed, good = (claimed, None, first) if first["met"] else (None, claimed, None)
@@ -227,13 +300,49 @@ def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, ana
                 passed, good = mid, r
             else:
                 failed = mid
-    out.update(history="; ".join(history), sim_wall_s=time.perf_counter() - t0)
+    out.update(history="; ".join(history), passed=passed, claim_runs=runs[0])
+    if passed is not None:
+        out.update(sim_ttft_at_capacity_ms=good["ttft_ms"], sim_tpot_at_capacity_ms=good["tpot_ms"])
+    else:
+        out["missed"] = history[-1] if history else "no run"
+    return out
+
+
+def combine_parts(cfg, ctx: PlanContext, point_id: int, analytic: dict, emitted: dict,
+                  claim: dict | None = None) -> dict:
+    """A candidate's verification row from its parts (``emitted`` first; for a trace, the one
+    ``both`` part), as one run of the whole check would give it."""
+    out: dict = {"id": point_id, "ok": False, "status": "failed", "reason": "", "runs": 0}
+    claimed, ttft_s, tpot_s, lifetime = _claim(analytic, ctx)
+    if not (math.isfinite(lifetime) and math.isfinite(claimed)):
+        out.update(reason=f"the analytic estimate is not finite (TTFT {ttft_s * 1e3:g} ms, TPOT {tpot_s * 1e3:g} ms, "
+                          f"{claimed:g} req/s)")
+        return out
+    out.update(claimed_rps=claimed, analytic_ttft_ms=ttft_s * 1e3, analytic_tpot_ms=tpot_s * 1e3)
+    parts = [emitted] + ([claim] if claim is not None else [])
+    wall = sum(p.get("wall_s", 0.0) for p in parts)
+    out["runs"] = emitted["runs"]
+    if emitted.get("failed") and "sim_ttft_target_ms" not in emitted:  # the emitted deployment failed
+        out.update(reason=emitted["failed"], sim_wall_s=wall)
+        return out
+    out.update({k: emitted[k] for k in ("sim_ttft_target_ms", "sim_tpot_target_ms", "sim_slo_met_target")})
+    c = emitted if claim is None else claim
+    if claim is not None:
+        out["runs"] += claim["runs"]
+    if c.get("failed"):
+        out.update(reason=c["failed"], history=c.get("history", ""), sim_wall_s=wall)
+        return out
+    out.update(sim_ttft_p_ms=c["sim_ttft_p_ms"], sim_tpot_p_ms=c["sim_tpot_p_ms"])
+    out.update(history=c["history"], sim_wall_s=wall)
+    passed = c["passed"]
     if passed is None:
         out["reason"] = (f"SLO missed at every rate tried, down to {claimed * SEARCH_FACTORS[-1]:.3g} req/s "
-                         f"({history[-1] if history else 'no run'})")
+                         f"({c['missed']})")
         return out
-    out.update(ok=True, status="verified", sim_capacity_rps=passed, sim_ttft_at_capacity_ms=good["ttft_ms"],
-               sim_tpot_at_capacity_ms=good["tpot_ms"], capacity_gap=claimed / passed - 1.0 if passed else math.nan,
+    out.update(ok=True, status="verified", sim_capacity_rps=passed,
+               sim_ttft_at_capacity_ms=c["sim_ttft_at_capacity_ms"],
+               sim_tpot_at_capacity_ms=c["sim_tpot_at_capacity_ms"],
+               capacity_gap=claimed / passed - 1.0 if passed else math.nan,
                reason="" if passed == claimed else f"SLO missed at the claimed {claimed:.3g} req/s; "
                                                     f"holds at {passed:.3g} req/s")
     return out

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from planner.executors import Executor
+from planner.merge import COUNT
 from planner.schema import PlanConfig
 from planner.search import plan as run_plan
 from planner.space import context_from_plan
@@ -61,8 +62,10 @@ def _update(cfg: PlanConfig, **changes: Any) -> PlanConfig:
 
 def _best_row(result) -> dict:
     t = result.table
-    out: dict = {"feasible_layouts": int(t["feasible"].sum()) if len(t) else 0}
-    feas = t[t["feasible"]] if len(t) else t
+    # a merged row stands for ``equivalent_layouts`` layouts (``planner.merge``)
+    n = t[COUNT] if COUNT in t else 1
+    out: dict = {"feasible_layouts": int((t["feasible"] * n).sum()) if len(t) else 0}
+    feas = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0]] if len(t) else t
     if len(feas):
         row = feas.iloc[0]
         out.update({c: row.get(c) for c in _BEST_COLS if c in row})

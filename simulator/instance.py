@@ -198,3 +198,10 @@ class InstanceCost:
     def step(self, batch: BatchShape) -> StepCost:
         """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""
         return self._cached(batch)
+
+    def share_cost_models(self, prefill: CostModel, decode: CostModel) -> "InstanceCost":
+        """Cost this instance's steps with ``prefill`` and ``decode`` (the DeepEP low-latency
+        one), cost models of its cluster and profile that several instances share (the
+        planner's pool models), with whatever they memoise per op. Before any step is costed."""
+        self.cost_model, self._decode_cost_model = prefill, decode
+        return self

@@ -103,7 +103,7 @@ def test_plan_that_finds_nothing_leaves_no_stale_best_deployment(tmp_path):
     for name in ("best_deployment.yaml", "pareto.png", "keep.yaml"):
         (tmp_path / name).write_text("stale")
     written = outputs.write_plan(out, Empty(), plot=False)
-    assert written == ["ranked.csv", "pareto.csv", "plan.json"]
+    assert written == ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"]
     assert not (tmp_path / "best_deployment.yaml").exists() and not (tmp_path / "pareto.png").exists()
     assert (tmp_path / "keep.yaml").read_text() == "stale"
     assert set(out.removed) == {"best_deployment.yaml", "pareto.png"}

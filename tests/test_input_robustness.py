@@ -193,20 +193,21 @@ def test_plan_sizes_bounded(setting, needle):
 def test_planner_counts_layouts_before_building_them(monkeypatch):
     import planner
     import planner.search as search
-    from planner.space import _count_pairs, context_from_plan, count_layouts_of, instance_sizes, pair_count, pool_choices
+    from planner.space import (count_pairs, context_from_plan, count_layouts_of, instance_sizes, layouts_of, pair_count,
+                               pool_choices)
     from workloads.models import get_model
 
     for args in ((1, 1, 100, 50), (3, 5, 1000, 64), (8, 16, 352, 16), (16, 8, 35, 1)):
-        assert pair_count(*args) == sum(1 for _ in _count_pairs(*args))
+        assert pair_count(*args) == sum(1 for _ in count_pairs(*args))
     cfg = planner.load_plan(PLAN)
     ctx, model = context_from_plan(cfg), get_model(cfg.model)
     sizes = instance_sizes(ctx, cfg.search)
     feasible = {r: pool_choices(r, cfg.search, model, sizes) for r in ("pool", "prefill", "decode")}
     n = count_layouts_of(ctx, cfg.search, feasible)
-    assert n == len(search._layouts(ctx, cfg.search, feasible))
+    assert n == search._count_layouts(ctx, cfg.search, feasible) == sum(1 for _ in layouts_of(ctx, cfg.search, feasible))
     monkeypatch.setattr(search, "MAX_PLAN_LAYOUTS", n - 1)
     with pytest.raises(ValueError, match=f"search: {n:,} feasible layouts"):
-        search._layouts(ctx, cfg.search, feasible)
+        search._count_layouts(ctx, cfg.search, feasible)
 
 
 def _numeric_fields(model: type[BaseModel], seen: set) -> list[tuple[str, object]]:
