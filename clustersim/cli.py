@@ -687,12 +687,24 @@ def estimate_serving_cmd(
               mtp_acceptance=mtp_acceptance, dtype=dtype, redundant_experts=redundant_experts, kernels=kernels)
 
 
+def _allocators() -> None:
+    """Memory given back when freed, so a plan's peak is what it holds at once: pyarrow (which
+    pandas imports) on the C allocator (its default pool keeps what it frees), and glibc's
+    threshold for mapping large blocks fixed at 512 KiB (it otherwise rises as arrays are freed,
+    and the heap then keeps them: about 25 MB at the peak of planning plan_deepseek-v3_h800)."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 512 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its defaults
+        pass
+
+
 def main() -> None:
     """Console entry point. After a Ctrl-C has been reported (exit 130), further ones are ignored
     so that they cannot break the shutdown (joining pool workers) with a traceback."""
-    # pyarrow (which pandas imports) on the C allocator: its default pool keeps what it frees,
-    # tens of MB at the peak of writing a plan's table
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    _allocators()
     try:
         app()
     except KeyboardInterrupt:  # pragma: no cover - before a command's own handler is in place
