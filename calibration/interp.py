@@ -198,3 +198,16 @@ class EfficiencyFit:
         return EfficiencyFit(self.reference_peak_flops_per_s, self.reference_hbm_bytes_per_s,
                              self.hbm_fraction, self.compute_fraction, {**self.kinds, kind: k},
                              self.peaks_source)
+
+
+def nearest_shape(shapes, n: int, k: int) -> tuple[int, int] | None:
+    """The measured ``(n, k)`` among ``shapes`` closest in log n + log k, within 8x in n*k (the
+    rule every GEMM-shaped table uses to answer a shape it did not measure), or None."""
+    best, best_d = None, math.inf
+    for pn, pk in shapes:
+        if not (1 / 8 <= (n * k) / (pn * pk) <= 8):
+            continue
+        d = abs(math.log(n / pn)) + abs(math.log(k / pk))
+        if d < best_d:
+            best, best_d = (pn, pk), d
+    return best

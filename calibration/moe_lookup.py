@@ -20,14 +20,12 @@ within its grid (m <= 16) and the dense ragged table at ``groups = active`` abov
 
 from __future__ import annotations
 
-import math
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
     import pandas as pd
 
-from calibration.interp import Surface
+from calibration.interp import Surface, nearest_shape
 
 #: the table the lookups read
 SPARSE_TABLE = "grouped_mm_sparse_bf16"
@@ -57,15 +55,8 @@ class SparseGroupedTable:
         return sorted(self._by_shape)
 
     def nearest_shape(self, n: int, k: int) -> tuple[int, int] | None:
-        """The measured (n, k) closest in log n + log k within 8x in n*k (as the GEMM tables)."""
-        best, best_d = None, math.inf
-        for pn, pk in self._by_shape:
-            if not (1 / 8 <= (n * k) / (pn * pk) <= 8):
-                continue
-            d = abs(math.log(n / pn)) + abs(math.log(k / pk))
-            if d < best_d:
-                best, best_d = (pn, pk), d
-        return best
+        """The measured (n, k) closest to (n, k), by the GEMM tables' rule (``interp.nearest_shape``)."""
+        return nearest_shape(self._by_shape, n, k)
 
     def max_tokens_per_active(self, n: int, k: int) -> float:
         """The largest tokens per active group measured for the shape answering (n, k), 0 if none."""

@@ -70,6 +70,7 @@ from calibration.interp import (  # noqa: F401  (re-exported: the profile's publ
     KindEfficiency,
     Surface,
     fit_kv_tile,
+    nearest_shape,
     tile_spill_factor,
 )
 from calibration.decode_lookup import (
@@ -322,17 +323,6 @@ class MeasuredProfile:
 
     # -- GEMMs
 
-    @staticmethod
-    def _nearest_pair(pairs, n: int, k: int):
-        best, best_d = None, math.inf
-        for (pn, pk) in pairs:
-            if not (1 / 8 <= (n * k) / (pn * pk) <= 8):
-                continue
-            d = abs(math.log(n / pn)) + abs(math.log(k / pk))
-            if d < best_d:
-                best, best_d = (pn, pk), d
-        return best
-
     def gemm_seconds(self, m: float, n: int, k: int, dtype: str = "bf16") -> tuple[float, str] | None:
         """Time of ``[m,k] x [k,n]`` in ``dtype``; None outside the measured M range or shapes."""
         pairs = self._gemm.get(dtype) or {}
@@ -342,7 +332,7 @@ class MeasuredProfile:
         if (n, k) in pairs:
             t = pairs[(n, k)](m)
             return None if t is None else (t, self._src(table, "interpolated in log M"))
-        ref = self._nearest_pair(pairs, n, k)
+        ref = nearest_shape(pairs, n, k)
         if ref is None:
             return None
         t = pairs[ref](m)
@@ -396,7 +386,7 @@ class MeasuredProfile:
             return 0.0, self._src(table, "empty")
         scale, ref = 1.0, (n, k)
         if ref not in tables:
-            ref = self._nearest_pair(tables, n, k)
+            ref = nearest_shape(tables, n, k)
             if ref is None:
                 return None
             scale = (n * k) / (ref[0] * ref[1])

@@ -116,19 +116,7 @@ class LocalExecutor(_Closing):
     def map(self, fn, tasks, desc: str = "") -> list:
         if len(tasks) <= 1 or self.workers == 1:
             return SerialExecutor(self.progress).map(fn, tasks, desc)
-        out: list = [None] * len(tasks)
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), initializer=_ignore_sigint)
-        try:
-            with _progress(len(tasks), desc, self.progress) as tick:
-                futures = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
-                for fut in as_completed(futures):
-                    out[futures[fut]] = fut.result()
-                    tick(1)
-        except BaseException:
-            _stop_now(pool)
-            raise
-        pool.shutdown()
-        return out
+        return self.start(fn, tasks, desc)()
 
     def start(self, fn, tasks, desc: str = "") -> "Pending":
         """``map`` in worker processes begun now, even for one task (the caller works on
