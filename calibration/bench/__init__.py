@@ -78,6 +78,8 @@ REGISTRY: dict[str, Suite] = {s.name: s for s in (
           kwargs=(("q_view", True),)),
     Suite("grouped_mm_routed", _B + "grouped_gemm:run_grouped_mm_routed", ("grouped_mm_routed_bf16",), eta_s=15.0,
           description="ragged grouped GEMM at routed group sizes (evidence)"),
+    Suite("grouped_mm_fp8", _B + "grouped_gemm:run_grouped_mm_fp8", ("grouped_mm_fp8",), eta_s=20.0,
+          description="FP8 ragged grouped GEMM (torch._scaled_grouped_mm, rowwise scales)"),
     Suite("grouped_mm_sparse", _B + "grouped_sparse:run", ("grouped_mm_sparse_bf16",),
           planner=_B + "grouped_sparse:plan", description="ragged grouped GEMM with few active experts"),
     Suite("mla_decode_impls", _B + "attention:run_mla_decode_impls", ("mla_decode_impls_bf16",),

@@ -6,6 +6,10 @@ Two implementations, two tables:
 * ``grouped_mm_bf16.csv``: the ragged grouped GEMM ``torch._grouped_mm`` (CUTLASS, sm90) over
   ``x[G*m, K]`` with per-group offsets, measured with ``m`` tokens in every group; its time
   follows the total tokens, so the cost model looks it up at the mean tokens per group;
+* ``grouped_mm_fp8.csv``: the FP8 ragged grouped GEMM ``torch._scaled_grouped_mm`` (CUTLASS,
+  sm90; e4m3 operands, one fp32 scale per token row and per expert output column, BF16 out):
+  the kernel class of an FP8 MoE (DeepGEMM's grouped GEMMs scale per 1x128 / 128x128 block
+  instead), with ``m`` tokens in every group as ``grouped_mm_bf16.csv``;
 * ``grouped_mm_routed_bf16.csv``: the same kernel with ragged groups as uniform routing makes
   them: ``m_per_group`` is the MEAN, the per-group counts are a seeded multinomial draw of
   ``G*m`` tokens over the G groups (``max_per_group`` records the busiest). The kernel picks its
@@ -91,6 +95,30 @@ def grouped_mm_call(x, w, offs, out_dtype):
     return lambda: torch._grouped_mm(x, w, offs=offs, out_dtype=out_dtype)
 
 
+def scaled_grouped_mm_call(x, w, offs):
+    """``torch._scaled_grouped_mm`` of e4m3 tokens ``x[T, K]`` with e4m3 ``w[G, K, N]`` (column-major
+    B), one fp32 scale per token row and per expert output column, BF16 out."""
+    import torch
+
+    scale_a = torch.ones(x.shape[0], device=x.device, dtype=torch.float32)
+    scale_b = torch.ones(w.shape[0], w.shape[2], device=x.device, dtype=torch.float32)
+    return lambda: torch._scaled_grouped_mm(x, w, scale_a, scale_b, offs=offs, out_dtype=torch.bfloat16)
+
+
+def scaled_grouped_mm_supported(ctx: BenchContext) -> bool:
+    """Whether ``torch._scaled_grouped_mm`` runs here (CUDA, compute capability 9.x)."""
+    if not ctx.is_cuda:
+        return False
+    import torch
+
+    return hasattr(torch, "_scaled_grouped_mm") and torch.cuda.get_device_capability()[0] == 9
+
+
+def run_grouped_mm_fp8(ctx: BenchContext) -> None:
+    """FP8 ragged grouped GEMM (``grouped_mm_fp8.csv``); skipped where torch or the GPU lacks it."""
+    run_grouped_mm(ctx, dtype="fp8")
+
+
 ROUTED_COLUMNS = ["groups", "m_per_group", "n", "k", "max_per_group", "seconds", "tflops", "method"]
 
 
@@ -99,10 +127,11 @@ def run_grouped_mm_routed(ctx: BenchContext, seed: int = 7) -> None:
     run_grouped_mm(ctx, routed_seed=seed)
 
 
-def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None) -> None:
-    """Ragged grouped GEMM (``torch._grouped_mm``); skipped where torch lacks it.
+def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None, dtype: str = "bf16") -> None:
+    """Ragged grouped GEMM (``torch._grouped_mm``, or ``torch._scaled_grouped_mm`` for ``dtype``
+    fp8); skipped where torch lacks it.
 
-    ``routed_seed`` None: ``m`` tokens in every group (``grouped_mm_bf16.csv``); else the group
+    ``routed_seed`` None: ``m`` tokens in every group (``grouped_mm_{dtype}.csv``); else the group
     sizes are a seeded multinomial draw of ``G*m`` tokens (``grouped_mm_routed_bf16.csv``).
     """
     import numpy as np
@@ -110,10 +139,14 @@ def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None) -> None:
 
     routed = routed_seed is not None
     label = "grouped_mm_routed" if routed else "grouped_mm"
+    fp8 = dtype == "fp8"
+    if fp8 and not scaled_grouped_mm_supported(ctx):
+        ctx.log("grouped_mm fp8: torch._scaled_grouped_mm unavailable here (needs CUDA sm90); skipped")
+        return
     if not hasattr(torch, "_grouped_mm") or not ctx.is_cuda:
         ctx.log(f"{label}: torch._grouped_mm unavailable here; skipped")
         return
-    table = CsvTable(ctx.out_dir / f"{label}_bf16.csv", ROUTED_COLUMNS if routed else COLUMNS, KEY)
+    table = CsvTable(ctx.out_dir / f"{label}_{dtype}.csv", ROUTED_COLUMNS if routed else COLUMNS, KEY)
     dev = torch.device(ctx.device)
     rng = np.random.default_rng(routed_seed)
     done = 0
@@ -121,6 +154,8 @@ def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None) -> None:
         for g in QUICK_GROUPS if ctx.quick else GROUPS:
             # weights as [G, N, K] viewed [G, K, N]: the column-major B operand the kernel takes
             w = torch.randn(g, n, k, device=dev, dtype=torch.bfloat16).transpose(-2, -1)
+            if fp8:
+                w = w.to(torch.float8_e4m3fn)
             for m in QUICK_M if ctx.quick else M_GRID:
                 flops = 2.0 * g * m * n * k
                 if flops > MAX_FLOPS or table.has(groups=g, m_per_group=m, n=n, k=k):
@@ -131,13 +166,15 @@ def run_grouped_mm(ctx: BenchContext, routed_seed: int | None = None) -> None:
                 counts = rng.multinomial(g * m, np.full(g, 1.0 / g)) if routed else np.full(g, m)
                 x = torch.randn(g * m, k, device=dev, dtype=torch.bfloat16)
                 offs = torch.as_tensor(np.cumsum(counts), device=dev, dtype=torch.int32)
+                call = scaled_grouped_mm_call(x.to(torch.float8_e4m3fn), w, offs) if fp8 else \
+                    grouped_mm_call(x, w, offs, torch.bfloat16)
                 try:
-                    seconds, method = time_calls([grouped_mm_call(x, w, offs, torch.bfloat16)], ctx)
+                    seconds, method = time_calls([call], ctx)
                 except Exception as exc:
                     ctx.log(f"{label} g={g} m={m} n={n} k={k}: {type(exc).__name__}: {exc}")
                     return
                 row = dict(groups=g, m_per_group=m, n=n, k=k, seconds=seconds,
-                           tflops=flops / seconds / 1e12, method=method + "_grouped_mm")
+                           tflops=flops / seconds / 1e12, method=method + ("_scaled_grouped_mm" if fp8 else "_grouped_mm"))
                 table.append({**row, "max_per_group": int(counts.max())} if routed else row)
                 done += 1
             free_cuda()
