@@ -303,8 +303,8 @@ def _low_latency_cost(t: _Traffic, tiers: Sequence[Tier], outer: int, g: int, re
     d_s, c_s = out
     d_bytes, c_bytes = copies * t.b_dispatch, copies * t.b_combine
     if local:
-        d_by = ((tiers[0].name, local * t.b_dispatch), (path[0].name, remote * t.b_dispatch))
-        c_by = ((tiers[0].name, local * t.b_combine), (path[0].name, remote * t.b_combine))
+        d_by, c_by = (tuple((name, n * b) for name, n in ((tiers[0].name, local), (path[0].name, remote)) if n)
+                      for b in (t.b_dispatch, t.b_combine))
         bottleneck = path[0].name if remote else tiers[0].name
     else:
         d_by, c_by, bottleneck = ((path[0].name, d_bytes),), ((path[0].name, c_bytes),), path[0].name
