@@ -212,7 +212,7 @@ OUR_LADDER: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("- MTP (theirs: off unless asked)", ("search.mtp=[false]",), False),
     ("+ busiest EP rank 1.8x the mean (their power-law routing)", ("search.mtp=[false]", "search.moe_imbalance=1.8"), False),
     ("+ FP8 KV cache (theirs)", ("search.mtp=[false]", "search.moe_imbalance=1.8", "kv_dtype=fp8"), False),
-    ("our defaults, decode all-to-all over NVLink in the node", (), True),
+    ("our defaults, decode all-to-all pure RDMA (DeepEP 2025-02)", (), True),
 )
 
 
@@ -222,8 +222,8 @@ def our_ladder(workers: int = 2) -> list[dict]:
     from planner.executors import LocalExecutor
 
     out = []
-    for label, overrides, nvlink in OUR_LADDER:
-        with _dispatch_over_nvlink(nvlink):
+    for label, overrides, pure_rdma in OUR_LADDER:
+        with _dispatch_pure_rdma(pure_rdma):
             res = planner.plan(planner.load_plan(PLAN, list(overrides)), executor=LocalExecutor(workers, progress=False))
         t = res.table
         best = t[t["verified"] == "yes"].head(1)
