@@ -206,7 +206,7 @@ def _evaluate(cfg, ctx, ev, answer: dict, layout, verify: bool, at_rate: bool, s
 
 
 #: our planner's search with aiconfigurator's assumptions, cumulatively: (label, plan overrides,
-#: decode all-to-all over NVLink); the last row changes only the NVLink pricing of our defaults
+#: decode all-to-all pure RDMA); the last row changes only the decode all-to-all pricing of our defaults
 OUR_LADDER: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("our defaults", (), False),
     ("- MTP (theirs: off unless asked)", ("search.mtp=[false]",), False),
