@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import re
 import sys
@@ -44,9 +43,9 @@ BATCH_PER_RANK = 256
 TOKENS_PER_RANK = 4096
 
 #: one mechanism changed at a time: (name, plan overrides, pool-choice changes by role). The
-#: ``ll_over_nvlink`` change makes DeepEP's low-latency (decode) dispatch/combine use NVLink for
-#: peers in the node (``hardware.dispatch.dispatch_combine_time(ll_over_nvlink=True)``, DeepEP
-#: >= 2025-06, uncalibrated) instead of the 2025-02 pure-RDMA kernels the cost model uses.
+#: ``ll_pure_rdma`` change prices DeepEP's low-latency (decode) dispatch/combine as the 2025-02
+#: release did (pure RDMA, every copy through the NIC even inside the node) instead of the
+#: default 2025-05 release (NVLink for peers in the node, ``hardware.dispatch``).
 VARIANTS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ("as aiconfigurator runs it", (), {}),
     ("+ MTP 1 (acceptance 0.85) in decode", (), {"decode": {"mtp_depth": 1}, "pool": {"mtp_depth": 1}}),
@@ -55,26 +54,32 @@ VARIANTS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ("+ FP8 KV cache", ("kv_dtype=fp8",), {}),
     ("+ SLO at the median, not p90", ("slo.percentile=50",), {}),
     ("+ busiest EP rank 1.8x the mean (their power-law routing)", ("search.moe_imbalance=1.8",), {}),
-    ("+ decode all-to-all over NVLink in the node (ours: RDMA)", (), {"ll_over_nvlink": True}),
+    ("+ decode all-to-all pure RDMA (DeepEP 2025-02; ours: NVLink in the node)", (), {"ll_pure_rdma": True}),
     ("+ 512-token prefill chunks per rank (colocated)", (), {"pool": {"tokens_per_rank": 512}}),
 )
 
 
 def applies(layout_roles: set, overrides: tuple, changes: dict) -> bool:
     """Whether a ``VARIANTS`` entry changes anything in a layout with these pool roles."""
-    return bool(overrides) or changes.get("ll_over_nvlink", False) or bool(layout_roles & set(changes))
+    return bool(overrides) or changes.get("ll_pure_rdma", False) or bool(layout_roles & set(changes))
 
 
 @contextlib.contextmanager
-def _dispatch_over_nvlink(on: bool):
-    """Temporarily price low-latency dispatch/combine inside the scale-up domain over NVLink."""
+def _dispatch_pure_rdma(on: bool):
+    """Temporarily price low-latency dispatch/combine as DeepEP 2025-02 did (pure RDMA)."""
     from hardware import dispatch
 
     if not on:
         yield
         return
     original = dispatch.dispatch_combine_time
-    dispatch.dispatch_combine_time = functools.partial(original, ll_over_nvlink=True)
+
+    def pure_rdma(*args, **kw):
+        if kw.get("kernel") == "low_latency" and not kw.get("release"):
+            kw["release"] = "2025-02"
+        return original(*args, **kw)
+
+    dispatch.dispatch_combine_time = pure_rdma
     try:
         yield
     finally:
@@ -169,7 +174,7 @@ def evaluate_layout(answer: dict, overrides: tuple[str, ...] = (), changes: dict
     from planner.space import context_from_plan
 
     changes = dict(changes or {})
-    with _dispatch_over_nvlink(changes.pop("ll_over_nvlink", False)):
+    with _dispatch_pure_rdma(changes.pop("ll_pure_rdma", False)):
         cfg = planner.load_plan(PLAN, list(overrides))
         ctx = context_from_plan(cfg)
         return _evaluate(cfg, ctx, Evaluator(ctx), answer, aic_layout(answer, changes), verify, at_rate, seed)
@@ -201,13 +206,13 @@ def _evaluate(cfg, ctx, ev, answer: dict, layout, verify: bool, at_rate: bool, s
 
 
 #: our planner's search with aiconfigurator's assumptions, cumulatively: (label, plan overrides,
-#: decode all-to-all over NVLink); the last row changes only the NVLink pricing of our defaults
+#: decode all-to-all pure RDMA); the last row changes only the decode all-to-all pricing of our defaults
 OUR_LADDER: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("our defaults", (), False),
     ("- MTP (theirs: off unless asked)", ("search.mtp=[false]",), False),
     ("+ busiest EP rank 1.8x the mean (their power-law routing)", ("search.mtp=[false]", "search.moe_imbalance=1.8"), False),
     ("+ FP8 KV cache (theirs)", ("search.mtp=[false]", "search.moe_imbalance=1.8", "kv_dtype=fp8"), False),
-    ("our defaults, decode all-to-all over NVLink in the node", (), True),
+    ("our defaults, decode all-to-all pure RDMA (DeepEP 2025-02)", (), True),
 )
 
 
@@ -217,8 +222,8 @@ def our_ladder(workers: int = 2) -> list[dict]:
     from planner.executors import LocalExecutor
 
     out = []
-    for label, overrides, nvlink in OUR_LADDER:
-        with _dispatch_over_nvlink(nvlink):
+    for label, overrides, pure_rdma in OUR_LADDER:
+        with _dispatch_pure_rdma(pure_rdma):
             res = planner.plan(planner.load_plan(PLAN, list(overrides)), executor=LocalExecutor(workers, progress=False))
         t = res.table
         best = t[t["verified"] == "yes"].head(1)

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aic_layouts import PLAN, _choice, _dispatch_over_nvlink
+from aic_layouts import PLAN, _choice, _dispatch_pure_rdma
 
 #: (phase, sequences per attention-DP rank, aiconfigurator parallel string, MTP depth)
 STEPS = (
@@ -37,13 +37,13 @@ ACCEPTANCE = 0.85
 PROMPT, OUTPUT = 4000, 500
 
 
-def ours_ms(phase: str, b: int, parallel: str, mtp: int, imbalance: float = 1.0, nvlink: bool = False) -> float:
+def ours_ms(phase: str, b: int, parallel: str, mtp: int, imbalance: float = 1.0, pure_rdma: bool = False) -> float:
     """Our TPOT (decode, ms per output token) or iteration time (prefill, ms)."""
     import planner
     from planner.analytic import Evaluator, UniformBatch
     from planner.space import context_from_plan
 
-    with _dispatch_over_nvlink(nvlink):
+    with _dispatch_pure_rdma(pure_rdma):
         ctx = context_from_plan(planner.load_plan(PLAN, [f"search.moe_imbalance={imbalance}"]))
         c = _choice(phase, parallel, **{phase: {"mtp_depth": mtp}})
         dp = c.layout.dp
@@ -90,7 +90,7 @@ def compare_steps(aic: str, out: Path) -> list[dict]:
                "theirs_balanced": theirs_ms(aic, main, phase, b, parallel, mtp, "balanced"),
                "theirs_power_law": theirs_ms(aic, main, phase, b, parallel, mtp, "power_law")}
         if phase == "decode":
-            row["ours_uniform_nvlink"] = ours_ms(phase, b, parallel, mtp, nvlink=True)
+            row["ours_uniform_pure_rdma"] = ours_ms(phase, b, parallel, mtp, pure_rdma=True)
         rows.append(row)
         print(f"  step {phase} {b}/rank {parallel} mtp{mtp}: ours {row['ours_uniform']:.1f} ms, "
               f"theirs {row['theirs_balanced']:.1f} ms (balanced)", file=sys.stderr, flush=True)
@@ -99,12 +99,12 @@ def compare_steps(aic: str, out: Path) -> list[dict]:
 
 def steps_report(rows: list[dict]) -> list[str]:
     L = ["", "One step in both models (decode: TPOT ms per output token at 4.0-4.5K context; prefill: iteration ms",
-         "of 4,000-token prompts; ours: uniform routing / busiest rank x1.8 / decode all-to-all over NVLink;",
+         "of 4,000-token prompts; ours: uniform routing / busiest rank x1.8 / decode all-to-all pure RDMA;",
          "theirs: static estimate, balanced / power-law routing):",
-         f"  {'step':<40} {'ours':>7} {'x1.8':>7} {'NVLink':>7} {'bal.':>7} {'p-law':>7}  ours/bal."]
+         f"  {'step':<40} {'ours':>7} {'x1.8':>7} {'RDMA':>7} {'bal.':>7} {'p-law':>7}  ours/bal."]
     for r in rows:
         name = f"{r['phase']} {r['per_rank']}/rank {r['parallel']}" + (" MTP1" if r["mtp"] else "")
-        nv = f"{r['ours_uniform_nvlink']:7.1f}" if "ours_uniform_nvlink" in r else f"{'-':>7}"
+        nv = f"{r['ours_uniform_pure_rdma']:7.1f}" if "ours_uniform_pure_rdma" in r else f"{'-':>7}"
         L.append(f"  {name:<40} {r['ours_uniform']:7.1f} {r['ours_imbalance_1_8']:7.1f} {nv} "
                  f"{r['theirs_balanced']:7.1f} {r['theirs_power_law']:7.1f}  {r['ours_uniform'] / r['theirs_balanced']:.2f}")
     return L

@@ -130,6 +130,13 @@ def _deepep_points(doc: Mapping[str, Any]) -> list[RefPoint]:
         out.append(RefPoint("deepep_ll_bw", f"{bw['id']}/ep{ep}/{op}/bw", float(value), "GB/s", role,
                             bw["tolerance"]["rel"], bw["status"], {**ll["setting"], "ep": ep, "op": op},
                             series=bw["id"], source=src))
+    h20 = doc["low_latency_h20"]
+    for release, ep, op, value, role in h20["rows"]:
+        experts = h20["setting"]["num_experts"] if h20["setting"]["num_experts"] % ep == 0 else 256
+        out.append(RefPoint("deepep_ll_h20", f"{h20['id']}/{release}/ep{ep}/{op}/latency", float(value), "us", role,
+                            h20["tolerance"]["rel"], h20["status"],
+                            {**h20["setting"], "num_experts": experts, "release": release, "ep": ep, "op": op},
+                            series=h20["id"], source=h20["source"]))
     return out
 
 
@@ -180,6 +187,8 @@ def cost_of(point: RefPoint, calib: CommCalibration | None = None) -> Collective
                          release=a["release"])
     if fam in ("deepep_ll", "deepep_ll_bw"):
         return _dispatch(a, calib, "h800-mpft", "low_latency", release=a["release"])
+    if fam == "deepep_ll_h20":
+        return _dispatch(a, calib, a["cluster"], "low_latency", release=a["release"])
     if fam in ("cm384", "cm384_bw"):
         return _dispatch(a, calib, "cloudmatrix384", "low_latency")
     raise ValueError(f"unknown reference family {fam!r}")
@@ -220,6 +229,8 @@ FITS: tuple[Fit, ...] = (
           (lambda p, r=r: p.family == "deepep_normal" and p.args["release"] == r)) for r in ("2025-02", "2025-04")),
     Fit(("deepep_low_latency.2025-02.wire_fraction_of_nominal", "deepep_low_latency.2025-02.peer_doubling_slowdown"),
         lambda p: p.family == "deepep_ll"),
+    Fit(("deepep_low_latency.2025-05.nvlink_per_copy_s", "deepep_low_latency.2025-05.nvlink_fraction_of_nominal"),
+        lambda p: p.family == "deepep_ll_h20" and p.args["release"] == "2025-05"),
     Fit(("ub_fused.2025-06.per_copy_s", "ub_fused.2025-06.peer_doubling_slowdown"), lambda p: p.family == "cm384"),
 )
 

@@ -14,10 +14,17 @@ Mechanisms, in the order ``dispatch_combine_time`` applies them:
   "bottleneck bandwidth" follows DeepEP's own test (``tests/test_internode.py``): RDMA bytes count
   every distinct destination node *including the sender's own* (whose copy never touches the NIC),
   intranode bytes count every received copy including the one a rank sends itself.
-* **DeepEP low-latency kernels**: pure RDMA (IBGDA), one copy per (token, expert) -- T*topk copies
-  -- through the GPU's own NIC. ``t = latency + f(ep) * (copies * per_copy_s + bytes / wire_bw)``
-  with ``f(ep) = 1 + slowdown * log2(ep / ref)`` the measured loss of goodput as traffic spreads
-  over more peers (more queue pairs, more switch hops).
+* **DeepEP low-latency kernels**: one copy per (token, expert) -- T*topk copies. Release
+  2025-02: pure RDMA (IBGDA), every copy through the GPU's own NIC, even to a peer in the node:
+  ``t = latency + f(ep) * (copies * per_copy_s + bytes / wire_bw)`` with ``f(ep) = 1 + slowdown *
+  log2(ep / ref)`` the measured loss of goodput as traffic spreads over more peers (more queue
+  pairs, more switch hops). Release 2025-05 (DeepEP PR #173, on by default since 2025-05-23:
+  ``allow_nvlink_for_low_latency_mode=True``): the copies to ranks of the sender's own NVLink
+  domain (``g / ep`` of them under uniform routing, the sender's own included) are NVLink
+  stores made by the sending warps themselves; the RDMA path is unchanged (2025-02's parameters).
+  A store is synchronous (the warp moves the bytes) while an RDMA put is posted, so the NVLink
+  leg adds to the RDMA leg: ``t = [RDMA leg of the remote copies] + nvl_copies * nvl_per_copy_s +
+  nvl_bytes / (nvlink_bw * nvl_fraction)``.
 * **Unified bus** (CloudMatrix384): non-blocking; every NPU reaches every other at UB bandwidth,
   so the fused AIV kernels follow the same latency form with their own named parameters.
 
@@ -54,7 +61,9 @@ _SCALED_DTYPES = ("fp8", "int8")
 _SCALE_BYTES = 4  # fp32 scale
 _SCALE_UP_TECHNOLOGIES = ("nvlink", "ub")
 KERNELS = ("normal", "low_latency")
-_DEFAULT_RELEASE = {"deepep_normal": "2025-04", "deepep_low_latency": "2025-02", "ub_fused": "2025-06"}
+_DEFAULT_RELEASE = {"deepep_normal": "2025-04", "deepep_low_latency": "2025-05", "ub_fused": "2025-06"}
+#: low-latency releases: (release whose RDMA parameters time the NIC leg, NVLink for in-domain peers)
+_LL_RELEASES = {"2025-02": ("2025-02", False), "2025-05": ("2025-02", True)}
 
 
 def token_bytes(hidden: int, dtype: str, scale_group_elements: int = 128) -> float:
@@ -263,23 +272,43 @@ def _unified_bus_cost(t: _Traffic, crossed: Sequence[Tier], kernel: str, release
                         reported[0], reported[1], t.d_node, t.d_rank, source)
 
 
-def _low_latency_cost(t: _Traffic, tiers: Sequence[Tier], outer: int, ll_over_nvlink: bool, release: str | None,
+def _low_latency_cost(t: _Traffic, tiers: Sequence[Tier], outer: int, g: int, release: str | None,
                       calib: CommCalibration) -> DispatchCost:
-    """DeepEP's low-latency kernels: one RDMA copy per routed expert (latency form)."""
+    """DeepEP's low-latency kernels: one copy per routed expert, through the NIC (latency form),
+    and from release 2025-05 over NVLink to the ranks of the sender's own domain."""
     family = "deepep_low_latency"
     release = release or _DEFAULT_RELEASE[family]
-    if (ll_over_nvlink and outer == 0) or len(tiers) == 1:
-        path = tiers[:1]
-    else:  # pure RDMA: every copy leaves through the GPU's own NIC, even to a peer in the node
-        path = tiers[1 : max(outer, 1) + 1]
-    wire_bw = _min_nominal(path)
+    if release not in _LL_RELEASES:
+        raise ValueError(f"unknown {family} release {release!r} (valid: {', '.join(_LL_RELEASES)})")
+    rdma_release, nvlink = _LL_RELEASES[release]
     copies = t.tokens * t.topk
+    if len(tiers) == 1:  # one scale-up domain, no NIC: 2025-02 is timed at NVLink speed in its latency form
+        local = float(copies) if nvlink else 0.0
+        path = tiers[:1]
+    else:
+        local = copies * g / t.ep if nvlink else 0.0  # expected in-domain copies (uniform routing)
+        path = tiers[1 : max(outer, 1) + 1]
+    remote = copies - local
+    wire_bw, lat = _min_nominal(path), path[-1].latency_s
+    if nvlink and remote == 0:
+        lat = tiers[0].latency_s
+    out = []
+    for b in (t.b_dispatch, t.b_combine):
+        s = _latency_form(remote, remote * b, t.ep, lat, wire_bw, calib, family, rdma_release) if remote else lat
+        if local:
+            pre = f"{family}.{release}."
+            s += local * calib.get(pre + "nvlink_per_copy_s") + local * b / (
+                tiers[0].bandwidth_bytes_per_s * calib.get(pre + "nvlink_fraction_of_nominal"))
+        out.append(s)
+    d_s, c_s = out
     d_bytes, c_bytes = copies * t.b_dispatch, copies * t.b_combine
-    lat = path[-1].latency_s
-    d_s = _latency_form(copies, d_bytes, t.ep, lat, wire_bw, calib, family, release)
-    c_s = _latency_form(copies, c_bytes, t.ep, lat, wire_bw, calib, family, release)
-    name = path[0].name
-    return DispatchCost(d_s, c_s, "low_latency", release, ((name, d_bytes),), ((name, c_bytes),), name,
+    if local:
+        d_by, c_by = (tuple((name, n * b) for name, n in ((tiers[0].name, local), (path[0].name, remote)) if n)
+                      for b in (t.b_dispatch, t.b_combine))
+        bottleneck = path[0].name if remote else tiers[0].name
+    else:
+        d_by, c_by, bottleneck = ((path[0].name, d_bytes),), ((path[0].name, c_bytes),), path[0].name
+    return DispatchCost(d_s, c_s, "low_latency", release, d_by, c_by, bottleneck,
                         d_bytes / d_s, c_bytes / c_s, t.d_node, t.d_rank, f"model:{family}[{release}]{t.suffix}")
 
 
@@ -297,7 +326,6 @@ def dispatch_combine_time(
     combine_dtype: str = "bf16",
     kernel: str = "normal",
     release: str | None = None,
-    ll_over_nvlink: bool = False,
     placement: Sequence[int] | None = None,
     calibration: CommCalibration | None = None,
 ) -> DispatchCost:
@@ -307,9 +335,9 @@ def dispatch_combine_time(
     4 per token; DeepEP's benchmark: one group per node, min(nodes, 4) per token).
     ``kernel``: ``"normal"`` (throughput: NVLink forwarding of one RDMA copy per node) or
     ``"low_latency"`` (one RDMA copy per expert). On a unified-bus group the unified-bus models
-    apply instead. ``release`` picks a calibration set (default: the newest). ``ll_over_nvlink``
-    lets low-latency kernels use the scale-up fabric for peers inside it (DeepEP >= 2025-06;
-    uncalibrated: the RDMA parameters are reused at NVLink bandwidth).
+    apply instead. ``release`` picks a calibration set (default: the newest); for the low-latency
+    kernels "2025-02" is pure RDMA, "2025-05" (the default) sends to peers of the sender's own
+    NVLink domain over NVLink.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown dispatch kernel {kernel!r} (valid: {', '.join(KERNELS)})")
@@ -344,4 +372,4 @@ def dispatch_combine_time(
         return DispatchCost(d_s, c_s, kernel, release, d_by, c_by, bottleneck, d_rep, c_rep,
                             d_node, d_rank, f"model:{family}[{release}]{suffix}")
 
-    return _low_latency_cost(traffic, tiers, outer, ll_over_nvlink, release, calib)
+    return _low_latency_cost(traffic, tiers, outer, g, release, calib)

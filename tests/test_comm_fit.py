@@ -53,7 +53,7 @@ def test_every_fit_has_fit_and_holdout_rows():
     assert {p.role for p in POINTS} == {"fit", "holdout"}
 
 
-@pytest.mark.parametrize("family,fams", [("comm.nccl", {"nccl"}), ("comm.deepep", {"deepep_normal", "deepep_ll",
+@pytest.mark.parametrize("family,fams", [("comm.nccl", {"nccl"}), ("comm.deepep", {"deepep_normal", "deepep_ll", "deepep_ll_h20",
                                                                                  "deepep_ll_bw"}),
                                           ("comm.cm384", {"cm384", "cm384_bw"})])
 def test_registry_judges_every_row_with_its_role_tolerance_and_gap(family, fams):

@@ -80,6 +80,30 @@ def test_deepep_low_latency_reported_bandwidth_definition():
     assert cost.combine_reported_bytes_per_s == pytest.approx(128 * 8 * 7168 * 2 / cost.combine_s)
 
 
+def test_low_latency_nvlink_release_splits_copies_by_domain():
+    """DeepEP 2025-05 (NVLink P2P, the default): copies to the sender's own node ride NVLink (g/ep
+    of them under uniform routing); 2025-02 sends every copy through the NIC."""
+    cluster = get_cluster("h20-ib")
+    ll = dict(num_experts=256, kernel="low_latency")
+    for ep in (8, 16, 64):
+        new = dispatch_combine_time(128, 7168, 8, ep, cluster, **ll)
+        old = dispatch_combine_time(128, 7168, 8, ep, cluster, release="2025-02", **ll)
+        assert new.release == "2025-05" and old.release == "2025-02"
+        assert new.dispatch_s < old.dispatch_s and new.combine_s < old.combine_s
+        by = dict(new.dispatch_bytes_by_tier)
+        total = 128 * 8 * (7168 + 224)
+        assert by["nvlink"] == pytest.approx(total * 8 / ep)
+        assert by.get("ib-leaf", 0.0) == pytest.approx(total * (1 - 8 / ep))
+    # inside one node nothing leaves through the NIC; the gain shrinks as the group spreads
+    one = dispatch_combine_time(128, 7168, 8, 8, cluster, **ll)
+    assert one.bottleneck_tier == "nvlink" and set(dict(one.combine_bytes_by_tier)) == {"nvlink"}
+    gain = [dispatch_combine_time(128, 7168, 8, ep, cluster, release="2025-02", **ll).dispatch_s
+            / dispatch_combine_time(128, 7168, 8, ep, cluster, **ll).dispatch_s for ep in (8, 16, 32, 64)]
+    assert gain == sorted(gain, reverse=True) and gain[-1] > 1.0
+    with pytest.raises(ValueError, match="valid: 2025-02, 2025-05"):
+        dispatch_combine_time(128, 7168, 8, 16, cluster, release="2025-04", **ll)
+
+
 # ------------------------------------------------------------------ mechanisms across clusters
 
 

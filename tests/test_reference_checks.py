@@ -79,7 +79,7 @@ def test_every_published_row_appears():
     nccl = ref("comm_nccl.yaml")
     assert len(family("comm.nccl")) == sum(len(s["points"]) for s in nccl["series"])
     deepep = ref("comm_deepep.yaml")
-    assert len(family("comm.deepep")) == sum(len(deepep[k]["rows"]) for k in ("normal", "low_latency",
+    assert len(family("comm.deepep")) == sum(len(deepep[k]["rows"]) for k in ("normal", "low_latency", "low_latency_h20",
                                                                              "low_latency_bandwidth"))
     cm = ref("comm_cm384.yaml")
     assert len(family("comm.cm384")) == len(cm["rows"]) + len(cm["bandwidth"]["rows"])

@@ -18,9 +18,9 @@ from clustersim.checks.core import Check, Tolerance, load_reference, reference_d
 __all__ = ["nccl_checks", "deepep_checks", "cm384_comm_checks", "isca_decode_limit_checks", "comm_points"]
 
 #: check family -> the ``hardware.comm_fit`` families of its rows
-_COMM_FAMILIES = {"comm.nccl": ("nccl",), "comm.deepep": ("deepep_normal", "deepep_ll", "deepep_ll_bw"),
+_COMM_FAMILIES = {"comm.nccl": ("nccl",), "comm.deepep": ("deepep_normal", "deepep_ll", "deepep_ll_bw", "deepep_ll_h20"),
                   "comm.cm384": ("cm384", "cm384_bw")}
-_QUANTITY = {"deepep_normal": "bandwidth", "deepep_ll": "latency", "deepep_ll_bw": "bandwidth", "cm384": "latency",
+_QUANTITY = {"deepep_normal": "bandwidth", "deepep_ll": "latency", "deepep_ll_h20": "latency", "deepep_ll_bw": "bandwidth", "cm384": "latency",
              "cm384_bw": "bandwidth"}
 _UNITS = {"busbw_GBps": "GB/s (busbw)", "time_us": "us"}
 
