@@ -11,6 +11,9 @@
   hold-out rows judge the interpolation in context, new tokens, batch and heads (the 64q/8kv rows:
   the heads rule). The c = 0 rows are the interpolation's anchors, not a lookup the cost model
   makes (at c = 0 it reads ``attn_prefill_bf16``); benchmarks/chunk_attn_report.py compares them.
+* ``kernels.grouped_mm_fp8``: every row of the profile's ``grouped_mm_fp8`` table (FP8 ragged
+  grouped GEMM, ``torch._scaled_grouped_mm``, m tokens in each of G groups) against the lookup
+  built from the table's ``fit`` rows (``grouped_gemm_seconds(..., "fp8")`` at G groups of m).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks"]
+__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks"]
 
 
 def deepgemm_checks() -> list[Check]:
@@ -76,5 +79,43 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
                          source=source, setting=f"{r.backend}, {r.gqa_impl}", quantity="attention time of one layer",
                          unit="us", published=float(r.seconds) * 1e6, predicted=None if got is None else got[0] * 1e6,
                          tolerance=tol, role=str(r.split), source_status="measured",
+                         extra={"cost_source": None if got is None else got[1]}))
+    return out
+
+
+def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
+    """One check per row of ``profile``'s ``grouped_mm_fp8`` table (microseconds); Unavailable while
+    the profile has none (measure it with benchmarks/device_fp8_grouped.sh)."""
+    from calibration.profile import FP8_GROUPED_TABLE, load_profile
+    from clustersim.checks.measured import accuracy_targets
+    from clustersim.checks.systems import Unavailable
+
+    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
+    if not (where / f"{FP8_GROUPED_TABLE}.csv").is_file():
+        raise Unavailable(f"profile {profile} has no {FP8_GROUPED_TABLE} table yet (measure it: "
+                          "benchmarks/device_fp8_grouped.sh, suite grouped_mm_fp8)")
+    full = load_profile(profile)
+    table = full.tables[FP8_GROUPED_TABLE]
+    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
+    target = accuracy_targets()["kernel_tables"][FP8_GROUPED_TABLE]
+    tol = Tolerance.parse(target["tolerance"])
+    gaps = target.get("known_gaps") or ()
+    meta = full.metadata.get("fp8_grouped_tables", full.metadata)
+    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
+              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {FP8_GROUPED_TABLE}.csv; "
+              "predicted from its fit rows)")
+    out = []
+    for r in table.itertuples(index=False):
+        g, m, n, k = int(r.groups), float(r.m_per_group), int(r.n), int(r.k)
+        got = fit.grouped_gemm_seconds(g, m, n, k, "fp8")
+        shape = f"{n}x{k}"
+        gap = next((x for x in gaps if shape in x.get("shapes", (shape,)) and m in x.get("m_per_group", (m,))), {})
+        mechanism = " ".join(str(gap.get("mechanism", "")).split())
+        out.append(Check(family="kernels.grouped_mm_fp8", id=f"{shape}/G{g}/m{m:g}", source=source,
+                         setting="torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out",
+                         quantity="grouped GEMM time", unit="us", published=float(r.seconds) * 1e6,
+                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
+                         source_status="measured", known_gap=mechanism,
+                         gap_bound=Tolerance.parse(gap["bound"]) if "bound" in gap else None,
                          extra={"cost_source": None if got is None else got[1]}))
     return out
