@@ -16,9 +16,10 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   ``calibration.moe_lookup``): ``grouped_mm_sparse_bf16`` at up to 16 tokens per active group,
   else ``grouped_mm_bf16`` at ``groups = active`` and the mean tokens per group, times the
   routed tile spill; as gemm in tokens per group; between measured group counts log-log
-  interpolation in groups, beyond them linear scaling in groups. An FP8 grouped GEMM reads
-  ``grouped_mm_fp8`` (``torch._scaled_grouped_mm``, rowwise scales) the same way, also at few
-  tokens per group (no sparse FP8 table); a profile without it answers None (fitted roofline).
+  interpolation in groups, beyond them linear scaling in groups. An FP8 grouped GEMM of torch's
+  kernels (the ``eager`` set) reads ``grouped_mm_fp8`` (``torch._scaled_grouped_mm``, rowwise
+  scales) the same way, also at few tokens per group (no sparse FP8 table); the ``fused`` set's
+  FP8 MoE kernel (DeepGEMM class) and a profile without the table answer None (fitted roofline).
 * **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
   context) inside the measured points' hull, else linear batch scaling from the nearest
   measured batch at the same seq/context. Head configs not measured are looked up in the
@@ -789,6 +790,8 @@ class MeasuredProfile:
         if kind == "gemm":
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         if kind == "grouped_gemm":
+            if op.dtype == "fp8" and not _torch_grouped_kernel(op):
+                return None  # a fused FP8 MoE kernel (DeepGEMM class) is not what grouped_mm_fp8 measured
             return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype,
                                              tokens_total=s.get("tokens_total"),
                                              active_groups=s.get("active_groups"))
@@ -829,7 +832,7 @@ class MeasuredProfile:
             return self._ew_table.get(self._memory_op(op))
         if kind == "grouped_gemm":
             if op.dtype == "fp8":
-                return FP8_GROUPED_TABLE if FP8_GROUPED_TABLE in self.tables else None
+                return FP8_GROUPED_TABLE if FP8_GROUPED_TABLE in self.tables and _torch_grouped_kernel(op) else None
             if self._sparse_answers(op):
                 return SPARSE_TABLE
             return next((t for t in ("grouped_mm_bf16", "grouped_gemm_bf16") if t in self.tables), None)
@@ -841,6 +844,13 @@ class MeasuredProfile:
         stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
                 "mla_decode": self._mla_table(op)}.get(kind)
         return stem if stem in self.tables else None
+
+
+def _torch_grouped_kernel(op) -> bool:
+    """Whether a grouped GEMM op runs torch's grouped kernels (the ``eager`` set's ``grouped_mm``);
+    the ``fused`` set's FP8 MoE kernel is DeepGEMM's (``workloads.kernel_sets``), which no table
+    here measured: it is timed by the efficiency fit (clustersim check kernels.deepgemm judges it)."""
+    return op.meta.get("impl", "grouped_mm") != "fused_moe"
 
 
 def _has_context(op) -> bool:

@@ -39,7 +39,7 @@ def deepgemm_checks() -> list[Check]:
     gap = ref.get("known_gap") or {}
     mechanism, gap_shapes = " ".join(str(gap.get("mechanism", "")).split()), set(gap.get("shapes", ()))
     bound = Tolerance.parse(ref["gap_bound"]) if "gap_bound" in ref else None
-    out = []
+    out = _deepgemm_grouped_checks(ref, cm)
     for key, tflops in ref["dense"].items():
         m, n, k = map(int, key.split("x"))
         seconds, src = cm.compute_seconds(gemm("g", m, n, k, dtype="fp8", layer="x", count=1))
@@ -48,6 +48,35 @@ def deepgemm_checks() -> list[Check]:
                          unit="TFLOPS", published=float(tflops), predicted=2.0 * m * n * k / seconds / 1e12,
                          tolerance=Tolerance.parse(ref["tolerance"]), role="holdout", source_status=ref["status"],
                          known_gap=mechanism if key in gap_shapes else "", gap_bound=bound, extra={"cost_source": src}))
+    return out
+
+
+def _deepgemm_grouped_checks(ref: dict, cm) -> list[Check]:
+    """DeepGEMM's grouped rows against the `fused` set's FP8 MoE GEMM (its ``fused_moe`` impl) on H800."""
+    from workloads.op import GROUPED_GEMM, Op
+
+    out = []
+    gap = ref.get("grouped_known_gap") or {}
+    gap_rows, mechanism = set(gap.get("rows", ())), " ".join(str(gap.get("mechanism", "")).split())
+    bound = Tolerance.parse(gap["bound"]) if "bound" in gap else None
+    for layout, rows in (ref.get("grouped") or {}).items():
+        for key, tflops in rows.items():
+            g_m, n, k = key.split("x")
+            g, m = (int(v) for v in g_m.replace("g", "").split("_"))
+            n, k = int(n), int(k)
+            tokens = g * m
+            op = Op("g", GROUPED_GEMM, {"groups": g, "m_per_group": m, "n": n, "k": k, "tokens_total": tokens,
+                                        "active_groups": g},
+                    2.0 * tokens * n * k, g * n * k + tokens * k, tokens * n * 2, dtype="fp8", layer="moe",
+                    meta={"impl": "fused_moe"})
+            seconds, src = cm.compute_seconds(op)
+            out.append(Check(family="kernels.deepgemm", id=f"{ref['id']}/{layout}/{key}", source=ref["source"],
+                             setting=setting_text({**ref["setting"], "layout": layout, "groups_M_N_K": key}),
+                             quantity="FP8 grouped GEMM rate", unit="TFLOPS", published=float(tflops),
+                             predicted=2.0 * tokens * n * k / seconds / 1e12,
+                             tolerance=Tolerance.parse(ref["tolerance"]), role="holdout", source_status=ref["status"],
+                             known_gap=mechanism if f"{layout}/{key}" in gap_rows else "",
+                             gap_bound=bound if f"{layout}/{key}" in gap_rows else None, extra={"cost_source": src}))
     return out
 
 
