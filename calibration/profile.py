@@ -16,7 +16,10 @@ tables can answer; ``source`` names the table and how the value was obtained. Ru
   ``calibration.moe_lookup``): ``grouped_mm_sparse_bf16`` at up to 16 tokens per active group,
   else ``grouped_mm_bf16`` at ``groups = active`` and the mean tokens per group, times the
   routed tile spill; as gemm in tokens per group; between measured group counts log-log
-  interpolation in groups, beyond them linear scaling in groups.
+  interpolation in groups, beyond them linear scaling in groups. An FP8 grouped GEMM of torch's
+  kernels (the ``eager`` set) reads ``grouped_mm_fp8`` (``torch._scaled_grouped_mm``, rowwise
+  scales) the same way, also at few tokens per group (no sparse FP8 table); the ``fused`` set's
+  FP8 MoE kernel (DeepGEMM class) and a profile without the table answer None (fitted roofline).
 * **attention** - piecewise-linear interpolation of log time over (log batch, log seq or
   context) inside the measured points' hull, else linear batch scaling from the nearest
   measured batch at the same seq/context. Head configs not measured are looked up in the
@@ -84,6 +87,9 @@ from calibration.decode_lookup import (
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
+
+#: the FP8 ragged grouped GEMM table (``calibration.bench.grouped_gemm.run_grouped_mm_fp8``)
+FP8_GROUPED_TABLE = "grouped_mm_fp8"
 from hardware.dtypes import dtype_bytes
 
 if TYPE_CHECKING:  # pandas is imported when a table is first read
@@ -194,6 +200,10 @@ class MeasuredProfile:
     @functools.cached_property
     def _ragged(self) -> dict:
         return self._grouped_table("grouped_mm_bf16")
+
+    @functools.cached_property
+    def _ragged_fp8(self) -> dict:
+        return self._grouped_table(FP8_GROUPED_TABLE)
 
     @functools.cached_property
     def _sparse(self) -> SparseGroupedTable:
@@ -352,6 +362,13 @@ class MeasuredProfile:
         (a ragged kernel's tiles follow the total work). Without ``tokens_total`` the padded
         ``bmm`` table is read at the busiest group's ``m_per_group`` over all groups.
         """
+        if dtype == "fp8":  # FP8 ragged kernel (torch._scaled_grouped_mm); no padded or sparse FP8 table
+            if not self._ragged_fp8:
+                return None
+            if tokens_total is None or tokens_total <= 0:
+                return self._grouped_lookup(self._ragged_fp8, FP8_GROUPED_TABLE, groups, m_per_group, n, k)
+            active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
+            return self._ragged_seconds(active, float(tokens_total), n, k, fp8=True)
         if dtype != "bf16":
             return None
         if tokens_total is not None and tokens_total > 0:
@@ -363,17 +380,20 @@ class MeasuredProfile:
             return None
         return self._grouped_lookup(self._grouped, "grouped_gemm_bf16", groups, m_per_group, n, k)
 
-    def _ragged_seconds(self, active: float, tokens_total: float, n: int, k: int) -> tuple[float, str] | None:
-        """A ragged grouped GEMM over ``active`` non-empty groups sharing ``tokens_total`` rows."""
+    def _ragged_seconds(self, active: float, tokens_total: float, n: int, k: int,
+                        fp8: bool = False) -> tuple[float, str] | None:
+        """A ragged grouped GEMM over ``active`` non-empty groups sharing ``tokens_total`` rows
+        (``fp8``: the FP8 table, which has no few-tokens-per-group companion)."""
         per_active = tokens_total / max(active, 1e-12)
-        if self._sparse and per_active <= self._sparse.max_tokens_per_active(n, k) * (1 + 1e-9):
+        if not fp8 and self._sparse and per_active <= self._sparse.max_tokens_per_active(n, k) * (1 + 1e-9):
             r = self._sparse.seconds(n, k, active, per_active)
             if r is not None:
                 return r[0], self._src(SPARSE_TABLE, r[1])
-        if not self._ragged:
+        tables, name = (self._ragged_fp8, FP8_GROUPED_TABLE) if fp8 else (self._ragged, "grouped_mm_bf16")
+        if not tables:
             return None
         g = max(active, 1.0)
-        r = self._grouped_lookup(self._ragged, "grouped_mm_bf16", g, per_active, n, k)
+        r = self._grouped_lookup(tables, name, g, per_active, n, k)
         if r is None:
             return None
         spill = tile_spill_factor(per_active)
@@ -733,7 +753,7 @@ class MeasuredProfile:
             return float(curve.ys.min()) if curve is not None else 0.0
         if kind == "grouped_gemm" and self._sparse_answers(op):
             return self._floors[SPARSE_TABLE]
-        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": "grouped_mm_bf16",
+        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": FP8_GROUPED_TABLE if op.dtype == "fp8" else "grouped_mm_bf16",
                 "attn_prefill": CTX_TABLE if _has_context(op) else "attn_prefill_bf16",
                 "attn_decode": "attn_decode_bf16", "mla_decode": self._mla_table(op)}.get(kind)
         return self._floors.get(stem, 0.0) if stem else 0.0
@@ -759,7 +779,7 @@ class MeasuredProfile:
         """Whether ``grouped_mm_sparse_bf16`` times this grouped GEMM (few tokens per active group)."""
         s = op.shape
         active, tokens = s.get("active_groups", s.get("groups", 0)), s.get("tokens_total") or 0
-        if not self._sparse or not tokens or not active:
+        if op.dtype == "fp8" or not self._sparse or not tokens or not active:
             return False
         return tokens / active <= self._sparse.max_tokens_per_active(int(s["n"]), int(s["k"])) * (1 + 1e-9)
 
@@ -770,6 +790,8 @@ class MeasuredProfile:
         if kind == "gemm":
             return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
         if kind == "grouped_gemm":
+            if op.dtype == "fp8" and not _torch_grouped_kernel(op):
+                return None  # a fused FP8 MoE kernel (DeepGEMM class) is not what grouped_mm_fp8 measured
             return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype,
                                              tokens_total=s.get("tokens_total"),
                                              active_groups=s.get("active_groups"))
@@ -809,6 +831,8 @@ class MeasuredProfile:
                 return GLUE_TABLE
             return self._ew_table.get(self._memory_op(op))
         if kind == "grouped_gemm":
+            if op.dtype == "fp8":
+                return FP8_GROUPED_TABLE if FP8_GROUPED_TABLE in self.tables and _torch_grouped_kernel(op) else None
             if self._sparse_answers(op):
                 return SPARSE_TABLE
             return next((t for t in ("grouped_mm_bf16", "grouped_gemm_bf16") if t in self.tables), None)
@@ -820,6 +844,13 @@ class MeasuredProfile:
         stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
                 "mla_decode": self._mla_table(op)}.get(kind)
         return stem if stem in self.tables else None
+
+
+def _torch_grouped_kernel(op) -> bool:
+    """Whether a grouped GEMM op runs torch's grouped kernels (the ``eager`` set's ``grouped_mm``);
+    the ``fused`` set's FP8 MoE kernel is DeepGEMM's (``workloads.kernel_sets``), which no table
+    here measured: it is timed by the efficiency fit (clustersim check kernels.deepgemm judges it)."""
+    return op.meta.get("impl", "grouped_mm") != "fused_moe"
 
 
 def _has_context(op) -> bool:

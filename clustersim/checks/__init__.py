@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks, nccl_checks
-from clustersim.checks.kernels import attn_prefill_ctx_checks, deepgemm_checks
+from clustersim.checks.kernels import attn_prefill_ctx_checks, deepgemm_checks, grouped_fp8_checks
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
 from clustersim.checks.prefix import prefix_cache_checks
@@ -43,6 +43,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "prefix_cache": prefix_cache_checks,
     "kernels.deepgemm": deepgemm_checks,
     "kernels.attn_prefill_ctx": attn_prefill_ctx_checks,
+    "kernels.grouped_mm_fp8": grouped_fp8_checks,
     "measured": measured_checks,
 }
 
@@ -54,6 +55,7 @@ FILES: dict[str, str] = {
     "serving.engine": "serving_throughput.yaml", "planner.cm384_trend": "cm384_decode_trend.yaml",
     "training": "training_dsv3.yaml", "prefix_cache": "prefix_cache_day6.yaml", "kernels.deepgemm": "kernels_deepgemm.yaml", "measured": "../measured/accuracy_targets.yaml",
     "kernels.attn_prefill_ctx": "../measured/accuracy_targets.yaml",
+    "kernels.grouped_mm_fp8": "../measured/accuracy_targets.yaml",
 }
 
 
@@ -160,7 +162,7 @@ def _gap_lines(run: CheckRun) -> list[str]:
 
 
 #: families of our own measurements, summarised per split rather than listed point by point
-_MEASURED_TABLES = ("kernels.attn_prefill_ctx",)
+_MEASURED_TABLES = ("kernels.attn_prefill_ctx", "kernels.grouped_mm_fp8")
 
 
 def _summarised(family: str) -> bool:

@@ -11,6 +11,9 @@
   hold-out rows judge the interpolation in context, new tokens, batch and heads (the 64q/8kv rows:
   the heads rule). The c = 0 rows are the interpolation's anchors, not a lookup the cost model
   makes (at c = 0 it reads ``attn_prefill_bf16``); benchmarks/chunk_attn_report.py compares them.
+* ``kernels.grouped_mm_fp8``: every row of the profile's ``grouped_mm_fp8`` table (FP8 ragged
+  grouped GEMM, ``torch._scaled_grouped_mm``, m tokens in each of G groups) against the lookup
+  built from the table's ``fit`` rows (``grouped_gemm_seconds(..., "fp8")`` at G groups of m).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks"]
+__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks"]
 
 
 def deepgemm_checks() -> list[Check]:
@@ -36,7 +39,7 @@ def deepgemm_checks() -> list[Check]:
     gap = ref.get("known_gap") or {}
     mechanism, gap_shapes = " ".join(str(gap.get("mechanism", "")).split()), set(gap.get("shapes", ()))
     bound = Tolerance.parse(ref["gap_bound"]) if "gap_bound" in ref else None
-    out = []
+    out = _deepgemm_grouped_checks(ref, cm)
     for key, tflops in ref["dense"].items():
         m, n, k = map(int, key.split("x"))
         seconds, src = cm.compute_seconds(gemm("g", m, n, k, dtype="fp8", layer="x", count=1))
@@ -45,6 +48,35 @@ def deepgemm_checks() -> list[Check]:
                          unit="TFLOPS", published=float(tflops), predicted=2.0 * m * n * k / seconds / 1e12,
                          tolerance=Tolerance.parse(ref["tolerance"]), role="holdout", source_status=ref["status"],
                          known_gap=mechanism if key in gap_shapes else "", gap_bound=bound, extra={"cost_source": src}))
+    return out
+
+
+def _deepgemm_grouped_checks(ref: dict, cm) -> list[Check]:
+    """DeepGEMM's grouped rows against the `fused` set's FP8 MoE GEMM (its ``fused_moe`` impl) on H800."""
+    from workloads.op import GROUPED_GEMM, Op
+
+    out = []
+    gap = ref.get("grouped_known_gap") or {}
+    gap_rows, mechanism = set(gap.get("rows", ())), " ".join(str(gap.get("mechanism", "")).split())
+    bound = Tolerance.parse(gap["bound"]) if "bound" in gap else None
+    for layout, rows in (ref.get("grouped") or {}).items():
+        for key, tflops in rows.items():
+            g_m, n, k = key.split("x")
+            g, m = (int(v) for v in g_m.replace("g", "").split("_"))
+            n, k = int(n), int(k)
+            tokens = g * m
+            op = Op("g", GROUPED_GEMM, {"groups": g, "m_per_group": m, "n": n, "k": k, "tokens_total": tokens,
+                                        "active_groups": g},
+                    2.0 * tokens * n * k, g * n * k + tokens * k, tokens * n * 2, dtype="fp8", layer="moe",
+                    meta={"impl": "fused_moe"})
+            seconds, src = cm.compute_seconds(op)
+            out.append(Check(family="kernels.deepgemm", id=f"{ref['id']}/{layout}/{key}", source=ref["source"],
+                             setting=setting_text({**ref["setting"], "layout": layout, "groups_M_N_K": key}),
+                             quantity="FP8 grouped GEMM rate", unit="TFLOPS", published=float(tflops),
+                             predicted=2.0 * tokens * n * k / seconds / 1e12,
+                             tolerance=Tolerance.parse(ref["tolerance"]), role="holdout", source_status=ref["status"],
+                             known_gap=mechanism if f"{layout}/{key}" in gap_rows else "",
+                             gap_bound=bound if f"{layout}/{key}" in gap_rows else None, extra={"cost_source": src}))
     return out
 
 
@@ -76,5 +108,43 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
                          source=source, setting=f"{r.backend}, {r.gqa_impl}", quantity="attention time of one layer",
                          unit="us", published=float(r.seconds) * 1e6, predicted=None if got is None else got[0] * 1e6,
                          tolerance=tol, role=str(r.split), source_status="measured",
+                         extra={"cost_source": None if got is None else got[1]}))
+    return out
+
+
+def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
+    """One check per row of ``profile``'s ``grouped_mm_fp8`` table (microseconds); Unavailable while
+    the profile has none (measure it with benchmarks/device_fp8_grouped.sh)."""
+    from calibration.profile import FP8_GROUPED_TABLE, load_profile
+    from clustersim.checks.measured import accuracy_targets
+    from clustersim.checks.systems import Unavailable
+
+    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
+    if not (where / f"{FP8_GROUPED_TABLE}.csv").is_file():
+        raise Unavailable(f"profile {profile} has no {FP8_GROUPED_TABLE} table yet (measure it: "
+                          "benchmarks/device_fp8_grouped.sh, suite grouped_mm_fp8)")
+    full = load_profile(profile)
+    table = full.tables[FP8_GROUPED_TABLE]
+    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
+    target = accuracy_targets()["kernel_tables"][FP8_GROUPED_TABLE]
+    tol = Tolerance.parse(target["tolerance"])
+    gaps = target.get("known_gaps") or ()
+    meta = full.metadata.get("fp8_grouped_tables", full.metadata)
+    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
+              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {FP8_GROUPED_TABLE}.csv; "
+              "predicted from its fit rows)")
+    out = []
+    for r in table.itertuples(index=False):
+        g, m, n, k = int(r.groups), float(r.m_per_group), int(r.n), int(r.k)
+        got = fit.grouped_gemm_seconds(g, m, n, k, "fp8")
+        shape = f"{n}x{k}"
+        gap = next((x for x in gaps if shape in x.get("shapes", (shape,)) and m in x.get("m_per_group", (m,))), {})
+        mechanism = " ".join(str(gap.get("mechanism", "")).split())
+        out.append(Check(family="kernels.grouped_mm_fp8", id=f"{shape}/G{g}/m{m:g}", source=source,
+                         setting="torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out",
+                         quantity="grouped GEMM time", unit="us", published=float(r.seconds) * 1e6,
+                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
+                         source_status="measured", known_gap=mechanism,
+                         gap_bound=Tolerance.parse(gap["bound"]) if "bound" in gap else None,
                          extra={"cost_source": None if got is None else got[1]}))
     return out
