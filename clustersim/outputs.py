@@ -49,7 +49,7 @@ def to_json(data: Any, indent: int | None = 2) -> str:
 
 
 __all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES",
-           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan",
+           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_table_csv", "write_simulation", "write_plan", "write_training_plan",
            "write_whatif", "write_check", "write_profile_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
@@ -132,7 +132,7 @@ class OutputDir:
         self.write_with(name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def write_csv(self, name: str, df: Any) -> None:
-        self.write_with(name, lambda tmp: df.to_csv(tmp, index=False))
+        self.write_with(name, lambda tmp: write_table_csv(df, tmp))
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self.write_with(name, lambda tmp: tmp.write_bytes(data))
@@ -157,6 +157,25 @@ class OutputDir:
         if gone:
             msg += f"; removed from an earlier run: {', '.join(gone)}"
         return msg + " (no partial files)"
+
+
+def write_table_csv(table: Any, path: Path) -> None:
+    """``table.to_csv(path, index=False)``'s bytes, streamed: a table with ``csv_chunks()`` (the
+    serving simulator's steps, ``simulator.steplog.StepTable``) writes its own chunks, a DataFrame
+    is formatted a chunk of rows at a time (``clustersim.csvtext``); pandas writes what that
+    module leaves to it."""
+    from clustersim.csvtext import Unsupported, frame_chunks
+
+    chunks = table.csv_chunks() if hasattr(table, "csv_chunks") else frame_chunks(table)
+    if chunks is not None:
+        try:
+            with open(path, "wb") as fh:
+                for text in chunks:
+                    fh.write(text)
+            return
+        except Unsupported:  # a value left to pandas further down: write the file again
+            pass
+    (table.frame() if hasattr(table, "csv_chunks") else table).to_csv(path, index=False)
 
 
 def can_plot() -> bool:
