@@ -66,7 +66,13 @@ def _text(values):
             return _float_text(values)
         if values.dtype.kind in "iu":
             return pc.cast(pa.array(values), pa.string())
-        return None
+        if values.dtype == object:  # names (the simulator's pools): all str
+            try:
+                values = pa.array(values, type=pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+        else:
+            return None
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):  # an Arrow string column
         values = pc.fill_null(values.cast(pa.string()), "")
         if pc.any(pc.match_substring_regex(values, _NEEDS_QUOTES)).as_py():
@@ -132,6 +138,26 @@ def frame_chunks(df, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes] | None:
             yield text
 
     return chunks()
+
+
+def table_chunks(table, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+    """CSV chunks of an object with ``column_chunks(rows)`` yielding (names, columns) (the
+    simulator's ``StepTable``: numpy columns, names as object arrays); raises ``Unsupported``
+    where a column is left to pandas."""
+    first = True
+    for names, cols in table.column_chunks(chunk_rows):
+        if first:
+            head = header(list(names))
+            if head is None:
+                raise Unsupported
+            yield head
+            first = False
+        text = rows_text(cols)
+        if text is None:
+            raise Unsupported
+        yield text
+    if first:
+        raise Unsupported  # no rows: pandas writes the header of the empty table
 
 
 class Unsupported(Exception):

@@ -160,13 +160,13 @@ class OutputDir:
 
 
 def write_table_csv(table: Any, path: Path) -> None:
-    """``table.to_csv(path, index=False)``'s bytes, streamed: a table with ``csv_chunks()`` (the
-    serving simulator's steps, ``simulator.steplog.StepTable``) writes its own chunks, a DataFrame
+    """``table.to_csv(path, index=False)``'s bytes, streamed: a table with ``column_chunks()`` (the
+    serving simulator's steps, ``simulator.steplog.StepTable``) hands its columns over a chunk at a time, a DataFrame
     is formatted a chunk of rows at a time (``clustersim.csvtext``); pandas writes what that
     module leaves to it."""
-    from clustersim.csvtext import Unsupported, frame_chunks
+    from clustersim.csvtext import Unsupported, frame_chunks, table_chunks
 
-    chunks = table.csv_chunks() if hasattr(table, "csv_chunks") else frame_chunks(table)
+    chunks = table_chunks(table) if hasattr(table, "column_chunks") else frame_chunks(table)
     if chunks is not None:
         try:
             with open(path, "wb") as fh:
@@ -175,7 +175,7 @@ def write_table_csv(table: Any, path: Path) -> None:
             return
         except Unsupported:  # a value left to pandas further down: write the file again
             pass
-    (table.frame() if hasattr(table, "csv_chunks") else table).to_csv(path, index=False)
+    (table.frame() if hasattr(table, "column_chunks") else table).to_csv(path, index=False)
 
 
 def can_plot() -> bool:
@@ -190,7 +190,7 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
     training: the pipeline timeline) and ``report.html`` (``report``: its text)."""
     frames: list[tuple[str, Any]] = []
     if kind == "serving":
-        frames = [("requests.csv", result.requests), ("timeseries.csv", result.steps)]
+        frames = [("requests.csv", result.requests), ("timeseries.csv", result.step_table)]
         if "prefix_cache" in result.summary:
             frames.append(("cache.csv", result.cache))
     else:
