@@ -123,21 +123,22 @@ def _pool_internals(steps) -> dict:
         def col(name):
             v = steps[name]
             return pd.Series(v if rows is None else v[rows])
-        step = col("step_s")
+        step = col("step_s")  # each column read when needed and dropped after (millions of rows)
         busy = float(step.sum())
-        comp, comm = float(col("compute_s").sum()), float(col("comm_s").sum())
         w = step.to_numpy()
-        batch, kv = col("batch_size"), col("kv_used_fraction")
-        out[str(pool)] = {
-            "iterations": int(len(step)),
-            "busy_s": busy,
-            "mean_batch_size": float(np.average(batch, weights=w)) if busy > 0 else 0.0,
-            "max_batch_size": int(batch.max()),
-            "mean_kv_used_fraction": float(np.average(kv, weights=w)) if busy > 0 else 0.0,
-            "max_kv_used_fraction": float(kv.max()),
-            "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
-            "comm_share": comm / (comp + comm) if comp + comm > 0 else None,
-        }
+        del step
+        comp = float(col("compute_s").sum())
+        comm = float(col("comm_s").sum())
+        stats = {"iterations": int(len(w)), "busy_s": busy}
+        for name, key in (("batch_size", "batch_size"), ("kv_used_fraction", "kv_used_fraction")):
+            v = col(name)
+            stats[f"mean_{key}"] = float(np.average(v, weights=w)) if busy > 0 else 0.0
+            stats[f"max_{key}"] = int(v.max()) if name == "batch_size" else float(v.max())
+            del v
+        out[str(pool)] = {**{k: stats[k] for k in ("iterations", "busy_s", "mean_batch_size", "max_batch_size",
+                                                   "mean_kv_used_fraction", "max_kv_used_fraction")},
+                          "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
+                          "comm_share": comm / (comp + comm) if comp + comm > 0 else None}
     return out
 
 

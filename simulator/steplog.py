@@ -194,6 +194,10 @@ class StepTable:
             return self._kvs[cols["kv"]]
         return self._shapes[name][cols["shape"]]
 
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``self[name][rows]`` without expanding the whole column (a shape field)."""
+        return self._shapes[name][self._cols["shape"][rows]]
+
     def drop_run_columns(self) -> None:
         """Free what only the end-of-run checks read (``flag``, ``itl_add_s``)."""
         self._cols.pop("flags", None)
@@ -253,7 +257,11 @@ def end_order(cols) -> np.ndarray:
     """Row indices by the time each step ended (``time_s + step_s``), ties in the order the steps
     began: the order simpy applies the steps in (same-time events run in the order they were
     scheduled, and a step's end is scheduled when it begins)."""
-    return np.argsort(cols["time_s"] + cols["step_s"], kind="stable")
+    end = cols["step_s"]  # a fresh array (``StepTable`` expands it): the end times are added into it
+    if isinstance(cols, dict):
+        end = end.copy()
+    np.add(cols["time_s"], end, out=end)
+    return np.argsort(end, kind="stable")
 
 
 #: rows summed at a time by ``ordered_itl_total_s`` (bounds its temporary arrays)
