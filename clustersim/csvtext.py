@@ -23,8 +23,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-#: rows formatted at a time (bounds the text and the temporary columns held at once)
-CHUNK_ROWS = 1 << 17
+#: cells formatted at a time (bounds the text and the temporary columns held at once: ~10 MB)
+CHUNK_CELLS = 1 << 19
+
+
+def chunk_rows(columns: int) -> int:
+    """Rows of a chunk of a table of ``columns`` columns."""
+    return max(1024, CHUNK_CELLS // max(columns, 1))
 #: magnitudes where Arrow's shortest text of a non-integral double is Python's ``repr``
 _PLAIN_LOW, _PLAIN_HIGH = 1e-4, 1e9
 _NEEDS_QUOTES = r'[,"\r\n]'
@@ -81,9 +86,10 @@ def _text(values):
     return None
 
 
-def rows_text(columns: Sequence) -> bytes | None:
-    """Lines of equal-length columns (numpy float64 or integer arrays, Arrow string arrays), each
-    ending in a newline; None if a column is of a kind left to pandas."""
+def rows_text(columns: Sequence) -> memoryview | None:
+    """Lines of equal-length columns (numpy float64 or integer arrays, Arrow string arrays, object
+    arrays of str), each ending in a newline (a view of Arrow's buffer); None if a column is of a
+    kind left to pandas."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -94,16 +100,17 @@ def rows_text(columns: Sequence) -> bytes | None:
             return None
         texts.append(t)
     if not len(texts[0]):
-        return b""
+        return memoryview(b"")
+    texts[-1] = pc.binary_join_element_wise(texts[-1], pa.scalar(""), "\n")  # the last cell + "\n"
     lines = pc.binary_join_element_wise(*texts, ",")
-    lines = pc.binary_join_element_wise(lines, pa.scalar(""), "\n")  # each line + "\n"
+    del texts
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
-    return memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])].tobytes()
+    return memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])]
 
 
-def frame_chunks(df, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes] | None:
+def frame_chunks(df, rows: int | None = None) -> Iterator[bytes] | None:
     """``df.to_csv(index=False)``'s bytes as chunks (header first), or None when ``df`` has a
     column kind (or name) this module leaves to pandas."""
     try:
@@ -131,8 +138,9 @@ def frame_chunks(df, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes] | None:
 
     def chunks() -> Iterator[bytes]:
         yield head
-        for i in range(0, len(df), chunk_rows):
-            text = rows_text([c[i:i + chunk_rows] for c in cols])
+        step = rows or chunk_rows(len(cols))
+        for i in range(0, len(df), step):
+            text = rows_text([c[i:i + step] for c in cols])
             if text is None:  # a string needing quotes further down: caller falls back
                 raise Unsupported
             yield text
@@ -140,12 +148,12 @@ def frame_chunks(df, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes] | None:
     return chunks()
 
 
-def table_chunks(table, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes]:
+def table_chunks(table, rows: int | None = None) -> Iterator[bytes]:
     """CSV chunks of an object with ``column_chunks(rows)`` yielding (names, columns) (the
     simulator's ``StepTable``: numpy columns, names as object arrays); raises ``Unsupported``
     where a column is left to pandas."""
     first = True
-    for names, cols in table.column_chunks(chunk_rows):
+    for names, cols in table.column_chunks(rows or chunk_rows(len(table.columns))):
         if first:
             head = header(list(names))
             if head is None:

@@ -2,14 +2,13 @@
 DataFrame of millions of rows.
 
 A run of 100,000 requests takes millions of batch iterations, and most of a row repeats: an
-instance's decode steps keep their batch (instance, sequences, tokens) for many steps, their
-step, compute and communication seconds stay within one cost-model bucket, and the KV fill moves
-one block at a time. So ``StepLog`` keeps, per row, its time (8 bytes), what the inter-token
-latency histogram added when the step was applied (``itl_add_s``, 8), a flag (1) and two 4-byte
-codes: one into the distinct *shapes* (instance, batch_size, decode_seqs, prefill_tokens,
-new_tokens, step_s, compute_s, comm_s) and one into the distinct KV fractions: 25 bytes a row
-instead of 69 (typed columns of every field) or ~400 (a tuple of boxed numbers). A float is
-coded by value and sign, so a code gives back the exact double that was logged.
+instance's decode steps keep their batch (instance, sequences, tokens) for many steps, and their
+step, compute and communication seconds stay within one cost-model bucket. So ``StepLog`` keeps,
+per row, its time (8 bytes), its KV fraction (8), what the inter-token latency histogram added
+when the step was applied (``itl_add_s``, 8), a flag (1) and a 4-byte code into the distinct
+*shapes* (instance, batch_size, decode_seqs, prefill_tokens, new_tokens, step_s, compute_s,
+comm_s): 29 bytes a row instead of 69 (typed columns of every field) or ~400 (a tuple of boxed
+numbers). A float is coded by value and sign, so a code gives back the exact double logged.
 
 ``StepLog.table()`` sorts the rows by time into a ``StepTable`` (same codes), whose columns
 are expanded one at a time when read (``table["step_s"]``); the summary and the end-of-run checks
@@ -60,11 +59,33 @@ def _run_starts(cols: list[np.ndarray]) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def _f64(v, n: int) -> np.ndarray:
+    """``v`` as a contiguous float64 array (zeros when None)."""
+    return np.zeros(n) if v is None else np.ascontiguousarray(v, dtype=np.float64)
+
+
+def _raw(v: np.ndarray) -> np.ndarray:
+    """A contiguous array's bytes (what ``array.frombytes`` takes, without a copy)."""
+    return v.view(np.uint8)
+
+
+def _constant(v: np.ndarray, n: int) -> bool:
+    """Every value of ``v`` has the bits of the first (a byte comparison: cheaper than numpy's
+    for the short arrays of one fast-forwarded commit)."""
+    b = v.tobytes()
+    return b == b[:8] * n
+
+
+def _runs(codes: list[int], starts: np.ndarray, n: int) -> np.ndarray:
+    """int32 codes, each repeated from its start to the next (as bytes)."""
+    return _raw(np.repeat(np.array(codes, dtype=np.int32), np.diff(np.append(starts, n))))
+
+
 class StepLog:
     """Append-only rows, one per batch iteration (``append``/``extend``); ``itl_add_s[row]`` is
     set when the step is applied."""
 
-    __slots__ = ("time_s", "itl_add_s", "flags", "shape", "kv", "_shapes", "_kvs", "out_of_order")
+    __slots__ = ("time_s", "itl_add_s", "flags", "shape", "kv", "_shapes", "out_of_order")
 
     def __init__(self):
         self.time_s = array("d")
@@ -72,9 +93,8 @@ class StepLog:
         #: 1: a step of an extended fast-forwarded run (``simulator.fastforward``), else 0
         self.flags = array("b")
         self.shape = array("i")  # code into ``_shapes``
-        self.kv = array("i")  # code into ``_kvs``
+        self.kv = array("d")  # the KV fraction
         self._shapes: dict = {}
-        self._kvs: dict = {}
         #: rows were appended after rows of later times (fast-forwarded runs): sort by time at the end
         self.out_of_order = False
 
@@ -91,8 +111,7 @@ class StepLog:
         if not (step_s and compute_s and comm_s):
             key = _signed(key, key[5:])
         self.shape.append(_code(self._shapes, key))
-        self.kv.append(_code(self._kvs, kv_used_fraction if kv_used_fraction else
-                             (kv_used_fraction, math.copysign(1.0, kv_used_fraction))))
+        self.kv.append(kv_used_fraction)
         self.itl_add_s.append(0.0)
         self.flags.append(0)
         return i
@@ -114,23 +133,21 @@ class StepLog:
         if not n:
             return first
         self.flags.frombytes((b"\x01" if flagged else b"\x00") * n)
-        f64 = {c: np.ascontiguousarray(np.zeros(n) if columns.get(c) is None else columns[c], dtype=np.float64)
-               for c in ("time_s", "itl_add_s", "kv_used_fraction") + _SHAPE_FLOATS}
-        self.time_s.frombytes(f64["time_s"].tobytes())
-        self.itl_add_s.frombytes(f64["itl_add_s"].tobytes())
+        self.time_s.frombytes(_raw(_f64(columns["time_s"], n)))
+        self.itl_add_s.frombytes(_raw(_f64(columns.get("itl_add_s"), n)))
+        self.kv.frombytes(_raw(_f64(columns.get("kv_used_fraction"), n)))
         ints = tuple(int(columns[c]) for c in _SHAPE_INTS)
-        floats = [f64[c] for c in _SHAPE_FLOATS]
-        starts = _run_starts(floats)
-        codes = []
-        for s in starts.tolist():
-            fl = (float(floats[0][s]), float(floats[1][s]), float(floats[2][s]))
-            key = ints + fl
-            codes.append(_code(self._shapes, key if all(fl) else _signed(key, fl)))
-        self.shape.frombytes(np.repeat(np.array(codes, dtype=np.int32), np.diff(np.append(starts, n))).tobytes())
-        kv = f64["kv_used_fraction"]
-        starts = _run_starts([kv])
-        codes = [_code(self._kvs, x if x else (x, math.copysign(1.0, x))) for x in kv[starts].tolist()]
-        self.kv.frombytes(np.repeat(np.array(codes, dtype=np.int32), np.diff(np.append(starts, n))).tobytes())
+        floats = [_f64(columns.get(c), n) for c in _SHAPE_FLOATS]
+        v0 = tuple(float(f[0]) for f in floats)
+        if all(v0) and all(_constant(f, n) for f in floats):  # one shape (the common case)
+            self.shape.extend(array("i", (_code(self._shapes, ints + v0),)) * n)
+        else:
+            starts = _run_starts(floats)
+            codes = []
+            for i in starts.tolist():
+                fl = (float(floats[0][i]), float(floats[1][i]), float(floats[2][i]))
+                codes.append(_code(self._shapes, ints + fl if all(fl) else _signed(ints + fl, fl)))
+            self.shape.frombytes(_runs(codes, starts, n))
         return first
 
     def table(self, pool_names: list[str] | None = None) -> "StepTable":
@@ -145,7 +162,7 @@ class StepLog:
             order = np.argsort(np.frombuffer(self.time_s, dtype=np.float64), kind="stable")
         cols = {}
         for name, dtype in (("time_s", np.float64), ("itl_add_s", np.float64), ("flags", np.int8),
-                            ("shape", np.int32), ("kv", np.int32)):
+                            ("shape", np.int32), ("kv", np.float64)):
             buf = getattr(self, name)
             v = np.frombuffer(buf, dtype=dtype)
             cols[name] = v[order] if order is not None else v.copy()
@@ -155,9 +172,8 @@ class StepLog:
         shapes = list(self._shapes)  # keys in code order
         uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
                 for j, f in enumerate(_SHAPE_FIELDS)}
-        kvs = np.array([k if isinstance(k, float) else k[0] for k in self._kvs], dtype=np.float64)
-        self._shapes, self._kvs = {}, {}
-        return StepTable(cols, uniq, kvs, pool_names)
+        self._shapes = {}
+        return StepTable(cols, uniq, pool_names)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The columns as numpy arrays (``STEP_COLUMNS`` but ``pool``, with ``itl_add_s`` and
@@ -168,18 +184,20 @@ class StepLog:
 
 
 class StepTable:
-    """The steps of a run, sorted by time, as codes into their distinct shapes and KV fractions.
+    """The steps of a run, sorted by time: times, KV fractions and codes into the distinct shapes.
 
     ``table[c]`` expands column ``c`` (a ``STEP_COLUMNS`` name but ``pool``, or ``flag``,
     ``itl_add_s``) to one value per row: counts int64, seconds and fractions float64, the values
     logged. ``frame()`` is the ``STEP_COLUMNS`` DataFrame, ``column_chunks()`` its columns a
     chunk of rows at a time (the pool as names)."""
 
-    def __init__(self, cols: dict, shapes: dict, kvs: np.ndarray, pool_names: list[str] | None):
+    def __init__(self, cols: dict, shapes: dict, pool_names: list[str] | None):
         self._cols = cols
         self._shapes = shapes
-        self._kvs = kvs
         self.pool_names = list(pool_names or [])
+
+    #: the table's columns
+    columns = STEP_COLUMNS
 
     def __len__(self) -> int:
         return len(self._cols["time_s"])
@@ -191,7 +209,7 @@ class StepTable:
         if name == "flag":
             return cols["flags"]
         if name == "kv_used_fraction":
-            return self._kvs[cols["kv"]]
+            return cols["kv"]
         return self._shapes[name][cols["shape"]]
 
     def take(self, name: str, rows: np.ndarray) -> np.ndarray:
@@ -235,7 +253,7 @@ class StepTable:
             s = shape[i:i + rows]
             vals = {c: self._shapes[c][s] for c in _SHAPE_FIELDS}
             vals["time_s"] = self._cols["time_s"][i:i + rows]
-            vals["kv_used_fraction"] = self._kvs[kv[i:i + rows]]
+            vals["kv_used_fraction"] = kv[i:i + rows]
             vals["pool"] = self._pools(vals["instance"])
             yield STEP_COLUMNS, [vals[c] for c in STEP_COLUMNS]
 

@@ -28,7 +28,7 @@ def _draws(n: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_float_cells_are_repr(seed):
     a = _draws(200_000, seed)
-    text = rows_text([a, np.arange(a.size)]).decode().splitlines()
+    text = bytes(rows_text([a, np.arange(a.size)])).decode().splitlines()
     want = ["" if v != v else repr(v) for v in a.tolist()]
     assert [ln.rsplit(",", 1)[0] for ln in text] == want
 
@@ -45,7 +45,7 @@ def test_frames_match_pandas(tmp_path):
     })
     df.loc[3, "pool"] = None
     want = df.to_csv(index=False).encode()
-    assert b"".join(frame_chunks(df, chunk_rows=7_000)) == want
+    assert b"".join(frame_chunks(df, rows=7_000)) == want
     write_table_csv(df, tmp_path / "a.csv")
     assert (tmp_path / "a.csv").read_bytes() == want
     assert b"".join(frame_chunks(df.iloc[:0])) == df.iloc[:0].to_csv(index=False).encode()
