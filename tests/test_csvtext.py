@@ -67,3 +67,19 @@ def test_quoting_found_past_the_first_chunk(tmp_path):
     df = pd.DataFrame({"a": np.arange(10.5, 30.5), "b": ["ok"] * 19 + ["a,b"]})
     write_table_csv(df, tmp_path / "q.csv")
     assert (tmp_path / "q.csv").read_bytes() == df.to_csv(index=False).encode()
+
+
+def test_simulate_outputs_are_pandas_bytes(tmp_path):
+    """``write_simulation`` streams timeseries.csv from the run's step table and requests.csv
+    through Arrow: the bytes pandas writes of ``SimResult.steps`` / ``.requests``."""
+    from clustersim.outputs import OutputDir, write_simulation
+    from simulator import simulate
+    from workloads.deployment import load_deployment
+
+    dep = load_deployment("examples/deepseek-v3_h800_pd-disagg.yaml", ["workload.num_requests=60"])
+    res = simulate(dep)
+    out = OutputDir.prepare(tmp_path / "o")
+    write_simulation(out, "serving", res, res.summary)
+    assert (tmp_path / "o" / "timeseries.csv").read_bytes() == res.steps.to_csv(index=False).encode()
+    assert (tmp_path / "o" / "requests.csv").read_bytes() == res.requests.to_csv(index=False).encode()
+    assert res.steps["pool"].nunique() == 2 and len(res.steps) == res.summary["engine"]["iterations"]
