@@ -4,6 +4,7 @@ checkout in the same run.
     python benchmarks/bench_speed.py                          # every row, baseline /work/baseline
     python benchmarks/bench_speed.py --baseline DIR --repeat 3 --rows help collective
     python benchmarks/bench_speed.py --quick                  # 10x fewer requests (a smoke run)
+    python benchmarks/bench_speed.py --rows llama h800 --out  # simulate rows writing --out files too
 
 Every row is a whole ``clustersim`` process (``python -m clustersim.cli ...``), run alternately
 from this tree (``PYTHONPATH`` = this repository, cwd here) and from the baseline tree (its own
@@ -11,7 +12,10 @@ from this tree (``PYTHONPATH`` = this repository, cwd here) and from the baselin
 the median CPU time of the child (user + sys, ``os.wait4``: steadier than wall time on a shared
 machine), the peak RSS of the child and, for ``simulate`` rows, requests per wall-second and per
 CPU-second; then the ratio new / baseline of the speed (baseline seconds / new seconds) and of the
-peak memory. Nothing is written but the table (``--json`` adds one JSON line per row).
+peak memory. Nothing is written but the table (``--json`` adds one JSON line per row); with
+``--out``, each ``simulate`` run also writes its ``--out`` files (summary, requests.csv,
+timeseries.csv) into a fresh temporary directory, removed after the run, and the row reports the
+bytes written.
 
 Compiled bytecode: an installed package runs from its ``.pyc`` files, but this machine sets
 ``PYTHONDONTWRITEBYTECODE``, so every process would compile both trees from source (about 0.1 s
@@ -65,8 +69,14 @@ def _env(tree: Path, bytecode: bool) -> dict:
     return env
 
 
-def run_once(tree: Path, args: list[str], bytecode: bool = True) -> dict:
-    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS."""
+def run_once(tree: Path, args: list[str], bytecode: bool = True, out: bool = False) -> dict:
+    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS (with
+    ``out``, a ``simulate`` writes its files into a temporary directory: their bytes too)."""
+    if out and args[:1] == ["simulate"]:
+        with tempfile.TemporaryDirectory(prefix="bench-out-") as d:
+            r = run_once(tree, [*args, "--out", d], bytecode)
+            r["out_bytes"] = sum(f.stat().st_size for f in Path(d).iterdir())
+            return r
     env = _env(tree, bytecode)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "clustersim.cli", *args], cwd=tree, env=env,
@@ -91,7 +101,7 @@ def summarise(runs: list[dict], requests: int | None) -> dict:
     return out
 
 
-def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True) -> dict:
+def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True, out: bool = False) -> dict:
     name, args, requests, target, check = row
     n = int(requests * scale) if requests else None
     argv = [a.format(n=n) for a in args]
@@ -100,9 +110,12 @@ def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = T
         run_once(ROOT, argv)       # its compilation in the noise)
         run_once(baseline, argv)
     for _ in range(repeat):  # alternate, so that both sides see the same machine load
-        runs["new"].append(run_once(ROOT, argv, bytecode))
-        runs["baseline"].append(run_once(baseline, argv, bytecode))
+        runs["new"].append(run_once(ROOT, argv, bytecode, out))
+        runs["baseline"].append(run_once(baseline, argv, bytecode, out))
     new, base = summarise(runs["new"], n), summarise(runs["baseline"], n)
+    for side, rs in (("new", runs["new"]), ("baseline", runs["baseline"])):
+        if "out_bytes" in rs[0]:
+            (new if side == "new" else base)["out_bytes"] = rs[0]["out_bytes"]
     return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new, "baseline": base,
             "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
             "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"]}
@@ -111,7 +124,8 @@ def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = T
 def _side(s: dict) -> str:
     rate = (f", {s['requests_per_wall_s'] / 1e3:,.1f}k req/wall-s ({s['requests_per_cpu_s'] / 1e3:,.1f}k/CPU-s)"
             if "requests_per_wall_s" in s else "")
-    return f"wall {s['wall_s']:.3f} s, CPU {s['cpu_s']:.3f} s, peak {s['peak_rss_mb']:.0f} MB{rate}"
+    wrote = f", wrote {s['out_bytes'] / 1e6:,.0f} MB" if "out_bytes" in s else ""
+    return f"wall {s['wall_s']:.3f} s, CPU {s['cpu_s']:.3f} s, peak {s['peak_rss_mb']:.0f} MB{rate}{wrote}"
 
 
 def main(argv=None) -> None:
@@ -121,6 +135,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", nargs="*", choices=sorted(SHORT), help="only these rows")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (not the issue's rows)")
     ap.add_argument("--json", action="store_true", help="also print each row as one JSON line")
+    ap.add_argument("--out", action="store_true", help="simulate rows also write their --out files (temporary)")
     ap.add_argument("--compile-each-run", action="store_true",
                     help="no bytecode cache: every process compiles both trees (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args(argv)
@@ -131,8 +146,9 @@ def main(argv=None) -> None:
           f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so; "
           f"{'compiled every run' if args.compile_each_run else 'bytecode cached per tree'}")
     for row in rows:
-        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run)
-        print(f"{r['row']}{' (quick)' if args.quick else ''}: target {r['target']}: "
+        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run, args.out)
+        print(f"{r['row']}{' (quick)' if args.quick else ''}{' --out' if args.out and r['requests'] else ''}: "
+              f"target {r['target']}: "
               f"{'MET' if r['met'] else 'not met'}")
         print(f"  new:      {_side(r['new'])}")
         print(f"  baseline: {_side(r['baseline'])}")

@@ -41,11 +41,11 @@ def tile_spill_factor(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) 
     mu = float(mean_tokens_per_group)
     if mu <= 0:
         return 1.0
-    from scipy.stats import poisson
+    from workloads.moe_routing import poisson_pmf
 
     hi = int(mu + 10 * math.sqrt(mu) + tile)
     x = np.arange(1, hi + 1)
-    p = poisson.pmf(x, mu)
+    p = poisson_pmf(x, mu)
     tiles = float(np.sum(p * np.ceil(x / tile)) / max(np.sum(p), 1e-300))
     return max(tiles / math.ceil(mu / tile), 1.0)
 

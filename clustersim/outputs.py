@@ -49,7 +49,7 @@ def to_json(data: Any, indent: int | None = 2) -> str:
 
 
 __all__ = ["finite", "to_json", "SIMULATE_FILES", "PLAN_FILES", "PLAN_CSV_ROWS", "WHATIF_FILES", "CHECK_FILES",
-           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_simulation", "write_plan", "write_training_plan",
+           "PROFILE_CHECK_FILES", "REPORT", "OutputDir", "write_table_csv", "write_simulation", "write_plan", "write_training_plan",
            "write_whatif", "write_check", "write_profile_check"]
 
 #: ``--report``: one self-contained HTML page (``clustersim.report``), owned by every command that
@@ -132,7 +132,7 @@ class OutputDir:
         self.write_with(name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def write_csv(self, name: str, df: Any) -> None:
-        self.write_with(name, lambda tmp: df.to_csv(tmp, index=False))
+        self.write_with(name, lambda tmp: write_table_csv(df, tmp))
 
     def write_bytes(self, name: str, data: bytes) -> None:
         self.write_with(name, lambda tmp: tmp.write_bytes(data))
@@ -159,6 +159,25 @@ class OutputDir:
         return msg + " (no partial files)"
 
 
+def write_table_csv(table: Any, path: Path) -> None:
+    """``table.to_csv(path, index=False)``'s bytes, streamed: a table with ``column_chunks()`` (the
+    serving simulator's steps, ``simulator.steplog.StepTable``) hands its columns over a chunk at a time, a DataFrame
+    is formatted a chunk of rows at a time (``clustersim.csvtext``); pandas writes what that
+    module leaves to it."""
+    from clustersim.csvtext import Unsupported, frame_chunks, table_chunks
+
+    chunks = table_chunks(table) if hasattr(table, "column_chunks") else frame_chunks(table)
+    if chunks is not None:
+        try:
+            with open(path, "wb") as fh:
+                for text in chunks:
+                    fh.write(text)
+            return
+        except Unsupported:  # a value left to pandas further down: write the file again
+            pass
+    (table.frame() if hasattr(table, "column_chunks") else table).to_csv(path, index=False)
+
+
 def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
@@ -171,7 +190,7 @@ def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trac
     training: the pipeline timeline) and ``report.html`` (``report``: its text)."""
     frames: list[tuple[str, Any]] = []
     if kind == "serving":
-        frames = [("requests.csv", result.requests), ("timeseries.csv", result.steps)]
+        frames = [("requests.csv", result.requests), ("timeseries.csv", result.step_table)]
         if "prefix_cache" in result.summary:
             frames.append(("cache.csv", result.cache))
     else:

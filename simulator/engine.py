@@ -44,8 +44,8 @@ from simulator.prefix_cache import CACHE_LOG_COLUMNS, PrefixCacheRun
 from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
-from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, STEP_COLUMNS, TRANSFER_COLUMNS, SimResult
-from simulator.steplog import StepLog, end_order, ordered_itl_total_s
+from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
 from simulator.transfer import TransferManager, kv_links
@@ -683,39 +683,49 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
-        cols = self.log.arrays()
-        order = end_order(cols)
-        if ambiguous_ties(cols, order, np.frombuffer(self.arrival_times, dtype=np.float64)):
+        names = [""] * len(self.servers)
+        for s in self.servers:
+            names[s.index] = s.pool_name
+        table = self.log.table(names)
+        order = end_order(table)
+        if ambiguous_ties(table, order, np.frombuffer(self.arrival_times, dtype=np.float64)):
             # a fast-forwarded step shares its time with another instance's event: step instead
-            del cols, order
+            del table, order
             self.__init__(self.dep, **self._args, fast_forward=False)
             self.stepped_again = True
             return self.run(progress)
-        return self._result(cols, order)
+        return self._result(table, order)
 
-    def _result(self, cols: dict, order: np.ndarray) -> SimResult:
+    def _result(self, steps: StepTable, order: np.ndarray) -> SimResult:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
         tgt = st.s_target.reshape(st.num_requests, n)
         longest = gen.max(axis=1) if st.num_requests else np.zeros(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tpot = np.where(longest > 1, (st.finish_s - st.first_token_s) / (longest - 1), np.nan)
+        output_tokens, target_tokens = gen.sum(axis=1), tgt.sum(axis=1)
+        queue = st.schedule_s - st.arrival_s
+        del gen, tgt
+        for name in _STATE_DONE:  # the run's working state, read by nothing below (~90 MB at 1M requests)
+            setattr(st, name, None)
+        with np.errstate(invalid="ignore", divide="ignore"):  # (finish - first) / (longest - 1), in place
+            tpot = st.finish_s - st.first_token_s
+            np.divide(tpot, longest - 1, out=tpot)
+        tpot[~(longest > 1)] = np.nan
+        del longest
         req = pd.DataFrame({
             "id": np.arange(st.num_requests), "arrival_s": st.arrival_s, "prompt_tokens": st.prompt,
-            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": gen.sum(axis=1), "target_output_tokens": tgt.sum(axis=1),
-            "samples": np.full(st.num_requests, n), "first_token_s": st.first_token_s, "finish_s": st.finish_s,
+            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": output_tokens,
+            "target_output_tokens": target_tokens, "samples": np.full(st.num_requests, n),
+            "first_token_s": st.first_token_s, "finish_s": st.finish_s,
             "ttft_s": st.first_token_s - st.arrival_s, "tpot_s": tpot, "e2e_s": st.finish_s - st.arrival_s,
-            "queue_s": st.schedule_s - st.arrival_s, "transfer_s": st.transfer_s,
+            "queue_s": queue, "transfer_s": st.transfer_s,
             "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
             "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
         }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
-        self.itl.total_s = ordered_itl_total_s(cols, order)
+        del output_tokens, target_tokens, queue, tpot
+        self.itl.total_s = ordered_itl_total_s(steps, order)
         del order
-        for c in ("itl_add_s", "flag"):  # not part of the table
-            cols.pop(c, None)
-        steps = self._steps_frame(cols)
-        del cols
+        steps.drop_run_columns()  # not part of the table
         dpn = self.cluster.devices_per_node
         extra = {
             "iterations": len(steps),
@@ -735,32 +745,14 @@ class Simulation:
                for (src, kind), secs in sorted(c.detail_totals().items())]
         transfers = self.transfers.log if self.transfers else []
         cache = pd.DataFrame(self.prefix.log if self.prefix is not None else [], columns=list(CACHE_LOG_COLUMNS))
-        return SimResult(requests=req, steps=steps, summary=summary, events=list(self.events),
+        return SimResult(requests=req, step_table=steps, summary=summary, events=list(self.events),
                          op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
                          transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
 
 
-    def _steps_frame(self, cols: dict) -> pd.DataFrame:
-        """The per-iteration DataFrame (``STEP_COLUMNS``) of the step log's columns."""
-        if not len(cols["time_s"]):
-            return pd.DataFrame.from_records([], columns=list(STEP_COLUMNS))
-        names = np.empty(len(self.servers), dtype=object)
-        for s in self.servers:
-            names[s.index] = s.pool_name
-        data = {c: cols[c] for c in STEP_COLUMNS if c != "pool"}
-        data["pool"] = _pool_column(names, cols["instance"])
-        return pd.DataFrame(data, columns=list(STEP_COLUMNS), copy=False)
-
-
-def _pool_column(names: np.ndarray, instance: np.ndarray):
-    """Each step's pool name (``names[instance]``) in pandas' ``str`` dtype. With pyarrow (where
-    pandas keeps such strings) the names are taken in Arrow: no Python string object per step
-    (millions of them in a long run), same values and dtype."""
-    try:
-        import pyarrow as pa
-    except ImportError:
-        return pd.array(names[instance], dtype="str")
-    return pd.array(pa.array(names.tolist(), type=pa.large_string()).take(pa.array(instance)), dtype="str")
+#: ``RunState`` arrays that only the event loop reads: released once the requests table is built
+_STATE_DONE = ("s_req", "s_target", "s_base", "s_gen", "s_blocks", "s_last_emit_s", "s_done", "prefill_target",
+               "prefilled", "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left", "schedule_s")
 
 
 def _op_seconds(cost) -> dict:

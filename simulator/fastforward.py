@@ -212,27 +212,44 @@ class DecodeRun:
         sim.fast_forwarded_steps += j - i0
 
 
-def ambiguous_ties(cols: dict, order: np.ndarray, arrival_times_s: np.ndarray) -> bool:
+#: rows looked at a time by ``ambiguous_ties`` (bounds its temporary arrays)
+_TIE_CHUNK_ROWS = 1 << 18
+
+
+def ambiguous_ties(cols, order: np.ndarray, arrival_times_s: np.ndarray) -> bool:
     """Whether a flagged (extended fast-forward) step ends at the same time as a step of another
     instance or an arrival: simpy orders same-time events by when they were scheduled, which a
     run computed ahead does not reproduce (the run is then repeated by stepping). ``order``: the
-    rows by end time (``steplog.end_order``)."""
+    rows by end time (``steplog.end_order``); ``cols``: the run's ``steplog.StepTable`` (or a
+    dict of its columns). Only the rows in ties are looked at beyond their end times."""
     flag = cols["flag"]
     if not flag.any():
         return False
-    end = cols["time_s"] + cols["step_s"]
-    if arrival_times_s.size:
-        fe = end[flag != 0]
+    end = cols["step_s"]  # a fresh array from a StepTable: the end times are added into it
+    if isinstance(cols, dict):
+        end = end.copy()
+    np.add(cols["time_s"], end, out=end)
+    n = len(end)
+    for i in range(0, n, _TIE_CHUNK_ROWS):  # a chunk of rows at a time: bounded temporaries
+        if not arrival_times_s.size:
+            break
+        c = slice(i, i + _TIE_CHUNK_ROWS)
+        fe = end[c][flag[c] != 0]
         idx = np.minimum(np.searchsorted(arrival_times_s, fe), arrival_times_s.size - 1)
         if (arrival_times_s[idx] == fe).any():
             return True
-        del fe
-    e = end[order]
+    same = np.empty(max(n - 1, 0), dtype=bool)  # a step ends when the one before it (by end time) does
+    for i in range(0, n - 1, _TIE_CHUNK_ROWS):
+        e = end[order[i:i + _TIE_CHUNK_ROWS + 1]]
+        same[i:i + len(e) - 1] = e[1:] == e[:-1]
     del end
-    same = e[1:] == e[:-1]  # a step ends when the one before it (by end time) does
-    if not same.any():
+    pos = np.flatnonzero(same)
+    if not pos.size:
         return False
-    starts = np.flatnonzero(np.concatenate(([True], ~same)))
-    inst, f = cols["instance"][order], cols["flag"][order]
+    members = np.union1d(pos, pos + 1)  # positions (by end time) of steps in a tie
+    starts = np.flatnonzero(np.concatenate(([True], ~same[members[1:] - 1])))  # first of each tie
+    rows = order[members]
+    inst = cols.take("instance", rows) if hasattr(cols, "take") else cols["instance"][rows]
+    f = flag[rows]
     multi = np.minimum.reduceat(inst, starts) != np.maximum.reduceat(inst, starts)
     return bool((multi & (np.maximum.reduceat(f, starts) != 0)).any())

@@ -113,39 +113,39 @@ def _stats_ms(values_s: np.ndarray) -> dict:
     return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
 
 
-def _by_pool(steps: pd.DataFrame):
-    """(pool, its steps) in pool order; one pool's steps are the frame itself (no copy of a table
-    that can hold millions of iterations), several pools' only the columns read here."""
-    pools = steps["pool"].unique()
-    if len(pools) == 1:
-        yield pools[0], steps
-        return
-    cols = steps[["pool", "step_s", "compute_s", "comm_s", "batch_size", "kv_used_fraction"]]
-    yield from cols.groupby("pool", sort=True)
-
-
-def _pool_internals(steps: pd.DataFrame) -> dict:
+def _pool_internals(steps) -> dict:
+    """Per pool (in name order): iterations, busy seconds, batch and KV fill, compute/communication
+    shares. ``steps``: a ``simulator.steplog.StepTable`` (``steps[column]``, ``pool_rows()``); each
+    pool's columns are the rows of that pool in time order and are reduced by the same pandas and
+    numpy calls as a DataFrame grouped by pool would be."""
     out = {}
-    for pool, g in _by_pool(steps):
-        busy = float(g["step_s"].sum())
-        comp, comm = float(g["compute_s"].sum()), float(g["comm_s"].sum())
-        w = g["step_s"].to_numpy()
-        out[str(pool)] = {
-            "iterations": int(len(g)),
-            "busy_s": busy,
-            "mean_batch_size": float(np.average(g["batch_size"], weights=w)) if busy > 0 else 0.0,
-            "max_batch_size": int(g["batch_size"].max()),
-            "mean_kv_used_fraction": float(np.average(g["kv_used_fraction"], weights=w)) if busy > 0 else 0.0,
-            "max_kv_used_fraction": float(g["kv_used_fraction"].max()),
-            "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
-            "comm_share": comm / (comp + comm) if comp + comm > 0 else None,
-        }
+    for pool, rows in steps.pool_rows():
+        def col(name):
+            v = steps[name]
+            return pd.Series(v if rows is None else v[rows])
+        step = col("step_s")  # each column read when needed and dropped after (millions of rows)
+        busy = float(step.sum())
+        w = step.to_numpy()
+        del step
+        comp = float(col("compute_s").sum())
+        comm = float(col("comm_s").sum())
+        stats = {"iterations": int(len(w)), "busy_s": busy}
+        for name, key in (("batch_size", "batch_size"), ("kv_used_fraction", "kv_used_fraction")):
+            v = col(name)
+            stats[f"mean_{key}"] = float(np.average(v, weights=w)) if busy > 0 else 0.0
+            stats[f"max_{key}"] = int(v.max()) if name == "batch_size" else float(v.max())
+            del v
+        out[str(pool)] = {**{k: stats[k] for k in ("iterations", "busy_s", "mean_batch_size", "max_batch_size",
+                                                   "mean_kv_used_fraction", "max_kv_used_fraction")},
+                          "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
+                          "comm_share": comm / (comp + comm) if comp + comm > 0 else None}
     return out
 
 
-def summarize(requests: pd.DataFrame, steps: pd.DataFrame, itl: ItlHistogram, dep, devices: int,
+def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: int,
               devices_per_node: int, extra: dict) -> dict:
-    """The run's summary dict (JSON-ready: plain floats, ints, None)."""
+    """The run's summary dict (JSON-ready: plain floats, ints, None). ``steps``: the run's
+    ``simulator.steplog.StepTable``."""
     fin = requests[np.isfinite(requests["finish_s"])]
     n_all, n_fin = len(requests), len(fin)
     span_s = float(fin["finish_s"].max() - requests["arrival_s"].min()) if n_fin else 0.0

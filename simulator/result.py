@@ -10,6 +10,7 @@ traced (``simulate(..., trace=True)``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -38,6 +39,10 @@ EVENT_KINDS = ("arrival", "schedule", "first_token", "kv_transfer_start", "kv_tr
 class SimResult:
     """Per-request and per-iteration tables, the summary, and (if traced) the event log.
 
+    ``steps``: the per-iteration DataFrame (``STEP_COLUMNS``), built from ``step_table`` (the run's
+    compact steps, ``simulator.steplog.StepTable``) when first read, then kept: a long run's
+    table is millions of rows, which the CLI writes from ``step_table`` without building it.
+
     ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
     ``op_seconds``: operator seconds by pool, source and kind (``OP_SECONDS_COLUMNS``).
     ``transfers``: the completed KV transfers (``TRANSFER_COLUMNS``; empty when colocated).
@@ -46,12 +51,20 @@ class SimResult:
     """
 
     requests: pd.DataFrame
-    steps: pd.DataFrame
+    step_table: Any
     summary: dict
     events: list = field(default_factory=list)
     op_seconds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_SECONDS_COLUMNS)))
     transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLUMNS)))
     cache: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CACHE_LOG_COLUMNS)))
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        df = self.__dict__.get("_steps")
+        if df is None:
+            df = self.step_table.frame()
+            object.__setattr__(self, "_steps", df)
+        return df
 
 
 def to_chrome_trace(result: SimResult) -> dict:

@@ -1,41 +1,102 @@
-"""Per-iteration records of one run, kept as typed growable columns instead of a list of tuples.
+"""Per-iteration records of one run, kept compact: the steps table of millions of rows without a
+DataFrame of millions of rows.
 
-A run of 100,000 requests takes millions of batch iterations; a tuple of eleven boxed numbers
-per iteration cost ~400 bytes, a row here costs 69 (``array.array`` columns: 8-byte floats,
-4-byte counts and a 1-byte flag, widened to the table's int64 one column at a time at the end). Besides the ``STEP_COLUMNS`` of ``simulator.result`` (the
-``pool`` column is derived from the instance), each row keeps what the inter-token-latency
-histogram added to its running total when the step was applied (``itl_add_s``): the total is
-summed at the end in the order the steps ended (``ordered_itl_total_s``), which is the order
-the stepping engine adds them in, so a fast-forwarded run of decode steps
+A run of 100,000 requests takes millions of batch iterations, and most of a row repeats: an
+instance's decode steps keep their batch (instance, sequences, tokens) for many steps, and their
+step, compute and communication seconds stay within one cost-model bucket. So ``StepLog`` keeps,
+per row, its time (8 bytes), its KV fraction (8), what the inter-token latency histogram added
+when the step was applied (``itl_add_s``, 8), a flag (1) and a 4-byte code into the distinct
+*shapes* (instance, batch_size, decode_seqs, prefill_tokens, new_tokens, step_s, compute_s,
+comm_s): 29 bytes a row instead of 69 (typed columns of every field) or ~400 (a tuple of boxed
+numbers). A float is coded by value and sign, so a code gives back the exact double logged.
+
+``StepLog.table()`` sorts the rows by time into a ``StepTable`` (same codes), whose columns
+are expanded one at a time when read (``table["step_s"]``); the summary and the end-of-run checks
+read a few, ``StepTable.frame()`` builds the whole ``STEP_COLUMNS`` DataFrame only when asked
+(``SimResult.steps``), and ``StepTable.column_chunks()`` hands ``timeseries.csv`` its rows a
+chunk at a time.
+
+``itl_add_s`` is summed at the end in the order the steps ended (``ordered_itl_total_s``), the
+order the stepping engine adds them in, so a fast-forwarded run of decode steps
 (``simulator.fastforward``) appended later than its time sums the same floats in the same order.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
+from typing import Iterator
 
 import numpy as np
 
-_FLOAT_COLUMNS = ("time_s", "step_s", "kv_used_fraction", "compute_s", "comm_s", "itl_add_s")
-#: counts of one step (instance index, sequences, tokens): far below 2**31, kept in 4 bytes
-#: (``array`` raises OverflowError past that)
-_INT_COLUMNS = ("instance", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens")
+from simulator.result import STEP_COLUMNS
+
+#: fields of a shape code, in key order: counts (int64 in the table), then seconds (float64)
+_SHAPE_INTS = ("instance", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens")
+_SHAPE_FLOATS = ("step_s", "compute_s", "comm_s")
+_SHAPE_FIELDS = _SHAPE_INTS + _SHAPE_FLOATS
+
+
+def _code(table: dict, key) -> int:
+    c = table.get(key)
+    if c is None:
+        c = table[key] = len(table)
+    return c
+
+
+def _signed(key: tuple, floats: tuple) -> tuple:
+    """``key`` told apart from the same key with a zero of the other sign (0.0 == -0.0)."""
+    return key + tuple(math.copysign(1.0, x) for x in floats)
+
+
+def _run_starts(cols: list[np.ndarray]) -> np.ndarray:
+    """Indices where any of ``cols`` changes value or sign (runs of equal rows)."""
+    n = len(cols[0])
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for v in cols:
+        change[1:] |= (v[1:] != v[:-1]) | (np.signbit(v[1:]) != np.signbit(v[:-1]))
+    return np.flatnonzero(change)
+
+
+def _f64(v, n: int) -> np.ndarray:
+    """``v`` as a contiguous float64 array (zeros when None)."""
+    return np.zeros(n) if v is None else np.ascontiguousarray(v, dtype=np.float64)
+
+
+def _raw(v: np.ndarray) -> np.ndarray:
+    """A contiguous array's bytes (what ``array.frombytes`` takes, without a copy)."""
+    return v.view(np.uint8)
+
+
+def _constant(v: np.ndarray, n: int) -> bool:
+    """Every value of ``v`` has the bits of the first (a byte comparison: cheaper than numpy's
+    for the short arrays of one fast-forwarded commit)."""
+    b = v.tobytes()
+    return b == b[:8] * n
+
+
+def _runs(codes: list[int], starts: np.ndarray, n: int) -> np.ndarray:
+    """int32 codes, each repeated from its start to the next (as bytes)."""
+    return _raw(np.repeat(np.array(codes, dtype=np.int32), np.diff(np.append(starts, n))))
 
 
 class StepLog:
-    """Append-only columns, one row per batch iteration (``append``/``extend``)."""
+    """Append-only rows, one per batch iteration (``append``/``extend``); ``itl_add_s[row]`` is
+    set when the step is applied."""
 
-    __slots__ = _FLOAT_COLUMNS + _INT_COLUMNS + ("out_of_order", "flags")
+    __slots__ = ("time_s", "itl_add_s", "flags", "shape", "kv", "_shapes", "out_of_order")
 
     def __init__(self):
-        for c in _FLOAT_COLUMNS:
-            setattr(self, c, array("d"))
-        for c in _INT_COLUMNS:
-            setattr(self, c, array("i"))
-        #: rows were appended after rows of later times (fast-forwarded runs): sort by time at the end
-        self.out_of_order = False
+        self.time_s = array("d")
+        self.itl_add_s = array("d")
         #: 1: a step of an extended fast-forwarded run (``simulator.fastforward``), else 0
         self.flags = array("b")
+        self.shape = array("i")  # code into ``_shapes``
+        self.kv = array("d")  # the KV fraction
+        self._shapes: dict = {}
+        #: rows were appended after rows of later times (fast-forwarded runs): sort by time at the end
+        self.out_of_order = False
 
     def __len__(self) -> int:
         return len(self.time_s)
@@ -45,15 +106,12 @@ class StepLog:
         """Add one row; returns its index (for ``itl_add_s`` when the step is applied)."""
         i = len(self.time_s)
         self.time_s.append(time_s)
-        self.instance.append(instance)
-        self.batch_size.append(batch_size)
-        self.decode_seqs.append(decode_seqs)
-        self.prefill_tokens.append(prefill_tokens)
-        self.new_tokens.append(new_tokens)
-        self.step_s.append(step_s)
-        self.kv_used_fraction.append(kv_used_fraction)
-        self.compute_s.append(compute_s)
-        self.comm_s.append(comm_s)
+        key = (int(instance), int(batch_size), int(decode_seqs), int(prefill_tokens), int(new_tokens),
+               step_s, compute_s, comm_s)
+        if not (step_s and compute_s and comm_s):
+            key = _signed(key, key[5:])
+        self.shape.append(_code(self._shapes, key))
+        self.kv.append(kv_used_fraction)
         self.itl_add_s.append(0.0)
         self.flags.append(0)
         return i
@@ -65,57 +123,170 @@ class StepLog:
         self.out_of_order = True
 
     def extend(self, columns: dict, flagged: bool = False) -> int:
-        """Add rows given as equal-length float64 numpy arrays (the float columns; ``itl_add_s``
-        optional) and ints (the count columns: one value for every row); returns the index of
-        the first."""
+        """Add rows given as equal-length float64 numpy arrays (``time_s``, ``step_s``,
+        ``kv_used_fraction``, ``compute_s``, ``comm_s``; ``itl_add_s`` optional) and ints (the
+        count columns: one value for every row); returns the index of the first."""
         first = len(self.time_s)
         n = len(columns["time_s"])
         if flagged:
             self.out_of_order = True
+        if not n:
+            return first
         self.flags.frombytes((b"\x01" if flagged else b"\x00") * n)
-        for c in _FLOAT_COLUMNS:
-            v = columns.get(c)
-            getattr(self, c).frombytes(np.ascontiguousarray(np.zeros(n) if v is None else v, dtype=np.float64).tobytes())
-        for c in _INT_COLUMNS:
-            getattr(self, c).extend(array("i", (int(columns[c]),)) * n)  # OverflowError past 32 bits
+        self.time_s.frombytes(_raw(_f64(columns["time_s"], n)))
+        self.itl_add_s.frombytes(_raw(_f64(columns.get("itl_add_s"), n)))
+        self.kv.frombytes(_raw(_f64(columns.get("kv_used_fraction"), n)))
+        ints = tuple(int(columns[c]) for c in _SHAPE_INTS)
+        floats = [_f64(columns.get(c), n) for c in _SHAPE_FLOATS]
+        v0 = tuple(float(f[0]) for f in floats)
+        if all(v0) and all(_constant(f, n) for f in floats):  # one shape (the common case)
+            self.shape.extend(array("i", (_code(self._shapes, ints + v0),)) * n)
+        else:
+            starts = _run_starts(floats)
+            codes = []
+            for i in starts.tolist():
+                fl = (float(floats[0][i]), float(floats[1][i]), float(floats[2][i]))
+                codes.append(_code(self._shapes, ints + fl if all(fl) else _signed(ints + fl, fl)))
+            self.shape.frombytes(_runs(codes, starts, n))
         return first
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The columns as numpy arrays, rows in simulation order, plus ``flag`` (1: a step of an
-        extended fast-forwarded run). The log hands its buffers over: it is empty afterwards (a
-        column sorted by time replaces its buffer one at a time, so memory holds one extra column)."""
+    def table(self, pool_names: list[str] | None = None) -> "StepTable":
+        """The rows sorted by time (a stable sort: rows appended at the same time keep their order)
+        as a ``StepTable``; ``pool_names[i]``: instance i's pool. The log hands its buffers over
+        (it is empty afterwards), one column at a time."""
         n = len(self)
         order = None
         if self.out_of_order and n:
             # rows of fast-forwarded runs were appended late; no two sources share a time (checked by
             # the run), and a stable sort keeps the order of the rows appended at the same time
             order = np.argsort(np.frombuffer(self.time_s, dtype=np.float64), kind="stable")
-        out = {}
-        for c in ("flags",) + _FLOAT_COLUMNS + _INT_COLUMNS:
-            buf = getattr(self, c)
-            v = np.frombuffer(buf, dtype=np.int8 if c == "flags" else np.float64 if c in _FLOAT_COLUMNS else np.int32)
-            if order is not None:
-                v = v[order]  # a copy: the buffer is released below
-            if c in _INT_COLUMNS:
-                v = v.astype(np.int64)  # the table's dtype
-            out["flag" if c == "flags" else c] = v  # a view keeps its buffer alive
-            del buf
-            setattr(self, c, array(getattr(self, c).typecode))
-        return out
+        cols = {}
+        for name, dtype in (("time_s", np.float64), ("itl_add_s", np.float64), ("flags", np.int8),
+                            ("shape", np.int32), ("kv", np.float64)):
+            buf = getattr(self, name)
+            v = np.frombuffer(buf, dtype=dtype)
+            cols[name] = v[order] if order is not None else v.copy()
+            del v, buf
+            setattr(self, name, array(getattr(self, name).typecode))
+        del order
+        shapes = list(self._shapes)  # keys in code order
+        uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
+                for j, f in enumerate(_SHAPE_FIELDS)}
+        self._shapes = {}
+        return StepTable(cols, uniq, pool_names)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The columns as numpy arrays (``STEP_COLUMNS`` but ``pool``, with ``itl_add_s`` and
+        ``flag``), rows sorted by time; the log is empty afterwards."""
+        t = self.table()
+        return {c: t[c] for c in ("flag", "time_s", "step_s", "kv_used_fraction", "compute_s", "comm_s",
+                                  "itl_add_s") + _SHAPE_INTS}
 
 
-def end_order(cols: dict[str, np.ndarray]) -> np.ndarray:
+class StepTable:
+    """The steps of a run, sorted by time: times, KV fractions and codes into the distinct shapes.
+
+    ``table[c]`` expands column ``c`` (a ``STEP_COLUMNS`` name but ``pool``, or ``flag``,
+    ``itl_add_s``) to one value per row: counts int64, seconds and fractions float64, the values
+    logged. ``frame()`` is the ``STEP_COLUMNS`` DataFrame, ``column_chunks()`` its columns a
+    chunk of rows at a time (the pool as names)."""
+
+    def __init__(self, cols: dict, shapes: dict, pool_names: list[str] | None):
+        self._cols = cols
+        self._shapes = shapes
+        self.pool_names = list(pool_names or [])
+
+    #: the table's columns
+    columns = STEP_COLUMNS
+
+    def __len__(self) -> int:
+        return len(self._cols["time_s"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        cols = self._cols
+        if name in ("time_s", "itl_add_s"):
+            return cols[name]
+        if name == "flag":
+            return cols["flags"]
+        if name == "kv_used_fraction":
+            return cols["kv"]
+        return self._shapes[name][cols["shape"]]
+
+    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``self[name][rows]`` without expanding the whole column (a shape field)."""
+        return self._shapes[name][self._cols["shape"][rows]]
+
+    def drop_run_columns(self) -> None:
+        """Free what only the end-of-run checks read (``flag``, ``itl_add_s``)."""
+        self._cols.pop("flags", None)
+        self._cols.pop("itl_add_s", None)
+
+    def pool_rows(self) -> Iterator[tuple[str, np.ndarray | None]]:
+        """(pool, its rows: None for every row) in pool-name order, as pandas' groupby gives them."""
+        names = np.array(self.pool_names, dtype=object)
+        pools = sorted(set(names[np.unique(self._shapes["instance"])].tolist()))
+        if len(pools) == 1:
+            yield pools[0], None
+            return
+        pool_of_shape = names[self._shapes["instance"]]
+        for p in pools:
+            yield p, np.flatnonzero((pool_of_shape == p)[self._cols["shape"]])
+
+    def _pools(self, instance: np.ndarray) -> np.ndarray:
+        return np.array(self.pool_names, dtype=object)[instance]
+
+    def frame(self):
+        """The ``STEP_COLUMNS`` DataFrame (counts int64, pool in pandas' ``str`` dtype)."""
+        import pandas as pd
+
+        if not len(self):
+            return pd.DataFrame.from_records([], columns=list(STEP_COLUMNS))
+        data = {c: self[c] for c in STEP_COLUMNS if c != "pool"}
+        data["pool"] = _pool_column(np.array(self.pool_names, dtype=object), data["instance"])
+        return pd.DataFrame(data, columns=list(STEP_COLUMNS), copy=False)
+
+    def column_chunks(self, rows: int) -> Iterator[tuple[tuple[str, ...], list[np.ndarray]]]:
+        """(``STEP_COLUMNS``, their values for ``rows`` rows) for consecutive chunks of rows: numpy
+        columns, the pool as an object array of names."""
+        shape, kv = self._cols["shape"], self._cols["kv"]
+        for i in range(0, len(self), rows):
+            s = shape[i:i + rows]
+            vals = {c: self._shapes[c][s] for c in _SHAPE_FIELDS}
+            vals["time_s"] = self._cols["time_s"][i:i + rows]
+            vals["kv_used_fraction"] = kv[i:i + rows]
+            vals["pool"] = self._pools(vals["instance"])
+            yield STEP_COLUMNS, [vals[c] for c in STEP_COLUMNS]
+
+
+def _pool_column(names: np.ndarray, instance: np.ndarray):
+    """Each step's pool name (``names[instance]``) in pandas' ``str`` dtype. With pyarrow (where
+    pandas keeps such strings) the names are taken in Arrow: no Python string object per step
+    (millions of them in a long run), same values and dtype."""
+    import pandas as pd
+
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return pd.array(names[instance], dtype="str")
+    return pd.array(pa.array(names.tolist(), type=pa.large_string()).take(pa.array(instance)), dtype="str")
+
+
+def end_order(cols) -> np.ndarray:
     """Row indices by the time each step ended (``time_s + step_s``), ties in the order the steps
     began: the order simpy applies the steps in (same-time events run in the order they were
     scheduled, and a step's end is scheduled when it begins)."""
-    return np.argsort(cols["time_s"] + cols["step_s"], kind="stable")
+    end = cols["step_s"]  # a fresh array (``StepTable`` expands it): the end times are added into it
+    if isinstance(cols, dict):
+        end = end.copy()
+    np.add(cols["time_s"], end, out=end)
+    return np.argsort(end, kind="stable")
 
 
 #: rows summed at a time by ``ordered_itl_total_s`` (bounds its temporary arrays)
 _SUM_CHUNK_ROWS = 1 << 20
 
 
-def ordered_itl_total_s(cols: dict[str, np.ndarray], order: np.ndarray) -> float:
+def ordered_itl_total_s(cols, order: np.ndarray) -> float:
     """The histogram's total gap seconds, summed in the order the steps were applied (``order``:
     ``end_order``): left to right, as the engine's running total did (``np.add.accumulate``),
     a chunk of rows at a time from the running value (the same additions in the same order)."""

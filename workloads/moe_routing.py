@@ -41,3 +41,30 @@ def tokens_per_active_expert(pairs: float, active_experts: float) -> float:
     if pairs <= 0 or active_experts <= 0:
         return 0.0
     return max(1.0, pairs / active_experts)
+
+
+def poisson_pmf(k, mu: float):
+    """``scipy.stats.poisson.pmf(k, mu)`` for integer ``k >= 0`` and ``mu > 0``, computed as scipy
+    computes it (``exp(xlogy(k, mu) - gammaln(k + 1) - mu)``, clipped to [0, 1]) from
+    ``scipy.special`` alone: importing ``scipy.stats`` costs ~0.1 s and ~20 MB more than the
+    special functions (the simulator's start-up and peak memory). Same bits as scipy's
+    (``tests/test_moe_routing_dists.py``)."""
+    import numpy as np
+    from scipy.special import gammaln, xlogy
+
+    k = np.asarray(k)
+    return np.clip(np.exp(xlogy(k, mu) - gammaln(k + 1) - mu), 0, 1)
+
+
+def binom_cdf(k, n: int, p: float):
+    """``scipy.stats.binom.cdf(k, n, p)`` for integers ``0 <= k`` and ``n >= 0``, ``0 <= p <= 1``:
+    scipy's own kernel (``scipy.special._ufuncs._binom_cdf`` of ``floor(k)``, clipped to [0, 1];
+    1 from ``k >= n`` on) without importing ``scipy.stats`` (see ``poisson_pmf``)."""
+    import numpy as np
+    import scipy.special._ufuncs as scu
+
+    k = np.asarray(k)
+    out = np.ones(k.shape)
+    below = k < n
+    out[below] = np.clip(scu._binom_cdf(np.floor(k[below]), n, p), 0, 1)
+    return out

@@ -28,7 +28,7 @@ from workloads.accounting import (
 from workloads.kernel_sets import KERNEL_SETS as _KERNEL_SETS
 from workloads.kernel_sets import KernelSet, kernel_set
 from workloads.models import MLAConfig, ModelConfig
-from workloads.moe_routing import expected_active_experts, tokens_per_active_expert
+from workloads.moe_routing import binom_cdf, expected_active_experts, tokens_per_active_expert
 from workloads.op import (
     ATTN_DECODE,
     ATTN_PREFILL,
@@ -452,13 +452,11 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     """
     if tokens <= 0:
         return 0.0
-    from scipy.stats import binom  # scipy is a core dependency; imported lazily
-
     q = top_k / num_experts
     mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
     xs = range(0, hi + 1)
-    cdf = binom.cdf(list(xs), tokens, q)
+    cdf = binom_cdf(list(xs), tokens, q)
     return float(sum(1.0 - cdf[x - 1] ** experts_considered for x in range(1, hi + 1)))
 
 
