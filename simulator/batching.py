@@ -51,9 +51,10 @@ NO_STREAMS = np.empty(0, dtype=np.int64)
 class StepPlan:
     """One step's work: decode streams ``run`` (stream ids), prefill ``chunks`` ((request, tokens)),
     requests swapped back in (``swapins``) and seconds charged on top of the step's cost
-    (``extra_s``: swap copies); ``row``: the step's record in the run's step log, once costed."""
+    (``extra_s``: swap copies); ``row``: the step's record in the run's step log and ``dec_tokens``
+    the decode streams' context tokens, once costed."""
 
-    __slots__ = ("run", "chunks", "swapins", "extra_s", "row")
+    __slots__ = ("run", "chunks", "swapins", "extra_s", "row", "dec_tokens")
 
     def __init__(self, run: np.ndarray = NO_STREAMS):
         self.run = run
@@ -61,6 +62,7 @@ class StepPlan:
         self.swapins: list[int] = []
         self.extra_s = 0.0
         self.row = -1
+        self.dec_tokens = 0
 
     @property
     def empty(self) -> bool:

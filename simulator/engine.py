@@ -368,7 +368,11 @@ class Server:
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
         cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
-        dec_ctx = float(st.s_base[run].sum() + st.s_gen[run].sum()) / n_dec if n_dec else 0.0
+        if n_dec:
+            plan.dec_tokens = dec_tokens = int(st.s_base[run].sum() + st.s_gen[run].sum())
+            dec_ctx = float(dec_tokens) / n_dec
+        else:
+            dec_ctx = 0.0
         if n_dec or chunks:
             secs, comp, comm = self.costs.cost(n_dec, dec_ctx, len(chunks), ctoks,
                                                cctx / len(chunks) if chunks else 0.0)
