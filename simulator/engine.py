@@ -63,6 +63,11 @@ def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
 
 
+# the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
+# ``.max`` / ``.any`` call, without their Python wrappers
+_sum, _max, _any = np.add.reduce, np.maximum.reduce, np.logical_or.reduce
+
+
 def chain_acceptance(expected_accepted: float, depth: int) -> float:
     """Per-token acceptance a with a + a^2 + ... + a^depth = ``expected_accepted`` (a draft's
     proposals are accepted as a prefix: the chain stops at the first rejection)."""
@@ -248,14 +253,16 @@ class Server:
         if run.size:
             while True:
                 need = _ceil_blocks(np.minimum(st.s_gen[run] + k, st.s_target[run]))
-                grow = int(np.maximum(need - st.s_blocks[run], 0).sum())
+                blocks = st.s_blocks[run]
+                extra = need - blocks
+                grow = int(_sum(np.maximum(extra, 0))) if _max(extra) > 0 else 0
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
                 run = self.run
             if run.size and grow:
                 self.kv.alloc(grow)
-                st.s_blocks[run] = np.maximum(need, st.s_blocks[run])
+                st.s_blocks[run] = np.maximum(need, blocks)
         plan.run = run
 
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
@@ -369,7 +376,7 @@ class Server:
         ctoks = sum(c for _, c in chunks)
         cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
         if n_dec:
-            plan.dec_tokens = dec_tokens = int(st.s_base[run].sum() + st.s_gen[run].sum())
+            plan.dec_tokens = dec_tokens = int(_sum(st.s_base[run]) + _sum(st.s_gen[run]))
             dec_ctx = float(dec_tokens) / n_dec
         else:
             dec_ctx = 0.0
@@ -402,7 +409,7 @@ class Server:
             st.s_last_emit_s[run] = now
             st.s_gen[run] = gen + emitted
             fin = emitted >= owed  # reached the target
-            if fin.any():
+            if _any(fin):
                 for s in run[fin].tolist():
                     if not st.s_done[s]:
                         self._finish_stream(s, now)
@@ -413,28 +420,53 @@ class Server:
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         handoff = []
-        for r, c in chunks:
-            st.prefilled[r] += c
-            if st.prefilled[r] >= st.prefill_target[r]:
-                self.prefilling.remove(r)
-                if self._prefill_done(r, now):
-                    handoff.append(r)
+        for r in self._advance_prefills(chunks):
+            self.prefilling.remove(r)
+            if self._prefill_done(r, now):
+                handoff.append(r)
         if handoff:
             sim.handoff(handoff, self)
         if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
 
+    def _advance_prefills(self, chunks: list[tuple[int, int]]) -> list[int]:
+        """Add each chunk's tokens to its request's prefill; returns the requests (in chunk order)
+        whose prompt is now prefilled. Many chunks (of distinct requests) go as one array update."""
+        if len(chunks) < 8:
+            return self._advance_prefills_each(chunks)
+        rs, cs = zip(*chunks)
+        if len(set(rs)) != len(rs):  # a request twice: its chunks add up one after the other
+            return self._advance_prefills_each(chunks)
+        st = self.st
+        idx = np.array(rs)
+        pre = st.prefilled[idx] + np.array(cs)
+        st.prefilled[idx] = pre
+        return [r for r, d in zip(rs, (pre >= st.prefill_target[idx]).tolist()) if d]
+
+    def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
+        """``_advance_prefills`` one chunk at a time."""
+        st, done = self.st, []
+        for r, c in chunks:
+            st.prefilled[r] += c
+            if st.prefilled[r] >= st.prefill_target[r]:
+                done.append(r)
+        return done
+
     def _prefill_done(self, r: int, now: float) -> bool:
         """Prefill of r finished; True when r goes on to a decode instance."""
         sim, st = self.sim, self.st
-        streams = st.streams(r)
         if self.cache is not None:
             self.cache.prefill_done(r)
         if math.isnan(st.first_token_s[r]):
             st.first_token_s[r] = now
             sim.event("first_token", r, self.index)
-            st.s_gen[streams.start:streams.stop] = 1
-            st.s_last_emit_s[streams.start:streams.stop] = now
+            streams = st.streams(r) if st.samples > 1 else (r,)  # one sample: stream id == request id
+            if st.samples > 1:
+                st.s_gen[streams.start:streams.stop] = 1
+                st.s_last_emit_s[streams.start:streams.stop] = now
+            else:
+                st.s_gen[r] = 1
+                st.s_last_emit_s[r] = now
             if self.prefill_only:
                 self.committed -= 1
             for s in streams:
