@@ -452,14 +452,19 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     """
     if tokens <= 0:
         return 0.0
+    import numpy as np
     from scipy.stats import binom  # scipy is a core dependency; imported lazily
 
     q = top_k / num_experts
     mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
-    xs = range(0, hi + 1)
-    cdf = binom.cdf(list(xs), tokens, q)
-    return float(sum(1.0 - cdf[x - 1] ** experts_considered for x in range(1, hi + 1)))
+    # P(load <= x) for x < hi <= tokens: ``binom.cdf``'s own kernel (its documented ``_cdf`` hook),
+    # without the argument checks that cost more than the kernel; the terms are summed one after
+    # the other (libm's pow and double additions, as summing numpy scalars did)
+    total = 0.0
+    for c in binom._cdf(np.arange(hi), tokens, q).tolist():
+        total += 1.0 - c ** experts_considered
+    return total
 
 
 def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
