@@ -99,14 +99,21 @@ def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int,
     return out
 
 
-def _repeat(key_runs: list, lo: int, hi: int, field: int) -> list[float]:
-    """Cost ``field`` (0: seconds, 1: compute, 2: communication) of steps ``lo..hi`` of the runs."""
-    out: list[float] = []
+def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> np.ndarray:
+    """``head`` followed by cost ``field`` (0: seconds, 1: compute, 2: communication) of steps
+    ``lo..hi`` of the runs, as float64 (a short run from a list, a long one by ``np.repeat``)."""
+    values, counts = list(head), [1] * len(head)
     for a, b, _, hit in key_runs:
         a, b = max(a, lo), min(b, hi)
         if b >= a:
-            out += [hit[field]] * (b - a + 1)
-    return out
+            values.append(hit[field])
+            counts.append(b - a + 1)
+    if hi - lo < 64:
+        out: list[float] = []
+        for v, c in zip(values, counts):
+            out += [v] * c
+        return np.array(out, dtype=np.float64)
+    return np.repeat(np.array(values, dtype=np.float64), counts)
 
 
 class DecodeRun:
@@ -143,7 +150,7 @@ class DecodeRun:
             return None
         last = keys[-1][1]
         # t[j]: start of step j; t[last + 1]: end of the last (added left to right, as the event loop does)
-        secs = np.array([server.sim.env.now, dt0] + _repeat(keys, 1, last, 0))
+        secs = _repeat(keys, 1, last, 0, (server.sim.env.now, dt0))
         t = np.add.accumulate(secs)
         if not extended:
             last = min(last, int(np.searchsorted(t, horizon_s, side="left")) - 1)  # steps starting before it
@@ -235,8 +242,8 @@ class DecodeRun:
         lo = i0 + 1
         first = log.extend({"time_s": t[lo:j + 1], "instance": server.index, "batch_size": n, "decode_seqs": n,
                             "prefill_tokens": 0, "new_tokens": n * server.k, "step_s": self.dt[lo:j + 1],
-                            "kv_used_fraction": used_fraction, "compute_s": np.array(_repeat(self.key_runs, lo, j, 1)),
-                            "comm_s": np.array(_repeat(self.key_runs, lo, j, 2)), "itl_add_s": itl_rows},
+                            "kv_used_fraction": used_fraction, "compute_s": _repeat(self.key_runs, lo, j, 1),
+                            "comm_s": _repeat(self.key_runs, lo, j, 2), "itl_add_s": itl_rows},
                            flagged=self.extended)
         hits = server.costs.hits
         for ka, kb, key, _ in self.key_runs:
