@@ -127,6 +127,7 @@ class Server:
                    and isinstance(self.preemption, (Recompute, Swap)))
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
+        self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
     # ------------------------------------------------------------------ plumbing
@@ -252,7 +253,8 @@ class Server:
         st, run, k = self.st, self.run, self.k
         if run.size:
             while True:
-                need = _ceil_blocks(np.minimum(st.s_gen[run] + k, st.s_target[run]))
+                gen, target = st.s_gen[run], st.s_target[run]
+                need = _ceil_blocks(np.minimum(gen + k, target))
                 blocks = st.s_blocks[run]
                 extra = need - blocks
                 grow = int(_sum(np.maximum(extra, 0))) if _max(extra) > 0 else 0
@@ -263,6 +265,8 @@ class Server:
             if run.size and grow:
                 self.kv.alloc(grow)
                 st.s_blocks[run] = np.maximum(need, blocks)
+            if run.size:
+                plan.gen, plan.target = gen, target
         plan.run = run
 
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
@@ -376,7 +380,10 @@ class Server:
         ctoks = sum(c for _, c in chunks)
         cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
         if n_dec:
-            plan.dec_tokens = dec_tokens = int(_sum(st.s_base[run]) + _sum(st.s_gen[run]))
+            if run is not self._base_of:  # the streams' prompt tokens change only with the streams
+                self._base_of, self._base_tokens = run, int(_sum(st.s_base[run]))
+            gen = plan.gen if plan.gen is not None else st.s_gen[run]
+            plan.dec_tokens = dec_tokens = self._base_tokens + int(_sum(gen))
             dec_ctx = float(dec_tokens) / n_dec
         else:
             dec_ctx = 0.0
@@ -396,8 +403,8 @@ class Server:
         sim, st = self.sim, self.st
         now = sim.env.now
         if run.size:
-            gen = st.s_gen[run]
-            owed = st.s_target[run] - gen
+            gen = st.s_gen[run] if plan.gen is None else plan.gen
+            owed = (st.s_target[run] if plan.target is None else plan.target) - gen
             if self.mtp_depth == 1:
                 emitted = np.minimum(1 + (sim.rng_accept.random(run.size) < self.mtp_acceptance), owed)
             elif self.mtp_depth:

@@ -141,8 +141,9 @@ class DecodeRun:
         ``plan.dec_tokens`` context tokens), or None when it would be one step."""
         st, run = server.st, plan.run
         n = int(run.size)
-        gen0 = st.s_gen[run]
-        last = min(int((st.s_target[run] - gen0).min()) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
+        gen0 = st.s_gen[run] if plan.gen is None else plan.gen
+        target = st.s_target[run] if plan.target is None else plan.target
+        last = min(int(np.minimum.reduce(target - gen0)) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
         if last < 1:
             return None
         keys = _cached_steps(server.costs, n, plan.dec_tokens, last)
