@@ -79,3 +79,13 @@ def test_expected_max_expert_load_is_the_binomial_sum():
     for t in tokens:
         for e, k, c in ((288, 8, 2), (256, 8, 8), (288, 8, 9), (64, 6, 1), (160, 6, 20)):
             assert expected_max_expert_load.__wrapped__(t, e, k, c) == _binom_sum(t, e, k, c), (t, e, k, c)
+
+
+def test_poisson_pmf_is_scipy_stats():
+    from scipy.stats import poisson
+
+    from calibration.interp import poisson_pmf
+
+    for mu in (1e-6, 0.3, 1.0, 7.5, 64.0, 1000.0, 12345.6):
+        x = np.arange(1, int(mu + 10 * math.sqrt(mu) + 128) + 1)
+        assert (poisson_pmf(x, mu) == poisson.pmf(x, mu)).all(), mu

@@ -453,16 +453,17 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     if tokens <= 0:
         return 0.0
     import numpy as np
-    from scipy.stats import binom  # scipy is a core dependency; imported lazily
+    from scipy.special._ufuncs import _binom_cdf  # scipy is a core dependency; imported lazily
 
     q = top_k / num_experts
     mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
-    # P(load <= x) for x < hi <= tokens: ``binom.cdf``'s own kernel (its documented ``_cdf`` hook),
-    # without the argument checks that cost more than the kernel; the terms are summed one after
-    # the other (libm's pow and double additions, as summing numpy scalars did)
+    # P(load <= x) for x < hi <= tokens: the kernel ``scipy.stats.binom.cdf`` calls there, without
+    # importing scipy.stats (~0.4 s) or its argument checks (they cost more than the kernel); the
+    # terms are summed one after the other (libm's pow and double additions, as summing numpy
+    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``.
     total = 0.0
-    for c in binom._cdf(np.arange(hi), tokens, q).tolist():
+    for c in _binom_cdf(np.arange(hi, dtype=np.float64), tokens, q).tolist():
         total += 1.0 - c ** experts_considered
     return total
 
