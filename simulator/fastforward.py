@@ -34,7 +34,7 @@ import numpy as np
 from simpy.events import NORMAL
 
 from simulator.kv import BLOCK_TOKENS
-from simulator.policies import _LOG_RATIO, EXACT_BELOW, bucket
+from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
@@ -58,7 +58,7 @@ def _bucket_end(ctx_of, j: int, last: int, b: int) -> int:
         return last
     x0 = ctx_of(j)
     if x0 > EXACT_BELOW:
-        edge = math.exp((round(math.log(x0) / _LOG_RATIO) + 0.5) * _LOG_RATIO)  # where the bucket moves up
+        edge = math.exp((round(math.log(x0) / LOG_BUCKET_RATIO) + 0.5) * LOG_BUCKET_RATIO)  # where the bucket moves up
         hi = min(max(j + int(edge - x0), j), last - 1)
         while bucket(ctx_of(hi)) != b:  # hi is past the bucket's end
             hi -= 1
