@@ -47,7 +47,7 @@ from workloads.ops import BatchShape
 BUCKET_RATIO = 1.05
 #: values up to this are kept exact
 EXACT_BELOW = 32
-#: its logarithm (the grid step of ``bucket``)
+#: log(BUCKET_RATIO): the grid step of ``bucket`` in log space
 LOG_BUCKET_RATIO = math.log(BUCKET_RATIO)
 
 
