@@ -417,9 +417,13 @@ class Server:
             st.s_gen[run] = gen + emitted
             fin = emitted >= owed  # reached the target
             if _any(fin):
-                for s in run[fin].tolist():
-                    if not st.s_done[s]:
-                        self._finish_stream(s, now)
+                done = run[fin]
+                if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
+                    self._finish_requests(done[~st.s_done[done]], now)
+                else:
+                    for s in done.tolist():
+                        if not st.s_done[s]:
+                            self._finish_stream(s, now)
                 if self.run is run and not sim.first_finish:  # no other stream ended: drop these
                     self.run = run[~fin]
                 else:
@@ -486,6 +490,23 @@ class Server:
             return True
         self.joining.extend(st.live_streams(r))
         return False
+
+    def _finish_requests(self, rs: np.ndarray, now: float) -> None:
+        """``_finish_stream`` of each of ``rs``, one-sample requests (stream id == request id) with
+        no prefix cache or sessions to tell, as array updates (the events in the same order)."""
+        st, sim, n = self.st, self.sim, len(rs)
+        st.s_done[rs] = True
+        self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
+        st.s_blocks[rs] = 0
+        st.streams_left[rs] = 0
+        st.finish_s[rs] = now
+        st.prompt_blocks[rs] = 0
+        if not self.prefill_only:
+            self.committed -= n
+        self.outstanding -= n
+        if sim.trace:
+            for r in rs.tolist():
+                sim.event("finish", r, self.index)
 
     def _finish_stream(self, s: int, now: float) -> None:
         sim, st = self.sim, self.st
