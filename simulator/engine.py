@@ -378,7 +378,11 @@ class Server:
         run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
-        cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
+        if len(chunks) < 8:
+            cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
+        else:  # many chunks: one gather (the same integer sum)
+            idx = np.array([r for r, _ in chunks])
+            cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
         if n_dec:
             if run is not self._base_of:  # the streams' prompt tokens change only with the streams
                 self._base_of, self._base_tokens = run, int(_sum(st.s_base[run]))
@@ -430,11 +434,15 @@ class Server:
                     self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
             self.joining.extend(st.live_streams(r))
-        handoff = []
-        for r in self._advance_prefills(chunks):
-            self.prefilling.remove(r)
-            if self._prefill_done(r, now):
-                handoff.append(r)
+        done = self._advance_prefills(chunks)
+        if len(done) > 1 and self._first_prefills_done(done, now):
+            handoff = done
+        else:
+            handoff = []
+            for r in done:
+                self.prefilling.remove(r)
+                if self._prefill_done(r, now):
+                    handoff.append(r)
         if handoff:
             sim.handoff(handoff, self)
         if self.pending:  # only a decode instance has transfers pending
@@ -462,6 +470,28 @@ class Server:
             if st.prefilled[r] >= st.prefill_target[r]:
                 done.append(r)
         return done
+
+    def _first_prefills_done(self, rs: list[int], now: float) -> bool:
+        """``_prefill_done`` of each of ``rs`` (in order) as array updates, in the common case of a
+        prefill instance: one-sample requests prefilled for the first time, each owing more than one
+        token, no prefix cache; they all go on to a decode instance. False (nothing done) otherwise."""
+        st, sim = self.st, self.sim
+        if not self.prefill_only or st.samples != 1 or self.cache is not None:
+            return False
+        idx = np.array(rs)
+        if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
+            return False
+        gone = set(rs)
+        self.prefilling[:] = [r for r in self.prefilling if r not in gone]
+        st.first_token_s[idx] = now
+        st.s_gen[idx] = 1
+        st.s_last_emit_s[idx] = now
+        self.committed -= len(rs)
+        self.outstanding -= len(rs)
+        if sim.trace:
+            for r in rs:
+                sim.event("first_token", r, self.index)
+        return True
 
     def _prefill_done(self, r: int, now: float) -> bool:
         """Prefill of r finished; True when r goes on to a decode instance."""
