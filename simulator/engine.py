@@ -238,7 +238,10 @@ class Server:
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
             j = j[~st.s_done[j]]
-            self.run = np.concatenate((self.run, j)) if self.run.size else j
+            run = np.concatenate((self.run, j)) if self.run.size else j
+            if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
+                self._base_of, self._base_tokens = run, self._base_tokens + int(_sum(st.s_base[j]))
+            self.run = run
 
     # ------------------------------------------------------------------ what a batch policy calls
     def prompt_left(self, r: int) -> int:
@@ -430,6 +433,8 @@ class Server:
                             self._finish_stream(s, now)
                 if self.run is run and not sim.first_finish:  # no other stream ended: drop these
                     self.run = run[~fin]
+                    if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+                        self._base_of, self._base_tokens = self.run, self._base_tokens - int(_sum(st.s_base[done]))
                 else:
                     self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
