@@ -54,6 +54,14 @@ def _one_bin(lo_s: float, hi_s: float) -> int | None:
     return b
 
 
+def _bins_np(gaps_s: np.ndarray) -> np.ndarray:
+    """Bins of many gaps as ``ItlHistogram.add`` has always taken them: numpy's logarithm, no
+    edge correction (``itl_bins`` corrects edges; the two differ only for gaps within ~1e-12
+    bins of an edge)."""
+    idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
+    return np.minimum(idx.astype(np.int64), _ITL_BINS - 1)
+
+
 def itl_bins(gaps_s: np.ndarray) -> np.ndarray:
     """``itl_bin`` of each gap, exactly: numpy's log may differ from ``math.log`` in the last bit,
     which moves a bin only for a gap within ~1e-12 bins of a bin edge; those few are binned by
@@ -92,10 +100,18 @@ class ItlHistogram:
                 return self.add_uniform(vals[0], size)
         else:
             g = gaps_s[0]
-            if (gaps_s == g).all():
+            same = gaps_s == g
+            common = int(np.count_nonzero(same))
+            if common == size:
                 return self.add_uniform(float(g), size)
-        idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
-        self.counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
+            if 2 * common > size:  # mostly one gap (a batch that a few streams joined): bin it once
+                vals = np.concatenate((gaps_s[:1], gaps_s[~same]))
+                bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
+                self.counts[bins[0]] += common
+                np.add.at(self.counts, bins[1:], 1)
+                self.n += int(size)
+                return float(np.add.reduce(gaps_s))
+        self.counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)
         self.n += int(size)
         return float(gaps_s.sum())
 

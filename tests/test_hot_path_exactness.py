@@ -89,3 +89,22 @@ def test_poisson_pmf_is_scipy_stats():
     for mu in (1e-6, 0.3, 1.0, 7.5, 64.0, 1000.0, 12345.6):
         x = np.arange(1, int(mu + 10 * math.sqrt(mu) + 128) + 1)
         assert (poisson_pmf(x, mu) == poisson.pmf(x, mu)).all(), mu
+
+
+def _add_reference(counts, gaps):
+    """The histogram's former ``add`` of non-uniform gaps: numpy's log over every gap."""
+    idx = np.log(np.maximum(gaps, 1e-6) / 1e-6) / math.log(1.01)
+    counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
+    return float(gaps.sum())
+
+
+def test_add_of_a_batch_some_streams_joined_counts_every_gap():
+    rng = np.random.default_rng(1)
+    for size, odd in ((40, 3), (2000, 7), (2000, 1500), (64, 31), (33, 0)):
+        gaps = np.full(size, float(rng.uniform(0.005, 0.2)))
+        gaps[rng.choice(size, odd, replace=False)] = rng.uniform(1e-7, 3.0, odd)
+        fast, ref = ItlHistogram(), np.zeros(_ITL_BINS, dtype=np.int64)
+        total = fast.add(gaps)
+        if odd:
+            assert total == _add_reference(ref, gaps) and (fast.counts == ref).all()
+        assert fast.n == size and fast.counts.sum() == size
