@@ -168,6 +168,18 @@ def device_of_gpu(gpu_name: str):
 # ----------------------------------------------------------------------------- profile
 
 
+def _nearest_attn_config(surfaces, hq, hkv, dqk, dv):
+    """The head configuration of ``surfaces`` that times attention with (hq, hkv, dqk, dv): itself if
+    measured, else the one of the same head dims nearest in GQA ratio, then in query heads."""
+    if (hq, hkv, dqk, dv) in surfaces:
+        return (hq, hkv, dqk, dv)
+    same = [c for c in surfaces if c[2] == dqk and c[3] == dv]
+    if not same:
+        return None
+    ratio = hq / max(hkv, 1)
+    return min(same, key=lambda c: (abs(math.log((c[0] / c[1]) / ratio)), abs(math.log(c[0] / hq))))
+
+
 class MeasuredProfile:
     """Measured per-op tables of one device with interpolating lookups (read-only).
 
@@ -188,6 +200,7 @@ class MeasuredProfile:
         # each table is read, and each lookup below built, on first use: a command that times one
         # collective reads no table at all
         self.tables: Mapping[str, pd.DataFrame] = LazyTables(self.path, fit_only)
+        self._attn_configs: dict = {}  # _pick_attn's answers
 
     @functools.cached_property
     def _gemm(self) -> dict:
@@ -537,15 +550,14 @@ class MeasuredProfile:
         t_comb = comb[0] if comb else 0.0
         return r[0] + t_comb, r[1] + f"; split-KV x{splits} ({keys} keys each) + combine {t_comb * 1e6:.1f} us"
 
-    @staticmethod
-    def _pick_attn(surfaces, hq, hkv, dqk, dv):
-        if (hq, hkv, dqk, dv) in surfaces:
-            return (hq, hkv, dqk, dv)
-        same = [c for c in surfaces if c[2] == dqk and c[3] == dv]
-        if not same:
-            return None
-        ratio = hq / max(hkv, 1)
-        return min(same, key=lambda c: (abs(math.log((c[0] / c[1]) / ratio)), abs(math.log(c[0] / hq))))
+    def _pick_attn(self, surfaces, hq, hkv, dqk, dv):
+        """The measured head configuration of ``surfaces`` (one of this profile's attention tables)
+        that times (hq, hkv, dqk, dv), memoised: the cost model asks it for every new attention shape."""
+        key = (id(surfaces), hq, hkv, dqk, dv)  # the tables live as long as the profile
+        memo = self._attn_configs
+        if key not in memo:
+            memo[key] = _nearest_attn_config(surfaces, hq, hkv, dqk, dv)
+        return memo[key]
 
     def mla_decode_seconds(self, batch: int, context: int, heads_q: int = 128, head_dim_qk: int = 576,
                            head_dim_v: int = 512, impl: str | None = None) -> tuple[float, str] | None:

@@ -51,9 +51,12 @@ NO_STREAMS = np.empty(0, dtype=np.int64)
 class StepPlan:
     """One step's work: decode streams ``run`` (stream ids), prefill ``chunks`` ((request, tokens)),
     requests swapped back in (``swapins``) and seconds charged on top of the step's cost
-    (``extra_s``: swap copies); ``row``: the step's record in the run's step log, once costed."""
+    (``extra_s``: swap copies); ``row``: the step's record in the run's step log and ``dec_tokens``
+    the decode streams' context tokens, once costed; ``gen``/``target``: the streams' generated and
+    target tokens when ``grow_decodes`` formed the step (None: not gathered; nothing else changes
+    them before the step is applied)."""
 
-    __slots__ = ("run", "chunks", "swapins", "extra_s", "row")
+    __slots__ = ("run", "chunks", "swapins", "extra_s", "row", "dec_tokens", "gen", "target")
 
     def __init__(self, run: np.ndarray = NO_STREAMS):
         self.run = run
@@ -61,6 +64,8 @@ class StepPlan:
         self.swapins: list[int] = []
         self.extra_s = 0.0
         self.row = -1
+        self.dec_tokens = 0
+        self.gen = self.target = None
 
     @property
     def empty(self) -> bool:

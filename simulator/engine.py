@@ -63,6 +63,11 @@ def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
 
 
+# the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
+# ``.max`` / ``.any`` call, without their Python wrappers
+_sum, _max, _any = np.add.reduce, np.maximum.reduce, np.logical_or.reduce
+
+
 def chain_acceptance(expected_accepted: float, depth: int) -> float:
     """Per-token acceptance a with a + a^2 + ... + a^depth = ``expected_accepted`` (a draft's
     proposals are accepted as a prefix: the chain stops at the first rejection)."""
@@ -122,6 +127,7 @@ class Server:
                    and isinstance(self.preemption, (Recompute, Swap)))
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
+        self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
     # ------------------------------------------------------------------ plumbing
@@ -232,7 +238,10 @@ class Server:
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
             j = j[~st.s_done[j]]
-            self.run = np.concatenate((self.run, j)) if self.run.size else j
+            run = np.concatenate((self.run, j)) if self.run.size else j
+            if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
+                self._base_of, self._base_tokens = run, self._base_tokens + int(_sum(st.s_base[j]))
+            self.run = run
 
     # ------------------------------------------------------------------ what a batch policy calls
     def prompt_left(self, r: int) -> int:
@@ -247,15 +256,20 @@ class Server:
         st, run, k = self.st, self.run, self.k
         if run.size:
             while True:
-                need = _ceil_blocks(np.minimum(st.s_gen[run] + k, st.s_target[run]))
-                grow = int(np.maximum(need - st.s_blocks[run], 0).sum())
+                gen, target = st.s_gen[run], st.s_target[run]
+                need = _ceil_blocks(np.minimum(gen + k, target))
+                blocks = st.s_blocks[run]
+                extra = need - blocks
+                grow = int(_sum(np.maximum(extra, 0))) if _max(extra) > 0 else 0
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
                 run = self.run
             if run.size and grow:
                 self.kv.alloc(grow)
-                st.s_blocks[run] = np.maximum(need, st.s_blocks[run])
+                st.s_blocks[run] = np.maximum(need, blocks)
+            if run.size:
+                plan.gen, plan.target = gen, target
         plan.run = run
 
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
@@ -367,8 +381,19 @@ class Server:
         run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
-        cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
-        dec_ctx = float(st.s_base[run].sum() + st.s_gen[run].sum()) / n_dec if n_dec else 0.0
+        if len(chunks) < 8:
+            cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
+        else:  # many chunks: one gather (the same integer sum)
+            idx = np.array([r for r, _ in chunks])
+            cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
+        if n_dec:
+            if run is not self._base_of:  # the streams' prompt tokens change only with the streams
+                self._base_of, self._base_tokens = run, int(_sum(st.s_base[run]))
+            gen = plan.gen if plan.gen is not None else st.s_gen[run]
+            plan.dec_tokens = dec_tokens = self._base_tokens + int(_sum(gen))
+            dec_ctx = float(dec_tokens) / n_dec
+        else:
+            dec_ctx = 0.0
         if n_dec or chunks:
             secs, comp, comm = self.costs.cost(n_dec, dec_ctx, len(chunks), ctoks,
                                                cctx / len(chunks) if chunks else 0.0)
@@ -385,8 +410,8 @@ class Server:
         sim, st = self.sim, self.st
         now = sim.env.now
         if run.size:
-            gen = st.s_gen[run]
-            owed = st.s_target[run] - gen
+            gen = st.s_gen[run] if plan.gen is None else plan.gen
+            owed = (st.s_target[run] if plan.target is None else plan.target) - gen
             if self.mtp_depth == 1:
                 emitted = np.minimum(1 + (sim.rng_accept.random(run.size) < self.mtp_acceptance), owed)
             elif self.mtp_depth:
@@ -398,20 +423,28 @@ class Server:
             st.s_last_emit_s[run] = now
             st.s_gen[run] = gen + emitted
             fin = emitted >= owed  # reached the target
-            if fin.any():
-                for s in run[fin].tolist():
-                    if not st.s_done[s]:
-                        self._finish_stream(s, now)
+            if _any(fin):
+                done = run[fin]
+                if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
+                    self._finish_requests(done[~st.s_done[done]], now)
+                else:
+                    for s in done.tolist():
+                        if not st.s_done[s]:
+                            self._finish_stream(s, now)
                 if self.run is run and not sim.first_finish:  # no other stream ended: drop these
                     self.run = run[~fin]
+                    if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+                        self._base_of, self._base_tokens = self.run, self._base_tokens - int(_sum(st.s_base[done]))
                 else:
                     self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
             self.joining.extend(st.live_streams(r))
-        handoff = []
-        for r, c in chunks:
-            st.prefilled[r] += c
-            if st.prefilled[r] >= st.prefill_target[r]:
+        done = self._advance_prefills(chunks)
+        if len(done) > 1 and self._first_prefills_done(done, now):
+            handoff = done
+        else:
+            handoff = []
+            for r in done:
                 self.prefilling.remove(r)
                 if self._prefill_done(r, now):
                     handoff.append(r)
@@ -420,17 +453,66 @@ class Server:
         if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
 
+    def _advance_prefills(self, chunks: list[tuple[int, int]]) -> list[int]:
+        """Add each chunk's tokens to its request's prefill; returns the requests (in chunk order)
+        whose prompt is now prefilled. Many chunks (of distinct requests) go as one array update."""
+        if len(chunks) < 8:
+            return self._advance_prefills_each(chunks)
+        rs, cs = zip(*chunks)
+        if len(set(rs)) != len(rs):  # a request twice: its chunks add up one after the other
+            return self._advance_prefills_each(chunks)
+        st = self.st
+        idx = np.array(rs)
+        pre = st.prefilled[idx] + np.array(cs)
+        st.prefilled[idx] = pre
+        return [r for r, d in zip(rs, (pre >= st.prefill_target[idx]).tolist()) if d]
+
+    def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
+        """``_advance_prefills`` one chunk at a time."""
+        st, done = self.st, []
+        for r, c in chunks:
+            st.prefilled[r] += c
+            if st.prefilled[r] >= st.prefill_target[r]:
+                done.append(r)
+        return done
+
+    def _first_prefills_done(self, rs: list[int], now: float) -> bool:
+        """``_prefill_done`` of each of ``rs`` (in order) as array updates, in the common case of a
+        prefill instance: one-sample requests prefilled for the first time, each owing more than one
+        token, no prefix cache; they all go on to a decode instance. False (nothing done) otherwise."""
+        st, sim = self.st, self.sim
+        if not self.prefill_only or st.samples != 1 or self.cache is not None:
+            return False
+        idx = np.array(rs)
+        if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
+            return False
+        gone = set(rs)
+        self.prefilling[:] = [r for r in self.prefilling if r not in gone]
+        st.first_token_s[idx] = now
+        st.s_gen[idx] = 1
+        st.s_last_emit_s[idx] = now
+        self.committed -= len(rs)
+        self.outstanding -= len(rs)
+        if sim.trace:
+            for r in rs:
+                sim.event("first_token", r, self.index)
+        return True
+
     def _prefill_done(self, r: int, now: float) -> bool:
         """Prefill of r finished; True when r goes on to a decode instance."""
         sim, st = self.sim, self.st
-        streams = st.streams(r)
         if self.cache is not None:
             self.cache.prefill_done(r)
         if math.isnan(st.first_token_s[r]):
             st.first_token_s[r] = now
             sim.event("first_token", r, self.index)
-            st.s_gen[streams.start:streams.stop] = 1
-            st.s_last_emit_s[streams.start:streams.stop] = now
+            streams = st.streams(r) if st.samples > 1 else (r,)  # one sample: stream id == request id
+            if st.samples > 1:
+                st.s_gen[streams.start:streams.stop] = 1
+                st.s_last_emit_s[streams.start:streams.stop] = now
+            else:
+                st.s_gen[r] = 1
+                st.s_last_emit_s[r] = now
             if self.prefill_only:
                 self.committed -= 1
             for s in streams:
@@ -443,6 +525,23 @@ class Server:
             return True
         self.joining.extend(st.live_streams(r))
         return False
+
+    def _finish_requests(self, rs: np.ndarray, now: float) -> None:
+        """``_finish_stream`` of each of ``rs``, one-sample requests (stream id == request id) with
+        no prefix cache or sessions to tell, as array updates (the events in the same order)."""
+        st, sim, n = self.st, self.sim, len(rs)
+        st.s_done[rs] = True
+        self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
+        st.s_blocks[rs] = 0
+        st.streams_left[rs] = 0
+        st.finish_s[rs] = now
+        st.prompt_blocks[rs] = 0
+        if not self.prefill_only:
+            self.committed -= n
+        self.outstanding -= n
+        if sim.trace:
+            for r in rs.tolist():
+                sim.event("finish", r, self.index)
 
     def _finish_stream(self, s: int, now: float) -> None:
         sim, st = self.sim, self.st

@@ -27,13 +27,14 @@ The last step of a run is applied by the engine as usual (finishes, events, the 
 
 from __future__ import annotations
 
+import math
 from heapq import heappush
 
 import numpy as np
 from simpy.events import NORMAL
 
 from simulator.kv import BLOCK_TOKENS
-from simulator.policies import bucket
+from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
@@ -48,26 +49,71 @@ def timeout_at(env, t_s: float):
     return ev
 
 
-def _key_runs(ctx: np.ndarray, first: int) -> list[tuple[int, int, int]]:
-    """(start, end, bucket) runs of the bucketed mean context, steps ``first..len(ctx)-1``
-    (``ctx`` is increasing, the bucket monotone: each boundary is found by bisection with the
-    scalar ``bucket``, so the keys are the stepping engine's exactly)."""
+def _bucket_end(ctx_of, j: int, last: int, b: int) -> int:
+    """The last step ``hi`` of ``j..last`` whose bucketed mean context is ``b`` (that of step ``j``;
+    ``ctx_of(step)`` is increasing and the bucket monotone in it). Above the exact range the mean
+    context grows by one a step, so the grid's next edge gives ``hi`` up to rounding, settled with
+    the scalar ``bucket`` itself (the keys are the stepping engine's exactly); below it, bisection."""
+    if bucket(ctx_of(last)) == b:
+        return last
+    x0 = ctx_of(j)
+    if x0 > EXACT_BELOW:
+        edge = math.exp((round(math.log(x0) / LOG_BUCKET_RATIO) + 0.5) * LOG_BUCKET_RATIO)  # where the bucket moves up
+        hi = min(max(j + int(edge - x0), j), last - 1)
+        while bucket(ctx_of(hi)) != b:  # hi is past the bucket's end
+            hi -= 1
+        while bucket(ctx_of(hi + 1)) == b:  # hi + 1 <= last: its bucket differs
+            hi += 1
+        return hi
+    lo, hi = j, last
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bucket(ctx_of(mid)) == b:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int, tuple, tuple]]:
+    """(first, last step, key, cached cost) runs of steps ``1..`` of a decode run of ``n`` streams
+    with ``total0`` context tokens at step 0, up to ``last`` or the step before the first whose cost
+    is not cached (the stepping engine's miss, made when it would be). The mean context of step
+    ``j`` is ``(total0 + j n) / n``, as ``Server._cost`` computes it."""
+    cache, bn = costs._cache, bucket(n)
+
+    def ctx_of(j: int) -> float:
+        return (total0 + j * n) / n  # exact integers, one correctly rounded division: numpy's value
+
     out = []
-    j, last = first, len(ctx) - 1
+    j = 1
     while j <= last:
-        b = bucket(float(ctx[j]))
-        lo, hi = j, last
-        if bucket(float(ctx[hi])) != b:
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if bucket(float(ctx[mid])) == b:
-                    lo = mid
-                else:
-                    hi = mid
-            hi = lo
-        out.append((j, hi, b))
+        b = bucket(ctx_of(j))
+        key = ("d", bn, b)
+        hit = cache.get(key)
+        if hit is None:
+            break
+        hi = _bucket_end(ctx_of, j, last, b)
+        out.append((j, hi, key, hit))
         j = hi + 1
     return out
+
+
+def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> np.ndarray:
+    """``head`` followed by cost ``field`` (0: seconds, 1: compute, 2: communication) of steps
+    ``lo..hi`` of the runs, as float64 (a short run from a list, a long one by ``np.repeat``)."""
+    values, counts = list(head), [1] * len(head)
+    for a, b, _, hit in key_runs:
+        a, b = max(a, lo), min(b, hi)
+        if b >= a:
+            values.append(hit[field])
+            counts.append(b - a + 1)
+    if hi - lo < 64:
+        out: list[float] = []
+        for v, c in zip(values, counts):
+            out += [v] * c
+        return np.array(out, dtype=np.float64)
+    return np.repeat(np.array(values, dtype=np.float64), counts)
 
 
 class DecodeRun:
@@ -75,8 +121,8 @@ class DecodeRun:
     (``row0``), steps ``1..end`` are formed and steps ``0..end-1`` applied here, step ``end`` is
     applied by the engine at ``end_s``."""
 
-    __slots__ = ("server", "run", "n", "t", "dt", "comp", "comm", "used", "key_runs", "gen0", "blocks0",
-                 "last_emit0", "row0", "end", "cursor", "extended", "cut_done", "pending_row")
+    __slots__ = ("server", "run", "n", "t", "dt", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
+                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
@@ -91,60 +137,50 @@ class DecodeRun:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, server, plan, dt0: float, horizon_s: float, extended: bool) -> "DecodeRun | None":
-        """The run starting with the decode step ``plan`` (formed and costed now, ``dt0`` seconds),
-        or None when it would be one step."""
+        """The run starting with the decode step ``plan`` (formed and costed now, ``dt0`` seconds,
+        ``plan.dec_tokens`` context tokens), or None when it would be one step."""
         st, run = server.st, plan.run
         n = int(run.size)
-        gen0 = st.s_gen[run]
-        last = min(int((st.s_target[run] - gen0).min()) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
+        gen0 = st.s_gen[run] if plan.gen is None else plan.gen
+        target = st.s_target[run] if plan.target is None else plan.target
+        last = min(int(np.minimum.reduce(target - gen0)) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
         if last < 1:
             return None
-        # mean context of steps 0..last, as Server._cost computes it
-        total0 = int(st.s_base[run].sum()) + int(gen0.sum())
-        ctx = (total0 + np.arange(last + 1, dtype=np.int64) * n).astype(np.float64) / n
-        secs = np.empty(last + 1)
-        comp = np.empty(last + 1)
-        comm = np.empty(last + 1)
-        secs[0] = dt0
-        costs = server.costs
-        bn = bucket(n)
-        keys = []
-        for a, b, cb in _key_runs(ctx, 1):
-            hit = costs._cache.get(("d", bn, cb))
-            if hit is None:  # a new shape: the stepping engine's miss, made when it would be
-                last = a - 1
-                break
-            secs[a:b + 1], comp[a:b + 1], comm[a:b + 1] = hit
-            keys.append((a, b, ("d", bn, cb)))
-        if last < 1:
+        keys = _cached_steps(server.costs, n, plan.dec_tokens, last)
+        if not keys:
             return None
-        # t[j]: start of step j; t[last + 1]: end of the last
-        t = np.add.accumulate(np.concatenate(([server.sim.env.now], secs[:last + 1])))
+        last = keys[-1][1]
+        # t[j]: start of step j; t[last + 1]: end of the last (added left to right, as the event loop does)
+        secs = _repeat(keys, 1, last, 0, (server.sim.env.now, dt0))
+        t = np.add.accumulate(secs)
         if not extended:
             last = min(last, int(np.searchsorted(t, horizon_s, side="left")) - 1)  # steps starting before it
-        if last < 1:
-            return None
+            if last < 1:
+                return None
         # KV growth of the steps 1..last: a stream holding B blocks needs one more at the step whose
-        # token gen0 + j + 1 starts block B + 1, then every BLOCK_TOKENS steps
+        # token gen0 + j + 1 starts block B + 1, then every BLOCK_TOKENS steps; ``grows``: those
+        # steps, sorted (the blocks in use at step j are ``used0`` + the growths at steps <= j)
         blocks0 = st.s_blocks[run]
-        growth = np.zeros(last + 1, dtype=np.int64)
         k = BLOCK_TOKENS * blocks0 - gen0
         k = k[k <= last]
-        while k.size:
-            growth += np.bincount(k, minlength=last + 1)
-            k = k + BLOCK_TOKENS
-            k = k[k <= last]
+        if k.size > 1 or last >= BLOCK_TOKENS:
+            parts = []
+            while k.size:
+                parts.append(k)
+                k = k + BLOCK_TOKENS
+                k = k[k <= last]
+            k = np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0]) if parts else k
         kv = server.kv
-        used = kv.used_blocks + np.cumsum(growth)
-        over = np.flatnonzero(used > kv.capacity_blocks)
-        if over.size:
-            last = int(over[0]) - 1  # that step preempts: the engine forms it
-        if last < 1:
-            return None
+        room = kv.capacity_blocks - kv.used_blocks
+        if k.size > room:
+            last = int(k[room]) - 1  # that step preempts: the engine forms it
+            if last < 1:
+                return None
         self = cls(server, run, plan.row, extended)
         self.end = last
-        self.t, self.dt, self.comp, self.comm, self.used = t, secs, comp, comm, used
+        self.t, self.dt = t, secs[1:]
         self.key_runs = keys
+        self.used0, self.grows = kv.used_blocks, k
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
         if extended:
             server.sim.log.flag(plan.row)
@@ -183,30 +219,38 @@ class DecodeRun:
         if a == 0:
             log.itl_add_s[self.row0] = sim.itl.add(t[1] - self.last_emit0)
             a = 1
-        gaps = t[a + 1:j + 1] - t[a:j]  # the uniform gaps of applies a..j-1
-        itl = gaps * n
-        if gaps.size:
+        itl_rows = np.empty(j - i0)
+        itl_rows[-1] = 0.0  # row j's gap is added when step j is applied
+        if j > a:
+            gaps = t[a + 1:j + 1] - t[a:j]  # the uniform gaps of applies a..j-1
+            itl = gaps * n
             sim.itl.add_steps(gaps, n)
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = float(itl[0])
+            itl_rows[:-1] = itl[(i0 + 1) - a:]  # the row of step s (i0 < s < j) holds apply s
         st.s_gen[run] = self.gen0 + j
         st.s_last_emit_s[run] = t[j]
         # formations i0+1..j: KV, records, cache hits
-        kv = server.kv
-        kv.alloc(int(self.used[j] - kv.used_blocks))
-        st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
-        sl = slice(i0 + 1, j + 1)
-        itl_rows = np.zeros(j - i0)
-        itl_rows[:-1] = itl[(i0 + 1) - a:]  # the row of step s (i0 < s < j) holds apply s; row j's comes later
-        first = log.extend({"time_s": t[sl], "instance": server.index, "batch_size": n, "decode_seqs": n,
-                            "prefill_tokens": 0, "new_tokens": n * server.k, "step_s": self.dt[sl],
-                            "kv_used_fraction": self.used[sl] / kv.capacity_blocks, "compute_s": self.comp[sl],
-                            "comm_s": self.comm[sl], "itl_add_s": itl_rows}, flagged=self.extended)
+        kv, grows = server.kv, self.grows
+        if grows.size:
+            used = self.used0 + np.searchsorted(grows, np.arange(i0 + 1, j + 1), side="right")
+            if int(used[-1]) != kv.used_blocks:
+                kv.alloc(int(used[-1]) - kv.used_blocks)
+                st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
+            used_fraction = used / kv.capacity_blocks
+        else:
+            used_fraction = np.full(j - i0, self.used0 / kv.capacity_blocks)
+        lo = i0 + 1
+        first = log.extend({"time_s": t[lo:j + 1], "instance": server.index, "batch_size": n, "decode_seqs": n,
+                            "prefill_tokens": 0, "new_tokens": n * server.k, "step_s": self.dt[lo:j + 1],
+                            "kv_used_fraction": used_fraction, "compute_s": _repeat(self.key_runs, lo, j, 1),
+                            "comm_s": _repeat(self.key_runs, lo, j, 2), "itl_add_s": itl_rows},
+                           flagged=self.extended)
         hits = server.costs.hits
-        for ka, kb, key in self.key_runs:
-            lo, hi = max(ka, i0 + 1), min(kb, j)
-            if hi >= lo:
-                hits[key] += hi - lo + 1
+        for ka, kb, key, _ in self.key_runs:
+            lo_k, hi_k = max(ka, lo), min(kb, j)
+            if hi_k >= lo_k:
+                hits[key] += hi_k - lo_k + 1
         self.pending_row = first + (j - i0) - 1
         self.cursor = j
         sim.fast_forwarded_steps += j - i0

@@ -30,11 +30,36 @@ _ITL_MIN_S = 1e-6
 _ITL_RATIO = 1.01
 _ITL_BINS = int(math.ceil(math.log(1e5 / _ITL_MIN_S) / math.log(_ITL_RATIO))) + 1
 _LOG_ITL_RATIO = math.log(_ITL_RATIO)
+#: gaps within this many bins of a bin edge are binned the slow, exact way (``_one_bin``)
+_EDGE = 1e-6
+#: arrays up to this size are checked for one common gap in Python (``ItlHistogram.add``)
+_SMALL = 32
 
 
 def itl_bin(gap_s: float) -> int:
     """The histogram bin of one gap."""
     return min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
+
+
+def _one_bin(lo_s: float, hi_s: float) -> int | None:
+    """The bin of every gap in ``[lo_s, hi_s]`` when ``itl_bins`` puts them all in one, clear of
+    its edges by far more than numpy's and ``math``'s logarithms can differ; else None."""
+    if lo_s <= _ITL_MIN_S:
+        return None
+    x_lo = math.log(lo_s / _ITL_MIN_S) / _LOG_ITL_RATIO
+    x_hi = x_lo if hi_s == lo_s else math.log(hi_s / _ITL_MIN_S) / _LOG_ITL_RATIO
+    b = int(x_lo)
+    if x_lo - b < _EDGE or x_hi - b > 1 - _EDGE or b >= _ITL_BINS - 1:
+        return None
+    return b
+
+
+def _bins_np(gaps_s: np.ndarray) -> np.ndarray:
+    """Bins of many gaps as ``ItlHistogram.add`` has always taken them: numpy's logarithm, no
+    edge correction (``itl_bins`` corrects edges; the two differ only for gaps within ~1e-12
+    bins of an edge)."""
+    idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
+    return np.minimum(idx.astype(np.int64), _ITL_BINS - 1)
 
 
 def itl_bins(gaps_s: np.ndarray) -> np.ndarray:
@@ -66,21 +91,40 @@ class ItlHistogram:
 
     def add(self, gaps_s: np.ndarray) -> float:
         """Count ``gaps_s``; returns the seconds they add to the total."""
-        if gaps_s.size == 0:
+        size = gaps_s.size
+        if size == 0:
             return 0.0
-        g = gaps_s[0]
-        if gaps_s.size == 1 or (gaps_s == g).all():  # the common case: one step for all
-            return self.add_uniform(float(g), gaps_s.size)
-        idx = np.log(np.maximum(gaps_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
-        self.counts += np.bincount(np.minimum(idx.astype(np.int64), _ITL_BINS - 1), minlength=_ITL_BINS)
-        self.n += int(gaps_s.size)
+        if size <= _SMALL:  # a few streams: Python's list is quicker than numpy's reductions
+            vals = gaps_s.tolist()
+            if vals.count(vals[0]) == size:  # the common case: one step for all
+                return self.add_uniform(vals[0], size)
+        else:
+            g = gaps_s[0]
+            same = gaps_s == g
+            common = int(np.count_nonzero(same))
+            if common == size:
+                return self.add_uniform(float(g), size)
+            if 2 * common > size:  # mostly one gap (a batch that a few streams joined): bin it once
+                vals = np.concatenate((gaps_s[:1], gaps_s[~same]))
+                bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
+                self.counts[bins[0]] += common
+                np.add.at(self.counts, bins[1:], 1)
+                self.n += int(size)
+                return float(np.add.reduce(gaps_s))
+        self.counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)
+        self.n += int(size)
         return float(gaps_s.sum())
 
     def add_steps(self, gaps_s: np.ndarray, streams: int) -> None:
         """Count ``streams`` equal gaps for each of ``gaps_s`` (steps of a run of decode steps;
         their seconds are added to the total per step, by the caller)."""
-        self.counts += np.bincount(itl_bins(gaps_s), minlength=_ITL_BINS) * streams
-        self.n += streams * int(gaps_s.size)
+        size = int(gaps_s.size)
+        b = _one_bin(float(gaps_s.min()), float(gaps_s.max()))
+        if b is not None:  # every gap in one bin (bins are monotone in the gap): ``itl_bins``' answer
+            self.counts[b] += size * streams
+        else:
+            self.counts += np.bincount(itl_bins(gaps_s), minlength=_ITL_BINS) * streams
+        self.n += streams * size
 
     def add_uniform(self, gap_s: float, count: int) -> float:
         """Count ``count`` gaps of ``gap_s``; returns the seconds they add to the total."""

@@ -47,10 +47,11 @@ from workloads.ops import BatchShape
 BUCKET_RATIO = 1.05
 #: values up to this are kept exact
 EXACT_BELOW = 32
-_LOG_RATIO = math.log(BUCKET_RATIO)
+#: log(BUCKET_RATIO): the grid step of ``bucket`` in log space
+LOG_BUCKET_RATIO = math.log(BUCKET_RATIO)
 
 
-def bucket(x: float, exact_below: int = EXACT_BELOW, log_ratio: float = _LOG_RATIO) -> int:
+def bucket(x: float, exact_below: int = EXACT_BELOW, log_ratio: float = LOG_BUCKET_RATIO) -> int:
     """Representative of ``x`` on a geometric grid (exact up to ``exact_below``; 0 stays 0)."""
     if x <= exact_below:
         return max(int(round(x)), 1) if x > 0 else 0

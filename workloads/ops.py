@@ -139,13 +139,13 @@ class BatchShape(BaseModel):
         """Spread sequences over ``parts`` ranks: most new tokens (then context) first, each to
         the rank with the fewest (new, context) tokens so far. Rank 0 is the busiest."""
         if isinstance(self.new_tokens, int) and isinstance(self.context_tokens, int):
-            # uniform sequences: the greedy spread is an even split, busiest ranks first
+            # uniform sequences: the greedy spread is an even split, busiest ranks first (two distinct
+            # shapes, each built once: a 144-rank split is not 144 validations)
             base, extra = divmod(self.num_seqs, parts)
-            return tuple(
-                BatchShape(phase=self.phase, num_seqs=base + (1 if j < extra else 0), new_tokens=self.new_tokens,
-                           context_tokens=self.context_tokens, logits_for=self.logits_for)
-                for j in range(parts)
-            )
+            big, small = (BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
+                                     context_tokens=self.context_tokens, logits_for=self.logits_for)
+                          if count else None for n, count in ((base + 1, extra), (base, parts - extra)))
+            return (big,) * extra + (small,) * (parts - extra)
         seqs = sorted(zip(self.new_list, self.context_list), reverse=True)
         bins: list[list[tuple[int, int]]] = [[] for _ in range(parts)]
         load = [(0, 0)] * parts

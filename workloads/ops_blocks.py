@@ -452,12 +452,18 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     """
     if tokens <= 0:
         return 0.0
+    import numpy as np
+
     q = top_k / num_experts
     mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
-    xs = range(0, hi + 1)
-    cdf = binom_cdf(list(xs), tokens, q)
-    return float(sum(1.0 - cdf[x - 1] ** experts_considered for x in range(1, hi + 1)))
+    # P(load <= x) for x < hi <= tokens (scipy's binom.cdf kernel, ``workloads.moe_routing``); the
+    # terms are summed one after the other (libm's pow and double additions, as summing numpy
+    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``.
+    total = 0.0
+    for c in binom_cdf(np.arange(hi, dtype=np.float64), tokens, q).tolist():
+        total += 1.0 - c ** experts_considered
+    return total
 
 
 def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
