@@ -260,7 +260,7 @@ class Server:
                 need = _ceil_blocks(np.minimum(gen + k, target))
                 blocks = st.s_blocks[run]
                 extra = need - blocks
-                grow = int(_sum(np.maximum(extra, 0))) if _max(extra) > 0 else 0
+                grow = int(_sum(np.maximum(extra, 0))) if extra.size and _max(extra) > 0 else 0
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))

@@ -109,3 +109,19 @@ def test_cached_plus_active_kv_never_exceed_capacity(scenario):
     pc = res.summary["prefix_cache"]
     assert 0 <= pc["hit_tokens"] <= pc["prompt_tokens"] == (req["prompt_tokens"].sum() if len(req) else 0)
     assert (req["cached_tokens"] < req["prompt_tokens"]).all()
+
+
+def test_preempting_the_last_decode_stream_leaves_an_empty_batch():
+    """Hypothesis found it: a step whose KV growth preempts every running stream (one instance,
+    tight KV) must go on with an empty decode batch, not reduce an empty array."""
+    doc = {"cluster": "h200-node", "model": "llama-3.1-8b",
+           "serving": {"mode": "colocated", "pool": {"instances": 1, "devices_per_instance": 1, "max_batch_size": 2,
+                       "max_tokens_per_iteration": 64, "chunked_prefill": True}},
+           "scheduler": {"router": "round_robin", "preemption": "recompute"},
+           "workload": {"arrival": {"kind": "poisson", "rate_per_s": 4.0}, "num_requests": 24,
+                        "prompt_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": 153},
+                        "output_tokens": {"kind": "uniform", "min_tokens": 1, "max_tokens": 81}},
+           "seed": 0}
+    dep = load_deployment_text(yaml.safe_dump(doc), check=False)
+    res = Simulation(dep, step_cost=_cost, kv_capacity_tokens=448).run()
+    assert res.requests["finish_s"].notna().all() and (res.requests["preemptions"] > 0).any()
