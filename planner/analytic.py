@@ -55,7 +55,7 @@ from simulator.policies import StepCostCache
 from workloads.ops import BatchShape
 
 __all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "load_profile_for", "PoolModel", "Evaluator",
-           "kingman_wait_p"]
+           "kingman_wait_p", "share_with_workers", "worker_evaluator"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
 _PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
@@ -167,13 +167,21 @@ class PoolModel:
         return t
 
     def decode_step_s(self, b: float) -> float:
-        """Step time at ``b`` sequences per attention-DP rank (linear between powers of two)."""
+        """Step time at ``b`` sequences per attention-DP rank (linear between powers of two).
+        (It runs ~10^6 times a plan: the grid is read from the memo directly, and
+        ``2**(e+1) - 2**e`` is written ``2**e``, the same integer.)"""
         if b <= 1.0:
             return self._dec_at(0)
-        e = min(int(math.log2(b)), _DEC_EXP_MAX - 1)
-        lo, hi = 2**e, 2 ** (e + 1)
-        t0, t1 = self._dec_at(e), self._dec_at(e + 1)
-        return t0 + (t1 - t0) * (b - lo) / (hi - lo)
+        e = int(math.log2(b))
+        if e > _DEC_EXP_MAX - 1:
+            e = _DEC_EXP_MAX - 1
+        d = self._dec
+        t0 = d.get(e)
+        t1 = d.get(e + 1)
+        if t0 is None or t1 is None:
+            t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+        lo = 1 << e
+        return t0 + (t1 - t0) * (b - lo) / lo
 
     def max_decode_batch(self, pred, b_cap: float) -> float | None:
         """Largest b in [1, b_cap] with pred(b) (monotone); None when pred(1) fails."""
@@ -330,13 +338,20 @@ class Evaluator:
             self._models[key] = m
         return m
 
-    def export_state(self, keys=None) -> tuple:
+    def export_state(self, choices=None) -> tuple:
         """What another process's ``Evaluator`` of the same context needs to answer without
         costing again (``import_state``): capacities, decode capacities after handoff gaps, and
-        the pool models' memoised step tables (of cost ``keys``, default all)."""
+        the pool models' memoised step tables (of ``choices`` and their cost keys, default all)."""
+        if choices is None:
+            perfs, after, keys = dict(self._perf), dict(self._perf_handoff), None
+        else:
+            choices = set(choices)
+            perfs = {c: p for c, p in self._perf.items() if c in choices}
+            after = {k: p for k, p in self._perf_handoff.items() if k[0] in choices}
+            keys = {c.cost_key for c in choices}
         tables = {k: (m.choice, dict(m._dec), dict(m._pre), dict(m._pk)) for k, m in self._models.items()
                   if keys is None or k in keys}
-        return dict(self._perf), dict(self._perf_handoff), tables
+        return perfs, after, tables
 
     def import_state(self, state: tuple) -> None:
         """Take over ``export_state``'s memos (the values this process would compute)."""
@@ -721,3 +736,32 @@ class Evaluator:
         layout_rows(self, layout.mode, [Block(tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)])],
                     out)
         return out.row(0)
+
+
+#: the ``Evaluator`` of each context this process keeps for pool-worker tasks: the one the
+#: planning process shares (``share_with_workers``; a forked worker inherits it, with its warm
+#: profile tables, cost-model memos and step tables), or one a worker made for its first task
+_KEPT: dict = {}
+
+
+def share_with_workers(ev: Evaluator | None) -> None:
+    """Let pool workers forked from now on start from ``ev`` (``worker_evaluator``): what it
+    memoised is the values they would compute. None: forget it (the plan is done)."""
+    _KEPT.clear()
+    if ev is not None:
+        _KEPT[ev.ctx] = ev
+
+
+def worker_evaluator(ctx) -> Evaluator:
+    """The ``Evaluator`` a task of ``ctx`` uses: in a pool worker process the one it keeps from
+    task to task (inherited from the planning process when it shared one); elsewhere a new one
+    (nothing outlives the call)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return Evaluator(ctx)
+    ev = _KEPT.get(ctx)
+    if ev is None:
+        _KEPT.clear()
+        ev = _KEPT[ctx] = Evaluator(ctx)
+    return ev

@@ -36,7 +36,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from planner.analytic import Evaluator, PoolPerf
+from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, start
 from planner.feasibility import pool_fit
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
@@ -94,13 +94,13 @@ def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = N
     handoff gaps ``gaps`` lists per decode choice (``Evaluator.decode_perf_after_handoff``: a
     search per gap, done here in parallel), and the step tables they filled
     (``Evaluator.export_state``)."""
-    ev = Evaluator(ctx)
+    ev = worker_evaluator(ctx)
     perfs = {c: ev.perf(c) for c in choices}
     for c, gs in (gaps or {}).items():
         if perfs[c].reason is None:
             for g in gs:
                 ev.decode_perf_after_handoff(c, g)
-    return ev.export_state()
+    return ev.export_state(choices)
 
 
 def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
@@ -385,6 +385,14 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         notes.append(f"cluster {ref.name!r} is used with {' and '.join(what)}; the YAML names {ref.name}, so "
                      f"`clustersim simulate` would run it on the catalog's {ref.name} as it is")
     ev = Evaluator(ctx)
+    share_with_workers(ev)  # pool workers forked during the plan start from its memos
+    try:
+        return _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress)
+    finally:
+        share_with_workers(None)
+
+
+def _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress) -> PlanResult:
     from calibration.resolve import profile_info, profile_line
 
     notes.append(profile_line(profile_info(ev.profile, ev.cluster.device.name)))

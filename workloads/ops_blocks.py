@@ -442,6 +442,20 @@ def tp_all_reduce(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                        layer=layer, count=count)]
 
 
+def _binom_cdf(hi: int, n: int, q: float):
+    """``scipy.stats.binom.cdf(range(hi + 1), n, q)`` (``0 <= hi <= n``, ``0 <= q <= 1``), the same
+    values, without importing ``scipy.stats`` (about half a second): below ``n`` it is
+    ``scipy.special``'s ``_binom_cdf`` clipped to [0, 1], which is what ``binom.cdf`` evaluates;
+    at ``n`` (the support's end) it is 1. ``tests/test_binom_cdf.py`` checks it against ``binom.cdf``."""
+    import numpy as np
+    from scipy.special._ufuncs import _binom_cdf as binom_cdf  # scipy is a core dependency; imported lazily
+
+    ks = np.arange(hi + 1, dtype=float)
+    out = np.clip(binom_cdf(ks, n, q), 0.0, 1.0)
+    out[ks >= n] = 1.0
+    return out
+
+
 @lru_cache(maxsize=4096)
 def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_considered: int) -> float:
     """Expected load of the busiest of ``experts_considered`` experts under uniform routing.
@@ -452,13 +466,10 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     """
     if tokens <= 0:
         return 0.0
-    from scipy.stats import binom  # scipy is a core dependency; imported lazily
-
     q = top_k / num_experts
     mean, sd = tokens * q, math.sqrt(tokens * q * (1 - q))
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
-    xs = range(0, hi + 1)
-    cdf = binom.cdf(list(xs), tokens, q)
+    cdf = _binom_cdf(hi, tokens, q)
     return float(sum(1.0 - cdf[x - 1] ** experts_considered for x in range(1, hi + 1)))
 
 
