@@ -1,9 +1,17 @@
-"""Issue 15's speed table for the serving simulator and start-up, each row against a baseline
-checkout in the same run.
+"""Issue 15's speed table (plans, the serving simulator and start-up), each row against a
+baseline checkout in the same run.
 
     python benchmarks/bench_speed.py                          # every row, baseline /work/baseline
     python benchmarks/bench_speed.py --baseline DIR --repeat 3 --rows help collective
+    python benchmarks/bench_speed.py --rows plan_h200x32 plan_h800 plan_train
     python benchmarks/bench_speed.py --quick                  # 10x fewer requests (a smoke run)
+
+``plan`` rows run ``clustersim plan EXAMPLE --out TMP`` (a fresh directory each run, removed
+after; only options both trees accept), and compare what the two sides wrote in their last
+runs: a serving plan's ``best_deployment.yaml`` (the same bytes, or not: a baseline from before
+other model changes can answer differently for their sake), a training plan's ranking (the
+order of the layouts in ``ranked.csv``, over the layout columns both write; the issue's target
+asks for the same ranking).
 
 Every row is a whole ``clustersim`` process (``python -m clustersim.cli ...``), run alternately
 from this tree (``PYTHONPATH`` = this repository, cwd here) and from the baseline tree (its own
@@ -23,9 +31,11 @@ untimed warm-up run per side; ``--compile-each-run`` measures the machine's sett
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,8 +61,18 @@ ROWS = [
                                                "--tokens-per-rank", "128"], None, "<= 0.3 s",
      lambda r: r["wall_s"] <= 0.3),
     ("clustersim --help", ["--help"], None, "<= 0.15 s", lambda r: r["wall_s"] <= 0.15),
+    ("plan DeepSeek-V3 on 32 H200", ["plan", "examples/plan_deepseek-v3_h200x32.yaml", "--out", "{out}"], None,
+     "<= 2 s", lambda r: r["wall_s"] <= 2.0),
+    ("plan DeepSeek-V3 on H800", ["plan", "examples/plan_deepseek-v3_h800.yaml", "--out", "{out}"], None,
+     "<= 4 s, <= 300 MB", lambda r: r["wall_s"] <= 4.0 and r["peak_rss_mb"] <= 300),
+    ("training plan, 2,048 H800", ["plan", "examples/train_deepseek-v3_h800_2048.yaml", "--out", "{out}"], None,
+     "<= 4 s, the baseline's ranking", lambda r: r["wall_s"] <= 4.0 and r.get("same_answer") is True),
 ]
-SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4}
+SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4, "plan_h200x32": 5, "plan_h800": 6,
+         "plan_train": 7}
+#: layout columns of a training plan's ranked.csv (its ranking is their order)
+TRAIN_LAYOUT = ("dp", "tp", "pp", "pp_schedule", "ep", "sp", "sp_kind", "cp", "zero_stage", "micro_batch_size",
+                "recompute", "micro_batches")
 
 
 def _env(tree: Path, bytecode: bool) -> dict:
@@ -65,9 +85,13 @@ def _env(tree: Path, bytecode: bool) -> dict:
     return env
 
 
-def run_once(tree: Path, args: list[str], bytecode: bool = True) -> dict:
-    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS."""
+def run_once(tree: Path, args: list[str], bytecode: bool = True, out: Path | None = None) -> dict:
+    """One whole process of ``clustersim`` from ``tree``: wall, child CPU (with its workers'),
+    child peak RSS (its largest process). ``out``: what ``{out}`` in ``args`` stands for (emptied first)."""
     env = _env(tree, bytecode)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        args = [a.format(out=out) for a in args]
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "clustersim.cli", *args], cwd=tree, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -91,21 +115,51 @@ def summarise(runs: list[dict], requests: int | None) -> dict:
     return out
 
 
+def _ranking(path: Path, columns: tuple[str, ...]) -> list[tuple]:
+    with open(path, newline="") as f:
+        return [tuple(r[c] for c in columns) for r in csv.DictReader(f)]
+
+
+def same_answer(new_out: Path, base_out: Path) -> tuple[bool | None, str]:
+    """Whether the two sides' plans answered alike: the training ranking (``TRAIN_LAYOUT``
+    columns both wrote, row order), else ``best_deployment.yaml``; with a few words on it."""
+    best_new, best_base = new_out / "best_deployment.yaml", base_out / "best_deployment.yaml"
+    if best_new.exists() or best_base.exists():
+        if not (best_new.exists() and best_base.exists()):
+            return False, "best_deployment.yaml written by one side only"
+        same = best_new.read_bytes() == best_base.read_bytes()
+        return same, f"best_deployment.yaml {'identical' if same else 'differs'}"
+    ranked_new, ranked_base = new_out / "ranked.csv", base_out / "ranked.csv"
+    if not (ranked_new.exists() and ranked_base.exists()):
+        return None, "no ranked.csv to compare"
+    with open(ranked_new, newline="") as f, open(ranked_base, newline="") as g:
+        shared = tuple(c for c in TRAIN_LAYOUT if c in next(csv.reader(f)) and c in next(csv.reader(g)))
+    a, b = _ranking(ranked_new, shared), _ranking(ranked_base, shared)
+    if a == b:
+        return True, f"the same ranking of {len(a)} layouts"
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return False, f"rankings differ from row {first + 1} ({len(a)} vs {len(b)} rows)"
+
+
 def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True) -> dict:
     name, args, requests, target, check = row
     n = int(requests * scale) if requests else None
-    argv = [a.format(n=n) for a in args]
+    argv = [a.format(n=n, out="{out}") for a in args]
     runs: dict[str, list[dict]] = {"new": [], "baseline": []}
-    if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
-        run_once(ROOT, argv)       # its compilation in the noise)
-        run_once(baseline, argv)
-    for _ in range(repeat):  # alternate, so that both sides see the same machine load
-        runs["new"].append(run_once(ROOT, argv, bytecode))
-        runs["baseline"].append(run_once(baseline, argv, bytecode))
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        outs = {"new": Path(tmp) / "new", "baseline": Path(tmp) / "baseline"} if "{out}" in argv else {}
+        if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
+            run_once(ROOT, argv, out=outs.get("new"))  # its compilation in the noise)
+            run_once(baseline, argv, out=outs.get("baseline"))
+        for _ in range(repeat):  # alternate, so that both sides see the same machine load
+            runs["new"].append(run_once(ROOT, argv, bytecode, outs.get("new")))
+            runs["baseline"].append(run_once(baseline, argv, bytecode, outs.get("baseline")))
+        same, how = same_answer(outs["new"], outs["baseline"]) if outs else (None, "")
     new, base = summarise(runs["new"], n), summarise(runs["baseline"], n)
+    new["same_answer"] = same
     return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new, "baseline": base,
             "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
-            "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"]}
+            "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"], "answer": how}
 
 
 def _side(s: dict) -> str:
@@ -137,6 +191,8 @@ def main(argv=None) -> None:
         print(f"  new:      {_side(r['new'])}")
         print(f"  baseline: {_side(r['baseline'])}")
         print(f"  speed-up: {r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU; memory {r['memory_ratio']:.2f}x")
+        if r["answer"]:
+            print(f"  answer:   {r['answer']}")
         if args.json:
             print(json.dumps(r))
         sys.stdout.flush()
