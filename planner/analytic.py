@@ -183,6 +183,36 @@ class PoolModel:
         lo = 1 << e
         return t0 + (t1 - t0) * (b - lo) / lo
 
+    def batch_for_rate(self, lam: float, b_hi: float, k: float, out_tokens: float) -> float:
+        """Largest decode batch per rank in [0, ``b_hi``] whose ``b dp k / step(b) / out_tokens``
+        (requests/s with ``k`` tokens a step) is at most ``lam``: ``b_hi`` itself, else 40
+        halvings of [0, b_hi] (throughput is increasing in b). It runs ~10^4 times a plan, 40
+        steps each: ``decode_step_s``'s interpolation is inlined, the same arithmetic."""
+        dp = self.dp
+        if b_hi * dp * k / self.decode_step_s(b_hi) / out_tokens <= lam:
+            return b_hi
+        d, log2, top = self._dec, math.log2, _DEC_EXP_MAX - 1
+        lo, hi = 0.0, b_hi
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if mid <= 1.0:
+                t = self._dec_at(0)
+            else:
+                e = int(log2(mid))
+                if e > top:
+                    e = top
+                t0 = d.get(e)
+                t1 = d.get(e + 1)
+                if t0 is None or t1 is None:
+                    t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+                base = 1 << e
+                t = t0 + (t1 - t0) * (mid - base) / base
+            if mid * dp * k / t / out_tokens <= lam:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
     def max_decode_batch(self, pred, b_cap: float) -> float | None:
         """Largest b in [1, b_cap] with pred(b) (monotone); None when pred(1) fails."""
         b_cap = min(b_cap, float(2**_DEC_EXP_MAX))
@@ -437,18 +467,7 @@ class Evaluator:
 
     def _batch_for(self, choice, lam: float, b_hi: float) -> float:
         """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
-        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
-        dp, step = m.dp, m.decode_step_s
-        if b_hi * dp * k / step(b_hi) / O <= lam:
-            return b_hi
-        lo, hi = 0.0, b_hi  # ``_bisect_max`` of that test, inlined: it runs 10^5 times in a plan
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if mid * dp * k / step(mid) / O <= lam:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        return self.pool_model(choice).batch_for_rate(lam, b_hi, self.tokens_per_step(choice), self.ctx.output_tokens)
 
     def _decode_perf(self, choice, fit, handoff_gap_s: float = 0.0) -> PoolPerf:
         """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries

@@ -211,20 +211,33 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
                 ev.perf(c)
         ticker.finish()
         return
-    # cost one key here first: it warms the profile's and cost model's lazy tables, which
-    # forked workers then inherit instead of each rebuilding them (seconds per process)
+    # a decode and a prefill step costed here first warm the profile's and the cost model's
+    # lazy tables (most of a process's first second), which forked workers then inherit
+    # (``planner.analytic.worker_evaluator``) instead of each building them again
     keys = sorted(keys, key=lambda k: (-k[0], k))
-    for c in costly[keys[0]]:
-        ev.perf(c)
-    keys = keys[1:]
-    n_tasks = min(len(keys), executor.workers * 4)
+    warm = ev.pool_model(costly[keys[0]][0])
+    warm.decode_step_s(1.0)
+    warm.prefill_step_s(float(warm.prompt))
+    n_tasks = min(len(keys), executor.workers * 4 + 1)
     # spread keys round-robin by instance size so tasks take similar time
     groups = [keys[i::n_tasks] for i in range(n_tasks)]
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
              for g in groups if g]
-    for state in executor.map(pool_task, tasks, desc="pool costs"):
-        ev.import_state(state)
+    # the workers take all groups but one, which this process costs meanwhile
+    pending = start(executor, pool_task, tasks[1:], desc="pool costs")
+    try:
+        _ctx, mine, my_gaps = tasks[0]
+        for c in mine:
+            ev.perf(c)
+        for c, gs in my_gaps.items():
+            if ev.perf(c).reason is None:
+                for g in gs:
+                    ev.decode_perf_after_handoff(c, g)
+        for state in pending():
+            ev.import_state(state)
+    finally:
+        pending.cancel()
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
