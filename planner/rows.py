@@ -190,9 +190,11 @@ class Labels:
     def values(self, rows=None) -> list[str]:
         cols, memo = self.ev._columns, {}
         idx = range(len(self.choices)) if rows is None else rows
-        counts = (self.counts if rows is None else self.counts[np.asarray(rows, dtype=np.int64)]).tolist()
+        counts = self.counts if rows is None else self.counts[np.asarray(rows, dtype=np.int64)]
         out = []
-        for i, cn in zip(idx, counts):  # a pool's text by (choice, count), memoised here by the choice's id
+        # a pool's text by (choice, count), memoised here by the choice's id; the counts as
+        # Python ints, one list per role (a list per row would be 10^5 objects for the GC)
+        for i, cn in zip(idx, zip(*(counts[:, j].tolist() for j in range(counts.shape[1])))):
             parts = []
             for ch, n in zip(self.choices[i], cn):
                 text = memo.get((id(ch), n))

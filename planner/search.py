@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
-from planner.executors import Executor, default_executor, start
+from planner.executors import Executor, default_executor, frozen_heap, start
 from planner.feasibility import pool_fit
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
@@ -400,7 +400,8 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
     ev = Evaluator(ctx)
     share_with_workers(ev)  # pool workers forked during the plan start from its memos
     try:
-        return _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress)
+        with frozen_heap():
+            return _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress)
     finally:
         share_with_workers(None)
 

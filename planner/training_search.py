@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 import simulator.training as training
-from planner.executors import Executor, start
+from planner.executors import Executor, frozen_heap, start
 from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
@@ -124,7 +124,8 @@ def training_search(
         evaluated += 1
         pending.append((len(rows), job))
         rows.append(row)
-    _simulate(rows, pending, profile, executor, ticker)
+    with frozen_heap():
+        _simulate(rows, pending, profile, executor, ticker)
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
