@@ -3,7 +3,7 @@ baseline checkout in the same run.
 
     python benchmarks/bench_speed.py                          # every row, baseline /work/baseline
     python benchmarks/bench_speed.py --baseline DIR --repeat 3 --rows help collective
-    python benchmarks/bench_speed.py --rows plan_h200x32 plan_h800 plan_train
+    python benchmarks/bench_speed.py --rows plan_h200x32 plan_h800 plan_train --baseline /work/base6 /work/baseline
     python benchmarks/bench_speed.py --quick                  # 10x fewer requests (a smoke run)
 
 ``plan`` rows run ``clustersim plan EXAMPLE --out TMP`` (a fresh directory each run, removed
@@ -14,8 +14,9 @@ order of the layouts in ``ranked.csv``, over the layout columns both write; the 
 asks for the same ranking).
 
 Every row is a whole ``clustersim`` process (``python -m clustersim.cli ...``), run alternately
-from this tree (``PYTHONPATH`` = this repository, cwd here) and from the baseline tree (its own
-``PYTHONPATH`` and cwd), ``--repeat`` times each. For each side it reports the median wall time,
+from this tree (``PYTHONPATH`` = this repository, cwd here) and from each baseline tree (its own
+``PYTHONPATH`` and cwd; ``--baseline`` takes several, the first one's ratios and answer decide
+a row's target), ``--repeat`` times each. For each side it reports the median wall time,
 the median CPU time of the child (user + sys, ``os.wait4``: steadier than wall time on a shared
 machine), the peak RSS of the child and, for ``simulate`` rows, requests per wall-second and per
 CPU-second; then the ratio new / baseline of the speed (baseline seconds / new seconds) and of the
@@ -66,7 +67,7 @@ ROWS = [
     ("plan DeepSeek-V3 on H800", ["plan", "examples/plan_deepseek-v3_h800.yaml", "--out", "{out}"], None,
      "<= 4 s, <= 300 MB", lambda r: r["wall_s"] <= 4.0 and r["peak_rss_mb"] <= 300),
     ("training plan, 2,048 H800", ["plan", "examples/train_deepseek-v3_h800_2048.yaml", "--out", "{out}"], None,
-     "<= 4 s, the baseline's ranking", lambda r: r["wall_s"] <= 4.0 and r.get("same_answer") is True),
+     "<= 4 s, the (first) baseline's ranking", lambda r: r["wall_s"] <= 4.0 and r.get("same_answer") is True),
 ]
 SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4, "plan_h200x32": 5, "plan_h800": 6,
          "plan_train": 7}
@@ -141,25 +142,37 @@ def same_answer(new_out: Path, base_out: Path) -> tuple[bool | None, str]:
     return False, f"rankings differ from row {first + 1} ({len(a)} vs {len(b)} rows)"
 
 
-def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True) -> dict:
+def bench_row(row, baselines: Path | list[Path], repeat: int, scale: float, bytecode: bool = True) -> dict:
+    """One row: this tree and each baseline tree run alternately ``repeat`` times; the first
+    baseline's figures are ``baseline`` and the ratios at the top level, every baseline's are
+    in ``baselines``."""
     name, args, requests, target, check = row
+    bases = [baselines] if isinstance(baselines, Path) else list(baselines)
     n = int(requests * scale) if requests else None
     argv = [a.format(n=n, out="{out}") for a in args]
-    runs: dict[str, list[dict]] = {"new": [], "baseline": []}
+    trees = [ROOT] + bases
+    runs: list[list[dict]] = [[] for _ in trees]
     with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
-        outs = {"new": Path(tmp) / "new", "baseline": Path(tmp) / "baseline"} if "{out}" in argv else {}
+        outs = [Path(tmp) / f"side{i}" for i in range(len(trees))] if "{out}" in argv else [None] * len(trees)
         if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
-            run_once(ROOT, argv, out=outs.get("new"))  # its compilation in the noise)
-            run_once(baseline, argv, out=outs.get("baseline"))
-        for _ in range(repeat):  # alternate, so that both sides see the same machine load
-            runs["new"].append(run_once(ROOT, argv, bytecode, outs.get("new")))
-            runs["baseline"].append(run_once(baseline, argv, bytecode, outs.get("baseline")))
-        same, how = same_answer(outs["new"], outs["baseline"]) if outs else (None, "")
-    new, base = summarise(runs["new"], n), summarise(runs["baseline"], n)
-    new["same_answer"] = same
-    return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new, "baseline": base,
-            "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
-            "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"], "answer": how}
+            for tree, out in zip(trees, outs):  # its compilation in the noise)
+                run_once(tree, argv, out=out)
+        for _ in range(repeat):  # alternate, so that every side sees the same machine load
+            for i, (tree, out) in enumerate(zip(trees, outs)):
+                runs[i].append(run_once(tree, argv, bytecode, out))
+        answers = [same_answer(outs[0], out) if out is not None else (None, "") for out in outs[1:]]
+    new = summarise(runs[0], n)
+    new["same_answer"] = answers[0][0]
+    per_base = []
+    for tree, base_runs, (same, how) in zip(bases, runs[1:], answers):
+        base = summarise(base_runs, n)
+        per_base.append({"tree": str(tree), "side": base, "same_answer": same, "answer": how,
+                         "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
+                         "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"]})
+    first = per_base[0]
+    return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new,
+            "baseline": first["side"], "speedup_wall": first["speedup_wall"], "speedup_cpu": first["speedup_cpu"],
+            "memory_ratio": first["memory_ratio"], "answer": first["answer"], "baselines": per_base}
 
 
 def _side(s: dict) -> str:
@@ -170,7 +183,8 @@ def _side(s: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", default="/work/baseline", help="baseline checkout (its own PYTHONPATH and cwd)")
+    ap.add_argument("--baseline", nargs="+", default=["/work/baseline"],
+                    help="baseline checkouts (each its own PYTHONPATH and cwd), run alternately with this tree")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each side per row (alternating)")
     ap.add_argument("--rows", nargs="*", choices=sorted(SHORT), help="only these rows")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (not the issue's rows)")
@@ -178,21 +192,21 @@ def main(argv=None) -> None:
     ap.add_argument("--compile-each-run", action="store_true",
                     help="no bytecode cache: every process compiles both trees (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args(argv)
-    baseline = Path(args.baseline).resolve()
+    baselines = [Path(b).resolve() for b in args.baseline]
     rows = [ROWS[SHORT[r]] for r in args.rows] if args.rows else ROWS
     load = os.getloadavg()[0]
     print(f"# {os.cpu_count()} CPUs, load average {load:.1f} at start; ratios are baseline / new seconds "
           f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so; "
           f"{'compiled every run' if args.compile_each_run else 'bytecode cached per tree'}")
     for row in rows:
-        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run)
+        r = bench_row(row, baselines, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run)
         print(f"{r['row']}{' (quick)' if args.quick else ''}: target {r['target']}: "
               f"{'MET' if r['met'] else 'not met'}")
         print(f"  new:      {_side(r['new'])}")
-        print(f"  baseline: {_side(r['baseline'])}")
-        print(f"  speed-up: {r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU; memory {r['memory_ratio']:.2f}x")
-        if r["answer"]:
-            print(f"  answer:   {r['answer']}")
+        for b in r["baselines"]:
+            print(f"  baseline {b['tree']}: {_side(b['side'])}")
+            print(f"    speed-up: {b['speedup_wall']:.2f}x wall, {b['speedup_cpu']:.2f}x CPU; "
+                  f"memory {b['memory_ratio']:.2f}x{'; ' + b['answer'] if b['answer'] else ''}")
         if args.json:
             print(json.dumps(r))
         sys.stdout.flush()
