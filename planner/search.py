@@ -95,12 +95,18 @@ def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = N
     search per gap, done here in parallel), and the step tables they filled
     (``Evaluator.export_state``)."""
     ev = worker_evaluator(ctx)
-    perfs = {c: ev.perf(c) for c in choices}
-    for c, gs in (gaps or {}).items():
-        if perfs[c].reason is None:
+    _cost_pools(ev, choices, gaps or {})
+    return ev.export_state(choices)
+
+
+def _cost_pools(ev: Evaluator, choices: list[PoolChoice], gaps: dict) -> None:
+    """``ev`` holds the capacities of ``choices`` and, per decode choice, after each KV handoff gap of ``gaps``."""
+    for c in choices:
+        ev.perf(c)
+    for c, gs in gaps.items():
+        if ev.perf(c).reason is None:
             for g in gs:
                 ev.decode_perf_after_handoff(c, g)
-    return ev.export_state(choices)
 
 
 def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
@@ -227,13 +233,7 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     # the workers take all groups but one, which this process costs meanwhile
     pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
-        _ctx, mine, my_gaps = tasks[0]
-        for c in mine:
-            ev.perf(c)
-        for c, gs in my_gaps.items():
-            if ev.perf(c).reason is None:
-                for g in gs:
-                    ev.decode_perf_after_handoff(c, g)
+        _cost_pools(ev, tasks[0][1], tasks[0][2])
         for state in pending():
             ev.import_state(state)
     finally:
