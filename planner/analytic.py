@@ -129,15 +129,32 @@ def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
     return lo
 
 
+def spec_key(spec) -> tuple:
+    """A dict key of an ``InstanceSpec`` within one process (it does not hash: its cluster holds
+    mappings): its model, cluster and draft model by identity (an ``Evaluator`` has one of each),
+    its other fields by value."""
+    return (id(spec.model), id(spec.cluster), id(spec.draft_model), spec.layout, spec.weight_dtype, spec.kv_dtype,
+            spec.moe_imbalance, spec.mtp_depth, spec.draft_tokens, spec.kernels)
+
+
 class PoolModel:
     """Memoised step costs of one instance configuration (one pool cost key)."""
 
-    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None):
+    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None, instances: dict | None = None):
+        """``instances``: the ``InstanceCost`` of each instance spec, shared by the pool models of
+        cost keys that cost as the same instance (redundant experts folded into an equivalent
+        EP, ``instance_spec``), so their steps are costed once."""
         self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
-        self.inst = InstanceCost(self.spec, profile)
-        if cost_models is not None:
-            self.inst.share_cost_models(*cost_models)
+        key = spec_key(self.spec)
+        inst = instances.get(key) if instances is not None else None
+        if inst is None:
+            inst = InstanceCost(self.spec, profile)
+            if cost_models is not None:
+                inst.share_cost_models(*cost_models)
+            if instances is not None:
+                instances[key] = inst
+        self.inst = inst
         self.dp = self.spec.layout.dp
         self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth
@@ -346,6 +363,7 @@ class Evaluator:
         self.cluster = ctx.cluster.resolve()
         self.profile = load_profile_for(ctx.profile, self.cluster.device.name)
         self._models: dict[tuple, PoolModel] = {}
+        self._insts: dict = {}  # ``spec_key`` -> InstanceCost (``PoolModel``)
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
         self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
@@ -364,7 +382,7 @@ class Evaluator:
         key = choice.cost_key
         m = self._models.get(key)
         if m is None:
-            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models())
+            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models(), self._insts)
             self._models[key] = m
         return m
 

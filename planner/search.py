@@ -224,9 +224,12 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     warm = ev.pool_model(costly[keys[0]][0])
     warm.decode_step_s(1.0)
     warm.prefill_step_s(float(warm.prompt))
-    n_tasks = min(len(keys), executor.workers * 4 + 1)
-    # spread keys round-robin by instance size so tasks take similar time
-    groups = [keys[i::n_tasks] for i in range(n_tasks)]
+    # keys that cost as the same instance (``planner.feasibility.instance_spec``) go to one task,
+    # which costs their steps once; such units spread round-robin by instance size so tasks
+    # take similar time
+    units = _same_instance(ctx, ev, keys, costly)
+    n_tasks = min(len(units), executor.workers * 4 + 1)
+    groups = [[k for u in units[i::n_tasks] for k in u] for i in range(n_tasks)]
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
              for g in groups if g]
@@ -238,6 +241,21 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
             ev.import_state(state)
     finally:
         pending.cancel()
+
+
+def _same_instance(ctx, ev: Evaluator, keys: list[tuple], costly: dict) -> list[list[tuple]]:
+    """``keys`` (in order) as runs of those whose pool models cost the same instance."""
+    from planner.analytic import spec_key
+    from planner.feasibility import instance_spec
+
+    units: dict = {}
+    for k in keys:
+        try:
+            same = spec_key(instance_spec(ctx, costly[k][0], ev.model, ev.cluster))
+        except (ValueError, LookupError):
+            same = k
+        units.setdefault(same, []).append(k)
+    return list(units.values())
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
