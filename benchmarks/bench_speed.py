@@ -1,21 +1,27 @@
-"""Issue 15's speed table for the serving simulator and start-up, each row against a baseline
-checkout in the same run.
+"""Issue 15's speed table (plans, the serving simulator and start-up), each row against a
+baseline checkout in the same run.
 
     python benchmarks/bench_speed.py                          # every row, baseline /work/baseline
     python benchmarks/bench_speed.py --baseline DIR --repeat 3 --rows help collective
+    python benchmarks/bench_speed.py --rows plan_h200x32 plan_h800 plan_train --baseline /work/base6 /work/baseline
     python benchmarks/bench_speed.py --quick                  # 10x fewer requests (a smoke run)
     python benchmarks/bench_speed.py --rows llama h800 --out  # simulate rows writing --out files too
 
+``plan`` rows run ``clustersim plan EXAMPLE --out TMP`` (a fresh directory each run, removed
+after; only options both trees accept), and compare what the two sides wrote in their last
+runs: a serving plan's ``best_deployment.yaml`` (the same bytes, or not: a baseline from before
+other model changes can answer differently for their sake), a training plan's ranking (the
+order of the layouts in ``ranked.csv``, over the layout columns both write; the issue's target
+asks for the same ranking).
+
 Every row is a whole ``clustersim`` process (``python -m clustersim.cli ...``), run alternately
-from this tree (``PYTHONPATH`` = this repository, cwd here) and from the baseline tree (its own
-``PYTHONPATH`` and cwd), ``--repeat`` times each. For each side it reports the median wall time,
+from this tree (``PYTHONPATH`` = this repository, cwd here) and from each baseline tree (its own
+``PYTHONPATH`` and cwd; ``--baseline`` takes several, the first one's ratios and answer decide
+a row's target), ``--repeat`` times each. For each side it reports the median wall time,
 the median CPU time of the child (user + sys, ``os.wait4``: steadier than wall time on a shared
 machine), the peak RSS of the child and, for ``simulate`` rows, requests per wall-second and per
 CPU-second; then the ratio new / baseline of the speed (baseline seconds / new seconds) and of the
-peak memory. Nothing is written but the table (``--json`` adds one JSON line per row); with
-``--out``, each ``simulate`` run also writes its ``--out`` files (summary, requests.csv,
-timeseries.csv) into a fresh temporary directory, removed after the run, and the row reports the
-bytes written.
+peak memory. Nothing is written but the table (``--json`` adds one JSON line per row).
 
 Compiled bytecode: an installed package runs from its ``.pyc`` files, but this machine sets
 ``PYTHONDONTWRITEBYTECODE``, so every process would compile both trees from source (about 0.1 s
@@ -27,9 +33,11 @@ untimed warm-up run per side; ``--compile-each-run`` measures the machine's sett
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,8 +63,18 @@ ROWS = [
                                                "--tokens-per-rank", "128"], None, "<= 0.3 s",
      lambda r: r["wall_s"] <= 0.3),
     ("clustersim --help", ["--help"], None, "<= 0.15 s", lambda r: r["wall_s"] <= 0.15),
+    ("plan DeepSeek-V3 on 32 H200", ["plan", "examples/plan_deepseek-v3_h200x32.yaml", "--out", "{out}"], None,
+     "<= 2 s", lambda r: r["wall_s"] <= 2.0),
+    ("plan DeepSeek-V3 on H800", ["plan", "examples/plan_deepseek-v3_h800.yaml", "--out", "{out}"], None,
+     "<= 4 s, <= 300 MB", lambda r: r["wall_s"] <= 4.0 and r["peak_rss_mb"] <= 300),
+    ("training plan, 2,048 H800", ["plan", "examples/train_deepseek-v3_h800_2048.yaml", "--out", "{out}"], None,
+     "<= 4 s, the (first) baseline's ranking", lambda r: r["wall_s"] <= 4.0 and r.get("same_answer") is True),
 ]
-SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4}
+SHORT = {"h800": 0, "llama": 1, "collective": 2, "dispatch": 3, "help": 4, "plan_h200x32": 5, "plan_h800": 6,
+         "plan_train": 7}
+#: layout columns of a training plan's ranked.csv (its ranking is their order)
+TRAIN_LAYOUT = ("dp", "tp", "pp", "pp_schedule", "ep", "sp", "sp_kind", "cp", "zero_stage", "micro_batch_size",
+                "recompute", "micro_batches")
 
 
 def _env(tree: Path, bytecode: bool) -> dict:
@@ -69,15 +87,13 @@ def _env(tree: Path, bytecode: bool) -> dict:
     return env
 
 
-def run_once(tree: Path, args: list[str], bytecode: bool = True, out: bool = False) -> dict:
-    """One whole process of ``clustersim`` from ``tree``: wall, child CPU, child peak RSS (with
-    ``out``, a ``simulate`` writes its files into a temporary directory: their bytes too)."""
-    if out and args[:1] == ["simulate"]:
-        with tempfile.TemporaryDirectory(prefix="bench-out-") as d:
-            r = run_once(tree, [*args, "--out", d], bytecode)
-            r["out_bytes"] = sum(f.stat().st_size for f in Path(d).iterdir())
-            return r
+def run_once(tree: Path, args: list[str], bytecode: bool = True, out: Path | None = None) -> dict:
+    """One whole process of ``clustersim`` from ``tree``: wall, child CPU (with its workers'),
+    child peak RSS (its largest process). ``out``: what ``{out}`` in ``args`` stands for (emptied first)."""
     env = _env(tree, bytecode)
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        args = [a.format(out=out) for a in args]
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "clustersim.cli", *args], cwd=tree, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -88,7 +104,10 @@ def run_once(tree: Path, args: list[str], bytecode: bool = True, out: bool = Fal
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{tree}: clustersim {' '.join(args)} exited {code}: {err.strip().splitlines()[-1:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+    r = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+    if out is not None and out.is_dir():
+        r["out_bytes"] = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    return r
 
 
 def summarise(runs: list[dict], requests: int | None) -> dict:
@@ -101,24 +120,72 @@ def summarise(runs: list[dict], requests: int | None) -> dict:
     return out
 
 
-def bench_row(row, baseline: Path, repeat: int, scale: float, bytecode: bool = True, out: bool = False) -> dict:
+def _ranking(path: Path, columns: tuple[str, ...]) -> list[tuple]:
+    with open(path, newline="") as f:
+        return [tuple(r[c] for c in columns) for r in csv.DictReader(f)]
+
+
+def same_answer(new_out: Path, base_out: Path) -> tuple[bool | None, str]:
+    """Whether the two sides' plans answered alike: the training ranking (``TRAIN_LAYOUT``
+    columns both wrote, row order), else ``best_deployment.yaml``; with a few words on it."""
+    best_new, best_base = new_out / "best_deployment.yaml", base_out / "best_deployment.yaml"
+    if best_new.exists() or best_base.exists():
+        if not (best_new.exists() and best_base.exists()):
+            return False, "best_deployment.yaml written by one side only"
+        same = best_new.read_bytes() == best_base.read_bytes()
+        return same, f"best_deployment.yaml {'identical' if same else 'differs'}"
+    ranked_new, ranked_base = new_out / "ranked.csv", base_out / "ranked.csv"
+    if not (ranked_new.exists() and ranked_base.exists()):
+        return None, "no ranked.csv to compare"
+    with open(ranked_new, newline="") as f, open(ranked_base, newline="") as g:
+        shared = tuple(c for c in TRAIN_LAYOUT if c in next(csv.reader(f)) and c in next(csv.reader(g)))
+    a, b = _ranking(ranked_new, shared), _ranking(ranked_base, shared)
+    if a == b:
+        return True, f"the same ranking of {len(a)} layouts"
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return False, f"rankings differ from row {first + 1} ({len(a)} vs {len(b)} rows)"
+
+
+def bench_row(row, baselines: Path | list[Path], repeat: int, scale: float, bytecode: bool = True,
+              write_out: bool = False) -> dict:
+    """One row: this tree and each baseline tree run alternately ``repeat`` times; the first
+    baseline's figures are ``baseline`` and the ratios at the top level, every baseline's are
+    in ``baselines``. ``write_out``: a ``simulate`` row also writes its ``--out`` files."""
     name, args, requests, target, check = row
+    if write_out and args[:1] == ["simulate"]:
+        args = [*args, "--out", "{out}"]
+    bases = [baselines] if isinstance(baselines, Path) else list(baselines)
     n = int(requests * scale) if requests else None
-    argv = [a.format(n=n) for a in args]
-    runs: dict[str, list[dict]] = {"new": [], "baseline": []}
-    if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
-        run_once(ROOT, argv)       # its compilation in the noise)
-        run_once(baseline, argv)
-    for _ in range(repeat):  # alternate, so that both sides see the same machine load
-        runs["new"].append(run_once(ROOT, argv, bytecode, out))
-        runs["baseline"].append(run_once(baseline, argv, bytecode, out))
-    new, base = summarise(runs["new"], n), summarise(runs["baseline"], n)
-    for side, rs in (("new", runs["new"]), ("baseline", runs["baseline"])):
-        if "out_bytes" in rs[0]:
-            (new if side == "new" else base)["out_bytes"] = rs[0]["out_bytes"]
-    return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new, "baseline": base,
-            "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
-            "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"]}
+    argv = [a.format(n=n, out="{out}") for a in args]
+    trees = [ROOT] + bases
+    runs: list[list[dict]] = [[] for _ in trees]
+    with tempfile.TemporaryDirectory(prefix="bench_speed_") as tmp:
+        outs = [Path(tmp) / f"side{i}" for i in range(len(trees))] if "{out}" in argv else [None] * len(trees)
+        if bytecode and not requests:  # fill each side's bytecode cache (a simulation's first run pays
+            for tree, out in zip(trees, outs):  # its compilation in the noise)
+                run_once(tree, argv, out=out)
+        for _ in range(repeat):  # alternate, so that every side sees the same machine load
+            for i, (tree, out) in enumerate(zip(trees, outs)):
+                runs[i].append(run_once(tree, argv, bytecode, out))
+        answers = [same_answer(outs[0], out) if out is not None and args[:1] == ["plan"] else (None, "")
+                   for out in outs[1:]]
+    new = summarise(runs[0], n)
+    new["same_answer"] = answers[0][0]
+    for side, rs in zip([new], runs[:1]):
+        if "out_bytes" in rs[-1]:
+            side["out_bytes"] = rs[-1]["out_bytes"]
+    per_base = []
+    for tree, base_runs, (same, how) in zip(bases, runs[1:], answers):
+        base = summarise(base_runs, n)
+        if "out_bytes" in base_runs[-1]:
+            base["out_bytes"] = base_runs[-1]["out_bytes"]
+        per_base.append({"tree": str(tree), "side": base, "same_answer": same, "answer": how,
+                         "speedup_wall": base["wall_s"] / new["wall_s"], "speedup_cpu": base["cpu_s"] / new["cpu_s"],
+                         "memory_ratio": new["peak_rss_mb"] / base["peak_rss_mb"]})
+    first = per_base[0]
+    return {"row": name, "requests": n, "target": target, "met": bool(check(new)), "new": new,
+            "baseline": first["side"], "speedup_wall": first["speedup_wall"], "speedup_cpu": first["speedup_cpu"],
+            "memory_ratio": first["memory_ratio"], "answer": first["answer"], "baselines": per_base}
 
 
 def _side(s: dict) -> str:
@@ -130,7 +197,8 @@ def _side(s: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", default="/work/baseline", help="baseline checkout (its own PYTHONPATH and cwd)")
+    ap.add_argument("--baseline", nargs="+", default=["/work/baseline"],
+                    help="baseline checkouts (each its own PYTHONPATH and cwd), run alternately with this tree")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each side per row (alternating)")
     ap.add_argument("--rows", nargs="*", choices=sorted(SHORT), help="only these rows")
     ap.add_argument("--quick", action="store_true", help="a tenth of the requests (not the issue's rows)")
@@ -139,20 +207,22 @@ def main(argv=None) -> None:
     ap.add_argument("--compile-each-run", action="store_true",
                     help="no bytecode cache: every process compiles both trees (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args(argv)
-    baseline = Path(args.baseline).resolve()
+    baselines = [Path(b).resolve() for b in args.baseline]
     rows = [ROWS[SHORT[r]] for r in args.rows] if args.rows else ROWS
     load = os.getloadavg()[0]
     print(f"# {os.cpu_count()} CPUs, load average {load:.1f} at start; ratios are baseline / new seconds "
           f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so; "
           f"{'compiled every run' if args.compile_each_run else 'bytecode cached per tree'}")
     for row in rows:
-        r = bench_row(row, baseline, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run, args.out)
+        r = bench_row(row, baselines, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run, args.out)
         print(f"{r['row']}{' (quick)' if args.quick else ''}{' --out' if args.out and r['requests'] else ''}: "
               f"target {r['target']}: "
               f"{'MET' if r['met'] else 'not met'}")
         print(f"  new:      {_side(r['new'])}")
-        print(f"  baseline: {_side(r['baseline'])}")
-        print(f"  speed-up: {r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU; memory {r['memory_ratio']:.2f}x")
+        for b in r["baselines"]:
+            print(f"  baseline {b['tree']}: {_side(b['side'])}")
+            print(f"    speed-up: {b['speedup_wall']:.2f}x wall, {b['speedup_cpu']:.2f}x CPU; "
+                  f"memory {b['memory_ratio']:.2f}x{'; ' + b['answer'] if b['answer'] else ''}")
         if args.json:
             print(json.dumps(r))
         sys.stdout.flush()

@@ -55,7 +55,7 @@ from simulator.policies import StepCostCache
 from workloads.ops import BatchShape
 
 __all__ = ["UniformBatch", "equivalent_batch", "engine_step_s", "load_profile_for", "PoolModel", "Evaluator",
-           "kingman_wait_p"]
+           "kingman_wait_p", "share_with_workers", "worker_evaluator"]
 
 _DEC_EXP_MAX = 14  # decode grid: batch per rank up to 2**14
 _PREFILL_GRID = 6  # prefill TTFT table: rates per instance from 0 towards the saturation rate
@@ -129,15 +129,32 @@ def _bisect_max(pred, lo: float, hi: float, iters: int = 30) -> float:
     return lo
 
 
+def spec_key(spec) -> tuple:
+    """A dict key of an ``InstanceSpec`` within one process (it does not hash: its cluster holds
+    mappings): its model, cluster and draft model by identity (an ``Evaluator`` has one of each),
+    its other fields by value."""
+    return (id(spec.model), id(spec.cluster), id(spec.draft_model), spec.layout, spec.weight_dtype, spec.kv_dtype,
+            spec.moe_imbalance, spec.mtp_depth, spec.draft_tokens, spec.kernels)
+
+
 class PoolModel:
     """Memoised step costs of one instance configuration (one pool cost key)."""
 
-    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None):
+    def __init__(self, ctx, choice, model, cluster, profile, cost_models=None, instances: dict | None = None):
+        """``instances``: the ``InstanceCost`` of each instance spec, shared by the pool models of
+        cost keys that cost as the same instance (redundant experts folded into an equivalent
+        EP, ``instance_spec``), so their steps are costed once."""
         self.choice = choice  # one choice of this cost key (``Evaluator.export_state``)
         self.spec = instance_spec(ctx, choice, model, cluster)
-        self.inst = InstanceCost(self.spec, profile)
-        if cost_models is not None:
-            self.inst.share_cost_models(*cost_models)
+        key = spec_key(self.spec)
+        inst = instances.get(key) if instances is not None else None
+        if inst is None:
+            inst = InstanceCost(self.spec, profile)
+            if cost_models is not None:
+                inst.share_cost_models(*cost_models)
+            if instances is not None:
+                instances[key] = inst
+        self.inst = inst
         self.dp = self.spec.layout.dp
         self.pp = choice.layout.pp
         self.new = 1 + choice.mtp_depth
@@ -167,13 +184,51 @@ class PoolModel:
         return t
 
     def decode_step_s(self, b: float) -> float:
-        """Step time at ``b`` sequences per attention-DP rank (linear between powers of two)."""
+        """Step time at ``b`` sequences per attention-DP rank (linear between powers of two).
+        (It runs ~10^6 times a plan: the grid is read from the memo directly, and
+        ``2**(e+1) - 2**e`` is written ``2**e``, the same integer.)"""
         if b <= 1.0:
             return self._dec_at(0)
-        e = min(int(math.log2(b)), _DEC_EXP_MAX - 1)
-        lo, hi = 2**e, 2 ** (e + 1)
-        t0, t1 = self._dec_at(e), self._dec_at(e + 1)
-        return t0 + (t1 - t0) * (b - lo) / (hi - lo)
+        e = int(math.log2(b))
+        if e > _DEC_EXP_MAX - 1:
+            e = _DEC_EXP_MAX - 1
+        d = self._dec
+        t0 = d.get(e)
+        t1 = d.get(e + 1)
+        if t0 is None or t1 is None:
+            t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+        lo = 1 << e
+        return t0 + (t1 - t0) * (b - lo) / lo
+
+    def batch_for_rate(self, lam: float, b_hi: float, k: float, out_tokens: float) -> float:
+        """Largest decode batch per rank in [0, ``b_hi``] whose ``b dp k / step(b) / out_tokens``
+        (requests/s with ``k`` tokens a step) is at most ``lam``: ``b_hi`` itself, else 40
+        halvings of [0, b_hi] (throughput is increasing in b). It runs ~10^4 times a plan, 40
+        steps each: ``decode_step_s``'s interpolation is inlined, the same arithmetic."""
+        dp = self.dp
+        if b_hi * dp * k / self.decode_step_s(b_hi) / out_tokens <= lam:
+            return b_hi
+        d, log2, top = self._dec, math.log2, _DEC_EXP_MAX - 1
+        lo, hi = 0.0, b_hi
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if mid <= 1.0:
+                t = self._dec_at(0)
+            else:
+                e = int(log2(mid))
+                if e > top:
+                    e = top
+                t0 = d.get(e)
+                t1 = d.get(e + 1)
+                if t0 is None or t1 is None:
+                    t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+                base = 1 << e
+                t = t0 + (t1 - t0) * (mid - base) / base
+            if mid * dp * k / t / out_tokens <= lam:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def max_decode_batch(self, pred, b_cap: float) -> float | None:
         """Largest b in [1, b_cap] with pred(b) (monotone); None when pred(1) fails."""
@@ -308,6 +363,7 @@ class Evaluator:
         self.cluster = ctx.cluster.resolve()
         self.profile = load_profile_for(ctx.profile, self.cluster.device.name)
         self._models: dict[tuple, PoolModel] = {}
+        self._insts: dict = {}  # ``spec_key`` -> InstanceCost (``PoolModel``)
         self._rules: dict[tuple, str | None] = {}
         self._perf: dict[Any, PoolPerf] = {}
         self._perf_handoff: dict[tuple, PoolPerf] = {}  # decode perfs after a KV handoff's share of TPOT
@@ -326,17 +382,24 @@ class Evaluator:
         key = choice.cost_key
         m = self._models.get(key)
         if m is None:
-            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models())
+            m = PoolModel(self.ctx, choice, self.model, self.cluster, self.profile, self._cost_models(), self._insts)
             self._models[key] = m
         return m
 
-    def export_state(self, keys=None) -> tuple:
+    def export_state(self, choices=None) -> tuple:
         """What another process's ``Evaluator`` of the same context needs to answer without
         costing again (``import_state``): capacities, decode capacities after handoff gaps, and
-        the pool models' memoised step tables (of cost ``keys``, default all)."""
+        the pool models' memoised step tables (of ``choices`` and their cost keys, default all)."""
+        if choices is None:
+            perfs, after, keys = dict(self._perf), dict(self._perf_handoff), None
+        else:
+            choices = set(choices)
+            perfs = {c: p for c, p in self._perf.items() if c in choices}
+            after = {k: p for k, p in self._perf_handoff.items() if k[0] in choices}
+            keys = {c.cost_key for c in choices}
         tables = {k: (m.choice, dict(m._dec), dict(m._pre), dict(m._pk)) for k, m in self._models.items()
                   if keys is None or k in keys}
-        return dict(self._perf), dict(self._perf_handoff), tables
+        return perfs, after, tables
 
     def import_state(self, state: tuple) -> None:
         """Take over ``export_state``'s memos (the values this process would compute)."""
@@ -422,18 +485,7 @@ class Evaluator:
 
     def _batch_for(self, choice, lam: float, b_hi: float) -> float:
         """Decode batch per rank that carries ``lam`` requests/s (throughput is increasing in b)."""
-        m, k, O = self.pool_model(choice), self.tokens_per_step(choice), self.ctx.output_tokens
-        dp, step = m.dp, m.decode_step_s
-        if b_hi * dp * k / step(b_hi) / O <= lam:
-            return b_hi
-        lo, hi = 0.0, b_hi  # ``_bisect_max`` of that test, inlined: it runs 10^5 times in a plan
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if mid * dp * k / step(mid) / O <= lam:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        return self.pool_model(choice).batch_for_rate(lam, b_hi, self.tokens_per_step(choice), self.ctx.output_tokens)
 
     def _decode_perf(self, choice, fit, handoff_gap_s: float = 0.0) -> PoolPerf:
         """Largest rate whose TPOT percentile meets the SLO: the step at the batch that carries
@@ -721,3 +773,32 @@ class Evaluator:
         layout_rows(self, layout.mode, [Block(tuple(c for c, _ in layout.pools), [tuple(n for _, n in layout.pools)])],
                     out)
         return out.row(0)
+
+
+#: the ``Evaluator`` of each context this process keeps for pool-worker tasks: the one the
+#: planning process shares (``share_with_workers``; a forked worker inherits it, with its warm
+#: profile tables, cost-model memos and step tables), or one a worker made for its first task
+_KEPT: dict = {}
+
+
+def share_with_workers(ev: Evaluator | None) -> None:
+    """Let pool workers forked from now on start from ``ev`` (``worker_evaluator``): what it
+    memoised is the values they would compute. None: forget it (the plan is done)."""
+    _KEPT.clear()
+    if ev is not None:
+        _KEPT[ev.ctx] = ev
+
+
+def worker_evaluator(ctx) -> Evaluator:
+    """The ``Evaluator`` a task of ``ctx`` uses: in a pool worker process the one it keeps from
+    task to task (inherited from the planning process when it shared one); elsewhere a new one
+    (nothing outlives the call)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return Evaluator(ctx)
+    ev = _KEPT.get(ctx)
+    if ev is None:
+        _KEPT.clear()
+        ev = _KEPT[ctx] = Evaluator(ctx)
+    return ev

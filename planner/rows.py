@@ -188,9 +188,21 @@ class Labels:
         self.ev, self.choices, self.counts = None, state["choices"], state["counts"]
 
     def values(self, rows=None) -> list[str]:
-        cols = self.ev._columns
+        cols, memo = self.ev._columns, {}
         idx = range(len(self.choices)) if rows is None else rows
-        return [" + ".join(cols(ch, int(n))[1] for ch, n in zip(self.choices[i], self.counts[i])) for i in idx]
+        counts = self.counts if rows is None else self.counts[np.asarray(rows, dtype=np.int64)]
+        out = []
+        # a pool's text by (choice, count), memoised here by the choice's id; the counts as
+        # Python ints, one list per role (a list per row would be 10^5 objects for the GC)
+        for i, cn in zip(idx, zip(*(counts[:, j].tolist() for j in range(counts.shape[1])))):
+            parts = []
+            for ch, n in zip(self.choices[i], cn):
+                text = memo.get((id(ch), n))
+                if text is None:
+                    text = memo[(id(ch), n)] = cols(ch, n)[1]
+                parts.append(text)
+            out.append(" + ".join(parts))
+        return out
 
 
 def _label_columns(ev, mode: str, parts: list[tuple[Block, list[int]]]) -> dict:

@@ -36,8 +36,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from planner.analytic import Evaluator, PoolPerf
-from planner.executors import Executor, default_executor, start
+from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
+from planner.executors import Executor, default_executor, frozen_heap, start
 from planner.feasibility import pool_fit
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
@@ -94,13 +94,19 @@ def pool_task(ctx: PlanContext, choices: list[PoolChoice], gaps: dict | None = N
     handoff gaps ``gaps`` lists per decode choice (``Evaluator.decode_perf_after_handoff``: a
     search per gap, done here in parallel), and the step tables they filled
     (``Evaluator.export_state``)."""
-    ev = Evaluator(ctx)
-    perfs = {c: ev.perf(c) for c in choices}
-    for c, gs in (gaps or {}).items():
-        if perfs[c].reason is None:
+    ev = worker_evaluator(ctx)
+    _cost_pools(ev, choices, gaps or {})
+    return ev.export_state(choices)
+
+
+def _cost_pools(ev: Evaluator, choices: list[PoolChoice], gaps: dict) -> None:
+    """``ev`` holds the capacities of ``choices`` and, per decode choice, after each KV handoff gap of ``gaps``."""
+    for c in choices:
+        ev.perf(c)
+    for c, gs in gaps.items():
+        if ev.perf(c).reason is None:
             for g in gs:
                 ev.decode_perf_after_handoff(c, g)
-    return ev.export_state()
 
 
 def _count_layouts(ctx: PlanContext, space, feasible: dict[str, list[PoolChoice]]) -> int:
@@ -211,20 +217,45 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
                 ev.perf(c)
         ticker.finish()
         return
-    # cost one key here first: it warms the profile's and cost model's lazy tables, which
-    # forked workers then inherit instead of each rebuilding them (seconds per process)
+    # a decode and a prefill step costed here first warm the profile's and the cost model's
+    # lazy tables (most of a process's first second), which forked workers then inherit
+    # (``planner.analytic.worker_evaluator``) instead of each building them again
     keys = sorted(keys, key=lambda k: (-k[0], k))
-    for c in costly[keys[0]]:
-        ev.perf(c)
-    keys = keys[1:]
-    n_tasks = min(len(keys), executor.workers * 4)
-    # spread keys round-robin by instance size so tasks take similar time
-    groups = [keys[i::n_tasks] for i in range(n_tasks)]
+    warm = ev.pool_model(costly[keys[0]][0])
+    warm.decode_step_s(1.0)
+    warm.prefill_step_s(float(warm.prompt))
+    # keys that cost as the same instance (``planner.feasibility.instance_spec``) go to one task,
+    # which costs their steps once; such units spread round-robin by instance size so tasks
+    # take similar time
+    units = _same_instance(ctx, ev, keys, costly)
+    n_tasks = min(len(units), executor.workers * 4 + 1)
+    groups = [[k for u in units[i::n_tasks] for k in u] for i in range(n_tasks)]
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
              for g in groups if g]
-    for state in executor.map(pool_task, tasks, desc="pool costs"):
-        ev.import_state(state)
+    # the workers take all groups but one, which this process costs meanwhile
+    pending = start(executor, pool_task, tasks[1:], desc="pool costs")
+    try:
+        _cost_pools(ev, tasks[0][1], tasks[0][2])
+        for state in pending():
+            ev.import_state(state)
+    finally:
+        pending.cancel()
+
+
+def _same_instance(ctx, ev: Evaluator, keys: list[tuple], costly: dict) -> list[list[tuple]]:
+    """``keys`` (in order) as runs of those whose pool models cost the same instance."""
+    from planner.analytic import spec_key
+    from planner.feasibility import instance_spec
+
+    units: dict = {}
+    for k in keys:
+        try:
+            same = spec_key(instance_spec(ctx, costly[k][0], ev.model, ev.cluster))
+        except (ValueError, LookupError):
+            same = k
+        units.setdefault(same, []).append(k)
+    return list(units.values())
 
 
 def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: int, method: str, seed: int,
@@ -385,6 +416,15 @@ def plan(plan_config, *, executor: Executor | None = None, seed: int | None = No
         notes.append(f"cluster {ref.name!r} is used with {' and '.join(what)}; the YAML names {ref.name}, so "
                      f"`clustersim simulate` would run it on the catalog's {ref.name} as it is")
     ev = Evaluator(ctx)
+    share_with_workers(ev)  # pool workers forked during the plan start from its memos
+    try:
+        with frozen_heap():
+            return _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress)
+    finally:
+        share_with_workers(None)
+
+
+def _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, progress) -> PlanResult:
     from calibration.resolve import profile_info, profile_line
 
     notes.append(profile_line(profile_info(ev.profile, ev.cluster.device.name)))

@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 import simulator.training as training
-from planner.executors import Executor
+from planner.executors import Executor, frozen_heap, start
 from simulator.progress import ProgressFn, Throttle
 from workloads.models import get_model
 from workloads.training import TrainingJob
@@ -124,7 +124,8 @@ def training_search(
         evaluated += 1
         pending.append((len(rows), job))
         rows.append(row)
-    _simulate(rows, pending, profile, executor, ticker)
+    with frozen_heap():
+        _simulate(rows, pending, profile, executor, ticker)
     ticker.finish(f"{evaluated} simulated")
     df = pd.DataFrame(rows, columns=list(SEARCH_COLUMNS))
     df = df.sort_values(["feasible", "tokens_per_day"], ascending=[False, False], na_position="last",
@@ -191,12 +192,19 @@ def _simulate(rows: list[dict], pending: list[tuple[int, TrainingJob]], profile,
     done = len(rows) - len(pending)
     if workers > 1 and len(jobs) > 2:
         # one layout here first: it warms the profile's and cost model's lazy tables, which the
-        # forked workers then inherit instead of each rebuilding them
-        chunks = [[0]] + _chunks(jobs[1:], 3 * workers, offset=1)
+        # forked workers then
+        # inherit instead of each rebuilding them; the workers take all chunks but one, which
+        # this process simulates meanwhile
+        chunks = [[0]] + _chunks(jobs[1:], 3 * workers + 1, offset=1)
         results = [_simulate_chunk([jobs[0]], profile)]
         ticker.tick(done + 1, f"simulating {len(jobs) - 1} on {workers} workers")
-        results += executor.map(_simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks[1:]],
-                                desc="simulate layouts")
+        pending_chunks = start(executor, _simulate_chunk, [([jobs[i] for i in c], profile) for c in chunks[2:]],
+                               desc="simulate layouts")
+        try:
+            results += [_simulate_chunk([jobs[i] for i in chunks[1]], profile)] if len(chunks) > 1 else []
+            results += pending_chunks()
+        finally:
+            pending_chunks.cancel()
     else:
         chunks, results = _chunks(jobs, SERIAL_CHUNKS), []
         for c in chunks:

@@ -25,7 +25,6 @@ random numbers.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Any
@@ -166,29 +165,12 @@ def verify_batch(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
 
 def verify_parts(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
     """``verify_part`` over ``items`` of (part, layout, point id, analytic row, seed), sharing
-    one step-cost cache, which a pool worker process keeps for its next task (``_evaluator``)."""
-    ev = _evaluator(ctx)
+    one step-cost cache, which a pool worker process keeps for its next task
+    (``planner.analytic.worker_evaluator``)."""
+    from planner.analytic import worker_evaluator
+
+    ev = worker_evaluator(ctx)
     return [verify_part(cfg, ctx, *item, evaluator=ev) for item in items]
-
-
-def _evaluator(ctx: PlanContext):
-    """An ``Evaluator`` of ``ctx``: in a pool worker process the one it keeps for its tasks
-    (candidates share pools, and a first run's step costs are most of its time); elsewhere a new
-    one (nothing outlives the call)."""
-    import multiprocessing
-
-    from planner.analytic import Evaluator
-
-    if multiprocessing.parent_process() is None:
-        return Evaluator(ctx)
-    return _worker_evaluator(ctx)
-
-
-@functools.lru_cache(maxsize=1)
-def _worker_evaluator(ctx: PlanContext):
-    from planner.analytic import Evaluator
-
-    return Evaluator(ctx)
 
 
 def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, analytic: dict, seed: int,
