@@ -442,6 +442,7 @@ def tp_all_reduce(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                        layer=layer, count=count)]
 
 
+@lru_cache(maxsize=4096)
 def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_considered: int) -> float:
     """Expected load of the busiest of ``experts_considered`` experts under uniform routing.
 
