@@ -114,3 +114,15 @@ def test_suite_failure_exits_1_and_keeps_the_others(tmp_path, monkeypatch):
     assert code == 1 and (tmp_path / "attn_decode_bf16.csv").exists()
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert "kernel exploded" in meta["skipped"]["elementwise"] and meta["complete"] is False
+
+
+def test_calibrate_fp8_grouped_suite_is_skipped_cleanly_without_sm90(tmp_path):
+    """``clustersim calibrate --suite grouped_mm_fp8`` on a CPU (or a GPU without sm90): exit 0, a
+    note naming why, and no table (the shipped H200 table was measured with this suite)."""
+    pytest.importorskip("torch")
+    r = _cli("calibrate", "--out", str(tmp_path / "p"), "--suite", "grouped_mm_fp8", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "torch._scaled_grouped_mm unavailable here" in r.stdout + r.stderr
+    assert not (tmp_path / "p" / "grouped_mm_fp8.csv").exists()
+    meta = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert meta["suites"] == ["grouped_mm_fp8"]
