@@ -375,17 +375,17 @@ class MeasuredProfile:
         (a ragged kernel's tiles follow the total work). Without ``tokens_total`` the padded
         ``bmm`` table is read at the busiest group's ``m_per_group`` over all groups.
         """
+        ragged = tokens_total is not None and tokens_total > 0
+        active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
         if dtype == "fp8":  # FP8 ragged kernel (torch._scaled_grouped_mm); no padded or sparse FP8 table
             if not self._ragged_fp8:
                 return None
-            if tokens_total is None or tokens_total <= 0:
+            if not ragged:
                 return self._grouped_lookup(self._ragged_fp8, FP8_GROUPED_TABLE, groups, m_per_group, n, k)
-            active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
             return self._ragged_seconds(active, float(tokens_total), n, k, fp8=True)
         if dtype != "bf16":
             return None
-        if tokens_total is not None and tokens_total > 0:
-            active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
+        if ragged:
             r = self._ragged_seconds(active, float(tokens_total), n, k)
             if r is not None:
                 return r

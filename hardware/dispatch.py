@@ -292,13 +292,15 @@ def _low_latency_cost(t: _Traffic, tiers: Sequence[Tier], outer: int, g: int, re
     wire_bw, lat = _min_nominal(path), path[-1].latency_s
     if nvlink and remote == 0:
         lat = tiers[0].latency_s
+    if local:  # the NVLink leg's parameters (this release's; the NIC leg keeps rdma_release's)
+        pre = f"{family}.{release}."
+        nvl_per_copy_s = calib.get(pre + "nvlink_per_copy_s")
+        nvl_bytes_per_s = tiers[0].bandwidth_bytes_per_s * calib.get(pre + "nvlink_fraction_of_nominal")
     out = []
     for b in (t.b_dispatch, t.b_combine):
         s = _latency_form(remote, remote * b, t.ep, lat, wire_bw, calib, family, rdma_release) if remote else lat
         if local:
-            pre = f"{family}.{release}."
-            s += local * calib.get(pre + "nvlink_per_copy_s") + local * b / (
-                tiers[0].bandwidth_bytes_per_s * calib.get(pre + "nvlink_fraction_of_nominal"))
+            s += local * nvl_per_copy_s + local * b / nvl_bytes_per_s
         out.append(s)
     d_s, c_s = out
     d_bytes, c_bytes = copies * t.b_dispatch, copies * t.b_combine

@@ -26,6 +26,30 @@ from clustersim.checks.core import Check, Tolerance, load_reference, setting_tex
 __all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks"]
 
 
+def _gap_text(gap: dict) -> tuple[str, Tolerance | None]:
+    """A known-gap entry's mechanism (whitespace folded) and its hard bound (None: unbounded)."""
+    return " ".join(str(gap.get("mechanism", "")).split()), Tolerance.parse(gap["bound"]) if "bound" in gap else None
+
+
+def _measured_table(profile: str, table: str, how: str, provenance: str | None = None):
+    """(the profile's ``table`` rows, the profile from its fit rows only, the table's accuracy
+    target, the checks' source text) of one of our measured kernel tables; Unavailable while the
+    profile has none (``how``: the device script and suite that measure it)."""
+    from calibration.profile import load_profile
+    from clustersim.checks.measured import accuracy_targets
+    from clustersim.checks.systems import Unavailable
+
+    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
+    if not (where / f"{table}.csv").is_file():  # asked before loading every table of the profile
+        raise Unavailable(f"profile {profile} has no {table} table yet (measure it: {how})")
+    full = load_profile(profile)
+    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
+    meta = full.metadata.get(provenance, full.metadata) if provenance else full.metadata
+    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
+              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {table}.csv; predicted from its fit rows)")
+    return full.tables[table], fit, accuracy_targets()["kernel_tables"][table], source
+
+
 def deepgemm_checks() -> list[Check]:
     """Every shape of ``kernels_deepgemm.yaml``: TFLOPS of one FP8 GEMM on an H800."""
     from calibration.resolve import resolve_profile
@@ -37,7 +61,7 @@ def deepgemm_checks() -> list[Check]:
     cluster = get_cluster("h800-mpft")
     cm = CostModel(cluster=cluster, profile=resolve_profile("default", cluster.device.name))
     gap = ref.get("known_gap") or {}
-    mechanism, gap_shapes = " ".join(str(gap.get("mechanism", "")).split()), set(gap.get("shapes", ()))
+    mechanism, gap_shapes = _gap_text(gap)[0], set(gap.get("shapes", ()))
     bound = Tolerance.parse(ref["gap_bound"]) if "gap_bound" in ref else None
     out = _deepgemm_grouped_checks(ref, cm)
     for key, tflops in ref["dense"].items():
@@ -57,8 +81,7 @@ def _deepgemm_grouped_checks(ref: dict, cm) -> list[Check]:
 
     out = []
     gap = ref.get("grouped_known_gap") or {}
-    gap_rows, mechanism = set(gap.get("rows", ())), " ".join(str(gap.get("mechanism", "")).split())
-    bound = Tolerance.parse(gap["bound"]) if "bound" in gap else None
+    gap_rows, (mechanism, bound) = set(gap.get("rows", ())), _gap_text(gap)
     for layout, rows in (ref.get("grouped") or {}).items():
         for key, tflops in rows.items():
             g_m, n, k = key.split("x")
@@ -84,21 +107,10 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
     """One check per row with context of ``profile``'s ``attn_prefill_ctx_bf16`` (microseconds); Unavailable
     while the profile has no such table (measure it with benchmarks/device_chunk_attn.sh)."""
     from calibration.chunk_lookup import CTX_TABLE
-    from calibration.profile import load_profile
-    from clustersim.checks.measured import accuracy_targets
-    from clustersim.checks.systems import Unavailable
 
-    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
-    if not (where / f"{CTX_TABLE}.csv").is_file():  # asked before loading every table of the profile
-        raise Unavailable(f"profile {profile} has no {CTX_TABLE} table yet (measure it: "
-                          "benchmarks/device_chunk_attn.sh, suite attn_prefill_ctx)")
-    full = load_profile(profile)
-    table = full.tables[CTX_TABLE]
-    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
-    tol = Tolerance.parse(accuracy_targets()["kernel_tables"][CTX_TABLE]["tolerance"])
-    meta = full.metadata
-    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
-              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {CTX_TABLE}.csv; predicted from its fit rows)")
+    table, fit, target, source = _measured_table(profile, CTX_TABLE,
+                                                 "benchmarks/device_chunk_attn.sh, suite attn_prefill_ctx")
+    tol = Tolerance.parse(target["tolerance"])
     out = []
     for r in table[table.context > 0].itertuples(index=False):
         hq, hkv, dqk, dv = int(r.heads_q), int(r.heads_kv), int(r.head_dim_qk), int(r.head_dim_v)
@@ -115,36 +127,23 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
 def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
     """One check per row of ``profile``'s ``grouped_mm_fp8`` table (microseconds); Unavailable while
     the profile has none (measure it with benchmarks/device_fp8_grouped.sh)."""
-    from calibration.profile import FP8_GROUPED_TABLE, load_profile
-    from clustersim.checks.measured import accuracy_targets
-    from clustersim.checks.systems import Unavailable
+    from calibration.profile import FP8_GROUPED_TABLE
 
-    where = Path(profile) if Path(profile).is_dir() else Path(str(resources.files("calibration") / "profiles" / profile))
-    if not (where / f"{FP8_GROUPED_TABLE}.csv").is_file():
-        raise Unavailable(f"profile {profile} has no {FP8_GROUPED_TABLE} table yet (measure it: "
-                          "benchmarks/device_fp8_grouped.sh, suite grouped_mm_fp8)")
-    full = load_profile(profile)
-    table = full.tables[FP8_GROUPED_TABLE]
-    fit = load_profile(full.path if not full.shipped else full.name, fit_only=True)
-    target = accuracy_targets()["kernel_tables"][FP8_GROUPED_TABLE]
+    table, fit, target, source = _measured_table(
+        profile, FP8_GROUPED_TABLE, "benchmarks/device_fp8_grouped.sh, suite grouped_mm_fp8", "fp8_grouped_tables")
     tol = Tolerance.parse(target["tolerance"])
     gaps = target.get("known_gaps") or ()
-    meta = full.metadata.get("fp8_grouped_tables", full.metadata)
-    source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
-              f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {FP8_GROUPED_TABLE}.csv; "
-              "predicted from its fit rows)")
     out = []
     for r in table.itertuples(index=False):
         g, m, n, k = int(r.groups), float(r.m_per_group), int(r.n), int(r.k)
         got = fit.grouped_gemm_seconds(g, m, n, k, "fp8")
         shape = f"{n}x{k}"
         gap = next((x for x in gaps if shape in x.get("shapes", (shape,)) and m in x.get("m_per_group", (m,))), {})
-        mechanism = " ".join(str(gap.get("mechanism", "")).split())
+        mechanism, bound = _gap_text(gap)
         out.append(Check(family="kernels.grouped_mm_fp8", id=f"{shape}/G{g}/m{m:g}", source=source,
                          setting="torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out",
                          quantity="grouped GEMM time", unit="us", published=float(r.seconds) * 1e6,
                          predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
-                         source_status="measured", known_gap=mechanism,
-                         gap_bound=Tolerance.parse(gap["bound"]) if "bound" in gap else None,
+                         source_status="measured", known_gap=mechanism, gap_bound=bound,
                          extra={"cost_source": None if got is None else got[1]}))
     return out
