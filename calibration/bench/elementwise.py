@@ -14,7 +14,10 @@ copies (bytes read + written), the achieved HBM bandwidth. Ops as measured:
   QKV projection output, as a model applies it (read x, cos, sin, write y);
 * rotary_bshd: the same on a ``[B, S, 32, 128]`` view of a ``[B, S, 48*128]`` projection output
   with ``cos``/``sin`` of shape ``[1, S, 1, 128]`` broadcast over the batch (S <= 2048), the
-  layout of a prefill step.
+  layout of a prefill step;
+* quant_fp8: per-row e4m3 quantisation of a BF16 ``[T, 4096]`` activation before an FP8 GEMM, as
+  plain torch runs it (``quant_fp8_rowwise``: |x|, row amax, scale = amax / 448, x / scale cast to
+  e4m3; several kernels; counted bytes are read 2E, write E and one fp32 scale per row).
 
 ``rmsnorm_bf16.csv`` times ``F.rms_norm`` over ``rows x width`` for several widths: at small
 row counts the time follows the row width (one block walks a row), not the bytes.
@@ -32,11 +35,22 @@ COLUMNS = ["op", "elements", "bytes", "seconds", "gbps", "method"]
 KEY = ["op", "elements"]
 HBM_COLUMNS = ["bytes", "seconds", "gbps", "method"]
 HBM_KEY = ["bytes"]
-OPS = ("copy", "rmsnorm", "silu_mul", "rotary", "add", "rotary_qkv", "rotary_bshd")
+OPS = ("copy", "rmsnorm", "silu_mul", "rotary", "add", "rotary_qkv", "rotary_bshd", "quant_fp8")
+#: the largest finite e4m3 value: a row's amax maps onto it
+E4M3_MAX = 448.0
 NORM_WIDTHS = (1024, 2048, 4096, 7168, 8192, 16384)
 NORM_ROWS = tuple(4**i for i in range(0, 9))  # 1 .. 65536
 NORM_COLUMNS = ["rows", "width", "bytes", "seconds", "method"]
 NORM_KEY = ["rows", "width"]
+
+
+def quant_fp8_rowwise(x):
+    """``(q, scale)``: ``x`` (BF16, rows x width) quantised to e4m3 per row the plain-torch way
+    (|x|, row amax, fp32 scale = amax / 448, ``x / scale`` cast), ``x ~= q * scale``."""
+    import torch
+
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12) / E4M3_MAX
+    return (x / scale).to(torch.float8_e4m3fn), scale
 
 
 def _make(op: str, elements: int, dev):
@@ -65,6 +79,10 @@ def _make(op: str, elements: int, dev):
         a = torch.randn(elements, device=dev, dtype=bf)
         b = torch.randn(elements, device=dev, dtype=bf)
         return (lambda: a + b), 6 * elements
+    if op == "quant_fp8":
+        rows = max(1, elements // WIDTH)
+        x = torch.randn(rows, elements // rows, device=dev, dtype=bf)
+        return (lambda: quant_fp8_rowwise(x)), 3 * x.numel() + 4 * rows
     if op in ("rotary", "rotary_qkv", "rotary_bshd"):
         tokens = max(1, elements // (32 * 128))
         if op == "rotary":  # contiguous [T, 32, 128], cos/sin per token

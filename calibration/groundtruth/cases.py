@@ -14,6 +14,11 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
   prefill chunk of n new tokens per sequence after c cached ones (KV caches pre-filled, lower-right
   causal attention), B in {1, 4}, n in {512, 2048}, c in {2K, 8K, 32K}; ``split`` a checkerboard
   over (n, c), shifted per batch;
+* ``fp8moe`` - FP8 MoE layers (``gt_moe_fp8.csv``): one EP rank of DeepSeek-V3's MoE layer with
+  e4m3 expert and shared-expert weights (``moe.Fp8MoEBlock``: rowwise activation quantisation,
+  ``torch._scaled_mm`` / ``torch._scaled_grouped_mm``) at EP 4 and 32, 1..8192 tokens per rank;
+  ``split`` alternates along the token list (nothing is fitted to it today: every row is a
+  hold-out of the FP8 tables and the elementwise ``quant_fp8`` curve);
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -55,6 +60,7 @@ MLA_DECODE = Table("gt_mla_decode.csv", ("model", "layers", "batch", "context") 
                    ("model", "layers", "batch", "context"))
 MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA,
                     ("model", "layers", "batch", "seq"))
+MOE_FP8 = Table("gt_moe_fp8.csv", MOE_SMALL.columns, MOE_SMALL.key)
 DENSE_CHUNK = Table("gt_dense_chunk.csv",
                     ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
                     ("model", "tp", "layers", "batch", "new", "context"))
@@ -104,13 +110,15 @@ def _dense_cases(part, cfg: C.DenseConfig, prefill, decode, reps=(5, 9)) -> list
             Case(part, model, DENSE_DECODE, tuple(dict(ident, batch=b, context=c) for b, c in decode), reps[1])]
 
 
-def _moe_case(part, cfg: C.MoEConfig, tokens, table=MOE_LAYER, splits=None, reps=7, eager=None) -> Case:
-    """``splits`` (one per token count) only for tables with a ``split`` column."""
+def _moe_case(part, cfg: C.MoEConfig, tokens, table=MOE_LAYER, splits=None, reps=7, eager=None,
+              kind: str = "moe") -> Case:
+    """``splits`` (one per token count) only for tables with a ``split`` column; ``kind``: ``moe``
+    (BF16) or ``moe_fp8``."""
     pts = []
     for i, t in enumerate(tokens):
         p = dict(model=cfg.name, ep=cfg.ep, local_experts=cfg.local_experts, tokens_per_rank=t, seed=SEED + t)
         pts.append(p if splits is None else dict(p, split=splits[i]))
-    return Case(part, ("moe", cfg.name, cfg.ep), table, tuple(pts), reps, eager)
+    return Case(part, (kind, cfg.name, cfg.ep), table, tuple(pts), reps, eager)
 
 
 def main_cases(quick: bool, layers: int | None = None, max_points: int | None = None) -> list[Case]:
@@ -205,6 +213,20 @@ def chunk_cases(quick: bool) -> list[Case]:
     return [Case("chunk", ("dense", cfg.name, cfg.tp, cfg.layers), DENSE_CHUNK, tuple(pts), 7, 3)]
 
 
+# ----------------------------------------------------------------------------- fp8moe (FP8 MoE layers)
+
+FP8_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+FP8_MOE = (("deepseek-v3", 4), ("deepseek-v3", 32))
+
+
+def fp8moe_cases(quick: bool) -> list[Case]:
+    """FP8 MoE layers of one EP rank (see the module docstring)."""
+    models = (((C.TINY_MOE, (1, 4, 16)),) if quick else
+              tuple((C.moe_config(name, ep), FP8_TOKENS) for name, ep in FP8_MOE))
+    return [_moe_case("moe_fp8", cfg, toks, MOE_FP8, [s for _, s in alternate(toks, offset=i)], 7, 3, kind="moe_fp8")
+            for i, (cfg, toks) in enumerate(models)]
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -225,4 +247,4 @@ def check_cases(quick: bool) -> list[Case]:
             _mla_case("check_mla", MLA_DECODE, mla, layers, mla_pts)]
 
 
-SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases}
+SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases}

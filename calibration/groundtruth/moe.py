@@ -7,6 +7,14 @@ expert, through ``torch._grouped_mm`` (ragged, CUTLASS) where available, else a 
 per-expert matmuls; the weighted outputs are summed per received token with ``index_add_``.
 ``ep=1`` is the whole layer on one GPU. The dispatch/combine all-to-all is not included.
 :class:`MoEBlock` is also the MoE FFN of the whole-model MLA ground truth (``mla.py``).
+
+:class:`Fp8MoEBlock` is the same layer with FP8 (e4m3) expert and shared-expert weights, one fp32
+scale per output channel, as plain torch serves an FP8 checkpoint: the rank's T tokens are
+quantised per row once (``calibration.bench.elementwise.quant_fp8_rowwise``; an FP8 dispatch
+sends them so) and feed the shared experts' ``torch._scaled_mm``; the received rows arrive in
+e4m3 with their scales (prepared outside the step, as a dispatch delivers them), are gathered per
+pair and run ``torch._scaled_grouped_mm`` (else a loop of ``torch._scaled_mm`` per expert); the
+SwiGLU output is quantised again before each down projection. The router stays BF16.
 """
 
 from __future__ import annotations
@@ -165,5 +173,126 @@ class MoELayer:
             blk.route_scores(x)
             shared = blk.shared(x)
             return shared, blk.routed(recv, route, out)
+
+        return run, dict(route.info, impl=self.impl)
+
+
+def _fp8(w):
+    """e4m3 copy of BF16 weights (values ~N(0, 1/h) sit well inside e4m3's range: unit scales)."""
+    import torch
+
+    return w.to(torch.float8_e4m3fn)
+
+
+def scaled_grouped_mm_works(device, xq, w_g, scale_b) -> bool:
+    """Whether ``torch._scaled_grouped_mm`` runs here on these e4m3 operands."""
+    import torch
+
+    if not hasattr(torch, "_scaled_grouped_mm") or device.type != "cuda":
+        return False
+    try:
+        g = w_g.shape[0]
+        rows = xq[: 2 * g] if xq.shape[0] >= 2 * g else xq.new_zeros(2 * g, xq.shape[1])
+        offs = torch.arange(1, g + 1, device=device, dtype=torch.int32) * 2
+        torch._scaled_grouped_mm(rows, w_g, torch.ones(2 * g, device=device), scale_b, offs=offs,
+                                 out_dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure means: measure the loop
+        log(f"_scaled_grouped_mm unavailable ({type(exc).__name__}: {exc}); using a loop of _scaled_mm")
+        return False
+
+
+class Fp8MoEBlock(MoEBlock):
+    """:class:`MoEBlock` with FP8 expert and shared-expert weights (see the module docstring)."""
+
+    def __init__(self, cfg: MoEConfig, device, gen):
+        import torch
+
+        super().__init__(cfg, device, gen, impl="loop")  # BF16 draws, converted and released below
+        dev, e, f, h = self.device, cfg.local_experts, cfg.moe_inter, cfg.hidden
+        self.shared_gu, self.shared_d = _fp8(self.shared_gu), _fp8(self.shared_d)
+        self.w1, self.w2 = _fp8(self.w1), _fp8(self.w2)
+        self.w1_g, self.w2_g = self.w1.transpose(-2, -1), self.w2.transpose(-2, -1)
+        ones = lambda *shape: torch.ones(*shape, device=dev, dtype=torch.float32)  # noqa: E731
+        self.s_gu, self.s_d = ones(1, self.shared_gu.shape[0]), ones(1, h)
+        self.s1, self.s2 = ones(e, 2 * f), ones(e, h)
+        torch.cuda.empty_cache() if dev.type == "cuda" else None
+        probe = _fp8(torch.zeros(1, h, device=dev, dtype=torch.bfloat16))
+        self.impl = "scaled_grouped_mm" if scaled_grouped_mm_works(dev, probe, self.w1_g, self.s1) else "scaled_mm_loop"
+
+    def shared_q(self, xq, sx):
+        """Shared experts on the rank's quantised tokens (e4m3 ``xq``, row scales ``sx``)."""
+        import torch
+        import torch.nn.functional as F
+
+        from calibration.bench.elementwise import quant_fp8_rowwise
+
+        f = self.cfg.moe_inter * self.cfg.shared_experts
+        gu = torch._scaled_mm(xq, self.shared_gu.t(), scale_a=sx, scale_b=self.s_gu, out_dtype=torch.bfloat16)
+        aq, sa = quant_fp8_rowwise(F.silu(gu[:, :f]) * gu[:, f:])
+        return torch._scaled_mm(aq, self.shared_d.t(), scale_a=sa, scale_b=self.s_d, out_dtype=torch.bfloat16)
+
+    def routed_q(self, recv_q, recv_s, route: Route, out):
+        """Experts on the received e4m3 rows' pairs (row scales ``recv_s``), weighted and summed
+        into ``out`` (rows x h, BF16)."""
+        import torch
+        import torch.nn.functional as F
+
+        from calibration.bench.elementwise import quant_fp8_rowwise
+
+        f = self.cfg.moe_inter
+        # gather e4m3 rows as bytes (index_select has no float8 kernel everywhere)
+        xs = recv_q.view(torch.uint8).index_select(0, route.pair_src).view(torch.float8_e4m3fn)
+        sx = recv_s.index_select(0, route.pair_src)
+        if self.impl == "scaled_grouped_mm":
+            h = torch._scaled_grouped_mm(xs, self.w1_g, sx.reshape(-1), self.s1, offs=route.offs,
+                                         out_dtype=torch.bfloat16)
+            aq, sa = quant_fp8_rowwise(F.silu(h[:, :f]) * h[:, f:])
+            ys = torch._scaled_grouped_mm(aq, self.w2_g, sa.reshape(-1), self.s2, offs=route.offs,
+                                          out_dtype=torch.bfloat16)
+        else:
+            ys = torch.empty(xs.shape[0], self.cfg.hidden, device=xs.device, dtype=torch.bfloat16)
+            for e in range(self.cfg.local_experts):
+                a, b = route.offsets[e], route.offsets[e + 1]
+                if b > a:
+                    h = torch._scaled_mm(xs[a:b], self.w1[e].t(), scale_a=sx[a:b], scale_b=self.s1[e:e + 1],
+                                         out_dtype=torch.bfloat16)
+                    aq, sa = quant_fp8_rowwise(F.silu(h[:, :f]) * h[:, f:])
+                    ys[a:b] = torch._scaled_mm(aq, self.w2[e].t(), scale_a=sa, scale_b=self.s2[e:e + 1],
+                                               out_dtype=torch.bfloat16)
+        out.zero_()
+        out.index_add_(0, route.pair_src, ys * route.pair_w)
+        return out
+
+
+class Fp8MoELayer:
+    """One EP rank's FP8 MoE layer (:class:`Fp8MoEBlock`); ``step`` as :class:`MoELayer`'s."""
+
+    def __init__(self, cfg: MoEConfig, device: str, seed: int = 0):
+        import torch
+
+        self.cfg, self.device = cfg, torch.device(device)
+        self.block = Fp8MoEBlock(cfg, self.device, torch.Generator(device=self.device).manual_seed(seed))
+        self.impl = self.block.impl
+
+    def step(self, tokens_per_rank: int, seed: int):
+        """(closure, info): router on T local tokens (BF16), their row quantisation, shared experts
+        (FP8), routed experts on the received e4m3 pairs; info holds the routing counts."""
+        import torch
+
+        from calibration.bench.elementwise import quant_fp8_rowwise
+
+        c, dev, blk = self.cfg, self.device, self.block
+        route = make_route(c, tokens_per_rank, seed, dev)
+        x = torch.randn(tokens_per_rank, c.hidden, device=dev, dtype=torch.bfloat16)
+        recv_q, recv_s = quant_fp8_rowwise(torch.randn(route.rows, c.hidden, device=dev, dtype=torch.bfloat16))
+        out = torch.empty(route.rows, c.hidden, device=dev, dtype=torch.bfloat16)
+
+        def run():
+            blk.route_scores(x)
+            xq, sx = quant_fp8_rowwise(x)
+            shared = blk.shared_q(xq, sx)
+            return shared, blk.routed_q(recv_q, recv_s, route, out)
 
         return run, dict(route.info, impl=self.impl)

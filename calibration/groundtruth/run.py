@@ -31,6 +31,9 @@ EXCLUDED = {
              "but does not drive the routing; no TP/EP collectives (one GPU)",
              "llama-3.1-70b tp4 rank: the 2 TP all-reduces per layer and the logits gather"],
 }
+EXCLUDED["fp8moe"] = ["dispatch/combine all-to-all (routing seeded uniform over all ep ranks' tokens; the router "
+                      "runs in BF16 but does not drive the dispatch); the received rows arrive in e4m3 with their "
+                      "row scales (prepared outside the step, as an FP8 dispatch delivers them)"]
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
 EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
                      "logits; the cached history is random (one draw, copied into every layer's cache)"]
@@ -48,6 +51,10 @@ def build(model: tuple, device: str):
         from calibration.groundtruth.moe import MoELayer
 
         return MoELayer(C.moe_config(name, args[0]), device)
+    if kind == "moe_fp8":
+        from calibration.groundtruth.moe import Fp8MoELayer
+
+        return Fp8MoELayer(C.moe_config(name, args[0]), device)
     from calibration.groundtruth.mla import MLAModel
 
     return MLAModel(C.model_config(name, args[0]), device)
@@ -63,7 +70,7 @@ def step_of(model, table: K.Table, p: dict):
         fn = model.decode(p["batch"], p["context"])
         return fn, ({"attn_backend": model.decode_backend(p["batch"], p["context"])}
                     if table is K.DENSE_DECODE_LONG else {})
-    if table in (K.MOE_LAYER, K.MOE_SMALL):
+    if table in (K.MOE_LAYER, K.MOE_SMALL, K.MOE_FP8):
         return model.step(p["tokens_per_rank"], p["seed"])
     if table is K.MLA_DECODE:
         return model.decode(p["batch"], p["context"])
@@ -110,8 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--set", dest="set_name", default="main", choices=sorted(K.SETS),
                    help="main: the first run's tables; wide: issue-14 regimes with a fit/holdout split; "
-                        "chunk: chunked prefill after cached context (fit/holdout); check: the steps of "
-                        "calibrate --check")
+                        "chunk: chunked prefill after cached context (fit/holdout); fp8moe: FP8 MoE layers "
+                        "(e4m3 experts, rowwise scales); check: the steps of calibrate --check")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="tiny models (CPU tests)")
     p.add_argument("--layers", type=int, default=None, help="override layer counts (main set; smoke runs)")
@@ -164,7 +171,9 @@ def measure_set(out_dir: Path, cases: list[K.Case], set_name: str, device: str, 
                      "chunked prefill lower-right causal (torch.nn.attention.bias.causal_lower_right)",
         "kv_cache": "pre-allocated per layer (bf16), random history: dense [B, Hkv, C+1, D], MLA [B, C+1, 576]",
         "moe_experts": "torch._grouped_mm (ragged, CUTLASS) over pairs sorted by expert when available (impl "
-                       "column), else a loop of per-expert matmuls; then index_add_",
+                       "column), else a loop of per-expert matmuls; then index_add_; fp8moe: e4m3 weights with "
+                       "unit per-channel scales, rowwise-quantised activations, torch._scaled_grouped_mm (else a "
+                       "loop of torch._scaled_mm) and torch._scaled_mm for the shared experts",
         **(extra or {}),
     })
     metadata.write(out_dir / "groundtruth_metadata.json", meta)

@@ -27,6 +27,7 @@ FAMILIES = {
     "gt_mla_decode.csv": "mla decode",
     "gt_mla_prefill.csv": "mla prefill",
     "gt_dense_chunk.csv": "dense chunk prefill",
+    "gt_moe_fp8.csv": "moe fp8",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -103,10 +104,10 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
                   "dense chunk prefill": "chunk prefill"}[family]
         ops = step_ops(m, shape, Layout(tp=tp), kernels=kernels)
         return RowWork(family, f"{m.name} tp{tp} {suffix}", point, tuple(ops))
-    if family in ("moe layer", "moe small"):
+    if family in ("moe layer", "moe small", "moe fp8"):
         ep, t = _int(row, "ep"), _int(row, "tokens_per_rank")
         ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, t), Layout(dp=ep, ep=ep, moe_tp=1),
-                                     kernels=kernels))
+                                     dtype="fp8" if family == "moe fp8" else "bf16", kernels=kernels))
         if recorded_routing and _has(row, "experts_touched") and _has(row, "received_pairs"):
             ops = with_routing(ops, float(row["received_pairs"]), float(row["experts_touched"]))
         return RowWork(family, f"{m.name} ep{ep} {family}", f"T={t}", tuple(ops))
