@@ -116,6 +116,19 @@ def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> n
     return np.repeat(np.array(values, dtype=np.float64), counts)
 
 
+#: no KV growth in a run (``DecodeRun.grows``)
+_NO_GROWTH = np.empty(0, dtype=np.int64)
+
+
+def _grown(first: np.ndarray, steps):
+    """KV blocks a run's streams have grown by at ``steps`` (an int or an array of them): each
+    stream grows at its first growth step (``first``, sorted, each in 1..BLOCK_TOKENS) and every
+    BLOCK_TOKENS steps after; at step 64 q + r that is q growths of every stream and one more of
+    those whose first is <= r."""
+    q, r = divmod(steps, BLOCK_TOKENS)
+    return first.size * q + np.searchsorted(first, r, side="right")
+
+
 class DecodeRun:
     """Steps ``0..end`` of one server's decode batch; step 0 is already formed and recorded
     (``row0``), steps ``1..end`` are formed and steps ``0..end-1`` applied here, step ``end`` is
@@ -158,22 +171,19 @@ class DecodeRun:
             if last < 1:
                 return None
         # KV growth of the steps 1..last: a stream holding B blocks needs one more at the step whose
-        # token gen0 + j + 1 starts block B + 1, then every BLOCK_TOKENS steps; ``grows``: those
-        # steps, sorted (the blocks in use at step j are ``used0`` + the growths at steps <= j)
+        # token gen0 + j + 1 starts block B + 1 (its first growth, 1..BLOCK_TOKENS: grow_decodes
+        # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
+        # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
         blocks0 = st.s_blocks[run]
-        k = BLOCK_TOKENS * blocks0 - gen0
-        k = k[k <= last]
-        if k.size > 1 or last >= BLOCK_TOKENS:
-            parts = []
-            while k.size:
-                parts.append(k)
-                k = k + BLOCK_TOKENS
-                k = k[k <= last]
-            k = np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0]) if parts else k
+        k = np.sort(BLOCK_TOKENS * blocks0 - gen0)
+        if int(k[0]) < 1 or int(k[-1]) > BLOCK_TOKENS:
+            return None  # not a batch grow_decodes reserved: step instead
+        if int(k[0]) > last:
+            k = _NO_GROWTH
         kv = server.kv
         room = kv.capacity_blocks - kv.used_blocks
-        if k.size > room:
-            last = int(k[room]) - 1  # that step preempts: the engine forms it
+        if k.size and _grown(k, last) > room:  # the step of growth room + 1 preempts: the engine forms it
+            last = int(np.searchsorted(_grown(k, np.arange(1, last + 1)), room, side="right"))
             if last < 1:
                 return None
         self = cls(server, run, plan.row, extended)
@@ -233,7 +243,7 @@ class DecodeRun:
         kv, grows = server.kv, self.grows
         lo = i0 + 1
         if grows.size:
-            used = self.used0 + np.searchsorted(grows, np.arange(lo, j + 1), side="right")
+            used = self.used0 + _grown(grows, np.arange(lo, j + 1))
             if int(used[-1]) != kv.used_blocks:
                 kv.alloc(int(used[-1]) - kv.used_blocks)
                 st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
