@@ -235,6 +235,14 @@ class Server:
         """Streams whose prefill or KV transfer finished join the running decode streams."""
         if self.joining:
             st = self.st
+            if len(self.joining) == 1:  # one stream (a request's prefill or transfer ended): no gathers
+                s = self.joining.pop()
+                if not st.s_done[s]:
+                    run = np.concatenate((self.run, (s,)))
+                    if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
+                        self._base_of, self._base_tokens = run, self._base_tokens + int(st.s_base[s])
+                    self.run = run
+                return
             j = np.asarray(self.joining, dtype=np.int64)
             self.joining.clear()
             j = j[~st.s_done[j]]

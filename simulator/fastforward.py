@@ -116,12 +116,25 @@ def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> n
     return np.repeat(np.array(values, dtype=np.float64), counts)
 
 
+#: no KV growth in a run (``DecodeRun.grows``)
+_NO_GROWTH = np.empty(0, dtype=np.int64)
+
+
+def _grown(first: np.ndarray, steps):
+    """KV blocks a run's streams have grown by at ``steps`` (an int or an array of them): each
+    stream grows at its first growth step (``first``, sorted, each in 1..BLOCK_TOKENS) and every
+    BLOCK_TOKENS steps after; at step 64 q + r that is q growths of every stream and one more of
+    those whose first is <= r."""
+    q, r = divmod(steps, BLOCK_TOKENS)
+    return first.size * q + np.searchsorted(first, r, side="right")
+
+
 class DecodeRun:
     """Steps ``0..end`` of one server's decode batch; step 0 is already formed and recorded
     (``row0``), steps ``1..end`` are formed and steps ``0..end-1`` applied here, step ``end`` is
     applied by the engine at ``end_s``."""
 
-    __slots__ = ("server", "run", "n", "t", "dt", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
+    __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
                  "cursor", "extended", "cut_done", "pending_row", "used0", "grows")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
@@ -158,27 +171,24 @@ class DecodeRun:
             if last < 1:
                 return None
         # KV growth of the steps 1..last: a stream holding B blocks needs one more at the step whose
-        # token gen0 + j + 1 starts block B + 1, then every BLOCK_TOKENS steps; ``grows``: those
-        # steps, sorted (the blocks in use at step j are ``used0`` + the growths at steps <= j)
+        # token gen0 + j + 1 starts block B + 1 (its first growth, 1..BLOCK_TOKENS: grow_decodes
+        # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
+        # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
         blocks0 = st.s_blocks[run]
-        k = BLOCK_TOKENS * blocks0 - gen0
-        k = k[k <= last]
-        if k.size > 1 or last >= BLOCK_TOKENS:
-            parts = []
-            while k.size:
-                parts.append(k)
-                k = k + BLOCK_TOKENS
-                k = k[k <= last]
-            k = np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0]) if parts else k
+        k = np.sort(BLOCK_TOKENS * blocks0 - gen0)
+        if int(k[0]) < 1 or int(k[-1]) > BLOCK_TOKENS:
+            return None  # not a batch grow_decodes reserved: step instead
+        if int(k[0]) > last:
+            k = _NO_GROWTH
         kv = server.kv
         room = kv.capacity_blocks - kv.used_blocks
-        if k.size > room:
-            last = int(k[room]) - 1  # that step preempts: the engine forms it
+        if k.size and _grown(k, last) > room:  # the step of growth room + 1 preempts: the engine forms it
+            last = int(np.searchsorted(_grown(k, np.arange(1, last + 1)), room, side="right"))
             if last < 1:
                 return None
         self = cls(server, run, plan.row, extended)
         self.end = last
-        self.t, self.dt = t, secs[1:]
+        self.t = t
         self.key_runs = keys
         self.used0, self.grows = kv.used_blocks, k
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
@@ -219,41 +229,41 @@ class DecodeRun:
         if a == 0:
             log.itl_add_s[self.row0] = sim.itl.add(t[1] - self.last_emit0)
             a = 1
-        itl_rows = np.empty(j - i0)
-        itl_rows[-1] = 0.0  # row j's gap is added when step j is applied
+        itl = _NO_GAPS  # rows i0+1..j-1 hold applies i0+1..j-1; row j's gap is added when step j is applied
         if j > a:
             gaps = t[a + 1:j + 1] - t[a:j]  # the uniform gaps of applies a..j-1
             itl = gaps * n
             sim.itl.add_steps(gaps, n)
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = float(itl[0])
-            itl_rows[:-1] = itl[(i0 + 1) - a:]  # the row of step s (i0 < s < j) holds apply s
+                itl = itl[1:]
         st.s_gen[run] = self.gen0 + j
         st.s_last_emit_s[run] = t[j]
         # formations i0+1..j: KV, records, cache hits
         kv, grows = server.kv, self.grows
+        lo = i0 + 1
         if grows.size:
-            used = self.used0 + np.searchsorted(grows, np.arange(i0 + 1, j + 1), side="right")
+            used = self.used0 + _grown(grows, np.arange(lo, j + 1))
             if int(used[-1]) != kv.used_blocks:
                 kv.alloc(int(used[-1]) - kv.used_blocks)
                 st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
             used_fraction = used / kv.capacity_blocks
         else:
-            used_fraction = np.full(j - i0, self.used0 / kv.capacity_blocks)
-        lo = i0 + 1
-        first = log.extend({"time_s": t[lo:j + 1], "instance": server.index, "batch_size": n, "decode_seqs": n,
-                            "prefill_tokens": 0, "new_tokens": n * server.k, "step_s": self.dt[lo:j + 1],
-                            "kv_used_fraction": used_fraction, "compute_s": _repeat(self.key_runs, lo, j, 1),
-                            "comm_s": _repeat(self.key_runs, lo, j, 2), "itl_add_s": itl_rows},
-                           flagged=self.extended)
-        hits = server.costs.hits
-        for ka, kb, key, _ in self.key_runs:
+            used_fraction = self.used0 / kv.capacity_blocks
+        hits, codes = server.costs.hits, []
+        for ka, kb, key, hit in self.key_runs:
             lo_k, hi_k = max(ka, lo), min(kb, j)
             if hi_k >= lo_k:
                 hits[key] += hi_k - lo_k + 1
+                codes.append((log.decode_code(server.index, n, server.k, key, hit), hi_k - lo_k + 1))
+        first = log.extend_coded(t[lo:j + 1], used_fraction, itl, codes, self.extended)
         self.pending_row = first + (j - i0) - 1
         self.cursor = j
         sim.fast_forwarded_steps += j - i0
+
+
+#: no inter-token gaps (``DecodeRun._commit``)
+_NO_GAPS = np.empty(0)
 
 
 #: rows looked at a time by ``ambiguous_ties`` (bounds its temporary arrays)

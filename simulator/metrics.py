@@ -22,6 +22,7 @@ summary milliseconds):
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 import pandas as pd
@@ -30,28 +31,15 @@ _ITL_MIN_S = 1e-6
 _ITL_RATIO = 1.01
 _ITL_BINS = int(math.ceil(math.log(1e5 / _ITL_MIN_S) / math.log(_ITL_RATIO))) + 1
 _LOG_ITL_RATIO = math.log(_ITL_RATIO)
-#: gaps within this many bins of a bin edge are binned the slow, exact way (``_one_bin``)
-_EDGE = 1e-6
 #: arrays up to this size are checked for one common gap in Python (``ItlHistogram.add``)
 _SMALL = 32
+#: gaps of runs of decode steps held before they are binned together (``ItlHistogram.add_steps``)
+_PENDING_GAPS = 1 << 16
 
 
 def itl_bin(gap_s: float) -> int:
     """The histogram bin of one gap."""
     return min(int(math.log(max(gap_s, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO), _ITL_BINS - 1)
-
-
-def _one_bin(lo_s: float, hi_s: float) -> int | None:
-    """The bin of every gap in ``[lo_s, hi_s]`` when ``itl_bins`` puts them all in one, clear of
-    its edges by far more than numpy's and ``math``'s logarithms can differ; else None."""
-    if lo_s <= _ITL_MIN_S:
-        return None
-    x_lo = math.log(lo_s / _ITL_MIN_S) / _LOG_ITL_RATIO
-    x_hi = x_lo if hi_s == lo_s else math.log(hi_s / _ITL_MIN_S) / _LOG_ITL_RATIO
-    b = int(x_lo)
-    if x_lo - b < _EDGE or x_hi - b > 1 - _EDGE or b >= _ITL_BINS - 1:
-        return None
-    return b
 
 
 def _bins_np(gaps_s: np.ndarray) -> np.ndarray:
@@ -80,14 +68,31 @@ class ItlHistogram:
 
     ``add`` counts the gaps at once and returns what they add to ``total_s``; the engine keeps
     those per step and sums them in step order at the end (``simulator.steplog``), so that runs
-    of decode steps advanced in closed form give the same float total as stepping."""
+    of decode steps advanced in closed form give the same float total as stepping. The gaps of
+    such runs (``add_steps``) are held, by stream count, and binned together (``itl_bins``) up to
+    ``_PENDING_GAPS`` at a time: the same counts as binning them one run at a time."""
 
-    __slots__ = ("counts", "total_s", "n")
+    __slots__ = ("_counts", "total_s", "n", "_pending", "_pending_size")
 
     def __init__(self):
-        self.counts = np.zeros(_ITL_BINS, dtype=np.int64)
+        self._counts = np.zeros(_ITL_BINS, dtype=np.int64)
         self.total_s = 0.0
         self.n = 0
+        self._pending: dict[int, array] = {}  # streams -> gaps each counted that many times
+        self._pending_size = 0
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Gaps per bin (1% geometric bins from 1 us)."""
+        if self._pending_size:
+            self._bin_pending()
+        return self._counts
+
+    def _bin_pending(self) -> None:
+        for streams, gaps in self._pending.items():
+            self._counts += np.bincount(itl_bins(np.frombuffer(gaps, dtype=np.float64)), minlength=_ITL_BINS) * streams
+        self._pending.clear()
+        self._pending_size = 0
 
     def add(self, gaps_s: np.ndarray) -> float:
         """Count ``gaps_s``; returns the seconds they add to the total."""
@@ -107,28 +112,30 @@ class ItlHistogram:
             if 2 * common > size:  # mostly one gap (a batch that a few streams joined): bin it once
                 vals = np.concatenate((gaps_s[:1], gaps_s[~same]))
                 bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
-                self.counts[bins[0]] += common
-                np.add.at(self.counts, bins[1:], 1)
+                self._counts[bins[0]] += common
+                np.add.at(self._counts, bins[1:], 1)
                 self.n += int(size)
                 return float(np.add.reduce(gaps_s))
-        self.counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)
+        self._counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)
         self.n += int(size)
         return float(gaps_s.sum())
 
     def add_steps(self, gaps_s: np.ndarray, streams: int) -> None:
         """Count ``streams`` equal gaps for each of ``gaps_s`` (steps of a run of decode steps;
-        their seconds are added to the total per step, by the caller)."""
+        their seconds are added to the total per step, by the caller). Binned later, with others."""
+        gaps = self._pending.get(streams)
+        if gaps is None:
+            gaps = self._pending[streams] = array("d")
+        gaps.frombytes(gaps_s.tobytes())
         size = int(gaps_s.size)
-        b = _one_bin(float(gaps_s.min()), float(gaps_s.max()))
-        if b is not None:  # every gap in one bin (bins are monotone in the gap): ``itl_bins``' answer
-            self.counts[b] += size * streams
-        else:
-            self.counts += np.bincount(itl_bins(gaps_s), minlength=_ITL_BINS) * streams
         self.n += streams * size
+        self._pending_size += size
+        if self._pending_size >= _PENDING_GAPS:
+            self._bin_pending()
 
     def add_uniform(self, gap_s: float, count: int) -> float:
         """Count ``count`` gaps of ``gap_s``; returns the seconds they add to the total."""
-        self.counts[itl_bin(gap_s)] += count
+        self._counts[itl_bin(gap_s)] += count
         self.n += count
         return gap_s * count
 

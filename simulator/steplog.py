@@ -49,43 +49,16 @@ def _signed(key: tuple, floats: tuple) -> tuple:
     return key + tuple(math.copysign(1.0, x) for x in floats)
 
 
-def _run_starts(cols: list[np.ndarray]) -> np.ndarray:
-    """Indices where any of ``cols`` changes value or sign (runs of equal rows)."""
-    n = len(cols[0])
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    for v in cols:
-        change[1:] |= (v[1:] != v[:-1]) | (np.signbit(v[1:]) != np.signbit(v[:-1]))
-    return np.flatnonzero(change)
-
-
-def _f64(v, n: int) -> np.ndarray:
-    """``v`` as a contiguous float64 array (zeros when None)."""
-    return np.zeros(n) if v is None else np.ascontiguousarray(v, dtype=np.float64)
-
-
 def _raw(v: np.ndarray) -> np.ndarray:
     """A contiguous array's bytes (what ``array.frombytes`` takes, without a copy)."""
     return v.view(np.uint8)
 
 
-def _constant(v: np.ndarray, n: int) -> bool:
-    """Every value of ``v`` has the bits of the first (a byte comparison: cheaper than numpy's
-    for the short arrays of one fast-forwarded commit)."""
-    b = v.tobytes()
-    return b == b[:8] * n
-
-
-def _runs(codes: list[int], starts: np.ndarray, n: int) -> np.ndarray:
-    """int32 codes, each repeated from its start to the next (as bytes)."""
-    return _raw(np.repeat(np.array(codes, dtype=np.int32), np.diff(np.append(starts, n))))
-
-
 class StepLog:
-    """Append-only rows, one per batch iteration (``append``/``extend``); ``itl_add_s[row]`` is
+    """Append-only rows, one per batch iteration (``append``/``extend_coded``); ``itl_add_s[row]`` is
     set when the step is applied."""
 
-    __slots__ = ("time_s", "itl_add_s", "flags", "shape", "kv", "_shapes", "out_of_order")
+    __slots__ = ("time_s", "itl_add_s", "flags", "shape", "kv", "_shapes", "_decode_codes", "out_of_order")
 
     def __init__(self):
         self.time_s = array("d")
@@ -95,6 +68,7 @@ class StepLog:
         self.shape = array("i")  # code into ``_shapes``
         self.kv = array("d")  # the KV fraction
         self._shapes: dict = {}
+        self._decode_codes: dict = {}  # (instance, streams, cost key) -> code (``decode_code``)
         #: rows were appended after rows of later times (fast-forwarded runs): sort by time at the end
         self.out_of_order = False
 
@@ -122,32 +96,44 @@ class StepLog:
         self.flags[row] = 1
         self.out_of_order = True
 
-    def extend(self, columns: dict, flagged: bool = False) -> int:
-        """Add rows given as equal-length float64 numpy arrays (``time_s``, ``step_s``,
-        ``kv_used_fraction``, ``compute_s``, ``comm_s``; ``itl_add_s`` optional) and ints (the
-        count columns: one value for every row); returns the index of the first."""
+    def code(self, instance: int, batch_size: int, decode_seqs: int, prefill_tokens: int, new_tokens: int,
+             step_s: float, compute_s: float, comm_s: float) -> int:
+        """The shape code of a row with these fields (what ``append`` logs for them)."""
+        key = (instance, batch_size, decode_seqs, prefill_tokens, new_tokens, step_s, compute_s, comm_s)
+        if not (step_s and compute_s and comm_s):
+            key = _signed(key, key[5:])
+        return _code(self._shapes, key)
+
+    def decode_code(self, instance: int, n: int, k: int, key: tuple, cost: tuple) -> int:
+        """``code`` of a decode-only step of ``n`` streams of ``k`` tokens on ``instance`` costed
+        at cost-cache ``key`` (``cost``: its seconds, compute and communication seconds), memoised."""
+        memo = (instance, n, key)
+        c = self._decode_codes.get(memo)
+        if c is None:
+            c = self._decode_codes[memo] = self.code(instance, n, n, 0, n * k, *cost)
+        return c
+
+    def extend_coded(self, time_s: np.ndarray, kv_used_fraction, itl_add_s: np.ndarray, codes: list[tuple[int, int]],
+                     flagged: bool) -> int:
+        """Add ``len(time_s)`` rows of known shape codes (``codes``: (code, rows) in row order;
+        ``code``) whose ``itl_add_s`` are ``itl_add_s`` and then one 0.0 (``len(time_s) - 1``
+        values), KV fraction one float for every row or an array; returns the first row's index.
+        ``time_s`` and the arrays: contiguous float64 (a run of decode steps: ``fastforward``)."""
         first = len(self.time_s)
-        n = len(columns["time_s"])
+        n = len(time_s)
         if flagged:
             self.out_of_order = True
-        if not n:
-            return first
         self.flags.frombytes((b"\x01" if flagged else b"\x00") * n)
-        self.time_s.frombytes(_raw(_f64(columns["time_s"], n)))
-        self.itl_add_s.frombytes(_raw(_f64(columns.get("itl_add_s"), n)))
-        self.kv.frombytes(_raw(_f64(columns.get("kv_used_fraction"), n)))
-        ints = tuple(int(columns[c]) for c in _SHAPE_INTS)
-        floats = [_f64(columns.get(c), n) for c in _SHAPE_FLOATS]
-        v0 = tuple(float(f[0]) for f in floats)
-        if all(v0) and all(_constant(f, n) for f in floats):  # one shape (the common case)
-            self.shape.extend(array("i", (_code(self._shapes, ints + v0),)) * n)
+        self.time_s.frombytes(_raw(time_s))
+        self.itl_add_s.frombytes(_raw(itl_add_s))
+        self.itl_add_s.append(0.0)
+        if isinstance(kv_used_fraction, float):
+            self.kv.extend(array("d", (kv_used_fraction,)) * n)
         else:
-            starts = _run_starts(floats)
-            codes = []
-            for i in starts.tolist():
-                fl = (float(floats[0][i]), float(floats[1][i]), float(floats[2][i]))
-                codes.append(_code(self._shapes, ints + fl if all(fl) else _signed(ints + fl, fl)))
-            self.shape.frombytes(_runs(codes, starts, n))
+            self.kv.frombytes(_raw(kv_used_fraction))
+        shape = self.shape
+        for c, rows in codes:
+            shape.extend(array("i", (c,)) * rows)
         return first
 
     def table(self, pool_names: list[str] | None = None) -> "StepTable":
@@ -172,7 +158,7 @@ class StepLog:
         shapes = list(self._shapes)  # keys in code order
         uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
                 for j, f in enumerate(_SHAPE_FIELDS)}
-        self._shapes = {}
+        self._shapes, self._decode_codes = {}, {}
         return StepTable(cols, uniq, pool_names)
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """The engine's hot-path shortcuts give exactly the values of the plain computations they replace:
 the fast-forward run's cost-key boundaries (``fastforward._bucket_end``) against scanning every step
-with ``bucket``, the ITL histogram's one-bin shortcut against ``itl_bins``, and the MoE layer's
+with ``bucket``, a run's KV growth in closed form (``fastforward._grown``) against listing every
+growth step, the ITL histogram's batched binning against ``itl_bins``, and the MoE layer's
 expected busiest-expert load against ``scipy.stats.binom.cdf`` summed term by term."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.fastforward import _bucket_end, _cached_steps
+from simulator.fastforward import _bucket_end, _cached_steps, _grown
 from simulator.metrics import _ITL_BINS, ItlHistogram, itl_bins
 from simulator.policies import StepCostCache, bucket
 from workloads.ops_blocks import expected_max_expert_load
@@ -41,6 +42,27 @@ def test_cached_steps_stop_before_the_first_miss():
     assert runs[0][0] == 1 and all(a == prev[1] + 1 for prev, (a, *_) in zip(runs, runs[1:]))
     assert runs[-1][1] == 199 + sum(1 for x in range(200, 501)
                                     if bucket((total0 + x * n) / n) == bucket((total0 + 199 * n) / n))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=40), st.integers(1, 700))
+def test_grown_counts_every_growth_step(first, last):
+    """Streams first growing at ``first`` then every 64 steps: growths at steps <= s, for each s."""
+    first = np.sort(np.array(first, dtype=np.int64))
+    every = np.sort(np.concatenate([np.arange(f, last + 1, 64) for f in first.tolist()]))
+    steps = np.arange(1, last + 1)
+    assert (_grown(first, steps) == np.searchsorted(every, steps, side="right")).all()
+    assert _grown(first, last) == every.size
+
+
+def test_add_steps_held_and_binned_in_batches_counts_as_itl_bins():
+    rng = np.random.default_rng(3)
+    fast, ref = ItlHistogram(), np.zeros(_ITL_BINS, dtype=np.int64)
+    for _ in range(400):  # past the held-gap bound: binned several times over
+        gaps, streams = rng.uniform(1e-4, 0.2, int(rng.integers(1, 400))), int(rng.integers(1, 30))
+        fast.add_steps(gaps, streams)
+        ref += np.bincount(itl_bins(gaps), minlength=_ITL_BINS) * streams
+    assert (fast.counts == ref).all() and fast.n == ref.sum()
 
 
 @settings(max_examples=300, deadline=None)

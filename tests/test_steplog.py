@@ -40,7 +40,10 @@ def _fill(seed: int):
             fl = {c: np.array([pick() for _ in range(n)]) if rng.random() < 0.5 else np.full(n, pick())
                   for c in FLOATS}
             itl = rng.random(n)
-            log.extend({"time_s": times, **dict(zip(INTS, ints)), **fl, "itl_add_s": itl}, flagged=late)
+            itl[-1] = 0.0  # the last row's gap is set when its step is applied
+            codes = [(log.code(*ints, float(fl["step_s"][i]), float(fl["compute_s"][i]), float(fl["comm_s"][i])), 1)
+                     for i in range(n)]
+            log.extend_coded(times, fl["kv_used_fraction"], itl[:-1], codes, flagged=late)
             for c, v in zip(INTS, ints):
                 rows[c] += [v] * n
             for c in FLOATS:
