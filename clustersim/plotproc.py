@@ -20,13 +20,17 @@ import threading
 __all__ = ["PlotProcess"]
 
 # the helper: matplotlib first, then one request (or none: stdin closed), PNG bytes out
+# (it leaves with ``os._exit``: the plan waits for its answer's end, and matplotlib's teardown
+# would add ~0.1 s to that wait)
 _CHILD = """
-import json, sys
+import json, os, sys
 from planner.plot import draw_pareto, ready
 ready()
 line = sys.stdin.readline()
 if line:
     sys.stdout.buffer.write(draw_pareto(json.loads(line)))
+sys.stdout.flush()
+os._exit(0)
 """
 
 
