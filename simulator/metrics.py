@@ -237,15 +237,21 @@ def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: in
               devices_per_node: int, extra: dict) -> dict:
     """The run's summary dict (JSON-ready: plain floats, ints, None). ``steps``: the run's
     ``simulator.steplog.StepTable``."""
-    fin = requests[np.isfinite(requests["finish_s"])]
-    n_all, n_fin = len(requests), len(fin)
-    span_s = float(fin["finish_s"].max() - requests["arrival_s"].min()) if n_fin else 0.0
+    finished = np.isfinite(requests["finish_s"].to_numpy())
+    every = bool(np.logical_and.reduce(finished))
+
+    def fin(c: str) -> np.ndarray:  # the finished requests' column (no copy of the whole table)
+        v = requests[c].to_numpy()
+        return v if every else v[finished]
+
+    n_all, n_fin = len(requests), int(np.count_nonzero(finished))
+    span_s = float(np.maximum.reduce(fin("finish_s")) - requests["arrival_s"].min()) if n_fin else 0.0
     slo = dep.slo
-    ttft, tpot = fin["ttft_s"].to_numpy(), fin["tpot_s"].to_numpy()
+    ttft, tpot = fin("ttft_s"), fin("tpot_s")
     ok_ttft = ttft * 1e3 <= slo.ttft_ms
     ok_tpot = ~(tpot * 1e3 > slo.tpot_ms)  # NaN TPOT (one-token outputs) meets it
     good = int((ok_ttft & ok_tpot).sum())
-    in_tok, out_tok = float(fin["prompt_tokens"].sum()), float(fin["output_tokens"].sum())
+    in_tok, out_tok = float(np.add.reduce(fin("prompt_tokens"))), float(np.add.reduce(fin("output_tokens")))
     per_s = (lambda x: x / span_s) if span_s > 0 else (lambda x: 0.0)
     q = slo.percentile
     ttft_q = float(np.percentile(ttft, q) * 1e3) if n_fin else None
@@ -265,8 +271,8 @@ def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: in
         "ttft_ms": _stats_ms(ttft),
         "tpot_ms": _stats_ms(tpot),
         "itl_ms": itl.stats_ms(),
-        "e2e_ms": _stats_ms(fin["e2e_s"].to_numpy()),
-        "queue_ms": _stats_ms(fin["queue_s"].to_numpy()),
+        "e2e_ms": _stats_ms(fin("e2e_s")),
+        "queue_ms": _stats_ms(fin("queue_s")),
         "throughput": {
             "requests_per_s": per_s(n_fin),
             "input_tokens_per_s": per_s(in_tok),
