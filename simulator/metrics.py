@@ -157,11 +157,12 @@ class ItlHistogram:
 
 
 def _stats_ms(values_s: np.ndarray) -> dict:
-    v = values_s[np.isfinite(values_s)]
+    v = values_s[np.isfinite(values_s)]  # a fresh array: the mean first, then partitioned in place
     if v.size == 0:
         return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p = np.percentile(v, [50, 90, 99])
-    return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
+    mean = float(v.mean() * 1e3)
+    p = np.percentile(v, [50, 90, 99], overwrite_input=True)
+    return {"mean": mean, "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
 
 
 #: rows a pool's column is expanded at a time (``_pool_internals``): bounds its temporaries
