@@ -822,12 +822,10 @@ class Simulation:
             np.divide(tpot, longest - 1, out=tpot)
         tpot[~(longest > 1)] = np.nan
         del longest
-        for name in _STATE_COUNTS:  # the table's counts are int64 (RunState may keep them in int32)
-            setattr(st, name, getattr(st, name).astype(np.int64, copy=False))
         req = pd.DataFrame({
             "id": np.arange(st.num_requests), "arrival_s": st.arrival_s, "prompt_tokens": st.prompt,
-            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": output_tokens.astype(np.int64, copy=False),
-            "target_output_tokens": target_tokens.astype(np.int64, copy=False), "samples": np.full(st.num_requests, n),
+            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": output_tokens,
+            "target_output_tokens": target_tokens, "samples": np.full(st.num_requests, n),
             "first_token_s": st.first_token_s, "finish_s": st.finish_s,
             "ttft_s": st.first_token_s - st.arrival_s, "tpot_s": tpot, "e2e_s": st.finish_s - st.arrival_s,
             "queue_s": queue, "transfer_s": st.transfer_s,
@@ -864,8 +862,6 @@ class Simulation:
 
 #: arrival times ``Simulation._arrivals`` reads at a time
 _ARRIVAL_CHUNK = 1 << 14
-#: ``RunState`` counts the requests table holds (int64 there)
-_STATE_COUNTS = ("prompt", "cached", "prefill_inst", "decode_inst", "preemptions", "cancelled")
 #: ``RunState`` arrays that only the event loop reads: released once the requests table is built
 _STATE_DONE = ("s_req", "s_target", "s_base", "s_gen", "s_blocks", "s_last_emit_s", "s_done", "prefill_target",
                "prefilled", "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left", "schedule_s")

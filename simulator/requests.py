@@ -17,61 +17,41 @@ from simulator.workload import WorkloadArrays
 NAN = float("nan")
 
 
-#: token counts below this keep the run's integer state in int32 (``RunState``): sums of many of them
-#: are taken in int64 (numpy's add reductions widen int32), and no single count comes near 2**31
-_INT32_TOKENS = 1 << 30
-
-
-def count_dtype(wl: WorkloadArrays) -> type:
-    """The dtype of a run's per-request and per-stream counts (tokens, blocks, instance ids,
-    preemptions): int32 when a request's prompt plus all its samples' outputs stay below
-    ``_INT32_TOKENS``, else int64. Half the memory of a million-request run's state; every table
-    a run writes has int64 columns either way (``engine.Simulation._result`` casts)."""
-    if not wl.num_requests:
-        return np.int64
-    top = int(np.maximum.reduce(wl.prompt_tokens)) + int(np.maximum.reduce(wl.output_tokens.sum(axis=1)))
-    return np.int32 if top < _INT32_TOKENS else np.int64
-
-
 class RunState:
-    """All mutable request/stream state of one simulation (owned by the run, no globals). Counts are
-    ``count_dtype`` (int32 unless a request has ~2**30 tokens); times float64."""
+    """All mutable request/stream state of one simulation (owned by the run, no globals)."""
 
     def __init__(self, wl: WorkloadArrays):
         r, n = wl.num_requests, wl.samples
         self.num_requests, self.samples = r, n
-        ints = count_dtype(wl)
         # ---- requests
         self.arrival_s = wl.arrival_s.astype(float)
-        self.prompt = wl.prompt_tokens.astype(ints)
-        self.cached = wl.cached_tokens.astype(ints)
+        self.prompt = wl.prompt_tokens.astype(np.int64)
+        self.cached = wl.cached_tokens.astype(np.int64)
         self.block_hashes = wl.block_hashes  # prompt block hashes per request (Mooncake traces) or None
         self.first_token_s = np.full(r, NAN)
         self.finish_s = np.full(r, NAN)
         self.schedule_s = np.full(r, NAN)  # first admission to a prefill batch
         self.transfer_s = np.zeros(r)  # time spent in KV transfer (disaggregated)
-        self.prefill_inst = np.full(r, -1, dtype=ints)
-        self.decode_inst = np.full(r, -1, dtype=ints)
-        self.preemptions = np.zeros(r, dtype=ints)
+        self.prefill_inst = np.full(r, -1, dtype=np.int64)
+        self.decode_inst = np.full(r, -1, dtype=np.int64)
+        self.preemptions = np.zeros(r, dtype=np.int64)
         self.prefill_target = self.prompt - self.cached  # tokens to compute in the (next) prefill
-        self.prefilled = np.zeros(r, dtype=ints)
-        self.prompt_blocks = np.zeros(r, dtype=ints)  # blocks held on the current instance
+        self.prefilled = np.zeros(r, dtype=np.int64)
+        self.prompt_blocks = np.zeros(r, dtype=np.int64)  # blocks held on the current instance
         # KV blocks of each prompt (an array of C ints: indexing gives a Python int, as a list
-        # would, at 4 or 8 bytes a request instead of ~36)
-        need = (self.prompt + BLOCK_TOKENS - 1) // BLOCK_TOKENS
-        self.prompt_blocks_need = array("i" if ints is np.int32 else "q", need.astype(ints).tobytes())
-        del need
-        self.src_blocks = np.zeros(r, dtype=ints)  # blocks still held on the prefill side in transfer
-        self.streams_left = np.full(r, n, dtype=ints)
-        self.cancelled = np.zeros(r, dtype=ints)
+        # would, at 8 bytes a request instead of ~36)
+        self.prompt_blocks_need = array("q", ((self.prompt + BLOCK_TOKENS - 1) // BLOCK_TOKENS).tobytes())
+        self.src_blocks = np.zeros(r, dtype=np.int64)  # blocks still held on the prefill side in transfer
+        self.streams_left = np.full(r, n, dtype=np.int64)
+        self.cancelled = np.zeros(r, dtype=np.int64)
         # ---- streams
         s = r * n
-        self.s_req = np.repeat(np.arange(r, dtype=ints), n)
-        self.s_target = wl.output_tokens.reshape(-1).astype(ints)
+        self.s_req = np.repeat(np.arange(r, dtype=np.int64), n)
+        self.s_target = wl.output_tokens.reshape(-1).astype(np.int64)
         # context before generated tokens (never written: one sample shares the prompt array)
         self.s_base = self.prompt if n == 1 else np.repeat(self.prompt, n)
-        self.s_gen = np.zeros(s, dtype=ints)
-        self.s_blocks = np.zeros(s, dtype=ints)
+        self.s_gen = np.zeros(s, dtype=np.int64)
+        self.s_blocks = np.zeros(s, dtype=np.int64)
         self.s_last_emit_s = np.zeros(s)
         self.s_done = np.zeros(s, dtype=bool)
 
