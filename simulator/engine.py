@@ -729,14 +729,17 @@ class Simulation:
             self.events.append((self.env.now, kind, int(r), int(inst)))
 
     def _arrivals(self):
-        env = self.env
-        arrival = self.st.arrival_s.tolist()
-        order = range(len(arrival)) if self.sessions is None else self.sessions.first_turns
-        for r in order:
-            t = arrival[r]
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            self.arrive(r)
+        """Requests arrive in order (sessions: their first turns), their times read from the run's
+        array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run)."""
+        env, arrival_s = self.env, self.st.arrival_s
+        order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
+        for lo in range(0, len(order), _ARRIVAL_CHUNK):
+            rs = order[lo:lo + _ARRIVAL_CHUNK]
+            times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
+            for r, t in zip(rs, times.tolist()):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                self.arrive(r)
 
     def arrive(self, r: int) -> None:
         """Request r arrives now: route it to an instance of the front pool."""
@@ -857,6 +860,8 @@ class Simulation:
                          transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
 
 
+#: arrival times ``Simulation._arrivals`` reads at a time
+_ARRIVAL_CHUNK = 1 << 14
 #: ``RunState`` arrays that only the event loop reads: released once the requests table is built
 _STATE_DONE = ("s_req", "s_target", "s_base", "s_gen", "s_blocks", "s_last_emit_s", "s_done", "prefill_target",
                "prefilled", "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left", "schedule_s")

@@ -157,35 +157,76 @@ class ItlHistogram:
 
 
 def _stats_ms(values_s: np.ndarray) -> dict:
-    v = values_s[np.isfinite(values_s)]
+    v = values_s[np.isfinite(values_s)]  # a fresh array: the mean first, then partitioned in place
     if v.size == 0:
         return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p = np.percentile(v, [50, 90, 99])
-    return {"mean": float(v.mean() * 1e3), "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
+    mean = float(v.mean() * 1e3)
+    p = np.percentile(v, [50, 90, 99], overwrite_input=True)
+    return {"mean": mean, "p50": float(p[0] * 1e3), "p90": float(p[1] * 1e3), "p99": float(p[2] * 1e3)}
+
+
+#: rows a pool's column is expanded at a time (``_pool_internals``): bounds its temporaries
+_CHUNK_ROWS = 1 << 18
+
+
+def _pairwise_sum(n: int, chunk) -> float:
+    """``np.add.reduce`` of a contiguous float64 column of ``n`` rows (``chunk(lo, hi)``: its rows
+    lo..hi), a chunk at a time and bit for bit: numpy sums a contiguous array pairwise, halving a
+    block of more than 128 values at ``n // 2`` rounded down to a multiple of 8, so the same halves
+    are taken here down to blocks of at most ``_CHUNK_ROWS`` rows, which numpy sums itself."""
+    def part(lo: int, hi: int) -> float:
+        m = hi - lo
+        if m <= max(_CHUNK_ROWS, 128):
+            return float(np.add.reduce(chunk(lo, hi)))
+        h = m // 2
+        h -= h % 8
+        return part(lo, lo + h) + part(lo + h, hi)
+    return part(0, n)
+
+
+def _nan_as_zero(v: np.ndarray) -> np.ndarray:
+    """What pandas' ``Series.sum`` adds: missing values as 0."""
+    nan = np.isnan(v)
+    return np.where(nan, 0.0, v) if nan.any() else v
 
 
 def _pool_internals(steps) -> dict:
     """Per pool (in name order): iterations, busy seconds, batch and KV fill, compute/communication
-    shares. ``steps``: a ``simulator.steplog.StepTable`` (``steps[column]``, ``pool_rows()``); each
-    pool's columns are the rows of that pool in time order and are reduced by the same pandas and
-    numpy calls as a DataFrame grouped by pool would be."""
+    shares. ``steps``: a ``simulator.steplog.StepTable`` (``steps.take(column, rows)``,
+    ``pool_rows()``); each pool's columns are the rows of that pool in time order, reduced to the
+    same numbers as pandas' ``Series.sum``/``max`` and ``np.average`` give over the whole columns,
+    but expanded ``_CHUNK_ROWS`` rows at a time (``_pairwise_sum``: the same additions in the same
+    order), not millions of rows at once."""
     out = {}
     for pool, rows in steps.pool_rows():
-        def col(name):
-            v = steps[name]
-            return pd.Series(v if rows is None else v[rows])
-        step = col("step_s")  # each column read when needed and dropped after (millions of rows)
-        busy = float(step.sum())
-        w = step.to_numpy()
-        del step
-        comp = float(col("compute_s").sum())
-        comm = float(col("comm_s").sum())
-        stats = {"iterations": int(len(w)), "busy_s": busy}
-        for name, key in (("batch_size", "batch_size"), ("kv_used_fraction", "kv_used_fraction")):
-            v = col(name)
-            stats[f"mean_{key}"] = float(np.average(v, weights=w)) if busy > 0 else 0.0
-            stats[f"max_{key}"] = int(v.max()) if name == "batch_size" else float(v.max())
-            del v
+        n = len(steps) if rows is None else len(rows)
+
+        def col(name, lo, hi):
+            return steps.take(name, slice(lo, hi) if rows is None else rows[lo:hi])
+
+        def maxima(name):  # each chunk's largest value (fmax: NaN only where every value is NaN)
+            return [np.fmax.reduce(col(name, lo, lo + _CHUNK_ROWS)) for lo in range(0, n, _CHUNK_ROWS)]
+
+        nan = []
+
+        def step_chunk(lo, hi):
+            v = col("step_s", lo, hi)
+            nan.append(bool(np.isnan(v).any()))
+            return v
+
+        scl = _pairwise_sum(n, step_chunk)  # np.average's sum of the weights
+        busy = _pairwise_sum(n, lambda lo, hi: _nan_as_zero(col("step_s", lo, hi))) if any(nan) else scl
+        comp = _pairwise_sum(n, lambda lo, hi: _nan_as_zero(col("compute_s", lo, hi)))
+        comm = _pairwise_sum(n, lambda lo, hi: _nan_as_zero(col("comm_s", lo, hi)))
+        stats = {"iterations": int(n), "busy_s": busy}
+        for name in ("batch_size", "kv_used_fraction"):
+            # np.average(v, weights=step_s): sum(v * step_s) / sum(step_s), in float64
+            vw = _pairwise_sum(n, lambda lo, hi: np.multiply(col(name, lo, hi), col("step_s", lo, hi),
+                                                             dtype=np.float64))
+            stats[f"mean_{name}"] = float(vw / scl) if busy > 0 else 0.0
+        stats["max_batch_size"] = int(max(maxima("batch_size")))
+        kv = [float(v) for v in maxima("kv_used_fraction") if not np.isnan(v)]  # Series.max skips NaN
+        stats["max_kv_used_fraction"] = max(kv) if kv else float("nan")
         out[str(pool)] = {**{k: stats[k] for k in ("iterations", "busy_s", "mean_batch_size", "max_batch_size",
                                                    "mean_kv_used_fraction", "max_kv_used_fraction")},
                           "compute_share": comp / (comp + comm) if comp + comm > 0 else None,
@@ -197,15 +238,21 @@ def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: in
               devices_per_node: int, extra: dict) -> dict:
     """The run's summary dict (JSON-ready: plain floats, ints, None). ``steps``: the run's
     ``simulator.steplog.StepTable``."""
-    fin = requests[np.isfinite(requests["finish_s"])]
-    n_all, n_fin = len(requests), len(fin)
-    span_s = float(fin["finish_s"].max() - requests["arrival_s"].min()) if n_fin else 0.0
+    finished = np.isfinite(requests["finish_s"].to_numpy())
+    every = bool(np.logical_and.reduce(finished))
+
+    def fin(c: str) -> np.ndarray:  # the finished requests' column (no copy of the whole table)
+        v = requests[c].to_numpy()
+        return v if every else v[finished]
+
+    n_all, n_fin = len(requests), int(np.count_nonzero(finished))
+    span_s = float(np.maximum.reduce(fin("finish_s")) - requests["arrival_s"].min()) if n_fin else 0.0
     slo = dep.slo
-    ttft, tpot = fin["ttft_s"].to_numpy(), fin["tpot_s"].to_numpy()
+    ttft, tpot = fin("ttft_s"), fin("tpot_s")
     ok_ttft = ttft * 1e3 <= slo.ttft_ms
     ok_tpot = ~(tpot * 1e3 > slo.tpot_ms)  # NaN TPOT (one-token outputs) meets it
     good = int((ok_ttft & ok_tpot).sum())
-    in_tok, out_tok = float(fin["prompt_tokens"].sum()), float(fin["output_tokens"].sum())
+    in_tok, out_tok = float(np.add.reduce(fin("prompt_tokens"))), float(np.add.reduce(fin("output_tokens")))
     per_s = (lambda x: x / span_s) if span_s > 0 else (lambda x: 0.0)
     q = slo.percentile
     ttft_q = float(np.percentile(ttft, q) * 1e3) if n_fin else None
@@ -225,8 +272,8 @@ def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: in
         "ttft_ms": _stats_ms(ttft),
         "tpot_ms": _stats_ms(tpot),
         "itl_ms": itl.stats_ms(),
-        "e2e_ms": _stats_ms(fin["e2e_s"].to_numpy()),
-        "queue_ms": _stats_ms(fin["queue_s"].to_numpy()),
+        "e2e_ms": _stats_ms(fin("e2e_s")),
+        "queue_ms": _stats_ms(fin("queue_s")),
         "throughput": {
             "requests_per_s": per_s(n_fin),
             "input_tokens_per_s": per_s(in_tok),

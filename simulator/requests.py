@@ -48,7 +48,8 @@ class RunState:
         s = r * n
         self.s_req = np.repeat(np.arange(r, dtype=np.int64), n)
         self.s_target = wl.output_tokens.reshape(-1).astype(np.int64)
-        self.s_base = np.repeat(self.prompt, n)  # context before generated tokens
+        # context before generated tokens (never written: one sample shares the prompt array)
+        self.s_base = self.prompt if n == 1 else np.repeat(self.prompt, n)
         self.s_gen = np.zeros(s, dtype=np.int64)
         self.s_blocks = np.zeros(s, dtype=np.int64)
         self.s_last_emit_s = np.zeros(s)

@@ -198,9 +198,12 @@ class StepTable:
             return cols["kv"]
         return self._shapes[name][cols["shape"]]
 
-    def take(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """``self[name][rows]`` without expanding the whole column (a shape field)."""
-        return self._shapes[name][self._cols["shape"][rows]]
+    def take(self, name: str, rows: np.ndarray | slice) -> np.ndarray:
+        """``self[name][rows]`` (``rows``: indices or a slice) without expanding the whole column."""
+        cols = self._cols
+        if name in ("time_s", "itl_add_s", "flag", "kv_used_fraction"):
+            return cols[{"flag": "flags", "kv_used_fraction": "kv"}.get(name, name)][rows]
+        return self._shapes[name][cols["shape"][rows]]
 
     def drop_run_columns(self) -> None:
         """Free what only the end-of-run checks read (``flag``, ``itl_add_s``)."""
