@@ -289,6 +289,16 @@ class CostModel:
             return None
 
     def op_cost(self, op: Op) -> OpCost:
+        """The op's cost; kept on the op (``Op.derived``): the op lists a
+        ``workloads.ops_blocks.BlockMemo`` hands out again are the same objects."""
+        done = op.derived
+        if done is not None and done[0] is self:
+            return done[1]
+        cost = self._op_cost(op)
+        object.__setattr__(op, "derived", (self, cost))
+        return cost
+
+    def _op_cost(self, op: Op) -> OpCost:
         key = _op_key(op)
         try:
             hit = self._memo.get(key)
