@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 from workloads.accounting import (
@@ -103,11 +103,11 @@ class BlockCtx:
             object.__setattr__(self, "memo", memo)
         return self
 
-    @property
+    @cached_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
-    @property
+    @cached_property
     def eager(self) -> bool:
         """Glue kernels as plain torch ops (see KERNEL_SETS)."""
         return self.kernel_set.glue == "eager"
@@ -129,7 +129,7 @@ class BlockMemo:
 
     __slots__ = ("max_entries", "_blocks", "_contexts", "_ranks")
 
-    def __init__(self, max_entries: int = 1024):
+    def __init__(self, max_entries: int = 8192):
         self.max_entries = max_entries
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
@@ -220,7 +220,7 @@ def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_pe
         dtype="bf16",
         count=count,
         layer=layer,
-        meta=dict(meta or {}),
+        meta=meta,
         role=role,
     )
 
