@@ -12,13 +12,14 @@ hand to ``InstanceCost.step``, in one process). It then times, with fresh ``Inst
 objects (``cache_steps=False``), building every shape's op lists (``InstanceCost.ops``) and
 costing every shape in full (``InstanceCost.step``), and prints CPU milliseconds per step.
 Every side runs in its own process (``PYTHONPATH`` and cwd = its tree), the sides alternate,
-and the medians are compared; the children also check that both sides' step costs agree (a
+and the medians are compared (the harness's heap frozen, ``gc.freeze``, before timing); the children also check that both sides' step costs agree (a
 digest of every step's seconds, compute and comm).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -90,6 +91,10 @@ def child(workload: str, repeat: int, prof: bool) -> dict:
     kind, path, n = WORKLOADS[workload]
     pools = _simulate_shapes(path, n) if kind == "simulate" else _plan_shapes(path)
     steps = sum(len(p[3]) for p in pools)
+    # the run that collected the shapes leaves its heap behind: frozen, so that the collector
+    # does not charge its scans of it to the steps timed (the planner freezes its heap too)
+    gc.collect()
+    gc.freeze()
     ops_s, full_s = [], []
     digest = hashlib.sha256()
     for rep in range(repeat):
