@@ -97,3 +97,24 @@ def test_block_memo_hands_out_the_same_ops_and_their_costs_once():
     other = CostModel(cluster=spec.cluster)
     assert [other.op_cost(o) for o in a] == first  # another model times them itself, alike
     assert all(o.derived is not None for o in a) and repr(a[0]).count("derived") == 0
+
+
+_lens = st.one_of(st.integers(1, 5000), st.sampled_from([1, 2, 10**7, 2**26 + 1, 3 * 10**8]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seqs=st.lists(st.tuples(_lens, st.one_of(st.integers(0, 10**6), st.sampled_from([0, 2**40]))),
+                     min_size=1, max_size=40),
+       repeat=st.integers(1, 300))
+def test_pair_sum_is_the_float_loop_bit_for_bit(seqs, repeat):
+    """``BlockCtx.pair_sum`` (exact integers below 2**53) equals the per-sequence float loop."""
+    from workloads.accounting import attention_pairs
+    from workloads.ops_blocks import BlockCtx
+
+    seqs = seqs * repeat if len(seqs) == 1 else seqs
+    new, ctx = tuple(s for s, _ in seqs), tuple(x for _, x in seqs)
+    c = BlockCtx(model=get_model("llama-3.1-70b"), phase="prefill", dtype="bf16", kv_dtype="bf16", new=new, ctx=ctx,
+                 tokens=sum(new), attn_tp=1, tp=1, ep=1, moe_tp=1, sp=1, absorb=False, moe_tokens_all=sum(new),
+                 moe_imbalance=1.0, dispatch_dtype="bf16", combine_dtype="bf16")
+    loop = sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
+    assert c.pair_sum == loop and repr(c.pair_sum) == repr(float(loop))

@@ -14,6 +14,7 @@ resident weight the op owns on this rank (used for memory and consistency checks
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 from typing import Callable
@@ -102,6 +103,38 @@ class BlockCtx:
             object.__setattr__(self, "memo_id", memo.context_id(self))
             object.__setattr__(self, "memo", memo)
         return self
+
+    @cached_property
+    def pair_sum(self) -> float:
+        """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
+        rank's sequences, computed once per step (every layer's attention reads it). The terms are
+        whole numbers, so while their total stays below 2**53 every partial float sum is exact and
+        the total equals the integer one, taken once per distinct sequence; past that (or for
+        non-int lengths) the float loop itself."""
+        new, ctx = self.new, self.ctx
+        if new and all(type(v) is int for v in (*new[:1], *ctx[:1])):
+            n = len(new)
+            if new.count(new[0]) == n and ctx.count(ctx[0]) == n:
+                groups = {(new[0], ctx[0]): n}
+            else:
+                groups = Counter(zip(new, ctx))
+            if all(type(s) is int and type(x) is int for s, x in groups):
+                total = sum(k * (s * x + s * (s + 1) // 2) for (s, x), k in groups.items())
+                if total < 2**53:
+                    return float(total)
+        return sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
+
+    @cached_property
+    def key_sum(self) -> int:
+        """Keys all sequences attend to (new + cached tokens)."""
+        return sum(self.new) + sum(self.ctx)
+
+    @cached_property
+    def varlen(self) -> dict:
+        """The per-sequence lengths an attention op's meta carries when they differ."""
+        if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
+            return {}
+        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx)}
 
     @cached_property
     def kernel_set(self) -> KernelSet:
@@ -246,7 +279,12 @@ def collective(name, kind, group, nbytes, *, layer, count, meta=None) -> Op:
 
 
 def _mean(xs) -> int:
-    return int(math.ceil(sum(xs) / len(xs))) if xs else 0
+    return _mean_of(sum(xs), len(xs))
+
+
+def _mean_of(total: int, n: int) -> int:
+    """``_mean`` of ``n`` values summing to ``total``."""
+    return int(math.ceil(total / n)) if n else 0
 
 
 def kv_heads_local(model: ModelConfig, attn_tp: int) -> int:
@@ -331,20 +369,19 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     m, a, T = c.model, c.model.attention, c.tokens
     H = a.num_heads // c.attn_tp
     kv_local = kv_bytes_local(c)
-    keys = [n + x for n, x in zip(c.new, c.ctx)]
-    pairs = sum(attention_pairs(n, x, True) for n, x in zip(c.new, c.ctx)) / c.sp
+    pairs = c.pair_sum / c.sp
     if isinstance(a, MLAConfig):
         if c.absorb:
-            return _mla_absorbed(c, layer, count, p, H, keys, pairs, kv_local)
+            return _mla_absorbed(c, layer, count, p, H, pairs, kv_local)
         return _mla_prefill(c, layer, count, p, H, pairs, kv_local)
     Hkv = kv_heads_local(m, c.attn_tp)
     d = a.head_dim
     flops = attention_flops_per_pair(m) / c.attn_tp * pairs
     q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
     if c.phase == "decode":
-        kv_read = sum(keys) * kv_local / c.sp
+        kv_read = c.key_sum * kv_local / c.sp
         ops = [Op(f"{p}attn", ATTN_DECODE,
-                  {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "heads_kv": Hkv,
+                  {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
                    "head_dim_qk": d, "head_dim_v": d},
                   flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
                   meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
@@ -356,7 +393,7 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
                    "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
                   flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
-                  meta={"kv_read_bytes": kv_read, **_varlen(c)})]
+                  meta={"kv_read_bytes": kv_read, **c.varlen})]
     return ops + _sp_kv_gather(c, layer, count, p, kv_local)
 
 
@@ -407,12 +444,6 @@ def _act(name: str, elements: int, layer: str, count: int, role: OpRole = OpRole
 
 def _attn_dtype(c: BlockCtx) -> str:
     return "fp8" if c.kv_dtype.lower() == "fp8" else "bf16"
-
-
-def _varlen(c: BlockCtx) -> dict:
-    if len(set(c.new)) <= 1 and len(set(c.ctx)) <= 1:
-        return {}
-    return {"seq_lens": tuple(c.new), "context_lens": tuple(c.ctx)}
 
 
 def _sp_kv_gather(c: BlockCtx, layer, count, p, kv_local) -> list[Op]:
@@ -491,12 +522,12 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
                   {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": H,
                    "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean(c.ctx)},
                   flops, read, T * H * dv * ACT_BYTES, dtype="bf16", count=count, layer=layer,
-                  meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **_varlen(c)}))
+                  meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **c.varlen}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
     return ops
 
 
-def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> list[Op]:
+def _mla_absorbed(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     """Absorbed MLA: q_nope x W_UK -> latent query; MQA over latent+rope; out x W_UV."""
     a, T = c.model.attention, c.tokens
     lat, dqk, dv = a.kv_lora_rank, a.absorbed_qk_head_dim, a.absorbed_v_head_dim
@@ -504,10 +535,10 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> lis
     ops = [gemm(f"{p}q_absorb_bmm", T, lat, a.qk_nope_head_dim, batch=H, **kw, meta={"weight": "W_UK"})]
     if c.eager:  # cat(q_lat^T, q_pe): the head-major bmm output back to [T, H, 576]
         ops.append(mla_glue(c, f"{p}q_latent_cat", "latent_query", layer, count, H))
-    kv_read = sum(keys) * kv_local / c.sp
+    kv_read = c.key_sum * kv_local / c.sp
     flops = attention_flops_per_pair(c.model, absorbed=True) / c.attn_tp * pairs
     ops.append(Op(f"{p}attn", MLA_DECODE,
-                  {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "head_dim_qk": dqk,
+                  {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "head_dim_qk": dqk,
                    "head_dim_v": dv},
                   flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
                   count=count, layer=layer,
