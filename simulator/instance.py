@@ -152,7 +152,7 @@ class InstanceCost:
         combine of those partial outputs is not charged); decode's output gather shrinks to a
         device's heads under Ulysses."""
         s, lay = self.spec, self.spec.layout
-        local = mb.split(lay.dp)[0] if lay.dp > 1 else mb
+        local = mb.busiest(lay.dp) if lay.dp > 1 else mb
         out = []
         for op in ops:
             if op.kind != COLLECTIVE or not op.name.endswith((_KV_GATHER, _OUT_GATHER)):

@@ -118,3 +118,11 @@ def test_pair_sum_is_the_float_loop_bit_for_bit(seqs, repeat):
                  moe_imbalance=1.0, dispatch_dtype="bf16", combine_dtype="bf16")
     loop = sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
     assert c.pair_sum == loop and repr(c.pair_sum) == repr(float(loop))
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=shapes(), parts=st.sampled_from([1, 2, 3, 8, 144]))
+def test_busiest_is_the_first_rank_of_split(batch, parts):
+    assert batch.busiest(parts) == batch.split(parts)[0]
+    uniform = BatchShape.decode(batch.num_seqs, 7)
+    assert uniform.busiest(parts) == uniform.split(parts)[0]

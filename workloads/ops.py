@@ -144,10 +144,28 @@ class BatchShape(BaseModel):
             # uniform sequences: the greedy spread is an even split, busiest ranks first (two distinct
             # shapes, each built once: a 144-rank split is not 144 validations)
             base, extra = divmod(self.num_seqs, parts)
-            big, small = (BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
-                                     context_tokens=self.context_tokens, logits_for=self.logits_for)
-                          if count else None for n, count in ((base + 1, extra), (base, parts - extra)))
+            big, small = (self._uniform(n) if count else None for n, count in ((base + 1, extra), (base, parts - extra)))
             return (big,) * extra + (small,) * (parts - extra)
+        bins, order = self._spread(parts)
+        return tuple(self._of(bins[j]) for j in order)
+
+    def busiest(self, parts: int) -> "BatchShape":
+        """``split(parts)[0]``, without building the other ranks' shapes."""
+        if isinstance(self.new_tokens, int) and isinstance(self.context_tokens, int):
+            return self._uniform(-(-self.num_seqs // parts))
+        bins, order = self._spread(parts)
+        return self._of(bins[order[0]])
+
+    def _uniform(self, n: int) -> "BatchShape":
+        return BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
+                          context_tokens=self.context_tokens, logits_for=self.logits_for)
+
+    def _of(self, seqs: list[tuple[int, int]]) -> "BatchShape":
+        return BatchShape(phase=self.phase, num_seqs=len(seqs), new_tokens=tuple(n for n, _ in seqs),
+                          context_tokens=tuple(c for _, c in seqs), logits_for=self.logits_for)
+
+    def _spread(self, parts: int) -> tuple[list[list[tuple[int, int]]], list[int]]:
+        """``split``'s greedy placement: the sequences of each rank, and the ranks busiest first."""
         seqs = sorted(zip(self.new_list, self.context_list), reverse=True)
         bins: list[list[tuple[int, int]]] = [[] for _ in range(parts)]
         load = [(0, 0)] * parts
@@ -155,12 +173,7 @@ class BatchShape(BaseModel):
             i = min(range(parts), key=lambda j: load[j])
             bins[i].append((n, c))
             load[i] = (load[i][0] + n, load[i][1] + c)
-        order = sorted(range(parts), key=lambda j: load[j], reverse=True)
-        return tuple(
-            BatchShape(phase=self.phase, num_seqs=len(bins[j]), new_tokens=tuple(n for n, _ in bins[j]),
-                       context_tokens=tuple(c for _, c in bins[j]), logits_for=self.logits_for)
-            for j in order
-        )
+        return bins, sorted(range(parts), key=lambda j: load[j], reverse=True)
 
 
 def _tup(v):
@@ -222,7 +235,7 @@ def step_ops(
         raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
     dense_n, moe_n = stage_layers(m, par.pp, stage)
     first, last = stage == 0, stage == par.pp - 1
-    local = (batch.split(par.dp)[0] if memo is None else memo.busiest_rank(batch, par.dp)) if par.dp > 1 else batch
+    local = (batch.busiest(par.dp) if memo is None else memo.busiest_rank(batch, par.dp)) if par.dp > 1 else batch
     if local.num_seqs == 0:
         return []
     sp = par.seq_split

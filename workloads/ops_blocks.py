@@ -169,14 +169,14 @@ class BlockMemo:
         self._ranks: dict[tuple, object] = {}
 
     def busiest_rank(self, batch, parts: int):
-        """``batch.split(parts)[0]`` (a ``workloads.ops.BatchShape``), kept per batch: a greedy
-        split of many sequences over many ranks costs more than the rest of a step's ops."""
+        """``batch.busiest(parts)`` (a ``workloads.ops.BatchShape``: ``split(parts)[0]``), kept per
+        batch: a greedy split of many sequences over many ranks costs more than a step's ops."""
         key = (type(batch), batch, parts)
         hit = self._ranks.get(key)
         if hit is None:
             if len(self._ranks) >= self.max_entries:
                 self._ranks.clear()
-            hit = self._ranks[key] = batch.split(parts)[0]
+            hit = self._ranks[key] = batch.busiest(parts)
         return hit
 
     def context_id(self, c: BlockCtx) -> int:
