@@ -235,7 +235,7 @@ def step_ops(
         raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
     dense_n, moe_n = stage_layers(m, par.pp, stage)
     first, last = stage == 0, stage == par.pp - 1
-    local = (batch.busiest(par.dp) if memo is None else memo.busiest_rank(batch, par.dp)) if par.dp > 1 else batch
+    local = batch.busiest(par.dp) if par.dp > 1 else batch
     if local.num_seqs == 0:
         return []
     sp = par.seq_split

@@ -160,24 +160,12 @@ class BlockMemo:
     One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
     between threads."""
 
-    __slots__ = ("max_entries", "_blocks", "_contexts", "_ranks")
+    __slots__ = ("max_entries", "_blocks", "_contexts")
 
     def __init__(self, max_entries: int = 8192):
         self.max_entries = max_entries
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
-        self._ranks: dict[tuple, object] = {}
-
-    def busiest_rank(self, batch, parts: int):
-        """``batch.busiest(parts)`` (a ``workloads.ops.BatchShape``: ``split(parts)[0]``), kept per
-        batch: a greedy split of many sequences over many ranks costs more than a step's ops."""
-        key = (type(batch), batch, parts)
-        hit = self._ranks.get(key)
-        if hit is None:
-            if len(self._ranks) >= self.max_entries:
-                self._ranks.clear()
-            hit = self._ranks[key] = batch.busiest(parts)
-        return hit
 
     def context_id(self, c: BlockCtx) -> int:
         """A small int naming ``c``'s per-instance fields (everything but ``STEP_FIELDS``)."""
