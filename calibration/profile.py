@@ -96,6 +96,9 @@ if TYPE_CHECKING:  # pandas is imported when a table is first read
     import pandas as pd
 
 
+_UNSEEN = object()  # a memo's "not looked up yet"
+
+
 class LazyTables(Mapping):
     """A profile directory's CSV tables by stem, each read (pandas) on first access; ``fit_only``:
     a table with a ``split`` column keeps its ``fit`` rows (``_fit_rows``)."""
@@ -201,6 +204,7 @@ class MeasuredProfile:
         # collective reads no table at all
         self.tables: Mapping[str, pd.DataFrame] = LazyTables(self.path, fit_only)
         self._attn_configs: dict = {}  # _pick_attn's answers
+        self._gemm_refs: dict = {}  # (dtype, n, k) -> the measured GEMM shape answering it (nearest_shape)
 
     @functools.cached_property
     def _gemm(self) -> dict:
@@ -355,7 +359,9 @@ class MeasuredProfile:
         if (n, k) in pairs:
             t = pairs[(n, k)](m)
             return None if t is None else (t, self._src(table, "interpolated in log M"))
-        ref = nearest_shape(pairs, n, k)
+        ref = self._gemm_refs.get((dtype, n, k), _UNSEEN)
+        if ref is _UNSEEN:
+            ref = self._gemm_refs[(dtype, n, k)] = nearest_shape(pairs, n, k)
         if ref is None:
             return None
         t = pairs[ref](m)

@@ -113,12 +113,18 @@ def published_kernel_for(op: Op) -> dict | None:
     """The published figure that times ``op``: the entry named by its implementation
     (``meta["impl"]``, ``workloads.kernel_sets``) for its kind, or, for an op naming none, the
     kind's ``default_for_kind`` entry; None when the op runs a measured implementation."""
-    table = published_kernels()
     impl = op.meta.get("impl")
     if impl is not None:
-        entry = table.get(str(impl))
+        entry = published_kernels().get(str(impl))
         return entry if entry is not None and entry.get("op_kind") == op.kind else None
-    return next((e for e in table.values() if e.get("op_kind") == op.kind and e.get("default_for_kind")), None)
+    return _kind_default(op.kind)
+
+
+@lru_cache(maxsize=None)
+def _kind_default(kind: str) -> dict | None:
+    """The published entry marked ``default_for_kind`` for ops of ``kind`` (one scan per kind)."""
+    return next((e for e in published_kernels().values() if e.get("op_kind") == kind and e.get("default_for_kind")),
+                None)
 
 
 @lru_cache(maxsize=8)
@@ -289,6 +295,16 @@ class CostModel:
             return None
 
     def op_cost(self, op: Op) -> OpCost:
+        """The op's cost; kept on the op (``Op.derived``): the op lists a
+        ``workloads.ops_blocks.BlockMemo`` hands out again are the same objects."""
+        done = op.derived
+        if done is not None and done[0] is self:
+            return done[1]
+        cost = self._op_cost(op)
+        object.__setattr__(op, "derived", (self, cost))
+        return cost
+
+    def _op_cost(self, op: Op) -> OpCost:
         key = _op_key(op)
         try:
             hit = self._memo.get(key)

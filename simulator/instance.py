@@ -28,6 +28,7 @@ from workloads.layout import Layout
 from workloads.models import ModelConfig, get_model
 from workloads.op import COLLECTIVE, OpRole
 from workloads.ops import BatchShape, step_ops
+from workloads.ops_blocks import BlockMemo
 from workloads.sequence_parallel import decode_combine_bytes, model_sp_attention, ring_exposed_s
 
 _KV_GATHER, _OUT_GATHER, _RING_PASS = "sp_kv_gather", "sp_out_gather", "sp.kv_ring_pass"
@@ -113,6 +114,9 @@ class InstanceCost:
         lay = spec.layout
         lay.check(spec.model)
         self._cached = lru_cache(maxsize=65536)(self._step_uncached) if cache_steps else self._step_uncached
+        # the op lists of the blocks already built: a new shape rebuilds (and re-costs) only the
+        # blocks whose inputs changed
+        self._blocks = BlockMemo()
         # a multi-die package with one attention-DP rank per die (Ascend 910C, CloudMatrix-Infer):
         # the replicated (non-expert) ops run per die on its share of the sequences, each die
         # reading its own weight replica; expert ops and communication stay per package
@@ -136,7 +140,7 @@ class InstanceCost:
         for mb in _halves(batch, s.layout.micro_batches):
             ops = step_ops(s.model, mb, layout or s.layout, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
                            kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
-                           dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16")
+                           dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16", memo=self._blocks)
             out.append(self._sp_kind_ops(ops, mb) if s.layout.sp > 1 else ops)
         return out
 
@@ -148,7 +152,7 @@ class InstanceCost:
         combine of those partial outputs is not charged); decode's output gather shrinks to a
         device's heads under Ulysses."""
         s, lay = self.spec, self.spec.layout
-        local = mb.split(lay.dp)[0] if lay.dp > 1 else mb
+        local = mb.busiest(lay.dp) if lay.dp > 1 else mb
         out = []
         for op in ops:
             if op.kind != COLLECTIVE or not op.name.endswith((_KV_GATHER, _OUT_GATHER)):

@@ -75,6 +75,10 @@ class Op:
     bytes_per_rank: float = 0.0
     meta: Mapping[str, object] = field(default_factory=dict)
     role: OpRole = OpRole.COMMON
+    #: not part of the op's value: what one consumer last derived from this op, as
+    #: ``(consumer, value)`` (``simulator.costmodel.CostModel.op_cost`` keeps the op's cost here,
+    #: so an op list built once and costed again is not timed twice). Dies with the op.
+    derived: tuple | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if type(self.kind) is not OpKind:

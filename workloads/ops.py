@@ -36,7 +36,9 @@ from workloads.ops_blocks import (
     KERNEL_SETS,
     RMSNORM_FLOPS_PER_ELEM,
     BlockCtx,
+    BlockMemo,
     attention_block,
+    block,
     collective,
     dense_ffn_block,
     elementwise,
@@ -142,10 +144,28 @@ class BatchShape(BaseModel):
             # uniform sequences: the greedy spread is an even split, busiest ranks first (two distinct
             # shapes, each built once: a 144-rank split is not 144 validations)
             base, extra = divmod(self.num_seqs, parts)
-            big, small = (BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
-                                     context_tokens=self.context_tokens, logits_for=self.logits_for)
-                          if count else None for n, count in ((base + 1, extra), (base, parts - extra)))
+            big, small = (self._uniform(n) if count else None for n, count in ((base + 1, extra), (base, parts - extra)))
             return (big,) * extra + (small,) * (parts - extra)
+        bins, order = self._spread(parts)
+        return tuple(self._of(bins[j]) for j in order)
+
+    def busiest(self, parts: int) -> "BatchShape":
+        """``split(parts)[0]``, without building the other ranks' shapes."""
+        if isinstance(self.new_tokens, int) and isinstance(self.context_tokens, int):
+            return self._uniform(-(-self.num_seqs // parts))
+        bins, order = self._spread(parts)
+        return self._of(bins[order[0]])
+
+    def _uniform(self, n: int) -> "BatchShape":
+        return BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
+                          context_tokens=self.context_tokens, logits_for=self.logits_for)
+
+    def _of(self, seqs: list[tuple[int, int]]) -> "BatchShape":
+        return BatchShape(phase=self.phase, num_seqs=len(seqs), new_tokens=tuple(n for n, _ in seqs),
+                          context_tokens=tuple(c for _, c in seqs), logits_for=self.logits_for)
+
+    def _spread(self, parts: int) -> tuple[list[list[tuple[int, int]]], list[int]]:
+        """``split``'s greedy placement: the sequences of each rank, and the ranks busiest first."""
         seqs = sorted(zip(self.new_list, self.context_list), reverse=True)
         bins: list[list[tuple[int, int]]] = [[] for _ in range(parts)]
         load = [(0, 0)] * parts
@@ -153,12 +173,7 @@ class BatchShape(BaseModel):
             i = min(range(parts), key=lambda j: load[j])
             bins[i].append((n, c))
             load[i] = (load[i][0] + n, load[i][1] + c)
-        order = sorted(range(parts), key=lambda j: load[j], reverse=True)
-        return tuple(
-            BatchShape(phase=self.phase, num_seqs=len(bins[j]), new_tokens=tuple(n for n, _ in bins[j]),
-                       context_tokens=tuple(c for _, c in bins[j]), logits_for=self.logits_for)
-            for j in order
-        )
+        return bins, sorted(range(parts), key=lambda j: load[j], reverse=True)
 
 
 def _tup(v):
@@ -192,6 +207,7 @@ def step_ops(
     dispatch_dtype: str | None = None,
     combine_dtype: str = "bf16",
     kernels: str = "fused",
+    memo: BlockMemo | None = None,
 ) -> list[Op]:
     """Operators one device runs for one step of ``batch`` on ``layout`` (a ``workloads.layout.Layout``,
     checked with ``Layout.check``; one copy of the experts, ``expert_dp`` 1; see module docstring).
@@ -202,6 +218,8 @@ def step_ops(
     ``dispatch_dtype`` defaults to ``dtype``; combine is BF16. ``kernels``: a kernel set of
     ``workloads.kernel_sets`` - "fused" (a serving engine's kernels) or "eager" (the layer in plain
     torch ops); it decides the glue ops and names each attention / expert op's ``meta["impl"]``.
+    ``memo``: a ``BlockMemo`` the blocks are built through (the same ops, built once per
+    distinct input; a caller building many steps of one instance keeps one).
     """
     m = get_model(model)
     par = layout or Layout()
@@ -217,7 +235,7 @@ def step_ops(
         raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
     dense_n, moe_n = stage_layers(m, par.pp, stage)
     first, last = stage == 0, stage == par.pp - 1
-    local = batch.split(par.dp)[0] if par.dp > 1 else batch
+    local = batch.busiest(par.dp) if par.dp > 1 else batch
     if local.num_seqs == 0:
         return []
     sp = par.seq_split
@@ -232,7 +250,7 @@ def step_ops(
         dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),
         expert_slots=(m.moe.num_routed_experts + par.redundant_experts) if m.moe else 0,
         kernels=kernels,
-    )
+    ).with_memo(memo)
     h = m.hidden_size
     ops: list[Op] = []
     if first:
@@ -249,15 +267,24 @@ def step_ops(
     if include_mtp and m.num_mtp_modules:
         n = m.num_mtp_modules
         ops += _embedding(ctx, "mtp", "mtp.", count=n)
-        ops.append(elementwise("mtp.enorm_hnorm", 2 * tokens * h, layer="mtp", count=n,
-                               flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
-        ops.append(gemm("mtp.eh_proj", tokens, h, 2 * h, dtype=ctx.dtype, layer="mtp", count=n))
+        ops += block(ctx, ("mtp_in", n, tokens), _mtp_in, ctx, n)
         ops += _layer(ctx, "moe" if m.is_moe else "dense", n, "mtp.", layer="mtp")
         ops += _head(ctx, n_logits, "mtp", "mtp.head.", count=n)
     return ops
 
 
-def _embedding(c: BlockCtx, layer: str, p: str, count: int = 1) -> list[Op]:
+def _mtp_in(c: BlockCtx, n: int) -> list[Op]:
+    """The MTP modules' input: norms of the embedding and the hidden state, their projection."""
+    h, tokens = c.model.hidden_size, c.tokens
+    return [elementwise("mtp.enorm_hnorm", 2 * tokens * h, layer="mtp", count=n, flops_per_elem=RMSNORM_FLOPS_PER_ELEM),
+            gemm("mtp.eh_proj", tokens, h, 2 * h, dtype=c.dtype, layer="mtp", count=n)]
+
+
+def _embedding(c: BlockCtx, layer: str, p: str, count: int = 1) -> tuple[Op, ...] | list[Op]:
+    return block(c, ("embed", layer, count, p, c.tokens), _embedding_ops, c, layer, p, count)
+
+
+def _embedding_ops(c: BlockCtx, layer: str, p: str, count: int) -> list[Op]:
     h, T = c.model.hidden_size, c.tokens
     ops = [Op(f"{p}embedding", EMBEDDING, {"tokens": T, "hidden": h}, 0.0, T * h * ACT_BYTES,
               T * h * ACT_BYTES, dtype=param_dtype("embedding", c.dtype), count=count, layer=layer,
@@ -269,8 +296,14 @@ def _embedding(c: BlockCtx, layer: str, p: str, count: int = 1) -> list[Op]:
 
 def _layer(c: BlockCtx, kind: str, count: int, p: str, layer: str | None = None) -> list[Op]:
     layer = layer or kind
-    ops = attention_block(c, layer, count, p)
-    ops.append(ffn_norm(c, layer, count, p))
+    ffn = block(c, ("ffn", kind, layer, count, p, c.phase, c.tokens, c.moe_tokens_all), _ffn_half, c, kind, count,
+                p, layer)
+    return [*attention_block(c, layer, count, p), *ffn]
+
+
+def _ffn_half(c: BlockCtx, kind: str, count: int, p: str, layer: str) -> list[Op]:
+    """A layer after its attention: the FFN's norm, the dense FFN or the MoE block, the TP all-reduce."""
+    ops = [ffn_norm(c, layer, count, p)]
     if kind == "dense":
         ops += dense_ffn_block(c, layer, count, p, c.model.dense_intermediate_size)
     else:
@@ -281,7 +314,11 @@ def _layer(c: BlockCtx, kind: str, count: int, p: str, layer: str | None = None)
     return ops
 
 
-def _head(c: BlockCtx, n_logits: int, layer: str, p: str, count: int = 1) -> list[Op]:
+def _head(c: BlockCtx, n_logits: int, layer: str, p: str, count: int = 1) -> tuple[Op, ...] | list[Op]:
+    return block(c, ("head", layer, count, p, n_logits), _head_ops, c, n_logits, layer, p, count)
+
+
+def _head_ops(c: BlockCtx, n_logits: int, layer: str, p: str, count: int) -> list[Op]:
     m, h = c.model, c.model.hidden_size
     v_local = math.ceil(m.vocab_size / c.tp)  # vocab padded to a multiple of tp
     ops = [

@@ -14,8 +14,10 @@ resident weight the op owns on this rank (used for memory and consistency checks
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from collections import Counter
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property, lru_cache
+from typing import Callable
 
 from workloads.accounting import (
     ACT_BYTES,
@@ -91,15 +93,107 @@ class BlockCtx:
     combine_dtype: str
     expert_slots: int = 0  # routed + redundant expert replicas over the EP group
     kernels: str = "fused"  # a ``workloads.kernel_sets`` name: "fused" (serving engine) or "eager" (plain torch)
+    #: blocks already built (``block``) and the key of this context's per-instance fields in it
+    memo: "BlockMemo | None" = field(default=None, compare=False, repr=False)
+    memo_id: int = field(default=0, compare=False, repr=False)
 
-    @property
+    def with_memo(self, memo: "BlockMemo | None") -> "BlockCtx":
+        """This context building its blocks through ``memo``."""
+        if memo is not None:  # a context just built by its one caller: set in place, not copied
+            object.__setattr__(self, "memo_id", memo.context_id(self))
+            object.__setattr__(self, "memo", memo)
+        return self
+
+    @cached_property
+    def pair_sum(self) -> float:
+        """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
+        rank's sequences, computed once per step (every layer's attention reads it). The terms are
+        whole numbers, so while their total stays below 2**53 every partial float sum is exact and
+        the total equals the integer one, taken once per distinct sequence; past that (or for
+        non-int lengths) the float loop itself."""
+        new, ctx = self.new, self.ctx
+        if new and all(type(v) is int for v in (*new[:1], *ctx[:1])):
+            n = len(new)
+            if new.count(new[0]) == n and ctx.count(ctx[0]) == n:
+                groups = {(new[0], ctx[0]): n}
+            else:
+                groups = Counter(zip(new, ctx))
+            if all(type(s) is int and type(x) is int for s, x in groups):
+                total = sum(k * (s * x + s * (s + 1) // 2) for (s, x), k in groups.items())
+                if total < 2**53:
+                    return float(total)
+        return sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
+
+    @cached_property
+    def key_sum(self) -> int:
+        """Keys all sequences attend to (new + cached tokens)."""
+        return sum(self.new) + sum(self.ctx)
+
+    @cached_property
+    def varlen(self) -> dict:
+        """The per-sequence lengths an attention op's meta carries when they differ."""
+        if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
+            return {}
+        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx)}
+
+    @cached_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
-    @property
+    @cached_property
     def eager(self) -> bool:
         """Glue kernels as plain torch ops (see KERNEL_SETS)."""
         return self.kernel_set.glue == "eager"
+
+
+#: the BlockCtx fields that vary from step to step; a block's memo key names those it reads, and
+#: ``BlockMemo.context_id`` stands for all the others (fixed by the instance)
+STEP_FIELDS = frozenset({"phase", "new", "ctx", "tokens", "absorb", "moe_tokens_all", "memo", "memo_id"})
+_INSTANCE_FIELDS = tuple(f.name for f in fields(BlockCtx) if f.name not in STEP_FIELDS)
+
+
+class BlockMemo:
+    """Op lists of the blocks a step builds, by what they depend on, so that a new batch shape
+    rebuilds only the blocks whose inputs changed (a decode step's projections and MoE layers
+    do not depend on the context length). An op list comes back as the same ``Op`` objects
+    (frozen), which lets a cost model reuse their costs too. Bounded: emptied when full.
+    One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
+    between threads."""
+
+    __slots__ = ("max_entries", "_blocks", "_contexts")
+
+    def __init__(self, max_entries: int = 8192):
+        self.max_entries = max_entries
+        self._blocks: dict[tuple, tuple[Op, ...]] = {}
+        self._contexts: dict[tuple, int] = {}
+
+    def context_id(self, c: BlockCtx) -> int:
+        """A small int naming ``c``'s per-instance fields (everything but ``STEP_FIELDS``)."""
+        key = tuple(getattr(c, f) for f in _INSTANCE_FIELDS)
+        cid = self._contexts.get(key)
+        if cid is None:
+            if len(self._contexts) >= 64:  # ids restart: the blocks keyed by the old ones go too
+                self._contexts.clear()
+                self._blocks.clear()
+            cid = self._contexts[key] = len(self._contexts)
+        return cid
+
+    def get(self, key: tuple, build: Callable[..., list[Op]], *args) -> tuple[Op, ...]:
+        hit = self._blocks.get(key)
+        if hit is None:
+            if len(self._blocks) >= self.max_entries:
+                self._blocks.clear()
+            hit = self._blocks[key] = tuple(build(*args))
+        return hit
+
+
+def block(c: BlockCtx, key: tuple, build: Callable[..., list[Op]], *args) -> tuple[Op, ...] | list[Op]:
+    """``build(*args)``, the op list of one block, through ``c.memo`` when there is one.
+    ``key`` must name every step field (``STEP_FIELDS``) the block reads, and its layer,
+    count and name prefix."""
+    if c.memo is None:
+        return build(*args)
+    return c.memo.get((c.memo_id, *key), build, *args)
 
 
 def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
@@ -147,7 +241,7 @@ def elementwise(name, elements, *, layer, count, reads=1.0, writes=1.0, flops_pe
         dtype="bf16",
         count=count,
         layer=layer,
-        meta=dict(meta or {}),
+        meta=meta,
         role=role,
     )
 
@@ -173,7 +267,12 @@ def collective(name, kind, group, nbytes, *, layer, count, meta=None) -> Op:
 
 
 def _mean(xs) -> int:
-    return int(math.ceil(sum(xs) / len(xs))) if xs else 0
+    return _mean_of(sum(xs), len(xs))
+
+
+def _mean_of(total: int, n: int) -> int:
+    """``_mean`` of ``n`` values summing to ``total``."""
+    return int(math.ceil(total / n)) if n else 0
 
 
 def kv_heads_local(model: ModelConfig, attn_tp: int) -> int:
@@ -194,13 +293,23 @@ def kv_bytes_local(c: BlockCtx) -> float:
 
 
 def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
-    """Norm, projections, RoPE, KV write, attention, output projection, TP all-reduce."""
+    """Norm, projections, RoPE, KV write, attention, output projection, TP all-reduce.
+
+    Built in three parts: the input side and the output side depend on the token count only
+    and are memoised by it (``BlockCtx.memo``); the attention itself depends on every
+    sequence's new and cached tokens, and is built afresh (a new shape rarely repeats it, and
+    a memo of shapes that never come back only feeds the garbage collector)."""
+    pre = block(c, ("attn_pre", layer, count, p, c.phase, c.tokens), _attention_in, c, layer, count, p)
+    post = block(c, ("attn_post", layer, count, p, c.tokens), _attention_out, c, layer, count, p)
+    return [*pre, *_attention_core(c, layer, count, p), *post]
+
+
+def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    """Pre-norm, the Q/K/V projections, RoPE and the KV-cache write of ``c.tokens`` rows."""
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
     ops = [_norm(c, f"{p}attn_norm", layer, count)]
     kv_local = kv_bytes_local(c)
-    keys = [n + x for n, x in zip(c.new, c.ctx)]
-    pairs = sum(attention_pairs(n, x, True) for n, x in zip(c.new, c.ctx)) / c.sp
     kw = dict(dtype=c.dtype, layer=layer, count=count)
     if isinstance(a, MLAConfig):
         r, lat = a.qk_rope_head_dim, a.kv_lora_rank
@@ -222,49 +331,66 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
             ops.append(elementwise(f"{p}kv_cache_write", T * (lat + r), layer=layer, count=count, writes=0,
                                    flops_per_elem=0.0, extra_written=T * kv_local,
                                    meta={"kv_write_bytes": T * kv_local}))
-        if c.absorb:
-            ops += _mla_absorbed(c, layer, count, p, H, keys, pairs, kv_local)
-        else:
-            ops += _mla_prefill(c, layer, count, p, H, pairs, kv_local)
-        v_width = H * a.v_head_dim
+        return ops
+    Hkv = kv_heads_local(m, c.attn_tp)
+    d = a.head_dim
+    ops.append(gemm(f"{p}qkv_proj", T, (H + 2 * Hkv) * d, h, **kw,
+                    bias=(H + 2 * Hkv) * d if a.qkv_bias else 0))
+    if c.eager:  # q and k rotated by separate chains of kernels; K and V written by two copies
+        ops.append(_rope(c, f"{p}rope", T * H * d, layer, count))
+        ops.append(_rope(c, f"{p}rope_k", T * Hkv * d, layer, count))
+        for part in ("k", "v"):
+            ops.append(elementwise(f"{p}kv_cache_write_{part}", T * Hkv * d, layer=layer, count=count,
+                                   writes=0, flops_per_elem=0.0, extra_written=T * kv_local / 2,
+                                   meta={"kv_write_bytes": T * kv_local / 2, "op": "copy"}))
     else:
-        Hkv = kv_heads_local(m, c.attn_tp)
-        d = a.head_dim
-        ops.append(gemm(f"{p}qkv_proj", T, (H + 2 * Hkv) * d, h, **kw,
-                        bias=(H + 2 * Hkv) * d if a.qkv_bias else 0))
-        if c.eager:  # q and k rotated by separate chains of kernels; K and V written by two copies
-            ops.append(_rope(c, f"{p}rope", T * H * d, layer, count))
-            ops.append(_rope(c, f"{p}rope_k", T * Hkv * d, layer, count))
-            for part in ("k", "v"):
-                ops.append(elementwise(f"{p}kv_cache_write_{part}", T * Hkv * d, layer=layer, count=count,
-                                       writes=0, flops_per_elem=0.0, extra_written=T * kv_local / 2,
-                                       meta={"kv_write_bytes": T * kv_local / 2, "op": "copy"}))
-        else:
-            ops.append(_rope(c, f"{p}rope", T * (H + Hkv) * d, layer, count))
-            ops.append(elementwise(f"{p}kv_cache_write", T * 2 * Hkv * d, layer=layer, count=count, writes=0,
-                                   flops_per_elem=0.0, extra_written=T * kv_local,
-                                   meta={"kv_write_bytes": T * kv_local}))
-        flops = attention_flops_per_pair(m) / c.attn_tp * pairs
-        q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
-        if c.phase == "decode":
-            kv_read = sum(keys) * kv_local / c.sp
-            ops.append(Op(f"{p}attn", ATTN_DECODE,
-                          {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "heads_kv": Hkv,
-                           "head_dim_qk": d, "head_dim_v": d},
-                          flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
-                          meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
-                                "impl": c.kernel_set.attn_decode}))
-        else:
-            kv_read = sum(c.ctx) * kv_local / c.sp
-            fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
-            ops.append(Op(f"{p}attn", ATTN_PREFILL,
-                          {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
-                           "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
-                          flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
-                          meta={"kv_read_bytes": kv_read, **_varlen(c)}))
-        ops += _sp_kv_gather(c, layer, count, p, kv_local)
-        v_width = H * d
-    ops.append(gemm(f"{p}o_proj", T, h, v_width, **kw))
+        ops.append(_rope(c, f"{p}rope", T * (H + Hkv) * d, layer, count))
+        ops.append(elementwise(f"{p}kv_cache_write", T * 2 * Hkv * d, layer=layer, count=count, writes=0,
+                               flops_per_elem=0.0, extra_written=T * kv_local,
+                               meta={"kv_write_bytes": T * kv_local}))
+    return ops
+
+
+def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    """The attention over every sequence's keys (with MLA's absorption or decompression GEMMs)
+    and the sequence-parallel exchange."""
+    m, a, T = c.model, c.model.attention, c.tokens
+    H = a.num_heads // c.attn_tp
+    kv_local = kv_bytes_local(c)
+    pairs = c.pair_sum / c.sp
+    if isinstance(a, MLAConfig):
+        if c.absorb:
+            return _mla_absorbed(c, layer, count, p, H, pairs, kv_local)
+        return _mla_prefill(c, layer, count, p, H, pairs, kv_local)
+    Hkv = kv_heads_local(m, c.attn_tp)
+    d = a.head_dim
+    flops = attention_flops_per_pair(m) / c.attn_tp * pairs
+    q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
+    if c.phase == "decode":
+        kv_read = c.key_sum * kv_local / c.sp
+        ops = [Op(f"{p}attn", ATTN_DECODE,
+                  {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
+                   "head_dim_qk": d, "head_dim_v": d},
+                  flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
+                  meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                        "impl": c.kernel_set.attn_decode})]
+    else:
+        kv_read = sum(c.ctx) * kv_local / c.sp
+        fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
+        ops = [Op(f"{p}attn", ATTN_PREFILL,
+                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
+                   "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
+                  flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
+                  meta={"kv_read_bytes": kv_read, **c.varlen})]
+    return ops + _sp_kv_gather(c, layer, count, p, kv_local)
+
+
+def _attention_out(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+    """Output projection, the attention-TP all-reduce and (eager kernels) the residual add."""
+    a, h, T = c.model.attention, c.model.hidden_size, c.tokens
+    H = a.num_heads // c.attn_tp
+    v_width = H * (a.v_head_dim if isinstance(a, MLAConfig) else a.head_dim)
+    ops = [gemm(f"{p}o_proj", T, h, v_width, dtype=c.dtype, layer=layer, count=count)]
     if c.attn_tp > 1:
         ops.append(collective(f"{p}attn_all_reduce", "all_reduce", c.attn_tp, T * h * ACT_BYTES,
                               layer=layer, count=count))
@@ -306,12 +432,6 @@ def _act(name: str, elements: int, layer: str, count: int, role: OpRole = OpRole
 
 def _attn_dtype(c: BlockCtx) -> str:
     return "fp8" if c.kv_dtype.lower() == "fp8" else "bf16"
-
-
-def _varlen(c: BlockCtx) -> dict:
-    if len(set(c.new)) <= 1 and len(set(c.ctx)) <= 1:
-        return {}
-    return {"seq_lens": tuple(c.new), "context_lens": tuple(c.ctx)}
 
 
 def _sp_kv_gather(c: BlockCtx, layer, count, p, kv_local) -> list[Op]:
@@ -390,12 +510,12 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
                   {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": H,
                    "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean(c.ctx)},
                   flops, read, T * H * dv * ACT_BYTES, dtype="bf16", count=count, layer=layer,
-                  meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **_varlen(c)}))
+                  meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **c.varlen}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
     return ops
 
 
-def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> list[Op]:
+def _mla_absorbed(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     """Absorbed MLA: q_nope x W_UK -> latent query; MQA over latent+rope; out x W_UV."""
     a, T = c.model.attention, c.tokens
     lat, dqk, dv = a.kv_lora_rank, a.absorbed_qk_head_dim, a.absorbed_v_head_dim
@@ -403,10 +523,10 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, keys, pairs, kv_local) -> lis
     ops = [gemm(f"{p}q_absorb_bmm", T, lat, a.qk_nope_head_dim, batch=H, **kw, meta={"weight": "W_UK"})]
     if c.eager:  # cat(q_lat^T, q_pe): the head-major bmm output back to [T, H, 576]
         ops.append(mla_glue(c, f"{p}q_latent_cat", "latent_query", layer, count, H))
-    kv_read = sum(keys) * kv_local / c.sp
+    kv_read = c.key_sum * kv_local / c.sp
     flops = attention_flops_per_pair(c.model, absorbed=True) / c.attn_tp * pairs
     ops.append(Op(f"{p}attn", MLA_DECODE,
-                  {"batch": len(c.new), "context": _mean(keys), "heads_q": H, "head_dim_qk": dqk,
+                  {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "head_dim_qk": dqk,
                    "head_dim_v": dv},
                   flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
                   count=count, layer=layer,
