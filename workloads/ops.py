@@ -66,8 +66,9 @@ __all__ = [
 #: routed experts with their permutation, combine, shared experts (see ops_blocks.moe_block).
 #: The routed experts' compute, partitioned over expert parallelism, is marked by its
 #: ``Op.role`` (``OpRole.ROUTED_EXPERT``), not by these names.
-MOE_LAYER_OPS = ("router", "topk", "dispatch", "experts_permute", "experts_gate_up", "experts_act", "experts_down",
-                 "experts_unpermute", "experts_all_reduce", "combine", "shared_gate_up", "shared_act", "shared_down")
+MOE_LAYER_OPS = ("router", "topk", "moe_quant", "dispatch", "experts_permute", "experts_gate_up", "experts_act",
+                 "experts_act_quant", "experts_down", "experts_unpermute", "experts_all_reduce", "combine",
+                 "shared_gate_up", "shared_act", "shared_act_quant", "shared_down")
 
 
 def moe_layer_ops(ops: Iterable[Op]) -> list[Op]:

@@ -7,7 +7,9 @@ follow ``workloads.accounting`` so the two can be checked against each other.
 
 Byte conventions: GEMM ``bytes_read`` = weights (those actually touched) + input activations;
 ``bytes_written`` = output activations (BF16). GEMM inputs are in the GEMM dtype (FP8 GEMMs
-quantize their input), every other activation is BF16. ``meta['weight_bytes']`` is the
+quantize their input), every other activation is BF16. Under the eager kernel set that
+quantisation is its own kernel chain (``_quant``: one per distinct BF16 input of FP8 GEMMs, timed
+by the measured elementwise ``quant_fp8``); a fused set folds it into neighbouring kernels. ``meta['weight_bytes']`` is the
 resident weight the op owns on this rank (used for memory and consistency checks).
 """
 
@@ -308,7 +310,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """Pre-norm, the Q/K/V projections, RoPE and the KV-cache write of ``c.tokens`` rows."""
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
-    ops = [_norm(c, f"{p}attn_norm", layer, count)]
+    ops = [_norm(c, f"{p}attn_norm", layer, count), *_quant(c, f"{p}attn_in_quant", T, h, layer, count)]
     kv_local = kv_bytes_local(c)
     kw = dict(dtype=c.dtype, layer=layer, count=count)
     if isinstance(a, MLAConfig):
@@ -318,6 +320,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                             meta={"fuses": "wq_a+wkv_a"}))
             ops.append(elementwise(f"{p}q_a_norm", T * a.q_lora_rank, layer=layer, count=count,
                                    flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
+            ops += _quant(c, f"{p}q_b_quant", T, a.q_lora_rank, layer, count)
             ops.append(gemm(f"{p}q_b_proj", T, H * a.qk_head_dim, a.q_lora_rank, **kw))
         else:
             ops.append(gemm(f"{p}q_proj", T, H * a.qk_head_dim, h, **kw))
@@ -390,7 +393,8 @@ def _attention_out(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     a, h, T = c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
     v_width = H * (a.v_head_dim if isinstance(a, MLAConfig) else a.head_dim)
-    ops = [gemm(f"{p}o_proj", T, h, v_width, dtype=c.dtype, layer=layer, count=count)]
+    ops = [*_quant(c, f"{p}o_quant", T, v_width, layer, count),
+           gemm(f"{p}o_proj", T, h, v_width, dtype=c.dtype, layer=layer, count=count)]
     if c.attn_tp > 1:
         ops.append(collective(f"{p}attn_all_reduce", "all_reduce", c.attn_tp, T * h * ACT_BYTES,
                               layer=layer, count=count))
@@ -422,6 +426,18 @@ def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
     kind = "rotary_bshd" if c.eager and c.phase == "prefill" else "rotary"
     return elementwise(name, elements, layer=layer, count=count, flops_per_elem=ROPE_FLOPS_PER_ELEM,
                        meta={"op": kind})
+
+
+def _quant(c: BlockCtx, name: str, rows: int, width: int, layer: str, count: int,
+           role: OpRole = OpRole.COMMON) -> list[Op]:
+    """The per-row FP8 quantisation of a BF16 ``rows x width`` activation that FP8 GEMMs read,
+    as plain torch runs it (|x|, row amax, fp32 scale, divide, cast: the elementwise ``quant_fp8``
+    the H200 profile measures): reads the BF16 values, writes e4m3 values and one fp32 scale per
+    row. Only under the eager kernel set with FP8 GEMMs (nothing otherwise)."""
+    if not c.eager or dtype_bytes(c.dtype) != 1:
+        return []
+    return [elementwise(name, rows * width, layer=layer, count=count, reads=1.0, writes=0.5,
+                        extra_written=4.0 * rows, flops_per_elem=3.0, meta={"op": "quant_fp8"}, role=role)]
 
 
 def _act(name: str, elements: int, layer: str, count: int, role: OpRole = OpRole.COMMON) -> Op:
@@ -498,6 +514,7 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
         ops.append(elementwise(f"{p}kv_cache_gather", cached * (a.kv_lora_rank + a.qk_rope_head_dim),
                                layer=layer, count=count, reads=0, flops_per_elem=0.0,
                                extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
+    ops += _quant(c, f"{p}kv_b_quant", keys_rows, a.kv_lora_rank, layer, count)
     ops.append(gemm(f"{p}kv_b_proj", keys_rows, H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank,
                     dtype=c.dtype, layer=layer, count=count, meta={"rows": "new + cached keys"}))
     if c.eager:  # cat(q_nope, rope(q_pe)) and cat(k_nope, k_pe broadcast over heads)
@@ -539,16 +556,20 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     return ops
 
 
-def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, name: str = "ffn") -> list[Op]:
-    """SwiGLU FFN of total width ``width`` split over ``c.tp``; all-reduce when tp > 1."""
+def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, name: str = "ffn",
+                    input_quantised: bool = False) -> list[Op]:
+    """SwiGLU FFN of total width ``width`` split over ``c.tp``; all-reduce when tp > 1.
+    ``input_quantised``: its input's FP8 copy is made elsewhere (an MoE layer's shared experts
+    read the one the layer quantises for its dispatch)."""
     h, T = c.model.hidden_size, c.tokens
     w = width // c.tp
-    ops = [
+    return [
+        *([] if input_quantised else _quant(c, f"{p}{name}_in_quant", T, h, layer, count)),
         gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count),
         _act(f"{p}{name}_act", T * w, layer, count),
+        *_quant(c, f"{p}{name}_act_quant", T, w, layer, count),
         gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count),
     ]
-    return ops
 
 
 def ffn_norm(c: BlockCtx, layer: str, count: int, p: str) -> Op:
@@ -601,6 +622,8 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         ops[0] = replace(r, bytes_read=r.bytes_read + rb, meta={**r.meta, "weight_bytes": r.meta["weight_bytes"] + rb})
     ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0,
                            meta={"op": "moe_topk" if c.eager else "copy"}))
+    # the tokens' FP8 copy (eager FP8): what an FP8 dispatch sends and the shared experts read
+    ops += _quant(c, f"{p}moe_quant", T, h, layer, count)
     # each attention-TP rank (and, in decode, each sp rank) dispatches its slice of the tokens
     send = math.ceil(T / (c.attn_tp * (c.sp if c.phase == "decode" else 1))) if c.ep > 1 else 0
     # destinations are expert slots: redundant replicas spread a token's choices like extra experts
@@ -642,6 +665,7 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   "moe_imbalance": c.moe_imbalance, "impl": c.kernel_set.grouped_gemm}, role=expert))
         if name == "experts_gate_up":
             ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count, role=expert))
+            ops += _quant(c, f"{p}experts_act_quant", tokens_total, I_l, layer, count, role=expert)
     if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows
         rows = min(tokens_total, math.ceil(c.moe_tokens_all * (1.0 - (1.0 - E_l / slots) ** k)))
         ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,
@@ -659,5 +683,6 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         ops.append(collective(f"{p}combine", "combine", c.ep, send * k * h * dtype_bytes(c.combine_dtype),
                               layer=layer, count=count, meta={**routing, "tokens": send, "dtype": c.combine_dtype}))
     if e.num_shared_experts:
-        ops += dense_ffn_block(c, layer, count, p, e.num_shared_experts * e.intermediate_size, name="shared")
+        ops += dense_ffn_block(c, layer, count, p, e.num_shared_experts * e.intermediate_size, name="shared",
+                               input_quantised=True)
     return ops
