@@ -192,20 +192,38 @@ def _placement_array(group_size: int, cluster: Cluster, placement: Sequence[int]
 def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] | None = None) -> GroupGeometry:
     """Tier geometry of a group (contiguous ranks unless ``placement`` gives device ids)."""
     devices = _placement_array(group_size, cluster, placement)
-    tiers = cluster.tiers
-    p = group_size
+    tiers = tuple((t.span_devices, t.technology, t.planes) for t in cluster.tiers)  # all the geometry reads
+    if placement is None:  # contiguous ranks: a function of the size and the tiers' shapes only
+        geo = _contiguous_geometry(group_size, tiers)
+    else:
+        geo = _geometry(devices, tiers)
+    if geo is None:
+        raise ValueError(f"cluster {cluster.name}: tiers do not span the group's devices")
+    return geo
+
+
+@lru_cache(maxsize=4096)
+def _contiguous_geometry(group_size: int, tiers: tuple) -> GroupGeometry | None:
+    """``_geometry`` of ranks ``0..group_size-1`` (memoised: collectives of a step ask it again)."""
+    return _geometry(np.arange(group_size, dtype=np.int64), tiers)
+
+
+def _geometry(devices: np.ndarray, tiers: tuple) -> GroupGeometry | None:
+    """Geometry of the group on ``devices`` over ``tiers`` ((span devices, technology, planes) from
+    the innermost tier out); None when the outermost tier does not span them."""
+    p = len(devices)
     outer = None
     peers_within = []  # mean number of peers in the same block of tier t
     domains = ranks_per_domain = 1
-    for t, tier in enumerate(tiers):
-        _, inverse, counts = np.unique(devices // tier.span_devices, return_inverse=True, return_counts=True)
+    for t, (span, _tech, _planes) in enumerate(tiers):
+        _, inverse, counts = np.unique(devices // span, return_inverse=True, return_counts=True)
         peers_within.append(float(counts[inverse].mean()) - 1.0)
         if t == 0:
             domains, ranks_per_domain = int(counts.size), int(counts.max())
         if outer is None and counts.size == 1:
             outer = t
     if outer is None:
-        raise ValueError(f"cluster {cluster.name}: tiers do not span the group's devices")
+        return None
     denom = max(p - 1, 1)
     peer_share = []
     prev = 0.0
@@ -213,13 +231,13 @@ def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] |
         peer_share.append((peers_within[t] - prev) / denom)
         prev = peers_within[t]
     carried = []
-    for t, tier in enumerate(tiers):
+    for t, (_span, tech, _planes) in enumerate(tiers):
         share = peer_share[t]
         for u in range(t + 1, len(tiers)):
-            if tiers[u].technology == tier.technology:
+            if tiers[u][1] == tech:
                 share += peer_share[u]
-            elif t == 0 and tiers[u].planes > 1:
-                share += peer_share[u] * (tiers[u].planes - 1) / tiers[u].planes
+            elif t == 0 and tiers[u][2] > 1:
+                share += peer_share[u] * (tiers[u][2] - 1) / tiers[u][2]
         carried.append(share)
     ranks_per_block = tuple(w + 1.0 for w in peers_within)
     return GroupGeometry(p, outer, domains, ranks_per_domain, ranks_per_block, tuple(peer_share), tuple(carried))

@@ -255,3 +255,13 @@ def test_every_catalog_cluster_every_op(name):
                     assert algo == "nvls" and "does not apply" in str(exc)
                     continue
                 assert large.seconds <= other * (1 + 1e-12)
+
+
+def test_contiguous_geometry_memo_equals_a_placement_of_the_same_ranks():
+    """``group_geometry`` memoises contiguous groups by the tiers' shapes: the answer is the one
+    an explicit placement of ranks 0..p-1 computes afresh, on every catalog cluster."""
+    for name in list_clusters():
+        c = get_cluster(name)
+        for p in sorted({1, 2, 4, 8, 16, 64, 144, c.num_devices} - {0}):
+            if p <= c.num_devices:
+                assert group_geometry(p, c) == group_geometry(p, c, list(range(p)))
