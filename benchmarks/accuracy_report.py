@@ -30,10 +30,12 @@ from workloads.kernel_sets import KERNEL_SETS  # noqa: E402
 
 
 def collect(measured: Path, profile, kernels: str = "eager", recorded_routing: bool = True) -> pd.DataFrame:
-    """Predictions of the first run's tables and of ``wide/`` and ``chunk/`` (if present), one row
-    per point."""
+    """Predictions of the first run's tables and of the later sets (``clustersim.checks.measured.SUBSETS``:
+    ``wide/``, ``chunk/``, ``fp8moe/``, if present), one row per point."""
+    from clustersim.checks.measured import SUBSETS
+
     parts = [predict_measured(measured, profile, kernels=kernels, recorded_routing=recorded_routing)]
-    for sub in ("wide", "chunk"):
+    for sub in SUBSETS:
         if (measured / sub).is_dir():
             parts.append(predict_measured(measured / sub, profile, kernels=kernels, recorded_routing=recorded_routing))
     parts = [p for p in parts if not p.empty]
