@@ -150,11 +150,14 @@ class MoEBlock:
 class MoELayer:
     """One EP rank's MoE layer; ``step(tokens_per_rank, seed)`` builds a step closure."""
 
+    #: the layer's weights and forward pieces
+    BLOCK = MoEBlock
+
     def __init__(self, cfg: MoEConfig, device: str, seed: int = 0):
         import torch
 
         self.cfg, self.device = cfg, torch.device(device)
-        self.block = MoEBlock(cfg, self.device, torch.Generator(device=self.device).manual_seed(seed))
+        self.block = self.BLOCK(cfg, self.device, torch.Generator(device=self.device).manual_seed(seed))
         self.impl, self.w1_g, self.w2_g = self.block.impl, self.block.w1_g, self.block.w2_g
 
     def step(self, tokens_per_rank: int, seed: int):
@@ -266,15 +269,10 @@ class Fp8MoEBlock(MoEBlock):
         return out
 
 
-class Fp8MoELayer:
+class Fp8MoELayer(MoELayer):
     """One EP rank's FP8 MoE layer (:class:`Fp8MoEBlock`); ``step`` as :class:`MoELayer`'s."""
 
-    def __init__(self, cfg: MoEConfig, device: str, seed: int = 0):
-        import torch
-
-        self.cfg, self.device = cfg, torch.device(device)
-        self.block = Fp8MoEBlock(cfg, self.device, torch.Generator(device=self.device).manual_seed(seed))
-        self.impl = self.block.impl
+    BLOCK = Fp8MoEBlock
 
     def step(self, tokens_per_rank: int, seed: int):
         """(closure, info): router on T local tokens (BF16), their row quantisation, shared experts
