@@ -86,3 +86,46 @@ def test_quant_fp8_is_an_elementwise_op_of_the_suite():
     q, s = quant_fp8_rowwise(x)
     assert q.dtype == torch.float8_e4m3fn and s.shape == (3, 1)
     assert float((q.float() * s - x.float()).abs().max()) < 0.07 * float(x.abs().max())
+
+
+def test_fp8dense_points_and_predictions():
+    prefill, decode = K.fp8dense_cases(False)
+    assert {p["split"] for p in prefill.points} == {p["split"] for p in decode.points} == {"fit", "holdout"}
+    for case in (prefill, decode):
+        for p in case.points:
+            work = row_ops(case.table.file, p)
+            proj = [o for o in work.ops if o.kind == "gemm" and not o.name.startswith("head")]
+            assert proj and all(o.dtype == "fp8" for o in proj), p
+            assert sum(o.meta.get("op") == "quant_fp8" for o in work.ops) == 4  # qkv, o, gate_up, down inputs
+
+
+def test_fp8_dense_model_runs_a_decode_step_and_refuses_unknown_dtypes():
+    """The FP8 dense model (e4m3 projections, rowwise quantised inputs) runs a decode step to
+    finite logits of the BF16 model's shape (CPU); an unknown dtype is refused with the choices."""
+    torch = pytest.importorskip("torch")
+    from calibration.groundtruth import configs as C
+    from calibration.groundtruth.dense import DenseModel
+
+    ref = DenseModel(C.TINY_DENSE, "cpu", seed=3)
+    try:
+        fp8 = DenseModel(C.TINY_DENSE, "cpu", seed=3, dtype="fp8")
+        step = fp8.decode(2, 8)
+        got = step().float()
+    except (RuntimeError, NotImplementedError) as exc:
+        pytest.skip(f"float8 GEMMs on CPU: {exc}")
+    want = ref.decode(2, 8)().float()
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    with pytest.raises(ValueError, match="valid: bf16, fp8"):
+        DenseModel(C.TINY_DENSE, "cpu", dtype="fp16")
+
+
+def test_fp8dense_quick_cpu_run(tmp_path):
+    pytest.importorskip("torch")
+    from calibration.groundtruth.run import main
+
+    try:
+        assert main(["--set", "fp8dense", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    except (RuntimeError, NotImplementedError) as exc:
+        pytest.skip(f"float8 GEMMs on CPU: {exc}")
+    assert len(pd.read_csv(tmp_path / K.DENSE_PREFILL_FP8.file)) == 2
+    assert len(pd.read_csv(tmp_path / K.DENSE_DECODE_FP8.file)) == 4

@@ -19,6 +19,10 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
   ``torch._scaled_mm`` / ``torch._scaled_grouped_mm``) at EP 4 and 32, 1..8192 tokens per rank;
   ``split`` alternates along the token list (nothing is fitted to it today: every row is a
   hold-out of the FP8 tables and the elementwise ``quant_fp8`` curve);
+* ``fp8dense`` - a Llama-3.1-8B-shaped model with FP8 projections (``dense.DenseModel`` with
+  ``dtype="fp8"``: rowwise activation quantisation, ``torch._scaled_mm``) in prefill and decode
+  (``gt_dense_prefill_fp8.csv``, ``gt_dense_decode_fp8.csv``; ``split`` alternating / a
+  checkerboard; nothing is fitted to it);
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -61,6 +65,10 @@ MLA_DECODE = Table("gt_mla_decode.csv", ("model", "layers", "batch", "context") 
 MLA_PREFILL = Table("gt_mla_prefill.csv", ("model", "layers", "batch", "seq") + _MLA,
                     ("model", "layers", "batch", "seq"))
 MOE_FP8 = Table("gt_moe_fp8.csv", MOE_SMALL.columns, MOE_SMALL.key)
+DENSE_PREFILL_FP8 = Table("gt_dense_prefill_fp8.csv", ("model", "tp", "layers", "batch", "seq", "split") + _TIMES,
+                          DENSE_PREFILL.key)
+DENSE_DECODE_FP8 = Table("gt_dense_decode_fp8.csv", ("model", "tp", "layers", "batch", "context", "split") + _TIMES,
+                         DENSE_DECODE.key)
 DENSE_CHUNK = Table("gt_dense_chunk.csv",
                     ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
                     ("model", "tp", "layers", "batch", "new", "context"))
@@ -227,6 +235,25 @@ def fp8moe_cases(quick: bool) -> list[Case]:
             for i, (cfg, toks) in enumerate(models)]
 
 
+# ----------------------------------------------------------------------------- fp8dense (FP8 dense model)
+
+FP8_PREFILL = ((1, 512), (1, 1024), (2, 1024), (1, 2048), (4, 1024), (2, 2048), (1, 4096), (4, 2048), (1, 8192),
+               (8, 2048))
+FP8_DECODE = ((1, 4, 16, 64, 128, 256), (1024, 4096))
+
+
+def fp8dense_cases(quick: bool) -> list[Case]:
+    """Whole FP8 dense steps (see the module docstring)."""
+    cfg, prefill, decode = ((C.TINY_DENSE, ((1, 8), (2, 16)), ((1, 2), (8, 16))) if quick else
+                            (C.LLAMA_8B, FP8_PREFILL, FP8_DECODE))
+    ident = dict(model=cfg.name, tp=cfg.tp, layers=cfg.layers)
+    model = ("dense_fp8", cfg.name, cfg.tp, cfg.layers)
+    return [Case("fp8_prefill", model, DENSE_PREFILL_FP8,
+                 tuple(dict(ident, batch=b, seq=n, split=sp) for (b, n), sp in alternate(prefill)), 5, 3),
+            Case("fp8_decode", model, DENSE_DECODE_FP8,
+                 tuple(dict(ident, batch=b, context=n, split=sp) for b, n, sp in checkerboard(*decode)), 7, 3)]
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -247,4 +274,5 @@ def check_cases(quick: bool) -> list[Case]:
             _mla_case("check_mla", MLA_DECODE, mla, layers, mla_pts)]
 
 
-SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases}
+SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases,
+        "fp8dense": fp8dense_cases}

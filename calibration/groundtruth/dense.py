@@ -14,15 +14,19 @@ from calibration.groundtruth.common import pick_chunk, rope, rope_tables, sdpa, 
 from calibration.groundtruth.configs import DenseConfig
 
 LLAMA_ROPE_THETA = 500000.0
+#: a layer's projections (what ``dtype="fp8"`` quantises)
+PROJECTIONS = ("wqkv", "wo", "wgu", "wd")
 
 
 class DenseModel:
     """Random-weight decoder for one rank; ``prefill`` and ``decode`` build step closures."""
 
-    def __init__(self, cfg: DenseConfig, device: str, seed: int = 0):
+    def __init__(self, cfg: DenseConfig, device: str, seed: int = 0, dtype: str = "bf16"):
         import torch
 
-        self.cfg, self.device = cfg, torch.device(device)
+        if dtype not in ("bf16", "fp8"):
+            raise ValueError(f"dense ground truth dtype {dtype!r} unknown (valid: bf16, fp8)")
+        self.cfg, self.device, self.fp8 = cfg, torch.device(device), dtype == "fp8"
         g = torch.Generator(device=self.device).manual_seed(seed)
         bf = torch.bfloat16
         h, d = cfg.hidden, cfg.head_dim
@@ -45,6 +49,24 @@ class DenseModel:
         self.norm = torch.ones(h, device=self.device, dtype=bf)
         self.lm_head = w(cfg.vocab, h, scale=h**-0.5)
         self.gqa_mode = self._probe_gqa()
+        if self.fp8:
+            for L in self.layers:
+                for name in PROJECTIONS:
+                    L[name] = L[name].to(torch.float8_e4m3fn)
+                    L[name + "_scale"] = torch.ones(1, L[name].shape[0], device=self.device, dtype=torch.float32)
+
+    def _lin(self, x, L, name: str):
+        """``x @ W.t()`` of projection ``name`` (BF16), or its FP8 form: ``x`` quantised per row,
+        then ``torch._scaled_mm`` with the e4m3 weight (``dtype="fp8"``)."""
+        if not self.fp8:
+            return x @ L[name].t()
+        import torch
+
+        from calibration.bench.elementwise import quant_fp8_rowwise
+
+        q, s = quant_fp8_rowwise(x.reshape(-1, x.shape[-1]))
+        y = torch._scaled_mm(q, L[name].t(), scale_a=s, scale_b=L[name + "_scale"], out_dtype=torch.bfloat16)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _probe_gqa(self) -> str:
         """'enable_gqa' if the preferred SDPA backend accepts it here, else 'repeat_kv'."""
@@ -68,9 +90,9 @@ class DenseModel:
         import torch.nn.functional as F
 
         h = F.rms_norm(x, (x.shape[-1],), L["n2"], 1e-5)
-        gu = h @ L["wgu"].t()
+        gu = self._lin(h, L, "wgu")
         f = self.cfg.ffn
-        return x + (F.silu(gu[..., :f]) * gu[..., f:]) @ L["wd"].t()
+        return x + self._lin(F.silu(gu[..., :f]) * gu[..., f:], L, "wd")
 
     def prefill(self, batch: int, seq: int):
         """A closure running one prefill step of ``batch`` x ``seq`` tokens (static buffers)."""
@@ -91,7 +113,7 @@ class DenseModel:
             x = F.embedding(tokens, self.embed)
             for L, (kc, vc) in zip(self.layers, caches):
                 h = F.rms_norm(x, (c.hidden,), L["n1"], 1e-5)
-                qkv = (h @ L["wqkv"].t()).view(batch, seq, hq + 2 * hkv, d)
+                qkv = self._lin(h, L, "wqkv").view(batch, seq, hq + 2 * hkv, d)
                 q = rope(qkv[:, :, :hq], cos, sin).transpose(1, 2)
                 k = rope(qkv[:, :, hq:hq + hkv], cos, sin).transpose(1, 2)
                 v = qkv[:, :, hq + hkv:].transpose(1, 2)
@@ -101,7 +123,7 @@ class DenseModel:
                     a = sdpa(q, kc.repeat_interleave(rep, 1), vc.repeat_interleave(rep, 1), True)
                 else:
                     a = sdpa(q, kc, vc, True, gqa=self.gqa_mode == "enable_gqa")
-                x = x + a.transpose(1, 2).reshape(batch, seq, hq * d) @ L["wo"].t()
+                x = x + self._lin(a.transpose(1, 2).reshape(batch, seq, hq * d), L, "wo")
                 x = self._mlp(L, x)
             last = F.rms_norm(x[:, -1], (c.hidden,), self.norm, 1e-5)
             return last @ self.lm_head.t()
@@ -143,7 +165,7 @@ class DenseModel:
             x = F.embedding(tokens, self.embed)
             for L, (kc, vc) in zip(self.layers, caches):
                 h = F.rms_norm(x, (c.hidden,), L["n1"], 1e-5)
-                qkv = (h @ L["wqkv"].t()).view(batch, new, hq + 2 * hkv, d)
+                qkv = self._lin(h, L, "wqkv").view(batch, new, hq + 2 * hkv, d)
                 q = rope(qkv[:, :, :hq], cos, sin).transpose(1, 2)
                 kc[:, :, context:].copy_(rope(qkv[:, :, hq:hq + hkv], cos, sin).transpose(1, 2))
                 vc[:, :, context:].copy_(qkv[:, :, hq + hkv:].transpose(1, 2))
@@ -151,7 +173,7 @@ class DenseModel:
                     a = sdpa_chunk(q, kc.repeat_interleave(rep, 1), vc.repeat_interleave(rep, 1))
                 else:
                     a = sdpa_chunk(q, kc, vc, gqa=gqa_impl == "enable_gqa")
-                x = x + a.transpose(1, 2).reshape(batch, new, hq * d) @ L["wo"].t()
+                x = x + self._lin(a.transpose(1, 2).reshape(batch, new, hq * d), L, "wo")
                 x = self._mlp(L, x)
             last = F.rms_norm(x[:, -1], (c.hidden,), self.norm, 1e-5)
             return last @ self.lm_head.t()
@@ -178,13 +200,13 @@ class DenseModel:
             x = F.embedding(tokens, self.embed)  # [B, H]
             for L, (kc, vc) in zip(self.layers, caches):
                 h = F.rms_norm(x, (c.hidden,), L["n1"], 1e-5)
-                qkv = (h @ L["wqkv"].t()).view(batch, hq + 2 * hkv, d)
+                qkv = self._lin(h, L, "wqkv").view(batch, hq + 2 * hkv, d)
                 q = rope(qkv[:, :hq], cos, sin)
                 k = rope(qkv[:, hq:hq + hkv], cos, sin)
                 kc[:, :, context].copy_(k)
                 vc[:, :, context].copy_(qkv[:, hq + hkv:])
                 a = sdpa(q.view(batch, hkv, grp, d), kc, vc, False)  # pack_q GQA
-                x = x + a.reshape(batch, hq * d) @ L["wo"].t()
+                x = x + self._lin(a.reshape(batch, hq * d), L, "wo")
                 x = self._mlp(L, x)
             return F.rms_norm(x, (c.hidden,), self.norm, 1e-5) @ self.lm_head.t()
 

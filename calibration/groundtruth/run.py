@@ -34,6 +34,8 @@ EXCLUDED = {
 EXCLUDED["fp8moe"] = ["dispatch/combine all-to-all (routing seeded uniform over all ep ranks' tokens; the router "
                       "runs in BF16 but does not drive the dispatch); the received rows arrive in e4m3 with their "
                       "row scales (prepared outside the step, as an FP8 dispatch delivers them)"]
+EXCLUDED["fp8dense"] = ["nothing of the step (one GPU, TP 1): embedding, every layer (projections in e4m3 with rowwise "
+                        "activation quantisation), final norm and the logits (BF16 LM head)"]
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
 EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
                      "logits; the cached history is random (one draw, copied into every layer's cache)"]
@@ -42,11 +44,12 @@ EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every laye
 def build(model: tuple, device: str):
     """The torch model of a case's ``model`` tuple (see ``cases.Case``)."""
     kind, name, *args = model
-    if kind == "dense":
+    if kind in ("dense", "dense_fp8"):
         from calibration.groundtruth.dense import DenseModel
 
         tp, layers = args
-        return DenseModel(replace(C.dense_config(name, tp), layers=layers), device)
+        return DenseModel(replace(C.dense_config(name, tp), layers=layers), device,
+                          dtype="fp8" if kind == "dense_fp8" else "bf16")
     if kind == "moe":
         from calibration.groundtruth.moe import MoELayer
 
@@ -62,11 +65,11 @@ def build(model: tuple, device: str):
 
 def step_of(model, table: K.Table, p: dict):
     """(closure, info columns) of one point."""
-    if table is K.DENSE_PREFILL:
+    if table in (K.DENSE_PREFILL, K.DENSE_PREFILL_FP8):
         return model.prefill(p["batch"], p["seq"]), {}
     if table is K.DENSE_CHUNK:
         return model.chunk_prefill(p["batch"], p["new"], p["context"])
-    if table in (K.DENSE_DECODE, K.DENSE_DECODE_LONG):
+    if table in (K.DENSE_DECODE, K.DENSE_DECODE_LONG, K.DENSE_DECODE_FP8):
         fn = model.decode(p["batch"], p["context"])
         return fn, ({"attn_backend": model.decode_backend(p["batch"], p["context"])}
                     if table is K.DENSE_DECODE_LONG else {})
@@ -118,7 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="set_name", default="main", choices=sorted(K.SETS),
                    help="main: the first run's tables; wide: issue-14 regimes with a fit/holdout split; "
                         "chunk: chunked prefill after cached context (fit/holdout); fp8moe: FP8 MoE layers "
-                        "(e4m3 experts, rowwise scales); check: the steps of calibrate --check")
+                        "(e4m3 experts, rowwise scales); fp8dense: an FP8 Llama-8B-shaped model; check: the steps of calibrate --check")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="tiny models (CPU tests)")
     p.add_argument("--layers", type=int, default=None, help="override layer counts (main set; smoke runs)")

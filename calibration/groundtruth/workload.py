@@ -28,6 +28,8 @@ FAMILIES = {
     "gt_mla_prefill.csv": "mla prefill",
     "gt_dense_chunk.csv": "dense chunk prefill",
     "gt_moe_fp8.csv": "moe fp8",
+    "gt_dense_prefill_fp8.csv": "dense prefill fp8",
+    "gt_dense_decode_fp8.csv": "dense decode fp8",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -91,18 +93,20 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
     family = FAMILIES[table]
     layers = int(row["layers"]) if "layers" in row else None
     m = model_config(str(row["model"]), layers)
-    if family in ("dense prefill", "dense decode", "dense decode long", "dense chunk prefill"):
+    if family.startswith("dense"):
         b, tp = _int(row, "batch"), _int(row, "tp")
-        if family == "dense prefill":
+        fp8 = family.endswith(" fp8")
+        family_kind = family.removesuffix(" fp8")
+        if family_kind == "dense prefill":
             shape, point = BatchShape.prefill(b, _int(row, "seq")), f"B={b} S={row['seq']}"
-        elif family == "dense chunk prefill":  # n new tokens per sequence after C cached ones
+        elif family_kind == "dense chunk prefill":  # n new tokens per sequence after C cached ones
             n, c = _int(row, "new"), _int(row, "context")
             shape, point = BatchShape.prefill(b, n, context_tokens=c), f"B={b} n={n} C={c}"
         else:
             shape, point = BatchShape.decode(b, _int(row, "context")), f"B={b} C={row['context']}"
         suffix = {"dense prefill": "prefill", "dense decode": "decode", "dense decode long": "decode long",
-                  "dense chunk prefill": "chunk prefill"}[family]
-        ops = step_ops(m, shape, Layout(tp=tp), kernels=kernels)
+                  "dense chunk prefill": "chunk prefill"}[family_kind] + (" fp8" if fp8 else "")
+        ops = step_ops(m, shape, Layout(tp=tp), dtype="fp8" if fp8 else "bf16", kernels=kernels)
         return RowWork(family, f"{m.name} tp{tp} {suffix}", point, tuple(ops))
     if family in ("moe layer", "moe small", "moe fp8"):
         ep, t = _int(row, "ep"), _int(row, "tokens_per_rank")
