@@ -91,6 +91,7 @@ from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 #: the FP8 ragged grouped GEMM table (``calibration.bench.grouped_gemm.run_grouped_mm_fp8``)
 FP8_GROUPED_TABLE = "grouped_mm_fp8"
 from hardware.dtypes import dtype_bytes
+from workloads.kernel_sets import ROWWISE_FP8_GEMM
 
 if TYPE_CHECKING:  # pandas is imported when a table is first read
     import pandas as pd
@@ -208,7 +209,14 @@ class MeasuredProfile:
 
     @functools.cached_property
     def _gemm(self) -> dict:
-        return {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m") for dt in ("bf16", "fp8")}
+        return {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m") for dt in ("bf16", "fp8", "fp8_rowwise")}
+
+    def _gemm_dtype(self, op) -> str:
+        """The GEMM table key of ``op``: ``fp8_rowwise`` for an FP8 GEMM naming the rowwise-scaled
+        ``torch._scaled_mm`` (the eager set) when this profile measured it, else the op's dtype."""
+        if op.dtype == "fp8" and op.meta.get("impl") == ROWWISE_FP8_GEMM and self._gemm.get("fp8_rowwise"):
+            return "fp8_rowwise"
+        return op.dtype
 
     @functools.cached_property
     def _grouped(self) -> dict:
@@ -771,7 +779,7 @@ class MeasuredProfile:
             return float(curve.ys.min()) if curve is not None else 0.0
         if kind == "grouped_gemm" and self._sparse_answers(op):
             return self._floors[SPARSE_TABLE]
-        stem = {"gemm": f"gemm_{op.dtype}", "grouped_gemm": FP8_GROUPED_TABLE if op.dtype == "fp8" else "grouped_mm_bf16",
+        stem = {"gemm": f"gemm_{self._gemm_dtype(op)}", "grouped_gemm": FP8_GROUPED_TABLE if op.dtype == "fp8" else "grouped_mm_bf16",
                 "attn_prefill": CTX_TABLE if _has_context(op) else "attn_prefill_bf16",
                 "attn_decode": "attn_decode_bf16", "mla_decode": self._mla_table(op)}.get(kind)
         return self._floors.get(stem, 0.0) if stem else 0.0
@@ -806,7 +814,7 @@ class MeasuredProfile:
         s = op.shape
         kind = op.kind
         if kind == "gemm":
-            return self.gemm_seconds(s["m"], s["n"], s["k"], op.dtype)
+            return self.gemm_seconds(s["m"], s["n"], s["k"], self._gemm_dtype(op))
         if kind == "grouped_gemm":
             if op.dtype == "fp8" and not _torch_grouped_kernel(op):
                 return None  # a fused FP8 MoE kernel (DeepGEMM class) is not what grouped_mm_fp8 measured
@@ -859,7 +867,7 @@ class MeasuredProfile:
             return LONG_TABLE if "attn_decode_bf16" in self.tables else None
         if kind == "attn_prefill" and _has_context(op):
             return CTX_TABLE if self._chunk else None
-        stem = {"gemm": f"gemm_{op.dtype}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
+        stem = {"gemm": f"gemm_{self._gemm_dtype(op)}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
                 "mla_decode": self._mla_table(op)}.get(kind)
         return stem if stem in self.tables else None
 

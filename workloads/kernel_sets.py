@@ -33,7 +33,9 @@ from typing import Literal
 ATTN_DECODE_IMPLS = ("sdpa", "split_kv")
 MLA_DECODE_IMPLS = ("sdpa", "bmm", "flashmla")
 GROUPED_GEMM_IMPLS = ("grouped_mm", "fused_moe")
-GEMM_FP8_IMPLS = ("scaled_mm", "deepgemm")
+GEMM_FP8_IMPLS = ("scaled_mm", "scaled_mm_rowwise", "deepgemm")
+#: the FP8 GEMM implementation a profile times from its own table (``gemm_fp8_rowwise``)
+ROWWISE_FP8_GEMM = "scaled_mm_rowwise"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ _EAGER_TIMING = (
     ("mla_decode", "mla_decode_impls_bf16 / mla_decode_bf16, impl sdpa (memory-efficient attention)"),
     ("grouped_gemm", ("grouped_mm_sparse_bf16 up to 16 tokens per touched expert, else grouped_mm_bf16 over the "
                       "touched experts")),
+    ("gemm_fp8", ("measured torch._scaled_mm with rowwise scales, on inputs quantised per row by their own kernels "
+                  "(gemm_fp8_rowwise; the per-tensor gemm_fp8 where a profile lacks it)")),
 )
 
 KERNEL_SETS: dict[str, KernelSet] = {
@@ -98,7 +102,7 @@ KERNEL_SETS: dict[str, KernelSet] = {
     "eager": KernelSet(
         name="eager",
         description="plain PyTorch ops (what calibration.groundtruth measures)",
-        glue="eager", attn_decode="sdpa", mla_decode="sdpa", grouped_gemm="grouped_mm", gemm_fp8="scaled_mm",
+        glue="eager", attn_decode="sdpa", mla_decode="sdpa", grouped_gemm="grouped_mm", gemm_fp8="scaled_mm_rowwise",
         timing=_EAGER_TIMING),
 }
 

@@ -42,8 +42,10 @@ from workloads.ops_blocks import (
     collective,
     dense_ffn_block,
     elementwise,
+    gemm_impl,
     expected_max_expert_load,
     ffn_norm,
+    quant_ops,
     gemm,
     moe_block,
     residual_add,
@@ -278,7 +280,8 @@ def _mtp_in(c: BlockCtx, n: int) -> list[Op]:
     """The MTP modules' input: norms of the embedding and the hidden state, their projection."""
     h, tokens = c.model.hidden_size, c.tokens
     return [elementwise("mtp.enorm_hnorm", 2 * tokens * h, layer="mtp", count=n, flops_per_elem=RMSNORM_FLOPS_PER_ELEM),
-            gemm("mtp.eh_proj", tokens, h, 2 * h, dtype=c.dtype, layer="mtp", count=n)]
+            *quant_ops(c, "mtp.eh_quant", tokens, 2 * h, "mtp", n),
+            gemm("mtp.eh_proj", tokens, h, 2 * h, dtype=c.dtype, layer="mtp", count=n, impl=gemm_impl(c))]
 
 
 def _embedding(c: BlockCtx, layer: str, p: str, count: int = 1) -> tuple[Op, ...] | list[Op]:

@@ -8,7 +8,7 @@ follow ``workloads.accounting`` so the two can be checked against each other.
 Byte conventions: GEMM ``bytes_read`` = weights (those actually touched) + input activations;
 ``bytes_written`` = output activations (BF16). GEMM inputs are in the GEMM dtype (FP8 GEMMs
 quantize their input), every other activation is BF16. Under the eager kernel set that
-quantisation is its own kernel chain (``_quant``: one per distinct BF16 input of FP8 GEMMs, timed
+quantisation is its own kernel chain (``quant_ops``: one per distinct BF16 input of FP8 GEMMs, timed
 by the measured elementwise ``quant_fp8``); a fused set folds it into neighbouring kernels. ``meta['weight_bytes']`` is the
 resident weight the op owns on this rank (used for memory and consistency checks).
 """
@@ -30,7 +30,7 @@ from workloads.accounting import (
     param_dtype,
 )
 from workloads.kernel_sets import KERNEL_SETS as _KERNEL_SETS
-from workloads.kernel_sets import KernelSet, kernel_set
+from workloads.kernel_sets import ROWWISE_FP8_GEMM, KernelSet, kernel_set
 from workloads.models import MLAConfig, ModelConfig
 from workloads.moe_routing import binom_cdf, expected_active_experts, tokens_per_active_expert
 from workloads.op import (
@@ -198,9 +198,12 @@ def block(c: BlockCtx, key: tuple, build: Callable[..., list[Op]], *args) -> tup
     return c.memo.get((c.memo_id, *key), build, *args)
 
 
-def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None) -> Op:
-    """A (batched) GEMM ``[batch, m, k] x [batch, k, n]``; ``bias`` extra weight elements."""
+def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, meta=None, impl=None) -> Op:
+    """A (batched) GEMM ``[batch, m, k] x [batch, k, n]``; ``bias`` extra weight elements; ``impl``:
+    the implementation a profile times apart (``gemm_impl``), named in ``meta["impl"]``."""
     w_dtype = w_dtype or dtype
+    if impl is not None:
+        meta = {"impl": impl, **(meta or {})}
     w_bytes = batch * n * k * dtype_bytes(w_dtype) + bias * dtype_bytes(param_dtype("bias", dtype))
     a_bytes = dtype_bytes(dtype) if dtype_bytes(dtype) < ACT_BYTES else ACT_BYTES
     return Op(
@@ -310,9 +313,9 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """Pre-norm, the Q/K/V projections, RoPE and the KV-cache write of ``c.tokens`` rows."""
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
-    ops = [_norm(c, f"{p}attn_norm", layer, count), *_quant(c, f"{p}attn_in_quant", T, h, layer, count)]
+    ops = [_norm(c, f"{p}attn_norm", layer, count), *quant_ops(c, f"{p}attn_in_quant", T, h, layer, count)]
     kv_local = kv_bytes_local(c)
-    kw = dict(dtype=c.dtype, layer=layer, count=count)
+    kw = dict(dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c))
     if isinstance(a, MLAConfig):
         r, lat = a.qk_rope_head_dim, a.kv_lora_rank
         if a.q_lora_rank:
@@ -320,7 +323,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                             meta={"fuses": "wq_a+wkv_a"}))
             ops.append(elementwise(f"{p}q_a_norm", T * a.q_lora_rank, layer=layer, count=count,
                                    flops_per_elem=RMSNORM_FLOPS_PER_ELEM))
-            ops += _quant(c, f"{p}q_b_quant", T, a.q_lora_rank, layer, count)
+            ops += quant_ops(c, f"{p}q_b_quant", T, a.q_lora_rank, layer, count)
             ops.append(gemm(f"{p}q_b_proj", T, H * a.qk_head_dim, a.q_lora_rank, **kw))
         else:
             ops.append(gemm(f"{p}q_proj", T, H * a.qk_head_dim, h, **kw))
@@ -393,8 +396,8 @@ def _attention_out(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     a, h, T = c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
     v_width = H * (a.v_head_dim if isinstance(a, MLAConfig) else a.head_dim)
-    ops = [*_quant(c, f"{p}o_quant", T, v_width, layer, count),
-           gemm(f"{p}o_proj", T, h, v_width, dtype=c.dtype, layer=layer, count=count)]
+    ops = [*quant_ops(c, f"{p}o_quant", T, v_width, layer, count),
+           gemm(f"{p}o_proj", T, h, v_width, dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c))]
     if c.attn_tp > 1:
         ops.append(collective(f"{p}attn_all_reduce", "all_reduce", c.attn_tp, T * h * ACT_BYTES,
                               layer=layer, count=count))
@@ -428,7 +431,14 @@ def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
                        meta={"op": kind})
 
 
-def _quant(c: BlockCtx, name: str, rows: int, width: int, layer: str, count: int,
+def gemm_impl(c: BlockCtx) -> str | None:
+    """The FP8 GEMM implementation of ``c``'s kernel set when a profile times it from a table of
+    its own (the eager set's rowwise-scaled ``torch._scaled_mm``), else None (nothing named)."""
+    impl = c.kernel_set.gemm_fp8
+    return impl if impl == ROWWISE_FP8_GEMM and dtype_bytes(c.dtype) == 1 else None
+
+
+def quant_ops(c: BlockCtx, name: str, rows: int, width: int, layer: str, count: int,
            role: OpRole = OpRole.COMMON) -> list[Op]:
     """The per-row FP8 quantisation of a BF16 ``rows x width`` activation that FP8 GEMMs read,
     as plain torch runs it (|x|, row amax, fp32 scale, divide, cast: the elementwise ``quant_fp8``
@@ -514,9 +524,9 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
         ops.append(elementwise(f"{p}kv_cache_gather", cached * (a.kv_lora_rank + a.qk_rope_head_dim),
                                layer=layer, count=count, reads=0, flops_per_elem=0.0,
                                extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
-    ops += _quant(c, f"{p}kv_b_quant", keys_rows, a.kv_lora_rank, layer, count)
+    ops += quant_ops(c, f"{p}kv_b_quant", keys_rows, a.kv_lora_rank, layer, count)
     ops.append(gemm(f"{p}kv_b_proj", keys_rows, H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank,
-                    dtype=c.dtype, layer=layer, count=count, meta={"rows": "new + cached keys"}))
+                    dtype=c.dtype, layer=layer, count=count, meta={"rows": "new + cached keys"}, impl=gemm_impl(c)))
     if c.eager:  # cat(q_nope, rope(q_pe)) and cat(k_nope, k_pe broadcast over heads)
         ops += [mla_glue(c, f"{p}q_assemble", "assemble_q", layer, count, H),
                 mla_glue(c, f"{p}k_assemble", "assemble_k", layer, count, H)]
@@ -564,11 +574,11 @@ def dense_ffn_block(c: BlockCtx, layer: str, count: int, p: str, width: int, nam
     h, T = c.model.hidden_size, c.tokens
     w = width // c.tp
     return [
-        *([] if input_quantised else _quant(c, f"{p}{name}_in_quant", T, h, layer, count)),
-        gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count),
+        *([] if input_quantised else quant_ops(c, f"{p}{name}_in_quant", T, h, layer, count)),
+        gemm(f"{p}{name}_gate_up", T, 2 * w, h, dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c)),
         _act(f"{p}{name}_act", T * w, layer, count),
-        *_quant(c, f"{p}{name}_act_quant", T, w, layer, count),
-        gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count),
+        *quant_ops(c, f"{p}{name}_act_quant", T, w, layer, count),
+        gemm(f"{p}{name}_down", T, h, w, dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c)),
     ]
 
 
@@ -623,7 +633,7 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     ops.append(elementwise(f"{p}topk", T * E, layer=layer, count=count, writes=0, flops_per_elem=2.0,
                            meta={"op": "moe_topk" if c.eager else "copy"}))
     # the tokens' FP8 copy (eager FP8): what an FP8 dispatch sends and the shared experts read
-    ops += _quant(c, f"{p}moe_quant", T, h, layer, count)
+    ops += quant_ops(c, f"{p}moe_quant", T, h, layer, count)
     # each attention-TP rank (and, in decode, each sp rank) dispatches its slice of the tokens
     send = math.ceil(T / (c.attn_tp * (c.sp if c.phase == "decode" else 1))) if c.ep > 1 else 0
     # destinations are expert slots: redundant replicas spread a token's choices like extra experts
@@ -665,7 +675,7 @@ def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   "moe_imbalance": c.moe_imbalance, "impl": c.kernel_set.grouped_gemm}, role=expert))
         if name == "experts_gate_up":
             ops.append(_act(f"{p}experts_act", tokens_total * I_l, layer, count, role=expert))
-            ops += _quant(c, f"{p}experts_act_quant", tokens_total, I_l, layer, count, role=expert)
+            ops += quant_ops(c, f"{p}experts_act_quant", tokens_total, I_l, layer, count, role=expert)
     if c.eager:  # out.zero_(); out.index_add_(0, src, ys * w): bf16 atomics into the received rows
         rows = min(tokens_total, math.ceil(c.moe_tokens_all * (1.0 - (1.0 - E_l / slots) ** k)))
         ops.append(elementwise(f"{p}experts_unpermute", tokens_total * h, layer=layer, count=count, reads=1.0,

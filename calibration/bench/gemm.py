@@ -4,6 +4,9 @@ The (N, K) pairs are the linear layers of the catalog models under TP 1/4/8 (see
 M runs over a log grid 1..32768. fp8 uses ``torch._scaled_mm`` (e4m3 operands, per-tensor
 fp32 scales, bf16 output) where the GPU supports it; it needs M padded to a multiple of 16,
 so ``m_run`` records the M that actually ran (FLOP/s are reported for the requested ``m``).
+fp8_rowwise (``gemm_fp8_rowwise.csv``) is the same call with rowwise scales (one fp32 scale per
+row of x and per output channel: what an eager FP8 model runs), at the requested M: at small M
+it runs another kernel, 1.5-2.7x the per-tensor time on the H200.
 Points over ``MAX_FLOPS`` are skipped to keep the suite inside its time budget.
 """
 
@@ -66,9 +69,9 @@ def fp8_supported(ctx: BenchContext) -> bool:
     return torch.cuda.get_device_capability() >= (8, 9)
 
 
-def run(ctx: BenchContext, dtypes: tuple[str, ...] = ("bf16", "fp8")) -> None:
+def run(ctx: BenchContext, dtypes: tuple[str, ...] = ("bf16", "fp8", "fp8_rowwise")) -> None:
     for dtype in dtypes:
-        if dtype == "fp8" and not fp8_supported(ctx):
+        if dtype.startswith("fp8") and not fp8_supported(ctx):
             ctx.log("gemm fp8: torch._scaled_mm not available on this device; skipped")
             continue
         _run_dtype(ctx, dtype)
@@ -95,7 +98,7 @@ def _run_dtype(ctx: BenchContext, dtype: str) -> None:
         if ctx.out_of_time():
             ctx.log(f"gemm {dtype}: time budget reached")
             break
-        m_run = m if dtype == "bf16" else int(math.ceil(m / 16) * 16)
+        m_run = int(math.ceil(m / 16) * 16) if dtype == "fp8" else m
         elt = 2 if dtype == "bf16" else 1
         nrot = rotation_count((m_run * k + n * k) * elt + m_run * n * 2, ctx)
         try:
@@ -126,6 +129,15 @@ def _make_calls(dtype: str, m: int, n: int, k: int, nrot: int, dev):
             out = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
             fns.append(lambda x=x, w=w, out=out: torch.matmul(x, w.t(), out=out))
         return fns
+    if dtype == "fp8_rowwise":
+        for _ in range(nrot):
+            x = torch.randn(m, k, device=dev).to(torch.float8_e4m3fn)
+            w = torch.randn(n, k, device=dev).to(torch.float8_e4m3fn)
+            sa = torch.ones(m, 1, device=dev, dtype=torch.float32)
+            sb = torch.ones(1, n, device=dev, dtype=torch.float32)
+            fns.append(lambda x=x, w=w, sa=sa, sb=sb: torch._scaled_mm(x, w.t(), scale_a=sa, scale_b=sb,
+                                                                       out_dtype=torch.bfloat16))
+        return fns
     if dtype == "fp8":
         one = torch.ones((), device=dev, dtype=torch.float32)
         for _ in range(nrot):
@@ -134,4 +146,4 @@ def _make_calls(dtype: str, m: int, n: int, k: int, nrot: int, dev):
             fns.append(lambda x=x, w=w: torch._scaled_mm(x, w.t(), scale_a=one, scale_b=one,
                                                          out_dtype=torch.bfloat16))
         return fns
-    raise ValueError(f"gemm dtype {dtype!r} not supported (valid: bf16, fp8)")
+    raise ValueError(f"gemm dtype {dtype!r} not supported (valid: bf16, fp8, fp8_rowwise)")
