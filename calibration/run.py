@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny grids (smoke tests, CPU tests)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--max-seconds", type=float, default=None, help="time budget; suites stop cleanly")
-    p.add_argument("--gemm-dtypes", default="bf16,fp8", help="dtypes for the gemm suite")
+    p.add_argument("--gemm-dtypes", default="bf16,fp8,fp8_rowwise", help="dtypes for the gemm suite (bf16, fp8, fp8_rowwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no suite messages")
     p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bars on stderr: when it is a terminal (auto), always, never")

@@ -58,7 +58,8 @@ _B = "calibration.bench."
 _COLL_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 
 REGISTRY: dict[str, Suite] = {s.name: s for s in (
-    Suite("gemm", _B + "gemm:run", ("gemm_bf16", "gemm_fp8"), description="dense GEMMs, bf16 and fp8"),
+    Suite("gemm", _B + "gemm:run", ("gemm_bf16", "gemm_fp8", "gemm_fp8_rowwise"),
+          description="dense GEMMs, bf16 and fp8 (per-tensor and rowwise scales)"),
     Suite("grouped_gemm", _B + "grouped_gemm:run", ("grouped_gemm_bf16", "grouped_mm_bf16"),
           description="expert GEMMs: padded bmm and ragged torch._grouped_mm"),
     Suite("attn_prefill", _B + "attention:run_prefill", ("attn_prefill_bf16",),
