@@ -59,19 +59,25 @@ def test_fp8_layer_computes_what_the_bf16_layer_does():
     assert 0 < rel_shared < 0.1, rel_shared
 
 
-def test_fp8moe_quick_cpu_run(tmp_path):
+@pytest.mark.parametrize("set_name,rows", [("fp8moe", {K.MOE_FP8.file: 3}),
+                                           ("fp8dense", {K.DENSE_PREFILL_FP8.file: 2, K.DENSE_DECODE_FP8.file: 4})])
+def test_fp8_sets_quick_cpu_run_and_resume(tmp_path, set_name, rows):
     pytest.importorskip("torch")
     from calibration.groundtruth.run import main
 
+    args = ["--set", set_name, "--quick", "--out", str(tmp_path), "--device", "cpu"]
     try:
-        assert main(["--set", "fp8moe", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+        assert main(args) == 0
     except (RuntimeError, NotImplementedError) as exc:
         pytest.skip(f"float8 GEMMs on CPU: {exc}")
-    df = pd.read_csv(tmp_path / K.MOE_FP8.file)
-    assert len(df) == 3 and (df.seconds > 0).all() and set(df.impl) == {"scaled_mm_loop"}
+    for file, n in rows.items():
+        df = pd.read_csv(tmp_path / file)
+        assert len(df) == n and (df.seconds > 0).all()
+    if set_name == "fp8moe":
+        assert set(pd.read_csv(tmp_path / K.MOE_FP8.file).impl) == {"scaled_mm_loop"}
     assert (tmp_path / "groundtruth_metadata.json").exists()
-    assert main(["--set", "fp8moe", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0  # resumes
-    assert len(pd.read_csv(tmp_path / K.MOE_FP8.file)) == 3
+    assert main(args) == 0  # resumes: nothing measured twice
+    assert {f: len(pd.read_csv(tmp_path / f)) for f in rows} == rows
 
 
 def test_quant_fp8_is_an_elementwise_op_of_the_suite():
@@ -117,15 +123,3 @@ def test_fp8_dense_model_runs_a_decode_step_and_refuses_unknown_dtypes():
     assert got.shape == want.shape and torch.isfinite(got).all()
     with pytest.raises(ValueError, match="valid: bf16, fp8"):
         DenseModel(C.TINY_DENSE, "cpu", dtype="fp16")
-
-
-def test_fp8dense_quick_cpu_run(tmp_path):
-    pytest.importorskip("torch")
-    from calibration.groundtruth.run import main
-
-    try:
-        assert main(["--set", "fp8dense", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
-    except (RuntimeError, NotImplementedError) as exc:
-        pytest.skip(f"float8 GEMMs on CPU: {exc}")
-    assert len(pd.read_csv(tmp_path / K.DENSE_PREFILL_FP8.file)) == 2
-    assert len(pd.read_csv(tmp_path / K.DENSE_DECODE_FP8.file)) == 4
