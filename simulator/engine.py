@@ -237,18 +237,18 @@ class Server:
             st = self.st
             if len(self.joining) == 1:  # one stream (a request's prefill or transfer ended): no gathers
                 s = self.joining.pop()
-                if not st.s_done[s]:
-                    run = np.concatenate((self.run, (s,)))
-                    if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
-                        self._base_of, self._base_tokens = run, self._base_tokens + int(st.s_base[s])
-                    self.run = run
-                return
-            j = np.asarray(self.joining, dtype=np.int64)
-            self.joining.clear()
-            j = j[~st.s_done[j]]
-            run = np.concatenate((self.run, j)) if self.run.size else j
+                if st.s_done[s]:
+                    return
+                run = np.concatenate((self.run, (s,)))
+                tokens = lambda: int(st.s_base[s])
+            else:
+                j = np.asarray(self.joining, dtype=np.int64)
+                self.joining.clear()
+                j = j[~st.s_done[j]]
+                run = np.concatenate((self.run, j)) if self.run.size else j
+                tokens = lambda: int(_sum(st.s_base[j]))  # read only when the sum is kept
             if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
-                self._base_of, self._base_tokens = run, self._base_tokens + int(_sum(st.s_base[j]))
+                self._base_of, self._base_tokens = run, self._base_tokens + tokens()
             self.run = run
 
     # ------------------------------------------------------------------ what a batch policy calls

@@ -118,6 +118,8 @@ def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> n
 
 #: no KV growth in a run (``DecodeRun.grows``)
 _NO_GROWTH = np.empty(0, dtype=np.int64)
+#: no inter-token gaps (``DecodeRun._commit``)
+_NO_GAPS = np.empty(0)
 
 
 def _grown(first: np.ndarray, steps):
@@ -260,10 +262,6 @@ class DecodeRun:
         self.pending_row = first + (j - i0) - 1
         self.cursor = j
         sim.fast_forwarded_steps += j - i0
-
-
-#: no inter-token gaps (``DecodeRun._commit``)
-_NO_GAPS = np.empty(0)
 
 
 #: rows looked at a time by ``ambiguous_ties`` (bounds its temporary arrays)

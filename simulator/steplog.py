@@ -35,6 +35,8 @@ from simulator.result import STEP_COLUMNS
 _SHAPE_INTS = ("instance", "batch_size", "decode_seqs", "prefill_tokens", "new_tokens")
 _SHAPE_FLOATS = ("step_s", "compute_s", "comm_s")
 _SHAPE_FIELDS = _SHAPE_INTS + _SHAPE_FLOATS
+#: table columns kept per row (not in the shape code): column name -> the log's array
+_ROW_COLUMNS = {"time_s": "time_s", "itl_add_s": "itl_add_s", "flag": "flags", "kv_used_fraction": "kv"}
 
 
 def _code(table: dict, key) -> int:
@@ -80,11 +82,8 @@ class StepLog:
         """Add one row; returns its index (for ``itl_add_s`` when the step is applied)."""
         i = len(self.time_s)
         self.time_s.append(time_s)
-        key = (int(instance), int(batch_size), int(decode_seqs), int(prefill_tokens), int(new_tokens),
-               step_s, compute_s, comm_s)
-        if not (step_s and compute_s and comm_s):
-            key = _signed(key, key[5:])
-        self.shape.append(_code(self._shapes, key))
+        self.shape.append(self.code(int(instance), int(batch_size), int(decode_seqs), int(prefill_tokens),
+                                    int(new_tokens), step_s, compute_s, comm_s))
         self.kv.append(kv_used_fraction)
         self.itl_add_s.append(0.0)
         self.flags.append(0)
@@ -190,19 +189,15 @@ class StepTable:
 
     def __getitem__(self, name: str) -> np.ndarray:
         cols = self._cols
-        if name in ("time_s", "itl_add_s"):
-            return cols[name]
-        if name == "flag":
-            return cols["flags"]
-        if name == "kv_used_fraction":
-            return cols["kv"]
+        if name in _ROW_COLUMNS:
+            return cols[_ROW_COLUMNS[name]]
         return self._shapes[name][cols["shape"]]
 
     def take(self, name: str, rows: np.ndarray | slice) -> np.ndarray:
         """``self[name][rows]`` (``rows``: indices or a slice) without expanding the whole column."""
         cols = self._cols
-        if name in ("time_s", "itl_add_s", "flag", "kv_used_fraction"):
-            return cols[{"flag": "flags", "kv_used_fraction": "kv"}.get(name, name)][rows]
+        if name in _ROW_COLUMNS:
+            return cols[_ROW_COLUMNS[name]][rows]
         return self._shapes[name][cols["shape"][rows]]
 
     def drop_run_columns(self) -> None:

@@ -431,6 +431,10 @@ def _rope(c: BlockCtx, name: str, elements: int, layer: str, count: int) -> Op:
                        meta={"op": kind})
 
 
+#: FLOPs per element of a per-row quantisation: |x|, the running max, the divide by the scale
+QUANT_FLOPS_PER_ELEM = 3.0
+
+
 def gemm_impl(c: BlockCtx) -> str | None:
     """The FP8 GEMM implementation of ``c``'s kernel set when a profile times it from a table of
     its own (the eager set's rowwise-scaled ``torch._scaled_mm``), else None (nothing named)."""
@@ -447,7 +451,8 @@ def quant_ops(c: BlockCtx, name: str, rows: int, width: int, layer: str, count: 
     if not c.eager or dtype_bytes(c.dtype) != 1:
         return []
     return [elementwise(name, rows * width, layer=layer, count=count, reads=1.0, writes=0.5,
-                        extra_written=4.0 * rows, flops_per_elem=3.0, meta={"op": "quant_fp8"}, role=role)]
+                        extra_written=4.0 * rows, flops_per_elem=QUANT_FLOPS_PER_ELEM, meta={"op": "quant_fp8"},
+                        role=role)]
 
 
 def _act(name: str, elements: int, layer: str, count: int, role: OpRole = OpRole.COMMON) -> Op:

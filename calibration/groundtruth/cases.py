@@ -242,7 +242,7 @@ FP8_PREFILL = ((1, 512), (1, 1024), (2, 1024), (1, 2048), (4, 1024), (2, 2048), 
 FP8_DECODE = ((1, 4, 16, 64, 128, 256), (1024, 4096))
 #: batch x context cap of the FP8 decode grid: 256 x 4096 ran out of the H200's memory (32 layers
 #: of [B, 8, C, 128] BF16 K and V beside the weights and the captured graph)
-FP8_DECODE_MAX_CACHED = 2**19
+FP8_DECODE_MAX_CACHED_TOKENS = 2**19
 
 
 def fp8dense_cases(quick: bool) -> list[Case]:
@@ -255,7 +255,7 @@ def fp8dense_cases(quick: bool) -> list[Case]:
                  tuple(dict(ident, batch=b, seq=n, split=sp) for (b, n), sp in alternate(prefill)), 5, 3),
             Case("fp8_decode", model, DENSE_DECODE_FP8,
                  tuple(dict(ident, batch=b, context=n, split=sp)
-                       for b, n, sp in checkerboard(*decode, lambda b, n: b * n <= FP8_DECODE_MAX_CACHED)), 7, 3)]
+                       for b, n, sp in checkerboard(*decode, lambda b, n: b * n <= FP8_DECODE_MAX_CACHED_TOKENS)), 7, 3)]
 
 
 # ----------------------------------------------------------------------------- check (calibrate --check)

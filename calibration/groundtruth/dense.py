@@ -10,6 +10,7 @@ the cached ones and attends lower-right causal (``common.sdpa_chunk``, the call 
 
 from __future__ import annotations
 
+from calibration.bench.elementwise import quant_fp8_rowwise
 from calibration.groundtruth.common import pick_chunk, rope, rope_tables, sdpa, sdpa_backend, sdpa_chunk
 from calibration.groundtruth.configs import DenseConfig
 
@@ -61,8 +62,6 @@ class DenseModel:
         if not self.fp8:
             return x @ L[name].t()
         import torch
-
-        from calibration.bench.elementwise import quant_fp8_rowwise
 
         q, s = quant_fp8_rowwise(x.reshape(-1, x.shape[-1]))
         y = torch._scaled_mm(q, L[name].t(), scale_a=s, scale_b=L[name + "_scale"], out_dtype=torch.bfloat16)

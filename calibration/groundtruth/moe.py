@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.bench.elementwise import quant_fp8_rowwise
 from calibration.groundtruth.common import log, random_weight
 from calibration.groundtruth.configs import MoEConfig
 
@@ -220,7 +221,8 @@ class Fp8MoEBlock(MoEBlock):
         ones = lambda *shape: torch.ones(*shape, device=dev, dtype=torch.float32)  # noqa: E731
         self.s_gu, self.s_d = ones(1, self.shared_gu.shape[0]), ones(1, h)
         self.s1, self.s2 = ones(e, 2 * f), ones(e, h)
-        torch.cuda.empty_cache() if dev.type == "cuda" else None
+        if dev.type == "cuda":  # give the released BF16 copies back before the probe
+            torch.cuda.empty_cache()
         probe = _fp8(torch.zeros(1, h, device=dev, dtype=torch.bfloat16))
         self.impl = "scaled_grouped_mm" if scaled_grouped_mm_works(dev, probe, self.w1_g, self.s1) else "scaled_mm_loop"
 
@@ -228,8 +230,6 @@ class Fp8MoEBlock(MoEBlock):
         """Shared experts on the rank's quantised tokens (e4m3 ``xq``, row scales ``sx``)."""
         import torch
         import torch.nn.functional as F
-
-        from calibration.bench.elementwise import quant_fp8_rowwise
 
         f = self.cfg.moe_inter * self.cfg.shared_experts
         gu = torch._scaled_mm(xq, self.shared_gu.t(), scale_a=sx, scale_b=self.s_gu, out_dtype=torch.bfloat16)
@@ -241,8 +241,6 @@ class Fp8MoEBlock(MoEBlock):
         into ``out`` (rows x h, BF16)."""
         import torch
         import torch.nn.functional as F
-
-        from calibration.bench.elementwise import quant_fp8_rowwise
 
         f = self.cfg.moe_inter
         # gather e4m3 rows as bytes (index_select has no float8 kernel everywhere)
@@ -278,8 +276,6 @@ class Fp8MoELayer(MoELayer):
         """(closure, info): router on T local tokens (BF16), their row quantisation, shared experts
         (FP8), routed experts on the received e4m3 pairs; info holds the routing counts."""
         import torch
-
-        from calibration.bench.elementwise import quant_fp8_rowwise
 
         c, dev, blk = self.cfg, self.device, self.block
         route = make_route(c, tokens_per_rank, seed, dev)
