@@ -85,6 +85,7 @@ from calibration.decode_lookup import (
     split_kv_splits,
 )
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
+from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 
@@ -250,6 +251,25 @@ class MeasuredProfile:
     @functools.cached_property
     def _mla(self) -> MlaDecodeTables:
         return MlaDecodeTables(self.tables)
+
+    @functools.cached_property
+    def _deepgemm(self) -> DeepGemmTable | None:
+        return DeepGemmTable(self.tables[DEEPGEMM_TABLE]) if DEEPGEMM_TABLE in self.tables else None
+
+    def _deepgemm_seconds(self, op) -> tuple[float, str] | None:
+        """A ``fused``-set FP8 GEMM (DeepGEMM: dense, or the MoE grouped kernel) from this
+        profile's own DeepGEMM table (``calibration.deepgemm_lookup``), or None (not measured)."""
+        table = self._deepgemm
+        if table is None or op.dtype != "fp8":
+            return None
+        s = op.shape
+        if op.kind == "gemm":
+            r = table.dense_seconds(s["m"], s["n"], s["k"]) if op.meta.get("impl") == "deepgemm" else None
+        else:
+            active = s.get("active_groups") or s["groups"]
+            tokens = s.get("tokens_total")
+            r = table.grouped_seconds(active, tokens / active if tokens else s["m_per_group"], s["n"], s["k"])
+        return None if r is None else (r[0], self._src(DEEPGEMM_TABLE, r[1]))
 
     @functools.cached_property
     def _glue(self) -> GlueTable:
@@ -814,10 +834,11 @@ class MeasuredProfile:
         s = op.shape
         kind = op.kind
         if kind == "gemm":
-            return self.gemm_seconds(s["m"], s["n"], s["k"], self._gemm_dtype(op))
+            return self._deepgemm_seconds(op) or self.gemm_seconds(s["m"], s["n"], s["k"], self._gemm_dtype(op))
         if kind == "grouped_gemm":
             if op.dtype == "fp8" and not _torch_grouped_kernel(op):
-                return None  # a fused FP8 MoE kernel (DeepGEMM class) is not what grouped_mm_fp8 measured
+                # a fused FP8 MoE kernel (DeepGEMM class) is not what grouped_mm_fp8 measured
+                return self._deepgemm_seconds(op)
             return self.grouped_gemm_seconds(s["groups"], s["m_per_group"], s["n"], s["k"], op.dtype,
                                              tokens_total=s.get("tokens_total"),
                                              active_groups=s.get("active_groups"))
@@ -856,6 +877,8 @@ class MeasuredProfile:
             if self._glue_answers(op):
                 return GLUE_TABLE
             return self._ew_table.get(self._memory_op(op))
+        if kind in ("gemm", "grouped_gemm") and self._deepgemm_seconds(op) is not None:
+            return DEEPGEMM_TABLE
         if kind == "grouped_gemm":
             if op.dtype == "fp8":
                 return FP8_GROUPED_TABLE if FP8_GROUPED_TABLE in self.tables and _torch_grouped_kernel(op) else None
@@ -874,8 +897,9 @@ class MeasuredProfile:
 
 def _torch_grouped_kernel(op) -> bool:
     """Whether a grouped GEMM op runs torch's grouped kernels (the ``eager`` set's ``grouped_mm``);
-    the ``fused`` set's FP8 MoE kernel is DeepGEMM's (``workloads.kernel_sets``), which no table
-    here measured: it is timed by the efficiency fit (clustersim check kernels.deepgemm judges it)."""
+    the ``fused`` set's FP8 MoE kernel is DeepGEMM's (``workloads.kernel_sets``), timed by the
+    profile's ``deepgemm_fp8`` table where it has one (``calibration.deepgemm_lookup``), else by the
+    efficiency fit (clustersim check kernels.deepgemm judges both)."""
     return op.meta.get("impl", "grouped_mm") != "fused_moe"
 
 

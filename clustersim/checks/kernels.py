@@ -23,7 +23,7 @@ from pathlib import Path
 
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks"]
+__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks", "deepgemm_measured_checks"]
 
 
 def _gap_text(gap: dict) -> tuple[str, Tolerance | None]:
@@ -143,6 +143,42 @@ def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
         out.append(Check(family="kernels.grouped_mm_fp8", id=f"{shape}/G{g}/m{m:g}", source=source,
                          setting="torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out",
                          quantity="grouped GEMM time", unit="us", published=float(r.seconds) * 1e6,
+                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
+                         source_status="measured", known_gap=mechanism, gap_bound=bound,
+                         extra={"cost_source": None if got is None else got[1]}))
+    return out
+
+
+def deepgemm_measured_checks(profile: str = "h200") -> list[Check]:
+    """One check per row of ``profile``'s ``deepgemm_fp8`` table (microseconds): DeepGEMM's dense and
+    grouped FP8 kernels as the ``fused`` set times them from the profile's fit rows (masked rows
+    answer the contiguous ones: the prefill layout is held out); Unavailable while the profile has
+    none (measure it with benchmarks/device_deepgemm.sh)."""
+    from calibration.deepgemm_lookup import DEEPGEMM_TABLE
+    from workloads.op import GROUPED_GEMM, Op
+    from workloads.ops import gemm
+
+    table, fit, target, source = _measured_table(profile, DEEPGEMM_TABLE, "benchmarks/device_deepgemm.sh",
+                                                 "deepgemm_fp8_table")
+    tol = Tolerance.parse(target["tolerance"])
+    gaps = target.get("known_gaps") or ()
+    out = []
+    for r in table.itertuples(index=False):
+        kind, g, m, valid, n, k = str(r.kind), int(r.groups), int(r.m_per_group), int(r.valid_m), int(r.n), int(r.k)
+        if kind == "dense":
+            op = gemm("g", m, n, k, dtype="fp8", layer="x", count=1)
+            op.meta["impl"] = "deepgemm"
+        else:
+            op = Op("g", GROUPED_GEMM, {"groups": g, "m_per_group": valid / g, "n": n, "k": k, "tokens_total": valid,
+                                        "active_groups": g}, 2.0 * valid * n * k, g * n * k + valid * k, valid * n * 2,
+                    dtype="fp8", layer="moe", meta={"impl": "fused_moe"})
+        got = fit.op_seconds(op)
+        rid = f"{kind}/{n}x{k}/g{g}/m{m}"
+        gap = next((x for x in gaps if rid in x.get("rows", ())), {})
+        mechanism, bound = _gap_text(gap)
+        out.append(Check(family="kernels.deepgemm_fp8", id=rid, source=source,
+                         setting=f"DeepGEMM {kind}, e4m3, 1x128 / 128x128 scales, BF16 out",
+                         quantity="FP8 GEMM time", unit="us", published=float(r.seconds) * 1e6,
                          predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
                          source_status="measured", known_gap=mechanism, gap_bound=bound,
                          extra={"cost_source": None if got is None else got[1]}))

@@ -1,0 +1,163 @@
+"""DeepGEMM's FP8 kernels timed on the device: the ``fused`` kernel set's own FP8 GEMMs (dense
+``fp8_gemm_nt``, grouped ``m_grouped_fp8_gemm_nt_contiguous`` for prefill and
+``m_grouped_fp8_gemm_nt_masked`` for decode), which ``workloads.kernel_sets`` times with stand-ins
+(the measured ``torch._scaled_mm`` table, a fitted grouped roofline) because no table of ours
+measured them. Device only: needs a DeepGEMM build (``benchmarks/device_deepgemm.sh`` builds one
+from source carried to the machine) and DeepGEMM's ``tests/generators.py`` on ``sys.path`` for its
+operand layouts (1x128 activation and 128x128 weight scales, TMA-aligned).
+
+    python3 benchmarks/deepgemm_probe.py --out OUT.csv [--only masked,contiguous,dense] [--part I/N]
+                                         [--budget-s S] [--warm-only]
+
+Every point is one row: kind, groups, m per group (masked: exactly m valid rows in every group;
+contiguous: DeepGEMM's generator draws each group's rows in 0.7-1.3 m and the row records the
+valid total), n, k, the kernel's median time over DeepGEMM's kineto timer (30 runs of the
+kernels named ``gemm_``), and the rate. ``--part I/N`` takes every N-th point from I (parallel JIT
+warm-up in N processes: ``--warm-only`` runs each point once, untimed, so the timed pass finds
+every kernel compiled). Rows are appended as they are measured; a point that fails writes its
+error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import sys
+import time
+import traceback
+
+#: DeepSeek-V3's routed-expert GEMMs (gate+up: N 2 x 2048, K 7168; down: N 7168, K 2048)
+EXPERT_NK = ((4096, 7168), (7168, 2048))
+#: tokens per expert group of a decode step (masked layout)
+DECODE_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: experts per GPU: EP144 with 288 slots (2), EP32-36 (8), EP8 of 256 experts (32)
+DECODE_GROUPS = (2, 8, 32)
+#: DeepGEMM README's grouped rows (H800): (layout, groups, m per group)
+README_GROUPED = (("masked", 1, 1024), ("masked", 2, 512), ("masked", 4, 256),
+                  ("contiguous", 4, 8192), ("contiguous", 8, 4096))
+PREFILL_M = (64, 256, 1024, 4096)
+PREFILL_GROUPS = (8, 32)
+#: dense shapes: the README's N x K with M 64, 128, 4096, plus decode-sized M
+DENSE_NK = ((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168), (7168, 2048))
+DENSE_M = (1, 8, 32, 64, 128, 512, 4096)
+FIELDS = ("kind", "groups", "m_per_group", "valid_m", "n", "k", "seconds", "tflops", "error")
+
+
+def points(only: set[str]) -> list[tuple]:
+    """(kind, groups, m per group, n, k) in measuring order: the README's rows first."""
+    out = []
+    for layout, g, m in README_GROUPED:
+        for n, k in EXPERT_NK:
+            out.append((layout, g, m, n, k))
+    for g in DECODE_GROUPS:
+        for m in DECODE_M:
+            for n, k in EXPERT_NK:
+                out.append(("masked", g, m, n, k))
+    for g in PREFILL_GROUPS:
+        for m in PREFILL_M:
+            for n, k in EXPERT_NK:
+                out.append(("contiguous", g, m, n, k))
+    for n, k in DENSE_NK:
+        for m in DENSE_M:
+            out.append(("dense", 1, m, n, k))
+    seen, uniq = set(), []
+    for p in out:
+        if p not in seen and p[0] in only:
+            seen.add(p)
+            uniq.append(p)
+    return uniq
+
+
+def _masked(deep_gemm, gen, g: int, m: int, n: int, k: int):
+    import torch
+
+    max_m = max(128, -(-int(m * 1.3 + 1) // 128) * 128)
+    a, b, masked_m, _, d, _ = gen.generate_m_grouped_masked(g, max_m, m, n, k, use_ue8m0=False,
+                                                            quant_config=gen.QuantConfig())
+    masked_m.fill_(m)  # exactly m valid rows per group
+    for j in range(g):
+        a[1][j, m:] = 0
+    torch.cuda.synchronize()
+
+    def fn():
+        deep_gemm.m_grouped_fp8_gemm_nt_masked(a, b, d, masked_m, m, disable_ue8m0_cast=True)
+
+    return fn, g * m
+
+
+def _contiguous(deep_gemm, gen, g: int, m: int, n: int, k: int):
+    deep_gemm.set_mk_alignment_for_contiguous_layout(deep_gemm.get_theoretical_mk_alignment_for_contiguous_layout())
+    _, a, b, layout, d, _ = gen.generate_m_grouped_contiguous(g, m, n, k, gen.MajorTypeAB.KMajor,
+                                                              gen.MajorTypeAB.KMajor, use_ue8m0=False,
+                                                              quant_config=gen.QuantConfig())
+    valid = int((layout >= 0).sum().item())
+
+    def fn():
+        deep_gemm.m_grouped_fp8_gemm_nt_contiguous(a, b, d, layout, disable_ue8m0_cast=True)
+
+    return fn, valid
+
+
+def _dense(deep_gemm, gen, g: int, m: int, n: int, k: int):
+    import torch
+
+    a, b, c, d, _ = gen.generate_normal(m, n, k, gen.MajorTypeAB.KMajor, gen.MajorTypeAB.KMajor, False,
+                                        torch.bfloat16, gen.KernelType.Kernel1D2D, use_ue8m0=False,
+                                        quant_config=gen.QuantConfig())
+
+    def fn():
+        deep_gemm.fp8_gemm_nt(a, b, d, c=c, disable_ue8m0_cast=True)
+
+    return fn, m
+
+
+BUILD = {"masked": _masked, "contiguous": _contiguous, "dense": _dense}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default="masked,contiguous,dense")
+    ap.add_argument("--part", default="0/1")
+    ap.add_argument("--budget-s", type=float, default=1e9)
+    ap.add_argument("--warm-only", action="store_true")
+    args = ap.parse_args()
+    import deep_gemm
+    import generators as gen
+    from deep_gemm.testing import bench_kineto
+
+    i, nparts = (int(v) for v in args.part.split("/"))
+    todo = points(set(args.only.split(",")))[i::nparts]
+    t_end = time.monotonic() + args.budget_s
+    new = not os.path.exists(args.out)
+    with open(args.out, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(FIELDS)
+        for kind, g, m, n, k in todo:
+            if time.monotonic() > t_end:
+                print(f"budget spent: stopped before {kind} g{g} m{m} {n}x{k}", flush=True)
+                break
+            random.seed(0)
+            t0 = time.monotonic()
+            try:
+                fn, valid = BUILD[kind](deep_gemm, gen, g, m, n, k)
+                fn()
+                if args.warm_only:
+                    print(f"warm {kind} g{g} m{m} {n}x{k}: {time.monotonic() - t0:.1f} s", flush=True)
+                    continue
+                t = bench_kineto(fn, "gemm_", suppress_kineto_output=True)
+                row = (kind, g, m, valid, n, k, f"{t:.9g}", f"{2.0 * valid * n * k / t / 1e12:.4g}", "")
+            except Exception as e:  # one failing point must not lose the rest
+                traceback.print_exc()
+                row = (kind, g, m, "", n, k, "", "", f"{type(e).__name__}: {e}"[:200])
+            w.writerow(row)
+            f.flush()
+            print(",".join(str(v) for v in row), f"({time.monotonic() - t0:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""DeepGEMM's FP8 kernels timed from their own measurement (a profile's ``deepgemm_fp8`` table).
+
+The ``fused`` kernel set (``workloads.kernel_sets``) runs DeepSeek's FP8 GEMMs: DeepGEMM's dense
+``fp8_gemm_nt`` (1x128 activation and 128x128 weight scales) and its grouped MoE GEMM, whose masked
+layout a CUDA-graph decode step runs (every expert group holds up to M tokens). Without this table
+the profile times them with stand-ins: the dense ones by the ``torch._scaled_mm`` table, the grouped
+one by the fitted grouped roofline. Measured on an H200 (``benchmarks/deepgemm_probe.py``), both
+stand-ins miss in a shape-dependent way: small decode groups are weight-read bound at a bandwidth
+that depends on how many SMs the groups' tiles fill (two groups of a 4096 x 7168 expert take 23 us,
+the roofline says 14), and DeepGEMM's dense kernel is slower than ``_scaled_mm`` below M ~ 512 and
+faster above it.
+
+``DeepGemmTable`` answers:
+
+* ``dense_seconds(m, n, k)``: linear interpolation in M over the measured M of that (N, K) (a
+  kernel's time is flat in M while it reads its weights and affine in M once its tiles compute:
+  linear follows both and the knee between; log-log overshoots the knee by up to 70% when every
+  other M is held out); below
+  the smallest M its time (the weights are read whatever M), above the largest M scaled linearly
+  in M (compute bound); None for an (N, K) not measured (the stand-in answers);
+* ``grouped_seconds(groups, m, n, k)``: the masked rows of that (N, K), one curve over M per group
+  count measured at three or more M (linear in M, clamped below, scaled above as for dense), then
+  log-log interpolation in the group count between the two nearest measured counts (linear in the
+  count outside them: each group is its own weights and tiles). A ragged batch is read at its
+  active groups and its mean tokens per active group.
+
+The table's rows (``kind``: masked, contiguous, dense; ``groups``, ``m_per_group``, ``valid_m``,
+``n``, ``k``, ``seconds``; ``split`` fit or holdout) come as columns from the profile's table
+reader; contiguous rows (DeepGEMM's generator draws each group's rows in 0.7-1.3 M) are not read
+here: ``clustersim check`` compares them with the masked curves (the prefill layout held out).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+#: the profile table (``calibration/profiles/<gpu>/deepgemm_fp8.csv``)
+DEEPGEMM_TABLE = "deepgemm_fp8"
+#: a group count's curve is used when measured at this many M values or more
+_MIN_CURVE_POINTS = 3
+
+
+def _curve(ms: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct M, the fastest time at each)."""
+    order = np.lexsort((ts, ms))
+    ms, ts = ms[order], ts[order]
+    first = np.ones(len(ms), dtype=bool)
+    first[1:] = ms[1:] != ms[:-1]
+    return ms[first], ts[first]
+
+
+def _at(curve: tuple[np.ndarray, np.ndarray], m: float) -> float:
+    """Time at ``m`` on one curve: clamped below its smallest M, linear in M above its largest."""
+    ms, ts = curve
+    if m <= ms[0]:
+        return float(ts[0])
+    if m >= ms[-1]:
+        return float(ts[-1] * m / ms[-1])
+    return float(np.interp(m, ms, ts))
+
+
+class DeepGemmTable:
+    """Dense and masked-grouped curves of one profile's ``deepgemm_fp8`` table (module docstring)."""
+
+    def __init__(self, table: Any):
+        kind = np.asarray(table["kind"]).astype(str)
+        groups = np.asarray(table["groups"], dtype=np.int64)
+        m = np.asarray(table["m_per_group"], dtype=np.float64)
+        n = np.asarray(table["n"], dtype=np.int64)
+        k = np.asarray(table["k"], dtype=np.int64)
+        seconds = np.asarray(table["seconds"], dtype=np.float64)
+        ok = np.isfinite(seconds) & (seconds > 0) & (m > 0)
+        self.dense: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.masked: dict[tuple[int, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        for nk in sorted(set(zip(n[ok].tolist(), k[ok].tolist()))):
+            rows = ok & (n == nk[0]) & (k == nk[1])
+            d = rows & (kind == "dense")
+            if d.any():
+                self.dense[nk] = _curve(m[d], seconds[d])
+            by_g = {}
+            for g in sorted(set(groups[rows & (kind == "masked")].tolist())):
+                sel = rows & (kind == "masked") & (groups == g)
+                if np.count_nonzero(sel) >= _MIN_CURVE_POINTS:
+                    by_g[int(g)] = _curve(m[sel], seconds[sel])
+            if by_g:
+                self.masked[nk] = by_g
+
+    def dense_seconds(self, m: float, n: int, k: int) -> tuple[float, str] | None:
+        """DeepGEMM's dense FP8 GEMM of ``[m, k] x [k, n]``; None for an (N, K) not measured."""
+        curve = self.dense.get((int(n), int(k)))
+        if curve is None or m <= 0:
+            return None
+        return _at(curve, m), _how(curve, m, "M")
+
+    def grouped_seconds(self, groups: float, m_per_group: float, n: int, k: int) -> tuple[float, str] | None:
+        """DeepGEMM's masked grouped FP8 GEMM over ``groups`` groups of ``m_per_group`` tokens."""
+        by_g = self.masked.get((int(n), int(k)))
+        if by_g is None or groups <= 0 or m_per_group <= 0:
+            return None
+        gs = sorted(by_g)
+        if groups <= gs[0] or groups >= gs[-1] or len(gs) == 1:
+            ref = gs[0] if groups <= gs[0] else gs[-1]
+            t = _at(by_g[ref], m_per_group) * groups / ref
+            how = "" if groups == ref else f", scaled linearly from {ref} groups"
+            return t, _how(by_g[ref], m_per_group, "M") + how
+        hi = next(g for g in gs if g >= groups)
+        if hi == groups:
+            return _at(by_g[hi], m_per_group), _how(by_g[hi], m_per_group, "M")
+        lo = gs[gs.index(hi) - 1]
+        t_lo, t_hi = _at(by_g[lo], m_per_group), _at(by_g[hi], m_per_group)
+        w = (math.log(groups) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        t = math.exp(math.log(t_lo) + w * (math.log(t_hi) - math.log(t_lo)))
+        return t, _how(by_g[hi], m_per_group, "M") + f", log-log between {lo} and {hi} groups"
+
+
+def _how(curve: tuple[np.ndarray, np.ndarray], m: float, name: str) -> str:
+    ms = curve[0]
+    if m <= ms[0]:
+        return f"at the smallest measured {name} ({ms[0]:g})"
+    if m >= ms[-1]:
+        return f"scaled linearly in {name} from {ms[-1]:g}"
+    return f"interpolated in {name}"
