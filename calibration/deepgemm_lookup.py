@@ -10,6 +10,12 @@ that depends on how many SMs the groups' tiles fill (two groups of a 4096 x 7168
 the roofline says 14), and DeepGEMM's dense kernel is slower than ``_scaled_mm`` below M ~ 512 and
 faster above it.
 
+The ``fused`` set reads the grouped answer for its FP8 MoE GEMMs. The dense answer serves ops
+that name ``impl: deepgemm`` (``clustersim check`` family ``kernels.deepgemm_fp8``); the set's dense
+FP8 GEMMs keep the ``torch._scaled_mm`` stand-in, because this H200 table of DeepGEMM 2.6.1,
+transferred to H800, misses DeepGEMM's own published H800 table (the 2025-03 version) by -27% to
++31% where the stand-in is within 10% on 12 of its 18 dense shapes (``workloads.kernel_sets``).
+
 ``DeepGemmTable`` answers:
 
 * ``dense_seconds(m, n, k)``: linear interpolation in M over the measured M of that (N, K) (a

@@ -20,7 +20,8 @@ Two sets:
 
 Where the implementation of a set has no measurement of its own, the op is timed by the named
 stand-in and says so (``KernelSet.timing``): the fused MoE grouped GEMM by the measured ragged
-``torch._grouped_mm`` (both read only the touched experts' weights), DeepGEMM by the measured
+``torch._grouped_mm`` (both read only the touched experts' weights; an FP8 MoE by DeepGEMM's own
+measured masked kernel where the profile has it), DeepGEMM's dense GEMMs by the measured
 ``torch._scaled_mm`` table, FlashMLA by its published figures.
 """
 
@@ -79,10 +80,13 @@ class KernelSet:
 _FUSED_TIMING = (
     ("attn_decode", "attn_decode_bf16 read as the split it runs (batch x splits, context / splits) plus the combine"),
     ("mla_decode", "FlashMLA published figures (simulator/data/published_kernels.yaml)"),
-    ("grouped_gemm", ("measured torch._grouped_mm at the active experts (a fused MoE kernel too reads only "
-                      "the touched experts' weights)")),
+    ("grouped_gemm", ("BF16: measured torch._grouped_mm at the active experts (a fused MoE kernel too reads only "
+                      "the touched experts' weights); FP8: DeepGEMM's masked grouped GEMM as measured "
+                      "(deepgemm_fp8, calibration.deepgemm_lookup), else the fitted grouped roofline")),
     ("gemm_fp8", ("measured torch._scaled_mm table (gemm_fp8) standing in for DeepGEMM (transferred to H800: "
-                  "a median 4.4% from DeepGEMM's published table)")),
+                  "a median 4.4% from DeepGEMM's published table; our H200 measurement of DeepGEMM 2.6.1, "
+                  "deepgemm_fp8, transferred to H800 misses that table by -27% to +31%, so it is not used for "
+                  "dense GEMMs)")),
 )
 _EAGER_TIMING = (
     ("attn_decode", "attn_decode_bf16 and attn_decode_long_bf16 (torch SDPA, one block per (sequence, KV head))"),
