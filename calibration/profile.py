@@ -265,6 +265,8 @@ class MeasuredProfile:
         s = op.shape
         if op.kind == "gemm":
             r = table.dense_seconds(s["m"], s["n"], s["k"]) if op.meta.get("impl") == "deepgemm" else None
+        elif _torch_grouped_kernel(op):
+            r = None
         else:
             active = s.get("active_groups") or s["groups"]
             tokens = s.get("tokens_total")
