@@ -48,7 +48,8 @@ def parse_column(fields: Sequence[str]) -> np.ndarray:
         ints = [int(f) for f in present]
         if len(present) == len(fields) and all(-_INT64_MAX - 1 <= v <= _INT64_MAX for v in ints):
             return np.array(ints, dtype=np.int64)
-        return np.array([math.nan if f in NA_STRINGS else float(f) for f in fields])
+        # pandas reads the integers, then casts them (so "-0" is 0.0, not -0.0)
+        return np.array([math.nan if f in NA_STRINGS else float(int(f)) for f in fields])
     if all(_FLOAT.match(f) for f in present):
         return np.array([math.nan if f in NA_STRINGS else float(f) for f in fields])
     if len(present) == len(fields) and all(f in _BOOL for f in present):
