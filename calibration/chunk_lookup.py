@@ -30,13 +30,11 @@ this table from the rows whose ``split`` is ``fit``, so the hold-out rows judge 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
-    import pandas as pd
-
+from calibration.table import Table, as_table
 from workloads.accounting import attention_pairs
 
 CTX_TABLE = "attn_prefill_ctx_bf16"
@@ -61,33 +59,38 @@ def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | No
     return sum(pairs(n, c) for n, c in zip(seq_lens, context_lens)) / at_mean if at_mean > 0 else 1.0
 
 
-def _other_kernel_anchors(df: pd.DataFrame, d: pd.DataFrame) -> list:
-    """Index labels of ``d`` (the grouped table) at c = 0 whose kernel (``backend`` in ``df``) ran at
-    no context > 0 of the same (head configuration, batch, n)."""
+def _other_kernel_anchors(df: Table, d: Table) -> np.ndarray:
+    """Mask of the rows of ``d`` (the grouped table) at c = 0 whose kernel (``backend`` in ``df``) ran
+    at no context > 0 of the same (head configuration, batch, n)."""
     keys = HEAD_KEYS + ["batch", "new"]
-    after = df[df.context > 0].groupby(keys)["backend"].agg(lambda b: set(b.astype(str)))
-    at0 = df[df.context == 0].groupby(keys)["backend"].agg(lambda b: set(b.astype(str)))
-    drop = {k for k, b in at0.items() if k in after.index and not (b & after[k])}
-    return [i for i, r in d[d.context == 0].iterrows() if tuple(int(r[k]) for k in keys) in drop]
+
+    def backends(rows: Table) -> dict:
+        return {k: {str(b) for b in g["backend"].tolist()} for k, g in rows.groupby(keys)}
+
+    after, at0 = backends(df.where(df["context"] > 0)), backends(df.where(df["context"] == 0))
+    drop = {k for k, b in at0.items() if k in after and not (b & after[k])}
+    rows = zip(d["context"].tolist(), *(d[k].tolist() for k in keys))
+    return np.array([c == 0 and tuple(int(v) for v in key) in drop for c, *key in rows], dtype=bool)
 
 
 class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
 
-    def __init__(self, df: pd.DataFrame | None):
+    def __init__(self, df: Table | None):
         self.configs: dict[tuple[int, int, int, int], dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
         self.floor_s = 0.0
+        df = as_table(df)
         if df is None or df.empty:
             return
-        d = df.groupby(HEAD_KEYS + ["batch", "new", "context"], as_index=False)["seconds"].min()
+        d = df.min_by(HEAD_KEYS + ["batch", "new", "context"], "seconds")
         if "backend" in df:
-            d = d[~d.index.isin(_other_kernel_anchors(df, d))]
+            d = d.where(~_other_kernel_anchors(df, d))
         for cfg, g in d.groupby(HEAD_KEYS):
             self.configs[tuple(int(v) for v in cfg)] = {
-                int(b): {int(n): (gn.context.to_numpy(float), gn.seconds.to_numpy(float))
-                         for n, gn in gb.sort_values("context").groupby("new")}
+                int(b): {int(n): (gn.floats("context"), gn.floats("seconds"))
+                         for n, gn in gb.sorted_by("context").groupby("new")}
                 for b, gb in g.groupby("batch")}
-        self.floor_s = float(d.seconds.min())
+        self.floor_s = float(d.min("seconds"))
 
     def __bool__(self) -> bool:
         return bool(self.configs)

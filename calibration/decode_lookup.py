@@ -34,14 +34,12 @@ Three mechanisms, each from microbenchmark tables of the profile (never from gro
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
-    import pandas as pd
 
 from calibration.interp import Surface
+from calibration.table import Table, as_table
 
 LONG_TABLE = "attn_decode_long_bf16"
 MLA_TABLES = ("mla_decode_impls_bf16", "mla_decode_bf16")  # in order of preference (C + 1 keys first)
@@ -57,13 +55,14 @@ class SerialDecodeFit:
     """``t = a + tau * keys`` per head dim, fitted to ``attn_decode_long_bf16`` (least squares in
     relative error over every row: the table holds only work-item-bound points)."""
 
-    def __init__(self, df: pd.DataFrame | None):
+    def __init__(self, df: Table | None):
         self.coef: dict[int, tuple[float, float]] = {}
         self.rows = 0
+        df = as_table(df)
         if df is None or df.empty:
             return
         for d, g in df.groupby("head_dim_qk"):
-            x, y = g.context.to_numpy(float), g.seconds.to_numpy(float)
+            x, y = g.floats("context"), g.floats("seconds")
             a = np.vstack([np.ones_like(x), x]).T / y[:, None]
             coef, *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
             self.coef[int(d)] = (float(coef[0]), float(coef[1]))
@@ -145,10 +144,10 @@ def surface_at(surf: Surface, a: float, b: float) -> tuple[float, str] | None:
 class MlaDecodeTables:
     """Absorbed MLA decode surfaces per (table, impl, heads, dqk, dv) over (batch, context)."""
 
-    def __init__(self, tables: dict[str, pd.DataFrame]):
+    def __init__(self, tables: Mapping[str, Table]):
         self.surfaces: dict[tuple[str, str, int, int, int], Surface] = {}
         for stem in MLA_TABLES:
-            df = tables.get(stem)
+            df = as_table(tables.get(stem))
             if df is None or df.empty or "impl" not in df:
                 continue
             for (impl, h, dq, dv), d in df.groupby(["impl", "heads_q", "head_dim_qk", "head_dim_v"]):

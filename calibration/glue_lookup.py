@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import math
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
-    import pandas as pd
-
 from calibration.interp import Curve
+from calibration.table import Table, as_table
 
 GLUE_TABLE = "mla_glue_bf16"
 
@@ -32,8 +28,9 @@ GLUE_TABLE = "mla_glue_bf16"
 class GlueTable:
     """``mla_glue_bf16`` as one time-over-tokens curve per (op, heads)."""
 
-    def __init__(self, df: pd.DataFrame | None):
+    def __init__(self, df: Table | None):
         self.curves: dict[tuple[str, int], Curve] = {}
+        df = as_table(df)
         if df is None or df.empty:
             return
         for (op, h), d in df.groupby(["op", "heads"]):

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
-    import pandas as pd
+from calibration.table import Table, as_table
 
 _REL_TOL = 1e-9
 
@@ -55,7 +53,7 @@ def tile_spill_factor(mean_tokens_per_group: float, tile: int = GROUPED_M_TILE) 
 KV_TILE_CANDIDATES = (1, 16, 32, 64, 128, 256)
 
 
-def fit_kv_tile(df: pd.DataFrame | None) -> int:
+def fit_kv_tile(df: Table | None) -> int:
     """Key-tile size of the decode attention kernel, fitted from ``attn_decode_tiles.csv``.
 
     The table times decode attention at contexts just above and below round lengths. For each
@@ -63,18 +61,18 @@ def fit_kv_tile(df: pd.DataFrame | None) -> int:
     ``t = a + b * ceil(C / tile) * tile``; the tile with the smallest summed squared relative
     residual wins (1 = no tiling). Without the table the answer is 1.
     """
+    df = as_table(df)
     if df is None or df.empty:
         return 1
     # the probe's contexts sit at most 256 keys above multiples of 1024: group them by that base
-    d = df.assign(base=(df.context // 1024).astype(int))
+    d = df.with_columns(base=(df["context"] // 1024).astype(int))
+    groups = [g for _, g in d.groupby(["batch", "heads_q", "heads_kv", "head_dim_qk", "base"]) if len(g) >= 3]
     best, best_err = 1, math.inf
     for tile in KV_TILE_CANDIDATES:
         err = 0.0
-        for _, g in d.groupby(["batch", "heads_q", "heads_kv", "head_dim_qk", "base"]):
-            if len(g) < 3:
-                continue
-            x = np.ceil(g.context.to_numpy(float) / tile) * tile
-            y = g.seconds.to_numpy(float)
+        for g in groups:
+            x = np.ceil(g.floats("context") / tile) * tile
+            y = g.floats("seconds")
             a = np.vstack([np.ones_like(x), x]).T
             coef, *_ = np.linalg.lstsq(a, y, rcond=None)
             err += float(np.sum(((a @ coef - y) / y) ** 2))
@@ -100,9 +98,10 @@ class Curve:
     ys: np.ndarray
 
     @classmethod
-    def of(cls, df: pd.DataFrame, x: str, y: str = "seconds") -> "Curve":
-        d = df.groupby(x, as_index=False)[y].min().sort_values(x)
-        return cls(d[x].to_numpy(float), d[y].to_numpy(float))
+    def of(cls, df: Table, x: str, y: str = "seconds") -> "Curve":
+        """The fastest ``y`` per distinct ``x`` of the rows of ``df``, in ascending ``x``."""
+        d = as_table(df).min_by(x, y)
+        return cls(d.floats(x), d.floats(y))
 
     def __call__(self, x: float) -> float | None:
         return _interp_loglog(self.xs, self.ys, x)
@@ -111,16 +110,17 @@ class Curve:
 class Surface:
     """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
 
-    def __init__(self, df: pd.DataFrame, a: str, b: str):
+    def __init__(self, df: Table, a: str, b: str):
         from scipy.interpolate import LinearNDInterpolator
 
-        d = df.groupby([a, b], as_index=False)["seconds"].min()
+        d = as_table(df).min_by([a, b], "seconds")
         self.by_a = {int(av): Curve.of(g, b) for av, g in d.groupby(a)}
         self.a_values = np.array(sorted(self.by_a), dtype=float)
-        pts = np.log(d[[a, b]].to_numpy(float))
+        # column-major, as DataFrame.to_numpy gave it (the mean below sums in that order)
+        pts = np.log(np.array([d.floats(a), d.floats(b)]).T)
         self._lin = None
         if len(d) >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
-            self._lin = LinearNDInterpolator(pts, np.log(d["seconds"].to_numpy(float)))
+            self._lin = LinearNDInterpolator(pts, np.log(d.floats("seconds")))
 
     def __call__(self, av: float, bv: float) -> tuple[float, str] | None:
         if self._lin is not None:

@@ -20,12 +20,8 @@ within its grid (m <= 16) and the dense ragged table at ``groups = active`` abov
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pandas only in annotations: importing it costs start-up time
-    import pandas as pd
-
 from calibration.interp import Surface, nearest_shape
+from calibration.table import Table, as_table
 
 #: the table the lookups read
 SPARSE_TABLE = "grouped_mm_sparse_bf16"
@@ -38,15 +34,16 @@ class SparseGroupedTable:
     where several G measured the same (A, m), the fastest is kept, as every table keeps its
     fastest repeat."""
 
-    def __init__(self, df: pd.DataFrame | None):
+    def __init__(self, df: Table | None):
         self._by_shape: dict[tuple[int, int], Surface] = {}
         self._max_m: dict[tuple[int, int], float] = {}
+        df = as_table(df)
         if df is None or df.empty:
             return
         for (n, k), d in df.groupby(["n", "k"]):
-            d = d.rename(columns={"active_groups": "a", "m_per_active": "m"})
+            d = d.renamed({"active_groups": "a", "m_per_active": "m"})
             self._by_shape[(int(n), int(k))] = Surface(d, "a", "m")
-            self._max_m[(int(n), int(k))] = float(d.m.max())
+            self._max_m[(int(n), int(k))] = float(d.max("m"))
 
     def __bool__(self) -> bool:
         return bool(self._by_shape)

@@ -61,7 +61,7 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -88,34 +88,31 @@ from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_
 from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
+from calibration.table import Table
 
 #: the FP8 ragged grouped GEMM table (``calibration.bench.grouped_gemm.run_grouped_mm_fp8``)
 FP8_GROUPED_TABLE = "grouped_mm_fp8"
 from hardware.dtypes import dtype_bytes
 from workloads.kernel_sets import ROWWISE_FP8_GEMM
 
-if TYPE_CHECKING:  # pandas is imported when a table is first read
-    import pandas as pd
-
 
 _UNSEEN = object()  # a memo's "not looked up yet"
 
 
 class LazyTables(Mapping):
-    """A profile directory's CSV tables by stem, each read (pandas) on first access; ``fit_only``:
-    a table with a ``split`` column keeps its ``fit`` rows (``_fit_rows``)."""
+    """A profile directory's CSV tables by stem, each read (``calibration.table.Table``, no
+    pandas) on first access; ``fit_only``: a table with a ``split`` column keeps its ``fit`` rows
+    (``_fit_rows``)."""
 
     def __init__(self, path: Path, fit_only: bool = False):
         self._files = {f.stem: f for f in sorted(Path(path).glob("*.csv"))}
         self._fit_only = fit_only
         self._read: dict = {}
 
-    def __getitem__(self, stem: str) -> pd.DataFrame:
+    def __getitem__(self, stem: str) -> Table:
         df = self._read.get(stem)
         if df is None:
-            import pandas as pd
-
-            df = pd.read_csv(self._files[stem])
+            df = Table.read_csv(self._files[stem])
             df = self._read[stem] = _fit_rows(df) if self._fit_only else df
         return df
 
@@ -204,7 +201,7 @@ class MeasuredProfile:
         self.metadata: Mapping = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         # each table is read, and each lookup below built, on first use: a command that times one
         # collective reads no table at all
-        self.tables: Mapping[str, pd.DataFrame] = LazyTables(self.path, fit_only)
+        self.tables: Mapping[str, Table] = LazyTables(self.path, fit_only)
         self._attn_configs: dict = {}  # _pick_attn's answers
         self._gemm_refs: dict = {}  # (dtype, n, k) -> the measured GEMM shape answering it (nearest_shape)
 
@@ -289,7 +286,7 @@ class MeasuredProfile:
         tables = {op: "elementwise_bf16" for op in curves}
         tk = self.tables.get("moe_topk")
         if tk is not None and not tk.empty:  # keyed by the bf16 router logits read, T*E*2 bytes
-            curves["moe_topk"] = Curve.of(tk.assign(bytes=tk.tokens * tk.experts * 2), "bytes")
+            curves["moe_topk"] = Curve.of(tk.with_columns(bytes=tk["tokens"] * tk["experts"] * 2), "bytes")
             tables["moe_topk"] = "moe_topk"
         sc = self.tables.get("moe_scatter")
         if sc is not None and not sc.empty:
@@ -317,7 +314,7 @@ class MeasuredProfile:
     @functools.cached_property
     def _floors(self) -> dict:
         """Launch/latency floors (shortest measured time) per table, read by floor_seconds."""
-        return {stem: float(df.seconds.min()) for stem, df in self.tables.items()
+        return {stem: float(df.min("seconds")) for stem, df in self.tables.items()
                 if "seconds" in df and not df.empty}
 
     @functools.cached_property
@@ -699,11 +696,11 @@ class MeasuredProfile:
     def hbm_bytes_per_s(self) -> float | None:
         """Largest achieved device-to-device copy bandwidth (bytes read + written per s)."""
         df = self.tables.get("hbm")
-        return None if df is None or df.empty else float(df["gbps"].max() * 1e9)
+        return None if df is None or df.empty else float(df.max("gbps") * 1e9)
 
     def peak_flops_achieved(self, dtype: str = "bf16") -> float | None:
         df = self.tables.get(f"gemm_{dtype}")
-        return None if df is None or df.empty else float(df["tflops"].max() * 1e12)
+        return None if df is None or df.empty else float(df.max("tflops") * 1e12)
 
     def efficiency_fit(self, peak_flops_per_s: Mapping[str, float] | None = None,
                        hbm_bytes_per_s: float | None = None) -> EfficiencyFit:
@@ -751,27 +748,27 @@ class MeasuredProfile:
         for dt in ("bf16", "fp8"):
             df = self.tables.get(f"gemm_{dt}")
             if df is not None and not df.empty:
-                f = 2.0 * df.m * df.n * df.k
-                b = (df.m * df.k + df.n * df.k) * dtype_bytes(dt) + df.m * df.n * bf
-                rows.append((f, b, df.seconds, [dt] * len(df)))
+                m, n, k = df["m"], df["n"], df["k"]
+                f = 2.0 * m * n * k
+                b = (m * k + n * k) * dtype_bytes(dt) + m * n * bf
+                rows.append((f, b, df["seconds"], [dt] * len(df)))
         if rows:
             out["gemm"] = tuple(np.concatenate([r[i] for r in rows]) for i in range(3)) + (
                 sum((r[3] for r in rows), []),)
         df = self.tables.get("grouped_gemm_bf16")
         if df is not None and not df.empty:
-            g, m = df.groups, df.m_per_group
-            out["grouped_gemm"] = (2.0 * g * m * df.n * df.k,
-                                   (bf * g * (m * df.k + df.k * df.n + m * df.n)), df.seconds.to_numpy(),
+            g, m, n, k = df["groups"], df["m_per_group"], df["n"], df["k"]
+            out["grouped_gemm"] = (2.0 * g * m * n * k, (bf * g * (m * k + k * n + m * n)), df["seconds"],
                                    ["bf16"] * len(df))
         df = self.tables.get("attn_prefill_bf16")
         if df is not None and not df.empty:
-            b = bf * df.batch * df.seq * (df.heads_q * (df.head_dim_qk + df.head_dim_v)
-                                           + df.heads_kv * (df.head_dim_qk + df.head_dim_v))
-            out["attn_prefill"] = (df.tflops * 1e12 * df.seconds, b, df.seconds.to_numpy(), ["bf16"] * len(df))
+            dqk, dv = df["head_dim_qk"], df["head_dim_v"]
+            b = bf * df["batch"] * df["seq"] * (df["heads_q"] * (dqk + dv) + df["heads_kv"] * (dqk + dv))
+            out["attn_prefill"] = (df["tflops"] * 1e12 * df["seconds"], b, df["seconds"], ["bf16"] * len(df))
         for stem, kind in (("attn_decode_bf16", "attn_decode"), ("mla_decode_bf16", "mla_decode")):
             df = self.tables.get(stem)
             if df is not None and not df.empty:
-                out[kind] = (df.tflops * 1e12 * df.seconds, df.kv_bytes.astype(float), df.seconds.to_numpy(),
+                out[kind] = (df["tflops"] * 1e12 * df["seconds"], df["kv_bytes"].astype(float), df["seconds"],
                              ["bf16"] * len(df))
         return {k: tuple(np.asarray(v, dtype=float) if i < 3 else v for i, v in enumerate(t))
                 for k, t in out.items()}
@@ -910,6 +907,6 @@ def _has_context(op) -> bool:
     return (op.shape.get("context") or 0) > 0
 
 
-def _fit_rows(df: pd.DataFrame) -> pd.DataFrame:
+def _fit_rows(df: Table) -> Table:
     """The ``fit`` rows of a table with a ``split`` column (others unchanged)."""
-    return df[df["split"] == "fit"].reset_index(drop=True) if "split" in df else df
+    return df.where(df["split"] == "fit") if "split" in df else df

@@ -198,7 +198,7 @@ def test_holdout_rows_judge_the_rules(synth):
 
     fit = load_profile(synth, fit_only=True)
     full = pd.read_csv(synth / f"{CTX_TABLE}.csv")
-    assert set(fit.tables[CTX_TABLE].split) == {"fit"} and len(fit.tables[CTX_TABLE]) < len(full)
+    assert set(fit.tables[CTX_TABLE]["split"]) == {"fit"} and len(fit.tables[CTX_TABLE]) < len(full)
     hold = full[full.split == "holdout"]
     err = np.array([fit.attn_prefill_ctx_seconds(r.batch, r.new, r.context, r.heads_q, r.heads_kv, r.head_dim_qk,
                                                  r.head_dim_v)[0] / r.seconds - 1 for r in hold.itertuples()])

@@ -56,10 +56,10 @@ def test_touched_experts_closed_form_matches_the_ground_truths_routing(model, ep
 def test_empty_groups_cost_nothing_in_the_measured_kernel(prof):
     """grouped_mm_sparse: A active groups take the same time among 64 or 256 groups, and as long
     as a dense grouped GEMM of A groups (grouped_mm_bf16) - the basis of costing active groups."""
-    sp = prof.tables["grouped_mm_sparse_bf16"]
+    sp = prof.tables["grouped_mm_sparse_bf16"].to_pandas()
     both = sp[sp.groups == 64].merge(sp[sp.groups == 256], on=["n", "k", "active_groups", "m_per_active"])
     assert len(both) >= 30 and (both.seconds_y / both.seconds_x - 1).abs().max() < 0.10
-    dense = prof.tables["grouped_mm_bf16"].rename(columns={"groups": "active_groups", "m_per_group": "m_per_active"})
+    dense = prof.tables["grouped_mm_bf16"].to_pandas().rename(columns={"groups": "active_groups", "m_per_group": "m_per_active"})
     same = sp.merge(dense, on=["n", "k", "active_groups", "m_per_active"])
     assert len(same) >= 30 and (same.seconds_y / same.seconds_x - 1).abs().median() < 0.10
 
@@ -95,7 +95,7 @@ def test_tile_spill_factor():
 def test_serial_walk_fit_reproduces_its_table(prof):
     """torch's SDPA decode at batch 1..8 does not split the keys: a + tau * keys fits every row
     of attn_decode_long within 4% (both head configs, every batch)."""
-    long = prof.tables["attn_decode_long_bf16"]
+    long = prof.tables["attn_decode_long_bf16"].to_pandas()
     fit = SerialDecodeFit(long)
     pred = np.array([fit.seconds(c, 128)[0] for c in long.context])
     assert np.max(np.abs(pred / long.seconds.to_numpy() - 1)) < 0.04

@@ -47,7 +47,7 @@ def _measured_table(profile: str, table: str, how: str, provenance: str | None =
     meta = full.metadata.get(provenance, full.metadata) if provenance else full.metadata
     source = (f"our microbenchmark: {meta.get('gpu_name', '?')}, torch {meta.get('torch', '?')}, "
               f"{str(meta.get('date_utc', '?'))[:10]} (profile {full.name}, {table}.csv; predicted from its fit rows)")
-    return full.tables[table], fit, accuracy_targets()["kernel_tables"][table], source
+    return full.tables[table].to_pandas(), fit, accuracy_targets()["kernel_tables"][table], source
 
 
 def deepgemm_checks() -> list[Check]:
