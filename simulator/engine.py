@@ -31,7 +31,6 @@ from array import array
 from collections import deque
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
@@ -40,11 +39,11 @@ from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
-from simulator.prefix_cache import CACHE_LOG_COLUMNS, PrefixCacheRun
+from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
-from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.result import REQUEST_COLUMNS, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
@@ -822,16 +821,15 @@ class Simulation:
             np.divide(tpot, longest - 1, out=tpot)
         tpot[~(longest > 1)] = np.nan
         del longest
-        req = pd.DataFrame({
-            "id": np.arange(st.num_requests), "arrival_s": st.arrival_s, "prompt_tokens": st.prompt,
-            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": output_tokens,
-            "target_output_tokens": target_tokens, "samples": np.full(st.num_requests, n),
-            "first_token_s": st.first_token_s, "finish_s": st.finish_s,
-            "ttft_s": st.first_token_s - st.arrival_s, "tpot_s": tpot, "e2e_s": st.finish_s - st.arrival_s,
-            "queue_s": queue, "transfer_s": st.transfer_s,
-            "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
-            "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
-        }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
+        req = dict(zip(REQUEST_COLUMNS, (  # the requests table's columns: the run's arrays, not copies
+            np.arange(st.num_requests), st.arrival_s, st.prompt,
+            st.cached if self.prefix is None else self.prefix.first_hit, output_tokens,
+            target_tokens, np.full(st.num_requests, n),
+            st.first_token_s, st.finish_s,
+            st.first_token_s - st.arrival_s, tpot, st.finish_s - st.arrival_s,
+            queue, st.transfer_s,
+            st.prefill_inst, st.decode_inst,
+            st.preemptions, st.cancelled)))
         del output_tokens, target_tokens, queue, tpot
         self.itl.total_s = ordered_itl_total_s(steps, order)
         del order
@@ -854,10 +852,8 @@ class Simulation:
         ops = [(pool, src, kind, secs) for pool, c in self.cost_caches.items()
                for (src, kind), secs in sorted(c.detail_totals().items())]
         transfers = self.transfers.log if self.transfers else []
-        cache = pd.DataFrame(self.prefix.log if self.prefix is not None else [], columns=list(CACHE_LOG_COLUMNS))
         return SimResult(requests=req, step_table=steps, summary=summary, events=list(self.events),
-                         op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
-                         transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
+                         op_seconds=ops, transfers=transfers, cache=self.prefix.log if self.prefix is not None else ())
 
 
 #: arrival times ``Simulation._arrivals`` reads at a time

@@ -9,10 +9,7 @@ traced (``simulate(..., trace=True)``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from simulator.prefix_cache import CACHE_LOG_COLUMNS
 
@@ -35,36 +32,84 @@ EVENT_KINDS = ("arrival", "schedule", "first_token", "kv_transfer_start", "kv_tr
                "cancel", "finish")
 
 
-@dataclass(frozen=True)
 class SimResult:
-    """Per-request and per-iteration tables, the summary, and (if traced) the event log.
+    """Per-request and per-iteration tables, the summary, and (if traced) the event log. Read-only.
 
-    ``steps``: the per-iteration DataFrame (``STEP_COLUMNS``), built from ``step_table`` (the run's
-    compact steps, ``simulator.steplog.StepTable``) when first read, then kept: a long run's
-    table is millions of rows, which the CLI writes from ``step_table`` without building it.
+    The tables are pandas DataFrames built when first read, then kept (a run itself never imports
+    pandas: ``clustersim simulate`` without ``--out`` prints the summary and builds none of them):
 
+    ``requests``: one row per request (``REQUEST_COLUMNS``), from the run's columns
+    (``request_columns``: numpy arrays, read without pandas).
+    ``steps``: the per-iteration DataFrame (``STEP_COLUMNS``), from ``step_table`` (the run's
+    compact steps, ``simulator.steplog.StepTable``): a long run's table is millions of rows, which
+    the CLI writes from ``step_table`` without building it.
     ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
     ``op_seconds``: operator seconds by pool, source and kind (``OP_SECONDS_COLUMNS``).
     ``transfers``: the completed KV transfers (``TRANSFER_COLUMNS``; empty when colocated).
     ``cache``: one row per prefix-cache lookup at admission (``CACHE_LOG_COLUMNS``; empty without
     ``prefix_cache``).
+
+    ``requests`` may be given as a DataFrame or as a mapping of ``REQUEST_COLUMNS`` to arrays;
+    ``op_seconds``, ``transfers`` and ``cache`` as DataFrames or as sequences of row tuples.
     """
 
-    requests: pd.DataFrame
-    step_table: Any
-    summary: dict
-    events: list = field(default_factory=list)
-    op_seconds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_SECONDS_COLUMNS)))
-    transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLUMNS)))
-    cache: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CACHE_LOG_COLUMNS)))
+    __slots__ = ("request_columns", "step_table", "summary", "events", "_tables", "_frames")
+
+    def __init__(self, requests: Any, step_table: Any, summary: dict, events: list | None = None,
+                 op_seconds: Any = (), transfers: Any = (), cache: Any = ()):
+        columns = None if _is_frame(requests) else dict(requests)
+        tables = {"requests": (requests, REQUEST_COLUMNS), "op_seconds": (op_seconds, OP_SECONDS_COLUMNS),
+                  "transfers": (transfers, TRANSFER_COLUMNS), "cache": (cache, CACHE_LOG_COLUMNS)}
+        for name, value in (("request_columns", columns), ("step_table", step_table), ("summary", summary),
+                            ("events", [] if events is None else events), ("_tables", tables), ("_frames", {})):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SimResult is read-only: cannot set {name!r}")
+
+    def _frame(self, name: str):
+        df = self._frames.get(name)
+        if df is None:
+            data, columns = self._tables[name]
+            if _is_frame(data):
+                df = data
+            else:
+                import pandas as pd
+
+                if isinstance(data, dict):  # the run's arrays, not a second copy of them
+                    df = pd.DataFrame(data, columns=list(columns), copy=False)
+                else:
+                    df = pd.DataFrame(list(data), columns=list(columns))
+            self._frames[name] = df
+        return df
 
     @property
-    def steps(self) -> pd.DataFrame:
-        df = self.__dict__.get("_steps")
+    def requests(self):
+        return self._frame("requests")
+
+    @property
+    def op_seconds(self):
+        return self._frame("op_seconds")
+
+    @property
+    def transfers(self):
+        return self._frame("transfers")
+
+    @property
+    def cache(self):
+        return self._frame("cache")
+
+    @property
+    def steps(self):
+        df = self._frames.get("steps")
         if df is None:
-            df = self.step_table.frame()
-            object.__setattr__(self, "_steps", df)
+            df = self._frames["steps"] = self.step_table.frame()
         return df
+
+
+def _is_frame(data: Any) -> bool:
+    """A DataFrame (or another table that is used as given), not columns or rows to build one from."""
+    return hasattr(data, "to_csv")
 
 
 def to_chrome_trace(result: SimResult) -> dict:
