@@ -43,7 +43,7 @@ from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
-from simulator.result import REQUEST_COLUMNS, SimResult
+from simulator.result import TRANSFER_COLUMNS, RequestColumns, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
@@ -629,7 +629,7 @@ class Simulation:
         ss = np.random.SeedSequence(dep.seed)
         rng_arr, rng_len, self.rng_route, self.rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
         wl = generate_workload(dep.workload, rng_arr, rng_len)
-        self.st = RunState(wl)
+        self.st = RunState(wl, transfers=dep.serving.mode == "disaggregated")
         self.trace = trace
         self.events: list[tuple] = []
         self.log = StepLog()
@@ -809,28 +809,22 @@ class Simulation:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
-        tgt = st.s_target.reshape(st.num_requests, n)
         longest = gen.max(axis=1) if st.num_requests else np.zeros(0)
-        output_tokens, target_tokens = gen.sum(axis=1), tgt.sum(axis=1)
-        queue = st.schedule_s - st.arrival_s
-        del gen, tgt
-        for name in _STATE_DONE:  # the run's working state, read by nothing below (~90 MB at 1M requests)
+        for name in _STATE_DONE:  # the run's working state, read by nothing below (~50 MB at 1M requests)
             setattr(st, name, None)
         with np.errstate(invalid="ignore", divide="ignore"):  # (finish - first) / (longest - 1), in place
             tpot = st.finish_s - st.first_token_s
             np.divide(tpot, longest - 1, out=tpot)
         tpot[~(longest > 1)] = np.nan
         del longest
-        req = dict(zip(REQUEST_COLUMNS, (  # the requests table's columns: the run's arrays, not copies
-            np.arange(st.num_requests), st.arrival_s, st.prompt,
-            st.cached if self.prefix is None else self.prefix.first_hit, output_tokens,
-            target_tokens, np.full(st.num_requests, n),
-            st.first_token_s, st.finish_s,
-            st.first_token_s - st.arrival_s, tpot, st.finish_s - st.arrival_s,
-            queue, st.transfer_s,
-            st.prefill_inst, st.decode_inst,
-            st.preemptions, st.cancelled)))
-        del output_tokens, target_tokens, queue, tpot
+        req = RequestColumns({  # the requests table's columns, read from the run's arrays (no copies)
+            "arrival_s": st.arrival_s, "prompt": st.prompt,
+            "cached": st.cached if self.prefix is None else self.prefix.first_hit,
+            "gen": gen, "target": st.s_target.reshape(st.num_requests, n),
+            "first_token_s": st.first_token_s, "finish_s": st.finish_s, "schedule_s": st.schedule_s,
+            "tpot_s": tpot, "transfer_s": st.transfer_s, "prefill_inst": st.prefill_inst,
+            "decode_inst": st.decode_inst, "preemptions": st.preemptions, "cancelled": st.cancelled})
+        del gen, tpot
         self.itl.total_s = ordered_itl_total_s(steps, order)
         del order
         steps.drop_run_columns()  # not part of the table
@@ -851,16 +845,16 @@ class Simulation:
             summary["counts"]["session_turns_released"] = self.sessions.released
         ops = [(pool, src, kind, secs) for pool, c in self.cost_caches.items()
                for (src, kind), secs in sorted(c.detail_totals().items())]
-        transfers = self.transfers.log if self.transfers else []
+        transfers = self.transfers.log_columns(TRANSFER_COLUMNS) if self.transfers else {}
         return SimResult(requests=req, step_table=steps, summary=summary, events=list(self.events),
-                         op_seconds=ops, transfers=transfers, cache=self.prefix.log if self.prefix is not None else ())
+                         op_seconds=ops, transfers=transfers or (), cache=self.prefix.log if self.prefix is not None else ())
 
 
 #: arrival times ``Simulation._arrivals`` reads at a time
 _ARRIVAL_CHUNK = 1 << 14
 #: ``RunState`` arrays that only the event loop reads: released once the requests table is built
-_STATE_DONE = ("s_req", "s_target", "s_base", "s_gen", "s_blocks", "s_last_emit_s", "s_done", "prefill_target",
-               "prefilled", "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left", "schedule_s")
+_STATE_DONE = ("s_req", "s_base", "s_blocks", "s_last_emit_s", "s_done", "prefill_target", "prefilled",
+               "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left")
 
 
 def _op_seconds(cost) -> dict:
