@@ -660,6 +660,7 @@ class Simulation:
         ids = itertools.count()
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
+        detail_keys: dict = {}  # one (source family, op kind) tuple per distinct key, shared by every shape's detail
         for name, pool in dep.pools().items():
             role = PoolRole.of_pool(name)
             if step_cost is not None:
@@ -672,9 +673,9 @@ class Simulation:
                 ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile,
                                   cache_steps=False)  # StepCostCache keeps what the run needs
 
-                def fn(shape, _ic=ic):
+                def fn(shape, _ic=ic, _keys=detail_keys):
                     c = _ic.step(shape)
-                    return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c)
+                    return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c, _keys)
             costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role.decodes else 0))
             if kv_override is None:
                 kv_tokens = instance_kv_capacity_tokens(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
@@ -857,12 +858,14 @@ _STATE_DONE = ("s_req", "s_base", "s_blocks", "s_last_emit_s", "s_done", "prefil
                "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left")
 
 
-def _op_seconds(cost) -> dict:
+def _op_seconds(cost, keys: dict) -> dict:
     """A step's operator seconds (one device, before overlap) by (source family, op kind):
-    ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch)."""
+    ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch).
+    ``keys``: the run's key tuples, reused (a run keeps one such dict per cost-cache miss: thousands)."""
     out: dict = {}
     for o in cost.ops:
         key = (o.source.split(":", 1)[0], o.kind)
+        key = keys.setdefault(key, key)
         out[key] = out.get(key, 0.0) + o.total_s
     return out
 
