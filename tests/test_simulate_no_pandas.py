@@ -122,3 +122,23 @@ def test_tables_are_built_once_and_result_is_read_only():
     assert np.array_equal(res.request_columns["finish_s"], res.requests["finish_s"].to_numpy(), equal_nan=True)
     with pytest.raises(AttributeError):
         res.summary = {}
+
+
+def test_run_state_counts_are_narrow_only_when_every_value_fits():
+    """``RunState`` holds token and block counts as int32 only while the largest value a run can
+    store (a prompt plus every sample's output, doubled for a sum of two) is below 2**30."""
+    from simulator.requests import token_dtype
+
+    assert token_dtype(4_194_304, 4_194_304, 1) is np.int32
+    assert token_dtype(4_194_304, 4_194_304, 254) is np.int32
+    assert token_dtype(4_194_304, 4_194_304, 256) is np.int64
+    assert token_dtype(2**30, 1, 1) is np.int64
+    from workloads.deployment import load_deployment
+    from simulator.engine import Simulation
+
+    sim = Simulation(load_deployment(LLAMA, ["workload.num_requests=30"]), step_cost=lambda role, shape: 0.01)
+    st = sim.st
+    assert st.s_gen.dtype == np.int32 and st.prompt.dtype == np.int32 and st.transfer_s is None
+    assert st.s_req[np.array([3, 5])].tolist() == [3, 5]  # one sample: stream s is request s
+    res = sim.run()
+    assert res.summary["counts"]["output_tokens"] == int(res.requests["output_tokens"].sum())
