@@ -31,7 +31,6 @@ from array import array
 from collections import deque
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
@@ -40,11 +39,11 @@ from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
-from simulator.prefix_cache import CACHE_LOG_COLUMNS, PrefixCacheRun
+from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
 from simulator.progress import ProgressFn, run_events
 from simulator.requests import RunState
-from simulator.result import OP_SECONDS_COLUMNS, REQUEST_COLUMNS, TRANSFER_COLUMNS, SimResult
+from simulator.result import TRANSFER_COLUMNS, RequestColumns, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
 from simulator.registry import BATCH_POLICIES, PREEMPTION_POLICIES, ROUTERS
 from simulator.sessions import SessionTurns
@@ -630,7 +629,7 @@ class Simulation:
         ss = np.random.SeedSequence(dep.seed)
         rng_arr, rng_len, self.rng_route, self.rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
         wl = generate_workload(dep.workload, rng_arr, rng_len)
-        self.st = RunState(wl)
+        self.st = RunState(wl, transfers=dep.serving.mode == "disaggregated")
         self.trace = trace
         self.events: list[tuple] = []
         self.log = StepLog()
@@ -661,6 +660,7 @@ class Simulation:
         ids = itertools.count()
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
+        detail_keys: dict = {}  # one (source family, op kind) tuple per distinct key, shared by every shape's detail
         for name, pool in dep.pools().items():
             role = PoolRole.of_pool(name)
             if step_cost is not None:
@@ -673,9 +673,9 @@ class Simulation:
                 ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile,
                                   cache_steps=False)  # StepCostCache keeps what the run needs
 
-                def fn(shape, _ic=ic):
+                def fn(shape, _ic=ic, _keys=detail_keys):
                     c = _ic.step(shape)
-                    return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c)
+                    return float(c.seconds), float(c.compute_s), float(c.comm_s), _op_seconds(c, _keys)
             costs = self.cost_caches[name] = StepCostCache(fn, 1 + (pool.speculative_depth if role.decodes else 0))
             if kv_override is None:
                 kv_tokens = instance_kv_capacity_tokens(model, pool, cluster.device, dep.weight_dtype, dep.kv_dtype)
@@ -810,29 +810,22 @@ class Simulation:
         st = self.st
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
-        tgt = st.s_target.reshape(st.num_requests, n)
         longest = gen.max(axis=1) if st.num_requests else np.zeros(0)
-        output_tokens, target_tokens = gen.sum(axis=1), tgt.sum(axis=1)
-        queue = st.schedule_s - st.arrival_s
-        del gen, tgt
-        for name in _STATE_DONE:  # the run's working state, read by nothing below (~90 MB at 1M requests)
+        for name in _STATE_DONE:  # the run's working state, read by nothing below (~50 MB at 1M requests)
             setattr(st, name, None)
         with np.errstate(invalid="ignore", divide="ignore"):  # (finish - first) / (longest - 1), in place
             tpot = st.finish_s - st.first_token_s
             np.divide(tpot, longest - 1, out=tpot)
         tpot[~(longest > 1)] = np.nan
         del longest
-        req = pd.DataFrame({
-            "id": np.arange(st.num_requests), "arrival_s": st.arrival_s, "prompt_tokens": st.prompt,
-            "cached_tokens": st.cached if self.prefix is None else self.prefix.first_hit, "output_tokens": output_tokens,
-            "target_output_tokens": target_tokens, "samples": np.full(st.num_requests, n),
-            "first_token_s": st.first_token_s, "finish_s": st.finish_s,
-            "ttft_s": st.first_token_s - st.arrival_s, "tpot_s": tpot, "e2e_s": st.finish_s - st.arrival_s,
-            "queue_s": queue, "transfer_s": st.transfer_s,
-            "prefill_instance": st.prefill_inst, "decode_instance": st.decode_inst,
-            "preemptions": st.preemptions, "cancelled_samples": st.cancelled,
-        }, columns=list(REQUEST_COLUMNS), copy=False)  # the run's arrays, not a second copy of them
-        del output_tokens, target_tokens, queue, tpot
+        req = RequestColumns({  # the requests table's columns, read from the run's arrays (no copies)
+            "arrival_s": st.arrival_s, "prompt": st.prompt,
+            "cached": st.cached if self.prefix is None else self.prefix.first_hit,
+            "gen": gen, "target": st.s_target.reshape(st.num_requests, n),
+            "first_token_s": st.first_token_s, "finish_s": st.finish_s, "schedule_s": st.schedule_s,
+            "tpot_s": tpot, "transfer_s": st.transfer_s, "prefill_inst": st.prefill_inst,
+            "decode_inst": st.decode_inst, "preemptions": st.preemptions, "cancelled": st.cancelled})
+        del gen, tpot
         self.itl.total_s = ordered_itl_total_s(steps, order)
         del order
         steps.drop_run_columns()  # not part of the table
@@ -853,26 +846,26 @@ class Simulation:
             summary["counts"]["session_turns_released"] = self.sessions.released
         ops = [(pool, src, kind, secs) for pool, c in self.cost_caches.items()
                for (src, kind), secs in sorted(c.detail_totals().items())]
-        transfers = self.transfers.log if self.transfers else []
-        cache = pd.DataFrame(self.prefix.log if self.prefix is not None else [], columns=list(CACHE_LOG_COLUMNS))
+        transfers = self.transfers.log_columns(TRANSFER_COLUMNS) if self.transfers else {}
         return SimResult(requests=req, step_table=steps, summary=summary, events=list(self.events),
-                         op_seconds=pd.DataFrame(ops, columns=list(OP_SECONDS_COLUMNS)),
-                         transfers=pd.DataFrame(transfers, columns=list(TRANSFER_COLUMNS)), cache=cache)
+                         op_seconds=ops, transfers=transfers or (), cache=self.prefix.log if self.prefix is not None else ())
 
 
 #: arrival times ``Simulation._arrivals`` reads at a time
 _ARRIVAL_CHUNK = 1 << 14
 #: ``RunState`` arrays that only the event loop reads: released once the requests table is built
-_STATE_DONE = ("s_req", "s_target", "s_base", "s_gen", "s_blocks", "s_last_emit_s", "s_done", "prefill_target",
-               "prefilled", "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left", "schedule_s")
+_STATE_DONE = ("s_req", "s_base", "s_blocks", "s_last_emit_s", "s_done", "prefill_target", "prefilled",
+               "prompt_blocks", "prompt_blocks_need", "src_blocks", "streams_left")
 
 
-def _op_seconds(cost) -> dict:
+def _op_seconds(cost, keys: dict) -> dict:
     """A step's operator seconds (one device, before overlap) by (source family, op kind):
-    ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch)."""
+    ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch).
+    ``keys``: the run's key tuples, reused (a run keeps one such dict per cost-cache miss: thousands)."""
     out: dict = {}
     for o in cost.ops:
         key = (o.source.split(":", 1)[0], o.kind)
+        key = keys.setdefault(key, key)
         out[key] = out.get(key, 0.0) + o.total_s
     return out
 

@@ -25,7 +25,6 @@ import math
 from array import array
 
 import numpy as np
-import pandas as pd
 
 _ITL_MIN_S = 1e-6
 _ITL_RATIO = 1.01
@@ -234,19 +233,24 @@ def _pool_internals(steps) -> dict:
     return out
 
 
-def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: int,
-              devices_per_node: int, extra: dict) -> dict:
-    """The run's summary dict (JSON-ready: plain floats, ints, None). ``steps``: the run's
-    ``simulator.steplog.StepTable``."""
-    finished = np.isfinite(requests["finish_s"].to_numpy())
+def summarize(requests, steps, itl: ItlHistogram, dep, devices: int, devices_per_node: int, extra: dict) -> dict:
+    """The run's summary dict (JSON-ready: plain floats, ints, None). ``requests``: the run's
+    request columns (``simulator.result.REQUEST_COLUMNS`` to numpy arrays, or a DataFrame of them);
+    ``steps``: the run's ``simulator.steplog.StepTable``. Computed as pandas' reductions over the
+    requests table would (missing values skipped), from the arrays."""
+    def column(c: str) -> np.ndarray:
+        return np.asarray(requests[c])
+
+    finished = np.isfinite(column("finish_s"))
     every = bool(np.logical_and.reduce(finished))
 
     def fin(c: str) -> np.ndarray:  # the finished requests' column (no copy of the whole table)
-        v = requests[c].to_numpy()
+        v = column(c)
         return v if every else v[finished]
 
-    n_all, n_fin = len(requests), int(np.count_nonzero(finished))
-    span_s = float(np.maximum.reduce(fin("finish_s")) - requests["arrival_s"].min()) if n_fin else 0.0
+    n_all, n_fin = len(finished), int(np.count_nonzero(finished))
+    # Series.min skips NaN (fmin); arrivals are never NaN
+    span_s = float(np.maximum.reduce(fin("finish_s")) - np.fmin.reduce(column("arrival_s"))) if n_fin else 0.0
     slo = dep.slo
     ttft, tpot = fin("ttft_s"), fin("tpot_s")
     ok_ttft = ttft * 1e3 <= slo.ttft_ms
@@ -264,8 +268,8 @@ def summarize(requests: pd.DataFrame, steps, itl: ItlHistogram, dep, devices: in
         "counts": {
             "requests": n_all, "finished": n_fin, "unfinished": n_all - n_fin,
             "samples_per_request": int(dep.workload.samples_per_request),
-            "cancelled_samples": int(requests["cancelled_samples"].sum()),
-            "preemptions": int(requests["preemptions"].sum()),
+            "cancelled_samples": int(np.add.reduce(column("cancelled_samples"), dtype=np.int64)),
+            "preemptions": int(np.add.reduce(column("preemptions"), dtype=np.int64)),
             "input_tokens": int(in_tok), "output_tokens": int(out_tok),
         },
         "makespan_s": span_s,

@@ -9,10 +9,9 @@ traced (``simulate(..., trace=True)``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Mapping
 
-import pandas as pd
+import numpy as np
 
 from simulator.prefix_cache import CACHE_LOG_COLUMNS
 
@@ -35,36 +34,141 @@ EVENT_KINDS = ("arrival", "schedule", "first_token", "kv_transfer_start", "kv_tr
                "cancel", "finish")
 
 
-@dataclass(frozen=True)
+class RequestColumns(Mapping):
+    """The requests table's columns (``REQUEST_COLUMNS`` -> numpy array) from the run's own arrays,
+    without a second copy of them: each column is computed when read and not kept (a million-request
+    run would otherwise hold ~100 MB more at its end): the counts as int64 (the run may hold them
+    narrower, ``simulator.requests.RunState``), ``id``, ``samples``, TTFT, E2E and queueing delay
+    from the arrays they are the difference of, output tokens summed over a request's samples.
+
+    ``arrays``: ``arrival_s``, ``prompt``, ``cached``, ``gen`` and ``target`` (requests x samples),
+    ``first_token_s``, ``finish_s``, ``schedule_s``, ``tpot_s``, ``transfer_s`` (None: zeros),
+    ``prefill_inst``, ``decode_inst``, ``preemptions``, ``cancelled``."""
+
+    def __init__(self, arrays: dict):
+        self._a = arrays
+        self.rows = len(arrays["arrival_s"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REQUEST_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(REQUEST_COLUMNS)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        a = self._a
+        get = _REQUEST_READS.get(name)
+        if get is None:
+            raise KeyError(name)
+        return get(a, self.rows)
+
+
+def _i64(v: np.ndarray) -> np.ndarray:
+    return v.astype(np.int64, copy=False)
+
+
+#: how each requests-table column is read from the run's arrays (``RequestColumns``)
+_REQUEST_READS = {
+    "id": lambda a, n: np.arange(n),
+    "arrival_s": lambda a, n: a["arrival_s"],
+    "prompt_tokens": lambda a, n: _i64(a["prompt"]),
+    "cached_tokens": lambda a, n: _i64(a["cached"]),
+    "output_tokens": lambda a, n: _i64(a["gen"].sum(axis=1)),
+    "target_output_tokens": lambda a, n: _i64(a["target"].sum(axis=1)),
+    "samples": lambda a, n: np.full(n, int(a["gen"].shape[1])),
+    "first_token_s": lambda a, n: a["first_token_s"],
+    "finish_s": lambda a, n: a["finish_s"],
+    "ttft_s": lambda a, n: a["first_token_s"] - a["arrival_s"],
+    "tpot_s": lambda a, n: a["tpot_s"],
+    "e2e_s": lambda a, n: a["finish_s"] - a["arrival_s"],
+    "queue_s": lambda a, n: a["schedule_s"] - a["arrival_s"],
+    "transfer_s": lambda a, n: a["transfer_s"] if a["transfer_s"] is not None else np.zeros(n),
+    "prefill_instance": lambda a, n: _i64(a["prefill_inst"]),
+    "decode_instance": lambda a, n: _i64(a["decode_inst"]),
+    "preemptions": lambda a, n: _i64(a["preemptions"]),
+    "cancelled_samples": lambda a, n: _i64(a["cancelled"]),
+}
+
+
 class SimResult:
-    """Per-request and per-iteration tables, the summary, and (if traced) the event log.
+    """Per-request and per-iteration tables, the summary, and (if traced) the event log. Read-only.
 
-    ``steps``: the per-iteration DataFrame (``STEP_COLUMNS``), built from ``step_table`` (the run's
-    compact steps, ``simulator.steplog.StepTable``) when first read, then kept: a long run's
-    table is millions of rows, which the CLI writes from ``step_table`` without building it.
+    The tables are pandas DataFrames built when first read, then kept (a run itself never imports
+    pandas: ``clustersim simulate`` without ``--out`` prints the summary and builds none of them):
 
+    ``requests``: one row per request (``REQUEST_COLUMNS``), from the run's columns
+    (``request_columns``: numpy arrays, read without pandas).
+    ``steps``: the per-iteration DataFrame (``STEP_COLUMNS``), from ``step_table`` (the run's
+    compact steps, ``simulator.steplog.StepTable``): a long run's table is millions of rows, which
+    the CLI writes from ``step_table`` without building it.
     ``events``: ``(time_s, kind, request_id, instance)`` tuples in simulation order.
     ``op_seconds``: operator seconds by pool, source and kind (``OP_SECONDS_COLUMNS``).
     ``transfers``: the completed KV transfers (``TRANSFER_COLUMNS``; empty when colocated).
     ``cache``: one row per prefix-cache lookup at admission (``CACHE_LOG_COLUMNS``; empty without
     ``prefix_cache``).
+
+    ``requests`` may be given as a DataFrame or as a mapping of ``REQUEST_COLUMNS`` to arrays
+    (``RequestColumns``);
+    ``op_seconds``, ``transfers`` and ``cache`` as DataFrames or as sequences of row tuples.
     """
 
-    requests: pd.DataFrame
-    step_table: Any
-    summary: dict
-    events: list = field(default_factory=list)
-    op_seconds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_SECONDS_COLUMNS)))
-    transfers: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLUMNS)))
-    cache: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CACHE_LOG_COLUMNS)))
+    __slots__ = ("request_columns", "step_table", "summary", "events", "_tables", "_frames")
+
+    def __init__(self, requests: Any, step_table: Any, summary: dict, events: list | None = None,
+                 op_seconds: Any = (), transfers: Any = (), cache: Any = ()):
+        columns = None if _is_frame(requests) else requests
+        tables = {"requests": (requests, REQUEST_COLUMNS), "op_seconds": (op_seconds, OP_SECONDS_COLUMNS),
+                  "transfers": (transfers, TRANSFER_COLUMNS), "cache": (cache, CACHE_LOG_COLUMNS)}
+        for name, value in (("request_columns", columns), ("step_table", step_table), ("summary", summary),
+                            ("events", [] if events is None else events), ("_tables", tables), ("_frames", {})):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SimResult is read-only: cannot set {name!r}")
+
+    def _frame(self, name: str):
+        df = self._frames.get(name)
+        if df is None:
+            data, columns = self._tables[name]
+            if _is_frame(data):
+                df = data
+            else:
+                import pandas as pd
+
+                if isinstance(data, Mapping):  # the run's arrays, not a second copy of them
+                    df = pd.DataFrame({c: data[c] for c in columns}, columns=list(columns), copy=False)
+                else:
+                    df = pd.DataFrame(list(data), columns=list(columns))
+            self._frames[name] = df
+        return df
 
     @property
-    def steps(self) -> pd.DataFrame:
-        df = self.__dict__.get("_steps")
+    def requests(self):
+        return self._frame("requests")
+
+    @property
+    def op_seconds(self):
+        return self._frame("op_seconds")
+
+    @property
+    def transfers(self):
+        return self._frame("transfers")
+
+    @property
+    def cache(self):
+        return self._frame("cache")
+
+    @property
+    def steps(self):
+        df = self._frames.get("steps")
         if df is None:
-            df = self.step_table.frame()
-            object.__setattr__(self, "_steps", df)
+            df = self._frames["steps"] = self.step_table.frame()
         return df
+
+
+def _is_frame(data: Any) -> bool:
+    """A DataFrame (or another table that is used as given), not columns or rows to build one from."""
+    return hasattr(data, "to_csv")
 
 
 def to_chrome_trace(result: SimResult) -> dict:
