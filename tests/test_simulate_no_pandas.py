@@ -93,8 +93,6 @@ print("\\n" + json.dumps({{"heavy": {_heavy()}}}))
     assert probe == {"heavy": []}
 
 
-@pytest.mark.xfail(strict=False, reason="the calibration profile's lookups still import pandas until branch "
-                                       "s8-calnopd (a pandas-free profile) is merged; then this passes")
 def test_cli_simulate_end_to_end_imports_no_pandas():
     probe = _probe(f"""
 import json, sys
