@@ -42,7 +42,8 @@ from calibration.interp import Surface
 from calibration.table import Table, as_table
 
 LONG_TABLE = "attn_decode_long_bf16"
-MLA_TABLES = ("mla_decode_impls_bf16", "mla_decode_bf16")  # in order of preference (C + 1 keys first)
+#: in order of preference (C + 1 keys first); ``mla_decode_flashmla_bf16`` holds FlashMLA alone
+MLA_TABLES = ("mla_decode_flashmla_bf16", "mla_decode_impls_bf16", "mla_decode_bf16")
 SPLIT_BLOCK_KEYS = 128  # keys per block of FlashAttention-2's split-KV kernel (num_n_blocks)
 SPLIT_MAX = 128  # FlashAttention-2's cap on num_splits
 FLOAT32_BYTES = 4
@@ -150,6 +151,8 @@ class MlaDecodeTables:
             df = as_table(tables.get(stem))
             if df is None or df.empty or "impl" not in df:
                 continue
+            if "q_per_seq" in df:  # one query token per sequence: more run as more sequences (``seconds``)
+                df = df.where(df["q_per_seq"] == 1)
             for (impl, h, dq, dv), d in df.groupby(["impl", "heads_q", "head_dim_qk", "head_dim_v"]):
                 self.surfaces[(stem, str(impl), int(h), int(dq), int(dv))] = Surface(d, "batch", "context")
 

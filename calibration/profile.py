@@ -86,6 +86,8 @@ from calibration.decode_lookup import (
 )
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
 from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
+#: the fused set's MLA decode (``workloads.kernel_sets``), measured in ``mla_decode_flashmla_bf16``
+FLASHMLA = "flashmla"
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from calibration.table import Table
@@ -595,9 +597,9 @@ class MeasuredProfile:
     def mla_decode_seconds(self, batch: int, context: int, heads_q: int = 128, head_dim_qk: int = 576,
                            head_dim_v: int = 512, impl: str | None = None) -> tuple[float, str] | None:
         """MLA absorbed decode (latent cache ``[B, C, 576]``, output 512) for one layer, as ``impl``
-        ("sdpa" | "bmm", ``calibration.decode_lookup.MlaDecodeTables``) runs it; None or an
-        implementation not measured here (FlashMLA, timed from published figures by the cost
-        model) takes the faster measured one as its stand-in."""
+        ("sdpa" | "bmm" | "flashmla", ``calibration.decode_lookup.MlaDecodeTables``) runs it; None or
+        an implementation not measured here (timed from published figures by the cost model) takes
+        the faster measured one as its stand-in."""
         measured = self._mla.impls()
         impls = [impl] if impl in measured else measured
         best = None
@@ -820,6 +822,12 @@ class MeasuredProfile:
         holding = [t for t in tables if any(k[0] == t and k[1] == impl for k in self._mla.surfaces)]
         return (holding or tables or [None])[0]
 
+    def measures_impl(self, op) -> bool:
+        """Whether a table of this profile measured ``op``'s own implementation (``meta["impl"]``),
+        which then times it ahead of a published figure (``simulator.costmodel``): FlashMLA's MLA
+        decode (``mla_decode_flashmla_bf16``)."""
+        return op.kind == "mla_decode" and op.meta.get("impl") in self._mla.impls()
+
     def _sparse_answers(self, op) -> bool:
         """Whether ``grouped_mm_sparse_bf16`` times this grouped GEMM (few tokens per active group)."""
         s = op.shape
@@ -851,6 +859,14 @@ class MeasuredProfile:
                                             s.get("head_dim_qk", 128), s.get("head_dim_v"),
                                             impl=str(op.meta.get("impl", "sdpa")))
         if kind == "mla_decode":
+            impl = op.meta.get("impl")
+            if impl == FLASHMLA and impl in self._mla.impls():
+                # FlashMLA runs a sequence's q query tokens as q x heads query rows of one pass over
+                # its keys: measured, 2 tokens of b sequences take 0.93-0.96x of 1 token of 2b
+                # (compute bound at 128 heads; the rows of 2 tokens are the table's hold-out)
+                q = max(1.0, float(op.meta.get("q_per_seq", 1) or 1))
+                return self.mla_decode_seconds(s["batch"] * q, s["context"], s.get("heads_q", 128),
+                                               s.get("head_dim_qk", 576), s.get("head_dim_v", 512), impl=impl)
             return self.mla_decode_seconds(s["batch"], s["context"], s.get("heads_q", 128),
                                            s.get("head_dim_qk", 576), s.get("head_dim_v", 512),
                                            impl=op.meta.get("impl"))

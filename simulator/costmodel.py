@@ -144,6 +144,16 @@ def _layer(profile: Profile | None, op: Op) -> Profile | None:
     return None if profile is None else profile.for_op(op)
 
 
+def _measures_impl(profile: Profile | None, op: Op, device: DeviceSpec) -> bool:
+    """Whether ``profile`` measured ``op``'s own implementation on a device of ``device``'s vendor
+    (then its table times the op ahead of a published figure: FlashMLA measured on our H200 times
+    FlashMLA on NVIDIA devices). Another vendor's device runs its own kernel, not the one measured:
+    the published fractions of peak stand in for it there."""
+    measures = getattr(profile, "measures_impl", None)
+    ref = profile_device(profile)
+    return bool(measures is not None and ref is not None and ref.vendor == device.vendor and measures(op))
+
+
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
     peak = device.peak_flops_per_s.get(dtype) or device.peak_flops_per_s.get("bf16", 0.0)
     return max(flops / peak if peak else 0.0, nbytes / device.hbm_bytes_per_s)
@@ -217,12 +227,12 @@ class CostModel:
         """(seconds, source) of one occurrence of a compute op on this cluster's device."""
         dtype = _compute_dtype(op, self.device)
         published = published_kernel_for(op) if self.use_published_kernels else None
-        if published is not None:
+        prof = _layer(self.profile, op)
+        if published is not None and not _measures_impl(prof, op, self.device):
             peak = self.device.peak_flops_per_s.get(dtype) or self.device.peak_flops_per_s["bf16"]
             t = max(op.flops / (peak * published["compute_fraction"]),
                     op.bytes_moved / (self.device.hbm_bytes_per_s * published["hbm_fraction"]))
             return t + self.roofline.launch_s, f"published:{published['kernel']}"
-        prof = _layer(self.profile, op)
         measured = self._measured(prof, op)
         ref = profile_device(prof)
         if measured is not None and ref is not None:

@@ -22,7 +22,8 @@ Where the implementation of a set has no measurement of its own, the op is timed
 stand-in and says so (``KernelSet.timing``): the fused MoE grouped GEMM by the measured ragged
 ``torch._grouped_mm`` (both read only the touched experts' weights; an FP8 MoE by DeepGEMM's own
 measured masked kernel where the profile has it), DeepGEMM's dense GEMMs by the measured
-``torch._scaled_mm`` table, FlashMLA by its published figures.
+``torch._scaled_mm`` table; FlashMLA is measured as itself (its published figures where a profile
+lacks the table).
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ class KernelSet:
 
 _FUSED_TIMING = (
     ("attn_decode", "attn_decode_bf16 read as the split it runs (batch x splits, context / splits) plus the combine"),
-    ("mla_decode", "FlashMLA published figures (simulator/data/published_kernels.yaml)"),
+    ("mla_decode", ("FlashMLA as measured (mla_decode_flashmla_bf16, 2 query tokens per sequence read as 2 "
+                    "sequences); its published figures (simulator/data/published_kernels.yaml) where the profile "
+                    "lacks that table")),
     ("grouped_gemm", ("BF16: measured torch._grouped_mm at the active experts (a fused MoE kernel too reads only "
                       "the touched experts' weights); FP8: DeepGEMM's masked grouped GEMM as measured "
                       "(deepgemm_fp8, calibration.deepgemm_lookup), else the fitted grouped roofline")),

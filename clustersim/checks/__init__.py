@@ -17,7 +17,7 @@ import pandas as pd
 
 from clustersim.checks.comm import cm384_comm_checks, deepep_checks, isca_decode_limit_checks, nccl_checks
 from clustersim.checks.kernels import (attn_prefill_ctx_checks, deepgemm_checks, deepgemm_measured_checks,
-                                       grouped_fp8_checks)
+                                       flashmla_checks, grouped_fp8_checks)
 from clustersim.checks.core import STATUSES, Check, Tolerance, load_reference, measured_dir, reference_dir
 from clustersim.checks.measured import measured_checks
 from clustersim.checks.prefix import prefix_cache_checks
@@ -46,6 +46,7 @@ FAMILIES: dict[str, Callable[[], list[Check]]] = {
     "kernels.attn_prefill_ctx": attn_prefill_ctx_checks,
     "kernels.grouped_mm_fp8": grouped_fp8_checks,
     "kernels.deepgemm_fp8": deepgemm_measured_checks,
+    "kernels.flashmla": flashmla_checks,
     "measured": measured_checks,
 }
 
@@ -59,6 +60,7 @@ FILES: dict[str, str] = {
     "kernels.attn_prefill_ctx": "../measured/accuracy_targets.yaml",
     "kernels.grouped_mm_fp8": "../measured/accuracy_targets.yaml",
     "kernels.deepgemm_fp8": "../measured/accuracy_targets.yaml",
+    "kernels.flashmla": "../measured/accuracy_targets.yaml",
 }
 
 
@@ -165,7 +167,8 @@ def _gap_lines(run: CheckRun) -> list[str]:
 
 
 #: families of our own measurements, summarised per split rather than listed point by point
-_MEASURED_TABLES = ("kernels.attn_prefill_ctx", "kernels.grouped_mm_fp8", "kernels.deepgemm_fp8")
+_MEASURED_TABLES = ("kernels.attn_prefill_ctx", "kernels.grouped_mm_fp8", "kernels.deepgemm_fp8",
+                    "kernels.flashmla")
 
 
 def _summarised(family: str) -> bool:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks", "deepgemm_measured_checks"]
+__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks", "deepgemm_measured_checks",
+           "flashmla_checks"]
 
 
 def _gap_text(gap: dict) -> tuple[str, Tolerance | None]:
@@ -179,6 +180,38 @@ def deepgemm_measured_checks(profile: str = "h200") -> list[Check]:
         out.append(Check(family="kernels.deepgemm_fp8", id=rid, source=source,
                          setting=f"DeepGEMM {kind}, e4m3, 1x128 / 128x128 scales, BF16 out",
                          quantity="FP8 GEMM time", unit="us", published=float(r.seconds) * 1e6,
+                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
+                         source_status="measured", known_gap=mechanism, gap_bound=bound,
+                         extra={"cost_source": None if got is None else got[1]}))
+    return out
+
+
+def flashmla_checks(profile: str = "h200") -> list[Check]:
+    """One check per row of ``profile``'s ``mla_decode_flashmla_bf16`` table (microseconds): FlashMLA's
+    dense decode as the ``fused`` set times it from the profile's fit rows (rows of 2 query tokens
+    per sequence are read as twice the sequences, and held out); Unavailable while the profile has
+    none (measure it with benchmarks/device_flashmla.sh)."""
+    from workloads.op import MLA_DECODE, Op
+
+    table, fit, target, source = _measured_table(profile, "mla_decode_flashmla_bf16", "benchmarks/device_flashmla.sh",
+                                                 "flashmla_table")
+    tol = Tolerance.parse(target["tolerance"])
+    gaps = target.get("known_gaps") or ()
+    out = []
+    for r in table.itertuples(index=False):
+        b, c, h, q = int(r.batch), int(r.context), int(r.heads_q), int(r.q_per_seq)
+        dqk, dv = int(r.head_dim_qk), int(r.head_dim_v)
+        kv = b * c * dqk * 2
+        op = Op("attn", MLA_DECODE, {"batch": b, "context": c, "heads_q": h, "head_dim_qk": dqk, "head_dim_v": dv},
+                2.0 * h * (dqk + dv) * b * q * c, b * q * h * dqk * 2 + kv, b * q * h * dv * 2, dtype="bf16",
+                layer="x", meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla"})
+        got = fit.op_seconds(op)
+        rid = f"h{h}/q{q}/b{b}/c{c}"
+        gap = next((x for x in gaps if rid in x.get("rows", ()) or c in x.get("context", ())), {})
+        mechanism, bound = _gap_text(gap)
+        out.append(Check(family="kernels.flashmla", id=rid, source=source,
+                         setting="FlashMLA dense decode, BF16 paged KV (blocks of 64), 576/512",
+                         quantity="MLA decode time of one layer", unit="us", published=float(r.seconds) * 1e6,
                          predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
                          source_status="measured", known_gap=mechanism, gap_bound=bound,
                          extra={"cost_source": None if got is None else got[1]}))

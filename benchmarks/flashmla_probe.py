@@ -1,0 +1,111 @@
+"""FlashMLA's dense decode kernel timed on the device: the ``fused`` kernel set's MLA decode, which
+the cost model otherwise times from FlashMLA's published H800 figures
+(``simulator/data/published_kernels.yaml``: 3,000 GB/s memory bound, 660 TFLOPS compute bound).
+Device only: needs a FlashMLA build (``benchmarks/device_flashmla.sh`` builds one from source
+carried to the machine).
+
+    python3 benchmarks/flashmla_probe.py --out OUT.csv [--budget-s S]
+
+One row per (query heads, query tokens per sequence, batch, cached tokens per sequence): the
+absorbed MLA decode of DeepSeek-V3 (one latent KV head of 576, values 512, BF16 paged KV in blocks
+of 64, every sequence at the same length), timed as the summed GPU time of the kernels one call
+launches (scheduler metadata, the split kernel, the combine), from torch's profiler over 20 calls
+after 5 warm-up calls; with the KV bytes read and the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+import traceback
+
+HEADS_Q = (128, 64, 32, 16)  # DeepSeek-V3 per rank at attention TP 1, 2, 4, 8
+S_Q = (1, 2)  # a plain decode step, and one with an MTP draft token
+BATCH = (1, 4, 16, 32, 64, 128, 256)
+CONTEXT = (256, 1024, 4096, 8192, 16384, 32768)
+D_QK, D_V, BLOCK = 576, 512, 64
+MAX_KV_BYTES = 24 << 30
+FIELDS = ("heads_q", "s_q", "batch", "context", "seconds", "kv_bytes", "gb_per_s", "tflops", "error")
+
+
+def points() -> list[tuple[int, int, int, int]]:
+    """(heads, s_q, batch, context): 128 heads and one query token first, then MTP, then fewer heads."""
+    out = []
+    for h in HEADS_Q:
+        for s_q in S_Q:
+            if h != 128 and s_q != 1:
+                continue
+            for b in BATCH:
+                for c in CONTEXT:
+                    if b * c * D_QK * 2 <= MAX_KV_BYTES:
+                        out.append((h, s_q, b, c))
+    return out
+
+
+def _kernel_seconds(fn, calls: int = 20) -> float:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    total_us = sum(e.device_time_total for e in prof.key_averages() if e.device_time_total > 0
+                   and e.key not in ("", "cudaDeviceSynchronize"))
+    # key_averages of CUDA-only activity: every kernel once per key; device_time_total is summed
+    return total_us / calls * 1e-6
+
+
+def measure(h: int, s_q: int, b: int, c: int) -> tuple[float, int]:
+    import torch
+    from flash_mla import flash_mla_with_kvcache, get_mla_metadata
+
+    blocks = -(-c // BLOCK)
+    q = torch.randn(b, s_q, h, D_QK, dtype=torch.bfloat16, device="cuda") / 10
+    k = (torch.randn(b * blocks, BLOCK, 1, D_QK, dtype=torch.bfloat16, device="cuda") / 10).clamp_(-1, 1)
+    table = torch.randperm(b * blocks, dtype=torch.int32, device="cuda").view(b, blocks)
+    lens = torch.full((b,), c, dtype=torch.int32, device="cuda")
+    meta, _ = get_mla_metadata(lens, s_q * h, 1)
+
+    def fn():
+        flash_mla_with_kvcache(q, k, table, lens, D_V, meta, None, causal=True)
+
+    return _kernel_seconds(fn), b * c * D_QK * 2
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget-s", type=float, default=1e9)
+    args = ap.parse_args()
+    t_end = time.monotonic() + args.budget_s
+    new = not os.path.exists(args.out)
+    with open(args.out, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(FIELDS)
+        for h, s_q, b, c in points():
+            if time.monotonic() > t_end:
+                print(f"budget spent: stopped before h{h} s_q{s_q} b{b} c{c}", flush=True)
+                break
+            try:
+                t, kv = measure(h, s_q, b, c)
+                flops = 2.0 * b * s_q * h * c * (D_QK + D_V)
+                row = (h, s_q, b, c, f"{t:.9g}", kv, f"{kv / t / 1e9:.5g}", f"{flops / t / 1e12:.5g}", "")
+            except Exception as e:  # one failing point must not lose the rest
+                traceback.print_exc()
+                row = (h, s_q, b, c, "", "", "", "", f"{type(e).__name__}: {e}"[:200])
+            w.writerow(row)
+            f.flush()
+            print(",".join(str(v) for v in row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
