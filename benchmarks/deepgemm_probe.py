@@ -1,15 +1,16 @@
 """DeepGEMM's FP8 kernels timed on the device: the ``fused`` kernel set's own FP8 GEMMs (dense
 ``fp8_gemm_nt``, grouped ``m_grouped_fp8_gemm_nt_contiguous`` for prefill and
-``m_grouped_fp8_gemm_nt_masked`` for decode), which ``workloads.kernel_sets`` times with stand-ins
+``m_grouped_fp8_gemm_nt_masked`` for decode, with equal or routed group sizes), which ``workloads.kernel_sets`` times with stand-ins
 (the measured ``torch._scaled_mm`` table, a fitted grouped roofline) because no table of ours
 measured them. Device only: needs a DeepGEMM build (``benchmarks/device_deepgemm.sh`` builds one
 from source carried to the machine) and DeepGEMM's ``tests/generators.py`` on ``sys.path`` for its
 operand layouts (1x128 activation and 128x128 weight scales, TMA-aligned).
 
-    python3 benchmarks/deepgemm_probe.py --out OUT.csv [--only masked,contiguous,dense] [--part I/N]
+    python3 benchmarks/deepgemm_probe.py --out OUT.csv [--only masked,contiguous,dense,routed] [--part I/N]
                                          [--budget-s S] [--warm-only]
 
 Every point is one row: kind, groups, m per group (masked: exactly m valid rows in every group;
+routed: masked with multinomial group sizes of mean m, the row's valid_m their total;
 contiguous: DeepGEMM's generator draws each group's rows in 0.7-1.3 m and the row records the
 valid total), n, k, the kernel's median time over DeepGEMM's kineto timer (30 runs of the
 kernels named ``gemm_``), and the rate. ``--part I/N`` takes every N-th point from I (parallel JIT
@@ -37,6 +38,8 @@ DECODE_GROUPS = (2, 8, 32)
 #: DeepGEMM README's grouped rows (H800): (layout, groups, m per group)
 README_GROUPED = (("masked", 1, 1024), ("masked", 2, 512), ("masked", 4, 256),
                   ("contiguous", 4, 8192), ("contiguous", 8, 4096))
+#: routed decode groups (masked layout, multinomial group sizes of this mean): the lookup reads the mean
+ROUTED_M = (4, 16, 64, 256)
 PREFILL_M = (64, 256, 1024, 4096)
 PREFILL_GROUPS = (8, 32)
 #: dense shapes: the README's N x K with M 64, 128, 4096, plus decode-sized M
@@ -62,6 +65,10 @@ def points(only: set[str]) -> list[tuple]:
     for n, k in DENSE_NK:
         for m in DENSE_M:
             out.append(("dense", 1, m, n, k))
+    for g in DECODE_GROUPS:
+        for m in ROUTED_M:
+            for n, k in EXPERT_NK:
+                out.append(("routed", g, m, n, k))
     seen, uniq = set(), []
     for p in out:
         if p not in seen and p[0] in only:
@@ -85,6 +92,27 @@ def _masked(deep_gemm, gen, g: int, m: int, n: int, k: int):
         deep_gemm.m_grouped_fp8_gemm_nt_masked(a, b, d, masked_m, m, disable_ue8m0_cast=True)
 
     return fn, g * m
+
+
+def _routed(deep_gemm, gen, g: int, m: int, n: int, k: int):
+    """Masked layout with routed group sizes: g * m tokens drawn uniformly over the g groups (a
+    multinomial, fixed seed), as top-k routing of balanced experts gives them."""
+    import numpy as np
+    import torch
+
+    sizes = np.random.default_rng(0).multinomial(g * m, [1.0 / g] * g)
+    max_m = max(128, -(-int(sizes.max() * 1.05 + 1) // 128) * 128)
+    a, b, masked_m, _, d, _ = gen.generate_m_grouped_masked(g, max_m, m, n, k, use_ue8m0=False,
+                                                            quant_config=gen.QuantConfig())
+    masked_m.copy_(torch.tensor(sizes, dtype=torch.int32, device="cuda"))
+    for j in range(g):
+        a[1][j, int(sizes[j]):] = 0
+    torch.cuda.synchronize()
+
+    def fn():
+        deep_gemm.m_grouped_fp8_gemm_nt_masked(a, b, d, masked_m, m, disable_ue8m0_cast=True)
+
+    return fn, int(sizes.sum())
 
 
 def _contiguous(deep_gemm, gen, g: int, m: int, n: int, k: int):
@@ -113,13 +141,13 @@ def _dense(deep_gemm, gen, g: int, m: int, n: int, k: int):
     return fn, m
 
 
-BUILD = {"masked": _masked, "contiguous": _contiguous, "dense": _dense}
+BUILD = {"masked": _masked, "routed": _routed, "contiguous": _contiguous, "dense": _dense}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default="masked,contiguous,dense")
+    ap.add_argument("--only", default="masked,contiguous,dense,routed")
     ap.add_argument("--part", default="0/1")
     ap.add_argument("--budget-s", type=float, default=1e9)
     ap.add_argument("--warm-only", action="store_true")

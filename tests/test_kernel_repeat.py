@@ -21,8 +21,8 @@ def _rows(path: Path, key) -> dict:
 def _agreement(name: str, key_shipped, key_repeat) -> np.ndarray:
     a = _rows(PROFILE / f"{name}.csv", key_shipped)
     b = _rows(REPEAT / f"{name}.csv", key_repeat)
-    assert set(a) == set(b)
-    return np.array([abs(b[k] / a[k] - 1) for k in a])
+    assert set(b) <= set(a)  # the shipped table may hold more (DeepGEMM's routed rows came later)
+    return np.array([abs(b[k] / a[k] - 1) for k in b])
 
 
 def test_deepgemm_repeat_agrees():
