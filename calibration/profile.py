@@ -86,8 +86,6 @@ from calibration.decode_lookup import (
 )
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
 from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
-#: the fused set's MLA decode (``workloads.kernel_sets``), measured in ``mla_decode_flashmla_bf16``
-FLASHMLA = "flashmla"
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from calibration.table import Table
@@ -95,7 +93,7 @@ from calibration.table import Table
 #: the FP8 ragged grouped GEMM table (``calibration.bench.grouped_gemm.run_grouped_mm_fp8``)
 FP8_GROUPED_TABLE = "grouped_mm_fp8"
 from hardware.dtypes import dtype_bytes
-from workloads.kernel_sets import ROWWISE_FP8_GEMM
+from workloads.kernel_sets import DEEPGEMM, FLASHMLA, ROWWISE_FP8_GEMM
 
 
 _UNSEEN = object()  # a memo's "not looked up yet"
@@ -263,7 +261,7 @@ class MeasuredProfile:
             return None
         s = op.shape
         if op.kind == "gemm":
-            r = table.dense_seconds(s["m"], s["n"], s["k"]) if op.meta.get("impl") == "deepgemm" else None
+            r = table.dense_seconds(s["m"], s["n"], s["k"]) if op.meta.get("impl") == DEEPGEMM else None
         elif _torch_grouped_kernel(op):
             r = None
         else:

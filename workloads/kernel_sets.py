@@ -38,6 +38,10 @@ GROUPED_GEMM_IMPLS = ("grouped_mm", "fused_moe")
 GEMM_FP8_IMPLS = ("scaled_mm", "scaled_mm_rowwise", "deepgemm")
 #: the FP8 GEMM implementation a profile times from its own table (``gemm_fp8_rowwise``)
 ROWWISE_FP8_GEMM = "scaled_mm_rowwise"
+#: the fused set's FP8 GEMMs (timed by a profile's ``deepgemm_fp8`` table where it answers)
+DEEPGEMM = "deepgemm"
+#: the fused set's MLA decode (timed by a profile's ``mla_decode_flashmla_bf16`` table where it has one)
+FLASHMLA = "flashmla"
 
 
 @dataclass(frozen=True)
