@@ -153,6 +153,11 @@ class StepLog:
         n = len(self)
         if n > _INT32_MAX:
             raise OverflowError(f"{n} steps: more than int32 row indices hold")
+        shapes = list(self._shapes)  # keys in code order
+        uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
+                for j, f in enumerate(_SHAPE_FIELDS)}
+        del shapes
+        self._shapes, self._decode_codes = {}, {}  # before the sort: its int64 order is the peak
         order = None
         if self.out_of_order and n:
             # rows of fast-forwarded runs were appended late; no two sources share a time (checked by
@@ -168,10 +173,6 @@ class StepLog:
                 v = v[order]
             cols[name] = v
             del v, buf
-        shapes = list(self._shapes)  # keys in code order
-        uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
-                for j, f in enumerate(_SHAPE_FIELDS)}
-        self._shapes, self._decode_codes = {}, {}
         return StepTable(cols, uniq, pool_names, kv_capacity_blocks, order)
 
     def arrays(self, kv_capacity_blocks: list[int] | None = None) -> dict[str, np.ndarray]:
