@@ -136,10 +136,8 @@ class StepLog:
         if isinstance(kv_used_blocks, (int, np.integer)):
             self.kv.extend(array("i", (int(kv_used_blocks),)) * n)
         else:
-            blocks = np.asarray(kv_used_blocks)
-            if blocks.size and (int(blocks.min()) < _INT32_MIN or int(blocks.max()) > _INT32_MAX):
-                raise OverflowError("KV blocks in use beyond int32")
-            self.kv.frombytes(_raw(np.ascontiguousarray(blocks, dtype=np.int32)))
+            # blocks in use never exceed the capacity, which ``table`` checks fits int32
+            self.kv.frombytes(_raw(np.ascontiguousarray(kv_used_blocks, dtype=np.int32)))
         shape = self.shape
         for c, rows in codes:
             shape.extend(array("i", (c,)) * rows)
@@ -153,6 +151,8 @@ class StepLog:
         n = len(self)
         if n > _INT32_MAX:
             raise OverflowError(f"{n} steps: more than int32 row indices hold")
+        if kv_capacity_blocks and max(kv_capacity_blocks) > _INT32_MAX:
+            raise OverflowError("a KV capacity of more blocks than the log's int32 holds")
         shapes = list(self._shapes)  # keys in code order
         uniq = {f: np.array([k[j] for k in shapes], dtype=np.int64 if f in _SHAPE_INTS else np.float64)
                 for j, f in enumerate(_SHAPE_FIELDS)}
@@ -183,7 +183,7 @@ class StepLog:
                                   "itl_add_s") + _SHAPE_INTS}
 
 
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+_INT32_MAX = (1 << 31) - 1
 
 
 class StepTable:
