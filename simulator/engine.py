@@ -408,7 +408,7 @@ class Server:
             secs = comp = comm = 0.0
         dt = secs + plan.extra_s
         plan.row = sim.log.append(sim.env.now, self.index, n_dec + len(chunks), n_dec, ctoks, n_dec * k + ctoks, dt,
-                                  self.kv.used_fraction, comp, comm)
+                                  self.kv.used_blocks, comp, comm)
         return dt
 
     # ------------------------------------------------------------------ applying a step
@@ -793,10 +793,10 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
-        names = [""] * len(self.servers)
+        names, capacity = [""] * len(self.servers), [0] * len(self.servers)
         for s in self.servers:
-            names[s.index] = s.pool_name
-        table = self.log.table(names)
+            names[s.index], capacity[s.index] = s.pool_name, s.kv.capacity_blocks
+        table = self.log.table(names, capacity)
         order = end_order(table)
         if ambiguous_ties(table, order, np.frombuffer(self.arrival_times, dtype=np.float64)):
             # a fast-forwarded step shares its time with another instance's event: step instead

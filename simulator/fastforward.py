@@ -35,6 +35,7 @@ from simpy.events import NORMAL
 
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
+from simulator.steplog import CHUNK_ROWS, end_times
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
@@ -249,23 +250,18 @@ class DecodeRun:
             if int(used[-1]) != kv.used_blocks:
                 kv.alloc(int(used[-1]) - kv.used_blocks)
                 st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
-            used_fraction = used / kv.capacity_blocks
         else:
-            used_fraction = self.used0 / kv.capacity_blocks
+            used = self.used0
         hits, codes = server.costs.hits, []
         for ka, kb, key, hit in self.key_runs:
             lo_k, hi_k = max(ka, lo), min(kb, j)
             if hi_k >= lo_k:
                 hits[key] += hi_k - lo_k + 1
                 codes.append((log.decode_code(server.index, n, server.k, key, hit), hi_k - lo_k + 1))
-        first = log.extend_coded(t[lo:j + 1], used_fraction, itl, codes, self.extended)
+        first = log.extend_coded(t[lo:j + 1], used, itl, codes, self.extended)
         self.pending_row = first + (j - i0) - 1
         self.cursor = j
         sim.fast_forwarded_steps += j - i0
-
-
-#: rows looked at a time by ``ambiguous_ties`` (bounds its temporary arrays)
-_TIE_CHUNK_ROWS = 1 << 18
 
 
 def ambiguous_ties(cols, order: np.ndarray, arrival_times_s: np.ndarray) -> bool:
@@ -273,28 +269,26 @@ def ambiguous_ties(cols, order: np.ndarray, arrival_times_s: np.ndarray) -> bool
     instance or an arrival: simpy orders same-time events by when they were scheduled, which a
     run computed ahead does not reproduce (the run is then repeated by stepping). ``order``: the
     rows by end time (``steplog.end_order``); ``cols``: the run's ``steplog.StepTable`` (or a
-    dict of its columns). Only the rows in ties are looked at beyond their end times."""
+    dict of its columns). End times are computed a chunk of rows at a time (``end_times``);
+    only the rows in ties are looked at beyond them."""
     flag = cols["flag"]
     if not flag.any():
         return False
-    end = cols["step_s"]  # a fresh array from a StepTable: the end times are added into it
-    if isinstance(cols, dict):
-        end = end.copy()
-    np.add(cols["time_s"], end, out=end)
-    n = len(end)
-    for i in range(0, n, _TIE_CHUNK_ROWS):  # a chunk of rows at a time: bounded temporaries
+    n = len(order)
+    for i in range(0, n, CHUNK_ROWS):  # a chunk of rows at a time: bounded temporaries
         if not arrival_times_s.size:
             break
-        c = slice(i, i + _TIE_CHUNK_ROWS)
-        fe = end[c][flag[c] != 0]
+        f = np.flatnonzero(flag[i:i + CHUNK_ROWS])
+        if not f.size:
+            continue
+        fe = end_times(cols, f + i)
         idx = np.minimum(np.searchsorted(arrival_times_s, fe), arrival_times_s.size - 1)
         if (arrival_times_s[idx] == fe).any():
             return True
     same = np.empty(max(n - 1, 0), dtype=bool)  # a step ends when the one before it (by end time) does
-    for i in range(0, n - 1, _TIE_CHUNK_ROWS):
-        e = end[order[i:i + _TIE_CHUNK_ROWS + 1]]
+    for i in range(0, n - 1, CHUNK_ROWS):
+        e = end_times(cols, order[i:i + CHUNK_ROWS + 1])
         same[i:i + len(e) - 1] = e[1:] == e[:-1]
-    del end
     pos = np.flatnonzero(same)
     if not pos.size:
         return False

@@ -146,3 +146,28 @@ def test_every_op_has_a_source():
     cost = InstanceCost(spec).step(BatchShape.decode(32, 2048))
     assert all(o.source for o in cost.ops)
     assert cost.seconds == pytest.approx(cost.compute_s + cost.comm_s)
+
+
+def test_op_key_equal_exactly_when_the_nested_items_are():
+    """``costmodel._op_key`` (one flat tuple) tells ops apart as the nested item tuples did: the
+    same fields and items give one key; an item moved between shape and meta, a changed value
+    or a different field do not."""
+    from simulator.costmodel import _op_key
+
+    def op(shape, meta, **kw):
+        return Op("x", GEMM, shape, 1.0, 2.0, 3.0, meta=meta, **kw)
+
+    def nested(o):
+        return (o.kind, o.role, o.dtype, o.flops, o.bytes_read, o.bytes_written, o.collective, o.group_size,
+                o.bytes_per_rank, tuple(o.shape.items()), tuple(o.meta.items()))
+
+    ops = [op({"m": 1, "n": 2}, {}), op({"m": 1}, {"n": 2}), op({}, {"m": 1, "n": 2}), op({"m": 1, "n": 3}, {}),
+           op({"n": 2, "m": 1}, {}), op({"m": 1, "n": 2}, {}, dtype="fp8"), op({"m": 1, "n": 2}, {"x": "n"}),
+           op({"m": 1, "n": 2}, {}, count=4, layer="moe"), op({"m": 1.0, "n": 2}, {})]
+    for a in ops:
+        for b in ops:
+            assert (_op_key(a) == _op_key(b)) == (nested(a) == nested(b))
+            if nested(a) == nested(b):
+                assert hash(_op_key(a)) == hash(_op_key(b))
+    with pytest.raises(TypeError):
+        hash(_op_key(op({"m": 1}, {"groups": [1, 2]})))
