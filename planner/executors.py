@@ -133,8 +133,13 @@ class LocalExecutor(_Closing):
     instead of the pool draining its whole queue first."""
 
     def __init__(self, workers: int | None = None, progress: ProgressFn | None = None):
+        import multiprocessing
+
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.progress = progress
+        #: whether tasks run in workers forked from this process, which start from its memory
+        #: (``planner.analytic.worker_evaluator``)
+        self.forks = self.workers > 1 and multiprocessing.get_start_method() == "fork"
 
     def map(self, fn, tasks, desc: str = "") -> list:
         if len(tasks) <= 1 or self.workers == 1:

@@ -278,9 +278,10 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
         for b in blocks:
             index.add_block(b)
         shares = _shares(blocks, executor.workers)
-        # the other shares in worker processes (``rank_task``) while this one is evaluated here
-        pending = start(executor, rank_task, [(ctx, ev.export_state(), share) for share in shares[1:]],
-                        desc="rank layouts")
+        # the other shares in worker processes (``rank_task``) while this one is evaluated here; a
+        # forked worker starts from this process's evaluator, which holds every memo already
+        state = None if getattr(executor, "forks", False) or len(shares) < 2 else ev.export_state()
+        pending = start(executor, rank_task, [(ctx, state, share) for share in shares[1:]], desc="rank layouts")
         try:
             _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
             for part in pending():
@@ -339,11 +340,16 @@ def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ti
     _flush(ev, batch, cols)
 
 
-def rank_task(ctx: PlanContext, state: tuple, blocks: list[MergedBlock]) -> Columns:
+def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock]) -> Columns:
     """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
-    process's memos (``Evaluator.import_state``), so nothing is costed twice."""
-    ev = Evaluator(ctx)
-    ev.import_state(state)
+    process's memos (``Evaluator.import_state``), so nothing is costed twice. ``state`` None:
+    the worker was forked from the ranking process and starts from its evaluator
+    (``planner.analytic.worker_evaluator``), which holds them already (no state to send)."""
+    if state is None:
+        ev = worker_evaluator(ctx)
+    else:
+        ev = Evaluator(ctx)
+        ev.import_state(state)
     cols = Columns()
     _evaluate_blocks(ev, blocks, cols)
     return cols
