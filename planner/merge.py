@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from planner.space import PoolChoice, ServingLayout, count_pairs, pair_count
 
 __all__ = ["ChoiceClass", "MergedBlock", "LayoutIndex", "choice_classes", "merged_blocks", "merge_identical",
-           "merge_rows", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
+           "merge_rows", "merge_groups", "MergedGroups", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
 
 #: the columns a merged row adds
 COUNT, VARIANTS = "equivalent_layouts", "equivalent_variants"
@@ -240,6 +240,71 @@ def merge_identical(cols, variants_col: str = "_variants", order=None):
 def merge_rows(cols, variants_col: str = "_variants"):
     """(the rows ``merge_identical`` keeps, in id order; how many layouts each stands for; the
     text of what varies among them), the rows staying in ``cols``."""
+    groups = merge_groups(cols, variants_col)
+    return groups.kept, groups.counts, groups.texts(cols)
+
+
+@dataclass(frozen=True, eq=False)
+class MergedGroups:
+    """The groups of identical rows of a ``planner.rows.Columns`` (``merge_groups``): ``kept``
+    (the row of lowest id of each group, in id order) and ``counts`` (the layouts each stands
+    for); ``texts(cols)`` the text of what varies among each group's layouts, apart, since
+    only the table needs it (the plan begins verifying from ``kept`` first)."""
+
+    kept: object  # numpy int array
+    counts: object  # numpy int array
+    variants_col: str
+    label: tuple
+    gid: object
+    order: object
+    starts: object
+    sizes: object
+    keep: object  # ``kept`` in group order
+    by_id: object  # group order -> id order
+
+    def texts(self, cols) -> list[str]:
+        """The ``VARIANTS`` text of each kept row, in id order (``cols`` still holds the variants)."""
+        import numpy as np
+
+        order, starts, sizes, gid, label = self.order, self.starts, self.sizes, self.gid, list(self.label)
+        var = cols.column(self.variants_col)
+        memo: dict[int, str] = {}  # a block's rows share one variants dict
+        texts = []
+        for i in self.keep:
+            v = var[i]
+            t = memo.get(id(v))
+            if t is None:
+                t = memo[id(v)] = _text(v)
+            texts.append(t)
+        multi = np.flatnonzero(sizes > 1)
+        if multi.size:
+            import pandas as pd
+
+            rows = order[np.repeat(sizes > 1, sizes)]  # the rows of merged groups
+            where = {int(r): j for j, r in enumerate(rows)}
+            sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
+            nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
+            varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
+            vals = {c: sub[c].to_numpy() for c in label}
+            for j in multi:
+                members = order[starts[j]: starts[j] + sizes[j]]
+                names_ = dict.fromkeys(varying[gid[members[0]]])
+                for i in members:
+                    names_.update(dict.fromkeys(var[i]))
+                merged: dict[str, tuple] = {}
+                for c in (c for c in label if c in names_):
+                    seen: dict = {}
+                    for i in members:
+                        for x in var[i].get(c, (_py(vals[c][where[int(i)]]),)):
+                            seen.setdefault(x, None)
+                    if len(seen) > 1:
+                        merged[c] = tuple(seen)
+                texts[j] = _text(merged)
+        return [texts[j] for j in self.by_id]
+
+
+def merge_groups(cols, variants_col: str = "_variants") -> MergedGroups:
+    """``merge_rows``' groups of identical rows (``MergedGroups``), their texts left for later."""
     import numpy as np
 
     names = cols.names()
@@ -256,38 +321,5 @@ def merge_rows(cols, variants_col: str = "_variants"):
     keep = order[starts]
     count = np.asarray(cols.column(COUNT))
     counts = np.add.reduceat(count[order], starts) if n else count
-    var = cols.column(variants_col)
-    memo: dict[int, str] = {}  # a block's rows share one variants dict
-    texts = []
-    for i in keep:
-        v = var[i]
-        t = memo.get(id(v))
-        if t is None:
-            t = memo[id(v)] = _text(v)
-        texts.append(t)
-    multi = np.flatnonzero(sizes > 1)
-    if multi.size:
-        import pandas as pd
-
-        rows = order[np.repeat(sizes > 1, sizes)]  # the rows of merged groups
-        where = {int(r): j for j, r in enumerate(rows)}
-        sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
-        nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
-        varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
-        vals = {c: sub[c].to_numpy() for c in label}
-        for j in multi:
-            members = order[starts[j]: starts[j] + sizes[j]]
-            names_ = dict.fromkeys(varying[gid[members[0]]])
-            for i in members:
-                names_.update(dict.fromkeys(var[i]))
-            merged: dict[str, tuple] = {}
-            for c in (c for c in label if c in names_):
-                seen: dict = {}
-                for i in members:
-                    for x in var[i].get(c, (_py(vals[c][where[int(i)]]),)):
-                        seen.setdefault(x, None)
-                if len(seen) > 1:
-                    merged[c] = tuple(seen)
-            texts[j] = _text(merged)
     by_id = np.argsort(ids[keep], kind="stable")
-    return keep[by_id], counts[by_id], [texts[j] for j in by_id]
+    return MergedGroups(keep[by_id], counts[by_id], variants_col, tuple(label), gid, order, starts, sizes, keep, by_id)

@@ -39,7 +39,7 @@ import pandas as pd
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, frozen_heap, start
 from planner.feasibility import pool_fit
-from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
+from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_groups, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
 from planner.rounds import begin_verify, objective_column, point_seed, verify
@@ -368,13 +368,15 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     whose first round runs in the workers while the table is built here; with the ranking's
     and the verification's wall times."""
     objective = objective_column(cfg)
-    kept, counts, texts = merge_rows(cols)
+    groups = merge_groups(cols)
+    kept, counts = groups.kept, groups.counts
     names = set(cols.names())
     light = pd.DataFrame({c: cols.column(c, kept) for c in RANK_COLUMNS if c in names})
     order = rank_positions(light, objective) if len(light) else np.arange(0)
     begun = begin_verify(cfg, ctx, light.iloc[order].reset_index(drop=True), layout_of, executor, seed, verify_top)
     del light
     try:
+        texts = groups.texts(cols)  # what varies in each merged row: the table's, while the workers verify
         cols.drop("_variants")
         table = cols.frame(kept[order])  # built in rank order: the table is never copied to sort it
         table[COUNT] = counts[order]
