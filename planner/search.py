@@ -229,11 +229,16 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     # take similar time
     units = _same_instance(ctx, ev, keys, costly)
     n_tasks = min(len(units), executor.workers * 4 + 1)
-    groups = [[k for u in units[i::n_tasks] for k in u] for i in range(n_tasks)]
+    # this process costs every n_tasks-th unit; the workers take the others in smaller tasks
+    # (twice as many), so that the last ones running leave a core idle for less time
+    rest = [u for i, u in enumerate(units) if i % n_tasks]
+    n_rest = min(len(rest), 2 * (n_tasks - 1))
+    groups = [[k for u in units[::n_tasks] for k in u]] + [[k for u in rest[i::n_rest] for k in u]
+                                                           for i in range(n_rest)]
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
-             for g in groups if g]
-    # the workers take all groups but one, which this process costs meanwhile
+             for g in groups]
+    # the workers take all groups but the first, which this process costs meanwhile
     pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
         _cost_pools(ev, tasks[0][1], tasks[0][2])
