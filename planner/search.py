@@ -219,48 +219,33 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
         return
     # a decode and a prefill step costed here first warm the profile's and the cost model's
     # lazy tables (most of a process's first second), which forked workers then inherit
-    # (``planner.analytic.worker_evaluator``) instead of each building them again. The decode
-    # choices' tasks need only the decode tables: their workers fork between the two steps and
-    # cost them while this process warms the prefill tables; the others' after both.
+    # (``planner.analytic.worker_evaluator``) instead of each building them again
     keys = sorted(keys, key=lambda k: (-k[0], k))
     warm = ev.pool_model(costly[keys[0]][0])
+    warm.decode_step_s(1.0)
+    warm.prefill_step_s(float(warm.prompt))
     # keys that cost as the same instance (``planner.feasibility.instance_spec``) go to one task,
     # which costs their steps once; such units spread round-robin by instance size so tasks
     # take similar time
     units = _same_instance(ctx, ev, keys, costly)
     n_tasks = min(len(units), executor.workers * 4 + 1)
-    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     # this process costs every n_tasks-th unit; the workers take the others in smaller tasks
     # (twice as many), so that the last ones running leave a core idle for less time
     rest = [u for i, u in enumerate(units) if i % n_tasks]
-    mine = _pool_tasks(ctx, units[::n_tasks], 1, costly, gaps, lambda c: True)
-    decode = _pool_tasks(ctx, rest, n_tasks - 1, costly, gaps, lambda c: c.role == "decode")
-    other = _pool_tasks(ctx, rest, 2 * (n_tasks - 1), costly, gaps, lambda c: c.role != "decode")
-    warm.decode_step_s(1.0)
-    waves = [start(executor, pool_task, decode, desc="pool costs")]
+    n_rest = min(len(rest), 2 * (n_tasks - 1))
+    groups = [[k for u in units[::n_tasks] for k in u]] + [[k for u in rest[i::n_rest] for k in u]
+                                                           for i in range(n_rest)]
+    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
+    tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
+             for g in groups]
+    # the workers take all groups but the first, which this process costs meanwhile
+    pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
-        warm.prefill_step_s(float(warm.prompt))
-        waves.append(start(executor, pool_task, other, desc="pool costs"))
-        for task in mine:  # this process's share meanwhile
-            _cost_pools(ev, task[1], task[2])
-        for pending in waves:
-            for state in pending():
-                ev.import_state(state)
+        _cost_pools(ev, tasks[0][1], tasks[0][2])
+        for state in pending():
+            ev.import_state(state)
     finally:
-        for pending in waves:
-            pending.cancel()
-
-
-def _pool_tasks(ctx, units: list[list[tuple]], n: int, costly: dict, gaps: dict, keep) -> list[tuple]:
-    """``pool_task`` arguments: the choices ``keep`` takes of ``units`` (lists of cost keys) in up
-    to ``n`` tasks, the units spread round-robin (none empty)."""
-    n = max(1, min(len(units), n))
-    out = []
-    for i in range(n):
-        cs = [c for u in units[i::n] for k in u for c in costly[k] if keep(c)]
-        if cs:
-            out.append((ctx, cs, {c: gaps[c] for c in cs if c in gaps}))
-    return out
+        pending.cancel()
 
 
 def _same_instance(ctx, ev: Evaluator, keys: list[tuple], costly: dict) -> list[list[tuple]]:
