@@ -314,18 +314,14 @@ _PARALLEL_ROWS = 10_000
 
 
 def _shares(blocks: list[MergedBlock], workers: int) -> list[list[MergedBlock]]:
-    """``blocks`` cut into up to ``workers`` consecutive shares (the first is ranked here, the
-    rest in workers: ``rank_task``). The first holds more rows, as many as a worker's start
-    and the trip of its answer back take (about 0.8 ``_PARALLEL_ROWS``, measured on the h800
-    and h200x32 plans), so that the shares end together; the others are of equal rows."""
+    """``blocks`` cut into up to ``workers`` consecutive shares of about equal rows (the first
+    is ranked here, the rest in workers: ``rank_task``)."""
     rows = sum(len(b.counts) for b in blocks)
     n = max(1, min(workers, 8, rows // (_PARALLEL_ROWS // 2))) if rows >= _PARALLEL_ROWS else 1
-    first = rows / n + (_PARALLEL_ROWS * 4 // 5) * (n - 1) / n  # rows of the first share
     out: list[list[MergedBlock]] = [[] for _ in range(n)]
     done = 0
     for b in blocks:
-        i = 0 if done < first else 1 + int((done - first) * (n - 1) // max(rows - first, 1))
-        out[min(n - 1, i)].append(b)
+        out[min(n - 1, done * n // max(rows, 1))].append(b)
         done += len(b.counts)
     return [s for s in out if s]
 
