@@ -284,15 +284,23 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
             index.add_block(b)
         shares = _shares(blocks, executor.workers)
         # the other shares in worker processes (``rank_task``) while this one is evaluated here; a
-        # forked worker starts from this process's evaluator, which holds every memo already
-        state = None if getattr(executor, "forks", False) or len(shares) < 2 else ev.export_state()
-        pending = start(executor, rank_task, [(ctx, state, share) for share in shares[1:]], desc="rank layouts")
+        # forked worker starts from this process's evaluator, which holds every memo already, and
+        # finds its share where this process left it (``_FORKED_SHARES``): nothing to send
+        if getattr(executor, "forks", False):
+            _FORKED_SHARES[:] = shares
+            tasks = [(ctx, None, i) for i in range(1, len(shares))]
+        else:
+            tasks = [(ctx, ev.export_state(), share) for share in shares[1:]]
         try:
-            _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
-            for part in pending():
-                cols.extend(part, ev)
+            pending = start(executor, rank_task, tasks, desc="rank layouts")
+            try:
+                _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
+                for part in pending():
+                    cols.extend(part, ev)
+            finally:
+                pending.cancel()
         finally:
-            pending.cancel()
+            _FORKED_SHARES.clear()
         return cols, index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
@@ -306,6 +314,9 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     return cols, index, len(found)
 
 
+#: the ranking's shares while workers forked from this process evaluate them (``rank_task``
+#: with a share's index): a forked worker reads its share here instead of receiving it
+_FORKED_SHARES: list = []
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
 _BATCH_ROWS = 20_000
 #: fewer merged rows than this are ranked in this process alone (a worker's start and its
@@ -345,11 +356,14 @@ def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ti
     _flush(ev, batch, cols)
 
 
-def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock]) -> Columns:
+def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock] | int) -> Columns:
     """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
     process's memos (``Evaluator.import_state``), so nothing is costed twice. ``state`` None:
     the worker was forked from the ranking process and starts from its evaluator
-    (``planner.analytic.worker_evaluator``), which holds them already (no state to send)."""
+    (``planner.analytic.worker_evaluator``), which holds them already (no state to send);
+    ``blocks`` an int: the index of its share in the ranking process's ``_FORKED_SHARES``."""
+    if isinstance(blocks, int):
+        blocks = _FORKED_SHARES[blocks]
     if state is None:
         ev = worker_evaluator(ctx)
     else:
