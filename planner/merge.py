@@ -96,11 +96,12 @@ def choice_classes(choices: list[PoolChoice], key: Callable[[PoolChoice], tuple]
 
 
 def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
-                  choices: dict[str, list[PoolChoice]]) -> Iterator[MergedBlock]:
+                  choices: dict[str, list[PoolChoice]], first_id: int = 0) -> Iterator[MergedBlock]:
     """The grid of ``layouts_of(ctx, space, choices)`` a block per class (pair), each
-    representative at its id there (module docstring). ``classes`` group ``choices`` by role."""
+    representative at its id there plus ``first_id`` (module docstring). ``classes`` group
+    ``choices`` by role. Blocks of one pair of instance sizes share one ``counts`` list."""
     budget, cap = ctx.budget_devices, space.max_instances
-    base = 0
+    base = first_id
     if "colocated" in space.modes:
         starts, acc = [], 0
         for c in choices.get("pool", []):
@@ -109,8 +110,8 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         for cls in classes.get("pool", []):
             c = cls.rep
             counts = [(n,) for n in range(1, min(cap, budget // c.devices_per_instance) + 1)]
-            yield MergedBlock("colocated", (c,), counts, starts[cls.index], len(cls.members), cls.variants())
-        base = acc
+            yield MergedBlock("colocated", (c,), counts, base + starts[cls.index], len(cls.members), cls.variants())
+        base += acc
     if "disaggregated" not in space.modes:
         return
     pre, dec = choices.get("prefill", []), choices.get("decode", [])
@@ -126,6 +127,7 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         acc += sum(pairs[(p.devices_per_instance, d.devices_per_instance)] for p in pre)
     p_classes = classes.get("prefill", [])
     p_vars = [pc.variants() for pc in p_classes]
+    counts_of: dict[tuple[int, int], list] = {}
     for dcls in classes.get("decode", []):
         d = dcls.rep
         offs, acc = [], d_start[dcls.index]
@@ -135,7 +137,10 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         d_vars = dcls.variants()
         for pcls, p_var in zip(p_classes, p_vars):
             p = pcls.rep
-            counts = list(count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap))
+            sizes = (p.devices_per_instance, d.devices_per_instance)
+            counts = counts_of.get(sizes)
+            if counts is None:
+                counts = counts_of[sizes] = list(count_pairs(*sizes, budget, cap))
             yield MergedBlock("disaggregated", (p, d), counts, offs[pcls.index], len(pcls.members) * len(dcls.members),
                               {**p_var, **d_vars})
 

@@ -278,8 +278,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     base = len(rejected)
     if method == "grid":
         classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
-        blocks = [MergedBlock(b.mode, b.choices, b.counts, base + b.first, b.count, b.variants)
-                  for b in merged_blocks(ctx, cfg.search, classes, feasible)]
+        blocks = list(merged_blocks(ctx, cfg.search, classes, feasible, base))
         for b in blocks:
             index.add_block(b)
         shares = _shares(blocks, executor.workers)
