@@ -285,9 +285,10 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
         # the other shares in worker processes (``rank_task``) while this one is evaluated here; a
         # forked worker starts from this process's evaluator, which holds every memo already, and
         # finds its share where this process left it (``_FORKED_SHARES``): nothing to send
+        key = id(shares)
         if getattr(executor, "forks", False):
-            _FORKED_SHARES[:] = shares
-            tasks = [(ctx, None, i) for i in range(1, len(shares))]
+            _FORKED_SHARES[key] = shares
+            tasks = [(ctx, None, (key, i)) for i in range(1, len(shares))]
         else:
             tasks = [(ctx, ev.export_state(), share) for share in shares[1:]]
         try:
@@ -299,7 +300,7 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
             finally:
                 pending.cancel()
         finally:
-            _FORKED_SHARES.clear()
+            _FORKED_SHARES.pop(key, None)
         return cols, index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
@@ -313,9 +314,10 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     return cols, index, len(found)
 
 
-#: the ranking's shares while workers forked from this process evaluate them (``rank_task``
-#: with a share's index): a forked worker reads its share here instead of receiving it
-_FORKED_SHARES: list = []
+#: the ranking's shares (by a key per plan) while workers forked from this process evaluate
+#: them (``rank_task`` with (key, index)): a forked worker reads its share here instead of
+#: receiving it
+_FORKED_SHARES: dict[int, list] = {}
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
 _BATCH_ROWS = 20_000
 #: fewer merged rows than this are ranked in this process alone (a worker's start and its
@@ -355,14 +357,15 @@ def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ti
     _flush(ev, batch, cols)
 
 
-def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock] | int) -> Columns:
+def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock] | tuple[int, int]) -> Columns:
     """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
     process's memos (``Evaluator.import_state``), so nothing is costed twice. ``state`` None:
     the worker was forked from the ranking process and starts from its evaluator
     (``planner.analytic.worker_evaluator``), which holds them already (no state to send);
-    ``blocks`` an int: the index of its share in the ranking process's ``_FORKED_SHARES``."""
-    if isinstance(blocks, int):
-        blocks = _FORKED_SHARES[blocks]
+    ``blocks`` (key, index): its share in the ranking process's ``_FORKED_SHARES``."""
+    if isinstance(blocks, tuple):
+        key, i = blocks
+        blocks = _FORKED_SHARES[key][i]
     if state is None:
         ev = worker_evaluator(ctx)
     else:
