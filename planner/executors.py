@@ -135,6 +135,23 @@ class LocalExecutor(_Closing):
     def __init__(self, workers: int | None = None, progress: ProgressFn | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.progress = progress
+        self._forks: bool | None = None
+
+    @property
+    def forks(self) -> bool:
+        """Whether tasks run in workers forked from this process, which start from its memory
+        (``planner.analytic.worker_evaluator``): the start method its pools will use (the one
+        set, else the platform's default), without fixing it."""
+        if self._forks is not None:
+            return self._forks
+        import multiprocessing as mp
+
+        method = mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
+        return self.workers > 1 and method == "fork"
+
+    @forks.setter
+    def forks(self, value: bool) -> None:
+        self._forks = value
 
     def map(self, fn, tasks, desc: str = "") -> list:
         if len(tasks) <= 1 or self.workers == 1:

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 from planner.space import PoolChoice, ServingLayout, count_pairs, pair_count
 
 __all__ = ["ChoiceClass", "MergedBlock", "LayoutIndex", "choice_classes", "merged_blocks", "merge_identical",
-           "merge_rows", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
+           "merge_rows", "merge_groups", "MergedGroups", "COUNT", "VARIANTS", "RESULT_COLUMNS"]
 
 #: the columns a merged row adds
 COUNT, VARIANTS = "equivalent_layouts", "equivalent_variants"
@@ -96,11 +96,12 @@ def choice_classes(choices: list[PoolChoice], key: Callable[[PoolChoice], tuple]
 
 
 def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
-                  choices: dict[str, list[PoolChoice]]) -> Iterator[MergedBlock]:
+                  choices: dict[str, list[PoolChoice]], first_id: int = 0) -> Iterator[MergedBlock]:
     """The grid of ``layouts_of(ctx, space, choices)`` a block per class (pair), each
-    representative at its id there (module docstring). ``classes`` group ``choices`` by role."""
+    representative at its id there plus ``first_id`` (module docstring). ``classes`` group
+    ``choices`` by role. Blocks of one pair of instance sizes share one ``counts`` list."""
     budget, cap = ctx.budget_devices, space.max_instances
-    base = 0
+    base = first_id
     if "colocated" in space.modes:
         starts, acc = [], 0
         for c in choices.get("pool", []):
@@ -109,8 +110,8 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         for cls in classes.get("pool", []):
             c = cls.rep
             counts = [(n,) for n in range(1, min(cap, budget // c.devices_per_instance) + 1)]
-            yield MergedBlock("colocated", (c,), counts, starts[cls.index], len(cls.members), cls.variants())
-        base = acc
+            yield MergedBlock("colocated", (c,), counts, base + starts[cls.index], len(cls.members), cls.variants())
+        base += acc
     if "disaggregated" not in space.modes:
         return
     pre, dec = choices.get("prefill", []), choices.get("decode", [])
@@ -126,6 +127,7 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         acc += sum(pairs[(p.devices_per_instance, d.devices_per_instance)] for p in pre)
     p_classes = classes.get("prefill", [])
     p_vars = [pc.variants() for pc in p_classes]
+    counts_of: dict[tuple[int, int], list] = {}
     for dcls in classes.get("decode", []):
         d = dcls.rep
         offs, acc = [], d_start[dcls.index]
@@ -135,7 +137,10 @@ def merged_blocks(ctx, space, classes: dict[str, list[ChoiceClass]],
         d_vars = dcls.variants()
         for pcls, p_var in zip(p_classes, p_vars):
             p = pcls.rep
-            counts = list(count_pairs(p.devices_per_instance, d.devices_per_instance, budget, cap))
+            sizes = (p.devices_per_instance, d.devices_per_instance)
+            counts = counts_of.get(sizes)
+            if counts is None:
+                counts = counts_of[sizes] = list(count_pairs(*sizes, budget, cap))
             yield MergedBlock("disaggregated", (p, d), counts, offs[pcls.index], len(pcls.members) * len(dcls.members),
                               {**p_var, **d_vars})
 
@@ -240,6 +245,71 @@ def merge_identical(cols, variants_col: str = "_variants", order=None):
 def merge_rows(cols, variants_col: str = "_variants"):
     """(the rows ``merge_identical`` keeps, in id order; how many layouts each stands for; the
     text of what varies among them), the rows staying in ``cols``."""
+    groups = merge_groups(cols, variants_col)
+    return groups.kept, groups.counts, groups.texts(cols)
+
+
+@dataclass(frozen=True, eq=False)
+class MergedGroups:
+    """The groups of identical rows of a ``planner.rows.Columns`` (``merge_groups``): ``kept``
+    (the row of lowest id of each group, in id order) and ``counts`` (the layouts each stands
+    for); ``texts(cols)`` the text of what varies among each group's layouts, apart, since
+    only the table needs it (the plan begins verifying from ``kept`` first)."""
+
+    kept: object  # numpy int array
+    counts: object  # numpy int array
+    variants_col: str
+    label: tuple
+    gid: object
+    order: object
+    starts: object
+    sizes: object
+    keep: object  # ``kept`` in group order
+    by_id: object  # group order -> id order
+
+    def texts(self, cols) -> list[str]:
+        """The ``VARIANTS`` text of each kept row, in id order (``cols`` still holds the variants)."""
+        import numpy as np
+
+        order, starts, sizes, gid, label = self.order, self.starts, self.sizes, self.gid, list(self.label)
+        var = cols.column(self.variants_col)
+        memo: dict[int, str] = {}  # a block's rows share one variants dict
+        texts = []
+        for i in self.keep:
+            v = var[i]
+            t = memo.get(id(v))
+            if t is None:
+                t = memo[id(v)] = _text(v)
+            texts.append(t)
+        multi = np.flatnonzero(sizes > 1)
+        if multi.size:
+            import pandas as pd
+
+            rows = order[np.repeat(sizes > 1, sizes)]  # the rows of merged groups
+            where = {int(r): j for j, r in enumerate(rows)}
+            sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
+            nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
+            varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
+            vals = {c: sub[c].to_numpy() for c in label}
+            for j in multi:
+                members = order[starts[j]: starts[j] + sizes[j]]
+                names_ = dict.fromkeys(varying[gid[members[0]]])
+                for i in members:
+                    names_.update(dict.fromkeys(var[i]))
+                merged: dict[str, tuple] = {}
+                for c in (c for c in label if c in names_):
+                    seen: dict = {}
+                    for i in members:
+                        for x in var[i].get(c, (_py(vals[c][where[int(i)]]),)):
+                            seen.setdefault(x, None)
+                    if len(seen) > 1:
+                        merged[c] = tuple(seen)
+                texts[j] = _text(merged)
+        return [texts[j] for j in self.by_id]
+
+
+def merge_groups(cols, variants_col: str = "_variants") -> MergedGroups:
+    """``merge_rows``' groups of identical rows (``MergedGroups``), their texts left for later."""
     import numpy as np
 
     names = cols.names()
@@ -256,38 +326,5 @@ def merge_rows(cols, variants_col: str = "_variants"):
     keep = order[starts]
     count = np.asarray(cols.column(COUNT))
     counts = np.add.reduceat(count[order], starts) if n else count
-    var = cols.column(variants_col)
-    memo: dict[int, str] = {}  # a block's rows share one variants dict
-    texts = []
-    for i in keep:
-        v = var[i]
-        t = memo.get(id(v))
-        if t is None:
-            t = memo[id(v)] = _text(v)
-        texts.append(t)
-    multi = np.flatnonzero(sizes > 1)
-    if multi.size:
-        import pandas as pd
-
-        rows = order[np.repeat(sizes > 1, sizes)]  # the rows of merged groups
-        where = {int(r): j for j, r in enumerate(rows)}
-        sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
-        nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
-        varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
-        vals = {c: sub[c].to_numpy() for c in label}
-        for j in multi:
-            members = order[starts[j]: starts[j] + sizes[j]]
-            names_ = dict.fromkeys(varying[gid[members[0]]])
-            for i in members:
-                names_.update(dict.fromkeys(var[i]))
-            merged: dict[str, tuple] = {}
-            for c in (c for c in label if c in names_):
-                seen: dict = {}
-                for i in members:
-                    for x in var[i].get(c, (_py(vals[c][where[int(i)]]),)):
-                        seen.setdefault(x, None)
-                if len(seen) > 1:
-                    merged[c] = tuple(seen)
-            texts[j] = _text(merged)
     by_id = np.argsort(ids[keep], kind="stable")
-    return keep[by_id], counts[by_id], [texts[j] for j in by_id]
+    return MergedGroups(keep[by_id], counts[by_id], variants_col, tuple(label), gid, order, starts, sizes, keep, by_id)

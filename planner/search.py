@@ -39,7 +39,7 @@ import pandas as pd
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, frozen_heap, start
 from planner.feasibility import pool_fit
-from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_rows, merged_blocks
+from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_groups, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
 from planner.rounds import begin_verify, objective_column, point_seed, verify
@@ -229,11 +229,16 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     # take similar time
     units = _same_instance(ctx, ev, keys, costly)
     n_tasks = min(len(units), executor.workers * 4 + 1)
-    groups = [[k for u in units[i::n_tasks] for k in u] for i in range(n_tasks)]
+    # this process costs every n_tasks-th unit; the workers take the others in smaller tasks
+    # (twice as many), so that the last ones running leave a core idle for less time
+    rest = [u for i, u in enumerate(units) if i % n_tasks]
+    n_rest = min(len(rest), 2 * (n_tasks - 1))
+    groups = [[k for u in units[::n_tasks] for k in u]] + [[k for u in rest[i::n_rest] for k in u]
+                                                           for i in range(n_rest)]
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
-             for g in groups if g]
-    # the workers take all groups but one, which this process costs meanwhile
+             for g in groups]
+    # the workers take all groups but the first, which this process costs meanwhile
     pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
         _cost_pools(ev, tasks[0][1], tasks[0][2])
@@ -273,20 +278,29 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     base = len(rejected)
     if method == "grid":
         classes = {r: choice_classes(cs, ev.result_key) for r, cs in feasible.items()}
-        blocks = [MergedBlock(b.mode, b.choices, b.counts, base + b.first, b.count, b.variants)
-                  for b in merged_blocks(ctx, cfg.search, classes, feasible)]
+        blocks = list(merged_blocks(ctx, cfg.search, classes, feasible, base))
         for b in blocks:
             index.add_block(b)
         shares = _shares(blocks, executor.workers)
-        # the other shares in worker processes (``rank_task``) while this one is evaluated here
-        pending = start(executor, rank_task, [(ctx, ev.export_state(), share) for share in shares[1:]],
-                        desc="rank layouts")
+        # the other shares in worker processes (``rank_task``) while this one is evaluated here; a
+        # forked worker starts from this process's evaluator, which holds every memo already, and
+        # finds its share where this process left it (``_FORKED_SHARES``): nothing to send
+        key = id(shares)
+        if getattr(executor, "forks", False):
+            _FORKED_SHARES[key] = shares
+            tasks = [(ctx, None, (key, i)) for i in range(1, len(shares))]
+        else:
+            tasks = [(ctx, ev.export_state(), share) for share in shares[1:]]
         try:
-            _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
-            for part in pending():
-                cols.extend(part, ev)
+            pending = start(executor, rank_task, tasks, desc="rank layouts")
+            try:
+                _evaluate_blocks(ev, shares[0] if shares else [], cols, ticker)
+                for part in pending():
+                    cols.extend(part, ev)
+            finally:
+                pending.cancel()
         finally:
-            pending.cancel()
+            _FORKED_SHARES.pop(key, None)
         return cols, index, n_layouts
     layouts = list(layouts_of(ctx, cfg.search, feasible))
     found = _optuna_search(ctx, cfg, feasible, ev, seed, ticker)
@@ -300,6 +314,10 @@ def _rows(ctx, cfg, ev: Evaluator, rejected: list, feasible: dict, n_layouts: in
     return cols, index, len(found)
 
 
+#: the ranking's shares (by a key per plan) while workers forked from this process evaluate
+#: them (``rank_task`` with (key, index)): a forked worker reads its share here instead of
+#: receiving it
+_FORKED_SHARES: dict[int, list] = {}
 #: rows evaluated together (``planner.rows.layout_rows``: numpy over the rows of many blocks)
 _BATCH_ROWS = 20_000
 #: fewer merged rows than this are ranked in this process alone (a worker's start and its
@@ -339,11 +357,20 @@ def _evaluate_blocks(ev: Evaluator, blocks: list[MergedBlock], cols: Columns, ti
     _flush(ev, batch, cols)
 
 
-def rank_task(ctx: PlanContext, state: tuple, blocks: list[MergedBlock]) -> Columns:
+def rank_task(ctx: PlanContext, state: tuple | None, blocks: list[MergedBlock] | tuple[int, int]) -> Columns:
     """Rows of merged ``blocks`` in a worker: an ``Evaluator`` that takes over the ranking
-    process's memos (``Evaluator.import_state``), so nothing is costed twice."""
-    ev = Evaluator(ctx)
-    ev.import_state(state)
+    process's memos (``Evaluator.import_state``), so nothing is costed twice. ``state`` None:
+    the worker was forked from the ranking process and starts from its evaluator
+    (``planner.analytic.worker_evaluator``), which holds them already (no state to send);
+    ``blocks`` (key, index): its share in the ranking process's ``_FORKED_SHARES``."""
+    if isinstance(blocks, tuple):
+        key, i = blocks
+        blocks = _FORKED_SHARES[key][i]
+    if state is None:
+        ev = worker_evaluator(ctx)
+    else:
+        ev = Evaluator(ctx)
+        ev.import_state(state)
     cols = Columns()
     _evaluate_blocks(ev, blocks, cols)
     return cols
@@ -362,13 +389,15 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     whose first round runs in the workers while the table is built here; with the ranking's
     and the verification's wall times."""
     objective = objective_column(cfg)
-    kept, counts, texts = merge_rows(cols)
+    groups = merge_groups(cols)
+    kept, counts = groups.kept, groups.counts
     names = set(cols.names())
     light = pd.DataFrame({c: cols.column(c, kept) for c in RANK_COLUMNS if c in names})
     order = rank_positions(light, objective) if len(light) else np.arange(0)
     begun = begin_verify(cfg, ctx, light.iloc[order].reset_index(drop=True), layout_of, executor, seed, verify_top)
     del light
     try:
+        texts = groups.texts(cols)  # what varies in each merged row: the table's, while the workers verify
         cols.drop("_variants")
         table = cols.frame(kept[order])  # built in rank order: the table is never copied to sort it
         table[COUNT] = counts[order]

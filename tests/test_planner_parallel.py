@@ -59,6 +59,11 @@ def test_parallel_ranking_and_early_verification_match_one_process(small, monkey
     assert one.best == two.best and one.status == two.status == "ok"
     cols = [c for c in one.verification.columns if c != "sim_wall_s"]
     pd.testing.assert_frame_equal(one.verification[cols], two.verification[cols])
+    # workers that do not inherit this process's evaluator get its memos as a state (``rank_task``)
+    sent = LocalExecutor(2)
+    assert sent.forks
+    sent.forks = False
+    pd.testing.assert_frame_equal(one.table, planner.plan(small, executor=sent).table)
 
 
 def _blocks(cfg):
