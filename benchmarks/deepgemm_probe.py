@@ -22,12 +22,8 @@ error and the run goes on.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import random
 import sys
-import time
-import traceback
 
 #: DeepSeek-V3's routed-expert GEMMs (gate+up: N 2 x 2048, K 7168; down: N 7168, K 2048)
 EXPERT_NK = ((4096, 7168), (7168, 2048))
@@ -155,35 +151,22 @@ def main() -> int:
     import deep_gemm
     import generators as gen
     from deep_gemm.testing import bench_kineto
+    from probe_rows import append_rows
 
     i, nparts = (int(v) for v in args.part.split("/"))
-    todo = points(set(args.only.split(",")))[i::nparts]
-    t_end = time.monotonic() + args.budget_s
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FIELDS)
-        for kind, g, m, n, k in todo:
-            if time.monotonic() > t_end:
-                print(f"budget spent: stopped before {kind} g{g} m{m} {n}x{k}", flush=True)
-                break
-            random.seed(0)
-            t0 = time.monotonic()
-            try:
-                fn, valid = BUILD[kind](deep_gemm, gen, g, m, n, k)
-                fn()
-                if args.warm_only:
-                    print(f"warm {kind} g{g} m{m} {n}x{k}: {time.monotonic() - t0:.1f} s", flush=True)
-                    continue
-                t = bench_kineto(fn, "gemm_", suppress_kineto_output=True)
-                row = (kind, g, m, valid, n, k, f"{t:.9g}", f"{2.0 * valid * n * k / t / 1e12:.4g}", "")
-            except Exception as e:  # one failing point must not lose the rest
-                traceback.print_exc()
-                row = (kind, g, m, "", n, k, "", "", f"{type(e).__name__}: {e}"[:200])
-            w.writerow(row)
-            f.flush()
-            print(",".join(str(v) for v in row), f"({time.monotonic() - t0:.1f} s)", flush=True)
+
+    def row_of(p: tuple) -> tuple | None:
+        kind, g, m, n, k = p
+        random.seed(0)
+        fn, valid = BUILD[kind](deep_gemm, gen, g, m, n, k)
+        fn()
+        if args.warm_only:
+            return None
+        t = bench_kineto(fn, "gemm_", suppress_kineto_output=True)
+        return kind, g, m, valid, n, k, f"{t:.9g}", f"{2.0 * valid * n * k / t / 1e12:.4g}", ""
+
+    append_rows(args.out, FIELDS, points(set(args.only.split(",")))[i::nparts], row_of,
+                lambda p, msg: (p[0], p[1], p[2], "", p[3], p[4], "", "", msg), args.budget_s)
     return 0
 
 

@@ -16,11 +16,7 @@ after 5 warm-up calls; with the KV bytes read and the rate.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
-import time
-import traceback
 
 HEADS_Q = (128, 64, 32, 16)  # DeepSeek-V3 per rank at attention TP 1, 2, 4, 8
 S_Q = (1, 2)  # a plain decode step, and one with an MTP draft token
@@ -84,26 +80,15 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=1e9)
     args = ap.parse_args()
-    t_end = time.monotonic() + args.budget_s
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(FIELDS)
-        for h, s_q, b, c in points():
-            if time.monotonic() > t_end:
-                print(f"budget spent: stopped before h{h} s_q{s_q} b{b} c{c}", flush=True)
-                break
-            try:
-                t, kv = measure(h, s_q, b, c)
-                flops = 2.0 * b * s_q * h * c * (D_QK + D_V)
-                row = (h, s_q, b, c, f"{t:.9g}", kv, f"{kv / t / 1e9:.5g}", f"{flops / t / 1e12:.5g}", "")
-            except Exception as e:  # one failing point must not lose the rest
-                traceback.print_exc()
-                row = (h, s_q, b, c, "", "", "", "", f"{type(e).__name__}: {e}"[:200])
-            w.writerow(row)
-            f.flush()
-            print(",".join(str(v) for v in row), flush=True)
+    from probe_rows import append_rows
+
+    def row_of(p: tuple) -> tuple:
+        h, s_q, b, c = p
+        t, kv = measure(h, s_q, b, c)
+        flops = 2.0 * b * s_q * h * c * (D_QK + D_V)
+        return h, s_q, b, c, f"{t:.9g}", kv, f"{kv / t / 1e9:.5g}", f"{flops / t / 1e12:.5g}", ""
+
+    append_rows(args.out, FIELDS, points(), row_of, lambda p, msg: (*p, "", "", "", "", msg), args.budget_s)
     return 0
 
 

@@ -29,7 +29,7 @@ def _toy() -> DeepGemmTable:
 
 def test_lookup_rules_on_a_toy_table():
     t = _toy()
-    us = lambda r: r[0] * 1e6  # noqa: E731
+    us = lambda r: r[0] * 1e6
     assert us(t.grouped_seconds(2, 64, 4096, 7168)) == pytest.approx(10.0)  # a measured point
     assert us(t.grouped_seconds(2, 160, 4096, 7168)) == pytest.approx(15.0)  # linear in M between points
     assert us(t.grouped_seconds(2, 0.5, 4096, 7168)) == pytest.approx(10.0)  # clamped below (weights read)
@@ -44,8 +44,8 @@ def test_lookup_rules_on_a_toy_table():
 
 
 def test_shipped_table_times_the_fused_moe_gemm_and_leaves_other_ops_alone():
-    from simulator.costmodel import CostModel
     from hardware.catalog import get_cluster
+    from simulator.costmodel import CostModel
     from workloads.op import GROUPED_GEMM, Op
 
     p = load_profile("h200")
@@ -81,3 +81,21 @@ def test_probe_points_put_the_published_rows_first_and_are_distinct():
     assert len(every) == len(set(every)) == 130
     assert every[0] == ("masked", 1, 1024, 4096, 7168)
     assert {p[0] for p in probe.points({"dense"})} == {"dense"}
+
+
+def test_probe_rows_append_measure_errors_and_warmups(tmp_path):
+    """benchmarks/probe_rows.append_rows: header once, a failing point written with its error, a
+    warm-up (None) not written, a second run appending to the same file."""
+    spec = importlib.util.spec_from_file_location("probe_rows", ROOT / "benchmarks" / "probe_rows.py")
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)
+
+    def row_of(p):
+        if p == 2:
+            raise ValueError("no kernel")
+        return None if p == 3 else (p, 2 * p)
+
+    out = tmp_path / "probe.csv"
+    rows.append_rows(str(out), ("a", "b"), [1, 2, 3, 4], row_of, lambda p, msg: (p, msg))
+    rows.append_rows(str(out), ("a", "b"), [5], row_of, lambda p, msg: (p, msg))
+    assert out.read_text().splitlines() == ["a,b", "1,2", "2,ValueError: no kernel", "4,8", "5,10"]

@@ -26,13 +26,13 @@ def _agreement(name: str, key_shipped, key_repeat) -> np.ndarray:
 
 
 def test_deepgemm_repeat_agrees():
-    k = lambda r: (r["kind"], int(r["groups"]), int(r["m_per_group"]), int(r["n"]), int(r["k"]))  # noqa: E731
+    k = lambda r: (r["kind"], int(r["groups"]), int(r["m_per_group"]), int(r["n"]), int(r["k"]))
     d = _agreement("deepgemm_fp8", k, k)
     assert len(d) == 130 and np.median(d) <= 0.01 and d.max() <= 0.05
 
 
 def test_flashmla_repeat_agrees():
-    shipped = lambda r: (int(r["heads_q"]), int(r["q_per_seq"]), int(r["batch"]), int(r["context"]))  # noqa: E731
-    repeat = lambda r: (int(r["heads_q"]), int(r["s_q"]), int(r["batch"]), int(r["context"]))  # noqa: E731
+    shipped = lambda r: (int(r["heads_q"]), int(r["q_per_seq"]), int(r["batch"]), int(r["context"]))
+    repeat = lambda r: (int(r["heads_q"]), int(r["s_q"]), int(r["batch"]), int(r["context"]))
     d = _agreement("mla_decode_flashmla_bf16", shipped, repeat)
     assert len(d) == 210 and np.median(d) <= 0.02 and d.max() <= 0.2

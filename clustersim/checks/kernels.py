@@ -23,8 +23,13 @@ from pathlib import Path
 
 from clustersim.checks.core import Check, Tolerance, load_reference, setting_text
 
-__all__ = ["deepgemm_checks", "attn_prefill_ctx_checks", "grouped_fp8_checks", "deepgemm_measured_checks",
-           "flashmla_checks"]
+__all__ = [
+    "attn_prefill_ctx_checks",
+    "deepgemm_checks",
+    "deepgemm_measured_checks",
+    "flashmla_checks",
+    "grouped_fp8_checks",
+]
 
 
 def _gap_text(gap: dict) -> tuple[str, Tolerance | None]:
@@ -125,6 +130,17 @@ def attn_prefill_ctx_checks(profile: str = "h200") -> list[Check]:
     return out
 
 
+def _row_check(family: str, rid: str, row, got, gap: dict, tol: Tolerance, source: str, setting: str,
+               quantity: str) -> Check:
+    """One check of a measured kernel-table row (its ``seconds`` and ``split``) against the lookup's
+    answer ``got`` ((seconds, source) or None), in microseconds, with its known-gap entry ``gap``."""
+    mechanism, bound = _gap_text(gap)
+    return Check(family=family, id=rid, source=source, setting=setting, quantity=quantity, unit="us",
+                 published=float(row.seconds) * 1e6, predicted=None if got is None else got[0] * 1e6, tolerance=tol,
+                 role=str(row.split), source_status="measured", known_gap=mechanism, gap_bound=bound,
+                 extra={"cost_source": None if got is None else got[1]})
+
+
 def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
     """One check per row of ``profile``'s ``grouped_mm_fp8`` table (microseconds); Unavailable while
     the profile has none (measure it with benchmarks/device_fp8_grouped.sh)."""
@@ -140,13 +156,8 @@ def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
         got = fit.grouped_gemm_seconds(g, m, n, k, "fp8")
         shape = f"{n}x{k}"
         gap = next((x for x in gaps if shape in x.get("shapes", (shape,)) and m in x.get("m_per_group", (m,))), {})
-        mechanism, bound = _gap_text(gap)
-        out.append(Check(family="kernels.grouped_mm_fp8", id=f"{shape}/G{g}/m{m:g}", source=source,
-                         setting="torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out",
-                         quantity="grouped GEMM time", unit="us", published=float(r.seconds) * 1e6,
-                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
-                         source_status="measured", known_gap=mechanism, gap_bound=bound,
-                         extra={"cost_source": None if got is None else got[1]}))
+        out.append(_row_check("kernels.grouped_mm_fp8", f"{shape}/G{g}/m{m:g}", r, got, gap, tol, source,
+                              "torch._scaled_grouped_mm, e4m3, rowwise scales, BF16 out", "grouped GEMM time"))
     return out
 
 
@@ -176,13 +187,8 @@ def deepgemm_measured_checks(profile: str = "h200") -> list[Check]:
         got = fit.op_seconds(op)
         rid = f"{kind}/{n}x{k}/g{g}/m{m}"
         gap = next((x for x in gaps if rid in x.get("rows", ())), {})
-        mechanism, bound = _gap_text(gap)
-        out.append(Check(family="kernels.deepgemm_fp8", id=rid, source=source,
-                         setting=f"DeepGEMM {kind}, e4m3, 1x128 / 128x128 scales, BF16 out",
-                         quantity="FP8 GEMM time", unit="us", published=float(r.seconds) * 1e6,
-                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
-                         source_status="measured", known_gap=mechanism, gap_bound=bound,
-                         extra={"cost_source": None if got is None else got[1]}))
+        out.append(_row_check("kernels.deepgemm_fp8", rid, r, got, gap, tol, source,
+                              f"DeepGEMM {kind}, e4m3, 1x128 / 128x128 scales, BF16 out", "FP8 GEMM time"))
     return out
 
 
@@ -208,11 +214,7 @@ def flashmla_checks(profile: str = "h200") -> list[Check]:
         got = fit.op_seconds(op)
         rid = f"h{h}/q{q}/b{b}/c{c}"
         gap = next((x for x in gaps if rid in x.get("rows", ()) or c in x.get("context", ())), {})
-        mechanism, bound = _gap_text(gap)
-        out.append(Check(family="kernels.flashmla", id=rid, source=source,
-                         setting="FlashMLA dense decode, BF16 paged KV (blocks of 64), 576/512",
-                         quantity="MLA decode time of one layer", unit="us", published=float(r.seconds) * 1e6,
-                         predicted=None if got is None else got[0] * 1e6, tolerance=tol, role=str(r.split),
-                         source_status="measured", known_gap=mechanism, gap_bound=bound,
-                         extra={"cost_source": None if got is None else got[1]}))
+        out.append(_row_check("kernels.flashmla", rid, r, got, gap, tol, source,
+                              "FlashMLA dense decode, BF16 paged KV (blocks of 64), 576/512",
+                              "MLA decode time of one layer"))
     return out
