@@ -27,8 +27,13 @@ MAX_KV_BYTES = 24 << 30
 FIELDS = ("heads_q", "s_q", "batch", "context", "seconds", "kv_bytes", "gb_per_s", "tflops", "error")
 
 
+#: contexts measured after the first table, between its 1024 and 4096 (128 and 16 heads, one token)
+CONTEXT_EXTRA = (2048,)
+
+
 def points() -> list[tuple[int, int, int, int]]:
-    """(heads, s_q, batch, context): 128 heads and one query token first, then MTP, then fewer heads."""
+    """(heads, s_q, batch, context): 128 heads and one query token first, then MTP, then fewer heads,
+    then the later contexts."""
     out = []
     for h in HEADS_Q:
         for s_q in S_Q:
@@ -38,6 +43,7 @@ def points() -> list[tuple[int, int, int, int]]:
                 for c in CONTEXT:
                     if b * c * D_QK * 2 <= MAX_KV_BYTES:
                         out.append((h, s_q, b, c))
+    out += [(h, 1, b, c) for h in (128, 16) for b in BATCH for c in CONTEXT_EXTRA]
     return out
 
 
