@@ -34,8 +34,6 @@ DECODE_GROUPS = (2, 8, 32)
 #: DeepGEMM README's grouped rows (H800): (layout, groups, m per group)
 README_GROUPED = (("masked", 1, 1024), ("masked", 2, 512), ("masked", 4, 256),
                   ("contiguous", 4, 8192), ("contiguous", 8, 4096))
-#: tokens per group between the decode grid's points, near the knee (measured after the first table)
-DECODE_M_KNEE = (48, 96, 192, 384, 768)
 #: routed decode groups (masked layout, multinomial group sizes of this mean): the lookup reads the mean
 ROUTED_M = (4, 16, 64, 256)
 PREFILL_M = (64, 256, 1024, 4096)
@@ -63,10 +61,6 @@ def points(only: set[str]) -> list[tuple]:
     for n, k in DENSE_NK:
         for m in DENSE_M:
             out.append(("dense", 1, m, n, k))
-    for g in DECODE_GROUPS:
-        for m in DECODE_M_KNEE:
-            for n, k in EXPERT_NK:
-                out.append(("masked", g, m, n, k))
     for g in DECODE_GROUPS:
         for m in ROUTED_M:
             for n, k in EXPERT_NK:

@@ -35,4 +35,4 @@ def test_flashmla_repeat_agrees():
     shipped = lambda r: (int(r["heads_q"]), int(r["q_per_seq"]), int(r["batch"]), int(r["context"]))
     repeat = lambda r: (int(r["heads_q"]), int(r["s_q"]), int(r["batch"]), int(r["context"]))
     d = _agreement("mla_decode_flashmla_bf16", shipped, repeat)
-    assert len(d) == 210 and np.median(d) <= 0.02 and d.max() <= 0.2
+    assert len(d) == 210 and np.median(d) <= 0.02 and d.max() <= 0.2  # the first call's points
