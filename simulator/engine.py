@@ -62,6 +62,11 @@ def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
 
 
+#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
+_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
+assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
+
+
 # the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
 # ``.max`` / ``.any`` call, without their Python wrappers
 _sum, _max, _any = np.add.reduce, np.maximum.reduce, np.logical_or.reduce
@@ -147,7 +152,10 @@ class Server:
         """Blocks request r needs on admission: its prompt plus each live stream's tokens."""
         st = self.st
         if st.samples == 1:  # fast path: stream id == request id
-            return 0 if st.s_done[r] else st.prompt_blocks_need[r] + (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
+            if st.s_done[r]:
+                return 0
+            g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
+            return st.prompt_blocks_need[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -158,8 +166,8 @@ class Server:
         pb = st.prompt_blocks_need[r] - shared_blocks
         st.prompt_blocks[r] = pb
         if st.samples == 1:
-            sb = (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
-            st.s_blocks[r] = sb
+            g = st.s_gen.item(r)
+            st.s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
             self.kv.alloc(pb + sb)
             return 1
         live = st.live_streams(r)
@@ -264,17 +272,22 @@ class Server:
         if run.size:
             while True:
                 gen, target = st.s_gen[run], st.s_target[run]
-                need = _ceil_blocks(np.minimum(gen + k, target))
-                blocks = st.s_blocks[run]
-                extra = need - blocks
-                grow = int(_sum(np.maximum(extra, 0))) if extra.size and _max(extra) > 0 else 0
+                held = st.s_blocks[run]
+                # blocks each stream holds after this step: max(held, ceil(min(gen + k, target) / B)),
+                # in place (the tokens are >= 0: the shift is the floor division by B = 2**_BLOCK_SHIFT)
+                blocks = gen + k
+                np.minimum(blocks, target, out=blocks)
+                blocks += BLOCK_TOKENS - 1
+                blocks >>= _BLOCK_SHIFT
+                np.maximum(blocks, held, out=blocks)
+                grow = int(_sum(blocks)) - int(_sum(held))  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
                 run = self.run
             if run.size and grow:
                 self.kv.alloc(grow)
-                st.s_blocks[run] = np.maximum(need, blocks)
+                st.s_blocks[run] = blocks
             if run.size:
                 plan.gen, plan.target = gen, target
         plan.run = run
@@ -367,7 +380,8 @@ class Server:
         self.prefilling.append(r)
         if first:
             st.schedule_s[r] = sim.env.now
-            sim.event("schedule", r, self.index)
+            if sim.trace:
+                sim.event("schedule", r, self.index)
         return fetch_s
 
     def _preempt(self, r: int) -> float:
@@ -418,18 +432,24 @@ class Server:
         now = sim.env.now
         if run.size:
             gen = st.s_gen[run] if plan.gen is None else plan.gen
-            owed = (st.s_target[run] if plan.target is None else plan.target) - gen
+            target = st.s_target[run] if plan.target is None else plan.target
+            # generated after the step: gen + min(1 + accepted drafts, target - gen), taken as
+            # min(gen + 1 + accepted, target) (the same integers)
             if self.mtp_depth == 1:
-                emitted = np.minimum(1 + (sim.rng_accept.random(run.size) < self.mtp_acceptance), owed)
+                new = gen + (sim.rng_accept.random(run.size) < self.mtp_acceptance)
             elif self.mtp_depth:
                 ok = sim.rng_accept.random((run.size, self.mtp_depth)) < self.mtp_acceptance
-                emitted = np.minimum(1 + np.cumprod(ok, axis=1).sum(axis=1), owed)
+                new = gen + np.cumprod(ok, axis=1).sum(axis=1)
             else:
-                emitted = np.minimum(1, owed)
-            sim.log.itl_add_s[plan.row] = sim.itl.add(now - st.s_last_emit_s[run])
+                new = gen.copy()
+            new += 1
+            np.minimum(new, target, out=new)
+            gaps = st.s_last_emit_s[run]
+            np.subtract(now, gaps, out=gaps)
+            sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
             st.s_last_emit_s[run] = now
-            st.s_gen[run] = gen + emitted
-            fin = emitted >= owed  # reached the target
+            st.s_gen[run] = new
+            fin = new >= target  # reached the target
             if _any(fin):
                 done = run[fin]
                 if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
@@ -601,7 +621,7 @@ class Server:
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
             if st.samples == 1:  # fast path: stream id == request id
-                st.src_blocks[r] = int(st.prompt_blocks[r]) + (0 if st.s_done[r] else int(st.s_blocks[r]))
+                st.src_blocks[r] = st.prompt_blocks.item(r) + (0 if st.s_done[r] else st.s_blocks.item(r))
             else:
                 st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
             self.reserve(r)
@@ -610,8 +630,9 @@ class Server:
             srcs[src.index] = src
         for i, rs in groups.items():
             nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
-            for r in rs:
-                sim.event("kv_transfer_start", r, self.index)
+            if sim.trace:
+                for r in rs:
+                    sim.event("kv_transfer_start", r, self.index)
             sim.transfers.start(i, self.index, nbytes, (srcs[i], self, rs))
 
 
@@ -751,7 +772,8 @@ class Simulation:
                     s.segment.advance_to(env.now)
         i = self.router.choose(front, r)
         st.prefill_inst[r] = front[i].index
-        self.event("arrival", r, front[i].index)
+        if self.trace:
+            self.event("arrival", r, front[i].index)
         front[i].enqueue(r)
         if front[i].role is PoolRole.COLOCATED:
             st.decode_inst[r] = front[i].index
@@ -776,7 +798,8 @@ class Simulation:
             if src.cache is not None:
                 src.cache.release(r)
             st.transfer_s[r] = now - start_s
-            self.event("kv_transfer_end", r, dst.index)
+            if self.trace:
+                self.event("kv_transfer_end", r, dst.index)
             dst.joining.extend(st.live_streams(r))
         dst.kick()
         src.kick()
