@@ -65,6 +65,8 @@ def _ceil_blocks(tokens):
 #: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
 _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
+#: up to this many streams ending in one step are finished with Python ints, not array updates
+_FEW = 8
 
 
 # the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
@@ -452,8 +454,12 @@ class Server:
             fin = new >= target  # reached the target
             if _any(fin):
                 done = run[fin]
+                few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
                 if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
-                    self._finish_requests(done[~st.s_done[done]], now)
+                    if few is not None:
+                        self._finish_requests([s for s in few if not st.s_done[s]], now)
+                    else:
+                        self._finish_requests(done[~st.s_done[done]], now)
                 else:
                     for s in done.tolist():
                         if not st.s_done[s]:
@@ -461,7 +467,12 @@ class Server:
                 if self.run is run and not sim.first_finish:  # no other stream ended: drop these
                     self.run = run[~fin]
                     if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
-                        self._base_of, self._base_tokens = self.run, self._base_tokens - int(_sum(st.s_base[done]))
+                        if few is not None:
+                            base = st.s_base
+                            gone = sum([base.item(s) for s in few])
+                        else:
+                            gone = int(_sum(st.s_base[done]))
+                        self._base_of, self._base_tokens = self.run, self._base_tokens - gone
                 else:
                     self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
@@ -557,17 +568,30 @@ class Server:
         """``_finish_stream`` of each of ``rs``, one-sample requests (stream id == request id) with
         no prefix cache or sessions to tell, as array updates (the events in the same order)."""
         st, sim, n = self.st, self.sim, len(rs)
-        st.s_done[rs] = True
-        self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
-        st.s_blocks[rs] = 0
-        st.streams_left[rs] = 0
-        st.finish_s[rs] = now
-        st.prompt_blocks[rs] = 0
+        if isinstance(rs, list):  # a few, as Python ints
+            s_done, s_blocks, prompt_blocks = st.s_done, st.s_blocks, st.prompt_blocks
+            streams_left, finish_s = st.streams_left, st.finish_s
+            freed = 0
+            for r in rs:
+                s_done[r] = True
+                freed += s_blocks.item(r) + prompt_blocks.item(r)
+                s_blocks[r] = 0
+                streams_left[r] = 0
+                finish_s[r] = now
+                prompt_blocks[r] = 0
+            self.kv.free(freed)
+        else:
+            st.s_done[rs] = True
+            self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
+            st.s_blocks[rs] = 0
+            st.streams_left[rs] = 0
+            st.finish_s[rs] = now
+            st.prompt_blocks[rs] = 0
         if not self.prefill_only:
             self.committed -= n
         self.outstanding -= n
         if sim.trace:
-            for r in rs.tolist():
+            for r in (rs if isinstance(rs, list) else rs.tolist()):
                 sim.event("finish", r, self.index)
 
     def _finish_stream(self, s: int, now: float) -> None:
