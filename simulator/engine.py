@@ -34,6 +34,7 @@ import numpy as np
 import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
+from simulator import handoff
 from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
@@ -273,8 +274,8 @@ class Server:
         st, run, k = self.st, self.run, self.k
         if run.size:
             while True:
-                gen, target = st.s_gen[run], st.s_target[run]
-                held = st.s_blocks[run]
+                gen, target = st.s_gen.take(run), st.s_target.take(run)  # take: a quicker gather
+                held = st.s_blocks.take(run)
                 # blocks each stream holds after this step: max(held, ceil(min(gen + k, target) / B)),
                 # in place (the tokens are >= 0: the shift is the floor division by B = 2**_BLOCK_SHIFT)
                 blocks = gen + k
@@ -446,7 +447,7 @@ class Server:
                 new = gen.copy()
             new += 1
             np.minimum(new, target, out=new)
-            gaps = st.s_last_emit_s[run]
+            gaps = st.s_last_emit_s.take(run)
             np.subtract(now, gaps, out=gaps)
             sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
             st.s_last_emit_s[run] = now
@@ -634,6 +635,20 @@ class Server:
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
         sim, st = self.sim, self.st
+        many = handoff.start_pending_many(self) if len(self.pending) >= handoff.MIN_BATCH else None
+        if many is None:
+            many = self._start_pending_each()
+        for i, rs, src in many:
+            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
+            if sim.trace:
+                for r in rs:
+                    sim.event("kv_transfer_start", r, self.index)
+            sim.transfers.start(i, self.index, nbytes, (src, self, rs))
+
+    def _start_pending_each(self) -> list[tuple[int, list[int], "Server"]]:
+        """``start_pending``'s requests one at a time: their groups by prefill instance, (source
+        index, requests, source server) in first-appearance order."""
+        st = self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
         while self.pending:
@@ -652,12 +667,7 @@ class Server:
             self.committed += live
             groups.setdefault(src.index, []).append(r)
             srcs[src.index] = src
-        for i, rs in groups.items():
-            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
-            if sim.trace:
-                for r in rs:
-                    sim.event("kv_transfer_start", r, self.index)
-            sim.transfers.start(i, self.index, nbytes, (srcs[i], self, rs))
+        return [(i, rs, srcs[i]) for i, rs in groups.items()]
 
 
 class Simulation:
@@ -737,6 +747,9 @@ class Simulation:
         self.servers = [s for ss in self.pools.values() for s in ss]
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
+            #: the router's choice among one decode instance is that one, with no state to update
+            #: (``handoff.batchable`` leaves out prefix caches, which a cache-aware choice may touch)
+            self._one_decode_router = type(self.decode_router) in (KvAware, LeastOutstanding)
             caps = kv_links(cluster, dep.serving.prefill, dep.serving.decode,
                             [s.index for s in self.pools[PoolRole.PREFILL.pool_name]],
                             [s.index for s in self.pools[PoolRole.DECODE.pool_name]])
@@ -804,6 +817,11 @@ class Simulation:
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
+        if len(decode) == 1 and self._one_decode_router and handoff.batchable(decode[0], rs):
+            d = decode[0]  # the router's only choice
+            handoff.offer_many(d, rs, src)
+            d.start_pending()
+            return
         touched = {}
         for r in rs:
             d = decode[self.decode_router.choose(decode, r)]
@@ -816,6 +834,11 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
+        if not self.trace and src.cache is None and handoff.batchable(dst, rs):
+            handoff.transfer_done_many(st, src, dst, rs, now, start_s)
+            dst.kick()
+            src.kick()
+            return
         for r in rs:
             src.kv.free(int(st.src_blocks[r]))
             st.src_blocks[r] = 0

@@ -1,0 +1,99 @@
+"""The prefill -> decode handoff of disaggregated serving for many requests at once.
+
+A prefill step hands ~20 requests to the decode instance; each is offered there (``Server.offer``),
+its KV transfer starts when it fits (``Server.start_pending``, FCFS) and ends in
+``Simulation._transfer_done``. These functions do the same for a whole batch of one-sample
+requests with array updates instead of one Python round per request (the per-request versions in
+``simulator.engine`` stay the reference and handle everything else: several samples, prefix
+caches, requests already finished). Same state, same order, same integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.kv import BLOCK_TOKENS
+
+#: BLOCK_TOKENS = 2**_SHIFT: a right shift is the floor division of (non-negative) token counts
+_SHIFT = BLOCK_TOKENS.bit_length() - 1
+#: fewer requests than this go through the per-request path
+MIN_BATCH = 4
+
+_sum = np.add.reduce
+
+
+def _stream_blocks(gen: np.ndarray) -> np.ndarray:
+    """Blocks of one-sample streams with ``gen`` generated tokens: ceil(max(gen, 1) / B)."""
+    b = np.maximum(gen, 1)
+    b += BLOCK_TOKENS - 1
+    b >>= _SHIFT
+    return b
+
+
+def _prompt_blocks(st, idx: np.ndarray) -> np.ndarray:
+    """``st.prompt_blocks_need`` (an ``array`` of C ints) of requests ``idx``."""
+    need = st.prompt_blocks_need
+    return np.frombuffer(need, dtype=need.typecode)[idx]
+
+
+def batchable(server, rs) -> bool:
+    """Whether requests ``rs`` at ``server`` take the array path: many, one sample each, no prefix
+    cache, none finished."""
+    st = server.st
+    return (len(rs) >= MIN_BATCH and st.samples == 1 and server.cache is None and server.kv.cache is None
+            and not np.logical_or.reduce(st.s_done[np.asarray(rs)]))
+
+
+def offer_many(server, rs: list[int], src) -> None:
+    """``server.offer(r, src)`` for each of ``rs`` (``batchable``) and their ``decode_inst``."""
+    st = server.st
+    idx = np.array(rs)
+    st.decode_inst[idx] = server.index
+    needs = (_prompt_blocks(st, idx) + _stream_blocks(st.s_gen[idx])).tolist()  # request_blocks
+    server.pending.extend(zip(rs, [src] * len(rs), needs))
+    server.outstanding += len(rs)
+    server.queued_blocks += sum(needs)
+
+
+def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
+    """Start the transfers of the leading pending requests that fit (``Server.start_pending``'s
+    loop) when they are ``batchable``: returns their groups by prefill instance, (source index,
+    requests, source server) in first-appearance order; None (nothing done) otherwise."""
+    st, pend = server.st, server.pending
+    n = len(pend)
+    rs = [p[0] for p in pend]
+    if not batchable(server, rs):
+        return None
+    # request i starts when committed + i + 1 <= max_batch and used + needs[0..i] <= capacity
+    cum = np.add.accumulate(np.fromiter((p[2] for p in pend), dtype=np.int64, count=n))
+    kv = server.kv
+    m = min(n, max(server.max_batch - server.committed, 0),
+            int(np.searchsorted(cum, kv.capacity_blocks - kv.used_blocks, side="right")))
+    if m == 0:
+        return []
+    taken = [pend.popleft() for _ in range(m)]
+    server.queued_blocks -= int(cum[m - 1])
+    idx = np.array(rs[:m])
+    # the prefill side keeps its copy until the transfer completes; then reserve here
+    st.src_blocks[idx] = st.prompt_blocks[idx] + st.s_blocks[idx]
+    pb = _prompt_blocks(st, idx)
+    sb = _stream_blocks(st.s_gen[idx])
+    st.prompt_blocks[idx] = pb
+    st.s_blocks[idx] = sb
+    kv.alloc(int(_sum(pb)) + int(_sum(sb)))
+    server.committed += m
+    groups: dict[int, list[int]] = {}
+    srcs: dict = {}
+    for r, src, _ in taken:
+        groups.setdefault(src.index, []).append(r)
+        srcs[src.index] = src
+    return [(i, g, srcs[i]) for i, g in groups.items()]
+
+
+def transfer_done_many(st, src, dst, rs: list[int], now: float, start_s: float) -> None:
+    """``Simulation._transfer_done``'s loop for ``rs`` (``batchable`` at ``src``, no trace)."""
+    idx = np.array(rs)
+    src.kv.free(int(_sum(st.src_blocks[idx])))
+    st.src_blocks[idx] = 0
+    st.transfer_s[idx] = now - start_s
+    dst.joining.extend(rs)
