@@ -34,7 +34,7 @@ import numpy as np
 import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
-from simulator import handoff
+from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
@@ -315,6 +315,9 @@ class Server:
         and KV allow (none while preempted requests wait to be swapped back); returns the budget
         left."""
         chunks, no_decodes = plan.chunks, not plan.run.size
+        if (budget > 0 and len(self.waiting) >= batched.MIN_BATCH and not self.swapped and not self.sim.trace
+                and self.cache is None):
+            budget = batched.admit_many(self, plan, budget)  # those admitted whole, as array updates
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
             need = self.request_blocks(r)
@@ -635,7 +638,7 @@ class Server:
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
         sim, st = self.sim, self.st
-        many = handoff.start_pending_many(self) if len(self.pending) >= handoff.MIN_BATCH else None
+        many = batched.start_pending_many(self) if len(self.pending) >= batched.MIN_BATCH else None
         if many is None:
             many = self._start_pending_each()
         for i, rs, src in many:
@@ -748,7 +751,7 @@ class Simulation:
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
             #: the router's choice among one decode instance is that one, with no state to update
-            #: (``handoff.batchable`` leaves out prefix caches, which a cache-aware choice may touch)
+            #: (``batched.batchable`` leaves out prefix caches, which a cache-aware choice may touch)
             self._one_decode_router = type(self.decode_router) in (KvAware, LeastOutstanding)
             caps = kv_links(cluster, dep.serving.prefill, dep.serving.decode,
                             [s.index for s in self.pools[PoolRole.PREFILL.pool_name]],
@@ -817,9 +820,9 @@ class Simulation:
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
-        if len(decode) == 1 and self._one_decode_router and handoff.batchable(decode[0], rs):
+        if len(decode) == 1 and self._one_decode_router and batched.batchable(decode[0], rs):
             d = decode[0]  # the router's only choice
-            handoff.offer_many(d, rs, src)
+            batched.offer_many(d, rs, src)
             d.start_pending()
             return
         touched = {}
@@ -834,8 +837,8 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
-        if not self.trace and src.cache is None and handoff.batchable(dst, rs):
-            handoff.transfer_done_many(st, src, dst, rs, now, start_s)
+        if not self.trace and src.cache is None and batched.batchable(dst, rs):
+            batched.transfer_done_many(st, src, dst, rs, now, start_s)
             dst.kick()
             src.kick()
             return

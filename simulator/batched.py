@@ -1,14 +1,17 @@
-"""The prefill -> decode handoff of disaggregated serving for many requests at once.
+"""Per-request paths of the serving engine as array updates, for batches of one-sample requests.
 
-A prefill step hands ~20 requests to the decode instance; each is offered there (``Server.offer``),
-its KV transfer starts when it fits (``Server.start_pending``, FCFS) and ends in
-``Simulation._transfer_done``. These functions do the same for a whole batch of one-sample
-requests with array updates instead of one Python round per request (the per-request versions in
-``simulator.engine`` stay the reference and handle everything else: several samples, prefix
-caches, requests already finished). Same state, same order, same integers.
+A prefill step of the H800 example admits ~20 queued requests and hands ~20 prefilled ones to
+the decode instance, where each is offered (``Server.offer``), its KV transfer starts when it fits
+(``Server.start_pending``, FCFS) and ends (``Simulation._transfer_done``). These functions do
+the same for a whole batch with a few numpy calls instead of one Python round per request. The
+per-request code in ``simulator.engine`` stays the reference and handles everything else
+(several samples, prefix caches, traces, requests already finished). Same state, same order,
+same integers: ``tests/test_batched_paths.py`` and ``benchmarks/compare_simulate_outputs.py``.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -18,6 +21,8 @@ from simulator.kv import BLOCK_TOKENS
 _SHIFT = BLOCK_TOKENS.bit_length() - 1
 #: fewer requests than this go through the per-request path
 MIN_BATCH = 4
+#: queued requests ``admit_many`` looks at (a prefill step of the H800 example admits ~20)
+_WINDOW = 256
 
 _sum = np.add.reduce
 
@@ -42,6 +47,47 @@ def batchable(server, rs) -> bool:
     st = server.st
     return (len(rs) >= MIN_BATCH and st.samples == 1 and server.cache is None and server.kv.cache is None
             and not np.logical_or.reduce(st.s_done[np.asarray(rs)]))
+
+
+def admit_many(server, plan, budget: int) -> int:
+    """``Server.admit_waiting``'s loop for the leading queued requests that are admitted whole:
+    those whose KV (cumulative) and batch slots fit and whose prompts (cumulative) fit ``budget``
+    (> 0). Returns the budget left; the caller's loop goes on from there (a chunk, a lone prompt
+    or a stop: each decided as before). With nothing swapped out, one-sample requests, no prefix
+    cache, no trace."""
+    st, waiting = server.st, server.waiting
+    rs = list(itertools.islice(waiting, _WINDOW))
+    if not batchable(server, rs):
+        return budget
+    idx = np.array(rs)
+    pb, sb = _prompt_blocks(st, idx), _stream_blocks(st.s_gen[idx])
+    needs = pb + sb  # request_blocks
+    lefts = st.prefill_target[idx] - st.prefilled[idx]  # prompt_left
+    cum_need = np.add.accumulate(needs, dtype=np.int64)
+    cum_left = np.add.accumulate(lefts, dtype=np.int64)
+    kv = server.kv
+    # request i is admissible when committed + i + 1 <= max_batch and used + run + needs[0..i] <= capacity
+    # (Server._admissible), and runs whole when lefts[0..i] <= budget (chunk_tokens)
+    k = min(max(server.max_batch - server.committed, 0),
+            int(np.searchsorted(cum_need, kv.capacity_blocks - kv.used_blocks - int(server.run.size), side="right")),
+            int(np.searchsorted(cum_left, budget, side="right")))
+    if k == 0:
+        return budget
+    for _ in range(k):  # Server._admit of each, in order
+        waiting.popleft()
+    server.queued_blocks -= int(cum_need[k - 1])
+    a = idx[:k]
+    first = np.isnan(st.schedule_s[a])
+    if np.logical_or.reduce(first):
+        st.schedule_s[a[first]] = server.sim.env.now
+    st.prompt_blocks[a] = pb[:k]  # Server.reserve: its prompt's blocks, its stream's
+    st.s_blocks[a] = sb[:k]
+    kv.alloc(int(cum_need[k - 1]))
+    server.committed += k
+    server.prefilling.extend(rs[:k])
+    plan.chunks.extend(zip(rs[:k], lefts[:k].tolist()))
+    plan.extra_s += 0.0  # what _admit returns without a prefix cache
+    return budget - int(cum_left[k - 1])
 
 
 def offer_many(server, rs: list[int], src) -> None:
