@@ -41,12 +41,14 @@ def _prompt_blocks(st, idx: np.ndarray) -> np.ndarray:
     return np.frombuffer(need, dtype=need.typecode)[idx]
 
 
-def batchable(server, rs) -> bool:
-    """Whether requests ``rs`` at ``server`` take the array path: many, one sample each, no prefix
-    cache, none finished."""
+def batch_of(server, rs) -> np.ndarray | None:
+    """Requests ``rs`` at ``server`` as an index array when they take the array path (many, one
+    sample each, no prefix cache, none finished), else None."""
     st = server.st
-    return (len(rs) >= MIN_BATCH and st.samples == 1 and server.cache is None and server.kv.cache is None
-            and not np.logical_or.reduce(st.s_done[np.asarray(rs)]))
+    if len(rs) < MIN_BATCH or st.samples != 1 or server.cache is not None or server.kv.cache is not None:
+        return None
+    idx = np.array(rs)
+    return None if np.logical_or.reduce(st.s_done[idx]) else idx
 
 
 def admit_many(server, plan, budget: int) -> int:
@@ -57,9 +59,9 @@ def admit_many(server, plan, budget: int) -> int:
     cache, no trace."""
     st, waiting = server.st, server.waiting
     rs = list(itertools.islice(waiting, _WINDOW))
-    if not batchable(server, rs):
+    idx = batch_of(server, rs)
+    if idx is None:
         return budget
-    idx = np.array(rs)
     pb, sb = _prompt_blocks(st, idx), _stream_blocks(st.s_gen[idx])
     needs = pb + sb  # request_blocks
     lefts = st.prefill_target[idx] - st.prefilled[idx]  # prompt_left
@@ -90,10 +92,9 @@ def admit_many(server, plan, budget: int) -> int:
     return budget - int(cum_left[k - 1])
 
 
-def offer_many(server, rs: list[int], src) -> None:
-    """``server.offer(r, src)`` for each of ``rs`` (``batchable``) and their ``decode_inst``."""
+def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:
+    """``server.offer(r, src)`` for each of ``rs`` (``idx``: ``batch_of``) and their ``decode_inst``."""
     st = server.st
-    idx = np.array(rs)
     st.decode_inst[idx] = server.index
     needs = (_prompt_blocks(st, idx) + _stream_blocks(st.s_gen[idx])).tolist()  # request_blocks
     server.pending.extend(zip(rs, [src] * len(rs), needs))
@@ -103,12 +104,13 @@ def offer_many(server, rs: list[int], src) -> None:
 
 def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
     """Start the transfers of the leading pending requests that fit (``Server.start_pending``'s
-    loop) when they are ``batchable``: returns their groups by prefill instance, (source index,
+    loop) when they are ``batch_of``: returns their groups by prefill instance, (source index,
     requests, source server) in first-appearance order; None (nothing done) otherwise."""
     st, pend = server.st, server.pending
     n = len(pend)
     rs = [p[0] for p in pend]
-    if not batchable(server, rs):
+    idx = batch_of(server, rs)
+    if idx is None:
         return None
     # request i starts when committed + i + 1 <= max_batch and used + needs[0..i] <= capacity
     cum = np.add.accumulate(np.fromiter((p[2] for p in pend), dtype=np.int64, count=n))
@@ -119,7 +121,7 @@ def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
         return []
     taken = [pend.popleft() for _ in range(m)]
     server.queued_blocks -= int(cum[m - 1])
-    idx = np.array(rs[:m])
+    idx = idx[:m]
     # the prefill side keeps its copy until the transfer completes; then reserve here
     st.src_blocks[idx] = st.prompt_blocks[idx] + st.s_blocks[idx]
     pb = _prompt_blocks(st, idx)
@@ -136,9 +138,9 @@ def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
     return [(i, g, srcs[i]) for i, g in groups.items()]
 
 
-def transfer_done_many(st, src, dst, rs: list[int], now: float, start_s: float) -> None:
-    """``Simulation._transfer_done``'s loop for ``rs`` (``batchable`` at ``src``, no trace)."""
-    idx = np.array(rs)
+def transfer_done_many(st, src, dst, rs: list[int], idx: np.ndarray, now: float, start_s: float) -> None:
+    """``Simulation._transfer_done``'s loop for ``rs`` (``idx``: ``batch_of`` at ``dst``; no trace,
+    no prefix cache at ``src``)."""
     src.kv.free(int(_sum(st.src_blocks[idx])))
     st.src_blocks[idx] = 0
     st.transfer_s[idx] = now - start_s

@@ -751,7 +751,7 @@ class Simulation:
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
             #: the router's choice among one decode instance is that one, with no state to update
-            #: (``batched.batchable`` leaves out prefix caches, which a cache-aware choice may touch)
+            #: (``batched.batch_of`` leaves out prefix caches, which a cache-aware choice may touch)
             self._one_decode_router = type(self.decode_router) in (KvAware, LeastOutstanding)
             caps = kv_links(cluster, dep.serving.prefill, dep.serving.decode,
                             [s.index for s in self.pools[PoolRole.PREFILL.pool_name]],
@@ -810,19 +810,20 @@ class Simulation:
             for s in front:
                 if s.segment is not None:
                     s.segment.advance_to(env.now)
-        i = self.router.choose(front, r)
-        st.prefill_inst[r] = front[i].index
+        srv = front[self.router.choose(front, r)]
+        st.prefill_inst[r] = srv.index
         if self.trace:
-            self.event("arrival", r, front[i].index)
-        front[i].enqueue(r)
-        if front[i].role is PoolRole.COLOCATED:
-            st.decode_inst[r] = front[i].index
+            self.event("arrival", r, srv.index)
+        srv.enqueue(r)
+        if not srv.prefill_only:  # colocated
+            st.decode_inst[r] = srv.index
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
-        if len(decode) == 1 and self._one_decode_router and batched.batchable(decode[0], rs):
+        idx = batched.batch_of(decode[0], rs) if len(decode) == 1 and self._one_decode_router else None
+        if idx is not None:
             d = decode[0]  # the router's only choice
-            batched.offer_many(d, rs, src)
+            batched.offer_many(d, rs, idx, src)
             d.start_pending()
             return
         touched = {}
@@ -837,8 +838,9 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
-        if not self.trace and src.cache is None and batched.batchable(dst, rs):
-            batched.transfer_done_many(st, src, dst, rs, now, start_s)
+        idx = batched.batch_of(dst, rs) if not self.trace and src.cache is None else None
+        if idx is not None:
+            batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
             dst.kick()
             src.kick()
             return
