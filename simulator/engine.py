@@ -34,6 +34,7 @@ import numpy as np
 import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
+from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
@@ -60,6 +61,13 @@ FF_ROUTERS = (RoundRobin, LeastOutstanding, KvAware)
 
 def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
+
+
+#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
+_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
+assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
+#: up to this many streams ending in one step are finished with Python ints, not array updates
+_FEW = 8
 
 
 # the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
@@ -147,7 +155,10 @@ class Server:
         """Blocks request r needs on admission: its prompt plus each live stream's tokens."""
         st = self.st
         if st.samples == 1:  # fast path: stream id == request id
-            return 0 if st.s_done[r] else st.prompt_blocks_need[r] + (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
+            if st.s_done[r]:
+                return 0
+            g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
+            return st.prompt_blocks_need[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -158,8 +169,8 @@ class Server:
         pb = st.prompt_blocks_need[r] - shared_blocks
         st.prompt_blocks[r] = pb
         if st.samples == 1:
-            sb = (max(int(st.s_gen[r]), 1) + BLOCK_TOKENS - 1) // BLOCK_TOKENS
-            st.s_blocks[r] = sb
+            g = st.s_gen.item(r)
+            st.s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
             self.kv.alloc(pb + sb)
             return 1
         live = st.live_streams(r)
@@ -263,18 +274,23 @@ class Server:
         st, run, k = self.st, self.run, self.k
         if run.size:
             while True:
-                gen, target = st.s_gen[run], st.s_target[run]
-                need = _ceil_blocks(np.minimum(gen + k, target))
-                blocks = st.s_blocks[run]
-                extra = need - blocks
-                grow = int(_sum(np.maximum(extra, 0))) if extra.size and _max(extra) > 0 else 0
+                gen, target = st.s_gen.take(run), st.s_target.take(run)  # take: a quicker gather
+                held = st.s_blocks.take(run)
+                # blocks each stream holds after this step: max(held, ceil(min(gen + k, target) / B)),
+                # in place (the tokens are >= 0: the shift is the floor division by B = 2**_BLOCK_SHIFT)
+                blocks = gen + k
+                np.minimum(blocks, target, out=blocks)
+                blocks += BLOCK_TOKENS - 1
+                blocks >>= _BLOCK_SHIFT
+                np.maximum(blocks, held, out=blocks)
+                grow = int(_sum(blocks)) - int(_sum(held))  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
                 run = self.run
             if run.size and grow:
                 self.kv.alloc(grow)
-                st.s_blocks[run] = np.maximum(need, blocks)
+                st.s_blocks[run] = blocks
             if run.size:
                 plan.gen, plan.target = gen, target
         plan.run = run
@@ -299,6 +315,9 @@ class Server:
         and KV allow (none while preempted requests wait to be swapped back); returns the budget
         left."""
         chunks, no_decodes = plan.chunks, not plan.run.size
+        if (budget > 0 and len(self.waiting) >= batched.MIN_BATCH and not self.swapped and not self.sim.trace
+                and self.cache is None):
+            budget = batched.admit_many(self, plan, budget)  # those admitted whole, as array updates
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
             need = self.request_blocks(r)
@@ -367,7 +386,8 @@ class Server:
         self.prefilling.append(r)
         if first:
             st.schedule_s[r] = sim.env.now
-            sim.event("schedule", r, self.index)
+            if sim.trace:
+                sim.event("schedule", r, self.index)
         return fetch_s
 
     def _preempt(self, r: int) -> float:
@@ -418,22 +438,32 @@ class Server:
         now = sim.env.now
         if run.size:
             gen = st.s_gen[run] if plan.gen is None else plan.gen
-            owed = (st.s_target[run] if plan.target is None else plan.target) - gen
+            target = st.s_target[run] if plan.target is None else plan.target
+            # generated after the step: gen + min(1 + accepted drafts, target - gen), taken as
+            # min(gen + 1 + accepted, target) (the same integers)
             if self.mtp_depth == 1:
-                emitted = np.minimum(1 + (sim.rng_accept.random(run.size) < self.mtp_acceptance), owed)
+                new = gen + (sim.rng_accept.random(run.size) < self.mtp_acceptance)
             elif self.mtp_depth:
                 ok = sim.rng_accept.random((run.size, self.mtp_depth)) < self.mtp_acceptance
-                emitted = np.minimum(1 + np.cumprod(ok, axis=1).sum(axis=1), owed)
+                new = gen + np.cumprod(ok, axis=1).sum(axis=1)
             else:
-                emitted = np.minimum(1, owed)
-            sim.log.itl_add_s[plan.row] = sim.itl.add(now - st.s_last_emit_s[run])
+                new = gen.copy()
+            new += 1
+            np.minimum(new, target, out=new)
+            gaps = st.s_last_emit_s.take(run)
+            np.subtract(now, gaps, out=gaps)
+            sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
             st.s_last_emit_s[run] = now
-            st.s_gen[run] = gen + emitted
-            fin = emitted >= owed  # reached the target
+            st.s_gen[run] = new
+            fin = new >= target  # reached the target
             if _any(fin):
                 done = run[fin]
+                few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
                 if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
-                    self._finish_requests(done[~st.s_done[done]], now)
+                    if few is not None:
+                        self._finish_requests([s for s in few if not st.s_done[s]], now)
+                    else:
+                        self._finish_requests(done[~st.s_done[done]], now)
                 else:
                     for s in done.tolist():
                         if not st.s_done[s]:
@@ -441,7 +471,12 @@ class Server:
                 if self.run is run and not sim.first_finish:  # no other stream ended: drop these
                     self.run = run[~fin]
                     if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
-                        self._base_of, self._base_tokens = self.run, self._base_tokens - int(_sum(st.s_base[done]))
+                        if few is not None:
+                            base = st.s_base
+                            gone = sum([base.item(s) for s in few])
+                        else:
+                            gone = int(_sum(st.s_base[done]))
+                        self._base_of, self._base_tokens = self.run, self._base_tokens - gone
                 else:
                     self.run = self.run[~st.s_done[self.run]]
         for r in swapins:
@@ -537,17 +572,30 @@ class Server:
         """``_finish_stream`` of each of ``rs``, one-sample requests (stream id == request id) with
         no prefix cache or sessions to tell, as array updates (the events in the same order)."""
         st, sim, n = self.st, self.sim, len(rs)
-        st.s_done[rs] = True
-        self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
-        st.s_blocks[rs] = 0
-        st.streams_left[rs] = 0
-        st.finish_s[rs] = now
-        st.prompt_blocks[rs] = 0
+        if isinstance(rs, list):  # a few, as Python ints
+            s_done, s_blocks, prompt_blocks = st.s_done, st.s_blocks, st.prompt_blocks
+            streams_left, finish_s = st.streams_left, st.finish_s
+            freed = 0
+            for r in rs:
+                s_done[r] = True
+                freed += s_blocks.item(r) + prompt_blocks.item(r)
+                s_blocks[r] = 0
+                streams_left[r] = 0
+                finish_s[r] = now
+                prompt_blocks[r] = 0
+            self.kv.free(freed)
+        else:
+            st.s_done[rs] = True
+            self.kv.free(int(_sum(st.s_blocks[rs])) + int(_sum(st.prompt_blocks[rs])))
+            st.s_blocks[rs] = 0
+            st.streams_left[rs] = 0
+            st.finish_s[rs] = now
+            st.prompt_blocks[rs] = 0
         if not self.prefill_only:
             self.committed -= n
         self.outstanding -= n
         if sim.trace:
-            for r in rs.tolist():
+            for r in (rs if isinstance(rs, list) else rs.tolist()):
                 sim.event("finish", r, self.index)
 
     def _finish_stream(self, s: int, now: float) -> None:
@@ -590,6 +638,20 @@ class Server:
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
         sim, st = self.sim, self.st
+        many = batched.start_pending_many(self) if len(self.pending) >= batched.MIN_BATCH else None
+        if many is None:
+            many = self._start_pending_each()
+        for i, rs, src in many:
+            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
+            if sim.trace:
+                for r in rs:
+                    sim.event("kv_transfer_start", r, self.index)
+            sim.transfers.start(i, self.index, nbytes, (src, self, rs))
+
+    def _start_pending_each(self) -> list[tuple[int, list[int], "Server"]]:
+        """``start_pending``'s requests one at a time: their groups by prefill instance, (source
+        index, requests, source server) in first-appearance order."""
+        st = self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
         while self.pending:
@@ -601,18 +663,14 @@ class Server:
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
             if st.samples == 1:  # fast path: stream id == request id
-                st.src_blocks[r] = int(st.prompt_blocks[r]) + (0 if st.s_done[r] else int(st.s_blocks[r]))
+                st.src_blocks[r] = st.prompt_blocks.item(r) + (0 if st.s_done[r] else st.s_blocks.item(r))
             else:
                 st.src_blocks[r] = int(st.prompt_blocks[r]) + int(st.s_blocks[st.live_streams(r)].sum())
             self.reserve(r)
             self.committed += live
             groups.setdefault(src.index, []).append(r)
             srcs[src.index] = src
-        for i, rs in groups.items():
-            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
-            for r in rs:
-                sim.event("kv_transfer_start", r, self.index)
-            sim.transfers.start(i, self.index, nbytes, (srcs[i], self, rs))
+        return [(i, rs, srcs[i]) for i, rs in groups.items()]
 
 
 class Simulation:
@@ -692,6 +750,9 @@ class Simulation:
         self.servers = [s for ss in self.pools.values() for s in ss]
         if disagg:
             self.decode_router = ROUTERS.make(dep.scheduler.router)
+            #: the router's choice among one decode instance is that one, with no state to update
+            #: (``batched.batch_of`` leaves out prefix caches, which a cache-aware choice may touch)
+            self._one_decode_router = type(self.decode_router) in (KvAware, LeastOutstanding)
             caps = kv_links(cluster, dep.serving.prefill, dep.serving.decode,
                             [s.index for s in self.pools[PoolRole.PREFILL.pool_name]],
                             [s.index for s in self.pools[PoolRole.DECODE.pool_name]])
@@ -749,15 +810,22 @@ class Simulation:
             for s in front:
                 if s.segment is not None:
                     s.segment.advance_to(env.now)
-        i = self.router.choose(front, r)
-        st.prefill_inst[r] = front[i].index
-        self.event("arrival", r, front[i].index)
-        front[i].enqueue(r)
-        if front[i].role is PoolRole.COLOCATED:
-            st.decode_inst[r] = front[i].index
+        srv = front[self.router.choose(front, r)]
+        st.prefill_inst[r] = srv.index
+        if self.trace:
+            self.event("arrival", r, srv.index)
+        srv.enqueue(r)
+        if not srv.prefill_only:  # colocated
+            st.decode_inst[r] = srv.index
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
+        idx = batched.batch_of(decode[0], rs) if len(decode) == 1 and self._one_decode_router else None
+        if idx is not None:
+            d = decode[0]  # the router's only choice
+            batched.offer_many(d, rs, idx, src)
+            d.start_pending()
+            return
         touched = {}
         for r in rs:
             d = decode[self.decode_router.choose(decode, r)]
@@ -770,13 +838,20 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
+        idx = batched.batch_of(dst, rs) if not self.trace and src.cache is None else None
+        if idx is not None:
+            batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
+            dst.kick()
+            src.kick()
+            return
         for r in rs:
             src.kv.free(int(st.src_blocks[r]))
             st.src_blocks[r] = 0
             if src.cache is not None:
                 src.cache.release(r)
             st.transfer_s[r] = now - start_s
-            self.event("kv_transfer_end", r, dst.index)
+            if self.trace:
+                self.event("kv_transfer_end", r, dst.index)
             dst.joining.extend(st.live_streams(r))
         dst.kick()
         src.kick()

@@ -104,15 +104,22 @@ class ItlHistogram:
                 return self.add_uniform(vals[0], size)
         else:
             g = gaps_s[0]
-            same = gaps_s == g
-            common = int(np.count_nonzero(same))
+            other = gaps_s != g
+            common = size - int(np.count_nonzero(other))
             if common == size:
                 return self.add_uniform(float(g), size)
             if 2 * common > size:  # mostly one gap (a batch that a few streams joined): bin it once
-                vals = np.concatenate((gaps_s[:1], gaps_s[~same]))
+                vals = np.concatenate((gaps_s[:1], gaps_s[other]))
                 bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
-                self._counts[bins[0]] += common
-                np.add.at(self._counts, bins[1:], 1)
+                counts = self._counts
+                if bins.size <= _SMALL:  # a few others: Python ints (np.add.at costs more)
+                    first, *rest = bins.tolist()
+                    counts[first] += common
+                    for b in rest:
+                        counts[b] += 1
+                else:
+                    counts[bins[0]] += common
+                    np.add.at(counts, bins[1:], 1)
                 self.n += int(size)
                 return float(np.add.reduce(gaps_s))
         self._counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)

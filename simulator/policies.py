@@ -163,9 +163,12 @@ class KvAware:
         cache = servers[0].cache
         if cache is not None and cache.local is not None:
             return self._cache_aware(servers, r, cache.load_weight)
+        if len(servers) == 1:
+            return 0
         best, best_free = 0, None
         for i, s in enumerate(servers):
-            free = s.kv.free_blocks - s.queued_blocks
+            kv = s.kv
+            free = kv.capacity_blocks - kv.used_blocks - s.queued_blocks  # kv.free_blocks, inline
             if best_free is None or free > best_free:
                 best, best_free = i, free
         return best

@@ -1,0 +1,147 @@
+"""Per-request paths of the serving engine as array updates, for batches of one-sample requests.
+
+A prefill step of the H800 example admits ~20 queued requests and hands ~20 prefilled ones to
+the decode instance, where each is offered (``Server.offer``), its KV transfer starts when it fits
+(``Server.start_pending``, FCFS) and ends (``Simulation._transfer_done``). These functions do
+the same for a whole batch with a few numpy calls instead of one Python round per request. The
+per-request code in ``simulator.engine`` stays the reference and handles everything else
+(several samples, prefix caches, traces, requests already finished). Same state, same order,
+same integers: ``tests/test_batched_paths.py`` and ``benchmarks/compare_simulate_outputs.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from simulator.kv import BLOCK_TOKENS
+
+#: BLOCK_TOKENS = 2**_SHIFT: a right shift is the floor division of (non-negative) token counts
+_SHIFT = BLOCK_TOKENS.bit_length() - 1
+#: fewer requests than this go through the per-request path
+MIN_BATCH = 4
+#: queued requests ``admit_many`` looks at (a prefill step of the H800 example admits ~20)
+_WINDOW = 256
+
+_sum = np.add.reduce
+
+
+def _stream_blocks(gen: np.ndarray) -> np.ndarray:
+    """Blocks of one-sample streams with ``gen`` generated tokens: ceil(max(gen, 1) / B)."""
+    b = np.maximum(gen, 1)
+    b += BLOCK_TOKENS - 1
+    b >>= _SHIFT
+    return b
+
+
+def _prompt_blocks(st, idx: np.ndarray) -> np.ndarray:
+    """``st.prompt_blocks_need`` (an ``array`` of C ints) of requests ``idx``."""
+    need = st.prompt_blocks_need
+    return np.frombuffer(need, dtype=need.typecode)[idx]
+
+
+def batch_of(server, rs) -> np.ndarray | None:
+    """Requests ``rs`` at ``server`` as an index array when they take the array path (many, one
+    sample each, no prefix cache, none finished), else None."""
+    st = server.st
+    if len(rs) < MIN_BATCH or st.samples != 1 or server.cache is not None or server.kv.cache is not None:
+        return None
+    idx = np.array(rs)
+    return None if np.logical_or.reduce(st.s_done[idx]) else idx
+
+
+def admit_many(server, plan, budget: int) -> int:
+    """``Server.admit_waiting``'s loop for the leading queued requests that are admitted whole:
+    those whose KV (cumulative) and batch slots fit and whose prompts (cumulative) fit ``budget``
+    (> 0). Returns the budget left; the caller's loop goes on from there (a chunk, a lone prompt
+    or a stop: each decided as before). With nothing swapped out, one-sample requests, no prefix
+    cache, no trace."""
+    st, waiting = server.st, server.waiting
+    rs = list(itertools.islice(waiting, _WINDOW))
+    idx = batch_of(server, rs)
+    if idx is None:
+        return budget
+    pb, sb = _prompt_blocks(st, idx), _stream_blocks(st.s_gen[idx])
+    needs = pb + sb  # request_blocks
+    lefts = st.prefill_target[idx] - st.prefilled[idx]  # prompt_left
+    cum_need = np.add.accumulate(needs, dtype=np.int64)
+    cum_left = np.add.accumulate(lefts, dtype=np.int64)
+    kv = server.kv
+    # request i is admissible when committed + i + 1 <= max_batch and used + run + needs[0..i] <= capacity
+    # (Server._admissible), and runs whole when lefts[0..i] <= budget (chunk_tokens)
+    k = min(max(server.max_batch - server.committed, 0),
+            int(np.searchsorted(cum_need, kv.capacity_blocks - kv.used_blocks - int(server.run.size), side="right")),
+            int(np.searchsorted(cum_left, budget, side="right")))
+    if k == 0:
+        return budget
+    for _ in range(k):  # Server._admit of each, in order
+        waiting.popleft()
+    server.queued_blocks -= int(cum_need[k - 1])
+    a = idx[:k]
+    first = np.isnan(st.schedule_s[a])
+    if np.logical_or.reduce(first):
+        st.schedule_s[a[first]] = server.sim.env.now
+    st.prompt_blocks[a] = pb[:k]  # Server.reserve: its prompt's blocks, its stream's
+    st.s_blocks[a] = sb[:k]
+    kv.alloc(int(cum_need[k - 1]))
+    server.committed += k
+    server.prefilling.extend(rs[:k])
+    plan.chunks.extend(zip(rs[:k], lefts[:k].tolist()))
+    plan.extra_s += 0.0  # what _admit returns without a prefix cache
+    return budget - int(cum_left[k - 1])
+
+
+def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:
+    """``server.offer(r, src)`` for each of ``rs`` (``idx``: ``batch_of``) and their ``decode_inst``."""
+    st = server.st
+    st.decode_inst[idx] = server.index
+    needs = (_prompt_blocks(st, idx) + _stream_blocks(st.s_gen[idx])).tolist()  # request_blocks
+    server.pending.extend(zip(rs, [src] * len(rs), needs))
+    server.outstanding += len(rs)
+    server.queued_blocks += sum(needs)
+
+
+def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
+    """Start the transfers of the leading pending requests that fit (``Server.start_pending``'s
+    loop) when they are ``batch_of``: returns their groups by prefill instance, (source index,
+    requests, source server) in first-appearance order; None (nothing done) otherwise."""
+    st, pend = server.st, server.pending
+    n = len(pend)
+    rs = [p[0] for p in pend]
+    idx = batch_of(server, rs)
+    if idx is None:
+        return None
+    # request i starts when committed + i + 1 <= max_batch and used + needs[0..i] <= capacity
+    cum = np.add.accumulate(np.fromiter((p[2] for p in pend), dtype=np.int64, count=n))
+    kv = server.kv
+    m = min(n, max(server.max_batch - server.committed, 0),
+            int(np.searchsorted(cum, kv.capacity_blocks - kv.used_blocks, side="right")))
+    if m == 0:
+        return []
+    taken = [pend.popleft() for _ in range(m)]
+    server.queued_blocks -= int(cum[m - 1])
+    idx = idx[:m]
+    # the prefill side keeps its copy until the transfer completes; then reserve here
+    st.src_blocks[idx] = st.prompt_blocks[idx] + st.s_blocks[idx]
+    pb = _prompt_blocks(st, idx)
+    sb = _stream_blocks(st.s_gen[idx])
+    st.prompt_blocks[idx] = pb
+    st.s_blocks[idx] = sb
+    kv.alloc(int(_sum(pb)) + int(_sum(sb)))
+    server.committed += m
+    groups: dict[int, list[int]] = {}
+    srcs: dict = {}
+    for r, src, _ in taken:
+        groups.setdefault(src.index, []).append(r)
+        srcs[src.index] = src
+    return [(i, g, srcs[i]) for i, g in groups.items()]
+
+
+def transfer_done_many(st, src, dst, rs: list[int], idx: np.ndarray, now: float, start_s: float) -> None:
+    """``Simulation._transfer_done``'s loop for ``rs`` (``idx``: ``batch_of`` at ``dst``; no trace,
+    no prefix cache at ``src``)."""
+    src.kv.free(int(_sum(st.src_blocks[idx])))
+    st.src_blocks[idx] = 0
+    st.transfer_s[idx] = now - start_s
+    dst.joining.extend(rs)
