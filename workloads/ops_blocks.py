@@ -162,10 +162,13 @@ class BlockMemo:
     One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
     between threads."""
 
-    __slots__ = ("max_entries", "_blocks", "_contexts")
+    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts")
 
-    def __init__(self, max_entries: int = 8192):
+    def __init__(self, max_entries: int = 8192, max_contexts: int = 64):
+        """``max_contexts``: distinct per-instance contexts named before the ids restart (a memo
+        several instances share, as the planner's ``Evaluator`` does, names one per instance)."""
         self.max_entries = max_entries
+        self.max_contexts = max_contexts
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
 
@@ -174,7 +177,7 @@ class BlockMemo:
         key = tuple(getattr(c, f) for f in _INSTANCE_FIELDS)
         cid = self._contexts.get(key)
         if cid is None:
-            if len(self._contexts) >= 64:  # ids restart: the blocks keyed by the old ones go too
+            if len(self._contexts) >= self.max_contexts:  # ids restart: the blocks keyed by the old ones go too
                 self._contexts.clear()
                 self._blocks.clear()
             cid = self._contexts[key] = len(self._contexts)
