@@ -618,11 +618,35 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
     # P(load <= x) for x < hi <= tokens (scipy's binom.cdf kernel, ``workloads.moe_routing``); the
     # terms are summed one after the other (libm's pow and double additions, as summing numpy
-    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``.
-    total = 0.0
-    for c in binom_cdf(np.arange(hi, dtype=np.float64), tokens, q).tolist():
+    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``. The first
+    # ``lo`` terms are exactly 1.0 (``_unit_terms``): their sum is ``lo``, exactly, uncomputed.
+    lo = _unit_terms(tokens, q, mean, sd, experts_considered)
+    total = float(lo)
+    for c in binom_cdf(np.arange(lo, hi, dtype=np.float64), tokens, q).tolist():
         total += 1.0 - c ** experts_considered
     return total
+
+
+#: multiples of the standard deviation below the mean tried by ``_unit_terms``
+_UNIT_Z = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 13.0)
+
+
+def _unit_terms(tokens: int, q: float, mean: float, sd: float, experts: int) -> int:
+    """How many of ``expected_max_expert_load``'s first terms ``1.0 - P(load <= x) ** experts``
+    (x = 0, 1, ...) are exactly 1.0: 0, or ``x0 + 1`` for the largest tried load ``x0`` (a few
+    standard deviations below the mean) with ``P(load <= x0) ** experts < 2**-60``. A double
+    ``1.0 - d`` is 1.0 for every ``d <= 2**-54``; the cdf grows with ``x`` and its kernel's
+    relative error (about 1e-13) is far inside the margin of ``2**6``, so every load at or below
+    ``x0`` gives exactly 1.0 (``tests/test_hot_path_exactness.py`` checks the sums bit for bit)."""
+    xs = [x for x in dict.fromkeys(math.floor(mean - z * sd) for z in _UNIT_Z) if x >= 0]
+    if not xs:
+        return 0
+    import numpy as np
+
+    for x, c in zip(xs, binom_cdf(np.array(xs, dtype=np.float64), tokens, q).tolist()):
+        if c ** experts < 2.0**-60:
+            return x + 1
+    return 0
 
 
 def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
