@@ -207,8 +207,11 @@ def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, m
     w_dtype = w_dtype or dtype
     if impl is not None:
         meta = {"impl": impl, **(meta or {})}
-    w_bytes = batch * n * k * dtype_bytes(w_dtype) + bias * dtype_bytes(param_dtype("bias", dtype))
-    a_bytes = dtype_bytes(dtype) if dtype_bytes(dtype) < ACT_BYTES else ACT_BYTES
+    d_bytes = dtype_bytes(dtype)
+    w_bytes = batch * n * k * dtype_bytes(w_dtype)
+    if bias:
+        w_bytes += bias * dtype_bytes(param_dtype("bias", dtype))
+    a_bytes = d_bytes if d_bytes < ACT_BYTES else ACT_BYTES
     return Op(
         name=name,
         kind=GEMM,
