@@ -416,16 +416,22 @@ class Evaluator:
             m._pk.update(pk)
 
     def _cost_models(self) -> tuple:
-        """The (prefill, decode) cost models every pool model of this evaluator shares: one
-        cluster and profile, so what the cost model memoises per op serves them all."""
+        """The (prefill, decode) cost models every pool model of this evaluator shares (one
+        cluster and profile, so what the cost model memoises per op serves them all), and their
+        ``BlockMemo`` (``InstanceCost.share_cost_models``)."""
         cms = self._cms
         if cms is None:
             from dataclasses import replace
 
             from simulator.costmodel import CostModel
 
+            from workloads.ops_blocks import BlockMemo
+
             cm = CostModel(cluster=self.cluster, profile=self.profile)
-            cms = self._cms = (cm, replace(cm, dispatch_kernel="low_latency"))
+            # and the op lists of the blocks already built: pool models of other cost keys
+            # (micro-batches, MTP, batch limits) build the same blocks (keyed by each instance's
+            # context, ``BlockMemo.context_id``)
+            cms = self._cms = (cm, replace(cm, dispatch_kernel="low_latency"), BlockMemo(max_contexts=1024))
         return cms
 
     def step_calls(self) -> int:

@@ -29,6 +29,7 @@ run for a sweep); ``evaluate_chunk`` amortises the caches over many points.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import defaultdict
 from typing import Iterable
@@ -463,6 +464,7 @@ def _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, pro
 
     t_pool = time.perf_counter()
     _pool_phase(ctx, space, all_choices, executor, ev, progress)
+    gc.freeze()  # and the pool phase's memos (op lists, costs, step tables): ``frozen_heap``
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}

@@ -203,9 +203,14 @@ class InstanceCost:
         """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""
         return self._cached(batch)
 
-    def share_cost_models(self, prefill: CostModel, decode: CostModel) -> "InstanceCost":
+    def share_cost_models(self, prefill: CostModel, decode: CostModel,
+                          blocks: BlockMemo | None = None) -> "InstanceCost":
         """Cost this instance's steps with ``prefill`` and ``decode`` (the DeepEP low-latency
         one), cost models of its cluster and profile that several instances share (the
-        planner's pool models), with whatever they memoise per op. Before any step is costed."""
+        planner's pool models), with whatever they memoise per op; ``blocks``: a ``BlockMemo``
+        they share too (its keys name each instance's context, so instances whose blocks take
+        the same inputs build them once). Before any step is costed."""
         self.cost_model, self._decode_cost_model = prefill, decode
+        if blocks is not None:
+            self._blocks = blocks
         return self

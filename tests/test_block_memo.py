@@ -69,6 +69,33 @@ def test_memoised_steps_equal_fresh_builds(name, batches):
         assert memoised.ops(b) == InstanceCost(spec, cache_steps=False).ops(b)
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(shapes(), min_size=2, max_size=5))
+def test_instances_sharing_one_memo_equal_fresh_builds(batches):
+    """The planner's pool models share one ``BlockMemo`` and cost models across instances
+    (``InstanceCost.share_cost_models``, contexts told apart by ``BlockMemo.context_id``):
+    every instance's steps equal its own fresh build, whatever the others built before."""
+    from dataclasses import replace
+
+    memo = BlockMemo(max_contexts=5)  # small: ids restart on the way
+    by_cluster: dict = {}
+    variants = [dict(SPECS[n]) for n in SPECS if n != "gqa_ring"]
+    variants += [{**SPECS["mla_dp_ep_mtp_mb2"], "mtp_depth": 0, "layout": Layout(dp=8, ep=8)},
+                 {**SPECS["mla_dp_ep_mtp_mb2"], "moe_imbalance": 1.25}]
+    insts = []
+    for kw in variants:
+        kw = dict(kw)
+        spec = InstanceSpec(model=get_model(kw.pop("model")), cluster=get_cluster(kw.pop("cluster")), **kw)
+        cms = by_cluster.get(spec.cluster.name)
+        if cms is None:
+            cm = CostModel(cluster=spec.cluster)
+            cms = by_cluster[spec.cluster.name] = (cm, replace(cm, dispatch_kernel="low_latency"))
+        insts.append((spec, InstanceCost(spec, cache_steps=False).share_cost_models(*cms, blocks=memo)))
+    for b in batches + batches[:1]:
+        for spec, shared in insts:
+            assert shared.step(b) == InstanceCost(spec, cache_steps=False).step(b), spec
+
+
 @pytest.mark.parametrize("name", ["dense_gqa_tp4", "mla_dp_ep_mtp_mb2", "dense_gqa_eager_mb2"])
 @settings(max_examples=10, deadline=None)
 @given(batches=st.lists(shapes(), min_size=2, max_size=6))

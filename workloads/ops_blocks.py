@@ -162,10 +162,13 @@ class BlockMemo:
     One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
     between threads."""
 
-    __slots__ = ("max_entries", "_blocks", "_contexts")
+    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts")
 
-    def __init__(self, max_entries: int = 8192):
+    def __init__(self, max_entries: int = 8192, max_contexts: int = 64):
+        """``max_contexts``: distinct per-instance contexts named before the ids restart (a memo
+        several instances share, as the planner's ``Evaluator`` does, names one per instance)."""
         self.max_entries = max_entries
+        self.max_contexts = max_contexts
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
 
@@ -174,7 +177,7 @@ class BlockMemo:
         key = tuple(getattr(c, f) for f in _INSTANCE_FIELDS)
         cid = self._contexts.get(key)
         if cid is None:
-            if len(self._contexts) >= 64:  # ids restart: the blocks keyed by the old ones go too
+            if len(self._contexts) >= self.max_contexts:  # ids restart: the blocks keyed by the old ones go too
                 self._contexts.clear()
                 self._blocks.clear()
             cid = self._contexts[key] = len(self._contexts)
@@ -204,8 +207,11 @@ def gemm(name, m, n, k, *, dtype, layer, count, batch=1, w_dtype=None, bias=0, m
     w_dtype = w_dtype or dtype
     if impl is not None:
         meta = {"impl": impl, **(meta or {})}
-    w_bytes = batch * n * k * dtype_bytes(w_dtype) + bias * dtype_bytes(param_dtype("bias", dtype))
-    a_bytes = dtype_bytes(dtype) if dtype_bytes(dtype) < ACT_BYTES else ACT_BYTES
+    d_bytes = dtype_bytes(dtype)
+    w_bytes = batch * n * k * dtype_bytes(w_dtype)
+    if bias:
+        w_bytes += bias * dtype_bytes(param_dtype("bias", dtype))
+    a_bytes = d_bytes if d_bytes < ACT_BYTES else ACT_BYTES
     return Op(
         name=name,
         kind=GEMM,
@@ -615,11 +621,35 @@ def expected_max_expert_load(tokens: int, num_experts: int, top_k: int, experts_
     hi = int(min(tokens, math.ceil(mean + 12 * sd + 10)))
     # P(load <= x) for x < hi <= tokens (scipy's binom.cdf kernel, ``workloads.moe_routing``); the
     # terms are summed one after the other (libm's pow and double additions, as summing numpy
-    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``.
-    total = 0.0
-    for c in binom_cdf(np.arange(hi, dtype=np.float64), tokens, q).tolist():
+    # scalars did). ``tests/test_hot_path_exactness.py`` compares it with ``binom.cdf``. The first
+    # ``lo`` terms are exactly 1.0 (``_unit_terms``): their sum is ``lo``, exactly, uncomputed.
+    lo = _unit_terms(tokens, q, mean, sd, experts_considered)
+    total = float(lo)
+    for c in binom_cdf(np.arange(lo, hi, dtype=np.float64), tokens, q).tolist():
         total += 1.0 - c ** experts_considered
     return total
+
+
+#: multiples of the standard deviation below the mean tried by ``_unit_terms``
+_UNIT_Z = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 13.0)
+
+
+def _unit_terms(tokens: int, q: float, mean: float, sd: float, experts: int) -> int:
+    """How many of ``expected_max_expert_load``'s first terms ``1.0 - P(load <= x) ** experts``
+    (x = 0, 1, ...) are exactly 1.0: 0, or ``x0 + 1`` for the largest tried load ``x0`` (a few
+    standard deviations below the mean) with ``P(load <= x0) ** experts < 2**-60``. A double
+    ``1.0 - d`` is 1.0 for every ``d <= 2**-54``; the cdf grows with ``x`` and its kernel's
+    relative error (about 1e-13) is far inside the margin of ``2**6``, so every load at or below
+    ``x0`` gives exactly 1.0 (``tests/test_hot_path_exactness.py`` checks the sums bit for bit)."""
+    xs = [x for x in dict.fromkeys(math.floor(mean - z * sd) for z in _UNIT_Z) if x >= 0]
+    if not xs:
+        return 0
+    import numpy as np
+
+    for x, c in zip(xs, binom_cdf(np.array(xs, dtype=np.float64), tokens, q).tolist()):
+        if c ** experts < 2.0**-60:
+            return x + 1
+    return 0
 
 
 def moe_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
