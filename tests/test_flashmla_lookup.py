@@ -76,3 +76,15 @@ def test_another_vendors_device_keeps_the_published_figure():
     ascend = CostModel(cluster=get_cluster("cloudmatrix384"), profile=load_profile("h200")).compute_seconds(op)
     h800 = CostModel(cluster=get_cluster("h800-mpft"), profile=load_profile("h200")).compute_seconds(op)
     assert ascend[1].startswith("published:FlashMLA") and "mla_decode_flashmla_bf16" in h800[1]
+
+
+def test_check_cli_reports_both_measured_kernel_families():
+    """`clustersim check --only kernels.flashmla --only kernels.deepgemm_fp8` as a user runs it:
+    exit 0 (no failure), both families summarised per split."""
+    from typer.testing import CliRunner
+
+    from clustersim.cli import app
+
+    res = CliRunner().invoke(app, ["check", "--only", "kernels.flashmla", "--only", "kernels.deepgemm_fp8"])
+    assert res.exit_code == 0, res.output
+    assert "flashmla" in res.output and "deepgemm_fp8" in res.output and " 0 fail" in res.output
