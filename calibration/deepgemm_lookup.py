@@ -43,19 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from calibration.table import Table, as_table
+
 #: the profile table (``calibration/profiles/<gpu>/deepgemm_fp8.csv``)
 DEEPGEMM_TABLE = "deepgemm_fp8"
 #: a group count's curve is used when measured at this many M values or more
 _MIN_CURVE_POINTS = 3
-
-
-def _curve(ms: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted distinct M, the fastest time at each)."""
-    order = np.lexsort((ts, ms))
-    ms, ts = ms[order], ts[order]
-    first = np.ones(len(ms), dtype=bool)
-    first[1:] = ms[1:] != ms[:-1]
-    return ms[first], ts[first]
 
 
 def _at(curve: tuple[np.ndarray, np.ndarray], m: float) -> float:
@@ -72,27 +65,21 @@ class DeepGemmTable:
     """Dense and masked-grouped curves of one profile's ``deepgemm_fp8`` table (module docstring)."""
 
     def __init__(self, table: Any):
-        kind = np.asarray(table["kind"]).astype(str)
-        groups = np.asarray(table["groups"], dtype=np.int64)
-        m = np.asarray(table["m_per_group"], dtype=np.float64)
-        n = np.asarray(table["n"], dtype=np.int64)
-        k = np.asarray(table["k"], dtype=np.int64)
-        seconds = np.asarray(table["seconds"], dtype=np.float64)
-        ok = np.isfinite(seconds) & (seconds > 0) & (m > 0)
+        """``table``: a profile's ``Table`` (or a DataFrame, or a mapping of columns)."""
+        t = as_table(table) if hasattr(table, "columns") else Table(table)
+        secs, m = t.floats("seconds"), t.floats("m_per_group")
+        t = t.where(np.isfinite(secs) & (secs > 0) & (m > 0))
         self.dense: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.masked: dict[tuple[int, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-        for nk in sorted(set(zip(n[ok].tolist(), k[ok].tolist()))):
-            rows = ok & (n == nk[0]) & (k == nk[1])
-            d = rows & (kind == "dense")
-            if d.any():
-                self.dense[nk] = _curve(m[d], seconds[d])
-            by_g = {}
-            for g in sorted(set(groups[rows & (kind == "masked")].tolist())):
-                sel = rows & (kind == "masked") & (groups == g)
-                if np.count_nonzero(sel) >= _MIN_CURVE_POINTS:
-                    by_g[int(g)] = _curve(m[sel], seconds[sel])
-            if by_g:
-                self.masked[nk] = by_g
+        for (kind, g, n, k), rows in t.groupby(["kind", "groups", "n", "k"]):
+            if kind not in ("dense", "masked"):
+                continue
+            best = rows.min_by("m_per_group", "seconds")  # the fastest time at each distinct M, M sorted
+            curve = (best.floats("m_per_group"), best.floats("seconds"))
+            if kind == "dense":
+                self.dense[(int(n), int(k))] = curve
+            elif len(curve[0]) >= _MIN_CURVE_POINTS:
+                self.masked.setdefault((int(n), int(k)), {})[int(g)] = curve
 
     def dense_seconds(self, m: float, n: int, k: int) -> tuple[float, str] | None:
         """DeepGEMM's dense FP8 GEMM of ``[m, k] x [k, n]``; None for an (N, K) not measured."""
