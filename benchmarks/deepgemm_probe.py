@@ -36,6 +36,14 @@ README_GROUPED = (("masked", 1, 1024), ("masked", 2, 512), ("masked", 4, 256),
                   ("contiguous", 4, 8192), ("contiguous", 8, 4096))
 #: routed decode groups (masked layout, multinomial group sizes of this mean): the lookup reads the mean
 ROUTED_M = (4, 16, 64, 256)
+#: tokens per group between DECODE_M's powers of two (selector ``knee``: masked rows, routed means),
+#: where DeepGEMM's block-M tiles fill (a group of M tokens takes ceil(M / block M) row tiles)
+KNEE_M = (24, 48, 96, 160, 192, 320, 384, 640, 768)
+KNEE_ROUTED_M = (8, 32, 48, 96, 128, 192, 384, 512, 768, 1024)
+#: other models' routed-expert GEMMs (selector ``shapes``: masked rows, equal groups): DeepSeek-V2 (hidden
+#: 5120, expert FFN 1536) and DeepSeek-V2-Lite (2048, 1408), gate+up then down
+OTHER_NK = ((3072, 5120), (5120, 1536), (2816, 2048), (2048, 1408))
+OTHER_M = (1, 8, 32, 64, 128, 256, 512, 1024)
 PREFILL_M = (64, 256, 1024, 4096)
 PREFILL_GROUPS = (8, 32)
 #: dense shapes: the README's N x K with M 64, 128, 4096, plus decode-sized M
@@ -45,7 +53,16 @@ FIELDS = ("kind", "groups", "m_per_group", "valid_m", "n", "k", "seconds", "tflo
 
 
 def points(only: set[str]) -> list[tuple]:
-    """(kind, groups, m per group, n, k) in measuring order: the README's rows first."""
+    """(kind, groups, m per group, n, k) in measuring order: the README's rows first; ``knee``
+    selects the masked and routed points at KNEE_M and KNEE_ROUTED_M, ``shapes`` the masked points of
+    OTHER_NK (each measured apart, later)."""
+    if "shapes" in only:
+        other = [("masked", g, m, n, k) for n, k in OTHER_NK for g in DECODE_GROUPS for m in OTHER_M]
+        return other + points(only - {"shapes"})
+    if "knee" in only:
+        knee = [("masked", g, m, n, k) for g in DECODE_GROUPS for m in KNEE_M for n, k in EXPERT_NK]
+        knee += [("routed", g, m, n, k) for g in DECODE_GROUPS for m in KNEE_ROUTED_M for n, k in EXPERT_NK]
+        return knee + points(only - {"knee"})
     out = []
     for layout, g, m in README_GROUPED:
         for n, k in EXPERT_NK:
@@ -97,7 +114,8 @@ def _routed(deep_gemm, gen, g: int, m: int, n: int, k: int):
     import torch
 
     sizes = np.random.default_rng(0).multinomial(g * m, [1.0 / g] * g)
-    max_m = max(128, -(-int(sizes.max() * 1.05 + 1) // 128) * 128)
+    # DeepGEMM's generator draws its own sizes up to 1.3 m first, and asserts they fit max_m
+    max_m = max(128, -(-int(max(sizes.max() * 1.05, m * 1.3) + 1) // 128) * 128)
     a, b, masked_m, _, d, _ = gen.generate_m_grouped_masked(g, max_m, m, n, k, use_ue8m0=False,
                                                             quant_config=gen.QuantConfig())
     masked_m.copy_(torch.tensor(sizes, dtype=torch.int32, device="cuda"))

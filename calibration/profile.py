@@ -85,7 +85,7 @@ from calibration.decode_lookup import (
     split_kv_splits,
 )
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
-from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
+from calibration.deepgemm_lookup import DEEPGEMM_TABLE, EQUAL, DeepGemmTable
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from calibration.table import Table
@@ -267,7 +267,8 @@ class MeasuredProfile:
         else:
             active = s.get("active_groups") or s["groups"]
             tokens = s.get("tokens_total")
-            r = table.grouped_seconds(active, tokens / active if tokens else s["m_per_group"], s["n"], s["k"])
+            r = table.grouped_seconds(active, tokens / active if tokens else s["m_per_group"], s["n"], s["k"],
+                                      op.meta.get("group_sizes", EQUAL))
         return None if r is None else (r[0], self._src(DEEPGEMM_TABLE, r[1]))
 
     @functools.cached_property

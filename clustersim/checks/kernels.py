@@ -163,8 +163,9 @@ def grouped_fp8_checks(profile: str = "h200") -> list[Check]:
 
 def deepgemm_measured_checks(profile: str = "h200") -> list[Check]:
     """One check per row of ``profile``'s ``deepgemm_fp8`` table (microseconds): DeepGEMM's dense and
-    grouped FP8 kernels as the ``fused`` set times them from the profile's fit rows (masked rows
-    answer the contiguous ones: the prefill layout is held out); Unavailable while the profile has
+    grouped FP8 kernels as the ``fused`` set times them from the profile's fit rows (masked rows of
+    equal group sizes from the equal-size curves, routed rows from the routed ones; the equal-size
+    curves answer the contiguous rows: the prefill layout is held out); Unavailable while the profile has
     none (measure it with benchmarks/device_deepgemm.sh)."""
     from calibration.deepgemm_lookup import DEEPGEMM_TABLE
     from workloads.op import GROUPED_GEMM, Op
@@ -183,7 +184,7 @@ def deepgemm_measured_checks(profile: str = "h200") -> list[Check]:
         else:
             op = Op("g", GROUPED_GEMM, {"groups": g, "m_per_group": valid / g, "n": n, "k": k, "tokens_total": valid,
                                         "active_groups": g}, 2.0 * valid * n * k, g * n * k + valid * k, valid * n * 2,
-                    dtype="fp8", layer="moe", meta={"impl": "fused_moe"})
+                    dtype="fp8", layer="moe", meta={"impl": "fused_moe", "group_sizes": "routed" if kind == "routed" else "equal"})
         got = fit.op_seconds(op)
         rid = f"{kind}/{n}x{k}/g{g}/m{m}"
         gap = next((x for x in gaps if rid in x.get("rows", ())), {})
