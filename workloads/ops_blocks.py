@@ -99,6 +99,29 @@ class BlockCtx:
     memo: "BlockMemo | None" = field(default=None, compare=False, repr=False)
     memo_id: int = field(default=0, compare=False, repr=False)
 
+    @classmethod
+    def instance_fields(cls, memo: "BlockMemo | None", **fields) -> dict:
+        """The attributes every step of one instance shares: ``fields`` (every field but
+        ``STEP_FIELDS``), the memo with this context's id in it, and the cached properties that
+        read only those (``kernel_set``, ``eager``, ``kv_local``); ``for_step`` adds a step's."""
+        proto = cls(phase="prefill", new=(), ctx=(), tokens=0, absorb=False, moe_tokens_all=0, **fields)
+        proto.with_memo(memo)
+        base = {f: getattr(proto, f) for f in _INSTANCE_FIELDS}
+        base.update(memo=proto.memo, memo_id=proto.memo_id, kernel_set=proto.kernel_set, eager=proto.eager,
+                    kv_local=proto.kv_local)
+        return base
+
+    @classmethod
+    def for_step(cls, base: dict, **step) -> "BlockCtx":
+        """The context of one step: ``base`` (``instance_fields``) with the step's fields
+        (``STEP_FIELDS``), equal to building it field by field, without the generated
+        ``__init__`` setting 21 frozen fields one at a time."""
+        c = object.__new__(cls)
+        d = c.__dict__
+        d.update(base)
+        d.update(step)
+        return c
+
     def with_memo(self, memo: "BlockMemo | None") -> "BlockCtx":
         """This context building its blocks through ``memo``."""
         if memo is not None:  # a context just built by its one caller: set in place, not copied
@@ -139,6 +162,11 @@ class BlockCtx:
         return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx)}
 
     @cached_property
+    def kv_local(self) -> float:
+        """``kv_bytes_local``: KV-cache bytes per token per layer on this rank."""
+        return kv_bytes_local(self)
+
+    @cached_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
@@ -162,7 +190,7 @@ class BlockMemo:
     One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
     between threads."""
 
-    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts")
+    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts", "_prepared")
 
     def __init__(self, max_entries: int = 8192, max_contexts: int = 64):
         """``max_contexts``: distinct per-instance contexts named before the ids restart (a memo
@@ -171,6 +199,22 @@ class BlockMemo:
         self.max_contexts = max_contexts
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
+        #: ``workloads.ops.step_ops``'s per-instance preparation by argument set (``prepared``)
+        self._prepared: dict[tuple, tuple] = {}
+
+    def prepared(self, key: tuple, keep: tuple, prepare: Callable[..., tuple], *args) -> tuple:
+        """``prepare(*args)``, kept by ``key``. ``key`` may name objects by ``id``: ``keep``
+        holds them (kept alive with the entry, so no other object takes their ids while it
+        lives) and a hit must find the same ones. Emptied when the context ids restart (an
+        entry holds its context's id) and when full."""
+        hit = self._prepared.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], keep)):
+            return hit[1]
+        value = prepare(*args)
+        if len(self._prepared) >= self.max_contexts:
+            self._prepared.clear()
+        self._prepared[key] = (keep, value)
+        return value
 
     def context_id(self, c: BlockCtx) -> int:
         """A small int naming ``c``'s per-instance fields (everything but ``STEP_FIELDS``)."""
@@ -180,6 +224,7 @@ class BlockMemo:
             if len(self._contexts) >= self.max_contexts:  # ids restart: the blocks keyed by the old ones go too
                 self._contexts.clear()
                 self._blocks.clear()
+                self._prepared.clear()
             cid = self._contexts[key] = len(self._contexts)
         return cid
 
@@ -320,7 +365,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
     ops = [_norm(c, f"{p}attn_norm", layer, count), *quant_ops(c, f"{p}attn_in_quant", T, h, layer, count)]
-    kv_local = kv_bytes_local(c)
+    kv_local = c.kv_local
     kw = dict(dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c))
     if isinstance(a, MLAConfig):
         r, lat = a.qk_rope_head_dim, a.kv_lora_rank
@@ -368,7 +413,7 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     and the sequence-parallel exchange."""
     m, a, T = c.model, c.model.attention, c.tokens
     H = a.num_heads // c.attn_tp
-    kv_local = kv_bytes_local(c)
+    kv_local = c.kv_local
     pairs = c.pair_sum / c.sp
     if isinstance(a, MLAConfig):
         if c.absorb:
