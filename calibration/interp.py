@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
@@ -107,11 +108,42 @@ class Curve:
         return _interp_loglog(self.xs, self.ys, x)
 
 
+def single_threaded_scipy_blas() -> bool:
+    """Run scipy's own OpenBLAS (not numpy's) on one thread, once per process; True when set.
+
+    ``Surface``'s triangulation computes its barycentric transforms with it on the first lookup,
+    tiny LAPACK calls (2x2) whose answers do not depend on the thread count; but OpenBLAS's thread
+    pool spins on start, and on a loaded 2-core machine the first lookups of a process stalled
+    for 0.1-1 s each (measured: 0.1 ms on one thread). ``planner.queueing`` keeps its solves
+    small for the same reason."""
+    return _set_scipy_blas_threads(1)
+
+
+@lru_cache(maxsize=1)
+def _set_scipy_blas_threads(n: int) -> bool:
+    import ctypes
+
+    try:
+        from scipy.linalg import _fblas
+
+        lib = ctypes.CDLL(_fblas.__file__)  # its symbols and those of the OpenBLAS it links
+    except (ImportError, OSError):
+        return False
+    for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter(n)
+            return True
+    return False
+
+
 class Surface:
     """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
 
     def __init__(self, df: Table, a: str, b: str):
         from scipy.interpolate import LinearNDInterpolator
+
+        single_threaded_scipy_blas()
 
         d = as_table(df).min_by([a, b], "seconds")
         self.by_a = {int(av): Curve.of(g, b) for av, g in d.groupby(a)}
