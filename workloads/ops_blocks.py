@@ -16,7 +16,6 @@ resident weight the op owns on this rank (used for memory and consistency checks
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 from typing import Callable
@@ -24,7 +23,7 @@ from typing import Callable
 from workloads.accounting import (
     ACT_BYTES,
     attention_flops_per_pair,
-    attention_pairs,
+    causal_pairs_sum,
     dtype_bytes,
     kv_cache_bytes_per_token_per_layer,
     param_dtype,
@@ -132,22 +131,9 @@ class BlockCtx:
     @cached_property
     def pair_sum(self) -> float:
         """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
-        rank's sequences, computed once per step (every layer's attention reads it). The terms are
-        whole numbers, so while their total stays below 2**53 every partial float sum is exact and
-        the total equals the integer one, taken once per distinct sequence; past that (or for
-        non-int lengths) the float loop itself."""
-        new, ctx = self.new, self.ctx
-        if new and all(type(v) is int for v in (*new[:1], *ctx[:1])):
-            n = len(new)
-            if new.count(new[0]) == n and ctx.count(ctx[0]) == n:
-                groups = {(new[0], ctx[0]): n}
-            else:
-                groups = Counter(zip(new, ctx))
-            if all(type(s) is int and type(x) is int for s, x in groups):
-                total = sum(k * (s * x + s * (s + 1) // 2) for (s, x), k in groups.items())
-                if total < 2**53:
-                    return float(total)
-        return sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
+        rank's sequences, computed once per step (every layer's attention reads it), exactly as
+        that float sum (``workloads.accounting.causal_pairs_sum``)."""
+        return causal_pairs_sum(self.new, self.ctx)
 
     @cached_property
     def key_sum(self) -> int:
