@@ -13,6 +13,7 @@ No torch; pure functions of tables.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Mapping
@@ -137,14 +138,69 @@ def _set_scipy_blas_threads(n: int) -> bool:
     return False
 
 
+#: the tolerance of scipy's ``LinearNDInterpolator`` in its point-in-triangle tests (``100 * DBL_EPSILON``)
+_IN_TRIANGLE_EPS = 100 * sys.float_info.epsilon
+
+
+class LinearTriangles:
+    """``scipy.interpolate.LinearNDInterpolator`` over 2-D points, the same floats, without
+    importing ``scipy.interpolate`` (0.1-0.2 s of a process's start, most of it
+    ``scipy.optimize``): the same Delaunay triangulation (``scipy.spatial``), the triangle
+    its point location finds, and its barycentric sums in its order
+    (``scipy/interpolate/_interpnd.pyx``, ``_do_evaluate``). Where the triangle found lies
+    outside ``100 * DBL_EPSILON`` of the point (a point just outside the hull, which
+    ``Delaunay.find_simplex`` accepts under a wider tolerance than the interpolator), the answer
+    is scipy's own (imported then). ``tests/test_step_cost_exactness.py`` compares both bit for
+    bit on every surface of the shipped profiles."""
+
+    def __init__(self, points: np.ndarray, values: np.ndarray):
+        from scipy.spatial import Delaunay
+
+        self.tri = Delaunay(np.ascontiguousarray(points, dtype=np.float64))
+        self.values = np.ascontiguousarray(values, dtype=np.float64)
+        # per triangle: its inverse transform (row-major) and offset, and its corners' values
+        self._transforms = [tuple(t) for t in self.tri.transform.reshape(len(self.tri.simplices), 6).tolist()]
+        vals = self.values.tolist()
+        self._corner_values = [tuple(vals[m] for m in tri) for tri in self.tri.simplices.tolist()]
+        self._scipy = None
+
+    def __call__(self, x0: float, x1: float) -> float:
+        """The interpolated value at (x0, x1); NaN outside the triangulation."""
+        s = int(self.tri.find_simplex(np.array((x0, x1), dtype=np.float64)))
+        if s < 0:
+            return math.nan  # outside under the wider tolerance: outside under the interpolator's too
+        t00, t01, t10, t11, r0, r1 = self._transforms[s]
+        c0 = 0.0
+        c0 += t00 * (x0 - r0)
+        c0 += t01 * (x1 - r1)
+        c1 = 0.0
+        c1 += t10 * (x0 - r0)
+        c1 += t11 * (x1 - r1)
+        c2 = 1.0
+        c2 -= c0
+        c2 -= c1
+        lo, hi = -_IN_TRIANGLE_EPS, 1 + _IN_TRIANGLE_EPS
+        if not (lo <= c0 <= hi and lo <= c1 <= hi and lo <= c2 <= hi):
+            return self._scipy_at(x0, x1)
+        v0, v1, v2 = self._corner_values[s]
+        out = 0.0
+        out = out + c0 * v0
+        out = out + c1 * v1
+        out = out + c2 * v2
+        return out
+
+    def _scipy_at(self, x0: float, x1: float) -> float:
+        if self._scipy is None:
+            from scipy.interpolate import LinearNDInterpolator
+
+            self._scipy = LinearNDInterpolator(self.tri, self.values)
+        return float(self._scipy(x0, x1))
+
+
 class Surface:
     """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
 
     def __init__(self, df: Table, a: str, b: str):
-        from scipy.interpolate import LinearNDInterpolator
-
-        single_threaded_scipy_blas()
-
         d = as_table(df).min_by([a, b], "seconds")
         self.by_a = {int(av): Curve.of(g, b) for av, g in d.groupby(a)}
         self.a_values = np.array(sorted(self.by_a), dtype=float)
@@ -152,11 +208,12 @@ class Surface:
         pts = np.log(np.array([d.floats(a), d.floats(b)]).T)
         self._lin = None
         if len(d) >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
-            self._lin = LinearNDInterpolator(pts, np.log(d.floats("seconds")))
+            single_threaded_scipy_blas()
+            self._lin = LinearTriangles(pts, np.log(d.floats("seconds")))
 
     def __call__(self, av: float, bv: float) -> tuple[float, str] | None:
         if self._lin is not None:
-            v = float(self._lin(math.log(av), math.log(bv)))
+            v = self._lin(math.log(av), math.log(bv))
             if math.isfinite(v):
                 return math.exp(v), "interpolated"
         # outside the hull: nearest measured a (prefer the largest <= av) with bv in range

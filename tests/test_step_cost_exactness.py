@@ -70,3 +70,79 @@ def test_surfaces_leave_scipy_blas_on_one_thread():
     assert single_threaded_scipy_blas() == (getter is not None)
     if getter is not None:
         assert getter() == 1
+
+
+def _shipped_surfaces():
+    from calibration.resolve import _shipped, shipped_profiles
+
+    out = []
+    for name in shipped_profiles():
+        p = _shipped(name)
+        for label, group in (("prefill", p._prefill), ("decode", p._decode), ("mla", p._mla.surfaces),
+                             ("sparse", p._sparse._by_shape)):
+            out += [(f"{name}:{label}:{key}", srf) for key, srf in group.items() if srf._lin is not None]
+    return out
+
+
+def _probe_points(tri, rng):
+    """Points where a triangle's choice or its sums could go wrong: every vertex, edge midpoints and
+    thirds, points on the measured grid lines, random points in and just around the hull, and far
+    outside it."""
+    import numpy as np
+
+    pts = tri.points
+    lo, hi = pts.min(0), pts.max(0)
+    span = hi - lo
+    out = [pts]
+    for a, b, c in tri.simplices:
+        for u, v in ((a, b), (b, c), (c, a)):
+            out.append(np.array([(pts[u] + pts[v]) / 2, (2 * pts[u] + pts[v]) / 3]))
+    out.append(lo + rng.random((3000, 2)) * span)
+    out.append(lo - 0.05 * span + rng.random((1000, 2)) * 1.1 * span)
+    xs = np.unique(pts[:, 0])
+    out.append(np.column_stack([rng.choice(xs, 1000), lo[1] + rng.random(1000) * span[1]]))
+    out.append(np.array([lo - span, hi + span, [lo[0] - 1e-12, lo[1]], [hi[0] + 1e-9, hi[1]]]))
+    return np.concatenate(out)
+
+
+def test_linear_triangles_are_scipys_interpolator_bit_for_bit():
+    import math
+
+    import numpy as np
+    from scipy.interpolate import LinearNDInterpolator
+
+    rng = np.random.default_rng(15)
+    surfaces = _shipped_surfaces()
+    assert surfaces
+    checked = 0
+    for label, srf in surfaces:
+        lin = srf._lin
+        ref = LinearNDInterpolator(lin.tri.points, lin.values)  # its own triangulation of the same points
+        assert np.array_equal(ref.tri.simplices, lin.tri.simplices), label
+        for x0, x1 in _probe_points(lin.tri, rng).tolist():
+            want, got = float(ref(x0, x1)), lin(x0, x1)
+            assert (math.isnan(want) and math.isnan(got)) or want == got, (label, x0, x1, want, got)
+            checked += 1
+        # the cost model's own calls: measured batches at every measured and between-measured b
+        for av in srf.a_values.tolist():
+            for bv in np.exp(np.linspace(lin.tri.points[:, 1].min(), lin.tri.points[:, 1].max(), 50)).tolist():
+                x0, x1 = math.log(av), math.log(bv)
+                want, got = float(ref(x0, x1)), lin(x0, x1)
+                assert (math.isnan(want) and math.isnan(got)) or want == got, (label, av, bv, want, got)
+    assert checked > 10_000
+
+
+def test_linear_triangles_scipy_answer_where_the_triangle_found_is_not_the_interpolators():
+    """The path taken where ``find_simplex``'s wider tolerance found a triangle the interpolator
+    may not: scipy's own answer, on the same triangulation."""
+    import math
+
+    import numpy as np
+    from scipy.interpolate import LinearNDInterpolator
+
+    label, srf = _shipped_surfaces()[0]
+    lin = srf._lin
+    ref = LinearNDInterpolator(lin.tri.points, lin.values)
+    for x0, x1 in _probe_points(lin.tri, np.random.default_rng(7))[::50].tolist():
+        want, got = float(ref(x0, x1)), lin._scipy_at(x0, x1)
+        assert (math.isnan(want) and math.isnan(got)) or want == got, (label, x0, x1)
