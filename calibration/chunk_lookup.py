@@ -34,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from calibration.interp import interp1
 from calibration.table import Table, as_table
 from workloads.accounting import attention_pairs, causal_pairs_sum
 
@@ -77,7 +78,8 @@ class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
 
     def __init__(self, df: Table | None):
-        self.configs: dict[tuple[int, int, int, int], dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+        #: (contexts, seconds) per (head configuration, batch, n), as lists of floats
+        self.configs: dict[tuple[int, int, int, int], dict[int, dict[int, tuple[list, list]]]] = {}
         self.floor_s = 0.0
         self._sorted: dict[int, tuple[dict, list[int]]] = {}
         df = as_table(df)
@@ -88,7 +90,7 @@ class ChunkPrefillTable:
             d = d.where(~_other_kernel_anchors(df, d))
         for cfg, g in d.groupby(HEAD_KEYS):
             self.configs[tuple(int(v) for v in cfg)] = {
-                int(b): {int(n): (gn.floats("context"), gn.floats("seconds"))
+                int(b): {int(n): (gn.floats("context").tolist(), gn.floats("seconds").tolist())
                          for n, gn in gb.sorted_by("context").groupby("new")}
                 for b, gb in g.groupby("batch")}
         self.floor_s = float(d.min("seconds"))
@@ -144,12 +146,12 @@ class ChunkPrefillTable:
         return t * tiles, f"{how}, n={ref} x{tiles:g} query tiles"
 
     @staticmethod
-    def _at_context(curve: tuple[np.ndarray, np.ndarray], new: float, context: float) -> tuple[float, str]:
+    def _at_context(curve: tuple[list, list], new: float, context: float) -> tuple[float, str]:
         cs, ts = curve
         if cs[0] <= context <= cs[-1]:
             if len(cs) == 1:
                 return float(ts[0]), "measured context"
-            return float(np.interp(context, cs, ts)), "linear in context"
+            return interp1(context, cs, ts), "linear in context"
         ref = int(cs[-1] if context > cs[-1] else cs[0])
         i = len(cs) - 1 if context > cs[-1] else 0
         scaled = float(ts[i]) * pairs(new, context) / pairs(new, ref)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import sys
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Mapping
+from functools import cached_property, lru_cache
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -83,6 +84,35 @@ def fit_kv_tile(df: Table | None) -> int:
     return best
 
 
+def interp1(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """``float(np.interp(x, xs, ys))`` for one point, the same double, without numpy's per-call
+    overhead: ``xs`` strictly ascending (lists of floats, as the tables hold them). numpy's
+    ``arr_interp``: the interval ``xs[j] <= x < xs[j + 1]`` by binary search, ``ys[j]`` at an
+    exact knot or the last one, the end values outside, else ``slope * (x - xs[j]) + ys[j]``
+    with ``slope = (ys[j+1] - ys[j]) / (xs[j+1] - xs[j])`` (and its NaN fallbacks);
+    ``tests/test_step_cost_exactness.py`` compares it with ``np.interp`` bit for bit."""
+    x = float(x)
+    n = len(xs)
+    if n == 1:  # numpy's one-knot branch: its value everywhere (NaN included)
+        return ys[0]
+    if x != x:
+        return x
+    if x > xs[-1]:
+        return ys[-1]
+    if x < xs[0]:
+        return ys[0]
+    j = bisect_right(xs, x) - 1
+    if j == n - 1 or xs[j] == x:
+        return ys[j]
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    res = slope * (x - xs[j]) + ys[j]
+    if res != res:
+        res = slope * (x - xs[j + 1]) + ys[j + 1]
+        if res != res and ys[j] == ys[j + 1]:
+            res = ys[j]
+    return res
+
+
 def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
     """Linear interpolation of log y over log x; None outside [xs[0], xs[-1]]."""
     if len(xs) == 0 or x <= 0 or x < xs[0] * (1 - _REL_TOL) or x > xs[-1] * (1 + _REL_TOL):
@@ -105,8 +135,22 @@ class Curve:
         d = as_table(df).min_by(x, y)
         return cls(d.floats(x), d.floats(y))
 
+    @cached_property
+    def _knots(self) -> tuple[float, float, list[float], list[float]]:
+        """The bounds ``_interp_loglog`` tests and the log knots it interpolates, computed once."""
+        xs = self.xs
+        lo, hi = (float(xs[0]) * (1 - _REL_TOL), float(xs[-1]) * (1 + _REL_TOL)) if len(xs) else (0.0, 0.0)
+        return lo, hi, np.log(xs).tolist(), np.log(self.ys).tolist()
+
     def __call__(self, x: float) -> float | None:
-        return _interp_loglog(self.xs, self.ys, x)
+        """``_interp_loglog(self.xs, self.ys, x)``, the same float, with the knots' logs kept."""
+        n = len(self.xs)
+        lo, hi, lx, ly = self._knots
+        if n == 0 or x <= 0 or x < lo or x > hi:
+            return None
+        if n == 1:
+            return float(self.ys[0])
+        return float(np.exp(interp1(math.log(x), lx, ly)))
 
 
 def single_threaded_scipy_blas() -> bool:

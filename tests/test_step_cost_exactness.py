@@ -146,3 +146,45 @@ def test_linear_triangles_scipy_answer_where_the_triangle_found_is_not_the_inter
     for x0, x1 in _probe_points(lin.tri, np.random.default_rng(7))[::50].tolist():
         want, got = float(ref(x0, x1)), lin._scipy_at(x0, x1)
         assert (math.isnan(want) and math.isnan(got)) or want == got, (label, x0, x1)
+
+
+_floats = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_floats, min_size=1, max_size=12, unique=True), st.lists(_floats, min_size=12, max_size=12),
+       st.lists(_floats, min_size=1, max_size=6), st.integers(0, 2**40))
+def test_interp1_is_numpys_interp(knots, values, probes, big):
+    import numpy as np
+
+    from calibration.interp import interp1
+
+    xs = sorted(knots)
+    ys = values[: len(xs)]
+    points = probes + xs + [xs[0] - 1.0, xs[-1] + 1.0, float("nan"), big, (xs[0] + xs[-1]) / 2]
+    for x in points:
+        want = float(np.interp(x, np.array(xs), np.array(ys)))
+        got = interp1(x, xs, ys)
+        assert (math.isnan(want) and math.isnan(got)) or want == got, (x, xs, ys)
+
+
+def test_curves_keep_the_loglog_floats():
+    import numpy as np
+
+    from calibration.interp import Curve, _interp_loglog
+    from calibration.resolve import _shipped, shipped_profiles
+
+    rng = np.random.default_rng(3)
+    curves = []
+    for name in shipped_profiles():
+        p = _shipped(name)
+        for srf in (*p._prefill.values(), *p._decode.values(), *p._mla.surfaces.values()):
+            curves += list(srf.by_a.values())
+    curves.append(Curve(np.array([4.0]), np.array([1e-5])))
+    assert len(curves) > 20
+    for c in curves:
+        xs = c.xs
+        probes = [*xs.tolist(), *np.exp(rng.uniform(np.log(xs[0]) - 0.1, np.log(xs[-1]) + 0.1, 200)).tolist(),
+                  float(xs[0]) * (1 - 1e-10), float(xs[-1]) * (1 + 1e-10), 0.0, -1.0]
+        for x in probes:
+            assert c(x) == _interp_loglog(xs, c.ys, x), (x, xs)
