@@ -51,13 +51,16 @@ def pairs(n: float, c: float) -> float:
 
 
 def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | None,
-                        context_lens: Sequence[int] | None) -> float:
+                        context_lens: Sequence[int] | None, causal_pairs: float | None = None) -> float:
     """True pairs of the sequences over the pairs of as many sequences at the mean ``new`` and
-    ``context`` (1 for uniform sequences or without per-sequence lengths)."""
+    ``context`` (1 for uniform sequences or without per-sequence lengths). ``causal_pairs``: the
+    sequences' pairs when the caller has them (``causal_pairs_sum`` of the same lengths)."""
     if not seq_lens or context_lens is None or len(seq_lens) != len(context_lens):
         return 1.0
     at_mean = len(seq_lens) * pairs(new, context)
-    return causal_pairs_sum(seq_lens, context_lens) / at_mean if at_mean > 0 else 1.0
+    if causal_pairs is None:
+        causal_pairs = causal_pairs_sum(seq_lens, context_lens)
+    return causal_pairs / at_mean if at_mean > 0 else 1.0
 
 
 def _other_kernel_anchors(df: Table, d: Table) -> np.ndarray:

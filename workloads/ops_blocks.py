@@ -145,7 +145,9 @@ class BlockCtx:
         """The per-sequence lengths an attention op's meta carries when they differ."""
         if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
             return {}
-        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx)}
+        # with their causal pairs, which the lookup's unequal-sequence factor reads instead of
+        # summing them again (``calibration.chunk_lookup.varlen_pairs_factor``)
+        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx), "causal_pairs": self.pair_sum}
 
     @cached_property
     def kv_local(self) -> float:
