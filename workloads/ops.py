@@ -243,7 +243,7 @@ def step_ops(
     ctx = BlockCtx.for_step(
         base, phase=batch.phase, new=new, ctx=local.context_list, tokens=tokens,
         absorb=(batch.phase == "decode") if mla_absorb is None else bool(mla_absorb and m.is_mla),
-        moe_tokens_all=batch.total_new_tokens)
+        moe_tokens_all=t_rank if local is batch else batch.total_new_tokens)
     h = m.hidden_size
     ops: list[Op] = []
     if first:

@@ -136,9 +136,19 @@ class BlockCtx:
         return causal_pairs_sum(self.new, self.ctx)
 
     @cached_property
+    def new_sum(self) -> int:
+        """New tokens of all sequences (``sum(new)``)."""
+        return sum(self.new)
+
+    @cached_property
+    def ctx_sum(self) -> int:
+        """Cached tokens of all sequences (``sum(ctx)``)."""
+        return sum(self.ctx)
+
+    @cached_property
     def key_sum(self) -> int:
         """Keys all sequences attend to (new + cached tokens)."""
-        return sum(self.new) + sum(self.ctx)
+        return self.new_sum + self.ctx_sum
 
     @cached_property
     def varlen(self) -> dict:
@@ -417,14 +427,14 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
                    "head_dim_qk": d, "head_dim_v": d},
                   flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
-                  meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                  meta={"kv_read_bytes": kv_read, "q_per_seq": _mean_of(c.new_sum, len(c.new)),
                         "impl": c.kernel_set.attn_decode})]
     else:
-        kv_read = sum(c.ctx) * kv_local / c.sp
-        fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
+        kv_read = c.ctx_sum * kv_local / c.sp
+        fresh = c.new_sum * 2 * Hkv * d * ACT_BYTES / c.sp
         ops = [Op(f"{p}attn", ATTN_PREFILL,
-                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
-                   "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
+                  {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
+                   "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean_of(c.ctx_sum, len(c.ctx))},
                   flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
                   meta={"kv_read_bytes": kv_read, **c.varlen})]
     return ops + _sp_kv_gather(c, layer, count, p, kv_local)
@@ -561,10 +571,10 @@ def _mla_eager_glue(c: BlockCtx, layer: str, count: int, p: str, H: int, kv_loca
 def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     """Non-absorbed MLA: decompress latent of all keys to per-head K_nope/V, then MHA."""
     a, T = c.model.attention, c.tokens
-    keys_rows = T + sum(c.ctx) // c.sp if c.sp > 1 else T + sum(c.ctx)
+    keys_rows = T + c.ctx_sum // c.sp if c.sp > 1 else T + c.ctx_sum
     ops = []
-    if sum(c.ctx):
-        cached = sum(c.ctx)
+    if c.ctx_sum:
+        cached = c.ctx_sum
         ops.append(elementwise(f"{p}kv_cache_gather", cached * (a.kv_lora_rank + a.qk_rope_head_dim),
                                layer=layer, count=count, reads=0, flops_per_elem=0.0,
                                extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
@@ -578,8 +588,8 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
     read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
     ops.append(Op(f"{p}attn", ATTN_PREFILL,
-                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": H,
-                   "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean(c.ctx)},
+                  {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": H,
+                   "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean_of(c.ctx_sum, len(c.ctx))},
                   flops, read, T * H * dv * ACT_BYTES, dtype="bf16", count=count, layer=layer,
                   meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **c.varlen}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
@@ -601,7 +611,7 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
                    "head_dim_v": dv},
                   flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
                   count=count, layer=layer,
-                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean_of(c.new_sum, len(c.new)),
                         "impl": c.kernel_set.mla_decode}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
     ops.append(gemm(f"{p}out_absorb_bmm", T, a.v_head_dim, lat, batch=H, **kw, meta={"weight": "W_UV"}))
