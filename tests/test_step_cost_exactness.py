@@ -188,3 +188,27 @@ def test_curves_keep_the_loglog_floats():
                   float(xs[0]) * (1 - 1e-10), float(xs[-1]) * (1 + 1e-10), 0.0, -1.0]
         for x in probes:
             assert c(x) == _interp_loglog(xs, c.ys, x), (x, xs)
+
+
+def test_equal_micro_batches_cost_as_two_separate_builds():
+    """A batch split into two equal micro-batches builds one op list for both (``InstanceCost.ops``);
+    its step equals composing two lists built apart, without a memo."""
+    from hardware.catalog import get_cluster
+    from simulator.costmodel import CostModel
+    from simulator.instance import InstanceCost, InstanceSpec, _halves
+    from workloads.layout import Layout
+    from workloads.ops import BatchShape, step_ops
+
+    spec = InstanceSpec(model=get_model("llama-3.1-70b"), cluster=get_cluster("h200-node"),
+                        layout=Layout(tp=2, micro_batches=2), kernels="eager")
+    for b in (BatchShape.decode(8, 1000), BatchShape.decode(7, 333), BatchShape.prefill(2, (512, 512), (0, 0)),
+              BatchShape.prefill(1, 3000, 100)):
+        parts = _halves(b, 2)
+        ic = InstanceCost(spec, cache_steps=False)
+        ops = ic.ops(b)
+        if len(parts) == 2 and parts[0] == parts[1]:
+            assert all(x is y for x, y in zip(ops[0], ops[1]))
+        apart = [step_ops(spec.model, mb, spec.layout, dtype="bf16", kv_dtype="bf16", kernels="eager")
+                 for mb in parts]
+        assert ops == apart
+        assert ic.step(b) == CostModel(cluster=spec.cluster).step_cost(apart)
