@@ -115,7 +115,9 @@ def child(workload: str, repeat: int, prof: bool) -> dict:
                 for s in shapes:
                     ic.step(s)
                 pr.disable()
-                pstats.Stats(pr, stream=sys.stderr).sort_stats("tottime").print_stats(30)
+                st = pstats.Stats(pr, stream=sys.stderr)
+                st.sort_stats("tottime").print_stats(30)
+                st.sort_stats("cumulative").print_stats(45)
                 ic = InstanceCost(spec, profile, cache_steps=False)
             t0 = time.process_time()
             costs = [ic.step(s) for s in shapes]

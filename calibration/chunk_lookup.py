@@ -34,8 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
+from calibration.interp import interp1
 from calibration.table import Table, as_table
-from workloads.accounting import attention_pairs
+from workloads.accounting import attention_pairs, causal_pairs_sum
 
 CTX_TABLE = "attn_prefill_ctx_bf16"
 HEAD_KEYS = ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
@@ -50,13 +51,16 @@ def pairs(n: float, c: float) -> float:
 
 
 def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | None,
-                        context_lens: Sequence[int] | None) -> float:
+                        context_lens: Sequence[int] | None, causal_pairs: float | None = None) -> float:
     """True pairs of the sequences over the pairs of as many sequences at the mean ``new`` and
-    ``context`` (1 for uniform sequences or without per-sequence lengths)."""
+    ``context`` (1 for uniform sequences or without per-sequence lengths). ``causal_pairs``: the
+    sequences' pairs when the caller has them (``causal_pairs_sum`` of the same lengths)."""
     if not seq_lens or context_lens is None or len(seq_lens) != len(context_lens):
         return 1.0
     at_mean = len(seq_lens) * pairs(new, context)
-    return sum(pairs(n, c) for n, c in zip(seq_lens, context_lens)) / at_mean if at_mean > 0 else 1.0
+    if causal_pairs is None:
+        causal_pairs = causal_pairs_sum(seq_lens, context_lens)
+    return causal_pairs / at_mean if at_mean > 0 else 1.0
 
 
 def _other_kernel_anchors(df: Table, d: Table) -> np.ndarray:
@@ -77,8 +81,10 @@ class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
 
     def __init__(self, df: Table | None):
-        self.configs: dict[tuple[int, int, int, int], dict[int, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+        #: (contexts, seconds) per (head configuration, batch, n), as lists of floats
+        self.configs: dict[tuple[int, int, int, int], dict[int, dict[int, tuple[list, list]]]] = {}
         self.floor_s = 0.0
+        self._sorted: dict[int, tuple[dict, list[int]]] = {}
         df = as_table(df)
         if df is None or df.empty:
             return
@@ -87,10 +93,13 @@ class ChunkPrefillTable:
             d = d.where(~_other_kernel_anchors(df, d))
         for cfg, g in d.groupby(HEAD_KEYS):
             self.configs[tuple(int(v) for v in cfg)] = {
-                int(b): {int(n): (gn.floats("context"), gn.floats("seconds"))
+                int(b): {int(n): (gn.floats("context").tolist(), gn.floats("seconds").tolist())
                          for n, gn in gb.sorted_by("context").groupby("new")}
                 for b, gb in g.groupby("batch")}
         self.floor_s = float(d.min("seconds"))
+        # each level's keys in ascending order, sorted once (every lookup walks them)
+        self._sorted = {id(level): (level, sorted(level)) for by_b in self.configs.values()
+                        for level in (by_b, *by_b.values())}
 
     def __bool__(self) -> bool:
         return bool(self.configs)
@@ -102,7 +111,7 @@ class ChunkPrefillTable:
         by_b = self.configs.get(cfg)
         if not by_b or batch <= 0 or new <= 0:
             return None
-        bs = sorted(by_b)
+        bs = self._keys(by_b)
         if batch in by_b:
             t, how = self._at_batch(by_b[int(batch)], new, context)
             return t, f"{how}, batch {int(batch)}"
@@ -115,8 +124,13 @@ class ChunkPrefillTable:
         t, how = self._at_batch(by_b[ref], new, context)
         return t * batch / ref, f"{how}, scaled linearly from batch {ref}"
 
+    def _keys(self, level: dict) -> list:
+        """``sorted(level)``, sorted at load for the table's own levels."""
+        hit = self._sorted.get(id(level))
+        return hit[1] if hit is not None and hit[0] is level else sorted(level)
+
     def _at_batch(self, by_n: dict, new: float, context: float) -> tuple[float, str]:
-        ns = sorted(by_n)
+        ns = self._keys(by_n)
         if new in by_n:
             t, how = self._at_context(by_n[int(new)], new, context)
             return t, f"{how} at n={int(new)}"
@@ -135,12 +149,12 @@ class ChunkPrefillTable:
         return t * tiles, f"{how}, n={ref} x{tiles:g} query tiles"
 
     @staticmethod
-    def _at_context(curve: tuple[np.ndarray, np.ndarray], new: float, context: float) -> tuple[float, str]:
+    def _at_context(curve: tuple[list, list], new: float, context: float) -> tuple[float, str]:
         cs, ts = curve
         if cs[0] <= context <= cs[-1]:
             if len(cs) == 1:
                 return float(ts[0]), "measured context"
-            return float(np.interp(context, cs, ts)), "linear in context"
+            return interp1(context, cs, ts), "linear in context"
         ref = int(cs[-1] if context > cs[-1] else cs[0])
         i = len(cs) - 1 if context > cs[-1] else 0
         scaled = float(ts[i]) * pairs(new, context) / pairs(new, ref)

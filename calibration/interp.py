@@ -13,8 +13,11 @@ No torch; pure functions of tables.
 from __future__ import annotations
 
 import math
+import sys
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Mapping
+from functools import cached_property, lru_cache
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -81,6 +84,35 @@ def fit_kv_tile(df: Table | None) -> int:
     return best
 
 
+def interp1(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """``float(np.interp(x, xs, ys))`` for one point, the same double, without numpy's per-call
+    overhead: ``xs`` strictly ascending (lists of floats, as the tables hold them). numpy's
+    ``arr_interp``: the interval ``xs[j] <= x < xs[j + 1]`` by binary search, ``ys[j]`` at an
+    exact knot or the last one, the end values outside, else ``slope * (x - xs[j]) + ys[j]``
+    with ``slope = (ys[j+1] - ys[j]) / (xs[j+1] - xs[j])`` (and its NaN fallbacks);
+    ``tests/test_step_cost_exactness.py`` compares it with ``np.interp`` bit for bit."""
+    x = float(x)
+    n = len(xs)
+    if n == 1:  # numpy's one-knot branch: its value everywhere (NaN included)
+        return ys[0]
+    if x != x:
+        return x
+    if x > xs[-1]:
+        return ys[-1]
+    if x < xs[0]:
+        return ys[0]
+    j = bisect_right(xs, x) - 1
+    if j == n - 1 or xs[j] == x:
+        return ys[j]
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    res = slope * (x - xs[j]) + ys[j]
+    if res != res:
+        res = slope * (x - xs[j + 1]) + ys[j + 1]
+        if res != res and ys[j] == ys[j + 1]:
+            res = ys[j]
+    return res
+
+
 def _interp_loglog(xs: np.ndarray, ys: np.ndarray, x: float) -> float | None:
     """Linear interpolation of log y over log x; None outside [xs[0], xs[-1]]."""
     if len(xs) == 0 or x <= 0 or x < xs[0] * (1 - _REL_TOL) or x > xs[-1] * (1 + _REL_TOL):
@@ -103,16 +135,116 @@ class Curve:
         d = as_table(df).min_by(x, y)
         return cls(d.floats(x), d.floats(y))
 
+    @cached_property
+    def _knots(self) -> tuple[float, float, list[float], list[float]]:
+        """The bounds ``_interp_loglog`` tests and the log knots it interpolates, computed once."""
+        xs = self.xs
+        lo, hi = (float(xs[0]) * (1 - _REL_TOL), float(xs[-1]) * (1 + _REL_TOL)) if len(xs) else (0.0, 0.0)
+        return lo, hi, np.log(xs).tolist(), np.log(self.ys).tolist()
+
     def __call__(self, x: float) -> float | None:
-        return _interp_loglog(self.xs, self.ys, x)
+        """``_interp_loglog(self.xs, self.ys, x)``, the same float, with the knots' logs kept."""
+        n = len(self.xs)
+        lo, hi, lx, ly = self._knots
+        if n == 0 or x <= 0 or x < lo or x > hi:
+            return None
+        if n == 1:
+            return float(self.ys[0])
+        return float(np.exp(interp1(math.log(x), lx, ly)))
+
+
+def single_threaded_scipy_blas() -> bool:
+    """Run scipy's own OpenBLAS (not numpy's) on one thread, once per process; True when set.
+
+    ``Surface``'s triangulation computes its barycentric transforms with it on the first lookup,
+    tiny LAPACK calls (2x2) whose answers do not depend on the thread count; but OpenBLAS's thread
+    pool spins on start, and on a loaded 2-core machine the first lookups of a process stalled
+    for 0.1-1 s each (measured: 0.1 ms on one thread). ``planner.queueing`` keeps its solves
+    small for the same reason."""
+    return _set_scipy_blas_threads(1)
+
+
+@lru_cache(maxsize=1)
+def _set_scipy_blas_threads(n: int) -> bool:
+    import ctypes
+
+    try:
+        from scipy.linalg import _fblas
+
+        lib = ctypes.CDLL(_fblas.__file__)  # its symbols and those of the OpenBLAS it links
+    except (ImportError, OSError):
+        return False
+    for name in ("scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter(n)
+            return True
+    return False
+
+
+#: the tolerance of scipy's ``LinearNDInterpolator`` in its point-in-triangle tests (``100 * DBL_EPSILON``)
+_IN_TRIANGLE_EPS = 100 * sys.float_info.epsilon
+
+
+class LinearTriangles:
+    """``scipy.interpolate.LinearNDInterpolator`` over 2-D points, the same floats, without
+    importing ``scipy.interpolate`` (0.1-0.2 s of a process's start, most of it
+    ``scipy.optimize``): the same Delaunay triangulation (``scipy.spatial``), the triangle
+    its point location finds, and its barycentric sums in its order
+    (``scipy/interpolate/_interpnd.pyx``, ``_do_evaluate``). Where the triangle found lies
+    outside ``100 * DBL_EPSILON`` of the point (a point just outside the hull, which
+    ``Delaunay.find_simplex`` accepts under a wider tolerance than the interpolator), the answer
+    is scipy's own (imported then). ``tests/test_step_cost_exactness.py`` compares both bit for
+    bit on every surface of the shipped profiles."""
+
+    def __init__(self, points: np.ndarray, values: np.ndarray):
+        from scipy.spatial import Delaunay
+
+        self.tri = Delaunay(np.ascontiguousarray(points, dtype=np.float64))
+        self.values = np.ascontiguousarray(values, dtype=np.float64)
+        # per triangle: its inverse transform (row-major) and offset, and its corners' values
+        self._transforms = [tuple(t) for t in self.tri.transform.reshape(len(self.tri.simplices), 6).tolist()]
+        vals = self.values.tolist()
+        self._corner_values = [tuple(vals[m] for m in tri) for tri in self.tri.simplices.tolist()]
+        self._scipy = None
+
+    def __call__(self, x0: float, x1: float) -> float:
+        """The interpolated value at (x0, x1); NaN outside the triangulation."""
+        s = int(self.tri.find_simplex(np.array((x0, x1), dtype=np.float64)))
+        if s < 0:
+            return math.nan  # outside under the wider tolerance: outside under the interpolator's too
+        t00, t01, t10, t11, r0, r1 = self._transforms[s]
+        c0 = 0.0
+        c0 += t00 * (x0 - r0)
+        c0 += t01 * (x1 - r1)
+        c1 = 0.0
+        c1 += t10 * (x0 - r0)
+        c1 += t11 * (x1 - r1)
+        c2 = 1.0
+        c2 -= c0
+        c2 -= c1
+        lo, hi = -_IN_TRIANGLE_EPS, 1 + _IN_TRIANGLE_EPS
+        if not (lo <= c0 <= hi and lo <= c1 <= hi and lo <= c2 <= hi):
+            return self._scipy_at(x0, x1)
+        v0, v1, v2 = self._corner_values[s]
+        out = 0.0
+        out = out + c0 * v0
+        out = out + c1 * v1
+        out = out + c2 * v2
+        return out
+
+    def _scipy_at(self, x0: float, x1: float) -> float:
+        if self._scipy is None:
+            from scipy.interpolate import LinearNDInterpolator
+
+            self._scipy = LinearNDInterpolator(self.tri, self.values)
+        return float(self._scipy(x0, x1))
 
 
 class Surface:
     """log t over (log a, log b) for scattered points; batch scaling outside the hull."""
 
     def __init__(self, df: Table, a: str, b: str):
-        from scipy.interpolate import LinearNDInterpolator
-
         d = as_table(df).min_by([a, b], "seconds")
         self.by_a = {int(av): Curve.of(g, b) for av, g in d.groupby(a)}
         self.a_values = np.array(sorted(self.by_a), dtype=float)
@@ -120,11 +252,12 @@ class Surface:
         pts = np.log(np.array([d.floats(a), d.floats(b)]).T)
         self._lin = None
         if len(d) >= 3 and np.linalg.matrix_rank(pts - pts.mean(0)) == 2:
-            self._lin = LinearNDInterpolator(pts, np.log(d.floats("seconds")))
+            single_threaded_scipy_blas()
+            self._lin = LinearTriangles(pts, np.log(d.floats("seconds")))
 
     def __call__(self, av: float, bv: float) -> tuple[float, str] | None:
         if self._lin is not None:
-            v = float(self._lin(math.log(av), math.log(bv)))
+            v = self._lin(math.log(av), math.log(bv))
             if math.isfinite(v):
                 return math.exp(v), "interpolated"
         # outside the hull: nearest measured a (prefer the largest <= av) with bv in range

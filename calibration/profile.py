@@ -485,16 +485,18 @@ class MeasuredProfile:
                              head_dim_qk: int = 128, head_dim_v: int | None = None,
                              causal: bool = True, context: float = 0,
                              seq_lens: tuple[int, ...] | None = None,
-                             context_lens: tuple[int, ...] | None = None) -> tuple[float, str] | None:
+                             context_lens: tuple[int, ...] | None = None,
+                             causal_pairs: float | None = None) -> tuple[float, str] | None:
         """Causal prefill attention of ``batch`` sequences of ``seq`` new tokens (one layer), each
         after ``context`` cached tokens (the means of ``seq_lens`` / ``context_lens`` when the
-        sequences differ). With context: :meth:`attn_prefill_ctx_seconds`."""
+        sequences differ; ``causal_pairs``: their pairs, when known). With context:
+        :meth:`attn_prefill_ctx_seconds`."""
         if not causal:
             return None
         dv = head_dim_qk if head_dim_v is None else head_dim_v
         if context > 0:
             return self.attn_prefill_ctx_seconds(batch, seq, context, heads_q, heads_kv, head_dim_qk, dv,
-                                                 seq_lens, context_lens)
+                                                 seq_lens, context_lens, causal_pairs)
         cfg = self._pick_attn(self._prefill, heads_q, heads_kv, head_dim_qk, dv)
         if cfg is None:
             return None
@@ -511,7 +513,8 @@ class MeasuredProfile:
     def attn_prefill_ctx_seconds(self, batch: int, new: float, context: float, heads_q: int, heads_kv: int,
                                  head_dim_qk: int = 128, head_dim_v: int | None = None,
                                  seq_lens: tuple[int, ...] | None = None,
-                                 context_lens: tuple[int, ...] | None = None) -> tuple[float, str] | None:
+                                 context_lens: tuple[int, ...] | None = None,
+                                 causal_pairs: float | None = None) -> tuple[float, str] | None:
         """Lower-right causal attention of ``batch`` chunks of ``new`` tokens after ``context``
         cached ones (one layer) from ``attn_prefill_ctx_bf16`` (``calibration.chunk_lookup``); other
         head counts as an equivalent batch of the measured configuration; unequal sequences at their
@@ -527,7 +530,7 @@ class MeasuredProfile:
             return None
         how = r[1] + ("" if eq_batch == batch else
                       f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
-        f = varlen_pairs_factor(new, context, seq_lens, context_lens)
+        f = varlen_pairs_factor(new, context, seq_lens, context_lens, causal_pairs)
         if f != 1.0:
             how += f", x{f:.3f} pairs of the unequal sequences over the pairs at their means"
         return r[0] * f, self._src(CTX_TABLE, how)
@@ -852,7 +855,8 @@ class MeasuredProfile:
             return self.attn_prefill_seconds(s["batch"], s["seq"], s["heads_q"], s["heads_kv"],
                                              s.get("head_dim_qk", 128), s.get("head_dim_v"), s.get("causal", True),
                                              context=s.get("context", 0) or 0, seq_lens=op.meta.get("seq_lens"),
-                                             context_lens=op.meta.get("context_lens"))
+                                             context_lens=op.meta.get("context_lens"),
+                                             causal_pairs=op.meta.get("causal_pairs"))
         if kind == "attn_decode":
             return self.attn_decode_seconds(s["batch"], s["context"], s["heads_q"], s["heads_kv"],
                                             s.get("head_dim_qk", 128), s.get("head_dim_v"),

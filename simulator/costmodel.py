@@ -350,16 +350,29 @@ class CostModel:
 
     def compose(self, costs: Sequence[Sequence[OpCost]], overlap: bool | None = None) -> StepCost:
         """``step_cost`` of op costs already computed (one list per micro-batch)."""
-        flat = tuple(c for mb in costs for c in mb)
-        compute = sum(c.total_s for c in flat if c.stream != "comm")
-        comm = sum(c.total_s for c in flat if c.stream == "comm")
+        # one pass: the two streams' totals summed in op order, as ``sum`` over each stream's ops
+        flat: list[OpCost] = []
+        compute_terms: list[float] = []
+        comm_terms: list[float] = []
+        layers = 0
+        for mb in costs:
+            flat += mb
+            for c in mb:
+                if c.stream == "comm":
+                    comm_terms.append(c.seconds * c.count)  # OpCost.total_s
+                    if c.count > layers:
+                        layers = c.count
+                else:
+                    compute_terms.append(c.seconds * c.count)
+        flat = tuple(flat)
+        compute = sum(compute_terms)
+        comm = sum(comm_terms)
         n_mb = len(costs)
         if overlap is None:
             overlap = n_mb > 1
         if not overlap or comm == 0.0:
             return StepCost(compute + comm, compute, comm, comm, n_mb, flat)
         slowed = compute / (1.0 - self.sm_fraction)
-        layers = max((c.count for c in flat if c.stream == "comm"), default=1)
         fill = min(slowed, comm) / max(layers, 1) / n_mb
         total = max(slowed, comm) + fill
         return StepCost(total, compute, comm, max(total - compute, 0.0), n_mb, flat)

@@ -86,6 +86,15 @@ def _halves(batch: BatchShape, parts: int) -> list[BatchShape]:
                        logits_for=batch.logits_for)]
 
 
+def _op_costs(cm: CostModel, ops: list) -> list[OpCost]:
+    """``[cm.op_cost(o) for o in ops]``, reading the cost an op keeps (``Op.derived``) inline."""
+    out = []
+    for o in ops:
+        d = o.derived
+        out.append(d[1] if d is not None and d[0] is cm else cm.op_cost(o))
+    return out
+
+
 def _ring_hidden(costs: list[OpCost], degree: int) -> list[OpCost]:
     """Ring K/V passes charged only beyond the block attention they run under
     (``workloads.sequence_parallel.ring_exposed_s``): a layer's attention on this device is
@@ -136,8 +145,13 @@ class InstanceCost:
         die-level ``layout``)."""
         s = self.spec
         mtp = s.mtp_depth > 0 and batch.phase == "decode"
-        out = []
+        out: list[list] = []
+        prev = None
         for mb in _halves(batch, s.layout.micro_batches):
+            if out and (mb is prev or mb == prev):  # two equal micro-batches: the same ops (and op costs)
+                out.append(list(out[-1]))
+                continue
+            prev = mb
             ops = step_ops(s.model, mb, layout or s.layout, dtype=s.weight_dtype, moe_imbalance=s.moe_imbalance,
                            kv_dtype=s.kv_dtype, include_mtp=mtp, kernels=s.kernels,
                            dispatch_dtype=s.weight_dtype if s.weight_dtype != "bf16" else "bf16", memo=self._blocks)
@@ -182,7 +196,7 @@ class InstanceCost:
         if self.dies > 1:
             costs = self._per_die_costs(batch, cm)
         else:
-            costs = [[cm.op_cost(o) for o in mb] for mb in self.ops(batch)]
+            costs = [_op_costs(cm, mb) for mb in self.ops(batch)]
         lay = self.spec.layout
         if lay.sp > 1 and lay.sp_kind == "ring":
             costs = [_ring_hidden(mb, lay.sp) for mb in costs]

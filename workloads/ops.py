@@ -224,36 +224,26 @@ def step_ops(
     ``memo``: a ``BlockMemo`` the blocks are built through (the same ops, built once per
     distinct input; a caller building many steps of one instance keeps one).
     """
-    m = get_model(model)
-    par = layout or Layout()
-    par.check(m)
-    if m.moe is not None and par.expert_dp_eff != 1:
-        raise ParallelismError(f"expert_dp: step_ops costs one copy of the experts, not {par.expert_dp_eff} "
-                               f"(cost Layout.expert_group())")
-    for d in (dtype, kv_dtype, combine_dtype, dispatch_dtype or dtype):
-        dtype_bytes(d)
-    if kernels not in KERNEL_SETS:
-        raise ValueError(f"kernels {kernels!r} unknown (valid: {', '.join(KERNEL_SETS)})")
-    if moe_imbalance < 1.0:
-        raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
-    dense_n, moe_n = stage_layers(m, par.pp, stage)
-    first, last = stage == 0, stage == par.pp - 1
+    if memo is not None:
+        key = (id(model), id(layout), dtype, moe_imbalance, kv_dtype, include_mtp, mla_absorb, stage, dispatch_dtype,
+               combine_dtype, kernels)
+        prep = memo.prepared(key, (model, layout), _prepare, model, layout, dtype, moe_imbalance, kv_dtype,
+                             stage, dispatch_dtype, combine_dtype, kernels, memo)
+    else:
+        prep = _prepare(model, layout, dtype, moe_imbalance, kv_dtype, stage, dispatch_dtype, combine_dtype,
+                        kernels, None)
+    m, par, dense_n, moe_n, first, last, base = prep
     local = batch.busiest(par.dp) if par.dp > 1 else batch
     if local.num_seqs == 0:
         return []
     sp = par.seq_split
-    t_rank = local.total_new_tokens
+    new = local.new_list
+    t_rank = sum(new)
     tokens = math.ceil(t_rank / sp) if batch.phase == "prefill" else t_rank
-    ctx = BlockCtx(
-        model=m, phase=batch.phase, dtype=dtype.lower(), kv_dtype=kv_dtype.lower(),
-        new=local.new_list, ctx=local.context_list, tokens=tokens,
-        attn_tp=par.tp, tp=par.tp, ep=par.ep, moe_tp=par.moe_tp_eff, sp=sp,
+    ctx = BlockCtx.for_step(
+        base, phase=batch.phase, new=new, ctx=local.context_list, tokens=tokens,
         absorb=(batch.phase == "decode") if mla_absorb is None else bool(mla_absorb and m.is_mla),
-        moe_tokens_all=batch.total_new_tokens, moe_imbalance=float(moe_imbalance),
-        dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),
-        expert_slots=(m.moe.num_routed_experts + par.redundant_experts) if m.moe else 0,
-        kernels=kernels,
-    ).with_memo(memo)
+        moe_tokens_all=t_rank if local is batch else batch.total_new_tokens)
     h = m.hidden_size
     ops: list[Op] = []
     if first:
@@ -274,6 +264,33 @@ def step_ops(
         ops += _layer(ctx, "moe" if m.is_moe else "dense", n, "mtp.", layer="mtp")
         ops += _head(ctx, n_logits, "mtp", "mtp.head.", count=n)
     return ops
+
+
+def _prepare(model, layout, dtype, moe_imbalance, kv_dtype, stage, dispatch_dtype, combine_dtype, kernels,
+             memo) -> tuple:
+    """What ``step_ops`` derives from its per-instance arguments, checked once (``BlockMemo.prepared``
+    keeps it per argument set): the model, the layout (checked), the stage's dense and MoE layers,
+    whether it is the first and the last stage, and the ``BlockCtx`` fields every step shares
+    (``BlockCtx.instance_fields``, with the memo's context id)."""
+    m = get_model(model)
+    par = layout or Layout()
+    par.check(m)
+    if m.moe is not None and par.expert_dp_eff != 1:
+        raise ParallelismError(f"expert_dp: step_ops costs one copy of the experts, not {par.expert_dp_eff} "
+                               f"(cost Layout.expert_group())")
+    for d in (dtype, kv_dtype, combine_dtype, dispatch_dtype or dtype):
+        dtype_bytes(d)
+    if kernels not in KERNEL_SETS:
+        raise ValueError(f"kernels {kernels!r} unknown (valid: {', '.join(KERNEL_SETS)})")
+    if moe_imbalance < 1.0:
+        raise ValueError(f"moe_imbalance must be >= 1.0 (busiest rank / mean), got {moe_imbalance}")
+    dense_n, moe_n = stage_layers(m, par.pp, stage)
+    base = BlockCtx.instance_fields(
+        memo, model=m, dtype=dtype.lower(), kv_dtype=kv_dtype.lower(), attn_tp=par.tp, tp=par.tp, ep=par.ep,
+        moe_tp=par.moe_tp_eff, sp=par.seq_split, moe_imbalance=float(moe_imbalance),
+        dispatch_dtype=(dispatch_dtype or dtype).lower(), combine_dtype=combine_dtype.lower(),
+        expert_slots=(m.moe.num_routed_experts + par.redundant_experts) if m.moe else 0, kernels=kernels)
+    return m, par, dense_n, moe_n, stage == 0, stage == par.pp - 1, base
 
 
 def _mtp_in(c: BlockCtx, n: int) -> list[Op]:

@@ -16,7 +16,6 @@ resident weight the op owns on this rank (used for memory and consistency checks
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property, lru_cache
 from typing import Callable
@@ -24,7 +23,7 @@ from typing import Callable
 from workloads.accounting import (
     ACT_BYTES,
     attention_flops_per_pair,
-    attention_pairs,
+    causal_pairs_sum,
     dtype_bytes,
     kv_cache_bytes_per_token_per_layer,
     param_dtype,
@@ -99,6 +98,29 @@ class BlockCtx:
     memo: "BlockMemo | None" = field(default=None, compare=False, repr=False)
     memo_id: int = field(default=0, compare=False, repr=False)
 
+    @classmethod
+    def instance_fields(cls, memo: "BlockMemo | None", **fields) -> dict:
+        """The attributes every step of one instance shares: ``fields`` (every field but
+        ``STEP_FIELDS``), the memo with this context's id in it, and the cached properties that
+        read only those (``kernel_set``, ``eager``, ``kv_local``); ``for_step`` adds a step's."""
+        proto = cls(phase="prefill", new=(), ctx=(), tokens=0, absorb=False, moe_tokens_all=0, **fields)
+        proto.with_memo(memo)
+        base = {f: getattr(proto, f) for f in _INSTANCE_FIELDS}
+        base.update(memo=proto.memo, memo_id=proto.memo_id, kernel_set=proto.kernel_set, eager=proto.eager,
+                    kv_local=proto.kv_local)
+        return base
+
+    @classmethod
+    def for_step(cls, base: dict, **step) -> "BlockCtx":
+        """The context of one step: ``base`` (``instance_fields``) with the step's fields
+        (``STEP_FIELDS``), equal to building it field by field, without the generated
+        ``__init__`` setting 21 frozen fields one at a time."""
+        c = object.__new__(cls)
+        d = c.__dict__
+        d.update(base)
+        d.update(step)
+        return c
+
     def with_memo(self, memo: "BlockMemo | None") -> "BlockCtx":
         """This context building its blocks through ``memo``."""
         if memo is not None:  # a context just built by its one caller: set in place, not copied
@@ -109,34 +131,38 @@ class BlockCtx:
     @cached_property
     def pair_sum(self) -> float:
         """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
-        rank's sequences, computed once per step (every layer's attention reads it). The terms are
-        whole numbers, so while their total stays below 2**53 every partial float sum is exact and
-        the total equals the integer one, taken once per distinct sequence; past that (or for
-        non-int lengths) the float loop itself."""
-        new, ctx = self.new, self.ctx
-        if new and all(type(v) is int for v in (*new[:1], *ctx[:1])):
-            n = len(new)
-            if new.count(new[0]) == n and ctx.count(ctx[0]) == n:
-                groups = {(new[0], ctx[0]): n}
-            else:
-                groups = Counter(zip(new, ctx))
-            if all(type(s) is int and type(x) is int for s, x in groups):
-                total = sum(k * (s * x + s * (s + 1) // 2) for (s, x), k in groups.items())
-                if total < 2**53:
-                    return float(total)
-        return sum(attention_pairs(n, x, True) for n, x in zip(new, ctx))
+        rank's sequences, computed once per step (every layer's attention reads it), exactly as
+        that float sum (``workloads.accounting.causal_pairs_sum``)."""
+        return causal_pairs_sum(self.new, self.ctx)
+
+    @cached_property
+    def new_sum(self) -> int:
+        """New tokens of all sequences (``sum(new)``)."""
+        return sum(self.new)
+
+    @cached_property
+    def ctx_sum(self) -> int:
+        """Cached tokens of all sequences (``sum(ctx)``)."""
+        return sum(self.ctx)
 
     @cached_property
     def key_sum(self) -> int:
         """Keys all sequences attend to (new + cached tokens)."""
-        return sum(self.new) + sum(self.ctx)
+        return self.new_sum + self.ctx_sum
 
     @cached_property
     def varlen(self) -> dict:
         """The per-sequence lengths an attention op's meta carries when they differ."""
         if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
             return {}
-        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx)}
+        # with their causal pairs, which the lookup's unequal-sequence factor reads instead of
+        # summing them again (``calibration.chunk_lookup.varlen_pairs_factor``)
+        return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx), "causal_pairs": self.pair_sum}
+
+    @cached_property
+    def kv_local(self) -> float:
+        """``kv_bytes_local``: KV-cache bytes per token per layer on this rank."""
+        return kv_bytes_local(self)
 
     @cached_property
     def kernel_set(self) -> KernelSet:
@@ -162,7 +188,7 @@ class BlockMemo:
     One per caller that builds many steps (``simulator.instance.InstanceCost``); not shared
     between threads."""
 
-    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts")
+    __slots__ = ("max_entries", "max_contexts", "_blocks", "_contexts", "_prepared")
 
     def __init__(self, max_entries: int = 8192, max_contexts: int = 64):
         """``max_contexts``: distinct per-instance contexts named before the ids restart (a memo
@@ -171,6 +197,22 @@ class BlockMemo:
         self.max_contexts = max_contexts
         self._blocks: dict[tuple, tuple[Op, ...]] = {}
         self._contexts: dict[tuple, int] = {}
+        #: ``workloads.ops.step_ops``'s per-instance preparation by argument set (``prepared``)
+        self._prepared: dict[tuple, tuple] = {}
+
+    def prepared(self, key: tuple, keep: tuple, prepare: Callable[..., tuple], *args) -> tuple:
+        """``prepare(*args)``, kept by ``key``. ``key`` may name objects by ``id``: ``keep``
+        holds them (kept alive with the entry, so no other object takes their ids while it
+        lives) and a hit must find the same ones. Emptied when the context ids restart (an
+        entry holds its context's id) and when full."""
+        hit = self._prepared.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], keep)):
+            return hit[1]
+        value = prepare(*args)
+        if len(self._prepared) >= self.max_contexts:
+            self._prepared.clear()
+        self._prepared[key] = (keep, value)
+        return value
 
     def context_id(self, c: BlockCtx) -> int:
         """A small int naming ``c``'s per-instance fields (everything but ``STEP_FIELDS``)."""
@@ -180,6 +222,7 @@ class BlockMemo:
             if len(self._contexts) >= self.max_contexts:  # ids restart: the blocks keyed by the old ones go too
                 self._contexts.clear()
                 self._blocks.clear()
+                self._prepared.clear()
             cid = self._contexts[key] = len(self._contexts)
         return cid
 
@@ -320,7 +363,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     m, a, h, T = c.model, c.model.attention, c.model.hidden_size, c.tokens
     H = a.num_heads // c.attn_tp
     ops = [_norm(c, f"{p}attn_norm", layer, count), *quant_ops(c, f"{p}attn_in_quant", T, h, layer, count)]
-    kv_local = kv_bytes_local(c)
+    kv_local = c.kv_local
     kw = dict(dtype=c.dtype, layer=layer, count=count, impl=gemm_impl(c))
     if isinstance(a, MLAConfig):
         r, lat = a.qk_rope_head_dim, a.kv_lora_rank
@@ -368,7 +411,7 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     and the sequence-parallel exchange."""
     m, a, T = c.model, c.model.attention, c.tokens
     H = a.num_heads // c.attn_tp
-    kv_local = kv_bytes_local(c)
+    kv_local = c.kv_local
     pairs = c.pair_sum / c.sp
     if isinstance(a, MLAConfig):
         if c.absorb:
@@ -384,14 +427,14 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
                   {"batch": len(c.new), "context": _mean_of(c.key_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
                    "head_dim_qk": d, "head_dim_v": d},
                   flops, q_bytes + kv_read, o_bytes, dtype=_attn_dtype(c), count=count, layer=layer,
-                  meta={"kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                  meta={"kv_read_bytes": kv_read, "q_per_seq": _mean_of(c.new_sum, len(c.new)),
                         "impl": c.kernel_set.attn_decode})]
     else:
-        kv_read = sum(c.ctx) * kv_local / c.sp
-        fresh = sum(c.new) * 2 * Hkv * d * ACT_BYTES / c.sp
+        kv_read = c.ctx_sum * kv_local / c.sp
+        fresh = c.new_sum * 2 * Hkv * d * ACT_BYTES / c.sp
         ops = [Op(f"{p}attn", ATTN_PREFILL,
-                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": Hkv,
-                   "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean(c.ctx)},
+                  {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": Hkv,
+                   "head_dim_qk": d, "head_dim_v": d, "causal": True, "context": _mean_of(c.ctx_sum, len(c.ctx))},
                   flops, q_bytes + kv_read + fresh, o_bytes, dtype="bf16", count=count, layer=layer,
                   meta={"kv_read_bytes": kv_read, **c.varlen})]
     return ops + _sp_kv_gather(c, layer, count, p, kv_local)
@@ -528,10 +571,10 @@ def _mla_eager_glue(c: BlockCtx, layer: str, count: int, p: str, H: int, kv_loca
 def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     """Non-absorbed MLA: decompress latent of all keys to per-head K_nope/V, then MHA."""
     a, T = c.model.attention, c.tokens
-    keys_rows = T + sum(c.ctx) // c.sp if c.sp > 1 else T + sum(c.ctx)
+    keys_rows = T + c.ctx_sum // c.sp if c.sp > 1 else T + c.ctx_sum
     ops = []
-    if sum(c.ctx):
-        cached = sum(c.ctx)
+    if c.ctx_sum:
+        cached = c.ctx_sum
         ops.append(elementwise(f"{p}kv_cache_gather", cached * (a.kv_lora_rank + a.qk_rope_head_dim),
                                layer=layer, count=count, reads=0, flops_per_elem=0.0,
                                extra_read=cached * kv_local, meta={"kv_read_bytes": cached * kv_local}))
@@ -545,8 +588,8 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
     flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
     read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
     ops.append(Op(f"{p}attn", ATTN_PREFILL,
-                  {"batch": len(c.new), "seq": _mean(c.new), "heads_q": H, "heads_kv": H,
-                   "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean(c.ctx)},
+                  {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": H,
+                   "head_dim_qk": dqk, "head_dim_v": dv, "causal": True, "context": _mean_of(c.ctx_sum, len(c.ctx))},
                   flops, read, T * H * dv * ACT_BYTES, dtype="bf16", count=count, layer=layer,
                   meta={"mla": "non_absorbed", "kv_read_bytes": 0.0, **c.varlen}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
@@ -568,7 +611,7 @@ def _mla_absorbed(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
                    "head_dim_v": dv},
                   flops, T * H * dqk * ACT_BYTES + kv_read, T * H * dv * ACT_BYTES, dtype=_attn_dtype(c),
                   count=count, layer=layer,
-                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean(c.new),
+                  meta={"mla": "absorbed", "kv_read_bytes": kv_read, "q_per_seq": _mean_of(c.new_sum, len(c.new)),
                         "impl": c.kernel_set.mla_decode}))
     ops += _sp_kv_gather(c, layer, count, p, kv_local)
     ops.append(gemm(f"{p}out_absorb_bmm", T, a.v_head_dim, lat, batch=H, **kw, meta={"weight": "W_UV"}))
