@@ -37,6 +37,12 @@ from simulator.kv import BLOCK_TOKENS
 from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 from simulator.steplog import CHUNK_ROWS, end_times
 
+#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
+_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
+assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
+#: the smallest element (``np.minimum.reduce``, without ``ndarray.min``'s Python wrapper)
+_min = np.minimum.reduce
+
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
 
@@ -100,21 +106,21 @@ def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int,
     return out
 
 
-def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> np.ndarray:
-    """``head`` followed by cost ``field`` (0: seconds, 1: compute, 2: communication) of steps
-    ``lo..hi`` of the runs, as float64 (a short run from a list, a long one by ``np.repeat``)."""
-    values, counts = list(head), [1] * len(head)
-    for a, b, _, hit in key_runs:
-        a, b = max(a, lo), min(b, hi)
-        if b >= a:
-            values.append(hit[field])
+def _start_times(key_runs: list, last: int, now_s: float, dt0_s: float) -> np.ndarray:
+    """``t[j]``, the start of step ``j`` of a run (``t[last + 1]``: the end of step ``last``): ``now_s``
+    then the step seconds (``dt0_s``, then the cached seconds of steps ``1..last``) added left to right,
+    as the event loop adds them (``np.add.accumulate`` is sequential)."""
+    if len(key_runs) == 1:  # the common case: one cost key, one fill
+        secs = np.empty(last + 2)
+        secs.fill(key_runs[0][3][0])
+        secs[0], secs[1] = now_s, dt0_s
+    else:
+        values, counts = [now_s, dt0_s], [1, 1]
+        for a, b, _, hit in key_runs:
+            values.append(hit[0])
             counts.append(b - a + 1)
-    if hi - lo < 64:
-        out: list[float] = []
-        for v, c in zip(values, counts):
-            out += [v] * c
-        return np.array(out, dtype=np.float64)
-    return np.repeat(np.array(values, dtype=np.float64), counts)
+        secs = np.repeat(np.array(values, dtype=np.float64), counts)
+    return np.add.accumulate(secs)
 
 
 #: no KV growth in a run (``DecodeRun.grows``)
@@ -129,7 +135,7 @@ def _grown(first: np.ndarray, steps):
     BLOCK_TOKENS steps after; at step 64 q + r that is q growths of every stream and one more of
     those whose first is <= r."""
     q, r = divmod(steps, BLOCK_TOKENS)
-    return first.size * q + np.searchsorted(first, r, side="right")
+    return first.size * q + first.searchsorted(r, side="right")
 
 
 class DecodeRun:
@@ -148,7 +154,7 @@ class DecodeRun:
 
     @property
     def end_s(self) -> float:
-        return float(self.t[self.end + 1])
+        return self.t.item(self.end + 1)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -156,21 +162,21 @@ class DecodeRun:
         """The run starting with the decode step ``plan`` (formed and costed now, ``dt0`` seconds,
         ``plan.dec_tokens`` context tokens), or None when it would be one step."""
         st, run = server.st, plan.run
-        n = int(run.size)
         gen0 = st.s_gen[run] if plan.gen is None else plan.gen
         target = st.s_target[run] if plan.target is None else plan.target
-        last = min(int(np.minimum.reduce(target - gen0)) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
+        last = int(_min(target - gen0)) - 1  # apply 'last' may finish
         if last < 1:
             return None
-        keys = _cached_steps(server.costs, n, plan.dec_tokens, last)
+        if last > MAX_RUN_STEPS:
+            last = MAX_RUN_STEPS
+        keys = _cached_steps(server.costs, run.size, plan.dec_tokens, last)
         if not keys:
             return None
         last = keys[-1][1]
         # t[j]: start of step j; t[last + 1]: end of the last (added left to right, as the event loop does)
-        secs = _repeat(keys, 1, last, 0, (server.sim.env.now, dt0))
-        t = np.add.accumulate(secs)
+        t = _start_times(keys, last, server.sim.env.now, dt0)
         if not extended:
-            last = min(last, int(np.searchsorted(t, horizon_s, side="left")) - 1)  # steps starting before it
+            last = min(last, int(t.searchsorted(horizon_s, side="left")) - 1)  # steps starting before it
             if last < 1:
                 return None
         # KV growth of the steps 1..last: a stream holding B blocks needs one more at the step whose
@@ -178,15 +184,18 @@ class DecodeRun:
         # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
         # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
         blocks0 = st.s_blocks[run]
-        k = np.sort(BLOCK_TOKENS * blocks0 - gen0)
-        if int(k[0]) < 1 or int(k[-1]) > BLOCK_TOKENS:
+        k = BLOCK_TOKENS * blocks0
+        k -= gen0
+        k.sort()
+        k_first = k.item(0)
+        if k_first < 1 or k.item(-1) > BLOCK_TOKENS:
             return None  # not a batch grow_decodes reserved: step instead
-        if int(k[0]) > last:
+        if k_first > last:
             k = _NO_GROWTH
         kv = server.kv
         room = kv.capacity_blocks - kv.used_blocks
         if k.size and _grown(k, last) > room:  # the step of growth room + 1 preempts: the engine forms it
-            last = int(np.searchsorted(_grown(k, np.arange(1, last + 1)), room, side="right"))
+            last = int(_grown(k, np.arange(1, last + 1)).searchsorted(room, side="right"))
             if last < 1:
                 return None
         self = cls(server, run, plan.row, extended)
@@ -202,7 +211,7 @@ class DecodeRun:
     # ------------------------------------------------------------------ committing
     def advance_to(self, now_s: float) -> None:
         """Put the steps formed (and applied) before ``now_s`` into the server's state and records."""
-        j = min(int(np.searchsorted(self.t, now_s, side="left")) - 1, self.end)
+        j = min(int(self.t.searchsorted(now_s, side="left")) - 1, self.end)
         if j > self.cursor:
             self._commit(j)
 
@@ -238,23 +247,28 @@ class DecodeRun:
             itl = gaps * n
             sim.itl.add_steps(gaps, n)
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
-                log.itl_add_s[self.pending_row] = float(itl[0])
+                log.itl_add_s[self.pending_row] = itl.item(0)
                 itl = itl[1:]
         st.s_gen[run] = self.gen0 + j
-        st.s_last_emit_s[run] = t[j]
+        st.s_last_emit_s[run] = t.item(j)
         # formations i0+1..j: KV, records, cache hits
         kv, grows = server.kv, self.grows
         lo = i0 + 1
+        used = self.used0
         if grows.size:
-            used = self.used0 + _grown(grows, np.arange(lo, j + 1))
-            if int(used[-1]) != kv.used_blocks:
-                kv.alloc(int(used[-1]) - kv.used_blocks)
-                st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
-        else:
-            used = self.used0
+            grown = _grown(grows, j)
+            if grown != _grown(grows, i0):  # growth within i0+1..j: the blocks in use step by step
+                used = used + _grown(grows, np.arange(lo, j + 1))
+            else:
+                used += int(grown)
+            new_used = used if type(used) is int else used.item(-1)
+            if new_used != kv.used_blocks:
+                kv.alloc(new_used - kv.used_blocks)
+                st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) >> _BLOCK_SHIFT)
         hits, codes = server.costs.hits, []
         for ka, kb, key, hit in self.key_runs:
-            lo_k, hi_k = max(ka, lo), min(kb, j)
+            lo_k = ka if ka > lo else lo
+            hi_k = kb if kb < j else j
             if hi_k >= lo_k:
                 hits[key] += hi_k - lo_k + 1
                 codes.append((log.decode_code(server.index, n, server.k, key, hit), hi_k - lo_k + 1))
