@@ -35,7 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
-from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
+from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -145,7 +145,8 @@ class Server:
     def enqueue(self, r: int) -> None:
         seg = self.segment
         if seg is not None and not seg.cut_done and seg.cut(self.sim.env.now):
-            self._proc.interrupt()  # the run ends with the step in flight: wait for its end instead
+            # the run ends with the step in flight: wait for its end instead
+            wait_instead(self._proc, timeout_at(self.sim.env, seg.end_s))
         self.waiting.append(r)
         self.outstanding += 1
         self.queued_blocks += self.request_blocks(r)
@@ -192,28 +193,45 @@ class Server:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self):
-        env = self.sim.env
+        sim = self.sim
+        env = sim.env
+        # a run ending with a stream's finish is applied and the next step formed in closed form
+        # (``DecodeRun.past_finish``) when nothing else acts at a finish: one sample, no trace,
+        # sessions or prefix cache
+        chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
+                 and sim.prefix is None and not sim.first_finish)
+        plan = None
         while True:
-            self._join()
-            plan = self.batching.form(self)
             if plan is None:
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
-                continue
+                self._join()
+                plan = self.batching.form(self)
+                if plan is None:
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
             dt = self._cost(plan)
             run = self._decode_run(plan, dt) if self.ff else None
             if run is None:
                 yield env.timeout(dt)
+                self._apply(plan)
+                plan = None
             else:
                 plan = yield from self._wait_run(run)
-            self._apply(plan)
+                nxt = run.past_finish() if chain and not self._busy() else None
+                if nxt is None:
+                    self._apply(plan)
+                plan = nxt  # None: form the next step as usual
+
+    def _busy(self) -> bool:
+        """Whether anything but the running decode streams waits here (queued, prefilling, swapped
+        out, offered or joining): then the next step is not the decode streams' alone."""
+        return bool(self.waiting or self.prefilling or self.swapped or self.pending or self.joining)
 
     def _decode_run(self, plan: StepPlan, dt: float) -> DecodeRun | None:
         """A run of decode steps starting with ``plan`` (``simulator.fastforward``), when the
         instance only decodes and nothing can join or leave before its next step."""
-        if (not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self.waiting or self.prefilling
-                or self.swapped or self.pending or self.joining):
+        if not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self._busy():
             return None
         if self.ff_extended:
             return DecodeRun.build(self, plan, dt, math.inf, True)
@@ -231,10 +249,7 @@ class Server:
             yield timeout_at(env, run.end_s)
         else:
             self.segment = run
-            try:
-                yield timeout_at(env, run.end_s)
-            except simpy.Interrupt:
-                yield timeout_at(env, run.end_s)  # cut: the step in flight is the last
+            yield timeout_at(env, run.end_s)  # a cut moves this wait to the new end (``enqueue``)
             self.segment = None
             run.finish()
         plan = StepPlan(run.run)

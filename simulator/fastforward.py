@@ -28,11 +28,13 @@ The last step of a run is applied by the engine as usual (finishes, events, the 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from heapq import heappush
 
 import numpy as np
 from simpy.events import NORMAL
 
+from simulator.batching import StepPlan
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 from simulator.steplog import CHUNK_ROWS, end_times
@@ -40,8 +42,10 @@ from simulator.steplog import CHUNK_ROWS, end_times
 #: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
 _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
-#: the smallest element (``np.minimum.reduce``, without ``ndarray.min``'s Python wrapper)
-_min = np.minimum.reduce
+#: the smallest element and the sum (ufunc reductions, without ``ndarray.min``/``sum``'s Python wrappers)
+_min, _sum = np.minimum.reduce, np.add.reduce
+#: up to this many streams finishing in one step are finished with Python ints (as ``Server._apply``)
+_FEW = 8
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
@@ -54,6 +58,17 @@ def timeout_at(env, t_s: float):
     ev._ok, ev._value = True, None
     heappush(env._queue, (t_s, NORMAL, next(env._eid), ev))
     return ev
+
+
+def wait_instead(proc, ev) -> None:
+    """Make process ``proc``, waiting on an event, wait on ``ev`` instead (a run cut short: its
+    end moves earlier). What ``Process.interrupt`` and a new ``yield`` would do, without the
+    interruption event and the exception thrown into the generator; ``ev`` is scheduled now, not
+    after the interruption (an order that can differ only for events at the same time as the run's
+    last step, which ``ambiguous_ties`` sends to stepping)."""
+    proc._target.callbacks.remove(proc._resume)
+    ev.callbacks.append(proc._resume)
+    proc._target = ev
 
 
 def _bucket_end(ctx_of, j: int, last: int, b: int) -> int:
@@ -123,6 +138,12 @@ def _start_times(key_runs: list, last: int, now_s: float, dt0_s: float) -> np.nd
     return np.add.accumulate(secs)
 
 
+def _grown_at(first: list, step: int) -> int:
+    """``_grown`` at one step, ``first`` as a sorted Python list (no numpy call)."""
+    q, r = divmod(step, BLOCK_TOKENS)
+    return len(first) * q + bisect_right(first, r)
+
+
 #: no KV growth in a run (``DecodeRun.grows``)
 _NO_GROWTH = np.empty(0, dtype=np.int64)
 #: no inter-token gaps (``DecodeRun._commit``)
@@ -144,7 +165,7 @@ class DecodeRun:
     applied by the engine at ``end_s``."""
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
-                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows")
+                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "finish_step", "grows_at")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
@@ -164,7 +185,7 @@ class DecodeRun:
         st, run = server.st, plan.run
         gen0 = st.s_gen[run] if plan.gen is None else plan.gen
         target = st.s_target[run] if plan.target is None else plan.target
-        last = int(_min(target - gen0)) - 1  # apply 'last' may finish
+        finish_step = last = int(_min(target - gen0)) - 1  # apply 'last' may finish
         if last < 1:
             return None
         if last > MAX_RUN_STEPS:
@@ -194,7 +215,8 @@ class DecodeRun:
             k = _NO_GROWTH
         kv = server.kv
         room = kv.capacity_blocks - kv.used_blocks
-        if k.size and _grown(k, last) > room:  # the step of growth room + 1 preempts: the engine forms it
+        grows_at = k.tolist()
+        if grows_at and _grown_at(grows_at, last) > room:  # the step of growth room + 1 preempts: the engine forms it
             last = int(_grown(k, np.arange(1, last + 1)).searchsorted(room, side="right"))
             if last < 1:
                 return None
@@ -202,11 +224,69 @@ class DecodeRun:
         self.end = last
         self.t = t
         self.key_runs = keys
-        self.used0, self.grows = kv.used_blocks, k
+        self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
+        self.target, self.finish_step = target, finish_step
         if extended:
             server.sim.log.flag(plan.row)
         return self
+
+    # ------------------------------------------------------------------ past a finish
+    def past_finish(self) -> "StepPlan | None":
+        """When the run (committed, its last step ``end`` due now) ends because that step finishes
+        streams and the server has nothing else to do (``Server._busy`` is false, checked by the
+        caller), and the other streams' next KV growth fits: apply step ``end`` as ``Server._apply``
+        does (one common gap, the finishes through ``Server._finish_requests``/``_finish_stream``)
+        and form the next step as ``grow_decodes`` does; returns that step's plan (to be costed).
+        None (nothing done): the engine applies and forms as usual."""
+        end = self.end
+        if self.cut_done or end != self.finish_step or end < 1 or self.cursor != end:
+            return None
+        server, run, target = self.server, self.run, self.target
+        st, kv = server.st, server.kv
+        gen = self.gen0 + (end + 1)  # generated after step end: all <= target
+        fin = gen >= target
+        keep = ~fin
+        kept = run[keep]
+        if not kept.size:
+            return None  # the batch empties: the engine goes idle as usual
+        done = run[fin]
+        # the next step's KV (grow_decodes, after the finishes free theirs): held blocks, the blocks
+        # after one more token each (ceil((gen + 1) / B); gen + 1 <= target for the streams kept)
+        held = st.s_blocks.take(kept)
+        gen_k = gen[keep]
+        blocks = gen_k + BLOCK_TOKENS
+        blocks >>= _BLOCK_SHIFT
+        np.maximum(blocks, held, out=blocks)
+        grow = int(_sum(blocks)) - int(_sum(held))
+        if grow:
+            freed = int(_sum(st.s_blocks.take(done))) + int(_sum(st.prompt_blocks.take(done)))
+            if grow > kv.capacity_blocks - kv.used_blocks + freed:
+                return None  # a preemption: the engine forms that step
+        # apply step end (Server._apply with one-token steps: every stream emitted at t[end])
+        sim = server.sim
+        now = sim.env.now
+        n = self.n
+        sim.log.itl_add_s[self.pending_row] = sim.itl.add_uniform(now - self.t.item(end), n)
+        st.s_last_emit_s[run] = now
+        st.s_gen[run] = gen
+        few = done.tolist() if len(done) <= _FEW else None
+        if len(done) > 1:
+            server._finish_requests(few if few is not None else done, now)
+        else:
+            server._finish_stream(few[0], now)
+        if server._base_of is run:  # the streams' prompt-token sum (Server._cost)
+            base = st.s_base
+            gone = sum([base.item(s) for s in few]) if few is not None else int(_sum(base[done]))
+            server._base_of, server._base_tokens = kept, server._base_tokens - gone
+        server.run = kept
+        # form the next step (grow_decodes)
+        if grow:
+            kv.alloc(grow)
+            st.s_blocks[kept] = blocks
+        plan = StepPlan(kept)
+        plan.gen, plan.target = gen_k, target[keep]
+        return plan
 
     # ------------------------------------------------------------------ committing
     def advance_to(self, now_s: float) -> None:
@@ -256,11 +336,11 @@ class DecodeRun:
         lo = i0 + 1
         used = self.used0
         if grows.size:
-            grown = _grown(grows, j)
-            if grown != _grown(grows, i0):  # growth within i0+1..j: the blocks in use step by step
+            grown = _grown_at(self.grows_at, j)
+            if grown != _grown_at(self.grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
                 used = used + _grown(grows, np.arange(lo, j + 1))
             else:
-                used += int(grown)
+                used += grown
             new_used = used if type(used) is int else used.item(-1)
             if new_used != kv.used_blocks:
                 kv.alloc(new_used - kv.used_blocks)
