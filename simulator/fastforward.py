@@ -49,6 +49,8 @@ _FEW = 8
 
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
+#: steps 0..MAX_RUN_STEPS + 1 of a run: their quotients and remainders by BLOCK_TOKENS (``_grown``)
+_STEP_Q, _STEP_R = np.divmod(np.arange(MAX_RUN_STEPS + 2), BLOCK_TOKENS)
 
 
 def timeout_at(env, t_s: float):
@@ -165,7 +167,7 @@ class DecodeRun:
     applied by the engine at ``end_s``."""
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
-                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "finish_step", "grows_at")
+                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
@@ -185,7 +187,8 @@ class DecodeRun:
         st, run = server.st, plan.run
         gen0 = st.s_gen[run] if plan.gen is None else plan.gen
         target = st.s_target[run] if plan.target is None else plan.target
-        finish_step = last = int(_min(target - gen0)) - 1  # apply 'last' may finish
+        left0 = target - gen0  # tokens each stream still owes
+        finish_step = last = int(_min(left0)) - 1  # apply 'last' may finish
         if last < 1:
             return None
         if last > MAX_RUN_STEPS:
@@ -226,7 +229,7 @@ class DecodeRun:
         self.key_runs = keys
         self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
-        self.target, self.finish_step = target, finish_step
+        self.target, self.left0, self.finish_step = target, left0, finish_step
         if extended:
             server.sim.log.flag(plan.row)
         return self
@@ -244,8 +247,7 @@ class DecodeRun:
             return None
         server, run, target = self.server, self.run, self.target
         st, kv = server.st, server.kv
-        gen = self.gen0 + (end + 1)  # generated after step end: all <= target
-        fin = gen >= target
+        fin = self.left0 <= end + 1  # those reaching their target at step end
         keep = ~fin
         kept = run[keep]
         if not kept.size:
@@ -254,6 +256,7 @@ class DecodeRun:
         # the next step's KV (grow_decodes, after the finishes free theirs): held blocks, the blocks
         # after one more token each (ceil((gen + 1) / B); gen + 1 <= target for the streams kept)
         held = st.s_blocks.take(kept)
+        gen = self.gen0 + (end + 1)  # generated after step end: all <= target
         gen_k = gen[keep]
         blocks = gen_k + BLOCK_TOKENS
         blocks >>= _BLOCK_SHIFT
@@ -336,15 +339,21 @@ class DecodeRun:
         lo = i0 + 1
         used = self.used0
         if grows.size:
-            grown = _grown_at(self.grows_at, j)
-            if grown != _grown_at(self.grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
-                used = used + _grown(grows, np.arange(lo, j + 1))
+            grows_at = self.grows_at
+            grown = _grown_at(grows_at, j)
+            if grown != _grown_at(grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
+                # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
+                used = used + (len(grows_at) * _STEP_Q[lo:j + 1] + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
+                new_used = used.item(-1)
             else:
                 used += grown
-            new_used = used if type(used) is int else used.item(-1)
+                new_used = used
             if new_used != kv.used_blocks:
                 kv.alloc(new_used - kv.used_blocks)
-                st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) >> _BLOCK_SHIFT)
+                blocks = self.gen0 + (j + BLOCK_TOKENS)
+                blocks >>= _BLOCK_SHIFT
+                np.maximum(blocks, self.blocks0, out=blocks)
+                st.s_blocks[run] = blocks
         hits, codes = server.costs.hits, []
         for ka, kb, key, hit in self.key_runs:
             lo_k = ka if ka > lo else lo
