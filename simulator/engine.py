@@ -195,9 +195,9 @@ class Server:
     def _loop(self):
         sim = self.sim
         env = sim.env
-        # a run ending with a stream's finish is applied and the next step formed in closed form
-        # (``DecodeRun.past_finish``) when nothing else acts at a finish: one sample, no trace,
-        # sessions or prefix cache
+        # a run's last step is applied (and, when nothing else waits, the next step formed) in closed
+        # form (``DecodeRun.apply_last``, ``form_next``) when nothing else acts at a finish: one
+        # sample, no trace, sessions or prefix cache
         chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
                  and sim.prefix is None and not sim.first_finish)
         plan = None
@@ -217,11 +217,14 @@ class Server:
                 self._apply(plan)
                 plan = None
             else:
-                plan = yield from self._wait_run(run)
-                nxt = run.past_finish() if chain and not self._busy() else None
-                if nxt is None:
+                yield from self._wait_run(run)
+                if chain and run.apply_last():  # the last step applied in closed form
+                    plan = None if self._busy() else run.form_next()  # None: form the next step as usual
+                else:
+                    plan = StepPlan(run.run)
+                    plan.row = run.pending_row
                     self._apply(plan)
-                plan = nxt  # None: form the next step as usual
+                    plan = None
 
     def _busy(self) -> bool:
         """Whether anything but the running decode streams waits here (queued, prefilling, swapped
@@ -242,7 +245,7 @@ class Server:
 
     def _wait_run(self, run: DecodeRun):
         """Wait until the last step of ``run`` ends (an extended run is committed then, and an
-        arrival here may cut it short); returns that step's plan, for ``_apply``."""
+        arrival here may cut it short); its steps up to the last are then committed."""
         env = self.sim.env
         if not run.extended:
             run.finish()  # nothing else happens before its steps: commit now
@@ -252,9 +255,6 @@ class Server:
             yield timeout_at(env, run.end_s)  # a cut moves this wait to the new end (``enqueue``)
             self.segment = None
             run.finish()
-        plan = StepPlan(run.run)
-        plan.row = run.pending_row
-        return plan
 
     def _join(self) -> None:
         """Streams whose prefill or KV transfer finished join the running decode streams."""

@@ -44,6 +44,19 @@ _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: the smallest element and the sum (ufunc reductions, without ``ndarray.min``/``sum``'s Python wrappers)
 _min, _sum = np.minimum.reduce, np.add.reduce
+#: arrays up to this size are reduced as Python lists (``_isum``, ``_imin``)
+_SMALL = 64
+
+
+def _isum(a: np.ndarray) -> int:
+    """The sum of an integer array, exact: over a short one, Python's ``sum`` of its list (a numpy
+    reduction of a few int32 costs ~1 us, mostly set-up)."""
+    return sum(a.tolist()) if a.size <= _SMALL else int(_sum(a))
+
+
+def _imin(a: np.ndarray) -> int:
+    """The smallest element of a non-empty integer array (``_isum``'s short-array shortcut)."""
+    return min(a.tolist()) if a.size <= _SMALL else int(_min(a))
 #: up to this many streams finishing in one step are finished with Python ints (as ``Server._apply``)
 _FEW = 8
 
@@ -167,11 +180,13 @@ class DecodeRun:
     applied by the engine at ``end_s``."""
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
-                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at")
+                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at",
+                 "gen_end", "keep", "kept")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
         self.cursor = 0  # steps 1..cursor formed (and 0..cursor-1 applied) in the server's state
+        self.keep = self.kept = None  # apply_last: the streams that did not finish (mask, ids)
         self.cut_done = False
         self.pending_row = row0  # the row of the step formed last (its apply may still be internal)
 
@@ -188,7 +203,7 @@ class DecodeRun:
         gen0 = st.s_gen[run] if plan.gen is None else plan.gen
         target = st.s_target[run] if plan.target is None else plan.target
         left0 = target - gen0  # tokens each stream still owes
-        finish_step = last = int(_min(left0)) - 1  # apply 'last' may finish
+        finish_step = last = _imin(left0) - 1  # apply 'last' may finish
         if last < 1:
             return None
         if last > MAX_RUN_STEPS:
@@ -228,67 +243,84 @@ class DecodeRun:
         self.t = t
         self.key_runs = keys
         self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
-        self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
+        # when every stream of step 0 last emitted at one time (the usual case), that time as a float
+        last_emit0 = st.s_last_emit_s[run]
+        emits = last_emit0.tolist()
+        if emits.count(emits[0]) == len(emits):
+            last_emit0 = emits[0]
+        self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, last_emit0
         self.target, self.left0, self.finish_step = target, left0, finish_step
         if extended:
             server.sim.log.flag(plan.row)
         return self
 
     # ------------------------------------------------------------------ past a finish
-    def past_finish(self) -> "StepPlan | None":
-        """When the run (committed, its last step ``end`` due now) ends because that step finishes
-        streams and the server has nothing else to do (``Server._busy`` is false, checked by the
-        caller), and the other streams' next KV growth fits: apply step ``end`` as ``Server._apply``
-        does (one common gap, the finishes through ``Server._finish_requests``/``_finish_stream``)
-        and form the next step as ``grow_decodes`` does; returns that step's plan (to be costed).
-        None (nothing done): the engine applies and forms as usual."""
+    def apply_last(self) -> bool:
+        """Apply the run's last step ``end`` (committed, due now) as ``Server._apply`` does a one-token
+        decode step, in closed form: every stream last emitted at ``t[end]`` (one common gap), generated
+        ``gen0 + end + 1`` <= target, and those owing ``end + 1`` tokens finish (through
+        ``Server._finish_requests``/``_finish_stream``, as ``_apply`` calls them). False (nothing
+        done) for a run cut in its first step: the engine applies it."""
         end = self.end
-        if self.cut_done or end != self.finish_step or end < 1 or self.cursor != end:
-            return None
-        server, run, target = self.server, self.run, self.target
-        st, kv = server.st, server.kv
-        fin = self.left0 <= end + 1  # those reaching their target at step end
-        keep = ~fin
-        kept = run[keep]
+        if end < 1 or self.cursor != end:
+            return False
+        server, run = self.server, self.run
+        st, sim = server.st, server.sim
+        now = sim.env.now
+        sim.log.itl_add_s[self.pending_row] = sim.itl.add_uniform(now - self.t.item(end), self.n)
+        st.s_last_emit_s[run] = now
+        self.gen_end = gen = self.gen0 + (end + 1)
+        st.s_gen[run] = gen
+        if end == self.finish_step:  # streams owing end + 1 tokens finish
+            fin = self.left0 <= end + 1
+            done = run[fin]
+            few = done.tolist() if len(done) <= _FEW else None
+            if len(done) > 1:
+                server._finish_requests(few if few is not None else done, now)
+            else:
+                server._finish_stream(few[0], now)
+            if server.run is run:
+                self.keep = keep = ~fin
+                self.kept = kept = server.run = run[keep]
+                if server._base_of is run:  # the streams' prompt-token sum (Server._cost)
+                    base = st.s_base
+                    gone = sum([base.item(s) for s in few]) if few is not None else _isum(base[done])
+                    server._base_of, server._base_tokens = kept, server._base_tokens - gone
+            else:
+                server.run = server.run[~st.s_done[server.run]]
+        if server.pending:
+            server.start_pending()
+        return True
+
+    def form_next(self) -> "StepPlan | None":
+        """After ``apply_last``, with nothing but the decode streams on the server (``Server._busy``
+        false, checked by the caller): the next step as the batch policy forms it then
+        (``grow_decodes``: each stream's KV for one more token), when it fits without a preemption.
+        None (nothing done): the engine forms it."""
+        server = self.server
+        kept = server.run
         if not kept.size:
-            return None  # the batch empties: the engine goes idle as usual
-        done = run[fin]
-        # the next step's KV (grow_decodes, after the finishes free theirs): held blocks, the blocks
-        # after one more token each (ceil((gen + 1) / B); gen + 1 <= target for the streams kept)
-        held = st.s_blocks.take(kept)
-        gen = self.gen0 + (end + 1)  # generated after step end: all <= target
-        gen_k = gen[keep]
-        blocks = gen_k + BLOCK_TOKENS
+            return None
+        if kept is self.run:
+            gen, target = self.gen_end, self.target
+        elif self.keep is not None and kept is self.kept:
+            keep = self.keep
+            gen, target = self.gen_end[keep], self.target[keep]
+        else:
+            return None
+        st, kv = server.st, server.kv
+        held = st.s_blocks[kept]
+        blocks = gen + BLOCK_TOKENS  # ceil((gen + 1) / B): gen + 1 <= target for every stream kept
         blocks >>= _BLOCK_SHIFT
         np.maximum(blocks, held, out=blocks)
-        grow = int(_sum(blocks)) - int(_sum(held))
+        grow = _isum(blocks) - _isum(held)
         if grow:
-            freed = int(_sum(st.s_blocks.take(done))) + int(_sum(st.prompt_blocks.take(done)))
-            if grow > kv.capacity_blocks - kv.used_blocks + freed:
+            if grow > kv.capacity_blocks - kv.used_blocks:
                 return None  # a preemption: the engine forms that step
-        # apply step end (Server._apply with one-token steps: every stream emitted at t[end])
-        sim = server.sim
-        now = sim.env.now
-        n = self.n
-        sim.log.itl_add_s[self.pending_row] = sim.itl.add_uniform(now - self.t.item(end), n)
-        st.s_last_emit_s[run] = now
-        st.s_gen[run] = gen
-        few = done.tolist() if len(done) <= _FEW else None
-        if len(done) > 1:
-            server._finish_requests(few if few is not None else done, now)
-        else:
-            server._finish_stream(few[0], now)
-        if server._base_of is run:  # the streams' prompt-token sum (Server._cost)
-            base = st.s_base
-            gone = sum([base.item(s) for s in few]) if few is not None else int(_sum(base[done]))
-            server._base_of, server._base_tokens = kept, server._base_tokens - gone
-        server.run = kept
-        # form the next step (grow_decodes)
-        if grow:
             kv.alloc(grow)
             st.s_blocks[kept] = blocks
         plan = StepPlan(kept)
-        plan.gen, plan.target = gen_k, target[keep]
+        plan.gen, plan.target = gen, target
         return plan
 
     # ------------------------------------------------------------------ committing
@@ -322,7 +354,11 @@ class DecodeRun:
         a = i0
         log = sim.log
         if a == 0:
-            log.itl_add_s[self.row0] = sim.itl.add(t[1] - self.last_emit0)
+            e0 = self.last_emit0
+            if type(e0) is float:  # one gap for every stream: what ``ItlHistogram.add`` does with one
+                log.itl_add_s[self.row0] = sim.itl.add_uniform(t.item(1) - e0, n)
+            else:
+                log.itl_add_s[self.row0] = sim.itl.add(t[1] - e0)
             a = 1
         itl = _NO_GAPS  # rows i0+1..j-1 hold applies i0+1..j-1; row j's gap is added when step j is applied
         if j > a:
