@@ -22,7 +22,11 @@ deployments):
   equals a time of another instance or an arrival, the order simpy would give two same-time
   events is not known here, and the run is repeated by stepping (``ambiguous_ties``).
 
-The last step of a run is applied by the engine as usual (finishes, events, the next step).
+The last step of a run is applied in closed form too (``DecodeRun.apply_last``: one common gap, the
+finishes through the server's own finish methods) where nothing else acts at a finish (one sample,
+no trace, sessions or prefix cache), and when nothing else waits on the server the next step is
+formed as ``grow_decodes`` forms it (``form_next``); otherwise the engine applies and forms as usual.
+A cut run's process is moved to its new end (``wait_instead``) rather than interrupted.
 """
 
 from __future__ import annotations
