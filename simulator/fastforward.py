@@ -210,8 +210,7 @@ class DecodeRun:
         finish_step = last = _imin(left0) - 1  # apply 'last' may finish
         if last < 1:
             return None
-        if last > MAX_RUN_STEPS:
-            last = MAX_RUN_STEPS
+        last = min(last, MAX_RUN_STEPS)
         keys = _cached_steps(server.costs, run.size, plan.dec_tokens, last)
         if not keys:
             return None
@@ -296,7 +295,7 @@ class DecodeRun:
             server.start_pending()
         return True
 
-    def form_next(self) -> "StepPlan | None":
+    def form_next(self) -> StepPlan | None:
         """After ``apply_last``, with nothing but the decode streams on the server (``Server._busy``
         false, checked by the caller): the next step as the batch policy forms it then
         (``grow_decodes``: each stream's KV for one more token), when it fits without a preemption.
@@ -396,8 +395,7 @@ class DecodeRun:
                 st.s_blocks[run] = blocks
         hits, codes = server.costs.hits, []
         for ka, kb, key, hit in self.key_runs:
-            lo_k = ka if ka > lo else lo
-            hi_k = kb if kb < j else j
+            lo_k, hi_k = max(ka, lo), min(kb, j)
             if hi_k >= lo_k:
                 hits[key] += hi_k - lo_k + 1
                 codes.append((log.decode_code(server.index, n, server.k, key, hit), hi_k - lo_k + 1))
