@@ -144,16 +144,10 @@ def _start_times(key_runs: list, last: int, now_s: float, dt0_s: float) -> np.nd
     """``t[j]``, the start of step ``j`` of a run (``t[last + 1]``: the end of step ``last``): ``now_s``
     then the step seconds (``dt0_s``, then the cached seconds of steps ``1..last``) added left to right,
     as the event loop adds them (``np.add.accumulate`` is sequential)."""
-    if len(key_runs) == 1:  # the common case: one cost key, one fill
-        secs = np.empty(last + 2)
-        secs.fill(key_runs[0][3][0])
-        secs[0], secs[1] = now_s, dt0_s
-    else:
-        values, counts = [now_s, dt0_s], [1, 1]
-        for a, b, _, hit in key_runs:
-            values.append(hit[0])
-            counts.append(b - a + 1)
-        secs = np.repeat(np.array(values, dtype=np.float64), counts)
+    secs = np.empty(last + 2)
+    secs[0], secs[1] = now_s, dt0_s
+    for a, b, _, hit in key_runs:  # steps a..b (1 <= a <= b <= last, covering 1..last) at index j + 1
+        secs[a + 1:b + 2] = hit[0]
     return np.add.accumulate(secs)
 
 
