@@ -35,7 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
-from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
+from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -145,7 +145,8 @@ class Server:
     def enqueue(self, r: int) -> None:
         seg = self.segment
         if seg is not None and not seg.cut_done and seg.cut(self.sim.env.now):
-            self._proc.interrupt()  # the run ends with the step in flight: wait for its end instead
+            # the run ends with the step in flight: wait for its end instead
+            wait_instead(self._proc, timeout_at(self.sim.env, seg.end_s))
         self.waiting.append(r)
         self.outstanding += 1
         self.queued_blocks += self.request_blocks(r)
@@ -192,28 +193,48 @@ class Server:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self):
-        env = self.sim.env
+        sim = self.sim
+        env = sim.env
+        # a run's last step is applied (and, when nothing else waits, the next step formed) in closed
+        # form (``DecodeRun.apply_last``, ``form_next``) when nothing else acts at a finish: one
+        # sample, no trace, sessions or prefix cache
+        chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
+                 and sim.prefix is None and not sim.first_finish)
+        plan = None
         while True:
-            self._join()
-            plan = self.batching.form(self)
             if plan is None:
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
-                continue
+                self._join()
+                plan = self.batching.form(self)
+                if plan is None:
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
             dt = self._cost(plan)
             run = self._decode_run(plan, dt) if self.ff else None
             if run is None:
                 yield env.timeout(dt)
+                self._apply(plan)
+                plan = None
             else:
-                plan = yield from self._wait_run(run)
-            self._apply(plan)
+                yield from self._wait_run(run)
+                if chain and run.apply_last():  # the last step applied in closed form
+                    plan = None if self._busy() else run.form_next()  # None: form the next step as usual
+                else:
+                    plan = StepPlan(run.run)
+                    plan.row = run.pending_row
+                    self._apply(plan)
+                    plan = None
+
+    def _busy(self) -> bool:
+        """Whether anything but the running decode streams waits here (queued, prefilling, swapped
+        out, offered or joining): then the next step is not the decode streams' alone."""
+        return bool(self.waiting or self.prefilling or self.swapped or self.pending or self.joining)
 
     def _decode_run(self, plan: StepPlan, dt: float) -> DecodeRun | None:
         """A run of decode steps starting with ``plan`` (``simulator.fastforward``), when the
         instance only decodes and nothing can join or leave before its next step."""
-        if (not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self.waiting or self.prefilling
-                or self.swapped or self.pending or self.joining):
+        if not plan.run.size or plan.chunks or plan.swapins or plan.extra_s or self._busy():
             return None
         if self.ff_extended:
             return DecodeRun.build(self, plan, dt, math.inf, True)
@@ -224,22 +245,16 @@ class Server:
 
     def _wait_run(self, run: DecodeRun):
         """Wait until the last step of ``run`` ends (an extended run is committed then, and an
-        arrival here may cut it short); returns that step's plan, for ``_apply``."""
+        arrival here may cut it short); its steps up to the last are then committed."""
         env = self.sim.env
         if not run.extended:
             run.finish()  # nothing else happens before its steps: commit now
             yield timeout_at(env, run.end_s)
         else:
             self.segment = run
-            try:
-                yield timeout_at(env, run.end_s)
-            except simpy.Interrupt:
-                yield timeout_at(env, run.end_s)  # cut: the step in flight is the last
+            yield timeout_at(env, run.end_s)  # a cut moves this wait to the new end (``enqueue``)
             self.segment = None
             run.finish()
-        plan = StepPlan(run.run)
-        plan.row = run.pending_row
-        return plan
 
     def _join(self) -> None:
         """Streams whose prefill or KV transfer finished join the running decode streams."""

@@ -22,23 +22,52 @@ deployments):
   equals a time of another instance or an arrival, the order simpy would give two same-time
   events is not known here, and the run is repeated by stepping (``ambiguous_ties``).
 
-The last step of a run is applied by the engine as usual (finishes, events, the next step).
+The last step of a run is applied in closed form too (``DecodeRun.apply_last``: one common gap, the
+finishes through the server's own finish methods) where nothing else acts at a finish (one sample,
+no trace, sessions or prefix cache), and when nothing else waits on the server the next step is
+formed as ``grow_decodes`` forms it (``form_next``); otherwise the engine applies and forms as usual.
+A cut run's process is moved to its new end (``wait_instead``) rather than interrupted.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from heapq import heappush
 
 import numpy as np
 from simpy.events import NORMAL
 
+from simulator.batching import StepPlan
 from simulator.kv import BLOCK_TOKENS
 from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 from simulator.steplog import CHUNK_ROWS, end_times
 
+#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
+_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
+assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
+#: the smallest element and the sum (ufunc reductions, without ``ndarray.min``/``sum``'s Python wrappers)
+_min, _sum = np.minimum.reduce, np.add.reduce
+#: arrays up to this size are reduced as Python lists (``_isum``, ``_imin``)
+_SMALL = 64
+
+
+def _isum(a: np.ndarray) -> int:
+    """The sum of an integer array, exact: over a short one, Python's ``sum`` of its list (a numpy
+    reduction of a few int32 costs ~1 us, mostly set-up)."""
+    return sum(a.tolist()) if a.size <= _SMALL else int(_sum(a))
+
+
+def _imin(a: np.ndarray) -> int:
+    """The smallest element of a non-empty integer array (``_isum``'s short-array shortcut)."""
+    return min(a.tolist()) if a.size <= _SMALL else int(_min(a))
+#: up to this many streams finishing in one step are finished with Python ints (as ``Server._apply``)
+_FEW = 8
+
 #: the longest run computed at once (bounds the arrays; a longer run continues in the next one)
 MAX_RUN_STEPS = 4096
+#: steps 0..MAX_RUN_STEPS + 1 of a run: their quotients and remainders by BLOCK_TOKENS (``_grown``)
+_STEP_Q, _STEP_R = np.divmod(np.arange(MAX_RUN_STEPS + 2), BLOCK_TOKENS)
 
 
 def timeout_at(env, t_s: float):
@@ -48,6 +77,17 @@ def timeout_at(env, t_s: float):
     ev._ok, ev._value = True, None
     heappush(env._queue, (t_s, NORMAL, next(env._eid), ev))
     return ev
+
+
+def wait_instead(proc, ev) -> None:
+    """Make process ``proc``, waiting on an event, wait on ``ev`` instead (a run cut short: its
+    end moves earlier). What ``Process.interrupt`` and a new ``yield`` would do, without the
+    interruption event and the exception thrown into the generator; ``ev`` is scheduled now, not
+    after the interruption (an order that can differ only for events at the same time as the run's
+    last step, which ``ambiguous_ties`` sends to stepping)."""
+    proc._target.callbacks.remove(proc._resume)
+    ev.callbacks.append(proc._resume)
+    proc._target = ev
 
 
 def _bucket_end(ctx_of, j: int, last: int, b: int) -> int:
@@ -100,21 +140,21 @@ def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int,
     return out
 
 
-def _repeat(key_runs: list, lo: int, hi: int, field: int, head: tuple = ()) -> np.ndarray:
-    """``head`` followed by cost ``field`` (0: seconds, 1: compute, 2: communication) of steps
-    ``lo..hi`` of the runs, as float64 (a short run from a list, a long one by ``np.repeat``)."""
-    values, counts = list(head), [1] * len(head)
-    for a, b, _, hit in key_runs:
-        a, b = max(a, lo), min(b, hi)
-        if b >= a:
-            values.append(hit[field])
-            counts.append(b - a + 1)
-    if hi - lo < 64:
-        out: list[float] = []
-        for v, c in zip(values, counts):
-            out += [v] * c
-        return np.array(out, dtype=np.float64)
-    return np.repeat(np.array(values, dtype=np.float64), counts)
+def _start_times(key_runs: list, last: int, now_s: float, dt0_s: float) -> np.ndarray:
+    """``t[j]``, the start of step ``j`` of a run (``t[last + 1]``: the end of step ``last``): ``now_s``
+    then the step seconds (``dt0_s``, then the cached seconds of steps ``1..last``) added left to right,
+    as the event loop adds them (``np.add.accumulate`` is sequential)."""
+    secs = np.empty(last + 2)
+    secs[0], secs[1] = now_s, dt0_s
+    for a, b, _, hit in key_runs:  # steps a..b (1 <= a <= b <= last, covering 1..last) at index j + 1
+        secs[a + 1:b + 2] = hit[0]
+    return np.add.accumulate(secs)
+
+
+def _grown_at(first: list, step: int) -> int:
+    """``_grown`` at one step, ``first`` as a sorted Python list (no numpy call)."""
+    q, r = divmod(step, BLOCK_TOKENS)
+    return len(first) * q + bisect_right(first, r)
 
 
 #: no KV growth in a run (``DecodeRun.grows``)
@@ -129,7 +169,7 @@ def _grown(first: np.ndarray, steps):
     BLOCK_TOKENS steps after; at step 64 q + r that is q growths of every stream and one more of
     those whose first is <= r."""
     q, r = divmod(steps, BLOCK_TOKENS)
-    return first.size * q + np.searchsorted(first, r, side="right")
+    return first.size * q + first.searchsorted(r, side="right")
 
 
 class DecodeRun:
@@ -138,17 +178,19 @@ class DecodeRun:
     applied by the engine at ``end_s``."""
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
-                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows")
+                 "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at",
+                 "gen_end", "keep", "kept")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
         self.cursor = 0  # steps 1..cursor formed (and 0..cursor-1 applied) in the server's state
+        self.keep = self.kept = None  # apply_last: the streams that did not finish (mask, ids)
         self.cut_done = False
         self.pending_row = row0  # the row of the step formed last (its apply may still be internal)
 
     @property
     def end_s(self) -> float:
-        return float(self.t[self.end + 1])
+        return self.t.item(self.end + 1)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -156,21 +198,21 @@ class DecodeRun:
         """The run starting with the decode step ``plan`` (formed and costed now, ``dt0`` seconds,
         ``plan.dec_tokens`` context tokens), or None when it would be one step."""
         st, run = server.st, plan.run
-        n = int(run.size)
         gen0 = st.s_gen[run] if plan.gen is None else plan.gen
         target = st.s_target[run] if plan.target is None else plan.target
-        last = min(int(np.minimum.reduce(target - gen0)) - 1, MAX_RUN_STEPS)  # apply 'last' may finish
+        left0 = target - gen0  # tokens each stream still owes
+        finish_step = last = _imin(left0) - 1  # apply 'last' may finish
         if last < 1:
             return None
-        keys = _cached_steps(server.costs, n, plan.dec_tokens, last)
+        last = min(last, MAX_RUN_STEPS)
+        keys = _cached_steps(server.costs, run.size, plan.dec_tokens, last)
         if not keys:
             return None
         last = keys[-1][1]
         # t[j]: start of step j; t[last + 1]: end of the last (added left to right, as the event loop does)
-        secs = _repeat(keys, 1, last, 0, (server.sim.env.now, dt0))
-        t = np.add.accumulate(secs)
+        t = _start_times(keys, last, server.sim.env.now, dt0)
         if not extended:
-            last = min(last, int(np.searchsorted(t, horizon_s, side="left")) - 1)  # steps starting before it
+            last = min(last, int(t.searchsorted(horizon_s, side="left")) - 1)  # steps starting before it
             if last < 1:
                 return None
         # KV growth of the steps 1..last: a stream holding B blocks needs one more at the step whose
@@ -178,31 +220,110 @@ class DecodeRun:
         # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
         # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
         blocks0 = st.s_blocks[run]
-        k = np.sort(BLOCK_TOKENS * blocks0 - gen0)
-        if int(k[0]) < 1 or int(k[-1]) > BLOCK_TOKENS:
+        k = BLOCK_TOKENS * blocks0
+        k -= gen0
+        k.sort()
+        k_first = k.item(0)
+        if k_first < 1 or k.item(-1) > BLOCK_TOKENS:
             return None  # not a batch grow_decodes reserved: step instead
-        if int(k[0]) > last:
+        if k_first > last:
             k = _NO_GROWTH
         kv = server.kv
         room = kv.capacity_blocks - kv.used_blocks
-        if k.size and _grown(k, last) > room:  # the step of growth room + 1 preempts: the engine forms it
-            last = int(np.searchsorted(_grown(k, np.arange(1, last + 1)), room, side="right"))
+        grows_at = k.tolist()
+        if grows_at and _grown_at(grows_at, last) > room:  # the step of growth room + 1 preempts: the engine forms it
+            last = int(_grown(k, np.arange(1, last + 1)).searchsorted(room, side="right"))
             if last < 1:
                 return None
         self = cls(server, run, plan.row, extended)
         self.end = last
         self.t = t
         self.key_runs = keys
-        self.used0, self.grows = kv.used_blocks, k
-        self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, st.s_last_emit_s[run]
+        self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
+        # when every stream of step 0 last emitted at one time (the usual case), that time as a float
+        last_emit0 = st.s_last_emit_s[run]
+        emits = last_emit0.tolist()
+        if emits.count(emits[0]) == len(emits):
+            last_emit0 = emits[0]
+        self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, last_emit0
+        self.target, self.left0, self.finish_step = target, left0, finish_step
         if extended:
             server.sim.log.flag(plan.row)
         return self
 
+    # ------------------------------------------------------------------ past a finish
+    def apply_last(self) -> bool:
+        """Apply the run's last step ``end`` (committed, due now) as ``Server._apply`` does a one-token
+        decode step, in closed form: every stream last emitted at ``t[end]`` (one common gap), generated
+        ``gen0 + end + 1`` <= target, and those owing ``end + 1`` tokens finish (through
+        ``Server._finish_requests``/``_finish_stream``, as ``_apply`` calls them). False (nothing
+        done) for a run cut in its first step: the engine applies it."""
+        end = self.end
+        if end < 1 or self.cursor != end:
+            return False
+        server, run = self.server, self.run
+        st, sim = server.st, server.sim
+        now = sim.env.now
+        sim.log.itl_add_s[self.pending_row] = sim.itl.add_uniform(now - self.t.item(end), self.n)
+        st.s_last_emit_s[run] = now
+        self.gen_end = gen = self.gen0 + (end + 1)
+        st.s_gen[run] = gen
+        if end == self.finish_step:  # streams owing end + 1 tokens finish
+            fin = self.left0 <= end + 1
+            done = run[fin]
+            few = done.tolist() if len(done) <= _FEW else None
+            if len(done) > 1:
+                server._finish_requests(few if few is not None else done, now)
+            else:
+                server._finish_stream(few[0], now)
+            if server.run is run:
+                self.keep = keep = ~fin
+                self.kept = kept = server.run = run[keep]
+                if server._base_of is run:  # the streams' prompt-token sum (Server._cost)
+                    base = st.s_base
+                    gone = sum([base.item(s) for s in few]) if few is not None else _isum(base[done])
+                    server._base_of, server._base_tokens = kept, server._base_tokens - gone
+            else:
+                server.run = server.run[~st.s_done[server.run]]
+        if server.pending:
+            server.start_pending()
+        return True
+
+    def form_next(self) -> StepPlan | None:
+        """After ``apply_last``, with nothing but the decode streams on the server (``Server._busy``
+        false, checked by the caller): the next step as the batch policy forms it then
+        (``grow_decodes``: each stream's KV for one more token), when it fits without a preemption.
+        None (nothing done): the engine forms it."""
+        server = self.server
+        kept = server.run
+        if not kept.size:
+            return None
+        if kept is self.run:
+            gen, target = self.gen_end, self.target
+        elif self.keep is not None and kept is self.kept:
+            keep = self.keep
+            gen, target = self.gen_end[keep], self.target[keep]
+        else:
+            return None
+        st, kv = server.st, server.kv
+        held = st.s_blocks[kept]
+        blocks = gen + BLOCK_TOKENS  # ceil((gen + 1) / B): gen + 1 <= target for every stream kept
+        blocks >>= _BLOCK_SHIFT
+        np.maximum(blocks, held, out=blocks)
+        grow = _isum(blocks) - _isum(held)
+        if grow:
+            if grow > kv.capacity_blocks - kv.used_blocks:
+                return None  # a preemption: the engine forms that step
+            kv.alloc(grow)
+            st.s_blocks[kept] = blocks
+        plan = StepPlan(kept)
+        plan.gen, plan.target = gen, target
+        return plan
+
     # ------------------------------------------------------------------ committing
     def advance_to(self, now_s: float) -> None:
         """Put the steps formed (and applied) before ``now_s`` into the server's state and records."""
-        j = min(int(np.searchsorted(self.t, now_s, side="left")) - 1, self.end)
+        j = min(int(self.t.searchsorted(now_s, side="left")) - 1, self.end)
         if j > self.cursor:
             self._commit(j)
 
@@ -230,7 +351,11 @@ class DecodeRun:
         a = i0
         log = sim.log
         if a == 0:
-            log.itl_add_s[self.row0] = sim.itl.add(t[1] - self.last_emit0)
+            e0 = self.last_emit0
+            if type(e0) is float:  # one gap for every stream: what ``ItlHistogram.add`` does with one
+                log.itl_add_s[self.row0] = sim.itl.add_uniform(t.item(1) - e0, n)
+            else:
+                log.itl_add_s[self.row0] = sim.itl.add(t[1] - e0)
             a = 1
         itl = _NO_GAPS  # rows i0+1..j-1 hold applies i0+1..j-1; row j's gap is added when step j is applied
         if j > a:
@@ -238,20 +363,30 @@ class DecodeRun:
             itl = gaps * n
             sim.itl.add_steps(gaps, n)
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
-                log.itl_add_s[self.pending_row] = float(itl[0])
+                log.itl_add_s[self.pending_row] = itl.item(0)
                 itl = itl[1:]
         st.s_gen[run] = self.gen0 + j
-        st.s_last_emit_s[run] = t[j]
+        st.s_last_emit_s[run] = t.item(j)
         # formations i0+1..j: KV, records, cache hits
         kv, grows = server.kv, self.grows
         lo = i0 + 1
+        used = self.used0
         if grows.size:
-            used = self.used0 + _grown(grows, np.arange(lo, j + 1))
-            if int(used[-1]) != kv.used_blocks:
-                kv.alloc(int(used[-1]) - kv.used_blocks)
-                st.s_blocks[run] = np.maximum(self.blocks0, (self.gen0 + j + BLOCK_TOKENS) // BLOCK_TOKENS)
-        else:
-            used = self.used0
+            grows_at = self.grows_at
+            grown = _grown_at(grows_at, j)
+            if grown != _grown_at(grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
+                # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
+                used = used + (len(grows_at) * _STEP_Q[lo:j + 1] + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
+                new_used = used.item(-1)
+            else:
+                used += grown
+                new_used = used
+            if new_used != kv.used_blocks:
+                kv.alloc(new_used - kv.used_blocks)
+                blocks = self.gen0 + (j + BLOCK_TOKENS)
+                blocks >>= _BLOCK_SHIFT
+                np.maximum(blocks, self.blocks0, out=blocks)
+                st.s_blocks[run] = blocks
         hits, codes = server.costs.hits, []
         for ka, kb, key, hit in self.key_runs:
             lo_k, hi_k = max(ka, lo), min(kb, j)
