@@ -37,6 +37,7 @@ from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chun
 from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
+from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
@@ -134,6 +135,7 @@ class Server:
                    and isinstance(self.preemption, (Recompute, Swap)))
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
+        self.lanes: RunLanes | None = None  # the running streams' state in run order (Simulation decides)
         self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
@@ -251,12 +253,17 @@ class Server:
                     return
                 run = np.concatenate((self.run, (s,)))
                 tokens = lambda: int(st.s_base[s])
+                joiners = s
             else:
                 j = np.asarray(self.joining, dtype=np.int64)
                 self.joining.clear()
                 j = j[~st.s_done[j]]
                 run = np.concatenate((self.run, j)) if self.run.size else j
                 tokens = lambda: int(_sum(st.s_base[j]))  # read only when the sum is kept
+                joiners = j
+            lanes = self.lanes
+            if lanes is not None and lanes.run is self.run:
+                lanes.extend(run, joiners)
             if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
                 self._base_of, self._base_tokens = run, self._base_tokens + tokens()
             self.run = run
@@ -272,6 +279,8 @@ class Server:
         most recently admitted request (LIFO) until it does, charging what the preemption
         policy costs to the step."""
         st, run, k = self.st, self.run, self.k
+        if run.size and self.lanes is not None and self._grow_lanes(plan):
+            return
         if run.size:
             while True:
                 gen, target = st.s_gen.take(run), st.s_target.take(run)  # take: a quicker gather
@@ -294,6 +303,30 @@ class Server:
             if run.size:
                 plan.gen, plan.target = gen, target
         plan.run = run
+
+    def _grow_lanes(self, plan: StepPlan) -> bool:
+        """``grow_decodes`` on the lanes (``simulator.lanes``) when this step's growth fits; False
+        (the lanes written back, nothing else done) when it takes a preemption."""
+        run, lanes = self.run, self.lanes
+        if lanes.run is not run:
+            lanes.load(run)
+        gen, target = lanes.gen, lanes.target
+        blocks = gen + self.k  # as grow_decodes: max(held, ceil(min(gen + k, target) / B))
+        np.minimum(blocks, target, out=blocks)
+        blocks += BLOCK_TOKENS - 1
+        blocks >>= _BLOCK_SHIFT
+        np.maximum(blocks, lanes.blocks, out=blocks)
+        grow = int(_sum(blocks)) - lanes.held_sum
+        if grow > self.kv.free_blocks:
+            lanes.flush()
+            return False
+        if grow:
+            self.kv.alloc(grow)
+            lanes.blocks = blocks
+            lanes.held_sum += grow
+        plan.gen, plan.target = gen, target
+        plan.run = run
+        return True
 
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
         """Add the next chunks of admitted prompts (FCFS) within ``budget``; returns what is left."""
@@ -394,6 +427,8 @@ class Server:
         """Evict request r: free its KV and slots, then hand it to the preemption policy;
         returns the seconds to charge to the step."""
         st = self.st
+        if self.lanes is not None:
+            self.lanes.flush()
         self.run = self.run[st.s_req[self.run] != r]
         gen_tokens = int(st.s_gen[st.live_streams(r)].sum())
         self.committed -= self.release(r)
@@ -437,48 +472,11 @@ class Server:
         sim, st = self.sim, self.st
         now = sim.env.now
         if run.size:
-            gen = st.s_gen[run] if plan.gen is None else plan.gen
-            target = st.s_target[run] if plan.target is None else plan.target
-            # generated after the step: gen + min(1 + accepted drafts, target - gen), taken as
-            # min(gen + 1 + accepted, target) (the same integers)
-            if self.mtp_depth == 1:
-                new = gen + (sim.rng_accept.random(run.size) < self.mtp_acceptance)
-            elif self.mtp_depth:
-                ok = sim.rng_accept.random((run.size, self.mtp_depth)) < self.mtp_acceptance
-                new = gen + np.cumprod(ok, axis=1).sum(axis=1)
+            lanes = self.lanes
+            if lanes is not None and run is lanes.run:
+                self._decode_lanes(plan, run, lanes, now)
             else:
-                new = gen.copy()
-            new += 1
-            np.minimum(new, target, out=new)
-            gaps = st.s_last_emit_s.take(run)
-            np.subtract(now, gaps, out=gaps)
-            sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
-            st.s_last_emit_s[run] = now
-            st.s_gen[run] = new
-            fin = new >= target  # reached the target
-            if _any(fin):
-                done = run[fin]
-                few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
-                if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
-                    if few is not None:
-                        self._finish_requests([s for s in few if not st.s_done[s]], now)
-                    else:
-                        self._finish_requests(done[~st.s_done[done]], now)
-                else:
-                    for s in done.tolist():
-                        if not st.s_done[s]:
-                            self._finish_stream(s, now)
-                if self.run is run and not sim.first_finish:  # no other stream ended: drop these
-                    self.run = run[~fin]
-                    if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
-                        if few is not None:
-                            base = st.s_base
-                            gone = sum([base.item(s) for s in few])
-                        else:
-                            gone = int(_sum(st.s_base[done]))
-                        self._base_of, self._base_tokens = self.run, self._base_tokens - gone
-                else:
-                    self.run = self.run[~st.s_done[self.run]]
+                self._decode(plan, run, now)
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         done = self._advance_prefills(chunks)
@@ -494,6 +492,83 @@ class Server:
             sim.handoff(handoff, self)
         if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
+
+    def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Generated tokens after a decode step: gen + min(1 + accepted drafts, target - gen), taken
+        as min(gen + 1 + accepted, target) (the same integers); into ``out`` (``gen`` itself) or new."""
+        sim, n = self.sim, gen.size
+        if self.mtp_depth == 1:
+            new = np.add(gen, sim.rng_accept.random(n) < self.mtp_acceptance, out=out)
+        elif self.mtp_depth:
+            ok = sim.rng_accept.random((n, self.mtp_depth)) < self.mtp_acceptance
+            new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+        else:
+            new = gen.copy() if out is None else gen
+        new += 1
+        np.minimum(new, target, out=new)
+        return new
+
+    def _decode(self, plan: StepPlan, run: np.ndarray, now: float) -> None:
+        """The decode half of ``_apply`` from ``RunState`` (the reference path)."""
+        sim, st = self.sim, self.st
+        gen = st.s_gen[run] if plan.gen is None else plan.gen
+        target = st.s_target[run] if plan.target is None else plan.target
+        new = self._draw(gen, target, None)
+        gaps = st.s_last_emit_s.take(run)
+        np.subtract(now, gaps, out=gaps)
+        sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
+        st.s_last_emit_s[run] = now
+        st.s_gen[run] = new
+        fin = new >= target  # reached the target
+        if _any(fin):
+            self._drop_finished(run, fin, run[fin], now, None)
+
+    def _decode_lanes(self, plan: StepPlan, run: np.ndarray, lanes: RunLanes, now: float) -> None:
+        """``_decode`` on the lanes: the same draws, integers and gaps, updated in place."""
+        sim, n = self.sim, run.size
+        gen, target = lanes.gen, lanes.target
+        self._draw(gen, target, gen)
+        if lanes.fresh == n:  # every stream emitted at the lanes' last step: one gap (ItlHistogram.add's case)
+            add = sim.itl.add_uniform(now - lanes.t, n)
+        else:
+            add = sim.itl.add(lanes.gaps(now))
+        sim.log.itl_add_s[plan.row] = add
+        lanes.fresh, lanes.t = n, now
+        fin = gen >= target
+        if _any(fin):
+            self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+
+    def _drop_finished(self, run: np.ndarray, fin: np.ndarray, done: np.ndarray, now: float,
+                       lanes: RunLanes | None) -> None:
+        """Finish the streams ``done`` (``run[fin]``) that reached their targets and drop them from the run."""
+        sim, st = self.sim, self.st
+        few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
+        if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
+            if few is not None:
+                self._finish_requests([s for s in few if not st.s_done[s]], now)
+            else:
+                self._finish_requests(done[~st.s_done[done]], now)
+        else:
+            for s in done.tolist():
+                if not st.s_done[s]:
+                    self._finish_stream(s, now)
+        keep = ~fin
+        if self.run is run and not sim.first_finish:  # no other stream ended: drop these
+            self.run = run[keep]
+            if lanes is not None:
+                lanes.keep(self.run, keep)
+            if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+                if few is not None:
+                    base = st.s_base
+                    gone = sum([base.item(s) for s in few])
+                else:
+                    gone = int(_sum(st.s_base[done]))
+                self._base_of, self._base_tokens = self.run, self._base_tokens - gone
+        else:
+            if lanes is not None:
+                lanes.keep(run[keep], keep)
+                lanes.flush()
+            self.run = self.run[~st.s_done[self.run]]
 
     def _advance_prefills(self, chunks: list[tuple[int, int]]) -> list[int]:
         """Add each chunk's tokens to its request's prefill; returns the requests (in chunk order)
@@ -677,8 +752,9 @@ class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
     def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
-                 fast_forward: bool = True):
-        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens}
+                 fast_forward: bool = True, lanes: bool = True):
+        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens,
+                      "lanes": lanes}
         self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
         self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
         self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
@@ -700,6 +776,10 @@ class Simulation:
         if self.prefix is not None:  # the cache evicts and logs as KV is taken: every step is stepped
             for s in self.servers:
                 s.ff = False
+        if lanes and self.st.samples == 1 and self.sessions is None and self.prefix is None:
+            for s in self.servers:  # stepped decode batches keep their streams' state in run order
+                if s.role.decodes and not s.ff:
+                    s.lanes = RunLanes(self.st)
         #: the router reads KV: runs of decode steps are brought up to each arrival first
         self.sync_runs = isinstance(self.router, KvAware) and any(s.ff and s.ff_extended for s in self.front)
 
@@ -868,6 +948,9 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
+        for s in self.servers:
+            if s.lanes is not None:
+                s.lanes.flush()
         names, capacity = [""] * len(self.servers), [0] * len(self.servers)
         for s in self.servers:
             names[s.index], capacity[s.index] = s.pool_name, s.kv.capacity_blocks
