@@ -873,13 +873,19 @@ class Simulation:
         """Requests arrive in order (sessions: their first turns), their times read from the run's
         array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run)."""
         env, arrival_s = self.env, self.st.arrival_s
+        queue = env._queue  # simpy's event heap: (time, priority, id, event)
         order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
         for lo in range(0, len(order), _ARRIVAL_CHUNK):
             rs = order[lo:lo + _ARRIVAL_CHUNK]
             times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
             for r, t in zip(rs, times.tolist()):
-                if t > env.now:
-                    yield env.timeout(t - env.now)
+                now = env._now
+                if t > now:
+                    at = now + (t - now)  # when the timeout below would fire
+                    if queue and queue[0][0] <= at:
+                        yield env.timeout(t - now)
+                    else:  # nothing else happens first: the timeout would be the next event, skip it
+                        env._now = at
                 self.arrive(r)
 
     def arrive(self, r: int) -> None:
