@@ -12,6 +12,7 @@ same integers: ``tests/test_batched_paths.py`` and ``benchmarks/compare_simulate
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -23,6 +24,11 @@ _SHIFT = BLOCK_TOKENS.bit_length() - 1
 MIN_BATCH = 4
 #: queued requests ``admit_many`` looks at (a prefill step of the H800 example admits ~20)
 _WINDOW = 256
+#: requests admitted (``admit_few``) or started (``start_few``) one at a time with Python ints before
+#: the array paths take the rest: below ~30 the loop is the quicker (the H800 example: ~7 a step)
+FEW = 24
+#: pending requests from which ``Server.start_pending`` takes the array path (``start_pending_many``)
+MANY_PENDING = 32
 
 _sum = np.add.reduce
 
@@ -90,6 +96,50 @@ def admit_many(server, plan, budget: int) -> int:
     plan.chunks.extend(zip(rs[:k], lefts[:k].tolist()))
     plan.extra_s += 0.0  # what _admit returns without a prefix cache
     return budget - int(cum_left[k - 1])
+
+
+def admit_few(server, plan, budget: int) -> int:
+    """``admit_many`` one request at a time, with Python ints, for up to ``FEW`` requests (their
+    state read and written as ``Server._admit`` does, in the same order); returns the budget left.
+    The caller checks ``plain``."""
+    st, kv, waiting = server.st, server.kv, server.waiting
+    s_done, s_gen, target, prefilled = st.s_done, st.s_gen, st.prefill_target, st.prefilled
+    need_of, prompt_blocks, s_blocks, schedule_s = st.prompt_blocks_need, st.prompt_blocks, st.s_blocks, st.schedule_s
+    room = kv.capacity_blocks - kv.used_blocks - int(server.run.size)  # Server._admissible
+    slots = server.max_batch - server.committed
+    chunks, prefilling, now = plan.chunks, server.prefilling, server.sim.env.now
+    for _ in range(min(FEW, len(waiting))):
+        r = waiting[0]
+        if slots <= 0 or s_done[r]:
+            break
+        g = s_gen.item(r)
+        pb = need_of[r]
+        sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT  # Server.request_blocks
+        need = pb + sb
+        left = target.item(r) - prefilled.item(r)
+        if need > room or left > budget:
+            break
+        waiting.popleft()  # Server._admit
+        server.queued_blocks -= need
+        first = math.isnan(schedule_s.item(r))
+        prompt_blocks[r] = pb  # Server.reserve
+        s_blocks[r] = sb
+        kv.alloc(need)
+        server.committed += 1
+        prefilling.append(r)
+        if first:
+            schedule_s[r] = now
+        plan.extra_s += 0.0
+        chunks.append((r, left))
+        budget -= left
+        room -= need
+        slots -= 1
+    return budget
+
+
+def plain(server) -> bool:
+    """Whether ``server``'s requests take the paths here: one sample each, no prefix cache."""
+    return server.st.samples == 1 and server.cache is None and server.kv.cache is None
 
 
 def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:

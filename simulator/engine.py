@@ -348,9 +348,11 @@ class Server:
         and KV allow (none while preempted requests wait to be swapped back); returns the budget
         left."""
         chunks, no_decodes = plan.chunks, not plan.run.size
-        if (budget > 0 and len(self.waiting) >= batched.MIN_BATCH and not self.swapped and not self.sim.trace
-                and self.cache is None):
-            budget = batched.admit_many(self, plan, budget)  # those admitted whole, as array updates
+        if budget > 0 and self.waiting and not self.swapped and not self.sim.trace and batched.plain(self):
+            n = len(self.waiting)
+            budget = batched.admit_few(self, plan, budget)  # those admitted whole: a few with Python ints,
+            if n - len(self.waiting) == batched.FEW and len(self.waiting) >= batched.MIN_BATCH:
+                budget = batched.admit_many(self, plan, budget)  # more as array updates
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
             need = self.request_blocks(r)
@@ -713,11 +715,12 @@ class Server:
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
         sim, st = self.sim, self.st
-        many = batched.start_pending_many(self) if len(self.pending) >= batched.MIN_BATCH else None
+        many = batched.start_pending_many(self) if len(self.pending) >= batched.MANY_PENDING else None
         if many is None:
             many = self._start_pending_each()
+        prompt = st.prompt
         for i, rs, src in many:
-            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
+            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt.item, rs)))
             if sim.trace:
                 for r in rs:
                     sim.event("kv_transfer_start", r, self.index)
@@ -729,6 +732,8 @@ class Server:
         st = self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
+        if st.samples == 1:
+            self._start_pending_one(groups, srcs)
         while self.pending:
             r, src, need_b = self.pending[0]
             live = st.live_count(r)
@@ -746,6 +751,34 @@ class Server:
             groups.setdefault(src.index, []).append(r)
             srcs[src.index] = src
         return [(i, rs, srcs[i]) for i, rs in groups.items()]
+
+    def _start_pending_one(self, groups: dict, srcs: dict) -> None:
+        """``_start_pending_each``'s loop for one-sample requests (stream id == request id) with
+        ``reserve`` inline, in Python ints; stops where that loop would."""
+        st, pending, kv = self.st, self.pending, self.kv
+        s_done, prompt_blocks, s_blocks, src_blocks = st.s_done, st.prompt_blocks, st.s_blocks, st.src_blocks
+        s_gen, need_of = st.s_gen, st.prompt_blocks_need
+        while pending:
+            r, src, need_b = pending[0]
+            live = 0 if s_done[r] else 1
+            if self.committed + live > self.max_batch or kv.used_blocks + need_b > kv.capacity_blocks:
+                break
+            pending.popleft()
+            self.queued_blocks -= need_b
+            # the prefill side keeps its copy until the transfer completes
+            src_blocks[r] = prompt_blocks.item(r) + (s_blocks.item(r) if live else 0)
+            pb = need_of[r]  # reserve(r)
+            prompt_blocks[r] = pb
+            g = s_gen.item(r)
+            s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
+            kv.alloc(pb + sb)
+            self.committed += live
+            i = src.index
+            if i in groups:
+                groups[i].append(r)
+            else:
+                groups[i] = [r]
+                srcs[i] = src
 
 
 class Simulation:

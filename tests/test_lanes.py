@@ -1,0 +1,52 @@
+"""Stepped decode batches kept in run order (``simulator.lanes``) give exactly what the per-stream
+arrays give: every table, the summary and the event log, on every serving example, on MTP decode
+with preemptions (tight KV), and under every batch policy x router with preemption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.engine import Simulation
+from workloads.deployment import load_deployment
+
+from tests.test_fastforward import SERVING_EXAMPLES, assert_same
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _both(dep, **kw):
+    on = Simulation(dep, fast_forward=False, trace=True, **kw)
+    off = Simulation(dep, fast_forward=False, trace=True, lanes=False, **kw)
+    return on, on.run(), off.run()
+
+
+@pytest.mark.parametrize("example", SERVING_EXAMPLES)
+def test_every_serving_example_is_identical_without_lanes(example):
+    dep = load_deployment(ROOT / "examples" / example, ["workload.num_requests=300"])
+    sim, a, b = _both(dep)
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("batching", ["splitfuse", "prefill_first", "decode_first"])
+def test_mtp_decode_with_preemptions_is_identical_without_lanes(batching):
+    dep = load_deployment(ROOT / "examples/deepseek-v3_h800_pd-disagg.yaml",
+                          ["workload.num_requests=600", f"scheduler.batching={batching}"])
+    kv = {"prefill": 64 * 200_000, "decode": 64 * 3_000}  # the decode side preempts
+    sim, a, b = _both(dep, kv_capacity_tokens=kv)
+    assert any(s.lanes is not None for s in sim.servers)
+    assert a.summary["counts"]["preemptions"] > 0
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_outstanding", "kv_aware"])
+@pytest.mark.parametrize("batching", ["splitfuse", "prefill_first", "decode_first"])
+def test_policies_and_routers_with_preemption_are_identical_without_lanes(router, batching):
+    dep = load_deployment(ROOT / "examples/llama-3.1-70b_h200_tp4_colocated.yaml",
+                          ["workload.num_requests=150", "workload.arrival.rate_per_s=20",
+                           f"scheduler.router={router}", f"scheduler.batching={batching}"])
+    sim, a, b = _both(dep, kv_capacity_tokens=64 * 400)
+    if batching == "splitfuse":
+        assert a.summary["counts"]["preemptions"] > 0
+    assert_same(a, b)
