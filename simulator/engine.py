@@ -532,6 +532,8 @@ class Server:
         self._draw(gen, target, gen)
         if lanes.fresh == n:  # every stream emitted at the lanes' last step: one gap (ItlHistogram.add's case)
             add = sim.itl.add_uniform(now - lanes.t, n)
+        elif lanes.fresh:  # the leading streams emitted at the lanes' last step: one gap
+            add = sim.itl.add_led(lanes.gaps(now), lanes.fresh)
         else:
             add = sim.itl.add(lanes.gaps(now))
         sim.log.itl_add_s[plan.row] = add

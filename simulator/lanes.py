@@ -43,7 +43,7 @@ class RunLanes:
     def extend(self, run: np.ndarray, joiners) -> None:
         """``run`` is the aligned run with ``joiners`` (stream ids, RunState authoritative) appended."""
         st = self.st
-        if isinstance(joiners, int):
+        if isinstance(joiners, (int, np.integer)):
             self.gen = np.append(self.gen, st.s_gen[joiners])
             self.target = np.append(self.target, st.s_target[joiners])
             b = st.s_blocks.item(joiners)

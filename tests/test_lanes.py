@@ -50,3 +50,19 @@ def test_policies_and_routers_with_preemption_are_identical_without_lanes(router
     if batching == "splitfuse":
         assert a.summary["counts"]["preemptions"] > 0
     assert_same(a, b)
+
+
+@pytest.mark.parametrize("size, lead", [(5, 3), (40, 39), (40, 30), (300, 290), (300, 100), (2000, 1990), (2000, 1)])
+def test_itl_add_led_counts_and_sums_as_add(size, lead):
+    """``ItlHistogram.add_led`` (the lanes' gaps: a leading run of one value) equals ``add``."""
+    import numpy as np
+
+    from simulator.metrics import ItlHistogram
+
+    rng = np.random.default_rng(size + lead)
+    gaps = np.full(size, 0.0351)
+    gaps[lead:] = rng.uniform(0.001, 0.2, size - lead)
+    gaps[lead::3] = 0.0351  # some of the others equal the leading gap
+    a, b = ItlHistogram(), ItlHistogram()
+    assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
+    assert a.n == b.n and (a.counts == b.counts).all()
