@@ -152,6 +152,25 @@ def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:
     server.queued_blocks += sum(needs)
 
 
+def offer_few(server, rs: list[int], src) -> None:
+    """``server.offer(r, src)`` and ``decode_inst`` for each of a few one-sample requests ``rs``
+    (``plain``), with Python ints."""
+    st, pending, index = server.st, server.pending, server.index
+    s_done, s_gen, need_of, decode_inst = st.s_done, st.s_gen, st.prompt_blocks_need, st.decode_inst
+    total = 0
+    for r in rs:
+        decode_inst[r] = index
+        if s_done[r]:  # Server.request_blocks
+            need = 0
+        else:
+            g = s_gen.item(r)
+            need = need_of[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT)
+        pending.append((r, src, need))
+        total += need
+    server.outstanding += len(rs)
+    server.queued_blocks += total
+
+
 def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
     """Start the transfers of the leading pending requests that fit (``Server.start_pending``'s
     loop) when they are ``batch_of``: returns their groups by prefill instance, (source index,
@@ -195,3 +214,17 @@ def transfer_done_many(st, src, dst, rs: list[int], idx: np.ndarray, now: float,
     st.src_blocks[idx] = 0
     st.transfer_s[idx] = now - start_s
     dst.joining.extend(rs)
+
+
+def transfer_done_few(st, src, dst, rs: list[int], now: float, start_s: float) -> None:
+    """``Simulation._transfer_done``'s loop for a few one-sample requests ``rs`` (no trace, no prefix
+    cache at ``src``), with Python ints."""
+    src_blocks, transfer_s, s_done, joining = st.src_blocks, st.transfer_s, st.s_done, dst.joining
+    took, freed = now - start_s, 0
+    for r in rs:
+        freed += src_blocks.item(r)
+        src_blocks[r] = 0
+        transfer_s[r] = took
+        if not s_done[r]:  # its live stream (stream id == request id)
+            joining.append(r)
+    src.kv.free(freed)

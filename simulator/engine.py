@@ -69,6 +69,8 @@ _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: up to this many streams ending in one step are finished with Python ints, not array updates
 _FEW = 8
+#: below this many prefill chunks (requests) of a step, their per-request updates take Python ints
+_FEW_CHUNKS = 32
 
 
 # the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
@@ -445,8 +447,9 @@ class Server:
         run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
-        if len(chunks) < 8:
-            cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
+        if len(chunks) < _FEW_CHUNKS:
+            cached, prefilled = st.cached, st.prefilled
+            cctx = sum([cached.item(r) + prefilled.item(r) for r, _ in chunks])
         else:  # many chunks: one gather (the same integer sum)
             idx = np.array([r for r, _ in chunks])
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
@@ -577,7 +580,7 @@ class Server:
     def _advance_prefills(self, chunks: list[tuple[int, int]]) -> list[int]:
         """Add each chunk's tokens to its request's prefill; returns the requests (in chunk order)
         whose prompt is now prefilled. Many chunks (of distinct requests) go as one array update."""
-        if len(chunks) < 8:
+        if len(chunks) < _FEW_CHUNKS:
             return self._advance_prefills_each(chunks)
         rs, cs = zip(*chunks)
         if len(set(rs)) != len(rs):  # a request twice: its chunks add up one after the other
@@ -591,9 +594,11 @@ class Server:
     def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
         """``_advance_prefills`` one chunk at a time."""
         st, done = self.st, []
+        prefilled, target = st.prefilled, st.prefill_target
         for r, c in chunks:
-            st.prefilled[r] += c
-            if st.prefilled[r] >= st.prefill_target[r]:
+            p = prefilled.item(r) + c
+            prefilled[r] = p
+            if p >= target.item(r):
                 done.append(r)
         return done
 
@@ -604,14 +609,25 @@ class Server:
         st, sim = self.st, self.sim
         if not self.prefill_only or st.samples != 1 or self.cache is not None:
             return False
-        idx = np.array(rs)
-        if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
-            return False
+        if len(rs) < _FEW_CHUNKS:  # a few: Python ints
+            first_token_s, s_target = st.first_token_s, st.s_target
+            for r in rs:
+                if not math.isnan(first_token_s.item(r)) or s_target.item(r) <= 1:
+                    return False
+            s_gen, s_last_emit_s = st.s_gen, st.s_last_emit_s
+            for r in rs:
+                first_token_s[r] = now
+                s_gen[r] = 1
+                s_last_emit_s[r] = now
+        else:
+            idx = np.array(rs)
+            if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
+                return False
+            st.first_token_s[idx] = now
+            st.s_gen[idx] = 1
+            st.s_last_emit_s[idx] = now
         gone = set(rs)
         self.prefilling[:] = [r for r in self.prefilling if r not in gone]
-        st.first_token_s[idx] = now
-        st.s_gen[idx] = 1
-        st.s_last_emit_s[idx] = now
         self.committed -= len(rs)
         self.outstanding -= len(rs)
         if sim.trace:
@@ -941,12 +957,17 @@ class Simulation:
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
-        idx = batched.batch_of(decode[0], rs) if len(decode) == 1 and self._one_decode_router else None
-        if idx is not None:
+        if len(decode) == 1 and self._one_decode_router:
             d = decode[0]  # the router's only choice
-            batched.offer_many(d, rs, idx, src)
-            d.start_pending()
-            return
+            if len(rs) < batched.FEW and batched.plain(d):
+                batched.offer_few(d, rs, src)
+                d.start_pending()
+                return
+            idx = batched.batch_of(d, rs)
+            if idx is not None:
+                batched.offer_many(d, rs, idx, src)
+                d.start_pending()
+                return
         touched = {}
         for r in rs:
             d = decode[self.decode_router.choose(decode, r)]
@@ -959,12 +980,18 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
-        idx = batched.batch_of(dst, rs) if not self.trace and src.cache is None else None
-        if idx is not None:
-            batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
-            dst.kick()
-            src.kick()
-            return
+        if not self.trace and src.cache is None and st.samples == 1:
+            if len(rs) < batched.FEW:
+                batched.transfer_done_few(st, src, dst, rs, now, start_s)
+                dst.kick()
+                src.kick()
+                return
+            idx = batched.batch_of(dst, rs)
+            if idx is not None:
+                batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
+                dst.kick()
+                src.kick()
+                return
         for r in rs:
             src.kv.free(int(st.src_blocks[r]))
             st.src_blocks[r] = 0
