@@ -543,7 +543,50 @@ class Server:
         lanes.fresh, lanes.t = n, now
         fin = gen >= target
         if _any(fin):
-            self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+            idx = np.flatnonzero(fin)
+            if len(idx) <= _FEW:
+                self._finish_lanes(run, fin, idx.tolist(), lanes, now)
+            else:
+                self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+
+    def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
+        """``_drop_finished`` of a few streams at ``idx`` of the lanes (``lanes.drop``, then
+        ``_finish_requests`` / ``_finish_stream``, which are the same for the one-sample requests
+        lanes hold), with Python ints."""
+        st, sim = self.st, self.sim
+        s_gen, s_done, s_blocks, s_last_emit_s = st.s_gen, st.s_done, st.s_blocks, st.s_last_emit_s
+        prompt_blocks, streams_left, finish_s, base = st.prompt_blocks, st.streams_left, st.finish_s, st.s_base
+        gen, blocks = lanes.gen, lanes.blocks
+        ended, freed, held, gone = [], 0, 0, 0
+        for i in idx:
+            s = run.item(i)
+            b = blocks.item(i)
+            held += b
+            gone += base.item(s)
+            s_gen[s] = gen.item(i)
+            s_last_emit_s[s] = now
+            if s_done[s]:
+                s_blocks[s] = b
+                continue
+            s_done[s] = True
+            freed += b + prompt_blocks.item(s)
+            s_blocks[s] = 0
+            streams_left[s] = 0
+            finish_s[s] = now
+            prompt_blocks[s] = 0
+            ended.append(s)
+        lanes.held_sum -= held
+        self.kv.free(freed)
+        self.committed -= len(ended)
+        self.outstanding -= len(ended)
+        if sim.trace:
+            for s in ended:
+                sim.event("finish", s, self.index)
+        keep = ~fin
+        self.run = run[keep]
+        lanes.keep(self.run, keep)
+        if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+            self._base_of, self._base_tokens = self.run, self._base_tokens - gone
 
     def _drop_finished(self, run: np.ndarray, fin: np.ndarray, done: np.ndarray, now: float,
                        lanes: RunLanes | None) -> None:
