@@ -256,6 +256,14 @@ class Server:
                 run = np.concatenate((self.run, (s,)))
                 tokens = lambda: int(st.s_base[s])
                 joiners = s
+            elif len(self.joining) < _FEW_CHUNKS:  # a few: filtered and summed with Python ints
+                s_done = st.s_done
+                live = [s for s in self.joining if not s_done[s]]
+                self.joining.clear()
+                j = np.array(live, dtype=np.int64)
+                run = np.concatenate((self.run, j)) if self.run.size else j
+                tokens = lambda: sum(map(st.s_base.item, live))  # read only when the sum is kept
+                joiners = j
             else:
                 j = np.asarray(self.joining, dtype=np.int64)
                 self.joining.clear()
