@@ -69,6 +69,8 @@ _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: up to this many streams ending in one step are finished with Python ints, not array updates
 _FEW = 8
+#: up to this many streams of the lanes ending in one step are finished with Python ints
+_FEW_FINISH = 24
 #: below this many prefill chunks (requests) of a step, their per-request updates take Python ints
 _FEW_CHUNKS = 32
 
@@ -138,6 +140,7 @@ class Server:
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
         self.lanes: RunLanes | None = None  # the running streams' state in run order (Simulation decides)
+        self._draws, self._accepted = np.empty(0), np.empty(0, dtype=bool)  # Server._draw's buffers
         self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
@@ -510,8 +513,12 @@ class Server:
         """Generated tokens after a decode step: gen + min(1 + accepted drafts, target - gen), taken
         as min(gen + 1 + accepted, target) (the same integers); into ``out`` (``gen`` itself) or new."""
         sim, n = self.sim, gen.size
-        if self.mtp_depth == 1:
-            new = np.add(gen, sim.rng_accept.random(n) < self.mtp_acceptance, out=out)
+        if self.mtp_depth == 1:  # the draws into reused buffers (the same stream: ``random(out=)``)
+            if self._draws.size < n:
+                self._draws, self._accepted = np.empty(2 * n), np.empty(2 * n, dtype=bool)
+            accepted = np.less(sim.rng_accept.random(out=self._draws[:n]), self.mtp_acceptance,
+                               out=self._accepted[:n])
+            new = np.add(gen, accepted, out=out)
         elif self.mtp_depth:
             ok = sim.rng_accept.random((n, self.mtp_depth)) < self.mtp_acceptance
             new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
@@ -552,7 +559,7 @@ class Server:
         fin = gen >= target
         if _any(fin):
             idx = np.flatnonzero(fin)
-            if len(idx) <= _FEW:
+            if len(idx) <= _FEW_FINISH:
                 self._finish_lanes(run, fin, idx.tolist(), lanes, now)
             else:
                 self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
