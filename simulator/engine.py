@@ -980,7 +980,11 @@ class Simulation:
 
     def _arrivals(self):
         """Requests arrive in order (sessions: their first turns), their times read from the run's
-        array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run)."""
+        array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run).
+        An arrival whose timeout would be simpy's next event (nothing else is scheduled at or
+        before it) is processed at once, the clock set as ``Environment.step`` would set it
+        (simpy 4's ``_now`` and ``_queue``): the same times and the same order of every event,
+        without one timeout event per arrival."""
         env, arrival_s = self.env, self.st.arrival_s
         queue = env._queue  # simpy's event heap: (time, priority, id, event)
         order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
