@@ -108,6 +108,7 @@ def admit_few(server, plan, budget: int) -> int:
     room = kv.capacity_blocks - kv.used_blocks - int(server.run.size)  # Server._admissible
     slots = server.max_batch - server.committed
     chunks, prefilling, now = plan.chunks, server.prefilling, server.sim.env.now
+    taken = 0  # KV blocks reserved, allocated at the end (one ``alloc``: the same use and peak)
     for _ in range(min(FEW, len(waiting))):
         r = waiting[0]
         if slots <= 0 or s_done[r]:
@@ -124,7 +125,7 @@ def admit_few(server, plan, budget: int) -> int:
         first = math.isnan(schedule_s.item(r))
         prompt_blocks[r] = pb  # Server.reserve
         s_blocks[r] = sb
-        kv.alloc(need)
+        taken += need
         server.committed += 1
         prefilling.append(r)
         if first:
@@ -134,6 +135,8 @@ def admit_few(server, plan, budget: int) -> int:
         budget -= left
         room -= need
         slots -= 1
+    if taken:
+        kv.alloc(taken)
     return budget
 
 

@@ -808,7 +808,7 @@ class Server:
         st = self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
-        if st.samples == 1:
+        if st.samples == 1 and self.kv.cache is None:
             self._start_pending_one(groups, srcs)
         while self.pending:
             r, src, need_b = self.pending[0]
@@ -830,14 +830,16 @@ class Server:
 
     def _start_pending_one(self, groups: dict, srcs: dict) -> None:
         """``_start_pending_each``'s loop for one-sample requests (stream id == request id) with
-        ``reserve`` inline, in Python ints; stops where that loop would."""
+        ``reserve`` inline, in Python ints, and one ``alloc`` (no prefix cache evicts as KV is
+        taken); stops where that loop would."""
         st, pending, kv = self.st, self.pending, self.kv
         s_done, prompt_blocks, s_blocks, src_blocks = st.s_done, st.prompt_blocks, st.s_blocks, st.src_blocks
         s_gen, need_of = st.s_gen, st.prompt_blocks_need
+        used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
         while pending:
             r, src, need_b = pending[0]
             live = 0 if s_done[r] else 1
-            if self.committed + live > self.max_batch or kv.used_blocks + need_b > kv.capacity_blocks:
+            if self.committed + live > self.max_batch or used + need_b > kv.capacity_blocks:
                 break
             pending.popleft()
             self.queued_blocks -= need_b
@@ -847,7 +849,7 @@ class Server:
             prompt_blocks[r] = pb
             g = s_gen.item(r)
             s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
-            kv.alloc(pb + sb)
+            used += pb + sb
             self.committed += live
             i = src.index
             if i in groups:
@@ -855,6 +857,8 @@ class Server:
             else:
                 groups[i] = [r]
                 srcs[i] = src
+        if used > kv.used_blocks:
+            kv.alloc(used - kv.used_blocks)
 
 
 class Simulation:
