@@ -29,10 +29,12 @@ def test_every_serving_example_is_identical_without_lanes(example):
     assert_same(a, b)
 
 
-@pytest.mark.parametrize("batching", ["splitfuse", "prefill_first", "decode_first"])
-def test_mtp_decode_with_preemptions_is_identical_without_lanes(batching):
+@pytest.mark.parametrize("batching, preemption", [("splitfuse", "recompute"), ("prefill_first", "recompute"),
+                                                   ("decode_first", "recompute"), ("splitfuse", "swap")])
+def test_mtp_decode_with_preemptions_is_identical_without_lanes(batching, preemption):
     dep = load_deployment(ROOT / "examples/deepseek-v3_h800_pd-disagg.yaml",
-                          ["workload.num_requests=600", f"scheduler.batching={batching}"])
+                          ["workload.num_requests=600", f"scheduler.batching={batching}",
+                           f"scheduler.preemption={preemption}"])
     kv = {"prefill": 64 * 200_000, "decode": 64 * 3_000}  # the decode side preempts
     sim, a, b = _both(dep, kv_capacity_tokens=kv)
     assert any(s.lanes is not None for s in sim.servers)
