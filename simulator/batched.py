@@ -12,6 +12,7 @@ same integers: ``tests/test_batched_paths.py`` and ``benchmarks/compare_simulate
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -23,6 +24,11 @@ _SHIFT = BLOCK_TOKENS.bit_length() - 1
 MIN_BATCH = 4
 #: queued requests ``admit_many`` looks at (a prefill step of the H800 example admits ~20)
 _WINDOW = 256
+#: requests admitted (``admit_few``) or started (``start_few``) one at a time with Python ints before
+#: the array paths take the rest: below ~30 the loop is the quicker (the H800 example: ~7 a step)
+FEW = 24
+#: pending requests from which ``Server.start_pending`` takes the array path (``start_pending_many``)
+MANY_PENDING = 32
 
 _sum = np.add.reduce
 
@@ -92,6 +98,53 @@ def admit_many(server, plan, budget: int) -> int:
     return budget - int(cum_left[k - 1])
 
 
+def admit_few(server, plan, budget: int) -> int:
+    """``admit_many`` one request at a time, with Python ints, for up to ``FEW`` requests (their
+    state read and written as ``Server._admit`` does, in the same order); returns the budget left.
+    The caller checks ``plain``."""
+    st, kv, waiting = server.st, server.kv, server.waiting
+    s_done, s_gen, target, prefilled = st.s_done, st.s_gen, st.prefill_target, st.prefilled
+    need_of, prompt_blocks, s_blocks, schedule_s = st.prompt_blocks_need, st.prompt_blocks, st.s_blocks, st.schedule_s
+    room = kv.capacity_blocks - kv.used_blocks - int(server.run.size)  # Server._admissible
+    slots = server.max_batch - server.committed
+    chunks, prefilling, now = plan.chunks, server.prefilling, server.sim.env.now
+    taken = 0  # KV blocks reserved, allocated at the end (one ``alloc``: the same use and peak)
+    for _ in range(min(FEW, len(waiting))):
+        r = waiting[0]
+        if slots <= 0 or s_done[r]:
+            break
+        g = s_gen.item(r)
+        pb = need_of[r]
+        sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT  # Server.request_blocks
+        need = pb + sb
+        left = target.item(r) - prefilled.item(r)
+        if need > room or left > budget:
+            break
+        waiting.popleft()  # Server._admit
+        server.queued_blocks -= need
+        first = math.isnan(schedule_s.item(r))
+        prompt_blocks[r] = pb  # Server.reserve
+        s_blocks[r] = sb
+        taken += need
+        server.committed += 1
+        prefilling.append(r)
+        if first:
+            schedule_s[r] = now
+        plan.extra_s += 0.0
+        chunks.append((r, left))
+        budget -= left
+        room -= need
+        slots -= 1
+    if taken:
+        kv.alloc(taken)
+    return budget
+
+
+def plain(server) -> bool:
+    """Whether ``server``'s requests take the paths here: one sample each, no prefix cache."""
+    return server.st.samples == 1 and server.cache is None and server.kv.cache is None
+
+
 def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:
     """``server.offer(r, src)`` for each of ``rs`` (``idx``: ``batch_of``) and their ``decode_inst``."""
     st = server.st
@@ -100,6 +153,25 @@ def offer_many(server, rs: list[int], idx: np.ndarray, src) -> None:
     server.pending.extend(zip(rs, [src] * len(rs), needs))
     server.outstanding += len(rs)
     server.queued_blocks += sum(needs)
+
+
+def offer_few(server, rs: list[int], src) -> None:
+    """``server.offer(r, src)`` and ``decode_inst`` for each of a few one-sample requests ``rs``
+    (``plain``), with Python ints."""
+    st, pending, index = server.st, server.pending, server.index
+    s_done, s_gen, need_of, decode_inst = st.s_done, st.s_gen, st.prompt_blocks_need, st.decode_inst
+    total = 0
+    for r in rs:
+        decode_inst[r] = index
+        if s_done[r]:  # Server.request_blocks
+            need = 0
+        else:
+            g = s_gen.item(r)
+            need = need_of[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT)
+        pending.append((r, src, need))
+        total += need
+    server.outstanding += len(rs)
+    server.queued_blocks += total
 
 
 def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
@@ -145,3 +217,17 @@ def transfer_done_many(st, src, dst, rs: list[int], idx: np.ndarray, now: float,
     st.src_blocks[idx] = 0
     st.transfer_s[idx] = now - start_s
     dst.joining.extend(rs)
+
+
+def transfer_done_few(st, src, dst, rs: list[int], now: float, start_s: float) -> None:
+    """``Simulation._transfer_done``'s loop for a few one-sample requests ``rs`` (no trace, no prefix
+    cache at ``src``), with Python ints."""
+    src_blocks, transfer_s, s_done, joining = st.src_blocks, st.transfer_s, st.s_done, dst.joining
+    took, freed = now - start_s, 0
+    for r in rs:
+        freed += src_blocks.item(r)
+        src_blocks[r] = 0
+        transfer_s[r] = took
+        if not s_done[r]:  # its live stream (stream id == request id)
+            joining.append(r)
+    src.kv.free(freed)

@@ -37,6 +37,7 @@ from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chun
 from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
+from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
@@ -68,6 +69,10 @@ _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: up to this many streams ending in one step are finished with Python ints, not array updates
 _FEW = 8
+#: up to this many streams of the lanes ending in one step are finished with Python ints
+_FEW_FINISH = 24
+#: below this many prefill chunks (requests) of a step, their per-request updates take Python ints
+_FEW_CHUNKS = 32
 
 
 # the reductions the hot paths call on small arrays, as ufunc methods: what ``ndarray.sum`` /
@@ -134,6 +139,8 @@ class Server:
                    and isinstance(self.preemption, (Recompute, Swap)))
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
+        self.lanes: RunLanes | None = None  # the running streams' state in run order (Simulation decides)
+        self._draws, self._accepted = np.empty(0), np.empty(0, dtype=bool)  # Server._draw's buffers
         self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
@@ -266,12 +273,25 @@ class Server:
                     return
                 run = np.concatenate((self.run, (s,)))
                 tokens = lambda: int(st.s_base[s])
+                joiners = s
+            elif len(self.joining) < _FEW_CHUNKS:  # a few: filtered and summed with Python ints
+                s_done = st.s_done
+                live = [s for s in self.joining if not s_done[s]]
+                self.joining.clear()
+                j = np.array(live, dtype=np.int64)
+                run = np.concatenate((self.run, j)) if self.run.size else j
+                tokens = lambda: sum(map(st.s_base.item, live))  # read only when the sum is kept
+                joiners = j
             else:
                 j = np.asarray(self.joining, dtype=np.int64)
                 self.joining.clear()
                 j = j[~st.s_done[j]]
                 run = np.concatenate((self.run, j)) if self.run.size else j
                 tokens = lambda: int(_sum(st.s_base[j]))  # read only when the sum is kept
+                joiners = j
+            lanes = self.lanes
+            if lanes is not None and lanes.run is self.run:
+                lanes.extend(run, joiners)
             if self._base_of is self.run:  # keep the streams' prompt-token sum (Server._cost)
                 self._base_of, self._base_tokens = run, self._base_tokens + tokens()
             self.run = run
@@ -287,6 +307,8 @@ class Server:
         most recently admitted request (LIFO) until it does, charging what the preemption
         policy costs to the step."""
         st, run, k = self.st, self.run, self.k
+        if run.size and self.lanes is not None and self._grow_lanes(plan):
+            return
         if run.size:
             while True:
                 gen, target = st.s_gen.take(run), st.s_target.take(run)  # take: a quicker gather
@@ -310,6 +332,30 @@ class Server:
                 plan.gen, plan.target = gen, target
         plan.run = run
 
+    def _grow_lanes(self, plan: StepPlan) -> bool:
+        """``grow_decodes`` on the lanes (``simulator.lanes``) when this step's growth fits; False
+        (the lanes written back, nothing else done) when it takes a preemption."""
+        run, lanes = self.run, self.lanes
+        if lanes.run is not run:
+            lanes.load(run)
+        gen, target = lanes.gen, lanes.target
+        blocks = gen + self.k  # as grow_decodes: max(held, ceil(min(gen + k, target) / B))
+        np.minimum(blocks, target, out=blocks)
+        blocks += BLOCK_TOKENS - 1
+        blocks >>= _BLOCK_SHIFT
+        np.maximum(blocks, lanes.blocks, out=blocks)
+        grow = int(_sum(blocks)) - lanes.held_sum
+        if grow > self.kv.free_blocks:
+            lanes.flush()
+            return False
+        if grow:
+            self.kv.alloc(grow)
+            lanes.blocks = blocks
+            lanes.held_sum += grow
+        plan.gen, plan.target = gen, target
+        plan.run = run
+        return True
+
     def continue_prefills(self, plan: StepPlan, budget: int) -> int:
         """Add the next chunks of admitted prompts (FCFS) within ``budget``; returns what is left."""
         chunks, no_decodes = plan.chunks, not plan.run.size
@@ -330,9 +376,11 @@ class Server:
         and KV allow (none while preempted requests wait to be swapped back); returns the budget
         left."""
         chunks, no_decodes = plan.chunks, not plan.run.size
-        if (budget > 0 and len(self.waiting) >= batched.MIN_BATCH and not self.swapped and not self.sim.trace
-                and self.cache is None):
-            budget = batched.admit_many(self, plan, budget)  # those admitted whole, as array updates
+        if budget > 0 and self.waiting and not self.swapped and not self.sim.trace and batched.plain(self):
+            n = len(self.waiting)
+            budget = batched.admit_few(self, plan, budget)  # those admitted whole: a few with Python ints,
+            if n - len(self.waiting) == batched.FEW and len(self.waiting) >= batched.MIN_BATCH:
+                budget = batched.admit_many(self, plan, budget)  # more as array updates
         while self.waiting and budget > 0 and not self.swapped:
             r = self.waiting[0]
             need = self.request_blocks(r)
@@ -409,6 +457,8 @@ class Server:
         """Evict request r: free its KV and slots, then hand it to the preemption policy;
         returns the seconds to charge to the step."""
         st = self.st
+        if self.lanes is not None:
+            self.lanes.flush()
         self.run = self.run[st.s_req[self.run] != r]
         gen_tokens = int(st.s_gen[st.live_streams(r)].sum())
         self.committed -= self.release(r)
@@ -423,8 +473,9 @@ class Server:
         run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
-        if len(chunks) < 8:
-            cctx = sum(int(st.cached[r] + st.prefilled[r]) for r, _ in chunks)
+        if len(chunks) < _FEW_CHUNKS:
+            cached, prefilled = st.cached, st.prefilled
+            cctx = sum([cached.item(r) + prefilled.item(r) for r, _ in chunks])
         else:  # many chunks: one gather (the same integer sum)
             idx = np.array([r for r, _ in chunks])
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
@@ -452,48 +503,11 @@ class Server:
         sim, st = self.sim, self.st
         now = sim.env.now
         if run.size:
-            gen = st.s_gen[run] if plan.gen is None else plan.gen
-            target = st.s_target[run] if plan.target is None else plan.target
-            # generated after the step: gen + min(1 + accepted drafts, target - gen), taken as
-            # min(gen + 1 + accepted, target) (the same integers)
-            if self.mtp_depth == 1:
-                new = gen + (sim.rng_accept.random(run.size) < self.mtp_acceptance)
-            elif self.mtp_depth:
-                ok = sim.rng_accept.random((run.size, self.mtp_depth)) < self.mtp_acceptance
-                new = gen + np.cumprod(ok, axis=1).sum(axis=1)
+            lanes = self.lanes
+            if lanes is not None and run is lanes.run:
+                self._decode_lanes(plan, run, lanes, now)
             else:
-                new = gen.copy()
-            new += 1
-            np.minimum(new, target, out=new)
-            gaps = st.s_last_emit_s.take(run)
-            np.subtract(now, gaps, out=gaps)
-            sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
-            st.s_last_emit_s[run] = now
-            st.s_gen[run] = new
-            fin = new >= target  # reached the target
-            if _any(fin):
-                done = run[fin]
-                few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
-                if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
-                    if few is not None:
-                        self._finish_requests([s for s in few if not st.s_done[s]], now)
-                    else:
-                        self._finish_requests(done[~st.s_done[done]], now)
-                else:
-                    for s in done.tolist():
-                        if not st.s_done[s]:
-                            self._finish_stream(s, now)
-                if self.run is run and not sim.first_finish:  # no other stream ended: drop these
-                    self.run = run[~fin]
-                    if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
-                        if few is not None:
-                            base = st.s_base
-                            gone = sum([base.item(s) for s in few])
-                        else:
-                            gone = int(_sum(st.s_base[done]))
-                        self._base_of, self._base_tokens = self.run, self._base_tokens - gone
-                else:
-                    self.run = self.run[~st.s_done[self.run]]
+                self._decode(plan, run, now)
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         done = self._advance_prefills(chunks)
@@ -510,10 +524,136 @@ class Server:
         if self.pending:  # only a decode instance has transfers pending
             self.start_pending()
 
+    def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Generated tokens after a decode step: gen + min(1 + accepted drafts, target - gen), taken
+        as min(gen + 1 + accepted, target) (the same integers); into ``out`` (``gen`` itself) or new."""
+        sim, n = self.sim, gen.size
+        if self.mtp_depth == 1:  # the draws into reused buffers (the same stream: ``random(out=)``)
+            if self._draws.size < n:
+                self._draws, self._accepted = np.empty(2 * n), np.empty(2 * n, dtype=bool)
+            accepted = np.less(sim.rng_accept.random(out=self._draws[:n]), self.mtp_acceptance,
+                               out=self._accepted[:n])
+            new = np.add(gen, accepted, out=out)
+        elif self.mtp_depth:
+            ok = sim.rng_accept.random((n, self.mtp_depth)) < self.mtp_acceptance
+            new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+        else:
+            new = gen.copy() if out is None else gen
+        new += 1
+        np.minimum(new, target, out=new)
+        return new
+
+    def _decode(self, plan: StepPlan, run: np.ndarray, now: float) -> None:
+        """The decode half of ``_apply`` from ``RunState`` (the reference path)."""
+        sim, st = self.sim, self.st
+        gen = st.s_gen[run] if plan.gen is None else plan.gen
+        target = st.s_target[run] if plan.target is None else plan.target
+        new = self._draw(gen, target, None)
+        gaps = st.s_last_emit_s.take(run)
+        np.subtract(now, gaps, out=gaps)
+        sim.log.itl_add_s[plan.row] = sim.itl.add(gaps)
+        st.s_last_emit_s[run] = now
+        st.s_gen[run] = new
+        fin = new >= target  # reached the target
+        if _any(fin):
+            self._drop_finished(run, fin, run[fin], now, None)
+
+    def _decode_lanes(self, plan: StepPlan, run: np.ndarray, lanes: RunLanes, now: float) -> None:
+        """``_decode`` on the lanes: the same draws, integers and gaps, updated in place."""
+        sim, n = self.sim, run.size
+        gen, target = lanes.gen, lanes.target
+        self._draw(gen, target, gen)
+        if lanes.fresh == n:  # every stream emitted at the lanes' last step: one gap (ItlHistogram.add's case)
+            add = sim.itl.add_uniform(now - lanes.t, n)
+        elif lanes.fresh:  # the leading streams emitted at the lanes' last step: one gap
+            add = sim.itl.add_led(lanes.gaps(now), lanes.fresh)
+        else:
+            add = sim.itl.add(lanes.gaps(now))
+        sim.log.itl_add_s[plan.row] = add
+        lanes.fresh, lanes.t = n, now
+        fin = gen >= target
+        if _any(fin):
+            idx = np.flatnonzero(fin)
+            if len(idx) <= _FEW_FINISH:
+                self._finish_lanes(run, fin, idx.tolist(), lanes, now)
+            else:
+                self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+
+    def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
+        """``_drop_finished`` of a few streams at ``idx`` of the lanes (``lanes.drop``, then
+        ``_finish_requests`` / ``_finish_stream``, which are the same for the one-sample requests
+        lanes hold), with Python ints."""
+        st, sim = self.st, self.sim
+        s_gen, s_done, s_blocks, s_last_emit_s = st.s_gen, st.s_done, st.s_blocks, st.s_last_emit_s
+        prompt_blocks, streams_left, finish_s, base = st.prompt_blocks, st.streams_left, st.finish_s, st.s_base
+        gen, blocks = lanes.gen, lanes.blocks
+        ended, freed, held, gone = [], 0, 0, 0
+        for i in idx:
+            s = run.item(i)
+            b = blocks.item(i)
+            held += b
+            gone += base.item(s)
+            s_gen[s] = gen.item(i)
+            s_last_emit_s[s] = now
+            if s_done[s]:
+                s_blocks[s] = b
+                continue
+            s_done[s] = True
+            freed += b + prompt_blocks.item(s)
+            s_blocks[s] = 0
+            streams_left[s] = 0
+            finish_s[s] = now
+            prompt_blocks[s] = 0
+            ended.append(s)
+        lanes.held_sum -= held
+        self.kv.free(freed)
+        self.committed -= len(ended)
+        self.outstanding -= len(ended)
+        if sim.trace:
+            for s in ended:
+                sim.event("finish", s, self.index)
+        keep = ~fin
+        self.run = run[keep]
+        lanes.keep(self.run, keep)
+        if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+            self._base_of, self._base_tokens = self.run, self._base_tokens - gone
+
+    def _drop_finished(self, run: np.ndarray, fin: np.ndarray, done: np.ndarray, now: float,
+                       lanes: RunLanes | None) -> None:
+        """Finish the streams ``done`` (``run[fin]``) that reached their targets and drop them from the run."""
+        sim, st = self.sim, self.st
+        few = done.tolist() if len(done) <= _FEW else None  # a few: Python ints, not array calls
+        if st.samples == 1 and sim.sessions is None and self.cache is None and len(done) > 1:
+            if few is not None:
+                self._finish_requests([s for s in few if not st.s_done[s]], now)
+            else:
+                self._finish_requests(done[~st.s_done[done]], now)
+        else:
+            for s in done.tolist():
+                if not st.s_done[s]:
+                    self._finish_stream(s, now)
+        keep = ~fin
+        if self.run is run and not sim.first_finish:  # no other stream ended: drop these
+            self.run = run[keep]
+            if lanes is not None:
+                lanes.keep(self.run, keep)
+            if self._base_of is run:  # keep the streams' prompt-token sum (Server._cost)
+                if few is not None:
+                    base = st.s_base
+                    gone = sum([base.item(s) for s in few])
+                else:
+                    gone = int(_sum(st.s_base[done]))
+                self._base_of, self._base_tokens = self.run, self._base_tokens - gone
+        else:
+            if lanes is not None:
+                lanes.keep(run[keep], keep)
+                lanes.flush()
+            self.run = self.run[~st.s_done[self.run]]
+
     def _advance_prefills(self, chunks: list[tuple[int, int]]) -> list[int]:
         """Add each chunk's tokens to its request's prefill; returns the requests (in chunk order)
         whose prompt is now prefilled. Many chunks (of distinct requests) go as one array update."""
-        if len(chunks) < 8:
+        if len(chunks) < _FEW_CHUNKS:
             return self._advance_prefills_each(chunks)
         rs, cs = zip(*chunks)
         if len(set(rs)) != len(rs):  # a request twice: its chunks add up one after the other
@@ -527,9 +667,11 @@ class Server:
     def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
         """``_advance_prefills`` one chunk at a time."""
         st, done = self.st, []
+        prefilled, target = st.prefilled, st.prefill_target
         for r, c in chunks:
-            st.prefilled[r] += c
-            if st.prefilled[r] >= st.prefill_target[r]:
+            p = prefilled.item(r) + c
+            prefilled[r] = p
+            if p >= target.item(r):
                 done.append(r)
         return done
 
@@ -540,14 +682,25 @@ class Server:
         st, sim = self.st, self.sim
         if not self.prefill_only or st.samples != 1 or self.cache is not None:
             return False
-        idx = np.array(rs)
-        if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
-            return False
+        if len(rs) < _FEW_CHUNKS:  # a few: Python ints
+            first_token_s, s_target = st.first_token_s, st.s_target
+            for r in rs:
+                if not math.isnan(first_token_s.item(r)) or s_target.item(r) <= 1:
+                    return False
+            s_gen, s_last_emit_s = st.s_gen, st.s_last_emit_s
+            for r in rs:
+                first_token_s[r] = now
+                s_gen[r] = 1
+                s_last_emit_s[r] = now
+        else:
+            idx = np.array(rs)
+            if not np.logical_and.reduce(np.isnan(st.first_token_s[idx])) or _any(st.s_target[idx] <= 1):
+                return False
+            st.first_token_s[idx] = now
+            st.s_gen[idx] = 1
+            st.s_last_emit_s[idx] = now
         gone = set(rs)
         self.prefilling[:] = [r for r in self.prefilling if r not in gone]
-        st.first_token_s[idx] = now
-        st.s_gen[idx] = 1
-        st.s_last_emit_s[idx] = now
         self.committed -= len(rs)
         self.outstanding -= len(rs)
         if sim.trace:
@@ -653,11 +806,12 @@ class Server:
     def start_pending(self) -> None:
         """Start the transfers of pending requests whose KV fits here (FCFS)."""
         sim, st = self.sim, self.st
-        many = batched.start_pending_many(self) if len(self.pending) >= batched.MIN_BATCH else None
+        many = batched.start_pending_many(self) if len(self.pending) >= batched.MANY_PENDING else None
         if many is None:
             many = self._start_pending_each()
+        prompt = st.prompt
         for i, rs, src in many:
-            nbytes = sim.kv_bytes_per_token * float(sum(int(st.prompt[r]) for r in rs))
+            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt.item, rs)))
             if sim.trace:
                 for r in rs:
                     sim.event("kv_transfer_start", r, self.index)
@@ -669,6 +823,8 @@ class Server:
         st = self.st
         groups: dict[int, list[int]] = {}
         srcs: dict[int, Server] = {}
+        if st.samples == 1 and self.kv.cache is None:
+            self._start_pending_one(groups, srcs)
         while self.pending:
             r, src, need_b = self.pending[0]
             live = st.live_count(r)
@@ -687,13 +843,46 @@ class Server:
             srcs[src.index] = src
         return [(i, rs, srcs[i]) for i, rs in groups.items()]
 
+    def _start_pending_one(self, groups: dict, srcs: dict) -> None:
+        """``_start_pending_each``'s loop for one-sample requests (stream id == request id) with
+        ``reserve`` inline, in Python ints, and one ``alloc`` (no prefix cache evicts as KV is
+        taken); stops where that loop would."""
+        st, pending, kv = self.st, self.pending, self.kv
+        s_done, prompt_blocks, s_blocks, src_blocks = st.s_done, st.prompt_blocks, st.s_blocks, st.src_blocks
+        s_gen, need_of = st.s_gen, st.prompt_blocks_need
+        used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
+        while pending:
+            r, src, need_b = pending[0]
+            live = 0 if s_done[r] else 1
+            if self.committed + live > self.max_batch or used + need_b > kv.capacity_blocks:
+                break
+            pending.popleft()
+            self.queued_blocks -= need_b
+            # the prefill side keeps its copy until the transfer completes
+            src_blocks[r] = prompt_blocks.item(r) + (s_blocks.item(r) if live else 0)
+            pb = need_of[r]  # reserve(r)
+            prompt_blocks[r] = pb
+            g = s_gen.item(r)
+            s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
+            used += pb + sb
+            self.committed += live
+            i = src.index
+            if i in groups:
+                groups[i].append(r)
+            else:
+                groups[i] = [r]
+                srcs[i] = src
+        if used > kv.used_blocks:
+            kv.alloc(used - kv.used_blocks)
+
 
 class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
     def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
-                 fast_forward: bool = True):
-        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens}
+                 fast_forward: bool = True, lanes: bool = True):
+        self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens,
+                      "lanes": lanes}
         self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
         self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
         self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
@@ -715,6 +904,10 @@ class Simulation:
         if self.prefix is not None:  # the cache evicts and logs as KV is taken: every step is stepped
             for s in self.servers:
                 s.ff = False
+        if lanes and self.st.samples == 1 and self.sessions is None and self.prefix is None:
+            for s in self.servers:  # stepped decode batches keep their streams' state in run order
+                if s.role.decodes and not s.ff:
+                    s.lanes = RunLanes(self.st)
         #: the router reads KV: runs of decode steps are brought up to each arrival first
         self.sync_runs = isinstance(self.router, KvAware) and any(s.ff and s.ff_extended for s in self.front)
 
@@ -806,15 +999,25 @@ class Simulation:
 
     def _arrivals(self):
         """Requests arrive in order (sessions: their first turns), their times read from the run's
-        array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run)."""
+        array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run).
+        An arrival whose timeout would be simpy's next event (nothing else is scheduled at or
+        before it) is processed at once, the clock set as ``Environment.step`` would set it
+        (simpy 4's ``_now`` and ``_queue``): the same times and the same order of every event,
+        without one timeout event per arrival."""
         env, arrival_s = self.env, self.st.arrival_s
+        queue = env._queue  # simpy's event heap: (time, priority, id, event)
         order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
         for lo in range(0, len(order), _ARRIVAL_CHUNK):
             rs = order[lo:lo + _ARRIVAL_CHUNK]
             times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
             for r, t in zip(rs, times.tolist()):
-                if t > env.now:
-                    yield env.timeout(t - env.now)
+                now = env._now
+                if t > now:
+                    at = now + (t - now)  # when the timeout below would fire
+                    if queue and queue[0][0] <= at:
+                        yield env.timeout(t - now)
+                    else:  # nothing else happens first: the timeout would be the next event, skip it
+                        env._now = at
                 self.arrive(r)
 
     def arrive(self, r: int) -> None:
@@ -835,12 +1038,17 @@ class Simulation:
 
     def handoff(self, rs: list[int], src: Server) -> None:
         decode = self.pools[PoolRole.DECODE.pool_name]
-        idx = batched.batch_of(decode[0], rs) if len(decode) == 1 and self._one_decode_router else None
-        if idx is not None:
+        if len(decode) == 1 and self._one_decode_router:
             d = decode[0]  # the router's only choice
-            batched.offer_many(d, rs, idx, src)
-            d.start_pending()
-            return
+            if len(rs) < batched.FEW and batched.plain(d):
+                batched.offer_few(d, rs, src)
+                d.start_pending()
+                return
+            idx = batched.batch_of(d, rs)
+            if idx is not None:
+                batched.offer_many(d, rs, idx, src)
+                d.start_pending()
+                return
         touched = {}
         for r in rs:
             d = decode[self.decode_router.choose(decode, r)]
@@ -853,12 +1061,18 @@ class Simulation:
     def _transfer_done(self, payload, start_s: float) -> None:
         src, dst, rs = payload
         st, now = self.st, self.env.now
-        idx = batched.batch_of(dst, rs) if not self.trace and src.cache is None else None
-        if idx is not None:
-            batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
-            dst.kick()
-            src.kick()
-            return
+        if not self.trace and src.cache is None and st.samples == 1:
+            if len(rs) < batched.FEW:
+                batched.transfer_done_few(st, src, dst, rs, now, start_s)
+                dst.kick()
+                src.kick()
+                return
+            idx = batched.batch_of(dst, rs)
+            if idx is not None:
+                batched.transfer_done_many(st, src, dst, rs, idx, now, start_s)
+                dst.kick()
+                src.kick()
+                return
         for r in rs:
             src.kv.free(int(st.src_blocks[r]))
             st.src_blocks[r] = 0
@@ -883,6 +1097,9 @@ class Simulation:
                      f"{env.now:,.1f} s simulated")
 
         run_events(env, report if callable(progress) else None)
+        for s in self.servers:
+            if s.lanes is not None:
+                s.lanes.flush()
         names, capacity = [""] * len(self.servers), [0] * len(self.servers)
         for s in self.servers:
             names[s.index], capacity[s.index] = s.pool_name, s.kv.capacity_blocks

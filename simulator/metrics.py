@@ -109,22 +109,43 @@ class ItlHistogram:
             if common == size:
                 return self.add_uniform(float(g), size)
             if 2 * common > size:  # mostly one gap (a batch that a few streams joined): bin it once
-                vals = np.concatenate((gaps_s[:1], gaps_s[other]))
-                bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
-                counts = self._counts
-                if bins.size <= _SMALL:  # a few others: Python ints (np.add.at costs more)
-                    first, *rest = bins.tolist()
-                    counts[first] += common
-                    for b in rest:
-                        counts[b] += 1
-                else:
-                    counts[bins[0]] += common
-                    np.add.at(counts, bins[1:], 1)
-                self.n += int(size)
-                return float(np.add.reduce(gaps_s))
+                return self._add_mostly(gaps_s, np.concatenate((gaps_s[:1], gaps_s[other])), common)
         self._counts += np.bincount(_bins_np(gaps_s), minlength=_ITL_BINS)
         self.n += int(size)
         return float(gaps_s.sum())
+
+    def add_led(self, gaps_s: np.ndarray, lead: int) -> float:
+        """``add(gaps_s)`` when its first ``lead`` (>= 1) gaps are known to be one value (a decode
+        batch that a few streams joined): the same counts and the same returned sum, with only
+        the others compared to it."""
+        size = gaps_s.size
+        if size <= _SMALL:
+            return self.add(gaps_s)
+        g = gaps_s[0]
+        tail = gaps_s[lead:]
+        other = tail != g
+        common = size - int(np.count_nonzero(other))
+        if common == size:
+            return self.add_uniform(float(g), size)
+        if 2 * common <= size:
+            return self.add(gaps_s)
+        return self._add_mostly(gaps_s, np.concatenate((gaps_s[:1], tail[other])), common)
+
+    def _add_mostly(self, gaps_s: np.ndarray, vals: np.ndarray, common: int) -> float:
+        """``add``'s case of ``common`` (> half) gaps equal to the first: ``vals`` is the first gap,
+        then the others in order."""
+        bins = _bins_np(vals)  # elementwise: each value's bin is the one it gets in gaps_s
+        counts = self._counts
+        if bins.size <= _SMALL:  # a few others: Python ints (np.add.at costs more)
+            first, *rest = bins.tolist()
+            counts[first] += common
+            for b in rest:
+                counts[b] += 1
+        else:
+            counts[bins[0]] += common
+            np.add.at(counts, bins[1:], 1)
+        self.n += int(gaps_s.size)
+        return float(np.add.reduce(gaps_s))
 
     def add_steps(self, gaps_s: np.ndarray, streams: int) -> None:
         """Count ``streams`` equal gaps for each of ``gaps_s`` (steps of a run of decode steps;

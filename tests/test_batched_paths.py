@@ -47,8 +47,14 @@ def test_batched_paths_are_identical_to_one_request_at_a_time(monkeypatch, path,
     dep = load_deployment(path, sets)
     with monkeypatch.context() as m:
         m.setattr(batched, "MIN_BATCH", 10**9)  # every request through the per-request code
+        m.setattr(batched, "MANY_PENDING", 10**9)
+        m.setattr(batched, "FEW", 0)
         slow = Simulation(dep, kv_capacity_tokens=kv).run()
+    fast = Simulation(dep, kv_capacity_tokens=kv).run()  # as it runs: a few with Python ints, more as arrays
+    assert_same(fast, slow)
     calls = _counted(monkeypatch)
+    monkeypatch.setattr(batched, "FEW", 2)  # the array paths from the third request on
+    monkeypatch.setattr(batched, "MANY_PENDING", batched.MIN_BATCH)
     fast = Simulation(dep, kv_capacity_tokens=kv).run()
     assert calls["admit_many"] > 0
     if path == H800:

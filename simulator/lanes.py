@@ -1,0 +1,99 @@
+"""The running decode streams' per-step state, kept aligned with ``Server.run`` (``RunLanes``).
+
+A decode instance of the H800 example steps ~2k streams one step at a time (MTP draws leave no
+closed form). Gathering each stream's generated tokens, target and KV blocks from the run's
+per-stream arrays (``simulator.requests.RunState``) and scattering them back every step is most
+of a step's array work; here they are held in arrays in ``Server.run``'s order and updated in
+place. Joiners are appended, finishers removed with the step's mask.
+
+While a ``RunLanes`` is aligned (``run is server.run``), ``RunState.s_gen``, ``s_blocks`` and
+``s_last_emit_s`` of the streams in ``run`` are stale: the lanes hold them. They are written
+back (``flush``) before anything else reads them (a preemption, the end of the run) and for each
+finisher before it finishes. The last emission of the ``fresh`` leading streams is ``t`` (every
+stream that ran in the lanes' last step emitted then); joiners since keep theirs in ``RunState``.
+Only one-sample requests without a prefix cache, sessions or closed-form runs use lanes
+(``Simulation`` decides); the arithmetic is the reference path's (``Server.grow_decodes``,
+``Server._apply``): same integers, same gaps, same order (``tests/test_lanes.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_sum = np.add.reduce
+
+
+class RunLanes:
+    """Generated tokens, targets and KV blocks of ``run``'s streams, in its order."""
+
+    __slots__ = ("st", "run", "gen", "target", "blocks", "held_sum", "fresh", "t")
+
+    def __init__(self, st):
+        self.st = st
+        self.run = None  # the Server.run these lanes are aligned with (None: RunState holds everything)
+
+    def load(self, run: np.ndarray) -> None:
+        """Align with ``run``, reading its streams' state from ``RunState`` (authoritative now)."""
+        st = self.st
+        self.run = run
+        self.gen, self.target, self.blocks = st.s_gen.take(run), st.s_target.take(run), st.s_blocks.take(run)
+        self.held_sum = int(_sum(self.blocks))
+        self.fresh, self.t = 0, 0.0
+
+    def extend(self, run: np.ndarray, joiners) -> None:
+        """``run`` is the aligned run with ``joiners`` (stream ids, RunState authoritative) appended."""
+        st = self.st
+        if isinstance(joiners, (int, np.integer)):
+            self.gen = np.append(self.gen, st.s_gen[joiners])
+            self.target = np.append(self.target, st.s_target[joiners])
+            b = st.s_blocks.item(joiners)
+            self.blocks = np.append(self.blocks, b)
+            self.held_sum += b
+        else:
+            b = st.s_blocks.take(joiners)
+            self.gen = np.concatenate((self.gen, st.s_gen.take(joiners)))
+            self.target = np.concatenate((self.target, st.s_target.take(joiners)))
+            self.blocks = np.concatenate((self.blocks, b))
+            self.held_sum += int(_sum(b))
+        self.run = run
+
+    def flush(self) -> None:
+        """Write the lanes back to ``RunState`` and let go of the run."""
+        run = self.run
+        if run is None:
+            return
+        st = self.st
+        if run.size:
+            st.s_gen[run] = self.gen
+            st.s_blocks[run] = self.blocks
+            if self.fresh:
+                st.s_last_emit_s[run[:self.fresh]] = self.t
+        self.run = None
+        self.gen = self.target = self.blocks = None
+
+    def gaps(self, now: float) -> np.ndarray:
+        """Each stream's gap since its last emission (``now - last emit``), as the reference computes it."""
+        run, fresh = self.run, self.fresh
+        gaps = np.empty(run.size)
+        if fresh:
+            gaps[:fresh] = now - self.t
+        np.subtract(now, self.st.s_last_emit_s.take(run[fresh:]), out=gaps[fresh:])
+        return gaps
+
+    def drop(self, fin: np.ndarray, run: np.ndarray, now: float) -> np.ndarray:
+        """Write back the finishers ``fin`` (mask) as having emitted ``now``; returns their stream ids."""
+        st = self.st
+        idx = np.flatnonzero(fin)
+        done = run.take(idx)
+        b = self.blocks.take(idx)
+        st.s_gen[done] = self.gen.take(idx)
+        st.s_blocks[done] = b
+        st.s_last_emit_s[done] = now
+        self.held_sum -= int(_sum(b))
+        return done
+
+    def keep(self, run: np.ndarray, keep: np.ndarray) -> None:
+        """Align with ``run``, the aligned run less the finishers (``keep``: the mask of the rest)."""
+        self.gen, self.target, self.blocks = self.gen[keep], self.target[keep], self.blocks[keep]
+        self.run = run
+        self.fresh = run.size  # every stream that stays ran in this step

@@ -1,0 +1,70 @@
+"""Stepped decode batches kept in run order (``simulator.lanes``) give exactly what the per-stream
+arrays give: every table, the summary and the event log, on every serving example, on MTP decode
+with preemptions (tight KV), and under every batch policy x router with preemption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simulator.engine import Simulation
+from workloads.deployment import load_deployment
+
+from tests.test_fastforward import SERVING_EXAMPLES, assert_same
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _both(dep, **kw):
+    on = Simulation(dep, fast_forward=False, trace=True, **kw)
+    off = Simulation(dep, fast_forward=False, trace=True, lanes=False, **kw)
+    return on, on.run(), off.run()
+
+
+@pytest.mark.parametrize("example", SERVING_EXAMPLES)
+def test_every_serving_example_is_identical_without_lanes(example):
+    dep = load_deployment(ROOT / "examples" / example, ["workload.num_requests=300"])
+    sim, a, b = _both(dep)
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("batching, preemption", [("splitfuse", "recompute"), ("prefill_first", "recompute"),
+                                                   ("decode_first", "recompute"), ("splitfuse", "swap")])
+def test_mtp_decode_with_preemptions_is_identical_without_lanes(batching, preemption):
+    dep = load_deployment(ROOT / "examples/deepseek-v3_h800_pd-disagg.yaml",
+                          ["workload.num_requests=600", f"scheduler.batching={batching}",
+                           f"scheduler.preemption={preemption}"])
+    kv = {"prefill": 64 * 200_000, "decode": 64 * 3_000}  # the decode side preempts
+    sim, a, b = _both(dep, kv_capacity_tokens=kv)
+    assert any(s.lanes is not None for s in sim.servers)
+    assert a.summary["counts"]["preemptions"] > 0
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_outstanding", "kv_aware"])
+@pytest.mark.parametrize("batching", ["splitfuse", "prefill_first", "decode_first"])
+def test_policies_and_routers_with_preemption_are_identical_without_lanes(router, batching):
+    dep = load_deployment(ROOT / "examples/llama-3.1-70b_h200_tp4_colocated.yaml",
+                          ["workload.num_requests=150", "workload.arrival.rate_per_s=20",
+                           f"scheduler.router={router}", f"scheduler.batching={batching}"])
+    sim, a, b = _both(dep, kv_capacity_tokens=64 * 400)
+    if batching == "splitfuse":
+        assert a.summary["counts"]["preemptions"] > 0
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("size, lead", [(5, 3), (40, 39), (40, 30), (300, 290), (300, 100), (2000, 1990), (2000, 1)])
+def test_itl_add_led_counts_and_sums_as_add(size, lead):
+    """``ItlHistogram.add_led`` (the lanes' gaps: a leading run of one value) equals ``add``."""
+    import numpy as np
+
+    from simulator.metrics import ItlHistogram
+
+    rng = np.random.default_rng(size + lead)
+    gaps = np.full(size, 0.0351)
+    gaps[lead:] = rng.uniform(0.001, 0.2, size - lead)
+    gaps[lead::3] = 0.0351  # some of the others equal the leading gap
+    a, b = ItlHistogram(), ItlHistogram()
+    assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
+    assert a.n == b.n and (a.counts == b.counts).all()
