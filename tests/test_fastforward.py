@@ -49,15 +49,19 @@ def test_every_serving_example_is_identical_to_stepping(example):
 @pytest.mark.parametrize("router", ["round_robin", "least_outstanding", "kv_aware"])
 @pytest.mark.parametrize("batching", ["splitfuse", "prefill_first", "decode_first"])
 def test_policies_and_routers_with_preemption_are_identical_to_stepping(router, batching):
+    """Closed-form runs, stepping, and stepping without lanes (``simulator.lanes``) agree under every
+    batch policy x router with preemption."""
     dep = load_deployment(ROOT / "examples/llama-3.1-70b_h200_tp4_colocated.yaml",
                           ["workload.num_requests=150", "workload.arrival.rate_per_s=20",
                            f"scheduler.router={router}", f"scheduler.batching={batching}"])
     sim, fast = _run(dep, True, kv_capacity_tokens=64 * 400)  # tight KV: runs stop before preemptions
     _, slow = _run(dep, False, kv_capacity_tokens=64 * 400)
+    _, plain = _run(dep, False, kv_capacity_tokens=64 * 400, lanes=False)  # per-stream arrays (simulator.lanes off)
     if batching == "splitfuse":
         assert fast.summary["counts"]["preemptions"] > 0
     assert sim.fast_forwarded_steps > 0
     assert_same(fast, slow)
+    assert_same(slow, plain)
 
 
 def test_same_time_events_fall_back_to_stepping(tmp_path):
