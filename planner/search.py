@@ -35,7 +35,6 @@ from collections import defaultdict
 from typing import Iterable
 
 import numpy as np
-import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, frozen_heap, start
@@ -243,10 +242,20 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
         _cost_pools(ev, tasks[0][1], tasks[0][2])
+        _import_later()  # while the workers cost the rest, not before the plan began
         for state in pending():
             ev.import_state(state)
     finally:
         pending.cancel()
+
+
+def _import_later() -> None:
+    """Import what this process needs only after the pool phase (pandas, for the table;
+    the simulator's engine, which verification workers forked later inherit): done in the
+    pool phase's wait, while the workers cost pools, instead of before the plan begins."""
+    import pandas  # noqa: F401
+
+    engine_available()
 
 
 def _same_instance(ctx, ev: Evaluator, keys: list[tuple], costly: dict) -> list[list[tuple]]:
@@ -389,6 +398,8 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     """The table (identical rows merged, ranked) and its verification (``planner.rounds``),
     whose first round runs in the workers while the table is built here; with the ranking's
     and the verification's wall times."""
+    import pandas as pd
+
     objective = objective_column(cfg)
     groups = merge_groups(cols)
     kept, counts = groups.kept, groups.counts
