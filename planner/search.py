@@ -230,7 +230,8 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     units = _same_instance(ctx, ev, keys, costly)
     gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     if getattr(executor, "forks", False):
-        _steal_pools(ctx, ev, executor, [[k for u in g for k in u] for g in _family_tasks(units)], costly, gaps)
+        _steal_pools(ctx, ev, executor, [[k for u in g for k in u] for g in _family_tasks(units)], costly, gaps,
+                     progress)
         return
     n_tasks = min(len(units), executor.workers * 4 + 1)
     # this process costs every n_tasks-th unit; the workers take the others in smaller tasks
@@ -275,7 +276,8 @@ def _family_tasks(units: list[list[tuple]]) -> list[list[list[tuple]]]:
     return out
 
 
-def _steal_pools(ctx, ev: Evaluator, executor: Executor, groups: list[list[tuple]], costly: dict, gaps: dict) -> None:
+def _steal_pools(ctx, ev: Evaluator, executor: Executor, groups: list[list[tuple]], costly: dict, gaps: dict,
+                 progress: ProgressFn | None = None) -> None:
     """Pool costs on a local pool of forked workers: one worker fewer than the executor has
     (this process is the other), the workers taking ``groups`` from the front and this process
     from the back (after its imports, ``_import_later``) until they meet: a counter pair in
@@ -288,16 +290,19 @@ def _steal_pools(ctx, ev: Evaluator, executor: Executor, groups: list[list[tuple
     ends = mp.Array("i", [0, len(tasks)])  # (next from the front, one past the next from the back)
     key = id(tasks)
     _FORKED_POOL_TASKS[key] = (tasks, ends)
+    ticker = Throttle(progress, "pool costs", len(tasks))  # groups taken from either end
     try:
         pending = start(executor, pool_queue_task, [(ctx, key)] * max(1, min(executor.workers - 1, len(tasks))),
-                        desc="pool costs")
+                        desc=None)
         try:
             _import_later()
             while (i := _take(ends, back=True)) is not None:
+                ticker.tick(ends[0] + len(tasks) - ends[1])
                 _cost_pools(ev, *tasks[i])
             for states in pending():
                 for state in states:
                     ev.import_state(state)
+            ticker.finish()
         finally:
             pending.cancel()
     finally:
