@@ -6,7 +6,8 @@ Flow (planner/README.md has the why):
 2. Pool capacities, grouped by pool cost key, in the executor (``pool_task``): each task
    returns the capacities (and the decode capacities after the KV handoff gaps its layouts
    will have) and its memoised step-cost tables, which seed the ranking process so no step
-   is costed twice.
+   is costed twice. Forked local workers take the groups from the front of one queue while
+   this process takes them from the back (``_steal_pools``).
 3. Layouts: a rejected pool choice gives one row with its reason (it rejects every layout it
    appears in); feasible choices are crossed with instance counts within the budget. Up to
    ``max_grid_layouts`` layouts are evaluated exhaustively (layouts with identical results
