@@ -42,10 +42,11 @@ class Executor(Protocol):
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str = "") -> list: ...
 
 
-def start(executor: Executor, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str = "") -> "Pending":
+def start(executor: Executor, fn: Callable[..., Any], tasks: Sequence[tuple], desc: str | None = "") -> "Pending":
     """``executor.map(fn, tasks)`` begun now where the executor can run tasks while its caller
     works on (``LocalExecutor.start``: worker processes); call the result (a ``Pending``) to
-    wait for the results, in input order. Elsewhere the tasks run when it is called."""
+    wait for the results, in input order. Elsewhere the tasks run when it is called. ``desc``
+    None: a ``LocalExecutor`` reports no progress (the caller reports the work itself)."""
     begin = getattr(executor, "start", None)
     if begin is not None:
         return begin(fn, tasks, desc)
@@ -84,9 +85,10 @@ def frozen_heap() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, desc: str, progress: Any) -> Iterator[Callable[[int], None]]:
-    """``tick(n)`` after n more tasks are done, reported to ``progress`` (a ProgressFn, or None)."""
-    if not callable(progress) or total < 1:
+def _progress(total: int, desc: str | None, progress: Any) -> Iterator[Callable[[int], None]]:
+    """``tick(n)`` after n more tasks are done, reported to ``progress`` (a ProgressFn, or None;
+    ``desc`` None: the caller reports the work itself)."""
+    if not callable(progress) or total < 1 or desc is None:
         yield lambda n=1: None
         return
     task = desc or "tasks"
@@ -167,7 +169,7 @@ class LocalExecutor(_Closing):
             return SerialExecutor(self.progress).map(fn, tasks, desc)
         return self.start(fn, tasks, desc)()
 
-    def start(self, fn, tasks, desc: str = "") -> "Pending":
+    def start(self, fn, tasks, desc: str | None = "") -> "Pending":
         """``map`` in worker processes begun now, even for one task (the caller works on
         meanwhile); call the result to wait for the results. One worker: run when waited for."""
         if not tasks or self.workers == 1:

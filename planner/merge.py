@@ -289,7 +289,11 @@ class MergedGroups:
             where = {int(r): j for j, r in enumerate(rows)}
             sub = pd.DataFrame({c: cols.column(c, rows) for c in label})
             nun = sub.groupby(gid[rows], sort=False).nunique()  # NaN not counted
-            varying = {g: [c for c, k in zip(label, r) if k > 1] for g, r in zip(nun.index, nun.to_numpy())}
+            # the columns that vary in each group, in label order (one pass over the varying cells)
+            varying: dict = {g: [] for g in nun.index.tolist()}
+            groups_at = nun.index.tolist()
+            for r, k in zip(*(a.tolist() for a in np.nonzero(nun.to_numpy() > 1))):
+                varying[groups_at[r]].append(label[k])
             vals = {c: sub[c].to_numpy() for c in label}
             for j in multi:
                 members = order[starts[j]: starts[j] + sizes[j]]

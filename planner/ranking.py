@@ -16,11 +16,14 @@ as the analytic model ranks them, then those whose verification failed, then the
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from planner.result import SUMMARY_COLUMNS, pareto_layers
+
+if TYPE_CHECKING:  # pandas is imported where it is used (``planner.search``: after the plan forks its workers)
+    import pandas as pd
 
 __all__ = ["rank_table", "rank_positions", "ranked", "RANK_COLUMNS", "candidates", "apply_verification",
            "why_nothing_fits", "VERIFIED_COLUMNS"]
@@ -136,6 +139,8 @@ def apply_verification(table: pd.DataFrame, ver: pd.DataFrame, objective: str, t
     for col in ("sim_capacity_rps", "sim_tokens_per_s_per_device", "sim_tokens_per_s_per_kusd", "capacity_gap"):
         df[col] = np.nan
     if len(ver):
+        import pandas as pd
+
         pos = pd.Series(np.arange(len(df)), index=df["id"].to_numpy())
         for v in ver.to_dict(orient="records"):
             i = int(pos[v["id"]])

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where it is used (``planner.search``: after the plan forks its workers)
+    import pandas as pd
 
 __all__ = ["PlanResult", "deployment_to_yaml", "pareto_front", "pareto_layers", "SUMMARY_COLUMNS", "STATUS_EXIT_CODES"]
 
@@ -142,6 +144,8 @@ class PlanResult:
         if len(t) and t["feasible"].any():
             rows = t.iloc[t["feasible"].to_numpy(dtype=bool).nonzero()[0][:n]]
             if "verified" in t:
+                import pandas as pd
+
                 rows = pd.concat([rows, t[(t["verified"] == "failed") & ~t["id"].isin(rows["id"])]])
             return rows[[c for c in SUMMARY_COLUMNS if c in t.columns]]
         return t.head(n)[[c for c in ("rank", "layout", "devices", "reason") if c in t.columns]]

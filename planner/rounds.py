@@ -13,13 +13,15 @@ claim), re-ranks (``planner.ranking.apply_verification``) and names the best ver
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from planner.executors import Executor, start
 from planner.ranking import apply_verification, candidates, why_nothing_fits
 from planner.space import PlanContext
 from planner.verify import combine_parts, engine_available, layout_deployment, part_requests, verify_parts
+
+if TYPE_CHECKING:  # imported where it is used (``planner.search``: after the plan forks its workers)
+    import pandas as pd
 
 __all__ = ["begin_verify", "verify", "verify_batches", "point_seed", "objective_column"]
 
@@ -73,6 +75,8 @@ def verify(cfg, ctx: PlanContext, table: pd.DataFrame, layout_of: dict, executor
     A second batch of ``verify_top`` candidates is verified when the first batch's best
     verified figure falls below the analytic figure of the next unverified candidate.
     ``begun``: the first round, already running (``begin_verify``)."""
+    import pandas as pd
+
     objective = objective_column(cfg)
     out = {"table": table, "verification": pd.DataFrame(), "best": None, "deployments": {}, "layouts": {},
            "status": "ok", "explanation": ""}

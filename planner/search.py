@@ -6,7 +6,8 @@ Flow (planner/README.md has the why):
 2. Pool capacities, grouped by pool cost key, in the executor (``pool_task``): each task
    returns the capacities (and the decode capacities after the KV handoff gaps its layouts
    will have) and its memoised step-cost tables, which seed the ranking process so no step
-   is costed twice.
+   is costed twice. Forked local workers take the groups from the front of one queue while
+   this process takes them from the back (``_steal_pools``).
 3. Layouts: a rejected pool choice gives one row with its reason (it rejects every layout it
    appears in); feasible choices are crossed with instance counts within the budget. Up to
    ``max_grid_layouts`` layouts are evaluated exhaustively (layouts with identical results
@@ -35,7 +36,6 @@ from collections import defaultdict
 from typing import Iterable
 
 import numpy as np
-import pandas as pd
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, frozen_heap, start
@@ -229,6 +229,11 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     # which costs their steps once; such units spread round-robin by instance size so tasks
     # take similar time
     units = _same_instance(ctx, ev, keys, costly)
+    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
+    if getattr(executor, "forks", False):
+        _steal_pools(ctx, ev, executor, [[k for u in g for k in u] for g in _family_tasks(units)], costly, gaps,
+                     progress)
+        return
     n_tasks = min(len(units), executor.workers * 4 + 1)
     # this process costs every n_tasks-th unit; the workers take the others in smaller tasks
     # (twice as many), so that the last ones running leave a core idle for less time
@@ -236,17 +241,101 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
     n_rest = min(len(rest), 2 * (n_tasks - 1))
     groups = [[k for u in units[::n_tasks] for k in u]] + [[k for u in rest[i::n_rest] for k in u]
                                                            for i in range(n_rest)]
-    gaps = _handoff_gaps(ctx, space, ev, costly) if "disaggregated" in space.modes else {}
     tasks = [(ctx, [c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
              for g in groups]
     # the workers take all groups but the first, which this process costs meanwhile
     pending = start(executor, pool_task, tasks[1:], desc="pool costs")
     try:
         _cost_pools(ev, tasks[0][1], tasks[0][2])
+        _import_later()  # while the workers cost the rest, not before the plan began
         for state in pending():
             ev.import_state(state)
     finally:
         pending.cancel()
+
+
+def _import_later() -> None:
+    """Import what this process needs only after the pool phase (pandas, for the table;
+    the simulator's engine, which verification workers forked later inherit): done in the
+    pool phase's wait, while the workers cost pools, instead of before the plan begins."""
+    import pandas  # noqa: F401
+
+    engine_available()
+
+
+def _family_tasks(units: list[list[tuple]]) -> list[list[list[tuple]]]:
+    """``units`` (in order) as tasks: the units of one family (cost keys equal but for redundant
+    experts, micro-batches and MTP: ``PoolChoice.cost_key[:7]``, which share most of their op
+    lists and op costs) in two halves, so a process costs a family's shared ops once."""
+    fams: dict[tuple, list[list[tuple]]] = {}
+    for u in units:
+        fams.setdefault(u[0][:7], []).append(u)
+    out = []
+    for f in fams.values():
+        half = (len(f) + 1) // 2
+        out += [f[:half], f[half:]] if len(f) > 1 else [f]
+    return out
+
+
+def _steal_pools(ctx, ev: Evaluator, executor: Executor, groups: list[list[tuple]], costly: dict, gaps: dict,
+                 progress: ProgressFn | None = None) -> None:
+    """Pool costs on a local pool of forked workers: one worker fewer than the executor has
+    (this process is the other), the workers taking ``groups`` from the front and this process
+    from the back (after its imports, ``_import_later``) until they meet: a counter pair in
+    shared memory (``pool_queue_task``), so no task waits queued for a busy worker while a core
+    idles, and every process costs the op lists and op costs its groups share once."""
+    import multiprocessing as mp
+
+    tasks = [([c for k in g for c in costly[k]], {c: gaps[c] for k in g for c in costly[k] if c in gaps})
+             for g in groups]
+    ends = mp.Array("i", [0, len(tasks)])  # (next from the front, one past the next from the back)
+    key = id(tasks)
+    _FORKED_POOL_TASKS[key] = (tasks, ends)
+    ticker = Throttle(progress, "pool costs", len(tasks))  # groups taken from either end
+    try:
+        pending = start(executor, pool_queue_task, [(ctx, key)] * max(1, min(executor.workers - 1, len(tasks))),
+                        desc=None)
+        try:
+            _import_later()
+            while (i := _take(ends, back=True)) is not None:
+                ticker.tick(ends[0] + len(tasks) - ends[1])
+                _cost_pools(ev, *tasks[i])
+            for states in pending():
+                for state in states:
+                    ev.import_state(state)
+            ticker.finish()
+        finally:
+            pending.cancel()
+    finally:
+        _FORKED_POOL_TASKS.pop(key, None)
+
+
+#: pool-cost groups and their shared (front, back) counters while workers forked from this
+#: process take them (``pool_queue_task``)
+_FORKED_POOL_TASKS: dict[int, tuple] = {}
+
+
+def _take(ends, back: bool) -> int | None:
+    """The next group's index from the front or the back of ``ends`` (None: they met)."""
+    with ends.get_lock():
+        lo, hi = ends[0], ends[1]
+        if lo >= hi:
+            return None
+        if back:
+            ends[1] = hi - 1
+            return hi - 1
+        ends[0] = lo + 1
+        return lo
+
+
+def pool_queue_task(ctx: PlanContext, key: int) -> list[tuple]:
+    """In a worker forked from the planning process: ``pool_task`` over the groups it takes
+    from the front of ``_FORKED_POOL_TASKS[key]`` until the other end is reached."""
+    tasks, ends = _FORKED_POOL_TASKS[key]
+    out = []
+    while (i := _take(ends, back=False)) is not None:
+        out.append(pool_task(ctx, *tasks[i]))
+    return out
 
 
 def _same_instance(ctx, ev: Evaluator, keys: list[tuple], costly: dict) -> list[list[tuple]]:
@@ -389,6 +478,8 @@ def _table_and_verify(cfg, ctx, cols: Columns, layout_of, executor: Executor, se
     """The table (identical rows merged, ranked) and its verification (``planner.rounds``),
     whose first round runs in the workers while the table is built here; with the ranking's
     and the verification's wall times."""
+    import pandas as pd
+
     objective = objective_column(cfg)
     groups = merge_groups(cols)
     kept, counts = groups.kept, groups.counts

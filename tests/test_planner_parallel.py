@@ -5,6 +5,7 @@ helper process."""
 from __future__ import annotations
 
 import os
+import time
 
 import pandas as pd
 import pytest
@@ -121,3 +122,42 @@ def test_pareto_png_from_the_helper_is_the_one_drawn_here(small, tmp_path, monke
         outputs.write_plan(outputs.OutputDir.prepare(broken), res, plotter=helper)
     assert (broken / "pareto.png").read_bytes() == (here / "pareto.png").read_bytes()
     assert not [p for p in broken.iterdir() if p.name.startswith(".")]  # no helper file left behind
+
+
+def test_pool_costs_taken_from_both_ends_match_one_process(monkeypatch):
+    """With forked workers the pool groups are taken from both ends of one queue
+    (``search._steal_pools``, the worker from the front): the worker's and this process's
+    capacities together are the serial pool phase's, and the worker costed some."""
+    from planner.analytic import Evaluator, share_with_workers
+    from planner.space import all_pool_choices, context_from_plan
+    from workloads.models import get_model
+
+    cfg = planner.load_plan("examples/plan_deepseek-v3_h200x32.yaml", [
+        "search.attention_tp=[1,8]", "search.decode_batch_per_rank=[16,64]", "search.prefill_tokens_per_rank=[16384]",
+        "hardware.devices=16"])
+    ctx = context_from_plan(cfg)
+    choices = [c for cs in all_pool_choices(ctx, cfg.search, get_model(cfg.model)).values() for c in cs]
+    one = Evaluator(ctx)
+    search._pool_phase(ctx, cfg.search, choices, SerialExecutor(), one)
+    taken = []
+    steal = search._steal_pools
+    monkeypatch.setattr(search, "_steal_pools", lambda *a: taken.append(len(a[3])) or steal(*a))
+
+    def worker_first() -> None:  # this process begins once the worker has taken a group
+        (_tasks, ends), = search._FORKED_POOL_TASKS.values()
+        deadline = time.monotonic() + 60
+        while ends[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    monkeypatch.setattr(search, "_import_later", worker_first)
+    two = Evaluator(ctx)
+    ex = LocalExecutor(2)
+    assert ex.forks
+    share_with_workers(two)
+    try:
+        search._pool_phase(ctx, cfg.search, choices, ex, two)
+    finally:
+        share_with_workers(None)
+    assert taken and taken[0] >= 4  # the groups went to both ends
+    assert {c: two.perf(c) for c in choices} == {c: one.perf(c) for c in choices}
+    assert two.step_calls() < one.step_calls()  # the worker's groups came back as their tables
