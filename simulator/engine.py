@@ -35,7 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
-from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at, wait_instead
+from simulator.fastforward import DecodeRun, _isum, ambiguous_ties, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
@@ -320,7 +320,7 @@ class Server:
                 blocks += BLOCK_TOKENS - 1
                 blocks >>= _BLOCK_SHIFT
                 np.maximum(blocks, held, out=blocks)
-                grow = int(_sum(blocks)) - int(_sum(held))  # integer sums: exact
+                grow = _isum(blocks) - _isum(held)  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
@@ -481,9 +481,9 @@ class Server:
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
         if n_dec:
             if run is not self._base_of:  # the streams' prompt tokens change only with the streams
-                self._base_of, self._base_tokens = run, int(_sum(st.s_base[run]))
+                self._base_of, self._base_tokens = run, _isum(st.s_base[run])
             gen = plan.gen if plan.gen is not None else st.s_gen[run]
-            plan.dec_tokens = dec_tokens = self._base_tokens + int(_sum(gen))
+            plan.dec_tokens = dec_tokens = self._base_tokens + _isum(gen)
             dec_ctx = float(dec_tokens) / n_dec
         else:
             dec_ctx = 0.0
@@ -572,12 +572,12 @@ class Server:
         sim.log.itl_add_s[plan.row] = add
         lanes.fresh, lanes.t = n, now
         fin = gen >= target
-        if _any(fin):
-            idx = np.flatnonzero(fin)
-            if len(idx) <= _FEW_FINISH:
+        idx = fin.nonzero()[0]  # the finishers' lanes (one call: no ``any`` first)
+        if idx.size:
+            if idx.size <= _FEW_FINISH:
                 self._finish_lanes(run, fin, idx.tolist(), lanes, now)
             else:
-                self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+                self._drop_finished(run, fin, lanes.drop(fin, run, now, idx), now, lanes)
 
     def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
         """``_drop_finished`` of a few streams at ``idx`` of the lanes (``lanes.drop``, then

@@ -80,10 +80,12 @@ class RunLanes:
         np.subtract(now, self.st.s_last_emit_s.take(run[fresh:]), out=gaps[fresh:])
         return gaps
 
-    def drop(self, fin: np.ndarray, run: np.ndarray, now: float) -> np.ndarray:
-        """Write back the finishers ``fin`` (mask) as having emitted ``now``; returns their stream ids."""
+    def drop(self, fin: np.ndarray, run: np.ndarray, now: float, idx: np.ndarray | None = None) -> np.ndarray:
+        """Write back the finishers ``fin`` (mask; ``idx``: its nonzero positions, when known) as
+        having emitted ``now``; returns their stream ids."""
         st = self.st
-        idx = np.flatnonzero(fin)
+        if idx is None:
+            idx = fin.nonzero()[0]
         done = run.take(idx)
         b = self.blocks.take(idx)
         st.s_gen[done] = self.gen.take(idx)
