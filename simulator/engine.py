@@ -35,7 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
-from simulator.fastforward import DecodeRun, _isum, ambiguous_ties, timeout_at, wait_instead
+from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
@@ -320,7 +320,7 @@ class Server:
                 blocks += BLOCK_TOKENS - 1
                 blocks >>= _BLOCK_SHIFT
                 np.maximum(blocks, held, out=blocks)
-                grow = _isum(blocks) - _isum(held)  # integer sums: exact
+                grow = isum(blocks) - isum(held)  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
@@ -481,9 +481,9 @@ class Server:
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
         if n_dec:
             if run is not self._base_of:  # the streams' prompt tokens change only with the streams
-                self._base_of, self._base_tokens = run, _isum(st.s_base[run])
+                self._base_of, self._base_tokens = run, isum(st.s_base[run])
             gen = plan.gen if plan.gen is not None else st.s_gen[run]
-            plan.dec_tokens = dec_tokens = self._base_tokens + _isum(gen)
+            plan.dec_tokens = dec_tokens = self._base_tokens + isum(gen)
             dec_ctx = float(dec_tokens) / n_dec
         else:
             dec_ctx = 0.0
