@@ -68,15 +68,18 @@ def collector_paused() -> Iterator[None]:
     inside it (``gc.disable``). A run frees its short-lived objects (events, plans, op lists) by
     their reference counts and makes no reference cycles per step; its collections (a few full
     ones over a growing heap of cost-model memos, ~0.3 s of a 100k-request Llama run) found
-    nothing to free. Both are undone at the end (a caller that had disabled it keeps it so)."""
-    was = gc.isenabled()
+    nothing to free. Both are undone at the end (a caller that had disabled it keeps it so; a
+    caller that had frozen objects, as the planner's ``frozen_heap`` does, finds them, and what the
+    run allocated, still frozen: its own block unfreezes them)."""
+    was, outer = gc.isenabled(), gc.get_freeze_count() > 0
     gc.disable()
     gc.freeze()
     try:
         yield
     finally:
         gc.freeze()  # what the block allocated too (else the next young collection scans all of it)
-        gc.unfreeze()  # all of it to the oldest generation
+        if not outer:
+            gc.unfreeze()  # all of it to the oldest generation
         if was:
             gc.enable()
 
