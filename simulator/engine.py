@@ -35,7 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
-from simulator.fastforward import DecodeRun, ambiguous_ties, timeout_at, wait_instead
+from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
@@ -43,7 +43,7 @@ from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCa
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
 from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
-from simulator.progress import ProgressFn, run_events
+from simulator.progress import ProgressFn, collector_paused, run_events
 from simulator.requests import RunState
 from simulator.result import TRANSFER_COLUMNS, RequestColumns, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
@@ -320,7 +320,7 @@ class Server:
                 blocks += BLOCK_TOKENS - 1
                 blocks >>= _BLOCK_SHIFT
                 np.maximum(blocks, held, out=blocks)
-                grow = int(_sum(blocks)) - int(_sum(held))  # integer sums: exact
+                grow = isum(blocks) - isum(held)  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
                 plan.extra_s += self._preempt(int(st.s_req[run[-1]]))
@@ -481,9 +481,9 @@ class Server:
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
         if n_dec:
             if run is not self._base_of:  # the streams' prompt tokens change only with the streams
-                self._base_of, self._base_tokens = run, int(_sum(st.s_base[run]))
+                self._base_of, self._base_tokens = run, isum(st.s_base[run])
             gen = plan.gen if plan.gen is not None else st.s_gen[run]
-            plan.dec_tokens = dec_tokens = self._base_tokens + int(_sum(gen))
+            plan.dec_tokens = dec_tokens = self._base_tokens + isum(gen)
             dec_ctx = float(dec_tokens) / n_dec
         else:
             dec_ctx = 0.0
@@ -572,12 +572,12 @@ class Server:
         sim.log.itl_add_s[plan.row] = add
         lanes.fresh, lanes.t = n, now
         fin = gen >= target
-        if _any(fin):
-            idx = np.flatnonzero(fin)
-            if len(idx) <= _FEW_FINISH:
+        idx = fin.nonzero()[0]  # the finishers' lanes (one call: no ``any`` first)
+        if idx.size:
+            if idx.size <= _FEW_FINISH:
                 self._finish_lanes(run, fin, idx.tolist(), lanes, now)
             else:
-                self._drop_finished(run, fin, lanes.drop(fin, run, now), now, lanes)
+                self._drop_finished(run, fin, lanes.drop(fin, run, now, idx), now, lanes)
 
     def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
         """``_drop_finished`` of a few streams at ``idx`` of the lanes (``lanes.drop``, then
@@ -926,6 +926,7 @@ class Simulation:
         ids = itertools.count()
         self.pools: dict[str, list[Server]] = {}
         self.cost_caches: dict[str, StepCostCache] = {}
+        self._instance_costs: list = []  # what ``release`` lets go of
         detail_keys: dict = {}  # one (source family, op kind) tuple per distinct key, shared by every shape's detail
         for name, pool in dep.pools().items():
             role = PoolRole.of_pool(name)
@@ -938,6 +939,7 @@ class Simulation:
 
                 ic = InstanceCost(spec_from_pool(model, cluster, pool, dep.weight_dtype, dep.kv_dtype), profile,
                                   cache_steps=False)  # StepCostCache keeps what the run needs
+                self._instance_costs.append(ic)
 
                 def fn(shape, _ic=ic, _keys=detail_keys):
                     c = _ic.step(shape)
@@ -1096,7 +1098,8 @@ class Simulation:
             progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
                      f"{env.now:,.1f} s simulated")
 
-        run_events(env, report if callable(progress) else None)
+        with collector_paused():
+            run_events(env, report if callable(progress) else None)
         for s in self.servers:
             if s.lanes is not None:
                 s.lanes.flush()
@@ -1112,6 +1115,21 @@ class Simulation:
             self.stepped_again = True
             return self.run(progress)
         return self._result(table, order)
+
+    def release(self) -> None:
+        """Let go of the run's state once its result is taken (``simulate``): the servers, their
+        event-loop generators and the simulation refer to each other, so without this the whole
+        graph (cost-model memos and op lists: ~10^5 objects at 100k requests) waits for a full
+        collection of the garbage collector (at the latest the interpreter's last one, ~0.3 s);
+        with the references cut it is freed by reference counts."""
+        for s in self.servers:
+            proc = s.__dict__.pop("_proc", None)
+            if proc is not None and proc.is_alive:
+                proc._generator.close()
+            s.__dict__.clear()
+        for ic in self._instance_costs:
+            ic.release()
+        self.__dict__.clear()
 
     def _result(self, steps: StepTable, order: np.ndarray) -> SimResult:
         st = self.st
@@ -1188,5 +1206,8 @@ def simulate(deployment, *, profile=None, step_cost=None, trace: bool = False, k
     ``progress``: a ``simulator.progress.ProgressFn`` told the requests finished and the
     simulated time as the run goes (None: nothing; the results are the same either way).
     """
-    return Simulation(deployment, profile=profile, step_cost=step_cost, trace=trace,
-                      kv_capacity_tokens=kv_capacity_tokens).run(progress)
+    sim = Simulation(deployment, profile=profile, step_cost=step_cost, trace=trace,
+                     kv_capacity_tokens=kv_capacity_tokens)
+    result = sim.run(progress)
+    sim.release()
+    return result

@@ -48,18 +48,18 @@ _BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: the smallest element and the sum (ufunc reductions, without ``ndarray.min``/``sum``'s Python wrappers)
 _min, _sum = np.minimum.reduce, np.add.reduce
-#: arrays up to this size are reduced as Python lists (``_isum``, ``_imin``)
+#: arrays up to this size are reduced as Python lists (``isum``, ``_imin``)
 _SMALL = 64
 
 
-def _isum(a: np.ndarray) -> int:
+def isum(a: np.ndarray) -> int:
     """The sum of an integer array, exact: over a short one, Python's ``sum`` of its list (a numpy
     reduction of a few int32 costs ~1 us, mostly set-up)."""
     return sum(a.tolist()) if a.size <= _SMALL else int(_sum(a))
 
 
 def _imin(a: np.ndarray) -> int:
-    """The smallest element of a non-empty integer array (``_isum``'s short-array shortcut)."""
+    """The smallest element of a non-empty integer array (``isum``'s short-array shortcut)."""
     return min(a.tolist()) if a.size <= _SMALL else int(_min(a))
 #: up to this many streams finishing in one step are finished with Python ints (as ``Server._apply``)
 _FEW = 8
@@ -281,7 +281,7 @@ class DecodeRun:
                 self.kept = kept = server.run = run[keep]
                 if server._base_of is run:  # the streams' prompt-token sum (Server._cost)
                     base = st.s_base
-                    gone = sum([base.item(s) for s in few]) if few is not None else _isum(base[done])
+                    gone = sum([base.item(s) for s in few]) if few is not None else isum(base[done])
                     server._base_of, server._base_tokens = kept, server._base_tokens - gone
             else:
                 server.run = server.run[~st.s_done[server.run]]
@@ -310,7 +310,7 @@ class DecodeRun:
         blocks = gen + BLOCK_TOKENS  # ceil((gen + 1) / B): gen + 1 <= target for every stream kept
         blocks >>= _BLOCK_SHIFT
         np.maximum(blocks, held, out=blocks)
-        grow = _isum(blocks) - _isum(held)
+        grow = isum(blocks) - isum(held)
         if grow:
             if grow > kv.capacity_blocks - kv.used_blocks:
                 return None  # a preemption: the engine forms that step

@@ -122,7 +122,9 @@ class InstanceCost:
         self._decode_cost_model = replace(self.cost_model, dispatch_kernel="low_latency")
         lay = spec.layout
         lay.check(spec.model)
-        self._cached = lru_cache(maxsize=65536)(self._step_uncached) if cache_steps else self._step_uncached
+        # None: not cached here (a bound method kept on the instance would make it a reference cycle,
+        # freed only by a full collection of the garbage collector)
+        self._cached = lru_cache(maxsize=65536)(self._step_uncached) if cache_steps else None
         # the op lists of the blocks already built: a new shape rebuilds (and re-costs) only the
         # blocks whose inputs changed
         self._blocks = BlockMemo()
@@ -213,9 +215,15 @@ class InstanceCost:
                         target.comm_s + k * draft.comm_s, target.exposed_comm_s + k * draft.exposed_comm_s,
                         target.micro_batches, ops)
 
+    def release(self) -> None:
+        """Forget the op lists built so far (its ``BlockMemo``; a run that is over calls it, so they
+        are freed by their reference counts rather than a full garbage collection)."""
+        self._blocks.clear()
+
     def step(self, batch: BatchShape) -> StepCost:
         """StepCost of one step of ``batch`` (the whole instance's batch, all DP ranks)."""
-        return self._cached(batch)
+        cached = self._cached
+        return self._step_uncached(batch) if cached is None else cached(batch)
 
     def share_cost_models(self, prefill: CostModel, decode: CostModel,
                           blocks: BlockMemo | None = None) -> "InstanceCost":

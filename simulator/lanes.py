@@ -43,12 +43,12 @@ class RunLanes:
     def extend(self, run: np.ndarray, joiners) -> None:
         """``run`` is the aligned run with ``joiners`` (stream ids, RunState authoritative) appended."""
         st = self.st
-        if isinstance(joiners, (int, np.integer)):
-            self.gen = np.append(self.gen, st.s_gen[joiners])
-            self.target = np.append(self.target, st.s_target[joiners])
-            b = st.s_blocks.item(joiners)
-            self.blocks = np.append(self.blocks, b)
-            self.held_sum += b
+        if isinstance(joiners, (int, np.integer)):  # one joiner: its one-element slices appended
+            j = slice(joiners, joiners + 1)
+            self.gen = np.concatenate((self.gen, st.s_gen[j]))
+            self.target = np.concatenate((self.target, st.s_target[j]))
+            self.blocks = np.concatenate((self.blocks, st.s_blocks[j]))
+            self.held_sum += st.s_blocks.item(joiners)
         else:
             b = st.s_blocks.take(joiners)
             self.gen = np.concatenate((self.gen, st.s_gen.take(joiners)))
@@ -80,10 +80,12 @@ class RunLanes:
         np.subtract(now, self.st.s_last_emit_s.take(run[fresh:]), out=gaps[fresh:])
         return gaps
 
-    def drop(self, fin: np.ndarray, run: np.ndarray, now: float) -> np.ndarray:
-        """Write back the finishers ``fin`` (mask) as having emitted ``now``; returns their stream ids."""
+    def drop(self, fin: np.ndarray, run: np.ndarray, now: float, idx: np.ndarray | None = None) -> np.ndarray:
+        """Write back the finishers ``fin`` (mask; ``idx``: its nonzero positions, when known) as
+        having emitted ``now``; returns their stream ids."""
         st = self.st
-        idx = np.flatnonzero(fin)
+        if idx is None:
+            idx = fin.nonzero()[0]
         done = run.take(idx)
         b = self.blocks.take(idx)
         st.s_gen[done] = self.gen.take(idx)

@@ -226,6 +226,13 @@ class BlockMemo:
             cid = self._contexts[key] = len(self._contexts)
         return cid
 
+    def clear(self) -> None:
+        """Forget everything (a prepared context refers back to this memo: a memo let go of with
+        entries in it waits for a full collection of the garbage collector)."""
+        self._blocks.clear()
+        self._contexts.clear()
+        self._prepared.clear()
+
     def get(self, key: tuple, build: Callable[..., list[Op]], *args) -> tuple[Op, ...]:
         hit = self._blocks.get(key)
         if hit is None:
