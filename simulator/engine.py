@@ -36,7 +36,7 @@ import simpy
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
-from simulator.kv import BLOCK_TOKENS, KVBlocks, instance_kv_capacity_tokens
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -64,9 +64,6 @@ def _ceil_blocks(tokens):
     return (tokens + (BLOCK_TOKENS - 1)) // BLOCK_TOKENS
 
 
-#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
-_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
-assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: up to this many streams ending in one step are finished with Python ints, not array updates
 _FEW = 8
 #: up to this many streams of the lanes ending in one step are finished with Python ints
@@ -166,7 +163,7 @@ class Server:
             if st.s_done[r]:
                 return 0
             g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
-            return st.prompt_blocks_need[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT)
+            return st.prompt_blocks_need[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -178,7 +175,7 @@ class Server:
         st.prompt_blocks[r] = pb
         if st.samples == 1:
             g = st.s_gen.item(r)
-            st.s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
+            st.s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT
             self.kv.alloc(pb + sb)
             return 1
         live = st.live_streams(r)
@@ -313,13 +310,7 @@ class Server:
             while True:
                 gen, target = st.s_gen.take(run), st.s_target.take(run)  # take: a quicker gather
                 held = st.s_blocks.take(run)
-                # blocks each stream holds after this step: max(held, ceil(min(gen + k, target) / B)),
-                # in place (the tokens are >= 0: the shift is the floor division by B = 2**_BLOCK_SHIFT)
-                blocks = gen + k
-                np.minimum(blocks, target, out=blocks)
-                blocks += BLOCK_TOKENS - 1
-                blocks >>= _BLOCK_SHIFT
-                np.maximum(blocks, held, out=blocks)
+                blocks = blocks_after_step(gen, k, target, held)
                 grow = isum(blocks) - isum(held)  # integer sums: exact
                 if grow <= self.kv.free_blocks or run.size == 0:
                     break
@@ -339,11 +330,7 @@ class Server:
         if lanes.run is not run:
             lanes.load(run)
         gen, target = lanes.gen, lanes.target
-        blocks = gen + self.k  # as grow_decodes: max(held, ceil(min(gen + k, target) / B))
-        np.minimum(blocks, target, out=blocks)
-        blocks += BLOCK_TOKENS - 1
-        blocks >>= _BLOCK_SHIFT
-        np.maximum(blocks, lanes.blocks, out=blocks)
+        blocks = blocks_after_step(gen, self.k, target, lanes.blocks)
         grow = int(_sum(blocks)) - lanes.held_sum
         if grow > self.kv.free_blocks:
             lanes.flush()
@@ -863,7 +850,7 @@ class Server:
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
             g = s_gen.item(r)
-            s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _BLOCK_SHIFT
+            s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT
             used += pb + sb
             self.committed += live
             i = src.index

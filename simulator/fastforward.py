@@ -39,13 +39,10 @@ import numpy as np
 from simpy.events import NORMAL
 
 from simulator.batching import StepPlan
-from simulator.kv import BLOCK_TOKENS
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, blocks_after_step
 from simulator.policies import EXACT_BELOW, LOG_BUCKET_RATIO, bucket
 from simulator.steplog import CHUNK_ROWS, end_times
 
-#: BLOCK_TOKENS = 2**_BLOCK_SHIFT: a right shift is the floor division of the (non-negative) token counts
-_BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
-assert 1 << _BLOCK_SHIFT == BLOCK_TOKENS
 #: the smallest element and the sum (ufunc reductions, without ``ndarray.min``/``sum``'s Python wrappers)
 _min, _sum = np.minimum.reduce, np.add.reduce
 #: arrays up to this size are reduced as Python lists (``isum``, ``_imin``)
@@ -307,9 +304,7 @@ class DecodeRun:
             return None
         st, kv = server.st, server.kv
         held = st.s_blocks[kept]
-        blocks = gen + BLOCK_TOKENS  # ceil((gen + 1) / B): gen + 1 <= target for every stream kept
-        blocks >>= _BLOCK_SHIFT
-        np.maximum(blocks, held, out=blocks)
+        blocks = blocks_after_step(gen, 1, target, held)  # gen + 1 <= target for every stream kept
         grow = isum(blocks) - isum(held)
         if grow:
             if grow > kv.capacity_blocks - kv.used_blocks:
@@ -384,7 +379,7 @@ class DecodeRun:
             if new_used != kv.used_blocks:
                 kv.alloc(new_used - kv.used_blocks)
                 blocks = self.gen0 + (j + BLOCK_TOKENS)
-                blocks >>= _BLOCK_SHIFT
+                blocks >>= BLOCK_SHIFT
                 np.maximum(blocks, self.blocks0, out=blocks)
                 st.s_blocks[run] = blocks
         hits, codes = server.costs.hits, []

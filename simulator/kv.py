@@ -20,10 +20,29 @@ block is ignored).
 
 from __future__ import annotations
 
+import numpy as np
+
 from workloads.deployment_rules import pool_memory
 
 #: tokens per KV block: the paged-KV block of FlashMLA (block 64, its README) and SGLang/DeepSeek serving
 BLOCK_TOKENS = 64
+
+
+#: BLOCK_TOKENS = 2**BLOCK_SHIFT: a right shift is the floor division of (non-negative) token counts
+BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
+assert 1 << BLOCK_SHIFT == BLOCK_TOKENS
+
+
+def blocks_after_step(gen, tokens: int, target, held):
+    """KV blocks each decode stream holds after a step that generates ``tokens`` more (capped at its
+    ``target``): ``max(held, ceil(min(gen + tokens, target) / BLOCK_TOKENS))`` per stream, a new
+    integer array (the inputs are untouched; the counts are >= 0, so the shift is the floor division)."""
+    blocks = gen + tokens
+    np.minimum(blocks, target, out=blocks)
+    blocks += BLOCK_TOKENS - 1
+    blocks >>= BLOCK_SHIFT
+    np.maximum(blocks, held, out=blocks)
+    return blocks
 
 
 def blocks_for(tokens: int) -> int:
