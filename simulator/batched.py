@@ -16,10 +16,8 @@ import math
 
 import numpy as np
 
-from simulator.kv import BLOCK_TOKENS
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, stream_blocks
 
-#: BLOCK_TOKENS = 2**_SHIFT: a right shift is the floor division of (non-negative) token counts
-_SHIFT = BLOCK_TOKENS.bit_length() - 1
 #: fewer requests than this go through the per-request path
 MIN_BATCH = 4
 #: queued requests ``admit_many`` looks at (a prefill step of the H800 example admits ~20)
@@ -37,7 +35,7 @@ def _stream_blocks(gen: np.ndarray) -> np.ndarray:
     """Blocks of one-sample streams with ``gen`` generated tokens: ceil(max(gen, 1) / B)."""
     b = np.maximum(gen, 1)
     b += BLOCK_TOKENS - 1
-    b >>= _SHIFT
+    b >>= BLOCK_SHIFT
     return b
 
 
@@ -94,7 +92,6 @@ def admit_many(server, plan, budget: int) -> int:
     server.committed += k
     server.prefilling.extend(rs[:k])
     plan.chunks.extend(zip(rs[:k], lefts[:k].tolist()))
-    plan.extra_s += 0.0  # what _admit returns without a prefix cache
     return budget - int(cum_left[k - 1])
 
 
@@ -115,7 +112,7 @@ def admit_few(server, plan, budget: int) -> int:
             break
         g = s_gen.item(r)
         pb = need_of[r]
-        sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT  # Server.request_blocks
+        sb = stream_blocks(g)  # Server.request_blocks
         need = pb + sb
         left = target.item(r) - prefilled.item(r)
         if need > room or left > budget:
@@ -130,7 +127,6 @@ def admit_few(server, plan, budget: int) -> int:
         prefilling.append(r)
         if first:
             schedule_s[r] = now
-        plan.extra_s += 0.0
         chunks.append((r, left))
         budget -= left
         room -= need
@@ -167,7 +163,7 @@ def offer_few(server, rs: list[int], src) -> None:
             need = 0
         else:
             g = s_gen.item(r)
-            need = need_of[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> _SHIFT)
+            need = need_of[r] + stream_blocks(g)
         pending.append((r, src, need))
         total += need
     server.outstanding += len(rs)

@@ -36,7 +36,7 @@ import simpy
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
 from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
-from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens
+from simulator.kv import BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -163,7 +163,7 @@ class Server:
             if st.s_done[r]:
                 return 0
             g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
-            return st.prompt_blocks_need[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT)
+            return st.prompt_blocks_need[r] + stream_blocks(g)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -175,7 +175,7 @@ class Server:
         st.prompt_blocks[r] = pb
         if st.samples == 1:
             g = st.s_gen.item(r)
-            st.s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT
+            st.s_blocks[r] = sb = stream_blocks(g)
             self.kv.alloc(pb + sb)
             return 1
         live = st.live_streams(r)
@@ -850,7 +850,7 @@ class Server:
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
             g = s_gen.item(r)
-            s_blocks[r] = sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT
+            s_blocks[r] = sb = stream_blocks(g)
             used += pb + sb
             self.committed += live
             i = src.index

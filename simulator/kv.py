@@ -33,6 +33,12 @@ BLOCK_SHIFT = BLOCK_TOKENS.bit_length() - 1
 assert 1 << BLOCK_SHIFT == BLOCK_TOKENS
 
 
+def stream_blocks(gen: int) -> int:
+    """Blocks a one-sample stream with ``gen`` generated tokens holds: ``ceil(max(gen, 1) / BLOCK_TOKENS)``
+    (a stream holds a block from its first token on)."""
+    return 1 if gen <= BLOCK_TOKENS else (gen + BLOCK_TOKENS - 1) >> BLOCK_SHIFT
+
+
 def blocks_after_step(gen, tokens: int, target, held):
     """KV blocks each decode stream holds after a step that generates ``tokens`` more (capped at its
     ``target``): ``max(held, ceil(min(gen + tokens, target) / BLOCK_TOKENS))`` per stream, a new
