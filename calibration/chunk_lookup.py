@@ -36,7 +36,7 @@ import numpy as np
 
 from calibration.interp import interp1
 from calibration.table import Table, as_table
-from workloads.accounting import attention_pairs, causal_pairs_sum
+from workloads.pairs import attention_pairs, causal_pairs_sum
 
 CTX_TABLE = "attn_prefill_ctx_bf16"
 HEAD_KEYS = ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]

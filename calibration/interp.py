@@ -182,6 +182,54 @@ def _set_scipy_blas_threads(n: int) -> bool:
     return False
 
 
+_QHULL = "scipy.spatial._qhull"
+
+
+@lru_cache(maxsize=1)
+def _delaunay_class() -> type:
+    """``scipy.spatial.Delaunay``, the same class, loaded from its extension module alone.
+
+    ``import scipy.spatial`` also imports its k-d trees, ``scipy.sparse`` and ``scipy.special``,
+    none of which a triangulation uses (about 50 ms of CPU of a simulate process's start, bytecode
+    cached, on this project's 2-core machine). The module is registered under its own name, so a
+    later ``import scipy.spatial`` (``scipy.interpolate``, the fallback below) reuses it: the same
+    ``Delaunay`` class either way (``tests/test_step_cost_exactness.py``). Where scipy's layout
+    differs (no such file, a failed load), the package is imported as usual."""
+    module = sys.modules.get(_QHULL) or _extension_alone(_QHULL)
+    if module is not None:
+        return module.Delaunay
+    from scipy.spatial import Delaunay
+
+    return Delaunay
+
+
+def _extension_alone(name: str):
+    """Load the extension module ``name`` (``scipy.spatial._qhull``) from its package's folder
+    without running the package's ``__init__``; None where that cannot be done."""
+    import importlib.machinery
+    import importlib.util
+    import os
+
+    try:
+        import scipy
+
+        package, _, leaf = name.rpartition(".")
+        folder = os.path.join(os.path.dirname(scipy.__file__), *package.split(".")[1:])
+        spec = importlib.machinery.PathFinder.find_spec(name, [folder])
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    except Exception:  # noqa: BLE001 - any failure: the caller imports the package as usual
+        return None
+
+
 #: the tolerance of scipy's ``LinearNDInterpolator`` in its point-in-triangle tests (``100 * DBL_EPSILON``)
 _IN_TRIANGLE_EPS = 100 * sys.float_info.epsilon
 
@@ -198,9 +246,7 @@ class LinearTriangles:
     bit on every surface of the shipped profiles."""
 
     def __init__(self, points: np.ndarray, values: np.ndarray):
-        from scipy.spatial import Delaunay
-
-        self.tri = Delaunay(np.ascontiguousarray(points, dtype=np.float64))
+        self.tri = _delaunay_class()(np.ascontiguousarray(points, dtype=np.float64))
         self.values = np.ascontiguousarray(values, dtype=np.float64)
         # per triangle: its inverse transform (row-major) and offset, and its corners' values
         self._transforms = [tuple(t) for t in self.tri.transform.reshape(len(self.tri.simplices), 6).tolist()]

@@ -7,19 +7,16 @@
 * ``workloads.op``: the ``Op`` record shared with the simulator.
 """
 
-from workloads.accounting import (
-    accounting_table,
-    activated_params,
-    checkpoint_params,
-    kv_cache_bytes_per_token,
-    total_params,
-    training_flops_per_token,
-    weight_bytes,
-)
-from workloads.models import ModelConfig, UnknownModelError, get_model, list_models
-from workloads.op import Op
-from workloads.layout import Layout, ParallelismError
-from workloads.ops import BatchShape, step_ops, summarize_ops
+#: each public name -> the module that is its home; resolved on first use (PEP 562), so importing
+#: one submodule (``workloads.limits``, ``workloads.models``) does not import them all
+_HOME = {
+    "accounting_table": "accounting", "activated_params": "accounting", "checkpoint_params": "accounting",
+    "kv_cache_bytes_per_token": "accounting", "total_params": "accounting",
+    "training_flops_per_token": "accounting", "weight_bytes": "accounting",
+    "ModelConfig": "models", "UnknownModelError": "models", "get_model": "models", "list_models": "models",
+    "Op": "op", "Layout": "layout", "ParallelismError": "layout",
+    "BatchShape": "ops", "step_ops": "ops", "summarize_ops": "ops",
+}
 
 __all__ = [
     "get_model",
@@ -40,3 +37,11 @@ __all__ = [
     "summarize_ops",
     "Op",
 ]
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        from importlib import import_module
+
+        return getattr(import_module(f"workloads.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'workloads' has no attribute {name!r}")
