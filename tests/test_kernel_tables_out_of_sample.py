@@ -1,4 +1,5 @@
-"""torch._scaled_grouped_mm's configuration rule and the padded-rows lookup of grouped_mm_fp8."""
+"""Kernel tables against rows they never saw: torch._scaled_grouped_mm's configuration rule and the
+padded-rows lookup of grouped_mm_fp8 (with fresh H200 rows), and FlashMLA decode between the table's points."""
 
 from __future__ import annotations
 
@@ -96,3 +97,28 @@ def test_out_of_sample_routed_rows():
     errs = _fresh_rows("routed")
     assert len(errs) == 56
     assert statistics.median(errs) <= 0.08 and max(errs) <= 0.40
+
+
+def test_flashmla_lookup_out_of_sample():
+    """FlashMLA decode at batches and contexts between the shipped table's, and batches of spread
+    lengths read at their mean (tests/data/measured/flashmla_between_h200.csv; run log
+    benchmarks/device_runs/2026-12-02_flashmla_between_run_log.txt): median 4.4% / worst 18.5%
+    and 3.5% / 18.0% when measured."""
+    import csv
+    from pathlib import Path
+
+    from calibration.profile import load_profile
+    from workloads.op import MLA_DECODE, Op
+
+    p = load_profile("h200")
+    path = Path(__file__).parent / "data" / "measured" / "flashmla_between_h200.csv"
+    errs: dict[bool, list[float]] = {False: [], True: []}
+    for r in csv.DictReader(path.open()):
+        h, q, b, c, kv = int(r["heads_q"]), int(r["s_q"]), int(r["batch"]), int(r["context"]), int(r["kv_bytes"])
+        op = Op("attn", MLA_DECODE, {"batch": b, "context": c, "heads_q": h, "head_dim_qk": 576, "head_dim_v": 512},
+                2.0 * h * 1088 * b * q * c, b * q * h * 576 * 2 + kv, b * q * h * 512 * 2, dtype="bf16", layer="x",
+                meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla"})
+        errs[float(r["spread"]) > 0].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
+    assert len(errs[False]) == 60 and len(errs[True]) == 12
+    for e in errs.values():
+        assert statistics.median(e) <= 0.06 and max(e) <= 0.25
