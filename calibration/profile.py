@@ -87,6 +87,7 @@ from calibration.decode_lookup import (
 from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
 from calibration.deepgemm_lookup import DEEPGEMM_TABLE, EQUAL, DeepGemmTable
 from calibration.glue_lookup import GLUE_TABLE, GlueTable
+from calibration.grouped_tiles import TiledCurve
 from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
 from calibration.table import Table
 
@@ -226,7 +227,21 @@ class MeasuredProfile:
 
     @functools.cached_property
     def _ragged_fp8(self) -> dict:
-        return self._grouped_table(FP8_GROUPED_TABLE)
+        """``grouped_mm_fp8`` per (n, k) and groups, read per kernel configuration at the rows its
+        tiles pad to (``calibration.grouped_tiles``)."""
+        return self._tiled_fp8(pad=True)
+
+    @functools.cached_property
+    def _routed_fp8(self) -> dict:
+        """``grouped_mm_fp8`` for routed groups: per kernel configuration, at the mean rows."""
+        return self._tiled_fp8(pad=False)
+
+    def _tiled_fp8(self, pad: bool) -> dict:
+        gg = self.tables.get(FP8_GROUPED_TABLE)
+        return {} if gg is None else {
+            (int(n), int(k)): {int(g): TiledCurve(d2.floats("m_per_group").tolist(), d2.floats("seconds").tolist(),
+                                                  int(n), int(k), pad=pad) for g, d2 in d.groupby("groups")}
+            for (n, k), d in gg.groupby(["n", "k"])}
 
     @functools.cached_property
     def _sparse(self) -> SparseGroupedTable:
@@ -436,7 +451,7 @@ class MeasuredProfile:
             r = self._sparse.seconds(n, k, active, per_active)
             if r is not None:
                 return r[0], self._src(SPARSE_TABLE, r[1])
-        tables, name = (self._ragged_fp8, FP8_GROUPED_TABLE) if fp8 else (self._ragged, "grouped_mm_bf16")
+        tables, name = (self._routed_fp8, FP8_GROUPED_TABLE) if fp8 else (self._ragged, "grouped_mm_bf16")
         if not tables:
             return None
         g = max(active, 1.0)
