@@ -78,8 +78,18 @@ def _rgba(color: str, alpha: float) -> tuple[int, int, int, int]:
 def _text_size(draw, text: str, font) -> tuple[int, int]:
     """(width of ``text``, the font's line height): heights never depend on the text."""
     box = draw.textbbox((0, 0), text, font=font)
-    ascent, descent = font.getmetrics()
-    return box[2] - box[0], ascent + descent
+    metrics = getattr(font, "getmetrics", None)
+    return box[2] - box[0], (sum(metrics()) if metrics else draw.textbbox((0, 0), "Ag", font=font)[3])
+
+
+def _text(draw, xy: tuple[float, float], text: str, font, anchor: str = "lt") -> None:
+    """``text`` in black placed by ``anchor``: horizontal l/m/r, vertical t/m/d (top, middle,
+    bottom of the font's line). Placed here rather than by Pillow's anchors, which a bitmap
+    font (Pillow's fallback) does not support."""
+    w, h = _text_size(draw, text, font)
+    x = xy[0] - {"l": 0.0, "m": w / 2, "r": float(w)}[anchor[0]]
+    y = xy[1] - {"t": 0.0, "m": h / 2, "d": float(h)}[anchor[1]]
+    draw.text((x - draw.textbbox((0, 0), text, font=font)[0], y), text, fill="black", font=font)
 
 
 def scatter_png(series: list[tuple[str, list[float], list[float]]], line: tuple[str, list[float], list[float]] | None,
@@ -118,12 +128,12 @@ def scatter_png(series: list[tuple[str, list[float], list[float]]], line: tuple[
         X = sx(v)
         draw.line([(X, top), (X, bottom)], fill=grid, width=_px(0.8))
         draw.line([(X, bottom), (X, bottom + tick)], fill="black", width=_px(0.8))
-        draw.text((X, bottom + tick + _px(3.5)), s, fill="black", font=tick_font, anchor="mt")
+        _text(draw, (X, bottom + tick + _px(3.5)), s, tick_font, "mt")
     for v, s in zip(yt, ylabels):
         Y = sy(v)
         draw.line([(left, Y), (right, Y)], fill=grid, width=_px(0.8))
         draw.line([(left - tick, Y), (left, Y)], fill="black", width=_px(0.8))
-        draw.text((left - tick - _px(3.5), Y), s, fill="black", font=tick_font, anchor="rm")
+        _text(draw, (left - tick - _px(3.5), Y), s, tick_font, "rm")
     r = _px(1.7)
     for i, (_label_, xs, ys) in enumerate(series):
         fill = _rgba(COLORS[i % len(COLORS)], 0.35)
@@ -137,8 +147,8 @@ def scatter_png(series: list[tuple[str, list[float], list[float]]], line: tuple[
         for X, Y in pts:
             draw.ellipse([X - m, Y - m, X + m, Y + m], fill="black")
     draw.rectangle([left, top, right, bottom], outline="black", width=_px(0.8))
-    draw.text(((left + right) / 2, _px(8)), title, fill="black", font=title_font, anchor="mt")
-    draw.text(((left + right) / 2, h - _px(6)), xlabel, fill="black", font=label_font, anchor="md")
+    _text(draw, ((left + right) / 2, _px(8)), title, title_font, "mt")
+    _text(draw, ((left + right) / 2, h - _px(6)), xlabel, label_font, "md")
     _vertical_text(img, ylabel, label_font, _px(6), (top + bottom) // 2)
     entries = [(lab, COLORS[i % len(COLORS)], False) for i, (lab, _x, _y) in enumerate(series)]
     if line and line[1]:
@@ -159,7 +169,7 @@ def _vertical_text(img, text: str, font, x: int, yc: int) -> None:
     tw, th = _text_size(d, text, font)
     box = d.textbbox((0, 0), text, font=font)
     layer = Image.new("L", (tw + 4, th + 4), 0)
-    ImageDraw.Draw(layer).text((2 - box[0], 2 - box[1]), text, fill=255, font=font)
+    ImageDraw.Draw(layer).text((2 - box[0], 2), text, fill=255, font=font)
     layer = layer.rotate(90, expand=True)
     img.paste((0, 0, 0), (x, yc - layer.size[1] // 2), layer)
 
@@ -194,5 +204,5 @@ def _legend(draw, entries: list[tuple[str, str, bool]], font, axes: tuple, point
         else:
             m = _px(1.6)
         draw.ellipse([cx - m, cy - m, cx + m, cy + m], fill=_rgba(color, 1.0 if is_line else 0.5))
-        draw.text((bx + pad * 2 + mark, cy), lab, fill="black", font=font, anchor="lm")
+        _text(draw, (bx + pad * 2 + mark, cy), lab, font, "lm")
         y += th + gap * 2

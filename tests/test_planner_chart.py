@@ -81,3 +81,18 @@ def test_plot_pareto_needs_no_matplotlib():
     before = "matplotlib" in sys.modules
     draw_pareto(data)
     assert ("matplotlib" in sys.modules) == before
+
+
+def test_drawn_without_matplotlibs_font_and_with_a_bitmap_font(monkeypatch):
+    from PIL import ImageFont
+
+    from planner import chart
+
+    data = {"modes": {"disaggregated": [[1.0, 2.0, 3.0], [3.0, 4.0, 2.0]]}, "front": [[1.0, 2.0], [3.0, 4.0]],
+            "title": "t"}
+    monkeypatch.setattr(chart.importlib.util, "find_spec", lambda name: None)  # no matplotlib: Pillow's font
+    assert _img(draw_pareto(data)).size == (840, 600)
+    bitmap = getattr(ImageFont, "load_default_imagefont", None)
+    if bitmap is not None:  # Pillow's bitmap font (no anchors, no sizes): the text is still placed
+        monkeypatch.setattr(chart, "_font", lambda points: bitmap())
+        assert _img(draw_pareto(data)).size == (840, 600)
