@@ -70,6 +70,11 @@ def _limits(xs: list[float]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def _finite(xs, ys) -> tuple[list[float], list[float]]:
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
 def _rgba(color: str, alpha: float) -> tuple[int, int, int, int]:
     c = color.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), round(255 * alpha)
@@ -98,6 +103,9 @@ def scatter_png(series: list[tuple[str, list[float], list[float]]], line: tuple[
     ``COLORS`` order, ``line`` (label, xs, ys) as a black line with dots over them."""
     from PIL import Image, ImageDraw
 
+    series = [(lab, *_finite(xs, ys)) for lab, xs, ys in series]  # as matplotlib, NaN and inf points left out
+    if line is not None:
+        line = (line[0], *_finite(line[1], line[2]))
     w, h = round(size_in[0] * _DPI) * _SS, round(size_in[1] * _DPI) * _SS
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img, "RGBA")

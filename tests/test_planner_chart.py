@@ -96,3 +96,11 @@ def test_drawn_without_matplotlibs_font_and_with_a_bitmap_font(monkeypatch):
     if bitmap is not None:  # Pillow's bitmap font (no anchors, no sizes): the text is still placed
         monkeypatch.setattr(chart, "_font", lambda points: bitmap())
         assert _img(draw_pareto(data)).size == (840, 600)
+
+
+def test_non_finite_points_are_left_out():
+    data = {"modes": {"disaggregated": [[1.0, float("nan"), 3.0, float("inf")], [3.0, 4.0, 2.0, 1.0]]},
+            "front": [[1.0, 3.0], [3.0, 2.0]], "title": "t"}
+    clean = {"modes": {"disaggregated": [[1.0, 3.0], [3.0, 2.0]]}, "front": [[1.0, 3.0], [3.0, 2.0]], "title": "t"}
+    assert draw_pareto(data) == draw_pareto(clean)
+    assert _img(draw_pareto({"modes": {"x": [[float("nan")], [1.0]]}, "front": [[], []], "title": "t"})).size == (840, 600)
