@@ -29,14 +29,22 @@ def _px(points: float) -> int:
     return max(1, round(points * _DPI / 72.0 * _SS))
 
 
-def _font(points: float):
-    from PIL import ImageFont
-
+def _matplotlib_font() -> Path | None:
+    """matplotlib's DejaVu Sans file, found without importing matplotlib (None without it)."""
     spec = importlib.util.find_spec("matplotlib")
     for root in (spec.submodule_search_locations or []) if spec else []:
         path = Path(root) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         if path.is_file():
-            return ImageFont.truetype(str(path), _px(points))
+            return path
+    return None
+
+
+def _font(points: float):
+    from PIL import ImageFont
+
+    path = _matplotlib_font()
+    if path is not None:
+        return ImageFont.truetype(str(path), _px(points))
     try:
         return ImageFont.load_default(size=_px(points))
     except TypeError:  # Pillow < 10.1: a fixed bitmap font

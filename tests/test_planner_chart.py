@@ -90,7 +90,7 @@ def test_drawn_without_matplotlibs_font_and_with_a_bitmap_font(monkeypatch):
 
     data = {"modes": {"disaggregated": [[1.0, 2.0, 3.0], [3.0, 4.0, 2.0]]}, "front": [[1.0, 2.0], [3.0, 4.0]],
             "title": "t"}
-    monkeypatch.setattr(chart.importlib.util, "find_spec", lambda name: None)  # no matplotlib: Pillow's font
+    monkeypatch.setattr(chart, "_matplotlib_font", lambda: None)  # no matplotlib: Pillow's font
     assert _img(draw_pareto(data)).size == (840, 600)
     bitmap = getattr(ImageFont, "load_default_imagefont", None)
     if bitmap is not None:  # Pillow's bitmap font (no anchors, no sizes): the text is still placed
