@@ -338,11 +338,11 @@ def report_page(outcome: Outcome) -> str:
 
 
 def plot_helper() -> Any:
-    """A ``clustersim.plotproc.PlotProcess`` (started now: it imports matplotlib while a plan
-    runs; give it to ``save_outputs``, ``close()`` it after), or None without matplotlib."""
+    """A ``clustersim.plotproc.PlotProcess`` (started now: it starts and imports Pillow while a
+    plan runs; give it to ``save_outputs``, ``close()`` it after), or None without Pillow."""
     from clustersim import outputs
 
-    if not outputs.can_plot():
+    if not outputs.can_draw_pareto():
         return None
     from clustersim.plotproc import PlotProcess
 

@@ -140,8 +140,8 @@ def _save(out_dir: Any, outcome: Any, report: bool, **plan_options: Any) -> None
 
 @contextmanager
 def _plotter(out_dir: Any, doc: Any) -> Iterator[Any]:
-    """With ``--out`` on a serving plan, ``api.plot_helper``: a process that imports matplotlib
-    while the plan runs and draws pareto.png; None otherwise."""
+    """With ``--out`` on a serving plan, ``api.plot_helper``: a process that starts while the
+    plan runs and draws pareto.png; None otherwise."""
     from clustersim import api
 
     helper = api.plot_helper() if out_dir is not None and getattr(doc, "kind", None) != "training" else None

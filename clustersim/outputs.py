@@ -179,7 +179,13 @@ def write_table_csv(table: Any, path: Path) -> None:
 
 
 def can_plot() -> bool:
+    """Whether the what-if sweep and comparison PNGs can be drawn (matplotlib)."""
     return importlib.util.find_spec("matplotlib") is not None
+
+
+def can_draw_pareto() -> bool:
+    """Whether a plan's ``pareto.png`` can be drawn (Pillow: ``planner.chart``)."""
+    return importlib.util.find_spec("PIL") is not None
 
 
 def write_simulation(out: OutputDir, kind: str, result: Any, summary: dict, trace: bool = False,
@@ -225,7 +231,7 @@ def write_plan(out: OutputDir, result: Any, plot: bool = True, report: str | Non
     ``plotter``: a ``clustersim.plotproc.PlotProcess`` that draws the PNG while the rest is
     written (else, or when it fails, it is drawn here)."""
     best = result.best_yaml()
-    plot = plot and len(result.pareto) > 0 and can_plot()  # no feasible layout: nothing to plot (the CLI says why)
+    plot = plot and len(result.pareto) > 0 and can_draw_pareto()  # no feasible layout: nothing to plot (the CLI says why)
     planned = ["ranked.parquet", "ranked.csv", "pareto.csv", "plan.json"] + \
         (["best_deployment.yaml"] if best else []) + (["pareto.png"] if plot else []) + ([REPORT] if report else [])
     out.begin(PLAN_FILES, planned)

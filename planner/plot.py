@@ -1,4 +1,5 @@
-"""PNG plots of planner results (matplotlib, imported lazily; the ``plot`` extra).
+"""PNG plots of planner results: the Pareto figure with Pillow (``planner.chart``), the what-if
+sweep and comparison with matplotlib (imported lazily; the ``plot`` extra, which brings Pillow).
 
 Each function draws one figure and returns it as PNG bytes; the facade writes them
 (``clustersim.outputs``). Nothing here is imported by ``planner.plan``.
@@ -27,8 +28,11 @@ def _plt():
 
 
 def ready() -> None:
-    """Import matplotlib now (``clustersim.plotproc``'s helper does it while a plan runs)."""
-    _plt()
+    """Import what ``draw_pareto`` needs now (Pillow; ``clustersim.plotproc``'s helper does it
+    while a plan runs)."""
+    import PIL.Image  # noqa: F401
+    import PIL.ImageDraw  # noqa: F401
+    import PIL.ImageFont  # noqa: F401
 
 
 def _png(plt, fig) -> bytes:
@@ -57,23 +61,14 @@ def pareto_data(result, max_points: int = 5000) -> dict:
 
 
 def draw_pareto(data: dict) -> bytes:
-    """``pareto_data``'s figure as PNG bytes (``clustersim.plotproc`` draws it in a helper process)."""
-    import numpy as np
+    """``pareto_data``'s figure as PNG bytes, drawn with Pillow (``planner.chart``: no
+    matplotlib; ``clustersim.plotproc`` draws it in a helper process)."""
+    from planner.chart import scatter_png
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for mode, (x, y) in data["modes"].items():
-        # arrays, not lists: matplotlib checks a list's masks one element at a time (~40% of the draw)
-        ax.scatter(np.asarray(x, dtype=float), np.asarray(y, dtype=float), s=6, alpha=0.35, label=mode)
-    if data["front"][0]:
-        ax.plot(data["front"][0], data["front"][1], "k.-", label="Pareto front")
-    ax.set_xlabel("output tokens/s per user")
-    ax.set_ylabel("output tokens/s per device")
-    ax.set_title(data["title"], fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _png(plt, fig)
+    front = data["front"]
+    return scatter_png([(mode, x, y) for mode, (x, y) in data["modes"].items()],
+                       ("Pareto front", front[0], front[1]) if front[0] else None,
+                       "output tokens/s per user", "output tokens/s per device", data["title"])
 
 
 def plot_pareto(result, max_points: int = 5000) -> bytes:

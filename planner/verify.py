@@ -166,11 +166,14 @@ def verify_batch(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
 def verify_parts(cfg, ctx: PlanContext, items: list[tuple]) -> list[dict]:
     """``verify_part`` over ``items`` of (part, layout, point id, analytic row, seed), sharing
     one step-cost cache, which a pool worker process keeps for its next task
-    (``planner.analytic.worker_evaluator``)."""
+    (``planner.analytic.worker_evaluator``); the runs go with the collector as
+    ``planner.executors.worker_heap`` leaves it (off, nothing frozen)."""
     from planner.analytic import worker_evaluator
+    from planner.executors import worker_heap
 
     ev = worker_evaluator(ctx)
-    return [verify_part(cfg, ctx, *item, evaluator=ev) for item in items]
+    with worker_heap():
+        return [verify_part(cfg, ctx, *item, evaluator=ev) for item in items]
 
 
 def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, analytic: dict, seed: int,
