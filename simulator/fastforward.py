@@ -370,9 +370,13 @@ class DecodeRun:
             grows_at = self.grows_at
             grown = _grown_at(grows_at, j)
             if grown != _grown_at(grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
-                # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
-                used = used + (len(grows_at) * _STEP_Q[lo:j + 1] + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
-                new_used = used.item(-1)
+                if j - lo < _SMALL:  # a few steps: ``_grown_at`` each, as Python ints
+                    used = [used + _grown_at(grows_at, s) for s in range(lo, j + 1)]
+                    new_used = used[-1]
+                else:  # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
+                    used = used + (len(grows_at) * _STEP_Q[lo:j + 1]
+                                   + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
+                    new_used = used.item(-1)
             else:
                 used += grown
                 new_used = used

@@ -91,7 +91,7 @@ class StepCostCache:
     increment per step, nothing more in the hot loop).
     """
 
-    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses", "hits", "details")
+    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses", "hits", "details", "_fine", "_coarse")
 
     def __init__(self, cost_fn: Callable[[BatchShape], tuple], decode_new_tokens: int = 1):
         self._cost_fn = cost_fn
@@ -100,15 +100,29 @@ class StepCostCache:
         self.misses = 0
         self.hits: dict[tuple, int] = {}
         self.details: dict[tuple, Any] = {}
+        # ``bucket`` of the integer counts (streams, chunk tokens; chunks on the coarse grid), memoised:
+        # a pure function of the value, few distinct values in a run
+        self._fine: dict[int, int] = {}
+        self._coarse: dict[int, int] = {}
 
     def cost(self, n_dec: int, dec_ctx: float, n_chunks: int, chunk_tokens: int, chunk_ctx: float) -> tuple[float, float, float]:
+        fine = self._fine
+        bn = fine.get(n_dec)
+        if bn is None:
+            bn = fine[n_dec] = bucket(n_dec)
         if n_chunks == 0:
-            key: tuple = ("d", bucket(n_dec), bucket(dec_ctx))
-        elif n_dec == 0:
-            key = ("p", bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens), bucket(chunk_ctx, 32, _LOG_CTX))
+            key: tuple = ("d", bn, bucket(dec_ctx))
         else:
-            key = ("m", bucket(n_dec), bucket(dec_ctx), bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens),
-                   bucket(chunk_ctx, 32, _LOG_CTX))
+            bt = fine.get(chunk_tokens)
+            if bt is None:
+                bt = fine[chunk_tokens] = bucket(chunk_tokens)
+            bk = self._coarse.get(n_chunks)
+            if bk is None:
+                bk = self._coarse[n_chunks] = bucket(n_chunks, 4, _LOG_COARSE)
+            if n_dec == 0:
+                key = ("p", bk, bt, bucket(chunk_ctx, 32, _LOG_CTX))
+            else:
+                key = ("m", bn, bucket(dec_ctx), bk, bt, bucket(chunk_ctx, 32, _LOG_CTX))
         hit = self._cache.get(key)
         if hit is None:
             self.misses += 1
