@@ -216,7 +216,7 @@ class DecodeRun:
         # token gen0 + j + 1 starts block B + 1 (its first growth, 1..BLOCK_TOKENS: grow_decodes
         # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
         # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
-        blocks0 = st.s_blocks[run]
+        blocks0 = st.s_blocks[run] if plan.blocks is None else plan.blocks
         k = BLOCK_TOKENS * blocks0
         k -= gen0
         k.sort()
@@ -238,10 +238,12 @@ class DecodeRun:
         self.key_runs = keys
         self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
         # when every stream of step 0 last emitted at one time (the usual case), that time as a float
-        last_emit0 = st.s_last_emit_s[run]
-        emits = last_emit0.tolist()
-        if emits.count(emits[0]) == len(emits):
-            last_emit0 = emits[0]
+        last_emit0 = plan.emitted_s
+        if last_emit0 is None:
+            last_emit0 = st.s_last_emit_s[run]
+            emits = last_emit0.tolist()
+            if emits.count(emits[0]) == len(emits):
+                last_emit0 = emits[0]
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, last_emit0
         self.target, self.left0, self.finish_step = target, left0, finish_step
         if extended:
@@ -313,6 +315,8 @@ class DecodeRun:
             st.s_blocks[kept] = blocks
         plan = StepPlan(kept)
         plan.gen, plan.target = gen, target
+        # every stream kept emitted now (``apply_last``), and holds ``blocks`` (a fresh array)
+        plan.emitted_s, plan.blocks = float(server.sim.env.now), blocks
         return plan
 
     # ------------------------------------------------------------------ committing
@@ -322,10 +326,12 @@ class DecodeRun:
         if j > self.cursor:
             self._commit(j)
 
-    def finish(self) -> None:
-        """Commit every step of the run (the engine then applies step ``end``)."""
+    def finish(self, closing: bool = False) -> None:
+        """Commit every step of the run (the engine then applies step ``end``). ``closing``: the caller
+        applies step ``end`` at once with ``apply_last`` (nothing runs in between), which writes every
+        stream's generated tokens and last emission time: the commit leaves those two to it."""
         if self.end > self.cursor:
-            self._commit(self.end)
+            self._commit(self.end, not closing)
 
     def cut(self, now_s: float) -> bool:
         """An arrival at ``now_s`` for this server: the run ends with the step in flight. Returns
@@ -337,8 +343,9 @@ class DecodeRun:
         self.end = self.cursor
         return True
 
-    def _commit(self, j: int) -> None:
-        """Form steps cursor+1..j and apply steps cursor..j-1."""
+    def _commit(self, j: int, write_state: bool = True) -> None:
+        """Form steps cursor+1..j and apply steps cursor..j-1 (``write_state`` False: the streams'
+        generated tokens and last emission times are left to ``apply_last``, called next)."""
         server, run, n = self.server, self.run, self.n
         sim, st = server.sim, server.st
         i0, t = self.cursor, self.t
@@ -360,8 +367,9 @@ class DecodeRun:
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = itl.item(0)
                 itl = itl[1:]
-        st.s_gen[run] = self.gen0 + j
-        st.s_last_emit_s[run] = t.item(j)
+        if write_state:
+            st.s_gen[run] = self.gen0 + j
+            st.s_last_emit_s[run] = t.item(j)
         # formations i0+1..j: KV, records, cache hits
         kv, grows = server.kv, self.grows
         lo = i0 + 1

@@ -79,7 +79,9 @@ def shape_of(key: tuple, decode_new_tokens: int) -> BatchShape:
     _, n, dctx, k, tokens, pctx = key
     new = (decode_new_tokens,) * n + _even(max(tokens, k), k)
     ctx = (dctx,) * n + (pctx,) * k
-    return BatchShape(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
+    # valid by construction (Python ints, n + k of each, new >= 1, context >= 0): the validated model's
+    # fields, without re-checking them (``tests/test_hot_path_exactness.py`` compares both)
+    return BatchShape.model_construct(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
 
 
 class StepCostCache:
@@ -133,6 +135,20 @@ class StepCostCache:
             self.hits[key] = 0
         self.hits[key] += 1
         return hit
+
+    def decode(self, n_dec: int, dec_ctx: float) -> tuple[tuple, tuple[float, float, float]]:
+        """``cost(n_dec, dec_ctx, 0, 0, 0.0)`` of a decode-only step (``n_dec`` >= 1), with its key:
+        (key, cost)."""
+        fine = self._fine
+        bn = fine.get(n_dec)
+        if bn is None:
+            bn = fine[n_dec] = bucket(n_dec)
+        key = ("d", bn, bucket(dec_ctx))
+        hit = self._cache.get(key)
+        if hit is None:
+            return key, self.cost(n_dec, dec_ctx, 0, 0, 0.0)  # the miss, as ``cost`` makes it
+        self.hits[key] += 1
+        return key, hit
 
     def detail_totals(self) -> dict:
         """The shapes' ``detail`` mappings summed over every step costed (values x steps)."""
