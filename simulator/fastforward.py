@@ -118,11 +118,21 @@ def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int,
     with ``total0`` context tokens at step 0, up to ``last`` or the step before the first whose cost
     is not cached (the stepping engine's miss, made when it would be). The mean context of step
     ``j`` is ``(total0 + j n) / n``, as ``Server._cost`` computes it."""
-    cache, bn = costs._cache, bucket(n)
+    if last < 1:
+        return []
+    cache = costs._cache
+    bn = costs._fine.get(n)  # ``bucket(n)``, memoised by the cache (``StepCostCache.cost``)
+    if bn is None:
+        bn = bucket(n)
 
     def ctx_of(j: int) -> float:
         return (total0 + j * n) / n  # exact integers, one correctly rounded division: numpy's value
 
+    b = bucket((total0 + n) / n)
+    if bucket((total0 + last * n) / n) == b:  # the usual run: one key for steps 1..last (the bucket is monotone)
+        key = ("d", bn, b)
+        hit = cache.get(key)
+        return [] if hit is None else [(1, last, key, hit)]
     out = []
     j = 1
     while j <= last:
@@ -378,13 +388,9 @@ class DecodeRun:
             grows_at = self.grows_at
             grown = _grown_at(grows_at, j)
             if grown != _grown_at(grows_at, i0):  # growth within i0+1..j: the blocks in use step by step
-                if j - lo < _SMALL:  # a few steps: ``_grown_at`` each, as Python ints
-                    used = [used + _grown_at(grows_at, s) for s in range(lo, j + 1)]
-                    new_used = used[-1]
-                else:  # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
-                    used = used + (len(grows_at) * _STEP_Q[lo:j + 1]
-                                   + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
-                    new_used = used.item(-1)
+                # (``_grown`` at steps lo..j, their quotients and remainders by BLOCK_TOKENS sliced)
+                used = used + (len(grows_at) * _STEP_Q[lo:j + 1] + grows.searchsorted(_STEP_R[lo:j + 1], side="right"))
+                new_used = used.item(-1)
             else:
                 used += grown
                 new_used = used

@@ -134,7 +134,7 @@ class StepLog:
                      flagged: bool) -> int:
         """Add ``len(time_s)`` rows of known shape codes (``codes``: (code, rows) in row order;
         ``code``) whose ``itl_add_s`` are ``itl_add_s`` and then one 0.0 (``len(time_s) - 1``
-        values), KV blocks in use one int for every row, a list of ints or an integer array; returns the first
+        values), KV blocks in use one int for every row or an integer array; returns the first
         row's index. ``time_s`` and ``itl_add_s``: contiguous float64 (a run of decode steps:
         ``fastforward``)."""
         first = len(self.time_s)
@@ -147,8 +147,6 @@ class StepLog:
         self.itl_add_s.append(0.0)
         if isinstance(kv_used_blocks, (int, np.integer)):
             self.kv.extend(array("i", (int(kv_used_blocks),)) * n)
-        elif type(kv_used_blocks) is list:  # Python ints, one a row
-            self.kv.extend(kv_used_blocks)
         else:
             # blocks in use never exceed the capacity, which ``table`` checks fits int32
             self.kv.frombytes(kv_used_blocks.astype(np.int32).tobytes())
