@@ -145,7 +145,7 @@ class StepLog:
         self.time_s.frombytes(_raw(time_s))
         self.itl_add_s.frombytes(_raw(itl_add_s))
         self.itl_add_s.append(0.0)
-        if isinstance(kv_used_blocks, (int, np.integer)):
+        if type(kv_used_blocks) is int or isinstance(kv_used_blocks, np.integer):
             self.kv.extend(array("i", (int(kv_used_blocks),)) * n)
         else:
             # blocks in use never exceed the capacity, which ``table`` checks fits int32
