@@ -258,7 +258,7 @@ class Server:
             self.segment = run
             yield timeout_at(env, run.end_s)  # a cut moves this wait to the new end (``enqueue``)
             self.segment = None
-            run.finish(self._chain)  # chained: ``_loop`` applies the last step next (``apply_last``)
+            run.finish()
 
     def _join(self) -> None:
         """Streams whose prefill or KV transfer finished join the running decode streams."""

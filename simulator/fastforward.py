@@ -186,7 +186,7 @@ class DecodeRun:
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
                  "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at",
-                 "gen_end", "keep", "kept")
+                 "gen_end", "keep", "kept", "deferred")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
@@ -194,6 +194,10 @@ class DecodeRun:
         self.keep = self.kept = None  # apply_last: the streams that did not finish (mask, ids)
         self.cut_done = False
         self.pending_row = row0  # the row of the step formed last (its apply may still be internal)
+        # an extended run of a chained server (``Server._loop``: its last step is applied by ``apply_last``,
+        # which writes every stream's generated tokens and last emission time, and nothing else reads
+        # those of its streams before): commits leave those two columns to it
+        self.deferred = extended and server._chain
 
     @property
     def end_s(self) -> float:
@@ -336,12 +340,10 @@ class DecodeRun:
         if j > self.cursor:
             self._commit(j)
 
-    def finish(self, closing: bool = False) -> None:
-        """Commit every step of the run (the engine then applies step ``end``). ``closing``: the caller
-        applies step ``end`` at once with ``apply_last`` (nothing runs in between), which writes every
-        stream's generated tokens and last emission time: the commit leaves those two to it."""
+    def finish(self) -> None:
+        """Commit every step of the run (the engine then applies step ``end``)."""
         if self.end > self.cursor:
-            self._commit(self.end, not closing)
+            self._commit(self.end)
 
     def cut(self, now_s: float) -> bool:
         """An arrival at ``now_s`` for this server: the run ends with the step in flight. Returns
@@ -353,9 +355,9 @@ class DecodeRun:
         self.end = self.cursor
         return True
 
-    def _commit(self, j: int, write_state: bool = True) -> None:
-        """Form steps cursor+1..j and apply steps cursor..j-1 (``write_state`` False: the streams'
-        generated tokens and last emission times are left to ``apply_last``, called next)."""
+    def _commit(self, j: int) -> None:
+        """Form steps cursor+1..j and apply steps cursor..j-1 (a ``deferred`` run leaves the streams'
+        generated tokens and last emission times to its last commit's ``apply_last``)."""
         server, run, n = self.server, self.run, self.n
         sim, st = server.sim, server.st
         i0, t = self.cursor, self.t
@@ -377,7 +379,7 @@ class DecodeRun:
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = itl.item(0)
                 itl = itl[1:]
-        if write_state:
+        if not self.deferred:
             st.s_gen[run] = self.gen0 + j
             st.s_last_emit_s[run] = t.item(j)
         # formations i0+1..j: KV, records, cache hits
