@@ -54,9 +54,11 @@ class StepPlan:
     (``extra_s``: swap copies); ``row``: the step's record in the run's step log and ``dec_tokens``
     the decode streams' context tokens, once costed; ``gen``/``target``: the streams' generated and
     target tokens when ``grow_decodes`` formed the step (None: not gathered; nothing else changes
-    them before the step is applied)."""
+    them before the step is applied); ``emitted_s``/``blocks``: when every stream last emitted at one
+    time, that time, and the streams' KV blocks, when the step was formed knowing them
+    (``fastforward.DecodeRun.form_next``; None: read from ``RunState``)."""
 
-    __slots__ = ("run", "chunks", "swapins", "extra_s", "row", "dec_tokens", "gen", "target")
+    __slots__ = ("run", "chunks", "swapins", "extra_s", "row", "dec_tokens", "gen", "target", "emitted_s", "blocks")
 
     def __init__(self, run: np.ndarray = NO_STREAMS):
         self.run = run
@@ -66,6 +68,7 @@ class StepPlan:
         self.row = -1
         self.dec_tokens = 0
         self.gen = self.target = None
+        self.emitted_s = self.blocks = None
 
     @property
     def empty(self) -> bool:

@@ -202,8 +202,8 @@ class Server:
         # a run's last step is applied (and, when nothing else waits, the next step formed) in closed
         # form (``DecodeRun.apply_last``, ``form_next``) when nothing else acts at a finish: one
         # sample, no trace, sessions or prefix cache
-        chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
-                 and sim.prefix is None and not sim.first_finish)
+        chain = self._chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
+                               and sim.prefix is None and not sim.first_finish)
         plan = None
         while True:
             if plan is None:
@@ -459,6 +459,8 @@ class Server:
         sim, st = self.sim, self.st
         run, chunks = plan.run, plan.chunks
         n_dec, k = int(run.size), self.k
+        if n_dec and not chunks and not plan.extra_s:
+            return self._cost_decode(plan, run, n_dec)
         ctoks = sum(c for _, c in chunks)
         if len(chunks) < _FEW_CHUNKS:
             cached, prefilled = st.cached, st.prefilled
@@ -482,6 +484,26 @@ class Server:
         dt = secs + plan.extra_s
         plan.row = sim.log.append(sim.env.now, self.index, n_dec + len(chunks), n_dec, ctoks, n_dec * k + ctoks, dt,
                                   self.kv.used_blocks, comp, comm)
+        return dt
+
+    def _cost_decode(self, plan: StepPlan, run: np.ndarray, n_dec: int) -> float:
+        """``_cost`` of a decode-only step with nothing charged on top (the same key, cost and row):
+        its row logged by the shape code of its cost key (``StepLog.decode_code``)."""
+        sim, st = self.sim, self.st
+        if run is not self._base_of:  # the streams' prompt tokens change only with the streams
+            self._base_of, self._base_tokens = run, isum(st.s_base[run])
+        gen = plan.gen if plan.gen is not None else st.s_gen[run]
+        plan.dec_tokens = dec_tokens = self._base_tokens + isum(gen)
+        key, hit = self.costs.decode(n_dec, float(dec_tokens) / n_dec)
+        secs = hit[0]
+        log = sim.log
+        if secs > 0.0:  # secs + 0.0 is secs, sign included: the row ``append`` would log
+            plan.row = log.append_coded(sim.env.now, log.decode_code(self.index, n_dec, self.k, key, hit),
+                                        self.kv.used_blocks)
+            return secs
+        dt = secs + plan.extra_s
+        plan.row = log.append(sim.env.now, self.index, n_dec, n_dec, 0, n_dec * self.k, dt, self.kv.used_blocks,
+                              hit[1], hit[2])
         return dt
 
     # ------------------------------------------------------------------ applying a step
@@ -1173,12 +1195,15 @@ _STATE_DONE = ("s_req", "s_base", "s_blocks", "s_last_emit_s", "s_done", "prefil
 def _op_seconds(cost, keys: dict) -> dict:
     """A step's operator seconds (one device, before overlap) by (source family, op kind):
     ``profile``, ``transfer``, ``roofline``, ``published``, ``model`` (collectives, dispatch).
-    ``keys``: the run's key tuples, reused (a run keeps one such dict per cost-cache miss: thousands)."""
+    ``keys``: the run's key tuples, reused (a run keeps one such dict per cost-cache miss: thousands),
+    and, under (source, kind, None), the key of each source and kind met."""
     out: dict = {}
     for o in cost.ops:
-        key = (o.source.split(":", 1)[0], o.kind)
-        key = keys.setdefault(key, key)
-        out[key] = out.get(key, 0.0) + o.total_s
+        key = keys.get((o.source, o.kind, None))  # the run's key of this source and kind, found before
+        if key is None:
+            key = (o.source.split(":", 1)[0], o.kind)
+            key = keys[(o.source, o.kind, None)] = keys.setdefault(key, key)
+        out[key] = out.get(key, 0.0) + o.seconds * o.count  # OpCost.total_s
     return out
 
 

@@ -118,11 +118,21 @@ def _cached_steps(costs, n: int, total0: int, last: int) -> list[tuple[int, int,
     with ``total0`` context tokens at step 0, up to ``last`` or the step before the first whose cost
     is not cached (the stepping engine's miss, made when it would be). The mean context of step
     ``j`` is ``(total0 + j n) / n``, as ``Server._cost`` computes it."""
-    cache, bn = costs._cache, bucket(n)
+    if last < 1:
+        return []
+    cache = costs._cache
+    bn = costs._fine.get(n)  # ``bucket(n)``, memoised by the cache (``StepCostCache.cost``)
+    if bn is None:
+        bn = bucket(n)
 
     def ctx_of(j: int) -> float:
         return (total0 + j * n) / n  # exact integers, one correctly rounded division: numpy's value
 
+    b = bucket((total0 + n) / n)
+    if bucket((total0 + last * n) / n) == b:  # the usual run: one key for steps 1..last (the bucket is monotone)
+        key = ("d", bn, b)
+        hit = cache.get(key)
+        return [] if hit is None else [(1, last, key, hit)]
     out = []
     j = 1
     while j <= last:
@@ -176,7 +186,7 @@ class DecodeRun:
 
     __slots__ = ("server", "run", "n", "t", "key_runs", "gen0", "blocks0", "last_emit0", "row0", "end",
                  "cursor", "extended", "cut_done", "pending_row", "used0", "grows", "target", "left0", "finish_step", "grows_at",
-                 "gen_end", "keep", "kept")
+                 "gen_end", "keep", "kept", "deferred")
 
     def __init__(self, server, run: np.ndarray, row0: int, extended: bool):
         self.server, self.run, self.n, self.row0, self.extended = server, run, int(run.size), row0, extended
@@ -184,6 +194,10 @@ class DecodeRun:
         self.keep = self.kept = None  # apply_last: the streams that did not finish (mask, ids)
         self.cut_done = False
         self.pending_row = row0  # the row of the step formed last (its apply may still be internal)
+        # an extended run of a chained server (``Server._loop``: its last step is applied by ``apply_last``,
+        # which writes every stream's generated tokens and last emission time, and nothing else reads
+        # those of its streams before): commits leave those two columns to it
+        self.deferred = extended and server._chain
 
     @property
     def end_s(self) -> float:
@@ -216,7 +230,7 @@ class DecodeRun:
         # token gen0 + j + 1 starts block B + 1 (its first growth, 1..BLOCK_TOKENS: grow_decodes
         # reserved step 0's), then every BLOCK_TOKENS steps; ``grows``: the first growths, sorted
         # (the blocks in use at step j are ``used0`` + ``_grown(grows, j)``), empty when none is due
-        blocks0 = st.s_blocks[run]
+        blocks0 = st.s_blocks[run] if plan.blocks is None else plan.blocks
         k = BLOCK_TOKENS * blocks0
         k -= gen0
         k.sort()
@@ -238,10 +252,12 @@ class DecodeRun:
         self.key_runs = keys
         self.used0, self.grows, self.grows_at = kv.used_blocks, k, grows_at
         # when every stream of step 0 last emitted at one time (the usual case), that time as a float
-        last_emit0 = st.s_last_emit_s[run]
-        emits = last_emit0.tolist()
-        if emits.count(emits[0]) == len(emits):
-            last_emit0 = emits[0]
+        last_emit0 = plan.emitted_s
+        if last_emit0 is None:
+            last_emit0 = st.s_last_emit_s[run]
+            emits = last_emit0.tolist()
+            if emits.count(emits[0]) == len(emits):
+                last_emit0 = emits[0]
         self.gen0, self.blocks0, self.last_emit0 = gen0, blocks0, last_emit0
         self.target, self.left0, self.finish_step = target, left0, finish_step
         if extended:
@@ -313,6 +329,8 @@ class DecodeRun:
             st.s_blocks[kept] = blocks
         plan = StepPlan(kept)
         plan.gen, plan.target = gen, target
+        # every stream kept emitted now (``apply_last``), and holds ``blocks`` (a fresh array)
+        plan.emitted_s, plan.blocks = float(server.sim.env.now), blocks
         return plan
 
     # ------------------------------------------------------------------ committing
@@ -338,7 +356,8 @@ class DecodeRun:
         return True
 
     def _commit(self, j: int) -> None:
-        """Form steps cursor+1..j and apply steps cursor..j-1."""
+        """Form steps cursor+1..j and apply steps cursor..j-1 (a ``deferred`` run leaves the streams'
+        generated tokens and last emission times to its last commit's ``apply_last``)."""
         server, run, n = self.server, self.run, self.n
         sim, st = server.sim, server.st
         i0, t = self.cursor, self.t
@@ -360,8 +379,9 @@ class DecodeRun:
             if i0 >= 1:  # the row of step i0 was appended by the previous commit
                 log.itl_add_s[self.pending_row] = itl.item(0)
                 itl = itl[1:]
-        st.s_gen[run] = self.gen0 + j
-        st.s_last_emit_s[run] = t.item(j)
+        if not self.deferred:
+            st.s_gen[run] = self.gen0 + j
+            st.s_last_emit_s[run] = t.item(j)
         # formations i0+1..j: KV, records, cache hits
         kv, grows = server.kv, self.grows
         lo = i0 + 1

@@ -71,7 +71,7 @@ class ItlHistogram:
     such runs (``add_steps``) are held, by stream count, and binned together (``itl_bins``) up to
     ``_PENDING_GAPS`` at a time: the same counts as binning them one run at a time."""
 
-    __slots__ = ("_counts", "total_s", "n", "_pending", "_pending_size")
+    __slots__ = ("_counts", "total_s", "n", "_pending", "_pending_size", "_uniform")
 
     def __init__(self):
         self._counts = np.zeros(_ITL_BINS, dtype=np.int64)
@@ -79,12 +79,18 @@ class ItlHistogram:
         self.n = 0
         self._pending: dict[int, array] = {}  # streams -> gaps each counted that many times
         self._pending_size = 0
+        self._uniform: dict[int, int] = {}  # bin -> gaps ``add_uniform`` counted there (Python ints)
 
     @property
     def counts(self) -> np.ndarray:
         """Gaps per bin (1% geometric bins from 1 us)."""
         if self._pending_size:
             self._bin_pending()
+        if self._uniform:
+            counts = self._counts
+            for b, c in self._uniform.items():
+                counts[b] += c
+            self._uniform.clear()
         return self._counts
 
     def _bin_pending(self) -> None:
@@ -162,7 +168,8 @@ class ItlHistogram:
 
     def add_uniform(self, gap_s: float, count: int) -> float:
         """Count ``count`` gaps of ``gap_s``; returns the seconds they add to the total."""
-        self._counts[itl_bin(gap_s)] += count
+        u, b = self._uniform, itl_bin(gap_s)  # a dict of Python ints: no numpy scalar per call
+        u[b] = u.get(b, 0) + count
         self.n += count
         return gap_s * count
 

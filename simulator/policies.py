@@ -79,7 +79,9 @@ def shape_of(key: tuple, decode_new_tokens: int) -> BatchShape:
     _, n, dctx, k, tokens, pctx = key
     new = (decode_new_tokens,) * n + _even(max(tokens, k), k)
     ctx = (dctx,) * n + (pctx,) * k
-    return BatchShape(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
+    # valid by construction (Python ints, n + k of each, new >= 1, context >= 0): the validated model's
+    # fields, without re-checking them (``tests/test_hot_path_exactness.py`` compares both)
+    return BatchShape.model_construct(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
 
 
 class StepCostCache:
@@ -91,7 +93,7 @@ class StepCostCache:
     increment per step, nothing more in the hot loop).
     """
 
-    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses", "hits", "details")
+    __slots__ = ("_cost_fn", "_cache", "decode_new_tokens", "misses", "hits", "details", "_fine", "_coarse")
 
     def __init__(self, cost_fn: Callable[[BatchShape], tuple], decode_new_tokens: int = 1):
         self._cost_fn = cost_fn
@@ -100,15 +102,29 @@ class StepCostCache:
         self.misses = 0
         self.hits: dict[tuple, int] = {}
         self.details: dict[tuple, Any] = {}
+        # ``bucket`` of the integer counts (streams, chunk tokens; chunks on the coarse grid), memoised:
+        # a pure function of the value, few distinct values in a run
+        self._fine: dict[int, int] = {}
+        self._coarse: dict[int, int] = {}
 
     def cost(self, n_dec: int, dec_ctx: float, n_chunks: int, chunk_tokens: int, chunk_ctx: float) -> tuple[float, float, float]:
+        fine = self._fine
+        bn = fine.get(n_dec)
+        if bn is None:
+            bn = fine[n_dec] = bucket(n_dec)
         if n_chunks == 0:
-            key: tuple = ("d", bucket(n_dec), bucket(dec_ctx))
-        elif n_dec == 0:
-            key = ("p", bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens), bucket(chunk_ctx, 32, _LOG_CTX))
+            key: tuple = ("d", bn, bucket(dec_ctx))
         else:
-            key = ("m", bucket(n_dec), bucket(dec_ctx), bucket(n_chunks, 4, _LOG_COARSE), bucket(chunk_tokens),
-                   bucket(chunk_ctx, 32, _LOG_CTX))
+            bt = fine.get(chunk_tokens)
+            if bt is None:
+                bt = fine[chunk_tokens] = bucket(chunk_tokens)
+            bk = self._coarse.get(n_chunks)
+            if bk is None:
+                bk = self._coarse[n_chunks] = bucket(n_chunks, 4, _LOG_COARSE)
+            if n_dec == 0:
+                key = ("p", bk, bt, bucket(chunk_ctx, 32, _LOG_CTX))
+            else:
+                key = ("m", bn, bucket(dec_ctx), bk, bt, bucket(chunk_ctx, 32, _LOG_CTX))
         hit = self._cache.get(key)
         if hit is None:
             self.misses += 1
@@ -119,6 +135,20 @@ class StepCostCache:
             self.hits[key] = 0
         self.hits[key] += 1
         return hit
+
+    def decode(self, n_dec: int, dec_ctx: float) -> tuple[tuple, tuple[float, float, float]]:
+        """``cost(n_dec, dec_ctx, 0, 0, 0.0)`` of a decode-only step (``n_dec`` >= 1), with its key:
+        (key, cost)."""
+        fine = self._fine
+        bn = fine.get(n_dec)
+        if bn is None:
+            bn = fine[n_dec] = bucket(n_dec)
+        key = ("d", bn, bucket(dec_ctx))
+        hit = self._cache.get(key)
+        if hit is None:
+            return key, self.cost(n_dec, dec_ctx, 0, 0, 0.0)  # the miss, as ``cost`` makes it
+        self.hits[key] += 1
+        return key, hit
 
     def detail_totals(self) -> dict:
         """The shapes' ``detail`` mappings summed over every step costed (values x steps)."""

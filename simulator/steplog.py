@@ -97,6 +97,16 @@ class StepLog:
         self.flags.append(0)
         return i
 
+    def append_coded(self, time_s: float, code: int, kv_used_blocks: int) -> int:
+        """``append`` of a row whose shape code is known (``decode_code``); returns its index."""
+        i = len(self.time_s)
+        self.time_s.append(time_s)
+        self.shape.append(code)
+        self.kv.append(kv_used_blocks)
+        self.itl_add_s.append(0.0)
+        self.flags.append(0)
+        return i
+
     def flag(self, row: int) -> None:
         """Mark a row as a step of an extended fast-forwarded run (whose later steps are appended
         late: the rows are sorted by time at the end)."""
@@ -135,7 +145,7 @@ class StepLog:
         self.time_s.frombytes(_raw(time_s))
         self.itl_add_s.frombytes(_raw(itl_add_s))
         self.itl_add_s.append(0.0)
-        if isinstance(kv_used_blocks, (int, np.integer)):
+        if type(kv_used_blocks) is int or isinstance(kv_used_blocks, np.integer):
             self.kv.extend(array("i", (int(kv_used_blocks),)) * n)
         else:
             # blocks in use never exceed the capacity, which ``table`` checks fits int32

@@ -130,3 +130,38 @@ def test_add_of_a_batch_some_streams_joined_counts_every_gap():
         if odd:
             assert total == _add_reference(ref, gaps) and (fast.counts == ref).all()
         assert fast.n == size and fast.counts.sum() == size
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 40_000), st.integers(1, 40), st.integers(1, 20_000),
+       st.integers(0, 40_000), st.integers(1, 3))
+def test_mixed_shape_without_revalidation_equals_the_validated_one(n, dctx, k, tokens, pctx, new_dec):
+    """``shape_of`` builds a mixed key's BatchShape without re-validating it: the same model."""
+    from simulator.policies import _even, shape_of
+    from workloads.ops import BatchShape
+
+    got = shape_of(("m", n, dctx, k, tokens, pctx), new_dec)
+    ref = BatchShape(phase="prefill", num_seqs=n + k, new_tokens=(new_dec,) * n + _even(max(tokens, k), k),
+                     context_tokens=(dctx,) * n + (pctx,) * k)
+    assert got == ref and hash(got) == hash(ref) and got.model_dump() == ref.model_dump()
+    assert got.model_fields_set == ref.model_fields_set and repr(got) == repr(ref)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 200_000), st.integers(0, 300), st.integers(0, 400))
+def test_cached_steps_equal_a_scan_of_every_step(n, total0, last, gap):
+    """``_cached_steps`` (with its one-key shortcut) against keying every step 1..last and stopping
+    at the first key not cached (the cache holds the keys of steps below ``gap``)."""
+    costs = StepCostCache(lambda shape: (1.0, 1.0, 0.0))
+    for j in range(1, gap):
+        costs.cost(n, (total0 + j * n) / n, 0, 0, 0.0)
+    ref = []
+    for j in range(1, last + 1):
+        key = ("d", bucket(n), bucket((total0 + j * n) / n))
+        if key not in costs._cache:
+            break
+        if ref and ref[-1][2] == key:
+            ref[-1] = (ref[-1][0], j, key, ref[-1][3])
+        else:
+            ref.append((j, j, key, costs._cache[key]))
+    assert _cached_steps(costs, n, total0, last) == ref
