@@ -160,10 +160,10 @@ class Server:
         """Blocks request r needs on admission: its prompt plus each live stream's tokens."""
         st = self.st
         if st.samples == 1:  # fast path: stream id == request id
-            if st.s_done[r]:
+            v = st.v
+            if v.s_done[r]:
                 return 0
-            g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
-            return st.prompt_blocks_need[r] + stream_blocks(g)
+            return st.prompt_blocks_need[r] + stream_blocks(v.s_gen[r])  # its blocks: ceil(max(g, 1) / B)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -269,15 +269,15 @@ class Server:
                 if st.s_done[s]:
                     return
                 run = np.concatenate((self.run, (s,)))
-                tokens = lambda: int(st.s_base[s])
+                tokens = lambda: st.v.s_base[s]
                 joiners = s
             elif len(self.joining) < _FEW_CHUNKS:  # a few: filtered and summed with Python ints
-                s_done = st.s_done
+                s_done = st.v.s_done
                 live = [s for s in self.joining if not s_done[s]]
                 self.joining.clear()
                 j = np.array(live, dtype=np.int64)
                 run = np.concatenate((self.run, j)) if self.run.size else j
-                tokens = lambda: sum(map(st.s_base.item, live))  # read only when the sum is kept
+                tokens = lambda: sum(map(st.v.s_base.__getitem__, live))  # read only when the sum is kept
                 joiners = j
             else:
                 j = np.asarray(self.joining, dtype=np.int64)
@@ -461,8 +461,8 @@ class Server:
         n_dec, k = int(run.size), self.k
         ctoks = sum(c for _, c in chunks)
         if len(chunks) < _FEW_CHUNKS:
-            cached, prefilled = st.cached, st.prefilled
-            cctx = sum([cached.item(r) + prefilled.item(r) for r, _ in chunks])
+            cached, prefilled = st.v.cached, st.v.prefilled
+            cctx = sum([cached[r] + prefilled[r] for r, _ in chunks])
         else:  # many chunks: one gather (the same integer sum)
             idx = np.array([r for r, _ in chunks])
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
@@ -571,22 +571,23 @@ class Server:
         ``_finish_requests`` / ``_finish_stream``, which are the same for the one-sample requests
         lanes hold), with Python ints."""
         st, sim = self.st, self.sim
-        s_gen, s_done, s_blocks, s_last_emit_s = st.s_gen, st.s_done, st.s_blocks, st.s_last_emit_s
-        prompt_blocks, streams_left, finish_s, base = st.prompt_blocks, st.streams_left, st.finish_s, st.s_base
-        gen, blocks = lanes.gen, lanes.blocks
+        v = st.v  # one element at a time: memoryviews
+        s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
+        prompt_blocks, streams_left, finish_s, base = v.prompt_blocks, v.streams_left, v.finish_s, v.s_base
+        gen, blocks, ids = memoryview(lanes.gen), memoryview(lanes.blocks), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
-            s = run.item(i)
-            b = blocks.item(i)
+            s = ids[i]
+            b = blocks[i]
             held += b
-            gone += base.item(s)
-            s_gen[s] = gen.item(i)
+            gone += base[s]
+            s_gen[s] = gen[i]
             s_last_emit_s[s] = now
             if s_done[s]:
                 s_blocks[s] = b
                 continue
             s_done[s] = True
-            freed += b + prompt_blocks.item(s)
+            freed += b + prompt_blocks[s]
             s_blocks[s] = 0
             streams_left[s] = 0
             finish_s[s] = now
@@ -654,11 +655,11 @@ class Server:
     def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
         """``_advance_prefills`` one chunk at a time."""
         st, done = self.st, []
-        prefilled, target = st.prefilled, st.prefill_target
+        prefilled, target = st.v.prefilled, st.v.prefill_target
         for r, c in chunks:
-            p = prefilled.item(r) + c
+            p = prefilled[r] + c
             prefilled[r] = p
-            if p >= target.item(r):
+            if p >= target[r]:
                 done.append(r)
         return done
 
@@ -670,11 +671,12 @@ class Server:
         if not self.prefill_only or st.samples != 1 or self.cache is not None:
             return False
         if len(rs) < _FEW_CHUNKS:  # a few: Python ints
-            first_token_s, s_target = st.first_token_s, st.s_target
+            v = st.v
+            first_token_s, s_target = v.first_token_s, v.s_target
             for r in rs:
-                if not math.isnan(first_token_s.item(r)) or s_target.item(r) <= 1:
+                if not math.isnan(first_token_s[r]) or s_target[r] <= 1:
                     return False
-            s_gen, s_last_emit_s = st.s_gen, st.s_last_emit_s
+            s_gen, s_last_emit_s = v.s_gen, v.s_last_emit_s
             for r in rs:
                 first_token_s[r] = now
                 s_gen[r] = 1
@@ -835,8 +837,9 @@ class Server:
         ``reserve`` inline, in Python ints, and one ``alloc`` (no prefix cache evicts as KV is
         taken); stops where that loop would."""
         st, pending, kv = self.st, self.pending, self.kv
-        s_done, prompt_blocks, s_blocks, src_blocks = st.s_done, st.prompt_blocks, st.s_blocks, st.src_blocks
-        s_gen, need_of = st.s_gen, st.prompt_blocks_need
+        v = st.v  # one element at a time: memoryviews
+        s_done, prompt_blocks, s_blocks, src_blocks = v.s_done, v.prompt_blocks, v.s_blocks, v.src_blocks
+        s_gen, need_of = v.s_gen, st.prompt_blocks_need
         used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
         while pending:
             r, src, need_b = pending[0]
@@ -846,11 +849,10 @@ class Server:
             pending.popleft()
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
-            src_blocks[r] = prompt_blocks.item(r) + (s_blocks.item(r) if live else 0)
+            src_blocks[r] = prompt_blocks[r] + (s_blocks[r] if live else 0)
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
-            g = s_gen.item(r)
-            s_blocks[r] = sb = stream_blocks(g)
+            s_blocks[r] = sb = stream_blocks(s_gen[r])
             used += pb + sb
             self.committed += live
             i = src.index
@@ -1123,6 +1125,7 @@ class Simulation:
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
         longest = gen.max(axis=1) if st.num_requests else np.zeros(0)
+        st.release_views()
         for name in _STATE_DONE:  # the run's working state, read by nothing below (~50 MB at 1M requests)
             setattr(st, name, None)
         with np.errstate(invalid="ignore", divide="ignore"):  # (finish - first) / (longest - 1), in place
