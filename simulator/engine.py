@@ -35,6 +35,7 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
+from simulator.draws import AcceptanceDraws
 from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
 from simulator.kv import BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
 from simulator.lanes import RunLanes
@@ -137,7 +138,6 @@ class Server:
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
         self.lanes: RunLanes | None = None  # the running streams' state in run order (Simulation decides)
-        self._draws, self._accepted = np.empty(0), np.empty(0, dtype=bool)  # Server._draw's buffers
         self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
@@ -514,19 +514,16 @@ class Server:
     def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """Generated tokens after a decode step: gen + min(1 + accepted drafts, target - gen), taken
         as min(gen + 1 + accepted, target) (the same integers); into ``out`` (``gen`` itself) or new."""
-        sim, n = self.sim, gen.size
-        if self.mtp_depth == 1:  # the draws into reused buffers (the same stream: ``random(out=)``)
-            if self._draws.size < n:
-                self._draws, self._accepted = np.empty(2 * n), np.empty(2 * n, dtype=bool)
-            accepted = np.less(sim.rng_accept.random(out=self._draws[:n]), self.mtp_acceptance,
-                               out=self._accepted[:n])
-            new = np.add(gen, accepted, out=out)
-        elif self.mtp_depth:
-            ok = sim.rng_accept.random((n, self.mtp_depth)) < self.mtp_acceptance
-            new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+        draws, n = self.sim.accept_draws, gen.size
+        if self.mtp_depth == 1:  # 1 + accepted, computed a chunk of draws at a time (``simulator.draws``)
+            new = np.add(gen, draws.increments(n, self.mtp_acceptance, gen.dtype), out=out)
         else:
-            new = gen.copy() if out is None else gen
-        new += 1
+            if self.mtp_depth:
+                ok = draws.uniforms(n * self.mtp_depth).reshape(n, self.mtp_depth) < self.mtp_acceptance
+                new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+            else:
+                new = gen.copy() if out is None else gen
+            new += 1
         np.minimum(new, target, out=new)
         return new
 
@@ -878,7 +875,8 @@ class Simulation:
         self.dep = dep
         self.env = simpy.Environment()
         ss = np.random.SeedSequence(dep.seed)
-        rng_arr, rng_len, self.rng_route, self.rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
+        rng_arr, rng_len, self.rng_route, rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
+        self.accept_draws = AcceptanceDraws(rng_accept)  # MTP acceptance: the only reader of its stream
         wl = generate_workload(dep.workload, rng_arr, rng_len)
         self.st = RunState(wl, transfers=dep.serving.mode == "disaggregated")
         self.trace = trace
