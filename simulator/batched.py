@@ -170,6 +170,52 @@ def offer_few(server, rs: list[int], src) -> None:
     server.queued_blocks += total
 
 
+def offer_start_few(server, rs: list[int], src) -> bool:
+    """``offer_few(server, rs, src)`` then ``server.start_pending()`` in one pass, with Python ints,
+    when nothing is pending at ``server`` (``plain``, no trace, none of ``rs`` finished): the leading
+    requests whose batch slots and KV fit start their transfer (one flow, as ``start_pending``'s
+    group of one source), the rest wait in ``pending`` in order. The same state, integers and
+    transfer as the two calls; False (nothing done) when the conditions do not hold."""
+    st, sim = server.st, server.sim
+    if server.pending or sim.trace:
+        return False
+    v = st.v  # one element at a time: memoryviews
+    s_done = v.s_done
+    for r in rs:
+        if s_done[r]:
+            return False
+    s_gen, need_of, decode_inst = v.s_gen, st.prompt_blocks_need, v.decode_inst
+    prompt_blocks, s_blocks, src_blocks, prompt = v.prompt_blocks, v.s_blocks, v.src_blocks, v.prompt
+    index, kv = server.index, server.kv
+    used, cap = kv.used_blocks, kv.capacity_blocks
+    slots = server.max_batch - server.committed
+    started, queued, tokens, waits = [], 0, 0, False
+    for r in rs:
+        decode_inst[r] = index
+        pb = need_of[r]
+        sb = stream_blocks(s_gen[r])  # Server.request_blocks
+        need = pb + sb
+        if waits or slots <= 0 or used + need > cap:  # it waits (FCFS: so does every one after it)
+            waits = True
+            server.pending.append((r, src, need))
+            queued += need
+            continue
+        src_blocks[r] = prompt_blocks[r] + s_blocks[r]  # the prefill side keeps its copy until the end
+        prompt_blocks[r] = pb  # Server.reserve
+        s_blocks[r] = sb
+        used += need
+        slots -= 1
+        tokens += prompt[r]
+        started.append(r)
+    server.outstanding += len(rs)
+    server.queued_blocks += queued
+    if started:
+        server.committed += len(started)
+        kv.alloc(used - kv.used_blocks)
+        sim.transfers.start(src.index, index, sim.kv_bytes_per_token * float(tokens), (src, server, started))
+    return True
+
+
 def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
     """Start the transfers of the leading pending requests that fit (``Server.start_pending``'s
     loop) when they are ``batch_of``: returns their groups by prefill instance, (source index,

@@ -1030,8 +1030,9 @@ class Simulation:
         if len(decode) == 1 and self._one_decode_router:
             d = decode[0]  # the router's only choice
             if len(rs) < batched.FEW and batched.plain(d):
-                batched.offer_few(d, rs, src)
-                d.start_pending()
+                if not batched.offer_start_few(d, rs, src):
+                    batched.offer_few(d, rs, src)
+                    d.start_pending()
                 return
             idx = batched.batch_of(d, rs)
             if idx is not None:
