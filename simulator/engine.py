@@ -37,7 +37,7 @@ from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chun
 from simulator import batched
 from simulator.draws import AcceptanceDraws
 from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
-from simulator.kv import BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -329,15 +329,23 @@ class Server:
         run, lanes = self.run, self.lanes
         if lanes.run is not run:
             lanes.load(run)
-        gen, target = lanes.gen, lanes.target
-        blocks = blocks_after_step(gen, self.k, target, lanes.blocks)
-        grow = int(_sum(blocks)) - lanes.held_sum
+        gen, target, cap = lanes.gen, lanes.target, lanes.cap
+        if self.k <= BLOCK_TOKENS:  # at most one block more per stream: where min(gen + k, target) > cap
+            need = gen + self.k
+            over = np.greater(np.minimum(need, target, out=need), cap)
+            grow = int(np.count_nonzero(over))
+        else:  # blocks_after_step itself
+            blocks = blocks_after_step(gen, self.k, target, cap >> BLOCK_SHIFT)
+            grow = int(_sum(blocks)) - lanes.held_sum
         if grow > self.kv.free_blocks:
             lanes.flush()
             return False
         if grow:
             self.kv.alloc(grow)
-            lanes.blocks = blocks
+            if self.k <= BLOCK_TOKENS:
+                np.add(cap, BLOCK_TOKENS, out=cap, where=over)
+            else:
+                lanes.cap = blocks << BLOCK_SHIFT
             lanes.held_sum += grow
         plan.gen, plan.target = gen, target
         plan.run = run
@@ -571,11 +579,11 @@ class Server:
         v = st.v  # one element at a time: memoryviews
         s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
         prompt_blocks, streams_left, finish_s, base = v.prompt_blocks, v.streams_left, v.finish_s, v.s_base
-        gen, blocks, ids = memoryview(lanes.gen), memoryview(lanes.blocks), memoryview(run)
+        gen, cap, ids = memoryview(lanes.gen), memoryview(lanes.cap), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
             s = ids[i]
-            b = blocks[i]
+            b = cap[i] >> BLOCK_SHIFT
             held += b
             gone += base[s]
             s_gen[s] = gen[i]
