@@ -49,6 +49,9 @@ def _bins_np(gaps_s: np.ndarray) -> np.ndarray:
     return np.minimum(idx.astype(np.int64), _ITL_BINS - 1)
 
 
+#: up to this many gaps besides the common one are binned with ``math.log`` (``_bins_few``): more
+#: take numpy's six array calls, which cost less from about this many on
+_FEW_BINS = 10
 #: ``_bins_few`` leaves a gap to numpy when its bin position is this close to a bin edge
 _EDGE = 1e-9
 
@@ -57,13 +60,14 @@ def _bins_few(gaps_s: list[float]) -> list[int] | None:
     """``_bins_np`` of a few gaps, with ``math.log``: numpy's logarithm may differ from it in the
     last bits, which moves a bin only for a position within ~1e-12 of a bin edge; None (take
     ``_bins_np``) when a gap lies within ``_EDGE`` of one."""
-    out = []
+    out, log, lo, top = [], math.log, _ITL_MIN_S, _ITL_BINS - 1
     for g in gaps_s:
-        x = math.log(max(g, _ITL_MIN_S) / _ITL_MIN_S) / _LOG_ITL_RATIO
+        x = log((g if g > lo else lo) / lo) / _LOG_ITL_RATIO
         b = int(x)
-        if not _EDGE < x - b < 1 - _EDGE:
+        f = x - b
+        if f < _EDGE or f > 1 - _EDGE:
             return None
-        out.append(b if b < _ITL_BINS - 1 else _ITL_BINS - 1)
+        out.append(b if b < top else top)
     return out
 
 
@@ -147,7 +151,7 @@ class ItlHistogram:
                 return self.add_uniform(g, size)
             if 2 * common <= size:
                 return self.add(gaps_s)
-            bins = _bins_few([g] + others)
+            bins = _bins_few([g] + others) if len(others) <= _FEW_BINS else None
             if bins is not None:
                 counts = self._counts
                 counts[bins[0]] += common
