@@ -503,6 +503,10 @@ class Server:
                 self._decode_lanes(plan, run, lanes, now)
             else:
                 self._decode(plan, run, now)
+        if not chunks and not swapins:  # a decode-only step
+            if self.pending:
+                self.start_pending()
+            return
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         done = self._advance_prefills(chunks)
@@ -693,8 +697,11 @@ class Server:
             st.first_token_s[idx] = now
             st.s_gen[idx] = 1
             st.s_last_emit_s[idx] = now
-        gone = set(rs)
-        self.prefilling[:] = [r for r in self.prefilling if r not in gone]
+        if self.prefilling == rs:  # every prompt in prefill finished (the common case)
+            self.prefilling.clear()
+        else:
+            gone = set(rs)
+            self.prefilling[:] = [r for r in self.prefilling if r not in gone]
         self.committed -= len(rs)
         self.outstanding -= len(rs)
         if sim.trace:
