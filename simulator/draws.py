@@ -20,40 +20,57 @@ CHUNK = 1 << 16
 
 
 class AcceptanceDraws:
-    """The uniforms of ``rng`` in order, a chunk generated at a time."""
+    """The uniforms of ``rng`` in order, a chunk generated at a time into reused buffers (a fresh
+    array per chunk would be a fresh mapping of pages: ~1 s of page faults over a million-request
+    run)."""
 
-    __slots__ = ("rng", "_u", "_pos", "_inc", "_inc_key")
+    __slots__ = ("rng", "_u", "_size", "_pos", "_acc", "_inc", "_inc_key")
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
-        self._u = np.empty(0)
-        self._pos = 0
-        self._inc, self._inc_key = None, None
+        self._u = np.empty(0)  # the uniforms: those not handed out yet are [_pos, _size)
+        self._size = self._pos = 0
+        self._acc = np.empty(0, dtype=bool)
+        self._inc, self._inc_key = np.empty(0, dtype=np.int32), None
 
     def _ensure(self, n: int) -> int:
-        """Make the next ``n`` uniforms lie in the chunk; returns where they start."""
-        pos = self._pos
-        if pos + n > self._u.size:
-            rest = self._u[pos:]
-            self._u = np.concatenate((rest, self.rng.random(max(CHUNK, n))))
-            self._pos = pos = 0
+        """Make the next ``n`` uniforms lie in the buffer; returns where they start."""
+        pos, size = self._pos, self._size
+        if pos + n > size:
+            rest = size - pos
+            size = rest + max(CHUNK, n)
+            if self._u.size < size:
+                u = np.empty(size)
+                u[:rest] = self._u[pos:pos + rest]
+                self._u = u
+            else:
+                self._u[:rest] = self._u[pos:pos + rest]  # numpy copies overlapping ranges correctly
+            self.rng.random(out=self._u[rest:size])
+            self._size, self._pos = size, 0
+            pos = 0
             self._inc_key = None
         return pos
 
     def uniforms(self, n: int) -> np.ndarray:
-        """The next ``n`` uniforms (what ``rng.random(n)`` would return now; a view, read-only use)."""
+        """The next ``n`` uniforms (what ``rng.random(n)`` would return now; a view, read it at once)."""
         pos = self._ensure(n)
         self._pos = pos + n
         return self._u[pos:pos + n]
 
     def increments(self, n: int, acceptance: float, dtype) -> np.ndarray:
-        """``1 + (u < acceptance)`` as ``dtype`` for the next ``n`` uniforms u (a view, read-only use):
+        """``1 + (u < acceptance)`` as ``dtype`` for the next ``n`` uniforms u (a view, read it at once):
         the tokens a depth-1 MTP step emits per stream before the cap."""
         pos = self._ensure(n)
-        key = (acceptance, np.dtype(dtype))
+        key = (acceptance, dtype)
         if self._inc_key != key:
-            inc = np.less(self._u, acceptance).astype(dtype)
-            inc += 1
-            self._inc, self._inc_key = inc, key
+            size = self._size
+            if self._acc.size < size:
+                self._acc = np.empty(self._u.size, dtype=bool)
+            if self._inc.size < size or self._inc.dtype != dtype:
+                self._inc = np.empty(self._u.size, dtype=dtype)
+            acc, inc = self._acc[:size], self._inc[:size]
+            np.less(self._u[:size], acceptance, out=acc)
+            np.add(acc, 1, out=inc, dtype=inc.dtype)
+            self._inc_key = key
         self._pos = pos + n
         return self._inc[pos:pos + n]
