@@ -22,6 +22,9 @@ import numpy as np
 
 LinkId = Hashable
 
+#: refills ``MaxMinAllocator`` remembers (by the component's paths) before it starts over
+_MEMO_ENTRIES = 1 << 14
+
 #: relative slack when deciding that a link is saturated (floating-point water-filling)
 _SATURATION_RTOL = 1e-9
 
@@ -104,15 +107,21 @@ class MaxMinAllocator:
     ``add(flow_id, path)`` and ``remove(flow_id)`` refill only the connected component of flows
     sharing links (transitively) with the changed flow and return ``{flow_id: new_rate}`` for the
     flows whose rate changed (the added flow is always included).
+
+    A refill's rates are ``maxmin_rates`` of the component's paths in order, a pure function of
+    them (the capacities are fixed): they are memoised by that tuple of paths (a simulation's
+    components repeat: the same few instance pairs, a few flows at a time), up to
+    ``_MEMO_ENTRIES`` of them.
     """
 
-    __slots__ = ("_capacities", "_paths", "_flows_on_link", "_rates")
+    __slots__ = ("_capacities", "_paths", "_flows_on_link", "_rates", "_memo")
 
     def __init__(self, capacities: Mapping[LinkId, float]):
         self._capacities = dict(capacities)
         self._paths: dict[Hashable, tuple[LinkId, ...]] = {}
         self._flows_on_link: dict[LinkId, set[Hashable]] = {}
         self._rates: dict[Hashable, float] = {}
+        self._memo: dict[tuple, list[float]] = {}
 
     @property
     def rates(self) -> Mapping[Hashable, float]:
@@ -164,7 +173,13 @@ class MaxMinAllocator:
         return list(seen)
 
     def _refill(self, flow_ids: list[Hashable]) -> dict[Hashable, float]:
-        new_rates = maxmin_rates([self._paths[f] for f in flow_ids], self._capacities)
+        paths = tuple([self._paths[f] for f in flow_ids])
+        new_rates = self._memo.get(paths)
+        if new_rates is None:
+            new_rates = maxmin_rates(paths, self._capacities)
+            if len(self._memo) >= _MEMO_ENTRIES:
+                self._memo.clear()
+            self._memo[paths] = new_rates
         changed = {}
         for f, r in zip(flow_ids, new_rates):
             if self._rates.get(f) != r:

@@ -100,8 +100,9 @@ def admit_few(server, plan, budget: int) -> int:
     state read and written as ``Server._admit`` does, in the same order); returns the budget left.
     The caller checks ``plain``."""
     st, kv, waiting = server.st, server.kv, server.waiting
-    s_done, s_gen, target, prefilled = st.s_done, st.s_gen, st.prefill_target, st.prefilled
-    need_of, prompt_blocks, s_blocks, schedule_s = st.prompt_blocks_need, st.prompt_blocks, st.s_blocks, st.schedule_s
+    v = st.v  # one element at a time: memoryviews
+    s_done, s_gen, target, prefilled = v.s_done, v.s_gen, v.prefill_target, v.prefilled
+    need_of, prompt_blocks, s_blocks, schedule_s = st.prompt_blocks_need, v.prompt_blocks, v.s_blocks, v.schedule_s
     room = kv.capacity_blocks - kv.used_blocks - int(server.run.size)  # Server._admissible
     slots = server.max_batch - server.committed
     chunks, prefilling, now = plan.chunks, server.prefilling, server.sim.env.now
@@ -110,16 +111,15 @@ def admit_few(server, plan, budget: int) -> int:
         r = waiting[0]
         if slots <= 0 or s_done[r]:
             break
-        g = s_gen.item(r)
         pb = need_of[r]
-        sb = stream_blocks(g)  # Server.request_blocks
+        sb = stream_blocks(s_gen[r])  # Server.request_blocks
         need = pb + sb
-        left = target.item(r) - prefilled.item(r)
+        left = target[r] - prefilled[r]
         if need > room or left > budget:
             break
         waiting.popleft()  # Server._admit
         server.queued_blocks -= need
-        first = math.isnan(schedule_s.item(r))
+        first = math.isnan(schedule_s[r])
         prompt_blocks[r] = pb  # Server.reserve
         s_blocks[r] = sb
         taken += need
@@ -155,19 +155,65 @@ def offer_few(server, rs: list[int], src) -> None:
     """``server.offer(r, src)`` and ``decode_inst`` for each of a few one-sample requests ``rs``
     (``plain``), with Python ints."""
     st, pending, index = server.st, server.pending, server.index
-    s_done, s_gen, need_of, decode_inst = st.s_done, st.s_gen, st.prompt_blocks_need, st.decode_inst
+    v = st.v  # one element at a time: memoryviews
+    s_done, s_gen, need_of, decode_inst = v.s_done, v.s_gen, st.prompt_blocks_need, v.decode_inst
     total = 0
     for r in rs:
         decode_inst[r] = index
         if s_done[r]:  # Server.request_blocks
             need = 0
         else:
-            g = s_gen.item(r)
-            need = need_of[r] + stream_blocks(g)
+            need = need_of[r] + stream_blocks(s_gen[r])
         pending.append((r, src, need))
         total += need
     server.outstanding += len(rs)
     server.queued_blocks += total
+
+
+def offer_start_few(server, rs: list[int], src) -> bool:
+    """``offer_few(server, rs, src)`` then ``server.start_pending()`` in one pass, with Python ints,
+    when nothing is pending at ``server`` (``plain``, no trace, none of ``rs`` finished): the leading
+    requests whose batch slots and KV fit start their transfer (one flow, as ``start_pending``'s
+    group of one source), the rest wait in ``pending`` in order. The same state, integers and
+    transfer as the two calls; False (nothing done) when the conditions do not hold."""
+    st, sim = server.st, server.sim
+    if server.pending or sim.trace:
+        return False
+    v = st.v  # one element at a time: memoryviews
+    s_done = v.s_done
+    for r in rs:
+        if s_done[r]:
+            return False
+    s_gen, need_of, decode_inst = v.s_gen, st.prompt_blocks_need, v.decode_inst
+    prompt_blocks, s_blocks, src_blocks, prompt = v.prompt_blocks, v.s_blocks, v.src_blocks, v.prompt
+    index, kv = server.index, server.kv
+    used, cap = kv.used_blocks, kv.capacity_blocks
+    slots = server.max_batch - server.committed
+    started, queued, tokens, waits = [], 0, 0, False
+    for r in rs:
+        decode_inst[r] = index
+        pb = need_of[r]
+        sb = stream_blocks(s_gen[r])  # Server.request_blocks
+        need = pb + sb
+        if waits or slots <= 0 or used + need > cap:  # it waits (FCFS: so does every one after it)
+            waits = True
+            server.pending.append((r, src, need))
+            queued += need
+            continue
+        src_blocks[r] = prompt_blocks[r] + s_blocks[r]  # the prefill side keeps its copy until the end
+        prompt_blocks[r] = pb  # Server.reserve
+        s_blocks[r] = sb
+        used += need
+        slots -= 1
+        tokens += prompt[r]
+        started.append(r)
+    server.outstanding += len(rs)
+    server.queued_blocks += queued
+    if started:
+        server.committed += len(started)
+        kv.alloc(used - kv.used_blocks)
+        sim.transfers.start(src.index, index, sim.kv_bytes_per_token * float(tokens), (src, server, started))
+    return True
 
 
 def start_pending_many(server) -> list[tuple[int, list[int], object]] | None:
@@ -218,10 +264,11 @@ def transfer_done_many(st, src, dst, rs: list[int], idx: np.ndarray, now: float,
 def transfer_done_few(st, src, dst, rs: list[int], now: float, start_s: float) -> None:
     """``Simulation._transfer_done``'s loop for a few one-sample requests ``rs`` (no trace, no prefix
     cache at ``src``), with Python ints."""
-    src_blocks, transfer_s, s_done, joining = st.src_blocks, st.transfer_s, st.s_done, dst.joining
+    v = st.v  # one element at a time: memoryviews
+    src_blocks, transfer_s, s_done, joining = v.src_blocks, v.transfer_s, v.s_done, dst.joining
     took, freed = now - start_s, 0
     for r in rs:
-        freed += src_blocks.item(r)
+        freed += src_blocks[r]
         src_blocks[r] = 0
         transfer_s[r] = took
         if not s_done[r]:  # its live stream (stream id == request id)

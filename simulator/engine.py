@@ -35,8 +35,9 @@ import simpy
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
+from simulator.draws import AcceptanceDraws
 from simulator.fastforward import DecodeRun, ambiguous_ties, isum, timeout_at, wait_instead
-from simulator.kv import BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS, KVBlocks, blocks_after_step, instance_kv_capacity_tokens, stream_blocks
 from simulator.lanes import RunLanes
 from simulator.metrics import ItlHistogram, summarize
 from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCache
@@ -137,7 +138,6 @@ class Server:
         self.ff_extended = role is PoolRole.COLOCATED and isinstance(sim.router, FF_ROUTERS)
         self.segment: DecodeRun | None = None  # an extended run in progress
         self.lanes: RunLanes | None = None  # the running streams' state in run order (Simulation decides)
-        self._draws, self._accepted = np.empty(0), np.empty(0, dtype=bool)  # Server._draw's buffers
         self._base_of, self._base_tokens = None, 0  # Server._cost: the prompt tokens of the streams of _base_of
         self._proc = sim.env.process(self._loop())
 
@@ -160,10 +160,10 @@ class Server:
         """Blocks request r needs on admission: its prompt plus each live stream's tokens."""
         st = self.st
         if st.samples == 1:  # fast path: stream id == request id
-            if st.s_done[r]:
+            v = st.v
+            if v.s_done[r]:
                 return 0
-            g = st.s_gen.item(r)  # its blocks: ceil(max(g, 1) / B)
-            return st.prompt_blocks_need[r] + stream_blocks(g)
+            return st.prompt_blocks_need[r] + stream_blocks(v.s_gen[r])  # its blocks: ceil(max(g, 1) / B)
         live = st.live_streams(r)
         return st.prompt_blocks_need[r] + int(_ceil_blocks(np.maximum(st.s_gen[live], 1)).sum())
 
@@ -269,15 +269,15 @@ class Server:
                 if st.s_done[s]:
                     return
                 run = np.concatenate((self.run, (s,)))
-                tokens = lambda: int(st.s_base[s])
+                tokens = lambda: st.v.s_base[s]
                 joiners = s
             elif len(self.joining) < _FEW_CHUNKS:  # a few: filtered and summed with Python ints
-                s_done = st.s_done
+                s_done = st.v.s_done
                 live = [s for s in self.joining if not s_done[s]]
                 self.joining.clear()
                 j = np.array(live, dtype=np.int64)
                 run = np.concatenate((self.run, j)) if self.run.size else j
-                tokens = lambda: sum(map(st.s_base.item, live))  # read only when the sum is kept
+                tokens = lambda: sum(map(st.v.s_base.__getitem__, live))  # read only when the sum is kept
                 joiners = j
             else:
                 j = np.asarray(self.joining, dtype=np.int64)
@@ -329,15 +329,23 @@ class Server:
         run, lanes = self.run, self.lanes
         if lanes.run is not run:
             lanes.load(run)
-        gen, target = lanes.gen, lanes.target
-        blocks = blocks_after_step(gen, self.k, target, lanes.blocks)
-        grow = int(_sum(blocks)) - lanes.held_sum
+        gen, target, cap = lanes.gen, lanes.target, lanes.cap
+        if self.k <= BLOCK_TOKENS:  # at most one block more per stream: where min(gen + k, target) > cap
+            need = gen + self.k
+            over = np.greater(np.minimum(need, target, out=need), cap)
+            grow = int(np.count_nonzero(over))
+        else:  # blocks_after_step itself
+            blocks = blocks_after_step(gen, self.k, target, cap >> BLOCK_SHIFT)
+            grow = int(_sum(blocks)) - lanes.held_sum
         if grow > self.kv.free_blocks:
             lanes.flush()
             return False
         if grow:
             self.kv.alloc(grow)
-            lanes.blocks = blocks
+            if self.k <= BLOCK_TOKENS:
+                np.add(cap, BLOCK_TOKENS, out=cap, where=over)
+            else:
+                lanes.cap = blocks << BLOCK_SHIFT
             lanes.held_sum += grow
         plan.gen, plan.target = gen, target
         plan.run = run
@@ -463,8 +471,8 @@ class Server:
             return self._cost_decode(plan, run, n_dec)
         ctoks = sum(c for _, c in chunks)
         if len(chunks) < _FEW_CHUNKS:
-            cached, prefilled = st.cached, st.prefilled
-            cctx = sum([cached.item(r) + prefilled.item(r) for r, _ in chunks])
+            cached, prefilled = st.v.cached, st.v.prefilled
+            cctx = sum([cached[r] + prefilled[r] for r, _ in chunks])
         else:  # many chunks: one gather (the same integer sum)
             idx = np.array([r for r, _ in chunks])
             cctx = int(_sum(st.cached[idx])) + int(_sum(st.prefilled[idx]))
@@ -517,6 +525,10 @@ class Server:
                 self._decode_lanes(plan, run, lanes, now)
             else:
                 self._decode(plan, run, now)
+        if not chunks and not swapins:  # a decode-only step
+            if self.pending:
+                self.start_pending()
+            return
         for r in swapins:
             self.joining.extend(st.live_streams(r))
         done = self._advance_prefills(chunks)
@@ -536,19 +548,16 @@ class Server:
     def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """Generated tokens after a decode step: gen + min(1 + accepted drafts, target - gen), taken
         as min(gen + 1 + accepted, target) (the same integers); into ``out`` (``gen`` itself) or new."""
-        sim, n = self.sim, gen.size
-        if self.mtp_depth == 1:  # the draws into reused buffers (the same stream: ``random(out=)``)
-            if self._draws.size < n:
-                self._draws, self._accepted = np.empty(2 * n), np.empty(2 * n, dtype=bool)
-            accepted = np.less(sim.rng_accept.random(out=self._draws[:n]), self.mtp_acceptance,
-                               out=self._accepted[:n])
-            new = np.add(gen, accepted, out=out)
-        elif self.mtp_depth:
-            ok = sim.rng_accept.random((n, self.mtp_depth)) < self.mtp_acceptance
-            new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+        draws, n = self.sim.accept_draws, gen.size
+        if self.mtp_depth == 1:  # 1 + accepted, computed a chunk of draws at a time (``simulator.draws``)
+            new = np.add(gen, draws.increments(n, self.mtp_acceptance, gen.dtype), out=out)
         else:
-            new = gen.copy() if out is None else gen
-        new += 1
+            if self.mtp_depth:
+                ok = draws.uniforms(n * self.mtp_depth).reshape(n, self.mtp_depth) < self.mtp_acceptance
+                new = np.add(gen, np.cumprod(ok, axis=1).sum(axis=1), out=out, casting="same_kind")
+            else:
+                new = gen.copy() if out is None else gen
+            new += 1
         np.minimum(new, target, out=new)
         return new
 
@@ -593,22 +602,23 @@ class Server:
         ``_finish_requests`` / ``_finish_stream``, which are the same for the one-sample requests
         lanes hold), with Python ints."""
         st, sim = self.st, self.sim
-        s_gen, s_done, s_blocks, s_last_emit_s = st.s_gen, st.s_done, st.s_blocks, st.s_last_emit_s
-        prompt_blocks, streams_left, finish_s, base = st.prompt_blocks, st.streams_left, st.finish_s, st.s_base
-        gen, blocks = lanes.gen, lanes.blocks
+        v = st.v  # one element at a time: memoryviews
+        s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
+        prompt_blocks, streams_left, finish_s, base = v.prompt_blocks, v.streams_left, v.finish_s, v.s_base
+        gen, cap, ids = memoryview(lanes.gen), memoryview(lanes.cap), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
-            s = run.item(i)
-            b = blocks.item(i)
+            s = ids[i]
+            b = cap[i] >> BLOCK_SHIFT
             held += b
-            gone += base.item(s)
-            s_gen[s] = gen.item(i)
+            gone += base[s]
+            s_gen[s] = gen[i]
             s_last_emit_s[s] = now
             if s_done[s]:
                 s_blocks[s] = b
                 continue
             s_done[s] = True
-            freed += b + prompt_blocks.item(s)
+            freed += b + prompt_blocks[s]
             s_blocks[s] = 0
             streams_left[s] = 0
             finish_s[s] = now
@@ -676,11 +686,11 @@ class Server:
     def _advance_prefills_each(self, chunks: list[tuple[int, int]]) -> list[int]:
         """``_advance_prefills`` one chunk at a time."""
         st, done = self.st, []
-        prefilled, target = st.prefilled, st.prefill_target
+        prefilled, target = st.v.prefilled, st.v.prefill_target
         for r, c in chunks:
-            p = prefilled.item(r) + c
+            p = prefilled[r] + c
             prefilled[r] = p
-            if p >= target.item(r):
+            if p >= target[r]:
                 done.append(r)
         return done
 
@@ -692,11 +702,12 @@ class Server:
         if not self.prefill_only or st.samples != 1 or self.cache is not None:
             return False
         if len(rs) < _FEW_CHUNKS:  # a few: Python ints
-            first_token_s, s_target = st.first_token_s, st.s_target
+            v = st.v
+            first_token_s, s_target = v.first_token_s, v.s_target
             for r in rs:
-                if not math.isnan(first_token_s.item(r)) or s_target.item(r) <= 1:
+                if not math.isnan(first_token_s[r]) or s_target[r] <= 1:
                     return False
-            s_gen, s_last_emit_s = st.s_gen, st.s_last_emit_s
+            s_gen, s_last_emit_s = v.s_gen, v.s_last_emit_s
             for r in rs:
                 first_token_s[r] = now
                 s_gen[r] = 1
@@ -708,8 +719,11 @@ class Server:
             st.first_token_s[idx] = now
             st.s_gen[idx] = 1
             st.s_last_emit_s[idx] = now
-        gone = set(rs)
-        self.prefilling[:] = [r for r in self.prefilling if r not in gone]
+        if self.prefilling == rs:  # every prompt in prefill finished (the common case)
+            self.prefilling.clear()
+        else:
+            gone = set(rs)
+            self.prefilling[:] = [r for r in self.prefilling if r not in gone]
         self.committed -= len(rs)
         self.outstanding -= len(rs)
         if sim.trace:
@@ -857,8 +871,9 @@ class Server:
         ``reserve`` inline, in Python ints, and one ``alloc`` (no prefix cache evicts as KV is
         taken); stops where that loop would."""
         st, pending, kv = self.st, self.pending, self.kv
-        s_done, prompt_blocks, s_blocks, src_blocks = st.s_done, st.prompt_blocks, st.s_blocks, st.src_blocks
-        s_gen, need_of = st.s_gen, st.prompt_blocks_need
+        v = st.v  # one element at a time: memoryviews
+        s_done, prompt_blocks, s_blocks, src_blocks = v.s_done, v.prompt_blocks, v.s_blocks, v.src_blocks
+        s_gen, need_of = v.s_gen, st.prompt_blocks_need
         used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
         while pending:
             r, src, need_b = pending[0]
@@ -868,11 +883,10 @@ class Server:
             pending.popleft()
             self.queued_blocks -= need_b
             # the prefill side keeps its copy until the transfer completes
-            src_blocks[r] = prompt_blocks.item(r) + (s_blocks.item(r) if live else 0)
+            src_blocks[r] = prompt_blocks[r] + (s_blocks[r] if live else 0)
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
-            g = s_gen.item(r)
-            s_blocks[r] = sb = stream_blocks(g)
+            s_blocks[r] = sb = stream_blocks(s_gen[r])
             used += pb + sb
             self.committed += live
             i = src.index
@@ -898,7 +912,8 @@ class Simulation:
         self.dep = dep
         self.env = simpy.Environment()
         ss = np.random.SeedSequence(dep.seed)
-        rng_arr, rng_len, self.rng_route, self.rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
+        rng_arr, rng_len, self.rng_route, rng_accept = (np.random.default_rng(s) for s in ss.spawn(4))
+        self.accept_draws = AcceptanceDraws(rng_accept)  # MTP acceptance: the only reader of its stream
         wl = generate_workload(dep.workload, rng_arr, rng_len)
         self.st = RunState(wl, transfers=dep.serving.mode == "disaggregated")
         self.trace = trace
@@ -1052,8 +1067,9 @@ class Simulation:
         if len(decode) == 1 and self._one_decode_router:
             d = decode[0]  # the router's only choice
             if len(rs) < batched.FEW and batched.plain(d):
-                batched.offer_few(d, rs, src)
-                d.start_pending()
+                if not batched.offer_start_few(d, rs, src):
+                    batched.offer_few(d, rs, src)
+                    d.start_pending()
                 return
             idx = batched.batch_of(d, rs)
             if idx is not None:
@@ -1145,6 +1161,7 @@ class Simulation:
         n = st.samples
         gen = st.s_gen.reshape(st.num_requests, n)
         longest = gen.max(axis=1) if st.num_requests else np.zeros(0)
+        st.release_views()
         for name in _STATE_DONE:  # the run's working state, read by nothing below (~50 MB at 1M requests)
             setattr(st, name, None)
         with np.errstate(invalid="ignore", divide="ignore"):  # (finish - first) / (longest - 1), in place

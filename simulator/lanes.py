@@ -4,7 +4,11 @@ A decode instance of the H800 example steps ~2k streams one step at a time (MTP 
 closed form). Gathering each stream's generated tokens, target and KV blocks from the run's
 per-stream arrays (``simulator.requests.RunState``) and scattering them back every step is most
 of a step's array work; here they are held in arrays in ``Server.run``'s order and updated in
-place. Joiners are appended, finishers removed with the step's mask.
+place. Joiners are appended, finishers removed with the step's mask. KV blocks are held as the
+tokens they hold (``cap``: blocks x ``BLOCK_TOKENS``): a step of at most ``BLOCK_TOKENS`` tokens
+grows a stream by at most one block (a stream holds a block for every token it has, so
+``cap >= gen`` before the step), exactly where ``min(gen + tokens, target) > cap``
+(``Server._grow_lanes``): three array calls instead of ``blocks_after_step``'s five.
 
 While a ``RunLanes`` is aligned (``run is server.run``), ``RunState.s_gen``, ``s_blocks`` and
 ``s_last_emit_s`` of the streams in ``run`` are stale: the lanes hold them. They are written
@@ -20,13 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.kv import BLOCK_SHIFT
+
 _sum = np.add.reduce
 
 
 class RunLanes:
-    """Generated tokens, targets and KV blocks of ``run``'s streams, in its order."""
+    """Generated tokens, targets and KV capacity (blocks x ``BLOCK_TOKENS``) of ``run``'s streams,
+    in its order; ``held_sum``: their blocks."""
 
-    __slots__ = ("st", "run", "gen", "target", "blocks", "held_sum", "fresh", "t")
+    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t")
 
     def __init__(self, st):
         self.st = st
@@ -36,8 +43,9 @@ class RunLanes:
         """Align with ``run``, reading its streams' state from ``RunState`` (authoritative now)."""
         st = self.st
         self.run = run
-        self.gen, self.target, self.blocks = st.s_gen.take(run), st.s_target.take(run), st.s_blocks.take(run)
-        self.held_sum = int(_sum(self.blocks))
+        blocks = st.s_blocks.take(run)
+        self.gen, self.target, self.cap = st.s_gen.take(run), st.s_target.take(run), blocks << BLOCK_SHIFT
+        self.held_sum = int(_sum(blocks))
         self.fresh, self.t = 0, 0.0
 
     def extend(self, run: np.ndarray, joiners) -> None:
@@ -47,13 +55,13 @@ class RunLanes:
             j = slice(joiners, joiners + 1)
             self.gen = np.concatenate((self.gen, st.s_gen[j]))
             self.target = np.concatenate((self.target, st.s_target[j]))
-            self.blocks = np.concatenate((self.blocks, st.s_blocks[j]))
+            self.cap = np.concatenate((self.cap, st.s_blocks[j] << BLOCK_SHIFT))
             self.held_sum += st.s_blocks.item(joiners)
         else:
             b = st.s_blocks.take(joiners)
             self.gen = np.concatenate((self.gen, st.s_gen.take(joiners)))
             self.target = np.concatenate((self.target, st.s_target.take(joiners)))
-            self.blocks = np.concatenate((self.blocks, b))
+            self.cap = np.concatenate((self.cap, b << BLOCK_SHIFT))
             self.held_sum += int(_sum(b))
         self.run = run
 
@@ -65,11 +73,11 @@ class RunLanes:
         st = self.st
         if run.size:
             st.s_gen[run] = self.gen
-            st.s_blocks[run] = self.blocks
+            st.s_blocks[run] = self.cap >> BLOCK_SHIFT
             if self.fresh:
                 st.s_last_emit_s[run[:self.fresh]] = self.t
         self.run = None
-        self.gen = self.target = self.blocks = None
+        self.gen = self.target = self.cap = None
 
     def gaps(self, now: float) -> np.ndarray:
         """Each stream's gap since its last emission (``now - last emit``), as the reference computes it."""
@@ -87,7 +95,7 @@ class RunLanes:
         if idx is None:
             idx = fin.nonzero()[0]
         done = run.take(idx)
-        b = self.blocks.take(idx)
+        b = self.cap.take(idx) >> BLOCK_SHIFT
         st.s_gen[done] = self.gen.take(idx)
         st.s_blocks[done] = b
         st.s_last_emit_s[done] = now
@@ -96,6 +104,6 @@ class RunLanes:
 
     def keep(self, run: np.ndarray, keep: np.ndarray) -> None:
         """Align with ``run``, the aligned run less the finishers (``keep``: the mask of the rest)."""
-        self.gen, self.target, self.blocks = self.gen[keep], self.target[keep], self.blocks[keep]
+        self.gen, self.target, self.cap = self.gen[keep], self.target[keep], self.cap[keep]
         self.run = run
         self.fresh = run.size  # every stream that stays ran in this step

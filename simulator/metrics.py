@@ -49,6 +49,28 @@ def _bins_np(gaps_s: np.ndarray) -> np.ndarray:
     return np.minimum(idx.astype(np.int64), _ITL_BINS - 1)
 
 
+#: up to this many gaps besides the common one are binned with ``math.log`` (``_bins_few``): more
+#: take numpy's six array calls, which cost less from about this many on
+_FEW_BINS = 10
+#: ``_bins_few`` leaves a gap to numpy when its bin position is this close to a bin edge
+_EDGE = 1e-9
+
+
+def _bins_few(gaps_s: list[float]) -> list[int] | None:
+    """``_bins_np`` of a few gaps, with ``math.log``: numpy's logarithm may differ from it in the
+    last bits, which moves a bin only for a position within ~1e-12 of a bin edge; None (take
+    ``_bins_np``) when a gap lies within ``_EDGE`` of one."""
+    out, log, lo, top = [], math.log, _ITL_MIN_S, _ITL_BINS - 1
+    for g in gaps_s:
+        x = log((g if g > lo else lo) / lo) / _LOG_ITL_RATIO
+        b = int(x)
+        f = x - b
+        if f < _EDGE or f > 1 - _EDGE:
+            return None
+        out.append(b if b < top else top)
+    return out
+
+
 def itl_bins(gaps_s: np.ndarray) -> np.ndarray:
     """``itl_bin`` of each gap, exactly: numpy's log may differ from ``math.log`` in the last bit,
     which moves a bin only for a gap within ~1e-12 bins of a bin edge; those few are binned by
@@ -127,6 +149,23 @@ class ItlHistogram:
         size = gaps_s.size
         if size <= _SMALL:
             return self.add(gaps_s)
+        if size - lead <= _SMALL:  # a few joiners: compared and binned with Python floats
+            g = gaps_s.item(0)
+            others = [x for x in gaps_s[lead:].tolist() if x != g]
+            common = size - len(others)
+            if common == size:
+                return self.add_uniform(g, size)
+            if 2 * common <= size:
+                return self.add(gaps_s)
+            bins = _bins_few([g] + others) if len(others) <= _FEW_BINS else None
+            if bins is not None:
+                counts = self._counts
+                counts[bins[0]] += common
+                for b in bins[1:]:
+                    counts[b] += 1
+                self.n += size
+                return float(np.add.reduce(gaps_s))
+            return self._add_mostly(gaps_s, np.array([g] + others), common)
         g = gaps_s[0]
         tail = gaps_s[lead:]
         other = tail != g

@@ -53,6 +53,7 @@ class TransferManager:
         self.env = env
         self.capacities = dict(capacities)
         self.alloc = MaxMinAllocator(capacities)
+        self._lone: dict[tuple, tuple[tuple, float]] = {}  # (src, dst) -> its path and lone rate
         self._solo: int | None = None  # a lone flow kept outside the allocator (fast path)
         self.flows: dict[int, _Flow] = {}
         self._ids = itertools.count()
@@ -74,12 +75,15 @@ class TransferManager:
     def start(self, src, dst, nbytes: float, payload: Any) -> int:
         """Start a transfer of ``nbytes`` from instance ``src`` to ``dst``; returns its id."""
         fid = next(self._ids)
-        path = kv_path(src, dst)
+        lone = self._lone.get((src, dst))
+        if lone is None:  # the capacities are fixed: a pair's path and lone rate are too
+            lone = self._lone[(src, dst)] = (kv_path(src, dst), kv_transfer_rate(self.capacities, src, dst))
+        path = lone[0]
         if not self.flows:
             # idle network: max-min gives a lone flow its path's bottleneck, no water-filling needed
             self.flows[fid] = _Flow(nbytes, self.env.now, payload, path)
             self._solo = fid
-            self._rerate({fid: kv_transfer_rate(self.capacities, src, dst)})
+            self._rerate({fid: lone[1]})
             return fid
         if self._solo is not None:  # hand the lone flow to the allocator (its rate is unchanged so far)
             self.alloc.add(self._solo, self.flows[self._solo].path)

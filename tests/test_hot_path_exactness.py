@@ -165,3 +165,19 @@ def test_cached_steps_equal_a_scan_of_every_step(n, total0, last, gap):
         else:
             ref.append((j, j, key, costs._cache[key]))
     assert _cached_steps(costs, n, total0, last) == ref
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(33, 3000), st.lists(st.integers(0, 40), min_size=0, max_size=32), st.integers(0, 2**32 - 1))
+def test_add_led_with_a_few_joiners_counts_as_numpy(lead, picks, seed):
+    """``add_led``'s Python comparisons and ``math.log`` bins (``_bins_few``) for a few joiners give
+    ``add``'s counts and sum, gaps on and next to bin edges included."""
+    rng = np.random.default_rng(seed)
+    edges = 1e-6 * 1.01 ** rng.integers(1, 2000, 8)  # gaps on (or next to) bin edges as well
+    pool = np.concatenate((rng.uniform(1e-4, 0.2, 24), edges, np.nextafter(edges, 0), np.nextafter(edges, 1)))
+    g = float(pool[seed % pool.size])
+    tail = [g if p % 3 == 0 else float(pool[p % pool.size]) for p in picks]
+    gaps = np.array([g] * lead + tail)
+    h, ref = ItlHistogram(), ItlHistogram()
+    got, want = h.add_led(gaps, lead), ref.add(gaps)  # add: numpy's comparisons, bins and sum
+    assert (h.counts == ref.counts).all() and got == want and h.n == ref.n == gaps.size
