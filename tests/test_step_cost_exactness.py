@@ -75,12 +75,11 @@ def test_surfaces_leave_scipy_blas_on_one_thread():
 def test_delaunay_loads_alone_and_is_scipy_spatials_class():
     """The triangulation's extension module loads without ``scipy.spatial``'s package (its k-d
     trees, ``scipy.sparse``, ``scipy.special``); a later ``import scipy.spatial`` reuses it, and a
-    scipy whose layout differs falls back to the usual import."""
+    scipy whose layout differs falls back to the usual import. Each case in a fresh interpreter."""
     import subprocess
     import sys
 
-    code = (
-        "import sys, importlib.machinery\n"
+    alone = (
         "from calibration.interp import _delaunay_class\n"
         "light = _delaunay_class()\n"
         "alone = 'scipy.spatial' not in sys.modules\n"
@@ -88,10 +87,7 @@ def test_delaunay_loads_alone_and_is_scipy_spatials_class():
         "assert alone and light is scipy.spatial.Delaunay, (alone, light)\n"
         "assert _delaunay_class.__wrapped__() is scipy.spatial.Delaunay\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
     fallback = (
-        "import sys\n"
         "import calibration.interp as i\n"
         "i._extension_alone = lambda name: None\n"
         "import numpy as np\n"
@@ -99,8 +95,10 @@ def test_delaunay_loads_alone_and_is_scipy_spatials_class():
         "assert 'scipy.spatial' in sys.modules and d.__module__ == 'scipy.spatial._qhull'\n"
         "assert d(np.array([[0., 0.], [1., 0.], [0., 1.]])).find_simplex(np.array([0.2, 0.2])) == 0\n"
     )
-    done = subprocess.run([sys.executable, "-c", fallback], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    for code in (alone, fallback):
+        done = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
 
 
 def _shipped_surfaces():
