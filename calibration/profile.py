@@ -226,9 +226,9 @@ class MeasuredProfile:
         return self._grouped_table("grouped_mm_bf16")
 
     @functools.cached_property
-    def _ragged_fp8(self) -> dict:
-        """``grouped_mm_fp8`` per (n, k) and groups, read per kernel configuration at the rows its
-        tiles pad to (``calibration.grouped_tiles``)."""
+    def _equal_fp8(self) -> dict:
+        """``grouped_mm_fp8`` for equal groups, per (n, k) and groups: read per kernel configuration
+        at the rows its tiles pad to (``calibration.grouped_tiles``)."""
         return self._tiled_fp8(pad=True)
 
     @functools.cached_property
@@ -427,10 +427,10 @@ class MeasuredProfile:
         ragged = tokens_total is not None and tokens_total > 0
         active = float(groups) if active_groups is None else min(float(groups), float(active_groups))
         if dtype == "fp8":  # FP8 ragged kernel (torch._scaled_grouped_mm); no padded or sparse FP8 table
-            if not self._ragged_fp8:
+            if not self._equal_fp8:
                 return None
             if not ragged:
-                return self._grouped_lookup(self._ragged_fp8, FP8_GROUPED_TABLE, groups, m_per_group, n, k)
+                return self._grouped_lookup(self._equal_fp8, FP8_GROUPED_TABLE, groups, m_per_group, n, k)
             return self._ragged_seconds(active, float(tokens_total), n, k, fp8=True)
         if dtype != "bf16":
             return None
