@@ -128,8 +128,8 @@ def test_flashmla_lookup_out_of_sample():
 def test_dense_gemm_lookup_out_of_sample():
     """Dense GEMMs of models the table never measured, at token counts between its rows
     (tests/data/measured/gemm_oos_h200.csv; run log benchmarks/device_runs/2026-12-02_gemm_oos_run_log.txt):
-    BF16 median 4.1% / worst 30%; FP8 rowwise 6.4% / 54% when measured (a known weakness at M ~300,
-    where torch's rowwise kernel changes tile configuration)."""
+    BF16 median 4.0% / worst 32%; FP8 rowwise 5.9% / 36% (6.4% / 54% before the tables had the grid's
+    multiples of 64 between 256 and 2048: torch's rowwise kernel changes configuration there)."""
     import csv
     from pathlib import Path
 
@@ -147,4 +147,4 @@ def test_dense_gemm_lookup_out_of_sample():
         errs[r["dtype"]].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
     assert len(errs["bf16"]) == 140 and len(errs["fp8_rowwise"]) == 140
     assert statistics.median(errs["bf16"]) <= 0.05 and max(errs["bf16"]) <= 0.35
-    assert statistics.median(errs["fp8_rowwise"]) <= 0.08 and max(errs["fp8_rowwise"]) <= 0.60
+    assert statistics.median(errs["fp8_rowwise"]) <= 0.07 and max(errs["fp8_rowwise"]) <= 0.45
