@@ -1,5 +1,6 @@
 """Kernel tables against rows they never saw: torch._scaled_grouped_mm's configuration rule and the
-padded-rows lookup of grouped_mm_fp8 (with fresh H200 rows), and FlashMLA decode between the table's points."""
+padded-rows lookup of grouped_mm_fp8 (with fresh H200 rows), FlashMLA decode between the table's points, and
+dense GEMMs of models the tables never measured."""
 
 from __future__ import annotations
 
@@ -122,3 +123,28 @@ def test_flashmla_lookup_out_of_sample():
     assert len(errs[False]) == 60 and len(errs[True]) == 12
     for e in errs.values():
         assert statistics.median(e) <= 0.06 and max(e) <= 0.25
+
+
+def test_dense_gemm_lookup_out_of_sample():
+    """Dense GEMMs of models the table never measured, at token counts between its rows
+    (tests/data/measured/gemm_oos_h200.csv; run log benchmarks/device_runs/2026-12-02_gemm_oos_run_log.txt):
+    BF16 median 4.0% / worst 32%; FP8 rowwise 5.9% / 36% (6.4% / 54% before the tables had the grid's
+    multiples of 64 between 256 and 2048: torch's rowwise kernel changes configuration there)."""
+    import csv
+    from pathlib import Path
+
+    from calibration.profile import load_profile
+    from workloads.kernel_sets import ROWWISE_FP8_GEMM
+    from workloads.ops_blocks import gemm
+
+    p = load_profile("h200")
+    errs: dict[str, list[float]] = {"bf16": [], "fp8_rowwise": []}
+    for r in csv.DictReader((Path(__file__).parent / "data" / "measured" / "gemm_oos_h200.csv").open()):
+        m, n, k = int(r["m"]), int(r["n"]), int(r["k"])
+        fp8 = r["dtype"] == "fp8_rowwise"
+        op = gemm("g", m, n, k, dtype="fp8" if fp8 else "bf16", layer="x", count=1,
+                  impl=ROWWISE_FP8_GEMM if fp8 else None)
+        errs[r["dtype"]].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
+    assert len(errs["bf16"]) == 140 and len(errs["fp8_rowwise"]) == 140
+    assert statistics.median(errs["bf16"]) <= 0.05 and max(errs["bf16"]) <= 0.35
+    assert statistics.median(errs["fp8_rowwise"]) <= 0.07 and max(errs["fp8_rowwise"]) <= 0.45

@@ -49,8 +49,12 @@ SHAPES: tuple[tuple[int, int, str], ...] = (
     (32064, 8192, "llama-3.1-70b lm head tp4"),
     (16032, 16384, "llama-3.1-405b lm head tp8"),
 )
-M_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-          3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
+#: token counts; 320 ... 1792 (multiples of 64 between the powers of two and their halves) because
+#: torch's FP8 rowwise kernel picks its tile, cluster and transposition from M rounded to 64
+#: (RowwiseScaledMM.cu), and log-M interpolation across such a switch missed M ~300 by 31% (median
+#: over 14 unmeasured shapes, benchmarks/device_runs/2026-12-02_gemm_oos_run_log.txt)
+M_GRID = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280,
+          1536, 1792, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
 QUICK_SHAPES = ((256, 128, "tiny a"), (512, 256, "tiny b"))
 QUICK_M = (1, 16, 128)
 MAX_FLOPS = 2.5e13
