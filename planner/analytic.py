@@ -46,7 +46,7 @@ from statistics import NormalDist
 from typing import Any
 
 from hardware.kv_transfer import kv_transfer_seconds
-from planner.feasibility import check_rules, instance_spec, pool_fit
+from planner.feasibility import check_rules, choice_memory, instance_spec, pool_fit
 from planner.queueing import batch_server_ttft_p, kingman_wait_p, mdc_wait_p
 from planner.rows import Block, Columns, layout_rows
 from simulator.instance import InstanceCost
@@ -373,6 +373,7 @@ class Evaluator:
         self._dtab: dict[Any, tuple] = {}
         self._steps: dict[Any, tuple] = {}
         self._fits: dict[Any, Any] = {}  # choice -> ``pool_fit`` (``fit``)
+        self._mems: dict[tuple, Any] = {}  # (layout, MTP on) -> ``choice_memory`` (h200x32: 1368 choices, 72 layouts)
         self._coloc: dict[tuple, dict] = {}  # (what ``colocated_state`` reads of a choice, b) -> state
         self.kv_bytes_per_request = kv_cache_bytes_per_token(self.model, ctx.kv_dtype) * ctx.prompt_tokens
         self.a = ctx.mtp_acceptance
@@ -447,10 +448,15 @@ class Evaluator:
 
     def fit(self, choice):
         """``planner.feasibility.pool_fit`` of ``choice`` (memoised: the pool phase, the capacity
-        and the merge key read it; a forked worker inherits the parent's)."""
+        and the merge key read it; a forked worker inherits the parent's), its memory account
+        shared by the choices of one layout."""
         f = self._fits.get(choice)
         if f is None:
-            f = self._fits[choice] = pool_fit(self.ctx, choice, self.model, self.cluster)
+            key = (choice.layout, choice.mtp_depth > 0)
+            mem = self._mems.get(key)
+            if mem is None:
+                mem = self._mems[key] = choice_memory(self.ctx, choice, self.model, self.cluster)
+            f = self._fits[choice] = pool_fit(self.ctx, choice, self.model, self.cluster, mem)
         return f
 
     def tokens_per_step(self, choice) -> float:
