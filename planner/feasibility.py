@@ -98,6 +98,13 @@ def activation_bytes(model, choice, tokens_per_rank: float, logits_rows: float) 
     return act
 
 
+def choice_memory(ctx, choice, model, cluster):
+    """``workloads.deployment_rules.layout_memory`` of a choice's layout (a function of
+    ``choice.layout`` and whether MTP is on, given the context)."""
+    return layout_memory(model, choice.layout, cluster.device, ctx.weight_dtype, ctx.kv_dtype, mtp=choice.mtp_depth > 0,
+                         kv_memory_fraction=ctx.kv_memory_fraction)
+
+
 @dataclass(frozen=True)
 class PoolFit:
     """Memory account of one pool choice (per device)."""
@@ -110,10 +117,12 @@ class PoolFit:
     shortfall: float = float("nan")  # when rejected: memory needed / memory there (>= 1)
 
 
-def pool_fit(ctx, choice, model, cluster) -> PoolFit:
-    """Weights + activations + KV for one pool choice; reason set when a longest request does not fit."""
-    mem = layout_memory(model, choice.layout, cluster.device, ctx.weight_dtype, ctx.kv_dtype, mtp=choice.mtp_depth > 0,
-                        kv_memory_fraction=ctx.kv_memory_fraction)
+def pool_fit(ctx, choice, model, cluster, mem=None) -> PoolFit:
+    """Weights + activations + KV for one pool choice; reason set when a longest request does not fit.
+    ``mem``: the choice's ``choice_memory`` when the caller has it (it depends on the layout and
+    MTP only, which many choices share)."""
+    if mem is None:
+        mem = choice_memory(ctx, choice, model, cluster)
     new = 1 + choice.mtp_depth
     if choice.role == "prefill":
         tokens, rows = choice.tokens_per_rank, max(1.0, choice.tokens_per_rank / max(ctx.prefill_tokens, 1.0))

@@ -39,7 +39,6 @@ import numpy as np
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
 from planner.executors import Executor, default_executor, frozen_heap, start
-from planner.feasibility import pool_fit
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_groups, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
@@ -202,7 +201,7 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
             if why:
                 ev._perf[c] = PoolPerf(why)
                 continue
-            fit = pool_fit(ctx, c, ev.model, ev.cluster)
+            fit = ev.fit(c)
             if fit.reason:
                 ev._perf[c] = PoolPerf(fit.reason, shortfall=fit.shortfall)
             else:
