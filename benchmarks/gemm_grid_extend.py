@@ -9,34 +9,26 @@ new token counts are timed, by the same calls, rotation and timer as every other
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
-import time
 from pathlib import Path
 
 DTYPES = ("fp8_rowwise", "bf16", "fp8")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--budget-s", type=float, default=300.0)
-    args = ap.parse_args(argv)
-    import torch
+    from probe_rows import probe_context
 
-    from calibration.bench import gemm
-    from calibration.bench.common import BenchContext
-
-    if not torch.cuda.is_available():
-        print("no GPU", file=sys.stderr)
+    got = probe_context(__doc__, argv, more=lambda ap: ap.add_argument("--profile", required=True))
+    if got is None:
         return 2
+    args, ctx = got
+    from calibration.bench import gemm
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for dtype in DTYPES:
         shutil.copy(Path(args.profile) / f"gemm_{dtype}.csv", out / f"gemm_{dtype}.csv")
-    ctx = BenchContext(out_dir=out, device="cuda", deadline_s=time.monotonic() + args.budget_s)
+    ctx.out_dir = out
     for dtype in DTYPES:
         if dtype != "bf16" and not gemm.fp8_supported(ctx):
             continue

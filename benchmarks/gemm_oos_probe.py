@@ -12,10 +12,8 @@ No GPU: exits 2.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
-import time
 
 #: (layer, n, k): each model's projections on one device
 SHAPES = (
@@ -33,19 +31,17 @@ FIELDS = ("dtype", "m", "n", "k", "layer", "seconds", "tflops", "method")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--budget-s", type=float, default=300.0)
-    args = ap.parse_args(argv)
+    from probe_rows import probe_context
+
+    got = probe_context(__doc__, argv)
+    if got is None:
+        return 2
+    args, ctx = got
     import torch
 
-    from calibration.bench.common import BenchContext, free_cuda, rotation_count, time_calls
+    from calibration.bench.common import free_cuda, rotation_count, time_calls
     from calibration.bench.gemm import _make_calls
 
-    if not torch.cuda.is_available():
-        print("no GPU", file=sys.stderr)
-        return 2
-    ctx = BenchContext(out_dir=None, device="cuda", deadline_s=time.monotonic() + args.budget_s)
     dev = torch.device("cuda")
     with open(args.out, "w", newline="") as fh:
         out = csv.writer(fh)

@@ -14,10 +14,8 @@ group, seconds (median, CUDA graph), TFLOP/s, method, torch version. No GPU: exi
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
-import time
 
 #: the shipped table's expert shapes (DeepSeek-V3 gate+up and down, V2-Lite's)
 SHAPES = ((4096, 7168), (7168, 2048), (2816, 2048), (2048, 1408))
@@ -28,20 +26,18 @@ FIELDS = ("layout", "groups", "m_per_group", "n", "k", "max_per_group", "seconds
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--budget-s", type=float, default=240.0)
-    args = ap.parse_args(argv)
+    from probe_rows import probe_context
+
+    got = probe_context(__doc__, argv)
+    if got is None:
+        return 2
+    args, ctx = got
     import numpy as np
     import torch
 
-    from calibration.bench.common import BenchContext, time_calls
+    from calibration.bench.common import time_calls
     from calibration.bench.grouped_gemm import scaled_grouped_mm_call
 
-    if not torch.cuda.is_available():
-        print("no GPU", file=sys.stderr)
-        return 2
-    ctx = BenchContext(out_dir=None, device="cuda", deadline_s=time.monotonic() + args.budget_s)
     rng = np.random.default_rng(11)
     with open(args.out, "w", newline="") as fh:
         out = csv.writer(fh)
