@@ -41,15 +41,17 @@ CLUSTER_M = 2
 LARGE_DIM = 2048
 #: M or N at most this: the ``small`` configuration
 SMALL_DIM = 128
+#: relative slack for float rows on a tile or table boundary (as ``calibration.interp.Curve``'s bounds)
+_REL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
 class GroupedConfig:
-    """One CUTLASS configuration of the FP8 grouped GEMM: its name and tile rows and columns."""
+    """One CUTLASS configuration of the FP8 grouped GEMM: its name and tile rows (its tile columns
+    do not enter the lookup: N is fixed per curve)."""
 
     name: str
     tile_m: int
-    tile_n: int
 
     @property
     def m_step(self) -> int:
@@ -64,10 +66,10 @@ def scaled_grouped_mm_config(m_per_group: float, n: int, k: int, fast_accum: boo
     large = (m >= LARGE_DIM and k >= LARGE_DIM) or (m >= LARGE_DIM and n >= LARGE_DIM) or (
         k >= LARGE_DIM and n >= LARGE_DIM)
     if m <= SMALL_DIM or n <= SMALL_DIM:
-        return GroupedConfig("small", 64, 128)
+        return GroupedConfig("small", 64)
     if large:
-        return GroupedConfig("large", 256 if fast_accum else 128, 128)
-    return GroupedConfig("default", 128, 256)
+        return GroupedConfig("large", 256 if fast_accum else 128)
+    return GroupedConfig("default", 128)
 
 
 def padded_rows(m_per_group: float, config: GroupedConfig) -> float:
@@ -79,7 +81,7 @@ def padded_rows(m_per_group: float, config: GroupedConfig) -> float:
         return 0.0
     if config.name == "small":
         return float(m_per_group)
-    return float(math.ceil(m_per_group / config.m_step - 1e-9) * config.m_step)
+    return float(math.ceil(m_per_group / config.m_step - _REL_TOL) * config.m_step)
 
 
 def _curve(points: list[tuple[float, float, float]]) -> Curve:
@@ -128,6 +130,6 @@ class TiledCurve:
             if t is not None:
                 return t
             top = float(curve.xs[-1])
-            if top < x <= float(self.all.xs[-1]) * (1 + 1e-9):  # past its last point, short of another's
+            if top < x <= float(self.all.xs[-1]) * (1 + _REL_TOL):  # past its last point, short of another's
                 return float(curve.ys[-1]) * x / top
         return self.all(x)

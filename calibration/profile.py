@@ -237,11 +237,8 @@ class MeasuredProfile:
         return self._tiled_fp8(pad=False)
 
     def _tiled_fp8(self, pad: bool) -> dict:
-        gg = self.tables.get(FP8_GROUPED_TABLE)
-        return {} if gg is None else {
-            (int(n), int(k)): {int(g): TiledCurve(d2.floats("m_per_group").tolist(), d2.floats("seconds").tolist(),
-                                                  int(n), int(k), pad=pad) for g, d2 in d.groupby("groups")}
-            for (n, k), d in gg.groupby(["n", "k"])}
+        return self._grouped_table(FP8_GROUPED_TABLE, lambda d, n, k: TiledCurve(
+            d.floats("m_per_group").tolist(), d.floats("seconds").tolist(), n, k, pad=pad))
 
     @functools.cached_property
     def _sparse(self) -> SparseGroupedTable:
@@ -354,10 +351,13 @@ class MeasuredProfile:
             tuple(str(v) if isinstance(v, str) else int(v) for v in kv): Curve.of(d, "tokens_per_rank")
             for kv, d in dd.groupby(keys)}
 
-    def _grouped_table(self, stem: str) -> dict:
+    def _grouped_table(self, stem: str, curve=None) -> dict:
+        """A grouped GEMM table as {(n, k): {groups: curve over m_per_group}}; ``curve(rows, n, k)``
+        builds each (default: ``Curve.of`` in log-log)."""
         gg = self.tables.get(stem)
+        make = curve or (lambda d, n, k: Curve.of(d, "m_per_group"))
         return {} if gg is None else {
-            (int(n), int(k)): {int(g): Curve.of(d2, "m_per_group") for g, d2 in d.groupby("groups")}
+            (int(n), int(k)): {int(g): make(d2, int(n), int(k)) for g, d2 in d.groupby("groups")}
             for (n, k), d in gg.groupby(["n", "k"])}
 
     @functools.cached_property
