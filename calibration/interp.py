@@ -379,6 +379,26 @@ class EfficiencyFit:
                              self.peaks_source)
 
 
+def call_latency_s(curves) -> float:
+    """The fixed time of one call of a GEMM-shaped table: the intercept of its one-row (M = 1) times
+    against the weight size n*k over its measured shapes (least squares on relative error), floored
+    at 0; 0 with fewer than 3 shapes. ``curves`` maps (n, k) to a callable of M (None outside it)."""
+    pts = [(n * k, t) for (n, k), f in curves.items() if (t := f(1.0)) is not None and t > 0]
+    if len(pts) < 3:
+        return 0.0
+    x, y = np.array([p[0] for p in pts], float), np.array([p[1] for p in pts])
+    w = 1.0 / y
+    a = np.linalg.lstsq(np.vstack([w, x * w]).T, np.ones_like(y), rcond=None)[0][0]
+    return max(float(a), 0.0)
+
+
+def scale_shape_s(t_ref_s: float, latency_s: float, size_ratio: float) -> float:
+    """A measured shape's time carried to another of ``size_ratio`` times its n*k: the per-call
+    latency stays, the rest scales (bytes of the weight, or FLOPs, at the same M)."""
+    a = min(latency_s, t_ref_s)
+    return a + (t_ref_s - a) * size_ratio
+
+
 def nearest_shape(shapes, n: int, k: int) -> tuple[int, int] | None:
     """The measured ``(n, k)`` among ``shapes`` closest in log n + log k, within 8x in n*k (the
     rule every GEMM-shaped table uses to answer a shape it did not measure), or None."""

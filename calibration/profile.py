@@ -72,8 +72,10 @@ from calibration.interp import (  # noqa: F401  (re-exported: the profile's publ
     EfficiencyFit,
     KindEfficiency,
     Surface,
+    call_latency_s,
     fit_kv_tile,
     nearest_shape,
+    scale_shape_s,
     tile_spill_factor,
 )
 from calibration.decode_lookup import (
@@ -209,6 +211,12 @@ class MeasuredProfile:
     @functools.cached_property
     def _gemm(self) -> dict:
         return {dt: self._pairs(self.tables.get(f"gemm_{dt}"), ["n", "k"], "m") for dt in ("bf16", "fp8", "fp8_rowwise")}
+
+    @functools.cached_property
+    def _gemm_latency_s(self) -> dict:
+        """Per GEMM table, the fixed time of a call (``interp.call_latency_s``) kept when a shape is
+        read from another one."""
+        return {dt: call_latency_s(pairs) for dt, pairs in self._gemm.items()}
 
     def _gemm_dtype(self, op) -> str:
         """The GEMM table key of ``op``: ``fp8_rowwise`` for an FP8 GEMM naming the rowwise-scaled
@@ -410,7 +418,9 @@ class MeasuredProfile:
         t = pairs[ref](m)
         if t is None:
             return None
-        return t * (n * k) / (ref[0] * ref[1]), self._src(table, f"scaled by FLOPs from n={ref[0]} k={ref[1]}")
+        lat = self._gemm_latency_s[dtype]
+        return scale_shape_s(t, lat, (n * k) / (ref[0] * ref[1])), self._src(
+            table, f"scaled by FLOPs from n={ref[0]} k={ref[1]} beyond a {lat * 1e6:.1f} us call")
 
     def grouped_gemm_seconds(self, groups: int, m_per_group: float, n: int, k: int,
                              dtype: str = "bf16", tokens_total: float | None = None,

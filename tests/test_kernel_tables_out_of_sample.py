@@ -128,8 +128,10 @@ def test_flashmla_lookup_out_of_sample():
 def test_dense_gemm_lookup_out_of_sample():
     """Dense GEMMs of models the table never measured, at token counts between its rows
     (tests/data/measured/gemm_oos_h200.csv; run log benchmarks/device_runs/2026-12-02_gemm_oos_run_log.txt):
-    BF16 median 4.0% / worst 32%; FP8 rowwise 5.9% / 36% (6.4% / 54% before the tables had the grid's
-    multiples of 64 between 256 and 2048: torch's rowwise kernel changes configuration there)."""
+    BF16 median 3.8% / p90 10.8% / worst 29%; FP8 rowwise 6.0% / 17.7% / 31%. A shape read from another
+    keeps the table's per-call latency and scales the rest (before: all of it scaled, BF16 4.0% / 15.2% /
+    32%, FP8 rowwise 5.9% / 25.9% / 36%; 6.4% / 54% before the grid's multiples of 64 between 256 and 2048,
+    where torch's rowwise kernel changes configuration)."""
     import csv
     from pathlib import Path
 
@@ -146,5 +148,34 @@ def test_dense_gemm_lookup_out_of_sample():
                   impl=ROWWISE_FP8_GEMM if fp8 else None)
         errs[r["dtype"]].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
     assert len(errs["bf16"]) == 140 and len(errs["fp8_rowwise"]) == 140
-    assert statistics.median(errs["bf16"]) <= 0.05 and max(errs["bf16"]) <= 0.35
-    assert statistics.median(errs["fp8_rowwise"]) <= 0.07 and max(errs["fp8_rowwise"]) <= 0.45
+    for e, (median, p90, worst) in ((errs["bf16"], (0.05, 0.13, 0.32)), (errs["fp8_rowwise"], (0.07, 0.20, 0.35))):
+        e.sort()
+        assert statistics.median(e) <= median and e[int(0.9 * len(e))] <= p90 and e[-1] <= worst
+
+
+@pytest.mark.parametrize("dtype,bounds", [("bf16", (0.05, 0.14, 0.32)), ("fp8", (0.055, 0.17, 0.42)),
+                                          ("fp8_rowwise", (0.085, 0.30, 0.52))])
+def test_gemm_shapes_held_out_one_at_a_time(dtype, bounds):
+    """Each shipped GEMM shape held out in turn and read from its nearest other shape, with the
+    per-call latency fitted without it (``interp.call_latency_s``), at M = 1 ... 8192. Scaling the
+    whole time by n*k instead: BF16 median 5.3% / p90 20.7% / worst 52%, FP8 5.7 / 26.5 / 67,
+    FP8 rowwise 9.0 / 36.6 / 65; keeping the latency: 4.5 / 12.5 / 30, 4.9 / 15.7 / 38.5, 7.7 / 28.1 / 50."""
+    from calibration.interp import call_latency_s, nearest_shape, scale_shape_s
+    from calibration.profile import load_profile
+
+    curves = load_profile("h200")._gemm[dtype]
+    errs = []
+    for shape, own in curves.items():
+        others = {s: f for s, f in curves.items() if s != shape}
+        ref = nearest_shape(others, *shape)
+        if ref is None:
+            continue
+        lat = call_latency_s(others)
+        for m in (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192):
+            t, t_ref = own(m), others[ref](m)
+            if t is not None and t_ref is not None:
+                errs.append(abs(scale_shape_s(t_ref, lat, shape[0] * shape[1] / (ref[0] * ref[1])) / t - 1))
+    errs.sort()
+    median, p90, worst = bounds
+    assert len(errs) >= 250
+    assert statistics.median(errs) <= median and errs[int(0.9 * len(errs))] <= p90 and errs[-1] <= worst
