@@ -207,6 +207,7 @@ class MeasuredProfile:
         self.tables: Mapping[str, Table] = LazyTables(self.path, fit_only)
         self._attn_configs: dict = {}  # _pick_attn's answers
         self._gemm_refs: dict = {}  # (dtype, n, k) -> the measured GEMM shape answering it (nearest_shape)
+        self._grouped_lat: dict = {}  # (id of a grouped table's dict, groups) -> its per-call latency
 
     @functools.cached_property
     def _gemm(self) -> dict:
@@ -501,8 +502,18 @@ class MeasuredProfile:
         if t is None:
             return None
         if scale != 1.0:
-            how += f", scaled by FLOPs from n={ref[0]} k={ref[1]}"
-        return t * scale, self._src(table, how)
+            lat = self._grouped_latency_s(tables, min(gs, key=lambda g: abs(math.log(g / groups))))
+            how += f", scaled by FLOPs from n={ref[0]} k={ref[1]} beyond a {lat * 1e6:.1f} us call"
+            t = scale_shape_s(t, lat, scale)
+        return t, self._src(table, how)
+
+    def _grouped_latency_s(self, tables: dict, groups: int) -> float:
+        """The per-call latency of a grouped table at a measured group count (``interp.call_latency_s``
+        over its shapes), kept when a shape is read from another one."""
+        key = (id(tables), groups)
+        if key not in self._grouped_lat:
+            self._grouped_lat[key] = call_latency_s({s: by_g[groups] for s, by_g in tables.items() if groups in by_g})
+        return self._grouped_lat[key]
 
     # -- attention
 
