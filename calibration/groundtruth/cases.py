@@ -23,6 +23,10 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
   ``dtype="fp8"``: rowwise activation quantisation, ``torch._scaled_mm``) in prefill and decode
   (``gt_dense_prefill_fp8.csv``, ``gt_dense_decode_fp8.csv``; ``split`` alternating / a
   checkerboard; nothing is fitted to it);
+* ``denseoos`` - dense models and tensor-parallel ranks the tables never measured whole (Qwen-2.5-72B
+  at TP 4 and 8, Llama-3.1-70B at TP 2 and 8, Llama-3.1-405B at TP 8, Llama-3.1-8B at TP 2) in BF16
+  prefill and decode (``gt_dense_prefill_oos.csv``, ``gt_dense_decode_oos.csv``): every row is
+  ``holdout`` (no parameter is fitted to whole steps; their GEMM shapes are mostly off the tables);
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -69,6 +73,8 @@ DENSE_PREFILL_FP8 = Table("gt_dense_prefill_fp8.csv", ("model", "tp", "layers", 
                           DENSE_PREFILL.key)
 DENSE_DECODE_FP8 = Table("gt_dense_decode_fp8.csv", ("model", "tp", "layers", "batch", "context", "split") + _TIMES,
                          DENSE_DECODE.key)
+DENSE_PREFILL_OOS = Table("gt_dense_prefill_oos.csv", DENSE_PREFILL_FP8.columns, DENSE_PREFILL.key)
+DENSE_DECODE_OOS = Table("gt_dense_decode_oos.csv", DENSE_DECODE_FP8.columns, DENSE_DECODE.key)
 DENSE_CHUNK = Table("gt_dense_chunk.csv",
                     ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
                     ("model", "tp", "layers", "batch", "new", "context"))
@@ -258,6 +264,32 @@ def fp8dense_cases(quick: bool) -> list[Case]:
                        for b, n, sp in checkerboard(*decode, lambda b, n: b * n <= FP8_DECODE_MAX_CACHED_TOKENS)), 7, 3)]
 
 
+# ----------------------------------------------------------------------------- denseoos (unmeasured shapes)
+
+#: (model, tp, layers): one rank's share, layers cut where the whole model's KV at the largest point
+#: would not fit beside the weights (the predictor costs the same layer count)
+OOS_MODELS = (("qwen-2.5-72b", 4, 80), ("qwen-2.5-72b", 8, 80), ("llama-3.1-70b", 8, 80),
+              ("llama-3.1-70b", 2, 40), ("llama-3.1-405b", 8, 42), ("llama-3.1-8b", 2, 32))
+OOS_PREFILL = ((1, 768), (1, 3072), (2, 1536), (3, 2048))
+OOS_DECODE = ((1, 1536), (3, 3072), (12, 1536), (24, 6144), (48, 768), (96, 3072), (192, 1536))
+
+
+def denseoos_cases(quick: bool) -> list[Case]:
+    """BF16 dense steps of models and TP ranks off the tables (see the module docstring)."""
+    models = ((C.TINY_DENSE.name, 1, None),) if quick else OOS_MODELS
+    prefill, decode = (((1, 8), (2, 16)), ((1, 8), (3, 16))) if quick else (OOS_PREFILL, OOS_DECODE)
+    out = []
+    for name, tp, layers in models:
+        layers = layers or C.model_config(name).num_layers
+        ident = dict(model=name, tp=tp, layers=layers, split="holdout")
+        model = ("dense", name, tp, layers)
+        out += [Case(f"oos_{name}_tp{tp}", model, DENSE_PREFILL_OOS,
+                     tuple(dict(ident, batch=b, seq=n) for b, n in prefill), 5, 3),
+                Case(f"oos_{name}_tp{tp}", model, DENSE_DECODE_OOS,
+                     tuple(dict(ident, batch=b, context=c) for b, c in decode), 7, 3)]
+    return out
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -279,4 +311,4 @@ def check_cases(quick: bool) -> list[Case]:
 
 
 SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases,
-        "fp8dense": fp8dense_cases}
+        "fp8dense": fp8dense_cases, "denseoos": denseoos_cases}

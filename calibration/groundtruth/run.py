@@ -36,6 +36,8 @@ EXCLUDED["fp8moe"] = ["dispatch/combine all-to-all (routing seeded uniform over 
                       "row scales (prepared outside the step, as an FP8 dispatch delivers them)"]
 EXCLUDED["fp8dense"] = ["nothing of the step (one GPU, TP 1): embedding, every layer (projections in e4m3 with rowwise "
                         "activation quantisation), final norm and the logits (BF16 LM head)"]
+EXCLUDED["denseoos"] = ["one tensor-parallel rank's share of each model on one GPU: the 2 TP all-reduces per layer "
+                        "and the vocab-parallel logits gather (ranks at TP 1 exclude nothing)"]
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
 EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
                      "logits; the cached history is random (one draw, copied into every layer's cache)"]
@@ -65,11 +67,11 @@ def build(model: tuple, device: str):
 
 def step_of(model, table: K.Table, p: dict):
     """(closure, info columns) of one point."""
-    if table in (K.DENSE_PREFILL, K.DENSE_PREFILL_FP8):
+    if table in (K.DENSE_PREFILL, K.DENSE_PREFILL_FP8, K.DENSE_PREFILL_OOS):
         return model.prefill(p["batch"], p["seq"]), {}
     if table is K.DENSE_CHUNK:
         return model.chunk_prefill(p["batch"], p["new"], p["context"])
-    if table in (K.DENSE_DECODE, K.DENSE_DECODE_LONG, K.DENSE_DECODE_FP8):
+    if table in (K.DENSE_DECODE, K.DENSE_DECODE_LONG, K.DENSE_DECODE_FP8, K.DENSE_DECODE_OOS):
         fn = model.decode(p["batch"], p["context"])
         return fn, ({"attn_backend": model.decode_backend(p["batch"], p["context"])}
                     if table is K.DENSE_DECODE_LONG else {})

@@ -30,6 +30,8 @@ FAMILIES = {
     "gt_moe_fp8.csv": "moe fp8",
     "gt_dense_prefill_fp8.csv": "dense prefill fp8",
     "gt_dense_decode_fp8.csv": "dense decode fp8",
+    "gt_dense_prefill_oos.csv": "dense prefill oos",
+    "gt_dense_decode_oos.csv": "dense decode oos",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -96,7 +98,7 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
     if family.startswith("dense"):
         b, tp = _int(row, "batch"), _int(row, "tp")
         fp8 = family.endswith(" fp8")
-        family_kind = family.removesuffix(" fp8")
+        family_kind = family.removesuffix(" fp8").removesuffix(" oos")
         if family_kind == "dense prefill":
             shape, point = BatchShape.prefill(b, _int(row, "seq")), f"B={b} S={row['seq']}"
         elif family_kind == "dense chunk prefill":  # n new tokens per sequence after C cached ones

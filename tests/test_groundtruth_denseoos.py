@@ -1,0 +1,42 @@
+"""The ``denseoos`` ground-truth set: dense models and TP ranks the GEMM tables never measured whole.
+
+CPU: the quick set runs and resumes on tiny models; the full set's points are all hold-out, name
+catalog models, and their projections are mostly shapes off the shipped GEMM table (what the set
+is for: judging how the cost model carries measured shapes to unmeasured ones).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from calibration.groundtruth import cases as K
+
+
+def test_denseoos_quick_cpu_run_and_resume(tmp_path):
+    pytest.importorskip("torch")
+    from calibration.groundtruth.run import main
+
+    args = ["--set", "denseoos", "--quick", "--out", str(tmp_path), "--device", "cpu"]
+    assert main(args) == 0
+    rows = {K.DENSE_PREFILL_OOS.file: 2, K.DENSE_DECODE_OOS.file: 2}
+    for file, n in rows.items():
+        df = pd.read_csv(tmp_path / file)
+        assert len(df) == n and (df.seconds > 0).all() and set(df.split) == {"holdout"}
+    assert main(args) == 0  # resumes: nothing measured twice
+    assert {f: len(pd.read_csv(tmp_path / f)) for f in rows} == rows
+
+
+def test_denseoos_points_are_holdout_and_mostly_off_the_tables():
+    from calibration.groundtruth.workload import row_ops
+    from calibration.profile import load_profile
+
+    cases = K.denseoos_cases(False)
+    assert {p["split"] for c in cases for p in c.points} == {"holdout"}
+    measured = set(load_profile("h200")._gemm["bf16"])
+    shapes = set()
+    for c in cases:
+        work = row_ops(c.table.file, c.points[0])
+        shapes |= {(op.shape["n"], op.shape["k"]) for op in work.ops if op.kind == "gemm" and "n" in op.shape}
+    off = shapes - measured
+    assert len(shapes) >= 25 and len(off) >= 0.6 * len(shapes)  # 19 of 28 at the time of writing
