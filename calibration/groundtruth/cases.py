@@ -27,6 +27,9 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
   at TP 4 and 8, Llama-3.1-70B at TP 2 and 8, Llama-3.1-405B at TP 8, Llama-3.1-8B at TP 2) in BF16
   prefill and decode (``gt_dense_prefill_oos.csv``, ``gt_dense_decode_oos.csv``): every row is
   ``holdout`` (no parameter is fitted to whole steps; their GEMM shapes are mostly off the tables);
+* ``moeoos`` - DeepSeek-V2's MoE layer (160 experts of width 1536, top-6, hidden 5120: expert
+  shapes no grouped table holds) at EP 4, 8 and 32, 4..4096 tokens per rank (``gt_moe_oos.csv``),
+  every row ``holdout``;
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -75,6 +78,7 @@ DENSE_DECODE_FP8 = Table("gt_dense_decode_fp8.csv", ("model", "tp", "layers", "b
                          DENSE_DECODE.key)
 DENSE_PREFILL_OOS = Table("gt_dense_prefill_oos.csv", DENSE_PREFILL_FP8.columns, DENSE_PREFILL.key)
 DENSE_DECODE_OOS = Table("gt_dense_decode_oos.csv", DENSE_DECODE_FP8.columns, DENSE_DECODE.key)
+MOE_OOS = Table("gt_moe_oos.csv", MOE_SMALL.columns, MOE_SMALL.key)
 DENSE_CHUNK = Table("gt_dense_chunk.csv",
                     ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
                     ("model", "tp", "layers", "batch", "new", "context"))
@@ -290,6 +294,18 @@ def denseoos_cases(quick: bool) -> list[Case]:
     return out
 
 
+OOS_MOE = (("deepseek-v2", 4), ("deepseek-v2", 8), ("deepseek-v2", 32))
+OOS_MOE_TOKENS = (4, 12, 48, 160, 640, 2048, 4096)
+
+
+def moeoos_cases(quick: bool) -> list[Case]:
+    """BF16 MoE layers of an expert shape off the grouped tables (see the module docstring)."""
+    if quick:
+        return [_moe_case("moeoos", C.TINY_MOE, (4, 16), MOE_OOS, ["holdout"] * 2)]
+    return [_moe_case(f"moeoos_ep{ep}", C.moe_config(name, ep), OOS_MOE_TOKENS, MOE_OOS,
+                      ["holdout"] * len(OOS_MOE_TOKENS), 7, 3) for name, ep in OOS_MOE]
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -311,4 +327,5 @@ def check_cases(quick: bool) -> list[Case]:
 
 
 SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases,
-        "fp8dense": fp8dense_cases, "denseoos": denseoos_cases}
+        "fp8dense": fp8dense_cases, "denseoos": denseoos_cases,
+        "moeoos": moeoos_cases}

@@ -38,6 +38,8 @@ EXCLUDED["fp8dense"] = ["nothing of the step (one GPU, TP 1): embedding, every l
                         "activation quantisation), final norm and the logits (BF16 LM head)"]
 EXCLUDED["denseoos"] = ["one tensor-parallel rank's share of each model on one GPU: the 2 TP all-reduces per layer "
                         "and the vocab-parallel logits gather (ranks at TP 1 exclude nothing)"]
+EXCLUDED["moeoos"] = ["dispatch/combine all-to-all (routing seeded uniform over all ep ranks' tokens; the router "
+                      "runs but does not drive the dispatch)"]
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
 EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
                      "logits; the cached history is random (one draw, copied into every layer's cache)"]
@@ -75,7 +77,7 @@ def step_of(model, table: K.Table, p: dict):
         fn = model.decode(p["batch"], p["context"])
         return fn, ({"attn_backend": model.decode_backend(p["batch"], p["context"])}
                     if table is K.DENSE_DECODE_LONG else {})
-    if table in (K.MOE_LAYER, K.MOE_SMALL, K.MOE_FP8):
+    if table in (K.MOE_LAYER, K.MOE_SMALL, K.MOE_FP8, K.MOE_OOS):
         return model.step(p["tokens_per_rank"], p["seed"])
     if table is K.MLA_DECODE:
         return model.decode(p["batch"], p["context"])

@@ -32,6 +32,7 @@ FAMILIES = {
     "gt_dense_decode_fp8.csv": "dense decode fp8",
     "gt_dense_prefill_oos.csv": "dense prefill oos",
     "gt_dense_decode_oos.csv": "dense decode oos",
+    "gt_moe_oos.csv": "moe oos",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -110,7 +111,7 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
                   "dense chunk prefill": "chunk prefill"}[family_kind] + (" fp8" if fp8 else "")
         ops = step_ops(m, shape, Layout(tp=tp), dtype="fp8" if fp8 else "bf16", kernels=kernels)
         return RowWork(family, f"{m.name} tp{tp} {suffix}", point, tuple(ops))
-    if family in ("moe layer", "moe small", "moe fp8"):
+    if family in ("moe layer", "moe small", "moe fp8", "moe oos"):
         ep, t = _int(row, "ep"), _int(row, "tokens_per_rank")
         ops = moe_layer_ops(step_ops(m, BatchShape.prefill(ep, t), Layout(dp=ep, ep=ep, moe_tp=1),
                                      dtype="fp8" if family == "moe fp8" else "bf16", kernels=kernels))
