@@ -15,7 +15,7 @@ against, count as ``fit``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -33,16 +33,18 @@ def ops_compute_seconds(cm: CostModel, ops) -> float:
 
 
 def predict_measured(measured_dir: str | Path, profile: Any, cluster: str = DEFAULT_CLUSTER,
-                     kernels: str = "eager", recorded_routing: bool = True) -> pd.DataFrame:
+                     kernels: str = "eager", recorded_routing: bool = True,
+                     in_step_gap_s: float | None = None) -> pd.DataFrame:
     """One row per ground-truth point of every table in ``measured_dir``: family, split, case,
     point, measured and predicted seconds and the relative error.
 
     ``kernels="eager"``: the ground truth is written in plain torch ops (``calibration.groundtruth``),
     so its kernels are the eager set. ``recorded_routing``: an MoE layer row is costed at the
     routing draw it recorded (pairs, touched experts), else at the uniform-routing expectation
-    (``calibration.groundtruth.workload.row_ops``)."""
+    (``calibration.groundtruth.workload.row_ops``). ``in_step_gap_s``: the gap per measured
+    compute op (None: the profile's, ``simulator.costmodel.profile_in_step_gap_s``)."""
     d = Path(measured_dir)
-    cm = CostModel(cluster=get_cluster(cluster), profile=profile)
+    cm = CostModel(cluster=get_cluster(cluster), profile=profile, in_step_gap_s=in_step_gap_s)
     rows = []
     for table in FAMILIES:
         path = d / table
@@ -67,7 +69,7 @@ def ground_truth_runs(measured_dir: str | Path) -> list[Path]:
 
 
 def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str = DEFAULT_CLUSTER,
-                          kernels: str = "eager") -> pd.DataFrame:
+                          kernels: str = "eager", in_step_gap_s: float | None = None) -> pd.DataFrame:
     """Predictions against every ground-truth run and against the per-point median of the runs.
 
     Columns: case, point, predicted_s, one ``measured_s@<run>`` per run, ``measured_median_s``
@@ -78,7 +80,7 @@ def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str =
     runs = ground_truth_runs(measured_dir)
     out, cols = None, []
     for r in runs:
-        df = predict_measured(r, profile, cluster, kernels)
+        df = predict_measured(r, profile, cluster, kernels, in_step_gap_s=in_step_gap_s)
         if out is None:  # the main run: its points and predictions are the rows
             out = df[["case", "point", "predicted_s"]].copy()
         moe = r / "gt_moe_layer.csv"
@@ -92,6 +94,43 @@ def predict_measured_runs(measured_dir: str | Path, profile: Any, cluster: str =
     out["runs"] = out[cols].notna().sum(axis=1)
     out["error"] = out.predicted_s / out.measured_median_s - 1.0
     return out
+
+
+def all_measured_predictions(measured_root: str | Path, profile: Any, subsets: Sequence[str],
+                             in_step_gap_s: float | None = None) -> pd.DataFrame:
+    """One row per ground-truth point of the main set (measured: the median over its runs) and of
+    each subset folder of ``measured_root``: set, family, split, case, point, measured_s,
+    predicted_s, runs, error."""
+    d = Path(measured_root)
+    main = predict_measured(d, profile, in_step_gap_s=in_step_gap_s)
+    runs = predict_measured_runs(d, profile, in_step_gap_s=in_step_gap_s)[["case", "point", "measured_median_s", "runs"]]
+    main = main.merge(runs, on=["case", "point"], how="left")
+    main["measured_s"] = main["measured_median_s"].fillna(main["measured_s"])
+    parts = [main.drop(columns=["measured_median_s"]).assign(set="main")]
+    for sub in subsets:
+        if (d / sub).is_dir():
+            parts.append(predict_measured(d / sub, profile, in_step_gap_s=in_step_gap_s).assign(set=sub, runs=1))
+    df = pd.concat(parts, ignore_index=True)
+    df["error"] = df.predicted_s / df.measured_s - 1.0
+    return df
+
+
+def fit_in_step_gap(measured_root: str | Path, profile: Any, subsets: Sequence[str]) -> tuple[float, pd.DataFrame]:
+    """The in-step gap per measured compute op (``simulator.costmodel.profile_in_step_gap_s``) that
+    minimises the squared relative error over the ``fit`` rows of our ground truth, and the
+    predictions at no gap and at that gap (columns ``error_nogap``, ``error``; ``split`` says which
+    rows the fit saw). Each row's prediction is linear in the gap (the gap counts once per measured
+    op occurrence), so the least-squares gap is closed-form; it is kept within 0..10 us."""
+    unit = 1e-6
+    base = all_measured_predictions(measured_root, profile, subsets, in_step_gap_s=0.0)
+    per_us = all_measured_predictions(measured_root, profile, subsets, in_step_gap_s=unit)
+    a = base.predicted_s / base.measured_s - 1.0
+    b = (per_us.predicted_s - base.predicted_s) / base.measured_s
+    fit = (base.split == "fit").to_numpy()
+    gap_us = float(-(a[fit] * b[fit]).sum() / max(float((b[fit] ** 2).sum()), 1e-30))
+    gap_us = min(max(gap_us, 0.0), 10.0)
+    out = base.assign(error_nogap=a, error=a + gap_us * b, predicted_s=base.predicted_s + gap_us * b * base.measured_s)
+    return gap_us * unit, out
 
 
 def error_summary(df: pd.DataFrame, by=("family", "split")) -> pd.DataFrame:

@@ -29,6 +29,7 @@ nothing here probes it for members.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
@@ -155,6 +156,17 @@ def _measures_impl(profile: Profile | None, op: Op, device: DeviceSpec) -> bool:
     return bool(measures is not None and ref is not None and ref.vendor == device.vendor and measures(op))
 
 
+def profile_in_step_gap_s(profile: Profile | None) -> float:
+    """The profile's in-step gap per compute op (``metadata["in_step_gap"]["seconds"]``; 0 when it
+    has none): in a composed step each kernel waits on its predecessor, which the per-op tables'
+    repeated independent calls do not show (calibration/README.md, In-step gap)."""
+    if profile is None:
+        return 0.0
+    gap = (profile.metadata.get("in_step_gap") or {}).get("seconds", 0.0)
+    gap = float(gap) if isinstance(gap, (int, float)) else 0.0
+    return gap if math.isfinite(gap) and 0.0 <= gap <= 1e-4 else 0.0
+
+
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
     peak = device.peak_flops_per_s.get(dtype) or device.peak_flops_per_s.get("bf16", 0.0)
     return max(flops / peak if peak else 0.0, nbytes / device.hbm_bytes_per_s)
@@ -199,6 +211,8 @@ class CostModel:
     dispatch_kernel: str = "normal"
     use_published_kernels: bool = True
     dispatch_release: str | None = None
+    #: seconds added to each measured compute op in a step (None: the profile's ``in_step_gap``)
+    in_step_gap_s: float | None = None
     #: (seconds, source) per op content (``_op_key``): a step's ops repeat across batch shapes
     #: (the linear layers of a decode batch do not depend on its context), so a new shape times
     #: only its new ops. Not part of the model's identity (not compared, not hashed).
@@ -245,13 +259,17 @@ class CostModel:
         ref = profile_device(prof)
         if measured is not None and ref is not None:
             seconds, src = measured
+            # the gap is the measured runtime's (graph replay of dependent kernels): another vendor's
+            # device and runtime do not inherit it
+            gap = ((profile_in_step_gap_s(prof) if self.in_step_gap_s is None else self.in_step_gap_s)
+                   if ref.vendor == self.device.vendor else 0.0)
             if ref.name == self.device.name:
-                return seconds, src if src.startswith("profile:") else f"profile:{src}"
+                return seconds + gap, src if src.startswith("profile:") else f"profile:{src}"
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
             # the launch/latency floor stays; only the time above it scales with the roofline
             floor = min(seconds, self._floor(prof, op))
-            return floor + (seconds - floor) * ratio, f"transfer:{ref.name}->{self.device.name}:{src}"
+            return floor + (seconds - floor) * ratio + gap, f"transfer:{ref.name}->{self.device.name}:{src}"
         fit = self._efficiency_fit(prof)
         peak = self.device.peak_flops_per_s.get(dtype, 0.0)
         if fit is not None and peak:

@@ -30,21 +30,9 @@ def measured_predictions() -> pd.DataFrame:
     """One row per ground-truth point: set, family, split, case, point, measured_s (median over
     runs for the main set), predicted_s, runs, error."""
     from calibration.profile import load_profile
-    from clustersim.validation import predict_measured, predict_measured_runs
+    from clustersim.validation import all_measured_predictions
 
-    prof, d = load_profile("h200"), measured_dir()
-    main = predict_measured(d, prof)
-    runs = predict_measured_runs(d, prof)[["case", "point", "measured_median_s", "runs"]]
-    main = main.merge(runs, on=["case", "point"], how="left")
-    main["measured_s"] = main["measured_median_s"].fillna(main["measured_s"])
-    main["set"] = "main"
-    parts = [main.drop(columns=["measured_median_s"])]
-    for sub in SUBSETS:
-        if (d / sub).is_dir():
-            parts.append(predict_measured(d / sub, prof).assign(set=sub, runs=1))
-    df = pd.concat(parts, ignore_index=True)
-    df["error"] = df.predicted_s / df.measured_s - 1.0
-    return df
+    return all_measured_predictions(measured_dir(), load_profile("h200"), SUBSETS)
 
 
 def _source(set_name: str) -> str:
