@@ -36,8 +36,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import solve as _solve
-from scipy.special import gammaln, pdtr, xlogy
+
+from workloads.scipy_parts import solve as _solve
+from workloads.scipy_parts import special_ufuncs
+
+# scipy.special's ufuncs, loaded without the package (``workloads.scipy_parts``: a plan's serial start)
+gammaln, pdtr, xlogy = special_ufuncs().gammaln, special_ufuncs().pdtr, special_ufuncs().xlogy
 
 __all__ = ["batch_server_ttft_p", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
 
@@ -89,7 +93,7 @@ def _stationary(P: np.ndarray) -> np.ndarray:
     b = np.zeros(n)
     b[-1] = 1.0
     try:  # scipy's LAPACK call: numpy's threaded OpenBLAS costs ~20x more at this size
-        pi = _solve(A, b, check_finite=False)
+        pi = _solve(A, b)
     except np.linalg.LinAlgError:
         pi = np.linalg.lstsq(A, b, rcond=None)[0]
     pi = np.clip(pi, 0.0, None)
