@@ -38,7 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
-from planner.executors import Executor, default_executor, frozen_heap, start
+from planner.executors import Executor, default_executor, frozen_heap, imports_frozen, start
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_groups, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
@@ -256,10 +256,13 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
 def _import_later() -> None:
     """Import what this process needs only after the pool phase (pandas, for the table;
     the simulator's engine, which verification workers forked later inherit): done in the
-    pool phase's wait, while the workers cost pools, instead of before the plan begins."""
-    import pandas  # noqa: F401
+    pool phase's wait, while the workers cost pools, instead of before the plan begins.
+    The collector is off meanwhile and what the imports made is frozen after
+    (``executors.imports_frozen``)."""
+    with imports_frozen():
+        import pandas  # noqa: F401
 
-    engine_available()
+        engine_available()
 
 
 def _family_tasks(units: list[list[tuple]]) -> list[list[list[tuple]]]:
