@@ -34,6 +34,7 @@ checks this model against a direct simulation of the same server.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -59,6 +60,19 @@ _TAIL_MASS = 1e-4
 
 
 def _nodes(S: np.ndarray, cap: int) -> np.ndarray:
+    """``_nodes_of`` memoised by the staircase (a prefill choice's capacity search solves the
+    chain at ~11 rates over one staircase; the nodes do not depend on the rate). Read-only."""
+    return _nodes_memo(S.tobytes(), cap)
+
+
+@lru_cache(maxsize=512)
+def _nodes_memo(raw: bytes, cap: int) -> np.ndarray:
+    out = _nodes_of(np.frombuffer(raw, dtype=np.float64), cap)
+    out.flags.writeable = False
+    return out
+
+
+def _nodes_of(S: np.ndarray, cap: int) -> np.ndarray:
     """Request counts the chain keeps as states (the rest split linearly between neighbours).
 
     Every count up to 16, both sides of each jump of the step staircase (a new prompt per
