@@ -86,9 +86,19 @@ def special_ufuncs():
     return module
 
 
+#: scipy releases whose ``solve`` hands ``_batched_linalg._solve`` the arguments ``solve`` below
+#: passes (checked by ``tests/test_scipy_parts.py``); others go through ``scipy.linalg.solve``
+_SOLVE_RELEASES = ("1.17",)
+
+
 @lru_cache(maxsize=1)
 def _batched_solve():
-    """``scipy.linalg._batched_linalg._solve``, or None where it cannot be loaded alone."""
+    """``scipy.linalg._batched_linalg._solve``, or None where it cannot be loaded alone (or scipy
+    is a release whose ``solve`` was not checked against it)."""
+    import scipy
+
+    if ".".join(scipy.__version__.split(".")[:2]) not in _SOLVE_RELEASES:
+        return None
     module = sys.modules.get("scipy.linalg._batched_linalg") or extension_alone("scipy.linalg._batched_linalg")
     return getattr(module, "_solve", None)
 
