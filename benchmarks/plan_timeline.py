@@ -5,7 +5,8 @@ workers it forks (pool costs, ranking shares, verification parts and runs).
 
     python benchmarks/plan_timeline.py examples/plan_deepseek-v3_h200x32.yaml
     python benchmarks/plan_timeline.py examples/plan_deepseek-v3_h800.yaml --tree /work/base23 --runs
-    python benchmarks/plan_timeline.py examples/plan_deepseek-v3_h200x32.yaml --summary --repeat 3 --baseline /work/base28
+    python benchmarks/plan_timeline.py examples/plan_deepseek-v3_h200x32.yaml --summary --repeat 3 \
+        --baseline /work/base28
 
 ``--summary``: the phases' lengths (serial start to the pool workers' fork, pool phase, ranking to
 the first verification round's start, verification, writing and report) and the processes' CPU,

@@ -59,7 +59,8 @@ __all__ = [
     "SimulateJob", "PlanJob", "WhatIfJob", "EstimateJob", "ValidateJob", "CheckJob", "CalibrateJob", "Job",
     "Outcome", "CalibrationRun", "ESTIMATES", "run_job", "prepare", "load_config",
     # presentation: progress, output files, reports, text
-    "progress_bars", "progress_mode", "plan_progress", "frozen_heap", "OutputDir", "prepare_out", "require_report", "report_page", "save_outputs",
+    "progress_bars", "progress_mode", "plan_progress", "frozen_heap",
+    "OutputDir", "prepare_out", "require_report", "report_page", "save_outputs",
     "plot_helper",
     "to_json",
     "format_checks", "format_calibration_check",
