@@ -169,7 +169,10 @@ def _set_scipy_blas_threads(n: int) -> bool:
     import ctypes
 
     try:
-        from scipy.linalg import _fblas
+        # loaded alone (``workloads.scipy_parts``): ``scipy.linalg``'s package import costs ~0.2 s of CPU
+        _fblas = sys.modules.get("scipy.linalg._fblas") or _extension_alone("scipy.linalg._fblas")
+        if _fblas is None:
+            from scipy.linalg import _fblas
 
         lib = ctypes.CDLL(_fblas.__file__)  # its symbols and those of the OpenBLAS it links
     except (ImportError, OSError):
@@ -204,30 +207,10 @@ def _delaunay_class() -> type:
 
 
 def _extension_alone(name: str):
-    """Load the extension module ``name`` (``scipy.spatial._qhull``) from its package's folder
-    without running the package's ``__init__``; None where that cannot be done."""
-    import importlib.machinery
-    import importlib.util
-    import os
+    """``workloads.scipy_parts.extension_alone`` (one home; a test replaces this name to force the fallback)."""
+    from workloads.scipy_parts import extension_alone
 
-    try:
-        import scipy
-
-        package, _, leaf = name.rpartition(".")
-        folder = os.path.join(os.path.dirname(scipy.__file__), *package.split(".")[1:])
-        spec = importlib.machinery.PathFinder.find_spec(name, [folder])
-        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
-            return None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        return module
-    except Exception:  # noqa: BLE001 - any failure: the caller imports the package as usual
-        return None
+    return extension_alone(name)
 
 
 #: the tolerance of scipy's ``LinearNDInterpolator`` in its point-in-triangle tests (``100 * DBL_EPSILON``)

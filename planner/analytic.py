@@ -164,6 +164,7 @@ class PoolModel:
         self.real_dp = choice.layout.dp  # DP ranks of the real instance (``dp`` is the equivalent's)
         self.keep = self.dp / choice.layout.dp
         self._dec: dict[int, float] = {}
+        self._seg: dict[int, tuple] = {}  # e -> (step at 2**e, step at 2**(e+1) less it, 2**e): decode_step_s
         self._pre: dict[int, float] = {}
         self._pk: dict = {}  # k whole prompts, or (chunks, tokens) of a filled budget
         # the engine's own quantisation of a batch (simulator.policies): its prefill costs, and
@@ -185,20 +186,25 @@ class PoolModel:
 
     def decode_step_s(self, b: float) -> float:
         """Step time at ``b`` sequences per attention-DP rank (linear between powers of two).
-        (It runs ~10^6 times a plan: the grid is read from the memo directly, and
-        ``2**(e+1) - 2**e`` is written ``2**e``, the same integer.)"""
+        (It runs ~10^6 times a plan: the grid's intervals are read from a memo, ``_segment``,
+        and ``2**(e+1) - 2**e`` is written ``2**e``, the same integer.)"""
         if b <= 1.0:
             return self._dec_at(0)
         e = int(math.log2(b))
         if e > _DEC_EXP_MAX - 1:
             e = _DEC_EXP_MAX - 1
-        d = self._dec
-        t0 = d.get(e)
-        t1 = d.get(e + 1)
-        if t0 is None or t1 is None:
-            t0, t1 = self._dec_at(e), self._dec_at(e + 1)
-        lo = 1 << e
-        return t0 + (t1 - t0) * (b - lo) / lo
+        seg = self._seg.get(e)
+        if seg is None:
+            seg = self._segment(e)
+        t0, dt, lo = seg
+        return t0 + dt * (b - lo) / lo
+
+    def _segment(self, e: int) -> tuple:
+        """``(t0, t1 - t0, 2**e)`` of the decode grid's interval ``e`` (memoised: the same floats
+        ``t0 + (t1 - t0) * (b - lo) / lo`` reads, its subtraction done once)."""
+        t0, t1 = self._dec_at(e), self._dec_at(e + 1)
+        seg = self._seg[e] = (t0, t1 - t0, 1 << e)
+        return seg
 
     def batch_for_rate(self, lam: float, b_hi: float, k: float, out_tokens: float) -> float:
         """Largest decode batch per rank in [0, ``b_hi``] whose ``b dp k / step(b) / out_tokens``
@@ -208,7 +214,7 @@ class PoolModel:
         dp = self.dp
         if b_hi * dp * k / self.decode_step_s(b_hi) / out_tokens <= lam:
             return b_hi
-        d, log2, top = self._dec, math.log2, _DEC_EXP_MAX - 1
+        segs, log2, top = self._seg, math.log2, _DEC_EXP_MAX - 1
         lo, hi = 0.0, b_hi
         for _ in range(40):
             mid = 0.5 * (lo + hi)
@@ -218,12 +224,11 @@ class PoolModel:
                 e = int(log2(mid))
                 if e > top:
                     e = top
-                t0 = d.get(e)
-                t1 = d.get(e + 1)
-                if t0 is None or t1 is None:
-                    t0, t1 = self._dec_at(e), self._dec_at(e + 1)
-                base = 1 << e
-                t = t0 + (t1 - t0) * (mid - base) / base
+                seg = segs.get(e)
+                if seg is None:
+                    seg = self._segment(e)
+                t0, dt, base = seg
+                t = t0 + dt * (mid - base) / base
             if mid * dp * k / t / out_tokens <= lam:
                 lo = mid
             else:

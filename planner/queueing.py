@@ -34,10 +34,15 @@ checks this model against a direct simulation of the same server.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
-from scipy.linalg import solve as _solve
-from scipy.special import gammaln, pdtr, xlogy
+
+from workloads.scipy_parts import solve as _solve
+from workloads.scipy_parts import special_ufuncs
+
+# scipy.special's ufuncs, loaded without the package (``workloads.scipy_parts``: a plan's serial start)
+gammaln, pdtr, xlogy = special_ufuncs().gammaln, special_ufuncs().pdtr, special_ufuncs().xlogy
 
 __all__ = ["batch_server_ttft_p", "kingman_wait_p", "erlang_c", "mdc_wait_p"]
 
@@ -55,6 +60,19 @@ _TAIL_MASS = 1e-4
 
 
 def _nodes(S: np.ndarray, cap: int) -> np.ndarray:
+    """``_nodes_of`` memoised by the staircase (a prefill choice's capacity search solves the
+    chain at ~11 rates over one staircase; the nodes do not depend on the rate). Read-only."""
+    return _nodes_memo(S.tobytes(), cap)
+
+
+@lru_cache(maxsize=512)
+def _nodes_memo(raw: bytes, cap: int) -> np.ndarray:
+    out = _nodes_of(np.frombuffer(raw, dtype=np.float64), cap)
+    out.flags.writeable = False
+    return out
+
+
+def _nodes_of(S: np.ndarray, cap: int) -> np.ndarray:
     """Request counts the chain keeps as states (the rest split linearly between neighbours).
 
     Every count up to 16, both sides of each jump of the step staircase (a new prompt per
@@ -89,7 +107,7 @@ def _stationary(P: np.ndarray) -> np.ndarray:
     b = np.zeros(n)
     b[-1] = 1.0
     try:  # scipy's LAPACK call: numpy's threaded OpenBLAS costs ~20x more at this size
-        pi = _solve(A, b, check_finite=False)
+        pi = _solve(A, b)
     except np.linalg.LinAlgError:
         pi = np.linalg.lstsq(A, b, rcond=None)[0]
     pi = np.clip(pi, 0.0, None)

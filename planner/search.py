@@ -38,7 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from planner.analytic import Evaluator, PoolPerf, share_with_workers, worker_evaluator
-from planner.executors import Executor, default_executor, frozen_heap, start
+from planner.executors import Executor, collector_off, default_executor, frozen_heap, imports_frozen, start
 from planner.merge import COUNT, VARIANTS, LayoutIndex, MergedBlock, choice_classes, merge_groups, merged_blocks
 from planner.ranking import RANK_COLUMNS, rank_positions, ranked
 from planner.result import PlanResult, pareto_front
@@ -256,10 +256,13 @@ def _pool_phase(ctx, space, choices: list[PoolChoice], executor: Executor, ev: E
 def _import_later() -> None:
     """Import what this process needs only after the pool phase (pandas, for the table;
     the simulator's engine, which verification workers forked later inherit): done in the
-    pool phase's wait, while the workers cost pools, instead of before the plan begins."""
-    import pandas  # noqa: F401
+    pool phase's wait, while the workers cost pools, instead of before the plan begins.
+    The collector is off meanwhile and what the imports made is frozen after
+    (``executors.imports_frozen``)."""
+    with imports_frozen():
+        import pandas  # noqa: F401
 
-    engine_available()
+        engine_available()
 
 
 def _family_tasks(units: list[list[tuple]]) -> list[list[list[tuple]]]:
@@ -553,8 +556,9 @@ def _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, pro
     all_choices = [c for r in roles for c in choices[r]]
 
     t_pool = time.perf_counter()
-    _pool_phase(ctx, space, all_choices, executor, ev, progress)
-    gc.freeze()  # and the pool phase's memos (op lists, costs, step tables): ``frozen_heap``
+    with collector_off():  # and in the workers it forks: ``collector_off`` says why
+        _pool_phase(ctx, space, all_choices, executor, ev, progress)
+        gc.freeze()  # and the pool phase's memos (op lists, costs, step tables): ``frozen_heap``
     t_pool = time.perf_counter() - t_pool
 
     feasible = {r: [c for c in choices[r] if ev.perf(c).reason is None] for r in roles}
@@ -566,8 +570,10 @@ def _plan(cfg, ctx, model, space, executor, ev, notes, seed, verify_top, t0, pro
     if method == "auto":
         method = "optuna" if n_layouts > space.max_grid_layouts else "grid"
     ticker = Throttle(progress, "rank layouts", n_layouts if method == "grid" else space.optuna_trials)
-    cols, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes, executor,
-                                      ticker)
+    with collector_off():
+        cols, layout_of, searched = _rows(ctx, cfg, ev, rejected, feasible, n_layouts, method, seed, notes,
+                                          executor, ticker)
+        gc.freeze()  # the rows, kept until the table is built (frozen before a collection could scan them)
     v, t_rank, t_ver = _table_and_verify(cfg, ctx, cols, layout_of, executor, seed, verify_top, notes, ticker, t_rank)
     table = v["table"]
     wall = time.perf_counter() - t0

@@ -46,3 +46,34 @@ def test_colocated_state_memo_answers_the_uncached_state():
     for c in pools:
         for b in (1.0, 3.5, 17.25, float(c.batch_per_rank)):
             assert ev.colocated_state(c, b) == fresh._colocated_state(c, b)
+
+
+def test_decode_segments_and_queue_nodes_are_the_plain_arithmetic():
+    """``PoolModel.decode_step_s`` reads memoised grid intervals (``_segment``): the same floats as
+    ``t0 + (t1 - t0) * (b - lo) / lo`` on the grid, and ``batch_for_rate`` the same bisection;
+    ``planner.queueing._nodes`` (memoised by staircase) is the uncached ``_nodes_of``, read-only."""
+    import numpy as np
+
+    from planner import queueing
+
+    cfg = load_plan_text(SMALL, "small.yaml")
+    ctx, ev, choices = _choices(cfg)
+    dec = next(c for c in choices if c.role in ("decode", "pool") and ev.perf(c).reason is None)
+    m = ev.pool_model(dec)
+    rng = np.random.default_rng(3)
+    for b in np.concatenate([rng.uniform(1.0, 2.0**14, 300), 2.0 ** np.arange(0, 15), [2.0**15, 3e4]]):
+        e = min(int(math.log2(b)), 13)
+        t0, t1, lo = m._dec_at(e), m._dec_at(e + 1), 1 << e
+        assert m.decode_step_s(float(b)) == t0 + (t1 - t0) * (float(b) - lo) / lo
+    for lam in (0.5, 5.0, 50.0):
+        lo, hi = 0.0, 64.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if mid * m.dp * 2.0 / m.decode_step_s(mid) / 100.0 <= lam else (lo, mid)
+        want = 64.0 if 64.0 * m.dp * 2.0 / m.decode_step_s(64.0) / 100.0 <= lam else lo
+        assert m.batch_for_rate(lam, 64.0, 2.0, 100.0) == want
+    for cap in (1, 5, 40, 131):
+        S = np.concatenate([[0.0], 0.01 * np.ceil(np.arange(1, cap + 1) / 4.0) + 0.002 * np.arange(1, cap + 1)])
+        got = queueing._nodes(S, cap)
+        assert np.array_equal(got, queueing._nodes_of(S.copy(), cap)) and not got.flags.writeable
+        assert queueing._nodes(S.copy(), cap) is got

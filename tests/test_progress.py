@@ -179,3 +179,25 @@ def test_executor_reports_tasks_done():
     assert SerialExecutor(progress=lambda *a: calls.append(a)).map(pow, [(2, 3), (3, 2)], desc="verify") == [8, 9]
     assert [c[:3] for c in calls] == [("verify", 0, 2), ("verify", 1, 2), ("verify", 2, 2)]
     assert SerialExecutor(progress=False).map(pow, [(2, 2)]) == [4]
+
+
+def test_plan_progress_forwards_and_imports_the_writers_when_verification_begins():
+    """``api.plan_progress``: every report reaches the bars' callback unchanged; the output
+    writers' modules are imported at the first ``verify`` report, not before (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from clustersim import api\n"
+        "seen = []\n"
+        "fn = api.plan_progress(lambda *a: seen.append(a))\n"
+        "fn('pool costs', 1, 4, '')\n"
+        "assert 'rich.table' not in sys.modules and 'clustersim.csvtext' not in sys.modules\n"
+        "fn('verify', 0, 6, '')\n"
+        "assert 'rich.table' in sys.modules and 'clustersim.csvtext' in sys.modules\n"
+        "assert seen == [('pool costs', 1, 4, ''), ('verify', 0, 6, '')], seen\n"
+        "api.plan_progress(None)('verify', 0, 6)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -50,10 +50,12 @@ def poisson_pmf(k, mu: float):
     special functions (the simulator's start-up and peak memory). Same bits as scipy's
     (``tests/test_moe_routing_dists.py``)."""
     import numpy as np
-    from scipy.special import gammaln, xlogy
 
+    from workloads.scipy_parts import special_ufuncs
+
+    scu = special_ufuncs()  # scipy.special's own ufuncs, without the package's import
     k = np.asarray(k)
-    return np.clip(np.exp(xlogy(k, mu) - gammaln(k + 1) - mu), 0, 1)
+    return np.clip(np.exp(scu.xlogy(k, mu) - scu.gammaln(k + 1) - mu), 0, 1)
 
 
 def binom_cdf(k, n: int, p: float):
@@ -61,8 +63,10 @@ def binom_cdf(k, n: int, p: float):
     scipy's own kernel (``scipy.special._ufuncs._binom_cdf`` of ``floor(k)``, clipped to [0, 1];
     1 from ``k >= n`` on) without importing ``scipy.stats`` (see ``poisson_pmf``)."""
     import numpy as np
-    import scipy.special._ufuncs as scu
 
+    from workloads.scipy_parts import special_ufuncs
+
+    scu = special_ufuncs()
     k = np.asarray(k)
     out = np.ones(k.shape)
     below = k < n
