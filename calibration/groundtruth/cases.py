@@ -30,6 +30,10 @@ Three sets, each a list of :class:`Case` (one model build, one table, its points
 * ``moeoos`` - DeepSeek-V2's MoE layer (160 experts of width 1536, top-6, hidden 5120: expert
   shapes no grouped table holds) at EP 4, 8 and 32, 4..4096 tokens per rank (``gt_moe_oos.csv``),
   every row ``holdout``;
+* ``mlaoos`` - DeepSeek-V2 and DeepSeek-V3 (128 heads, 512-dim latent: the production MLA shapes; the
+  ``wide`` MLA rows are V2-Lite's 16 heads) cut to 4 layers (V2: 1 dense + 3 MoE, V3: 3 dense + 1 MoE), in
+  absorbed decode and non-absorbed prefill (``gt_mla_decode_oos.csv``, ``gt_mla_prefill_oos.csv``), every
+  row ``holdout``;
 * ``check`` - the handful of steps ``calibration.run --check`` measures after a calibration.
 
 ``quick`` replaces every model by a ``tiny-*`` one with a few points (CPU tests).
@@ -79,6 +83,8 @@ DENSE_DECODE_FP8 = Table("gt_dense_decode_fp8.csv", ("model", "tp", "layers", "b
 DENSE_PREFILL_OOS = Table("gt_dense_prefill_oos.csv", DENSE_PREFILL_FP8.columns, DENSE_PREFILL.key)
 DENSE_DECODE_OOS = Table("gt_dense_decode_oos.csv", DENSE_DECODE_FP8.columns, DENSE_DECODE.key)
 MOE_OOS = Table("gt_moe_oos.csv", MOE_SMALL.columns, MOE_SMALL.key)
+MLA_DECODE_OOS = Table("gt_mla_decode_oos.csv", MLA_DECODE.columns, MLA_DECODE.key)
+MLA_PREFILL_OOS = Table("gt_mla_prefill_oos.csv", MLA_PREFILL.columns, MLA_PREFILL.key)
 DENSE_CHUNK = Table("gt_dense_chunk.csv",
                     ("model", "tp", "layers", "batch", "new", "context", "split", "attn_backend") + _TIMES,
                     ("model", "tp", "layers", "batch", "new", "context"))
@@ -176,7 +182,7 @@ LONG_70B = ((1, 2, 4, 8), (8192, 16384, 32768))
 
 
 def _mla_case(part, table, name, layers, pts, reps=7, eager=3) -> Case:
-    col = "context" if table is MLA_DECODE else "seq"
+    col = "context" if table in (MLA_DECODE, MLA_DECODE_OOS) else "seq"
     return Case(part, ("mla", name, layers), table,
                 tuple(dict(model=name, layers=layers, batch=b, **{col: n}, split=s) for b, n, s in pts), reps, eager)
 
@@ -306,6 +312,23 @@ def moeoos_cases(quick: bool) -> list[Case]:
                       ["holdout"] * len(OOS_MOE_TOKENS), 7, 3) for name, ep in OOS_MOE]
 
 
+OOS_MLA = (("deepseek-v2", 4), ("deepseek-v3", 4))
+OOS_MLA_DECODE = ((1, 2048), (4, 1024), (8, 4096), (16, 8192), (32, 1536), (64, 6144), (128, 3072), (256, 1024))
+OOS_MLA_PREFILL = ((1, 1024), (4, 1024), (2, 2048), (1, 4096), (1, 8192))
+
+
+def mlaoos_cases(quick: bool) -> list[Case]:
+    """Whole MLA models at the production head count, cut to a few layers (see the module docstring)."""
+    models = (("tiny-mla", None),) if quick else OOS_MLA
+    dec, pre = (((1, 16), (2, 8)), ((1, 8),)) if quick else (OOS_MLA_DECODE, OOS_MLA_PREFILL)
+    out = []
+    for name, layers in models:
+        layers = layers or C.model_config(name).num_layers
+        out += [_mla_case(f"mlaoos_{name}", MLA_DECODE_OOS, name, layers, [(b, c, "holdout") for b, c in dec]),
+                _mla_case(f"mlaoos_{name}", MLA_PREFILL_OOS, name, layers, [(b, n, "holdout") for b, n in pre], 5, 3)]
+    return out
+
+
 # ----------------------------------------------------------------------------- check (calibrate --check)
 
 
@@ -328,4 +351,4 @@ def check_cases(quick: bool) -> list[Case]:
 
 SETS = {"main": main_cases, "wide": wide_cases, "chunk": chunk_cases, "check": check_cases, "fp8moe": fp8moe_cases,
         "fp8dense": fp8dense_cases, "denseoos": denseoos_cases,
-        "moeoos": moeoos_cases}
+        "moeoos": moeoos_cases, "mlaoos": mlaoos_cases}

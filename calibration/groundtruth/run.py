@@ -40,6 +40,8 @@ EXCLUDED["denseoos"] = ["one tensor-parallel rank's share of each model on one G
                         "and the vocab-parallel logits gather (ranks at TP 1 exclude nothing)"]
 EXCLUDED["moeoos"] = ["dispatch/combine all-to-all (routing seeded uniform over all ep ranks' tokens; the router "
                       "runs but does not drive the dispatch)"]
+EXCLUDED["mlaoos"] = ["nothing of the cut model's step (one GPU, no TP/EP): every MoE layer routes seeded uniform (a "
+                      "new draw per layer), the router runs but does not drive the routing"]
 EXCLUDED["check"] = EXCLUDED["main"] + EXCLUDED["wide"][:2]
 EXCLUDED["chunk"] = ["nothing of the step (one GPU, TP 1): embedding, every layer, final norm and the last token's "
                      "logits; the cached history is random (one draw, copied into every layer's cache)"]
@@ -79,7 +81,7 @@ def step_of(model, table: K.Table, p: dict):
                     if table is K.DENSE_DECODE_LONG else {})
     if table in (K.MOE_LAYER, K.MOE_SMALL, K.MOE_FP8, K.MOE_OOS):
         return model.step(p["tokens_per_rank"], p["seed"])
-    if table is K.MLA_DECODE:
+    if table in (K.MLA_DECODE, K.MLA_DECODE_OOS):
         return model.decode(p["batch"], p["context"])
     return model.prefill(p["batch"], p["seq"])
 

@@ -33,6 +33,8 @@ FAMILIES = {
     "gt_dense_prefill_oos.csv": "dense prefill oos",
     "gt_dense_decode_oos.csv": "dense decode oos",
     "gt_moe_oos.csv": "moe oos",
+    "gt_mla_decode_oos.csv": "mla decode oos",
+    "gt_mla_prefill_oos.csv": "mla prefill oos",
 }
 #: tables of the first ground-truth run (and its repeats), which carry no ``split`` column
 MAIN_TABLES = ("gt_dense_prefill.csv", "gt_dense_decode.csv", "gt_moe_layer.csv")
@@ -119,7 +121,7 @@ def row_ops(table: str, row: Mapping, kernels: str = "eager", recorded_routing: 
             ops = with_routing(ops, float(row["received_pairs"]), float(row["experts_touched"]))
         return RowWork(family, f"{m.name} ep{ep} {family}", f"T={t}", tuple(ops))
     b = _int(row, "batch")
-    if family == "mla decode":
+    if family in ("mla decode", "mla decode oos"):
         shape, point = BatchShape.decode(b, _int(row, "context")), f"B={b} C={row['context']}"
     else:
         shape, point = BatchShape.prefill(b, _int(row, "seq")), f"B={b} S={row['seq']}"
