@@ -3,7 +3,7 @@ family, predicted by ``clustersim.validation`` with the shipped H200 profile, fi
 
 The main set (the first run's tables, the points the cost model was tuned against: ``fit``) is
 compared with the per-point median over its runs; the later sets (``wide/``, ``chunk/``: chunked
-prefill after cached context, ``fp8moe/``: FP8 MoE layers, ``fp8dense/``: an FP8 dense model, ``denseoos/``: dense models and TP ranks off the tables, ``moeoos/``: DeepSeek-V2's MoE layer) with their one run, each row's own ``split``. Tolerance and known gaps: ``accuracy_targets.yaml`` beside the data.
+prefill after cached context, ``fp8moe/``: FP8 MoE layers, ``fp8dense/``: an FP8 dense model, ``denseoos/``: dense models and TP ranks off the tables, ``moeoos/``: DeepSeek-V2's MoE layer, ``mlaoos/``: DeepSeek-V2 and V3 cut to 4 layers) with their one run, each row's own ``split``. Tolerance and known gaps: ``accuracy_targets.yaml`` beside the data.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from clustersim.checks.core import Check, Tolerance, load_yaml, measured_dir
 __all__ = ["measured_checks", "measured_predictions", "accuracy_targets", "SUBSETS"]
 
 #: ground-truth sets measured after the first run, each in its own folder of ``measured/``
-SUBSETS = ("wide", "chunk", "fp8moe", "fp8dense", "denseoos", "moeoos")
+SUBSETS = ("wide", "chunk", "fp8moe", "fp8dense", "denseoos", "moeoos", "mlaoos")
 
 
 def accuracy_targets() -> dict:
