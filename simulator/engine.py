@@ -1033,9 +1033,13 @@ class Simulation:
         env, arrival_s = self.env, self.st.arrival_s
         queue = env._queue  # simpy's event heap: (time, priority, id, event)
         order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
+        plain = self._plain_arrivals()
         for lo in range(0, len(order), _ARRIVAL_CHUNK):
             rs = order[lo:lo + _ARRIVAL_CHUNK]
             times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
+            if plain:
+                yield from self._arrive_plain(rs, times.tolist())
+                continue
             for r, t in zip(rs, times.tolist()):
                 now = env._now
                 if t > now:
@@ -1045,6 +1049,56 @@ class Simulation:
                     else:  # nothing else happens first: the timeout would be the next event, skip it
                         env._now = at
                 self.arrive(r)
+
+    def _plain_arrivals(self) -> bool:
+        """Whether arrivals take ``_arrive_plain``: one-sample requests, no sessions, trace or prefix
+        cache, the ``kv_aware`` router with no decode runs to bring up to an arrival."""
+        return (self.st.samples == 1 and self.sessions is None and not self.trace and self.prefix is None
+                and type(self.router) is KvAware and not self.sync_runs
+                and all(s.cache is None and s.kv.cache is None for s in self.front))
+
+    def _arrive_plain(self, rs, times: list[float]):
+        """``_arrivals``' loop with ``arrive`` (``KvAware.choose``, ``Server.enqueue``,
+        ``Server.request_blocks``, ``Server.kick``) inline, for ``_plain_arrivals``: the same
+        clock, choices, state and events, with Python ints."""
+        env, front = self.env, self.front
+        queue = env._queue
+        times_append = self.arrival_times.append
+        v = self.st.v  # one element at a time: memoryviews
+        prefill_inst, decode_inst, s_done, s_gen = v.prefill_inst, v.decode_inst, v.s_done, v.s_gen
+        need_of = self.st.prompt_blocks_need
+        servers = [(s, s.kv) for s in front]
+        lone = front[0] if len(front) == 1 else None
+        for r, t in zip(rs, times):
+            now = env._now
+            if t > now:
+                at = now + (t - now)  # when the timeout below would fire
+                if queue and queue[0][0] <= at:
+                    yield env.timeout(t - now)
+                else:  # nothing else happens first: the timeout would be the next event, skip it
+                    env._now = at
+            times_append(env._now)
+            srv = lone
+            if srv is None:  # KvAware.choose: the first of the most free KV blocks
+                best_free = None
+                for s, kv in servers:
+                    free = kv.capacity_blocks - kv.used_blocks - s.queued_blocks
+                    if best_free is None or free > best_free:
+                        srv, best_free = s, free
+            index = srv.index
+            prefill_inst[r] = index
+            if srv.segment is not None:
+                srv.enqueue(r)
+            else:  # Server.enqueue
+                srv.waiting.append(r)
+                srv.outstanding += 1
+                if not s_done[r]:  # Server.request_blocks
+                    srv.queued_blocks += need_of[r] + stream_blocks(s_gen[r])
+                wake = srv._wake
+                if wake is not None and not wake.triggered:
+                    wake.succeed()
+            if not srv.prefill_only:  # colocated
+                decode_inst[r] = index
 
     def arrive(self, r: int) -> None:
         """Request r arrives now: route it to an instance of the front pool."""
