@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from array import array
 from collections import deque
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL, URGENT
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
@@ -44,7 +46,7 @@ from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCa
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
 from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
-from simulator.progress import ProgressFn, collector_paused, run_events
+from simulator.progress import EVENTS_PER_CHECK, PROGRESS_INTERVAL_S, ProgressFn, collector_paused, run_events
 from simulator.requests import RunState
 from simulator.result import TRANSFER_COLUMNS, RequestColumns, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
@@ -903,9 +905,10 @@ class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
     def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
-                 fast_forward: bool = True, lanes: bool = True):
+                 fast_forward: bool = True, lanes: bool = True, plain_arrivals: bool = True):
         self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens,
-                      "lanes": lanes}
+                      "lanes": lanes, "plain_arrivals": plain_arrivals}
+        self._plain_ok = plain_arrivals  # False: every arrival through ``arrive`` in a simpy process (tests)
         self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
         self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
         self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
@@ -1023,7 +1026,7 @@ class Simulation:
         if self.trace:
             self.events.append((self.env.now, kind, int(r), int(inst)))
 
-    def _arrivals(self):
+    def _arrivals(self, virtual: bool = False):
         """Requests arrive in order (sessions: their first turns), their times read from the run's
         array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run).
         An arrival whose timeout would be simpy's next event (nothing else is scheduled at or
@@ -1038,7 +1041,7 @@ class Simulation:
             rs = order[lo:lo + _ARRIVAL_CHUNK]
             times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
             if plain:
-                yield from self._arrive_plain(rs, times.tolist())
+                yield from self._arrive_plain(rs, times.tolist(), virtual)
                 continue
             for r, t in zip(rs, times.tolist()):
                 now = env._now
@@ -1051,16 +1054,17 @@ class Simulation:
                 self.arrive(r)
 
     def _plain_arrivals(self) -> bool:
-        """Whether arrivals take ``_arrive_plain``: one-sample requests, no sessions, trace or prefix
-        cache, the ``kv_aware`` router with no decode runs to bring up to an arrival."""
-        return (self.st.samples == 1 and self.sessions is None and not self.trace and self.prefix is None
+        """Whether arrivals take ``_arrive_plain``: one-sample requests, no sessions or prefix cache,
+        the ``kv_aware`` router with no decode runs to bring up to an arrival."""
+        return (self._plain_ok and self.st.samples == 1 and self.sessions is None and self.prefix is None
                 and type(self.router) is KvAware and not self.sync_runs
                 and all(s.cache is None and s.kv.cache is None for s in self.front))
 
-    def _arrive_plain(self, rs, times: list[float]):
+    def _arrive_plain(self, rs, times: list[float], virtual: bool):
         """``_arrivals``' loop with ``arrive`` (``KvAware.choose``, ``Server.enqueue``,
         ``Server.request_blocks``, ``Server.kick``) inline, for ``_plain_arrivals``: the same
-        clock, choices, state and events, with Python ints."""
+        clock, choices, state and events, with Python ints. ``virtual``: yield the queue key its
+        timeout would have, (time, priority, id), instead of the timeout (``_run_virtual``)."""
         env, front = self.env, self.front
         queue = env._queue
         times_append = self.arrival_times.append
@@ -1069,12 +1073,13 @@ class Simulation:
         need_of = self.st.prompt_blocks_need
         servers = [(s, s.kv) for s in front]
         lone = front[0] if len(front) == 1 else None
+        trace = self.trace
         for r, t in zip(rs, times):
             now = env._now
             if t > now:
                 at = now + (t - now)  # when the timeout below would fire
                 if queue and queue[0][0] <= at:
-                    yield env.timeout(t - now)
+                    yield (at, NORMAL, next(env._eid)) if virtual else env.timeout(t - now)
                 else:  # nothing else happens first: the timeout would be the next event, skip it
                     env._now = at
             times_append(env._now)
@@ -1087,6 +1092,8 @@ class Simulation:
                         srv, best_free = s, free
             index = srv.index
             prefill_inst[r] = index
+            if trace:
+                self.event("arrival", r, index)
             if srv.segment is not None:
                 srv.enqueue(r)
             else:  # Server.enqueue
@@ -1170,15 +1177,20 @@ class Simulation:
     def run(self, progress: ProgressFn | None = None) -> SimResult:
         """Run to the end. ``progress``: called as ``progress("simulate", requests finished,
         requests, "... s simulated")`` at most every 0.1 s of wall time (``run_events``)."""
-        self.env.process(self._arrivals())
         st, env = self.st, self.env
+        virtual = self._plain_arrivals() and not any(s.ff for s in self.servers)
+        if not virtual:
+            env.process(self._arrivals())
 
         def report() -> None:
             progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
                      f"{env.now:,.1f} s simulated")
 
         with collector_paused():
-            run_events(env, report if callable(progress) else None)
+            if virtual:
+                self._run_virtual(report if callable(progress) else None)
+            else:
+                run_events(env, report if callable(progress) else None)
         for s in self.servers:
             if s.lanes is not None:
                 s.lanes.flush()
@@ -1194,6 +1206,41 @@ class Simulation:
             self.stepped_again = True
             return self.run(progress)
         return self._result(table, order)
+
+    def _run_virtual(self, report) -> None:
+        """``run_events`` with the arrival process kept out of simpy: its events (its start, one
+        timeout per arrival that waits for another event) are keys (time, priority, id) taken as
+        simpy would take them (the same ids) and compared with the head of simpy's queue, and the
+        arrivals' generator (``_arrivals(virtual=True)``) is resumed when its key comes first. The
+        same events in the same order at the same times, without one simpy event per waiting
+        arrival. Only while nothing reads the queue's head but the arrivals themselves (no decode
+        runs in closed form: ``Server._decode_run`` peeks at it)."""
+        env = self.env
+        queue, step = env._queue, env.step
+        arrivals = self._arrivals(virtual=True)
+        key = (env._now, URGENT, next(env._eid))  # the arrival process's start (``Initialize``)
+        if report is not None:
+            report()
+        last, count = time.monotonic(), EVENTS_PER_CHECK
+        while True:
+            if key is not None and (not queue or key < queue[0]):
+                env._now = key[0]
+                key = next(arrivals, None)
+                if key is None:  # the process ended: simpy would schedule its own event
+                    next(env._eid)
+            elif queue:
+                step()
+            else:
+                break
+            if report is not None:
+                count -= 1
+                if not count:
+                    count, now = EVENTS_PER_CHECK, time.monotonic()
+                    if now - last >= PROGRESS_INTERVAL_S:
+                        last = now
+                        report()
+        if report is not None:
+            report()
 
     def release(self) -> None:
         """Let go of the run's state once its result is taken (``simulate``): the servers, their
