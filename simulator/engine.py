@@ -206,10 +206,23 @@ class Server:
         # sample, no trace, sessions or prefix cache
         chain = self._chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
                                and sim.prefix is None and not sim.first_finish)
+        # a stepped decode batch on lanes whose step is its decode streams' alone (nothing queued,
+        # prefilling or swapped out, a known batch policy: ``form`` is ``grow_decodes``) is formed,
+        # costed and applied without the generic passes (``_lanes_step``)
+        lanes_steps = self.lanes is not None and type(self.batching) in PLAIN_DECODE_POLICIES
         plan = None
         while True:
             if plan is None:
                 self._join()
+                if lanes_steps and self.run.size and not (self.waiting or self.prefilling or self.swapped):
+                    plan = StepPlan()
+                    if self._grow_lanes(plan):
+                        yield env.timeout(self._cost_decode(plan, plan.run, plan.run.size))
+                        self._lanes_applied(plan)
+                        plan = None
+                        continue
+                    # the growth takes a preemption (the lanes are written back): the batch policy
+                    # forms the step, finding the same
                 plan = self.batching.form(self)
                 if plan is None:
                     self._wake = env.event()
@@ -545,6 +558,16 @@ class Server:
         if handoff:
             sim.handoff(handoff, self)
         if self.pending:  # only a decode instance has transfers pending
+            self.start_pending()
+
+    def _lanes_applied(self, plan: StepPlan) -> None:
+        """``_apply`` of a decode-only step formed on the lanes (``_loop``)."""
+        run, lanes = plan.run, self.lanes
+        if run is lanes.run:
+            self._decode_lanes(plan, run, lanes, self.sim.env._now)
+        else:
+            self._decode(plan, run, self.sim.env._now)
+        if self.pending:
             self.start_pending()
 
     def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
