@@ -629,7 +629,7 @@ class Server:
         st, sim = self.st, self.sim
         v = st.v  # one element at a time: memoryviews
         s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
-        prompt_blocks, streams_left, finish_s, base = v.prompt_blocks, v.streams_left, v.finish_s, v.s_base
+        prompt_blocks, base = v.prompt_blocks, v.s_base
         gen, cap, ids = memoryview(lanes.gen), memoryview(lanes.cap), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
@@ -637,18 +637,16 @@ class Server:
             b = cap[i] >> BLOCK_SHIFT
             held += b
             gone += base[s]
-            s_gen[s] = gen[i]
-            s_last_emit_s[s] = now
             if s_done[s]:
+                s_gen[s] = gen[i]
+                s_last_emit_s[s] = now
                 s_blocks[s] = b
                 continue
             s_done[s] = True
             freed += b + prompt_blocks[s]
-            s_blocks[s] = 0
-            streams_left[s] = 0
-            finish_s[s] = now
-            prompt_blocks[s] = 0
-            ended.append(s)
+            ended.append(s)  # the rest of its state is written later (``RunLanes.write_finished``)
+        if ended:
+            lanes.finished(ended, now)
         lanes.held_sum -= held
         self.kv.free(freed)
         self.committed -= len(ended)
@@ -1206,6 +1204,9 @@ class Simulation:
             env.process(self._arrivals())
 
         def report() -> None:
+            for s in self.servers:
+                if s.lanes is not None:
+                    s.lanes.write_finished()
             progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
                      f"{env.now:,.1f} s simulated")
 
