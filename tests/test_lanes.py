@@ -93,3 +93,19 @@ def test_kv_aware_colocated_arrivals_are_identical_through_simpy(instances):
     assert on._plain_arrivals()
     off = Simulation(dep, fast_forward=False, trace=True, plain_arrivals=False)
     assert_same(on.run(), off.run())
+
+
+@pytest.mark.parametrize("size, lead, distinct", [(300, 280, 2), (300, 270, 1), (2000, 1975, 3), (40, 12, 2)])
+def test_itl_add_led_with_joiners_sharing_gaps_counts_and_sums_as_add(size, lead, distinct):
+    """Joiners whose gaps repeat (a transfer's requests prefilled in one step) are binned once per
+    distinct gap: the same counts and sum as ``add``."""
+    import numpy as np
+
+    from simulator.metrics import ItlHistogram
+
+    rng = np.random.default_rng(size + lead + distinct)
+    gaps = np.full(size, 0.0351)
+    gaps[lead:] = rng.choice(rng.uniform(0.001, 0.2, distinct), size - lead)
+    a, b = ItlHistogram(), ItlHistogram()
+    assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
+    assert a.n == b.n and (a.counts == b.counts).all()
