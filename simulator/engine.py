@@ -217,7 +217,7 @@ class Server:
                 if lanes_steps and self.run.size and not (self.waiting or self.prefilling or self.swapped):
                     plan = StepPlan()
                     if self._grow_lanes(plan):
-                        yield env.timeout(self._cost_decode(plan, plan.run, plan.run.size))
+                        yield env.timeout(self._cost_decode(plan, plan.run, plan.run.size, self.lanes.gen_sum()))
                         self._lanes_applied(plan)
                         plan = None
                         continue
@@ -509,14 +509,16 @@ class Server:
                                   self.kv.used_blocks, comp, comm)
         return dt
 
-    def _cost_decode(self, plan: StepPlan, run: np.ndarray, n_dec: int) -> float:
+    def _cost_decode(self, plan: StepPlan, run: np.ndarray, n_dec: int, gen_sum: int | None = None) -> float:
         """``_cost`` of a decode-only step with nothing charged on top (the same key, cost and row):
-        its row logged by the shape code of its cost key (``StepLog.decode_code``)."""
+        its row logged by the shape code of its cost key (``StepLog.decode_code``). ``gen_sum``:
+        the streams' generated tokens, when known."""
         sim, st = self.sim, self.st
         if run is not self._base_of:  # the streams' prompt tokens change only with the streams
             self._base_of, self._base_tokens = run, isum(st.s_base[run])
-        gen = plan.gen if plan.gen is not None else st.s_gen[run]
-        plan.dec_tokens = dec_tokens = self._base_tokens + isum(gen)
+        if gen_sum is None:
+            gen_sum = isum(plan.gen if plan.gen is not None else st.s_gen[run])
+        plan.dec_tokens = dec_tokens = self._base_tokens + gen_sum
         key, hit = self.costs.decode(n_dec, float(dec_tokens) / n_dec)
         secs = hit[0]
         log = sim.log
@@ -955,7 +957,7 @@ class Simulation:
         if lanes and self.st.samples == 1 and self.sessions is None and self.prefix is None:
             for s in self.servers:  # stepped decode batches keep their streams' state in run order
                 if s.role.decodes and not s.ff:
-                    s.lanes = RunLanes(self.st)
+                    s.lanes = RunLanes(self.st, s.max_batch)
         #: the router reads KV: runs of decode steps are brought up to each arrival first
         self.sync_runs = isinstance(self.router, KvAware) and any(s.ff and s.ff_extended for s in self.front)
 

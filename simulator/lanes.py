@@ -44,12 +44,22 @@ class RunLanes:
     """Generated tokens, targets and KV capacity (blocks x ``BLOCK_TOKENS``) of ``run``'s streams,
     in its order; ``held_sum``: their blocks."""
 
-    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at")
+    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32")
 
-    def __init__(self, st):
+    def __init__(self, st, max_streams: int):
+        """``max_streams``: the most streams the lanes hold (the instance's batch cap)."""
         self.st = st
+        # up to this many streams' generated tokens (each at most its target) are summed in int32,
+        # which cannot overflow then (numpy's int32 reduction is the quicker; the same integer); -1: never
+        top = int(np.maximum.reduce(st.s_target)) if st.s_target.size else 0
+        self._sum32 = max_streams if st.s_gen.dtype == np.int32 and max_streams * top < 1 << 31 else -1
         self.run = None  # the Server.run these lanes are aligned with (None: RunState holds everything)
         self.done_ids, self.done_at = array("q"), []  # finished streams not written yet; (time, count) per step
+
+    def gen_sum(self) -> int:
+        """The streams' generated tokens, summed (exact)."""
+        gen = self.gen
+        return int(_sum(gen, dtype=np.int32 if gen.size <= self._sum32 else np.int64))
 
     def finished(self, ended: list[int], now: float) -> None:
         """Streams ``ended`` (marked done, KV freed) finished at ``now``: their other state is
