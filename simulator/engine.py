@@ -1094,36 +1094,42 @@ class Simulation:
         v = self.st.v  # one element at a time: memoryviews
         prefill_inst, decode_inst, s_done, s_gen = v.prefill_inst, v.decode_inst, v.s_done, v.s_gen
         need_of = self.st.prompt_blocks_need
-        servers = [(s, s.kv) for s in front]
         lone = front[0] if len(front) == 1 else None
         trace = self.trace
+        # KvAware.choose's free KV blocks of each instance (capacity - used - queued): between two
+        # waits nothing else runs, so only these arrivals' own queued blocks change them
+        frees = None
         for r, t in zip(rs, times):
             now = env._now
             if t > now:
                 at = now + (t - now)  # when the timeout below would fire
                 if queue and queue[0][0] <= at:
                     yield (at, NORMAL, next(env._eid)) if virtual else env.timeout(t - now)
+                    frees = None  # others ran meanwhile
                 else:  # nothing else happens first: the timeout would be the next event, skip it
                     env._now = at
             times_append(env._now)
             srv = lone
             if srv is None:  # KvAware.choose: the first of the most free KV blocks
-                best_free = None
-                for s, kv in servers:
-                    free = kv.capacity_blocks - kv.used_blocks - s.queued_blocks
-                    if best_free is None or free > best_free:
-                        srv, best_free = s, free
+                if frees is None:
+                    frees = [s.kv.capacity_blocks - s.kv.used_blocks - s.queued_blocks for s in front]
+                i = frees.index(max(frees))
+                srv = front[i]
             index = srv.index
             prefill_inst[r] = index
             if trace:
                 self.event("arrival", r, index)
             if srv.segment is not None:
                 srv.enqueue(r)
+                frees = None
             else:  # Server.enqueue
                 srv.waiting.append(r)
                 srv.outstanding += 1
                 if not s_done[r]:  # Server.request_blocks
-                    srv.queued_blocks += need_of[r] + stream_blocks(s_gen[r])
+                    need = need_of[r] + stream_blocks(s_gen[r])
+                    srv.queued_blocks += need
+                    if frees is not None:
+                        frees[i] -= need
                 wake = srv._wake
                 if wake is not None and not wake.triggered:
                     wake.succeed()
