@@ -899,27 +899,32 @@ class Server:
         v = st.v  # one element at a time: memoryviews
         s_done, prompt_blocks, s_blocks, src_blocks = v.s_done, v.prompt_blocks, v.s_blocks, v.src_blocks
         s_gen, need_of = v.s_gen, st.prompt_blocks_need
-        used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
+        # KV, batch slots and queued blocks taken, the server's counts updated at the end (one
+        # ``alloc``: the same use and peak; nothing reads them meanwhile)
+        used, committed, queued = kv.used_blocks, self.committed, 0
+        cap, max_batch = kv.capacity_blocks, self.max_batch
         while pending:
             r, src, need_b = pending[0]
             live = 0 if s_done[r] else 1
-            if self.committed + live > self.max_batch or used + need_b > kv.capacity_blocks:
+            if committed + live > max_batch or used + need_b > cap:
                 break
             pending.popleft()
-            self.queued_blocks -= need_b
+            queued += need_b
             # the prefill side keeps its copy until the transfer completes
             src_blocks[r] = prompt_blocks[r] + (s_blocks[r] if live else 0)
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
             s_blocks[r] = sb = stream_blocks(s_gen[r])
             used += pb + sb
-            self.committed += live
+            committed += live
             i = src.index
             if i in groups:
                 groups[i].append(r)
             else:
                 groups[i] = [r]
                 srcs[i] = src
+        self.queued_blocks -= queued
+        self.committed = committed
         if used > kv.used_blocks:
             kv.alloc(used - kv.used_blocks)
 
