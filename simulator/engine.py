@@ -2,8 +2,10 @@
 
 One simpy process per instance loops: form a batch, ask the (cached, quantised) step cost,
 ``yield env.timeout(step)``, apply the step to the request arrays. Arrivals are one
-process with one timeout per request; KV transfers are flows in ``simulator.transfer``.
-There is no event per token or per kernel.
+process that waits only when another event comes first (with one-sample requests under
+``kv_aware`` and no closed-form decode runs, a generator driven beside simpy's queue:
+``Simulation._run_virtual``); KV transfers are flows in ``simulator.transfer``. There is no
+event per token or per kernel.
 
 Policies decide, the ``Server`` carries them out: the batch policy
 (``scheduler.batching``, ``simulator.batching``) forms each step from the server's
