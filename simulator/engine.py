@@ -215,7 +215,8 @@ class Server:
         plan = None
         while True:
             if plan is None:
-                self._join()
+                if self.joining:
+                    self._join()
                 if lanes_steps and self.run.size and not (self.waiting or self.prefilling or self.swapped):
                     plan = StepPlan()
                     if self._grow_lanes(plan):
@@ -859,9 +860,9 @@ class Server:
         many = batched.start_pending_many(self) if len(self.pending) >= batched.MANY_PENDING else None
         if many is None:
             many = self._start_pending_each()
-        prompt = st.prompt
+        prompt = st.v.prompt.__getitem__  # one element at a time: a memoryview (the same ints)
         for i, rs, src in many:
-            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt.item, rs)))
+            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt, rs)))
             if sim.trace:
                 for r in rs:
                     sim.event("kv_transfer_start", r, self.index)
