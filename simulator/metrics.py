@@ -75,6 +75,8 @@ def _distinct(vals: list[float]) -> tuple[list[float], list[int]]:
     """The distinct values of ``vals`` (first appearance order) and how often each occurs: the
     joiners of a decode batch mostly share one gap (a transfer's requests were prefilled in one
     step), binned once each."""
+    if vals and vals.count(vals[0]) == len(vals):  # the common case: one gap
+        return vals[:1], [len(vals)]
     seen: dict[float, int] = {}
     for x in vals:
         seen[x] = seen.get(x, 0) + 1
