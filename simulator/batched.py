@@ -12,7 +12,6 @@ same integers: ``tests/test_batched_paths.py`` and ``benchmarks/compare_simulate
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
@@ -106,32 +105,34 @@ def admit_few(server, plan, budget: int) -> int:
     room = kv.capacity_blocks - kv.used_blocks - int(server.run.size)  # Server._admissible
     slots = server.max_batch - server.committed
     chunks, prefilling, now = plan.chunks, server.prefilling, server.sim.env.now
-    taken = 0  # KV blocks reserved, allocated at the end (one ``alloc``: the same use and peak)
+    # KV blocks reserved and requests admitted: the server's counts updated and the blocks allocated
+    # at the end (one ``alloc``: the same use and peak; nothing reads them meanwhile)
+    taken = admitted = 0
     for _ in range(min(FEW, len(waiting))):
         r = waiting[0]
-        if slots <= 0 or s_done[r]:
+        if admitted >= slots or s_done[r]:
             break
         pb = need_of[r]
-        sb = stream_blocks(s_gen[r])  # Server.request_blocks
+        g = s_gen[r]
+        sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT  # stream_blocks (Server.request_blocks)
         need = pb + sb
         left = target[r] - prefilled[r]
         if need > room or left > budget:
             break
         waiting.popleft()  # Server._admit
-        server.queued_blocks -= need
-        first = math.isnan(schedule_s[r])
         prompt_blocks[r] = pb  # Server.reserve
         s_blocks[r] = sb
         taken += need
-        server.committed += 1
+        admitted += 1
         prefilling.append(r)
-        if first:
+        if schedule_s[r] != schedule_s[r]:  # NaN: its first admission
             schedule_s[r] = now
         chunks.append((r, left))
         budget -= left
         room -= need
-        slots -= 1
-    if taken:
+    if admitted:
+        server.queued_blocks -= taken
+        server.committed += admitted
         kv.alloc(taken)
     return budget
 
@@ -193,7 +194,8 @@ def offer_start_few(server, rs: list[int], src) -> bool:
     for r in rs:
         decode_inst[r] = index
         pb = need_of[r]
-        sb = stream_blocks(s_gen[r])  # Server.request_blocks
+        g = s_gen[r]
+        sb = 1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT  # stream_blocks (Server.request_blocks)
         need = pb + sb
         if waits or slots <= 0 or used + need > cap:  # it waits (FCFS: so does every one after it)
             waits = True

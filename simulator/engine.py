@@ -2,8 +2,10 @@
 
 One simpy process per instance loops: form a batch, ask the (cached, quantised) step cost,
 ``yield env.timeout(step)``, apply the step to the request arrays. Arrivals are one
-process with one timeout per request; KV transfers are flows in ``simulator.transfer``.
-There is no event per token or per kernel.
+process that waits only when another event comes first (with one-sample requests under
+``kv_aware`` and no closed-form decode runs, a generator driven beside simpy's queue:
+``Simulation._run_virtual``); KV transfers are flows in ``simulator.transfer``. There is no
+event per token or per kernel.
 
 Policies decide, the ``Server`` carries them out: the batch policy
 (``scheduler.batching``, ``simulator.batching``) forms each step from the server's
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from array import array
 from collections import deque
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL, URGENT
 
 from simulator.batching import NO_STREAMS, PLAIN_DECODE_POLICIES, StepPlan, chunk_tokens
 from simulator import batched
@@ -44,7 +48,7 @@ from simulator.policies import KvAware, LeastOutstanding, RoundRobin, StepCostCa
 from simulator.preemption import HOST_LINK_BYTES_PER_S, Recompute, Swap
 from simulator.prefix_cache import PrefixCacheRun
 from simulator.prefix_workload import unique_chains
-from simulator.progress import ProgressFn, collector_paused, run_events
+from simulator.progress import EVENTS_PER_CHECK, PROGRESS_INTERVAL_S, ProgressFn, collector_paused, run_events
 from simulator.requests import RunState
 from simulator.result import TRANSFER_COLUMNS, RequestColumns, SimResult
 from simulator.steplog import StepLog, StepTable, end_order, ordered_itl_total_s
@@ -204,10 +208,24 @@ class Server:
         # sample, no trace, sessions or prefix cache
         chain = self._chain = (self.ff and self.st.samples == 1 and not sim.trace and sim.sessions is None
                                and sim.prefix is None and not sim.first_finish)
+        # a stepped decode batch on lanes whose step is its decode streams' alone (nothing queued,
+        # prefilling or swapped out, a known batch policy: ``form`` is ``grow_decodes``) is formed,
+        # costed and applied without the generic passes (``_lanes_step``)
+        lanes_steps = self.lanes is not None and type(self.batching) in PLAIN_DECODE_POLICIES
         plan = None
         while True:
             if plan is None:
-                self._join()
+                if self.joining:
+                    self._join()
+                if lanes_steps and self.run.size and not (self.waiting or self.prefilling or self.swapped):
+                    plan = StepPlan()
+                    if self._grow_lanes(plan):
+                        yield env.timeout(self._cost_decode(plan, plan.run, plan.run.size, self.lanes.gen_sum()))
+                        self._lanes_applied(plan)
+                        plan = None
+                        continue
+                    # the growth takes a preemption (the lanes are written back): the batch policy
+                    # forms the step, finding the same
                 plan = self.batching.form(self)
                 if plan is None:
                     self._wake = env.event()
@@ -494,14 +512,16 @@ class Server:
                                   self.kv.used_blocks, comp, comm)
         return dt
 
-    def _cost_decode(self, plan: StepPlan, run: np.ndarray, n_dec: int) -> float:
+    def _cost_decode(self, plan: StepPlan, run: np.ndarray, n_dec: int, gen_sum: int | None = None) -> float:
         """``_cost`` of a decode-only step with nothing charged on top (the same key, cost and row):
-        its row logged by the shape code of its cost key (``StepLog.decode_code``)."""
+        its row logged by the shape code of its cost key (``StepLog.decode_code``). ``gen_sum``:
+        the streams' generated tokens, when known."""
         sim, st = self.sim, self.st
         if run is not self._base_of:  # the streams' prompt tokens change only with the streams
             self._base_of, self._base_tokens = run, isum(st.s_base[run])
-        gen = plan.gen if plan.gen is not None else st.s_gen[run]
-        plan.dec_tokens = dec_tokens = self._base_tokens + isum(gen)
+        if gen_sum is None:
+            gen_sum = isum(plan.gen if plan.gen is not None else st.s_gen[run])
+        plan.dec_tokens = dec_tokens = self._base_tokens + gen_sum
         key, hit = self.costs.decode(n_dec, float(dec_tokens) / n_dec)
         secs = hit[0]
         log = sim.log
@@ -543,6 +563,16 @@ class Server:
         if handoff:
             sim.handoff(handoff, self)
         if self.pending:  # only a decode instance has transfers pending
+            self.start_pending()
+
+    def _lanes_applied(self, plan: StepPlan) -> None:
+        """``_apply`` of a decode-only step formed on the lanes (``_loop``)."""
+        run, lanes = plan.run, self.lanes
+        if run is lanes.run:
+            self._decode_lanes(plan, run, lanes, self.sim.env._now)
+        else:
+            self._decode(plan, run, self.sim.env._now)
+        if self.pending:
             self.start_pending()
 
     def _draw(self, gen: np.ndarray, target: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -604,7 +634,7 @@ class Server:
         st, sim = self.st, self.sim
         v = st.v  # one element at a time: memoryviews
         s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
-        prompt_blocks, streams_left, finish_s, base = v.prompt_blocks, v.streams_left, v.finish_s, v.s_base
+        prompt_blocks, base = v.prompt_blocks, v.s_base
         gen, cap, ids = memoryview(lanes.gen), memoryview(lanes.cap), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
@@ -612,18 +642,16 @@ class Server:
             b = cap[i] >> BLOCK_SHIFT
             held += b
             gone += base[s]
-            s_gen[s] = gen[i]
-            s_last_emit_s[s] = now
             if s_done[s]:
+                s_gen[s] = gen[i]
+                s_last_emit_s[s] = now
                 s_blocks[s] = b
                 continue
             s_done[s] = True
             freed += b + prompt_blocks[s]
-            s_blocks[s] = 0
-            streams_left[s] = 0
-            finish_s[s] = now
-            prompt_blocks[s] = 0
-            ended.append(s)
+            ended.append(s)  # the rest of its state is written later (``RunLanes.write_finished``)
+        if ended:
+            lanes.finished(ended, now)
         lanes.held_sum -= held
         self.kv.free(freed)
         self.committed -= len(ended)
@@ -832,9 +860,9 @@ class Server:
         many = batched.start_pending_many(self) if len(self.pending) >= batched.MANY_PENDING else None
         if many is None:
             many = self._start_pending_each()
-        prompt = st.prompt
+        prompt = st.v.prompt.__getitem__  # one element at a time: a memoryview (the same ints)
         for i, rs, src in many:
-            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt.item, rs)))
+            nbytes = sim.kv_bytes_per_token * float(sum(map(prompt, rs)))
             if sim.trace:
                 for r in rs:
                     sim.event("kv_transfer_start", r, self.index)
@@ -874,27 +902,32 @@ class Server:
         v = st.v  # one element at a time: memoryviews
         s_done, prompt_blocks, s_blocks, src_blocks = v.s_done, v.prompt_blocks, v.s_blocks, v.src_blocks
         s_gen, need_of = v.s_gen, st.prompt_blocks_need
-        used = kv.used_blocks  # allocated at the end (one ``alloc``: the same use and peak)
+        # KV, batch slots and queued blocks taken, the server's counts updated at the end (one
+        # ``alloc``: the same use and peak; nothing reads them meanwhile)
+        used, committed, queued = kv.used_blocks, self.committed, 0
+        cap, max_batch = kv.capacity_blocks, self.max_batch
         while pending:
             r, src, need_b = pending[0]
             live = 0 if s_done[r] else 1
-            if self.committed + live > self.max_batch or used + need_b > kv.capacity_blocks:
+            if committed + live > max_batch or used + need_b > cap:
                 break
             pending.popleft()
-            self.queued_blocks -= need_b
+            queued += need_b
             # the prefill side keeps its copy until the transfer completes
             src_blocks[r] = prompt_blocks[r] + (s_blocks[r] if live else 0)
             pb = need_of[r]  # reserve(r)
             prompt_blocks[r] = pb
             s_blocks[r] = sb = stream_blocks(s_gen[r])
             used += pb + sb
-            self.committed += live
+            committed += live
             i = src.index
             if i in groups:
                 groups[i].append(r)
             else:
                 groups[i] = [r]
                 srcs[i] = src
+        self.queued_blocks -= queued
+        self.committed = committed
         if used > kv.used_blocks:
             kv.alloc(used - kv.used_blocks)
 
@@ -903,9 +936,10 @@ class Simulation:
     """One run: environment, RNG streams, request arrays, servers, transfers, records."""
 
     def __init__(self, dep, *, profile=None, step_cost=None, trace: bool = False, kv_capacity_tokens=None,
-                 fast_forward: bool = True, lanes: bool = True):
+                 fast_forward: bool = True, lanes: bool = True, plain_arrivals: bool = True):
         self._args = {"profile": profile, "step_cost": step_cost, "trace": trace, "kv_capacity_tokens": kv_capacity_tokens,
-                      "lanes": lanes}
+                      "lanes": lanes, "plain_arrivals": plain_arrivals}
+        self._plain_ok = plain_arrivals  # False: every arrival through ``arrive`` in a simpy process (tests)
         self.fast_forward = fast_forward  # decode runs in closed form (simulator.fastforward)
         self.fast_forwarded_steps = 0  # steps formed in closed form (tests and benchmarks read it)
         self.stepped_again = False  # a fast-forwarded run tied with another event: the run was stepped
@@ -931,7 +965,7 @@ class Simulation:
         if lanes and self.st.samples == 1 and self.sessions is None and self.prefix is None:
             for s in self.servers:  # stepped decode batches keep their streams' state in run order
                 if s.role.decodes and not s.ff:
-                    s.lanes = RunLanes(self.st)
+                    s.lanes = RunLanes(self.st, s.max_batch)
         #: the router reads KV: runs of decode steps are brought up to each arrival first
         self.sync_runs = isinstance(self.router, KvAware) and any(s.ff and s.ff_extended for s in self.front)
 
@@ -1023,7 +1057,7 @@ class Simulation:
         if self.trace:
             self.events.append((self.env.now, kind, int(r), int(inst)))
 
-    def _arrivals(self):
+    def _arrivals(self, virtual: bool = False):
         """Requests arrive in order (sessions: their first turns), their times read from the run's
         array ``_ARRIVAL_CHUNK`` at a time (not a million Python floats held for the whole run).
         An arrival whose timeout would be simpy's next event (nothing else is scheduled at or
@@ -1033,9 +1067,13 @@ class Simulation:
         env, arrival_s = self.env, self.st.arrival_s
         queue = env._queue  # simpy's event heap: (time, priority, id, event)
         order = range(len(arrival_s)) if self.sessions is None else self.sessions.first_turns
+        plain = self._plain_arrivals()
         for lo in range(0, len(order), _ARRIVAL_CHUNK):
             rs = order[lo:lo + _ARRIVAL_CHUNK]
             times = arrival_s[lo:lo + len(rs)] if self.sessions is None else arrival_s[rs]
+            if plain:
+                yield from self._arrive_plain(rs, times.tolist(), virtual)
+                continue
             for r, t in zip(rs, times.tolist()):
                 now = env._now
                 if t > now:
@@ -1045,6 +1083,66 @@ class Simulation:
                     else:  # nothing else happens first: the timeout would be the next event, skip it
                         env._now = at
                 self.arrive(r)
+
+    def _plain_arrivals(self) -> bool:
+        """Whether arrivals take ``_arrive_plain``: one-sample requests, no sessions or prefix cache,
+        the ``kv_aware`` router with no decode runs to bring up to an arrival."""
+        return (self._plain_ok and self.st.samples == 1 and self.sessions is None and self.prefix is None
+                and type(self.router) is KvAware and not self.sync_runs
+                and all(s.cache is None and s.kv.cache is None for s in self.front))
+
+    def _arrive_plain(self, rs, times: list[float], virtual: bool):
+        """``_arrivals``' loop with ``arrive`` (``KvAware.choose``, ``Server.enqueue``,
+        ``Server.request_blocks``, ``Server.kick``) inline, for ``_plain_arrivals``: the same
+        clock, choices, state and events, with Python ints. ``virtual``: yield the queue key its
+        timeout would have, (time, priority, id), instead of the timeout (``_run_virtual``)."""
+        env, front = self.env, self.front
+        queue = env._queue
+        times_append = self.arrival_times.append
+        v = self.st.v  # one element at a time: memoryviews
+        prefill_inst, decode_inst, s_done, s_gen = v.prefill_inst, v.decode_inst, v.s_done, v.s_gen
+        need_of = self.st.prompt_blocks_need
+        lone = front[0] if len(front) == 1 else None
+        trace = self.trace
+        # KvAware.choose's free KV blocks of each instance (capacity - used - queued): between two
+        # waits nothing else runs, so only these arrivals' own queued blocks change them
+        frees = None
+        for r, t in zip(rs, times):
+            now = env._now
+            if t > now:
+                at = now + (t - now)  # when the timeout below would fire
+                if queue and queue[0][0] <= at:
+                    yield (at, NORMAL, next(env._eid)) if virtual else env.timeout(t - now)
+                    frees = None  # others ran meanwhile
+                else:  # nothing else happens first: the timeout would be the next event, skip it
+                    env._now = at
+            times_append(env._now)
+            srv = lone
+            if srv is None:  # KvAware.choose: the first of the most free KV blocks
+                if frees is None:
+                    frees = [s.kv.capacity_blocks - s.kv.used_blocks - s.queued_blocks for s in front]
+                i = frees.index(max(frees))
+                srv = front[i]
+            index = srv.index
+            prefill_inst[r] = index
+            if trace:
+                self.event("arrival", r, index)
+            if srv.segment is not None:
+                srv.enqueue(r)
+                frees = None
+            else:  # Server.enqueue
+                srv.waiting.append(r)
+                srv.outstanding += 1
+                if not s_done[r]:  # Server.request_blocks
+                    need = need_of[r] + stream_blocks(s_gen[r])
+                    srv.queued_blocks += need
+                    if frees is not None:
+                        frees[i] -= need
+                wake = srv._wake
+                if wake is not None and not wake.triggered:
+                    wake.succeed()
+            if not srv.prefill_only:  # colocated
+                decode_inst[r] = index
 
     def arrive(self, r: int) -> None:
         """Request r arrives now: route it to an instance of the front pool."""
@@ -1116,15 +1214,23 @@ class Simulation:
     def run(self, progress: ProgressFn | None = None) -> SimResult:
         """Run to the end. ``progress``: called as ``progress("simulate", requests finished,
         requests, "... s simulated")`` at most every 0.1 s of wall time (``run_events``)."""
-        self.env.process(self._arrivals())
         st, env = self.st, self.env
+        virtual = self._plain_arrivals() and not any(s.ff for s in self.servers)
+        if not virtual:
+            env.process(self._arrivals())
 
         def report() -> None:
+            for s in self.servers:
+                if s.lanes is not None:
+                    s.lanes.write_finished()
             progress("simulate", int(np.count_nonzero(~np.isnan(st.finish_s))), st.num_requests,
                      f"{env.now:,.1f} s simulated")
 
         with collector_paused():
-            run_events(env, report if callable(progress) else None)
+            if virtual:
+                self._run_virtual(report if callable(progress) else None)
+            else:
+                run_events(env, report if callable(progress) else None)
         for s in self.servers:
             if s.lanes is not None:
                 s.lanes.flush()
@@ -1140,6 +1246,41 @@ class Simulation:
             self.stepped_again = True
             return self.run(progress)
         return self._result(table, order)
+
+    def _run_virtual(self, report) -> None:
+        """``run_events`` with the arrival process kept out of simpy: its events (its start, one
+        timeout per arrival that waits for another event) are keys (time, priority, id) taken as
+        simpy would take them (the same ids) and compared with the head of simpy's queue, and the
+        arrivals' generator (``_arrivals(virtual=True)``) is resumed when its key comes first. The
+        same events in the same order at the same times, without one simpy event per waiting
+        arrival. Only while nothing reads the queue's head but the arrivals themselves (no decode
+        runs in closed form: ``Server._decode_run`` peeks at it)."""
+        env = self.env
+        queue, step = env._queue, env.step
+        arrivals = self._arrivals(virtual=True)
+        key = (env._now, URGENT, next(env._eid))  # the arrival process's start (``Initialize``)
+        if report is not None:
+            report()
+        last, count = time.monotonic(), EVENTS_PER_CHECK
+        while True:
+            if key is not None and (not queue or key < queue[0]):
+                env._now = key[0]
+                key = next(arrivals, None)
+                if key is None:  # the process ended: simpy would schedule its own event
+                    next(env._eid)
+            elif queue:
+                step()
+            else:
+                break
+            if report is not None:
+                count -= 1
+                if not count:
+                    count, now = EVENTS_PER_CHECK, time.monotonic()
+                    if now - last >= PROGRESS_INTERVAL_S:
+                        last = now
+                        report()
+        if report is not None:
+            report()
 
     def release(self) -> None:
         """Let go of the run's state once its result is taken (``simulate``): the servers, their

@@ -15,6 +15,13 @@ While a ``RunLanes`` is aligned (``run is server.run``), ``RunState.s_gen``, ``s
 back (``flush``) before anything else reads them (a preemption, the end of the run) and for each
 finisher before it finishes. The last emission of the ``fresh`` leading streams is ``t`` (every
 stream that ran in the lanes' last step emitted then); joiners since keep theirs in ``RunState``.
+A stream that finishes on the lanes (``Server._finish_lanes``) is marked done and its KV freed at
+once; the rest of its state (``s_gen``: its target, as the step capped it; ``s_last_emit_s`` and
+``finish_s``: the step's time; ``s_blocks``, ``streams_left``, ``prompt_blocks``: 0) is written a
+batch at a time (``write_finished``: on ``flush``, every ``FINISHED_BATCH`` finishes and before
+the progress report reads ``finish_s``): nothing reads a finished one-sample request's state
+before then.
+
 Only one-sample requests without a prefix cache, sessions or closed-form runs use lanes
 (``Simulation`` decides); the arithmetic is the reference path's (``Server.grow_decodes``,
 ``Server._apply``): same integers, same gaps, same order (``tests/test_lanes.py``).
@@ -22,22 +29,62 @@ Only one-sample requests without a prefix cache, sessions or closed-form runs us
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 from simulator.kv import BLOCK_SHIFT
 
 _sum = np.add.reduce
+#: finished streams whose state ``RunLanes.finished`` holds before writing it
+FINISHED_BATCH = 1 << 15
 
 
 class RunLanes:
     """Generated tokens, targets and KV capacity (blocks x ``BLOCK_TOKENS``) of ``run``'s streams,
     in its order; ``held_sum``: their blocks."""
 
-    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t")
+    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32")
 
-    def __init__(self, st):
+    def __init__(self, st, max_streams: int):
+        """``max_streams``: the most streams the lanes hold (the instance's batch cap)."""
         self.st = st
+        # up to this many streams' generated tokens (each at most its target) are summed in int32,
+        # which cannot overflow then (numpy's int32 reduction is the quicker; the same integer); -1: never
+        top = int(np.maximum.reduce(st.s_target)) if st.s_target.size else 0
+        self._sum32 = max_streams if st.s_gen.dtype == np.int32 and max_streams * top < 1 << 31 else -1
         self.run = None  # the Server.run these lanes are aligned with (None: RunState holds everything)
+        self.done_ids, self.done_at = array("q"), []  # finished streams not written yet; (time, count) per step
+
+    def gen_sum(self) -> int:
+        """The streams' generated tokens, summed (exact)."""
+        gen = self.gen
+        return int(_sum(gen, dtype=np.int32 if gen.size <= self._sum32 else np.int64))
+
+    def finished(self, ended: list[int], now: float) -> None:
+        """Streams ``ended`` (marked done, KV freed) finished at ``now``: their other state is
+        written later (``write_finished``)."""
+        self.done_ids.extend(ended)
+        self.done_at.append((now, len(ended)))
+        if len(self.done_ids) >= FINISHED_BATCH:
+            self.write_finished()
+
+    def write_finished(self) -> None:
+        """Write the held state of the finished streams (``finished``), as ``Server._finish_stream``
+        leaves it: generated tokens at the target, last emission and finish at the step's time,
+        no KV, no live streams."""
+        if not self.done_ids:
+            return
+        st = self.st
+        ids = np.frombuffer(self.done_ids, dtype=np.int64)
+        at = np.repeat(np.array([t for t, _ in self.done_at]), [n for _, n in self.done_at])
+        st.s_gen[ids] = st.s_target[ids]
+        st.s_last_emit_s[ids] = at
+        st.finish_s[ids] = at  # one-sample requests: request id == stream id
+        st.s_blocks[ids] = 0
+        st.streams_left[ids] = 0
+        st.prompt_blocks[ids] = 0
+        self.done_ids, self.done_at = array("q"), []
 
     def load(self, run: np.ndarray) -> None:
         """Align with ``run``, reading its streams' state from ``RunState`` (authoritative now)."""
@@ -67,6 +114,7 @@ class RunLanes:
 
     def flush(self) -> None:
         """Write the lanes back to ``RunState`` and let go of the run."""
+        self.write_finished()
         run = self.run
         if run is None:
             return

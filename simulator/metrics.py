@@ -71,6 +71,18 @@ def _bins_few(gaps_s: list[float]) -> list[int] | None:
     return out
 
 
+def _distinct(vals: list[float]) -> tuple[list[float], list[int]]:
+    """The distinct values of ``vals`` (first appearance order) and how often each occurs: the
+    joiners of a decode batch mostly share one gap (a transfer's requests were prefilled in one
+    step), binned once each."""
+    if vals and vals.count(vals[0]) == len(vals):  # the common case: one gap
+        return vals[:1], [len(vals)]
+    seen: dict[float, int] = {}
+    for x in vals:
+        seen[x] = seen.get(x, 0) + 1
+    return list(seen), list(seen.values())
+
+
 def itl_bins(gaps_s: np.ndarray) -> np.ndarray:
     """``itl_bin`` of each gap, exactly: numpy's log may differ from ``math.log`` in the last bit,
     which moves a bin only for a gap within ~1e-12 bins of a bin edge; those few are binned by
@@ -157,12 +169,13 @@ class ItlHistogram:
                 return self.add_uniform(g, size)
             if 2 * common <= size:
                 return self.add(gaps_s)
-            bins = _bins_few([g] + others) if len(others) <= _FEW_BINS else None
+            vals, times = _distinct(others)
+            bins = _bins_few([g] + vals) if len(vals) <= _FEW_BINS else None
             if bins is not None:
                 counts = self._counts
                 counts[bins[0]] += common
-                for b in bins[1:]:
-                    counts[b] += 1
+                for b, m in zip(bins[1:], times):
+                    counts[b] += m
                 self.n += size
                 return float(np.add.reduce(gaps_s))
             return self._add_mostly(gaps_s, np.array([g] + others), common)

@@ -57,3 +57,55 @@ def test_itl_add_led_counts_and_sums_as_add(size, lead):
     a, b = ItlHistogram(), ItlHistogram()
     assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
     assert a.n == b.n and (a.counts == b.counts).all()
+
+
+@pytest.mark.parametrize("example", SERVING_EXAMPLES)
+def test_every_serving_example_is_identical_with_arrivals_through_simpy(example):
+    """Arrivals inline and out of simpy's queue (``Simulation._arrive_plain``, ``_run_virtual``)
+    give exactly what one ``arrive`` per request in a simpy process gives (events included)."""
+    dep = load_deployment(ROOT / "examples" / example, ["workload.num_requests=300"])
+    for ff in (True, False):
+        on = Simulation(dep, fast_forward=ff, trace=True)
+        off = Simulation(dep, fast_forward=ff, trace=True, plain_arrivals=False)
+        assert_same(on.run(), off.run())
+
+
+def test_virtual_arrivals_are_taken_and_report_progress():
+    """The H800 example runs its arrivals out of simpy's queue (the path the test above checks),
+    and its progress callback is called as ``run_events`` calls it (first, periodically, last)."""
+    dep = load_deployment(ROOT / "examples/deepseek-v3_h800_pd-disagg.yaml", ["workload.num_requests=2000"])
+    sim = Simulation(dep)
+    assert sim._plain_arrivals() and not any(s.ff for s in sim.servers)
+    calls = []
+    res = sim.run(lambda *a: calls.append(a))
+    ref = Simulation(dep, plain_arrivals=False).run()
+    assert_same(res, ref)
+    assert calls[0][1] == 0 and calls[-1][1] == 2000 and len(calls) >= 2
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_kv_aware_colocated_arrivals_are_identical_through_simpy(instances):
+    """``_arrive_plain``'s inline ``KvAware.choose`` over several (and one) colocated instances."""
+    dep = load_deployment(ROOT / "examples/llama-3.1-70b_h200_tp4_colocated.yaml",
+                          ["workload.num_requests=400", "scheduler.router=kv_aware",
+                           f"serving.pool.instances={instances}"])
+    on = Simulation(dep, fast_forward=False, trace=True)
+    assert on._plain_arrivals()
+    off = Simulation(dep, fast_forward=False, trace=True, plain_arrivals=False)
+    assert_same(on.run(), off.run())
+
+
+@pytest.mark.parametrize("size, lead, distinct", [(300, 280, 2), (300, 270, 1), (2000, 1975, 3), (40, 12, 2)])
+def test_itl_add_led_with_joiners_sharing_gaps_counts_and_sums_as_add(size, lead, distinct):
+    """Joiners whose gaps repeat (a transfer's requests prefilled in one step) are binned once per
+    distinct gap: the same counts and sum as ``add``."""
+    import numpy as np
+
+    from simulator.metrics import ItlHistogram
+
+    rng = np.random.default_rng(size + lead + distinct)
+    gaps = np.full(size, 0.0351)
+    gaps[lead:] = rng.choice(rng.uniform(0.001, 0.2, distinct), size - lead)
+    a, b = ItlHistogram(), ItlHistogram()
+    assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
+    assert a.n == b.n and (a.counts == b.counts).all()
