@@ -15,8 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: libraries a short command must not import: the table reader, the statistics package, the
-#: event loop (and pandas' Arrow backend)
-HEAVY = ("pandas", "scipy", "simpy", "pyarrow")
+#: event loop (and pandas' Arrow backend), and numpy (an estimate of the fabric reads no profile
+#: table: the profile's lookups and the collectives' placement arrays import it when used)
+HEAVY = ("pandas", "scipy", "simpy", "pyarrow", "numpy")
 
 _PROBE = """
 import json, sys
