@@ -167,14 +167,22 @@ def _json_default(obj: Any) -> Any:
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> None:
+    from clustersim import api
+
+    cells = [(str(key), _fmt(value)) for key, value in rows]
+    text = api.kv_table(title, cells)  # rich's bytes without rich, where it reproduces them
+    if text is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in rows:
-        table.add_row(str(key), _fmt(value))
+    for key, value in cells:
+        table.add_row(key, value)
     Console().print(table)
 
 
