@@ -2,16 +2,17 @@
 
 ``clustersim.cli`` prints a command's answer as a rich ``Table`` (a title, no header, two
 columns). Importing and running rich costs a short command (``estimate collective``) about a
-sixth of its start-up (issue 15), so ``kv_table`` writes the same bytes itself in the case
-where rich prints no colour: output that is not a terminal (a file, a pipe, a test), a UTF-8
-encoding, and text that rich would print as it is (printable ASCII, no markup tag ``[bold]``, no emoji
-code such as ``:smile:``). There it follows rich's layout exactly -- rich 13-15's ``Table`` with its
-defaults: the ``SQUARE`` box of a header-less table, one space of padding, the columns'
-measured widths collapsed to the console's width as ``Table._collapse_widths`` and
-``ratio_reduce`` do, words wrapped as ``rich._wrap.divide_line`` does, the title centred over
-the table. Anything else -- a terminal (colours), a word that would not fit its column (rich
-cuts it with an ellipsis), another encoding -- answers None and the CLI prints with rich.
-``tests/test_texttable.py`` compares the two byte for byte on random tables and widths.
+sixth of its start-up (issue 15), so ``kv_table`` writes the same bytes itself where rich prints
+no colour: output that is not a terminal (a file, a pipe, a test; ``console_is_terminal`` is
+rich's rule), a UTF-8 encoding, and text that rich prints as it is (printable ASCII, no markup
+tag such as ``[bold]``, no emoji code such as ``:smile:``). There it follows the layout of rich's
+``Table`` with its defaults: the ``SQUARE`` box of a header-less table, one space of padding,
+the columns' measured widths collapsed to the console's width (``Table._collapse_widths``,
+``ratio_reduce``), words wrapped as ``Text.wrap`` wraps them (a word wider than its column cut
+with an ellipsis), the title centred over the table. Anything else -- a terminal (colours),
+another encoding, a title word wider than the table (rich folds it) -- answers None and the CLI
+prints with rich. ``tests/test_texttable.py`` compares the two byte for byte on thousands of
+random tables and widths.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import sys
 from typing import Mapping, Sequence
 
-__all__ = ["kv_table"]
+__all__ = ["console_is_terminal", "kv_table"]
 
 _WORD = re.compile(r"\s*\S+\s*")
 _PLAIN = re.compile(r"[ -~]*")  # printable ASCII: one cell per character
@@ -34,26 +35,36 @@ _PAD = 1  # cell padding, left and right
 _EDGE = 3  # a two-column table's vertical rules: left edge, divider, right edge
 
 
+def console_is_terminal(stream, environ: Mapping[str, str] | None = None) -> bool:
+    """rich's ``Console(file=stream).is_terminal`` (no ``force_terminal``), without rich: not
+    under IDLE or Jupyter, then ``TTY_COMPATIBLE`` (0 or 1), then ``FORCE_COLOR`` (set: a
+    terminal unless empty), then ``stream.isatty()``."""
+    environ = os.environ if environ is None else environ
+    if getattr(sys.stdin, "__module__", "").startswith("idlelib") or hasattr(builtins, "get_ipython"):
+        return False
+    tty_compatible = environ.get("TTY_COMPATIBLE", "")
+    if tty_compatible in ("0", "1"):
+        return tty_compatible == "1"
+    force_color = environ.get("FORCE_COLOR")
+    if force_color is not None:
+        return force_color != ""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return False if isatty is None else bool(isatty())
+    except ValueError:
+        return False
+
+
 def _plain_console(stream, environ: Mapping[str, str]) -> bool:
     """Whether rich's ``Console()`` on ``stream`` would print no colour and the default box: not a
-    terminal (rich's ``Console.is_terminal`` rules), UTF-8, not Jupyter or Windows."""
+    terminal, UTF-8, not Jupyter or Windows."""
     if os.name != "posix" or hasattr(builtins, "get_ipython"):
         return False
     if getattr(sys.stdin, "__module__", "").startswith("idlelib"):
         return False
     if not (getattr(stream, "encoding", "utf-8") or "utf-8").lower().startswith("utf"):
         return False
-    tty_compatible = environ.get("TTY_COMPATIBLE", "")
-    if tty_compatible in ("0", "1"):
-        return tty_compatible == "0"
-    force_color = environ.get("FORCE_COLOR")
-    if force_color is not None:
-        return force_color == ""
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return isatty is not None and not isatty()
-    except ValueError:
-        return True
+    return not console_is_terminal(stream, environ)
 
 
 def _has_markup(text: str) -> bool:
@@ -101,22 +112,35 @@ def _console_width(environ: Mapping[str, str]) -> int:
     return width or 80
 
 
-def _divide(text: str, width: int) -> list[str] | None:
-    """``text`` broken into lines of at most ``width`` cells at word boundaries (rich's
-    ``divide_line`` then ``rstrip_end``); None when a word is longer than ``width``."""
+def _divide(text: str, width: int, crop: bool) -> list[str] | None:
+    """``text`` broken into lines of at most ``width`` cells at word boundaries, as rich's
+    ``Text.wrap`` does (``divide_line``, ``rstrip_end``, ``truncate``). A word longer than
+    ``width`` stands on a line of its own cut to ``width - 1`` cells and an ellipsis (``crop``:
+    a table cell's overflow); without ``crop`` (a title: rich folds it) the answer is None."""
+    if width < 1 and text:
+        return None
     breaks, offset = [], 0
     for m in _WORD.finditer(text):
         start, word = m.start(), m.group(0)
         length = len(word.rstrip())
-        if length > width:
-            return None
         if width - offset >= length:
             offset += len(word)
+        elif length > width:
+            if not crop:
+                return None
+            if start:
+                breaks.append(start)
+            offset = len(word)
         elif offset and start:
             breaks.append(start)
             offset = len(word)
-    lines = [text[a:b] for a, b in zip([0, *breaks], [*breaks, len(text)])]
-    return [line if len(line) <= width else line[:width] + line[width:].rstrip() for line in lines]
+    lines = []
+    for a, b in zip([0, *breaks], [*breaks, len(text)]):
+        line = text[a:b]
+        if len(line) > width:  # rstrip_end: trailing spaces beyond the width go
+            line = line[:len(line) - min(len(line) - len(line.rstrip()), len(line) - width)]
+        lines.append(line if len(line) <= width else line[:width - 1] + "…")
+    return lines
 
 
 def _measure(cells: Sequence[str], max_width: int) -> int:
@@ -181,7 +205,7 @@ def kv_table(title: str, rows: Sequence[tuple[str, str]], stream=None,
     widths = _widths(columns, _console_width(environ) - _EDGE)
     body = []
     for row in rows:
-        cells = [_divide(text, w - 2 * _PAD) if w >= 2 * _PAD else None for text, w in zip(row, widths)]
+        cells = [_divide(text, w - 2 * _PAD, crop=True) if w >= 2 * _PAD else None for text, w in zip(row, widths)]
         if any(c is None for c in cells):
             return None
         height = max(len(c) for c in cells)
@@ -189,7 +213,7 @@ def kv_table(title: str, rows: Sequence[tuple[str, str]], stream=None,
             body.append("│" + "│".join(" " + (c[i] if i < len(c) else "").ljust(w - 2) + " "
                                         for c, w in zip(cells, widths)) + "│")
     table_width = sum(widths) + _EDGE
-    head = _divide(title, table_width) if title else []
+    head = _divide(title, table_width, crop=False) if title else []
     if head is None:
         return None
     centred = [(" " * ((table_width - len(t.rstrip())) // 2) + t.rstrip()).ljust(table_width) for t in head]

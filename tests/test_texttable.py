@@ -43,7 +43,7 @@ def test_kv_table_is_rich_byte_for_byte():
         if ours is not None:
             answered += 1
             assert ours == _rich(title, rows, env), (title, rows, env)
-    assert answered > 500  # the others hold a word wider than its column (rich: an ellipsis)
+    assert answered > 1200  # the others: a title word wider than the table, an emoji code
 
 
 def test_kv_table_declines_what_it_does_not_reproduce():
@@ -58,6 +58,24 @@ def test_kv_table_declines_what_it_does_not_reproduce():
         assert kv_table("t", [("k", emoji)], io.StringIO(), env) is None
     assert kv_table("t", [("source", "deepep:low_latency:dispatch")], io.StringIO(), env) is not None
     assert kv_table("t", [("k", "µs")], io.StringIO(), env) is None  # not ASCII
-    assert kv_table("t", [("k", "x" * 100)], io.StringIO(), env) is None  # rich cuts it with an ellipsis
+    assert kv_table("x" * 100, rows, io.StringIO(), env) is None  # a title word rich folds
+    assert kv_table("t", [("k", "x" * 100)], io.StringIO(), env) == _rich("t", [("k", "x" * 100)], env)  # cut: …
     latin1 = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
     assert kv_table("t", rows, latin1, env) is None  # rich draws an ASCII box
+
+
+def test_console_is_terminal_is_richs_rule():
+    """The check ``progress_bars`` and ``kv_table`` make without rich answers as rich's
+    ``Console(file=...).is_terminal``, for every setting of the variables it reads."""
+    from clustersim.texttable import console_is_terminal
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream in (io.StringIO(), Tty()):
+        for tty_compatible in (None, "", "0", "1", "x"):
+            for force_color in (None, "", "1", "0"):
+                env = {k: v for k, v in (("TTY_COMPATIBLE", tty_compatible), ("FORCE_COLOR", force_color))
+                       if v is not None}
+                assert console_is_terminal(stream, env) == Console(file=stream, _environ=env).is_terminal, env
