@@ -11,8 +11,8 @@ the columns' measured widths collapsed to the console's width (``Table._collapse
 ``ratio_reduce``), words wrapped as ``Text.wrap`` wraps them (a word wider than its column cut
 with an ellipsis), the title centred over the table. Anything else -- a terminal (colours),
 another encoding, a title word wider than the table (rich folds it) -- answers None and the CLI
-prints with rich. ``tests/test_texttable.py`` compares the two byte for byte on thousands of
-random tables and widths.
+prints with rich. Written against rich 15.0; ``tests/test_texttable.py`` compares the two byte for
+byte, with the rich installed, on thousands of random tables and widths.
 """
 
 from __future__ import annotations
