@@ -7,8 +7,8 @@ table or JSON. They call ``clustersim.api`` only (``tests/test_code_health.py``)
 a traceback.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: typer reads every command's annotations at each start
+# (inspect.signature(eval_str=True) and get_type_hints); evaluated once at import they cost less.
 import json
 import os
 import re
