@@ -101,16 +101,13 @@ def _catalog() -> _Catalog:
     its parse while that matches the YAML files, else the YAML parsed and validated."""
     from hardware import catalog_snapshot
 
-    read = catalog_snapshot.read_data
-    try:
-        snapshot = read(catalog_snapshot.SNAPSHOT_FILE)
-    except FileNotFoundError:
-        snapshot = None
-    parts = catalog_snapshot.load(snapshot, read)
-    if parts is None:
+    doc = catalog_snapshot.packaged()
+    if doc is not None:
+        parts = catalog_snapshot.catalog_parts(doc)
+    else:
         from hardware.catalog_yaml import parse_catalog
 
-        parts = parse_catalog(read)
+        parts = parse_catalog(catalog_snapshot.read_data)
     return _Catalog(*(MappingProxyType(p) for p in parts))
 
 

@@ -54,7 +54,6 @@ from typing import Any, Mapping, Sequence
 
 from hardware.protocols import PROTOCOLS, Phase, bw_fraction, cheapest
 from hardware.types import Cluster, Tier
-from hardware.yaml_io import safe_load
 
 __all__ = [
     "OPS",
@@ -115,8 +114,12 @@ class CommCalibration:
 def load_comm_calibration(path: str | None = None) -> CommCalibration:
     """Parse ``comm_calibration.yaml`` (or ``path``); memoised, the result is immutable."""
     file = Path(path) if path else _CALIBRATION_PATH
-    with open(file, encoding="utf-8") as fh:
-        doc = safe_load(fh)
+    doc = None if path else _packaged_document()
+    if doc is None:
+        from hardware.yaml_io import safe_load
+
+        with open(file, encoding="utf-8") as fh:
+            doc = safe_load(fh)
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
     starts: dict[str, float] = {}
@@ -130,6 +133,14 @@ def load_comm_calibration(path: str | None = None) -> CommCalibration:
         if "fit_start" in entry:
             starts[name] = float(entry["fit_start"])
     return CommCalibration(MappingProxyType(values), MappingProxyType(sources), str(file), MappingProxyType(starts))
+
+
+def _packaged_document() -> Any:
+    """The packaged file's parsed document from the hardware data snapshot (no YAML parser to
+    import), or None when that is not fresh (``hardware.catalog_snapshot``)."""
+    from hardware import catalog_snapshot
+
+    return catalog_snapshot.document(_CALIBRATION_PATH.name)
 
 
 def achievable_bytes_per_s(tier: Tier, calibration: CommCalibration | None = None) -> float:
