@@ -40,7 +40,7 @@ class _PlainValue:
     bound broken, a sign or spaces) goes to typer's own coercion, its usual value or message."""
 
     def __init__(self, param: Any, kind: type):
-        self.param, self.kind = param, kind
+        self.kind = kind
         info = param.type_descriptor.parameter_info
         self.low, self.high = info.min, info.max
 

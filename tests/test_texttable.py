@@ -13,7 +13,8 @@ from clustersim.texttable import kv_table
 
 WORDS = ["a", "bb", "h800-mpft", "16,384", "4.855e-05", "flat", "model:flat", "ll128", "nvlink, ib-leaf, ib-spine",
          "(calibration/README.md,", "Transfer)", "measured", "on", "h200-sxm,", "target", "point", "transfer",
-         "inside", "the", "grids", "x" * 30, "y" * 61, "", "None", "True", "0", "-1.5", "1,234,567.8912", "deepep:low_latency:dispatch", "x:y:z", "model:deepep[2025-05]", "[1,", "2]", "a[]b"]
+         "inside", "the", "grids", "x" * 30, "y" * 61, "", "None", "True", "0", "-1.5", "1,234,567.8912",
+         "deepep:low_latency:dispatch", "x:y:z", "model:deepep[2025-05]", "[1,", "2]", "a[]b"]
 
 
 def _rich(title: str, rows: list[tuple[str, str]], env: dict) -> str:
