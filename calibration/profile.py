@@ -61,42 +61,39 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import numpy as np
+from hardware.dtypes import dtype_bytes
+from workloads.kernel_sets import DEEPGEMM, FLASHMLA, ROWWISE_FP8_GEMM
 
-from calibration.interp import (  # noqa: F401  (re-exported: the profile's public helpers)
-    GROUPED_M_TILE,
-    KV_TILE_CANDIDATES,
-    Curve,
-    EfficiencyFit,
-    KindEfficiency,
-    Surface,
-    call_latency_s,
-    fit_kv_tile,
-    nearest_shape,
-    scale_shape_s,
-    tile_spill_factor,
-)
-from calibration.decode_lookup import (
-    LONG_TABLE,
-    MlaDecodeTables,
-    SerialDecodeFit,
-    misaligned,
-    split_combine_bytes,
-    split_kv_splits,
-)
-from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable, varlen_pairs_factor
-from calibration.deepgemm_lookup import DEEPGEMM_TABLE, EQUAL, DeepGemmTable
-from calibration.glue_lookup import GLUE_TABLE, GlueTable
-from calibration.grouped_tiles import TiledCurve
-from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
-from calibration.table import Table
+# The table readers and lookups (numpy) are imported where a table is read, not with this module:
+# a command that reads no table (an estimate of a collective on another device than the
+# profile's) loads a profile without numpy (issue 15, start-up; tests/test_startup.py).
+if TYPE_CHECKING:
+    import numpy as np
+
+    from calibration.chunk_lookup import ChunkPrefillTable
+    from calibration.decode_lookup import MlaDecodeTables, SerialDecodeFit
+    from calibration.deepgemm_lookup import DeepGemmTable
+    from calibration.glue_lookup import GlueTable
+    from calibration.interp import EfficiencyFit
+    from calibration.moe_lookup import SparseGroupedTable
+    from calibration.table import Table
 
 #: the FP8 ragged grouped GEMM table (``calibration.bench.grouped_gemm.run_grouped_mm_fp8``)
 FP8_GROUPED_TABLE = "grouped_mm_fp8"
-from hardware.dtypes import dtype_bytes
-from workloads.kernel_sets import DEEPGEMM, FLASHMLA, ROWWISE_FP8_GEMM
+#: the profile's public helpers, re-exported from their modules on first access
+_REEXPORTS = {name: "calibration.interp" for name in (
+    "GROUPED_M_TILE", "KV_TILE_CANDIDATES", "Curve", "EfficiencyFit", "KindEfficiency", "Surface", "fit_kv_tile",
+    "nearest_shape", "tile_spill_factor", "call_latency_s", "scale_shape_s")}
+
+
+def __getattr__(name: str):
+    if name in _REEXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(_REEXPORTS[name]), name)
+    raise AttributeError(f"module 'calibration.profile' has no attribute {name!r}")
 
 
 _UNSEEN = object()  # a memo's "not looked up yet"
@@ -113,6 +110,8 @@ class LazyTables(Mapping):
         self._read: dict = {}
 
     def __getitem__(self, stem: str) -> Table:
+        from calibration.table import Table
+
         df = self._read.get(stem)
         if df is None:
             df = Table.read_csv(self._files[stem])
@@ -217,6 +216,8 @@ class MeasuredProfile:
     def _gemm_latency_s(self) -> dict:
         """Per GEMM table, the fixed time of a call (``interp.call_latency_s``) kept when a shape is
         read from another one."""
+        from calibration.interp import call_latency_s
+
         return {dt: call_latency_s(pairs) for dt, pairs in self._gemm.items()}
 
     def _gemm_dtype(self, op) -> str:
@@ -246,11 +247,15 @@ class MeasuredProfile:
         return self._tiled_fp8(pad=False)
 
     def _tiled_fp8(self, pad: bool) -> dict:
+        from calibration.grouped_tiles import TiledCurve
+
         return self._grouped_table(FP8_GROUPED_TABLE, lambda d, n, k: TiledCurve(
             d.floats("m_per_group").tolist(), d.floats("seconds").tolist(), n, k, pad=pad))
 
     @functools.cached_property
     def _sparse(self) -> SparseGroupedTable:
+        from calibration.moe_lookup import SPARSE_TABLE, SparseGroupedTable
+
         return SparseGroupedTable(self.tables.get(SPARSE_TABLE))
 
     @functools.cached_property
@@ -264,14 +269,20 @@ class MeasuredProfile:
 
     @functools.cached_property
     def _chunk(self) -> ChunkPrefillTable:
+        from calibration.chunk_lookup import CTX_TABLE, ChunkPrefillTable
+
         return ChunkPrefillTable(self.tables.get(CTX_TABLE))
 
     @functools.cached_property
     def _mla(self) -> MlaDecodeTables:
+        from calibration.decode_lookup import MlaDecodeTables
+
         return MlaDecodeTables(self.tables)
 
     @functools.cached_property
     def _deepgemm(self) -> DeepGemmTable | None:
+        from calibration.deepgemm_lookup import DEEPGEMM_TABLE, DeepGemmTable
+
         return DeepGemmTable(self.tables[DEEPGEMM_TABLE]) if DEEPGEMM_TABLE in self.tables else None
 
     def _deepgemm_seconds(self, op) -> tuple[float, str] | None:
@@ -280,6 +291,8 @@ class MeasuredProfile:
         table = self._deepgemm
         if table is None or op.dtype != "fp8":
             return None
+        from calibration.deepgemm_lookup import DEEPGEMM_TABLE, EQUAL
+
         s = op.shape
         if op.kind == "gemm":
             r = table.dense_seconds(s["m"], s["n"], s["k"]) if op.meta.get("impl") == DEEPGEMM else None
@@ -294,15 +307,21 @@ class MeasuredProfile:
 
     @functools.cached_property
     def _glue(self) -> GlueTable:
+        from calibration.glue_lookup import GLUE_TABLE, GlueTable
+
         return GlueTable(self.tables.get(GLUE_TABLE))
 
     @functools.cached_property
     def _serial(self) -> SerialDecodeFit:
+        from calibration.decode_lookup import LONG_TABLE, SerialDecodeFit
+
         return SerialDecodeFit(self.tables.get(LONG_TABLE))
 
     @functools.cached_property
     def _ew(self) -> tuple[dict, dict]:
         """Memory-bound curves by op and the table each comes from."""
+        from calibration.interp import Curve
+
         ew = self.tables.get("elementwise_bf16")
         curves = {} if ew is None else {op: Curve.of(d, "bytes") for op, d in ew.groupby("op")}
         tables = {op: "elementwise_bf16" for op in curves}
@@ -326,10 +345,14 @@ class MeasuredProfile:
 
     @functools.cached_property
     def decode_kv_tile(self) -> int:
+        from calibration.interp import fit_kv_tile
+
         return fit_kv_tile(self.tables.get("attn_decode_tiles"))
 
     @functools.cached_property
     def _norm(self) -> dict:
+        from calibration.interp import Curve
+
         nt = self.tables.get("rmsnorm_bf16")
         return {} if nt is None else {int(w): Curve.of(d, "rows") for w, d in nt.groupby("width")}
 
@@ -342,6 +365,8 @@ class MeasuredProfile:
     @functools.cached_property
     def _coll(self) -> dict:
         """Communication, keyed by fabric and group size (tables without a fabric column never match)."""
+        from calibration.interp import Curve
+
         out = {}
         for stem in self.tables:
             if not stem.startswith("collective_"):
@@ -354,6 +379,8 @@ class MeasuredProfile:
 
     @functools.cached_property
     def _dispatch(self) -> dict:
+        from calibration.interp import Curve
+
         dd = self.tables.get("moe_dispatch")
         keys = ["fabric", "ep", "hidden", "top_k", "experts", "direction", "dtype"]
         return {} if dd is None or dd.empty else {
@@ -363,6 +390,8 @@ class MeasuredProfile:
     def _grouped_table(self, stem: str, curve=None) -> dict:
         """A grouped GEMM table as {(n, k): {groups: curve over m_per_group}}; ``curve(rows, n, k)``
         builds each (default: ``Curve.of`` in log-log)."""
+        from calibration.interp import Curve
+
         gg = self.tables.get(stem)
         make = curve or (lambda d, n, k: Curve.of(d, "m_per_group"))
         return {} if gg is None else {
@@ -387,11 +416,15 @@ class MeasuredProfile:
 
     @staticmethod
     def _pairs(df, keys, x):
+        from calibration.interp import Curve
+
         if df is None or df.empty:
             return {}
         return {tuple(int(v) for v in kv): Curve.of(d, x) for kv, d in df.groupby(keys)}
 
     def _surfaces(self, stem, keys, a, b):
+        from calibration.interp import Surface
+
         df = self.tables.get(stem)
         if df is None or df.empty:
             return {}
@@ -413,6 +446,8 @@ class MeasuredProfile:
             return None if t is None else (t, self._src(table, "interpolated in log M"))
         ref = self._gemm_refs.get((dtype, n, k), _UNSEEN)
         if ref is _UNSEEN:
+            from calibration.interp import nearest_shape
+
             ref = self._gemm_refs[(dtype, n, k)] = nearest_shape(pairs, n, k)
         if ref is None:
             return None
@@ -420,6 +455,8 @@ class MeasuredProfile:
         if t is None:
             return None
         lat = self._gemm_latency_s[dtype]
+        from calibration.interp import scale_shape_s
+
         return scale_shape_s(t, lat, (n * k) / (ref[0] * ref[1])), self._src(
             table, f"scaled by FLOPs from n={ref[0]} k={ref[1]} beyond a {lat * 1e6:.1f} us call")
 
@@ -461,6 +498,8 @@ class MeasuredProfile:
         if not fp8 and self._sparse and per_active <= self._sparse.max_tokens_per_active(n, k) * (1 + 1e-9):
             r = self._sparse.seconds(n, k, active, per_active)
             if r is not None:
+                from calibration.moe_lookup import SPARSE_TABLE
+
                 return r[0], self._src(SPARSE_TABLE, r[1])
         tables, name = (self._routed_fp8, FP8_GROUPED_TABLE) if fp8 else (self._ragged, "grouped_mm_bf16")
         if not tables:
@@ -469,6 +508,8 @@ class MeasuredProfile:
         r = self._grouped_lookup(tables, name, g, per_active, n, k)
         if r is None:
             return None
+        from calibration.interp import tile_spill_factor
+
         spill = tile_spill_factor(per_active)
         t = r[0] * spill * min(active, 1.0)  # below one active group: expected time over steps
         return t, r[1] + f" at {g:.3g} active groups x {per_active:.3g} tokens, x{spill:.3f} routed tile spill"
@@ -479,6 +520,8 @@ class MeasuredProfile:
             return 0.0, self._src(table, "empty")
         scale, ref = 1.0, (n, k)
         if ref not in tables:
+            from calibration.interp import nearest_shape
+
             ref = nearest_shape(tables, n, k)
             if ref is None:
                 return None
@@ -492,6 +535,8 @@ class MeasuredProfile:
             lo = max(g for g in gs if g < groups)
             hi = min(g for g in gs if g > groups)
             tl, th = by_g[lo](m_per_group), by_g[hi](m_per_group)
+            import numpy as np
+
             t = None if tl is None or th is None else float(
                 np.exp(np.interp(math.log(groups), [math.log(lo), math.log(hi)], [math.log(tl), math.log(th)])))
         else:
@@ -504,6 +549,8 @@ class MeasuredProfile:
         if scale != 1.0:
             lat = self._grouped_latency_s(tables, min(gs, key=lambda g: abs(math.log(g / groups))))
             how += f", scaled by FLOPs from n={ref[0]} k={ref[1]} beyond a {lat * 1e6:.1f} us call"
+            from calibration.interp import scale_shape_s
+
             t = scale_shape_s(t, lat, scale)
         return t, self._src(table, how)
 
@@ -512,6 +559,8 @@ class MeasuredProfile:
         over its shapes), kept when a shape is read from another one."""
         key = (id(tables), groups)
         if key not in self._grouped_lat:
+            from calibration.interp import call_latency_s
+
             self._grouped_lat[key] = call_latency_s({s: by_g[groups] for s, by_g in tables.items() if groups in by_g})
         return self._grouped_lat[key]
 
@@ -566,6 +615,8 @@ class MeasuredProfile:
             return None
         how = r[1] + ("" if eq_batch == batch else
                       f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+        from calibration.chunk_lookup import CTX_TABLE, varlen_pairs_factor
+
         f = varlen_pairs_factor(new, context, seq_lens, context_lens, causal_pairs)
         if f != 1.0:
             how += f", x{f:.3f} pairs of the unequal sequences over the pairs at their means"
@@ -582,7 +633,11 @@ class MeasuredProfile:
         if impl == "split_kv":
             return self._split_kv_decode(batch, context, heads_q, heads_kv, head_dim_qk, dv)
         r = self._decode_table(batch, context, heads_q, heads_kv, head_dim_qk, dv)
-        if r is None or not self._serial or not misaligned(context, self.decode_kv_tile):
+        if r is None or not self._serial:
+            return r
+        from calibration.decode_lookup import LONG_TABLE, misaligned
+
+        if not misaligned(context, self.decode_kv_tile):
             return r
         walk = self._serial.seconds(context, head_dim_qk)
         if walk is None or walk[0] <= r[0]:
@@ -613,6 +668,8 @@ class MeasuredProfile:
                          dv: int) -> tuple[float, str] | None:
         """Flash-decoding: the keys split ``s`` ways when the (sequence, KV head) blocks leave SMs
         idle; the measured kernel at ``batch * s`` sequences of ``context / s`` keys plus the combine."""
+        from calibration.decode_lookup import split_combine_bytes, split_kv_splits
+
         sms = int(self.metadata.get("sm_count") or 132)
         splits = split_kv_splits(batch * heads_kv, context, sms)
         keys = math.ceil(context / splits)
@@ -749,6 +806,10 @@ class MeasuredProfile:
         Peaks default to ``metadata["reference_peaks"]`` (datasheet figures with a source),
         else to the measured ceilings (largest GEMM rate, largest copy bandwidth).
         """
+        import numpy as np
+
+        from calibration.interp import EfficiencyFit, KindEfficiency
+
         ref = self.metadata.get("reference_peaks", {})
         if peak_flops_per_s is None:
             peak_flops_per_s = {k[:-len("_flops_per_s")]: float(v) for k, v in ref.items()
@@ -782,6 +843,8 @@ class MeasuredProfile:
 
     def _points(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
         """(flops, min bytes, seconds, dtypes) per op kind over all measured points."""
+        import numpy as np
+
         out = {}
         rows = []
         bf = dtype_bytes("bf16")  # every table but gemm_fp8 measured BF16 operands and outputs
@@ -837,9 +900,15 @@ class MeasuredProfile:
             curve = self._elementwise.get(self._memory_op(op))
             return float(curve.ys.min()) if curve is not None else 0.0
         if kind == "grouped_gemm" and self._sparse_answers(op):
+            from calibration.moe_lookup import SPARSE_TABLE
+
             return self._floors[SPARSE_TABLE]
+        if kind == "attn_prefill" and _has_context(op):
+            from calibration.chunk_lookup import CTX_TABLE
+
+            return self._floors.get(CTX_TABLE, 0.0)
         stem = {"gemm": f"gemm_{self._gemm_dtype(op)}", "grouped_gemm": FP8_GROUPED_TABLE if op.dtype == "fp8" else "grouped_mm_bf16",
-                "attn_prefill": CTX_TABLE if _has_context(op) else "attn_prefill_bf16",
+                "attn_prefill": "attn_prefill_bf16",
                 "attn_decode": "attn_decode_bf16", "mla_decode": self._mla_table(op)}.get(kind)
         return self._floors.get(stem, 0.0) if stem else 0.0
 
@@ -914,6 +983,8 @@ class MeasuredProfile:
             if op.meta.get("op") == "rmsnorm" and width and self._norm:
                 return self.rmsnorm_seconds(s["elements"] / width, int(width))
             if self._glue_answers(op):
+                from calibration.glue_lookup import GLUE_TABLE
+
                 r = self._glue.seconds(str(op.meta["glue"]), float(op.meta["tokens"]), int(op.meta["heads"]))
                 return None if r is None else (r[0], self._src(GLUE_TABLE, r[1]))
             return self.elementwise_seconds(op.bytes_read + op.bytes_written, self._memory_op(op))
@@ -929,20 +1000,30 @@ class MeasuredProfile:
             if name == "rmsnorm" and op.meta.get("width") and self._norm:
                 return "rmsnorm_bf16"
             if self._glue_answers(op):
+                from calibration.glue_lookup import GLUE_TABLE
+
                 return GLUE_TABLE
             return self._ew_table.get(self._memory_op(op))
         if kind in ("gemm", "grouped_gemm") and self._deepgemm_seconds(op) is not None:
+            from calibration.deepgemm_lookup import DEEPGEMM_TABLE
+
             return DEEPGEMM_TABLE
         if kind == "grouped_gemm":
             if op.dtype == "fp8":
                 return FP8_GROUPED_TABLE if FP8_GROUPED_TABLE in self.tables and _torch_grouped_kernel(op) else None
             if self._sparse_answers(op):
+                from calibration.moe_lookup import SPARSE_TABLE
+
                 return SPARSE_TABLE
             return next((t for t in ("grouped_mm_bf16", "grouped_gemm_bf16") if t in self.tables), None)
-        if kind == "attn_decode" and op.meta.get("impl", "sdpa") == "sdpa" and self._serial and misaligned(
-                int(op.shape["context"]), self.decode_kv_tile):
-            return LONG_TABLE if "attn_decode_bf16" in self.tables else None
+        if kind == "attn_decode" and op.meta.get("impl", "sdpa") == "sdpa" and self._serial:
+            from calibration.decode_lookup import LONG_TABLE, misaligned
+
+            if misaligned(int(op.shape["context"]), self.decode_kv_tile):
+                return LONG_TABLE if "attn_decode_bf16" in self.tables else None
         if kind == "attn_prefill" and _has_context(op):
+            from calibration.chunk_lookup import CTX_TABLE
+
             return CTX_TABLE if self._chunk else None
         stem = {"gemm": f"gemm_{self._gemm_dtype(op)}", "attn_prefill": "attn_prefill_bf16", "attn_decode": "attn_decode_bf16",
                 "mla_decode": self._mla_table(op)}.get(kind)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,6 +37,8 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` makes the file at a temporary path beside ``path`` (same suffix); it is then
     flushed to disk and renamed over ``path``. On any error the temporary file is removed and
     the error raised; ``path`` is then as it was."""
+    import secrets  # here: it imports hashlib (OpenSSL), which a command that writes nothing never needs
+
     final = Path(path)
     tmp = final.parent / f".{final.stem}.tmp-{secrets.token_hex(4)}{final.suffix}"
     try:

@@ -33,9 +33,10 @@ Besides the jobs the CLI uses only what is listed in ``__all__``: ``load_config`
 ``prepare`` (read or validate a config before the progress bars start, so a bad file is one
 line), ``progress_bars`` / ``progress_mode`` (``clustersim.progress``), ``prepare_out`` and
 ``save_outputs`` (``clustersim.outputs``, the one writer; ``--report`` pages from
-``clustersim.report``), ``to_json`` and the text formats of the checks. The other modules of
-``clustersim`` are this API's implementation: tests and benchmarks may import them, the CLI
-does not (``tests/test_code_health.py``).
+``clustersim.report``), ``to_json``, ``kv_table`` (a field/value table as rich prints it,
+without importing rich: ``clustersim.texttable``) and the text formats of the checks. The
+other modules of ``clustersim`` are this API's implementation: tests and benchmarks may import
+them, the CLI does not (``tests/test_code_health.py``).
 
 Shortcuts (``simulate``, ``plan``, ``validate``, ``estimate_*``, ``calibrate``, catalog
 queries) run the same jobs (or their runners) and return their results.
@@ -53,6 +54,7 @@ from clustersim.describe import (config_report as _describe_config, deployment_r
                                  hardware_report, model_list, model_report)
 from clustersim.outputs import OutputDir, to_json
 from clustersim.progress import progress_bars, progress_mode
+from clustersim.texttable import kv_table
 
 __all__ = [
     # jobs and their dispatcher
@@ -62,7 +64,7 @@ __all__ = [
     "progress_bars", "progress_mode", "plan_progress", "frozen_heap",
     "OutputDir", "prepare_out", "require_report", "report_page", "save_outputs",
     "plot_helper",
-    "to_json",
+    "to_json", "kv_table",
     "format_checks", "format_calibration_check",
     # convenience
     "simulate", "plan", "validate", "config_report", "calibrate", "calibrate_check",

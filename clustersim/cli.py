@@ -7,10 +7,11 @@ table or JSON. They call ``clustersim.api`` only (``tests/test_code_health.py``)
 a traceback.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: typer reads every command's annotations at each start
+# (inspect.signature(eval_str=True) and get_type_hints); evaluated once at import they cost less.
 import json
 import os
+import re
 import signal
 import sys
 
@@ -24,9 +25,90 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
+# ---------------------------------------------------------------- parameter values
+#: what an option of a plain type must look like for ``_PlainValue`` to read it (else typer does)
+_PLAIN_NUMBER = {int: re.compile(r"0|[1-9][0-9]{0,17}"),
+                 float: re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")}
+
+
+class _PlainValue:
+    """The value of a ``str``, ``int``, ``float`` or ``bool`` option as typer would coerce it, read
+    without typer's pydantic adapters (importing pydantic and building one adapter per option is
+    most of a short command's start-up: issue 15). Only the unambiguous cases are read here: none,
+    an ASCII string as it is, digits as the int or float Python and pydantic both read exactly, a
+    default of the option's own type; within the option's min/max. Anything else (a bad value, a
+    bound broken, a sign or spaces) goes to typer's own coercion, its usual value or message."""
+
+    def __init__(self, param: Any, kind: type):
+        self.kind = kind
+        info = param.type_descriptor.parameter_info
+        self.low, self.high = info.min, info.max
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:
+            return None
+        got = self._read(value)
+        if got is None or (self.low is not None and got < self.low) or (self.high is not None and got > self.high):
+            param._runtime_param = None  # typer's coercion from here on (its message, its value)
+            return param.get_runtime_param().coerce(value, param=param, ctx=ctx)
+        return got
+
+    def _read(self, value: Any) -> Any:
+        if type(value) is self.kind:
+            return value if self.kind is not str or value.isascii() else None
+        if type(value) is not str or self.kind not in _PLAIN_NUMBER or not _PLAIN_NUMBER[self.kind].fullmatch(value):
+            return None
+        got = self.kind(value)
+        return got if got - got == 0 else None  # finite
+
+
+def _plain_kind(param: Any) -> type | None:
+    """The plain type (str, int, float, bool) of a typer option or argument that ``_PlainValue``
+    may read, or None (a path, a list, a choice, a parser, clamping, or another typer)."""
+    desc = getattr(param, "type_descriptor", None)
+    info = getattr(desc, "parameter_info", None)
+    if info is None or getattr(param, "_runtime_param", False) is not None or not hasattr(param, "get_runtime_param"):
+        return None
+    kind = desc.annotation
+    if kind not in (str, int, float, bool) or param.multiple or param.nargs != 1 or desc.file_annotation is not None:
+        return None
+    if info.parser is not None or info.clamp or desc.is_choice:
+        return None
+    return kind
+
+
+def _read_plainly(params: list) -> None:
+    """Give each plain option of ``params`` its ``_PlainValue`` (typer builds its own on first use)."""
+    for param in params:
+        kind = _plain_kind(param)
+        if kind is not None:
+            param._runtime_param = _PlainValue(param, kind)
+
+
+class _PlainParams:
+    """Typer's command or group, its plain options (and ``--help``) read by ``_PlainValue``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        _read_plainly(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _read_plainly([] if option is None else [option])
+        return option
+
+
+class _Command(_PlainParams, typer.core.TyperCommand):
+    """Every command of this CLI."""
+
+
+class _Group(_PlainParams, typer.core.TyperGroup):
+    """Every command group of this CLI."""
+
+
 #: help and usage errors in click's plain format: typer's rich panels import ~0.1 s of modules
 #: (rich.markdown and friends) on every ``--help`` (issue 15: ``clustersim --help`` <= 0.15 s)
-_PLAIN = {"rich_markup_mode": None}
+_PLAIN = {"rich_markup_mode": None, "cls": _Group}
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate and plan large LLM deployments.",
                   **_PLAIN)
 hardware_app = typer.Typer(no_args_is_help=True, help="Accelerators, fabrics and clusters in the catalog.", **_PLAIN)
@@ -170,14 +252,22 @@ def _json_default(obj: Any) -> Any:
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> None:
+    from clustersim import api
+
+    cells = [(str(key), _fmt(value)) for key, value in rows]
+    text = api.kv_table(title, cells)  # rich's bytes without rich, where it reproduces them
+    if text is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in rows:
-        table.add_row(str(key), _fmt(value))
+    for key, value in cells:
+        table.add_row(key, value)
     Console().print(table)
 
 
@@ -704,6 +794,12 @@ def _allocators() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, 512 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc: its defaults
         pass
+
+
+for _commands in (app, hardware_app, model_app, estimate_app):
+    for _info in _commands.registered_commands:
+        if _info.cls in (None, typer.core.TyperCommand):
+            _info.cls = _Command
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import importlib.util
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -95,6 +94,8 @@ class OutputDir:
             p.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"--out {p}: cannot create the directory ({exc.strerror or exc})") from None
+        import secrets  # here: it imports hashlib (OpenSSL), which a command without --out never needs
+
         probe = p / f".clustersim-probe-{secrets.token_hex(4)}"
         try:
             fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

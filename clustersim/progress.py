@@ -19,9 +19,12 @@ only, inside the CLI's error guard, so that an error line is printed after the b
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from clustersim.texttable import console_is_terminal
 
 #: environment variable: auto (bars when stderr is a terminal), always, never
 PROGRESS_ENV = "CLUSTERSIM_PROGRESS"
@@ -44,6 +47,9 @@ def progress_bars(quiet: bool = False, console: Any = None) -> Iterator[Any]:
     mode = progress_mode()
     if quiet or mode == "never":
         yield None
+        return
+    if console is None and mode == "auto" and not console_is_terminal(sys.stderr):
+        yield None  # what the check below answers, without importing rich (a command's start-up)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

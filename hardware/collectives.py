@@ -52,11 +52,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from hardware.protocols import PROTOCOLS, Phase, bw_fraction, cheapest
 from hardware.types import Cluster, Tier
-from hardware.yaml_io import safe_load
 
 __all__ = [
     "OPS",
@@ -117,8 +114,12 @@ class CommCalibration:
 def load_comm_calibration(path: str | None = None) -> CommCalibration:
     """Parse ``comm_calibration.yaml`` (or ``path``); memoised, the result is immutable."""
     file = Path(path) if path else _CALIBRATION_PATH
-    with open(file, encoding="utf-8") as fh:
-        doc = safe_load(fh)
+    doc = None if path else _packaged_document()
+    if doc is None:
+        from hardware.yaml_io import safe_load
+
+        with open(file, encoding="utf-8") as fh:
+            doc = safe_load(fh)
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
     starts: dict[str, float] = {}
@@ -132,6 +133,14 @@ def load_comm_calibration(path: str | None = None) -> CommCalibration:
         if "fit_start" in entry:
             starts[name] = float(entry["fit_start"])
     return CommCalibration(MappingProxyType(values), MappingProxyType(sources), str(file), MappingProxyType(starts))
+
+
+def _packaged_document() -> Any:
+    """The packaged file's parsed document from the hardware data snapshot (no YAML parser to
+    import), or None when that is not fresh (``hardware.catalog_snapshot``)."""
+    from hardware import catalog_snapshot
+
+    return catalog_snapshot.document(_CALIBRATION_PATH.name)
 
 
 def achievable_bytes_per_s(tier: Tier, calibration: CommCalibration | None = None) -> float:
@@ -172,7 +181,9 @@ class GroupGeometry:
     carried_share: tuple[float, ...]
 
 
-def _placement_array(group_size: int, cluster: Cluster, placement: Sequence[int] | None) -> np.ndarray:
+def _placement_array(group_size: int, cluster: Cluster, placement: Sequence[int] | None) -> Any:
+    """The group's device ids, checked: ``placement`` as an int64 array (numpy is imported here
+    only: contiguous groups, the common case, need none), or None for contiguous ranks 0..p-1."""
     if group_size < 1:
         raise ValueError(f"group size must be >= 1, got {group_size}")
     if placement is None:
@@ -180,7 +191,9 @@ def _placement_array(group_size: int, cluster: Cluster, placement: Sequence[int]
             raise ValueError(
                 f"cluster {cluster.name}: a group of {group_size} devices exceeds its {cluster.num_devices} devices"
             )
-        return np.arange(group_size, dtype=np.int64)
+        return None
+    import numpy as np
+
     arr = np.asarray(placement, dtype=np.int64)
     if arr.shape != (group_size,):
         raise ValueError(f"placement has {arr.size} devices, group size is {group_size}")
@@ -193,7 +206,7 @@ def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] |
     """Tier geometry of a group (contiguous ranks unless ``placement`` gives device ids)."""
     devices = _placement_array(group_size, cluster, placement)
     tiers = tuple((t.span_devices, t.technology, t.planes) for t in cluster.tiers)  # all the geometry reads
-    if placement is None:  # contiguous ranks: a function of the size and the tiers' shapes only
+    if devices is None:  # contiguous ranks: a function of the size and the tiers' shapes only
         geo = _contiguous_geometry(group_size, tiers)
     else:
         geo = _geometry(devices, tiers)
@@ -204,23 +217,40 @@ def group_geometry(group_size: int, cluster: Cluster, placement: Sequence[int] |
 
 @lru_cache(maxsize=4096)
 def _contiguous_geometry(group_size: int, tiers: tuple) -> GroupGeometry | None:
-    """``_geometry`` of ranks ``0..group_size-1`` (memoised: collectives of a step ask it again)."""
-    return _geometry(np.arange(group_size, dtype=np.int64), tiers)
+    """``_geometry`` of ranks ``0..group_size-1`` in closed form (memoised: collectives of a step
+    ask it again): per tier of span s, q = p // s full blocks and one of r = p % s ranks, so a
+    rank's mean block size is (q s^2 + r^2) / p -- the integer sum ``_geometry``'s float mean
+    adds exactly, divided once, so the same float."""
+    p = group_size
+    blocks = []
+    for span, _tech, _planes in tiers:
+        q, r = divmod(p, span)
+        blocks.append(((q * span * span + r * r) / p, q + (r > 0), span if q else r))
+    return _assemble(p, blocks, tiers)
 
 
-def _geometry(devices: np.ndarray, tiers: tuple) -> GroupGeometry | None:
-    """Geometry of the group on ``devices`` over ``tiers`` ((span devices, technology, planes) from
-    the innermost tier out); None when the outermost tier does not span them."""
-    p = len(devices)
+def _geometry(devices: Any, tiers: tuple) -> GroupGeometry | None:
+    """Geometry of the group on ``devices`` (an int64 array) over ``tiers`` ((span devices,
+    technology, planes) from the innermost tier out); None when the outermost tier does not span them."""
+    import numpy as np
+
+    blocks = []
+    for span, _tech, _planes in tiers:
+        _, inverse, counts = np.unique(devices // span, return_inverse=True, return_counts=True)
+        blocks.append((float(counts[inverse].mean()), int(counts.size), int(counts.max())))
+    return _assemble(len(devices), blocks, tiers)
+
+
+def _assemble(p: int, blocks: list, tiers: tuple) -> GroupGeometry | None:
+    """The geometry from each tier's (mean block size over the ranks, blocks, largest block)."""
     outer = None
     peers_within = []  # mean number of peers in the same block of tier t
     domains = ranks_per_domain = 1
-    for t, (span, _tech, _planes) in enumerate(tiers):
-        _, inverse, counts = np.unique(devices // span, return_inverse=True, return_counts=True)
-        peers_within.append(float(counts[inverse].mean()) - 1.0)
+    for t, (mean_block, num_blocks, largest) in enumerate(blocks):
+        peers_within.append(mean_block - 1.0)
         if t == 0:
-            domains, ranks_per_domain = int(counts.size), int(counts.max())
-        if outer is None and counts.size == 1:
+            domains, ranks_per_domain = num_blocks, largest
+        if outer is None and num_blocks == 1:
             outer = t
     if outer is None:
         return None
@@ -417,13 +447,15 @@ def _send_recv(ctx: _Ctx) -> list[Phase]:
     return [Phase("direct", ctx.nbytes / min(ctx.bw[t] for t in path), tuple(hops))]
 
 
-def _cross_plane(devices: np.ndarray, cluster: Cluster, outer: int) -> bool:
-    """Whether two devices sit on different planes of a multi-plane tier they communicate over."""
+def _cross_plane(devices: Any, cluster: Cluster, outer: int) -> bool:
+    """Whether two devices (ids; None: ranks 0 and 1) sit on different planes of a multi-plane
+    tier they communicate over."""
     planes = max((t.planes for t in cluster.tiers[1 : outer + 1]), default=1)
     if planes <= 1:
         return False
-    local = devices % cluster.tiers[0].span_devices
-    return bool(local[0] % planes != local[1] % planes)
+    first, second = (0, 1) if devices is None else (int(devices[0]), int(devices[1]))
+    span = cluster.tiers[0].span_devices
+    return (first % span) % planes != (second % span) % planes
 
 
 _MODELS = {
