@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import random
 import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from calibration.flashmla_sched import probe_variants as variants  # noqa: E402  (the fit reads the same lists)
 
 D_QK, D_V, BLOCK = 576, 512, 64
-
-
-def variants(b: int, c: int) -> dict[str, list[int]]:
-    even = [round(c * (0.25 + 1.5 * i / (b - 1))) for i in range(b)]
-    shuffled = even[:]
-    random.Random(0).shuffle(shuffled)
-    return {"equal": [c] * b, "even_sorted": even, "even_desc": even[::-1], "even_shuffled": shuffled,
-            "bimodal": [c // 4] * (b // 2) + [c * 7 // 4] * (b - b // 2),
-            "half_spread": [round(c * (0.625 + 0.75 * i / (b - 1))) for i in range(b)],
-            "equal_min": [c // 4] * b, "equal_max": [c * 7 // 4] * b, "one_long": [c] * (b - 1) + [c * 8]}
 
 
 def measure(h: int, lens_list: list[int], calls: int = 20) -> dict[str, float]:
@@ -73,7 +68,7 @@ def main() -> int:
         for name, lens in variants(b, c).items():
             t = measure(h, lens)
             rows.append(dict(heads_q=h, batch=b, mean=c, variant=name, sum_len=sum(lens), max_len=max(lens),
-                             total_us=round(sum(t.values()), 3), split_us=round(t.get("split", 0.0), 3),
+                             seconds=f"{sum(t.values()) * 1e-6:.9g}", total_us=round(sum(t.values()), 3), split_us=round(t.get("split", 0.0), 3),
                              combine_us=round(t.get("combine", 0.0), 3),
                              other=";".join(f"{k}={v:.2f}" for k, v in t.items() if k not in ("split", "combine"))))
             print(rows[-1], flush=True)

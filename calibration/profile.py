@@ -707,6 +707,33 @@ class MeasuredProfile:
         how = best[1] if impl in measured else f"{best[1]} (fastest measured, standing in for {impl or 'any'})"
         return best[0], self._src(best[2], how)
 
+    @functools.cached_property
+    def _flashmla_per_split(self) -> dict:
+        """Seconds per split request by query heads (``calibration.flashmla_sched``), {} without the table."""
+        from calibration.flashmla_sched import SPREAD_TABLE, fit_per_split_s
+
+        t = self.tables.get(SPREAD_TABLE)
+        if t is None or t.empty:
+            return {}
+        cols = t.columns
+        rows = [dict(zip(cols, vals)) for vals in zip(*(t[c].tolist() for c in cols))]
+        return fit_per_split_s(rows, int(self.metadata.get("sm_count", 132) or 132))
+
+    def _flashmla_unequal(self, r: tuple[float, str], batch: int, context: int, heads_q: int,
+                          q_per_seq: int) -> tuple[float, str]:
+        """A FlashMLA decode batch of real (unequal) lengths read at its mean: the table's equal batch
+        plus the requests the tile scheduler splits in an unequal one (``calibration.flashmla_sched``)."""
+        if not self._flashmla_per_split:
+            return r
+        from calibration.flashmla_sched import SPREAD_TABLE, extra_splits, per_split_at
+
+        n = extra_splits(batch, context, heads_q, q_per_seq, int(self.metadata.get("sm_count", 132) or 132))
+        if n == 0:
+            return r
+        add = n * per_split_at(self._flashmla_per_split, heads_q)
+        return r[0] + add, f"{r[1]}; +{add * 1e6:.1f} us: {n} more requests split across SM parts at unequal " \
+                           f"lengths ({self._src(SPREAD_TABLE, 'per-split time')})"
+
     # -- memory-bound and collectives
 
     def elementwise_seconds(self, bytes_moved: float, op: str = "copy") -> tuple[float, str] | None:
@@ -973,8 +1000,12 @@ class MeasuredProfile:
                 # its keys: measured, 2 tokens of b sequences take 0.93-0.96x of 1 token of 2b
                 # (compute bound at 128 heads; the rows of 2 tokens are the table's hold-out)
                 q = max(1.0, float(op.meta.get("q_per_seq", 1) or 1))
-                return self.mla_decode_seconds(s["batch"] * q, s["context"], s.get("heads_q", 128),
-                                               s.get("head_dim_qk", 576), s.get("head_dim_v", 512), impl=impl)
+                r = self.mla_decode_seconds(s["batch"] * q, s["context"], s.get("heads_q", 128),
+                                            s.get("head_dim_qk", 576), s.get("head_dim_v", 512), impl=impl)
+                if r is None or op.meta.get("lengths") == "equal":
+                    return r
+                return self._flashmla_unequal(r, int(s["batch"]), int(s["context"]), int(s.get("heads_q", 128)),
+                                              int(q))
             return self.mla_decode_seconds(s["batch"], s["context"], s.get("heads_q", 128),
                                            s.get("head_dim_qk", 576), s.get("head_dim_v", 512),
                                            impl=op.meta.get("impl"))

@@ -25,7 +25,7 @@ def _op(b: int, c: int, h: int = 128, q: int = 1) -> Op:
     kv = b * c * 576 * 2
     return Op("attn", MLA_DECODE, {"batch": b, "context": c, "heads_q": h, "head_dim_qk": 576, "head_dim_v": 512},
               2.0 * h * 1088 * b * q * c, b * q * h * 576 * 2 + kv, b * q * h * 512 * 2, dtype="bf16", layer="x",
-              meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla"})
+              meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla", "lengths": "equal"})
 
 
 def test_measured_flashmla_times_the_fused_decode_and_tokens_count_as_sequences():

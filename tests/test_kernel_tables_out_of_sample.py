@@ -103,8 +103,9 @@ def test_out_of_sample_routed_rows():
 def test_flashmla_lookup_out_of_sample():
     """FlashMLA decode at batches and contexts between the shipped table's, and batches of spread
     lengths read at their mean (tests/data/measured/flashmla_between_h200.csv; run log
-    benchmarks/device_runs/2026-12-02_flashmla_between_run_log.txt): median 4.4% / worst 18.5%
-    and 3.5% / 18.0% when measured."""
+    benchmarks/device_runs/2026-12-02_flashmla_between_run_log.txt): median 4.4% / worst 18.5%, and
+    the spread batches 1.8% / 4.1% with the split requests of unequal lengths charged
+    (``calibration.flashmla_sched``, fitted on another probe's rows; 3.5% / 18.0% read as equal)."""
     import csv
     from pathlib import Path
 
@@ -116,13 +117,16 @@ def test_flashmla_lookup_out_of_sample():
     errs: dict[bool, list[float]] = {False: [], True: []}
     for r in csv.DictReader(path.open()):
         h, q, b, c, kv = int(r["heads_q"]), int(r["s_q"]), int(r["batch"]), int(r["context"]), int(r["kv_bytes"])
+        spread = float(r["spread"]) > 0  # equal rows say so; a spread batch is what a real one is
+        meta = {"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla",
+                **({} if spread else {"lengths": "equal"})}
         op = Op("attn", MLA_DECODE, {"batch": b, "context": c, "heads_q": h, "head_dim_qk": 576, "head_dim_v": 512},
                 2.0 * h * 1088 * b * q * c, b * q * h * 576 * 2 + kv, b * q * h * 512 * 2, dtype="bf16", layer="x",
-                meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla"})
-        errs[float(r["spread"]) > 0].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
+                meta=meta)
+        errs[spread].append(abs(p.op_seconds(op)[0] / float(r["seconds"]) - 1))
     assert len(errs[False]) == 60 and len(errs[True]) == 12
-    for e in errs.values():
-        assert statistics.median(e) <= 0.06 and max(e) <= 0.25
+    assert statistics.median(errs[False]) <= 0.06 and max(errs[False]) <= 0.25
+    assert statistics.median(errs[True]) <= 0.03 and max(errs[True]) <= 0.06
 
 
 def test_dense_gemm_lookup_out_of_sample():

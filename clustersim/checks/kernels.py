@@ -212,7 +212,8 @@ def flashmla_checks(profile: str = "h200") -> list[Check]:
         kv = b * c * dqk * 2
         op = Op("attn", MLA_DECODE, {"batch": b, "context": c, "heads_q": h, "head_dim_qk": dqk, "head_dim_v": dv},
                 2.0 * h * (dqk + dv) * b * q * c, b * q * h * dqk * 2 + kv, b * q * h * dv * 2, dtype="bf16",
-                layer="x", meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla"})
+                layer="x", meta={"mla": "absorbed", "kv_read_bytes": kv, "q_per_seq": q, "impl": "flashmla",
+                                 "lengths": "equal"})  # the table's rows: every sequence of one length
         got = fit.op_seconds(op)
         rid = f"h{h}/q{q}/b{b}/c{c}"
         gap = next((x for x in gaps if rid in x.get("rows", ()) or c in x.get("context", ())), {})
