@@ -24,7 +24,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, redirect_stdout
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from simulator.progress import ProgressFn
+# the collector off through a plan's pool phase and layout rows (and the workers forked within it):
+# their collections (~10 ms each, ~0.1 s of CPU over the processes) found no cyclic garbage, on
+# h200x32 and h800, in the planning process and its pool and ranking workers alike
+from simulator.progress import ProgressFn, collector_off  # noqa: F401  (planner.executors.collector_off)
 
 __all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
            "RAY_CONNECT_TIMEOUT_ENV", "start", "Pending", "frozen_heap", "worker_heap", "collector_off",
@@ -83,23 +86,6 @@ def frozen_heap() -> Iterator[None]:
         if not _FROZEN[0]:
             gc.unfreeze()
             gc.set_threshold(*before)
-
-
-@contextmanager
-def collector_off() -> Iterator[None]:
-    """The garbage collector off in the block, and in the workers forked within it (they inherit
-    it): a plan's pool costs and layout rows allocate millions of containers, freed by their
-    reference counts, and leave no cyclic garbage: their collections (youngest generation every
-    ``_GEN0_THRESHOLD`` allocations, ~10 ms each) found nothing, on h200x32 and h800, in the
-    planning process and its pool and ranking workers alike (~0.1 s of CPU in all). Whatever
-    cycles a block did leave wait for the next collection after it. The state is restored."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @contextmanager

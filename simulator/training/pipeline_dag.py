@@ -21,14 +21,13 @@ compiled and their bytes a running sum over the compiled increments.
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from simulator.progress import collector_off
 from simulator.training.schedules import KINDS, get_schedule
 
 __all__ = ["ScheduleGraph", "compile_schedule", "evaluate", "PipelineFigures"]
@@ -36,18 +35,6 @@ __all__ = ["ScheduleGraph", "compile_schedule", "evaluate", "PipelineFigures"]
 _F, _B, _BI, _W = (KINDS.index(k) for k in ("F", "B", "Bi", "W"))
 #: duration keys: ("F" | "B" | "Bi" | "W", stage) for one part, ("FB", stage_f, stage_b) for a pair
 DurationKey = tuple
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Building ~10^5 small tuples triggers many collections of a heap with no cycles in it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +203,7 @@ def _duration_keys(parts: np.ndarray, aid: np.ndarray, n: int, stages: int) -> t
 def compile_schedule(schedule: str, pp: int, micro_batches: int) -> ScheduleGraph:
     """The DAG of ``schedule`` on ``pp`` devices with ``micro_batches`` (cached per shape)."""
     sched = get_schedule(schedule)
-    with _gc_paused():
+    with collector_off():  # building ~10^5 small tuples: collections of a heap with no cycles
         plan = sched.actions(pp, micro_batches)
         parts, lens = _flatten(plan)
     del plan
