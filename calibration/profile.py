@@ -129,6 +129,19 @@ class LazyTables(Mapping):
         return stem in self._files
 
 
+def _median(x: np.ndarray) -> float:
+    """``float(np.median(x))`` of a non-empty 1-D array, the same float (the middle value, or
+    the two middle ones' sum halved, as ``np.mean`` of two takes it; NaN when any is), at a
+    tenth of its cost (42 calls in a process's first step)."""
+    s = np.sort(x)
+    n = s.size
+    if np.isnan(s[-1]):  # the sort puts NaN last
+        return math.nan
+    if n % 2:
+        return float(s[n // 2])
+    return float((s[n // 2 - 1] + s[n // 2]) / 2.0)
+
+
 class UnknownProfileError(LookupError):
     """No profile of that name or path; the message lists the shipped names."""
 
@@ -775,7 +788,7 @@ class MeasuredProfile:
                 sel = keep & (logx >= lo) & (logx < lo + 0.25)
                 if sel.sum() >= 3:
                     knots.append(round(float(lo) + 0.125, 4))
-                    vals.append(float(np.median(frac[sel])))
+                    vals.append(_median(frac[sel]))
             kinds[kind] = KindEfficiency(tuple(knots), tuple(vals), float(np.min(secs)), int(len(secs)),
                                          f"fit to profile {self.name}")
         return EfficiencyFit(dict(peak_flops_per_s), bw, hbm_frac, comp, kinds, src)
