@@ -400,9 +400,27 @@ class MeasuredProfile:
 
     @staticmethod
     def _pairs(df, keys, x):
+        """``Curve.of(rows, x)`` per distinct ``keys`` (ints), in sorted key order: from one
+        ``min_by`` over (keys, x), whose rows come sorted by key then ``x``, each key's run
+        the rows ``Curve.of`` makes of its group (the same arrays; ~10 ms of the first step
+        over the GEMM tables' groups); a table with an ``x`` missing somewhere group by group."""
         if df is None or df.empty:
             return {}
-        return {tuple(int(v) for v in kv): Curve.of(d, x) for kv, d in df.groupby(keys)}
+        col = df[x]
+        if col.dtype.kind not in "iu" and not (col.dtype.kind == "f" and not np.isnan(col).any()):
+            return {tuple(int(v) for v in kv): Curve.of(d, x) for kv, d in df.groupby(keys)}
+        t = df.min_by(list(keys) + [x], "seconds")
+        xs, ys = t.floats(x), t.floats("seconds")
+        out: dict = {}
+        start, prev = 0, None
+        for i, kv in enumerate(zip(*(t[k].tolist() for k in keys))):
+            if kv != prev:
+                if prev is not None:
+                    out[tuple(int(v) for v in prev)] = Curve(xs[start:i].copy(), ys[start:i].copy())
+                start, prev = i, kv
+        if prev is not None:
+            out[tuple(int(v) for v in prev)] = Curve(xs[start:].copy(), ys[start:].copy())
+        return out
 
     def _surfaces(self, stem, keys, a, b):
         df = self.tables.get(stem)
