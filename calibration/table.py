@@ -32,30 +32,56 @@ import numpy as np
 #: pandas.read_csv's default missing-value markers (``pandas._libs.parsers.STR_NA_VALUES``)
 NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                         "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
-_INT = re.compile(r"[+-]?\d+\Z")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity)\Z", re.IGNORECASE)
+_INT_TEXT = r"[+-]?\d+"
+#: a float's spelling (``inf``/``infinity`` in any mix of ASCII cases, spelled out: quicker than
+#: ``re.IGNORECASE``, which also lets the non-ASCII ``İ``/``ı`` pass for ``i``, which ``float`` rejects)
+_FLOAT_TEXT = r"[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
+_INT = re.compile(rf"{_INT_TEXT}\Z")
+_FLOAT = re.compile(rf"{_FLOAT_TEXT}\Z")
 _BOOL = {"True": True, "TRUE": True, "true": True, "False": False, "FALSE": False, "false": False}
 _INT64_MAX = 2 ** 63 - 1
+#: a column's present fields joined by this, for one match per column (``_all_match``)
+_SEP = "\n"
+# ``_INT`` / ``_FLOAT`` on every field at once; each field with its separator an atomic group
+# (the field's text is settled where its separator is reached), so a column that fails is
+# rejected in time linear in its length, not by trying every split of every field
+_INTS = re.compile(rf"(?>{_INT_TEXT}\n)*{_INT_TEXT}\Z")
+_FLOATS = re.compile(rf"(?>{_FLOAT_TEXT}\n)*{_FLOAT_TEXT}\Z")
+
+
+def _all_match(whole: re.Pattern, one: re.Pattern, present: Sequence[str]) -> bool:
+    """Whether every field of ``present`` matches ``one``: the fields joined by ``_SEP`` matched by
+    ``whole`` (``one`` repeated, ``_SEP`` between) in one call, where no field holds ``_SEP``
+    (the separators counted); otherwise field by field."""
+    joined = _SEP.join(present)
+    if joined.count(_SEP) == len(present) - 1:
+        return whole.match(joined) is not None
+    return all(one.match(f) for f in present)
 
 
 def parse_column(fields: Sequence[str]) -> np.ndarray:
     """One CSV column's fields as the array ``pandas.read_csv`` makes of them (see the module
-    docstring)."""
-    present = [f for f in fields if f not in NA_STRINGS]
+    docstring). The fields are tested against each pattern in one regular-expression call per
+    column (``_all_match``) and converted by ``int``/``float`` (the same values as field by field)."""
+    na = NA_STRINGS
+    present = fields if na.isdisjoint(fields) else [f for f in fields if f not in na]
     if not present:
         return np.full(len(fields), np.nan)
-    if all(_INT.match(f) for f in present):
-        ints = [int(f) for f in present]
-        if len(present) == len(fields) and all(-_INT64_MAX - 1 <= v <= _INT64_MAX for v in ints):
+    complete = len(present) == len(fields)
+    if _all_match(_INTS, _INT, present):
+        ints = list(map(int, present))
+        if complete and -_INT64_MAX - 1 <= min(ints) and max(ints) <= _INT64_MAX:
             return np.array(ints, dtype=np.int64)
         # pandas reads the integers, then casts them (so "-0" is 0.0, not -0.0)
-        return np.array([math.nan if f in NA_STRINGS else float(int(f)) for f in fields])
-    if all(_FLOAT.match(f) for f in present):
-        return np.array([math.nan if f in NA_STRINGS else float(f) for f in fields])
-    if len(present) == len(fields) and all(f in _BOOL for f in present):
+        return np.array([math.nan if f in na else float(int(f)) for f in fields])
+    if _all_match(_FLOATS, _FLOAT, present):
+        if complete:
+            return np.array(list(map(float, fields)))
+        return np.array([math.nan if f in na else float(f) for f in fields])
+    if complete and all(f in _BOOL for f in present):
         return np.array([_BOOL[f] for f in fields], dtype=bool)
     out = np.empty(len(fields), dtype=object)
-    out[:] = [math.nan if f in NA_STRINGS else f for f in fields]
+    out[:] = [math.nan if f in na else f for f in fields]
     return out
 
 
@@ -100,7 +126,10 @@ class Table:
         for i, r in enumerate(body):
             if len(r) > width:
                 raise ValueError(f"{path}:{i + 2}: {len(r)} fields, the header names {width}")
-        fields = [[r[j] if j < len(r) else "" for r in body] for j in range(width)]
+        if all(len(r) == width for r in body):
+            fields: list = list(zip(*body)) if body else [()] * width  # the columns, as tuples
+        else:
+            fields = [[r[j] if j < len(r) else "" for r in body] for j in range(width)]
         return cls({n: parse_column(f) if body else np.empty(0, dtype=object) for n, f in zip(names, fields)})
 
     # -- shape and columns
@@ -166,9 +195,24 @@ class Table:
     def _group_rows(self, keys: Sequence[str]) -> list[tuple[tuple, list[int]]]:
         """(key tuple, row indices) per distinct key, in sorted key order; rows with a missing key dropped."""
         groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(zip(*(self._cols[k].tolist() for k in keys))):
-            if not any(_missing(v) for v in key):
-                groups.setdefault(key, []).append(i)
+        cols = [self._cols[k] for k in keys]
+        missing = np.zeros(self._len, dtype=bool)
+        for c in cols:  # rows whose key has a missing value (``_missing``), left out
+            if c.dtype.kind == "f":
+                missing |= np.isnan(c)
+            elif c.dtype.kind not in "iub":
+                missing |= np.fromiter((_missing(v) for v in c.tolist()), dtype=bool, count=self._len)
+        if missing.any():
+            ok = np.flatnonzero(~missing)
+            rows: Any = zip(ok.tolist(), zip(*(c[ok].tolist() for c in cols)))
+        else:
+            rows = enumerate(zip(*(c.tolist() for c in cols)))
+        for i, key in rows:
+            got = groups.get(key)
+            if got is None:
+                groups[key] = [i]
+            else:
+                got.append(i)
         return sorted(groups.items())
 
     def groupby(self, keys: str | Sequence[str]) -> Iterator[tuple[Any, "Table"]]:
@@ -184,7 +228,12 @@ class Table:
         names = [keys] if isinstance(keys, str) else list(keys)
         groups = self._group_rows(names)
         col = self._cols[value]
-        mins = [np.fmin.reduce(col[rows]) for _, rows in groups]
+        if groups and col.dtype.kind in "iuf":  # every group's minimum in one call, over the groups' rows in turn
+            sizes = [len(rows) for _, rows in groups]
+            starts = np.cumsum([0] + sizes[:-1])
+            mins: Any = np.fmin.reduceat(col[[i for _, rows in groups for i in rows]], starts)
+        else:
+            mins = [np.fmin.reduce(col[rows]) for _, rows in groups]
         out = {n: np.array([k[j] for k, _ in groups], dtype=self._cols[n].dtype) for j, n in enumerate(names)}
         out[value] = np.array(mins, dtype=col.dtype)
         return Table(out)

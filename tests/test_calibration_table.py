@@ -61,6 +61,9 @@ def test_edge_cases_parse_as_pandas_does(tmp_path):
     for fmt in ("{!r}", "{:.6g}", "{:.17g}", "{:.3e}", "{:.12f}"):
         p.write_text("v\n" + "\n".join(fmt.format(float(v)) for v in vals) + "\n")
         assert_same_table(Table.read_csv(p), pd.read_csv(p), fmt)
+    # a quoted field holding the separator the column check joins fields with, or a comma
+    p.write_text('n,x,y\n1,"2\n3",1.5\n4,5,2.5\n6,"7,8",inf\n')
+    assert_same_table(Table.read_csv(p), pd.read_csv(p), "newline")
     p.write_text("a,b\n")
     assert Table.read_csv(p).empty and list(Table.read_csv(p).columns) == ["a", "b"]
 
