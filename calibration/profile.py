@@ -132,6 +132,8 @@ def _median(x: np.ndarray) -> float:
     """``float(np.median(x))`` of a non-empty 1-D array, the same float (the middle value, or
     the two middle ones' sum halved, as ``np.mean`` of two takes it; NaN when any is), at a
     tenth of its cost (42 calls in a process's first step)."""
+    import numpy as np
+
     s = np.sort(x)
     n = s.size
     if np.isnan(s[-1]):  # the sort puts NaN last
