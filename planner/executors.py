@@ -95,8 +95,18 @@ def imports_frozen() -> Iterator[None]:
     the youngest generation holds 10^4 of them at a collection, which an import fills many times
     (pandas: ~5 collections of ~10 ms and a middle-generation one of ~50-100 ms that scans them all
     again, in a plan's process while its workers cost pools). The collector's state is restored."""
+    with _off_then_frozen(unfreeze_first=False):
+        yield
+
+
+@contextmanager
+def _off_then_frozen(unfreeze_first: bool) -> Iterator[None]:
+    """The collector off for the block (after emptying the permanent generation into the oldest
+    one if ``unfreeze_first``), everything frozen at its end, the collector's state restored."""
     was = gc.isenabled()
     gc.disable()
+    if unfreeze_first:
+        gc.unfreeze()
     try:
         yield
     finally:
@@ -120,15 +130,8 @@ def worker_heap() -> Iterator[None]:
     if not (forked or _FROZEN[0]):
         yield
         return
-    was = gc.isenabled()
-    gc.disable()
-    gc.unfreeze()
-    try:
+    with _off_then_frozen(unfreeze_first=True):
         yield
-    finally:
-        gc.freeze()
-        if was:
-            gc.enable()
 
 
 @contextmanager
