@@ -26,14 +26,16 @@ BLOCK_N = 64
 FIXED_OVERHEAD_BLOCKS = 5
 #: the probe's table (``calibration/profiles/<gpu>/``)
 SPREAD_TABLE = "mla_decode_flashmla_spread"
+#: SMs of an H100 / H200 / H800 SXM (the measured GPUs'; a profile's ``sm_count`` overrides it)
+HOPPER_SXM_SMS = 132
 
 
-def sm_parts(heads_q: int, q_per_seq: int = 1, sm_count: int = 132) -> int:
+def sm_parts(heads_q: int, q_per_seq: int = 1, sm_count: int = HOPPER_SXM_SMS) -> int:
     """FlashMLA's ``num_sm_parts`` for one latent KV head: SMs over the 64-row query tiles."""
     return max(sm_count // math.ceil(q_per_seq * heads_q / 64), 1)
 
 
-def split_requests(lens: tuple[int, ...], heads_q: int, q_per_seq: int = 1, sm_count: int = 132) -> int:
+def split_requests(lens: tuple[int, ...], heads_q: int, q_per_seq: int = 1, sm_count: int = HOPPER_SXM_SMS) -> int:
     """Requests the scheduler splits across SM parts for cached lengths ``lens``."""
     parts = sm_parts(heads_q, q_per_seq, sm_count)
     nb = [max(n - 1, 0) // BLOCK_N + 1 for n in lens]
@@ -78,7 +80,7 @@ def probe_variants(batch: int, mean: int) -> dict[str, list[int]]:
 SAME_MEAN = ("even_sorted", "even_desc", "even_shuffled", "bimodal", "half_spread")
 
 
-def fit_per_split_s(rows, sm_count: int = 132) -> dict[int, float]:
+def fit_per_split_s(rows, sm_count: int = HOPPER_SXM_SMS) -> dict[int, float]:
     """Seconds per split request, per query-head count: least squares through the origin of each
     same-mean variant's extra time over its equal batch against its extra split requests."""
     by = {(int(r["heads_q"]), int(r["batch"]), int(r["mean"]), str(r["variant"])): float(r["seconds"]) for r in rows}
@@ -110,7 +112,7 @@ def per_split_at(fit: dict[int, float], heads_q: int) -> float:
 
 
 @lru_cache(maxsize=4096)
-def extra_splits(batch: int, context: int, heads_q: int, q_per_seq: int = 1, sm_count: int = 132) -> int:
+def extra_splits(batch: int, context: int, heads_q: int, q_per_seq: int = 1, sm_count: int = HOPPER_SXM_SMS) -> int:
     """Split requests of the evenly spread batch beyond those of the equal batch (at least 0)."""
     if batch < 2:
         return 0

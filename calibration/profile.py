@@ -705,8 +705,7 @@ class MeasuredProfile:
         idle; the measured kernel at ``batch * s`` sequences of ``context / s`` keys plus the combine."""
         from calibration.decode_lookup import split_combine_bytes, split_kv_splits
 
-        sms = int(self.metadata.get("sm_count") or 132)
-        splits = split_kv_splits(batch * heads_kv, context, sms)
+        splits = split_kv_splits(batch * heads_kv, context, self._sm_count)
         keys = math.ceil(context / splits)
         r = self._decode_table(batch * splits, keys, heads_q, heads_kv, dqk, dv)
         if r is None or splits == 1:
@@ -742,6 +741,13 @@ class MeasuredProfile:
         how = best[1] if impl in measured else f"{best[1]} (fastest measured, standing in for {impl or 'any'})"
         return best[0], self._src(best[2], how)
 
+    @property
+    def _sm_count(self) -> int:
+        """SMs of the measured GPU (``metadata["sm_count"]``; an H200's 132 when not recorded)."""
+        from calibration.flashmla_sched import HOPPER_SXM_SMS
+
+        return int(self.metadata.get("sm_count") or HOPPER_SXM_SMS)
+
     @functools.cached_property
     def _flashmla_per_split(self) -> dict:
         """Seconds per split request by query heads (``calibration.flashmla_sched``), {} without the table."""
@@ -752,7 +758,7 @@ class MeasuredProfile:
             return {}
         cols = t.columns
         rows = [dict(zip(cols, vals)) for vals in zip(*(t[c].tolist() for c in cols))]
-        return fit_per_split_s(rows, int(self.metadata.get("sm_count", 132) or 132))
+        return fit_per_split_s(rows, self._sm_count)
 
     def _flashmla_unequal(self, r: tuple[float, str], batch: int, context: int, heads_q: int,
                           q_per_seq: int) -> tuple[float, str]:
@@ -762,7 +768,7 @@ class MeasuredProfile:
             return r
         from calibration.flashmla_sched import SPREAD_TABLE, extra_splits, per_split_at
 
-        n = extra_splits(batch, context, heads_q, q_per_seq, int(self.metadata.get("sm_count", 132) or 132))
+        n = extra_splits(batch, context, heads_q, q_per_seq, self._sm_count)
         if n == 0:
             return r
         add = n * per_split_at(self._flashmla_per_split, heads_q)

@@ -156,6 +156,10 @@ def _measures_impl(profile: Profile | None, op: Op, device: DeviceSpec) -> bool:
     return bool(measures is not None and ref is not None and ref.vendor == device.vendor and measures(op))
 
 
+#: the largest in-step gap a profile may state (100 us: two orders above the ~1 us measured)
+MAX_IN_STEP_GAP_S = 1e-4
+
+
 def profile_in_step_gap_s(profile: Profile | None) -> float:
     """The profile's in-step gap per compute op (``metadata["in_step_gap"]["seconds"]``; 0 when it
     has none): in a composed step each kernel waits on its predecessor, which the per-op tables'
@@ -164,7 +168,7 @@ def profile_in_step_gap_s(profile: Profile | None) -> float:
         return 0.0
     gap = (profile.metadata.get("in_step_gap") or {}).get("seconds", 0.0)
     gap = float(gap) if isinstance(gap, (int, float)) else 0.0
-    return gap if math.isfinite(gap) and 0.0 <= gap <= 1e-4 else 0.0
+    return gap if math.isfinite(gap) and 0.0 <= gap <= MAX_IN_STEP_GAP_S else 0.0
 
 
 def _roofline_s(flops: float, nbytes: float, device: DeviceSpec, dtype: str) -> float:
