@@ -749,6 +749,22 @@ class MeasuredProfile:
         return int(self.metadata.get("sm_count") or HOPPER_SXM_SMS)
 
     @functools.cached_property
+    def stated_in_step_gap_s(self) -> float:
+        """The in-step gap per compute op this profile states (``simulator.costmodel.profile_in_step_gap_s``):
+        ``metadata["in_step_gap"]["seconds"]`` when set, else the median gap of its own ``in_step_gap``
+        table (``calibration.bench.in_step_gap``: chains against their ops alone), else 0."""
+        stated = (self.metadata.get("in_step_gap") or {}).get("seconds")
+        if stated is not None:
+            return stated
+        from calibration.bench.in_step_gap import TABLE, gap_from_rows
+
+        t = self.tables.get(TABLE)
+        if t is None or t.empty:
+            return 0.0
+        gap = gap_from_rows([{"gap_s": g} for g in t["gap_s"].tolist()])
+        return 0.0 if gap is None else gap
+
+    @functools.cached_property
     def _flashmla_per_split(self) -> dict:
         """Seconds per split request by query heads (``calibration.flashmla_sched``), {} without the table."""
         from calibration.flashmla_sched import SPREAD_TABLE, fit_per_split_s

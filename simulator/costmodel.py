@@ -166,7 +166,9 @@ def profile_in_step_gap_s(profile: Profile | None) -> float:
     repeated independent calls do not show (calibration/README.md, In-step gap)."""
     if profile is None:
         return 0.0
-    gap = (profile.metadata.get("in_step_gap") or {}).get("seconds", 0.0)
+    # a measured profile states it from its metadata or its own ``in_step_gap`` table (memoised)
+    stated = getattr(profile, "stated_in_step_gap_s", None)
+    gap = stated if stated is not None else (profile.metadata.get("in_step_gap") or {}).get("seconds", 0.0)
     gap = float(gap) if isinstance(gap, (int, float)) else 0.0
     return gap if math.isfinite(gap) and 0.0 <= gap <= MAX_IN_STEP_GAP_S else 0.0
 
