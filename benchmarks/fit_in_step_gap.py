@@ -9,6 +9,8 @@ the ``fit`` rows only, and prints fit and hold-out errors without and with it.
 
     python benchmarks/fit_in_step_gap.py            # print
     python benchmarks/fit_in_step_gap.py --write    # also store it in the shipped H200 profile
+    python benchmarks/fit_in_step_gap.py --direct calibration/profiles/h200/in_step_gap.csv
+        # also every row (none was fitted to it) at the gap the in_step_gap suite measured directly
 """
 
 from __future__ import annotations
@@ -33,9 +35,31 @@ def _line(df, col: str) -> str:
     return f"median {100 * e.median():4.1f}%  p90 {100 * e.quantile(0.9):4.1f}%  worst {100 * e.max():5.1f}%"
 
 
+def _direct(csv_path: Path, df, fitted_s: float) -> None:
+    """Errors of every row at the gap an ``in_step_gap`` table states (each prediction is linear in
+    the gap: ``error_nogap + (error - error_nogap) x gap / fitted``): a check of the direct
+    measurement on rows none of which it was fitted to."""
+    import csv
+
+    from calibration.bench.in_step_gap import gap_from_rows
+
+    with open(csv_path, newline="") as f:
+        gap = gap_from_rows(list(csv.DictReader(f)))
+    if gap is None or fitted_s <= 0:
+        print(f"{csv_path}: no gap")
+        return
+    at = df.assign(error=df.error_nogap + (df.error - df.error_nogap) * (gap / fitted_s))
+    print(f"direct gap {gap * 1e6:.3f} us ({csv_path}), every row a hold-out of it:")
+    for split, d in at.groupby("split"):
+        print(f"{split:8s} {len(d):4d} rows  at the direct gap: {_line(d, 'error')}")
+    print(f"all      {len(at):4d} rows  no gap: {_line(at, 'error_nogap')}   direct: {_line(at, 'error')}   "
+          f"fitted: {_line(df, 'error')}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help="store the gap in the shipped H200 profile's metadata")
+    ap.add_argument("--direct", type=Path, help="an in_step_gap.csv (calibration.bench.in_step_gap): errors at its gap")
     args = ap.parse_args(argv)
     prof = load_profile("h200")
     gap_s, df = fit_in_step_gap(measured_dir(), prof, SUBSETS)
@@ -45,6 +69,8 @@ def main(argv=None) -> int:
         print(f"{split:8s} {len(d):4d} rows  no gap: {_line(d, 'error_nogap')}   with it: {_line(d, 'error')}")
     for (family, split), d in df.groupby(["family", "split"]):
         print(f"  {family:22s} {split:8s} {len(d):3d}  no gap: {_line(d, 'error_nogap')}   with it: {_line(d, 'error')}")
+    if args.direct is not None:
+        _direct(args.direct, df, gap_s)
     if args.write:
         path = Path(prof.path) / "metadata.json"
         meta = json.loads(path.read_text())

@@ -48,6 +48,24 @@ def test_calibrate_quick_cpu_writes_a_profile(quick_profile):
         assert len((quick_profile / f"{table}.csv").read_text().splitlines()) > 1, table
 
 
+def test_calibrate_measures_its_own_in_step_gap(quick_profile):
+    """The default suites include in_step_gap; the profile states its table's median (bounded)."""
+    import csv
+
+    from calibration.bench.in_step_gap import gap_from_rows
+    from calibration.profile import load_profile
+    from simulator.costmodel import MAX_IN_STEP_GAP_S, profile_in_step_gap_s
+
+    with open(quick_profile / "in_step_gap.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(float(r["gap_s"]) == pytest.approx((float(r["chain_s"]) - float(r["ops_alone_s"]))
+                                                           / int(r["ops"]), rel=1e-4) for r in rows)
+    prof = load_profile(quick_profile)
+    gap = gap_from_rows(rows)
+    assert prof.stated_in_step_gap_s == gap
+    assert profile_in_step_gap_s(prof) == (gap if 0.0 <= gap <= MAX_IN_STEP_GAP_S else 0.0)
+
+
 def test_calibrate_rerun_resumes(quick_profile):
     rows = {p.name: p.read_text() for p in quick_profile.glob("*.csv")}
     r = runner.invoke(app, ["calibrate", "--out", str(quick_profile), "--device", "cpu", "--quick", "--quiet",
