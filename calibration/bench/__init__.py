@@ -91,7 +91,7 @@ REGISTRY: dict[str, Suite] = {s.name: s for s in (
           description="MLA glue kernels"),
     Suite("attn_prefill_ctx", _B + "attn_chunk:run", ("attn_prefill_ctx_bf16",), planner=_B + "attn_chunk:plan",
           description="prefill chunk after cached context (lower-right causal SDPA), fit/holdout split"),
-    Suite("in_step_gap", _B + "in_step_gap:run", ("in_step_gap",), eta_s=60.0,
+    Suite("in_step_gap", _B + "in_step_gap:run", ("in_step_gap",), eta_s=10.0,
           description="dense layer chains in graph replay against their ops alone: the in-step gap per op"),
     Suite("collectives", _B + "collectives:measure", tuple(f"collective_{op}" for op in _COLL_OPS), eta_s=120.0,
           eta_quick_s=10.0, distributed=True,
