@@ -131,6 +131,9 @@ def _profile_opt() -> Any:
 KERNELS_HELP = ("kernel set (workloads.kernel_sets): eager = plain torch ops (SDPA decode without a key split, "
                 "SDPA MLA decode, torch._grouped_mm, unfused glue); fused = a serving engine's kernels (split-KV "
                 "decode, FlashMLA, fused MoE, DeepGEMM, fused glue).")
+LENGTHS_HELP = ("decode batch: mixed = a serving batch of unequal lengths whose mean is --context; equal = every "
+                "sequence at exactly --context (a benchmark batch). Matters where a kernel's time depends on the "
+                "spread (FlashMLA splits long requests across SMs).")
 HARDWARE_HELP = ("A cluster (h200-node, h800-mpft, or an alias: mpft, nvl72, cm384) is that cluster; a device "
                  "(h200, h800, b200, h20, 910c) is the smallest catalog cluster of that device holding the group.")
 
@@ -686,12 +689,13 @@ def estimate_step_cmd(
     tp: int = typer.Option(1, "--tp", min=1),
     dtype: str = typer.Option("bf16", "--dtype"),
     kernels: str = typer.Option("eager", "--kernels", help=KERNELS_HELP),
+    lengths: str = typer.Option("mixed", "--lengths", help=LENGTHS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One forward step of a whole model (prefill or decode)."""
     _estimate("step", "step estimate", as_json, profile, model=model, hardware=hardware, phase=phase, batch=batch,
-              seq=seq, context=context, tp=tp, dtype=dtype, kernels=kernels)
+              seq=seq, context=context, tp=tp, dtype=dtype, kernels=kernels, lengths=lengths)
 
 
 @estimate_app.command("collective")
@@ -773,13 +777,15 @@ def estimate_serving_cmd(
     dtype: str = typer.Option("bf16", "--dtype"),
     redundant_experts: int = typer.Option(0, "--redundant-experts", min=0),
     kernels: str = typer.Option("fused", "--kernels", help=KERNELS_HELP),
+    lengths: str = typer.Option("mixed", "--lengths", help=LENGTHS_HELP),
     profile: Optional[str] = _profile_opt(),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Steady state of one serving instance: step time, TPOT or batch time, tokens/s per device."""
     _estimate("serving", "serving estimate", as_json, profile, model=model, hardware=hardware, phase=phase, ep=ep,
               batch_per_device=batch_per_device, tp=tp, seq=seq, context=context, micro_batches=micro_batches,
-              mtp_acceptance=mtp_acceptance, dtype=dtype, redundant_experts=redundant_experts, kernels=kernels)
+              mtp_acceptance=mtp_acceptance, dtype=dtype, redundant_experts=redundant_experts, kernels=kernels,
+              lengths=lengths)
 
 
 def _allocators() -> None:

@@ -95,14 +95,16 @@ def _kernel_set(name: str) -> dict:
 
 def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | None = None,
                   context: int | None = None, tp: int = 1, dtype: str = "bf16", profile: Any = "default",
-                  kernels: str = "eager") -> dict:
+                  kernels: str = "eager", lengths: str = "mixed") -> dict:
     """One forward step of the whole model (bf16 by default) on ``tp`` GPUs of one node; a prefill
     with ``context`` processes ``seq`` new tokens per sequence after ``context`` cached ones (a later
     chunk of chunked prefill, a prefix-cache hit).
 
     ``kernels="eager"`` costs the step as a plain PyTorch implementation runs it (separate norm,
     residual-add, rotary and activation kernels; what ``calibration.groundtruth`` measures);
-    ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``)."""
+    ``"fused"`` costs a serving engine's fused glue kernels (see ``workloads.ops_blocks``).
+    ``lengths``: a decode batch's sequences, "mixed" (a serving batch at mean ``context``) or
+    "equal" (every one at ``context``; ``simulator.costmodel.DECODE_LENGTHS``)."""
     from simulator.costmodel import CostModel
     from workloads.kernel_sets import kernel_set
     from workloads.layout import Layout
@@ -111,6 +113,7 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
 
     m = get_model(model)
     kernel_set(kernels)  # an unknown set is a user error naming the valid ones
+    _check_lengths(lengths)
     cluster = catalog.cluster_for(hardware, tp)
     if tp > cluster.tiers[0].span_devices:
         raise ValueError(f"--tp {tp} exceeds the {cluster.tiers[0].span_devices}-device scale-up domain of {cluster.name}")
@@ -127,11 +130,18 @@ def estimate_step(model: str, hardware: str, phase: str, batch: int, seq: int | 
     lay = Layout(tp=tp, ep=tp if m.is_moe else 1, moe_tp=1)
     check_instance(m, cluster, lay, dtype=dtype, seqs_per_device=batch, tokens_per_seq=(seq or 0) + (context or 0))
     prof, info = _profile(profile, cluster)
-    cm = CostModel(cluster=cluster, profile=prof)
+    cm = CostModel(cluster=cluster, profile=prof, decode_lengths=lengths)
     cost = cm.step_cost([step_ops(m, shape, lay, dtype=dtype, kernels=kernels)])
     return _step_dict(cost, model=m.name, hardware=cluster.name, device=cluster.device.name, phase=phase,
-                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels,
+                      batch=batch, seq=seq, context=context, tp=tp, kernels=kernels, lengths=lengths,
                       kernel_set=_kernel_set(kernels), profile=info)
+
+
+def _check_lengths(lengths: str) -> None:
+    from simulator.costmodel import DECODE_LENGTHS
+
+    if lengths not in DECODE_LENGTHS:
+        raise ValueError(f"--lengths {lengths!r} (valid: {', '.join(DECODE_LENGTHS)})")
 
 
 def estimate_collective(hardware: str, op: str, gpus: int, bytes_per_rank: float, profile: Any = "default") -> dict:
@@ -243,13 +253,14 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
                      seq: int | None = None, context: int | None = None, micro_batches: int = 1,
                      mtp_acceptance: float | None = None, dtype: str = "bf16", kv_dtype: str = "bf16",
                      imbalance: float = 1.0, redundant_experts: int = 0, profile: Any = "default",
-                     kernels: str = "fused") -> dict:
+                     kernels: str = "fused", lengths: str = "mixed") -> dict:
     """Steady state of one instance: attention DP x TP over ``ep`` devices, MoE EP ``ep``.
 
     Decode: ``batch_per_device`` sequences per device at ``context`` tokens; TPOT = step /
     tokens emitted per step (1 + MTP acceptance). Prefill: ``batch_per_device`` prompts of
     ``seq`` tokens per device. ``kernels``: the kernel set (a deployment's ``pool.kernels``,
-    default "fused": a serving engine's kernels).
+    default "fused": a serving engine's kernels). ``lengths``: the decode batch's sequences, "mixed"
+    (a serving batch at mean ``context``, default) or "equal" (a benchmark batch, every one at ``context``).
     """
     from simulator.instance import InstanceCost, InstanceSpec
     from workloads.kernel_sets import kernel_set
@@ -259,6 +270,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
 
     m = get_model(model)
     kernel_set(kernels)
+    _check_lengths(lengths)
     devices = ep if m.is_moe else tp
     if devices % tp:
         raise ValueError(f"--tp {tp} does not divide the {devices} devices of the instance")
@@ -274,7 +286,7 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
                        batch_flag="--batch-per-device")
     spec = InstanceSpec(model=m, cluster=cluster, layout=lay, weight_dtype=dtype, kv_dtype=kv_dtype,
                         moe_imbalance=imbalance, mtp_depth=mtp_depth, kernels=kernels)
-    inst = InstanceCost(spec, prof)
+    inst = InstanceCost(spec, prof).with_decode_lengths(lengths)
     seqs = batch_per_device * devices // tp
     if phase == "decode":
         if context is None:
@@ -294,4 +306,5 @@ def estimate_serving(model: str, hardware: str, phase: str, ep: int, batch_per_d
         raise ValueError(f"--phase {phase!r} (valid: prefill, decode)")
     return _step_dict(cost, model=m.name, hardware=cluster.name, phase=phase, ep=ep, tp=tp, devices=devices,
                       batch_per_device=batch_per_device, step_s=cost.seconds, **out, kernels=spec.kernels,
+                      lengths=lengths,
                       kernel_set=_kernel_set(spec.kernels), profile=info)

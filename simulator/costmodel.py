@@ -30,14 +30,14 @@ nothing here probes it for members.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import chain
 from typing import Any, Iterable, Sequence
 
 from calibration.protocol import Profile
 from hardware.types import Cluster, DeviceSpec
-from workloads.op import COLLECTIVE, GEMM, Op
+from workloads.op import COLLECTIVE, GEMM, MLA_DECODE, Op
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +156,11 @@ def _measures_impl(profile: Profile | None, op: Op, device: DeviceSpec) -> bool:
     return bool(measures is not None and ref is not None and ref.vendor == device.vendor and measures(op))
 
 
+#: what the sequences of a decode batch are (``CostModel.decode_lengths``): "mixed", a serving batch
+#: of unequal lengths read at its mean context (the simulator's quantised batches); "equal", every
+#: sequence at exactly that context (a benchmark batch, the tables' own rows)
+DECODE_LENGTHS = ("mixed", "equal")
+
 #: the largest in-step gap a profile may state (100 us: two orders above the ~1 us measured)
 MAX_IN_STEP_GAP_S = 1e-4
 
@@ -219,6 +224,9 @@ class CostModel:
     dispatch_release: str | None = None
     #: seconds added to each measured compute op in a step (None: the profile's ``in_step_gap``)
     in_step_gap_s: float | None = None
+    #: ``DECODE_LENGTHS``: "equal" costs a decode batch's attention as one of sequences all at its
+    #: (mean) context, where a kernel's time depends on the spread (FlashMLA's split requests)
+    decode_lengths: str = "mixed"
     #: (seconds, source) per op content (``_op_key``): a step's ops repeat across batch shapes
     #: (the linear layers of a decode batch do not depend on its context), so a new shape times
     #: only its new ops. Not part of the model's identity (not compared, not hashed).
@@ -253,6 +261,8 @@ class CostModel:
 
     def compute_seconds(self, op: Op) -> tuple[float, str]:
         """(seconds, source) of one occurrence of a compute op on this cluster's device."""
+        if self.decode_lengths == "equal" and op.kind == MLA_DECODE and op.meta.get("lengths") != "equal":
+            op = replace(op, meta={**op.meta, "lengths": "equal"})
         dtype = _compute_dtype(op, self.device)
         published = published_kernel_for(op) if self.use_published_kernels else None
         prof = _layer(self.profile, op)

@@ -225,6 +225,14 @@ class InstanceCost:
         cached = self._cached
         return self._step_uncached(batch) if cached is None else cached(batch)
 
+    def with_decode_lengths(self, lengths: str) -> "InstanceCost":
+        """Cost decode batches as ``lengths`` (``simulator.costmodel.DECODE_LENGTHS``: "equal", sequences
+        all at the batch's context, or "mixed", a serving batch read at its mean). Before any step
+        is costed."""
+        self.cost_model = replace(self.cost_model, decode_lengths=lengths)
+        self._decode_cost_model = replace(self._decode_cost_model, decode_lengths=lengths)
+        return self
+
     def share_cost_models(self, prefill: CostModel, decode: CostModel,
                           blocks: BlockMemo | None = None) -> "InstanceCost":
         """Cost this instance's steps with ``prefill`` and ``decode`` (the DeepEP low-latency

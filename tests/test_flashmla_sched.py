@@ -53,3 +53,44 @@ def test_fit_is_exact_on_a_synthetic_probe():
             extra = split_requests(tuple(lens), 128) - split_requests((c,) * b, 128)
             rows.append({"heads_q": 128, "batch": b, "mean": c, "variant": v, "seconds": (50.0 + 0.5 * extra) * 1e-6})
     assert fit_per_split_s(rows)[128] == pytest.approx(0.5e-6)
+
+
+def _serving(lengths: str, model: str = "deepseek-v3", extra: tuple = ()) -> dict:
+    import json
+
+    from typer.testing import CliRunner
+
+    from clustersim.cli import app
+
+    args = ["estimate", "serving", "--model", model, "--hardware", "h800-mpft", "--phase", "decode",
+            "--batch-per-device", "128", "--context", "4096", "--json", *extra]
+    if lengths:
+        args += ["--lengths", lengths]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_estimate_lengths_equal_drops_the_unequal_charge_through_the_cli():
+    """``--lengths equal`` (a benchmark batch): FlashMLA's attention is the table's equal batch, no split
+    charge; the default (mixed, a serving batch at mean --context) keeps it; a GQA model does not care."""
+    ep = ("--ep", "128", "--dtype", "fp8", "--micro-batches", "2")
+    mixed, default, equal = _serving("mixed", extra=ep), _serving("", extra=ep), _serving("equal", extra=ep)
+    assert default == mixed and mixed["lengths"] == "mixed" and equal["lengths"] == "equal"
+    assert equal["output_tokens_per_s_per_device"] > 1.02 * mixed["output_tokens_per_s_per_device"]
+    attn = [o["source"] for o in equal["ops"] if "attn" in o["name"] and "flashmla" in o["source"]]
+    assert attn and not any("split across SM parts" in s for s in attn)
+    assert any("split across SM parts" in o["source"] for o in mixed["ops"])
+    gqa = ("--ep", "8", "--tp", "8")
+    assert (_serving("equal", "llama-3.1-70b", gqa)["step_s"] == _serving("mixed", "llama-3.1-70b", gqa)["step_s"])
+
+
+def test_estimate_lengths_rejects_other_values():
+    from typer.testing import CliRunner
+
+    from clustersim.cli import app
+
+    r = CliRunner().invoke(app, ["estimate", "serving", "--model", "deepseek-v3", "--hardware", "h800-mpft",
+                                 "--phase", "decode", "--ep", "128", "--batch-per-device", "8", "--context", "64",
+                                 "--lengths", "uniform"])
+    assert r.exit_code == 2 and "--lengths 'uniform' (valid: mixed, equal)" in r.output

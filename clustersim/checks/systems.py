@@ -60,7 +60,8 @@ def predict_serving(target_id: str) -> float:
                                 dtype=s["dtype"])["input_tokens_per_s_per_device"]
     if "decode" in target_id:
         return estimate_serving(s["model"], s["hardware"], "decode", s["ep"], s["batch_per_gpu"], context=s["context"],
-                                micro_batches=s["micro_batches"], dtype=s["dtype"])["output_tokens_per_s_per_device"]
+                                micro_batches=s["micro_batches"], dtype=s["dtype"],
+                                lengths=s.get("lengths", "mixed"))["output_tokens_per_s_per_device"]
     return estimate_serving(s["model"], s["hardware"], "prefill", s["ep"], s["seqs_per_gpu"], seq=s["seq"],
                             micro_batches=s["micro_batches"], dtype=s["dtype"])["input_tokens_per_s_per_device"]
 
