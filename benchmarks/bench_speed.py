@@ -195,6 +195,20 @@ def _side(s: dict) -> str:
     return f"wall {s['wall_s']:.3f} s, CPU {s['cpu_s']:.3f} s, peak {s['peak_rss_mb']:.0f} MB{rate}{wrote}"
 
 
+def machine_reference_s(iterations: int = 5_000_000) -> float:
+    """Seconds of a fixed pure-Python loop (best of three): the machine's speed for interpreted code,
+    printed with the rows so that absolute figures from different machines (the issue's targets are
+    absolute) can be compared."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        acc = 0
+        for i in range(iterations):
+            acc += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", nargs="+", default=["/work/baseline"],
@@ -213,6 +227,7 @@ def main(argv=None) -> None:
     print(f"# {os.cpu_count()} CPUs, load average {load:.1f} at start; ratios are baseline / new seconds "
           f"(> 1: faster) and new / baseline peak RSS; wall times under load are noisy, CPU times less so; "
           f"{'compiled every run' if args.compile_each_run else 'bytecode cached per tree'}")
+    print(f"# machine reference: {machine_reference_s():.3f} s for a 5M-iteration Python loop (best of 3)")
     for row in rows:
         r = bench_row(row, baselines, args.repeat, 0.1 if args.quick else 1.0, not args.compile_each_run, args.out)
         print(f"{r['row']}{' (quick)' if args.quick else ''}{' --out' if args.out and r['requests'] else ''}: "

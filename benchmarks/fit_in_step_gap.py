@@ -8,7 +8,7 @@ own durations); this script fits the one number the cost model adds per measured
 the ``fit`` rows only, and prints fit and hold-out errors without and with it.
 
     python benchmarks/fit_in_step_gap.py            # print
-    python benchmarks/fit_in_step_gap.py --write    # also store it in the shipped H200 profile
+    python benchmarks/fit_in_step_gap.py --write    # also record it in the shipped H200 profile (in_step_gap_fit)
     python benchmarks/fit_in_step_gap.py --direct calibration/profiles/h200/in_step_gap.csv
         # also every row (none was fitted to it) at the gap the in_step_gap suite measured directly
 """
@@ -58,7 +58,8 @@ def _direct(csv_path: Path, df, fitted_s: float) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="store the gap in the shipped H200 profile's metadata")
+    ap.add_argument("--write", action="store_true", help="record the fitted gap in the shipped H200 profile's metadata "
+                    "(in_step_gap_fit: a cross-check; the profile states its in_step_gap table's direct measurement)")
     ap.add_argument("--direct", type=Path, help="an in_step_gap.csv (calibration.bench.in_step_gap): errors at its gap")
     args = ap.parse_args(argv)
     prof = load_profile("h200")
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     if args.write:
         path = Path(prof.path) / "metadata.json"
         meta = json.loads(path.read_text())
-        meta["in_step_gap"] = {
+        meta["in_step_gap_fit"] = {
             "seconds": round(gap_s, 11),
             "method": "least squares on relative error over the fit rows of clustersim/data/measured (the first run's "
                       "per-point medians, the fit halves of wide/chunk/fp8moe/fp8dense), closed form "

@@ -751,8 +751,13 @@ class MeasuredProfile:
     @functools.cached_property
     def stated_in_step_gap_s(self) -> float:
         """The in-step gap per compute op this profile states (``simulator.costmodel.profile_in_step_gap_s``):
-        ``metadata["in_step_gap"]["seconds"]`` when set, else the median gap of its own ``in_step_gap``
-        table (``calibration.bench.in_step_gap``: chains against their ops alone), else 0."""
+        ``own_in_step_gap_s``, else 0."""
+        own = self.own_in_step_gap_s()
+        return 0.0 if own is None else own
+
+    def own_in_step_gap_s(self) -> float | None:
+        """``metadata["in_step_gap"]["seconds"]`` when set, else the median gap of this profile's own
+        ``in_step_gap`` table (``calibration.bench.in_step_gap``: chains against their ops alone), else None."""
         stated = (self.metadata.get("in_step_gap") or {}).get("seconds")
         if stated is not None:
             return stated
@@ -760,9 +765,8 @@ class MeasuredProfile:
 
         t = self.tables.get(TABLE)
         if t is None or t.empty:
-            return 0.0
-        gap = gap_from_rows([{"gap_s": g} for g in t["gap_s"].tolist()])
-        return 0.0 if gap is None else gap
+            return None
+        return gap_from_rows([{"gap_s": g} for g in t["gap_s"].tolist()])
 
     @functools.cached_property
     def _flashmla_per_split(self) -> dict:

@@ -130,6 +130,13 @@ class LayeredProfile:
     def __repr__(self) -> str:
         return f"LayeredProfile({self.primary.name!r} over {self.fallback.name!r})"
 
+    @functools.cached_property
+    def stated_in_step_gap_s(self) -> float:
+        """The primary's in-step gap when it states one (its metadata or its own table), else the
+        fallback's, as a missing table is read from the fallback."""
+        own = self.primary.own_in_step_gap_s()
+        return self.fallback.stated_in_step_gap_s if own is None else own
+
     @property
     def device(self):
         return self.primary.device

@@ -277,7 +277,8 @@ class CostModel:
             seconds, src = measured
             # the gap is the measured runtime's (graph replay of dependent kernels): another vendor's
             # device and runtime do not inherit it
-            gap = ((profile_in_step_gap_s(prof) if self.in_step_gap_s is None else self.in_step_gap_s)
+            # (the whole profile states it: a layered one's primary, else its fallback)
+            gap = ((profile_in_step_gap_s(self.profile) if self.in_step_gap_s is None else self.in_step_gap_s)
                    if ref.vendor == self.device.vendor else 0.0)
             if ref.name == self.device.name:
                 return seconds + gap, src if src.startswith("profile:") else f"profile:{src}"

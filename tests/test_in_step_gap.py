@@ -95,3 +95,20 @@ def test_the_direct_measurement_improves_ground_truth_it_never_saw():
     at = (df.error_nogap + (df.error - df.error_nogap) * (direct / fitted)).abs()
     none = df.error_nogap.abs()
     assert at.median() < 0.85 * none.median() and at.quantile(0.9) < 0.85 * none.quantile(0.9)
+
+
+def test_a_layered_profile_states_its_primarys_gap_else_the_fallbacks(tmp_path):
+    """A partial profile over the shipped one: its own table's gap when it has one, else the shipped
+    profile's, for every op (the gap belongs to the whole step, not to the table an op is read from)."""
+    from calibration.resolve import LayeredProfile
+
+    h200 = load_profile("h200")
+    own = LayeredProfile(_profile_with_gaps(tmp_path / "a", [2.0]), h200)
+    assert profile_in_step_gap_s(own) == pytest.approx(2e-6)
+    bare = _profile_with_gaps(tmp_path / "b", [])
+    (bare.path / "in_step_gap.csv").unlink()
+    none = LayeredProfile(load_profile(bare.path), h200)
+    assert profile_in_step_gap_s(none) == profile_in_step_gap_s(h200) > 0
+    cm = CostModel(cluster=get_cluster("h200-node"), profile=none)
+    op = gemm("g", 64, 4096, 4096, dtype="bf16", layer="x", count=1)
+    assert cm.compute_seconds(op)[0] == pytest.approx(_t("h200-node", None), rel=1e-12)

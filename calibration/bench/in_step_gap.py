@@ -101,34 +101,48 @@ def _op_bytes(name: str, tokens: int, k: int, n: int) -> float:
     return 6.0 * tokens * max(k, n)
 
 
-def measure(ctx: BenchContext, config: tuple, tokens: int) -> dict:
-    """One row: the chain and its ops alone at ``tokens`` rows."""
+def _sets(tokens: int, hidden: int, qkv: int, ffn: int, ctx: BenchContext) -> list[int]:
+    """Input sets each op of a layer rotates over when timed alone (as the tables size them)."""
+    shapes = ((hidden, hidden), (hidden, qkv), (qkv, hidden), (hidden, hidden), (hidden, hidden), (hidden, 2 * ffn),
+              (ffn, ffn), (ffn, hidden), (hidden, hidden))
+    names = ("rmsnorm", "gemm", "gemm", "add", "rmsnorm", "gemm", "silu_mul", "gemm", "add")
+    return [rotation_count(_op_bytes(n, tokens, *kn), ctx) for n, kn in zip(names, shapes)]
+
+
+def config_weights(ctx: BenchContext, config: tuple, tokens_grid) -> list:
+    """Every layer's weights one configuration's points use, made once (as a model holds its weights
+    for its life: allocating and freeing gigabytes per point was measured to slow the chain's GEMMs
+    by up to 14%, 2026-12-02): the chain's ``layers`` and the copies its ops alone rotate over."""
+    import torch
+
+    _, hidden, qkv, ffn, layers = config
+    copies = max(max(_sets(t, hidden, qkv, ffn, ctx)) for t in tokens_grid) - 1
+    return [_weights(hidden, qkv, ffn, torch.device(ctx.device), torch.bfloat16) for _ in range(layers + copies)]
+
+
+def measure(ctx: BenchContext, config: tuple, tokens: int, weights: list) -> dict:
+    """One row: the chain and its ops alone at ``tokens`` rows (``weights``: ``config_weights``)."""
     import torch
 
     name, hidden, qkv, ffn, layers = config
     dev, bf = torch.device(ctx.device), torch.bfloat16
     x = torch.randn(tokens, hidden, device=dev, dtype=bf)
     chain = []
-    for _ in range(layers):
-        chain += _layer_ops(x, _weights(hidden, qkv, ffn, dev, bf), ffn)
+    for w in weights[:layers]:
+        chain += _layer_ops(x, w, ffn)
 
     def run_chain():
         for _, f in chain:
             f()
 
     chain_s, method = time_calls([run_chain], ctx)
-    shapes = {0: (hidden, hidden), 1: (hidden, qkv), 2: (qkv, hidden), 3: (hidden, hidden), 4: (hidden, hidden),
-              5: (hidden, 2 * ffn), 6: (ffn, ffn), 7: (ffn, hidden), 8: (hidden, hidden)}
-    sets = [rotation_count(_op_bytes(chain[i][0], tokens, *shapes[i]), ctx) for i in range(OPS_PER_LAYER)]
+    sets = _sets(tokens, hidden, qkv, ffn, ctx)
     # copies of layer 0 with their own weights and activations, which an op alone rotates over
-    copies = [chain[:OPS_PER_LAYER]] + [_layer_ops(torch.randn(tokens, hidden, device=dev, dtype=bf),
-                                                   _weights(hidden, qkv, ffn, dev, bf), ffn)
-                                        for _ in range(max(sets) - 1)]
+    copies = [chain[:OPS_PER_LAYER]] + [_layer_ops(torch.randn(tokens, hidden, device=dev, dtype=bf), w, ffn)
+                                        for w in weights[layers:layers + max(sets) - 1]]
     alone = 0.0
     for i in range(OPS_PER_LAYER):  # op i of a layer, timed alone as the tables time an op
         alone += layers * time_calls([c[i][1] for c in copies[:sets[i]]], ctx)[0]
-    copies = chain = None
-    free_cuda()
     ops = layers * OPS_PER_LAYER
     return dict(config=name, hidden=hidden, qkv=qkv, ffn=ffn, layers=layers, tokens=tokens, ops=ops,
                 chain_s=chain_s, ops_alone_s=alone, gap_s=(chain_s - alone) / ops, method=method)
@@ -136,16 +150,19 @@ def measure(ctx: BenchContext, config: tuple, tokens: int) -> dict:
 
 def run(ctx: BenchContext) -> None:
     table = CsvTable(ctx.out_dir / f"{TABLE}.csv", COLUMNS, KEY)
-    configs = QUICK_CONFIGS if ctx.quick else CONFIGS
-    for config in configs:
-        for tokens in QUICK_TOKENS if ctx.quick else TOKENS:
-            if table.has(config=config[0], tokens=tokens):
-                continue
+    grid = QUICK_TOKENS if ctx.quick else TOKENS
+    for config in QUICK_CONFIGS if ctx.quick else CONFIGS:
+        todo = [t for t in grid if not table.has(config=config[0], tokens=t)]
+        if not todo:
+            continue
+        weights = config_weights(ctx, config, todo)
+        for tokens in todo:
             if ctx.out_of_time():
                 ctx.log("in_step_gap: time budget reached")
                 return
-            table.append(measure(ctx, config, tokens))
-            free_cuda()
+            table.append(measure(ctx, config, tokens, weights))
+        weights = None
+        free_cuda()
 
 
 def gap_from_rows(rows: list[dict]) -> float | None:
