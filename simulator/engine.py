@@ -360,8 +360,8 @@ class Server:
             return False
         if grow:
             self.kv.alloc(grow)
-            if self.k <= BLOCK_TOKENS:
-                np.add(cap, BLOCK_TOKENS, out=cap, where=over)
+            if self.k <= BLOCK_TOKENS:  # + BLOCK_TOKENS where over: a dense add is quicker than ``where=``
+                np.add(cap, np.multiply(over, lanes.block_tokens), out=cap)
             else:
                 lanes.cap = blocks << BLOCK_SHIFT
             lanes.held_sum += grow
@@ -610,7 +610,12 @@ class Server:
         """``_decode`` on the lanes: the same draws, integers and gaps, updated in place."""
         sim, n = self.sim, run.size
         gen, target = lanes.gen, lanes.target
-        self._draw(gen, target, gen)
+        if self.mtp_depth == 1:  # uncapped: only finishers pass their targets (capped as they finish)
+            np.add(gen, sim.accept_draws.increments(n, self.mtp_acceptance, gen.dtype), out=gen)
+            capped = False
+        else:
+            self._draw(gen, target, gen)
+            capped = True
         if lanes.fresh == n:  # every stream emitted at the lanes' last step: one gap (ItlHistogram.add's case)
             add = sim.itl.add_uniform(now - lanes.t, n)
         elif lanes.fresh:  # the leading streams emitted at the lanes' last step: one gap
@@ -625,6 +630,8 @@ class Server:
             if idx.size <= _FEW_FINISH:
                 self._finish_lanes(run, fin, idx.tolist(), lanes, now)
             else:
+                if not capped:
+                    np.minimum(gen, target, out=gen)
                 self._drop_finished(run, fin, lanes.drop(fin, run, now, idx), now, lanes)
 
     def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
@@ -643,7 +650,7 @@ class Server:
             held += b
             gone += base[s]
             if s_done[s]:
-                s_gen[s] = gen[i]
+                s_gen[s] = min(gen[i], lanes.target.item(i))  # capped at the target (``_decode_lanes`` leaves it uncapped)
                 s_last_emit_s[s] = now
                 s_blocks[s] = b
                 continue

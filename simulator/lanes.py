@@ -33,7 +33,7 @@ from array import array
 
 import numpy as np
 
-from simulator.kv import BLOCK_SHIFT
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS
 
 _sum = np.add.reduce
 #: finished streams whose state ``RunLanes.finished`` holds before writing it
@@ -44,7 +44,8 @@ class RunLanes:
     """Generated tokens, targets and KV capacity (blocks x ``BLOCK_TOKENS``) of ``run``'s streams,
     in its order; ``held_sum``: their blocks."""
 
-    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32")
+    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32",
+                 "block_tokens")
 
     def __init__(self, st, max_streams: int):
         """``max_streams``: the most streams the lanes hold (the instance's batch cap)."""
@@ -53,6 +54,8 @@ class RunLanes:
         # which cannot overflow then (numpy's int32 reduction is the quicker; the same integer); -1: never
         top = int(np.maximum.reduce(st.s_target)) if st.s_target.size else 0
         self._sum32 = max_streams if st.s_gen.dtype == np.int32 and max_streams * top < 1 << 31 else -1
+        #: ``BLOCK_TOKENS`` as a scalar of the KV capacities' dtype (``over * block_tokens`` keeps it)
+        self.block_tokens = st.s_blocks.dtype.type(BLOCK_TOKENS)
         self.run = None  # the Server.run these lanes are aligned with (None: RunState holds everything)
         self.done_ids, self.done_at = array("q"), []  # finished streams not written yet; (time, count) per step
 
