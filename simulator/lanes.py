@@ -8,7 +8,10 @@ place. Joiners are appended, finishers removed with the step's mask. KV blocks a
 tokens they hold (``cap``: blocks x ``BLOCK_TOKENS``): a step of at most ``BLOCK_TOKENS`` tokens
 grows a stream by at most one block (a stream holds a block for every token it has, so
 ``cap >= gen`` before the step), exactly where ``min(gen + tokens, target) > cap``
-(``Server._grow_lanes``): three array calls instead of ``blocks_after_step``'s five.
+(``Server._grow_lanes``): three array calls instead of ``blocks_after_step``'s five. A depth-1
+MTP step adds its draws to ``gen`` uncapped (``Server._decode_lanes``): only the step's finishers
+can pass their targets, and they leave the lanes in that step, capped where their state is
+written back (``Server._finish_lanes``; all of ``gen`` capped before ``drop``).
 
 While a ``RunLanes`` is aligned (``run is server.run``), ``RunState.s_gen``, ``s_blocks`` and
 ``s_last_emit_s`` of the streams in ``run`` are stale: the lanes hold them. They are written
