@@ -36,11 +36,10 @@ from array import array
 
 import numpy as np
 
+from simulator.fastforward import isum
 from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS
 
 _sum = np.add.reduce
-#: up to this many joiners' KV blocks are summed with Python ints (``RunLanes.extend``)
-_FEW_JOINERS = 32
 #: finished streams whose state ``RunLanes.finished`` holds before writing it
 FINISHED_BATCH = 1 << 15
 
@@ -117,8 +116,7 @@ class RunLanes:
             self.gen = np.concatenate((self.gen, st.s_gen.take(joiners)))
             self.target = np.concatenate((self.target, st.s_target.take(joiners)))
             self.cap = np.concatenate((self.cap, b << BLOCK_SHIFT))
-            # a few joiners: Python's sum is quicker than numpy's reduction of a small array (the same integer)
-            self.held_sum += sum(b.tolist()) if b.size <= _FEW_JOINERS else int(_sum(b))
+            self.held_sum += isum(b)  # a few joiners: Python's sum (numpy's reduction of a few int32 costs more)
         self.run = run
 
     def flush(self) -> None:
