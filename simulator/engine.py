@@ -212,13 +212,14 @@ class Server:
         # prefilling or swapped out, a known batch policy: ``form`` is ``grow_decodes``) is formed,
         # costed and applied without the generic passes (``_lanes_step``)
         lanes_steps = self.lanes is not None and type(self.batching) in PLAIN_DECODE_POLICIES
+        lanes_plan = StepPlan()  # reused by every lanes step: nothing keeps a plan once it is applied
         plan = None
         while True:
             if plan is None:
                 if self.joining:
                     self._join()
                 if lanes_steps and self.run.size and not (self.waiting or self.prefilling or self.swapped):
-                    plan = StepPlan()
+                    plan = lanes_plan
                     if self._grow_lanes(plan):
                         yield env.timeout(self._cost_decode(plan, plan.run, plan.run.size, self.lanes.gen_sum()))
                         self._lanes_applied(plan)
@@ -360,8 +361,8 @@ class Server:
             return False
         if grow:
             self.kv.alloc(grow)
-            if self.k <= BLOCK_TOKENS:
-                np.add(cap, BLOCK_TOKENS, out=cap, where=over)
+            if self.k <= BLOCK_TOKENS:  # + BLOCK_TOKENS where over: a dense add is quicker than ``where=``
+                np.add(cap, np.multiply(over, lanes.block_tokens), out=cap)
             else:
                 lanes.cap = blocks << BLOCK_SHIFT
             lanes.held_sum += grow
@@ -487,7 +488,7 @@ class Server:
         n_dec, k = int(run.size), self.k
         if n_dec and not chunks and not plan.extra_s:
             return self._cost_decode(plan, run, n_dec)
-        ctoks = sum(c for _, c in chunks)
+        ctoks = sum([c for _, c in chunks])
         if len(chunks) < _FEW_CHUNKS:
             cached, prefilled = st.v.cached, st.v.prefilled
             cctx = sum([cached[r] + prefilled[r] for r, _ in chunks])
@@ -610,7 +611,12 @@ class Server:
         """``_decode`` on the lanes: the same draws, integers and gaps, updated in place."""
         sim, n = self.sim, run.size
         gen, target = lanes.gen, lanes.target
-        self._draw(gen, target, gen)
+        if self.mtp_depth == 1:  # uncapped: only finishers pass their targets (capped as they finish)
+            np.add(gen, sim.accept_draws.increments(n, self.mtp_acceptance, gen.dtype), out=gen)
+            capped = False
+        else:
+            self._draw(gen, target, gen)
+            capped = True
         if lanes.fresh == n:  # every stream emitted at the lanes' last step: one gap (ItlHistogram.add's case)
             add = sim.itl.add_uniform(now - lanes.t, n)
         elif lanes.fresh:  # the leading streams emitted at the lanes' last step: one gap
@@ -625,6 +631,8 @@ class Server:
             if idx.size <= _FEW_FINISH:
                 self._finish_lanes(run, fin, idx.tolist(), lanes, now)
             else:
+                if not capped:
+                    np.minimum(gen, target, out=gen)
                 self._drop_finished(run, fin, lanes.drop(fin, run, now, idx), now, lanes)
 
     def _finish_lanes(self, run: np.ndarray, fin: np.ndarray, idx: list[int], lanes: RunLanes, now: float) -> None:
@@ -635,7 +643,7 @@ class Server:
         v = st.v  # one element at a time: memoryviews
         s_gen, s_done, s_blocks, s_last_emit_s = v.s_gen, v.s_done, v.s_blocks, v.s_last_emit_s
         prompt_blocks, base = v.prompt_blocks, v.s_base
-        gen, cap, ids = memoryview(lanes.gen), memoryview(lanes.cap), memoryview(run)
+        cap, ids = memoryview(lanes.cap), memoryview(run)
         ended, freed, held, gone = [], 0, 0, 0
         for i in idx:
             s = ids[i]
@@ -643,7 +651,7 @@ class Server:
             held += b
             gone += base[s]
             if s_done[s]:
-                s_gen[s] = gen[i]
+                s_gen[s] = min(lanes.gen.item(i), lanes.target.item(i))  # capped at the target (``_decode_lanes`` leaves it uncapped)
                 s_last_emit_s[s] = now
                 s_blocks[s] = b
                 continue
@@ -1133,8 +1141,9 @@ class Simulation:
             else:  # Server.enqueue
                 srv.waiting.append(r)
                 srv.outstanding += 1
-                if not s_done[r]:  # Server.request_blocks
-                    need = need_of[r] + stream_blocks(s_gen[r])
+                if not s_done[r]:  # Server.request_blocks (``stream_blocks`` inline)
+                    g = s_gen[r]
+                    need = need_of[r] + (1 if g <= BLOCK_TOKENS else (g + BLOCK_TOKENS - 1) >> BLOCK_SHIFT)
                     srv.queued_blocks += need
                     if frees is not None:
                         frees[i] -= need

@@ -8,7 +8,10 @@ place. Joiners are appended, finishers removed with the step's mask. KV blocks a
 tokens they hold (``cap``: blocks x ``BLOCK_TOKENS``): a step of at most ``BLOCK_TOKENS`` tokens
 grows a stream by at most one block (a stream holds a block for every token it has, so
 ``cap >= gen`` before the step), exactly where ``min(gen + tokens, target) > cap``
-(``Server._grow_lanes``): three array calls instead of ``blocks_after_step``'s five.
+(``Server._grow_lanes``): three array calls instead of ``blocks_after_step``'s five. A depth-1
+MTP step adds its draws to ``gen`` uncapped (``Server._decode_lanes``): only the step's finishers
+can pass their targets, and they leave the lanes in that step, capped where their state is
+written back (``Server._finish_lanes``; all of ``gen`` capped before ``drop``).
 
 While a ``RunLanes`` is aligned (``run is server.run``), ``RunState.s_gen``, ``s_blocks`` and
 ``s_last_emit_s`` of the streams in ``run`` are stale: the lanes hold them. They are written
@@ -33,7 +36,8 @@ from array import array
 
 import numpy as np
 
-from simulator.kv import BLOCK_SHIFT
+from simulator.fastforward import isum
+from simulator.kv import BLOCK_SHIFT, BLOCK_TOKENS
 
 _sum = np.add.reduce
 #: finished streams whose state ``RunLanes.finished`` holds before writing it
@@ -44,7 +48,8 @@ class RunLanes:
     """Generated tokens, targets and KV capacity (blocks x ``BLOCK_TOKENS``) of ``run``'s streams,
     in its order; ``held_sum``: their blocks."""
 
-    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32")
+    __slots__ = ("st", "run", "gen", "target", "cap", "held_sum", "fresh", "t", "done_ids", "done_at", "_sum32",
+                 "block_tokens")
 
     def __init__(self, st, max_streams: int):
         """``max_streams``: the most streams the lanes hold (the instance's batch cap)."""
@@ -53,6 +58,8 @@ class RunLanes:
         # which cannot overflow then (numpy's int32 reduction is the quicker; the same integer); -1: never
         top = int(np.maximum.reduce(st.s_target)) if st.s_target.size else 0
         self._sum32 = max_streams if st.s_gen.dtype == np.int32 and max_streams * top < 1 << 31 else -1
+        #: ``BLOCK_TOKENS`` as a scalar of the KV capacities' dtype (``over * block_tokens`` keeps it)
+        self.block_tokens = st.s_blocks.dtype.type(BLOCK_TOKENS)
         self.run = None  # the Server.run these lanes are aligned with (None: RunState holds everything)
         self.done_ids, self.done_at = array("q"), []  # finished streams not written yet; (time, count) per step
 
@@ -109,7 +116,7 @@ class RunLanes:
             self.gen = np.concatenate((self.gen, st.s_gen.take(joiners)))
             self.target = np.concatenate((self.target, st.s_target.take(joiners)))
             self.cap = np.concatenate((self.cap, b << BLOCK_SHIFT))
-            self.held_sum += int(_sum(b))
+            self.held_sum += isum(b)  # a few joiners: Python's sum (numpy's reduction of a few int32 costs more)
         self.run = run
 
     def flush(self) -> None:

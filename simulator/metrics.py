@@ -113,7 +113,7 @@ class ItlHistogram:
         self.n = 0
         self._pending: dict[int, array] = {}  # streams -> gaps each counted that many times
         self._pending_size = 0
-        self._uniform: dict[int, int] = {}  # bin -> gaps ``add_uniform`` counted there (Python ints)
+        self._uniform: dict[int, int] = {}  # bin -> gaps ``add_uniform``/``add_led`` counted there (Python ints)
 
     @property
     def counts(self) -> np.ndarray:
@@ -171,11 +171,11 @@ class ItlHistogram:
                 return self.add(gaps_s)
             vals, times = _distinct(others)
             bins = _bins_few([g] + vals) if len(vals) <= _FEW_BINS else None
-            if bins is not None:
-                counts = self._counts
-                counts[bins[0]] += common
+            if bins is not None:  # counted in ``add_uniform``'s dict of Python ints: no numpy scalar each
+                u = self._uniform
+                u[bins[0]] = u.get(bins[0], 0) + common
                 for b, m in zip(bins[1:], times):
-                    counts[b] += m
+                    u[b] = u.get(b, 0) + m
                 self.n += size
                 return float(np.add.reduce(gaps_s))
             return self._add_mostly(gaps_s, np.array([g] + others), common)

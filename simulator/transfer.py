@@ -110,8 +110,12 @@ class TransferManager:
         del self.flows[fid]
         self.completed += 1
         self.bytes_moved += f.nbytes
-        for col, v in zip(self._log, (f.start_s, self.env.now, f.nbytes, f.path[0][1], f.path[2][1])):
-            col.append(v)
+        start, end, nbytes, src, dst = self._log
+        start.append(f.start_s)
+        end.append(self.env.now)
+        nbytes.append(f.nbytes)
+        src.append(f.path[0][1])
+        dst.append(f.path[2][1])
         if fid == self._solo:
             self._solo = None
         else:

@@ -109,3 +109,19 @@ def test_itl_add_led_with_joiners_sharing_gaps_counts_and_sums_as_add(size, lead
     a, b = ItlHistogram(), ItlHistogram()
     assert a.add_led(gaps.copy(), lead) == b.add(gaps.copy())
     assert a.n == b.n and (a.counts == b.counts).all()
+
+
+@pytest.mark.parametrize("few_finish, depth", [(0, 1), (24, 2), (0, 2)])
+def test_uncapped_draws_finish_as_capped_without_lanes(monkeypatch, few_finish, depth):
+    """A depth-1 lanes step adds its draws uncapped (only finishers pass their targets: capped as
+    they finish, ``Server._finish_lanes``, or all at once before ``lanes.drop`` when many finish);
+    ``few_finish`` 0 sends every finishing step to the many-finishers path. Depth 2 keeps the
+    capped draw. Both equal the per-stream arrays exactly."""
+    import simulator.engine as engine
+
+    monkeypatch.setattr(engine, "_FEW_FINISH", few_finish)
+    dep = load_deployment(ROOT / "examples/deepseek-v3_h800_pd-disagg.yaml",
+                          ["workload.num_requests=600", f"serving.decode.mtp_depth={depth}"])
+    sim, a, b = _both(dep)
+    assert any(s.lanes is not None for s in sim.servers)
+    assert_same(a, b)
