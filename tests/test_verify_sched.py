@@ -1,0 +1,70 @@
+"""A verification round run one simulation per task on forked workers, with speculative runs
+(``planner.verify_sched``), gives the parts ``verify_part`` gives run whole in one process."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+import planner
+from planner.executors import SerialExecutor
+from planner.rounds import point_seed, verify_batches
+from planner.schema import load_plan_text
+from planner.space import context_from_plan
+from planner.verify import claim_search, verify_part
+from planner.verify_sched import next_rates, start_round
+from tests.test_planner import SMALL
+from tests.test_planner_parallel import _layout
+
+pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="forked workers only")
+
+
+def _answers(passing_below: float):
+    """A fake ``run``: the SLO holds below ``passing_below`` req/s."""
+    return lambda rate: {"ttft_ms": rate, "tpot_ms": 1.0, "met": rate < passing_below, "measured": 60}
+
+
+def test_next_rates_are_the_rates_the_search_asks_next():
+    """Whatever the pending run answers, the search's next rate is one ``next_rates`` named."""
+    claimed = 10.0
+    assert next_rates(claimed, {}, claimed) == [9.0]  # a passing claim asks nothing more
+    for capacity in (0.5, 2.0, 6.0, 7.7, 8.9, 9.2, 9.9, 11.0):
+        asked: list[float] = []
+        known: dict[float, dict] = {}
+        run = _answers(capacity)
+
+        def record(rate: float) -> dict:
+            asked.append(rate)
+            return run(rate)
+
+        claim_search(claimed, record)
+        for i, rate in enumerate(asked[:-1]):
+            known[rate] = run(rate)
+            before = {r: known[r] for r in asked[:i]}
+            assert asked[i + 1] in next_rates(claimed, before, rate)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_plan_text(SMALL, "small.yaml")
+
+
+def test_round_on_forked_workers_matches_the_parts_run_whole(small):
+    """Candidates whose claims are raised so that their searches run several rates (and the
+    idle worker runs rates speculatively): each part's dict equals ``verify_part``'s."""
+    ctx = context_from_plan(small)
+    res = planner.plan(small, executor=SerialExecutor(), verify_top=0)
+    rows = res.table[res.table["feasible"]].head(2).to_dict("records")
+    items = []
+    for k, row in enumerate(rows):
+        row["capacity_rps"] *= 1.3 + 0.4 * k  # claims the simulator will not hold: a search each
+        items.append((_layout(small, row["id"]), row["id"], row, point_seed(3, row["id"])))
+    parts = [b[0] for b in verify_batches(small, ctx, items, 2)]
+    got = start_round(small, ctx, items, parts, 2)()
+    want = [verify_part(small, ctx, *p) for p in parts]
+    for (g,), w in zip(got, want):
+        g.pop("wall_s", None)
+        w.pop("wall_s", None)
+        assert g == w
+    assert sum(w["runs"] for w in want if w["part"] == "claim") > 4  # the searches ran
