@@ -44,12 +44,14 @@ class _Need(Exception):
         self.rate = rate
 
 
-def _asked(claimed: float, known: dict[float, dict]) -> tuple[float | None, dict | None]:
+def _asked(claimed: float, known: dict[float, dict], asked: list | None = None) -> tuple[float | None, dict | None]:
     """(the next rate the claim's search asks for, None) or (None, its result) when every rate
-    it asks is in ``known``."""
+    it asks is in ``known`` (``asked``: gets the rates it asked for, in order)."""
     def run(rate: float) -> dict:
         if rate not in known:
             raise _Need(rate)
+        if asked is not None:
+            asked.append(rate)
         return known[rate]
 
     try:
@@ -102,7 +104,7 @@ class _Round:
         self.cand = {item[1]: i for i, item in enumerate(items)}
         self.results: dict[int, dict] = {}  # part index -> its dict
         self.known: dict[int, dict[float, dict]] = {}  # candidate -> rate -> figures
-        self.walls: dict[int, float] = {}  # candidate -> seconds of its claim runs
+        self.walls: dict[int, dict[float, float]] = {}  # candidate -> rate -> seconds of its run
         self.running: dict[Any, tuple] = {}  # future -> (kind, cand, arg, part index)
         self.waiting = []  # part tasks not yet submitted: (kind, cand, arg, part index)
         self.claims: dict[int, tuple[int, float]] = {}  # part index of a claim -> (candidate, claimed rate)
@@ -116,7 +118,7 @@ class _Round:
             else:
                 self.claims[j] = (c, claimed)
                 self.known[c] = {}
-                self.walls[c] = 0.0
+                self.walls[c] = {}
                 self.waiting.append(("rate", c, claimed, j))
         self.done: "queue.Queue[int | BaseException | None]" = queue.Queue()
         self.stop = False
@@ -154,13 +156,13 @@ class _Round:
             self.done.put(j)
             return
         self.known[c][arg] = got
-        self.walls[c] += wall_s
-        claimed = self.claims[j][1]
-        rate, res = _asked(claimed, self.known[c])
+        self.walls[c][arg] = wall_s
+        claimed, asked = self.claims[j][1], []
+        rate, res = _asked(claimed, self.known[c], asked)
         if res is not None and j not in self.results:
             out = {"part": "claim", "runs": 0, **res}
             out["runs"] += out.pop("claim_runs")
-            out["wall_s"] = self.walls[c]
+            out["wall_s"] = sum(self.walls[c][r] for r in asked)  # the runs the search asked for
             self.results[j] = out
             self.done.put(j)
         elif rate is not None and not self._in_flight(c, rate) \
