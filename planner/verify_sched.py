@@ -6,11 +6,12 @@ chain of runs, each rate chosen from the answers before it (``planner.verify.cla
 as one task, a candidate whose claim fails keeps one worker for 5-6 runs in a row while the
 other has finished (h200x32: ~0.3 s of a core idle at the end of the plan). Here every run is a
 task of its own: the emitted parts and the claims' first runs (largest first), then each
-chain's next rate as soon as its answer is known, ahead of the other waiting tasks; a worker
-with nothing needed to do runs the rate a chain will ask next if its pending run fails, or if
-it passes (both known in advance: ``_next_rates``). A run is a pure function of (layout, rate,
-seed), so the answers, and the rows built from them, are those of the parts run whole; a
-speculative run that is not asked for is dropped.
+chain's next rate as soon as its answer is known, ahead of the other waiting tasks; once a
+claim has failed, a worker with nothing needed to do runs the rate its search will ask next if
+the pending run passes, or if it fails (both known in advance: ``next_rates``). A run is a
+pure function of (layout, rate, seed), so the answers, and the rows built from them, are those
+of the parts run whole; a speculative run that is not asked for is dropped (a worker still
+running one when the round is complete is ended).
 
 The round is steered by a thread of the planning process (it waits on the workers and submits;
 the process meanwhile builds the table), begun after the workers are forked (``start_round``).
@@ -61,12 +62,14 @@ def _asked(claimed: float, known: dict[float, dict], asked: list | None = None) 
 
 
 def next_rates(claimed: float, known: dict[float, dict], pending: float) -> list[float]:
-    """The rates the search asks for after ``pending`` (asked, not yet known), the likelier
-    first: after the claim, what a failed claim asks; after a lower rate, what a pass asks
-    (below a failed claim a rate more often holds; a bisection's two answers are as likely).
-    Each at most once, none already known."""
+    """The rates a search under way asks for after ``pending`` (asked, not yet known): if it
+    passes (below a failed claim a rate more often holds; a bisection's two answers are as
+    likely), then if it fails; each at most once, none already known. None while the claim
+    itself is pending: most claims hold, and a run bet on their failing is mostly CPU lost."""
+    if pending == claimed:
+        return []
     out = []
-    for guess in ((_FAIL, _PASS) if pending == claimed else (_PASS, _FAIL)):
+    for guess in (_PASS, _FAIL):
         rate, _ = _asked(claimed, {**known, pending: guess})
         if rate is not None and rate not in known and rate not in out and rate != pending:
             out.append(rate)
@@ -222,7 +225,10 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
             stop()
             raise
         thread.join()
-        pool.shutdown()
+        if rnd.running:  # speculative runs no search asked for: ended, not waited for
+            _stop_now(pool)
+        else:
+            pool.shutdown()
         _ROUNDS.pop(key, None)
         return [[rnd.results[j]] for j in range(len(parts))]
 

@@ -26,9 +26,11 @@ def _answers(passing_below: float):
 
 
 def test_next_rates_are_the_rates_the_search_asks_next():
-    """Whatever the pending run answers, the search's next rate is one ``next_rates`` named."""
+    """Once the claim has failed, whatever the pending run answers, the search's next rate is
+    one ``next_rates`` named; nothing is named while the claim itself is pending."""
     claimed = 10.0
-    assert next_rates(claimed, {}, claimed) == [9.0]  # a passing claim asks nothing more
+    assert next_rates(claimed, {}, claimed) == []
+    assert next_rates(claimed, {claimed: _answers(0.0)(claimed)}, 9.0) == [9.5, 7.5]  # pass: bisect; fail: 0.75x
     for capacity in (0.5, 2.0, 6.0, 7.7, 8.9, 9.2, 9.9, 11.0):
         asked: list[float] = []
         known: dict[float, dict] = {}
@@ -41,8 +43,10 @@ def test_next_rates_are_the_rates_the_search_asks_next():
         claim_search(claimed, record)
         for i, rate in enumerate(asked[:-1]):
             known[rate] = run(rate)
-            before = {r: known[r] for r in asked[:i]}
-            assert asked[i + 1] in next_rates(claimed, before, rate)
+            if i:  # the claim failed
+                before = {r: known[r] for r in asked[:i]}
+                assert asked[i + 1] in next_rates(claimed, before, rate)
+        assert len(asked) > 1 or capacity > claimed
 
 
 @pytest.fixture(scope="module")
