@@ -227,8 +227,7 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
         thread.join()
         if rnd.running:  # speculative runs no search asked for: ended, not waited for
             _stop_now(pool)
-        else:
-            pool.shutdown()
+        pool.shutdown()  # (after ``_stop_now``: its thread joined before the next fork)
         _ROUNDS.pop(key, None)
         return [[rnd.results[j]] for j in range(len(parts))]
 

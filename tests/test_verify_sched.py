@@ -54,9 +54,9 @@ def small():
     return load_plan_text(SMALL, "small.yaml")
 
 
-def test_round_on_forked_workers_matches_the_parts_run_whole(small):
-    """Candidates whose claims are raised so that their searches run several rates (and the
-    idle worker runs rates speculatively): each part's dict equals ``verify_part``'s."""
+def _raised_claims(small):
+    """Two candidates whose claims are raised so that the simulator will not hold them (their
+    searches run several rates), and their parts in ``verify_batches``' order."""
     ctx = context_from_plan(small)
     res = planner.plan(small, executor=SerialExecutor(), verify_top=0)
     rows = res.table[res.table["feasible"]].head(2).to_dict("records")
@@ -64,11 +64,31 @@ def test_round_on_forked_workers_matches_the_parts_run_whole(small):
     for k, row in enumerate(rows):
         row["capacity_rps"] *= 1.3 + 0.4 * k  # claims the simulator will not hold: a search each
         items.append((_layout(small, row["id"]), row["id"], row, point_seed(3, row["id"])))
-    parts = [b[0] for b in verify_batches(small, ctx, items, 2)]
-    got = start_round(small, ctx, items, parts, 2)()
-    want = [verify_part(small, ctx, *p) for p in parts]
-    for (g,), w in zip(got, want):
+    return ctx, items, [b[0] for b in verify_batches(small, ctx, items, 2)]
+
+
+def _same_parts(got: list, want: list) -> None:
+    for (g,), w in zip(got, want, strict=True):
         g.pop("wall_s", None)
         w.pop("wall_s", None)
         assert g == w
+
+
+def test_round_on_forked_workers_matches_the_parts_run_whole(small):
+    """The searches run several rates, some speculatively: each part's dict equals ``verify_part``'s."""
+    ctx, items, parts = _raised_claims(small)
+    want = [verify_part(small, ctx, *p) for p in parts]
+    _same_parts(start_round(small, ctx, items, parts, 2)(), want)
     assert sum(w["runs"] for w in want if w["part"] == "claim") > 4  # the searches ran
+
+
+def test_speculative_runs_never_asked_are_dropped(small, monkeypatch):
+    """Speculative runs at rates no search asks (the claims last, so some still run when the
+    round is complete: their workers are ended) leave the parts as ``verify_part`` makes them."""
+    import planner.verify_sched as sched
+
+    monkeypatch.setattr(sched, "next_rates", lambda claimed, known, pending: [pending * 3.1, pending * 2.9])
+    ctx, items, parts = _raised_claims(small)
+    parts = sorted(parts, key=lambda p: p[0] != "emitted")
+    _same_parts(start_round(small, ctx, items, parts, 2)(), [verify_part(small, ctx, *p) for p in parts])
+    _same_parts(start_round(small, ctx, items, parts, 2)(), [verify_part(small, ctx, *p) for p in parts])  # again
