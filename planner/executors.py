@@ -31,7 +31,7 @@ from simulator.progress import ProgressFn, collector_off  # noqa: F401  (planner
 
 __all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
            "RAY_CONNECT_TIMEOUT_ENV", "start", "Pending", "frozen_heap", "worker_heap", "collector_off",
-           "imports_frozen"]
+           "imports_frozen", "forking"]
 
 #: Environment variable bounding the wait for an existing Ray cluster (seconds).
 RAY_CONNECT_TIMEOUT_ENV = "CLUSTERSIM_RAY_CONNECT_TIMEOUT_S"
@@ -225,15 +225,8 @@ class LocalExecutor(_Closing):
         if not tasks or self.workers == 1:
             return Pending(lambda: SerialExecutor(self.progress).map(fn, tasks, desc))
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), initializer=_ignore_sigint)
-        gc.freeze()  # the workers fork at the first submit: they leave what they inherit to the GC (``frozen_heap``)
-        try:
+        with forking(pool):
             futures = [pool.submit(fn, *args) for args in tasks]
-        except BaseException:
-            _stop_now(pool)
-            raise
-        finally:
-            if not _FROZEN[0]:
-                gc.unfreeze()
 
         def wait() -> list:
             out: list = [None] * len(futures)
@@ -250,6 +243,22 @@ class LocalExecutor(_Closing):
             return out
 
         return Pending(wait, lambda: _stop_now(pool))
+
+
+@contextmanager
+def forking(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """A block that submits ``pool``'s first tasks, when its workers fork: what this process
+    holds frozen for them (they leave what they inherit to the GC: ``frozen_heap``), and the
+    pool's workers ended if the block fails."""
+    gc.freeze()
+    try:
+        yield
+    except BaseException:
+        _stop_now(pool)
+        raise
+    finally:
+        if not _FROZEN[0]:
+            gc.unfreeze()
 
 
 class Pending:

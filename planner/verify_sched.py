@@ -100,11 +100,11 @@ def run_task(key: int, kind: str, cand: int, arg: Any) -> tuple[dict, float]:
 class _Round:
     """The round's state: what is known, asked, running; steered by ``steer`` (a thread)."""
 
-    def __init__(self, cfg, ctx, items: list[tuple], parts: list[tuple], key: int, pool: ProcessPoolExecutor,
+    def __init__(self, ctx, items: list[tuple], parts: list[tuple], key: int, pool: ProcessPoolExecutor,
                  workers: int):
-        self.cfg, self.ctx, self.items, self.key, self.pool, self.workers = cfg, ctx, items, key, pool, workers
+        self.key, self.pool, self.workers = key, pool, workers
         self.parts = parts  # (part, layout, pid, row, seed) in verify_batches' order
-        self.cand = {item[1]: i for i, item in enumerate(items)}
+        cand = {item[1]: i for i, item in enumerate(items)}
         self.results: dict[int, dict] = {}  # part index -> its dict
         self.known: dict[int, dict[float, dict]] = {}  # candidate -> rate -> figures
         self.walls: dict[int, dict[float, float]] = {}  # candidate -> rate -> seconds of its run
@@ -112,7 +112,7 @@ class _Round:
         self.waiting = []  # part tasks not yet submitted: (kind, cand, arg, part index)
         self.claims: dict[int, tuple[int, float]] = {}  # part index of a claim -> (candidate, claimed rate)
         for j, (part, _layout, pid, row, _seed) in enumerate(parts):
-            c = self.cand[pid]
+            c = cand[pid]
             claimed, _t, _p, lifetime = claim_figures(row, ctx)
             if part != "claim":
                 self.waiting.append(("part", c, part, j))
@@ -192,25 +192,19 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
     """Begin verifying ``parts`` ((part, layout, point id, row, seed), as ``verify_batches``
     orders them) of ``items`` on ``workers`` forked workers; returns a ``Pending`` whose
     answer is ``[[part's dict]]`` per part, in order (``planner.rounds.verify``)."""
-    import gc
-
-    from planner.executors import Pending, _FROZEN, _ignore_sigint, _progress, _stop_now
+    from planner.executors import Pending, _ignore_sigint, _progress, _stop_now, forking
 
     key = id(parts)
     _ROUNDS[key] = (cfg, ctx, items)
     n_workers = max(1, min(workers, len(parts)))
     pool = ProcessPoolExecutor(max_workers=n_workers, initializer=_ignore_sigint)
-    rnd = _Round(cfg, ctx, items, parts, key, pool, n_workers)
-    gc.freeze()  # the workers fork at the first submit (``executors.frozen_heap``)
+    rnd = _Round(ctx, items, parts, key, pool, n_workers)
     try:
-        rnd.fill()  # here, in this thread: the workers fork before the steering thread exists
+        with forking(pool):
+            rnd.fill()  # here, in this thread: the workers fork before the steering thread exists
     except BaseException:
         _ROUNDS.pop(key, None)
-        _stop_now(pool)
         raise
-    finally:
-        if not _FROZEN[0]:
-            gc.unfreeze()
     thread = threading.Thread(target=rnd.steer, name="clustersim-verify-round", daemon=True)
     thread.start()
 
