@@ -192,12 +192,12 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
     """Begin verifying ``parts`` ((part, layout, point id, row, seed), as ``verify_batches``
     orders them) of ``items`` on ``workers`` forked workers; returns a ``Pending`` whose
     answer is ``[[part's dict]]`` per part, in order (``planner.rounds.verify``)."""
-    from planner.executors import Pending, _ignore_sigint, _progress, _stop_now, forking
+    from planner.executors import Pending, forking, local_pool, stop_now, task_progress
 
     key = id(parts)
     _ROUNDS[key] = (cfg, ctx, items)
     n_workers = max(1, min(workers, len(parts)))
-    pool = ProcessPoolExecutor(max_workers=n_workers, initializer=_ignore_sigint)
+    pool = local_pool(n_workers)
     rnd = _Round(ctx, items, parts, key, pool, n_workers)
     try:
         with forking(pool):
@@ -210,7 +210,7 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
 
     def finish() -> list:
         try:
-            with _progress(len(parts), "verify", progress) as tick:
+            with task_progress(len(parts), "verify", progress) as tick:
                 while (got := rnd.done.get()) is not None:
                     if isinstance(got, BaseException):
                         raise got
@@ -220,14 +220,14 @@ def start_round(cfg, ctx, items: list[tuple], parts: list[tuple], workers: int, 
             raise
         thread.join()
         if rnd.running:  # speculative runs no search asked for: ended, not waited for
-            _stop_now(pool)
-        pool.shutdown()  # (after ``_stop_now``: its thread joined before the next fork)
+            stop_now(pool)
+        pool.shutdown()  # (after ``stop_now``: its thread joined before the next fork)
         _ROUNDS.pop(key, None)
         return [[rnd.results[j]] for j in range(len(parts))]
 
     def stop() -> None:
         rnd.stop = True
-        _stop_now(pool)
+        stop_now(pool)
         _ROUNDS.pop(key, None)
 
     return Pending(finish, stop)
