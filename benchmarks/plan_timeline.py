@@ -36,7 +36,8 @@ PHASES = (
     ("planner.search", "_plan"), ("planner.search", "_pool_phase"), ("planner.search", "_import_later"),
     ("planner.search", "pool_queue_task"), ("planner.search", "_rows"), ("planner.search", "rank_task"),
     ("planner.search", "_table_and_verify"), ("planner.search", "begin_verify"),
-    ("planner.verify", "verify_part"), ("clustersim.api", "save_outputs"), ("clustersim.cli", "_plan_report"),
+    ("planner.verify", "verify_part"), ("planner.verify_sched", "run_task"), ("clustersim.api", "save_outputs"),
+    ("clustersim.cli", "_plan_report"),
 )
 
 # the child: wrap the phases, run the CLI, mark its exit (marks go to the file in argv[1])
@@ -54,7 +55,10 @@ import clustersim.cli as cli
 mark("clustersim.cli imported")
 phases = list(PHASES) + ([("planner.verify", "_run")] if RUNS else [])
 for mod, name in phases:
-    m = importlib.import_module(mod)
+    try:  # a tree without the module (an older baseline): nothing to mark there
+        m = importlib.import_module(mod)
+    except ImportError:
+        continue
     fn = getattr(m, name)
 
     def wrapped(*a, _fn=fn, _what=f"{mod.split('.')[-1]}.{name}", **k):

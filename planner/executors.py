@@ -31,7 +31,7 @@ from simulator.progress import ProgressFn, collector_off  # noqa: F401  (planner
 
 __all__ = ["Executor", "SerialExecutor", "LocalExecutor", "RayExecutor", "default_executor", "ray_connect_timeout_s",
            "RAY_CONNECT_TIMEOUT_ENV", "start", "Pending", "frozen_heap", "worker_heap", "collector_off",
-           "imports_frozen"]
+           "imports_frozen", "forking", "local_pool", "stop_now", "task_progress"]
 
 #: Environment variable bounding the wait for an existing Ray cluster (seconds).
 RAY_CONNECT_TIMEOUT_ENV = "CLUSTERSIM_RAY_CONNECT_TIMEOUT_S"
@@ -135,7 +135,7 @@ def worker_heap() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, desc: str | None, progress: Any) -> Iterator[Callable[[int], None]]:
+def task_progress(total: int, desc: str | None, progress: Any) -> Iterator[Callable[[int], None]]:
     """``tick(n)`` after n more tasks are done, reported to ``progress`` (a ProgressFn, or None;
     ``desc`` None: the caller reports the work itself)."""
     if not callable(progress) or total < 1 or desc is None:
@@ -175,7 +175,7 @@ class SerialExecutor(_Closing):
 
     def map(self, fn, tasks, desc: str = "") -> list:
         out = []
-        with _progress(len(tasks), desc, self.progress) as tick:
+        with task_progress(len(tasks), desc, self.progress) as tick:
             for args in tasks:
                 out.append(fn(*args))
                 tick(1)
@@ -224,32 +224,46 @@ class LocalExecutor(_Closing):
         meanwhile); call the result to wait for the results. One worker: run when waited for."""
         if not tasks or self.workers == 1:
             return Pending(lambda: SerialExecutor(self.progress).map(fn, tasks, desc))
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), initializer=_ignore_sigint)
-        gc.freeze()  # the workers fork at the first submit: they leave what they inherit to the GC (``frozen_heap``)
-        try:
+        pool = local_pool(min(self.workers, len(tasks)))
+        with forking(pool):
             futures = [pool.submit(fn, *args) for args in tasks]
-        except BaseException:
-            _stop_now(pool)
-            raise
-        finally:
-            if not _FROZEN[0]:
-                gc.unfreeze()
 
         def wait() -> list:
             out: list = [None] * len(futures)
             where = {f: i for i, f in enumerate(futures)}
             try:
-                with _progress(len(futures), desc, self.progress) as tick:
+                with task_progress(len(futures), desc, self.progress) as tick:
                     for fut in as_completed(futures):
                         out[where[fut]] = fut.result()
                         tick(1)
             except BaseException:
-                _stop_now(pool)
+                stop_now(pool)
                 raise
             pool.shutdown()
             return out
 
-        return Pending(wait, lambda: _stop_now(pool))
+        return Pending(wait, lambda: stop_now(pool))
+
+
+def local_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool of ``workers`` whose workers leave Ctrl-C to this process (``stop_now``)."""
+    return ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+
+
+@contextmanager
+def forking(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """A block that submits ``pool``'s first tasks, when its workers fork: what this process
+    holds frozen for them (they leave what they inherit to the GC: ``frozen_heap``), and the
+    pool's workers ended if the block fails."""
+    gc.freeze()
+    try:
+        yield
+    except BaseException:
+        stop_now(pool)
+        raise
+    finally:
+        if not _FROZEN[0]:
+            gc.unfreeze()
 
 
 class Pending:
@@ -269,7 +283,7 @@ class Pending:
             self._cancel = None
 
 
-def _stop_now(pool: ProcessPoolExecutor) -> None:
+def stop_now(pool: ProcessPoolExecutor) -> None:
     """Cancel the queue and end the workers now, so a Ctrl-C (or a second one) exits at once."""
     if hasattr(pool, "terminate_workers"):  # Python >= 3.14
         pool.terminate_workers()
@@ -351,7 +365,7 @@ class RayExecutor(_Closing):
         lost: list[int] = []
         reason = ""
         pending = list(refs)
-        with _progress(len(refs), desc, self.progress) as tick:
+        with task_progress(len(refs), desc, self.progress) as tick:
             while pending:
                 try:
                     done, pending = ray.wait(pending, num_returns=1)

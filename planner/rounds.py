@@ -52,9 +52,16 @@ def verify_batches(cfg, ctx, items: list[tuple], workers: int) -> list[list[tupl
 
 
 def _verify_round(cfg, ctx, cands: list[dict], layout_of, executor: Executor, seed: int) -> tuple:
-    """Begin verifying ``cands`` (``executors.start``): (items, batches, pending)."""
+    """Begin verifying ``cands``: (items, batches, pending). On forked local workers one run per
+    task, a failed claim's search spread over them (``planner.verify_sched``); elsewhere one
+    part per task (``executors.start``)."""
     items = [(layout_of[r["id"]], r["id"], r, point_seed(seed, r["id"])) for r in cands]
     batches = verify_batches(cfg, ctx, items, executor.workers)
+    if executor.workers > 1 and getattr(executor, "forks", False) and callable(getattr(executor, "start", None)):
+        from planner.verify_sched import start_round
+
+        return items, batches, start_round(cfg, ctx, items, [b[0] for b in batches], executor.workers,
+                                           getattr(executor, "progress", None))
     return items, batches, start(executor, verify_parts, [(cfg, ctx, b) for b in batches], desc="verify")
 
 

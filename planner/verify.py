@@ -191,7 +191,7 @@ def verify_task(cfg, ctx: PlanContext, layout: ServingLayout, point_id: int, ana
     return combine_parts(cfg, ctx, point_id, analytic, emitted, claim)
 
 
-def _claim(analytic: dict, ctx: PlanContext) -> tuple[float, float, float, float]:
+def claim_figures(analytic: dict, ctx: PlanContext) -> tuple[float, float, float, float]:
     """(claimed req/s, analytic TTFT s, TPOT s, request lifetime s) of an analytic row."""
     claimed = float(analytic.get("capacity_rps") or 0.0)
     ttft_s = float(analytic.get("ttft_ms") or 0.0) / 1e3
@@ -201,7 +201,7 @@ def _claim(analytic: dict, ctx: PlanContext) -> tuple[float, float, float, float
 
 def part_requests(cfg, ctx: PlanContext, part: str, analytic: dict) -> float:
     """Requests the part's first run simulates (what a part costs, roughly)."""
-    claimed, _t, _p, lifetime = _claim(analytic, ctx)
+    claimed, _t, _p, lifetime = claim_figures(analytic, ctx)
     if part == "emitted" or not (math.isfinite(lifetime) and math.isfinite(claimed)):
         return float(cfg.verify.num_requests)
     return float(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(claimed * RUN_LIFETIMES * lifetime))))
@@ -217,7 +217,7 @@ def verify_part(cfg, ctx: PlanContext, part: str, layout: ServingLayout, point_i
     from workloads.deployment import load_deployment_text
 
     t0 = time.perf_counter()
-    claimed, _ttft, _tpot, lifetime = _claim(analytic, ctx)
+    claimed, _ttft, _tpot, lifetime = claim_figures(analytic, ctx)
     got: dict = {"part": part, "runs": 0}
     if not (math.isfinite(lifetime) and math.isfinite(claimed)):
         return got
@@ -241,22 +241,33 @@ def verify_part(cfg, ctx: PlanContext, part: str, layout: ServingLayout, point_i
         if part == "emitted":
             got["wall_s"] = time.perf_counter() - t0
             return got
-    got.update(_claim_runs(cfg, ctx, layout, claimed, lifetime, seed, step_cost, kv, first))
+    got.update(claim_search(claimed, rate_runner(cfg, ctx, layout, lifetime, seed, step_cost, kv), first))
     got["runs"] += got.pop("claim_runs")
     got["wall_s"] = time.perf_counter() - t0
     return got
 
 
-def _claim_runs(cfg, ctx, layout, claimed: float, lifetime: float, seed: int, step_cost, kv,
-                first: dict | None) -> dict:
-    """The claimed capacity (``first``: a trace's one run), then 0.9x ... and bisection."""
+def rate_runner(cfg, ctx: PlanContext, layout: ServingLayout, lifetime: float, seed: int, step_cost, kv):
+    """``run(rate) -> figures``: one capacity run of ``layout`` at ``rate`` req/s (``requests >=
+    rate x RUN_LIFETIMES lifetimes``, the point's ``seed``), a pure function of the rate."""
+    def at(rate: float) -> dict:
+        n = int(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(rate * RUN_LIFETIMES * lifetime))))
+        dep = layout_deployment(cfg, ctx, layout, rate, name=f"{cfg.name}-verify", seed=seed, num_requests=n)
+        return _run(dep, step_cost, kv, lifetime)
+
+    return at
+
+
+def claim_search(claimed: float, run, first: dict | None = None) -> dict:
+    """The claimed capacity (``first``: a trace's one run), then 0.9x ... and bisection, each
+    rate's figures from ``run(rate)`` (``rate_runner``; ``planner.verify_sched`` answers from runs
+    made elsewhere): the rates asked depend only on the answers, so a run's figures may come
+    from any process, in any order."""
     runs = [0]
     history: list[str] = []
 
     def at(rate: float) -> dict:
-        n = int(min(MAX_VERIFY_REQUESTS, max(cfg.verify.num_requests, math.ceil(rate * RUN_LIFETIMES * lifetime))))
-        dep = layout_deployment(cfg, ctx, layout, rate, name=f"{cfg.name}-verify", seed=seed, num_requests=n)
-        res = _run(dep, step_cost, kv, lifetime)
+        res = run(rate)
         runs[0] += 1
         history.append(_label(rate, res))
         return res
@@ -301,7 +312,7 @@ def combine_parts(cfg, ctx: PlanContext, point_id: int, analytic: dict, emitted:
     """A candidate's verification row from its parts (``emitted`` first; for a trace, the one
     ``both`` part), as one run of the whole check would give it."""
     out: dict = {"id": point_id, "ok": False, "status": "failed", "reason": "", "runs": 0}
-    claimed, ttft_s, tpot_s, lifetime = _claim(analytic, ctx)
+    claimed, ttft_s, tpot_s, lifetime = claim_figures(analytic, ctx)
     if not (math.isfinite(lifetime) and math.isfinite(claimed)):
         out.update(reason=f"the analytic estimate is not finite (TTFT {ttft_s * 1e3:g} ms, TPOT {tpot_s * 1e3:g} ms, "
                           f"{claimed:g} req/s)")

@@ -77,3 +77,19 @@ def test_decode_segments_and_queue_nodes_are_the_plain_arithmetic():
         got = queueing._nodes(S, cap)
         assert np.array_equal(got, queueing._nodes_of(S.copy(), cap)) and not got.flags.writeable
         assert queueing._nodes(S.copy(), cap) is got
+
+
+def test_batch_for_rate_memo_answers_the_bisection():
+    """``PoolModel.batch_for_rate`` (memoised) answers ``_batch_for_rate`` (the bisection) for the
+    rates a decode capacity search asks, asked again, and the memo is hit."""
+    ctx, ev, choices = _choices(load_plan_text(SMALL, "small.yaml"))
+    decode = [c for c in choices if c.role in ("decode", "pool") and ev.perf(c).reason is None][:4]
+    assert decode
+    for c in decode:
+        m = ev.pool_model(c)
+        k, out, b_hi = ev.tokens_per_step(c), ctx.output_tokens, max(1.0, ev.perf(c).b_star)
+        hi = b_hi * m.dp * k / m.decode_step_s(b_hi) / out
+        for lam in [hi * f for f in (0.0, 0.1, 0.37, 0.5, 0.99, 1.0, 1.5)]:
+            want = m._batch_for_rate(lam, b_hi, k, out)
+            assert m.batch_for_rate(lam, b_hi, k, out) == want
+            assert (lam, b_hi, k, out) in m._bfr and m.batch_for_rate(lam, b_hi, k, out) == want
