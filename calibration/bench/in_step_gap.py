@@ -33,8 +33,9 @@ CONFIGS = (("llama8b", 4096, 6144, 14336, 4), ("llama70b", 8192, 10240, 28672, 2
 QUICK_CONFIGS = (("tiny", 64, 96, 128, 2),)
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUICK_TOKENS = (1, 4)
-#: ops of one layer in the chain (``_layer_ops``)
-OPS_PER_LAYER = 9
+#: the kinds of a layer's ops in the chain, in order (``_layer_ops``)
+LAYER_OPS = ("rmsnorm", "gemm", "gemm", "add", "rmsnorm", "gemm", "silu_mul", "gemm", "add")
+OPS_PER_LAYER = len(LAYER_OPS)
 
 
 def _weights(hidden: int, qkv: int, ffn: int, dev, dtype):
@@ -87,8 +88,7 @@ def _layer_ops(x, wts, ffn: int):
         torch.add(x, buf["d"], out=x)
 
     # run once so every buffer exists (an op timed alone reads its input from here)
-    ops = [("rmsnorm", norm1), ("gemm", qkv), ("gemm", o), ("add", add1), ("rmsnorm", norm2), ("gemm", gate_up),
-           ("silu_mul", act), ("gemm", down), ("add", add2)]
+    ops = list(zip(LAYER_OPS, (norm1, qkv, o, add1, norm2, gate_up, act, down, add2)))
     for _, f in ops:
         f()
     return ops
@@ -105,8 +105,7 @@ def _sets(tokens: int, hidden: int, qkv: int, ffn: int, ctx: BenchContext) -> li
     """Input sets each op of a layer rotates over when timed alone (as the tables size them)."""
     shapes = ((hidden, hidden), (hidden, qkv), (qkv, hidden), (hidden, hidden), (hidden, hidden), (hidden, 2 * ffn),
               (ffn, ffn), (ffn, hidden), (hidden, hidden))
-    names = ("rmsnorm", "gemm", "gemm", "add", "rmsnorm", "gemm", "silu_mul", "gemm", "add")
-    return [rotation_count(_op_bytes(n, tokens, *kn), ctx) for n, kn in zip(names, shapes)]
+    return [rotation_count(_op_bytes(n, tokens, *kn), ctx) for n, kn in zip(LAYER_OPS, shapes)]
 
 
 def config_weights(ctx: BenchContext, config: tuple, tokens_grid) -> list:
