@@ -30,6 +30,7 @@ this table from the rows whose ``split`` is ``fit``, so the hold-out rows judge 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import Sequence
 
 import numpy as np
@@ -48,6 +49,13 @@ QUERY_TILE = 128
 def pairs(n: float, c: float) -> float:
     """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal)."""
     return attention_pairs(n, c, True)
+
+
+def _around(keys: list, x: float) -> tuple:
+    """The largest of the ascending ``keys`` below ``x`` and the smallest above it, for an ``x``
+    strictly inside them and not among them (``max(k for k in keys if k < x)`` and its ``min``)."""
+    i = bisect_left(keys, x)
+    return keys[i - 1], keys[i]
 
 
 def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | None,
@@ -116,7 +124,7 @@ class ChunkPrefillTable:
             t, how = self._at_batch(by_b[int(batch)], new, context)
             return t, f"{how}, batch {int(batch)}"
         if bs[0] < batch < bs[-1]:
-            lo, hi = max(b for b in bs if b < batch), min(b for b in bs if b > batch)
+            lo, hi = _around(bs, batch)
             (tl, how), (th, _) = self._at_batch(by_b[lo], new, context), self._at_batch(by_b[hi], new, context)
             f = (math.log(batch) - math.log(lo)) / (math.log(hi) - math.log(lo))
             return math.exp((1 - f) * math.log(tl) + f * math.log(th)), f"{how}, log-log in batch {lo}..{hi}"
@@ -135,7 +143,7 @@ class ChunkPrefillTable:
             t, how = self._at_context(by_n[int(new)], new, context)
             return t, f"{how} at n={int(new)}"
         if ns[0] < new < ns[-1]:
-            lo, hi = max(n for n in ns if n < new), min(n for n in ns if n > new)
+            lo, hi = _around(ns, new)
             (tl, how), (th, _) = self._at_context(by_n[lo], lo, context), self._at_context(by_n[hi], hi, context)
             f = (math.log(new) - math.log(lo)) / (math.log(hi) - math.log(lo))
             return math.exp((1 - f) * math.log(tl) + f * math.log(th)), f"{how}, log-log in n {lo}..{hi}"

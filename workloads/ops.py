@@ -107,6 +107,22 @@ class BatchShape(BaseModel):
         return self
 
     @classmethod
+    def trusted(cls, phase: str, num_seqs: int, new_tokens: IntOrList, context_tokens: IntOrList,
+                logits_for: str | None = None, *, with_logits_for: bool = False) -> "BatchShape":
+        """The model of fields valid by construction (Python ints, ``num_seqs`` entries of each tuple,
+        new >= 1, context >= 0), not validated: what ``model_construct`` makes of them (``logits_for``
+        among the fields set when ``with_logits_for``, as when a caller passes it), without its
+        lookup of every field's default, a third of a step-cost miss's shape
+        (``tests/test_hot_path_exactness.py`` compares it to the validated model)."""
+        shape = _new(cls)
+        _set(shape, "__dict__", {"phase": phase, "num_seqs": num_seqs, "new_tokens": new_tokens,
+                                 "context_tokens": context_tokens, "logits_for": logits_for})
+        _set(shape, "__pydantic_fields_set__", set(_FIELDS_LOGITS if with_logits_for else _FIELDS))
+        _set(shape, "__pydantic_extra__", None)
+        _set(shape, "__pydantic_private__", None)
+        return shape
+
+    @classmethod
     def prefill(cls, num_seqs: int, seq_len: int | Sequence[int], context_tokens: int | Sequence[int] = 0,
                 logits_for: str | None = None) -> "BatchShape":
         return cls(phase="prefill", num_seqs=num_seqs, new_tokens=_tup(seq_len),
@@ -159,13 +175,15 @@ class BatchShape(BaseModel):
         bins, order = self._spread(parts)
         return self._of(bins[order[0]])
 
+    # a part of this (validated) batch is valid by construction: built ``trusted``, as the validated
+    # ``BatchShape(phase=..., num_seqs=..., new_tokens=..., context_tokens=..., logits_for=...)``
     def _uniform(self, n: int) -> "BatchShape":
-        return BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
-                          context_tokens=self.context_tokens, logits_for=self.logits_for)
+        return BatchShape.trusted(self.phase, n, self.new_tokens, self.context_tokens, self.logits_for,
+                                  with_logits_for=True)
 
     def _of(self, seqs: list[tuple[int, int]]) -> "BatchShape":
-        return BatchShape(phase=self.phase, num_seqs=len(seqs), new_tokens=tuple(n for n, _ in seqs),
-                          context_tokens=tuple(c for _, c in seqs), logits_for=self.logits_for)
+        return BatchShape.trusted(self.phase, len(seqs), tuple(n for n, _ in seqs), tuple(c for _, c in seqs),
+                                  self.logits_for, with_logits_for=True)
 
     def _spread(self, parts: int) -> tuple[list[list[tuple[int, int]]], list[int]]:
         """``split``'s greedy placement: the sequences of each rank, and the ranks busiest first."""
@@ -177,6 +195,12 @@ class BatchShape(BaseModel):
             bins[i].append((n, c))
             load[i] = (load[i][0] + n, load[i][1] + c)
         return bins, sorted(range(parts), key=lambda j: load[j], reverse=True)
+
+
+_new, _set = object.__new__, object.__setattr__
+#: the fields ``BatchShape.trusted`` sets (its ``model_fields_set``), without and with ``logits_for``
+_FIELDS = ("phase", "num_seqs", "new_tokens", "context_tokens")
+_FIELDS_LOGITS = (*_FIELDS, "logits_for")
 
 
 def _tup(v):

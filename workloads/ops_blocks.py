@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Callable
 
 from workloads.accounting import (
@@ -63,6 +63,24 @@ KERNEL_SETS = tuple(_KERNEL_SETS)
 RMSNORM_FLOPS_PER_ELEM = 4.0
 SWIGLU_FLOPS_PER_ELEM = 5.0
 ROPE_FLOPS_PER_ELEM = 3.0
+
+
+class _step_property:
+    """``functools.cached_property`` without its lock: Python 3.11's takes an ``RLock`` on every
+    first read, and a step's ``BlockCtx`` is read once per property (the same value, computed
+    once, kept in the instance's ``__dict__``; a context is never shared between threads)."""
+
+    def __init__(self, func: Callable):
+        self.func, self.name, self.__doc__ = func, func.__name__, func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -128,29 +146,29 @@ class BlockCtx:
             object.__setattr__(self, "memo", memo)
         return self
 
-    @cached_property
+    @_step_property
     def pair_sum(self) -> float:
         """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
         rank's sequences, computed once per step (every layer's attention reads it), exactly as
         that float sum (``workloads.accounting.causal_pairs_sum``)."""
         return causal_pairs_sum(self.new, self.ctx)
 
-    @cached_property
+    @_step_property
     def new_sum(self) -> int:
         """New tokens of all sequences (``sum(new)``)."""
         return sum(self.new)
 
-    @cached_property
+    @_step_property
     def ctx_sum(self) -> int:
         """Cached tokens of all sequences (``sum(ctx)``)."""
         return sum(self.ctx)
 
-    @cached_property
+    @_step_property
     def key_sum(self) -> int:
         """Keys all sequences attend to (new + cached tokens)."""
         return self.new_sum + self.ctx_sum
 
-    @cached_property
+    @_step_property
     def varlen(self) -> dict:
         """The per-sequence lengths an attention op's meta carries when they differ."""
         if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
@@ -159,16 +177,16 @@ class BlockCtx:
         # summing them again (``calibration.chunk_lookup.varlen_pairs_factor``)
         return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx), "causal_pairs": self.pair_sum}
 
-    @cached_property
+    @_step_property
     def kv_local(self) -> float:
         """``kv_bytes_local``: KV-cache bytes per token per layer on this rank."""
         return kv_bytes_local(self)
 
-    @cached_property
+    @_step_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
-    @cached_property
+    @_step_property
     def eager(self) -> bool:
         """Glue kernels as plain torch ops (see KERNEL_SETS)."""
         return self.kernel_set.glue == "eager"
