@@ -37,7 +37,7 @@ import numpy as np
 
 from calibration.interp import interp1
 from calibration.table import Table, as_table
-from workloads.pairs import attention_pairs, causal_pairs_sum
+from workloads.pairs import causal_pairs_sum
 
 CTX_TABLE = "attn_prefill_ctx_bf16"
 HEAD_KEYS = ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
@@ -47,8 +47,9 @@ QUERY_TILE = 128
 
 
 def pairs(n: float, c: float) -> float:
-    """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal)."""
-    return attention_pairs(n, c, True)
+    """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal):
+    ``workloads.pairs.attention_pairs(n, c, True)``'s expression, inline (every lookup reads it)."""
+    return n * c + n * (n + 1) / 2
 
 
 def _around(keys: list, x: float) -> tuple:
@@ -87,6 +88,10 @@ def _other_kernel_anchors(df: Table, d: Table) -> np.ndarray:
 
 class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
+
+    #: the table's name and the unequal-sequence factor, read through a table by its profile's lookup
+    TABLE = CTX_TABLE
+    varlen_pairs_factor = staticmethod(varlen_pairs_factor)
 
     def __init__(self, df: Table | None):
         #: (contexts, seconds) per (head configuration, batch, n), as lists of floats
