@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -50,6 +51,13 @@ def pairs(n: float, c: float) -> float:
     """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal):
     ``workloads.pairs.attention_pairs(n, c, True)``'s expression, inline (every lookup reads it)."""
     return n * c + n * (n + 1) / 2
+
+
+@lru_cache(maxsize=4096)
+def _tiles_note(ref: int, tiles: float) -> str:
+    """The source's note of a chunk below the smallest measured n (few distinct values; ``:g`` of a
+    float is not cheap)."""
+    return f", n={ref} x{tiles:g} query tiles"
 
 
 def _around(keys: list, x: float) -> tuple:
@@ -159,7 +167,7 @@ class ChunkPrefillTable:
         ref = ns[0]
         t, how = self._at_context(by_n[ref], ref, context)
         tiles = math.ceil(new / QUERY_TILE) / math.ceil(ref / QUERY_TILE)
-        return t * tiles, f"{how}, n={ref} x{tiles:g} query tiles"
+        return t * tiles, how + _tiles_note(ref, tiles)
 
     @staticmethod
     def _at_context(curve: tuple[list, list], new: float, context: float) -> tuple[float, str]:

@@ -187,6 +187,13 @@ def device_of_gpu(gpu_name: str):
 # ----------------------------------------------------------------------------- profile
 
 
+@functools.lru_cache(maxsize=4096)
+def _batch_note(heads_q: int, heads_kv: int, eq_batch: float, cfg_q: int, cfg_kv: int) -> str:
+    """The source's note of an attention lookup read as an equivalent batch of a measured head
+    configuration (few distinct values per run; ``:g`` of a float is not cheap)."""
+    return f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg_q}q/{cfg_kv}kv"
+
+
 def _nearest_attn_config(surfaces, hq, hkv, dqk, dv):
     """The head configuration of ``surfaces`` that times attention with (hq, hkv, dqk, dv): itself if
     measured, else the one of the same head dims nearest in GQA ratio, then in query heads."""
@@ -627,7 +634,7 @@ class MeasuredProfile:
         if r is None:
             return None
         how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+                      _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
         return r[0], self._src("attn_prefill_bf16", how)
 
     def attn_prefill_ctx_seconds(self, batch: int, new: float, context: float, heads_q: int, heads_kv: int,
@@ -649,8 +656,7 @@ class MeasuredProfile:
         r = chunk.seconds(cfg, eq_batch, new, context)
         if r is None:
             return None
-        how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+        how = r[1] + ("" if eq_batch == batch else _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
         f = chunk.varlen_pairs_factor(new, context, seq_lens, context_lens, causal_pairs)
         if f != 1.0:
             how += f", x{f:.3f} pairs of the unequal sequences over the pairs at their means"
@@ -693,7 +699,7 @@ class MeasuredProfile:
         if r is None:
             return None
         how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+                      _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
         if keys != context:
             how += f", keys {context} rounded up to the {tile}-key tile"
         return r[0], self._src("attn_decode_bf16", how)

@@ -79,3 +79,10 @@ def test_step_property_reads_like_cached_property():
     ref, new = Ref(), New()
     assert (ref.value, ref.value, new.value, new.value) == (1, 1, 2, 2)
     assert new.__dict__ == {"value": 2} and New.value.__doc__ == "Doc." and calls == ["ref", "new"]
+
+
+@given(st.lists(st.integers(0, 3), max_size=8))
+def test_all_equal_is_a_set_of_at_most_one(values):
+    from workloads.ops_blocks import _all_equal
+
+    assert _all_equal(tuple(values)) == (len(set(values)) <= 1)

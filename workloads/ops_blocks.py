@@ -125,7 +125,7 @@ class BlockCtx:
         proto.with_memo(memo)
         base = {f: getattr(proto, f) for f in _INSTANCE_FIELDS}
         base.update(memo=proto.memo, memo_id=proto.memo_id, kernel_set=proto.kernel_set, eager=proto.eager,
-                    kv_local=proto.kv_local)
+                    kv_local=proto.kv_local, flops_per_pair=proto.flops_per_pair)
         return base
 
     @classmethod
@@ -171,7 +171,7 @@ class BlockCtx:
     @_step_property
     def varlen(self) -> dict:
         """The per-sequence lengths an attention op's meta carries when they differ."""
-        if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
+        if _all_equal(self.new) and _all_equal(self.ctx):
             return {}
         # with their causal pairs, which the lookup's unequal-sequence factor reads instead of
         # summing them again (``calibration.chunk_lookup.varlen_pairs_factor``)
@@ -183,6 +183,11 @@ class BlockCtx:
         return kv_bytes_local(self)
 
     @_step_property
+    def flops_per_pair(self) -> float:
+        """``attention_flops_per_pair(model)`` (non-absorbed) over all heads, read by every step's attention."""
+        return attention_flops_per_pair(self.model)
+
+    @_step_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
@@ -190,6 +195,11 @@ class BlockCtx:
     def eager(self) -> bool:
         """Glue kernels as plain torch ops (see KERNEL_SETS)."""
         return self.kernel_set.glue == "eager"
+
+
+def _all_equal(values: tuple) -> bool:
+    """``len(set(values)) <= 1`` without building the set."""
+    return not values or values.count(values[0]) == len(values)
 
 
 #: the BlockCtx fields that vary from step to step; a block's memo key names those it reads, and
@@ -444,7 +454,7 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         return _mla_prefill(c, layer, count, p, H, pairs, kv_local)
     Hkv = kv_heads_local(m, c.attn_tp)
     d = a.head_dim
-    flops = attention_flops_per_pair(m) / c.attn_tp * pairs
+    flops = c.flops_per_pair / c.attn_tp * pairs
     q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
     if c.phase == "decode":
         kv_read = c.key_sum * kv_local / c.sp
@@ -610,7 +620,7 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
         ops += [mla_glue(c, f"{p}q_assemble", "assemble_q", layer, count, H),
                 mla_glue(c, f"{p}k_assemble", "assemble_k", layer, count, H)]
     dqk, dv = a.qk_head_dim, a.v_head_dim
-    flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
+    flops = c.flops_per_pair / c.attn_tp * pairs
     read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
     ops.append(Op(f"{p}attn", ATTN_PREFILL,
                   {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": H,
