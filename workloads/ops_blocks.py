@@ -264,9 +264,10 @@ class BlockMemo:
     def get(self, key: tuple, build: Callable[..., list[Op]], *args) -> tuple[Op, ...]:
         hit = self._blocks.get(key)
         if hit is None:
+            hit = tuple(build(*args))  # built first: a build may fill the memo with the blocks it reads
             if len(self._blocks) >= self.max_entries:
                 self._blocks.clear()
-            hit = self._blocks[key] = tuple(build(*args))
+            self._blocks[key] = hit
         return hit
 
 
@@ -388,9 +389,15 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     and are memoised by it (``BlockCtx.memo``); the attention itself depends on every
     sequence's new and cached tokens, and is built afresh (a new shape rarely repeats it, and
     a memo of shapes that never come back only feeds the garbage collector)."""
+    pre, post = attention_sides(c, layer, count, p)
+    return [*pre, *attention_core(c, layer, count, p), *post]
+
+
+def attention_sides(c: BlockCtx, layer: str, count: int, p: str) -> tuple:
+    """``attention_block``'s input side and output side (memoised by the token count), without its core."""
     pre = block(c, ("attn_pre", layer, count, p, c.phase, c.tokens), _attention_in, c, layer, count, p)
     post = block(c, ("attn_post", layer, count, p, c.tokens), _attention_out, c, layer, count, p)
-    return [*pre, *_attention_core(c, layer, count, p), *post]
+    return pre, post
 
 
 def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
@@ -441,7 +448,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     return ops
 
 
-def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+def attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """The attention over every sequence's keys (with MLA's absorption or decompression GEMMs)
     and the sequence-parallel exchange."""
     m, a, T = c.model, c.model.attention, c.tokens
