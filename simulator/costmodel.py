@@ -315,9 +315,11 @@ class CostModel:
 
     # ------------------------------------------------------------------ collectives
     def comm_seconds(self, op: Op) -> tuple[float, str]:
-        from hardware import collectives, dispatch
+        from hardware import collectives
 
         if op.collective in ("dispatch", "combine"):
+            from hardware import dispatch  # here: a dense model's run does not import it
+
             meta = op.meta
             dtype = str(meta.get("dtype", "bf16"))  # the op's own direction; the other is not read
             measured = self.measured_dispatch(op.collective, int(meta["tokens"]), int(meta["hidden"]),
