@@ -86,3 +86,68 @@ def test_all_equal_is_a_set_of_at_most_one(values):
     from workloads.ops_blocks import _all_equal
 
     assert _all_equal(tuple(values)) == (len(set(values)) <= 1)
+
+
+def _reference_step_ops(model, batch, layout, include_mtp):
+    """``step_ops`` as it composed a step before its segments (blocks built in place, no memo)."""
+    import math
+
+    from workloads import ops as w
+    from workloads.ops_blocks import ACT_BYTES, BlockCtx, attention_block, block, collective
+
+    m = w.get_model(model)
+    dense_n, moe_n = w.stage_layers(m, layout.pp, 0)
+    local = batch.busiest(layout.dp) if layout.dp > 1 else batch
+    tokens = math.ceil(sum(local.new_list) / layout.seq_split) if batch.phase == "prefill" else sum(local.new_list)
+    base = w._prepare(m, layout, "bf16", 1.0, "bf16", 0, None, "bf16", "fused", None)[-1]
+    c = BlockCtx.for_step(base, phase=batch.phase, new=local.new_list, ctx=local.context_list, tokens=tokens,
+                          absorb=batch.phase == "decode",
+                          moe_tokens_all=sum(local.new_list) if local is batch else batch.total_new_tokens)
+
+    def layer(kind, count, p, name=None):
+        name = name or kind
+        ffn = block(c, (), w._ffn_half, c, kind, count, p, name)
+        return [*attention_block(c, name, count, p), *ffn]
+
+    ops = [*w._embedding(c, "embed", "embed.")]
+    if dense_n:
+        ops += layer("dense", dense_n, "dense.")
+    if moe_n:
+        ops += layer("moe", moe_n, "moe.")
+    if layout.pp > 1:
+        return ops + [collective("pp.send", "send_recv", 2, tokens * m.hidden_size * ACT_BYTES, layer="pp", count=1)]
+    n_logits = local.num_seqs if batch.logits_mode == "last" else tokens
+    ops += w._head(c, n_logits, "head", "head.")
+    if include_mtp and m.num_mtp_modules:
+        n = m.num_mtp_modules
+        ops += [*w._embedding(c, "mtp", "mtp.", count=n), *w._mtp_in(c, n)]
+        ops += layer("moe" if m.is_moe else "dense", n, "mtp.", "mtp")
+        ops += w._head(c, n_logits, "mtp", "mtp.head.", count=n)
+    return ops
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([("llama-3.1-70b", dict(tp=4), False), ("llama-3.1-70b", dict(tp=2, pp=2), False),
+                        ("deepseek-v3", dict(dp=8, ep=8), True), ("deepseek-v3", dict(tp=2, sp=2), False)]),
+       st.sampled_from(["decode", "prefill", "mixed"]), st.integers(1, 40), st.integers(1, 3000),
+       st.integers(0, 5000), st.booleans())
+def test_step_segments_compose_the_reference_op_list(case, kind, n, chunk, ctx, memoised):
+    """``step_ops``'s segments (kept per step key in a memo, or built in place) give the op list the
+    blocks composed in place give, op for op."""
+    from workloads.layout import Layout
+    from workloads.ops import step_ops
+    from workloads.ops_blocks import BlockMemo
+
+    model, lay, mtp = case
+    layout = Layout(**lay)
+    if kind == "decode":
+        batch = BatchShape.decode(n, ctx)
+    elif kind == "prefill":
+        batch = BatchShape.prefill(1, chunk, ctx)
+    else:
+        batch = BatchShape(phase="prefill", num_seqs=n + 1, new_tokens=(1,) * n + (chunk,),
+                           context_tokens=(ctx,) * n + (0,))
+    memo = BlockMemo() if memoised else None
+    for _ in range(2 if memoised else 1):  # a memoised step again: its kept segments
+        assert step_ops(model, batch, layout, include_mtp=mtp, memo=memo) == _reference_step_ops(model, batch,
+                                                                                                  layout, mtp)
