@@ -112,9 +112,10 @@ class BatchShape(BaseModel):
                 logits_for: str | None = None, *, with_logits_for: bool = False) -> "BatchShape":
         """The model of fields valid by construction (Python ints, ``num_seqs`` entries of each tuple,
         new >= 1, context >= 0), not validated: what ``model_construct`` makes of them (``logits_for``
-        among the fields set when ``with_logits_for``, as when a caller passes it), without its
-        lookup of every field's default, a third of a step-cost miss's shape
-        (``tests/test_hot_path_exactness.py`` compares it to the validated model)."""
+        among the fields set when ``with_logits_for``, as when a caller passes it), without its lookup
+        of every field's default (most of a step-cost miss's ``shape_of``, measured in-run).
+        ``tests/test_hot_path_exactness.py`` and ``tests/test_miss_path_exactness.py`` compare it to
+        the validated model."""
         shape = _new(cls)
         _set(shape, "__dict__", {"phase": phase, "num_seqs": num_seqs, "new_tokens": new_tokens,
                                  "context_tokens": context_tokens, "logits_for": logits_for})
