@@ -30,13 +30,15 @@ this table from the rows whose ``split`` is ``fit``, so the hold-out rows judge 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
 from calibration.interp import interp1
 from calibration.table import Table, as_table
-from workloads.pairs import attention_pairs, causal_pairs_sum
+from workloads.pairs import causal_pairs_sum
 
 CTX_TABLE = "attn_prefill_ctx_bf16"
 HEAD_KEYS = ["heads_q", "heads_kv", "head_dim_qk", "head_dim_v"]
@@ -46,8 +48,23 @@ QUERY_TILE = 128
 
 
 def pairs(n: float, c: float) -> float:
-    """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal)."""
-    return attention_pairs(n, c, True)
+    """(query, key) pairs of one sequence of ``n`` new tokens after ``c`` cached ones (causal):
+    ``workloads.pairs.attention_pairs(n, c, True)``'s expression, inline (every lookup reads it)."""
+    return n * c + n * (n + 1) / 2
+
+
+@lru_cache(maxsize=4096)
+def _tiles_note(ref: int, tiles: float) -> str:
+    """The source's note of a chunk below the smallest measured n (few distinct values; ``:g`` of a
+    float is not cheap)."""
+    return f", n={ref} x{tiles:g} query tiles"
+
+
+def _around(keys: list, x: float) -> tuple:
+    """The largest of the ascending ``keys`` below ``x`` and the smallest above it, for an ``x``
+    strictly inside them and not among them (``max(k for k in keys if k < x)`` and its ``min``)."""
+    i = bisect_left(keys, x)
+    return keys[i - 1], keys[i]
 
 
 def varlen_pairs_factor(new: float, context: float, seq_lens: Sequence[int] | None,
@@ -79,6 +96,10 @@ def _other_kernel_anchors(df: Table, d: Table) -> np.ndarray:
 
 class ChunkPrefillTable:
     """``attn_prefill_ctx_bf16`` as curves over context per (head configuration, batch, n)."""
+
+    #: the table's name and the unequal-sequence factor, read through a table by its profile's lookup
+    TABLE = CTX_TABLE
+    varlen_pairs_factor = staticmethod(varlen_pairs_factor)
 
     def __init__(self, df: Table | None):
         #: (contexts, seconds) per (head configuration, batch, n), as lists of floats
@@ -116,7 +137,7 @@ class ChunkPrefillTable:
             t, how = self._at_batch(by_b[int(batch)], new, context)
             return t, f"{how}, batch {int(batch)}"
         if bs[0] < batch < bs[-1]:
-            lo, hi = max(b for b in bs if b < batch), min(b for b in bs if b > batch)
+            lo, hi = _around(bs, batch)
             (tl, how), (th, _) = self._at_batch(by_b[lo], new, context), self._at_batch(by_b[hi], new, context)
             f = (math.log(batch) - math.log(lo)) / (math.log(hi) - math.log(lo))
             return math.exp((1 - f) * math.log(tl) + f * math.log(th)), f"{how}, log-log in batch {lo}..{hi}"
@@ -135,7 +156,7 @@ class ChunkPrefillTable:
             t, how = self._at_context(by_n[int(new)], new, context)
             return t, f"{how} at n={int(new)}"
         if ns[0] < new < ns[-1]:
-            lo, hi = max(n for n in ns if n < new), min(n for n in ns if n > new)
+            lo, hi = _around(ns, new)
             (tl, how), (th, _) = self._at_context(by_n[lo], lo, context), self._at_context(by_n[hi], hi, context)
             f = (math.log(new) - math.log(lo)) / (math.log(hi) - math.log(lo))
             return math.exp((1 - f) * math.log(tl) + f * math.log(th)), f"{how}, log-log in n {lo}..{hi}"
@@ -146,7 +167,7 @@ class ChunkPrefillTable:
         ref = ns[0]
         t, how = self._at_context(by_n[ref], ref, context)
         tiles = math.ceil(new / QUERY_TILE) / math.ceil(ref / QUERY_TILE)
-        return t * tiles, f"{how}, n={ref} x{tiles:g} query tiles"
+        return t * tiles, how + _tiles_note(ref, tiles)
 
     @staticmethod
     def _at_context(curve: tuple[list, list], new: float, context: float) -> tuple[float, str]:

@@ -187,6 +187,13 @@ def device_of_gpu(gpu_name: str):
 # ----------------------------------------------------------------------------- profile
 
 
+@functools.lru_cache(maxsize=4096)
+def _batch_note(heads_q: int, heads_kv: int, eq_batch: float, cfg_q: int, cfg_kv: int) -> str:
+    """The source's note of an attention lookup read as an equivalent batch of a measured head
+    configuration (few distinct values per run; ``:g`` of a float is not cheap)."""
+    return f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg_q}q/{cfg_kv}kv"
+
+
 def _nearest_attn_config(surfaces, hq, hkv, dqk, dv):
     """The head configuration of ``surfaces`` that times attention with (hq, hkv, dqk, dv): itself if
     measured, else the one of the same head dims nearest in GQA ratio, then in query heads."""
@@ -627,7 +634,7 @@ class MeasuredProfile:
         if r is None:
             return None
         how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+                      _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
         return r[0], self._src("attn_prefill_bf16", how)
 
     def attn_prefill_ctx_seconds(self, batch: int, new: float, context: float, heads_q: int, heads_kv: int,
@@ -641,21 +648,19 @@ class MeasuredProfile:
         means times their pairs over the pairs at the means. None without the table (the context-free
         table would charge none of the cached keys) or for head dims it did not measure."""
         dv = head_dim_qk if head_dim_v is None else head_dim_v
-        cfg = self._pick_attn(self._chunk.configs, heads_q, heads_kv, head_dim_qk, dv)
+        chunk = self._chunk  # its module's names read through it (no import statement per lookup)
+        cfg = self._pick_attn(chunk.configs, heads_q, heads_kv, head_dim_qk, dv)
         if cfg is None:
             return None
         eq_batch = batch * heads_q / cfg[0]
-        r = self._chunk.seconds(cfg, eq_batch, new, context)
+        r = chunk.seconds(cfg, eq_batch, new, context)
         if r is None:
             return None
-        how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
-        from calibration.chunk_lookup import CTX_TABLE, varlen_pairs_factor
-
-        f = varlen_pairs_factor(new, context, seq_lens, context_lens, causal_pairs)
+        how = r[1] + ("" if eq_batch == batch else _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
+        f = chunk.varlen_pairs_factor(new, context, seq_lens, context_lens, causal_pairs)
         if f != 1.0:
             how += f", x{f:.3f} pairs of the unequal sequences over the pairs at their means"
-        return r[0] * f, self._src(CTX_TABLE, how)
+        return r[0] * f, self._src(chunk.TABLE, how)
 
     def attn_decode_seconds(self, batch: int, context: int, heads_q: int, heads_kv: int,
                             head_dim_qk: int = 128, head_dim_v: int | None = None,
@@ -694,7 +699,7 @@ class MeasuredProfile:
         if r is None:
             return None
         how = r[1] + ("" if eq_batch == batch else
-                      f", {heads_q}q/{heads_kv}kv as batch {eq_batch:g} of {cfg[0]}q/{cfg[1]}kv")
+                      _batch_note(heads_q, heads_kv, eq_batch, cfg[0], cfg[1]))
         if keys != context:
             how += f", keys {context} rounded up to the {tile}-key tile"
         return r[0], self._src("attn_decode_bf16", how)

@@ -231,6 +231,8 @@ class CostModel:
     #: (the linear layers of a decode batch do not depend on its context), so a new shape times
     #: only its new ops. Not part of the model's identity (not compared, not hashed).
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+    #: ``_measured_route`` per profile layer (its device, gap and whether it is this device)
+    _routes: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def device(self) -> DeviceSpec:
@@ -272,15 +274,11 @@ class CostModel:
                     op.bytes_moved / (self.device.hbm_bytes_per_s * published["hbm_fraction"]))
             return t + self.roofline.launch_s, f"published:{published['kernel']}"
         measured = self._measured(prof, op)
-        ref = profile_device(prof)
-        if measured is not None and ref is not None:
+        route = None if measured is None else self._measured_route(prof)
+        if route is not None:
+            ref, gap, same_device = route
             seconds, src = measured
-            # the gap is the measured runtime's (graph replay of dependent kernels): another vendor's
-            # device and runtime do not inherit it
-            # (the whole profile states it: a layered one's primary, else its fallback)
-            gap = ((profile_in_step_gap_s(self.profile) if self.in_step_gap_s is None else self.in_step_gap_s)
-                   if ref.vendor == self.device.vendor else 0.0)
-            if ref.name == self.device.name:
+            if same_device:
                 return seconds + gap, src if src.startswith("profile:") else f"profile:{src}"
             ratio = _roofline_s(op.flops, op.bytes_moved, self.device, dtype) / max(
                 _roofline_s(op.flops, op.bytes_moved, ref, _compute_dtype(op, ref)), 1e-15)
@@ -298,6 +296,25 @@ class CostModel:
                 op.bytes_moved / (self.device.hbm_bytes_per_s * eff.memory_fraction))
         return t + eff.launch_s, f"roofline:{eff.source}"
 
+    def _measured_route(self, prof: Profile | None) -> tuple[DeviceSpec, float, bool] | None:
+        """(device ``prof`` measured on, in-step gap its measurements get here, whether that device is
+        this cluster's), or None without a device; read once per profile layer (every measured op asks)."""
+        hit = self._routes.get(id(prof))
+        if hit is not None and hit[0] is prof:
+            return hit[1]
+        ref = profile_device(prof)
+        if ref is None:
+            route = None
+        else:
+            # the gap is the measured runtime's (graph replay of dependent kernels): another vendor's
+            # device and runtime do not inherit it; the whole profile states it (a layered one's
+            # primary, else its fallback), whichever layer times the op
+            gap = ((profile_in_step_gap_s(self.profile) if self.in_step_gap_s is None else self.in_step_gap_s)
+                   if ref.vendor == self.device.vendor else 0.0)
+            route = (ref, gap, ref.name == self.device.name)
+        self._routes[id(prof)] = (prof, route)  # the profile kept with its id (no other object takes it)
+        return route
+
     @staticmethod
     def _floor(prof: Profile, op: Op) -> float:
         try:
@@ -311,9 +328,11 @@ class CostModel:
 
     # ------------------------------------------------------------------ collectives
     def comm_seconds(self, op: Op) -> tuple[float, str]:
-        from hardware import collectives, dispatch
+        from hardware import collectives
 
         if op.collective in ("dispatch", "combine"):
+            from hardware import dispatch  # here: a dense model's run does not import it
+
             meta = op.meta
             dtype = str(meta.get("dtype", "bf16"))  # the op's own direction; the other is not read
             measured = self.measured_dispatch(op.collective, int(meta["tokens"]), int(meta["hidden"]),

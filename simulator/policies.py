@@ -81,7 +81,7 @@ def shape_of(key: tuple, decode_new_tokens: int) -> BatchShape:
     ctx = (dctx,) * n + (pctx,) * k
     # valid by construction (Python ints, n + k of each, new >= 1, context >= 0): the validated model's
     # fields, without re-checking them (``tests/test_hot_path_exactness.py`` compares both)
-    return BatchShape.model_construct(phase="prefill", num_seqs=n + k, new_tokens=new, context_tokens=ctx)
+    return BatchShape.trusted("prefill", n + k, new, ctx)
 
 
 class StepCostCache:

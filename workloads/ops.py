@@ -37,7 +37,8 @@ from workloads.ops_blocks import (
     RMSNORM_FLOPS_PER_ELEM,
     BlockCtx,
     BlockMemo,
-    attention_block,
+    attention_core,
+    attention_sides,
     block,
     collective,
     dense_ffn_block,
@@ -107,6 +108,23 @@ class BatchShape(BaseModel):
         return self
 
     @classmethod
+    def trusted(cls, phase: str, num_seqs: int, new_tokens: IntOrList, context_tokens: IntOrList,
+                logits_for: str | None = None, *, with_logits_for: bool = False) -> "BatchShape":
+        """The model of fields valid by construction (Python ints, ``num_seqs`` entries of each tuple,
+        new >= 1, context >= 0), not validated: what ``model_construct`` makes of them (``logits_for``
+        among the fields set when ``with_logits_for``, as when a caller passes it), without its lookup
+        of every field's default (most of a step-cost miss's ``shape_of``, measured in-run).
+        ``tests/test_hot_path_exactness.py`` and ``tests/test_miss_path_exactness.py`` compare it to
+        the validated model."""
+        shape = _new(cls)
+        _set(shape, "__dict__", {"phase": phase, "num_seqs": num_seqs, "new_tokens": new_tokens,
+                                 "context_tokens": context_tokens, "logits_for": logits_for})
+        _set(shape, "__pydantic_fields_set__", set(_FIELDS_LOGITS if with_logits_for else _FIELDS))
+        _set(shape, "__pydantic_extra__", None)
+        _set(shape, "__pydantic_private__", None)
+        return shape
+
+    @classmethod
     def prefill(cls, num_seqs: int, seq_len: int | Sequence[int], context_tokens: int | Sequence[int] = 0,
                 logits_for: str | None = None) -> "BatchShape":
         return cls(phase="prefill", num_seqs=num_seqs, new_tokens=_tup(seq_len),
@@ -159,13 +177,15 @@ class BatchShape(BaseModel):
         bins, order = self._spread(parts)
         return self._of(bins[order[0]])
 
+    # a part of this (validated) batch is valid by construction: built ``trusted``, as the validated
+    # ``BatchShape(phase=..., num_seqs=..., new_tokens=..., context_tokens=..., logits_for=...)``
     def _uniform(self, n: int) -> "BatchShape":
-        return BatchShape(phase=self.phase, num_seqs=n, new_tokens=self.new_tokens,
-                          context_tokens=self.context_tokens, logits_for=self.logits_for)
+        return BatchShape.trusted(self.phase, n, self.new_tokens, self.context_tokens, self.logits_for,
+                                  with_logits_for=True)
 
     def _of(self, seqs: list[tuple[int, int]]) -> "BatchShape":
-        return BatchShape(phase=self.phase, num_seqs=len(seqs), new_tokens=tuple(n for n, _ in seqs),
-                          context_tokens=tuple(c for _, c in seqs), logits_for=self.logits_for)
+        return BatchShape.trusted(self.phase, len(seqs), tuple(n for n, _ in seqs), tuple(c for _, c in seqs),
+                                  self.logits_for, with_logits_for=True)
 
     def _spread(self, parts: int) -> tuple[list[list[tuple[int, int]]], list[int]]:
         """``split``'s greedy placement: the sequences of each rank, and the ranks busiest first."""
@@ -177,6 +197,12 @@ class BatchShape(BaseModel):
             bins[i].append((n, c))
             load[i] = (load[i][0] + n, load[i][1] + c)
         return bins, sorted(range(parts), key=lambda j: load[j], reverse=True)
+
+
+_new, _set = object.__new__, object.__setattr__
+#: the fields ``BatchShape.trusted`` sets (its ``model_fields_set``), without and with ``logits_for``
+_FIELDS = ("phase", "num_seqs", "new_tokens", "context_tokens")
+_FIELDS_LOGITS = (*_FIELDS, "logits_for")
 
 
 def _tup(v):
@@ -244,26 +270,50 @@ def step_ops(
         base, phase=batch.phase, new=new, ctx=local.context_list, tokens=tokens,
         absorb=(batch.phase == "decode") if mla_absorb is None else bool(mla_absorb and m.is_mla),
         moe_tokens_all=t_rank if local is batch else batch.total_new_tokens)
-    h = m.hidden_size
-    ops: list[Op] = []
-    if first:
-        ops += _embedding(ctx, "embed", "embed.")
-    if dense_n:
-        ops += _layer(ctx, "dense", dense_n, "dense.")
-    if moe_n:
-        ops += _layer(ctx, "moe", moe_n, "moe.")
-    if not last:
-        ops.append(collective("pp.send", "send_recv", 2, tokens * h * ACT_BYTES, layer="pp", count=1))
-        return ops
     n_logits = local.num_seqs if batch.logits_mode == "last" else tokens
-    ops += _head(ctx, n_logits, "head", "head.")
-    if include_mtp and m.num_mtp_modules:
-        n = m.num_mtp_modules
-        ops += _embedding(ctx, "mtp", "mtp.", count=n)
-        ops += block(ctx, ("mtp_in", n, tokens), _mtp_in, ctx, n)
-        ops += _layer(ctx, "moe" if m.is_moe else "dense", n, "mtp.", layer="mtp")
-        ops += _head(ctx, n_logits, "mtp", "mtp.head.", count=n)
+    mtp_n = m.num_mtp_modules if include_mtp and last else 0
+    shape = (first, dense_n, moe_n, last, n_logits, mtp_n)
+    if memo is None:
+        segments = _segments(ctx, *shape)
+    else:  # every step field a segment reads is in the key (the cores read the rest, afresh)
+        segments = memo.get((ctx.memo_id, "step", batch.phase, tokens, ctx.moe_tokens_all, *shape), _segments, ctx,
+                            *shape)
+    ops: list[Op] = []
+    for seg in segments:
+        if type(seg) is _Core:
+            ops += attention_core(ctx, *seg)
+        else:
+            ops += seg
     return ops
+
+
+class _Core(tuple):
+    """A place in a step's segments where a layer's attention core goes: (layer, count, name prefix)."""
+
+
+def _segments(c: BlockCtx, first: bool, dense_n: int, moe_n: int, last: bool, n_logits: int,
+              mtp_n: int) -> list[tuple[Op, ...] | _Core]:
+    """A step's op list as the blocks that depend on its token counts only (tuples of ops, the same
+    for every step of these counts; ``step_ops`` keeps them per step key) and the places of the
+    attention cores, which read every sequence's lengths and are built per step."""
+    m, tokens = c.model, c.tokens
+    segs: list = []
+    if first:
+        segs.append(tuple(_embedding(c, "embed", "embed.")))
+    if dense_n:
+        segs += _layer(c, "dense", dense_n, "dense.")
+    if moe_n:
+        segs += _layer(c, "moe", moe_n, "moe.")
+    if not last:
+        segs.append((collective("pp.send", "send_recv", 2, tokens * m.hidden_size * ACT_BYTES, layer="pp", count=1),))
+        return segs
+    segs.append(tuple(_head(c, n_logits, "head", "head.")))
+    if mtp_n:
+        segs.append(tuple(_embedding(c, "mtp", "mtp.", count=mtp_n)))
+        segs.append(tuple(block(c, ("mtp_in", mtp_n, tokens), _mtp_in, c, mtp_n)))
+        segs += _layer(c, "moe" if m.is_moe else "dense", mtp_n, "mtp.", layer="mtp")
+        segs.append(tuple(_head(c, n_logits, "mtp", "mtp.head.", count=mtp_n)))
+    return segs
 
 
 def _prepare(model, layout, dtype, moe_imbalance, kv_dtype, stage, dispatch_dtype, combine_dtype, kernels,
@@ -315,11 +365,13 @@ def _embedding_ops(c: BlockCtx, layer: str, p: str, count: int) -> list[Op]:
     return ops
 
 
-def _layer(c: BlockCtx, kind: str, count: int, p: str, layer: str | None = None) -> list[Op]:
+def _layer(c: BlockCtx, kind: str, count: int, p: str, layer: str | None = None) -> list:
+    """A layer's segments: the attention's input side, its core's place, its output side with the FFN half."""
     layer = layer or kind
+    pre, post = attention_sides(c, layer, count, p)
     ffn = block(c, ("ffn", kind, layer, count, p, c.phase, c.tokens, c.moe_tokens_all), _ffn_half, c, kind, count,
                 p, layer)
-    return [*attention_block(c, layer, count, p), *ffn]
+    return [tuple(pre), _Core((layer, count, p)), (*post, *ffn)]
 
 
 def _ffn_half(c: BlockCtx, kind: str, count: int, p: str, layer: str) -> list[Op]:

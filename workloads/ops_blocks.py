@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Callable
 
 from workloads.accounting import (
@@ -65,6 +65,24 @@ SWIGLU_FLOPS_PER_ELEM = 5.0
 ROPE_FLOPS_PER_ELEM = 3.0
 
 
+class _step_property:
+    """``functools.cached_property`` without its lock: Python 3.11's takes an ``RLock`` on every
+    first read, and a step's ``BlockCtx`` is read once per property (the same value, computed
+    once, kept in the instance's ``__dict__``; a context is never shared between threads)."""
+
+    def __init__(self, func: Callable):
+        self.func, self.name, self.__doc__ = func, func.__name__, func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class BlockCtx:
     """Everything a block builder needs, already resolved for one rank.
@@ -107,7 +125,7 @@ class BlockCtx:
         proto.with_memo(memo)
         base = {f: getattr(proto, f) for f in _INSTANCE_FIELDS}
         base.update(memo=proto.memo, memo_id=proto.memo_id, kernel_set=proto.kernel_set, eager=proto.eager,
-                    kv_local=proto.kv_local)
+                    kv_local=proto.kv_local, flops_per_pair=proto.flops_per_pair)
         return base
 
     @classmethod
@@ -128,50 +146,60 @@ class BlockCtx:
             object.__setattr__(self, "memo", memo)
         return self
 
-    @cached_property
+    @_step_property
     def pair_sum(self) -> float:
         """``sum(attention_pairs(n, x) for each sequence)``: the causal (query, key) pairs of this
         rank's sequences, computed once per step (every layer's attention reads it), exactly as
         that float sum (``workloads.accounting.causal_pairs_sum``)."""
         return causal_pairs_sum(self.new, self.ctx)
 
-    @cached_property
+    @_step_property
     def new_sum(self) -> int:
         """New tokens of all sequences (``sum(new)``)."""
         return sum(self.new)
 
-    @cached_property
+    @_step_property
     def ctx_sum(self) -> int:
         """Cached tokens of all sequences (``sum(ctx)``)."""
         return sum(self.ctx)
 
-    @cached_property
+    @_step_property
     def key_sum(self) -> int:
         """Keys all sequences attend to (new + cached tokens)."""
         return self.new_sum + self.ctx_sum
 
-    @cached_property
+    @_step_property
     def varlen(self) -> dict:
         """The per-sequence lengths an attention op's meta carries when they differ."""
-        if len(set(self.new)) <= 1 and len(set(self.ctx)) <= 1:
+        if _all_equal(self.new) and _all_equal(self.ctx):
             return {}
         # with their causal pairs, which the lookup's unequal-sequence factor reads instead of
         # summing them again (``calibration.chunk_lookup.varlen_pairs_factor``)
         return {"seq_lens": tuple(self.new), "context_lens": tuple(self.ctx), "causal_pairs": self.pair_sum}
 
-    @cached_property
+    @_step_property
     def kv_local(self) -> float:
         """``kv_bytes_local``: KV-cache bytes per token per layer on this rank."""
         return kv_bytes_local(self)
 
-    @cached_property
+    @_step_property
+    def flops_per_pair(self) -> float:
+        """``attention_flops_per_pair(model)`` (non-absorbed) over all heads, read by every step's attention."""
+        return attention_flops_per_pair(self.model)
+
+    @_step_property
     def kernel_set(self) -> KernelSet:
         return kernel_set(self.kernels)
 
-    @cached_property
+    @_step_property
     def eager(self) -> bool:
         """Glue kernels as plain torch ops (see KERNEL_SETS)."""
         return self.kernel_set.glue == "eager"
+
+
+def _all_equal(values: tuple) -> bool:
+    """``len(set(values)) <= 1`` without building the set."""
+    return not values or values.count(values[0]) == len(values)
 
 
 #: the BlockCtx fields that vary from step to step; a block's memo key names those it reads, and
@@ -236,9 +264,10 @@ class BlockMemo:
     def get(self, key: tuple, build: Callable[..., list[Op]], *args) -> tuple[Op, ...]:
         hit = self._blocks.get(key)
         if hit is None:
+            hit = tuple(build(*args))  # built first: a build may fill the memo with the blocks it reads
             if len(self._blocks) >= self.max_entries:
                 self._blocks.clear()
-            hit = self._blocks[key] = tuple(build(*args))
+            self._blocks[key] = hit
         return hit
 
 
@@ -360,9 +389,15 @@ def attention_block(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     and are memoised by it (``BlockCtx.memo``); the attention itself depends on every
     sequence's new and cached tokens, and is built afresh (a new shape rarely repeats it, and
     a memo of shapes that never come back only feeds the garbage collector)."""
+    pre, post = attention_sides(c, layer, count, p)
+    return [*pre, *attention_core(c, layer, count, p), *post]
+
+
+def attention_sides(c: BlockCtx, layer: str, count: int, p: str) -> tuple:
+    """``attention_block``'s input side and output side (memoised by the token count), without its core."""
     pre = block(c, ("attn_pre", layer, count, p, c.phase, c.tokens), _attention_in, c, layer, count, p)
     post = block(c, ("attn_post", layer, count, p, c.tokens), _attention_out, c, layer, count, p)
-    return [*pre, *_attention_core(c, layer, count, p), *post]
+    return pre, post
 
 
 def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
@@ -413,7 +448,7 @@ def _attention_in(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     return ops
 
 
-def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
+def attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
     """The attention over every sequence's keys (with MLA's absorption or decompression GEMMs)
     and the sequence-parallel exchange."""
     m, a, T = c.model, c.model.attention, c.tokens
@@ -426,7 +461,7 @@ def _attention_core(c: BlockCtx, layer: str, count: int, p: str) -> list[Op]:
         return _mla_prefill(c, layer, count, p, H, pairs, kv_local)
     Hkv = kv_heads_local(m, c.attn_tp)
     d = a.head_dim
-    flops = attention_flops_per_pair(m) / c.attn_tp * pairs
+    flops = c.flops_per_pair / c.attn_tp * pairs
     q_bytes, o_bytes = T * H * d * ACT_BYTES, T * H * d * ACT_BYTES
     if c.phase == "decode":
         kv_read = c.key_sum * kv_local / c.sp
@@ -592,7 +627,7 @@ def _mla_prefill(c: BlockCtx, layer, count, p, H, pairs, kv_local) -> list[Op]:
         ops += [mla_glue(c, f"{p}q_assemble", "assemble_q", layer, count, H),
                 mla_glue(c, f"{p}k_assemble", "assemble_k", layer, count, H)]
     dqk, dv = a.qk_head_dim, a.v_head_dim
-    flops = attention_flops_per_pair(c.model) / c.attn_tp * pairs
+    flops = c.flops_per_pair / c.attn_tp * pairs
     read = T * H * dqk * ACT_BYTES + keys_rows * H * (dqk + dv) * ACT_BYTES
     ops.append(Op(f"{p}attn", ATTN_PREFILL,
                   {"batch": len(c.new), "seq": _mean_of(c.new_sum, len(c.new)), "heads_q": H, "heads_kv": H,
