@@ -17,44 +17,18 @@ from pathlib import Path
 import torch
 
 from calibration.bench import in_step_gap as isg
+from calibration.bench.common import capture_graph
+from gt_kernel_profile import kernel_rows  # benchmarks/, the script's own folder
 
 
-def kernels(fn, reps: int = 3) -> list[tuple[str, float]]:
-    """[(kernel, us)] of one call of ``fn`` (median over ``reps`` profiled calls)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    runs = []
-    for _ in range(reps):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        ev = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
-                    key=lambda e: e.time_range.start)
-        runs.append([(e.name[:60], e.time_range.elapsed_us(), e.time_range.start) for e in ev])
-    n = min(len(r) for r in runs)
-    out = []
-    for i in range(n):
-        durs = sorted(r[i][1] for r in runs)
-        out.append((runs[0][i][0], durs[len(durs) // 2]))
-    return out
+def kernels(fn) -> list[tuple[str, float]]:
+    """[(kernel, us)] of one call of ``fn`` (``gt_kernel_profile.kernel_rows``, names cut to 60 characters)."""
+    return [(name[:60], us) for name, us in kernel_rows(fn)]
 
 
 def graphed(fn):
-    """``fn`` captured as a CUDA graph (as ``time_calls`` captures it): its replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    return g.replay
+    """``fn`` captured as a CUDA graph (``time_calls``'s capture, one call): its replay."""
+    return capture_graph([fn], 1).replay
 
 
 def replay_us(fn, reps: int = 50) -> float:

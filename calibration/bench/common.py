@@ -93,12 +93,11 @@ def time_calls(fns: Sequence[Callable[[], object]], ctx: BenchContext, *, use_gr
     return _time_loop(fns, est_s, ctx), "cuda_events_loop"
 
 
-def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
+def capture_graph(fns: Sequence[Callable[[], object]], calls: int):
+    """A CUDA graph of ``calls`` calls rotating over ``fns``, each run once first on a side stream (as
+    capture requires), replayed once (warm)."""
     import torch
 
-    inner = max(len(fns), int(math.ceil(2e-3 / max(est_s, 1e-7))))
-    inner = min(inner, 400)
-    inner = int(math.ceil(inner / len(fns)) * len(fns))
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -108,10 +107,20 @@ def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for i in range(inner):
+        for i in range(calls):
             fns[i % len(fns)]()
     graph.replay()
     torch.cuda.synchronize()
+    return graph
+
+
+def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
+    import torch
+
+    inner = max(len(fns), int(math.ceil(2e-3 / max(est_s, 1e-7))))
+    inner = min(inner, 400)
+    inner = int(math.ceil(inner / len(fns)) * len(fns))
+    graph = capture_graph(fns, inner)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     reps = 3 if ctx.quick else int(min(11, max(3, 0.2 / max(est_s * inner, 1e-9))))
