@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,28 +22,7 @@ import numpy as np
 import torch
 
 from calibration import groundtruth as gt
-from calibration.bench.common import BenchContext, time_calls
-
-
-def kernel_rows(fn, steps: int = 3) -> list[tuple[str, float]]:
-    """[(kernel name, median device us)] for one call of ``fn``, in launch order."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    runs = []
-    for _ in range(steps):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        ev.sort(key=lambda e: e.time_range.start)
-        runs.append([(e.name, e.time_range.elapsed_us()) for e in ev if "Memcpy" not in e.name])
-    n = min(len(r) for r in runs)
-    out = []
-    for i in range(n):
-        out.append((runs[0][i][0], statistics.median(r[i][1] for r in runs)))
-    return out
+from calibration.bench.common import BenchContext, kernel_rows, time_calls
 
 
 def main() -> None:

@@ -17,12 +17,11 @@ from pathlib import Path
 import torch
 
 from calibration.bench import in_step_gap as isg
-from calibration.bench.common import capture_graph
-from gt_kernel_profile import kernel_rows  # benchmarks/, the script's own folder
+from calibration.bench.common import capture_graph, kernel_rows
 
 
 def kernels(fn) -> list[tuple[str, float]]:
-    """[(kernel, us)] of one call of ``fn`` (``gt_kernel_profile.kernel_rows``, names cut to 60 characters)."""
+    """[(kernel, us)] of one call of ``fn`` (``calibration.bench.common.kernel_rows``, names cut to 60 characters)."""
     return [(name[:60], us) for name, us in kernel_rows(fn)]
 
 

@@ -114,6 +114,29 @@ def capture_graph(fns: Sequence[Callable[[], object]], calls: int):
     return graph
 
 
+def kernel_rows(fn, steps: int = 3) -> list[tuple[str, float]]:
+    """[(kernel name, median device us)] for one call of ``fn``, in launch order (``torch.profiler``'s
+    CUDA records of ``steps`` calls, copies left out)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        ev.sort(key=lambda e: e.time_range.start)
+        runs.append([(e.name, e.time_range.elapsed_us()) for e in ev if "Memcpy" not in e.name])
+    n = min(len(r) for r in runs)
+    out = []
+    for i in range(n):
+        out.append((runs[0][i][0], statistics.median(r[i][1] for r in runs)))
+    return out
+
+
 def _time_graph(fns, est_s: float, ctx: BenchContext) -> float:
     import torch
 
