@@ -1,6 +1,9 @@
 # Sourced by benchmarks/device_*.sh (one lent GPU machine, run from the repo root, bare image).
 # Fresh install of clustersim and simpy from the carried wheels in .whl/ (and pydantic from
 # .whl/opt/ only if the image lacks it), the NVLink-multicast guards, a clock, and a log in $OUT.
+# Make .whl with benchmarks/device_wheels.sh (wheels for the image's Python 3.12). The device's copy
+# of the tree reports its checkout's base commit as HEAD: give the commit run as
+# CLUSTERSIM_GIT_SHA=<sha> in the device command so the runs' metadata name it.
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
