@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from calibration.bench import in_step_gap as isg
-from calibration.bench.common import capture_graph, kernel_rows
+from calibration.bench.common import capture_graph, event_median_s, kernel_rows
 
 
 def kernels(fn) -> list[tuple[str, float]]:
@@ -31,16 +31,8 @@ def graphed(fn):
 
 
 def replay_us(fn, reps: int = 50) -> float:
-    """Median device microseconds of one replay of graph ``fn`` (CUDA events)."""
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    out = []
-    for _ in range(reps):
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        out.append(s.elapsed_time(e) * 1e3)
-    return sorted(out)[reps // 2]
+    """Median device microseconds of one replay of graph ``fn`` (``event_median_s``)."""
+    return event_median_s(fn, reps) * 1e6
 
 
 def _inner_scan(out: Path) -> None:

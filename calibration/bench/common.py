@@ -93,6 +93,21 @@ def time_calls(fns: Sequence[Callable[[], object]], ctx: BenchContext, *, use_gr
     return _time_loop(fns, est_s, ctx), "cuda_events_loop"
 
 
+def event_median_s(call: Callable[[], object], n: int) -> float:
+    """Median seconds of ``n`` calls of ``call``, each between two CUDA events (synchronised after)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    ts = []
+    for _ in range(n):
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        ts.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(ts)
+
+
 def capture_graph(fns: Sequence[Callable[[], object]], calls: int):
     """A CUDA graph of ``calls`` calls rotating over ``fns``, each run once first on a side stream (as
     capture requires), replayed once (warm)."""

@@ -32,6 +32,8 @@ def time_step(fn, device: str, repeats: int = 7, use_graph: bool = True,
     median of three host-timed calls (tests)."""
     import torch
 
+    from calibration.bench.common import event_median_s
+
     if not device.startswith("cuda"):
         fn()
         ts = []
@@ -44,19 +46,7 @@ def time_step(fn, device: str, repeats: int = 7, use_graph: bool = True,
     fn()
     fn()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def median_of(call, n):
-        ts = []
-        for _ in range(n):
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            ts.append(start.elapsed_time(end) * 1e-3)
-        return statistics.median(ts)
-
-    eager = median_of(fn, eager_repeats or repeats)
+    eager = event_median_s(fn, eager_repeats or repeats)
     if not use_graph:
         return eager, eager, False
     try:
@@ -70,7 +60,7 @@ def time_step(fn, device: str, repeats: int = 7, use_graph: bool = True,
             fn()
         graph.replay()
         torch.cuda.synchronize()
-        t = median_of(graph.replay, repeats)
+        t = event_median_s(graph.replay, repeats)
         del graph
         return t, eager, True
     except Exception as exc:  # record, fall back to eager
